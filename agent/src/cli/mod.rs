@@ -1,0 +1,161 @@
+//! The `minilet` command line: the agent itself, local image management, and the hidden
+//! helper subcommands the agent re-executes itself with (see [`crate::runtime::helper`]).
+
+pub mod image;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// minilet: a small, fast, real Kubernetes node agent.
+#[derive(Debug, Parser)]
+#[command(name = "minilet", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the node agent: start the pods whose manifests are in --manifests, keep them running.
+    Agent(AgentArgs),
+    /// Manage the local image store.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Stop and remove every pod this agent's state directory knows of (for interactive use).
+    Reset(ResetArgs),
+}
+
+/// Where state lives; shared by every command that touches the state directory.
+#[derive(Debug, Clone, Args)]
+pub struct RootArgs {
+    /// State directory: images, pods, containers.
+    #[arg(long, env = "MINILET_ROOT", default_value = "/var/lib/minilet")]
+    pub root: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// Directory of Kubernetes Pod manifests (.yaml, .yml, .json), one pod per file.
+    #[arg(long, default_value = "/etc/minilet/manifests")]
+    pub manifests: PathBuf,
+
+    #[command(flatten)]
+    pub root: RootArgs,
+
+    /// Directory for container logs: <log-dir>/<namespace>_<name>_<uid>/<container>/<n>.log.
+    #[arg(long, default_value = "/var/log/pods")]
+    pub log_dir: PathBuf,
+
+    /// Parent of all pod cgroups. A relative path is taken under the agent's own cgroup in
+    /// every hierarchy; an absolute one is used as is.
+    #[arg(long, default_value = "minilet")]
+    pub cgroup_parent: String,
+
+    /// Node name, used in static pod UIDs and pod status. Defaults to the hostname.
+    #[arg(long)]
+    pub node_name: Option<String>,
+
+    /// The pause binary. Defaults to `minilet-pause` next to this binary, then $PATH.
+    #[arg(long)]
+    pub pause_binary: Option<PathBuf>,
+
+    /// Stop and remove all pods when the agent exits (default: leave them running, as the
+    /// kubelet does, to be re-adopted by the next agent).
+    #[arg(long)]
+    pub cleanup_on_exit: bool,
+
+    /// How often the manifests directory is re-listed as a safety net behind inotify.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub relist_period: Duration,
+
+    /// First container restart back-off (kubelet: 10s). For tests.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, hide = true)]
+    pub backoff_initial: Duration,
+
+    /// Maximum container restart back-off (kubelet: 300s). For tests.
+    #[arg(long, default_value = "300s", value_parser = parse_duration, hide = true)]
+    pub backoff_max: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Import an OCI image layout directory or an OCI archive (tar) into the store.
+    Import {
+        /// Path to an OCI layout directory or an OCI archive tar file.
+        path: PathBuf,
+        /// Name to give the image; without it, the layout's org.opencontainers.image.ref.name decides.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        root: RootArgs,
+    },
+    /// List the images in the store.
+    #[command(alias = "list")]
+    Ls {
+        /// Only print image IDs.
+        #[arg(short, long)]
+        quiet: bool,
+        #[command(flatten)]
+        root: RootArgs,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ResetArgs {
+    #[command(flatten)]
+    pub root: RootArgs,
+    /// Directory for container logs (their pod directories are removed too).
+    #[arg(long, default_value = "/var/log/pods")]
+    pub log_dir: PathBuf,
+}
+
+/// Durations as the kubelet's flags spell them: `300ms`, `10s`, `5m`, `1h`, `1m30s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let err = || format!("invalid duration {s:?} (expected e.g. 500ms, 10s, 5m, 1h30m)");
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or_else(err)?;
+        let value: f64 = rest[..digits].parse().map_err(|_| err())?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(err()),
+        };
+        rest = &rest[unit_len..];
+        total += Duration::from_secs_f64(value * scale);
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_go() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("300ms"), Ok(Duration::from_millis(300)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("ten seconds").is_err());
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

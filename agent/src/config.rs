@@ -1,0 +1,1 @@
+//! Agent configuration (being written).

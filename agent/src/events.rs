@@ -1,0 +1,1 @@
+//! Events (being written).

@@ -1,0 +1,40 @@
+//! The `minilet` binary: the node agent, its CLI, and (hidden) its own helper processes.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use minilet::cli::{Cli, Command, ImageCommand};
+
+fn main() -> ExitCode {
+    // The agent re-executes this binary as small single-threaded helpers (sandbox launcher,
+    // container monitor). Dispatch them before anything else starts a thread.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(code) = minilet::runtime::helper::dispatch(&args) {
+        return code;
+    }
+
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Agent(args) => minilet::agent::run(args),
+        Command::Image(ImageCommand::Import { path, name, root }) => {
+            minilet::cli::image::import(&root.root, &path, name.as_deref())
+        }
+        Command::Image(ImageCommand::Ls { quiet, root }) => minilet::cli::image::list(&root.root, quiet),
+        Command::Reset(args) => minilet::agent::reset(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line, the whole context chain, no debug dump.
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("MINILET_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

@@ -1,0 +1,1 @@
+//! Pod workers (being written).
