@@ -1,11 +1,152 @@
-//! The agent: wires the manifest source to pod workers (being written).
+//! The agent process: wires the manifest source to the pod manager over the runtime, and
+//! decides what happens to pods when it exits (by default: nothing; they keep running and
+//! the next agent re-adopts them, as with the kubelet).
 
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+
+use crate::cgroups::{self, CgroupParent};
 use crate::cli::{AgentArgs, ResetArgs};
+use crate::events::Events;
+use crate::pod::backoff::BackoffConfig;
+use crate::pod::manager::Manager;
+use crate::pod::node::NodeInfo;
+use crate::pod::status::Registry;
+use crate::pod::{self, Context};
+use crate::runtime::{self, Runtime, RuntimeConfig, reaper};
+use crate::source::ManifestSource;
 
-pub fn run(_args: AgentArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+pub fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start the async runtime")?;
+    rt.block_on(run_async(args))
 }
 
-pub fn reset(_args: &ResetArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+async fn run_async(args: AgentArgs) -> anyhow::Result<()> {
+    let _lock = lock_root(&args.root.root)?;
+    reaper::become_subreaper().context("prctl(PR_SET_CHILD_SUBREAPER)")?;
+    reaper::start().context("install the SIGCHLD handler")?;
+
+    let node = NodeInfo::detect(args.node_name.as_deref());
+    let pause = runtime::find_pause(args.pause_binary.as_deref()).map_err(anyhow::Error::msg)?;
+    let ctx = context(&args.root.root, &args.log_dir, &args.cgroup_parent, pause, node, BackoffConfig { initial: args.backoff_initial, max: args.backoff_max })?;
+    tracing::info!(
+        node = %ctx.node.name,
+        manifests = %args.manifests.display(),
+        root = %args.root.root.display(),
+        cgroups = %ctx.runtime.cgroups.version(),
+        "minilet agent starting"
+    );
+
+    let (source, desired, invalid, changes) =
+        ManifestSource::start(&args.manifests, &ctx.node.name, args.relist_period).with_context(|| format!("watch {}", args.manifests.display()))?;
+    let mut manager = Manager::start(ctx.clone(), desired, invalid).await;
+    tracing::info!("minilet agent ready");
+    manager.run(changes, shutdown_signal()).await;
+    drop(source);
+
+    if args.cleanup_on_exit {
+        tracing::info!("removing all pods (--cleanup-on-exit)");
+        manager.remove_all().await;
+        remove_cgroup_tree(&ctx.runtime);
+    } else {
+        tracing::info!("agent exiting; pods keep running and will be re-adopted by the next agent");
+        manager.detach();
+    }
+    Ok(())
+}
+
+/// Build the shared context: cgroups, runtime (state directory, images), events, and a
+/// watch on the image store so pods waiting for an image start when it arrives.
+fn context(
+    root: &std::path::Path,
+    log_dir: &std::path::Path,
+    cgroup_parent: &str,
+    pause_path: std::path::PathBuf,
+    node: NodeInfo,
+    backoff: BackoffConfig,
+) -> anyhow::Result<Arc<Context>> {
+    let cgroups = cgroups::detect(&CgroupParent::parse(cgroup_parent)).context("set up cgroups")?;
+    let config = RuntimeConfig {
+        root: root.to_path_buf(),
+        log_dir: log_dir.to_path_buf(),
+        pause_path,
+        min_oom_score_adj: runtime::min_oom_score_adj(),
+    };
+    let runtime = Arc::new(Runtime::new(config, cgroups).context("open the state directory")?);
+    let images_changed = watch_images(&runtime)?;
+    Ok(Arc::new(Context { runtime, node, events: Events::new(), registry: Registry::default(), backoff, images_changed }))
+}
+
+/// inotify on the image store's directory: every change of its index bumps the counter.
+fn watch_images(runtime: &Runtime) -> anyhow::Result<watch::Receiver<u64>> {
+    use notify::Watcher;
+    let index = runtime.images.index_path();
+    let dir = index.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+    let (tx, rx) = watch::channel(0u64);
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res
+            && ev.paths.iter().any(|p| p == &index)
+        {
+            tx.send_modify(|n| *n += 1);
+        }
+    })
+    .context("create the image store watcher")?;
+    watcher.watch(&dir, notify::RecursiveMode::NonRecursive).with_context(|| format!("watch {}", dir.display()))?;
+    // The watcher lives as long as the agent.
+    std::mem::forget(watcher);
+    Ok(rx)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install SIGTERM/SIGINT handlers");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}
+
+/// One agent per state directory: a second one would fight the first over every pod.
+fn lock_root(root: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(root).with_context(|| format!("create {}", root.display()))?;
+    let path = root.join("agent.lock");
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).with_context(|| format!("open {}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        anyhow::bail!("another minilet agent is using {} (lock {} is held)", root.display(), path.display());
+    }
+    Ok(file)
+}
+
+/// Remove the QoS cgroups (and so everything minilet created under the cgroup parent).
+fn remove_cgroup_tree(runtime: &Runtime) {
+    if let Err(e) = runtime.cgroups.remove(runtime::KUBEPODS) {
+        tracing::warn!(error = %e, "remove the kubepods cgroups");
+    }
+}
+
+/// `minilet reset`: stop and remove every pod the state directory knows, then the cgroups.
+pub fn reset(args: &ResetArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start the async runtime")?;
+    rt.block_on(async {
+        let _lock = lock_root(&args.root.root)?;
+        reaper::start().context("install the SIGCHLD handler")?;
+        let pause = runtime::find_pause(None).unwrap_or_default();
+        let node = NodeInfo::detect(None);
+        let ctx = context(&args.root.root, &args.log_dir, &args.cgroup_parent, pause, node, BackoffConfig::default())?;
+        // Nothing is desired: every pod found is removed.
+        let mut manager = Manager::start(ctx.clone(), Vec::new(), Vec::new()).await;
+        manager.remove_all().await;
+        remove_cgroup_tree(&ctx.runtime);
+        let left = pod::status::Registry::list(&ctx.registry).len();
+        println!("removed all pods from {}{}", args.root.root.display(), if left > 0 { format!(" ({left} could not be removed)") } else { String::new() });
+        Ok(())
+    })
 }

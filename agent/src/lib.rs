@@ -9,7 +9,6 @@ pub mod agent;
 pub mod atomic_file;
 pub mod cgroups;
 pub mod cli;
-pub mod config;
 pub mod events;
 pub mod images;
 pub mod pod;

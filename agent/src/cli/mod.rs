@@ -106,6 +106,9 @@ pub enum ImageCommand {
 pub struct ResetArgs {
     #[command(flatten)]
     pub root: RootArgs,
+    /// Parent of all pod cgroups, as given to the agent.
+    #[arg(long, default_value = "minilet")]
+    pub cgroup_parent: String,
     /// Directory for container logs (their pod directories are removed too).
     #[arg(long, default_value = "/var/log/pods")]
     pub log_dir: PathBuf,

@@ -1,1 +1,31 @@
-//! Pod workers (being written).
+//! Pods: what Kubernetes semantics mean for each pod, and one worker task per pod that makes
+//! the runtime do it.
+
+pub mod backoff;
+pub mod command;
+pub mod config;
+pub mod expansion;
+pub mod manager;
+pub mod node;
+pub mod qos;
+pub mod states;
+pub mod status;
+pub mod worker;
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::events::Events;
+use crate::runtime::Runtime;
+
+/// What every pod worker shares.
+pub struct Context {
+    pub runtime: Arc<Runtime>,
+    pub node: node::NodeInfo,
+    pub events: Events,
+    pub registry: status::Registry,
+    pub backoff: backoff::BackoffConfig,
+    /// Bumped whenever the set of images changes (a pod waiting for one tries again).
+    pub images_changed: watch::Receiver<u64>,
+}

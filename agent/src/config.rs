@@ -1,1 +1,0 @@
-//! Agent configuration (being written).

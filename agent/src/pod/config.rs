@@ -1,0 +1,584 @@
+//! From a Pod to runtime configurations: what Kubernetes semantics mean for one sandbox and
+//! one container. Everything the runtime needs is decided here; nothing here touches the
+//! kernel except to prepare hostPath and subPath directories, as the kubelet does.
+
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{Container, EnvVarSource, Pod, PodSpec, SecurityContext};
+
+use super::command;
+use super::expansion::expand;
+use super::node::NodeInfo;
+use super::qos::{self, QosClass};
+use crate::images::Image;
+use crate::quantity::Quantity;
+use crate::runtime::Runtime;
+use crate::runtime::capabilities;
+use crate::runtime::container::ContainerConfig;
+use crate::runtime::sandbox::{EtcFiles, SandboxConfig};
+use crate::runtime::spec::{BindMount, ProcessSpec, SandboxNamespaces, UserSpec};
+
+/// Default size of a pod's /dev/shm (containerd's).
+pub const SHM_SIZE: u64 = 64 * 1024 * 1024;
+
+/// What is decided once per pod.
+#[derive(Debug, Clone)]
+pub struct PodPlan {
+    pub qos: QosClass,
+    pub cgroup: String,
+    pub share_pid: bool,
+    pub hostname: String,
+}
+
+impl PodPlan {
+    pub fn new(pod: &Pod, uid: &str) -> Self {
+        let spec = spec(pod);
+        let qos = qos::class(spec);
+        PodPlan {
+            qos,
+            cgroup: qos::pod_cgroup(qos, uid),
+            share_pid: spec.share_process_namespace == Some(true) || spec.host_pid == Some(true),
+            hostname: pod_hostname(pod),
+        }
+    }
+}
+
+fn spec(pod: &Pod) -> &PodSpec {
+    static EMPTY: std::sync::OnceLock<PodSpec> = std::sync::OnceLock::new();
+    pod.spec.as_ref().unwrap_or_else(|| EMPTY.get_or_init(PodSpec::default))
+}
+
+/// spec.hostname, else the pod name, cut to a DNS label's 63 characters (the kubelet's rule).
+pub fn pod_hostname(pod: &Pod) -> String {
+    let name = spec(pod).hostname.clone().filter(|h| !h.is_empty()).or_else(|| pod.metadata.name.clone()).unwrap_or_default();
+    let cut: String = name.chars().take(63).collect();
+    cut.trim_end_matches(['-', '.']).to_string()
+}
+
+fn host_network(pod: &Pod) -> bool {
+    spec(pod).host_network == Some(true)
+}
+
+/// The sandbox of a pod.
+pub fn sandbox_config(pod: &Pod, uid: &str, plan: &PodPlan, node: &NodeInfo) -> SandboxConfig {
+    let spec = spec(pod);
+    let host_net = host_network(pod);
+    let empty_dirs = spec
+        .volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| {
+            let e = v.empty_dir.as_ref()?;
+            let memory = e.medium.as_deref() == Some("Memory");
+            let limit = e.size_limit.as_ref().and_then(|q| Quantity::parse(&q.0).ok()).map(|q| q.value().max(0) as u64);
+            Some((v.name.clone(), memory, limit))
+        })
+        .collect();
+    SandboxConfig {
+        pod_uid: uid.to_string(),
+        hostname: if host_net { node.name.clone() } else { plan.hostname.clone() },
+        namespaces: SandboxNamespaces {
+            network: !host_net,
+            pid: spec.host_pid != Some(true),
+            ipc: spec.host_ipc != Some(true),
+            uts: !host_net,
+        },
+        cgroup: plan.cgroup.clone(),
+        resources: qos::pod_resources(spec, plan.qos),
+        oom_score_adj: qos::PAUSE_OOM_SCORE_ADJ,
+        shm_size: SHM_SIZE,
+        empty_dirs,
+        etc: EtcFiles {
+            hosts: hosts_file(pod, plan, node),
+            hostname: format!("{}\n", if host_net { &node.name } else { &plan.hostname }),
+            resolv_conf: resolv_conf(pod, &node.resolv_conf),
+        },
+    }
+}
+
+/// /etc/hosts as the kubelet writes it. minilet pods have no pod network (loopback only), so
+/// the hostname maps to 127.0.1.1, the Debian convention for a host without a fixed address.
+fn hosts_file(pod: &Pod, plan: &PodPlan, node: &NodeInfo) -> String {
+    let mut out = String::new();
+    if host_network(pod) {
+        out.push_str("# Kubernetes-managed hosts file (host network).\n");
+        out.push_str(&node.hosts);
+        if !node.hosts.ends_with('\n') && !node.hosts.is_empty() {
+            out.push('\n');
+        }
+    } else {
+        out.push_str("# Kubernetes-managed hosts file.\n");
+        out.push_str("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+        out.push_str("fe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n");
+        out.push_str(&format!("127.0.1.1\t{}\n", plan.hostname));
+    }
+    let aliases = spec(pod).host_aliases.iter().flatten().collect::<Vec<_>>();
+    if !aliases.is_empty() {
+        out.push_str("\n# Entries added by HostAliases.\n");
+        for a in aliases {
+            out.push_str(&format!("{}\t{}\n", a.ip, a.hostnames.iter().flatten().cloned().collect::<Vec<_>>().join("\t")));
+        }
+    }
+    out
+}
+
+/// /etc/resolv.conf by dnsPolicy. Without cluster DNS, ClusterFirst falls back to the node's
+/// resolver (the kubelet does the same, with a warning); None uses only spec.dnsConfig.
+pub fn resolv_conf(pod: &Pod, node_resolv: &str) -> String {
+    let spec = spec(pod);
+    let (mut servers, mut searches, mut options) = (Vec::new(), Vec::new(), Vec::<(String, Option<String>)>::new());
+    if spec.dns_policy.as_deref() != Some("None") {
+        for line in node_resolv.lines() {
+            let mut words = line.split_whitespace();
+            match words.next() {
+                Some("nameserver") => servers.extend(words.next().map(str::to_string)),
+                Some("search") | Some("domain") => searches = words.map(str::to_string).collect(),
+                Some("options") => options.extend(words.map(split_option)),
+                _ => {}
+            }
+        }
+    }
+    if let Some(cfg) = &spec.dns_config {
+        for s in cfg.nameservers.iter().flatten() {
+            if !servers.contains(s) {
+                servers.push(s.clone());
+            }
+        }
+        for s in cfg.searches.iter().flatten() {
+            if !searches.contains(s) {
+                searches.push(s.clone());
+            }
+        }
+        for o in cfg.options.iter().flatten() {
+            options.retain(|(n, _)| *n != o.name);
+            options.push((o.name.clone(), o.value.clone()));
+        }
+    }
+    let mut out = String::new();
+    for s in &servers {
+        out.push_str(&format!("nameserver {s}\n"));
+    }
+    if !searches.is_empty() {
+        out.push_str(&format!("search {}\n", searches.join(" ")));
+    }
+    if !options.is_empty() {
+        let opts: Vec<String> = options.iter().map(|(n, v)| v.as_ref().map_or(n.clone(), |v| format!("{n}:{v}"))).collect();
+        out.push_str(&format!("options {}\n", opts.join(" ")));
+    }
+    out
+}
+
+fn split_option(o: &str) -> (String, Option<String>) {
+    match o.split_once(':') {
+        Some((n, v)) => (n.to_string(), Some(v.to_string())),
+        None => (o.to_string(), None),
+    }
+}
+
+/// Where a container's termination message file lives on the host.
+pub fn termination_log_path(rt: &Runtime, uid: &str, container: &str, attempt: u32) -> PathBuf {
+    rt.layout.pod_dir(uid).join("termination").join(container).join(attempt.to_string())
+}
+
+/// Inputs for one container attempt.
+pub struct ContainerInputs<'a> {
+    pub pod: &'a Pod,
+    pub uid: &'a str,
+    pub plan: &'a PodPlan,
+    pub container: &'a Container,
+    pub init: bool,
+    pub attempt: u32,
+    pub image: &'a Image,
+    pub log_path: PathBuf,
+}
+
+/// The runtime configuration of one container attempt, or why it cannot be made
+/// (`CreateContainerConfigError`, in the kubelet's words).
+pub fn container_config(rt: &Runtime, node: &NodeInfo, i: &ContainerInputs) -> Result<ContainerConfig, String> {
+    let c = i.container;
+    let pod_spec = spec(i.pod);
+    let sc = merged_security_context(pod_spec, c);
+
+    let (env, pod_env) = environment(i.pod, c, node, &i.image.config.env, &i.plan.hostname)?;
+    let argv = command::resolve(
+        c.command.as_deref().unwrap_or_default(),
+        c.args.as_deref().unwrap_or_default(),
+        &i.image.config.entrypoint,
+        &i.image.config.cmd,
+    );
+    if argv.is_empty() {
+        return Err(format!("no command specified: the image {} has no Entrypoint or Cmd and the container sets no command", i.image.summary.name));
+    }
+    let args = command::expand_args(&argv, &pod_env);
+
+    let user = UserSpec {
+        uid: sc.run_as_user.map(|u| u as u32),
+        gid: sc.run_as_group.map(|g| g as u32),
+        image_user: i.image.config.user.clone(),
+        supplemental_groups: pod_spec
+            .security_context
+            .as_ref()
+            .map(|p| p.supplemental_groups.iter().flatten().copied().chain(p.fs_group).map(|g| g as u32).collect())
+            .unwrap_or_default(),
+    };
+    if sc.run_as_non_root == Some(true) {
+        check_non_root(&user)?;
+    }
+
+    let privileged = sc.privileged == Some(true);
+    let caps = sc.capabilities.as_ref();
+    let capabilities = (!privileged).then(|| {
+        capabilities::effective_set(
+            caps.and_then(|c| c.add.as_deref()).unwrap_or_default(),
+            caps.and_then(|c| c.drop.as_deref()).unwrap_or_default(),
+        )
+    });
+
+    let working_dir = c.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| i.image.config.working_dir.clone());
+
+    Ok(ContainerConfig {
+        pod_uid: i.uid.to_string(),
+        name: c.name.clone(),
+        attempt: i.attempt,
+        init: i.init,
+        image_ref: c.image.clone().unwrap_or_default(),
+        image: i.image.clone(),
+        pod_cgroup: i.plan.cgroup.clone(),
+        resources: qos::container_resources(c),
+        oom_score_adj: qos::oom_score_adj(pod_spec, i.plan.qos, c, node.memory_bytes),
+        share_pid: i.plan.share_pid,
+        process: ProcessSpec {
+            args,
+            env,
+            cwd: if working_dir.is_empty() { "/".into() } else { working_dir },
+            user,
+            capabilities,
+            no_new_privileges: sc.allow_privilege_escalation == Some(false),
+        },
+        mounts: mounts(rt, i)?,
+        readonly_rootfs: sc.read_only_root_filesystem == Some(true),
+        log_path: i.log_path.clone(),
+    })
+}
+
+/// Container-level securityContext fields override the pod's.
+fn merged_security_context(pod: &PodSpec, c: &Container) -> SecurityContext {
+    let mut sc = c.security_context.clone().unwrap_or_default();
+    if let Some(p) = &pod.security_context {
+        sc.run_as_user = sc.run_as_user.or(p.run_as_user);
+        sc.run_as_group = sc.run_as_group.or(p.run_as_group);
+        sc.run_as_non_root = sc.run_as_non_root.or(p.run_as_non_root);
+    }
+    sc
+}
+
+/// runAsNonRoot, checked as the kubelet does before the container exists.
+fn check_non_root(user: &UserSpec) -> Result<(), String> {
+    match user.uid {
+        Some(0) => Err("container's runAsUser breaks non-root policy".into()),
+        Some(_) => Ok(()),
+        None => {
+            let name = user.image_user.split(':').next().unwrap_or("");
+            match name.parse::<u32>() {
+                Ok(0) => Err("container has runAsNonRoot and image will run as root".into()),
+                Ok(_) => Ok(()),
+                Err(_) if name.is_empty() => Err("container has runAsNonRoot and image will run as root".into()),
+                Err(_) => Err(format!("container has runAsNonRoot and image has non-numeric user ({name}), cannot verify user is non-root")),
+            }
+        }
+    }
+}
+
+/// The process environment: HOSTNAME, then the image's, then the pod's (which wins); and the
+/// pod's own variables, used for `$(VAR)` in command and args.
+fn environment(pod: &Pod, c: &Container, node: &NodeInfo, image_env: &[String], hostname: &str) -> Result<(Vec<String>, Vec<(String, String)>), String> {
+    let mut pod_env: Vec<(String, String)> = Vec::new();
+    for (idx, var) in c.env.iter().flatten().enumerate() {
+        let value = match (&var.value, &var.value_from) {
+            (_, Some(from)) => match env_from_source(pod, c, node, from).map_err(|e| format!("env[{idx}] ({}): {e}", var.name))? {
+                Some(v) => v,
+                None => continue,
+            },
+            (Some(v), None) => {
+                let known = pod_env.clone();
+                expand(v, |n| known.iter().rev().find(|(k, _)| k == n).map(|(_, v)| v.clone()))
+            }
+            (None, None) => String::new(),
+        };
+        pod_env.push((var.name.clone(), value));
+    }
+
+    let mut env: Vec<(String, String)> = vec![("HOSTNAME".into(), if host_network(pod) { node.name.clone() } else { hostname.to_string() })];
+    let mut set = |k: &str, v: &str| match env.iter_mut().find(|(ek, _)| ek == k) {
+        Some(e) => e.1 = v.to_string(),
+        None => env.push((k.to_string(), v.to_string())),
+    };
+    for kv in image_env {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        set(k, v);
+    }
+    for (k, v) in &pod_env {
+        set(k, v);
+    }
+    Ok((env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(), pod_env))
+}
+
+/// `valueFrom`: the downward API (fieldRef, resourceFieldRef). ConfigMaps and Secrets need an
+/// API server; optional references to them resolve to nothing, as when the object is absent.
+fn env_from_source(pod: &Pod, c: &Container, node: &NodeInfo, from: &EnvVarSource) -> Result<Option<String>, String> {
+    if let Some(f) = &from.field_ref {
+        return field_value(pod, node, &f.field_path).map(Some);
+    }
+    if let Some(r) = &from.resource_field_ref {
+        return resource_value(pod, c, node, r).map(Some);
+    }
+    if from.config_map_key_ref.as_ref().is_some_and(|r| r.optional == Some(true)) || from.secret_key_ref.as_ref().is_some_and(|r| r.optional == Some(true)) {
+        return Ok(None);
+    }
+    Err("only fieldRef and resourceFieldRef are available without an API server".into())
+}
+
+fn field_value(pod: &Pod, node: &NodeInfo, path: &str) -> Result<String, String> {
+    let meta = &pod.metadata;
+    let spec = spec(pod);
+    let pod_ip = if host_network(pod) { node.host_ip.clone().unwrap_or_default() } else { String::new() };
+    let keyed = |prefix: &str, map: &Option<std::collections::BTreeMap<String, String>>| -> Option<String> {
+        let key = path.strip_prefix(prefix)?.strip_prefix("['")?.strip_suffix("']")?;
+        Some(map.as_ref().and_then(|m| m.get(key)).cloned().unwrap_or_default())
+    };
+    let all = |map: &Option<std::collections::BTreeMap<String, String>>| -> String {
+        map.iter().flatten().map(|(k, v)| format!("{k}={v:?}")).collect::<Vec<_>>().join("\n")
+    };
+    Ok(match path {
+        "metadata.name" => meta.name.clone().unwrap_or_default(),
+        "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
+        "metadata.uid" => meta.uid.clone().unwrap_or_default(),
+        "metadata.labels" => all(&meta.labels),
+        "metadata.annotations" => all(&meta.annotations),
+        "spec.nodeName" => spec.node_name.clone().unwrap_or_else(|| node.name.clone()),
+        "spec.serviceAccountName" => spec.service_account_name.clone().unwrap_or_default(),
+        "status.hostIP" | "status.hostIPs" => node.host_ip.clone().unwrap_or_default(),
+        "status.podIP" | "status.podIPs" => pod_ip,
+        _ => {
+            if let Some(v) = keyed("metadata.labels", &meta.labels).or_else(|| keyed("metadata.annotations", &meta.annotations)) {
+                v
+            } else {
+                return Err(format!("unsupported fieldRef {path:?}"));
+            }
+        }
+    })
+}
+
+fn resource_value(pod: &Pod, c: &Container, node: &NodeInfo, r: &k8s_openapi::api::core::v1::ResourceFieldSelector) -> Result<String, String> {
+    let target = match r.container_name.as_deref().filter(|n| !n.is_empty()) {
+        Some(name) => spec(pod).containers.iter().chain(spec(pod).init_containers.iter().flatten()).find(|x| x.name == name).ok_or(format!("no container {name:?}"))?,
+        None => c,
+    };
+    let divisor = match &r.divisor {
+        Some(d) => Quantity::parse(&d.0).map_err(|e| e.to_string())?,
+        None => Quantity::parse("1").map_err(|e| e.to_string())?,
+    };
+    let (list, resource) = r.resource.split_once('.').ok_or(format!("unsupported resource {:?}", r.resource))?;
+    let res = target.resources.as_ref();
+    let map = match list {
+        "limits" => res.and_then(|x| x.limits.as_ref()),
+        "requests" => res.and_then(|x| x.requests.as_ref()),
+        _ => return Err(format!("unsupported resource {:?}", r.resource)),
+    };
+    let given = map.and_then(|m| m.get(resource)).and_then(|q| Quantity::parse(&q.0).ok());
+    // Unset limits resolve to the node's allocatable amount, as in Kubernetes.
+    let value_milli: i128 = match (resource, given) {
+        (_, Some(q)) => q.milli_value() as i128,
+        ("cpu", None) if list == "limits" => node.cpus as i128 * 1000,
+        ("memory", None) if list == "limits" => node.memory_bytes as i128 * 1000,
+        _ => 0,
+    };
+    let div = (divisor.milli_value() as i128).max(1);
+    Ok(((value_milli + div - 1) / div).to_string())
+}
+
+/// Bind mounts: the generated /etc files (unless the pod mounts its own there), /dev/shm,
+/// the termination log, then the volumes, parents before children.
+fn mounts(rt: &Runtime, i: &ContainerInputs) -> Result<Vec<BindMount>, String> {
+    let c = i.container;
+    let spec = spec(i.pod);
+    let user_dests: Vec<&str> = c.volume_mounts.iter().flatten().map(|m| m.mount_path.as_str()).collect();
+    let mut out = Vec::new();
+    for name in ["hosts", "hostname", "resolv.conf"] {
+        let dest = format!("/etc/{name}");
+        if !user_dests.contains(&dest.as_str()) {
+            out.push(BindMount { source: rt.etc_file(i.uid, name), destination: dest, readonly: false, file: true });
+        }
+    }
+    let shm = if spec.host_ipc == Some(true) { PathBuf::from("/dev/shm") } else { rt.shm_dir(i.uid) };
+    out.push(BindMount { source: shm, destination: "/dev/shm".into(), readonly: false, file: false });
+
+    let term_dest = c.termination_message_path.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| "/dev/termination-log".into());
+    let term = termination_log_path(rt, i.uid, &c.name, i.attempt);
+    create_file(&term, 0o666)?;
+    out.push(BindMount { source: term, destination: term_dest, readonly: false, file: true });
+
+    let mut volume_mounts = Vec::new();
+    for (idx, vm) in c.volume_mounts.iter().flatten().enumerate() {
+        let vol = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == vm.name)
+            .ok_or(format!("volumeMounts[{idx}]: no volume named {:?}", vm.name))?;
+        let mut source = if vol.empty_dir.is_some() {
+            rt.empty_dir(i.uid, &vol.name)
+        } else if let Some(hp) = &vol.host_path {
+            prepare_host_path(&hp.path, hp.type_.as_deref().unwrap_or(""))?
+        } else {
+            return Err(format!("volume {:?}: only emptyDir and hostPath volumes are supported", vol.name));
+        };
+        if let Some(sub) = vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            if Path::new(sub).is_absolute() || Path::new(sub).components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+                return Err(format!("volumeMounts[{idx}].subPath {sub:?} must be a relative path without '..'"));
+            }
+            source = source.join(sub);
+            if !source.exists() {
+                std::fs::create_dir_all(&source).map_err(|e| format!("create subPath {}: {e}", source.display()))?;
+            }
+        }
+        let file = std::fs::metadata(&source).map(|m| !m.is_dir()).unwrap_or(false);
+        volume_mounts.push(BindMount { source, destination: vm.mount_path.clone(), readonly: vm.read_only == Some(true), file });
+    }
+    volume_mounts.sort_by_key(|m| Path::new(&m.destination).components().count());
+    out.extend(volume_mounts);
+    Ok(out)
+}
+
+/// hostPath `type` checks (and creations) as the kubelet performs them. An unset type makes
+/// a missing path a directory, as containerd does.
+fn prepare_host_path(path: &str, kind: &str) -> Result<PathBuf, String> {
+    use std::os::unix::fs::FileTypeExt;
+    let p = PathBuf::from(path);
+    let md = std::fs::metadata(&p);
+    let bad = |what: &str| Err(format!("hostPath type check failed: {path} is not a {what}"));
+    match (kind, &md) {
+        ("" | "DirectoryOrCreate", Err(_)) => {
+            std::fs::create_dir_all(&p).map_err(|e| format!("create hostPath {path}: {e}"))?;
+        }
+        ("FileOrCreate", Err(_)) => create_file(&p, 0o644)?,
+        ("Directory" | "File" | "Socket" | "CharDevice" | "BlockDevice", Err(_)) => {
+            return Err(format!("hostPath type check failed: {path} does not exist"));
+        }
+        ("DirectoryOrCreate" | "Directory", Ok(m)) if !m.is_dir() => return bad("directory"),
+        ("FileOrCreate" | "File", Ok(m)) if !m.is_file() => return bad("file"),
+        ("Socket", Ok(m)) if !m.file_type().is_socket() => return bad("socket"),
+        ("CharDevice", Ok(m)) if !m.file_type().is_char_device() => return bad("character device"),
+        ("BlockDevice", Ok(m)) if !m.file_type().is_block_device() => return bad("block device"),
+        _ => {}
+    }
+    Ok(p)
+}
+
+fn create_file(path: &Path, mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| format!("create {}: {e}", path.display()))?;
+    // The umask may have narrowed the mode.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| format!("chmod {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(yaml: &str) -> Pod {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    fn node() -> NodeInfo {
+        NodeInfo {
+            name: "node1".into(),
+            host_ip: Some("10.0.0.5".into()),
+            cpus: 2,
+            memory_bytes: 4 << 30,
+            resolv_conf: "nameserver 10.0.0.2\nsearch corp.example\noptions ndots:2 edns0\n".into(),
+            hosts: "127.0.0.1 localhost\n".into(),
+        }
+    }
+
+    #[test]
+    fn hostname_and_resolv_conf() {
+        let p = pod("apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec: {hostname: front, containers: []}");
+        assert_eq!(pod_hostname(&p), "front");
+        assert_eq!(resolv_conf(&p, &node().resolv_conf), "nameserver 10.0.0.2\nsearch corp.example\noptions ndots:2 edns0\n");
+        let p = pod(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  dnsPolicy: None
+  dnsConfig: {nameservers: [1.1.1.1], searches: [a.b], options: [{name: ndots, value: "5"}]}
+  containers: []
+"#,
+        );
+        assert_eq!(resolv_conf(&p, &node().resolv_conf), "nameserver 1.1.1.1\nsearch a.b\noptions ndots:5\n");
+    }
+
+    #[test]
+    fn environment_order_expansion_and_downward_api() {
+        let p = pod(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: prod, uid: u-1, labels: {app: shop}}
+spec:
+  containers:
+  - name: app
+    resources: {limits: {memory: 64Mi}}
+    env:
+    - {name: PATH, value: /opt/bin}
+    - {name: GREETING, value: hello}
+    - {name: MSG, value: "$(GREETING) world $(MISSING)"}
+    - {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: APP, valueFrom: {fieldRef: {fieldPath: "metadata.labels['app']"}}}
+    - {name: MEM, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}}
+    - {name: CPU, valueFrom: {resourceFieldRef: {resource: limits.cpu}}}
+    - {name: OPT, valueFrom: {configMapKeyRef: {name: x, key: y, optional: true}}}
+"#,
+        );
+        let c = &p.spec.as_ref().unwrap().containers[0];
+        let (env, pod_env) = environment(&p, c, &node(), &["PATH=/usr/bin:/bin".into(), "LANG=C".into()], "web").unwrap();
+        assert_eq!(
+            env,
+            vec!["HOSTNAME=web", "PATH=/opt/bin", "LANG=C", "GREETING=hello", "MSG=hello world $(MISSING)", "POD=web", "APP=shop", "MEM=64", "CPU=2"]
+        );
+        assert_eq!(pod_env.len(), 7);
+        let bad = pod("apiVersion: v1\nkind: Pod\nmetadata: {name: w}\nspec: {containers: [{name: a, env: [{name: S, valueFrom: {secretKeyRef: {name: s, key: k}}}]}]}");
+        let c = &bad.spec.as_ref().unwrap().containers[0];
+        assert!(environment(&bad, c, &node(), &[], "w").unwrap_err().contains("env[0] (S)"));
+    }
+
+    #[test]
+    fn non_root_policy() {
+        let u = |uid: Option<u32>, image: &str| UserSpec { uid, gid: None, image_user: image.into(), supplemental_groups: vec![] };
+        assert!(check_non_root(&u(Some(1000), "")).is_ok());
+        assert!(check_non_root(&u(Some(0), "")).is_err());
+        assert!(check_non_root(&u(None, "")).is_err());
+        assert!(check_non_root(&u(None, "101:101")).is_ok());
+        assert!(check_non_root(&u(None, "nginx")).unwrap_err().contains("non-numeric"));
+    }
+
+    #[test]
+    fn host_path_types() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("made/here");
+        assert!(prepare_host_path(d.to_str().unwrap(), "DirectoryOrCreate").is_ok() && d.is_dir());
+        let f = dir.path().join("file");
+        assert!(prepare_host_path(f.to_str().unwrap(), "FileOrCreate").is_ok() && f.is_file());
+        assert!(prepare_host_path(f.to_str().unwrap(), "Directory").unwrap_err().contains("not a directory"));
+        assert!(prepare_host_path(dir.path().join("nope").to_str().unwrap(), "File").unwrap_err().contains("does not exist"));
+    }
+}

@@ -1,0 +1,27 @@
+//! Completed: the pod Succeeded or Failed and nothing in it will run again. As the kubelet
+//! does for terminal pods, the sandbox is stopped and the cgroups go; the records and logs
+//! stay until the manifest is removed or changed.
+
+use super::State;
+use crate::pod::worker::{Command, Worker};
+
+pub async fn run(w: &mut Worker) -> State {
+    tracing::info!(pod = %w.obj.name, phase = w.phase.as_str(), "pod completed");
+    w.stop_all(w.grace_period()).await;
+    if let Some(sandbox) = w.sandbox.take()
+        && let Err(e) = w.ctx.runtime.stop_sandbox(&sandbox).await
+    {
+        tracing::warn!(pod = %w.obj.name, error = %e, "stop sandbox of completed pod");
+    }
+    let rt = &w.ctx.runtime;
+    let _ = rt.cgroups.kill(&w.plan.cgroup);
+    if let Err(e) = rt.cgroups.remove(&w.plan.cgroup) {
+        tracing::warn!(pod = %w.obj.name, error = %e, "remove cgroups of completed pod");
+    }
+    w.publish();
+    loop {
+        match w.commands.recv().await {
+            Some(Command::Terminate) | None => return State::Terminating,
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! Initializing: init containers run one at a time, in order, each to success.
+
+use super::{State, Wake, sandbox_died, wait};
+use crate::pod::status::Phase;
+use crate::pod::worker::Worker;
+use crate::runtime::spec::now_nanos;
+
+pub async fn run(w: &mut Worker) -> State {
+    loop {
+        if let Some(phase) = w.terminal_phase() {
+            w.phase = phase;
+            return State::Completed;
+        }
+        let Some(i) = w.slots.iter().position(|s| s.init && !s.succeeded()) else {
+            return State::Running;
+        };
+        if !w.slots[i].running() && w.due(i, now_nanos()) {
+            w.start(i).await;
+            continue;
+        }
+        w.phase = Phase::Pending;
+        w.publish();
+        match wait(w).await {
+            Wake::Terminate => return State::Terminating,
+            Wake::SandboxDied => return sandbox_died(w).await,
+            Wake::Again => {}
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! The pod lifecycle as explicit states, one per file (krustlet's shape):
+//!
+//! ```text
+//! CreatingSandbox ─▶ Initializing ─▶ Running ─▶ Completed
+//!        ▲                │             │           │
+//!        └── pause died ──┴─────────────┘           │
+//!  any state ── terminate ──▶ Terminating ◀─────────┘ ──▶ Done
+//! ```
+//!
+//! Each state runs until something moves the pod on and returns the next state.
+
+pub mod completed;
+pub mod init;
+pub mod running;
+pub mod sandbox;
+pub mod terminating;
+
+use super::worker::{Command, Worker};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Create the pod's directory, cgroup, files and pause.
+    CreatingSandbox,
+    /// Run init containers, one after the other, to completion.
+    Initializing,
+    /// Keep the app containers running per the restart policy.
+    Running,
+    /// Succeeded or Failed: nothing will run again; the pause is stopped, records and logs stay.
+    Completed,
+    /// Stop everything and remove every trace of the pod.
+    Terminating,
+    Done,
+}
+
+/// What happened while a state was waiting.
+pub(super) enum Wake {
+    Terminate,
+    SandboxDied,
+    /// A container exited, a deadline passed or images changed: look again.
+    Again,
+}
+
+/// Wait for the next thing that concerns a running pod.
+pub(super) async fn wait(w: &mut Worker) -> Wake {
+    let deadline = w.next_deadline();
+    let sleep = async {
+        match deadline {
+            Some(t) => tokio::time::sleep_until(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        cmd = w.commands.recv() => match cmd {
+            Some(Command::Terminate) | None => Wake::Terminate,
+        },
+        Some(ev) = w.events.recv() => if w.handle_event(ev) { Wake::SandboxDied } else { Wake::Again },
+        _ = sleep => Wake::Again,
+        changed = w.images_changed.changed() => {
+            if changed.is_ok() {
+                w.retry_images();
+            }
+            Wake::Again
+        }
+    }
+}
+
+/// The pause died: kill the containers (they lost their sandbox) and make a new one, as the
+/// kubelet does ("Pod sandbox changed, it will be killed and re-created").
+pub(super) async fn sandbox_died(w: &mut Worker) -> State {
+    w.ctx.events.normal(&w.obj, "SandboxChanged", "Pod sandbox changed, it will be killed and re-created.");
+    let grace = w.grace_period();
+    w.stop_all(grace).await;
+    w.sandbox = None;
+    let cgroup = crate::runtime::Runtime::sandbox_cgroup(&w.plan.cgroup, &w.record.sandbox_id);
+    let _ = w.ctx.runtime.cgroups.kill(&cgroup);
+    if let Err(e) = w.ctx.runtime.cgroups.remove(&cgroup) {
+        tracing::warn!(pod = %w.obj.name, error = %e, "remove the old sandbox cgroup");
+    }
+    if let Some(phase) = w.terminal_phase() {
+        w.phase = phase;
+        return State::Completed;
+    }
+    // A new sandbox runs the init containers again.
+    for s in w.slots.iter_mut().filter(|s| s.init) {
+        s.next = super::worker::Next::Start;
+    }
+    w.record.sandbox_attempt += 1;
+    State::CreatingSandbox
+}

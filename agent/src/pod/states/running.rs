@@ -1,0 +1,30 @@
+//! Running: app containers are started and restarted per the restart policy, with back-off.
+
+use super::{State, Wake, sandbox_died, wait};
+use crate::pod::status::Phase;
+use crate::pod::worker::Worker;
+use crate::runtime::spec::now_nanos;
+
+pub async fn run(w: &mut Worker) -> State {
+    loop {
+        let now = now_nanos();
+        for i in 0..w.slots.len() {
+            if !w.slots[i].init && !w.slots[i].running() && w.due(i, now) {
+                w.start(i).await;
+            }
+        }
+        if let Some(phase) = w.terminal_phase() {
+            w.phase = phase;
+            return State::Completed;
+        }
+        // Pending until every app container has been started at least once.
+        let all_started = w.slots.iter().filter(|s| !s.init).all(|s| s.current.is_some());
+        w.phase = if all_started { Phase::Running } else { Phase::Pending };
+        w.publish();
+        match wait(w).await {
+            Wake::Terminate => return State::Terminating,
+            Wake::SandboxDied => return sandbox_died(w).await,
+            Wake::Again => {}
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! CreatingSandbox: the pod's directory, cgroup, generated files and pause.
+
+use super::State;
+use crate::pod::config;
+use crate::pod::worker::{Command, Worker};
+use crate::runtime::state::new_id;
+
+pub async fn run(w: &mut Worker) -> State {
+    // The previous pod of the same manifest must be gone first (the kubelet orders static
+    // pods the same way): they may share host ports, hostPath files, names.
+    if let Some(mut after) = w.after.take() {
+        while !*after.borrow() {
+            tokio::select! {
+                changed = after.changed() => if changed.is_err() { break },
+                cmd = w.commands.recv() => match cmd {
+                    Some(Command::Terminate) | None => return State::Terminating,
+                },
+            }
+        }
+    }
+
+    let mut delay = w.ctx.backoff.initial;
+    loop {
+        w.record.sandbox_id = new_id();
+        w.save_record();
+        w.publish();
+        let cfg = config::sandbox_config(&w.pod, &w.uid, &w.plan, &w.ctx.node);
+        match w.ctx.runtime.run_sandbox(&cfg, &w.record.sandbox_id).await {
+            Ok(state) => {
+                tracing::info!(pod = %w.obj.name, uid = %w.uid, pause = state.pause.pid, "sandbox running");
+                w.sandbox = Some(state);
+                w.watch_sandbox();
+                return State::Initializing;
+            }
+            Err(e) => {
+                w.ctx.events.warning(&w.obj, "FailedCreatePodSandBox", format!("Failed to create pod sandbox: {e}"));
+                let cgroup = crate::runtime::Runtime::sandbox_cgroup(&w.plan.cgroup, &w.record.sandbox_id);
+                let _ = w.ctx.runtime.cgroups.kill(&cgroup);
+                let _ = w.ctx.runtime.cgroups.remove(&cgroup);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            cmd = w.commands.recv() => match cmd {
+                Some(Command::Terminate) | None => return State::Terminating,
+            },
+        }
+        delay = (delay * 2).min(w.ctx.backoff.max);
+    }
+}

@@ -1,0 +1,106 @@
+//! Pod and container status in Kubernetes terms, and the registry where workers publish it
+//! (read by whoever inspects the node).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use k8s_openapi::api::core::v1::Pod;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Terminated {
+    pub exit_code: i32,
+    pub signal: Option<i32>,
+    pub reason: String,
+    pub message: String,
+    /// Unix nanoseconds (0 when the container never started).
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub container_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContainerState {
+    Waiting { reason: String, message: String },
+    Running { started_at: i64 },
+    Terminated(Terminated),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerStatus {
+    pub name: String,
+    pub init: bool,
+    pub image: String,
+    pub image_id: String,
+    pub container_id: Option<String>,
+    pub state: ContainerState,
+    pub last_state: Option<Terminated>,
+    pub restart_count: u32,
+    pub ready: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Running => "Running",
+            Phase::Succeeded => "Succeeded",
+            Phase::Failed => "Failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodStatus {
+    pub phase: Phase,
+    /// Set while the pod is being torn down.
+    pub terminating: bool,
+    pub qos: &'static str,
+    /// Unix nanoseconds.
+    pub start_time: i64,
+    pub sandbox_id: Option<String>,
+    pub pause_pid: Option<i32>,
+    pub init_containers: Vec<ContainerStatus>,
+    pub containers: Vec<ContainerStatus>,
+}
+
+/// One pod as the node sees it.
+#[derive(Debug, Clone)]
+pub struct PodEntry {
+    pub uid: String,
+    pub manifest: PathBuf,
+    pub pod: Arc<Pod>,
+    pub status: PodStatus,
+}
+
+/// Every pod's latest published status.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    inner: Arc<RwLock<BTreeMap<String, PodEntry>>>,
+}
+
+impl Registry {
+    pub fn publish(&self, entry: PodEntry) {
+        self.inner.write().unwrap_or_else(|p| p.into_inner()).insert(entry.uid.clone(), entry);
+    }
+
+    pub fn remove(&self, uid: &str) {
+        self.inner.write().unwrap_or_else(|p| p.into_inner()).remove(uid);
+    }
+
+    pub fn get(&self, uid: &str) -> Option<PodEntry> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner()).get(uid).cloned()
+    }
+
+    pub fn list(&self) -> Vec<PodEntry> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+}

@@ -1,0 +1,188 @@
+//! Containers: one directory, cgroup and monitor per attempt.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use super::process::{self, ProcessId};
+use super::spec::{BindMount, ContainerExit, ContainerSpec, ProcessSpec, RootfsSpec, now_nanos};
+use super::state::{ContainerFiles, ContainerRecord, new_id};
+use super::{IoContext, Result, Runtime, RuntimeError, helper};
+use crate::atomic_file;
+use crate::cgroups::Resources;
+use crate::images::Image;
+
+/// Everything the runtime needs to start one container attempt.
+#[derive(Debug, Clone)]
+pub struct ContainerConfig {
+    pub pod_uid: String,
+    pub name: String,
+    pub attempt: u32,
+    pub init: bool,
+    /// The image as the pod spec names it.
+    pub image_ref: String,
+    pub image: Image,
+    /// The pod's cgroup; the container's is a child named after its ID.
+    pub pod_cgroup: String,
+    pub resources: Resources,
+    pub oom_score_adj: i32,
+    pub share_pid: bool,
+    pub process: ProcessSpec,
+    pub mounts: Vec<BindMount>,
+    pub readonly_rootfs: bool,
+    pub log_path: PathBuf,
+}
+
+impl Runtime {
+    /// Create and start one container attempt in the sandbox whose pause is `sandbox`.
+    ///
+    /// Returns the attempt's files: with `state` once the process runs, or with `exit` when
+    /// it could not start (a `StartError`, as the kubelet would report it). `Err` means
+    /// nothing was left behind.
+    pub async fn start_container(&self, cfg: &ContainerConfig, sandbox: ProcessId) -> Result<ContainerFiles> {
+        let id = new_id();
+        let dir = self.layout.container_dir(&cfg.pod_uid, &id);
+        let cgroup = format!("{}/{id}", cfg.pod_cgroup);
+        let created = self.create_container(cfg, &id, &dir, &cgroup, sandbox);
+        let spec_path = match created {
+            Ok(p) => p,
+            Err(e) => {
+                self.discard(&dir, &cgroup);
+                return Err(e);
+            }
+        };
+        match self.run_helper::<super::spec::ContainerState>(helper::MONITOR, &spec_path).await {
+            Ok(_) | Err(RuntimeError::Helper(_)) => {}
+            Err(e) => {
+                self.discard(&dir, &cgroup);
+                return Err(e);
+            }
+        }
+        // The monitor has recorded either the running process or why it could not start.
+        let files = ContainerFiles::load(&dir).context(|| format!("read {}", dir.display()))?;
+        match files {
+            Some(f) if f.state.is_some() || f.exit.is_some() => Ok(f),
+            _ => {
+                let msg = format!("container monitor for {} left no state in {}", cfg.name, dir.display());
+                self.discard(&dir, &cgroup);
+                Err(RuntimeError::Helper(msg))
+            }
+        }
+    }
+
+    fn create_container(&self, cfg: &ContainerConfig, id: &str, dir: &std::path::Path, cgroup: &str, sandbox: ProcessId) -> Result<PathBuf> {
+        for sub in ["upper", "work", "rootfs"] {
+            let d = dir.join(sub);
+            std::fs::create_dir_all(&d).context(|| format!("create {}", d.display()))?;
+        }
+        let record = ContainerRecord {
+            id: id.to_string(),
+            name: cfg.name.clone(),
+            attempt: cfg.attempt,
+            init: cfg.init,
+            image: cfg.image_ref.clone(),
+            image_id: cfg.image.summary.id.clone(),
+            log_path: cfg.log_path.clone(),
+            cgroup: cgroup.to_string(),
+            created_at: now_nanos(),
+        };
+        let record_path = ContainerFiles::record_path(dir);
+        atomic_file::write_json(&record_path, &record).context(|| format!("write {}", record_path.display()))?;
+
+        self.cgroups.create(cgroup)?;
+        self.cgroups.apply(cgroup, &cfg.resources)?;
+
+        let spec = ContainerSpec {
+            id: id.to_string(),
+            pod_uid: cfg.pod_uid.clone(),
+            name: cfg.name.clone(),
+            dir: dir.to_path_buf(),
+            sandbox,
+            share_pid: cfg.share_pid,
+            cgroup_dirs: self.cgroups.dirs(cgroup),
+            oom_score_adj: Some(self.oom_score_adj(cfg.oom_score_adj)),
+            rootfs: RootfsSpec {
+                layers_dir: self.images.layers_dir(),
+                layers: cfg.image.layers.clone(),
+                upper: dir.join("upper"),
+                work: dir.join("work"),
+                target: dir.join("rootfs"),
+                readonly: cfg.readonly_rootfs,
+            },
+            mounts: cfg.mounts.clone(),
+            process: cfg.process.clone(),
+            log_path: cfg.log_path.clone(),
+        };
+        let spec_path = ContainerFiles::spec_path(dir);
+        atomic_file::write_json(&spec_path, &spec).context(|| format!("write {}", spec_path.display()))?;
+        Ok(spec_path)
+    }
+
+    /// Wait until the container attempt has exited and return how it ended.
+    ///
+    /// The monitor writes `exit.json` and then exits, so its pidfd is the signal. If the
+    /// monitor died without a verdict (killed by hand, say), the container is killed too:
+    /// an unmonitored container would have nobody reading its output.
+    pub async fn wait_container(&self, files: &ContainerFiles) -> ContainerExit {
+        if let Some(state) = files.state
+            && let Ok(Some(monitor)) = state.monitor.open()
+        {
+            let _ = monitor.exited().await;
+        }
+        match atomic_file::read_json::<ContainerExit>(&ContainerFiles::exit_path(&files.dir)) {
+            Ok(Some(exit)) => exit,
+            other => {
+                if let Err(e) = &other {
+                    tracing::warn!(container = %files.record.name, error = %e, "unreadable exit.json");
+                }
+                if let Some(state) = files.state {
+                    let _ = process::stop(state.process, Signal::SIGKILL, Duration::ZERO).await;
+                }
+                let mut exit = ContainerExit::from_status(137, Some(9), false, now_nanos());
+                exit.message = "the container's monitor exited without recording an exit status".into();
+                let _ = atomic_file::write_json(&ContainerFiles::exit_path(&files.dir), &exit);
+                exit
+            }
+        }
+    }
+
+    /// Stop a running attempt: `signal`, then SIGKILL after `grace`; then make sure nothing
+    /// else lingers in its cgroup. Returns once the monitor has recorded the exit.
+    pub async fn stop_container(&self, files: &ContainerFiles, signal: Signal, grace: Duration) -> ContainerExit {
+        if let Some(state) = files.state
+            && files.exit.is_none()
+        {
+            if let Err(e) = process::stop(state.process, signal, grace).await {
+                tracing::warn!(container = %files.record.name, error = %e, "stop container");
+            }
+        }
+        if let Err(e) = self.cgroups.kill(&files.record.cgroup) {
+            tracing::warn!(container = %files.record.name, error = %e, "kill what is left in the container cgroup");
+        }
+        self.wait_container(files).await
+    }
+
+    /// Remove an exited attempt: its cgroup and its directory (the writable layer with it).
+    /// Its log file stays: `logs --previous` reads it; it goes with the pod.
+    pub fn remove_container(&self, files: &ContainerFiles) -> Result<()> {
+        self.cgroups.remove(&files.record.cgroup)?;
+        remove_dir_all(&files.dir)
+    }
+
+    fn discard(&self, dir: &std::path::Path, cgroup: &str) {
+        let _ = self.cgroups.kill(cgroup);
+        if let Err(e) = self.cgroups.remove(cgroup) {
+            tracing::warn!(%cgroup, error = %e, "remove cgroup of a container that did not start");
+        }
+        let _ = remove_dir_all(dir);
+    }
+}
+
+/// `rm -rf`, where absent is success.
+pub(crate) fn remove_dir_all(dir: &std::path::Path) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(RuntimeError::Io { context: format!("remove {}", dir.display()), source: e }),
+        _ => Ok(()),
+    }
+}

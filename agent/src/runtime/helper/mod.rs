@@ -1,0 +1,115 @@
+//! The agent's helper processes: `minilet` re-executed with a hidden subcommand.
+//!
+//! The agent is a multi-threaded tokio program; forking it and doing namespace work in the
+//! child is unsafe. Instead it spawns this same binary, which dispatches here before any
+//! thread exists, and does the namespace, mount and cgroup work single-threaded:
+//!
+//! - `minilet __sandbox SPEC`: creates the pod's namespaces and forks the pause into them
+//!   ([`sandbox`]), records it, reports, exits.
+//! - `minilet __monitor SPEC`: forks the container process ([`init`] sets it up and execs),
+//!   then stays as its monitor ([`monitor`]): holds its stdout/stderr pipes, writes the CRI
+//!   log, waits for the exit and records it. Monitors outlive agent restarts, so neither log
+//!   lines nor exit codes are lost while no agent runs.
+//!
+//! Both answer on stdout with one JSON line ([`super::spec::Report`]).
+
+mod init;
+pub mod monitor;
+pub mod sandbox;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::process::ExitCode;
+
+use nix::fcntl::OFlag;
+use serde::Serialize;
+
+/// Hidden subcommand names.
+pub const SANDBOX: &str = "__sandbox";
+pub const MONITOR: &str = "__monitor";
+
+/// Run a helper if `args` name one; `None` means "not a helper invocation".
+pub fn dispatch(args: &[OsString]) -> Option<ExitCode> {
+    let spec = args.get(2);
+    match (args.get(1).and_then(|a| a.to_str()), spec) {
+        (Some(SANDBOX), Some(spec)) => Some(sandbox::main(spec.as_ref())),
+        (Some(MONITOR), Some(spec)) => Some(monitor::main(spec.as_ref())),
+        (Some(SANDBOX | MONITOR), None) => {
+            eprintln!("minilet: internal helper needs a spec file argument");
+            Some(ExitCode::from(2))
+        }
+        _ => None,
+    }
+}
+
+/// Write the helper's one-line answer to stdout.
+fn report<T: Serialize>(answer: &Result<T, String>) {
+    let mut out = std::io::stdout().lock();
+    let line = serde_json::to_string(answer).unwrap_or_else(|e| format!("{{\"Err\":\"cannot encode report: {e}\"}}"));
+    // If the agent is gone there is nobody to tell; the state files say it all.
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn read_spec<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("parse {}: {e}", path.display()))
+}
+
+/// A close-on-exec pipe through which a forked child reports why it could not exec.
+/// Reading EOF with no data means the exec succeeded (the write end closed with it).
+struct ErrorPipe {
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+impl ErrorPipe {
+    fn new() -> Result<Self, String> {
+        let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe2: {e}"))?;
+        Ok(ErrorPipe { read, write })
+    }
+
+    /// In the parent: wait for the child's verdict. `None` = it exec'd.
+    fn wait(self) -> Option<String> {
+        drop(self.write);
+        let mut msg = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match nix::unistd::read(self.read.as_fd(), &mut buf) {
+                Ok(0) => break,
+                Ok(n) => msg.extend_from_slice(&buf[..n]),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Some(format!("read error pipe: {e}")),
+            }
+        }
+        (!msg.is_empty()).then(|| String::from_utf8_lossy(&msg).into_owned())
+    }
+}
+
+/// In a forked child: report `msg` through the error pipe and exit without running any
+/// destructors or atexit handlers of the parent's copy of the process.
+fn child_fail(pipe: &OwnedFd, msg: &str) -> ! {
+    let _ = nix::unistd::write(pipe.as_fd(), msg.as_bytes());
+    // SAFETY: _exit is async-signal-safe and ends the process immediately.
+    unsafe { libc::_exit(127) }
+}
+
+/// Write an `oom_score_adj` for the calling process (inherited by what it execs).
+fn set_oom_score_adj(value: i32) -> Result<(), String> {
+    std::fs::write("/proc/self/oom_score_adj", value.to_string()).map_err(|e| format!("write {value} to /proc/self/oom_score_adj: {e}"))
+}
+
+/// Restore default dispositions and an empty mask, so the exec'd program starts clean (an
+/// ignored signal would otherwise stay ignored across execve; Rust ignores SIGPIPE).
+fn reset_signals() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction, sigprocmask};
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in Signal::iterator() {
+        if sig != Signal::SIGKILL && sig != Signal::SIGSTOP {
+            // SAFETY: installing SIG_DFL involves no handler code.
+            let _ = unsafe { sigaction(sig, &default) };
+        }
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}

@@ -1,0 +1,192 @@
+//! Processes the runtime started, named so that a recycled PID is never mistaken for them.
+//!
+//! A PID alone is not an identity: after a process exits the kernel may hand its number to
+//! another one. Pairing it with the start time from `/proc/<pid>/stat` is (containerd and
+//! conmon do the same). Everything the agent waits on or signals goes through a pidfd opened
+//! from such an identity, so it works the same for processes the agent spawned and for those
+//! it re-adopts after a restart (which are not its children).
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
+use tokio::io::unix::AsyncFd;
+
+/// A process as recorded in state files: its PID and its start time (clock ticks after boot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ProcessId {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+impl std::fmt::Display for ProcessId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.pid)
+    }
+}
+
+/// What `/proc/<pid>/stat` says about a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    pub state: char,
+    pub ppid: i32,
+    pub start_time: u64,
+}
+
+/// Parse `/proc/<pid>/stat`. The command name may hold spaces and parentheses, so fields are
+/// counted from the last `)`.
+pub fn parse_stat(text: &str) -> Option<ProcStat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3 of the man page, ppid 4, starttime 22.
+    Some(ProcStat {
+        state: fields.first()?.chars().next()?,
+        ppid: fields.get(1)?.parse().ok()?,
+        start_time: fields.get(19)?.parse().ok()?,
+    })
+}
+
+/// Read the stat of `pid`; `None` if there is no such process.
+pub fn stat(pid: i32) -> Option<ProcStat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&text)
+}
+
+impl ProcessId {
+    /// The identity of a live process.
+    pub fn of(pid: i32) -> io::Result<Self> {
+        let st = stat(pid).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no process {pid}")))?;
+        Ok(ProcessId { pid, start_time: st.start_time })
+    }
+
+    /// Alive and still the same process (a zombie counts as dead: it has exited).
+    pub fn is_alive(&self) -> bool {
+        matches!(stat(self.pid), Some(st) if st.start_time == self.start_time && st.state != 'Z' && st.state != 'X')
+    }
+
+    /// Open a pidfd on this process. `Ok(None)` when it is gone or the PID now belongs to
+    /// someone else. The check happens after opening, so the fd can only refer to our process.
+    pub fn open(&self) -> io::Result<Option<PidFd>> {
+        let fd = match pidfd_open(self.pid) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match stat(self.pid) {
+            Some(st) if st.start_time == self.start_time => Ok(Some(PidFd { fd, id: *self })),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// An open pidfd: signals and exit notifications that cannot hit a recycled PID.
+#[derive(Debug)]
+pub struct PidFd {
+    fd: OwnedFd,
+    id: ProcessId,
+}
+
+impl PidFd {
+    pub fn id(&self) -> ProcessId {
+        self.id
+    }
+
+    pub fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.as_fd()
+    }
+
+    /// Send `signal`. A process that already exited is not an error: the goal is reached.
+    pub fn signal(&self, signal: Signal) -> io::Result<()> {
+        match pidfd_send_signal(self.fd.as_raw_fd(), signal as i32) {
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Whether the process has exited (non-blocking).
+    pub fn has_exited(&self) -> bool {
+        let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd, zero timeout.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        n > 0 && pfd.revents & libc::POLLIN != 0
+    }
+
+    /// Wait until the process exits. A pidfd becomes readable when its process terminates;
+    /// tokio's reactor watches it like any other fd.
+    pub async fn exited(&self) -> io::Result<()> {
+        // SAFETY: an OwnedFd keeps its descriptor open and unchanged for as long as the
+        // AsyncFd owns it.
+        let afd = unsafe { AsyncFd::register_with_interest(self.fd.try_clone()?, tokio::io::Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)?;
+        let _guard = afd.readable().await?;
+        Ok(())
+    }
+}
+
+/// Ask a process to stop with `signal`; SIGKILL it if it is still there after `grace`.
+/// Returns once it is gone (or after a last bounded wait if even SIGKILL does not end it,
+/// e.g. a process stuck in uninterruptible sleep).
+pub async fn stop(id: ProcessId, signal: Signal, grace: std::time::Duration) -> io::Result<()> {
+    let Some(fd) = id.open()? else { return Ok(()) };
+    fd.signal(signal)?;
+    if tokio::time::timeout(grace, fd.exited()).await.is_ok() {
+        return Ok(());
+    }
+    tracing::debug!(pid = id.pid, ?signal, "grace period over, sending SIGKILL");
+    fd.signal(Signal::SIGKILL)?;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), fd.exited()).await;
+    Ok(())
+}
+
+fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new fd or -1.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, libc::PIDFD_NONBLOCK) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us; nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
+
+fn pidfd_send_signal(fd: RawFd, signal: i32) -> io::Result<()> {
+    // SAFETY: pidfd_send_signal(2) with a valid pidfd, a signal number, no siginfo, no flags.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd, signal, std::ptr::null::<libc::siginfo_t>(), 0) };
+    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_parsing_survives_odd_command_names() {
+        let line = "1234 (a b) c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10";
+        let st = parse_stat(line).unwrap();
+        assert_eq!(st.state, 'S');
+        assert_eq!(st.ppid, 1);
+        assert_eq!(st.start_time, 987654);
+        assert!(parse_stat("garbage").is_none());
+    }
+
+    #[test]
+    fn identity_detects_exit_and_signals_through_pidfd() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let id = ProcessId::of(child.id() as i32).unwrap();
+        assert!(id.is_alive());
+        let fd = id.open().unwrap().expect("alive");
+        assert!(!fd.has_exited());
+        fd.signal(Signal::SIGKILL).unwrap();
+        child.wait().unwrap();
+        assert!(fd.has_exited());
+        assert!(!id.is_alive());
+        // The same pid with another start time is someone else.
+        let other = ProcessId { pid: id.pid, start_time: id.start_time + 1 };
+        assert!(other.open().unwrap().is_none());
+    }
+}

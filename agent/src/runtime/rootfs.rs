@@ -1,0 +1,330 @@
+//! A container's root filesystem, built inside its own mount namespace.
+//!
+//! Everything here runs in the container's (single-threaded) setup process after it has
+//! unshared its mount namespace, so none of these mounts is ever visible on the host and
+//! all of them disappear with the container: there is nothing to unmount on removal.
+//!
+//! The sequence: overlayfs of the image layers with the container's writable layer on top;
+//! a fresh /proc for its PID namespace; a minimal /dev; /sys read-only; bind mounts (the
+//! generated /etc files, volumes, the pod's /dev/shm); the kernel paths masked or made
+//! read-only as container runtimes do by default; then `pivot_root`.
+
+use std::path::{Component, Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+use nix::sys::stat::SFlag;
+
+use super::spec::{BindMount, RootfsSpec};
+use super::syscalls::{SysError, SysResult, Syscall};
+
+/// Device nodes every container gets: (name, major, minor).
+const DEVICES: &[(&str, u64, u64)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+const DEV_LINKS: &[(&str, &str)] = &[
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+    ("ptmx", "pts/ptmx"),
+    ("core", "/proc/kcore"),
+];
+
+/// Hidden from containers (the container runtimes' defaults for a non-privileged container).
+const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/sys/devices/virtual/powercap",
+    "/sys/firmware",
+];
+
+const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+/// Build the root filesystem at `rootfs.target`. The caller is in a fresh mount namespace.
+pub fn setup(sys: &dyn Syscall, rootfs: &RootfsSpec, mounts: &[BindMount], masked: bool) -> SysResult {
+    let target = rootfs.target.as_path();
+
+    // Nothing we mount may propagate back to the namespace we copied (the pod's, and through
+    // it the host's): make the whole tree private first.
+    sys.mount(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
+
+    mount_overlay(sys, rootfs)?;
+
+    let proc_dir = target.join("proc");
+    sys.mkdir_all(&proc_dir)?;
+    let nosuid_noexec_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
+    sys.mount(Some(Path::new("proc")), &proc_dir, Some("proc"), nosuid_noexec_nodev, None)?;
+
+    setup_dev(sys, target)?;
+
+    let sys_dir = target.join("sys");
+    sys.mkdir_all(&sys_dir)?;
+    sys.mount(Some(Path::new("sysfs")), &sys_dir, Some("sysfs"), nosuid_noexec_nodev | MsFlags::MS_RDONLY, None)?;
+
+    for m in mounts {
+        bind(sys, target, m)?;
+    }
+
+    if masked {
+        mask_kernel_paths(sys, target)?;
+    }
+
+    if rootfs.readonly {
+        sys.mount(None, target, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None)?;
+    }
+    Ok(())
+}
+
+/// Overlay: lowerdirs are given relative to the layers directory (after a chdir there), top
+/// layer first, because the whole option string must fit in one page.
+fn mount_overlay(sys: &dyn Syscall, rootfs: &RootfsSpec) -> SysResult {
+    let lower = if rootfs.layers.is_empty() {
+        // overlayfs needs at least one lower layer; an image without layers gets an empty one.
+        let empty = rootfs.upper.with_file_name("empty");
+        sys.mkdir_all(&empty)?;
+        empty.display().to_string()
+    } else {
+        rootfs.layers.iter().rev().map(String::as_str).collect::<Vec<_>>().join(":")
+    };
+    let options = format!("lowerdir={lower},upperdir={},workdir={}", rootfs.upper.display(), rootfs.work.display());
+    if options.len() >= 4096 {
+        return Err(SysError::new(
+            "mount",
+            &rootfs.target,
+            format!(" (overlay options are {} bytes; {} layers)", options.len(), rootfs.layers.len()),
+            std::io::Error::from_raw_os_error(libc::E2BIG),
+        ));
+    }
+    sys.mkdir_all(&rootfs.target)?;
+    sys.chdir(&rootfs.layers_dir)?;
+    sys.mount(Some(Path::new("overlay")), &rootfs.target, Some("overlay"), MsFlags::empty(), Some(&options))?;
+    sys.chdir(Path::new("/"))
+}
+
+/// A minimal /dev on a small tmpfs: the usual character devices, a private devpts, mqueue,
+/// and the standard links. /dev/shm is a bind mount of the pod's (see the container spec).
+fn setup_dev(sys: &dyn Syscall, target: &Path) -> SysResult {
+    let dev = target.join("dev");
+    sys.mkdir_all(&dev)?;
+    sys.mount(
+        Some(Path::new("tmpfs")),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )?;
+    for (name, major, minor) in DEVICES {
+        sys.mknod(&dev.join(name), SFlag::S_IFCHR, 0o666, *major, *minor)?;
+    }
+    let pts = dev.join("pts");
+    sys.mkdir_all(&pts)?;
+    sys.mount(
+        Some(Path::new("devpts")),
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    )?;
+    let mqueue = dev.join("mqueue");
+    sys.mkdir_all(&mqueue)?;
+    sys.mount(
+        Some(Path::new("mqueue")),
+        &mqueue,
+        Some("mqueue"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV,
+        None,
+    )?;
+    sys.mkdir_all(&dev.join("shm"))?;
+    for (name, to) in DEV_LINKS {
+        sys.symlink(Path::new(to), &dev.join(name))?;
+    }
+    Ok(())
+}
+
+fn bind(sys: &dyn Syscall, target: &Path, m: &BindMount) -> SysResult {
+    let dest = secure_join(target, &m.destination);
+    if m.file {
+        sys.create_file(&dest)?;
+    } else {
+        sys.mkdir_all(&dest)?;
+    }
+    sys.mount(Some(&m.source), &dest, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    if m.readonly {
+        // A bind mount takes its flags from the source until remounted.
+        sys.mount(None, &dest, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None)?;
+    }
+    Ok(())
+}
+
+fn mask_kernel_paths(sys: &dyn Syscall, target: &Path) -> SysResult {
+    let dev_null = target.join("dev/null");
+    for path in MASKED_PATHS {
+        let p = secure_join(target, path);
+        match std::fs::symlink_metadata(&p) {
+            Ok(md) if md.is_dir() => {
+                sys.mount(Some(Path::new("tmpfs")), &p, Some("tmpfs"), MsFlags::MS_RDONLY, Some("size=0"))?
+            }
+            Ok(_) => sys.mount(Some(&dev_null), &p, None, MsFlags::MS_BIND, None)?,
+            Err(_) => {}
+        }
+    }
+    for path in READONLY_PATHS {
+        let p = secure_join(target, path);
+        if std::fs::symlink_metadata(&p).is_ok() {
+            sys.mount(Some(&p), &p, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+            sys.mount(
+                None,
+                &p,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                None,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Make `target` the root of this mount namespace.
+///
+/// `pivot_root(".", ".")` stacks the old root on top of the new one at the same place; the
+/// lazy unmount then drops it, so no path to the host filesystem is left (runc's sequence).
+/// This needs no temporary directory inside the image and works on read-only roots.
+pub fn pivot(sys: &dyn Syscall, target: &Path) -> SysResult {
+    sys.chdir(target)?;
+    sys.pivot_root(Path::new("."), Path::new("."))?;
+    sys.umount(Path::new("."), MntFlags::MNT_DETACH)?;
+    sys.chdir(Path::new("/"))
+}
+
+/// Join `unsafe_path` to `root` the way the container would see it: symlinks inside the
+/// root filesystem are followed relative to `root`, and neither `..` nor a symlink can lead
+/// outside of it (filepath-securejoin's rule). Missing components are taken literally.
+pub fn secure_join(root: &Path, unsafe_path: &str) -> PathBuf {
+    let mut resolved = PathBuf::new(); // relative to root
+    let mut pending: Vec<String> = components(unsafe_path);
+    pending.reverse(); // a stack: next component at the end
+    let mut links = 0;
+    while let Some(comp) = pending.pop() {
+        if comp == ".." {
+            resolved.pop();
+            continue;
+        }
+        let candidate = resolved.join(&comp);
+        let full = root.join(&candidate);
+        match std::fs::read_link(&full) {
+            Ok(link) if links < 255 => {
+                links += 1;
+                let link = link.to_string_lossy().into_owned();
+                if link.starts_with('/') {
+                    resolved = PathBuf::new();
+                }
+                let mut more = components(&link);
+                more.reverse();
+                pending.extend(more);
+            }
+            _ => resolved = candidate,
+        }
+    }
+    root.join(resolved)
+}
+
+fn components(path: &str) -> Vec<String> {
+    Path::new(path)
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::syscalls::Recorder;
+
+    fn spec(target: &Path) -> RootfsSpec {
+        RootfsSpec {
+            layers_dir: PathBuf::from("/var/lib/minilet/images/layers"),
+            layers: vec!["aaa".into(), "bbb".into()],
+            upper: PathBuf::from("/c/upper"),
+            work: PathBuf::from("/c/work"),
+            target: target.to_path_buf(),
+            readonly: false,
+        }
+    }
+
+    #[test]
+    fn secure_join_stays_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("real/etc")).unwrap();
+        std::os::unix::fs::symlink("/real/etc", root.join("etc")).unwrap();
+        std::os::unix::fs::symlink("../../../../", root.join("escape")).unwrap();
+        std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
+        assert_eq!(secure_join(root, "/etc/hosts"), root.join("real/etc/hosts"));
+        assert_eq!(secure_join(root, "/../../etc"), root.join("real/etc"));
+        assert_eq!(secure_join(root, "/escape/tmp"), root.join("tmp"));
+        assert_eq!(secure_join(root, "new/dir"), root.join("new/dir"));
+        // A symlink loop ends instead of spinning.
+        let _ = secure_join(root, "/loop/x");
+    }
+
+    #[test]
+    fn mount_sequence_is_ordered_and_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("rootfs");
+        let rec = Recorder::default();
+        let mounts = vec![
+            BindMount { source: "/pod/etc/hosts".into(), destination: "/etc/hosts".into(), readonly: false, file: true },
+            BindMount { source: "/pod/vol".into(), destination: "/data".into(), readonly: true, file: false },
+        ];
+        setup(&rec, &spec(&target), &mounts, true).unwrap();
+        pivot(&rec, &target).unwrap();
+        let calls = rec.calls();
+        let t = target.display().to_string();
+        let pos = |needle: &str| calls.iter().position(|c| c.contains(needle)).unwrap_or_else(|| panic!("{needle} not in {calls:#?}"));
+
+        assert!(calls[0].starts_with("mount - / - MS_REC | MS_PRIVATE"), "{}", calls[0]);
+        // Top layer first, relative names, after a chdir into the layers directory.
+        let overlay = pos("overlay");
+        assert!(calls[overlay].contains("lowerdir=bbb:aaa,upperdir=/c/upper,workdir=/c/work"));
+        assert_eq!(calls[overlay - 1], "chdir /var/lib/minilet/images/layers");
+        assert!(pos(&format!("{t}/proc proc")) > overlay);
+        assert!(pos(&format!("mknod {t}/dev/null 666 1:3")) > pos(&format!("{t}/dev tmpfs")));
+        assert!(pos("devpts") > pos(&format!("{t}/dev tmpfs")));
+        assert!(calls.contains(&format!("symlink {t}/dev/ptmx -> pts/ptmx")));
+        assert!(pos("sysfs").gt(&overlay) && calls[pos("sysfs")].contains("MS_RDONLY"));
+        assert!(calls.contains(&format!("touch {t}/etc/hosts")));
+        assert!(calls.contains(&format!("mkdir {t}/data")));
+        let ro = calls.iter().rposition(|c| c.contains(&format!("{t}/data")) && c.contains("MS_REMOUNT")).unwrap();
+        assert!(calls[ro].contains("MS_RDONLY"));
+        // pivot_root comes last, then the old root is detached.
+        let n = calls.len();
+        assert_eq!(&calls[n - 4..], &[format!("chdir {t}"), "pivot_root . .".into(), "umount .".into(), "chdir /".into()]);
+    }
+
+    #[test]
+    fn overlay_options_must_fit_a_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = spec(&dir.path().join("r"));
+        s.layers = (0..100).map(|i| format!("{i:064x}")).collect();
+        let err = setup(&Recorder::default(), &s, &[], false).unwrap_err();
+        assert!(err.to_string().contains("100 layers"), "{err}");
+    }
+}

@@ -1,0 +1,144 @@
+//! Pod sandboxes: the pod's directory, cgroup, generated /etc files, volumes, and its pause.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use super::spec::{SandboxNamespaces, SandboxSpec, SandboxState, TmpfsSpec};
+use super::{IoContext, Result, Runtime, helper, process};
+use crate::atomic_file;
+use crate::cgroups::Resources;
+
+/// Everything the runtime needs to create a pod's sandbox.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    pub pod_uid: String,
+    pub hostname: String,
+    pub namespaces: SandboxNamespaces,
+    /// The pod's cgroup, relative to the cgroup parent.
+    pub cgroup: String,
+    pub resources: Resources,
+    /// The kubelet's value for the pause (clamped by the runtime if not permitted).
+    pub oom_score_adj: i32,
+    pub shm_size: u64,
+    /// emptyDir volumes: (name, backed by memory, size limit).
+    pub empty_dirs: Vec<(String, bool, Option<u64>)>,
+    pub etc: EtcFiles,
+}
+
+/// The generated files every container of the pod sees at /etc.
+#[derive(Debug, Clone, Default)]
+pub struct EtcFiles {
+    pub hosts: String,
+    pub hostname: String,
+    pub resolv_conf: String,
+}
+
+const EMPTY_DIR_PLUGIN: &str = "kubernetes.io~empty-dir";
+
+impl Runtime {
+    pub fn etc_file(&self, uid: &str, name: &str) -> PathBuf {
+        self.layout.pod_dir(uid).join("etc").join(name)
+    }
+
+    pub fn shm_dir(&self, uid: &str) -> PathBuf {
+        self.layout.pod_dir(uid).join("shm")
+    }
+
+    /// Where an emptyDir volume lives (the kubelet's layout, under our pod directory).
+    pub fn empty_dir(&self, uid: &str, volume: &str) -> PathBuf {
+        self.layout.pod_dir(uid).join("volumes").join(EMPTY_DIR_PLUGIN).join(volume)
+    }
+
+    /// The pause's cgroup: a child of the pod's, named after the sandbox (as the kubelet's).
+    pub fn sandbox_cgroup(pod_cgroup: &str, sandbox_id: &str) -> String {
+        format!("{pod_cgroup}/{sandbox_id}")
+    }
+
+    /// Prepare the pod's files and cgroup and start its pause.
+    pub async fn run_sandbox(&self, cfg: &SandboxConfig, sandbox_id: &str) -> Result<SandboxState> {
+        let uid = cfg.pod_uid.as_str();
+        let pod_dir = self.layout.pod_dir(uid);
+        let etc = pod_dir.join("etc");
+        std::fs::create_dir_all(&etc).context(|| format!("create {}", etc.display()))?;
+        for (name, content) in [("hosts", &cfg.etc.hosts), ("hostname", &cfg.etc.hostname), ("resolv.conf", &cfg.etc.resolv_conf)] {
+            let path = etc.join(name);
+            atomic_file::write(&path, content.as_bytes()).context(|| format!("write {}", path.display()))?;
+        }
+        let mut tmpfs = vec![TmpfsSpec { path: self.shm_dir(uid), size_bytes: Some(cfg.shm_size), mode: 0o1777 }];
+        for (name, memory, limit) in &cfg.empty_dirs {
+            let dir = self.empty_dir(uid, name);
+            std::fs::create_dir_all(&dir).context(|| format!("create emptyDir {}", dir.display()))?;
+            // emptyDir volumes are world-writable, as the kubelet makes them.
+            std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+                .context(|| format!("chmod {}", dir.display()))?;
+            if *memory {
+                tmpfs.push(TmpfsSpec { path: dir, size_bytes: *limit, mode: 0o777 });
+            }
+        }
+
+        self.cgroups.create(&cfg.cgroup)?;
+        self.cgroups.apply(&cfg.cgroup, &cfg.resources)?;
+        let cgroup = Self::sandbox_cgroup(&cfg.cgroup, sandbox_id);
+        self.cgroups.create(&cgroup)?;
+
+        let spec = SandboxSpec {
+            id: sandbox_id.to_string(),
+            pod_uid: uid.to_string(),
+            hostname: cfg.hostname.clone(),
+            namespaces: cfg.namespaces,
+            pause_path: self.config.pause_path.clone(),
+            cgroup_dirs: self.cgroups.dirs(&cgroup),
+            oom_score_adj: Some(self.oom_score_adj(cfg.oom_score_adj)),
+            tmpfs,
+            state_path: self.layout.sandbox_state(uid),
+        };
+        let spec_path = pod_dir.join("sandbox-spec.json");
+        atomic_file::write_json(&spec_path, &spec).context(|| format!("write {}", spec_path.display()))?;
+        self.run_helper(helper::SANDBOX, &spec_path).await
+    }
+
+    /// Stop the pause (SIGTERM, then SIGKILL after a short grace) and wait for it to be gone,
+    /// so its namespaces, and with them the pod's tmpfs mounts, are released.
+    pub async fn stop_sandbox(&self, state: &SandboxState) -> Result<()> {
+        process::stop(state.pause, Signal::SIGTERM, Duration::from_secs(2))
+            .await
+            .context(|| format!("stop pause {}", state.pause))
+    }
+}
+
+impl Runtime {
+    /// Remove every trace of a pod whose processes have been stopped: whatever is still in
+    /// its cgroup is killed, the cgroups go, then the state directory and the log directory.
+    pub fn remove_pod(&self, uid: &str, cgroup: &str, log_dir: &std::path::Path) -> Result<()> {
+        let _ = self.cgroups.kill(cgroup);
+        self.cgroups.remove(cgroup)?;
+        super::container::remove_dir_all(&self.layout.pod_dir(uid))?;
+        super::container::remove_dir_all(log_dir)
+    }
+
+    /// Pod cgroups (relative paths) under the QoS groups whose UID is not in `known`: left by
+    /// a pod whose state was lost. The kubelet cleans these up too.
+    pub fn orphan_pod_cgroups(&self, known: &std::collections::HashSet<String>) -> Vec<String> {
+        let mut out = Vec::new();
+        for qos in [super::KUBEPODS.to_string(), format!("{}/burstable", super::KUBEPODS), format!("{}/besteffort", super::KUBEPODS)] {
+            for dir in self.cgroups.dirs(&qos) {
+                let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+                for e in entries.flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if let Some(uid) = name.strip_prefix("pod")
+                        && e.path().is_dir()
+                        && !known.contains(uid)
+                    {
+                        let rel = format!("{qos}/{name}");
+                        if !out.contains(&rel) {
+                            out.push(rel);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}

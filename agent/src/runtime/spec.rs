@@ -1,0 +1,177 @@
+//! What the agent hands its helper processes, and what they hand back.
+//!
+//! The agent decides everything (namespaces, cgroups, mounts, command, user); the helpers
+//! only carry it out. Specs are JSON files in the pod's state directory, so a helper's input
+//! can be read after the fact when something goes wrong.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::process::ProcessId;
+
+/// Input of `minilet __sandbox`: start the pause process of a pod.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxSpec {
+    pub id: String,
+    pub pod_uid: String,
+    /// Hostname inside a new UTS namespace (ignored when the pod uses the host's).
+    pub hostname: String,
+    pub namespaces: SandboxNamespaces,
+    pub pause_path: PathBuf,
+    /// Cgroup directories (one per hierarchy) the pause joins.
+    pub cgroup_dirs: Vec<PathBuf>,
+    pub oom_score_adj: Option<i32>,
+    /// Memory-backed filesystems of the pod (its /dev/shm, `medium: Memory` emptyDirs). They
+    /// are mounted only inside the pause's mount namespace, which containers copy: when the
+    /// pause exits they vanish with it and can never leak onto the host.
+    pub tmpfs: Vec<TmpfsSpec>,
+    /// Where the launcher records the pause's identity before it reports back, so that a
+    /// pause is never running without the state directory knowing it.
+    pub state_path: PathBuf,
+}
+
+/// Which namespaces the pause creates; `false` means the pod shares the host's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxNamespaces {
+    pub network: bool,
+    pub pid: bool,
+    pub ipc: bool,
+    pub uts: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TmpfsSpec {
+    pub path: PathBuf,
+    pub size_bytes: Option<u64>,
+    pub mode: u32,
+}
+
+/// What a started sandbox is, as recorded in `<pod>/sandbox.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxState {
+    pub pause: ProcessId,
+    /// Unix nanoseconds.
+    pub created_at: i64,
+}
+
+/// Input of `minilet __monitor`: run one container (one attempt) and watch it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    pub id: String,
+    pub pod_uid: String,
+    pub name: String,
+    /// The container's state directory (state.json, exit.json, upper/work/rootfs live here).
+    pub dir: PathBuf,
+    /// The pod's pause: the container joins its network, IPC, UTS and mount namespaces.
+    pub sandbox: ProcessId,
+    /// Join the pause's PID namespace (shareProcessNamespace, hostPID) instead of a new one.
+    pub share_pid: bool,
+    pub cgroup_dirs: Vec<PathBuf>,
+    pub oom_score_adj: Option<i32>,
+    pub rootfs: RootfsSpec,
+    /// Bind mounts, in order: /etc files, volumes, /dev/shm, the termination log.
+    pub mounts: Vec<BindMount>,
+    pub process: ProcessSpec,
+    pub log_path: PathBuf,
+}
+
+/// An overlayfs root: image layers below, the container's own writable layer on top.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RootfsSpec {
+    /// Directory holding the unpacked layers; lowerdirs are given relative to it to keep the
+    /// overlay mount options short (they must fit in one page).
+    pub layers_dir: PathBuf,
+    /// Layer directory names, bottom first.
+    pub layers: Vec<String>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    /// The mount point (inside the container's own mount namespace only).
+    pub target: PathBuf,
+    pub readonly: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindMount {
+    pub source: PathBuf,
+    /// Absolute path inside the container.
+    pub destination: String,
+    pub readonly: bool,
+    /// Whether the source is a file (so the mount point to create is a file, not a dir).
+    pub file: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProcessSpec {
+    /// Fully resolved argv (command/args against the image's Entrypoint/Cmd, `$(VAR)` expanded).
+    pub args: Vec<String>,
+    /// `KEY=value`, image env overridden by the pod's.
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub user: UserSpec,
+    /// Capabilities the process keeps (names like `CAP_CHOWN`); `None` keeps all (privileged).
+    pub capabilities: Option<Vec<String>>,
+    pub no_new_privileges: bool,
+}
+
+/// Who the process runs as. Names are resolved inside the container's root filesystem.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserSpec {
+    /// securityContext.runAsUser.
+    pub uid: Option<u32>,
+    /// securityContext.runAsGroup.
+    pub gid: Option<u32>,
+    /// The image's `User` ("", "name", "uid", "name:group", "uid:gid"), used when uid is unset.
+    pub image_user: String,
+    /// Pod supplementalGroups and fsGroup.
+    pub supplemental_groups: Vec<u32>,
+}
+
+/// Written by the monitor once the container process has exec'd (`state.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerState {
+    pub monitor: ProcessId,
+    pub process: ProcessId,
+    /// Unix nanoseconds.
+    pub started_at: i64,
+}
+
+/// Written by the monitor when the container process has exited (`exit.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerExit {
+    /// As the CRI reports it: the exit status, or 128 + signal number.
+    pub exit_code: i32,
+    pub signal: Option<i32>,
+    /// `Completed`, `Error`, `OOMKilled`, `StartError`.
+    pub reason: String,
+    pub message: String,
+    /// Unix nanoseconds.
+    pub finished_at: i64,
+}
+
+impl ContainerExit {
+    /// Kubernetes' reasons: OOMKilled beats everything, then Completed for 0, else Error.
+    pub fn from_status(exit_code: i32, signal: Option<i32>, oom_killed: bool, finished_at: i64) -> Self {
+        let reason = if oom_killed {
+            "OOMKilled"
+        } else if exit_code == 0 {
+            "Completed"
+        } else {
+            "Error"
+        };
+        ContainerExit { exit_code, signal, reason: reason.into(), message: String::new(), finished_at }
+    }
+
+    /// The container never ran: its setup or exec failed.
+    pub fn start_error(message: String, finished_at: i64) -> Self {
+        ContainerExit { exit_code: 128, signal: None, reason: "StartError".into(), message, finished_at }
+    }
+}
+
+/// A helper's answer on its stdout: one JSON line.
+pub type Report<T> = Result<T, String>;
+
+/// Now, as Unix nanoseconds.
+pub fn now_nanos() -> i64 {
+    jiff::Timestamp::now().as_nanosecond() as i64
+}

@@ -1,0 +1,190 @@
+//! The state directory: what exists, kept on disk so a restarted agent can re-adopt it.
+//!
+//! ```text
+//! <root>/pods/<uid>/pod.json                  PodRecord: the manifest the pod was made from
+//! <root>/pods/<uid>/sandbox.json              SandboxState: the pause (written by the launcher)
+//! <root>/pods/<uid>/etc/{hosts,hostname,resolv.conf}
+//! <root>/pods/<uid>/shm/                      mount point of the pod's /dev/shm (pause's mount ns only)
+//! <root>/pods/<uid>/volumes/<plugin>/<name>/  emptyDir volumes
+//! <root>/pods/<uid>/containers/<id>/          one directory per container attempt:
+//!     container.json   ContainerRecord (written by the agent before the monitor starts)
+//!     spec.json        ContainerSpec (the monitor's input)
+//!     state.json       ContainerState (written by the monitor once the process exec'd)
+//!     exit.json        ContainerExit  (written by the monitor when the process exited)
+//!     monitor.log      the monitor's own diagnostics
+//!     upper/ work/ rootfs/   the writable layer, overlay's work dir, the mount point
+//! ```
+//!
+//! Rule: whoever creates a process records it before reporting back, so nothing can be
+//! running that the state directory does not know about.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::spec::{ContainerExit, ContainerState, SandboxState};
+use crate::atomic_file;
+
+/// A pod as the agent created it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PodRecord {
+    pub uid: String,
+    pub name: String,
+    pub namespace: String,
+    /// The manifest file this pod came from.
+    pub manifest: PathBuf,
+    /// The pod as parsed and defaulted from the manifest.
+    pub pod: k8s_openapi::api::core::v1::Pod,
+    /// Cgroup of the pod, relative to the cgroup parent (e.g. `kubepods/burstable/pod<uid>`).
+    pub cgroup: String,
+    pub sandbox_id: String,
+    /// Sandbox attempt, bumped when the pause died and had to be recreated.
+    pub sandbox_attempt: u32,
+    /// Unix nanoseconds.
+    pub created_at: i64,
+}
+
+/// One container attempt as the agent created it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub name: String,
+    /// Restart count: 0 for the first run.
+    pub attempt: u32,
+    pub init: bool,
+    pub image: String,
+    pub image_id: String,
+    pub log_path: PathBuf,
+    /// Cgroup relative to the cgroup parent.
+    pub cgroup: String,
+    /// Unix nanoseconds.
+    pub created_at: i64,
+}
+
+/// Paths inside the state directory.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: &Path) -> Self {
+        Layout { root: root.to_path_buf() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn pods_dir(&self) -> PathBuf {
+        self.root.join("pods")
+    }
+
+    pub fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.pods_dir().join(uid)
+    }
+
+    pub fn pod_record(&self, uid: &str) -> PathBuf {
+        self.pod_dir(uid).join("pod.json")
+    }
+
+    pub fn sandbox_state(&self, uid: &str) -> PathBuf {
+        self.pod_dir(uid).join("sandbox.json")
+    }
+
+    pub fn containers_dir(&self, uid: &str) -> PathBuf {
+        self.pod_dir(uid).join("containers")
+    }
+
+    pub fn container_dir(&self, uid: &str, id: &str) -> PathBuf {
+        self.containers_dir(uid).join(id)
+    }
+}
+
+/// Everything known about one container attempt on disk.
+#[derive(Debug, Clone)]
+pub struct ContainerFiles {
+    pub dir: PathBuf,
+    pub record: ContainerRecord,
+    pub state: Option<ContainerState>,
+    pub exit: Option<ContainerExit>,
+}
+
+impl ContainerFiles {
+    pub fn record_path(dir: &Path) -> PathBuf {
+        dir.join("container.json")
+    }
+    pub fn spec_path(dir: &Path) -> PathBuf {
+        dir.join("spec.json")
+    }
+    pub fn state_path(dir: &Path) -> PathBuf {
+        dir.join("state.json")
+    }
+    pub fn exit_path(dir: &Path) -> PathBuf {
+        dir.join("exit.json")
+    }
+
+    pub fn load(dir: &Path) -> io::Result<Option<Self>> {
+        let Some(record) = atomic_file::read_json::<ContainerRecord>(&Self::record_path(dir))? else {
+            return Ok(None);
+        };
+        Ok(Some(ContainerFiles {
+            dir: dir.to_path_buf(),
+            record,
+            state: atomic_file::read_json(&Self::state_path(dir))?,
+            exit: atomic_file::read_json(&Self::exit_path(dir))?,
+        }))
+    }
+
+    /// Re-read what the monitor may have written since.
+    pub fn refresh(&mut self) -> io::Result<()> {
+        self.state = atomic_file::read_json(&Self::state_path(&self.dir))?;
+        self.exit = atomic_file::read_json(&Self::exit_path(&self.dir))?;
+        Ok(())
+    }
+}
+
+/// All pods recorded in the state directory (records that fail to parse are reported, not fatal).
+pub fn load_pods(layout: &Layout) -> Vec<Result<(PodRecord, Option<SandboxState>), (PathBuf, String)>> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(layout.pods_dir()) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let uid = entry.file_name().to_string_lossy().into_owned();
+        let path = layout.pod_record(&uid);
+        match atomic_file::read_json::<PodRecord>(&path) {
+            Ok(Some(rec)) => {
+                let sandbox = atomic_file::read_json(&layout.sandbox_state(&uid)).unwrap_or(None);
+                out.push(Ok((rec, sandbox)));
+            }
+            Ok(None) => out.push(Err((entry.path(), "pod directory without pod.json".into()))),
+            Err(e) => out.push(Err((path, e.to_string()))),
+        }
+    }
+    out
+}
+
+/// All container attempts of a pod, oldest first.
+pub fn load_containers(layout: &Layout, uid: &str) -> Vec<ContainerFiles> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(layout.containers_dir(uid)) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        match ContainerFiles::load(&entry.path()) {
+            Ok(Some(files)) => out.push(files),
+            Ok(None) => tracing::warn!(dir = %entry.path().display(), "container directory without container.json"),
+            Err(e) => tracing::warn!(dir = %entry.path().display(), error = %e, "unreadable container state"),
+        }
+    }
+    out.sort_by_key(|c| (c.record.created_at, c.record.attempt));
+    out
+}
+
+/// A random 64-hex-digit ID, as containerd makes them for sandboxes and containers.
+pub fn new_id() -> String {
+    let bytes: [u8; 32] = rand::random();
+    hex::encode(bytes)
+}

@@ -1,0 +1,151 @@
+//! The syscalls that build a container's filesystem, behind a trait.
+//!
+//! The real implementation calls the kernel; the test implementation records the calls, so
+//! the order and arguments of the mount sequence can be checked without root (youki's
+//! approach). Only what rootfs setup needs is here.
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+use nix::sys::stat::{Mode, SFlag};
+
+/// A failed syscall: which one, on what, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {path}{detail}: {source}")]
+pub struct SysError {
+    pub op: &'static str,
+    pub path: PathBuf,
+    /// Extra context, e.g. the filesystem type and options of a mount (starts with a space).
+    pub detail: String,
+    pub source: std::io::Error,
+}
+
+impl SysError {
+    pub fn new(op: &'static str, path: &Path, detail: impl Into<String>, source: impl Into<std::io::Error>) -> Self {
+        SysError { op, path: path.to_path_buf(), detail: detail.into(), source: source.into() }
+    }
+}
+
+pub type SysResult<T = ()> = Result<T, SysError>;
+
+pub trait Syscall {
+    fn mount(&self, source: Option<&Path>, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> SysResult;
+    fn umount(&self, target: &Path, flags: MntFlags) -> SysResult;
+    fn pivot_root(&self, new_root: &Path, put_old: &Path) -> SysResult;
+    fn chdir(&self, path: &Path) -> SysResult;
+    fn mkdir_all(&self, path: &Path) -> SysResult;
+    /// Create an empty file (a mount point for a file bind mount) if it does not exist.
+    fn create_file(&self, path: &Path) -> SysResult;
+    fn mknod(&self, path: &Path, kind: SFlag, mode: u32, major: u64, minor: u64) -> SysResult;
+    fn symlink(&self, target: &Path, link: &Path) -> SysResult;
+}
+
+/// The kernel.
+pub struct Linux;
+
+impl Syscall for Linux {
+    fn mount(&self, source: Option<&Path>, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> SysResult {
+        nix::mount::mount(source, target, fstype, flags, data).map_err(|e| {
+            let detail = match (fstype, data) {
+                (Some(t), Some(d)) => format!(" (type {t}, options {d})"),
+                (Some(t), None) => format!(" (type {t})"),
+                (None, _) => match source {
+                    Some(s) => format!(" (from {})", s.display()),
+                    None => String::new(),
+                },
+            };
+            SysError::new("mount", target, detail, e)
+        })
+    }
+
+    fn umount(&self, target: &Path, flags: MntFlags) -> SysResult {
+        nix::mount::umount2(target, flags).map_err(|e| SysError::new("umount", target, "", e))
+    }
+
+    fn pivot_root(&self, new_root: &Path, put_old: &Path) -> SysResult {
+        nix::unistd::pivot_root(new_root, put_old).map_err(|e| SysError::new("pivot_root", new_root, "", e))
+    }
+
+    fn chdir(&self, path: &Path) -> SysResult {
+        nix::unistd::chdir(path).map_err(|e| SysError::new("chdir", path, "", e))
+    }
+
+    fn mkdir_all(&self, path: &Path) -> SysResult {
+        std::fs::create_dir_all(path).map_err(|e| SysError::new("mkdir", path, "", e))
+    }
+
+    fn create_file(&self, path: &Path) -> SysResult {
+        if let Some(parent) = path.parent() {
+            self.mkdir_all(parent)?;
+        }
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(path) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(SysError::new("create", path, "", e)),
+        }
+    }
+
+    fn mknod(&self, path: &Path, kind: SFlag, mode: u32, major: u64, minor: u64) -> SysResult {
+        let dev = nix::sys::stat::makedev(major, minor);
+        nix::sys::stat::mknod(path, kind, Mode::from_bits_truncate(mode), dev)
+            .map_err(|e| SysError::new("mknod", path, format!(" ({major}:{minor})"), e))
+    }
+
+    fn symlink(&self, target: &Path, link: &Path) -> SysResult {
+        std::os::unix::fs::symlink(target, link).map_err(|e| SysError::new("symlink", link, format!(" -> {}", target.display()), e))
+    }
+}
+
+/// Records calls instead of making them (tests).
+#[cfg(test)]
+#[derive(Default)]
+pub struct Recorder {
+    pub calls: std::cell::RefCell<Vec<String>>,
+}
+
+#[cfg(test)]
+impl Recorder {
+    fn push(&self, s: String) -> SysResult {
+        self.calls.borrow_mut().push(s);
+        Ok(())
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.borrow().clone()
+    }
+}
+
+#[cfg(test)]
+impl Syscall for Recorder {
+    fn mount(&self, source: Option<&Path>, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> SysResult {
+        self.push(format!(
+            "mount {} {} {} {:?} {}",
+            source.map(|s| s.display().to_string()).unwrap_or("-".into()),
+            target.display(),
+            fstype.unwrap_or("-"),
+            flags,
+            data.unwrap_or("-")
+        ))
+    }
+    fn umount(&self, target: &Path, _flags: MntFlags) -> SysResult {
+        self.push(format!("umount {}", target.display()))
+    }
+    fn pivot_root(&self, new_root: &Path, put_old: &Path) -> SysResult {
+        self.push(format!("pivot_root {} {}", new_root.display(), put_old.display()))
+    }
+    fn chdir(&self, path: &Path) -> SysResult {
+        self.push(format!("chdir {}", path.display()))
+    }
+    fn mkdir_all(&self, path: &Path) -> SysResult {
+        self.push(format!("mkdir {}", path.display()))
+    }
+    fn create_file(&self, path: &Path) -> SysResult {
+        self.push(format!("touch {}", path.display()))
+    }
+    fn mknod(&self, path: &Path, _kind: SFlag, mode: u32, major: u64, minor: u64) -> SysResult {
+        self.push(format!("mknod {} {mode:o} {major}:{minor}", path.display()))
+    }
+    fn symlink(&self, target: &Path, link: &Path) -> SysResult {
+        self.push(format!("symlink {} -> {}", link.display(), target.display()))
+    }
+}
