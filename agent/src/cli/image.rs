@@ -1,11 +1,167 @@
-//! `minilet image ...` (being written)
+//! `minilet image import|ls`: the local image store from the command line. Output follows
+//! `crictl images`, so what a user sees here matches what a CRI client shows.
 
 use std::path::Path;
 
-pub fn import(_root: &Path, _path: &Path, _name: Option<&str>) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+use crate::images::{ImageStore, ImageSummary};
+
+/// Import an OCI layout directory or OCI archive; one line per image imported.
+pub fn import(root: &Path, path: &Path, name: Option<&str>) -> anyhow::Result<()> {
+    let store = ImageStore::open(root)?;
+    for image in store.import(path, name)? {
+        println!("Imported {} ({})", image.name, image.id);
+    }
+    Ok(())
 }
 
-pub fn list(_root: &Path, _quiet: bool) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+/// List images as `crictl images` does, or only their ids with `quiet`.
+pub fn list(root: &Path, quiet: bool) -> anyhow::Result<()> {
+    let images = ImageStore::open(root)?.list()?;
+    let mut out = String::new();
+    if quiet {
+        // One line per image, not per name: several names may share an id.
+        let mut seen = std::collections::HashSet::new();
+        for image in &images {
+            if seen.insert(image.id.as_str()) {
+                out.push_str(&image.id);
+                out.push('\n');
+            }
+        }
+    } else {
+        out = table(&images);
+    }
+    print!("{out}");
+    Ok(())
+}
+
+/// The `crictl images` table: IMAGE, TAG, IMAGE ID (13 hex digits), SIZE; columns padded like
+/// Go's tabwriter with minwidth 20 and padding 3, as crictl sets it up.
+fn table(images: &[ImageSummary]) -> String {
+    let mut rows = vec![[
+        "IMAGE".to_owned(),
+        "TAG".to_owned(),
+        "IMAGE ID".to_owned(),
+        "SIZE".to_owned(),
+    ]];
+    for image in images {
+        let (repo, tag) = split_tag(&image.name);
+        let hex = image.id.strip_prefix("sha256:").unwrap_or(&image.id);
+        let short: String = hex.chars().take(13).collect();
+        rows.push([
+            repo.to_owned(),
+            tag.to_owned(),
+            short,
+            human_size(image.size),
+        ]);
+    }
+    let widths: Vec<usize> = (0..3)
+        .map(|col| {
+            rows.iter()
+                .map(|r| r[col].chars().count())
+                .max()
+                .unwrap_or(0)
+                .saturating_add(3)
+                .max(20)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        for (col, width) in widths.iter().enumerate() {
+            out.push_str(&format!("{:<width$}", row[col]));
+        }
+        out.push_str(&row[3]);
+        out.push('\n');
+    }
+    out
+}
+
+/// "repo:tag" → ("repo", "tag"); a digest-only reference has no tag ("<none>").
+fn split_tag(name: &str) -> (&str, &str) {
+    let name_part = name.split_once('@').map_or(name, |(n, _)| n);
+    let slash = name_part.rfind('/').map_or(0, |i| i + 1);
+    match name_part[slash..].rfind(':') {
+        Some(colon) => (&name_part[..slash + colon], &name_part[slash + colon + 1..]),
+        None => (name_part, "<none>"),
+    }
+}
+
+/// Decimal units with 3 significant digits, as crictl (go-units HumanSizeWithPrecision) prints.
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    // %.3g: three significant digits, trailing zeros dropped.
+    let decimals = if value >= 100.0 {
+        0
+    } else if value >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let text = format!("{value:.decimals$}");
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &text
+    };
+    format!("{text}{}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_print_like_crictl() {
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(1_200_000), "1.2MB");
+        assert_eq!(human_size(2_224_000), "2.22MB");
+        assert_eq!(human_size(745_300), "745kB");
+        assert_eq!(human_size(12_340_000), "12.3MB");
+    }
+
+    #[test]
+    fn names_split_into_repository_and_tag() {
+        assert_eq!(
+            split_tag("docker.io/library/busybox:latest"),
+            ("docker.io/library/busybox", "latest")
+        );
+        assert_eq!(
+            split_tag("localhost:5000/a/b:v1"),
+            ("localhost:5000/a/b", "v1")
+        );
+        assert_eq!(
+            split_tag("localhost:5000/a/b"),
+            ("localhost:5000/a/b", "<none>")
+        );
+        let digest = format!("localhost/x@sha256:{}", "a".repeat(64));
+        assert_eq!(split_tag(&digest), ("localhost/x", "<none>"));
+    }
+
+    #[test]
+    fn table_has_crictl_columns() {
+        let images = [ImageSummary {
+            name: "localhost/busybox:latest".into(),
+            id: format!("sha256:{}", "0123456789abcdef".repeat(4)),
+            manifest_digest: String::new(),
+            size: 1_234_567,
+            created: None,
+        }];
+        let table = table(&images);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            ["IMAGE", "TAG", "IMAGE", "ID", "SIZE"]
+        );
+        assert_eq!(
+            lines[1].split_whitespace().collect::<Vec<_>>(),
+            ["localhost/busybox", "latest", "0123456789abc", "1.23MB"]
+        );
+        assert_eq!(lines[0].find("TAG"), lines[1].find("latest"));
+    }
 }
