@@ -125,10 +125,10 @@ fn lock_root(root: &std::path::Path) -> anyhow::Result<std::fs::File> {
     Ok(file)
 }
 
-/// Remove the QoS cgroups (and so everything minilet created under the cgroup parent).
+/// Remove the cgroup parent and everything minilet created under it.
 fn remove_cgroup_tree(runtime: &Runtime) {
-    if let Err(e) = runtime.cgroups.remove(runtime::KUBEPODS) {
-        tracing::warn!(error = %e, "remove the kubepods cgroups");
+    if let Err(e) = runtime.cgroups.remove("") {
+        tracing::warn!(error = %e, "remove the cgroup parent");
     }
 }
 

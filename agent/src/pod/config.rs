@@ -150,8 +150,9 @@ pub fn resolv_conf(pod: &Pod, node_resolv: &str) -> String {
             }
         }
         for o in cfg.options.iter().flatten() {
-            options.retain(|(n, _)| *n != o.name);
-            options.push((o.name.clone(), o.value.clone()));
+            let Some(name) = o.name.clone() else { continue };
+            options.retain(|(n, _)| *n != name);
+            options.push((name, o.value.clone()));
         }
     }
     let mut out = String::new();

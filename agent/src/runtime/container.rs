@@ -92,6 +92,9 @@ impl Runtime {
 
         self.cgroups.create(cgroup)?;
         self.cgroups.apply(cgroup, &cfg.resources)?;
+        // v2: an OOM kill takes the whole container, not one of its processes (the kubelet's
+        // default); never set on the pod cgroup, where it would take the pause too.
+        self.cgroups.set_oom_group(cgroup)?;
 
         let spec = ContainerSpec {
             id: id.to_string(),
