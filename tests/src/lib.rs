@@ -1,1 +1,412 @@
-//! End-to-end test support (being written).
+//! End-to-end test support: a real `minilet agent` (as root) in its own directories and its
+//! own cgroup parent, and helpers that read the kernel's view of what it made
+//! (`/proc/<pid>/ns/*`, `/proc/<pid>/cgroup`, cgroup files, mountinfo).
+//!
+//! The state directory is read only to learn *which* processes and IDs to look at; every
+//! assertion about what they are is made against the kernel.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The workspace root (images built by hack/build-images live under it).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// Directory of the built binaries: the test binary lives in target/<profile>/deps.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent().and_then(Path::parent).map(Path::to_path_buf).expect("target dir")
+}
+
+/// The `minilet` binary under test; panics with instructions when it was not built.
+pub fn minilet() -> PathBuf {
+    let p = bin_dir().join("minilet");
+    assert!(p.is_file() && bin_dir().join("minilet-pause").is_file(), "{} or minilet-pause missing: run hack/build (hack/test does)", p.display());
+    p
+}
+
+/// End-to-end tests need root; without it they say so and pass vacuously.
+pub fn is_root() -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        eprintln!("skipped: end-to-end tests need root");
+    }
+    root
+}
+
+/// Poll `f` every 20 ms until it yields a value; panic naming `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One test's private world: state root, manifests, logs, cgroup parent.
+pub struct Env {
+    pub dir: PathBuf,
+    pub root: PathBuf,
+    pub manifests: PathBuf,
+    pub logs: PathBuf,
+    /// Relative cgroup parent (under the test process's own cgroup in every hierarchy).
+    pub cgroup_parent: String,
+}
+
+impl Env {
+    pub fn new(name: &str) -> Env {
+        let tag = format!("{name}-{:08x}", rand_u32());
+        let dir = std::env::temp_dir().join("minilet-e2e").join(&tag);
+        let env = Env {
+            root: dir.join("root"),
+            manifests: dir.join("manifests"),
+            logs: dir.join("logs"),
+            cgroup_parent: format!("minilet-e2e-{tag}"),
+            dir,
+        };
+        for d in [&env.root, &env.manifests, &env.logs] {
+            std::fs::create_dir_all(d).expect("create test dirs");
+        }
+        env
+    }
+
+    /// Import an image archive built by hack/build-images (e.g. "busybox").
+    pub fn import_image(&self, name: &str) {
+        let archive = workspace().join("hack/.images").join(format!("{name}.tar"));
+        assert!(archive.is_file(), "{} missing: run hack/build-images (hack/test does)", archive.display());
+        let out = Command::new(minilet()).args(["image", "import"]).arg(&archive).arg("--root").arg(&self.root).output().expect("run minilet image import");
+        assert!(out.status.success(), "image import failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn write_manifest(&self, file: &str, yaml: &str) {
+        std::fs::write(self.manifests.join(file), yaml).expect("write manifest");
+    }
+
+    pub fn remove_manifest(&self, file: &str) {
+        std::fs::remove_file(self.manifests.join(file)).expect("remove manifest");
+    }
+
+    /// What the state directory says about pod `name` (latest attempt of each container).
+    pub fn pod(&self, name: &str) -> Option<PodView> {
+        for entry in std::fs::read_dir(self.root.join("pods")).ok()?.flatten() {
+            let record: Value = read_json(&entry.path().join("pod.json"))?;
+            if record["name"] != name {
+                continue;
+            }
+            let sandbox = read_json(&entry.path().join("sandbox.json"));
+            let mut containers: BTreeMap<String, ContainerView> = BTreeMap::new();
+            for c in std::fs::read_dir(entry.path().join("containers")).into_iter().flatten().flatten() {
+                let Some(rec) = read_json(&c.path().join("container.json")) else { continue };
+                let view = ContainerView {
+                    id: rec["id"].as_str().unwrap_or_default().to_string(),
+                    attempt: rec["attempt"].as_u64().unwrap_or(0) as u32,
+                    cgroup: rec["cgroup"].as_str().unwrap_or_default().to_string(),
+                    log_path: PathBuf::from(rec["log_path"].as_str().unwrap_or_default()),
+                    pid: read_json(&c.path().join("state.json")).and_then(|s: Value| s["process"]["pid"].as_i64()).map(|p| p as i32),
+                    monitor_pid: read_json(&c.path().join("state.json")).and_then(|s: Value| s["monitor"]["pid"].as_i64()).map(|p| p as i32),
+                    exit: read_json(&c.path().join("exit.json")),
+                    dir: c.path(),
+                };
+                let name = rec["name"].as_str().unwrap_or_default().to_string();
+                if containers.get(&name).is_none_or(|old| old.attempt < view.attempt) {
+                    containers.insert(name, view);
+                }
+            }
+            return Some(PodView {
+                uid: record["uid"].as_str().unwrap_or_default().to_string(),
+                cgroup: record["cgroup"].as_str().unwrap_or_default().to_string(),
+                pause_pid: sandbox.and_then(|s: Value| s["pause"]["pid"].as_i64()).map(|p| p as i32),
+                dir: entry.path(),
+                containers,
+            });
+        }
+        None
+    }
+
+    /// Wait until pod `name` has a live pause and every listed container has a live process.
+    pub fn wait_running(&self, name: &str, containers: &[&str]) -> PodView {
+        wait_for(&format!("pod {name} running {containers:?}"), Duration::from_secs(30), || {
+            let p = self.pod(name)?;
+            alive(p.pause_pid?).then_some(())?;
+            for c in containers {
+                let view = p.containers.get(*c)?;
+                (view.exit.is_none() && alive(view.pid?)).then_some(())?;
+            }
+            Some(p)
+        })
+    }
+
+    /// The pod's log directory.
+    pub fn pod_log_dir(&self, name: &str, uid: &str) -> PathBuf {
+        self.logs.join(format!("default_{name}_{uid}"))
+    }
+
+    /// Absolute directories of cgroup `rel` (relative to this test's parent) that exist, in
+    /// every hierarchy this machine has.
+    pub fn cgroup_dirs(&self, rel: &str) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for (mount, own) in cgroup_hierarchies() {
+            let d = mount.join(own.trim_start_matches('/')).join(&self.cgroup_parent).join(rel);
+            if d.is_dir() {
+                out.push(d);
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Safety net: whatever a failed test left behind, `minilet reset` removes it (pods,
+        // cgroups); then the directories go.
+        if self.root.join("pods").is_dir() && std::fs::read_dir(self.root.join("pods")).map(|mut d| d.next().is_some()).unwrap_or(false) {
+            let _ = Command::new(bin_dir().join("minilet"))
+                .arg("reset")
+                .arg("--root")
+                .arg(&self.root)
+                .arg("--log-dir")
+                .arg(&self.logs)
+                .arg("--cgroup-parent")
+                .arg(&self.cgroup_parent)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        for d in self.cgroup_dirs("") {
+            remove_cgroup_tree(&d);
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("test files kept in {}", self.dir.display());
+        }
+    }
+}
+
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// A running `minilet agent`.
+pub struct Agent {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// Start an agent on `env` (with --cleanup-on-exit) and wait until it is ready.
+    pub fn start(env: &Env, extra: &[&str]) -> Agent {
+        let n = std::fs::read_dir(&env.dir).map(|d| d.count()).unwrap_or(0);
+        let log = env.dir.join(format!("agent-{n}.log"));
+        let stderr = std::fs::File::create(&log).expect("agent log");
+        let child = Command::new(minilet())
+            .arg("agent")
+            .arg("--manifests")
+            .arg(&env.manifests)
+            .arg("--root")
+            .arg(&env.root)
+            .arg("--log-dir")
+            .arg(&env.logs)
+            .arg("--cgroup-parent")
+            .arg(&env.cgroup_parent)
+            .arg("--cleanup-on-exit")
+            .args(extra)
+            .env("MINILET_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn minilet agent");
+        let agent = Agent { child: Some(child), log };
+        wait_for("agent ready", Duration::from_secs(20), || agent.log_text().contains("minilet agent ready").then_some(()));
+        agent
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: the agent dies at once, its pods stay.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait (with --cleanup-on-exit this removes every pod).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(90) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+            panic!("agent did not exit within 90s of SIGTERM");
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- agent log {} ----\n{}", self.log.display(), self.log_text());
+        }
+        self.stop();
+    }
+}
+
+/// What the state directory says about one pod.
+#[derive(Debug, Clone)]
+pub struct PodView {
+    pub uid: String,
+    pub cgroup: String,
+    pub pause_pid: Option<i32>,
+    pub dir: PathBuf,
+    pub containers: BTreeMap<String, ContainerView>,
+}
+
+impl PodView {
+    pub fn pause(&self) -> i32 {
+        self.pause_pid.expect("pause pid")
+    }
+
+    pub fn pid(&self, container: &str) -> i32 {
+        self.containers.get(container).and_then(|c| c.pid).unwrap_or_else(|| panic!("no pid for container {container}"))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ContainerView {
+    pub id: String,
+    pub attempt: u32,
+    pub cgroup: String,
+    pub log_path: PathBuf,
+    pub pid: Option<i32>,
+    pub monitor_pid: Option<i32>,
+    pub exit: Option<Value>,
+    pub dir: PathBuf,
+}
+
+fn read_json(path: &Path) -> Option<Value> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+fn rand_u32() -> u32 {
+    let mut b = [0u8; 4];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut b);
+    }
+    u32::from_ne_bytes(b) ^ std::process::id()
+}
+
+// ---- the kernel's view ----------------------------------------------------------------------
+
+/// Whether `pid` is a live process (a zombie has exited).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|st| st != "Z" && st != "X"),
+        Err(_) => false,
+    }
+}
+
+/// The namespace `kind` (net, ipc, uts, pid, mnt, ...) of `pid`, e.g. `net:[4026532281]`.
+pub fn ns(pid: i32, kind: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).map(|p| p.display().to_string()).unwrap_or_else(|e| panic!("read /proc/{pid}/ns/{kind}: {e}"))
+}
+
+/// `/proc/<pid>/cgroup` as (controllers, path) pairs.
+pub fn proc_cgroups(pid: i32) -> Vec<(String, String)> {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let _id = parts.next()?;
+            Some((parts.next()?.to_string(), parts.next()?.to_string()))
+        })
+        .collect()
+}
+
+/// Each cgroup hierarchy of this machine that minilet manages: (mount point, this test
+/// process's own path in it). v1: cpu, cpuacct, memory, pids; v2: the unified mount.
+pub fn cgroup_hierarchies() -> Vec<(PathBuf, String)> {
+    let own = proc_cgroups(std::process::id() as i32);
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut out = Vec::new();
+    let pure_v2 = mountinfo.lines().any(|l| l.split(' ').nth(4) == Some("/sys/fs/cgroup") && l.contains(" - cgroup2 "));
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(dash) = fields.iter().position(|f| *f == "-") else { continue };
+        let (fstype, opts) = (fields.get(dash + 1).copied().unwrap_or(""), fields.get(dash + 3).copied().unwrap_or(""));
+        let mount = PathBuf::from(fields.get(4).copied().unwrap_or(""));
+        if pure_v2 && fstype == "cgroup2" {
+            let path = own.iter().find(|(c, _)| c.is_empty()).map(|(_, p)| p.clone()).unwrap_or_default();
+            out.push((mount, path));
+        } else if !pure_v2 && fstype == "cgroup" {
+            let ctrls: Vec<&str> = opts.split(',').filter(|o| ["cpu", "cpuacct", "memory", "pids"].contains(o)).collect();
+            if ctrls.is_empty() {
+                continue;
+            }
+            let path = own
+                .iter()
+                .find(|(c, _)| c.split(',').any(|x| ctrls.contains(&x)))
+                .map(|(_, p)| p.clone())
+                .unwrap_or_default();
+            out.push((mount, path));
+        }
+    }
+    out
+}
+
+/// Read a cgroup file of cgroup `rel` under this test's parent, in the hierarchy that has it.
+pub fn cgroup_file(env: &Env, rel: &str, file: &str) -> Option<String> {
+    env.cgroup_dirs(rel).into_iter().find_map(|d| std::fs::read_to_string(d.join(file)).ok()).map(|s| s.trim().to_string())
+}
+
+/// Lines of /proc/self/mountinfo mentioning `needle`.
+pub fn host_mounts_containing(needle: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().lines().filter(|l| l.contains(needle)).map(str::to_string).collect()
+}
+
+/// Run a command inside a process's namespaces (as `nsenter` does) and return stdout.
+pub fn nsenter(pid: i32, flags: &[&str], cmd: &[&str]) -> std::process::Output {
+    Command::new("nsenter").arg("-t").arg(pid.to_string()).args(flags).arg("--").args(cmd).output().expect("run nsenter")
+}
+
+/// Run a program inside a container: its namespaces (mount, pid, net, ipc, uts) and root.
+pub fn in_container(pid: i32, cmd: &[&str]) -> std::process::Output {
+    nsenter(pid, &["-m", "-p", "-n", "-i", "-u", "-r", "-w"], cmd)
+}
+
+/// Append `text` to a file (used to edit manifests in place).
+pub fn append(path: &Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).expect("open for append");
+    f.write_all(text.as_bytes()).expect("append");
+}

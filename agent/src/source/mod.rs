@@ -1,19 +1,485 @@
-//! STUB (replaced by the source branch)
-#![allow(dead_code, unused_variables)]
+//! The manifest source: a directory of Pod manifests → the pods that should run.
+//!
+//! Like the kubelet's file source: one Pod per file, static-pod UIDs from content and path.
+//! Unlike it: event-driven (inotify), editor leftovers ignored, and a file that stops parsing
+//! keeps the pod of its last good content (a half-written save must never kill a pod).
+//!
+//! Timing: a close-after-write or a rename into the directory is acted on at once (that is
+//! how `cp`, `kubectl`-style writers and editors finish a file); a bare create or modify waits
+//! for a short quiet period first, so a file still being written is normally not read. A
+//! periodic re-list compares (inode, size, mtime) and only re-reads what changed: a safety
+//! net for lost events, not the mechanism.
+
+pub mod filter;
+mod parse;
+mod uid;
+mod validate;
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+
+pub use filter::is_manifest_name;
+use k8s_openapi::api::core::v1::Pod;
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+use notify::Watcher;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Quiet period after a create/modify without a close-after-write.
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// A pod desired by a manifest file.
 #[derive(Debug, Clone)]
-pub struct ManifestPod { pub path: PathBuf, pub uid: String, pub pod: k8s_openapi::api::core::v1::Pod }
-impl ManifestPod { pub fn name(&self) -> &str { todo!() } pub fn namespace(&self) -> &str { todo!() } pub fn full_name(&self) -> String { todo!() } }
+pub struct ManifestPod {
+    pub path: PathBuf,
+    pub uid: String,
+    /// Parsed and defaulted, with its UID, node name and config annotations set.
+    ///
+    /// The kubelet appends the node name to static pod names (for their mirror pods in the
+    /// API server); minilet has no API server, so the name is the manifest's own.
+    pub pod: Pod,
+}
+
+impl ManifestPod {
+    pub fn name(&self) -> &str {
+        self.pod.metadata.name.as_deref().unwrap_or("")
+    }
+
+    pub fn namespace(&self) -> &str {
+        self.pod.metadata.namespace.as_deref().unwrap_or("default")
+    }
+
+    pub fn full_name(&self) -> String {
+        format!("{}/{}", self.namespace(), self.name())
+    }
+}
+
+/// A manifest file that does not describe a valid pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidManifest {
+    pub path: PathBuf,
+    /// One line: `<file>: <field path>: <problem>; ...`.
+    pub message: String,
+}
+
 #[derive(Debug, Clone)]
-pub struct InvalidManifest { pub path: PathBuf, pub message: String }
-#[derive(Debug, Clone)]
-pub enum SourceEvent { Upsert(Arc<ManifestPod>), Removed { path: PathBuf }, Invalid(InvalidManifest) }
+pub enum SourceEvent {
+    /// A new pod, or a file's content changed into another pod.
+    Upsert(Arc<ManifestPod>),
+    /// The file is gone (or now ignored): its pod should go.
+    Removed { path: PathBuf },
+    /// The file is invalid. Its previous pod, if any, stays desired.
+    Invalid(InvalidManifest),
+}
+
 #[derive(Debug, thiserror::Error)]
-pub enum SourceError { #[error("x")] X }
-pub fn load_file(path: &Path, node_name: &str) -> Result<ManifestPod, InvalidManifest> { todo!() }
-pub fn is_manifest_name(name: &std::ffi::OsStr) -> bool { todo!() }
-pub struct ManifestSource;
+pub enum SourceError {
+    #[error("create manifests directory {path}: {source}")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("watch manifests directory {path}: {source}")]
+    Watch { path: PathBuf, source: notify::Error },
+}
+
+/// Read a single manifest file: parse, default, validate, compute the static UID.
+pub fn load_file(path: &Path, node_name: &str) -> Result<ManifestPod, InvalidManifest> {
+    let invalid = |msg: String| InvalidManifest { path: path.to_path_buf(), message: format!("{}: {msg}", path.display()) };
+    let text = std::fs::read_to_string(path).map_err(|e| invalid(format!("read: {e}")))?;
+    let mut pod = parse::parse(path, &text).map_err(invalid)?;
+    parse::apply_defaults(&mut pod, node_name);
+    let errors = validate::validate(&pod);
+    if !errors.is_empty() {
+        return Err(invalid(errors.join("; ")));
+    }
+    let uid = match pod.metadata.uid.clone().filter(|u| !u.is_empty()) {
+        Some(uid) => uid,
+        None => uid::static_uid(&pod, node_name, path),
+    };
+    pod.metadata.uid = Some(uid.clone());
+    let annotations = pod.metadata.annotations.get_or_insert_with(Default::default);
+    annotations.insert("kubernetes.io/config.source".into(), "file".into());
+    annotations.insert("kubernetes.io/config.hash".into(), uid.clone());
+    annotations.insert("kubernetes.io/config.seen".into(), jiff::Timestamp::now().to_string());
+    Ok(ManifestPod { path: path.to_path_buf(), uid, pod })
+}
+
+/// Watches the directory; dropping it stops the watch.
+pub struct ManifestSource {
+    _watcher: notify::RecommendedWatcher,
+}
+
 impl ManifestSource {
-    pub fn start(dir: &Path, node_name: &str, relist: std::time::Duration) -> Result<(Self, Vec<Arc<ManifestPod>>, Vec<InvalidManifest>, tokio::sync::mpsc::UnboundedReceiver<SourceEvent>), SourceError> { todo!() }
+    /// List the directory once (synchronously, sorted by file name) and start watching it.
+    /// Returns the initial desired pods and invalid files, so the agent can reconcile its
+    /// state directory before acting on changes, and the receiver of later changes.
+    /// Must be called inside a tokio runtime.
+    #[allow(clippy::type_complexity)]
+    pub fn start(
+        dir: &Path,
+        node_name: &str,
+        relist: Duration,
+    ) -> Result<(Self, Vec<Arc<ManifestPod>>, Vec<InvalidManifest>, mpsc::UnboundedReceiver<SourceEvent>), SourceError> {
+        if !dir.is_dir() {
+            tracing::info!(dir = %dir.display(), "creating the manifests directory");
+            std::fs::create_dir_all(dir).map_err(|source| SourceError::CreateDir { path: dir.to_path_buf(), source })?;
+        }
+        // Watch before listing: a change made in between is seen twice at worst.
+        let (raw_tx, raw_rx) = mpsc::unbounded_channel();
+        let mut watcher = notify::recommended_watcher(move |res| {
+            let _ = raw_tx.send(res);
+        })
+        .map_err(|source| SourceError::Watch { path: dir.to_path_buf(), source })?;
+        watcher
+            .watch(dir, notify::RecursiveMode::NonRecursive)
+            .map_err(|source| SourceError::Watch { path: dir.to_path_buf(), source })?;
+
+        let mut state = Files { dir: dir.to_path_buf(), node: node_name.to_string(), files: BTreeMap::new(), owners: HashMap::new(), out: Vec::new() };
+        state.relist();
+        let (mut desired, mut invalid) = (Vec::new(), Vec::new());
+        for ev in state.out.drain(..) {
+            match ev {
+                SourceEvent::Upsert(p) => desired.push(p),
+                SourceEvent::Invalid(i) => invalid.push(i),
+                SourceEvent::Removed { .. } => {}
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(state, raw_rx, tx, relist));
+        Ok((ManifestSource { _watcher: watcher }, desired, invalid, rx))
+    }
+}
+
+/// What identifies a version of a file without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    ino: u64,
+    size: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+#[derive(Debug, Default)]
+struct Tracked {
+    stamp: Option<Stamp>,
+    /// The pod this file currently stands for (its last valid content).
+    pod: Option<Arc<ManifestPod>>,
+    /// The last error reported for it (reported once, not on every re-read).
+    error: Option<String>,
+    /// Its pod's name is taken by another file.
+    conflict: bool,
+}
+
+struct Files {
+    dir: PathBuf,
+    node: String,
+    files: BTreeMap<PathBuf, Tracked>,
+    /// `namespace/name` → the file whose pod has it.
+    owners: HashMap<String, PathBuf>,
+    out: Vec<SourceEvent>,
+}
+
+impl Files {
+    /// Re-read every candidate whose stamp changed; notice files that vanished.
+    fn relist(&mut self) {
+        let mut present = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                if is_manifest_name(&e.file_name()) {
+                    present.push(e.path());
+                }
+            }
+        }
+        present.sort();
+        for path in &present {
+            let changed = self.files.get(path).is_none_or(|t| t.stamp != stamp(path));
+            if changed {
+                self.refresh(path);
+            }
+        }
+        let gone: Vec<PathBuf> = self.files.keys().filter(|p| !present.contains(p)).cloned().collect();
+        for path in gone {
+            self.refresh(&path);
+        }
+    }
+
+    /// Bring one path up to date and queue the events that follow.
+    fn refresh(&mut self, path: &Path) {
+        let candidate = path.file_name().is_some_and(is_manifest_name) && std::fs::metadata(path).is_ok_and(|m| m.is_file());
+        if !candidate {
+            if let Some(t) = self.files.remove(path)
+                && let Some(pod) = t.pod
+            {
+                self.release(&pod.full_name(), path);
+                self.out.push(SourceEvent::Removed { path: path.to_path_buf() });
+            }
+            return;
+        }
+        let st = stamp(path);
+        match load_file(path, &self.node) {
+            Ok(pod) => {
+                let full = pod.full_name();
+                let owner = self.owners.get(&full).filter(|o| o.as_path() != path).cloned();
+                let t = self.files.entry(path.to_path_buf()).or_default();
+                t.stamp = st;
+                if let Some(owner) = owner {
+                    let msg = format!("{}: metadata.name: Duplicate value: {:?}: pod {full} is already defined by {}", path.display(), pod.name(), owner.display());
+                    t.conflict = true;
+                    if t.error.as_deref() != Some(msg.as_str()) {
+                        t.error = Some(msg.clone());
+                        tracing::warn!("{msg}");
+                        self.out.push(SourceEvent::Invalid(InvalidManifest { path: path.to_path_buf(), message: msg }));
+                    }
+                    return;
+                }
+                t.conflict = false;
+                t.error = None;
+                if t.pod.as_ref().is_some_and(|old| old.uid == pod.uid) {
+                    return; // unchanged (a touch, a reformat)
+                }
+                let previous = t.pod.replace(Arc::new(pod));
+                let pod = t.pod.clone();
+                if let Some(prev) = previous
+                    && prev.full_name() != full
+                {
+                    self.release(&prev.full_name(), path);
+                }
+                self.owners.insert(full, path.to_path_buf());
+                if let Some(pod) = pod {
+                    self.out.push(SourceEvent::Upsert(pod));
+                }
+            }
+            Err(invalid) => {
+                let t = self.files.entry(path.to_path_buf()).or_default();
+                t.stamp = st;
+                if t.error.as_deref() != Some(invalid.message.as_str()) {
+                    t.error = Some(invalid.message.clone());
+                    tracing::warn!("{}", invalid.message);
+                    self.out.push(SourceEvent::Invalid(invalid));
+                }
+            }
+        }
+    }
+
+    /// `path` no longer holds `full`: give the name to a file that wanted it, if any.
+    fn release(&mut self, full: &str, path: &Path) {
+        if self.owners.get(full).is_some_and(|o| o == path) {
+            self.owners.remove(full);
+            let waiting: Vec<PathBuf> = self.files.iter().filter(|(_, t)| t.conflict).map(|(p, _)| p.clone()).collect();
+            for p in waiting {
+                if let Some(t) = self.files.get_mut(&p) {
+                    t.error = None;
+                }
+                self.refresh(&p);
+            }
+        }
+    }
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let m = std::fs::metadata(path).ok()?;
+    Some(Stamp { ino: m.ino(), size: m.size(), mtime: m.mtime(), mtime_nsec: m.mtime_nsec() })
+}
+
+async fn run(
+    mut files: Files,
+    mut raw: mpsc::UnboundedReceiver<notify::Result<notify::Event>>,
+    tx: mpsc::UnboundedSender<SourceEvent>,
+    relist: Duration,
+) {
+    let mut settling: HashMap<PathBuf, Instant> = HashMap::new();
+    let mut relist_timer = tokio::time::interval_at(Instant::now() + relist, relist.max(Duration::from_millis(100)));
+    relist_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let next = settling.values().min().copied();
+        tokio::select! {
+            ev = raw.recv() => match ev {
+                None => return, // the watcher was dropped
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "manifest watch error; re-listing");
+                    files.relist();
+                }
+                Some(Ok(ev)) => {
+                    if ev.need_rescan() {
+                        files.relist();
+                    }
+                    let now_kind = matches!(
+                        ev.kind,
+                        EventKind::Access(AccessKind::Close(AccessMode::Write)) | EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_)
+                    );
+                    let settle_kind = matches!(ev.kind, EventKind::Create(_) | EventKind::Modify(_) | EventKind::Any | EventKind::Other);
+                    let dir = files.dir.clone();
+                    for path in ev.paths.iter().filter(|p| p.parent() == Some(dir.as_path())) {
+                        if now_kind {
+                            settling.remove(path);
+                            files.refresh(path);
+                        } else if settle_kind {
+                            settling.insert(path.clone(), Instant::now() + SETTLE);
+                        }
+                    }
+                }
+            },
+            _ = async { match next { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
+                let now = Instant::now();
+                let due: Vec<PathBuf> = settling.iter().filter(|(_, t)| **t <= now).map(|(p, _)| p.clone()).collect();
+                for p in due {
+                    settling.remove(&p);
+                    files.refresh(&p);
+                }
+            }
+            _ = relist_timer.tick() => files.relist(),
+            _ = tx.closed() => return,
+        }
+        for ev in files.out.drain(..) {
+            if tx.send(ev).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: NAME\nspec:\n  containers:\n  - name: app\n    image: localhost/busybox:latest\n    command: [sleep, 'SECS']\n";
+
+    fn pod(name: &str, secs: u32) -> String {
+        POD.replace("NAME", name).replace("SECS", &secs.to_string())
+    }
+
+    async fn next(rx: &mut mpsc::UnboundedReceiver<SourceEvent>) -> SourceEvent {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("an event within 5s").expect("source alive")
+    }
+
+    async fn quiet(rx: &mut mpsc::UnboundedReceiver<SourceEvent>, for_: Duration) {
+        if let Ok(Some(ev)) = tokio::time::timeout(for_, rx.recv()).await {
+            panic!("unexpected event {ev:?}");
+        }
+    }
+
+    #[test]
+    fn load_file_defaults_and_annotates() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.yaml");
+        std::fs::write(&p, pod("w", 1)).unwrap();
+        let m = load_file(&p, "node1").unwrap();
+        assert_eq!(m.full_name(), "default/w");
+        assert_eq!(m.pod.metadata.uid.as_deref(), Some(m.uid.as_str()));
+        let ann = m.pod.metadata.annotations.as_ref().unwrap();
+        assert_eq!(ann["kubernetes.io/config.source"], "file");
+        assert_eq!(ann["kubernetes.io/config.hash"], m.uid);
+        assert_eq!(m.pod.spec.as_ref().unwrap().node_name.as_deref(), Some("node1"));
+        // Reading again: same UID, though config.seen changed.
+        assert_eq!(load_file(&p, "node1").unwrap().uid, m.uid);
+        std::fs::write(&p, "apiVersion: v1\nkind: Pod\nmetadata: {name: W}\nspec: {containers: []}\n").unwrap();
+        let err = load_file(&p, "node1").unwrap_err();
+        assert!(err.message.starts_with(&format!("{}: metadata.name: Invalid value", p.display())), "{}", err.message);
+        assert!(err.message.contains("; spec.containers: Required value"), "{}", err.message);
+    }
+
+    #[tokio::test]
+    async fn watch_lifecycle() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("a.yaml"), pod("a", 1)).unwrap();
+        std::fs::write(d.join("bad.yaml"), "apiVersion: v1\nkind: Pod\nmetadata: {name: bad\n").unwrap();
+        let (_src, desired, invalid, mut rx) = ManifestSource::start(d, "n", Duration::from_secs(60)).unwrap();
+        assert_eq!(desired.len(), 1);
+        assert_eq!(invalid.len(), 1);
+        let a_uid = desired[0].uid.clone();
+
+        // Create → Upsert.
+        std::fs::write(d.join("b.yaml"), pod("b", 1)).unwrap();
+        let SourceEvent::Upsert(b) = next(&mut rx).await else { panic!("upsert") };
+        assert_eq!(b.name(), "b");
+
+        // Touch and editor leftovers → nothing.
+        let f = std::fs::File::options().write(true).open(d.join("a.yaml")).unwrap();
+        f.set_modified(std::time::SystemTime::now()).unwrap();
+        drop(f);
+        std::fs::write(d.join("a.yaml.bak"), pod("a", 1)).unwrap();
+        std::fs::write(d.join(".a.yaml.swp"), pod("a", 1)).unwrap();
+        std::fs::write(d.join("a.yaml~"), pod("a", 1)).unwrap();
+        quiet(&mut rx, Duration::from_millis(800)).await;
+
+        // Edit → Upsert with a new UID.
+        std::fs::write(d.join("a.yaml"), pod("a", 2)).unwrap();
+        let SourceEvent::Upsert(a2) = next(&mut rx).await else { panic!("upsert") };
+        assert_ne!(a2.uid, a_uid);
+
+        // Write through a temp file + rename → exactly one Upsert.
+        std::fs::write(d.join(".c.yaml.tmp"), pod("c", 1)).unwrap();
+        std::fs::rename(d.join(".c.yaml.tmp"), d.join("c.yaml")).unwrap();
+        let SourceEvent::Upsert(c) = next(&mut rx).await else { panic!("upsert") };
+        assert_eq!(c.name(), "c");
+        quiet(&mut rx, Duration::from_millis(500)).await;
+
+        // A broken edit of a valid file → Invalid, never Removed; fixing it → Upsert.
+        std::fs::write(d.join("b.yaml"), "apiVersion: v1\nkind: Pod\nmetadata: {name: b\n").unwrap();
+        let SourceEvent::Invalid(i) = next(&mut rx).await else { panic!("invalid") };
+        assert!(i.message.contains("b.yaml") && i.message.contains("line"), "{}", i.message);
+        quiet(&mut rx, Duration::from_millis(500)).await;
+        std::fs::write(d.join("b.yaml"), pod("b", 3)).unwrap();
+        assert!(matches!(next(&mut rx).await, SourceEvent::Upsert(_)));
+
+        // A second file with the same pod name → Invalid naming the first; it takes over
+        // once the first is removed.
+        std::fs::write(d.join("z.yaml"), pod("a", 9)).unwrap();
+        let SourceEvent::Invalid(i) = next(&mut rx).await else { panic!("invalid") };
+        assert!(i.message.contains("already defined by") && i.message.contains("a.yaml"), "{}", i.message);
+        std::fs::remove_file(d.join("a.yaml")).unwrap();
+        let mut got = vec![next(&mut rx).await, next(&mut rx).await];
+        got.sort_by_key(|e| matches!(e, SourceEvent::Upsert(_)));
+        assert!(matches!(&got[0], SourceEvent::Removed { path } if path.ends_with("a.yaml")));
+        assert!(matches!(&got[1], SourceEvent::Upsert(p) if p.path.ends_with("z.yaml")));
+
+        // Delete → Removed.
+        std::fs::remove_file(d.join("c.yaml")).unwrap();
+        assert!(matches!(next(&mut rx).await, SourceEvent::Removed { path } if path.ends_with("c.yaml")));
+    }
+
+    #[tokio::test]
+    async fn a_slow_write_gives_one_upsert_of_the_whole_file() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let (_src, _, _, mut rx) = ManifestSource::start(dir.path(), "n", Duration::from_secs(60)).unwrap();
+        let text = pod("slow", 1);
+        let (first, second) = text.split_at(text.len() / 2);
+        let mut f = std::fs::File::create(dir.path().join("slow.yaml")).unwrap();
+        f.write_all(first.as_bytes()).unwrap();
+        f.flush().unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        f.write_all(second.as_bytes()).unwrap();
+        drop(f);
+        let SourceEvent::Upsert(p) = next(&mut rx).await else { panic!("a single upsert, no invalid") };
+        assert_eq!(p.pod.spec.as_ref().unwrap().containers.len(), 1);
+        quiet(&mut rx, Duration::from_millis(600)).await;
+    }
+
+    #[test]
+    fn relist_rereads_only_what_changed_and_notices_removals() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut files = Files { dir: d.to_path_buf(), node: "n".into(), files: BTreeMap::new(), owners: HashMap::new(), out: Vec::new() };
+        files.relist();
+        assert!(files.out.is_empty());
+        std::fs::write(d.join("a.yaml"), pod("a", 1)).unwrap();
+        files.relist();
+        assert!(matches!(files.out.drain(..).collect::<Vec<_>>().as_slice(), [SourceEvent::Upsert(_)]));
+        files.relist();
+        assert!(files.out.is_empty(), "unchanged stamp: not even re-read");
+        std::fs::remove_file(d.join("a.yaml")).unwrap();
+        files.relist();
+        assert!(matches!(files.out.drain(..).collect::<Vec<_>>().as_slice(), [SourceEvent::Removed { .. }]));
+    }
+
+    #[tokio::test]
+    async fn start_creates_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("manifests");
+        let (_src, desired, invalid, _rx) = ManifestSource::start(&d, "n", Duration::from_secs(20)).unwrap();
+        assert!(d.is_dir() && desired.is_empty() && invalid.is_empty());
+    }
 }

@@ -1,0 +1,171 @@
+//! Reading a manifest into a `v1.Pod`, and the defaults the API server and the kubelet's
+//! static-pod source would apply to it.
+
+use std::path::Path;
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use serde::Deserialize;
+
+/// Parse one manifest. Errors are one line without the file name (the caller adds it).
+pub fn parse(path: &Path, text: &str) -> Result<Pod, String> {
+    if text.trim().is_empty() {
+        return Err("empty manifest".into());
+    }
+    let json = path.extension().is_some_and(|e| e == "json");
+    // Kind and apiVersion first, for a clearer message than a type mismatch deep inside.
+    let head: serde_yaml::Value = if json {
+        serde_json::from_str(text).map_err(|e| format!("JSON syntax error: {e}"))?
+    } else {
+        let mut docs = serde_yaml::Deserializer::from_str(text);
+        let first = docs.next().ok_or("empty manifest")?;
+        let value = serde_yaml::Value::deserialize(first).map_err(yaml_error)?;
+        if let Some(second) = docs.next() {
+            // Trailing `---` with nothing after it is fine; a second object is not.
+            let v = serde_yaml::Value::deserialize(second).map_err(yaml_error)?;
+            if !v.is_null() {
+                return Err("more than one document: a manifest file holds exactly one Pod".into());
+            }
+        }
+        value
+    };
+    if head.is_null() {
+        return Err("empty manifest".into());
+    }
+    let field = |name: &str| head.get(name).and_then(|v| v.as_str()).map(str::to_string);
+    match field("apiVersion").as_deref() {
+        Some("v1") => {}
+        Some(other) => return Err(format!("apiVersion: Unsupported value: {other:?}: supported values: \"v1\"")),
+        None => return Err("apiVersion: Required value".into()),
+    }
+    match field("kind").as_deref() {
+        Some("Pod") => {}
+        Some(other) => return Err(format!("kind: Unsupported value: {other:?}: minilet runs Pods (one per file)")),
+        None => return Err("kind: Required value".into()),
+    }
+    if json {
+        serde_json::from_str(text).map_err(|e| e.to_string())
+    } else {
+        // Straight from the text (not from the Value above) so errors keep line and column.
+        let first = serde_yaml::Deserializer::from_str(text).next().ok_or("empty manifest")?;
+        Pod::deserialize(first).map_err(yaml_error)
+    }
+}
+
+/// serde_yaml's message already names the field path and the line/column; keep it whole.
+fn yaml_error(e: serde_yaml::Error) -> String {
+    match e.location() {
+        Some(loc) if !e.to_string().contains("line") => format!("{e} at line {} column {}", loc.line(), loc.column()),
+        _ => e.to_string(),
+    }
+}
+
+/// What the API server's defaulting and the kubelet's static-pod source fill in.
+pub fn apply_defaults(pod: &mut Pod, node_name: &str) {
+    let meta = &mut pod.metadata;
+    if meta.namespace.as_deref().is_none_or(str::is_empty) {
+        meta.namespace = Some("default".into());
+    }
+    let Some(spec) = pod.spec.as_mut() else { return };
+    spec.restart_policy.get_or_insert_with(|| "Always".into());
+    spec.termination_grace_period_seconds.get_or_insert(30);
+    spec.dns_policy.get_or_insert_with(|| "ClusterFirst".into());
+    spec.scheduler_name.get_or_insert_with(|| "default-scheduler".into());
+    spec.enable_service_links.get_or_insert(true);
+    spec.security_context.get_or_insert_with(Default::default);
+    spec.node_name = Some(node_name.to_string());
+    for c in spec.init_containers.iter_mut().flatten().chain(spec.containers.iter_mut()) {
+        default_container(c);
+    }
+}
+
+fn default_container(c: &mut Container) {
+    if c.image_pull_policy.is_none() {
+        let image = c.image.as_deref().unwrap_or("");
+        c.image_pull_policy = Some(default_pull_policy(image).into());
+    }
+    c.termination_message_path.get_or_insert_with(|| "/dev/termination-log".into());
+    c.termination_message_policy.get_or_insert_with(|| "File".into());
+    for p in c.ports.iter_mut().flatten() {
+        p.protocol.get_or_insert_with(|| "TCP".into());
+    }
+    // A limit without a request: the request is the limit.
+    if let Some(res) = c.resources.as_mut()
+        && let Some(limits) = res.limits.clone()
+    {
+        let requests = res.requests.get_or_insert_with(Default::default);
+        for (name, q) in limits {
+            requests.entry(name).or_insert(q);
+        }
+    }
+}
+
+/// `Always` for `:latest` or no tag (and no digest), else `IfNotPresent`.
+pub fn default_pull_policy(image: &str) -> &'static str {
+    if image.contains('@') {
+        return "IfNotPresent";
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.split_once(':') {
+        Some((_, tag)) if tag != "latest" => "IfNotPresent",
+        _ => "Always",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Result<Pod, String> {
+        parse(Path::new("/m/x.yaml"), text)
+    }
+
+    #[test]
+    fn kind_version_documents() {
+        assert_eq!(p("").unwrap_err(), "empty manifest");
+        assert_eq!(p("# only a comment\n").unwrap_err(), "empty manifest");
+        assert!(p("apiVersion: apps/v1\nkind: Deployment\n").unwrap_err().starts_with("apiVersion: Unsupported value: \"apps/v1\""));
+        assert!(p("apiVersion: v1\nkind: Service\n").unwrap_err().starts_with("kind: Unsupported value: \"Service\""));
+        assert!(p("kind: Pod\n").unwrap_err().starts_with("apiVersion: Required"));
+        let two = "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: b}\n";
+        assert!(p(two).unwrap_err().contains("more than one document"));
+        assert!(p("apiVersion: v1\nkind: Pod\nmetadata: {name: a}\n---\n").is_ok());
+    }
+
+    #[test]
+    fn syntax_and_type_errors_carry_position_and_path() {
+        let e = p("apiVersion: v1\nkind: Pod\nmetadata: {name: web\n").unwrap_err();
+        assert!(e.contains("line") && e.contains("column"), "{e}");
+        let e = p("apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  containers:\n  - name: a\n    ports:\n    - containerPort: eighty\n").unwrap_err();
+        assert!(e.contains("spec.containers[0].ports[0].containerPort") && e.contains("line 8"), "{e}");
+        let json = parse(Path::new("/m/x.json"), r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"j"},"spec":{"containers":[{"name":"a","image":"i"}]}}"#);
+        assert_eq!(json.unwrap().metadata.name.as_deref(), Some("j"));
+        assert!(parse(Path::new("/m/x.json"), "{").unwrap_err().contains("line 1"));
+    }
+
+    #[test]
+    fn defaults() {
+        let mut pod = p("apiVersion: v1\nkind: Pod\nmetadata: {name: w}\nspec:\n  containers:\n  - name: a\n    image: nginx\n    ports: [{containerPort: 80}]\n    resources: {limits: {cpu: 500m}}\n").unwrap();
+        apply_defaults(&mut pod, "node1");
+        assert_eq!(pod.metadata.namespace.as_deref(), Some("default"));
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.restart_policy.as_deref(), Some("Always"));
+        assert_eq!(spec.termination_grace_period_seconds, Some(30));
+        assert_eq!(spec.dns_policy.as_deref(), Some("ClusterFirst"));
+        assert_eq!(spec.node_name.as_deref(), Some("node1"));
+        let c = &spec.containers[0];
+        assert_eq!(c.image_pull_policy.as_deref(), Some("Always"));
+        assert_eq!(c.termination_message_path.as_deref(), Some("/dev/termination-log"));
+        assert_eq!(c.ports.as_ref().unwrap()[0].protocol.as_deref(), Some("TCP"));
+        assert_eq!(c.resources.as_ref().unwrap().requests.as_ref().unwrap()["cpu"].0, "500m");
+    }
+
+    #[test]
+    fn pull_policies() {
+        assert_eq!(default_pull_policy("img"), "Always");
+        assert_eq!(default_pull_policy("img:latest"), "Always");
+        assert_eq!(default_pull_policy("img:1.2"), "IfNotPresent");
+        assert_eq!(default_pull_policy("img@sha256:abc"), "IfNotPresent");
+        assert_eq!(default_pull_policy("localhost:5000/img"), "Always");
+        assert_eq!(default_pull_policy("localhost:5000/img:v2"), "IfNotPresent");
+    }
+}

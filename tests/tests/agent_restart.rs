@@ -1,0 +1,99 @@
+//! The agent can die (SIGKILL) and come back without losing a pod, a log line or an exit
+//! code, and without duplicating anything; changes made while it was down are applied.
+
+use std::time::Duration;
+
+use minilet_e2e::*;
+
+const COUNTER: &str = r#"apiVersion: v1
+kind: Pod
+metadata: {name: counter}
+spec:
+  containers:
+  - name: count
+    image: localhost/busybox:latest
+    command: ["sh", "-c", "i=0; while true; do i=$((i+1)); echo line $i; sleep 0.05; done"]
+"#;
+
+fn simple(name: &str) -> String {
+    format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: localhost/busybox:latest\n    command: [sleep, '3600']\n")
+}
+
+#[test]
+fn sigkill_and_restart_readopts_everything() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("restart");
+    env.import_image("busybox");
+    let mut agent = Agent::start(&env, &[]);
+    env.write_manifest("counter.yaml", COUNTER);
+    env.write_manifest("stay.yaml", &simple("stay"));
+    env.write_manifest("gone.yaml", &simple("gone"));
+    env.write_manifest("edited.yaml", &simple("edited"));
+    let counter = env.wait_running("counter", &["count"]);
+    let stay = env.wait_running("stay", &["main"]);
+    let gone = env.wait_running("gone", &["main"]);
+    let edited = env.wait_running("edited", &["main"]);
+
+    agent.kill9();
+    // While no agent runs: pods keep running, logs keep flowing, manifests change.
+    let log_path = counter.containers["count"].log_path.clone();
+    let lines_before = std::fs::read_to_string(&log_path).unwrap().lines().count();
+    std::thread::sleep(Duration::from_millis(800));
+    let lines_during = std::fs::read_to_string(&log_path).unwrap().lines().count();
+    assert!(lines_during > lines_before + 5, "the monitor keeps logging without an agent ({lines_before} -> {lines_during})");
+    assert!(alive(counter.pause()) && alive(counter.pid("count")));
+    env.remove_manifest("gone.yaml");
+    env.write_manifest("edited.yaml", &simple("edited").replace("3600", "3601"));
+
+    let agent2 = Agent::start(&env, &[]);
+    // Same processes, not new ones.
+    let again = env.wait_running("counter", &["count"]);
+    assert_eq!(again.pause(), counter.pause());
+    assert_eq!(again.pid("count"), counter.pid("count"));
+    assert_eq!(again.containers["count"].id, counter.containers["count"].id);
+    assert_eq!(again.containers["count"].attempt, 0, "not restarted");
+    let s = env.wait_running("stay", &["main"]);
+    assert_eq!((s.pause(), s.pid("main")), (stay.pause(), stay.pid("main")));
+    // No duplicates: the pod cgroup holds exactly the pause and the container process.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut procs: Vec<i32> = Vec::new();
+    for d in env.cgroup_dirs(&counter.cgroup) {
+        collect_procs(&d, &mut procs);
+    }
+    procs.sort();
+    procs.dedup();
+    let mut expected = vec![counter.pause(), counter.pid("count")];
+    expected.sort();
+    assert_eq!(procs, expected, "exactly one pause and one container process");
+    assert_eq!(std::fs::read_dir(env.root.join("pods")).unwrap().count(), 3, "counter, stay, edited: one pod each");
+
+    // Changes made while the agent was down.
+    wait_for("the pod whose manifest was removed is cleaned up", Duration::from_secs(30), || (!gone.dir.exists() && !alive(gone.pause())).then_some(()));
+    assert!(!alive(gone.pid("main")));
+    let e = wait_for("the edited pod is replaced", Duration::from_secs(30), || env.pod("edited").filter(|p| p.uid != edited.uid));
+    assert!(!alive(edited.pid("main")));
+    drop(e);
+    env.wait_running("edited", &["main"]);
+
+    // The log has every line, including those written while the agent was down: a gapless count.
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let numbers: Vec<u64> = text.lines().filter_map(|l| l.rsplit(' ').next()?.parse().ok()).collect();
+    assert!(numbers.len() > 20);
+    for w in numbers.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "log lines lost between {} and {}", w[0], w[1]);
+    }
+    assert!(!agent2.log_text().contains("panicked"));
+}
+
+fn collect_procs(dir: &std::path::Path, out: &mut Vec<i32>) {
+    if let Ok(s) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        out.extend(s.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+    }
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            collect_procs(&e.path(), out);
+        }
+    }
+}

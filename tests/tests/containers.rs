@@ -1,0 +1,185 @@
+//! Container processes: CRI-format logs, restart policy and back-off, exit codes, OOM kills.
+
+use std::time::Duration;
+
+use minilet_e2e::*;
+
+/// Short back-off so restart tests stay fast (the kubelet's is 10s doubling to 300s).
+const FAST_BACKOFF: &[&str] = &["--backoff-initial", "300ms", "--backoff-max", "1200ms"];
+
+fn cri_lines(text: &str) -> Vec<(String, String, String, String)> {
+    text.lines()
+        .map(|l| {
+            let mut p = l.splitn(4, ' ');
+            let f = |x: Option<&str>| x.unwrap_or_default().to_string();
+            (f(p.next()), f(p.next()), f(p.next()), f(p.next()))
+        })
+        .collect()
+}
+
+#[test]
+fn logs_are_cri_formatted_per_stream_with_long_lines_split() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("logs");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, &[]);
+    env.write_manifest(
+        "logs.yaml",
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: logs}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: talker
+    image: localhost/busybox:latest
+    command: ["sh", "-c"]
+    args:
+    - |
+      echo "to stdout"
+      echo "to stderr" >&2
+      head -c 40000 /dev/zero | tr '\0' x; echo
+      printf 'no newline at the end'
+"#,
+    );
+    let pod = wait_for("talker to finish", Duration::from_secs(30), || env.pod("logs").filter(|p| p.containers.get("talker").is_some_and(|c| c.exit.is_some())));
+    let c = &pod.containers["talker"];
+    assert_eq!(c.exit.as_ref().unwrap()["exit_code"], 0);
+    assert_eq!(c.exit.as_ref().unwrap()["reason"], "Completed");
+    // <log-dir>/<namespace>_<name>_<uid>/<container>/<restartCount>.log
+    assert_eq!(c.log_path, env.pod_log_dir("logs", &pod.uid).join("talker/0.log"));
+    let text = std::fs::read_to_string(&c.log_path).unwrap();
+    let lines = cri_lines(&text);
+    for (ts, _, _, _) in &lines {
+        assert!(ts.ends_with('Z') && ts.len() >= 20 && ts.contains('T'), "RFC 3339 timestamp: {ts}");
+    }
+    let content: Vec<(&str, &str, &str)> = lines.iter().map(|(_, s, t, c)| (s.as_str(), t.as_str(), c.as_str())).collect();
+    assert!(content.contains(&("stdout", "F", "to stdout")), "{text}");
+    assert!(content.contains(&("stderr", "F", "to stderr")), "{text}");
+    let long: Vec<&(&str, &str, &str)> = content.iter().filter(|(_, _, c)| c.starts_with('x')).collect();
+    assert_eq!(long.len(), 3, "40000 bytes = 16384 + 16384 + 7232");
+    assert_eq!((long[0].1, long[0].2.len()), ("P", 16384));
+    assert_eq!((long[1].1, long[1].2.len()), ("P", 16384));
+    assert_eq!((long[2].1, long[2].2.len()), ("F", 40000 - 2 * 16384));
+    assert_eq!(content.last().unwrap(), &("stdout", "P", "no newline at the end"));
+}
+
+#[test]
+fn restart_policy_backoff_and_exit_codes() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("restart");
+    env.import_image("busybox");
+    let agent = Agent::start(&env, FAST_BACKOFF);
+    env.write_manifest(
+        "crash.yaml",
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: crash}
+spec:
+  containers:
+  - name: crasher
+    image: localhost/busybox:latest
+    command: ["sh", "-c", "echo run; exit 3"]
+"#,
+    );
+    env.write_manifest(
+        "once.yaml",
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: once}
+spec:
+  restartPolicy: OnFailure
+  containers:
+  - name: ok
+    image: localhost/busybox:latest
+    command: ["true"]
+  - name: flaky
+    image: localhost/busybox:latest
+    # /dev/shm belongs to the pod: it outlives the container's first attempt.
+    command: ["sh", "-c", "[ -e /dev/shm/once ] && exit 0; touch /dev/shm/once; exit 1"]
+"#,
+    );
+    env.write_manifest(
+        "never.yaml",
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: never}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: fails
+    image: localhost/busybox:latest
+    command: ["sh", "-c", "kill -TERM $$; sleep 5"]
+"#,
+    );
+
+    // Always: restarted again and again, attempt numbers and log files follow.
+    let crash = wait_for("crasher restarted 3 times", Duration::from_secs(30), || env.pod("crash").filter(|p| p.containers["crasher"].attempt >= 3));
+    let c = &crash.containers["crasher"];
+    assert!(c.log_path.ends_with(format!("crasher/{}.log", c.attempt)), "{}", c.log_path.display());
+    // Only the previous attempt's log is kept, as the kubelet keeps one dead container.
+    let logs: Vec<String> = std::fs::read_dir(c.log_path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(logs.len() <= 2, "{logs:?}");
+    let exit = wait_for("an exit record", Duration::from_secs(10), || env.pod("crash").and_then(|p| p.containers["crasher"].exit.clone()));
+    assert_eq!(exit["exit_code"], 3);
+    assert_eq!(exit["reason"], "Error");
+
+    // Back-off events (300ms, 600ms, 1200ms, capped) are recorded.
+    assert!(agent.log_text().contains("Back-off restarting failed container crasher"), "back-off events are logged");
+
+    // OnFailure: the container that failed once runs again and then succeeds; the other ran once.
+    let once = wait_for("once completes", Duration::from_secs(30), || {
+        env.pod("once").filter(|p| p.containers.values().all(|c| c.exit.as_ref().is_some_and(|e| e["exit_code"] == 0)))
+    });
+    assert_eq!(once.containers["ok"].attempt, 0);
+    assert_eq!(once.containers["flaky"].attempt, 1);
+    // A completed pod's sandbox is stopped.
+    wait_for("once's pause stops", Duration::from_secs(10), || (!alive(once.pause())).then_some(()));
+
+    // Never: killed by a signal: 128 + 15, not restarted.
+    let never = wait_for("never fails", Duration::from_secs(20), || env.pod("never").filter(|p| p.containers["fails"].exit.is_some()));
+    let exit = never.containers["fails"].exit.clone().unwrap();
+    assert_eq!(exit["exit_code"], 143);
+    assert_eq!(exit["signal"], 15);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(env.pod("never").unwrap().containers["fails"].attempt, 0, "restartPolicy Never");
+}
+
+#[test]
+fn oom_killed_when_over_the_memory_limit() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("oom");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, &[]);
+    env.write_manifest(
+        "oom.yaml",
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: oom}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: hog
+    image: localhost/busybox:latest
+    # tail keeps the whole (newline-free) input in memory.
+    command: ["tail", "/dev/zero"]
+    resources:
+      limits: {memory: 24Mi}
+"#,
+    );
+    let pod = wait_for("hog is killed", Duration::from_secs(60), || env.pod("oom").filter(|p| p.containers["hog"].exit.is_some()));
+    let exit = pod.containers["hog"].exit.clone().unwrap();
+    assert_eq!(exit["reason"], "OOMKilled", "{exit}");
+    assert_eq!(exit["exit_code"], 137);
+}

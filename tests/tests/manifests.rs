@@ -1,0 +1,112 @@
+//! The manifests directory drives the pods: edits replace, touches do nothing, editor
+//! leftovers are ignored, broken files are reported without disturbing anything, and a
+//! removed file leaves nothing behind.
+
+use std::time::Duration;
+
+use minilet_e2e::*;
+
+fn pod_yaml(name: &str, message: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: main
+    image: localhost/busybox:latest
+    command: ["sh", "-c", "echo {message}; exec sleep 3600"]
+    resources:
+      limits: {{cpu: 100m, memory: 16Mi}}
+"#
+    )
+}
+
+/// Everything of a pod is gone: processes, mounts, cgroups, state, logs.
+fn assert_gone(env: &Env, pod: &PodView, pids: &[i32]) {
+    wait_for("pod state directory removed", Duration::from_secs(30), || (!pod.dir.exists()).then_some(()));
+    for &pid in pids {
+        assert!(!alive(pid), "process {pid} still alive");
+    }
+    assert!(host_mounts_containing(&pod.uid).is_empty(), "mounts left: {:?}", host_mounts_containing(&pod.uid));
+    assert!(env.cgroup_dirs(&pod.cgroup).is_empty(), "cgroups left: {:?}", env.cgroup_dirs(&pod.cgroup));
+    for c in pod.containers.values() {
+        assert!(env.cgroup_dirs(&c.cgroup).is_empty(), "container cgroup left");
+    }
+    assert!(!env.pod_log_dir("web", &pod.uid).exists(), "pod log directory left");
+}
+
+#[test]
+fn edit_replaces_touch_does_nothing_leftovers_ignored_remove_cleans_up() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("manifests");
+    env.import_image("busybox");
+    let agent = Agent::start(&env, &[]);
+    env.write_manifest("web.yaml", &pod_yaml("web", "v1"));
+    let first = env.wait_running("web", &["main"]);
+    let first_pids = vec![first.pause(), first.pid("main")];
+    let mon = first.containers["main"].monitor_pid.unwrap();
+
+    // touch: same content, same pod, nothing restarted.
+    let path = env.manifests.join("web.yaml");
+    let f = std::fs::File::options().write(true).open(&path).unwrap();
+    f.set_modified(std::time::SystemTime::now()).unwrap();
+    drop(f);
+    // Editor leftovers next to it must not become pods.
+    std::fs::copy(&path, env.manifests.join("web.yaml.bak")).unwrap();
+    std::fs::copy(&path, env.manifests.join(".web.yaml.swp")).unwrap();
+    std::fs::copy(&path, env.manifests.join("web.yaml~")).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let same = env.pod("web").unwrap();
+    assert_eq!(same.uid, first.uid);
+    assert_eq!(same.pid("main"), first.pid("main"));
+    assert_eq!(std::fs::read_dir(env.root.join("pods")).unwrap().count(), 1, "one pod only");
+
+    // A broken second file is reported and disturbs nothing.
+    env.write_manifest("broken.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: Bad_Name\nspec:\n  containers: []\n");
+    wait_for("the broken manifest is reported", Duration::from_secs(10), || {
+        let log = agent.log_text();
+        (log.contains("broken.yaml") && log.contains("metadata.name")).then_some(())
+    });
+    // A broken edit of the running pod's own file keeps the pod of its last good content.
+    std::fs::write(&path, "apiVersion: v1\nkind: Pod\nmetadata: {name: web\n").unwrap();
+    wait_for("the broken edit is reported", Duration::from_secs(10), || agent.log_text().contains("line").then_some(()));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(alive(first.pid("main")) && alive(first.pause()), "a parse error must not kill the running pod");
+    assert_eq!(env.pod("web").unwrap().uid, first.uid);
+
+    // Fixing it with different content replaces the pod: old one gone, new one running.
+    env.write_manifest("web.yaml", &pod_yaml("web", "v2"));
+    let second = wait_for("a new web pod", Duration::from_secs(30), || env.pod("web").filter(|p| p.uid != first.uid));
+    assert_gone(&env, &first, &first_pids);
+    assert!(!alive(mon), "the old monitor exited");
+    let second = env.wait_running("web", &["main"]);
+    assert_ne!(second.pause(), first.pause());
+    wait_for("v2 logged", Duration::from_secs(10), || std::fs::read_to_string(&second.containers["main"].log_path).ok().filter(|l| l.contains("v2")).map(|_| ()));
+
+    // Removing the file removes the pod and every trace of it.
+    let pids = vec![second.pause(), second.pid("main")];
+    env.remove_manifest("web.yaml");
+    assert_gone(&env, &second, &pids);
+}
+
+#[test]
+fn a_pod_waits_for_its_image_and_starts_when_it_is_imported() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("noimage");
+    let agent = Agent::start(&env, &[]);
+    env.write_manifest("web.yaml", &pod_yaml("web", "hi"));
+    // No image yet: the sandbox runs, the container waits (ErrImageNeverPull), nothing crashes.
+    wait_for("the pod's sandbox", Duration::from_secs(20), || env.pod("web").and_then(|p| p.pause_pid).filter(|&p| alive(p)));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(env.pod("web").unwrap().containers.is_empty());
+    wait_for("ErrImageNeverPull reported", Duration::from_secs(10), || agent.log_text().contains("ErrImageNeverPull").then_some(()));
+    env.import_image("busybox");
+    env.wait_running("web", &["main"]);
+}

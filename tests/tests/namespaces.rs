@@ -1,0 +1,132 @@
+//! Pods share the pause's namespaces the way Kubernetes pods do, checked in /proc.
+
+use std::time::Duration;
+
+use minilet_e2e::*;
+
+const SHARED: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: shared
+spec:
+  shareProcessNamespace: true
+  containers:
+  - name: a
+    image: localhost/busybox:latest
+    command: ["sh", "-c", "trap 'echo got HUP; exit 0' HUP; while true; do sleep 0.1; done"]
+    resources:
+      limits: {cpu: 250m, memory: 32Mi}
+  - name: b
+    image: localhost/busybox:latest
+    command: ["sleep", "3600"]
+    resources:
+      requests: {cpu: 100m, memory: 16Mi}
+      limits: {cpu: 500m, memory: 48Mi}
+"#;
+
+#[test]
+fn shared_process_namespace_pod() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("shared");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, &[]);
+    env.write_manifest("shared.yaml", SHARED);
+    let pod = env.wait_running("shared", &["a", "b"]);
+    let (pause, a, b) = (pod.pause(), pod.pid("a"), pod.pid("b"));
+
+    // net, ipc, uts and (shareProcessNamespace) pid are the pause's.
+    for kind in ["net", "ipc", "uts", "pid"] {
+        assert_eq!(ns(a, kind), ns(pause, kind), "container a {kind}");
+        assert_eq!(ns(b, kind), ns(pause, kind), "container b {kind}");
+    }
+    let me = std::process::id() as i32;
+    for kind in ["net", "ipc", "uts", "pid"] {
+        assert_ne!(ns(pause, kind), ns(me, kind), "the pod has its own {kind} namespace");
+    }
+    // Each container has its own mount namespace.
+    assert_ne!(ns(a, "mnt"), ns(me, "mnt"));
+    assert_ne!(ns(a, "mnt"), ns(b, "mnt"));
+    assert_ne!(ns(a, "mnt"), ns(pause, "mnt"));
+
+    // The pause is PID 1 of the pod; the hostname is the pod name.
+    let ps = in_container(b, &["ps", "-o", "pid,args"]);
+    let ps = String::from_utf8_lossy(&ps.stdout);
+    assert!(ps.lines().any(|l| l.trim_start().starts_with("1 ") && l.contains("minilet-pause")), "pause is PID 1:\n{ps}");
+    assert!(ps.contains("trap"), "b sees a's processes:\n{ps}");
+    let host = in_container(a, &["hostname"]);
+    assert_eq!(String::from_utf8_lossy(&host.stdout).trim(), "shared");
+
+    // Each container sits in its own cgroup, holding the limits.
+    let ca = &pod.containers["a"].cgroup;
+    let cb = &pod.containers["b"].cgroup;
+    assert!(proc_cgroups(a).iter().any(|(_, p)| p.ends_with(ca.as_str())), "a in {ca}: {:?}", proc_cgroups(a));
+    assert!(proc_cgroups(b).iter().any(|(_, p)| p.ends_with(cb.as_str())), "b in {cb}");
+    assert!(pod.cgroup.starts_with("kubepods/burstable/pod"), "{}", pod.cgroup);
+    if let Some(limit) = cgroup_file(&env, ca, "memory.limit_in_bytes") {
+        assert_eq!(limit, (32u64 << 20).to_string());
+        assert_eq!(cgroup_file(&env, ca, "cpu.cfs_quota_us").as_deref(), Some("25000"));
+        assert_eq!(cgroup_file(&env, ca, "cpu.cfs_period_us").as_deref(), Some("100000"));
+        assert_eq!(cgroup_file(&env, ca, "cpu.shares").as_deref(), Some("256"));
+        assert_eq!(cgroup_file(&env, cb, "memory.limit_in_bytes").as_deref(), Some((48u64 << 20).to_string().as_str()));
+        assert_eq!(cgroup_file(&env, cb, "cpu.shares").as_deref(), Some("102"));
+        // The pod cgroup limits the sum, as the kubelet's ResourceConfigForPod.
+        assert_eq!(cgroup_file(&env, &pod.cgroup, "memory.limit_in_bytes").as_deref(), Some((80u64 << 20).to_string().as_str()));
+    } else {
+        assert_eq!(cgroup_file(&env, ca, "memory.max").as_deref(), Some((32u64 << 20).to_string().as_str()));
+        assert_eq!(cgroup_file(&env, ca, "cpu.max").as_deref(), Some("25000 100000"));
+    }
+
+    // A signal from one container reaches the other across the shared PID namespace.
+    let pids = in_container(b, &["pidof", "sh"]);
+    let target = String::from_utf8_lossy(&pids.stdout).split_whitespace().next().expect("a's sh pid").to_string();
+    let kill = in_container(b, &["kill", "-HUP", &target]);
+    assert!(kill.status.success(), "kill: {}", String::from_utf8_lossy(&kill.stderr));
+    let log = pod.containers["a"].log_path.clone();
+    wait_for("a logs the HUP", Duration::from_secs(10), || std::fs::read_to_string(&log).ok().filter(|l| l.contains("got HUP")).map(|_| ()));
+}
+
+const SEPARATE: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: separate
+spec:
+  containers:
+  - name: a
+    image: localhost/busybox:latest
+    command: ["sleep", "3600"]
+  - name: b
+    image: localhost/busybox:latest
+    command: ["sleep", "3600"]
+"#;
+
+#[test]
+fn separate_process_namespaces_by_default() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("separate");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, &[]);
+    env.write_manifest("separate.yaml", SEPARATE);
+    let pod = env.wait_running("separate", &["a", "b"]);
+    let (pause, a, b) = (pod.pause(), pod.pid("a"), pod.pid("b"));
+    for kind in ["net", "ipc", "uts"] {
+        assert_eq!(ns(a, kind), ns(pause, kind), "a {kind}");
+        assert_eq!(ns(b, kind), ns(pause, kind), "b {kind}");
+    }
+    assert_ne!(ns(a, "pid"), ns(pause, "pid"));
+    assert_ne!(ns(b, "pid"), ns(pause, "pid"));
+    assert_ne!(ns(a, "pid"), ns(b, "pid"));
+    // Each main process is PID 1 of its own namespace (NSpid: host pid, then namespaced pid).
+    for pid in [a, b] {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
+        assert!(nspid.trim_end().ends_with("\t1"), "{pid}: {nspid}");
+    }
+    // BestEffort QoS.
+    assert!(pod.cgroup.starts_with("kubepods/besteffort/pod"), "{}", pod.cgroup);
+}
