@@ -75,6 +75,8 @@ fn context(
         min_oom_score_adj: runtime::min_oom_score_adj(),
     };
     let runtime = Arc::new(Runtime::new(config, cgroups).context("open the state directory")?);
+    // Reference parsing builds its regex on first use: pay that now, not in the first pod's start.
+    let _ = crate::images::normalize_reference("localhost/warm-up");
     let images_changed = watch_images(&runtime)?;
     Ok(Arc::new(Context { runtime, node, events: Events::new(), registry: Registry::default(), backoff, images_changed }))
 }

@@ -60,3 +60,9 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
     // with a distinctive status is the only sane thing PID 1 can do.
     sys::exit(2)
 }
+
+/// The precompiled `core` refers to the unwinding personality routine even though this
+/// binary aborts on panic; unoptimised builds keep that reference alive. It is never called.
+#[cfg(debug_assertions)]
+#[unsafe(no_mangle)]
+extern "C" fn rust_eh_personality() {}

@@ -74,7 +74,7 @@ impl Cgroups for V1 {
                 source,
             })?;
         }
-        info!(path, "cgroup created");
+        debug!(path, "cgroup created");
         Ok(())
     }
 
@@ -148,7 +148,7 @@ impl Cgroups for V1 {
         match first_err {
             Some(e) => Err(e),
             None => {
-                info!(path, "cgroup removed");
+                debug!(path, "cgroup removed");
                 Ok(())
             }
         }

@@ -122,7 +122,7 @@ impl Cgroups for V2 {
             enable_controllers(&dir)?;
         }
         mkdir(&target)?;
-        info!(path, "cgroup created");
+        debug!(path, "cgroup created");
         Ok(())
     }
 
@@ -159,7 +159,7 @@ impl Cgroups for V2 {
 
     fn remove(&self, path: &str) -> Result<(), CgroupError> {
         remove_tree(&self.dir(path)?)?;
-        info!(path, "cgroup removed");
+        debug!(path, "cgroup removed");
         Ok(())
     }
 
