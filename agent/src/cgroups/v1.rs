@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 use super::{
     CgroupError, CgroupStats, CgroupVersion, Cgroups, Resources, cpu, kill_tree, memory, pids,

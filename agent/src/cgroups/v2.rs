@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::{
     CgroupError, CgroupStats, CgroupVersion, Cgroups, Resources, cpu, kill_tree, memory, pids,
