@@ -19,7 +19,10 @@ use crate::runtime::{self, Runtime, RuntimeConfig, reaper};
 use crate::source::ManifestSource;
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start the async runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
     rt.block_on(run_async(args))
 }
 
@@ -30,7 +33,17 @@ async fn run_async(args: AgentArgs) -> anyhow::Result<()> {
 
     let node = NodeInfo::detect(args.node_name.as_deref());
     let pause = runtime::find_pause(args.pause_binary.as_deref()).map_err(anyhow::Error::msg)?;
-    let ctx = context(&args.root.root, &args.log_dir, &args.cgroup_parent, pause, node, BackoffConfig { initial: args.backoff_initial, max: args.backoff_max })?;
+    let ctx = context(
+        &args.root.root,
+        &args.log_dir,
+        &args.cgroup_parent,
+        pause,
+        node,
+        BackoffConfig {
+            initial: args.backoff_initial,
+            max: args.backoff_max,
+        },
+    )?;
     tracing::info!(
         node = %ctx.node.name,
         manifests = %args.manifests.display(),
@@ -40,7 +53,8 @@ async fn run_async(args: AgentArgs) -> anyhow::Result<()> {
     );
 
     let (source, desired, invalid, changes) =
-        ManifestSource::start(&args.manifests, &ctx.node.name, args.relist_period).with_context(|| format!("watch {}", args.manifests.display()))?;
+        ManifestSource::start(&args.manifests, &ctx.node.name, args.relist_period)
+            .with_context(|| format!("watch {}", args.manifests.display()))?;
     let mut manager = Manager::start(ctx.clone(), desired, invalid).await;
     tracing::info!("minilet agent ready");
     manager.run(changes, shutdown_signal()).await;
@@ -78,7 +92,14 @@ fn context(
     // Reference parsing builds its regex on first use: pay that now, not in the first pod's start.
     let _ = crate::images::normalize_reference("localhost/warm-up");
     let images_changed = watch_images(&runtime)?;
-    Ok(Arc::new(Context { runtime, node, events: Events::new(), registry: Registry::default(), backoff, images_changed }))
+    Ok(Arc::new(Context {
+        runtime,
+        node,
+        events: Events::new(),
+        registry: Registry::default(),
+        backoff,
+        images_changed,
+    }))
 }
 
 /// inotify on the image store's directory: every change of its index bumps the counter.
@@ -95,7 +116,9 @@ fn watch_images(runtime: &Runtime) -> anyhow::Result<watch::Receiver<u64>> {
         }
     })
     .context("create the image store watcher")?;
-    watcher.watch(&dir, notify::RecursiveMode::NonRecursive).with_context(|| format!("watch {}", dir.display()))?;
+    watcher
+        .watch(&dir, notify::RecursiveMode::NonRecursive)
+        .with_context(|| format!("watch {}", dir.display()))?;
     // The watcher lives as long as the agent.
     std::mem::forget(watcher);
     Ok(rx)
@@ -119,10 +142,19 @@ fn lock_root(root: &std::path::Path) -> anyhow::Result<std::fs::File> {
     use std::os::fd::AsRawFd;
     std::fs::create_dir_all(root).with_context(|| format!("create {}", root.display()))?;
     let path = root.join("agent.lock");
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).with_context(|| format!("open {}", path.display()))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("open {}", path.display()))?;
     // SAFETY: flock on a file descriptor we own; no memory is involved.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        anyhow::bail!("another minilet agent is using {} (lock {} is held)", root.display(), path.display());
+        anyhow::bail!(
+            "another minilet agent is using {} (lock {} is held)",
+            root.display(),
+            path.display()
+        );
     }
     Ok(file)
 }
@@ -136,19 +168,37 @@ fn remove_cgroup_tree(runtime: &Runtime) {
 
 /// `minilet reset`: stop and remove every pod the state directory knows, then the cgroups.
 pub fn reset(args: &ResetArgs) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start the async runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
     rt.block_on(async {
         let _lock = lock_root(&args.root.root)?;
         reaper::start().context("install the SIGCHLD handler")?;
         let pause = runtime::find_pause(None).unwrap_or_default();
         let node = NodeInfo::detect(None);
-        let ctx = context(&args.root.root, &args.log_dir, &args.cgroup_parent, pause, node, BackoffConfig::default())?;
+        let ctx = context(
+            &args.root.root,
+            &args.log_dir,
+            &args.cgroup_parent,
+            pause,
+            node,
+            BackoffConfig::default(),
+        )?;
         // Nothing is desired: every pod found is removed.
         let mut manager = Manager::start(ctx.clone(), Vec::new(), Vec::new()).await;
         manager.remove_all().await;
         remove_cgroup_tree(&ctx.runtime);
         let left = pod::status::Registry::list(&ctx.registry).len();
-        println!("removed all pods from {}{}", args.root.root.display(), if left > 0 { format!(" ({left} could not be removed)") } else { String::new() });
+        println!(
+            "removed all pods from {}{}",
+            args.root.root.display(),
+            if left > 0 {
+                format!(" ({left} could not be removed)")
+            } else {
+                String::new()
+            }
+        );
         Ok(())
     })
 }

@@ -41,7 +41,11 @@ fn tempfile_in(dir: &Path, target: &Path) -> std::io::Result<(std::path::PathBuf
     let stem = target.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     for _ in 0..16 {
         let candidate = dir.join(format!(".{stem}.{:016x}.tmp", rand::random::<u64>()));
-        match std::fs::OpenOptions::new().write(true).create_new(true).open(&candidate) {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&candidate)
+        {
             Ok(f) => return Ok((candidate, f)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
@@ -62,8 +66,15 @@ mod tests {
         write_json(&p, &serde_json::json!({"a": 2})).unwrap();
         let v: serde_json::Value = read_json(&p).unwrap().unwrap();
         assert_eq!(v["a"], 2);
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
-        assert!(read_json::<serde_json::Value>(&dir.path().join("absent")).unwrap().is_none());
+        assert!(
+            read_json::<serde_json::Value>(&dir.path().join("absent"))
+                .unwrap()
+                .is_none()
+        );
     }
 }

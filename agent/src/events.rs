@@ -38,17 +38,32 @@ pub struct ObjectRef {
 
 impl ObjectRef {
     pub fn pod(namespace: &str, name: &str, uid: &str) -> Self {
-        ObjectRef { kind: "Pod", namespace: namespace.into(), name: name.into(), uid: uid.into(), field_path: None }
+        ObjectRef {
+            kind: "Pod",
+            namespace: namespace.into(),
+            name: name.into(),
+            uid: uid.into(),
+            field_path: None,
+        }
     }
 
     pub fn file(path: &std::path::Path) -> Self {
-        ObjectRef { kind: "File", namespace: String::new(), name: path.display().to_string(), uid: String::new(), field_path: None }
+        ObjectRef {
+            kind: "File",
+            namespace: String::new(),
+            name: path.display().to_string(),
+            uid: String::new(),
+            field_path: None,
+        }
     }
 
     /// The same pod, narrowed to one of its containers.
     pub fn container(&self, name: &str, init: bool) -> Self {
         let list = if init { "initContainers" } else { "containers" };
-        ObjectRef { field_path: Some(format!("spec.{list}{{{name}}}")), ..self.clone() }
+        ObjectRef {
+            field_path: Some(format!("spec.{list}{{{name}}}")),
+            ..self.clone()
+        }
     }
 }
 
@@ -83,14 +98,27 @@ impl Events {
     }
 
     fn record(&self, object: &ObjectRef, kind: EventType, reason: &str, message: String) {
-        let target = format!("{} {}{}", object.kind, qualified(object), object.field_path.as_deref().map(|f| format!(" {f}")).unwrap_or_default());
+        let target = format!(
+            "{} {}{}",
+            object.kind,
+            qualified(object),
+            object
+                .field_path
+                .as_deref()
+                .map(|f| format!(" {f}"))
+                .unwrap_or_default()
+        );
         match kind {
             EventType::Normal => tracing::info!(object = %target, reason, "{message}"),
             EventType::Warning => tracing::warn!(object = %target, reason, "{message}"),
         }
         let now = crate::runtime::spec::now_nanos();
         let mut events = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(same) = events.iter_mut().rev().find(|e| e.object == *object && e.reason == reason && e.message == message && e.kind == kind) {
+        if let Some(same) = events
+            .iter_mut()
+            .rev()
+            .find(|e| e.object == *object && e.reason == reason && e.message == message && e.kind == kind)
+        {
             same.count += 1;
             same.last = now;
             return;
@@ -98,17 +126,34 @@ impl Events {
         if events.len() == CAPACITY {
             events.pop_front();
         }
-        events.push_back(Event { object: object.clone(), kind, reason: reason.into(), message, count: 1, first: now, last: now });
+        events.push_back(Event {
+            object: object.clone(),
+            kind,
+            reason: reason.into(),
+            message,
+            count: 1,
+            first: now,
+            last: now,
+        });
     }
 
     /// All events, oldest first.
     pub fn list(&self) -> Vec<Event> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 }
 
 fn qualified(o: &ObjectRef) -> String {
-    if o.namespace.is_empty() { o.name.clone() } else { format!("{}/{}", o.namespace, o.name) }
+    if o.namespace.is_empty() {
+        o.name.clone()
+    } else {
+        format!("{}/{}", o.namespace, o.name)
+    }
 }
 
 #[cfg(test)]
@@ -119,8 +164,16 @@ mod tests {
     fn repeats_are_counted_not_duplicated() {
         let ev = Events::new();
         let pod = ObjectRef::pod("default", "web", "u1");
-        ev.warning(&pod.container("app", false), "BackOff", "Back-off restarting failed container");
-        ev.warning(&pod.container("app", false), "BackOff", "Back-off restarting failed container");
+        ev.warning(
+            &pod.container("app", false),
+            "BackOff",
+            "Back-off restarting failed container",
+        );
+        ev.warning(
+            &pod.container("app", false),
+            "BackOff",
+            "Back-off restarting failed container",
+        );
         ev.normal(&pod, "Started", "Started container app");
         let list = ev.list();
         assert_eq!(list.len(), 2);

@@ -11,7 +11,9 @@ pub struct Quantity {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$': {input:?} ({reason})")]
+#[error(
+    "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$': {input:?} ({reason})"
+)]
 pub struct QuantityError {
     pub input: String,
     pub reason: &'static str,
@@ -64,14 +66,19 @@ fn div_ceil(a: i128, b: i128) -> i128 {
 
 impl Quantity {
     pub fn parse(input: &str) -> Result<Self, QuantityError> {
-        let err = |reason| QuantityError { input: input.to_string(), reason };
+        let err = |reason| QuantityError {
+            input: input.to_string(),
+            reason,
+        };
         let (negative, rest) = match input.as_bytes().first() {
             Some(b'-') => (true, &input[1..]),
             Some(b'+') => (false, &input[1..]),
             Some(_) => (false, input),
             None => return Err(err("empty")),
         };
-        let number_len = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
+        let number_len = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
         let (number, suffix) = rest.split_at(number_len);
         let (int, frac) = number.split_once('.').unwrap_or((number, ""));
         if int.is_empty() && frac.is_empty() {
@@ -86,7 +93,11 @@ impl Quantity {
         if digits.len() > 30 {
             return Err(err("too large"));
         }
-        let mantissa: i128 = if digits.is_empty() { 0 } else { digits.parse().map_err(|_| err("not a number"))? };
+        let mantissa: i128 = if digits.is_empty() {
+            0
+        } else {
+            digits.parse().map_err(|_| err("not a number"))?
+        };
         let frac_len = frac.len() as u32;
         if frac_len > 30 {
             return Err(err("too precise"));
@@ -105,11 +116,16 @@ impl Quantity {
                 }
             }
             Scale::Binary(pow) => {
-                let scaled = mantissa.checked_mul(1i128 << pow).and_then(|v| v.checked_mul(NANO)).ok_or_else(too_large)?;
+                let scaled = mantissa
+                    .checked_mul(1i128 << pow)
+                    .and_then(|v| v.checked_mul(NANO))
+                    .ok_or_else(too_large)?;
                 div_ceil(scaled, 10i128.pow(frac_len))
             }
         };
-        Ok(Quantity { nanos: if negative { -nanos } else { nanos } })
+        Ok(Quantity {
+            nanos: if negative { -nanos } else { nanos },
+        })
     }
 
     /// The value in thousandths, rounded up (Kubernetes' `MilliValue()`), e.g. CPU millicores.
@@ -175,7 +191,19 @@ mod tests {
 
     #[test]
     fn rejects_what_kubernetes_rejects() {
-        for bad in ["", "Mi", "1.2.3", "10 Mi", "1mi", "1KiB", "abc", "1e", "--1", "1Mi ", "999999999999999999999999999999999999999Ei"] {
+        for bad in [
+            "",
+            "Mi",
+            "1.2.3",
+            "10 Mi",
+            "1mi",
+            "1KiB",
+            "abc",
+            "1e",
+            "--1",
+            "1Mi ",
+            "999999999999999999999999999999999999999Ei",
+        ] {
             assert!(Quantity::parse(bad).is_err(), "{bad:?} should be rejected");
         }
         let e = Quantity::parse("12x").unwrap_err();

@@ -25,7 +25,10 @@ extern "C" fn main(stack: *const usize) -> ! {
     }
     if sys::getpid() != 1 {
         // Same warning as pause.c: useful when someone runs it by hand; keep going anyway.
-        sys::write(2, b"minilet-pause: warning: not PID 1, orphans will not be reaped here\n");
+        sys::write(
+            2,
+            b"minilet-pause: warning: not PID 1, orphans will not be reaped here\n",
+        );
     }
 
     // Block everything so that signals are only ever consumed by sigtimedwait below:

@@ -103,13 +103,26 @@ pub fn getpid() -> isize {
 }
 
 pub fn exit(code: usize) -> ! {
-    syscall4(nr::EXIT_GROUP, code, 0, 0, 0);
-    // exit_group does not return; satisfy the type checker without unsafe.
-    loop {}
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: exit_group takes one integer and never returns.
+    unsafe {
+        asm!("syscall", in("rax") nr::EXIT_GROUP, in("rdi") code, options(noreturn, nostack));
+    }
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: exit_group takes one integer and never returns.
+    unsafe {
+        asm!("svc 0", in("x8") nr::EXIT_GROUP, in("x0") code, options(noreturn, nostack));
+    }
 }
 
 pub fn block_signals(set: &SigSet) {
-    syscall4(nr::RT_SIGPROCMASK, SIG_BLOCK, set as *const SigSet as usize, 0, SIGSET_SIZE);
+    syscall4(
+        nr::RT_SIGPROCMASK,
+        SIG_BLOCK,
+        set as *const SigSet as usize,
+        0,
+        SIGSET_SIZE,
+    );
 }
 
 /// Wait, without a timeout, for one of the (blocked) signals in `set`; returns its number,

@@ -28,8 +28,7 @@ pub use runtime::v1::runtime_service_server::{RuntimeService, RuntimeServiceServ
 
 /// The serialized `google.protobuf.FileDescriptorSet` of `runtime/v1/api.proto`, as protoc
 /// produced it. Useful for gRPC reflection and for tests that check field numbers.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/runtime_v1_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/runtime_v1_descriptor.bin"));
 
 /// The CRI API version this crate speaks (`VersionResponse.runtime_api_version`).
 pub const CRI_API_VERSION: &str = "v1";

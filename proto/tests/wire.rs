@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use minilet_proto::FILE_DESCRIPTOR_SET;
 use minilet_proto::runtime::v1::{
-    Container, ContainerMetadata, ContainerState, ImageSpec, ListContainersResponse,
-    PodSandboxState, image_service_server, runtime_service_server,
+    Container, ContainerMetadata, ContainerState, ImageSpec, ListContainersResponse, PodSandboxState,
+    image_service_server, runtime_service_server,
 };
 use prost::Message;
 use prost_types::field_descriptor_proto::{Label, Type};
@@ -72,10 +72,7 @@ fn render(f: &FieldDescriptorProto, all: &HashMap<String, DescriptorProto>) -> S
         let target = &all[f.type_name()];
         if target.options.as_ref().is_some_and(|o| o.map_entry()) {
             let (k, v) = (&target.field[0], &target.field[1]);
-            assert_eq!(
-                (k.name(), k.number(), v.name(), v.number()),
-                ("key", 1, "value", 2)
-            );
+            assert_eq!((k.name(), k.number(), v.name(), v.number()), ("key", 1, "value", 2));
             return format!("map<{},{}>", base(k), base(v));
         }
     }
@@ -94,11 +91,7 @@ fn check_message(all: &HashMap<String, DescriptorProto>, name: &str, fields: &[(
         .field
         .iter()
         .map(|f| {
-            assert!(
-                f.oneof_index.is_none(),
-                "{name}.{}: unexpected oneof",
-                f.name()
-            );
+            assert!(f.oneof_index.is_none(), "{name}.{}: unexpected oneof", f.name());
             (f.name().to_string(), (f.number(), render(f, all)))
         })
         .collect();
@@ -288,14 +281,9 @@ fn enums_match_the_contract() {
             .iter()
             .find(|e| e.name() == name)
             .unwrap_or_else(|| panic!("enum {name} missing"));
-        e.value
-            .iter()
-            .map(|v| (v.name().to_string(), v.number()))
-            .collect()
+        e.value.iter().map(|v| (v.name().to_string(), v.number())).collect()
     };
-    let owned = |v: &[(&str, i32)]| -> Vec<(String, i32)> {
-        v.iter().map(|(n, i)| (n.to_string(), *i)).collect()
-    };
+    let owned = |v: &[(&str, i32)]| -> Vec<(String, i32)> { v.iter().map(|(n, i)| (n.to_string(), *i)).collect() };
     assert_eq!(
         values("ContainerState"),
         owned(&[
@@ -329,10 +317,7 @@ fn enums_match_the_contract() {
 
     // Generated Rust enums carry the same numbers and proto names.
     assert_eq!(ContainerState::ContainerExited as i32, 2);
-    assert_eq!(
-        ContainerState::ContainerUnknown.as_str_name(),
-        "CONTAINER_UNKNOWN"
-    );
+    assert_eq!(ContainerState::ContainerUnknown.as_str_name(), "CONTAINER_UNKNOWN");
     assert_eq!(PodSandboxState::SandboxNotready as i32, 1);
     assert_eq!(
         PodSandboxState::from_str_name("SANDBOX_READY"),
@@ -436,22 +421,10 @@ const RUNTIME_SERVICE: &[Rpc] = &[
         false,
         false,
     ),
-    (
-        "ExecSync",
-        "ExecSyncRequest",
-        "ExecSyncResponse",
-        false,
-        false,
-    ),
+    ("ExecSync", "ExecSyncRequest", "ExecSyncResponse", false, false),
     ("Exec", "ExecRequest", "ExecResponse", false, false),
     ("Attach", "AttachRequest", "AttachResponse", false, false),
-    (
-        "PortForward",
-        "PortForwardRequest",
-        "PortForwardResponse",
-        false,
-        false,
-    ),
+    ("PortForward", "PortForwardRequest", "PortForwardResponse", false, false),
     (
         "ContainerStats",
         "ContainerStatsRequest",
@@ -526,41 +499,11 @@ const RUNTIME_SERVICE: &[Rpc] = &[
 ];
 
 const IMAGE_SERVICE: &[Rpc] = &[
-    (
-        "ListImages",
-        "ListImagesRequest",
-        "ListImagesResponse",
-        false,
-        false,
-    ),
-    (
-        "ImageStatus",
-        "ImageStatusRequest",
-        "ImageStatusResponse",
-        false,
-        false,
-    ),
-    (
-        "PullImage",
-        "PullImageRequest",
-        "PullImageResponse",
-        false,
-        false,
-    ),
-    (
-        "RemoveImage",
-        "RemoveImageRequest",
-        "RemoveImageResponse",
-        false,
-        false,
-    ),
-    (
-        "ImageFsInfo",
-        "ImageFsInfoRequest",
-        "ImageFsInfoResponse",
-        false,
-        false,
-    ),
+    ("ListImages", "ListImagesRequest", "ListImagesResponse", false, false),
+    ("ImageStatus", "ImageStatusRequest", "ImageStatusResponse", false, false),
+    ("PullImage", "PullImageRequest", "PullImageResponse", false, false),
+    ("RemoveImage", "RemoveImageRequest", "RemoveImageResponse", false, false),
+    ("ImageFsInfo", "ImageFsInfoRequest", "ImageFsInfoResponse", false, false),
 ];
 
 #[test]
@@ -570,10 +513,7 @@ fn services_match_the_contract() {
     let names: Vec<_> = file.service.iter().map(|s| s.name()).collect();
     assert_eq!(names, ["RuntimeService", "ImageService"]);
 
-    for (service, want) in [
-        ("RuntimeService", RUNTIME_SERVICE),
-        ("ImageService", IMAGE_SERVICE),
-    ] {
+    for (service, want) in [("RuntimeService", RUNTIME_SERVICE), ("ImageService", IMAGE_SERVICE)] {
         let svc = file.service.iter().find(|s| s.name() == service).unwrap();
         let got: Vec<(String, String, String, bool, bool)> = svc
             .method
@@ -581,11 +521,7 @@ fn services_match_the_contract() {
             .map(|m| {
                 // Request/response types are messages of this package.
                 for t in [m.input_type(), m.output_type()] {
-                    assert!(
-                        all.contains_key(t),
-                        "{service}.{}: unknown type {t}",
-                        m.name()
-                    );
+                    assert!(all.contains_key(t), "{service}.{}: unknown type {t}", m.name());
                 }
                 let strip = |t: &str| t.strip_prefix(".runtime.v1.").unwrap_or(t).to_string();
                 (
@@ -604,14 +540,8 @@ fn services_match_the_contract() {
         assert_eq!(got, want, "service {service}");
     }
 
-    assert_eq!(
-        runtime_service_server::SERVICE_NAME,
-        "runtime.v1.RuntimeService"
-    );
-    assert_eq!(
-        image_service_server::SERVICE_NAME,
-        "runtime.v1.ImageService"
-    );
+    assert_eq!(runtime_service_server::SERVICE_NAME, "runtime.v1.RuntimeService");
+    assert_eq!(image_service_server::SERVICE_NAME, "runtime.v1.ImageService");
 }
 
 #[test]
@@ -632,14 +562,8 @@ fn list_containers_response_round_trips() {
         state: ContainerState::ContainerRunning as i32,
         created_at: 1_700_000_000_123_456_789,
         labels: HashMap::from([
-            (
-                "io.kubernetes.container.name".to_string(),
-                "nginx".to_string(),
-            ),
-            (
-                "io.kubernetes.pod.namespace".to_string(),
-                "default".to_string(),
-            ),
+            ("io.kubernetes.container.name".to_string(), "nginx".to_string()),
+            ("io.kubernetes.pod.namespace".to_string(), "default".to_string()),
         ]),
         annotations: HashMap::from([("a".to_string(), String::new())]),
         image_id: "sha256:abcd".into(),
@@ -652,10 +576,7 @@ fn list_containers_response_round_trips() {
     let back = ListContainersResponse::decode(bytes.as_slice()).expect("decodes");
     assert_eq!(back, resp);
     assert_eq!(back.containers[0].state(), ContainerState::ContainerRunning);
-    assert_eq!(
-        back.containers[0].labels["io.kubernetes.pod.namespace"],
-        "default"
-    );
+    assert_eq!(back.containers[0].labels["io.kubernetes.pod.namespace"], "default");
 
     // Spot-check the wire bytes: Container.id is field 1 and pod_sandbox_id field 2 (both
     // length-delimited: tags 0x0a, 0x12); ListContainersResponse.containers is field 1 (0x0a).
@@ -675,8 +596,5 @@ fn list_containers_response_round_trips() {
     // An unknown field (as a newer kubelet may send) is skipped, not an error.
     let mut with_unknown = bytes.clone();
     with_unknown.extend_from_slice(&[0xf8, 0x06, 0x01]); // field 111, varint 1
-    assert_eq!(
-        ListContainersResponse::decode(with_unknown.as_slice()).unwrap(),
-        resp
-    );
+    assert_eq!(ListContainersResponse::decode(with_unknown.as_slice()).unwrap(), resp);
 }

@@ -15,20 +15,53 @@ use serde_json::Value;
 
 /// The workspace root (images built by hack/build-images live under it).
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// Directory of the built binaries: the test binary lives in target/<profile>/deps.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    exe.parent().and_then(Path::parent).map(Path::to_path_buf).expect("target dir")
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .expect("target dir")
 }
 
-/// The `minilet` binary under test; panics with instructions when it was not built.
+/// The `minilet` binary under test; panics with instructions when it is missing or older
+/// than the agent's sources (cargo builds test targets, not the binaries they run).
 pub fn minilet() -> PathBuf {
     let p = bin_dir().join("minilet");
-    assert!(p.is_file() && bin_dir().join("minilet-pause").is_file(), "{} or minilet-pause missing: run hack/build (hack/test does)", p.display());
+    assert!(
+        p.is_file() && bin_dir().join("minilet-pause").is_file(),
+        "{} or minilet-pause missing: run hack/build (hack/test does)",
+        p.display()
+    );
+    let built = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
+    let newest = newest_mtime(&workspace().join("agent/src"));
+    if let (Some(built), Some(newest)) = (built, newest) {
+        assert!(
+            built >= newest,
+            "{} is older than agent/src: run hack/build (hack/test does)",
+            p.display()
+        );
+    }
     p
+}
+
+fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let t = if e.path().is_dir() {
+            newest_mtime(&e.path())
+        } else {
+            e.metadata().and_then(|m| m.modified()).ok()
+        };
+        newest = newest.max(t);
+    }
+    newest
 }
 
 /// End-to-end tests need root; without it they say so and pass vacuously.
@@ -47,7 +80,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -82,9 +118,23 @@ impl Env {
     /// Import an image archive built by hack/build-images (e.g. "busybox").
     pub fn import_image(&self, name: &str) {
         let archive = workspace().join("hack/.images").join(format!("{name}.tar"));
-        assert!(archive.is_file(), "{} missing: run hack/build-images (hack/test does)", archive.display());
-        let out = Command::new(minilet()).args(["image", "import"]).arg(&archive).arg("--root").arg(&self.root).output().expect("run minilet image import");
-        assert!(out.status.success(), "image import failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            archive.is_file(),
+            "{} missing: run hack/build-images (hack/test does)",
+            archive.display()
+        );
+        let out = Command::new(minilet())
+            .args(["image", "import"])
+            .arg(&archive)
+            .arg("--root")
+            .arg(&self.root)
+            .output()
+            .expect("run minilet image import");
+        assert!(
+            out.status.success(),
+            "image import failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn write_manifest(&self, file: &str, yaml: &str) {
@@ -104,19 +154,32 @@ impl Env {
             }
             let sandbox = read_json(&entry.path().join("sandbox.json"));
             let mut containers: BTreeMap<String, ContainerView> = BTreeMap::new();
-            for c in std::fs::read_dir(entry.path().join("containers")).into_iter().flatten().flatten() {
-                let Some(rec) = read_json(&c.path().join("container.json")) else { continue };
+            let mut attempts: BTreeMap<String, Vec<ContainerView>> = BTreeMap::new();
+            for c in std::fs::read_dir(entry.path().join("containers"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let Some(rec) = read_json(&c.path().join("container.json")) else {
+                    continue;
+                };
                 let view = ContainerView {
                     id: rec["id"].as_str().unwrap_or_default().to_string(),
                     attempt: rec["attempt"].as_u64().unwrap_or(0) as u32,
                     cgroup: rec["cgroup"].as_str().unwrap_or_default().to_string(),
                     log_path: PathBuf::from(rec["log_path"].as_str().unwrap_or_default()),
-                    pid: read_json(&c.path().join("state.json")).and_then(|s: Value| s["process"]["pid"].as_i64()).map(|p| p as i32),
-                    monitor_pid: read_json(&c.path().join("state.json")).and_then(|s: Value| s["monitor"]["pid"].as_i64()).map(|p| p as i32),
+                    pid: read_json(&c.path().join("state.json"))
+                        .and_then(|s: Value| s["process"]["pid"].as_i64())
+                        .map(|p| p as i32),
+                    monitor_pid: read_json(&c.path().join("state.json"))
+                        .and_then(|s: Value| s["monitor"]["pid"].as_i64())
+                        .map(|p| p as i32),
+                    started_at: read_json(&c.path().join("state.json")).and_then(|s: Value| s["started_at"].as_i64()),
                     exit: read_json(&c.path().join("exit.json")),
                     dir: c.path(),
                 };
                 let name = rec["name"].as_str().unwrap_or_default().to_string();
+                attempts.entry(name.clone()).or_default().push(view.clone());
                 if containers.get(&name).is_none_or(|old| old.attempt < view.attempt) {
                     containers.insert(name, view);
                 }
@@ -124,9 +187,18 @@ impl Env {
             return Some(PodView {
                 uid: record["uid"].as_str().unwrap_or_default().to_string(),
                 cgroup: record["cgroup"].as_str().unwrap_or_default().to_string(),
-                pause_pid: sandbox.and_then(|s: Value| s["pause"]["pid"].as_i64()).map(|p| p as i32),
+                pause_pid: sandbox
+                    .and_then(|s: Value| s["pause"]["pid"].as_i64())
+                    .map(|p| p as i32),
                 dir: entry.path(),
                 containers,
+                attempts: attempts
+                    .into_iter()
+                    .map(|(k, mut v)| {
+                        v.sort_by_key(|c| c.attempt);
+                        (k, v)
+                    })
+                    .collect(),
             });
         }
         None
@@ -134,15 +206,19 @@ impl Env {
 
     /// Wait until pod `name` has a live pause and every listed container has a live process.
     pub fn wait_running(&self, name: &str, containers: &[&str]) -> PodView {
-        wait_for(&format!("pod {name} running {containers:?}"), Duration::from_secs(30), || {
-            let p = self.pod(name)?;
-            alive(p.pause_pid?).then_some(())?;
-            for c in containers {
-                let view = p.containers.get(*c)?;
-                (view.exit.is_none() && alive(view.pid?)).then_some(())?;
-            }
-            Some(p)
-        })
+        wait_for(
+            &format!("pod {name} running {containers:?}"),
+            Duration::from_secs(30),
+            || {
+                let p = self.pod(name)?;
+                alive(p.pause_pid?).then_some(())?;
+                for c in containers {
+                    let view = p.containers.get(*c)?;
+                    (view.exit.is_none() && alive(view.pid?)).then_some(())?;
+                }
+                Some(p)
+            },
+        )
     }
 
     /// The pod's log directory.
@@ -155,7 +231,10 @@ impl Env {
     pub fn cgroup_dirs(&self, rel: &str) -> Vec<PathBuf> {
         let mut out = Vec::new();
         for (mount, own) in cgroup_hierarchies() {
-            let d = mount.join(own.trim_start_matches('/')).join(&self.cgroup_parent).join(rel);
+            let d = mount
+                .join(own.trim_start_matches('/'))
+                .join(&self.cgroup_parent)
+                .join(rel);
             if d.is_dir() {
                 out.push(d);
             }
@@ -168,7 +247,11 @@ impl Drop for Env {
     fn drop(&mut self) {
         // Safety net: whatever a failed test left behind, `minilet reset` removes it (pods,
         // cgroups); then the directories go.
-        if self.root.join("pods").is_dir() && std::fs::read_dir(self.root.join("pods")).map(|mut d| d.next().is_some()).unwrap_or(false) {
+        if self.root.join("pods").is_dir()
+            && std::fs::read_dir(self.root.join("pods"))
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(false)
+        {
             let _ = Command::new(bin_dir().join("minilet"))
                 .arg("reset")
                 .arg("--root")
@@ -233,8 +316,13 @@ impl Agent {
             .stderr(stderr)
             .spawn()
             .expect("spawn minilet agent");
-        let agent = Agent { child: Some(child), log };
-        wait_for("agent ready", Duration::from_secs(20), || agent.log_text().contains("minilet agent ready").then_some(()));
+        let agent = Agent {
+            child: Some(child),
+            log,
+        };
+        wait_for("agent ready", Duration::from_secs(20), || {
+            agent.log_text().contains("minilet agent ready").then_some(())
+        });
         agent
     }
 
@@ -257,7 +345,10 @@ impl Agent {
     /// SIGTERM and wait (with --cleanup-on-exit this removes every pod).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
             let start = Instant::now();
             while start.elapsed() < Duration::from_secs(90) {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -288,7 +379,10 @@ pub struct PodView {
     pub cgroup: String,
     pub pause_pid: Option<i32>,
     pub dir: PathBuf,
+    /// The latest attempt of each container.
     pub containers: BTreeMap<String, ContainerView>,
+    /// Every attempt still on disk (the latest and the one before), oldest first.
+    pub attempts: BTreeMap<String, Vec<ContainerView>>,
 }
 
 impl PodView {
@@ -297,7 +391,10 @@ impl PodView {
     }
 
     pub fn pid(&self, container: &str) -> i32 {
-        self.containers.get(container).and_then(|c| c.pid).unwrap_or_else(|| panic!("no pid for container {container}"))
+        self.containers
+            .get(container)
+            .and_then(|c| c.pid)
+            .unwrap_or_else(|| panic!("no pid for container {container}"))
     }
 }
 
@@ -309,6 +406,8 @@ pub struct ContainerView {
     pub log_path: PathBuf,
     pub pid: Option<i32>,
     pub monitor_pid: Option<i32>,
+    /// Unix nanoseconds, as the monitor recorded it.
+    pub started_at: Option<i64>,
     pub exit: Option<Value>,
     pub dir: PathBuf,
 }
@@ -331,14 +430,19 @@ fn rand_u32() -> u32 {
 /// Whether `pid` is a live process (a zombie has exited).
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => s.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|st| st != "Z" && st != "X"),
+        Ok(s) => s
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|st| st != "Z" && st != "X"),
         Err(_) => false,
     }
 }
 
 /// The namespace `kind` (net, ipc, uts, pid, mnt, ...) of `pid`, e.g. `net:[4026532281]`.
 pub fn ns(pid: i32, kind: &str) -> String {
-    std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).map(|p| p.display().to_string()).unwrap_or_else(|e| panic!("read /proc/{pid}/ns/{kind}: {e}"))
+    std::fs::read_link(format!("/proc/{pid}/ns/{kind}"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/ns/{kind}: {e}"))
 }
 
 /// `/proc/<pid>/cgroup` as (controllers, path) pairs.
@@ -360,17 +464,31 @@ pub fn cgroup_hierarchies() -> Vec<(PathBuf, String)> {
     let own = proc_cgroups(std::process::id() as i32);
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut out = Vec::new();
-    let pure_v2 = mountinfo.lines().any(|l| l.split(' ').nth(4) == Some("/sys/fs/cgroup") && l.contains(" - cgroup2 "));
+    let pure_v2 = mountinfo
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some("/sys/fs/cgroup") && l.contains(" - cgroup2 "));
     for line in mountinfo.lines() {
         let fields: Vec<&str> = line.split(' ').collect();
-        let Some(dash) = fields.iter().position(|f| *f == "-") else { continue };
-        let (fstype, opts) = (fields.get(dash + 1).copied().unwrap_or(""), fields.get(dash + 3).copied().unwrap_or(""));
+        let Some(dash) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        let (fstype, opts) = (
+            fields.get(dash + 1).copied().unwrap_or(""),
+            fields.get(dash + 3).copied().unwrap_or(""),
+        );
         let mount = PathBuf::from(fields.get(4).copied().unwrap_or(""));
         if pure_v2 && fstype == "cgroup2" {
-            let path = own.iter().find(|(c, _)| c.is_empty()).map(|(_, p)| p.clone()).unwrap_or_default();
+            let path = own
+                .iter()
+                .find(|(c, _)| c.is_empty())
+                .map(|(_, p)| p.clone())
+                .unwrap_or_default();
             out.push((mount, path));
         } else if !pure_v2 && fstype == "cgroup" {
-            let ctrls: Vec<&str> = opts.split(',').filter(|o| ["cpu", "cpuacct", "memory", "pids"].contains(o)).collect();
+            let ctrls: Vec<&str> = opts
+                .split(',')
+                .filter(|o| ["cpu", "cpuacct", "memory", "pids"].contains(o))
+                .collect();
             if ctrls.is_empty() {
                 continue;
             }
@@ -387,17 +505,32 @@ pub fn cgroup_hierarchies() -> Vec<(PathBuf, String)> {
 
 /// Read a cgroup file of cgroup `rel` under this test's parent, in the hierarchy that has it.
 pub fn cgroup_file(env: &Env, rel: &str, file: &str) -> Option<String> {
-    env.cgroup_dirs(rel).into_iter().find_map(|d| std::fs::read_to_string(d.join(file)).ok()).map(|s| s.trim().to_string())
+    env.cgroup_dirs(rel)
+        .into_iter()
+        .find_map(|d| std::fs::read_to_string(d.join(file)).ok())
+        .map(|s| s.trim().to_string())
 }
 
 /// Lines of /proc/self/mountinfo mentioning `needle`.
 pub fn host_mounts_containing(needle: &str) -> Vec<String> {
-    std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().lines().filter(|l| l.contains(needle)).map(str::to_string).collect()
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
 }
 
 /// Run a command inside a process's namespaces (as `nsenter` does) and return stdout.
 pub fn nsenter(pid: i32, flags: &[&str], cmd: &[&str]) -> std::process::Output {
-    Command::new("nsenter").arg("-t").arg(pid.to_string()).args(flags).arg("--").args(cmd).output().expect("run nsenter")
+    Command::new("nsenter")
+        .arg("-t")
+        .arg(pid.to_string())
+        .args(flags)
+        .arg("--")
+        .args(cmd)
+        .output()
+        .expect("run nsenter")
 }
 
 /// Run a program inside a container: its namespaces (mount, pid, net, ipc, uts) and root.
@@ -407,6 +540,9 @@ pub fn in_container(pid: i32, cmd: &[&str]) -> std::process::Output {
 
 /// Append `text` to a file (used to edit manifests in place).
 pub fn append(path: &Path, text: &str) {
-    let mut f = std::fs::OpenOptions::new().append(true).open(path).expect("open for append");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .expect("open for append");
     f.write_all(text.as_bytes()).expect("append");
 }

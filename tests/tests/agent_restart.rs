@@ -9,6 +9,7 @@ const COUNTER: &str = r#"apiVersion: v1
 kind: Pod
 metadata: {name: counter}
 spec:
+  terminationGracePeriodSeconds: 1
   containers:
   - name: count
     image: localhost/busybox:latest
@@ -16,7 +17,9 @@ spec:
 "#;
 
 fn simple(name: &str) -> String {
-    format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: localhost/busybox:latest\n    command: [sleep, '3600']\n")
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: localhost/busybox:latest\n    command: [sleep, '3600']\n"
+    )
 }
 
 #[test]
@@ -42,7 +45,10 @@ fn sigkill_and_restart_readopts_everything() {
     let lines_before = std::fs::read_to_string(&log_path).unwrap().lines().count();
     std::thread::sleep(Duration::from_millis(800));
     let lines_during = std::fs::read_to_string(&log_path).unwrap().lines().count();
-    assert!(lines_during > lines_before + 5, "the monitor keeps logging without an agent ({lines_before} -> {lines_during})");
+    assert!(
+        lines_during > lines_before + 5,
+        "the monitor keeps logging without an agent ({lines_before} -> {lines_during})"
+    );
     assert!(alive(counter.pause()) && alive(counter.pid("count")));
     env.remove_manifest("gone.yaml");
     env.write_manifest("edited.yaml", &simple("edited").replace("3600", "3601"));
@@ -56,35 +62,92 @@ fn sigkill_and_restart_readopts_everything() {
     assert_eq!(again.containers["count"].attempt, 0, "not restarted");
     let s = env.wait_running("stay", &["main"]);
     assert_eq!((s.pause(), s.pid("main")), (stay.pause(), stay.pid("main")));
-    // No duplicates: the pod cgroup holds exactly the pause and the container process.
-    std::thread::sleep(Duration::from_millis(500));
+    // No duplicates: in the pod's cgroup there is the one pause and the one container
+    // process, plus only that process's own children (the loop's `sleep`).
     let mut procs: Vec<i32> = Vec::new();
     for d in env.cgroup_dirs(&counter.cgroup) {
         collect_procs(&d, &mut procs);
     }
-    procs.sort();
-    procs.dedup();
-    let mut expected = vec![counter.pause(), counter.pid("count")];
-    expected.sort();
-    assert_eq!(procs, expected, "exactly one pause and one container process");
-    assert_eq!(std::fs::read_dir(env.root.join("pods")).unwrap().count(), 3, "counter, stay, edited: one pod each");
+    for pid in procs {
+        assert!(
+            pid == counter.pause() || descends_from(pid, counter.pid("count")),
+            "unexpected process {pid} in the pod cgroup: {}",
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default()
+        );
+    }
+    let container_cgroups: Vec<_> = env
+        .cgroup_dirs(&counter.cgroup)
+        .into_iter()
+        .flat_map(|d| std::fs::read_dir(d).unwrap())
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name())
+        .collect();
+    let mut unique = container_cgroups.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        2,
+        "one sandbox cgroup and one container cgroup: {unique:?}"
+    );
 
     // Changes made while the agent was down.
-    wait_for("the pod whose manifest was removed is cleaned up", Duration::from_secs(30), || (!gone.dir.exists() && !alive(gone.pause())).then_some(()));
+    wait_for(
+        "the pod whose manifest was removed is cleaned up",
+        Duration::from_secs(30),
+        || (!gone.dir.exists() && !alive(gone.pause())).then_some(()),
+    );
     assert!(!alive(gone.pid("main")));
-    let e = wait_for("the edited pod is replaced", Duration::from_secs(30), || env.pod("edited").filter(|p| p.uid != edited.uid));
+    wait_for("the edited pod is replaced", Duration::from_secs(30), || {
+        env.pod("edited").filter(|p| p.uid != edited.uid)
+    });
     assert!(!alive(edited.pid("main")));
-    drop(e);
     env.wait_running("edited", &["main"]);
+    wait_for("old edited pod removed", Duration::from_secs(30), || {
+        (!edited.dir.exists()).then_some(())
+    });
+    assert_eq!(
+        std::fs::read_dir(env.root.join("pods")).unwrap().count(),
+        3,
+        "counter, stay, edited: one pod each"
+    );
 
     // The log has every line, including those written while the agent was down: a gapless count.
     let text = std::fs::read_to_string(&log_path).unwrap();
-    let numbers: Vec<u64> = text.lines().filter_map(|l| l.rsplit(' ').next()?.parse().ok()).collect();
+    let numbers: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
     assert!(numbers.len() > 20);
     for w in numbers.windows(2) {
         assert_eq!(w[1], w[0] + 1, "log lines lost between {} and {}", w[0], w[1]);
     }
     assert!(!agent2.log_text().contains("panicked"));
+}
+
+/// Whether `pid`'s chain of parents reaches `ancestor`.
+fn descends_from(mut pid: i32, ancestor: i32) -> bool {
+    for _ in 0..64 {
+        if pid == ancestor {
+            return true;
+        }
+        let Some(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok() else {
+            return false;
+        };
+        let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok())
+        else {
+            return false;
+        };
+        if ppid <= 1 {
+            return false;
+        }
+        pid = ppid;
+    }
+    false
 }
 
 fn collect_procs(dir: &std::path::Path, out: &mut Vec<i32>) {

@@ -26,12 +26,22 @@ spec:
 
 /// Everything of a pod is gone: processes, mounts, cgroups, state, logs.
 fn assert_gone(env: &Env, pod: &PodView, pids: &[i32]) {
-    wait_for("pod state directory removed", Duration::from_secs(30), || (!pod.dir.exists()).then_some(()));
+    wait_for("pod state directory removed", Duration::from_secs(30), || {
+        (!pod.dir.exists()).then_some(())
+    });
     for &pid in pids {
         assert!(!alive(pid), "process {pid} still alive");
     }
-    assert!(host_mounts_containing(&pod.uid).is_empty(), "mounts left: {:?}", host_mounts_containing(&pod.uid));
-    assert!(env.cgroup_dirs(&pod.cgroup).is_empty(), "cgroups left: {:?}", env.cgroup_dirs(&pod.cgroup));
+    assert!(
+        host_mounts_containing(&pod.uid).is_empty(),
+        "mounts left: {:?}",
+        host_mounts_containing(&pod.uid)
+    );
+    assert!(
+        env.cgroup_dirs(&pod.cgroup).is_empty(),
+        "cgroups left: {:?}",
+        env.cgroup_dirs(&pod.cgroup)
+    );
     for c in pod.containers.values() {
         assert!(env.cgroup_dirs(&c.cgroup).is_empty(), "container cgroup left");
     }
@@ -64,29 +74,48 @@ fn edit_replaces_touch_does_nothing_leftovers_ignored_remove_cleans_up() {
     let same = env.pod("web").unwrap();
     assert_eq!(same.uid, first.uid);
     assert_eq!(same.pid("main"), first.pid("main"));
-    assert_eq!(std::fs::read_dir(env.root.join("pods")).unwrap().count(), 1, "one pod only");
+    assert_eq!(
+        std::fs::read_dir(env.root.join("pods")).unwrap().count(),
+        1,
+        "one pod only"
+    );
 
     // A broken second file is reported and disturbs nothing.
-    env.write_manifest("broken.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: Bad_Name\nspec:\n  containers: []\n");
+    env.write_manifest(
+        "broken.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: Bad_Name\nspec:\n  containers: []\n",
+    );
     wait_for("the broken manifest is reported", Duration::from_secs(10), || {
         let log = agent.log_text();
         (log.contains("broken.yaml") && log.contains("metadata.name")).then_some(())
     });
     // A broken edit of the running pod's own file keeps the pod of its last good content.
     std::fs::write(&path, "apiVersion: v1\nkind: Pod\nmetadata: {name: web\n").unwrap();
-    wait_for("the broken edit is reported", Duration::from_secs(10), || agent.log_text().contains("line").then_some(()));
+    wait_for("the broken edit is reported", Duration::from_secs(10), || {
+        agent.log_text().contains("line").then_some(())
+    });
     std::thread::sleep(Duration::from_millis(500));
-    assert!(alive(first.pid("main")) && alive(first.pause()), "a parse error must not kill the running pod");
+    assert!(
+        alive(first.pid("main")) && alive(first.pause()),
+        "a parse error must not kill the running pod"
+    );
     assert_eq!(env.pod("web").unwrap().uid, first.uid);
 
     // Fixing it with different content replaces the pod: old one gone, new one running.
     env.write_manifest("web.yaml", &pod_yaml("web", "v2"));
-    let second = wait_for("a new web pod", Duration::from_secs(30), || env.pod("web").filter(|p| p.uid != first.uid));
+    wait_for("a new web pod", Duration::from_secs(30), || {
+        env.pod("web").filter(|p| p.uid != first.uid)
+    });
     assert_gone(&env, &first, &first_pids);
     assert!(!alive(mon), "the old monitor exited");
     let second = env.wait_running("web", &["main"]);
     assert_ne!(second.pause(), first.pause());
-    wait_for("v2 logged", Duration::from_secs(10), || std::fs::read_to_string(&second.containers["main"].log_path).ok().filter(|l| l.contains("v2")).map(|_| ()));
+    wait_for("v2 logged", Duration::from_secs(10), || {
+        std::fs::read_to_string(&second.containers["main"].log_path)
+            .ok()
+            .filter(|l| l.contains("v2"))
+            .map(|_| ())
+    });
 
     // Removing the file removes the pod and every trace of it.
     let pids = vec![second.pause(), second.pid("main")];
@@ -103,10 +132,14 @@ fn a_pod_waits_for_its_image_and_starts_when_it_is_imported() {
     let agent = Agent::start(&env, &[]);
     env.write_manifest("web.yaml", &pod_yaml("web", "hi"));
     // No image yet: the sandbox runs, the container waits (ErrImageNeverPull), nothing crashes.
-    wait_for("the pod's sandbox", Duration::from_secs(20), || env.pod("web").and_then(|p| p.pause_pid).filter(|&p| alive(p)));
+    wait_for("the pod's sandbox", Duration::from_secs(20), || {
+        env.pod("web").and_then(|p| p.pause_pid).filter(|&p| alive(p))
+    });
     std::thread::sleep(Duration::from_millis(300));
     assert!(env.pod("web").unwrap().containers.is_empty());
-    wait_for("ErrImageNeverPull reported", Duration::from_secs(10), || agent.log_text().contains("ErrImageNeverPull").then_some(()));
+    wait_for("ErrImageNeverPull reported", Duration::from_secs(10), || {
+        agent.log_text().contains("ErrImageNeverPull").then_some(())
+    });
     env.import_image("busybox");
     env.wait_running("web", &["main"]);
 }

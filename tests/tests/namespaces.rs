@@ -10,6 +10,7 @@ kind: Pod
 metadata:
   name: shared
 spec:
+  terminationGracePeriodSeconds: 1
   shareProcessNamespace: true
   containers:
   - name: a
@@ -54,7 +55,11 @@ fn shared_process_namespace_pod() {
     // The pause is PID 1 of the pod; the hostname is the pod name.
     let ps = in_container(b, &["ps", "-o", "pid,args"]);
     let ps = String::from_utf8_lossy(&ps.stdout);
-    assert!(ps.lines().any(|l| l.trim_start().starts_with("1 ") && l.contains("minilet-pause")), "pause is PID 1:\n{ps}");
+    assert!(
+        ps.lines()
+            .any(|l| l.trim_start().starts_with("1 ") && l.contains("minilet-pause")),
+        "pause is PID 1:\n{ps}"
+    );
     assert!(ps.contains("trap"), "b sees a's processes:\n{ps}");
     let host = in_container(a, &["hostname"]);
     assert_eq!(String::from_utf8_lossy(&host.stdout).trim(), "shared");
@@ -62,30 +67,55 @@ fn shared_process_namespace_pod() {
     // Each container sits in its own cgroup, holding the limits.
     let ca = &pod.containers["a"].cgroup;
     let cb = &pod.containers["b"].cgroup;
-    assert!(proc_cgroups(a).iter().any(|(_, p)| p.ends_with(ca.as_str())), "a in {ca}: {:?}", proc_cgroups(a));
-    assert!(proc_cgroups(b).iter().any(|(_, p)| p.ends_with(cb.as_str())), "b in {cb}");
+    assert!(
+        proc_cgroups(a).iter().any(|(_, p)| p.ends_with(ca.as_str())),
+        "a in {ca}: {:?}",
+        proc_cgroups(a)
+    );
+    assert!(
+        proc_cgroups(b).iter().any(|(_, p)| p.ends_with(cb.as_str())),
+        "b in {cb}"
+    );
     assert!(pod.cgroup.starts_with("kubepods/burstable/pod"), "{}", pod.cgroup);
     if let Some(limit) = cgroup_file(&env, ca, "memory.limit_in_bytes") {
         assert_eq!(limit, (32u64 << 20).to_string());
         assert_eq!(cgroup_file(&env, ca, "cpu.cfs_quota_us").as_deref(), Some("25000"));
         assert_eq!(cgroup_file(&env, ca, "cpu.cfs_period_us").as_deref(), Some("100000"));
         assert_eq!(cgroup_file(&env, ca, "cpu.shares").as_deref(), Some("256"));
-        assert_eq!(cgroup_file(&env, cb, "memory.limit_in_bytes").as_deref(), Some((48u64 << 20).to_string().as_str()));
+        assert_eq!(
+            cgroup_file(&env, cb, "memory.limit_in_bytes").as_deref(),
+            Some((48u64 << 20).to_string().as_str())
+        );
         assert_eq!(cgroup_file(&env, cb, "cpu.shares").as_deref(), Some("102"));
         // The pod cgroup limits the sum, as the kubelet's ResourceConfigForPod.
-        assert_eq!(cgroup_file(&env, &pod.cgroup, "memory.limit_in_bytes").as_deref(), Some((80u64 << 20).to_string().as_str()));
+        assert_eq!(
+            cgroup_file(&env, &pod.cgroup, "memory.limit_in_bytes").as_deref(),
+            Some((80u64 << 20).to_string().as_str())
+        );
     } else {
-        assert_eq!(cgroup_file(&env, ca, "memory.max").as_deref(), Some((32u64 << 20).to_string().as_str()));
+        assert_eq!(
+            cgroup_file(&env, ca, "memory.max").as_deref(),
+            Some((32u64 << 20).to_string().as_str())
+        );
         assert_eq!(cgroup_file(&env, ca, "cpu.max").as_deref(), Some("25000 100000"));
     }
 
     // A signal from one container reaches the other across the shared PID namespace.
     let pids = in_container(b, &["pidof", "sh"]);
-    let target = String::from_utf8_lossy(&pids.stdout).split_whitespace().next().expect("a's sh pid").to_string();
+    let target = String::from_utf8_lossy(&pids.stdout)
+        .split_whitespace()
+        .next()
+        .expect("a's sh pid")
+        .to_string();
     let kill = in_container(b, &["kill", "-HUP", &target]);
     assert!(kill.status.success(), "kill: {}", String::from_utf8_lossy(&kill.stderr));
     let log = pod.containers["a"].log_path.clone();
-    wait_for("a logs the HUP", Duration::from_secs(10), || std::fs::read_to_string(&log).ok().filter(|l| l.contains("got HUP")).map(|_| ()));
+    wait_for("a logs the HUP", Duration::from_secs(10), || {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|l| l.contains("got HUP"))
+            .map(|_| ())
+    });
 }
 
 const SEPARATE: &str = r#"
@@ -94,6 +124,7 @@ kind: Pod
 metadata:
   name: separate
 spec:
+  terminationGracePeriodSeconds: 1
   containers:
   - name: a
     image: localhost/busybox:latest

@@ -194,11 +194,7 @@ mod tests {
         assert_eq!(read(d.path(), "cpu.max"), "max 100000");
         apply_v2(d.path(), &Resources::default()).unwrap();
         assert_eq!(read(d.path(), "cpu.max"), "max");
-        assert_eq!(
-            read(d.path(), "cpu.weight"),
-            "39",
-            "None shares: left alone"
-        );
+        assert_eq!(read(d.path(), "cpu.weight"), "39", "None shares: left alone");
     }
 
     #[test]

@@ -3,8 +3,7 @@
 use std::path::Path;
 
 use super::{
-    CgroupError, CgroupStats, Resources, keyed_value, read_optional, read_u64_optional, write_file,
-    write_if_exists,
+    CgroupError, CgroupStats, Resources, keyed_value, read_optional, read_u64_optional, write_file, write_if_exists,
 };
 
 fn limit(res: &Resources) -> Option<i64> {
@@ -101,20 +100,11 @@ mod tests {
         };
         apply_v1(p, &res).unwrap();
         apply_v2(p, &res).unwrap();
-        assert_eq!(
-            fs::read_to_string(p.join("memory.limit_in_bytes")).unwrap(),
-            "67108864"
-        );
-        assert_eq!(
-            fs::read_to_string(p.join("memory.max")).unwrap(),
-            "67108864"
-        );
+        assert_eq!(fs::read_to_string(p.join("memory.limit_in_bytes")).unwrap(), "67108864");
+        assert_eq!(fs::read_to_string(p.join("memory.max")).unwrap(), "67108864");
         apply_v1(p, &Resources::default()).unwrap();
         apply_v2(p, &Resources::default()).unwrap();
-        assert_eq!(
-            fs::read_to_string(p.join("memory.limit_in_bytes")).unwrap(),
-            "-1"
-        );
+        assert_eq!(fs::read_to_string(p.join("memory.limit_in_bytes")).unwrap(), "-1");
         assert_eq!(fs::read_to_string(p.join("memory.max")).unwrap(), "max");
     }
 
@@ -125,10 +115,7 @@ mod tests {
         assert!(!d.path().join("memory.oom.group").exists());
         fs::write(d.path().join("memory.oom.group"), "0\n").unwrap();
         set_oom_group_v2(d.path()).unwrap();
-        assert_eq!(
-            fs::read_to_string(d.path().join("memory.oom.group")).unwrap(),
-            "1"
-        );
+        assert_eq!(fs::read_to_string(d.path().join("memory.oom.group")).unwrap(), "1");
     }
 
     #[test]

@@ -166,11 +166,7 @@ pub enum CgroupError {
         source: io::Error,
     },
     #[error("kill pid {pid} in {}: {source}", .path.display())]
-    Kill {
-        path: PathBuf,
-        pid: u32,
-        source: io::Error,
-    },
+    Kill { path: PathBuf, pid: u32, source: io::Error },
     #[error("invalid cgroup path {path:?}: it must stay below the cgroup parent (no '..')")]
     InvalidPath { path: String },
     #[error("detect cgroups: {0}")]
@@ -310,10 +306,7 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
             let digit = |c: u8| u32::from(c - b'0');
             let v = digit(b[i + 1]) * 64 + digit(b[i + 2]) * 8 + digit(b[i + 3]);
             if let Ok(byte) = u8::try_from(v) {
@@ -405,8 +398,7 @@ fn parent_rel(parent: &CgroupParent) -> Result<PathBuf, CgroupError> {
         CgroupParent::Relative(s) => (s.as_str(), true),
         CgroupParent::Absolute(s) => (s.as_str(), false),
     };
-    let rel =
-        rel_path(s).map_err(|_| CgroupError::Detect(format!("invalid cgroup parent {s:?}")))?;
+    let rel = rel_path(s).map_err(|_| CgroupError::Detect(format!("invalid cgroup parent {s:?}")))?;
     if relative && rel.as_os_str().is_empty() {
         return Err(CgroupError::Detect(format!(
             "cgroup parent {s:?} names the agent's own cgroup; give it a name such as \"minilet\""
@@ -426,12 +418,7 @@ pub(crate) fn build_layout(
     let rel = parent_rel(parent)?;
     let managed_v1: Vec<&CgroupMount> = mounts
         .iter()
-        .filter(|m| {
-            m.version == CgroupVersion::V1
-                && m.controllers
-                    .iter()
-                    .any(|c| V1_MANAGED.contains(&c.as_str()))
-        })
+        .filter(|m| m.version == CgroupVersion::V1 && m.controllers.iter().any(|c| V1_MANAGED.contains(&c.as_str())))
         .collect();
     let v2_mount = mounts
         .iter()
@@ -444,8 +431,7 @@ pub(crate) fn build_layout(
         _ if v2_mount.is_some() => true,
         _ => {
             return Err(CgroupError::Detect(
-                "no cgroup v1 (cpu, cpuacct, memory, pids) or cgroup2 mount in /proc/self/mountinfo"
-                    .into(),
+                "no cgroup v1 (cpu, cpuacct, memory, pids) or cgroup2 mount in /proc/self/mountinfo".into(),
             ));
         }
     };
@@ -464,9 +450,7 @@ pub(crate) fn build_layout(
                 let own = procs
                     .iter()
                     .find(|p| p.id == 0 && p.controllers.is_empty())
-                    .ok_or_else(|| {
-                        CgroupError::Detect("no v2 entry (0::) in /proc/self/cgroup".into())
-                    })?;
+                    .ok_or_else(|| CgroupError::Detect("no v2 entry (0::) in /proc/self/cgroup".into()))?;
                 dir_in_mount(mount, &own.path).ok_or_else(|| {
                     CgroupError::Detect(format!(
                         "own cgroup {:?} is not visible below {} (mount root {:?}); pass an absolute --cgroup-parent",
@@ -489,9 +473,9 @@ pub(crate) fn build_layout(
         let base = match parent {
             CgroupParent::Absolute(_) => Some(mount.mount_point.clone()),
             CgroupParent::Relative(_) => {
-                let own = procs.iter().find(|p| {
-                    p.id != 0 && p.controllers.iter().any(|c| mount.controllers.contains(c))
-                });
+                let own = procs
+                    .iter()
+                    .find(|p| p.id != 0 && p.controllers.iter().any(|c| mount.controllers.contains(c)));
                 match own {
                     None => {
                         return Err(CgroupError::Detect(format!(
@@ -535,9 +519,7 @@ pub(crate) fn rel_path(path: &str) -> Result<PathBuf, CgroupError> {
             Component::Normal(n) => out.push(n),
             Component::RootDir | Component::CurDir => {}
             Component::ParentDir | Component::Prefix(_) => {
-                return Err(CgroupError::InvalidPath {
-                    path: path.to_string(),
-                });
+                return Err(CgroupError::InvalidPath { path: path.to_string() });
             }
         }
     }
@@ -676,9 +658,7 @@ pub(crate) fn collect_procs(dir: &Path, out: &mut BTreeSet<u32>) -> Result<(), C
             continue; // cgroup removed meanwhile
         };
         for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-            let pid = line
-                .parse()
-                .map_err(|_| invalid(&d, "cgroup.procs", &text))?;
+            let pid = line.parse().map_err(|_| invalid(&d, "cgroup.procs", &text))?;
             out.insert(pid);
         }
     }
@@ -709,10 +689,7 @@ pub(crate) fn kill_tree(dirs: &[PathBuf]) -> Result<(), CgroupError> {
             let Ok(raw) = i32::try_from(pid) else {
                 continue;
             };
-            match nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(raw),
-                nix::sys::signal::Signal::SIGKILL,
-            ) {
+            match nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), nix::sys::signal::Signal::SIGKILL) {
                 Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
                 Err(e) => {
                     return Err(CgroupError::Kill {
@@ -795,18 +772,8 @@ mod tests {
         CgroupParent::Relative(s.into())
     }
 
-    fn layout(
-        sys2: Option<bool>,
-        mountinfo: &str,
-        cgroup: &str,
-        parent: &CgroupParent,
-    ) -> Result<Layout, CgroupError> {
-        build_layout(
-            sys2,
-            &parse_mountinfo(mountinfo),
-            &parse_proc_cgroup(cgroup),
-            parent,
-        )
+    fn layout(sys2: Option<bool>, mountinfo: &str, cgroup: &str, parent: &CgroupParent) -> Result<Layout, CgroupError> {
+        build_layout(sys2, &parse_mountinfo(mountinfo), &parse_proc_cgroup(cgroup), parent)
     }
 
     fn hier(controllers: &[&str], dir: &str) -> v1::Hierarchy {
@@ -850,15 +817,9 @@ mod tests {
                   garbage line\n";
         let m = parse_mountinfo(co);
         assert_eq!(m.len(), 2);
-        assert_eq!(
-            m[0].controllers,
-            vec!["cpu".to_string(), "cpuacct".to_string()]
-        );
+        assert_eq!(m[0].controllers, vec!["cpu".to_string(), "cpuacct".to_string()]);
         assert_eq!(m[0].root, "/docker/x");
-        assert_eq!(
-            m[0].mount_point,
-            PathBuf::from("/sys/fs/cgroup/cpu,cpuacct")
-        );
+        assert_eq!(m[0].mount_point, PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"));
         assert_eq!(m[1].mount_point, PathBuf::from("/mnt/my cgroups"));
     }
 
@@ -885,10 +846,7 @@ mod tests {
             }
         );
         let p = parse_proc_cgroup("4:cpu,cpuacct:/user.slice/a:b\n");
-        assert_eq!(
-            p[0].controllers,
-            vec!["cpu".to_string(), "cpuacct".to_string()]
-        );
+        assert_eq!(p[0].controllers, vec!["cpu".to_string(), "cpuacct".to_string()]);
         assert_eq!(p[0].path, "/user.slice/a:b");
     }
 
@@ -901,10 +859,7 @@ mod tests {
                 Layout::V1(vec![
                     hier(&["cpu"], "/sys/fs/cgroup/cpu/minilet"),
                     hier(&["cpuacct"], "/sys/fs/cgroup/cpuacct/minilet"),
-                    hier(
-                        &["memory"],
-                        "/sys/fs/cgroup/memory/process_api/1fb45/minilet"
-                    ),
+                    hier(&["memory"], "/sys/fs/cgroup/memory/process_api/1fb45/minilet"),
                     hier(&["pids"], "/sys/fs/cgroup/pids/minilet"),
                 ])
             );
@@ -954,10 +909,7 @@ mod tests {
         assert_eq!(
             layout(Some(false), mi, cg, &relative("minilet")).unwrap(),
             Layout::V1(vec![
-                hier(
-                    &["cpu", "cpuacct"],
-                    "/sys/fs/cgroup/cpu,cpuacct/user.slice/minilet"
-                ),
+                hier(&["cpu", "cpuacct"], "/sys/fs/cgroup/cpu,cpuacct/user.slice/minilet"),
                 hier(&["memory"], "/sys/fs/cgroup/memory/user.slice/minilet"),
             ])
         );
@@ -996,13 +948,7 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, CgroupError::Detect(_)), "{err}");
         assert_eq!(
-            layout(
-                Some(true),
-                mi2,
-                "0::/other\n",
-                &CgroupParent::parse("/minilet")
-            )
-            .unwrap(),
+            layout(Some(true), mi2, "0::/other\n", &CgroupParent::parse("/minilet")).unwrap(),
             Layout::V2("/sys/fs/cgroup/minilet".into())
         );
         // A bind mount of the same hierarchy that shows our cgroup is picked over one that does not.
@@ -1023,21 +969,11 @@ mod tests {
             Err(CgroupError::Detect(_))
         ));
         assert!(matches!(
-            layout(
-                Some(false),
-                HYBRID_MOUNTINFO,
-                HYBRID_CGROUP,
-                &relative("../up")
-            ),
+            layout(Some(false), HYBRID_MOUNTINFO, HYBRID_CGROUP, &relative("../up")),
             Err(CgroupError::Detect(_))
         ));
         assert!(matches!(
-            layout(
-                None,
-                "24 1 253:0 / / rw - ext4 /dev/vda rw\n",
-                "",
-                &relative("m")
-            ),
+            layout(None, "24 1 253:0 / / rw - ext4 /dev/vda rw\n", "", &relative("m")),
             Err(CgroupError::Detect(_))
         ));
         // A v1 hierarchy without a /proc/self/cgroup entry.
@@ -1055,10 +991,7 @@ mod tests {
         assert_eq!(keyed_value("a 1\nab 2\nb x\n", "ab"), Some(2));
         assert_eq!(keyed_value("a 1\n", "b"), None);
         assert_eq!(keyed_value("b x\n", "b"), None);
-        assert_eq!(
-            unescape_mountinfo("a\\040b\\011c\\\\d\\9"),
-            "a b\tc\\\\d\\9"
-        );
+        assert_eq!(unescape_mountinfo("a\\040b\\011c\\\\d\\9"), "a b\tc\\\\d\\9");
     }
 
     // -----------------------------------------------------------------------------------------
@@ -1132,11 +1065,7 @@ mod tests {
     }
 
     fn spawn_sleep() -> Child {
-        Command::new("sleep")
-            .arg("1000")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap()
+        Command::new("sleep").arg("1000").stdin(Stdio::null()).spawn().unwrap()
     }
 
     #[test]
@@ -1165,11 +1094,7 @@ mod tests {
         let parents = cg.dirs("");
         assert!(!parents.is_empty());
         for d in &parents {
-            assert!(
-                d.ends_with(&name) && d.starts_with(CGROUP_ROOT),
-                "{}",
-                d.display()
-            );
+            assert!(d.ends_with(&name) && d.starts_with(CGROUP_ROOT), "{}", d.display());
             assert!(!d.exists(), "fresh parent {}", d.display());
         }
 
@@ -1200,9 +1125,7 @@ mod tests {
         assert_eq!(read_trim(&cpu.join("cpu.shares")), "512");
         assert_eq!(read_trim(&cpu.join("cpu.cfs_quota_us")), "50000");
         assert_eq!(read_trim(&cpu.join("cpu.cfs_period_us")), "100000");
-        let mem_limit: i64 = read_trim(&mem.join("memory.limit_in_bytes"))
-            .parse()
-            .unwrap();
+        let mem_limit: i64 = read_trim(&mem.join("memory.limit_in_bytes")).parse().unwrap();
         assert!(
             mem_limit <= mib64 + 1 && mib64 + 1 - mem_limit < 65536,
             "page-rounded {mem_limit}"
@@ -1223,10 +1146,7 @@ mod tests {
         .unwrap();
         assert_eq!(read_trim(&cpu.join("cpu.cfs_quota_us")), "20000");
         assert_eq!(read_trim(&cpu.join("cpu.cfs_period_us")), "50000");
-        assert_eq!(
-            read_trim(&mem.join("memory.limit_in_bytes")),
-            mib64.to_string()
-        );
+        assert_eq!(read_trim(&mem.join("memory.limit_in_bytes")), mib64.to_string());
 
         // Unlimited again.
         cg.apply(
@@ -1239,9 +1159,7 @@ mod tests {
         .unwrap();
         assert_eq!(read_trim(&cpu.join("cpu.shares")), "1024");
         assert_eq!(read_trim(&cpu.join("cpu.cfs_quota_us")), "-1");
-        let unlimited: i64 = read_trim(&mem.join("memory.limit_in_bytes"))
-            .parse()
-            .unwrap();
+        let unlimited: i64 = read_trim(&mem.join("memory.limit_in_bytes")).parse().unwrap();
         assert!(unlimited > 1 << 60, "{unlimited}");
         assert_eq!(read_trim(&pids_dir.join("pids.max")), "max");
         cg.apply(
@@ -1344,12 +1262,7 @@ mod tests {
             return;
         }
         let name = unique_name();
-        let Ok(Layout::V2(dir)) = build_layout(
-            Some(true),
-            &mounts,
-            &parse_proc_cgroup(&pc),
-            &relative(&name),
-        ) else {
+        let Ok(Layout::V2(dir)) = build_layout(Some(true), &mounts, &parse_proc_cgroup(&pc), &relative(&name)) else {
             eprintln!("real_v2_core: skipped (own v2 cgroup not visible)");
             return;
         };

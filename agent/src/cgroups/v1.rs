@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use tracing::{debug, warn};
 
 use super::{
-    CgroupError, CgroupStats, CgroupVersion, Cgroups, Resources, cpu, kill_tree, memory, pids,
-    rel_path, remove_tree, require_dir,
+    CgroupError, CgroupStats, CgroupVersion, Cgroups, Resources, cpu, kill_tree, memory, pids, rel_path, remove_tree,
+    require_dir,
 };
 
 /// One v1 hierarchy and the agent's parent cgroup in it.
@@ -44,11 +44,7 @@ impl V1 {
     /// `(hierarchy, dir of path in it)` for every hierarchy.
     fn resolve(&self, path: &str) -> Result<Vec<(&Hierarchy, PathBuf)>, CgroupError> {
         let rel = rel_path(path)?;
-        Ok(self
-            .hierarchies
-            .iter()
-            .map(|h| (h, h.parent_dir.join(&rel)))
-            .collect())
+        Ok(self.hierarchies.iter().map(|h| (h, h.parent_dir.join(&rel))).collect())
     }
 }
 
@@ -106,10 +102,7 @@ impl Cgroups for V1 {
         ];
         for (missing, controller) in unenforced {
             if missing {
-                warn!(
-                    path,
-                    controller, "controller not mounted; limit not enforced"
-                );
+                warn!(path, controller, "controller not mounted; limit not enforced");
             }
         }
         Ok(())
@@ -215,12 +208,7 @@ mod tests {
             fs::create_dir_all(&dir).unwrap();
             fs::write(dir.join("cgroup.procs"), "").unwrap();
             let files: &[&str] = if h.has("cpu") {
-                &[
-                    "cpu.shares",
-                    "cpu.cfs_quota_us",
-                    "cpu.cfs_period_us",
-                    "cpuacct.usage",
-                ]
+                &["cpu.shares", "cpu.cfs_quota_us", "cpu.cfs_period_us", "cpuacct.usage"]
             } else if h.has("memory") {
                 &[
                     "memory.limit_in_bytes",
@@ -248,24 +236,14 @@ mod tests {
             f.v1.dirs("kubepods/pod1/c1"),
             vec![
                 f.root.join("cpu,cpuacct/minilet/kubepods/pod1/c1"),
-                f.root
-                    .join("memory/process_api/abc/minilet/kubepods/pod1/c1"),
+                f.root.join("memory/process_api/abc/minilet/kubepods/pod1/c1"),
                 f.root.join("pids/minilet/kubepods/pod1/c1"),
             ]
         );
-        assert_eq!(
-            f.v1.dirs("/kubepods/")[0],
-            f.root.join("cpu,cpuacct/minilet/kubepods")
-        );
+        assert_eq!(f.v1.dirs("/kubepods/")[0], f.root.join("cpu,cpuacct/minilet/kubepods"));
         assert!(f.v1.dirs("../escape").is_empty());
-        assert!(matches!(
-            f.v1.create("a/../../b"),
-            Err(CgroupError::InvalidPath { .. })
-        ));
-        assert!(matches!(
-            f.v1.remove(".."),
-            Err(CgroupError::InvalidPath { .. })
-        ));
+        assert!(matches!(f.v1.create("a/../../b"), Err(CgroupError::InvalidPath { .. })));
+        assert!(matches!(f.v1.remove(".."), Err(CgroupError::InvalidPath { .. })));
     }
 
     #[test]
@@ -317,10 +295,7 @@ mod tests {
             )
             .unwrap_err();
         let msg = err.to_string();
-        assert!(
-            msg.contains("\"2\"") && msg.contains("nope/cpu.shares"),
-            "{msg}"
-        );
+        assert!(msg.contains("\"2\"") && msg.contains("nope/cpu.shares"), "{msg}");
     }
 
     #[test]
@@ -335,8 +310,7 @@ mod tests {
         }
         // Different hierarchies may list different (and overlapping) processes.
         fs::write(
-            f.root
-                .join("memory/process_api/abc/minilet/pod1/c2/cgroup.procs"),
+            f.root.join("memory/process_api/abc/minilet/pod1/c2/cgroup.procs"),
             "7\n8\n",
         )
         .unwrap();

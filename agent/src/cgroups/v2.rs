@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use tracing::{debug, warn};
 
 use super::{
-    CgroupError, CgroupStats, CgroupVersion, Cgroups, Resources, cpu, kill_tree, memory, pids,
-    read_optional, rel_path, remove_tree, require_dir, write_file,
+    CgroupError, CgroupStats, CgroupVersion, Cgroups, Resources, cpu, kill_tree, memory, pids, read_optional, rel_path,
+    remove_tree, require_dir, write_file,
 };
 
 /// Controllers the agent delegates down to its cgroups (io only for accounting).
@@ -87,15 +87,9 @@ fn enable_controllers(dir: &Path) -> Result<(), CgroupError> {
 /// processes" rule): turn it into the error that explains the fix.
 fn subtree_error(e: CgroupError) -> CgroupError {
     match e {
-        CgroupError::Write {
-            path,
-            value,
-            source,
-        } if source.raw_os_error() == Some(libc::EBUSY) => CgroupError::InternalProcesses {
-            path,
-            value,
-            source,
-        },
+        CgroupError::Write { path, value, source } if source.raw_os_error() == Some(libc::EBUSY) => {
+            CgroupError::InternalProcesses { path, value, source }
+        }
         other => other,
     }
 }
@@ -198,11 +192,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let mnt = tmp.path().join("mnt");
         // mount root (above the parent's parent: never written)
-        cg(
-            &mnt,
-            "cpuset cpu io memory hugetlb pids rdma misc",
-            "cpu memory",
-        );
+        cg(&mnt, "cpuset cpu io memory hugetlb pids rdma misc", "cpu memory");
         // the agent's own cgroup = the parent's parent
         cg(&mnt.join("agent.service"), "cpu io memory pids", "memory");
         cg(&mnt.join("agent.service/minilet"), "cpu memory pids", "");
@@ -254,10 +244,7 @@ mod tests {
         let v2 = V2::new(mnt.join("a/b"));
         v2.create("x").unwrap();
         assert!(mnt.join("a/b/x").is_dir());
-        assert_eq!(
-            read(&mnt.join("cgroup.subtree_control")),
-            "+cpu +memory +pids"
-        );
+        assert_eq!(read(&mnt.join("cgroup.subtree_control")), "+cpu +memory +pids");
         // Parent = the mount root: its parent (outside cgroupfs) is skipped.
         let v2 = V2::new(mnt.clone());
         v2.create("y").unwrap();
@@ -274,10 +261,7 @@ mod tests {
         });
         assert!(matches!(e, CgroupError::InternalProcesses { .. }));
         let msg = e.to_string();
-        assert!(
-            msg.contains("own cgroup") && msg.contains("--cgroup-parent"),
-            "{msg}"
-        );
+        assert!(msg.contains("own cgroup") && msg.contains("--cgroup-parent"), "{msg}");
         let e = subtree_error(CgroupError::Write {
             path: PathBuf::from("x"),
             value: "+cpu".into(),
@@ -291,13 +275,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path().join("c");
         fs::create_dir(&d).unwrap();
-        for f in [
-            "cpu.weight",
-            "cpu.max",
-            "memory.max",
-            "pids.max",
-            "memory.oom.group",
-        ] {
+        for f in ["cpu.weight", "cpu.max", "memory.max", "pids.max", "memory.oom.group"] {
             fs::write(d.join(f), "0\n").unwrap();
         }
         let v2 = V2::new(tmp.path().to_path_buf());
@@ -316,11 +294,7 @@ mod tests {
         assert_eq!(read(&d.join("cpu.max")), "50000 100000");
         assert_eq!(read(&d.join("memory.max")), "1073741824");
         assert_eq!(read(&d.join("pids.max")), "32");
-        assert_eq!(
-            read(&d.join("memory.oom.group")),
-            "0\n",
-            "apply leaves oom.group alone"
-        );
+        assert_eq!(read(&d.join("memory.oom.group")), "0\n", "apply leaves oom.group alone");
         v2.set_oom_group("c").unwrap();
         assert_eq!(read(&d.join("memory.oom.group")), "1");
 
@@ -368,10 +342,7 @@ mod tests {
         // PIDs above the kernel's pid_max limit (2^22): should anything signal them, nothing happens.
         fs::write(pod.join("c1/cgroup.procs"), "900000010\n900000011\n").unwrap();
         fs::write(pod.join("c2/cgroup.procs"), "900000011\n900000012\n").unwrap();
-        assert_eq!(
-            v2.procs("pod").unwrap(),
-            vec![900000010, 900000011, 900000012]
-        );
+        assert_eq!(v2.procs("pod").unwrap(), vec![900000010, 900000011, 900000012]);
         // cgroup.kill present: the kernel does the work; we only write "1".
         fs::write(pod.join("cgroup.kill"), "").unwrap();
         v2.kill("pod").unwrap();
@@ -407,22 +378,14 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path().join("c");
         fs::create_dir(&d).unwrap();
-        fs::write(
-            d.join("cpu.stat"),
-            "usage_usec 1234\nuser_usec 1000\nsystem_usec 234\n",
-        )
-        .unwrap();
+        fs::write(d.join("cpu.stat"), "usage_usec 1234\nuser_usec 1000\nsystem_usec 234\n").unwrap();
         fs::write(d.join("memory.current"), "2097152\n").unwrap();
         fs::write(
             d.join("memory.stat"),
             "anon 1048576\nfile 1048576\ninactive_file 524288\n",
         )
         .unwrap();
-        fs::write(
-            d.join("memory.events"),
-            "low 0\nhigh 0\nmax 0\noom 1\noom_kill 1\n",
-        )
-        .unwrap();
+        fs::write(d.join("memory.events"), "low 0\nhigh 0\nmax 0\noom 1\noom_kill 1\n").unwrap();
         fs::write(d.join("pids.current"), "2\n").unwrap();
         let v2 = V2::new(tmp.path().to_path_buf());
         assert_eq!(

@@ -47,12 +47,7 @@ fn table(images: &[ImageSummary]) -> String {
         let (repo, tag) = split_tag(&image.name);
         let hex = image.id.strip_prefix("sha256:").unwrap_or(&image.id);
         let short: String = hex.chars().take(13).collect();
-        rows.push([
-            repo.to_owned(),
-            tag.to_owned(),
-            short,
-            human_size(image.size),
-        ]);
+        rows.push([repo.to_owned(), tag.to_owned(), short, human_size(image.size)]);
     }
     let widths: Vec<usize> = (0..3)
         .map(|col| {
@@ -131,14 +126,8 @@ mod tests {
             split_tag("docker.io/library/busybox:latest"),
             ("docker.io/library/busybox", "latest")
         );
-        assert_eq!(
-            split_tag("localhost:5000/a/b:v1"),
-            ("localhost:5000/a/b", "v1")
-        );
-        assert_eq!(
-            split_tag("localhost:5000/a/b"),
-            ("localhost:5000/a/b", "<none>")
-        );
+        assert_eq!(split_tag("localhost:5000/a/b:v1"), ("localhost:5000/a/b", "v1"));
+        assert_eq!(split_tag("localhost:5000/a/b"), ("localhost:5000/a/b", "<none>"));
         let digest = format!("localhost/x@sha256:{}", "a".repeat(64));
         assert_eq!(split_tag(&digest), ("localhost/x", "<none>"));
     }

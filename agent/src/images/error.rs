@@ -11,10 +11,7 @@ use std::path::PathBuf;
 pub enum ImageError {
     /// A filesystem operation on `path` failed.
     #[error("{}: {error}", path.display())]
-    Io {
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    Io { path: PathBuf, error: std::io::Error },
 
     /// The import source is not a usable OCI image layout or archive.
     #[error("{}: {reason}", path.display())]
@@ -41,11 +38,7 @@ pub enum ImageError {
 
     /// A blob's size differs from its descriptor's.
     #[error("{what}: size mismatch: descriptor says {expected} bytes, blob has {actual}")]
-    SizeMismatch {
-        what: String,
-        expected: u64,
-        actual: u64,
-    },
+    SizeMismatch { what: String, expected: u64, actual: u64 },
 
     /// Something valid but not supported (yet): zstd layers, non-sha256 digests, other platforms.
     #[error("{what}: unsupported: {reason}")]
@@ -61,10 +54,7 @@ pub enum ImageError {
 
     /// An id prefix matches more than one image.
     #[error("image reference {reference:?} is ambiguous: it matches {}", matches.join(", "))]
-    AmbiguousReference {
-        reference: String,
-        matches: Vec<String>,
-    },
+    AmbiguousReference { reference: String, matches: Vec<String> },
 
     /// The store itself is inconsistent (a blob or layer its index refers to is missing).
     #[error("image store {}: {reason}", path.display())]

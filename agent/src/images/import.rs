@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use oci_spec::image::{
-    Arch, Descriptor, Digest, DigestAlgorithm, ImageConfiguration, ImageIndex, ImageManifest,
-    MediaType,
+    Arch, Descriptor, Digest, DigestAlgorithm, ImageConfiguration, ImageIndex, ImageManifest, MediaType,
 };
 use sha2::{Digest as _, Sha256};
 
@@ -28,11 +27,7 @@ const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+j
 const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 
-pub(super) fn import(
-    store: &ImageStore,
-    src: &Path,
-    name: Option<&str>,
-) -> Result<Vec<ImageSummary>, ImageError> {
+pub(super) fn import(store: &ImageStore, src: &Path, name: Option<&str>) -> Result<Vec<ImageSummary>, ImageError> {
     let name = name.map(normalize_reference).transpose()?;
     store.clean_stale_temporaries();
     let layout = Layout::open(store, src)?;
@@ -60,10 +55,7 @@ pub(super) fn import(
 }
 
 /// The diff-id hexes of a config's layers, bottom first (the names of their directories).
-pub(super) fn diff_id_hexes(
-    config: &ImageConfiguration,
-    what: &str,
-) -> Result<Vec<String>, ImageError> {
+pub(super) fn diff_id_hexes(config: &ImageConfiguration, what: &str) -> Result<Vec<String>, ImageError> {
     config
         .rootfs()
         .diff_ids()
@@ -118,27 +110,18 @@ impl Layout {
 
         let marker = dir.join("oci-layout");
         let marker_json: serde_json::Value = match fs::read(&marker) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|e| invalid(format!("oci-layout: {e}")))?
-            }
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| invalid(format!("oci-layout: {e}")))?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(invalid(
-                    "not an OCI image layout (no oci-layout file)".into(),
-                ));
+                return Err(invalid("not an OCI image layout (no oci-layout file)".into()));
             }
             Err(e) => return Err(ImageError::io(marker, e)),
         };
-        if marker_json
-            .get("imageLayoutVersion")
-            .and_then(|v| v.as_str())
-            .is_none()
-        {
+        if marker_json.get("imageLayoutVersion").and_then(|v| v.as_str()).is_none() {
             return Err(invalid("oci-layout has no imageLayoutVersion".into()));
         }
         let index_path = dir.join("index.json");
         let bytes = fs::read(&index_path).map_err(|e| ImageError::io(&index_path, e))?;
-        let index: ImageIndex =
-            serde_json::from_slice(&bytes).map_err(|e| invalid(format!("index.json: {e}")))?;
+        let index: ImageIndex = serde_json::from_slice(&bytes).map_err(|e| invalid(format!("index.json: {e}")))?;
         Ok(Layout {
             src: src.to_path_buf(),
             dir,
@@ -154,16 +137,9 @@ impl Layout {
         let mut found = Vec::new();
         let mut other_platforms = Vec::new();
         for desc in self.index.manifests() {
-            let ref_name = desc
-                .annotations()
-                .as_ref()
-                .and_then(|a| a.get(REF_NAME))
-                .cloned();
+            let ref_name = desc.annotations().as_ref().and_then(|a| a.get(REF_NAME)).cloned();
             if let Some(platform) = desc.platform()
-                && !platform_matches(
-                    &platform.os().to_string(),
-                    &platform.architecture().to_string(),
-                )
+                && !platform_matches(&platform.os().to_string(), &platform.architecture().to_string())
             {
                 other_platforms.push(format!("{}/{}", platform.os(), platform.architecture()));
                 continue;
@@ -200,11 +176,7 @@ impl Layout {
     }
 
     /// The manifest for linux/host-arch in the image index `desc` points at.
-    fn platform_manifest(
-        &self,
-        store: &ImageStore,
-        desc: &Descriptor,
-    ) -> Result<Descriptor, ImageError> {
+    fn platform_manifest(&self, store: &ImageStore, desc: &Descriptor) -> Result<Descriptor, ImageError> {
         let what = format!("image index {}", desc.digest());
         let index: ImageIndex = read_json_blob(store, self, desc, &what)?;
         let mut available = Vec::new();
@@ -222,11 +194,7 @@ impl Layout {
         }
         Err(ImageError::Unsupported {
             what,
-            reason: format!(
-                "no image for linux/{} (it has {})",
-                host_arch(),
-                available.join(", ")
-            ),
+            reason: format!("no image for linux/{} (it has {})", host_arch(), available.join(", ")),
         })
     }
 
@@ -279,9 +247,7 @@ fn choose_names(
     if chosen.is_empty() {
         let reason = match skipped.as_slice() {
             [one] if one == "no name" => format!("the image has no {REF_NAME} annotation"),
-            [one] => format!(
-                "the image's {REF_NAME} annotation is {one} (as umoci writes it), not a full reference"
-            ),
+            [one] => format!("the image's {REF_NAME} annotation is {one} (as umoci writes it), not a full reference"),
             _ => format!(
                 "none of the {} images has a full reference as {REF_NAME}",
                 skipped.len()
@@ -348,21 +314,14 @@ fn import_image(
     if !platform_matches(&os, &arch) {
         return Err(ImageError::Unsupported {
             what: config_what,
-            reason: format!(
-                "the image is for {os}/{arch}, this host runs linux/{}",
-                host_arch()
-            ),
+            reason: format!("the image is for {os}/{arch}, this host runs linux/{}", host_arch()),
         });
     }
     let diff_ids = diff_id_hexes(&config, &config_what)?;
     if diff_ids.len() != layers.len() {
         return Err(ImageError::InvalidBlob {
             what: config_what,
-            reason: format!(
-                "{} diff_ids for the manifest's {} layers",
-                diff_ids.len(),
-                layers.len()
-            ),
+            reason: format!("{} diff_ids for the manifest's {} layers", diff_ids.len(), layers.len()),
         });
     }
 
@@ -405,12 +364,7 @@ fn read_json_blob<T: serde::de::DeserializeOwned>(
 
 /// Put the blob `desc` describes into `blobs/sha256/`, verified; return its path there. A
 /// blob already in the store was verified when it arrived and is not read again.
-fn ingest_blob(
-    store: &ImageStore,
-    layout: &Layout,
-    desc: &Descriptor,
-    what: &str,
-) -> Result<PathBuf, ImageError> {
+fn ingest_blob(store: &ImageStore, layout: &Layout, desc: &Descriptor, what: &str) -> Result<PathBuf, ImageError> {
     let hex = sha256_hex(desc.digest(), what)?;
     let dst = store.blob_path(hex);
     if dst.is_file() {
@@ -450,8 +404,7 @@ fn ingest_blob(
         }
     };
 
-    let moved_from_own_copy =
-        layout.movable && fs::symlink_metadata(&src).is_ok_and(|m| m.is_file());
+    let moved_from_own_copy = layout.movable && fs::symlink_metadata(&src).is_ok_and(|m| m.is_file());
     if moved_from_own_copy {
         let mut hashing = HashingReader::new(&mut file);
         io::copy(&mut hashing, &mut io::sink()).map_err(|e| ImageError::io(&src, e))?;
@@ -676,11 +629,7 @@ fn remove_any(path: &Path) {
 /// `<prefix>-<pid>-<random>`: the pid lets a later import tell a dead process's leftovers from
 /// a running import's work.
 fn temp_name(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}-{:016x}",
-        std::process::id(),
-        rand::random::<u64>()
-    )
+    format!("{prefix}-{}-{:016x}", std::process::id(), rand::random::<u64>())
 }
 
 impl ImageStore {

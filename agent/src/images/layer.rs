@@ -43,16 +43,12 @@ pub(super) fn unpack(reader: impl Read, root: &Path, layer: &str) -> Result<(), 
         entry: entry.to_owned(),
         reason,
     };
-    let entries = archive
-        .entries()
-        .map_err(|e| error("(start)", e.to_string()))?;
+    let entries = archive.entries().map_err(|e| error("(start)", e.to_string()))?;
     let mut last = String::from("(start)");
     for entry in entries {
         let mut entry = entry.map_err(|e| error(&format!("after {last}"), e.to_string()))?;
         last = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        unpacker
-            .entry(&mut entry)
-            .map_err(|reason| error(&last, reason))?;
+        unpacker.entry(&mut entry).map_err(|reason| error(&last, reason))?;
     }
     unpacker
         .finish()
@@ -76,18 +72,11 @@ impl Meta {
         let mut gid = header.gid().map_err(|e| format!("gid: {e}"))?;
         let mut mtime = TimeSpec::new(header.mtime().map_err(|e| format!("mtime: {e}"))? as i64, 0);
         let mut xattrs = Vec::new();
-        if let Some(extensions) = entry
-            .pax_extensions()
-            .map_err(|e| format!("pax headers: {e}"))?
-        {
+        if let Some(extensions) = entry.pax_extensions().map_err(|e| format!("pax headers: {e}"))? {
             for ext in extensions {
                 let ext = ext.map_err(|e| format!("pax header: {e}"))?;
                 let value = ext.value_bytes();
-                let number = || {
-                    std::str::from_utf8(value)
-                        .ok()
-                        .and_then(|v| v.parse::<u64>().ok())
-                };
+                let number = || std::str::from_utf8(value).ok().and_then(|v| v.parse::<u64>().ok());
                 match ext.key_bytes() {
                     b"uid" => uid = number().ok_or("invalid pax uid")?,
                     b"gid" => gid = number().ok_or("invalid pax gid")?,
@@ -100,8 +89,7 @@ impl Meta {
                 }
             }
         }
-        let id =
-            |v: u64, what: &str| u32::try_from(v).map_err(|_| format!("{what} {v} out of range"));
+        let id = |v: u64, what: &str| u32::try_from(v).map_err(|_| format!("{what} {v} out of range"));
         Ok(Meta {
             mode,
             uid: id(uid, "uid")?,
@@ -169,20 +157,13 @@ impl Unpacker<'_> {
         self.ensure_dir(parent)?;
         match kind {
             EntryType::Directory => self.directory(&rel, meta),
-            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                self.file(entry, &rel, &meta)
-            }
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => self.file(entry, &rel, &meta),
             EntryType::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or("symlink without a target")?
-                    .into_owned();
+                let target = entry.link_name_bytes().ok_or("symlink without a target")?.into_owned();
                 self.symlink(&rel, &target, &meta)
             }
             EntryType::Link => {
-                let target = entry
-                    .link_name()
-                    .map_err(|e| format!("hard link target: {e}"))?;
+                let target = entry.link_name().map_err(|e| format!("hard link target: {e}"))?;
                 let target = sanitize(&target.ok_or("hard link without a target")?)?;
                 self.hard_link(&rel, &target)
             }
@@ -190,10 +171,8 @@ impl Unpacker<'_> {
             EntryType::Char | EntryType::Block => {
                 let header = entry.header();
                 let device = |v: io::Result<Option<u32>>| v.map(|n| u64::from(n.unwrap_or(0)));
-                let major =
-                    device(header.device_major()).map_err(|e| format!("device major: {e}"))?;
-                let minor =
-                    device(header.device_minor()).map_err(|e| format!("device minor: {e}"))?;
+                let major = device(header.device_major()).map_err(|e| format!("device major: {e}"))?;
+                let minor = device(header.device_minor()).map_err(|e| format!("device minor: {e}"))?;
                 let sflag = if kind == EntryType::Char {
                     SFlag::S_IFCHR
                 } else {
@@ -228,12 +207,7 @@ impl Unpacker<'_> {
         Ok(())
     }
 
-    fn file<R: Read>(
-        &mut self,
-        entry: &mut tar::Entry<'_, R>,
-        rel: &Path,
-        meta: &Meta,
-    ) -> Result<(), String> {
+    fn file<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, rel: &Path, meta: &Meta) -> Result<(), String> {
         self.remove(rel)?;
         let path = self.root.join(rel);
         let mut file = fs::OpenOptions::new()
@@ -302,12 +276,8 @@ impl Unpacker<'_> {
         self.ensure_dir(parent)?;
         let dir = self.root.join(parent);
         if name == OPAQUE_MARKER {
-            return lsetxattr(&dir, OVERLAY_OPAQUE_XATTR, b"y").map_err(|e| {
-                format!(
-                    "mark {} opaque (needs root and trusted xattrs): {e}",
-                    dir.display()
-                )
-            });
+            return lsetxattr(&dir, OVERLAY_OPAQUE_XATTR, b"y")
+                .map_err(|e| format!("mark {} opaque (needs root and trusted xattrs): {e}", dir.display()));
         }
         if name.starts_with(b".wh..wh.") {
             tracing::debug!(entry = %dir.join(OsStr::from_bytes(name)).display(), "ignoring aufs metadata");
@@ -364,10 +334,7 @@ impl Unpacker<'_> {
         for component in rel.components() {
             current.push(component);
             if self.symlinks.contains(&current) {
-                return Err(format!(
-                    "path goes through symlink {} of this layer",
-                    current.display()
-                ));
+                return Err(format!("path goes through symlink {} of this layer", current.display()));
             }
         }
         Ok(())
@@ -466,38 +433,20 @@ fn set_xattrs(path: &Path, meta: &Meta) -> Result<(), String> {
             tracing::warn!(path = %path.display(), xattr = %String::from_utf8_lossy(name), "ignoring overlayfs xattr carried by the image");
             continue;
         }
-        lsetxattr(path, name, value).map_err(|e| {
-            format!(
-                "set xattr {} on {}: {e}",
-                String::from_utf8_lossy(name),
-                path.display()
-            )
-        })?;
+        lsetxattr(path, name, value)
+            .map_err(|e| format!("set xattr {} on {}: {e}", String::from_utf8_lossy(name), path.display()))?;
     }
     Ok(())
 }
 
 /// Set an extended attribute without following symlinks (nix has no xattr calls).
 fn lsetxattr(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
-    let nul = |_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "NUL byte in path or xattr name",
-        )
-    };
+    let nul = |_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in path or xattr name");
     let path = CString::new(path.as_os_str().as_bytes()).map_err(nul)?;
     let name = CString::new(name).map_err(nul)?;
     // SAFETY: `path` and `name` are NUL-terminated and outlive the call; `value` is a live
     // slice of `value.len()` bytes that the kernel only reads.
-    let rc = unsafe {
-        libc::lsetxattr(
-            path.as_ptr(),
-            name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
+    let rc = unsafe { libc::lsetxattr(path.as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
     if rc == 0 {
         Ok(())
     } else {

@@ -108,11 +108,7 @@ impl ImageStore {
         let store = ImageStore {
             dir: root.join("images"),
         };
-        for dir in [
-            store.dir.join("blobs/sha256"),
-            store.layers_dir(),
-            store.tmp_dir(),
-        ] {
+        for dir in [store.dir.join("blobs/sha256"), store.layers_dir(), store.tmp_dir()] {
             fs::create_dir_all(&dir).map_err(|e| ImageError::io(&dir, e))?;
         }
         // An index that exists from the start gives watchers something to watch.
@@ -134,11 +130,7 @@ impl ImageStore {
     /// All images, sorted by name.
     pub fn list(&self) -> Result<Vec<ImageSummary>, ImageError> {
         let index = self.read_index()?;
-        Ok(index
-            .images
-            .iter()
-            .map(|(name, entry)| entry.summary(name))
-            .collect())
+        Ok(index.images.iter().map(|(name, entry)| entry.summary(name)).collect())
     }
 
     /// Look up by reference (normalized first: "busybox" finds
@@ -151,21 +143,17 @@ impl ImageStore {
         };
         let config_path = self.blob_path(digest_hex(&entry.id));
         let bytes = fs::read(&config_path).map_err(|e| ImageError::io(&config_path, e))?;
-        let config: ImageConfiguration =
-            serde_json::from_slice(&bytes).map_err(|e| ImageError::InvalidBlob {
-                what: format!("config {} of image {name}", entry.id),
-                reason: e.to_string(),
-            })?;
-        let layers =
-            import::diff_id_hexes(&config, &format!("config {} of image {name}", entry.id))?;
+        let config: ImageConfiguration = serde_json::from_slice(&bytes).map_err(|e| ImageError::InvalidBlob {
+            what: format!("config {} of image {name}", entry.id),
+            reason: e.to_string(),
+        })?;
+        let layers = import::diff_id_hexes(&config, &format!("config {} of image {name}", entry.id))?;
         for layer in &layers {
             let dir = self.layers_dir().join(layer);
             if !dir.is_dir() {
                 return Err(ImageError::Corrupt {
                     path: self.dir.clone(),
-                    reason: format!(
-                        "layer {layer} of image {name} is missing; import the image again"
-                    ),
+                    reason: format!("layer {layer} of image {name} is missing; import the image again"),
                 });
             }
         }
@@ -249,16 +237,9 @@ fn digest_hex(digest: &str) -> &str {
 
 /// Find the index entry `reference` means: a name, a name with a manifest digest, a full id or
 /// a unique id prefix.
-fn resolve<'a>(
-    index: &'a StoreIndex,
-    reference: &str,
-) -> Result<Option<(&'a str, &'a IndexEntry)>, ImageError> {
+fn resolve<'a>(index: &'a StoreIndex, reference: &str) -> Result<Option<(&'a str, &'a IndexEntry)>, ImageError> {
     let by_id = |hex: &str| -> Result<Option<(&'a str, &'a IndexEntry)>, ImageError> {
-        if hex.len() < 3
-            || !hex
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        {
+        if hex.len() < 3 || !hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
             return Err(ImageError::InvalidReference {
                 reference: reference.to_owned(),
                 reason: "an image id (prefix) is at least 3 lowercase hex digits".into(),
@@ -286,10 +267,7 @@ fn resolve<'a>(
     if let Some(hex) = reference.strip_prefix("sha256:") {
         return by_id(hex);
     }
-    let looks_like_id = reference.len() >= 3
-        && reference
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let looks_like_id = reference.len() >= 3 && reference.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     let parsed = match parse_reference(reference) {
         Ok(parsed) => parsed,
         Err(_) if looks_like_id => return by_id(reference),
@@ -302,9 +280,8 @@ fn resolve<'a>(
     // same repository whose manifest has that digest.
     if let Some(digest) = parsed.digest() {
         let same_repo = |name: &str| {
-            Reference::try_from(name).is_ok_and(|r| {
-                r.registry() == parsed.registry() && r.repository() == parsed.repository()
-            })
+            Reference::try_from(name)
+                .is_ok_and(|r| r.registry() == parsed.registry() && r.repository() == parsed.repository())
         };
         if let Some((name, entry)) = index
             .images
@@ -314,11 +291,7 @@ fn resolve<'a>(
             return Ok(Some((name, entry)));
         }
     }
-    if looks_like_id {
-        by_id(reference)
-    } else {
-        Ok(None)
-    }
+    if looks_like_id { by_id(reference) } else { Ok(None) }
 }
 
 fn runtime_config(config: &ImageConfiguration) -> RuntimeConfig {

@@ -90,9 +90,7 @@ impl Tar {
     }
 
     fn pax(mut self, records: &[(&str, &[u8])]) -> Self {
-        self.0
-            .append_pax_extensions(records.iter().copied())
-            .unwrap();
+        self.0.append_pax_extensions(records.iter().copied()).unwrap();
         self
     }
 
@@ -154,39 +152,22 @@ impl LayoutBuilder {
     }
 
     fn blob_path(&self, digest: &str) -> PathBuf {
-        self.dir
-            .join("blobs/sha256")
-            .join(digest.trim_start_matches("sha256:"))
+        self.dir.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))
     }
 
     fn write_index(&self) {
         let index = json!({"schemaVersion": 2, "manifests": self.index});
-        fs::write(
-            self.dir.join("index.json"),
-            serde_json::to_vec(&index).unwrap(),
-        )
-        .unwrap();
+        fs::write(self.dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
     }
 
     /// Add an image; `edit` may change the config JSON before it is written.
-    fn image(
-        &mut self,
-        layers: &[Layer],
-        ref_name: Option<&str>,
-        edit: impl FnOnce(&mut Value),
-    ) -> Built {
-        let (manifest, built) =
-            self.manifest(layers, edit, "application/vnd.oci.image.layer.v1.tar+gzip");
+    fn image(&mut self, layers: &[Layer], ref_name: Option<&str>, edit: impl FnOnce(&mut Value)) -> Built {
+        let (manifest, built) = self.manifest(layers, edit, "application/vnd.oci.image.layer.v1.tar+gzip");
         self.add_to_index(&manifest, ref_name, None);
         built
     }
 
-    fn manifest(
-        &self,
-        layers: &[Layer],
-        edit: impl FnOnce(&mut Value),
-        gzip_type: &str,
-    ) -> (Value, Built) {
+    fn manifest(&self, layers: &[Layer], edit: impl FnOnce(&mut Value), gzip_type: &str) -> (Value, Built) {
         let diff_ids: Vec<String> = layers.iter().map(|l| sha256(&l.tar)).collect();
         let mut descriptors = Vec::new();
         let mut layer_blobs = Vec::new();
@@ -276,14 +257,7 @@ fn lgetxattr(path: &Path, name: &str) -> Option<Vec<u8>> {
     let name = std::ffi::CString::new(name).unwrap();
     let mut buf = vec![0u8; 256];
     // SAFETY: NUL-terminated strings that outlive the call; `buf` is writable for its length.
-    let n = unsafe {
-        libc::lgetxattr(
-            path.as_ptr(),
-            name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
+    let n = unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     (n >= 0).then(|| {
         buf.truncate(n as usize);
         buf
@@ -297,10 +271,7 @@ fn references_normalize_like_docker() {
         ("busybox:1.36", "docker.io/library/busybox:1.36"),
         ("library/busybox", "docker.io/library/busybox:latest"),
         ("docker.io/busybox", "docker.io/library/busybox:latest"),
-        (
-            "index.docker.io/library/busybox:1",
-            "docker.io/library/busybox:1",
-        ),
+        ("index.docker.io/library/busybox:1", "docker.io/library/busybox:1"),
         ("foo/bar", "docker.io/foo/bar:latest"),
         ("localhost/busybox", "localhost/busybox:latest"),
         ("localhost:5000/a/b:v1", "localhost:5000/a/b:v1"),
@@ -318,19 +289,9 @@ fn references_normalize_like_docker() {
         normalize_reference(&format!("localhost/x:1@{digest}")).unwrap(),
         format!("localhost/x:1@{digest}")
     );
-    for bad in [
-        "",
-        "Busybox",
-        "busybox:",
-        " busybox",
-        "a b",
-        "busybox@sha256:abc",
-    ] {
+    for bad in ["", "Busybox", "busybox:", " busybox", "a b", "busybox@sha256:abc"] {
         let err = normalize_reference(bad).unwrap_err();
-        assert!(
-            matches!(err, ImageError::InvalidReference { .. }),
-            "{bad:?}: {err}"
-        );
+        assert!(matches!(err, ImageError::InvalidReference { .. }), "{bad:?}: {err}");
         assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
     }
 }
@@ -353,11 +314,7 @@ fn whiteouts_become_overlay_whiteouts_and_work_in_an_overlay_mount() {
         .file("o/.wh..wh..opq", b"")
         .file("o/upper-only", b"upper")
         .file(".wh.x", b"");
-    layout.image(
-        &[layer(lower), layer(upper)],
-        Some("localhost/wh:1"),
-        |_| (),
-    );
+    layout.image(&[layer(lower), layer(upper)], Some("localhost/wh:1"), |_| ());
     let imported = store.import(&layout.dir, None).unwrap();
     assert_eq!(imported.len(), 1);
 
@@ -376,10 +333,7 @@ fn whiteouts_become_overlay_whiteouts_and_work_in_an_overlay_mount() {
         lgetxattr(&upper_dir.join("o"), "trusted.overlay.opaque").as_deref(),
         Some(&b"y"[..])
     );
-    assert_eq!(
-        lgetxattr(&upper_dir.join("a"), "trusted.overlay.opaque"),
-        None
-    );
+    assert_eq!(lgetxattr(&upper_dir.join("a"), "trusted.overlay.opaque"), None);
 
     // Stack them as the agent will, in a private mount namespace of a thread of our own, so
     // nothing can leak into the host's mount table even if an assertion fails.
@@ -387,8 +341,7 @@ fn whiteouts_become_overlay_whiteouts_and_work_in_an_overlay_mount() {
     fs::create_dir(&mountpoint).unwrap();
     let seen = std::thread::spawn(move || -> Result<BTreeMap<&'static str, bool>, String> {
         use nix::mount::{MntFlags, MsFlags, mount, umount2};
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-            .map_err(|e| format!("unshare: {e}"))?;
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare: {e}"))?;
         mount(
             None::<&str>,
             "/",
@@ -466,22 +419,13 @@ fn metadata_links_and_special_files_are_preserved() {
     assert_eq!((tool.uid(), tool.gid()), (1234, 5678));
     assert_eq!(tool.mtime(), 1_000_000_000);
     assert_eq!(tool.nlink(), 2);
-    assert_eq!(
-        fs::symlink_metadata(root.join("bin/tool2")).unwrap().ino(),
-        tool.ino()
-    );
+    assert_eq!(fs::symlink_metadata(root.join("bin/tool2")).unwrap().ino(), tool.ino());
     assert_eq!(
         lgetxattr(&root.join("bin/tool"), "user.test").as_deref(),
         Some(&b"hello"[..])
     );
-    assert_eq!(
-        lgetxattr(&root.join("bin/tool"), "trusted.overlay.redirect"),
-        None
-    );
-    assert_eq!(
-        fs::read_link(root.join("bin/sh")).unwrap(),
-        Path::new("/bin/tool")
-    );
+    assert_eq!(lgetxattr(&root.join("bin/tool"), "trusted.overlay.redirect"), None);
+    assert_eq!(fs::read_link(root.join("bin/sh")).unwrap(), Path::new("/bin/tool"));
     assert_eq!(
         fs::symlink_metadata(root.join("bin/sh")).unwrap().mtime(),
         1_600_000_000
@@ -496,16 +440,10 @@ fn metadata_links_and_special_files_are_preserved() {
             .is_fifo()
     );
     // The implicit parent "run" was created root-owned 0755.
-    assert_eq!(
-        fs::metadata(root.join("run")).unwrap().mode() & 0o7777,
-        0o755
-    );
+    assert_eq!(fs::metadata(root.join("run")).unwrap().mode() & 0o7777, 0o755);
     let big = fs::symlink_metadata(root.join("big-uid")).unwrap();
     assert_eq!(big.uid(), 3_000_000);
-    assert_eq!(
-        (big.mtime(), big.mtime_nsec()),
-        (1_200_000_000, 500_000_000)
-    );
+    assert_eq!((big.mtime(), big.mtime_nsec()), (1_200_000_000, 500_000_000));
 }
 
 #[test]
@@ -532,11 +470,7 @@ fn layer_blob_digest_mismatch_is_rejected_and_leaves_nothing() {
         "{message}"
     );
     let blobs = store.dir.join("blobs/sha256");
-    assert!(
-        !blobs
-            .join(built.layer_blobs[0].trim_start_matches("sha256:"))
-            .exists()
-    );
+    assert!(!blobs.join(built.layer_blobs[0].trim_start_matches("sha256:")).exists());
     assert_eq!(dir_names(&store.layers_dir()), Vec::<String>::new());
     assert_eq!(dir_names(&store.tmp_dir()), Vec::<String>::new());
     assert!(store.list().unwrap().is_empty());
@@ -565,9 +499,7 @@ fn paths_leaving_the_layer_are_refused() {
     require_root!();
     let layers = [
         Tar::new().raw_file(b"../escaped"),
-        Tar::new()
-            .symlink("link", "/tmp")
-            .file("link/escaped", b"x"),
+        Tar::new().symlink("link", "/tmp").file("link/escaped", b"x"),
         Tar::new().raw_file(b"a/../../escaped"),
         Tar::new().file("f", b"x").hardlink("h", "../../etc/passwd"),
         Tar::new().file(".wh..", b""),
@@ -577,11 +509,7 @@ fn paths_leaving_the_layer_are_refused() {
         layout.image(&[layer(tar)], Some("localhost/evil:1"), |_| ());
         let err = store.import(&layout.dir, None).unwrap_err();
         assert!(matches!(err, ImageError::Unpack { .. }), "case {i}: {err}");
-        assert_eq!(
-            dir_names(&store.layers_dir()),
-            Vec::<String>::new(),
-            "case {i}"
-        );
+        assert_eq!(dir_names(&store.layers_dir()), Vec::<String>::new(), "case {i}");
         assert!(
             !tmp.path().join("escaped").exists() && !Path::new("/tmp/escaped").exists(),
             "case {i}"
@@ -615,9 +543,7 @@ fn a_shared_layer_is_unpacked_once() {
         |_| (),
     );
     store.import(&layout.dir, None).unwrap();
-    let shared = store
-        .layers_dir()
-        .join(a.diff_ids[0].trim_start_matches("sha256:"));
+    let shared = store.layers_dir().join(a.diff_ids[0].trim_start_matches("sha256:"));
     fs::write(shared.join("marker"), b"unpacked before").unwrap();
 
     // The same layer stored uncompressed this time: same diff id, different blob.
@@ -631,10 +557,7 @@ fn a_shared_layer_is_unpacked_once() {
     assert_ne!(a.layer_blobs[0], b.layer_blobs[0]);
     let imported = store.import(&layout.dir, None).unwrap();
     assert_eq!(imported.len(), 2);
-    assert!(
-        shared.join("marker").exists(),
-        "the shared layer was unpacked again"
-    );
+    assert!(shared.join("marker").exists(), "the shared layer was unpacked again");
     assert_eq!(dir_names(&store.layers_dir()).len(), 3);
     let (ia, ib) = (
         store.get("localhost/a:1").unwrap().unwrap(),
@@ -649,10 +572,7 @@ fn images_are_found_by_name_id_and_id_prefix() {
     require_root!();
     let (_tmp, store, mut layout) = setup();
     let built = layout.image(
-        &[
-            layer(Tar::new().file("f", b"x")),
-            layer(Tar::new().file("g", b"y")),
-        ],
+        &[layer(Tar::new().file("f", b"x")), layer(Tar::new().file("g", b"y"))],
         Some("latest"),
         |_| (),
     );
@@ -747,26 +667,16 @@ fn an_ambiguous_id_prefix_is_an_error() {
     }
     let imported = store.import(&layout.dir, None).unwrap();
     assert_eq!(imported.len(), 2);
-    assert!(
-        imported
-            .iter()
-            .all(|i| i.id.starts_with(&format!("sha256:{prefix}")))
-    );
+    assert!(imported.iter().all(|i| i.id.starts_with(&format!("sha256:{prefix}"))));
     let err = store.get(&prefix).unwrap_err();
-    assert!(
-        matches!(err, ImageError::AmbiguousReference { .. }),
-        "{err}"
-    );
+    assert!(matches!(err, ImageError::AmbiguousReference { .. }), "{err}");
     assert!(
         err.to_string().contains(&imported[0].id) && err.to_string().contains(&imported[1].id),
         "{err}"
     );
     // Longer prefixes still find each one.
     for image in &imported {
-        assert_eq!(
-            store.get(&image.id[7..20]).unwrap().unwrap().summary.id,
-            image.id
-        );
+        assert_eq!(store.get(&image.id[7..20]).unwrap().unwrap().summary.id, image.id);
     }
 }
 
@@ -775,11 +685,7 @@ fn ref_names_decide_image_names_unless_given() {
     require_root!();
     // A full reference (as skopeo writes it) is normalized and used.
     let (_tmp, store, mut layout) = setup();
-    layout.image(
-        &[layer(Tar::new().file("f", b"1"))],
-        Some("localhost/full:1"),
-        |_| (),
-    );
+    layout.image(&[layer(Tar::new().file("f", b"1"))], Some("localhost/full:1"), |_| ());
     let imported = store.import(&layout.dir, None).unwrap();
     assert_eq!(imported[0].name, "localhost/full:1");
 
@@ -797,18 +703,10 @@ fn ref_names_decide_image_names_unless_given() {
 
     // Several images: without --name, those with full names; with --name, an error.
     let (_tmp, store, mut layout) = setup();
-    layout.image(
-        &[layer(Tar::new().file("f", b"3"))],
-        Some("localhost/x:1"),
-        |_| (),
-    );
+    layout.image(&[layer(Tar::new().file("f", b"3"))], Some("localhost/x:1"), |_| ());
     layout.image(&[layer(Tar::new().file("f", b"4"))], Some("v2"), |_| ());
     layout.image(&[layer(Tar::new().file("f", b"5"))], None, |_| ());
-    layout.image(
-        &[layer(Tar::new().file("f", b"6"))],
-        Some("example.com/y"),
-        |_| (),
-    );
+    layout.image(&[layer(Tar::new().file("f", b"6"))], Some("example.com/y"), |_| ());
     let names: Vec<String> = store
         .import(&layout.dir, None)
         .unwrap()
@@ -884,11 +782,7 @@ fn a_multi_platform_index_resolves_to_the_host_platform() {
         "application/vnd.oci.image.layer.v1.tar+gzip",
     );
     // The other platform's manifest points at blobs that do not exist: choosing it would fail.
-    let foreign_arch = if host_arch() == "arm64" {
-        "amd64"
-    } else {
-        "arm64"
-    };
+    let foreign_arch = if host_arch() == "arm64" { "amd64" } else { "arm64" };
     let missing = sha256(b"missing");
     let foreign = json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": missing, "size": 7,
         "platform": {"os": "linux", "architecture": foreign_arch}});
@@ -923,9 +817,7 @@ fn stale_temporaries_of_dead_processes_are_removed() {
     let (_tmp, store, layout) = setup();
     // pid 0x7fffffff cannot exist (above pid_max); our own pid is alive.
     let dead = store.layers_dir().join(".tmp-2147483647-00");
-    let alive = store
-        .tmp_dir()
-        .join(format!("blob-{}-00", std::process::id()));
+    let alive = store.tmp_dir().join(format!("blob-{}-00", std::process::id()));
     fs::create_dir(&dead).unwrap();
     fs::write(&alive, b"").unwrap();
     let _ = store.import(&layout.dir, None); // an empty layout: fails, but cleans first
@@ -950,10 +842,7 @@ fn the_busybox_image_from_hack_build_images_imports() {
     let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hack/.images");
     let (dir, archive) = (images.join("busybox"), images.join("busybox.tar"));
     if !dir.join("index.json").exists() || !archive.exists() {
-        eprintln!(
-            "skipping: run hack/build-images first to build {}",
-            images.display()
-        );
+        eprintln!("skipping: run hack/build-images first to build {}", images.display());
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -974,18 +863,8 @@ fn the_busybox_image_from_hack_build_images_imports() {
             .any(|e| e == "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     );
     let root = store.layers_dir().join(&image.layers[0]);
-    assert!(
-        fs::metadata(root.join("bin/busybox"))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o111
-            != 0
-    );
-    assert_eq!(
-        fs::read_link(root.join("bin/sh")).unwrap(),
-        Path::new("/bin/busybox")
-    );
+    assert!(fs::metadata(root.join("bin/busybox")).unwrap().permissions().mode() & 0o111 != 0);
+    assert_eq!(fs::read_link(root.join("bin/sh")).unwrap(), Path::new("/bin/busybox"));
     let passwd = fs::read_to_string(root.join("etc/passwd")).unwrap();
     assert!(
         passwd.starts_with("root:x:0:0:") && passwd.contains("nobody:x:65534:65534:"),

@@ -17,7 +17,10 @@ pub struct BackoffConfig {
 
 impl Default for BackoffConfig {
     fn default() -> Self {
-        BackoffConfig { initial: Duration::from_secs(10), max: Duration::from_secs(300) }
+        BackoffConfig {
+            initial: Duration::from_secs(10),
+            max: Duration::from_secs(300),
+        }
     }
 }
 
@@ -46,7 +49,10 @@ pub enum Decision {
 
 impl Backoff {
     pub fn new(config: BackoffConfig) -> Self {
-        Backoff { config, entries: HashMap::new() }
+        Backoff {
+            config,
+            entries: HashMap::new(),
+        }
     }
 
     fn expired(&self, finished_at: i64, e: &Entry) -> bool {
@@ -54,19 +60,48 @@ impl Backoff {
     }
 
     /// Decide for container `key`, which finished at `finished_at`, at time `now`.
+    ///
+    /// The back-off advances with every restart, immediate or delayed (the kubelet's `Next`
+    /// at restart time); a `Wait` therefore commits the restart at `until` already, and the
+    /// caller restarts then without asking again.
     pub fn decide(&mut self, key: &str, finished_at: i64, now: i64) -> Decision {
-        if let Some(e) = self.entries.get(key).copied()
-            && !self.expired(finished_at, &e)
-            && now - finished_at < e.backoff.as_nanos() as i64
-        {
-            return Decision::Wait { until: finished_at + e.backoff.as_nanos() as i64, backoff: e.backoff };
+        let current = self.entries.get(key).copied().filter(|e| !self.expired(finished_at, e));
+        match current {
+            Some(e) if now - finished_at < e.backoff.as_nanos() as i64 => {
+                let until = finished_at + e.backoff.as_nanos() as i64;
+                self.entries.insert(
+                    key.to_string(),
+                    Entry {
+                        backoff: (e.backoff * 2).min(self.config.max),
+                        last_update: until,
+                    },
+                );
+                Decision::Wait {
+                    until,
+                    backoff: e.backoff,
+                }
+            }
+            Some(e) => {
+                self.entries.insert(
+                    key.to_string(),
+                    Entry {
+                        backoff: (e.backoff * 2).min(self.config.max),
+                        last_update: now,
+                    },
+                );
+                Decision::RestartNow
+            }
+            None => {
+                self.entries.insert(
+                    key.to_string(),
+                    Entry {
+                        backoff: self.config.initial,
+                        last_update: now,
+                    },
+                );
+                Decision::RestartNow
+            }
         }
-        let backoff = match self.entries.get(key) {
-            Some(e) if !self.expired(finished_at, e) => (e.backoff * 2).min(self.config.max),
-            _ => self.config.initial,
-        };
-        self.entries.insert(key.to_string(), Entry { backoff, last_update: now });
-        Decision::RestartNow
     }
 }
 
@@ -84,13 +119,12 @@ mod tests {
         assert_eq!(b.decide("app", now, now), Decision::RestartNow);
         let mut waits = Vec::new();
         for _ in 0..8 {
-            // Crash right after each restart.
+            // Crash right after each restart; the restart happens at `until`.
             let finished = now + S;
             match b.decide("app", finished, finished) {
                 Decision::Wait { until, backoff } => {
                     waits.push(backoff.as_secs());
                     now = until;
-                    assert_eq!(b.decide("app", finished, now), Decision::RestartNow);
                 }
                 Decision::RestartNow => panic!("expected a back-off"),
             }
@@ -100,14 +134,26 @@ mod tests {
         let finished = now + 601 * S;
         assert_eq!(b.decide("app", finished, finished), Decision::RestartNow);
         let again = finished + S;
-        assert!(matches!(b.decide("app", again, again), Decision::Wait { backoff, .. } if backoff == Duration::from_secs(10)));
+        assert!(
+            matches!(b.decide("app", again, again), Decision::Wait { backoff, .. } if backoff == Duration::from_secs(10))
+        );
     }
 
     #[test]
     fn containers_back_off_independently() {
-        let mut b = Backoff::new(BackoffConfig { initial: Duration::from_millis(100), max: Duration::from_secs(1) });
+        let mut b = Backoff::new(BackoffConfig {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        });
         assert_eq!(b.decide("a", 0, 0), Decision::RestartNow);
         assert_eq!(b.decide("b", 0, 0), Decision::RestartNow);
         assert!(matches!(b.decide("a", 10, 10), Decision::Wait { .. }));
+        // A container that exits long after its back-off restarts at once (and doubles it).
+        let late = S;
+        assert_eq!(b.decide("b", late, late + S / 2), Decision::RestartNow);
+        let again = late + S;
+        assert!(
+            matches!(b.decide("b", again, again), Decision::Wait { backoff, .. } if backoff == Duration::from_millis(200))
+        );
     }
 }

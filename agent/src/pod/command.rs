@@ -39,9 +39,15 @@ mod tests {
     fn the_four_cases() {
         let ep = v(&["/docker-entrypoint.sh"]);
         let cmd = v(&["nginx", "-g", "daemon off;"]);
-        assert_eq!(resolve(&[], &[], &ep, &cmd), v(&["/docker-entrypoint.sh", "nginx", "-g", "daemon off;"]));
+        assert_eq!(
+            resolve(&[], &[], &ep, &cmd),
+            v(&["/docker-entrypoint.sh", "nginx", "-g", "daemon off;"])
+        );
         assert_eq!(resolve(&v(&["sh"]), &[], &ep, &cmd), v(&["sh"]));
-        assert_eq!(resolve(&[], &v(&["-c", "x"]), &ep, &cmd), v(&["/docker-entrypoint.sh", "-c", "x"]));
+        assert_eq!(
+            resolve(&[], &v(&["-c", "x"]), &ep, &cmd),
+            v(&["/docker-entrypoint.sh", "-c", "x"])
+        );
         assert_eq!(resolve(&v(&["sh"]), &v(&["-c", "x"]), &ep, &cmd), v(&["sh", "-c", "x"]));
         assert!(resolve(&[], &[], &[], &[]).is_empty());
     }
@@ -49,6 +55,9 @@ mod tests {
     #[test]
     fn args_use_the_pods_env_only() {
         let env = vec![("GREETING".to_string(), "hi".to_string())];
-        assert_eq!(expand_args(&v(&["echo", "$(GREETING) $(HOME)", "$$(GREETING)"]), &env), v(&["echo", "hi $(HOME)", "$(GREETING)"]));
+        assert_eq!(
+            expand_args(&v(&["echo", "$(GREETING) $(HOME)", "$$(GREETING)"]), &env),
+            v(&["echo", "hi $(HOME)", "$(GREETING)"])
+        );
     }
 }

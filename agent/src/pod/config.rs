@@ -50,7 +50,12 @@ fn spec(pod: &Pod) -> &PodSpec {
 
 /// spec.hostname, else the pod name, cut to a DNS label's 63 characters (the kubelet's rule).
 pub fn pod_hostname(pod: &Pod) -> String {
-    let name = spec(pod).hostname.clone().filter(|h| !h.is_empty()).or_else(|| pod.metadata.name.clone()).unwrap_or_default();
+    let name = spec(pod)
+        .hostname
+        .clone()
+        .filter(|h| !h.is_empty())
+        .or_else(|| pod.metadata.name.clone())
+        .unwrap_or_default();
     let cut: String = name.chars().take(63).collect();
     cut.trim_end_matches(['-', '.']).to_string()
 }
@@ -70,13 +75,21 @@ pub fn sandbox_config(pod: &Pod, uid: &str, plan: &PodPlan, node: &NodeInfo) -> 
         .filter_map(|v| {
             let e = v.empty_dir.as_ref()?;
             let memory = e.medium.as_deref() == Some("Memory");
-            let limit = e.size_limit.as_ref().and_then(|q| Quantity::parse(&q.0).ok()).map(|q| q.value().max(0) as u64);
+            let limit = e
+                .size_limit
+                .as_ref()
+                .and_then(|q| Quantity::parse(&q.0).ok())
+                .map(|q| q.value().max(0) as u64);
             Some((v.name.clone(), memory, limit))
         })
         .collect();
     SandboxConfig {
         pod_uid: uid.to_string(),
-        hostname: if host_net { node.name.clone() } else { plan.hostname.clone() },
+        hostname: if host_net {
+            node.name.clone()
+        } else {
+            plan.hostname.clone()
+        },
         namespaces: SandboxNamespaces {
             network: !host_net,
             pid: spec.host_pid != Some(true),
@@ -109,14 +122,20 @@ fn hosts_file(pod: &Pod, plan: &PodPlan, node: &NodeInfo) -> String {
     } else {
         out.push_str("# Kubernetes-managed hosts file.\n");
         out.push_str("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
-        out.push_str("fe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n");
+        out.push_str(
+            "fe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
+        );
         out.push_str(&format!("127.0.1.1\t{}\n", plan.hostname));
     }
     let aliases = spec(pod).host_aliases.iter().flatten().collect::<Vec<_>>();
     if !aliases.is_empty() {
         out.push_str("\n# Entries added by HostAliases.\n");
         for a in aliases {
-            out.push_str(&format!("{}\t{}\n", a.ip, a.hostnames.iter().flatten().cloned().collect::<Vec<_>>().join("\t")));
+            out.push_str(&format!(
+                "{}\t{}\n",
+                a.ip,
+                a.hostnames.iter().flatten().cloned().collect::<Vec<_>>().join("\t")
+            ));
         }
     }
     out
@@ -163,7 +182,10 @@ pub fn resolv_conf(pod: &Pod, node_resolv: &str) -> String {
         out.push_str(&format!("search {}\n", searches.join(" ")));
     }
     if !options.is_empty() {
-        let opts: Vec<String> = options.iter().map(|(n, v)| v.as_ref().map_or(n.clone(), |v| format!("{n}:{v}"))).collect();
+        let opts: Vec<String> = options
+            .iter()
+            .map(|(n, v)| v.as_ref().map_or(n.clone(), |v| format!("{n}:{v}")))
+            .collect();
         out.push_str(&format!("options {}\n", opts.join(" ")));
     }
     out
@@ -178,7 +200,11 @@ fn split_option(o: &str) -> (String, Option<String>) {
 
 /// Where a container's termination message file lives on the host.
 pub fn termination_log_path(rt: &Runtime, uid: &str, container: &str, attempt: u32) -> PathBuf {
-    rt.layout.pod_dir(uid).join("termination").join(container).join(attempt.to_string())
+    rt.layout
+        .pod_dir(uid)
+        .join("termination")
+        .join(container)
+        .join(attempt.to_string())
 }
 
 /// Inputs for one container attempt.
@@ -208,7 +234,10 @@ pub fn container_config(rt: &Runtime, node: &NodeInfo, i: &ContainerInputs) -> R
         &i.image.config.cmd,
     );
     if argv.is_empty() {
-        return Err(format!("no command specified: the image {} has no Entrypoint or Cmd and the container sets no command", i.image.summary.name));
+        return Err(format!(
+            "no command specified: the image {} has no Entrypoint or Cmd and the container sets no command",
+            i.image.summary.name
+        ));
     }
     let args = command::expand_args(&argv, &pod_env);
 
@@ -219,7 +248,15 @@ pub fn container_config(rt: &Runtime, node: &NodeInfo, i: &ContainerInputs) -> R
         supplemental_groups: pod_spec
             .security_context
             .as_ref()
-            .map(|p| p.supplemental_groups.iter().flatten().copied().chain(p.fs_group).map(|g| g as u32).collect())
+            .map(|p| {
+                p.supplemental_groups
+                    .iter()
+                    .flatten()
+                    .copied()
+                    .chain(p.fs_group)
+                    .map(|g| g as u32)
+                    .collect()
+            })
             .unwrap_or_default(),
     };
     if sc.run_as_non_root == Some(true) {
@@ -235,7 +272,11 @@ pub fn container_config(rt: &Runtime, node: &NodeInfo, i: &ContainerInputs) -> R
         )
     });
 
-    let working_dir = c.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| i.image.config.working_dir.clone());
+    let working_dir = c
+        .working_dir
+        .clone()
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| i.image.config.working_dir.clone());
 
     Ok(ContainerConfig {
         pod_uid: i.uid.to_string(),
@@ -251,7 +292,11 @@ pub fn container_config(rt: &Runtime, node: &NodeInfo, i: &ContainerInputs) -> R
         process: ProcessSpec {
             args,
             env,
-            cwd: if working_dir.is_empty() { "/".into() } else { working_dir },
+            cwd: if working_dir.is_empty() {
+                "/".into()
+            } else {
+                working_dir
+            },
             user,
             capabilities,
             no_new_privileges: sc.allow_privilege_escalation == Some(false),
@@ -284,22 +329,35 @@ fn check_non_root(user: &UserSpec) -> Result<(), String> {
                 Ok(0) => Err("container has runAsNonRoot and image will run as root".into()),
                 Ok(_) => Ok(()),
                 Err(_) if name.is_empty() => Err("container has runAsNonRoot and image will run as root".into()),
-                Err(_) => Err(format!("container has runAsNonRoot and image has non-numeric user ({name}), cannot verify user is non-root")),
+                Err(_) => Err(format!(
+                    "container has runAsNonRoot and image has non-numeric user ({name}), cannot verify user is non-root"
+                )),
             }
         }
     }
 }
 
+/// A container's variables: `KEY=value` for the process, and the pod's own as pairs.
+type Environment = (Vec<String>, Vec<(String, String)>);
+
 /// The process environment: HOSTNAME, then the image's, then the pod's (which wins); and the
 /// pod's own variables, used for `$(VAR)` in command and args.
-fn environment(pod: &Pod, c: &Container, node: &NodeInfo, image_env: &[String], hostname: &str) -> Result<(Vec<String>, Vec<(String, String)>), String> {
+fn environment(
+    pod: &Pod,
+    c: &Container,
+    node: &NodeInfo,
+    image_env: &[String],
+    hostname: &str,
+) -> Result<Environment, String> {
     let mut pod_env: Vec<(String, String)> = Vec::new();
     for (idx, var) in c.env.iter().flatten().enumerate() {
         let value = match (&var.value, &var.value_from) {
-            (_, Some(from)) => match env_from_source(pod, c, node, from).map_err(|e| format!("env[{idx}] ({}): {e}", var.name))? {
-                Some(v) => v,
-                None => continue,
-            },
+            (_, Some(from)) => {
+                match env_from_source(pod, c, node, from).map_err(|e| format!("env[{idx}] ({}): {e}", var.name))? {
+                    Some(v) => v,
+                    None => continue,
+                }
+            }
             (Some(v), None) => {
                 let known = pod_env.clone();
                 expand(v, |n| known.iter().rev().find(|(k, _)| k == n).map(|(_, v)| v.clone()))
@@ -309,7 +367,14 @@ fn environment(pod: &Pod, c: &Container, node: &NodeInfo, image_env: &[String], 
         pod_env.push((var.name.clone(), value));
     }
 
-    let mut env: Vec<(String, String)> = vec![("HOSTNAME".into(), if host_network(pod) { node.name.clone() } else { hostname.to_string() })];
+    let mut env: Vec<(String, String)> = vec![(
+        "HOSTNAME".into(),
+        if host_network(pod) {
+            node.name.clone()
+        } else {
+            hostname.to_string()
+        },
+    )];
     let mut set = |k: &str, v: &str| match env.iter_mut().find(|(ek, _)| ek == k) {
         Some(e) => e.1 = v.to_string(),
         None => env.push((k.to_string(), v.to_string())),
@@ -333,7 +398,12 @@ fn env_from_source(pod: &Pod, c: &Container, node: &NodeInfo, from: &EnvVarSourc
     if let Some(r) = &from.resource_field_ref {
         return resource_value(pod, c, node, r).map(Some);
     }
-    if from.config_map_key_ref.as_ref().is_some_and(|r| r.optional == Some(true)) || from.secret_key_ref.as_ref().is_some_and(|r| r.optional == Some(true)) {
+    if from
+        .config_map_key_ref
+        .as_ref()
+        .is_some_and(|r| r.optional == Some(true))
+        || from.secret_key_ref.as_ref().is_some_and(|r| r.optional == Some(true))
+    {
         return Ok(None);
     }
     Err("only fieldRef and resourceFieldRef are available without an API server".into())
@@ -342,13 +412,21 @@ fn env_from_source(pod: &Pod, c: &Container, node: &NodeInfo, from: &EnvVarSourc
 fn field_value(pod: &Pod, node: &NodeInfo, path: &str) -> Result<String, String> {
     let meta = &pod.metadata;
     let spec = spec(pod);
-    let pod_ip = if host_network(pod) { node.host_ip.clone().unwrap_or_default() } else { String::new() };
+    let pod_ip = if host_network(pod) {
+        node.host_ip.clone().unwrap_or_default()
+    } else {
+        String::new()
+    };
     let keyed = |prefix: &str, map: &Option<std::collections::BTreeMap<String, String>>| -> Option<String> {
         let key = path.strip_prefix(prefix)?.strip_prefix("['")?.strip_suffix("']")?;
         Some(map.as_ref().and_then(|m| m.get(key)).cloned().unwrap_or_default())
     };
     let all = |map: &Option<std::collections::BTreeMap<String, String>>| -> String {
-        map.iter().flatten().map(|(k, v)| format!("{k}={v:?}")).collect::<Vec<_>>().join("\n")
+        map.iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={v:?}"))
+            .collect::<Vec<_>>()
+            .join("\n")
     };
     Ok(match path {
         "metadata.name" => meta.name.clone().unwrap_or_default(),
@@ -361,7 +439,9 @@ fn field_value(pod: &Pod, node: &NodeInfo, path: &str) -> Result<String, String>
         "status.hostIP" | "status.hostIPs" => node.host_ip.clone().unwrap_or_default(),
         "status.podIP" | "status.podIPs" => pod_ip,
         _ => {
-            if let Some(v) = keyed("metadata.labels", &meta.labels).or_else(|| keyed("metadata.annotations", &meta.annotations)) {
+            if let Some(v) =
+                keyed("metadata.labels", &meta.labels).or_else(|| keyed("metadata.annotations", &meta.annotations))
+            {
                 v
             } else {
                 return Err(format!("unsupported fieldRef {path:?}"));
@@ -370,23 +450,38 @@ fn field_value(pod: &Pod, node: &NodeInfo, path: &str) -> Result<String, String>
     })
 }
 
-fn resource_value(pod: &Pod, c: &Container, node: &NodeInfo, r: &k8s_openapi::api::core::v1::ResourceFieldSelector) -> Result<String, String> {
+fn resource_value(
+    pod: &Pod,
+    c: &Container,
+    node: &NodeInfo,
+    r: &k8s_openapi::api::core::v1::ResourceFieldSelector,
+) -> Result<String, String> {
     let target = match r.container_name.as_deref().filter(|n| !n.is_empty()) {
-        Some(name) => spec(pod).containers.iter().chain(spec(pod).init_containers.iter().flatten()).find(|x| x.name == name).ok_or(format!("no container {name:?}"))?,
+        Some(name) => spec(pod)
+            .containers
+            .iter()
+            .chain(spec(pod).init_containers.iter().flatten())
+            .find(|x| x.name == name)
+            .ok_or(format!("no container {name:?}"))?,
         None => c,
     };
     let divisor = match &r.divisor {
         Some(d) => Quantity::parse(&d.0).map_err(|e| e.to_string())?,
         None => Quantity::parse("1").map_err(|e| e.to_string())?,
     };
-    let (list, resource) = r.resource.split_once('.').ok_or(format!("unsupported resource {:?}", r.resource))?;
+    let (list, resource) = r
+        .resource
+        .split_once('.')
+        .ok_or(format!("unsupported resource {:?}", r.resource))?;
     let res = target.resources.as_ref();
     let map = match list {
         "limits" => res.and_then(|x| x.limits.as_ref()),
         "requests" => res.and_then(|x| x.requests.as_ref()),
         _ => return Err(format!("unsupported resource {:?}", r.resource)),
     };
-    let given = map.and_then(|m| m.get(resource)).and_then(|q| Quantity::parse(&q.0).ok());
+    let given = map
+        .and_then(|m| m.get(resource))
+        .and_then(|q| Quantity::parse(&q.0).ok());
     // Unset limits resolve to the node's allocatable amount, as in Kubernetes.
     let value_milli: i128 = match (resource, given) {
         (_, Some(q)) => q.milli_value() as i128,
@@ -403,21 +498,49 @@ fn resource_value(pod: &Pod, c: &Container, node: &NodeInfo, r: &k8s_openapi::ap
 fn mounts(rt: &Runtime, i: &ContainerInputs) -> Result<Vec<BindMount>, String> {
     let c = i.container;
     let spec = spec(i.pod);
-    let user_dests: Vec<&str> = c.volume_mounts.iter().flatten().map(|m| m.mount_path.as_str()).collect();
+    let user_dests: Vec<&str> = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.mount_path.as_str())
+        .collect();
     let mut out = Vec::new();
     for name in ["hosts", "hostname", "resolv.conf"] {
         let dest = format!("/etc/{name}");
         if !user_dests.contains(&dest.as_str()) {
-            out.push(BindMount { source: rt.etc_file(i.uid, name), destination: dest, readonly: false, file: true });
+            out.push(BindMount {
+                source: rt.etc_file(i.uid, name),
+                destination: dest,
+                readonly: false,
+                file: true,
+            });
         }
     }
-    let shm = if spec.host_ipc == Some(true) { PathBuf::from("/dev/shm") } else { rt.shm_dir(i.uid) };
-    out.push(BindMount { source: shm, destination: "/dev/shm".into(), readonly: false, file: false });
+    let shm = if spec.host_ipc == Some(true) {
+        PathBuf::from("/dev/shm")
+    } else {
+        rt.shm_dir(i.uid)
+    };
+    out.push(BindMount {
+        source: shm,
+        destination: "/dev/shm".into(),
+        readonly: false,
+        file: false,
+    });
 
-    let term_dest = c.termination_message_path.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| "/dev/termination-log".into());
+    let term_dest = c
+        .termination_message_path
+        .clone()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "/dev/termination-log".into());
     let term = termination_log_path(rt, i.uid, &c.name, i.attempt);
     create_file(&term, 0o666)?;
-    out.push(BindMount { source: term, destination: term_dest, readonly: false, file: true });
+    out.push(BindMount {
+        source: term,
+        destination: term_dest,
+        readonly: false,
+        file: true,
+    });
 
     let mut volume_mounts = Vec::new();
     for (idx, vm) in c.volume_mounts.iter().flatten().enumerate() {
@@ -432,11 +555,20 @@ fn mounts(rt: &Runtime, i: &ContainerInputs) -> Result<Vec<BindMount>, String> {
         } else if let Some(hp) = &vol.host_path {
             prepare_host_path(&hp.path, hp.type_.as_deref().unwrap_or(""))?
         } else {
-            return Err(format!("volume {:?}: only emptyDir and hostPath volumes are supported", vol.name));
+            return Err(format!(
+                "volume {:?}: only emptyDir and hostPath volumes are supported",
+                vol.name
+            ));
         };
         if let Some(sub) = vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
-            if Path::new(sub).is_absolute() || Path::new(sub).components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-                return Err(format!("volumeMounts[{idx}].subPath {sub:?} must be a relative path without '..'"));
+            if Path::new(sub).is_absolute()
+                || Path::new(sub)
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                return Err(format!(
+                    "volumeMounts[{idx}].subPath {sub:?} must be a relative path without '..'"
+                ));
             }
             source = source.join(sub);
             if !source.exists() {
@@ -444,7 +576,12 @@ fn mounts(rt: &Runtime, i: &ContainerInputs) -> Result<Vec<BindMount>, String> {
             }
         }
         let file = std::fs::metadata(&source).map(|m| !m.is_dir()).unwrap_or(false);
-        volume_mounts.push(BindMount { source, destination: vm.mount_path.clone(), readonly: vm.read_only == Some(true), file });
+        volume_mounts.push(BindMount {
+            source,
+            destination: vm.mount_path.clone(),
+            readonly: vm.read_only == Some(true),
+            file,
+        });
     }
     volume_mounts.sort_by_key(|m| Path::new(&m.destination).components().count());
     out.extend(volume_mounts);
@@ -489,7 +626,8 @@ fn create_file(path: &Path, mode: u32) -> Result<(), String> {
         .open(path)
         .map_err(|e| format!("create {}: {e}", path.display()))?;
     // The umask may have narrowed the mode.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| format!("chmod {}: {e}", path.display()))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("chmod {}: {e}", path.display()))
 }
 
 #[cfg(test)]
@@ -515,24 +653,27 @@ mod tests {
     fn hostname_and_resolv_conf() {
         let p = pod("apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec: {hostname: front, containers: []}");
         assert_eq!(pod_hostname(&p), "front");
-        assert_eq!(resolv_conf(&p, &node().resolv_conf), "nameserver 10.0.0.2\nsearch corp.example\noptions ndots:2 edns0\n");
-        let p = pod(
-            r#"apiVersion: v1
+        assert_eq!(
+            resolv_conf(&p, &node().resolv_conf),
+            "nameserver 10.0.0.2\nsearch corp.example\noptions ndots:2 edns0\n"
+        );
+        let p = pod(r#"apiVersion: v1
 kind: Pod
 metadata: {name: web}
 spec:
   dnsPolicy: None
   dnsConfig: {nameservers: [1.1.1.1], searches: [a.b], options: [{name: ndots, value: "5"}]}
   containers: []
-"#,
+"#);
+        assert_eq!(
+            resolv_conf(&p, &node().resolv_conf),
+            "nameserver 1.1.1.1\nsearch a.b\noptions ndots:5\n"
         );
-        assert_eq!(resolv_conf(&p, &node().resolv_conf), "nameserver 1.1.1.1\nsearch a.b\noptions ndots:5\n");
     }
 
     #[test]
     fn environment_order_expansion_and_downward_api() {
-        let p = pod(
-            r#"apiVersion: v1
+        let p = pod(r#"apiVersion: v1
 kind: Pod
 metadata: {name: web, namespace: prod, uid: u-1, labels: {app: shop}}
 spec:
@@ -548,23 +689,44 @@ spec:
     - {name: MEM, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}}
     - {name: CPU, valueFrom: {resourceFieldRef: {resource: limits.cpu}}}
     - {name: OPT, valueFrom: {configMapKeyRef: {name: x, key: y, optional: true}}}
-"#,
-        );
+"#);
         let c = &p.spec.as_ref().unwrap().containers[0];
-        let (env, pod_env) = environment(&p, c, &node(), &["PATH=/usr/bin:/bin".into(), "LANG=C".into()], "web").unwrap();
+        let (env, pod_env) =
+            environment(&p, c, &node(), &["PATH=/usr/bin:/bin".into(), "LANG=C".into()], "web").unwrap();
         assert_eq!(
             env,
-            vec!["HOSTNAME=web", "PATH=/opt/bin", "LANG=C", "GREETING=hello", "MSG=hello world $(MISSING)", "POD=web", "APP=shop", "MEM=64", "CPU=2"]
+            vec![
+                "HOSTNAME=web",
+                "PATH=/opt/bin",
+                "LANG=C",
+                "GREETING=hello",
+                "MSG=hello world $(MISSING)",
+                "POD=web",
+                "APP=shop",
+                "MEM=64",
+                "CPU=2"
+            ]
         );
         assert_eq!(pod_env.len(), 7);
-        let bad = pod("apiVersion: v1\nkind: Pod\nmetadata: {name: w}\nspec: {containers: [{name: a, env: [{name: S, valueFrom: {secretKeyRef: {name: s, key: k}}}]}]}");
+        let bad = pod(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: w}\nspec: {containers: [{name: a, env: [{name: S, valueFrom: {secretKeyRef: {name: s, key: k}}}]}]}",
+        );
         let c = &bad.spec.as_ref().unwrap().containers[0];
-        assert!(environment(&bad, c, &node(), &[], "w").unwrap_err().contains("env[0] (S)"));
+        assert!(
+            environment(&bad, c, &node(), &[], "w")
+                .unwrap_err()
+                .contains("env[0] (S)")
+        );
     }
 
     #[test]
     fn non_root_policy() {
-        let u = |uid: Option<u32>, image: &str| UserSpec { uid, gid: None, image_user: image.into(), supplemental_groups: vec![] };
+        let u = |uid: Option<u32>, image: &str| UserSpec {
+            uid,
+            gid: None,
+            image_user: image.into(),
+            supplemental_groups: vec![],
+        };
         assert!(check_non_root(&u(Some(1000), "")).is_ok());
         assert!(check_non_root(&u(Some(0), "")).is_err());
         assert!(check_non_root(&u(None, "")).is_err());
@@ -579,7 +741,15 @@ spec:
         assert!(prepare_host_path(d.to_str().unwrap(), "DirectoryOrCreate").is_ok() && d.is_dir());
         let f = dir.path().join("file");
         assert!(prepare_host_path(f.to_str().unwrap(), "FileOrCreate").is_ok() && f.is_file());
-        assert!(prepare_host_path(f.to_str().unwrap(), "Directory").unwrap_err().contains("not a directory"));
-        assert!(prepare_host_path(dir.path().join("nope").to_str().unwrap(), "File").unwrap_err().contains("does not exist"));
+        assert!(
+            prepare_host_path(f.to_str().unwrap(), "Directory")
+                .unwrap_err()
+                .contains("not a directory")
+        );
+        assert!(
+            prepare_host_path(dir.path().join("nope").to_str().unwrap(), "File")
+                .unwrap_err()
+                .contains("does not exist")
+        );
     }
 }

@@ -40,7 +40,12 @@ impl Manager {
     /// removed, new manifests get new pods. A manifest that no longer parses keeps the pod
     /// of its last good content.
     pub async fn start(ctx: Arc<Context>, desired: Vec<Arc<ManifestPod>>, invalid: Vec<InvalidManifest>) -> Self {
-        let mut m = Manager { ctx, by_file: HashMap::new(), workers: HashMap::new(), tasks: JoinSet::new() };
+        let mut m = Manager {
+            ctx,
+            by_file: HashMap::new(),
+            workers: HashMap::new(),
+            tasks: JoinSet::new(),
+        };
         let wanted: HashMap<String, Arc<ManifestPod>> = desired.iter().map(|p| (p.uid.clone(), p.clone())).collect();
         let broken: HashSet<PathBuf> = invalid.iter().map(|i| i.path.clone()).collect();
         let wanted_files: HashSet<PathBuf> = desired.iter().map(|p| p.path.clone()).collect();
@@ -51,12 +56,17 @@ impl Manager {
                 Ok(v) => v,
                 Err((path, why)) => {
                     tracing::warn!(path = %path.display(), "discarding unreadable pod state: {why}");
-                    let _ = std::fs::remove_dir_all(if path.is_dir() { path.clone() } else { path.parent().map(PathBuf::from).unwrap_or(path.clone()) });
+                    let _ = std::fs::remove_dir_all(if path.is_dir() {
+                        path.clone()
+                    } else {
+                        path.parent().map(PathBuf::from).unwrap_or(path.clone())
+                    });
                     continue;
                 }
             };
             known.insert(record.uid.clone());
-            let keep = wanted.contains_key(&record.uid) || (broken.contains(&record.manifest) && !wanted_files.contains(&record.manifest));
+            let keep = wanted.contains_key(&record.uid)
+                || (broken.contains(&record.manifest) && !wanted_files.contains(&record.manifest));
             let (uid, manifest) = (record.uid.clone(), record.manifest.clone());
             m.adopt(record, sandbox, !keep).await;
             if keep {
@@ -97,7 +107,15 @@ impl Manager {
         self.spawn(uid, manifest, obj, tx, worker, initial);
     }
 
-    fn spawn(&mut self, uid: String, manifest: PathBuf, obj: ObjectRef, commands: mpsc::UnboundedSender<Command>, worker: Worker, initial: State) {
+    fn spawn(
+        &mut self,
+        uid: String,
+        manifest: PathBuf,
+        obj: ObjectRef,
+        commands: mpsc::UnboundedSender<Command>,
+        worker: Worker,
+        initial: State,
+    ) {
         let (done_tx, done) = watch::channel(false);
         let id = uid.clone();
         self.tasks.spawn(async move {
@@ -105,7 +123,15 @@ impl Manager {
             let _ = done_tx.send(true);
             id
         });
-        self.workers.insert(uid, Handle { manifest, obj, commands, done });
+        self.workers.insert(
+            uid,
+            Handle {
+                manifest,
+                obj,
+                commands,
+                done,
+            },
+        );
     }
 
     /// A manifest now describes `pod`: start it, replacing the file's previous pod.
@@ -134,7 +160,14 @@ impl Manager {
         let (tx, rx) = mpsc::unbounded_channel();
         let obj = ObjectRef::pod(&record.namespace, &record.name, &record.uid);
         let worker = Worker::new(self.ctx.clone(), record, rx, after);
-        self.spawn(pod.uid.clone(), pod.path.clone(), obj, tx, worker, State::CreatingSandbox);
+        self.spawn(
+            pod.uid.clone(),
+            pod.path.clone(),
+            obj,
+            tx,
+            worker,
+            State::CreatingSandbox,
+        );
     }
 
     /// Tell a worker to remove its pod; returns a receiver that says when it is gone.
@@ -145,7 +178,11 @@ impl Manager {
     }
 
     fn invalid(&mut self, i: &InvalidManifest) {
-        let obj = self.by_file.get(&i.path).and_then(|uid| self.workers.get(uid)).map(|h| h.obj.clone());
+        let obj = self
+            .by_file
+            .get(&i.path)
+            .and_then(|uid| self.workers.get(uid))
+            .map(|h| h.obj.clone());
         let obj = obj.unwrap_or_else(|| ObjectRef::file(&i.path));
         self.ctx.events.warning(&obj, "InvalidManifest", i.message.clone());
     }
@@ -174,7 +211,11 @@ impl Manager {
     }
 
     /// Run until `shutdown` resolves, applying manifest changes as they come.
-    pub async fn run(&mut self, mut source: mpsc::UnboundedReceiver<SourceEvent>, shutdown: impl std::future::Future<Output = ()>) {
+    pub async fn run(
+        &mut self,
+        mut source: mpsc::UnboundedReceiver<SourceEvent>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
         tokio::pin!(shutdown);
         loop {
             tokio::select! {

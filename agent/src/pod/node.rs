@@ -19,7 +19,9 @@ impl NodeInfo {
         NodeInfo {
             name,
             host_ip: host_ip(),
-            cpus: std::thread::available_parallelism().map(|n| n.get() as i64).unwrap_or(1),
+            cpus: std::thread::available_parallelism()
+                .map(|n| n.get() as i64)
+                .unwrap_or(1),
             memory_bytes: mem_total().unwrap_or(1 << 30),
             resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
             hosts: std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
@@ -52,6 +54,13 @@ fn host_ip() -> Option<String> {
 
 fn mem_total() -> Option<i64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb: i64 = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    let kb: i64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
     Some(kb * 1024)
 }

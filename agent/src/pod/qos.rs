@@ -35,7 +35,10 @@ impl QosClass {
     }
 }
 
-fn quantity(list: Option<&std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>, name: &str) -> Option<Quantity> {
+fn quantity(
+    list: Option<&std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+    name: &str,
+) -> Option<Quantity> {
     list?.get(name).and_then(|q| Quantity::parse(&q.0).ok())
 }
 
@@ -91,7 +94,11 @@ pub fn class(spec: &PodSpec) -> QosClass {
             guaranteed = false;
         }
     }
-    if guaranteed { QosClass::Guaranteed } else { QosClass::Burstable }
+    if guaranteed {
+        QosClass::Guaranteed
+    } else {
+        QosClass::Burstable
+    }
 }
 
 /// The pod's cgroup relative to the cgroup parent, as the kubelet names it.
@@ -171,7 +178,10 @@ pub fn pod_resources(spec: &PodSpec, class: QosClass) -> Resources {
                 pids_limit: None,
             }
         }
-        QosClass::BestEffort => Resources { cpu_shares: Some(MIN_SHARES), ..Default::default() },
+        QosClass::BestEffort => Resources {
+            cpu_shares: Some(MIN_SHARES),
+            ..Default::default()
+        },
     }
 }
 
@@ -220,10 +230,15 @@ containers:
     fn classes() {
         assert_eq!(class(&pod(GUARANTEED)), QosClass::Guaranteed);
         assert_eq!(class(&pod("containers: [{name: a}]")), QosClass::BestEffort);
-        assert_eq!(class(&pod("containers: [{name: a, resources: {requests: {cpu: 100m}}}]")), QosClass::Burstable);
+        assert_eq!(
+            class(&pod("containers: [{name: a, resources: {requests: {cpu: 100m}}}]")),
+            QosClass::Burstable
+        );
         // Requests below limits: Burstable.
         assert_eq!(
-            class(&pod("containers: [{name: a, resources: {limits: {cpu: 1, memory: 1Gi}, requests: {cpu: 500m, memory: 1Gi}}}]")),
+            class(&pod(
+                "containers: [{name: a, resources: {limits: {cpu: 1, memory: 1Gi}, requests: {cpu: 500m, memory: 1Gi}}}]"
+            )),
             QosClass::Burstable
         );
         // One container without limits spoils Guaranteed.
@@ -248,7 +263,16 @@ containers:
     fn container_and_pod_resources() {
         let spec = pod(GUARANTEED);
         let a = container_resources(&spec.containers[0]);
-        assert_eq!(a, Resources { cpu_shares: Some(512), cpu_quota: Some(50_000), cpu_period: Some(100_000), memory_limit: Some(64 << 20), pids_limit: None });
+        assert_eq!(
+            a,
+            Resources {
+                cpu_shares: Some(512),
+                cpu_quota: Some(50_000),
+                cpu_period: Some(100_000),
+                memory_limit: Some(64 << 20),
+                pids_limit: None
+            }
+        );
         let p = pod_resources(&spec, QosClass::Guaranteed);
         assert_eq!(p.cpu_shares, Some(1536));
         assert_eq!(p.cpu_quota, Some(150_000));
@@ -257,10 +281,15 @@ containers:
         let s = pod("containers: [{name: a, resources: {limits: {cpu: 200m}}}]");
         assert_eq!(container_resources(&s.containers[0]).cpu_shares, Some(204));
         // Burstable without limits everywhere: no pod-level limits.
-        let s = pod("containers: [{name: a, resources: {limits: {cpu: 200m, memory: 1Gi}}}, {name: b, resources: {requests: {cpu: 100m}}}]");
+        let s = pod(
+            "containers: [{name: a, resources: {limits: {cpu: 200m, memory: 1Gi}}}, {name: b, resources: {requests: {cpu: 100m}}}]",
+        );
         let p = pod_resources(&s, QosClass::Burstable);
         assert_eq!((p.cpu_shares, p.cpu_quota, p.memory_limit), (Some(102), None, None));
-        assert_eq!(pod_resources(&pod("containers: [{name: a}]"), QosClass::BestEffort).cpu_shares, Some(2));
+        assert_eq!(
+            pod_resources(&pod("containers: [{name: a}]"), QosClass::BestEffort).cpu_shares,
+            Some(2)
+        );
     }
 
     #[test]
@@ -271,8 +300,14 @@ containers:
         assert_eq!(oom_score_adj(&s, QosClass::Burstable, &s.containers[0], 16 << 30), 750);
         assert_eq!(oom_score_adj(&s, QosClass::Burstable, &s.containers[1], 16 << 30), 999);
         let big = pod("containers: [{name: a, resources: {requests: {memory: 16Gi}}}]");
-        assert_eq!(oom_score_adj(&big, QosClass::Burstable, &big.containers[0], 16 << 30), 3);
+        assert_eq!(
+            oom_score_adj(&big, QosClass::Burstable, &big.containers[0], 16 << 30),
+            3
+        );
         let critical = pod("priorityClassName: system-node-critical\ncontainers: [{name: a}]");
-        assert_eq!(oom_score_adj(&critical, QosClass::BestEffort, &critical.containers[0], 1), -997);
+        assert_eq!(
+            oom_score_adj(&critical, QosClass::BestEffort, &critical.containers[0], 1),
+            -997
+        );
     }
 }

@@ -89,7 +89,10 @@ pub struct Registry {
 
 impl Registry {
     pub fn publish(&self, entry: PodEntry) {
-        self.inner.write().unwrap_or_else(|p| p.into_inner()).insert(entry.uid.clone(), entry);
+        self.inner
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(entry.uid.clone(), entry);
     }
 
     pub fn remove(&self, uid: &str) {
@@ -101,6 +104,11 @@ impl Registry {
     }
 
     pub fn list(&self) -> Vec<PodEntry> {
-        self.inner.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 }

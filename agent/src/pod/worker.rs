@@ -66,11 +66,21 @@ pub(super) struct Slot {
 
 impl Slot {
     pub fn new(spec: Container, init: bool) -> Self {
-        Slot { spec, init, current: None, previous: None, next: Next::Start, waiting: None, message: String::new() }
+        Slot {
+            spec,
+            init,
+            current: None,
+            previous: None,
+            next: Next::Start,
+            waiting: None,
+            message: String::new(),
+        }
     }
 
     pub fn running(&self) -> bool {
-        self.current.as_ref().is_some_and(|c| c.state.is_some() && c.exit.is_none())
+        self.current
+            .as_ref()
+            .is_some_and(|c| c.state.is_some() && c.exit.is_none())
     }
 
     pub fn exit(&self) -> Option<&ContainerExit> {
@@ -114,7 +124,12 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub(super) fn new(ctx: Arc<Context>, record: PodRecord, commands: mpsc::UnboundedReceiver<Command>, after: Option<watch::Receiver<bool>>) -> Self {
+    pub(super) fn new(
+        ctx: Arc<Context>,
+        record: PodRecord,
+        commands: mpsc::UnboundedReceiver<Command>,
+        after: Option<watch::Receiver<bool>>,
+    ) -> Self {
         let pod = Arc::new(record.pod.clone());
         let uid = record.uid.clone();
         let plan = PodPlan::new(&pod, &uid);
@@ -167,7 +182,10 @@ impl Worker {
 
     pub(super) fn pod_spec(&self) -> &k8s_openapi::api::core::v1::PodSpec {
         static EMPTY: std::sync::OnceLock<k8s_openapi::api::core::v1::PodSpec> = std::sync::OnceLock::new();
-        self.pod.spec.as_ref().unwrap_or_else(|| EMPTY.get_or_init(Default::default))
+        self.pod
+            .spec
+            .as_ref()
+            .unwrap_or_else(|| EMPTY.get_or_init(Default::default))
     }
 
     pub(super) fn restart_policy(&self) -> &str {
@@ -179,7 +197,12 @@ impl Worker {
     }
 
     pub(super) fn pod_log_dir(&self) -> PathBuf {
-        logs::pod_log_dir(&self.ctx.runtime.config.log_dir, &self.record.namespace, &self.record.name, &self.uid)
+        logs::pod_log_dir(
+            &self.ctx.runtime.config.log_dir,
+            &self.record.namespace,
+            &self.record.name,
+            &self.uid,
+        )
     }
 
     /// Persist the pod record (before anything it names is created).
@@ -214,7 +237,10 @@ impl Worker {
         let files = files.clone();
         tokio::spawn(async move {
             let exit = rt.wait_container(&files).await;
-            let _ = tx.send(Event::Exited { id: files.record.id.clone(), exit });
+            let _ = tx.send(Event::Exited {
+                id: files.record.id.clone(),
+                exit,
+            });
         });
     }
 
@@ -242,11 +268,19 @@ impl Worker {
                 return;
             }
             Err(e) => {
-                self.config_error(i, "InvalidImageName", format!("Failed to resolve image \"{image_ref}\": {e}"));
+                self.config_error(
+                    i,
+                    "InvalidImageName",
+                    format!("Failed to resolve image \"{image_ref}\": {e}"),
+                );
                 return;
             }
         };
-        self.ctx.events.normal(&cobj, "Pulled", format!("Container image \"{image_ref}\" already present on machine"));
+        self.ctx.events.normal(
+            &cobj,
+            "Pulled",
+            format!("Container image \"{image_ref}\" already present on machine"),
+        );
 
         let attempt = self.slots[i].attempts();
         let log_path = logs::container_log_path(&self.pod_log_dir(), &name, attempt);
@@ -268,22 +302,30 @@ impl Worker {
             }
         };
 
+        // The kubelet keeps one dead attempt per container (for `logs --previous`): the one
+        // before it goes now, so there are never more than two.
+        self.retire_previous(i);
         match rt.start_container(&cfg, sandbox.pause).await {
             Ok(files) => {
-                self.retire_previous(i);
                 let slot = &mut self.slots[i];
                 slot.previous = slot.current.take();
                 slot.waiting = None;
                 slot.message.clear();
                 slot.next = Next::Idle;
                 if let Some(exit) = files.exit.clone() {
-                    self.ctx.events.warning(&cobj, "Failed", format!("Error: {}", exit.message));
+                    self.ctx
+                        .events
+                        .warning(&cobj, "Failed", format!("Error: {}", exit.message));
                     let id = files.record.id.clone();
                     self.slots[i].current = Some(files);
                     self.on_exit(&id, exit);
                 } else {
-                    self.ctx.events.normal(&cobj, "Created", format!("Created container {name}"));
-                    self.ctx.events.normal(&cobj, "Started", format!("Started container {name}"));
+                    self.ctx
+                        .events
+                        .normal(&cobj, "Created", format!("Created container {name}"));
+                    self.ctx
+                        .events
+                        .normal(&cobj, "Started", format!("Started container {name}"));
                     self.watch_container(&files);
                     self.slots[i].current = Some(files);
                 }
@@ -316,11 +358,20 @@ impl Worker {
 
     /// A container attempt exited: record it, clean its cgroup, decide whether it restarts.
     pub(super) fn on_exit(&mut self, id: &str, exit: ContainerExit) {
-        let Some(i) = self.slots.iter().position(|s| s.current.as_ref().is_some_and(|c| c.record.id == id)) else {
+        let Some(i) = self
+            .slots
+            .iter()
+            .position(|s| s.current.as_ref().is_some_and(|c| c.record.id == id))
+        else {
             return; // an attempt we already replaced
         };
         let rt = self.ctx.runtime.clone();
-        let term_path = config::termination_log_path(&rt, &self.uid, &self.slots[i].spec.name, self.slots[i].attempts().saturating_sub(1));
+        let term_path = config::termination_log_path(
+            &rt,
+            &self.uid,
+            &self.slots[i].spec.name,
+            self.slots[i].attempts().saturating_sub(1),
+        );
         let slot = &mut self.slots[i];
         let Some(files) = slot.current.as_mut() else { return };
         files.exit = Some(exit.clone());
@@ -332,7 +383,11 @@ impl Worker {
         slot.message = termination_message(&term_path, &slot.spec, &files.record.log_path, exit.exit_code);
         tracing::info!(pod = %self.obj.name, container = %slot.spec.name, exit_code = exit.exit_code, reason = %exit.reason, "container exited");
 
-        let policy = if slot.init && self.restart_policy() == "Always" { "OnFailure" } else { self.restart_policy() };
+        let policy = if slot.init && self.restart_policy() == "Always" {
+            "OnFailure"
+        } else {
+            self.restart_policy()
+        };
         let restart = match policy {
             "Always" => true,
             "OnFailure" => exit.exit_code != 0,
@@ -353,10 +408,17 @@ impl Worker {
         let name = self.slots[i].spec.name.clone();
         let cobj = self.obj.container(&name, self.slots[i].init);
         let pod = format!("{}_{}({})", self.record.name, self.record.namespace, self.uid);
-        self.ctx.events.warning(&cobj, "BackOff", format!("Back-off restarting failed container {name} in pod {pod}"));
+        self.ctx.events.warning(
+            &cobj,
+            "BackOff",
+            format!("Back-off restarting failed container {name} in pod {pod}"),
+        );
         self.slots[i].waiting = Some((
             "CrashLoopBackOff".into(),
-            format!("back-off {} restarting failed container={name} pod={pod}", format_duration(backoff)),
+            format!(
+                "back-off {} restarting failed container={name} pod={pod}",
+                format_duration(backoff)
+            ),
         ));
         self.slots[i].next = Next::StartAt(until);
     }
@@ -395,8 +457,14 @@ impl Worker {
     pub(super) async fn stop_all(&mut self, grace: Duration) {
         let mut set = tokio::task::JoinSet::new();
         for s in &self.slots {
-            let Some(files) = s.current.clone().filter(|_| s.running()) else { continue };
-            self.ctx.events.normal(&self.obj.container(&s.spec.name, s.init), "Killing", format!("Stopping container {}", s.spec.name));
+            let Some(files) = s.current.clone().filter(|_| s.running()) else {
+                continue;
+            };
+            self.ctx.events.normal(
+                &self.obj.container(&s.spec.name, s.init),
+                "Killing",
+                format!("Stopping container {}", s.spec.name),
+            );
             let rt = self.ctx.runtime.clone();
             let signal = stop_signal(&rt, &files);
             set.spawn(async move {
@@ -438,7 +506,11 @@ impl Worker {
                 exit_code: e.exit_code,
                 signal: e.signal,
                 reason: e.reason.clone(),
-                message: if e.message.is_empty() { message.to_string() } else { e.message.clone() },
+                message: if e.message.is_empty() {
+                    message.to_string()
+                } else {
+                    e.message.clone()
+                },
                 started_at: f.state.map_or(0, |st| st.started_at),
                 finished_at: e.finished_at,
                 container_id: f.record.id.clone(),
@@ -446,17 +518,41 @@ impl Worker {
         };
         let current_term = s.current.as_ref().and_then(|f| terminated(f, &s.message));
         let (state, last_state) = match (&s.waiting, s.running(), current_term) {
-            (_, true, _) => (ContainerState::Running { started_at: s.current.as_ref().and_then(|f| f.state).map_or(0, |st| st.started_at) }, s.previous.as_ref().and_then(|f| terminated(f, ""))),
-            (Some((reason, message)), false, last) => (ContainerState::Waiting { reason: reason.clone(), message: message.clone() }, last),
-            (None, false, Some(t)) if s.next == Next::Idle => (ContainerState::Terminated(t), s.previous.as_ref().and_then(|f| terminated(f, ""))),
-            (None, false, last) => (ContainerState::Waiting { reason: "ContainerCreating".into(), message: String::new() }, last),
+            (_, true, _) => (
+                ContainerState::Running {
+                    started_at: s.current.as_ref().and_then(|f| f.state).map_or(0, |st| st.started_at),
+                },
+                s.previous.as_ref().and_then(|f| terminated(f, "")),
+            ),
+            (Some((reason, message)), false, last) => (
+                ContainerState::Waiting {
+                    reason: reason.clone(),
+                    message: message.clone(),
+                },
+                last,
+            ),
+            (None, false, Some(t)) if s.next == Next::Idle => (
+                ContainerState::Terminated(t),
+                s.previous.as_ref().and_then(|f| terminated(f, "")),
+            ),
+            (None, false, last) => (
+                ContainerState::Waiting {
+                    reason: "ContainerCreating".into(),
+                    message: String::new(),
+                },
+                last,
+            ),
         };
         let running = matches!(state, ContainerState::Running { .. });
         ContainerStatus {
             name: s.spec.name.clone(),
             init: s.init,
             image: s.spec.image.clone().unwrap_or_default(),
-            image_id: s.current.as_ref().map(|f| f.record.image_id.clone()).unwrap_or_default(),
+            image_id: s
+                .current
+                .as_ref()
+                .map(|f| f.record.image_id.clone())
+                .unwrap_or_default(),
             container_id: s.current.as_ref().map(|f| f.record.id.clone()),
             state,
             last_state,
@@ -473,7 +569,11 @@ impl Worker {
         }
         let apps: Vec<&Slot> = self.slots.iter().filter(|s| !s.init).collect();
         if apps.iter().all(|s| s.done()) && !apps.is_empty() {
-            return Some(if apps.iter().all(|s| s.succeeded()) { Phase::Succeeded } else { Phase::Failed });
+            return Some(if apps.iter().all(|s| s.succeeded()) {
+                Phase::Succeeded
+            } else {
+                Phase::Failed
+            });
         }
         None
     }
@@ -493,7 +593,9 @@ impl Worker {
 /// What a container says about its end: the termination message file (up to 4 KiB), or,
 /// with `FallbackToLogsOnError` and a failure, the tail of its log (80 lines, 2 KiB).
 fn termination_message(file: &std::path::Path, spec: &Container, log: &std::path::Path, exit_code: i32) -> String {
-    let mut msg = std::fs::read(file).map(|b| String::from_utf8_lossy(&b[..b.len().min(4096)]).into_owned()).unwrap_or_default();
+    let mut msg = std::fs::read(file)
+        .map(|b| String::from_utf8_lossy(&b[..b.len().min(4096)]).into_owned())
+        .unwrap_or_default();
     if msg.is_empty() && exit_code != 0 && spec.termination_message_policy.as_deref() == Some("FallbackToLogsOnError") {
         let content = std::fs::read(log).unwrap_or_default();
         let lines: Vec<String> = content
@@ -502,14 +604,26 @@ fn termination_message(file: &std::path::Path, spec: &Container, log: &std::path
             .map(|r| String::from_utf8_lossy(&r.content).into_owned())
             .collect();
         let tail = lines[lines.len().saturating_sub(80)..].join("\n");
-        msg = tail.chars().rev().take(2048).collect::<Vec<_>>().into_iter().rev().collect();
+        msg = tail
+            .chars()
+            .rev()
+            .take(2048)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
     }
     msg
 }
 
 /// The image's STOPSIGNAL, or SIGTERM.
 fn stop_signal(rt: &crate::runtime::Runtime, files: &ContainerFiles) -> Signal {
-    let name = rt.images.get(&files.record.image_id).ok().flatten().and_then(|img| img.config.stop_signal);
+    let name = rt
+        .images
+        .get(&files.record.image_id)
+        .ok()
+        .flatten()
+        .and_then(|img| img.config.stop_signal);
     name.and_then(|n| parse_signal(&n)).unwrap_or(Signal::SIGTERM)
 }
 
@@ -519,33 +633,28 @@ pub fn parse_signal(name: &str) -> Option<Signal> {
         return Signal::try_from(n).ok();
     }
     let upper = name.to_ascii_uppercase();
-    let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
     full.parse().ok()
 }
 
-/// Go's duration format for the back-off message: `10s`, `2m40s`, `5m0s`.
+/// Go's duration format, as the kubelet's messages print it: `300ms`, `1.2s`, `10s`, `2m40s`.
 fn format_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0 => format!("{}ms", d.as_millis()),
-        1..60 => format!("{s}s"),
-        _ => format!("{}m{}s", s / 60, s % 60),
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signals_and_durations() {
-        assert_eq!(parse_signal("SIGQUIT"), Some(Signal::SIGQUIT));
-        assert_eq!(parse_signal("quit"), Some(Signal::SIGQUIT));
-        assert_eq!(parse_signal("15"), Some(Signal::SIGTERM));
-        assert_eq!(parse_signal("NOPE"), None);
-        assert_eq!(format_duration(Duration::from_secs(10)), "10s");
-        assert_eq!(format_duration(Duration::from_secs(160)), "2m40s");
-        assert_eq!(format_duration(Duration::from_secs(300)), "5m0s");
+    let trim = |millis: u128| {
+        let s = format!("{}.{:03}", millis / 1000, millis % 1000);
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    };
+    if ms < 60_000 {
+        format!("{}s", trim(ms))
+    } else {
+        format!("{}m{}s", ms / 60_000, trim(ms % 60_000))
     }
 }
 
@@ -616,5 +725,23 @@ impl Worker {
             super::states::sandbox_died(&mut w).await
         };
         (w, state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_and_durations() {
+        assert_eq!(parse_signal("SIGQUIT"), Some(Signal::SIGQUIT));
+        assert_eq!(parse_signal("quit"), Some(Signal::SIGQUIT));
+        assert_eq!(parse_signal("15"), Some(Signal::SIGTERM));
+        assert_eq!(parse_signal("NOPE"), None);
+        assert_eq!(format_duration(Duration::from_secs(10)), "10s");
+        assert_eq!(format_duration(Duration::from_secs(160)), "2m40s");
+        assert_eq!(format_duration(Duration::from_secs(300)), "5m0s");
+        assert_eq!(format_duration(Duration::from_millis(1200)), "1.2s");
+        assert_eq!(format_duration(Duration::from_millis(300)), "300ms");
     }
 }

@@ -134,7 +134,10 @@ mod tests {
         assert_eq!(d.len(), DEFAULT.len());
         let d = effective_set(&s(&["NET_ADMIN"]), &s(&["KILL"]));
         assert!(d.contains(&"CAP_NET_ADMIN".into()) && !d.contains(&"CAP_KILL".into()));
-        assert_eq!(effective_set(&s(&["NET_BIND_SERVICE"]), &s(&["ALL"])), s(&["CAP_NET_BIND_SERVICE"]));
+        assert_eq!(
+            effective_set(&s(&["NET_BIND_SERVICE"]), &s(&["ALL"])),
+            s(&["CAP_NET_BIND_SERVICE"])
+        );
         assert_eq!(effective_set(&s(&["ALL"]), &[]).len(), NAMES.len());
     }
 

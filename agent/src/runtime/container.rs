@@ -52,7 +52,10 @@ impl Runtime {
                 return Err(e);
             }
         };
-        match self.run_helper::<super::spec::ContainerState>(helper::MONITOR, &spec_path).await {
+        match self
+            .run_helper::<super::spec::ContainerState>(helper::MONITOR, &spec_path)
+            .await
+        {
             Ok(_) | Err(RuntimeError::Helper(_)) => {}
             Err(e) => {
                 self.discard(&dir, &cgroup);
@@ -71,7 +74,14 @@ impl Runtime {
         }
     }
 
-    fn create_container(&self, cfg: &ContainerConfig, id: &str, dir: &std::path::Path, cgroup: &str, sandbox: ProcessId) -> Result<PathBuf> {
+    fn create_container(
+        &self,
+        cfg: &ContainerConfig,
+        id: &str,
+        dir: &std::path::Path,
+        cgroup: &str,
+        sandbox: ProcessId,
+    ) -> Result<PathBuf> {
         for sub in ["upper", "work", "rootfs"] {
             let d = dir.join(sub);
             std::fs::create_dir_all(&d).context(|| format!("create {}", d.display()))?;
@@ -155,10 +165,9 @@ impl Runtime {
     pub async fn stop_container(&self, files: &ContainerFiles, signal: Signal, grace: Duration) -> ContainerExit {
         if let Some(state) = files.state
             && files.exit.is_none()
+            && let Err(e) = process::stop(state.process, signal, grace).await
         {
-            if let Err(e) = process::stop(state.process, signal, grace).await {
-                tracing::warn!(container = %files.record.name, error = %e, "stop container");
-            }
+            tracing::warn!(container = %files.record.name, error = %e, "stop container");
         }
         if let Err(e) = self.cgroups.kill(&files.record.cgroup) {
             tracing::warn!(container = %files.record.name, error = %e, "kill what is left in the container cgroup");
@@ -185,7 +194,10 @@ impl Runtime {
 /// `rm -rf`, where absent is success.
 pub(crate) fn remove_dir_all(dir: &std::path::Path) -> Result<()> {
     match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(RuntimeError::Io { context: format!("remove {}", dir.display()), source: e }),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(RuntimeError::Io {
+            context: format!("remove {}", dir.display()),
+            source: e,
+        }),
         _ => Ok(()),
     }
 }

@@ -89,7 +89,7 @@ impl LineSplitter {
                     let take = room.min(data.len());
                     self.pending.extend_from_slice(&data[..take]);
                     data = &data[take..];
-                    if self.pending.len() == MAX_LINE && !data.first().is_some_and(|&b| b == b'\n') {
+                    if self.pending.len() == MAX_LINE && data.first().is_none_or(|&b| b != b'\n') {
                         emit(Tag::Partial, &self.pending);
                         self.pending.clear();
                     }
@@ -130,7 +130,12 @@ pub fn parse(line: &[u8]) -> Option<Record> {
         b"P" => Tag::Partial,
         _ => return None,
     };
-    Some(Record { time, stream, tag, content: parts.next().unwrap_or_default().to_vec() })
+    Some(Record {
+        time,
+        stream,
+        tag,
+        content: parts.next().unwrap_or_default().to_vec(),
+    })
 }
 
 #[cfg(test)]
@@ -179,7 +184,10 @@ mod tests {
     fn a_line_of_exactly_16k_is_one_full_record() {
         let mut input = vec![b'y'; MAX_LINE];
         input.push(b'\n');
-        assert_eq!(split(&[&input[..100], &input[100..]]), vec![(Tag::Full, vec![b'y'; MAX_LINE])]);
+        assert_eq!(
+            split(&[&input[..100], &input[100..]]),
+            vec![(Tag::Full, vec![b'y'; MAX_LINE])]
+        );
     }
 
     #[test]
@@ -189,7 +197,15 @@ mod tests {
         encode(&mut buf, t, Stream::Stderr, Tag::Full, b"oops: a b");
         assert_eq!(buf, b"2023-11-14T22:13:20.12Z stderr F oops: a b\n");
         let rec = parse(&buf[..buf.len() - 1]).unwrap();
-        assert_eq!(rec, Record { time: t, stream: Stream::Stderr, tag: Tag::Full, content: b"oops: a b".to_vec() });
+        assert_eq!(
+            rec,
+            Record {
+                time: t,
+                stream: Stream::Stderr,
+                tag: Tag::Full,
+                content: b"oops: a b".to_vec()
+            }
+        );
         assert!(parse(b"not a log line").is_none());
         // An empty line is a valid record with empty content.
         assert_eq!(parse(b"2023-11-14T22:13:20Z stdout F ").unwrap().content, b"");
@@ -199,6 +215,9 @@ mod tests {
     fn paths_follow_the_kubelet() {
         let d = pod_log_dir(Path::new("/var/log/pods"), "default", "web", "abc");
         assert_eq!(d, Path::new("/var/log/pods/default_web_abc"));
-        assert_eq!(container_log_path(&d, "nginx", 2), Path::new("/var/log/pods/default_web_abc/nginx/2.log"));
+        assert_eq!(
+            container_log_path(&d, "nginx", 2),
+            Path::new("/var/log/pods/default_web_abc/nginx/2.log")
+        );
     }
 }

@@ -55,7 +55,10 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn context(self, what: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| RuntimeError::Io { context: what(), source })
+        self.map_err(|source| RuntimeError::Io {
+            context: what(),
+            source,
+        })
     }
 }
 
@@ -83,12 +86,27 @@ impl Runtime {
         std::fs::create_dir_all(layout.pods_dir()).context(|| format!("create {}", layout.pods_dir().display()))?;
         std::fs::create_dir_all(&config.log_dir).context(|| format!("create {}", config.log_dir.display()))?;
         let images = ImageStore::open(&config.root)?;
-        for qos in [KUBEPODS.to_string(), format!("{KUBEPODS}/burstable"), format!("{KUBEPODS}/besteffort")] {
+        for qos in [
+            KUBEPODS.to_string(),
+            format!("{KUBEPODS}/burstable"),
+            format!("{KUBEPODS}/besteffort"),
+        ] {
             cgroups.create(&qos)?;
         }
         // The kubelet gives BestEffort pods the smallest possible CPU weight as a class.
-        cgroups.apply(&format!("{KUBEPODS}/besteffort"), &Resources { cpu_shares: Some(2), ..Default::default() })?;
-        Ok(Runtime { config, layout, cgroups, images })
+        cgroups.apply(
+            &format!("{KUBEPODS}/besteffort"),
+            &Resources {
+                cpu_shares: Some(2),
+                ..Default::default()
+            },
+        )?;
+        Ok(Runtime {
+            config,
+            layout,
+            cgroups,
+            images,
+        })
     }
 
     /// Clamp an oom_score_adj to what this process is allowed to set.
@@ -123,7 +141,10 @@ impl Runtime {
             Ok(v) => v,
             Err(_) => {
                 let _ = pidfd.signal(nix::sys::signal::Signal::SIGKILL);
-                return Err(RuntimeError::Helper(format!("{subcommand} {} did not report within 60s", spec_path.display())));
+                return Err(RuntimeError::Helper(format!(
+                    "{subcommand} {} did not report within 60s",
+                    spec_path.display()
+                )));
             }
         };
         let line = out.lines().next().unwrap_or("");
@@ -132,7 +153,11 @@ impl Runtime {
             Ok(Err(msg)) => Err(RuntimeError::Helper(msg)),
             Err(_) => Err(RuntimeError::Helper(format!(
                 "{subcommand} exited without a report{}",
-                if err.trim().is_empty() { String::new() } else { format!(": {}", err.trim()) }
+                if err.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", err.trim())
+                }
             ))),
         }
     }
@@ -153,7 +178,10 @@ async fn read_pipe(pipe: Option<impl Into<std::os::fd::OwnedFd>>) -> String {
 /// value takes CAP_SYS_RESOURCE; without it, do what containerd does: clamp to our own value
 /// and say so once.
 pub fn min_oom_score_adj() -> i32 {
-    let own: i32 = std::fs::read_to_string("/proc/self/oom_score_adj").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    let own: i32 = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
     const CAP_SYS_RESOURCE: u32 = 24;
     if has_capability(CAP_SYS_RESOURCE) {
         -1000
@@ -178,9 +206,15 @@ fn has_capability(cap: u32) -> bool {
 /// Find the pause binary: explicit path, else next to this binary, else on $PATH.
 pub fn find_pause(explicit: Option<&Path>) -> std::result::Result<PathBuf, String> {
     if let Some(p) = explicit {
-        return if p.is_file() { Ok(p.to_path_buf()) } else { Err(format!("pause binary {} does not exist", p.display())) };
+        return if p.is_file() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(format!("pause binary {} does not exist", p.display()))
+        };
     }
-    let beside = std::env::current_exe().ok().and_then(|exe| exe.parent().map(|d| d.join("minilet-pause")));
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("minilet-pause")));
     if let Some(p) = beside.filter(|p| p.is_file()) {
         return Ok(p);
     }

@@ -57,7 +57,10 @@ impl ProcessId {
     /// The identity of a live process.
     pub fn of(pid: i32) -> io::Result<Self> {
         let st = stat(pid).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no process {pid}")))?;
-        Ok(ProcessId { pid, start_time: st.start_time })
+        Ok(ProcessId {
+            pid,
+            start_time: st.start_time,
+        })
     }
 
     /// Alive and still the same process (a zombie counts as dead: it has exited).
@@ -111,7 +114,11 @@ impl PidFd {
 
     /// Whether the process has exited (non-blocking).
     pub fn has_exited(&self) -> bool {
-        let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd, zero timeout.
         let n = unsafe { libc::poll(&mut pfd, 1, 0) };
         n > 0 && pfd.revents & libc::POLLIN != 0
@@ -156,8 +163,20 @@ fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
 
 fn pidfd_send_signal(fd: RawFd, signal: i32) -> io::Result<()> {
     // SAFETY: pidfd_send_signal(2) with a valid pidfd, a signal number, no siginfo, no flags.
-    let ret = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd, signal, std::ptr::null::<libc::siginfo_t>(), 0) };
-    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd,
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -186,7 +205,10 @@ mod tests {
         assert!(fd.has_exited());
         assert!(!id.is_alive());
         // The same pid with another start time is someone else.
-        let other = ProcessId { pid: id.pid, start_time: id.start_time + 1 };
+        let other = ProcessId {
+            pid: id.pid,
+            start_time: id.start_time + 1,
+        };
         assert!(other.open().unwrap().is_none());
     }
 }

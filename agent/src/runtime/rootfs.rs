@@ -67,13 +67,25 @@ pub fn setup(sys: &dyn Syscall, rootfs: &RootfsSpec, mounts: &[BindMount], maske
     let proc_dir = target.join("proc");
     sys.mkdir_all(&proc_dir)?;
     let nosuid_noexec_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
-    sys.mount(Some(Path::new("proc")), &proc_dir, Some("proc"), nosuid_noexec_nodev, None)?;
+    sys.mount(
+        Some(Path::new("proc")),
+        &proc_dir,
+        Some("proc"),
+        nosuid_noexec_nodev,
+        None,
+    )?;
 
     setup_dev(sys, target)?;
 
     let sys_dir = target.join("sys");
     sys.mkdir_all(&sys_dir)?;
-    sys.mount(Some(Path::new("sysfs")), &sys_dir, Some("sysfs"), nosuid_noexec_nodev | MsFlags::MS_RDONLY, None)?;
+    sys.mount(
+        Some(Path::new("sysfs")),
+        &sys_dir,
+        Some("sysfs"),
+        nosuid_noexec_nodev | MsFlags::MS_RDONLY,
+        None,
+    )?;
 
     for m in mounts {
         bind(sys, target, m)?;
@@ -84,7 +96,13 @@ pub fn setup(sys: &dyn Syscall, rootfs: &RootfsSpec, mounts: &[BindMount], maske
     }
 
     if rootfs.readonly {
-        sys.mount(None, target, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None)?;
+        sys.mount(
+            None,
+            target,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None,
+        )?;
     }
     Ok(())
 }
@@ -98,20 +116,40 @@ fn mount_overlay(sys: &dyn Syscall, rootfs: &RootfsSpec) -> SysResult {
         sys.mkdir_all(&empty)?;
         empty.display().to_string()
     } else {
-        rootfs.layers.iter().rev().map(String::as_str).collect::<Vec<_>>().join(":")
+        rootfs
+            .layers
+            .iter()
+            .rev()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(":")
     };
-    let options = format!("lowerdir={lower},upperdir={},workdir={}", rootfs.upper.display(), rootfs.work.display());
+    let options = format!(
+        "lowerdir={lower},upperdir={},workdir={}",
+        rootfs.upper.display(),
+        rootfs.work.display()
+    );
     if options.len() >= 4096 {
         return Err(SysError::new(
             "mount",
             &rootfs.target,
-            format!(" (overlay options are {} bytes; {} layers)", options.len(), rootfs.layers.len()),
+            format!(
+                " (overlay options are {} bytes; {} layers)",
+                options.len(),
+                rootfs.layers.len()
+            ),
             std::io::Error::from_raw_os_error(libc::E2BIG),
         ));
     }
     sys.mkdir_all(&rootfs.target)?;
     sys.chdir(&rootfs.layers_dir)?;
-    sys.mount(Some(Path::new("overlay")), &rootfs.target, Some("overlay"), MsFlags::empty(), Some(&options))?;
+    sys.mount(
+        Some(Path::new("overlay")),
+        &rootfs.target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(&options),
+    )?;
     sys.chdir(Path::new("/"))
 }
 
@@ -165,7 +203,13 @@ fn bind(sys: &dyn Syscall, target: &Path, m: &BindMount) -> SysResult {
     sys.mount(Some(&m.source), &dest, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
     if m.readonly {
         // A bind mount takes its flags from the source until remounted.
-        sys.mount(None, &dest, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None)?;
+        sys.mount(
+            None,
+            &dest,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None,
+        )?;
     }
     Ok(())
 }
@@ -175,9 +219,13 @@ fn mask_kernel_paths(sys: &dyn Syscall, target: &Path) -> SysResult {
     for path in MASKED_PATHS {
         let p = secure_join(target, path);
         match std::fs::symlink_metadata(&p) {
-            Ok(md) if md.is_dir() => {
-                sys.mount(Some(Path::new("tmpfs")), &p, Some("tmpfs"), MsFlags::MS_RDONLY, Some("size=0"))?
-            }
+            Ok(md) if md.is_dir() => sys.mount(
+                Some(Path::new("tmpfs")),
+                &p,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                Some("size=0"),
+            )?,
             Ok(_) => sys.mount(Some(&dev_null), &p, None, MsFlags::MS_BIND, None)?,
             Err(_) => {}
         }
@@ -190,7 +238,12 @@ fn mask_kernel_paths(sys: &dyn Syscall, target: &Path) -> SysResult {
                 None,
                 &p,
                 None,
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                MsFlags::MS_BIND
+                    | MsFlags::MS_REMOUNT
+                    | MsFlags::MS_RDONLY
+                    | MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV
+                    | MsFlags::MS_NOEXEC,
                 None,
             )?;
         }
@@ -291,16 +344,35 @@ mod tests {
         let target = dir.path().join("rootfs");
         let rec = Recorder::default();
         let mounts = vec![
-            BindMount { source: "/pod/etc/hosts".into(), destination: "/etc/hosts".into(), readonly: false, file: true },
-            BindMount { source: "/pod/vol".into(), destination: "/data".into(), readonly: true, file: false },
+            BindMount {
+                source: "/pod/etc/hosts".into(),
+                destination: "/etc/hosts".into(),
+                readonly: false,
+                file: true,
+            },
+            BindMount {
+                source: "/pod/vol".into(),
+                destination: "/data".into(),
+                readonly: true,
+                file: false,
+            },
         ];
         setup(&rec, &spec(&target), &mounts, true).unwrap();
         pivot(&rec, &target).unwrap();
         let calls = rec.calls();
         let t = target.display().to_string();
-        let pos = |needle: &str| calls.iter().position(|c| c.contains(needle)).unwrap_or_else(|| panic!("{needle} not in {calls:#?}"));
+        let pos = |needle: &str| {
+            calls
+                .iter()
+                .position(|c| c.contains(needle))
+                .unwrap_or_else(|| panic!("{needle} not in {calls:#?}"))
+        };
 
-        assert!(calls[0].starts_with("mount - / -") && calls[0].contains("MS_REC | MS_PRIVATE"), "{}", calls[0]);
+        assert!(
+            calls[0].starts_with("mount - / -") && calls[0].contains("MS_REC | MS_PRIVATE"),
+            "{}",
+            calls[0]
+        );
         // Top layer first, relative names, after a chdir into the layers directory.
         let overlay = pos("overlay");
         assert!(calls[overlay].contains("lowerdir=bbb:aaa,upperdir=/c/upper,workdir=/c/work"));
@@ -312,11 +384,22 @@ mod tests {
         assert!(pos("sysfs").gt(&overlay) && calls[pos("sysfs")].contains("MS_RDONLY"));
         assert!(calls.contains(&format!("touch {t}/etc/hosts")));
         assert!(calls.contains(&format!("mkdir {t}/data")));
-        let ro = calls.iter().rposition(|c| c.contains(&format!("{t}/data")) && c.contains("MS_REMOUNT")).unwrap();
+        let ro = calls
+            .iter()
+            .rposition(|c| c.contains(&format!("{t}/data")) && c.contains("MS_REMOUNT"))
+            .unwrap();
         assert!(calls[ro].contains("MS_RDONLY"));
         // pivot_root comes last, then the old root is detached.
         let n = calls.len();
-        assert_eq!(&calls[n - 4..], &[format!("chdir {t}"), "pivot_root . .".into(), "umount .".into(), "chdir /".into()]);
+        assert_eq!(
+            &calls[n - 4..],
+            &[
+                format!("chdir {t}"),
+                "pivot_root . .".into(),
+                "umount .".into(),
+                "chdir /".into()
+            ]
+        );
     }
 
     #[test]

@@ -48,7 +48,11 @@ impl Runtime {
 
     /// Where an emptyDir volume lives (the kubelet's layout, under our pod directory).
     pub fn empty_dir(&self, uid: &str, volume: &str) -> PathBuf {
-        self.layout.pod_dir(uid).join("volumes").join(EMPTY_DIR_PLUGIN).join(volume)
+        self.layout
+            .pod_dir(uid)
+            .join("volumes")
+            .join(EMPTY_DIR_PLUGIN)
+            .join(volume)
     }
 
     /// The pause's cgroup: a child of the pod's, named after the sandbox (as the kubelet's).
@@ -62,11 +66,19 @@ impl Runtime {
         let pod_dir = self.layout.pod_dir(uid);
         let etc = pod_dir.join("etc");
         std::fs::create_dir_all(&etc).context(|| format!("create {}", etc.display()))?;
-        for (name, content) in [("hosts", &cfg.etc.hosts), ("hostname", &cfg.etc.hostname), ("resolv.conf", &cfg.etc.resolv_conf)] {
+        for (name, content) in [
+            ("hosts", &cfg.etc.hosts),
+            ("hostname", &cfg.etc.hostname),
+            ("resolv.conf", &cfg.etc.resolv_conf),
+        ] {
             let path = etc.join(name);
             atomic_file::write(&path, content.as_bytes()).context(|| format!("write {}", path.display()))?;
         }
-        let mut tmpfs = vec![TmpfsSpec { path: self.shm_dir(uid), size_bytes: Some(cfg.shm_size), mode: 0o1777 }];
+        let mut tmpfs = vec![TmpfsSpec {
+            path: self.shm_dir(uid),
+            size_bytes: Some(cfg.shm_size),
+            mode: 0o1777,
+        }];
         for (name, memory, limit) in &cfg.empty_dirs {
             let dir = self.empty_dir(uid, name);
             std::fs::create_dir_all(&dir).context(|| format!("create emptyDir {}", dir.display()))?;
@@ -74,7 +86,11 @@ impl Runtime {
             std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
                 .context(|| format!("chmod {}", dir.display()))?;
             if *memory {
-                tmpfs.push(TmpfsSpec { path: dir, size_bytes: *limit, mode: 0o777 });
+                tmpfs.push(TmpfsSpec {
+                    path: dir,
+                    size_bytes: *limit,
+                    mode: 0o777,
+                });
             }
         }
 
@@ -122,7 +138,11 @@ impl Runtime {
     /// a pod whose state was lost. The kubelet cleans these up too.
     pub fn orphan_pod_cgroups(&self, known: &std::collections::HashSet<String>) -> Vec<String> {
         let mut out = Vec::new();
-        for qos in [super::KUBEPODS.to_string(), format!("{}/burstable", super::KUBEPODS), format!("{}/besteffort", super::KUBEPODS)] {
+        for qos in [
+            super::KUBEPODS.to_string(),
+            format!("{}/burstable", super::KUBEPODS),
+            format!("{}/besteffort", super::KUBEPODS),
+        ] {
             for dir in self.cgroups.dirs(&qos) {
                 let Ok(entries) = std::fs::read_dir(&dir) else { continue };
                 for e in entries.flatten() {

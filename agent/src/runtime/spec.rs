@@ -159,12 +159,24 @@ impl ContainerExit {
         } else {
             "Error"
         };
-        ContainerExit { exit_code, signal, reason: reason.into(), message: String::new(), finished_at }
+        ContainerExit {
+            exit_code,
+            signal,
+            reason: reason.into(),
+            message: String::new(),
+            finished_at,
+        }
     }
 
     /// The container never ran: its setup or exec failed.
     pub fn start_error(message: String, finished_at: i64) -> Self {
-        ContainerExit { exit_code: 128, signal: None, reason: "StartError".into(), message, finished_at }
+        ContainerExit {
+            exit_code: 128,
+            signal: None,
+            reason: "StartError".into(),
+            message,
+            finished_at,
+        }
     }
 }
 

@@ -70,7 +70,9 @@ pub struct Layout {
 
 impl Layout {
     pub fn new(root: &Path) -> Self {
-        Layout { root: root.to_path_buf() }
+        Layout {
+            root: root.to_path_buf(),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -145,8 +147,11 @@ impl ContainerFiles {
     }
 }
 
+/// A pod found in the state directory, or the path that could not be read and why.
+pub type FoundPod = Result<(PodRecord, Option<SandboxState>), (PathBuf, String)>;
+
 /// All pods recorded in the state directory (records that fail to parse are reported, not fatal).
-pub fn load_pods(layout: &Layout) -> Vec<Result<(PodRecord, Option<SandboxState>), (PathBuf, String)>> {
+pub fn load_pods(layout: &Layout) -> Vec<FoundPod> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(layout.pods_dir()) else {
         return out;

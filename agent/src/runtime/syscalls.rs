@@ -22,14 +22,26 @@ pub struct SysError {
 
 impl SysError {
     pub fn new(op: &'static str, path: &Path, detail: impl Into<String>, source: impl Into<std::io::Error>) -> Self {
-        SysError { op, path: path.to_path_buf(), detail: detail.into(), source: source.into() }
+        SysError {
+            op,
+            path: path.to_path_buf(),
+            detail: detail.into(),
+            source: source.into(),
+        }
     }
 }
 
 pub type SysResult<T = ()> = Result<T, SysError>;
 
 pub trait Syscall {
-    fn mount(&self, source: Option<&Path>, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> SysResult;
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> SysResult;
     fn umount(&self, target: &Path, flags: MntFlags) -> SysResult;
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> SysResult;
     fn chdir(&self, path: &Path) -> SysResult;
@@ -44,7 +56,14 @@ pub trait Syscall {
 pub struct Linux;
 
 impl Syscall for Linux {
-    fn mount(&self, source: Option<&Path>, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> SysResult {
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> SysResult {
         nix::mount::mount(source, target, fstype, flags, data).map_err(|e| {
             let detail = match (fstype, data) {
                 (Some(t), Some(d)) => format!(" (type {t}, options {d})"),
@@ -92,7 +111,8 @@ impl Syscall for Linux {
     }
 
     fn symlink(&self, target: &Path, link: &Path) -> SysResult {
-        std::os::unix::fs::symlink(target, link).map_err(|e| SysError::new("symlink", link, format!(" -> {}", target.display()), e))
+        std::os::unix::fs::symlink(target, link)
+            .map_err(|e| SysError::new("symlink", link, format!(" -> {}", target.display()), e))
     }
 }
 
@@ -117,7 +137,14 @@ impl Recorder {
 
 #[cfg(test)]
 impl Syscall for Recorder {
-    fn mount(&self, source: Option<&Path>, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> SysResult {
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> SysResult {
         self.push(format!(
             "mount {} {} {} {:?} {}",
             source.map(|s| s.display().to_string()).unwrap_or("-".into()),

@@ -38,7 +38,12 @@ fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
         if f.len() < 7 || line.starts_with('#') {
             return None;
         }
-        Some(PasswdEntry { name: f[0], uid: f[2].parse().ok()?, gid: f[3].parse().ok()?, home: f[5] })
+        Some(PasswdEntry {
+            name: f[0],
+            uid: f[2].parse().ok()?,
+            gid: f[3].parse().ok()?,
+            home: f[5],
+        })
     })
 }
 
@@ -49,7 +54,11 @@ fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
             return None;
         }
         let members = f[3].split(',').filter(|m| !m.is_empty()).collect();
-        Some(GroupEntry { name: f[0], gid: f[2].parse().ok()?, members })
+        Some(GroupEntry {
+            name: f[0],
+            gid: f[2].parse().ok()?,
+            members,
+        })
     })
 }
 
@@ -69,7 +78,11 @@ pub fn resolve(spec: &UserSpec, passwd: Option<&str>, group: Option<&str>) -> Re
             None => (spec.image_user.clone(), None),
         },
     };
-    let user_part = if user_part.is_empty() { "0".to_string() } else { user_part };
+    let user_part = if user_part.is_empty() {
+        "0".to_string()
+    } else {
+        user_part
+    };
 
     let entry = passwd_entries(passwd).find(|e| match user_part.parse::<u32>() {
         Ok(uid) => e.uid == uid,
@@ -89,7 +102,10 @@ pub fn resolve(spec: &UserSpec, passwd: Option<&str>, group: Option<&str>) -> Re
     if let Some(g) = group_override.filter(|g| !g.is_empty()) {
         gid = match g.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => group_entries(group).find(|e| e.name == g).map(|e| e.gid).ok_or(UserError::NoGroup(g))?,
+            Err(_) => group_entries(group)
+                .find(|e| e.name == g)
+                .map(|e| e.gid)
+                .ok_or(UserError::NoGroup(g))?,
         };
     }
 
@@ -106,7 +122,12 @@ pub fn resolve(spec: &UserSpec, passwd: Option<&str>, group: Option<&str>) -> Re
             additional.push(g);
         }
     }
-    Ok(ResolvedUser { uid, gid, additional_gids: additional, home: if home.is_empty() { "/".into() } else { home } })
+    Ok(ResolvedUser {
+        uid,
+        gid,
+        additional_gids: additional,
+        home: if home.is_empty() { "/".into() } else { home },
+    })
 }
 
 #[cfg(test)]
@@ -117,7 +138,12 @@ mod tests {
     const GROUP: &str = "root:x:0:\nnginx:x:101:\nwww:x:33:nginx,other\nnogroup:x:65534:\n";
 
     fn spec(image_user: &str, uid: Option<u32>, gid: Option<u32>) -> UserSpec {
-        UserSpec { uid, gid, image_user: image_user.into(), supplemental_groups: vec![] }
+        UserSpec {
+            uid,
+            gid,
+            image_user: image_user.into(),
+            supplemental_groups: vec![],
+        }
     }
 
     fn r(s: &UserSpec) -> Result<ResolvedUser, UserError> {
@@ -126,15 +152,37 @@ mod tests {
 
     #[test]
     fn image_user_forms() {
-        assert_eq!(r(&spec("", None, None)).unwrap(), ResolvedUser { uid: 0, gid: 0, additional_gids: vec![], home: "/root".into() });
+        assert_eq!(
+            r(&spec("", None, None)).unwrap(),
+            ResolvedUser {
+                uid: 0,
+                gid: 0,
+                additional_gids: vec![],
+                home: "/root".into()
+            }
+        );
         let nginx = r(&spec("nginx", None, None)).unwrap();
-        assert_eq!((nginx.uid, nginx.gid, nginx.additional_gids.clone(), nginx.home.as_str()), (101, 101, vec![33], "/var/cache/nginx"));
+        assert_eq!(
+            (nginx.uid, nginx.gid, nginx.additional_gids.clone(), nginx.home.as_str()),
+            (101, 101, vec![33], "/var/cache/nginx")
+        );
         assert_eq!(r(&spec("101:33", None, None)).unwrap().gid, 33);
         assert_eq!(r(&spec("nginx:www", None, None)).unwrap().gid, 33);
         // Unknown numeric users are fine, unknown names are not.
-        assert_eq!(r(&spec("1234", None, None)).unwrap(), ResolvedUser { uid: 1234, gid: 0, additional_gids: vec![], home: "/".into() });
+        assert_eq!(
+            r(&spec("1234", None, None)).unwrap(),
+            ResolvedUser {
+                uid: 1234,
+                gid: 0,
+                additional_gids: vec![],
+                home: "/".into()
+            }
+        );
         assert_eq!(r(&spec("ghost", None, None)), Err(UserError::NoUser("ghost".into())));
-        assert_eq!(r(&spec("nginx:ghosts", None, None)), Err(UserError::NoGroup("ghosts".into())));
+        assert_eq!(
+            r(&spec("nginx:ghosts", None, None)),
+            Err(UserError::NoGroup("ghosts".into()))
+        );
     }
 
     #[test]

@@ -34,8 +34,23 @@ mod tests {
             assert!(is_manifest_name(OsStr::new(ok)), "{ok}");
         }
         for ignored in [
-            ".web.yaml", ".web.yaml.swp", "web.yaml~", "web.yaml.swp", "web.yaml.swx", "web.yaml.bak", "web.yaml.tmp", "web.yaml.orig",
-            "#web.yaml#", "web.yaml.dpkg-new", "web.yaml.dpkg-old", "web.dpkg-dist.yaml", "web", "web.txt", "web.conf", ".yaml", "README",
+            ".web.yaml",
+            ".web.yaml.swp",
+            "web.yaml~",
+            "web.yaml.swp",
+            "web.yaml.swx",
+            "web.yaml.bak",
+            "web.yaml.tmp",
+            "web.yaml.orig",
+            "#web.yaml#",
+            "web.yaml.dpkg-new",
+            "web.yaml.dpkg-old",
+            "web.dpkg-dist.yaml",
+            "web",
+            "web.txt",
+            "web.conf",
+            ".yaml",
+            "README",
         ] {
             assert!(!is_manifest_name(OsStr::new(ignored)), "{ignored}");
         }

@@ -23,8 +23,8 @@ use std::time::Duration;
 
 pub use filter::is_manifest_name;
 use k8s_openapi::api::core::v1::Pod;
-use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use notify::Watcher;
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -85,7 +85,10 @@ pub enum SourceError {
 
 /// Read a single manifest file: parse, default, validate, compute the static UID.
 pub fn load_file(path: &Path, node_name: &str) -> Result<ManifestPod, InvalidManifest> {
-    let invalid = |msg: String| InvalidManifest { path: path.to_path_buf(), message: format!("{}: {msg}", path.display()) };
+    let invalid = |msg: String| InvalidManifest {
+        path: path.to_path_buf(),
+        message: format!("{}: {msg}", path.display()),
+    };
     let text = std::fs::read_to_string(path).map_err(|e| invalid(format!("read: {e}")))?;
     let mut pod = parse::parse(path, &text).map_err(invalid)?;
     parse::apply_defaults(&mut pod, node_name);
@@ -102,7 +105,11 @@ pub fn load_file(path: &Path, node_name: &str) -> Result<ManifestPod, InvalidMan
     annotations.insert("kubernetes.io/config.source".into(), "file".into());
     annotations.insert("kubernetes.io/config.hash".into(), uid.clone());
     annotations.insert("kubernetes.io/config.seen".into(), jiff::Timestamp::now().to_string());
-    Ok(ManifestPod { path: path.to_path_buf(), uid, pod })
+    Ok(ManifestPod {
+        path: path.to_path_buf(),
+        uid,
+        pod,
+    })
 }
 
 /// Watches the directory; dropping it stops the watch.
@@ -120,22 +127,45 @@ impl ManifestSource {
         dir: &Path,
         node_name: &str,
         relist: Duration,
-    ) -> Result<(Self, Vec<Arc<ManifestPod>>, Vec<InvalidManifest>, mpsc::UnboundedReceiver<SourceEvent>), SourceError> {
+    ) -> Result<
+        (
+            Self,
+            Vec<Arc<ManifestPod>>,
+            Vec<InvalidManifest>,
+            mpsc::UnboundedReceiver<SourceEvent>,
+        ),
+        SourceError,
+    > {
         if !dir.is_dir() {
             tracing::info!(dir = %dir.display(), "creating the manifests directory");
-            std::fs::create_dir_all(dir).map_err(|source| SourceError::CreateDir { path: dir.to_path_buf(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| SourceError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
         }
         // Watch before listing: a change made in between is seen twice at worst.
         let (raw_tx, raw_rx) = mpsc::unbounded_channel();
         let mut watcher = notify::recommended_watcher(move |res| {
             let _ = raw_tx.send(res);
         })
-        .map_err(|source| SourceError::Watch { path: dir.to_path_buf(), source })?;
+        .map_err(|source| SourceError::Watch {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         watcher
             .watch(dir, notify::RecursiveMode::NonRecursive)
-            .map_err(|source| SourceError::Watch { path: dir.to_path_buf(), source })?;
+            .map_err(|source| SourceError::Watch {
+                path: dir.to_path_buf(),
+                source,
+            })?;
 
-        let mut state = Files { dir: dir.to_path_buf(), node: node_name.to_string(), files: BTreeMap::new(), owners: HashMap::new(), out: Vec::new() };
+        let mut state = Files {
+            dir: dir.to_path_buf(),
+            node: node_name.to_string(),
+            files: BTreeMap::new(),
+            owners: HashMap::new(),
+            out: Vec::new(),
+        };
         state.relist();
         let (mut desired, mut invalid) = (Vec::new(), Vec::new());
         for ev in state.out.drain(..) {
@@ -206,13 +236,16 @@ impl Files {
 
     /// Bring one path up to date and queue the events that follow.
     fn refresh(&mut self, path: &Path) {
-        let candidate = path.file_name().is_some_and(is_manifest_name) && std::fs::metadata(path).is_ok_and(|m| m.is_file());
+        let candidate =
+            path.file_name().is_some_and(is_manifest_name) && std::fs::metadata(path).is_ok_and(|m| m.is_file());
         if !candidate {
             if let Some(t) = self.files.remove(path)
                 && let Some(pod) = t.pod
             {
                 self.release(&pod.full_name(), path);
-                self.out.push(SourceEvent::Removed { path: path.to_path_buf() });
+                self.out.push(SourceEvent::Removed {
+                    path: path.to_path_buf(),
+                });
             }
             return;
         }
@@ -224,12 +257,20 @@ impl Files {
                 let t = self.files.entry(path.to_path_buf()).or_default();
                 t.stamp = st;
                 if let Some(owner) = owner {
-                    let msg = format!("{}: metadata.name: Duplicate value: {:?}: pod {full} is already defined by {}", path.display(), pod.name(), owner.display());
+                    let msg = format!(
+                        "{}: metadata.name: Duplicate value: {:?}: pod {full} is already defined by {}",
+                        path.display(),
+                        pod.name(),
+                        owner.display()
+                    );
                     t.conflict = true;
                     if t.error.as_deref() != Some(msg.as_str()) {
                         t.error = Some(msg.clone());
                         tracing::warn!("{msg}");
-                        self.out.push(SourceEvent::Invalid(InvalidManifest { path: path.to_path_buf(), message: msg }));
+                        self.out.push(SourceEvent::Invalid(InvalidManifest {
+                            path: path.to_path_buf(),
+                            message: msg,
+                        }));
                     }
                     return;
                 }
@@ -266,7 +307,12 @@ impl Files {
     fn release(&mut self, full: &str, path: &Path) {
         if self.owners.get(full).is_some_and(|o| o == path) {
             self.owners.remove(full);
-            let waiting: Vec<PathBuf> = self.files.iter().filter(|(_, t)| t.conflict).map(|(p, _)| p.clone()).collect();
+            let waiting: Vec<PathBuf> = self
+                .files
+                .iter()
+                .filter(|(_, t)| t.conflict)
+                .map(|(p, _)| p.clone())
+                .collect();
             for p in waiting {
                 if let Some(t) = self.files.get_mut(&p) {
                     t.error = None;
@@ -279,7 +325,12 @@ impl Files {
 
 fn stamp(path: &Path) -> Option<Stamp> {
     let m = std::fs::metadata(path).ok()?;
-    Some(Stamp { ino: m.ino(), size: m.size(), mtime: m.mtime(), mtime_nsec: m.mtime_nsec() })
+    Some(Stamp {
+        ino: m.ino(),
+        size: m.size(),
+        mtime: m.mtime(),
+        mtime_nsec: m.mtime_nsec(),
+    })
 }
 
 async fn run(
@@ -350,7 +401,10 @@ mod tests {
     }
 
     async fn next(rx: &mut mpsc::UnboundedReceiver<SourceEvent>) -> SourceEvent {
-        tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("an event within 5s").expect("source alive")
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("an event within 5s")
+            .expect("source alive")
     }
 
     async fn quiet(rx: &mut mpsc::UnboundedReceiver<SourceEvent>, for_: Duration) {
@@ -373,10 +427,23 @@ mod tests {
         assert_eq!(m.pod.spec.as_ref().unwrap().node_name.as_deref(), Some("node1"));
         // Reading again: same UID, though config.seen changed.
         assert_eq!(load_file(&p, "node1").unwrap().uid, m.uid);
-        std::fs::write(&p, "apiVersion: v1\nkind: Pod\nmetadata: {name: W}\nspec: {containers: []}\n").unwrap();
+        std::fs::write(
+            &p,
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: W}\nspec: {containers: []}\n",
+        )
+        .unwrap();
         let err = load_file(&p, "node1").unwrap_err();
-        assert!(err.message.starts_with(&format!("{}: metadata.name: Invalid value", p.display())), "{}", err.message);
-        assert!(err.message.contains("; spec.containers: Required value"), "{}", err.message);
+        assert!(
+            err.message
+                .starts_with(&format!("{}: metadata.name: Invalid value", p.display())),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message.contains("; spec.containers: Required value"),
+            "{}",
+            err.message
+        );
     }
 
     #[tokio::test]
@@ -392,7 +459,9 @@ mod tests {
 
         // Create → Upsert.
         std::fs::write(d.join("b.yaml"), pod("b", 1)).unwrap();
-        let SourceEvent::Upsert(b) = next(&mut rx).await else { panic!("upsert") };
+        let SourceEvent::Upsert(b) = next(&mut rx).await else {
+            panic!("upsert")
+        };
         assert_eq!(b.name(), "b");
 
         // Touch and editor leftovers → nothing.
@@ -406,20 +475,30 @@ mod tests {
 
         // Edit → Upsert with a new UID.
         std::fs::write(d.join("a.yaml"), pod("a", 2)).unwrap();
-        let SourceEvent::Upsert(a2) = next(&mut rx).await else { panic!("upsert") };
+        let SourceEvent::Upsert(a2) = next(&mut rx).await else {
+            panic!("upsert")
+        };
         assert_ne!(a2.uid, a_uid);
 
         // Write through a temp file + rename → exactly one Upsert.
         std::fs::write(d.join(".c.yaml.tmp"), pod("c", 1)).unwrap();
         std::fs::rename(d.join(".c.yaml.tmp"), d.join("c.yaml")).unwrap();
-        let SourceEvent::Upsert(c) = next(&mut rx).await else { panic!("upsert") };
+        let SourceEvent::Upsert(c) = next(&mut rx).await else {
+            panic!("upsert")
+        };
         assert_eq!(c.name(), "c");
         quiet(&mut rx, Duration::from_millis(500)).await;
 
         // A broken edit of a valid file → Invalid, never Removed; fixing it → Upsert.
         std::fs::write(d.join("b.yaml"), "apiVersion: v1\nkind: Pod\nmetadata: {name: b\n").unwrap();
-        let SourceEvent::Invalid(i) = next(&mut rx).await else { panic!("invalid") };
-        assert!(i.message.contains("b.yaml") && i.message.contains("line"), "{}", i.message);
+        let SourceEvent::Invalid(i) = next(&mut rx).await else {
+            panic!("invalid")
+        };
+        assert!(
+            i.message.contains("b.yaml") && i.message.contains("line"),
+            "{}",
+            i.message
+        );
         quiet(&mut rx, Duration::from_millis(500)).await;
         std::fs::write(d.join("b.yaml"), pod("b", 3)).unwrap();
         assert!(matches!(next(&mut rx).await, SourceEvent::Upsert(_)));
@@ -427,10 +506,16 @@ mod tests {
         // A second file with the same pod name → Invalid naming the first; it takes over
         // once the first is removed.
         std::fs::write(d.join("z.yaml"), pod("a", 9)).unwrap();
-        let SourceEvent::Invalid(i) = next(&mut rx).await else { panic!("invalid") };
-        assert!(i.message.contains("already defined by") && i.message.contains("a.yaml"), "{}", i.message);
+        let SourceEvent::Invalid(i) = next(&mut rx).await else {
+            panic!("invalid")
+        };
+        assert!(
+            i.message.contains("already defined by") && i.message.contains("a.yaml"),
+            "{}",
+            i.message
+        );
         std::fs::remove_file(d.join("a.yaml")).unwrap();
-        let mut got = vec![next(&mut rx).await, next(&mut rx).await];
+        let mut got = [next(&mut rx).await, next(&mut rx).await];
         got.sort_by_key(|e| matches!(e, SourceEvent::Upsert(_)));
         assert!(matches!(&got[0], SourceEvent::Removed { path } if path.ends_with("a.yaml")));
         assert!(matches!(&got[1], SourceEvent::Upsert(p) if p.path.ends_with("z.yaml")));
@@ -453,7 +538,9 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         f.write_all(second.as_bytes()).unwrap();
         drop(f);
-        let SourceEvent::Upsert(p) = next(&mut rx).await else { panic!("a single upsert, no invalid") };
+        let SourceEvent::Upsert(p) = next(&mut rx).await else {
+            panic!("a single upsert, no invalid")
+        };
         assert_eq!(p.pod.spec.as_ref().unwrap().containers.len(), 1);
         quiet(&mut rx, Duration::from_millis(600)).await;
     }
@@ -462,17 +549,29 @@ mod tests {
     fn relist_rereads_only_what_changed_and_notices_removals() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let mut files = Files { dir: d.to_path_buf(), node: "n".into(), files: BTreeMap::new(), owners: HashMap::new(), out: Vec::new() };
+        let mut files = Files {
+            dir: d.to_path_buf(),
+            node: "n".into(),
+            files: BTreeMap::new(),
+            owners: HashMap::new(),
+            out: Vec::new(),
+        };
         files.relist();
         assert!(files.out.is_empty());
         std::fs::write(d.join("a.yaml"), pod("a", 1)).unwrap();
         files.relist();
-        assert!(matches!(files.out.drain(..).collect::<Vec<_>>().as_slice(), [SourceEvent::Upsert(_)]));
+        assert!(matches!(
+            files.out.drain(..).collect::<Vec<_>>().as_slice(),
+            [SourceEvent::Upsert(_)]
+        ));
         files.relist();
         assert!(files.out.is_empty(), "unchanged stamp: not even re-read");
         std::fs::remove_file(d.join("a.yaml")).unwrap();
         files.relist();
-        assert!(matches!(files.out.drain(..).collect::<Vec<_>>().as_slice(), [SourceEvent::Removed { .. }]));
+        assert!(matches!(
+            files.out.drain(..).collect::<Vec<_>>().as_slice(),
+            [SourceEvent::Removed { .. }]
+        ));
     }
 
     #[tokio::test]

@@ -34,19 +34,29 @@ pub fn parse(path: &Path, text: &str) -> Result<Pod, String> {
     let field = |name: &str| head.get(name).and_then(|v| v.as_str()).map(str::to_string);
     match field("apiVersion").as_deref() {
         Some("v1") => {}
-        Some(other) => return Err(format!("apiVersion: Unsupported value: {other:?}: supported values: \"v1\"")),
+        Some(other) => {
+            return Err(format!(
+                "apiVersion: Unsupported value: {other:?}: supported values: \"v1\""
+            ));
+        }
         None => return Err("apiVersion: Required value".into()),
     }
     match field("kind").as_deref() {
         Some("Pod") => {}
-        Some(other) => return Err(format!("kind: Unsupported value: {other:?}: minilet runs Pods (one per file)")),
+        Some(other) => {
+            return Err(format!(
+                "kind: Unsupported value: {other:?}: minilet runs Pods (one per file)"
+            ));
+        }
         None => return Err("kind: Required value".into()),
     }
     if json {
         serde_json::from_str(text).map_err(|e| e.to_string())
     } else {
         // Straight from the text (not from the Value above) so errors keep line and column.
-        let first = serde_yaml::Deserializer::from_str(text).next().ok_or("empty manifest")?;
+        let first = serde_yaml::Deserializer::from_str(text)
+            .next()
+            .ok_or("empty manifest")?;
         Pod::deserialize(first).map_err(yaml_error)
     }
 }
@@ -73,7 +83,12 @@ pub fn apply_defaults(pod: &mut Pod, node_name: &str) {
     spec.enable_service_links.get_or_insert(true);
     spec.security_context.get_or_insert_with(Default::default);
     spec.node_name = Some(node_name.to_string());
-    for c in spec.init_containers.iter_mut().flatten().chain(spec.containers.iter_mut()) {
+    for c in spec
+        .init_containers
+        .iter_mut()
+        .flatten()
+        .chain(spec.containers.iter_mut())
+    {
         default_container(c);
     }
 }
@@ -83,7 +98,8 @@ fn default_container(c: &mut Container) {
         let image = c.image.as_deref().unwrap_or("");
         c.image_pull_policy = Some(default_pull_policy(image).into());
     }
-    c.termination_message_path.get_or_insert_with(|| "/dev/termination-log".into());
+    c.termination_message_path
+        .get_or_insert_with(|| "/dev/termination-log".into());
     c.termination_message_policy.get_or_insert_with(|| "File".into());
     for p in c.ports.iter_mut().flatten() {
         p.protocol.get_or_insert_with(|| "TCP".into());
@@ -123,10 +139,19 @@ mod tests {
     fn kind_version_documents() {
         assert_eq!(p("").unwrap_err(), "empty manifest");
         assert_eq!(p("# only a comment\n").unwrap_err(), "empty manifest");
-        assert!(p("apiVersion: apps/v1\nkind: Deployment\n").unwrap_err().starts_with("apiVersion: Unsupported value: \"apps/v1\""));
-        assert!(p("apiVersion: v1\nkind: Service\n").unwrap_err().starts_with("kind: Unsupported value: \"Service\""));
+        assert!(
+            p("apiVersion: apps/v1\nkind: Deployment\n")
+                .unwrap_err()
+                .starts_with("apiVersion: Unsupported value: \"apps/v1\"")
+        );
+        assert!(
+            p("apiVersion: v1\nkind: Service\n")
+                .unwrap_err()
+                .starts_with("kind: Unsupported value: \"Service\"")
+        );
         assert!(p("kind: Pod\n").unwrap_err().starts_with("apiVersion: Required"));
-        let two = "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: b}\n";
+        let two =
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: b}\n";
         assert!(p(two).unwrap_err().contains("more than one document"));
         assert!(p("apiVersion: v1\nkind: Pod\nmetadata: {name: a}\n---\n").is_ok());
     }
@@ -136,8 +161,14 @@ mod tests {
         let e = p("apiVersion: v1\nkind: Pod\nmetadata: {name: web\n").unwrap_err();
         assert!(e.contains("line") && e.contains("column"), "{e}");
         let e = p("apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  containers:\n  - name: a\n    ports:\n    - containerPort: eighty\n").unwrap_err();
-        assert!(e.contains("spec.containers[0].ports[0].containerPort") && e.contains("line 8"), "{e}");
-        let json = parse(Path::new("/m/x.json"), r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"j"},"spec":{"containers":[{"name":"a","image":"i"}]}}"#);
+        assert!(
+            e.contains("spec.containers[0].ports[0].containerPort") && e.contains("line 8"),
+            "{e}"
+        );
+        let json = parse(
+            Path::new("/m/x.json"),
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"j"},"spec":{"containers":[{"name":"a","image":"i"}]}}"#,
+        );
         assert_eq!(json.unwrap().metadata.name.as_deref(), Some("j"));
         assert!(parse(Path::new("/m/x.json"), "{").unwrap_err().contains("line 1"));
     }
@@ -156,7 +187,10 @@ mod tests {
         assert_eq!(c.image_pull_policy.as_deref(), Some("Always"));
         assert_eq!(c.termination_message_path.as_deref(), Some("/dev/termination-log"));
         assert_eq!(c.ports.as_ref().unwrap()[0].protocol.as_deref(), Some("TCP"));
-        assert_eq!(c.resources.as_ref().unwrap().requests.as_ref().unwrap()["cpu"].0, "500m");
+        assert_eq!(
+            c.resources.as_ref().unwrap().requests.as_ref().unwrap()["cpu"].0,
+            "500m"
+        );
     }
 
     #[test]

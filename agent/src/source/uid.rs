@@ -32,7 +32,9 @@ mod tests {
     #[test]
     fn stable_under_formatting_changed_by_edits_path_and_node() {
         let a = pod("apiVersion: v1\nkind: Pod\nmetadata: {name: w}\nspec: {containers: [{name: a, image: i}]}\n");
-        let b = pod("# a comment\napiVersion: v1\nkind: Pod\nmetadata:\n  name: w\nspec:\n  containers:\n  - image: i\n    name: a\n");
+        let b = pod(
+            "# a comment\napiVersion: v1\nkind: Pod\nmetadata:\n  name: w\nspec:\n  containers:\n  - image: i\n    name: a\n",
+        );
         let c = pod("apiVersion: v1\nkind: Pod\nmetadata: {name: w}\nspec: {containers: [{name: a, image: j}]}\n");
         let p = Path::new("/etc/minilet/manifests/w.yaml");
         let u = static_uid(&a, "n1", p);

@@ -9,15 +9,17 @@ use crate::quantity::Quantity;
 
 const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
 const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
-const ENV_NAME_MSG: &str =
-    "a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit";
+const ENV_NAME_MSG: &str = "a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit";
 const NO_API_SERVER: &str = "minilet runs static pods without an API server";
 
 /// Every problem found, each `field.path: what is wrong`.
 pub fn validate(pod: &Pod) -> Vec<String> {
     let mut v = Errors::default();
     match pod.metadata.name.as_deref() {
-        None | Some("") => v.push("metadata.name", "Required value: name or generateName is required".into()),
+        None | Some("") => v.push(
+            "metadata.name",
+            "Required value: name or generateName is required".into(),
+        ),
         Some(name) if !is_subdomain(name) => v.invalid("metadata.name", name, SUBDOMAIN_MSG),
         Some(_) => {}
     }
@@ -44,7 +46,11 @@ impl Errors {
         self.push(path, format!("Invalid value: {value:?}: {why}"));
     }
     fn unsupported(&mut self, path: &str, value: &str, supported: &[&str]) {
-        let list = supported.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
+        let list = supported
+            .iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         self.push(path, format!("Unsupported value: {value:?}: supported values: {list}"));
     }
 }
@@ -63,7 +69,10 @@ fn validate_spec(spec: &PodSpec, v: &mut Errors) {
         if !ok.contains(&p) {
             v.unsupported("spec.dnsPolicy", p, &ok);
         } else if p == "None" && spec.dns_config.is_none() {
-            v.push("spec.dnsConfig", "Required value: must provide `dnsConfig` when `dnsPolicy` is None".into());
+            v.push(
+                "spec.dnsConfig",
+                "Required value: must provide `dnsConfig` when `dnsPolicy` is None".into(),
+            );
         }
     }
     if let Some(h) = spec.hostname.as_deref()
@@ -75,7 +84,11 @@ fn validate_spec(spec: &PodSpec, v: &mut Errors) {
     if let Some(g) = spec.termination_grace_period_seconds
         && g < 0
     {
-        v.invalid("spec.terminationGracePeriodSeconds", g, "must be greater than or equal to 0");
+        v.invalid(
+            "spec.terminationGracePeriodSeconds",
+            g,
+            "must be greater than or equal to 0",
+        );
     }
 
     let mut volume_names = HashSet::new();
@@ -84,7 +97,10 @@ fn validate_spec(spec: &PodSpec, v: &mut Errors) {
     }
 
     let mut names = HashSet::new();
-    for (list, containers) in [("initContainers", spec.init_containers.as_deref().unwrap_or_default()), ("containers", &spec.containers[..])] {
+    for (list, containers) in [
+        ("initContainers", spec.init_containers.as_deref().unwrap_or_default()),
+        ("containers", &spec.containers[..]),
+    ] {
         for (i, c) in containers.iter().enumerate() {
             validate_container(&format!("spec.{list}[{i}]"), c, &mut names, &volume_names, v);
         }
@@ -101,7 +117,10 @@ fn validate_volume(path: &str, vol: &Volume, names: &mut HashSet<String>, v: &mu
     }
     // The volume sources are the fields other than `name`.
     let json = serde_json::to_value(vol).unwrap_or_default();
-    let sources: Vec<String> = json.as_object().map(|o| o.keys().filter(|k| *k != "name").cloned().collect()).unwrap_or_default();
+    let sources: Vec<String> = json
+        .as_object()
+        .map(|o| o.keys().filter(|k| *k != "name").cloned().collect())
+        .unwrap_or_default();
     match sources.as_slice() {
         [] => v.push(path, "Required value: must specify a volume type".into()),
         [one] if one == "emptyDir" => {
@@ -118,7 +137,16 @@ fn validate_volume(path: &str, vol: &Volume, names: &mut HashSet<String>, v: &mu
                 } else if hp.path.split('/').any(|c| c == "..") {
                     v.invalid(&format!("{path}.hostPath.path"), &hp.path, "must not contain '..'");
                 }
-                let types = ["", "DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket", "CharDevice", "BlockDevice"];
+                let types = [
+                    "",
+                    "DirectoryOrCreate",
+                    "Directory",
+                    "FileOrCreate",
+                    "File",
+                    "Socket",
+                    "CharDevice",
+                    "BlockDevice",
+                ];
                 if let Some(t) = hp.type_.as_deref()
                     && !types.contains(&t)
                 {
@@ -130,11 +158,20 @@ fn validate_volume(path: &str, vol: &Volume, names: &mut HashSet<String>, v: &mu
             &format!("{path}.{one}"),
             format!("Unsupported value: {NO_API_SERVER}; only emptyDir and hostPath volumes are supported"),
         ),
-        many => v.push(&format!("{path}.{}", many[1]), "Forbidden: may not specify more than 1 volume type".into()),
+        many => v.push(
+            &format!("{path}.{}", many[1]),
+            "Forbidden: may not specify more than 1 volume type".into(),
+        ),
     }
 }
 
-fn validate_container(path: &str, c: &Container, names: &mut HashSet<String>, volumes: &HashSet<String>, v: &mut Errors) {
+fn validate_container(
+    path: &str,
+    c: &Container,
+    names: &mut HashSet<String>,
+    volumes: &HashSet<String>,
+    v: &mut Errors,
+) {
     if c.name.is_empty() {
         v.push(&format!("{path}.name"), "Required value".into());
     } else if !is_label(&c.name) {
@@ -150,7 +187,11 @@ fn validate_container(path: &str, c: &Container, names: &mut HashSet<String>, vo
     for (j, p) in c.ports.iter().flatten().enumerate() {
         let pp = format!("{path}.ports[{j}]");
         if !(1..=65535).contains(&p.container_port) {
-            v.invalid(&format!("{pp}.containerPort"), p.container_port, "must be between 1 and 65535, inclusive");
+            v.invalid(
+                &format!("{pp}.containerPort"),
+                p.container_port,
+                "must be between 1 and 65535, inclusive",
+            );
         }
         if let Some(hp) = p.host_port
             && !(0..=65535).contains(&hp)
@@ -172,20 +213,30 @@ fn validate_container(path: &str, c: &Container, names: &mut HashSet<String>, vo
     }
 
     if let Some(res) = &c.resources {
-        let mut parsed = |list: &str, map: &Option<std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>| {
+        let mut parsed = |list: &str,
+                          map: &Option<
+            std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+        >| {
             let mut out = std::collections::BTreeMap::new();
             for (name, q) in map.iter().flatten() {
                 let fp = format!("{path}.resources.{list}[{name}]");
                 match Quantity::parse(&q.0) {
-                    Ok(val) if val < Quantity::parse("0").unwrap_or(val) => v.invalid(&fp, &q.0, "must be greater than or equal to 0"),
+                    Ok(val) if val < Quantity::parse("0").unwrap_or(val) => {
+                        v.invalid(&fp, &q.0, "must be greater than or equal to 0")
+                    }
                     Ok(val) => {
                         out.insert(name.clone(), (val, q.0.clone()));
                     }
                     Err(e) => v.invalid(&fp, &q.0, &e.to_string()),
                 }
-                let known = ["cpu", "memory", "ephemeral-storage"].contains(&name.as_str()) || name.starts_with("hugepages-") || name.contains('/');
+                let known = ["cpu", "memory", "ephemeral-storage"].contains(&name.as_str())
+                    || name.starts_with("hugepages-")
+                    || name.contains('/');
                 if !known {
-                    v.push(&fp, "Invalid value: must be a standard resource type or fully qualified".into());
+                    v.push(
+                        &fp,
+                        "Invalid value: must be a standard resource type or fully qualified".into(),
+                    );
                 }
             }
             out
@@ -196,7 +247,11 @@ fn validate_container(path: &str, c: &Container, names: &mut HashSet<String>, vo
             if let Some((lim, lim_raw)) = limits.get(name)
                 && req > lim
             {
-                v.invalid(&format!("{path}.resources.requests[{name}]"), raw, &format!("must be less than or equal to {name} limit of {lim_raw}"));
+                v.invalid(
+                    &format!("{path}.resources.requests[{name}]"),
+                    raw,
+                    &format!("must be less than or equal to {name} limit of {lim_raw}"),
+                );
             }
         }
     }
@@ -210,9 +265,15 @@ fn validate_container(path: &str, c: &Container, names: &mut HashSet<String>, vo
         }
         if let Some(from) = &e.value_from {
             if e.value.as_deref().is_some_and(|s| !s.is_empty()) {
-                v.push(&format!("{ep}.valueFrom"), "Invalid value: \"\": may not be specified when `value` is not empty".into());
+                v.push(
+                    &format!("{ep}.valueFrom"),
+                    "Invalid value: \"\": may not be specified when `value` is not empty".into(),
+                );
             }
-            let api = [(from.config_map_key_ref.as_ref().map(|r| r.optional), "configMapKeyRef"), (from.secret_key_ref.as_ref().map(|r| r.optional), "secretKeyRef")];
+            let api = [
+                (from.config_map_key_ref.as_ref().map(|r| r.optional), "configMapKeyRef"),
+                (from.secret_key_ref.as_ref().map(|r| r.optional), "secretKeyRef"),
+            ];
             for (optional, kind) in api {
                 if let Some(opt) = optional
                     && opt != Some(true)
@@ -223,9 +284,17 @@ fn validate_container(path: &str, c: &Container, names: &mut HashSet<String>, vo
         }
     }
     for (k, e) in c.env_from.iter().flatten().enumerate() {
-        let optional = e.config_map_ref.as_ref().map(|r| r.optional).or(e.secret_ref.as_ref().map(|r| r.optional)).flatten();
+        let optional = e
+            .config_map_ref
+            .as_ref()
+            .map(|r| r.optional)
+            .or(e.secret_ref.as_ref().map(|r| r.optional))
+            .flatten();
         if optional != Some(true) {
-            v.push(&format!("{path}.envFrom[{k}]"), format!("Unsupported value: {NO_API_SERVER}; configMapRef and secretRef must be optional"));
+            v.push(
+                &format!("{path}.envFrom[{k}]"),
+                format!("Unsupported value: {NO_API_SERVER}; configMapRef and secretRef must be optional"),
+            );
         }
     }
 
@@ -253,7 +322,11 @@ fn validate_container(path: &str, c: &Container, names: &mut HashSet<String>, vo
             if let Some(n) = val
                 && !(0..=i64::from(u32::MAX - 1)).contains(&n)
             {
-                v.invalid(&format!("{path}.securityContext.{field}"), n, "must be between 0 and 2147483647, inclusive");
+                v.invalid(
+                    &format!("{path}.securityContext.{field}"),
+                    n,
+                    "must be between 0 and 2147483647, inclusive",
+                );
             }
         }
     }
@@ -262,18 +335,22 @@ fn validate_container(path: &str, c: &Container, names: &mut HashSet<String>, vo
 fn is_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
 
 fn is_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(|part| is_label(part))
+    s.len() <= 253 && s.split('.').all(is_label)
 }
 
 fn is_env_name(s: &str) -> bool {
     let mut bytes = s.bytes();
-    bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b"-._".contains(&b)) && bytes.all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b"-._".contains(&b))
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
 }
 
 /// IANA_SVC_NAME: at most 15 lowercase alphanumerics or '-', a letter somewhere, no leading,
@@ -281,7 +358,8 @@ fn is_env_name(s: &str) -> bool {
 fn is_port_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 15
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && s.bytes().any(|b| b.is_ascii_lowercase())
         && !s.starts_with('-')
         && !s.ends_with('-')
@@ -293,7 +371,10 @@ mod tests {
     use super::*;
 
     fn errors(spec_yaml: &str) -> Vec<String> {
-        let pod: Pod = serde_yaml::from_str(&format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: web, namespace: default}}\nspec:\n{spec_yaml}")).unwrap();
+        let pod: Pod = serde_yaml::from_str(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: web, namespace: default}}\nspec:\n{spec_yaml}"
+        ))
+        .unwrap();
         validate(&pod)
     }
 
@@ -303,7 +384,9 @@ mod tests {
 
     #[test]
     fn a_good_pod_has_no_errors() {
-        let e = errors("  volumes: [{name: data, emptyDir: {}}, {name: host, hostPath: {path: /srv, type: DirectoryOrCreate}}]\n  containers:\n  - name: app\n    image: nginx:1.25\n    ports: [{containerPort: 80, name: http}]\n    env: [{name: A_B.c-d, value: x}, {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]\n    resources: {requests: {cpu: 100m, memory: 64Mi}, limits: {cpu: '1', memory: 1Gi}}\n    volumeMounts: [{name: data, mountPath: /data}]\n");
+        let e = errors(
+            "  volumes: [{name: data, emptyDir: {}}, {name: host, hostPath: {path: /srv, type: DirectoryOrCreate}}]\n  containers:\n  - name: app\n    image: nginx:1.25\n    ports: [{containerPort: 80, name: http}]\n    env: [{name: A_B.c-d, value: x}, {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]\n    resources: {requests: {cpu: 100m, memory: 64Mi}, limits: {cpu: '1', memory: 1Gi}}\n    volumeMounts: [{name: data, mountPath: /data}]\n",
+        );
         assert!(e.is_empty(), "{e:?}");
     }
 
@@ -311,9 +394,14 @@ mod tests {
     fn names() {
         let pod: Pod = serde_yaml::from_str("apiVersion: v1\nkind: Pod\nmetadata: {name: Bad_Name, namespace: Prod}\nspec: {containers: [{name: a, image: i}]}").unwrap();
         let e = validate(&pod);
-        assert!(e[0].starts_with("metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"), "{e:?}");
+        assert!(
+            e[0].starts_with("metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"),
+            "{e:?}"
+        );
         assert!(e[1].starts_with("metadata.namespace: Invalid value: \"Prod\""), "{e:?}");
-        let e = errors("  initContainers: [{name: app, image: i}]\n  containers: [{name: app, image: i}, {name: Web, image: i}, {name: x}]\n");
+        let e = errors(
+            "  initContainers: [{name: app, image: i}]\n  containers: [{name: app, image: i}, {name: Web, image: i}, {name: x}]\n",
+        );
         assert!(has(&e, "spec.containers[0].name: Duplicate value: \"app\""), "{e:?}");
         assert!(has(&e, "spec.containers[1].name: Invalid value: \"Web\""), "{e:?}");
         assert!(has(&e, "spec.containers[2].image: Required value"), "{e:?}");
@@ -322,33 +410,96 @@ mod tests {
 
     #[test]
     fn ports_and_resources() {
-        let e = errors("  containers:\n  - name: a\n    image: i\n    ports: [{containerPort: 0}, {containerPort: 70000, protocol: HTTP}, {containerPort: 1, name: web}, {containerPort: 2, name: web}]\n    resources: {limits: {cpu: 1x, memory: 1Gi}, requests: {memory: 2Gi}}\n");
-        assert!(has(&e, "spec.containers[0].ports[0].containerPort: Invalid value: 0: must be between 1 and 65535"), "{e:?}");
-        assert!(has(&e, "spec.containers[0].ports[1].containerPort: Invalid value: 70000"), "{e:?}");
-        assert!(has(&e, "spec.containers[0].ports[1].protocol: Unsupported value: \"HTTP\""), "{e:?}");
-        assert!(has(&e, "spec.containers[0].ports[3].name: Duplicate value: \"web\""), "{e:?}");
-        assert!(has(&e, "spec.containers[0].resources.limits[cpu]: Invalid value: \"1x\": quantities must match"), "{e:?}");
-        assert!(has(&e, "spec.containers[0].resources.requests[memory]: Invalid value: \"2Gi\": must be less than or equal to memory limit of 1Gi"), "{e:?}");
+        let e = errors(
+            "  containers:\n  - name: a\n    image: i\n    ports: [{containerPort: 0}, {containerPort: 70000, protocol: HTTP}, {containerPort: 1, name: web}, {containerPort: 2, name: web}]\n    resources: {limits: {cpu: 1x, memory: 1Gi}, requests: {memory: 2Gi}}\n",
+        );
+        assert!(
+            has(
+                &e,
+                "spec.containers[0].ports[0].containerPort: Invalid value: 0: must be between 1 and 65535"
+            ),
+            "{e:?}"
+        );
+        assert!(
+            has(&e, "spec.containers[0].ports[1].containerPort: Invalid value: 70000"),
+            "{e:?}"
+        );
+        assert!(
+            has(&e, "spec.containers[0].ports[1].protocol: Unsupported value: \"HTTP\""),
+            "{e:?}"
+        );
+        assert!(
+            has(&e, "spec.containers[0].ports[3].name: Duplicate value: \"web\""),
+            "{e:?}"
+        );
+        assert!(
+            has(
+                &e,
+                "spec.containers[0].resources.limits[cpu]: Invalid value: \"1x\": quantities must match"
+            ),
+            "{e:?}"
+        );
+        assert!(
+            has(
+                &e,
+                "spec.containers[0].resources.requests[memory]: Invalid value: \"2Gi\": must be less than or equal to memory limit of 1Gi"
+            ),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn policies_env_volumes_mounts() {
-        let e = errors("  restartPolicy: Sometimes\n  volumes: [{name: cfg, configMap: {name: x}}, {name: data, emptyDir: {}}, {name: data, emptyDir: {}}]\n  containers:\n  - name: a\n    image: i\n    env: [{name: 1BAD, value: x}, {name: S, valueFrom: {secretKeyRef: {name: s, key: k}}}, {name: O, valueFrom: {secretKeyRef: {name: s, key: k, optional: true}}}]\n    volumeMounts: [{name: nope, mountPath: /x}, {name: data, mountPath: relative}]\n");
-        assert!(has(&e, "spec.restartPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\""), "{e:?}");
-        assert!(has(&e, "spec.volumes[0].configMap: Unsupported value: minilet runs static pods without an API server"), "{e:?}");
+        let e = errors(
+            "  restartPolicy: Sometimes\n  volumes: [{name: cfg, configMap: {name: x}}, {name: data, emptyDir: {}}, {name: data, emptyDir: {}}]\n  containers:\n  - name: a\n    image: i\n    env: [{name: 1BAD, value: x}, {name: S, valueFrom: {secretKeyRef: {name: s, key: k}}}, {name: O, valueFrom: {secretKeyRef: {name: s, key: k, optional: true}}}]\n    volumeMounts: [{name: nope, mountPath: /x}, {name: data, mountPath: relative}]\n",
+        );
+        assert!(
+            has(
+                &e,
+                "spec.restartPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\""
+            ),
+            "{e:?}"
+        );
+        assert!(
+            has(
+                &e,
+                "spec.volumes[0].configMap: Unsupported value: minilet runs static pods without an API server"
+            ),
+            "{e:?}"
+        );
         assert!(has(&e, "spec.volumes[2].name: Duplicate value: \"data\""), "{e:?}");
-        assert!(has(&e, "spec.containers[0].env[0].name: Invalid value: \"1BAD\""), "{e:?}");
-        assert!(has(&e, "spec.containers[0].env[1].valueFrom.secretKeyRef: Unsupported value"), "{e:?}");
+        assert!(
+            has(&e, "spec.containers[0].env[0].name: Invalid value: \"1BAD\""),
+            "{e:?}"
+        );
+        assert!(
+            has(
+                &e,
+                "spec.containers[0].env[1].valueFrom.secretKeyRef: Unsupported value"
+            ),
+            "{e:?}"
+        );
         assert!(!has(&e, "env[2]"), "optional references are fine: {e:?}");
-        assert!(has(&e, "spec.containers[0].volumeMounts[0].name: Not found: \"nope\""), "{e:?}");
-        assert!(has(&e, "spec.containers[0].volumeMounts[1].mountPath: Invalid value: \"relative\": must be an absolute path"), "{e:?}");
+        assert!(
+            has(&e, "spec.containers[0].volumeMounts[0].name: Not found: \"nope\""),
+            "{e:?}"
+        );
+        assert!(
+            has(
+                &e,
+                "spec.containers[0].volumeMounts[1].mountPath: Invalid value: \"relative\": must be an absolute path"
+            ),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn helpers() {
         assert!(is_label("a-1") && !is_label("-a") && !is_label("A") && !is_label(&"a".repeat(64)));
         assert!(is_subdomain("a.b-c.d") && !is_subdomain("a..b"));
-        assert!(is_port_name("http") && !is_port_name("80") && !is_port_name("a--b") && !is_port_name("sixteen-chars-xx"));
+        assert!(
+            is_port_name("http") && !is_port_name("80") && !is_port_name("a--b") && !is_port_name("sixteen-chars-xx")
+        );
         assert!(is_env_name("_X") && is_env_name("a.b-c") && !is_env_name("9a") && !is_env_name("a b"));
     }
 }

@@ -3,7 +3,7 @@
 //! stay until the manifest is removed or changed.
 
 use super::State;
-use crate::pod::worker::{Command, Worker};
+use crate::pod::worker::Worker;
 
 pub async fn run(w: &mut Worker) -> State {
     tracing::info!(pod = %w.obj.name, phase = w.phase.as_str(), "pod completed");
@@ -19,9 +19,7 @@ pub async fn run(w: &mut Worker) -> State {
         tracing::warn!(pod = %w.obj.name, error = %e, "remove cgroups of completed pod");
     }
     w.publish();
-    loop {
-        match w.commands.recv().await {
-            Some(Command::Terminate) | None => return State::Terminating,
-        }
-    }
+    // Only a terminate order (or the manager going away) moves a completed pod on.
+    let _ = w.commands.recv().await;
+    State::Terminating
 }

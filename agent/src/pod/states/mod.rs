@@ -67,7 +67,11 @@ pub(super) async fn wait(w: &mut Worker) -> Wake {
 /// The pause died: kill the containers (they lost their sandbox) and make a new one, as the
 /// kubelet does ("Pod sandbox changed, it will be killed and re-created").
 pub(super) async fn sandbox_died(w: &mut Worker) -> State {
-    w.ctx.events.normal(&w.obj, "SandboxChanged", "Pod sandbox changed, it will be killed and re-created.");
+    w.ctx.events.normal(
+        &w.obj,
+        "SandboxChanged",
+        "Pod sandbox changed, it will be killed and re-created.",
+    );
     let grace = w.grace_period();
     w.stop_all(grace).await;
     w.sandbox = None;

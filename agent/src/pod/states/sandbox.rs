@@ -33,7 +33,11 @@ pub async fn run(w: &mut Worker) -> State {
                 return State::Initializing;
             }
             Err(e) => {
-                w.ctx.events.warning(&w.obj, "FailedCreatePodSandBox", format!("Failed to create pod sandbox: {e}"));
+                w.ctx.events.warning(
+                    &w.obj,
+                    "FailedCreatePodSandBox",
+                    format!("Failed to create pod sandbox: {e}"),
+                );
                 let cgroup = crate::runtime::Runtime::sandbox_cgroup(&w.plan.cgroup, &w.record.sandbox_id);
                 let _ = w.ctx.runtime.cgroups.kill(&cgroup);
                 let _ = w.ctx.runtime.cgroups.remove(&cgroup);

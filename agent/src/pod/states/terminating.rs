@@ -15,7 +15,9 @@ pub async fn run(w: &mut Worker) -> State {
         tracing::warn!(pod = %w.obj.name, error = %e, "stop sandbox");
     }
     if let Err(e) = w.ctx.runtime.remove_pod(&w.uid, &w.plan.cgroup, &w.pod_log_dir()) {
-        w.ctx.events.warning(&w.obj, "FailedKillPod", format!("error removing pod: {e}"));
+        w.ctx
+            .events
+            .warning(&w.obj, "FailedKillPod", format!("error removing pod: {e}"));
     }
     w.ctx.registry.remove(&w.uid);
     tracing::info!(pod = %w.obj.name, uid = %w.uid, "pod removed");

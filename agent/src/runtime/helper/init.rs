@@ -35,7 +35,12 @@ pub(super) fn run(spec: &ContainerSpec, pause: &PidFd, stdout: OwnedFd, stderr: 
     child_fail(&errors, &msg)
 }
 
-fn setup_and_exec(spec: &ContainerSpec, pause: &PidFd, stdout: &OwnedFd, stderr: &OwnedFd) -> Result<Infallible, String> {
+fn setup_and_exec(
+    spec: &ContainerSpec,
+    pause: &PidFd,
+    stdout: &OwnedFd,
+    stderr: &OwnedFd,
+) -> Result<Infallible, String> {
     // Device nodes and mount points get exactly the modes we ask for.
     nix::sys::stat::umask(Mode::empty());
 
@@ -45,8 +50,10 @@ fn setup_and_exec(spec: &ContainerSpec, pause: &PidFd, stdout: &OwnedFd, stderr:
         set_oom_score_adj(adj)?;
     }
 
-    let shared = CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWNS;
-    nix::sched::setns(pause.as_fd(), shared).map_err(|e| format!("setns(net, ipc, uts, mnt) into pause {}: {e}", pause.id()))?;
+    let shared =
+        CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWNS;
+    nix::sched::setns(pause.as_fd(), shared)
+        .map_err(|e| format!("setns(net, ipc, uts, mnt) into pause {}: {e}", pause.id()))?;
     nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare(mnt): {e}"))?;
 
     let privileged = spec.process.capabilities.is_none();
@@ -61,10 +68,19 @@ fn setup_and_exec(spec: &ContainerSpec, pause: &PidFd, stdout: &OwnedFd, stderr:
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", who.home));
     }
-    let path_var = env.iter().rev().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH).to_string();
+    let path_var = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH)
+        .to_string();
 
     // The working directory is created (as root) when the image lacks it, as runc does.
-    let cwd = if spec.process.cwd.is_empty() { "/" } else { spec.process.cwd.as_str() };
+    let cwd = if spec.process.cwd.is_empty() {
+        "/"
+    } else {
+        spec.process.cwd.as_str()
+    };
     std::fs::create_dir_all(cwd).map_err(|e| format!("mkdir working directory {cwd}: {e}"))?;
 
     if let Some(keep) = &spec.process.capabilities {
@@ -92,9 +108,18 @@ fn setup_and_exec(spec: &ContainerSpec, pause: &PidFd, stdout: &OwnedFd, stderr:
     nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
 
     let cstr = |s: &str, what: &str| CString::new(s).map_err(|_| format!("{what} {s:?} contains a NUL byte"));
-    let argv = spec.process.args.iter().map(|a| cstr(a, "argument")).collect::<Result<Vec<_>, _>>()?;
-    let envp = env.iter().map(|e| cstr(e, "environment variable")).collect::<Result<Vec<_>, _>>()?;
-    let exe_c = CString::new(exe.as_os_str().as_encoded_bytes()).map_err(|_| "executable path contains a NUL byte".to_string())?;
+    let argv = spec
+        .process
+        .args
+        .iter()
+        .map(|a| cstr(a, "argument"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let envp = env
+        .iter()
+        .map(|e| cstr(e, "environment variable"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let exe_c = CString::new(exe.as_os_str().as_encoded_bytes())
+        .map_err(|_| "executable path contains a NUL byte".to_string())?;
     let Err(e) = nix::unistd::execve(&exe_c, &argv, &envp);
     Err(format!("exec {:?}: {e}", exe.display().to_string()))
 }
@@ -122,7 +147,10 @@ fn drop_bounding(cap: u32) -> Result<(), String> {
     let ret = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
     // EINVAL: a capability this kernel does not know; nothing to drop.
     if ret < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
-        return Err(format!("prctl(PR_CAPBSET_DROP, {cap}): {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "prctl(PR_CAPBSET_DROP, {cap}): {}",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(())
 }

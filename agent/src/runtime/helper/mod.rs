@@ -97,7 +97,8 @@ fn child_fail(pipe: &OwnedFd, msg: &str) -> ! {
 
 /// Write an `oom_score_adj` for the calling process (inherited by what it execs).
 fn set_oom_score_adj(value: i32) -> Result<(), String> {
-    std::fs::write("/proc/self/oom_score_adj", value.to_string()).map_err(|e| format!("write {value} to /proc/self/oom_score_adj: {e}"))
+    std::fs::write("/proc/self/oom_score_adj", value.to_string())
+        .map_err(|e| format!("write {value} to /proc/self/oom_score_adj: {e}"))
 }
 
 /// Restore default dispositions and an empty mask, so the exec'd program starts clean (an

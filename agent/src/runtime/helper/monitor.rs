@@ -88,7 +88,8 @@ fn start(spec: &ContainerSpec) -> Result<Running, String> {
     // Which PID namespace the child is born into: the pause's (shared) or a new one in which
     // it will be PID 1. Only children are affected; the monitor itself stays where it is.
     if spec.share_pid {
-        nix::sched::setns(pause.as_fd(), CloneFlags::CLONE_NEWPID).map_err(|e| format!("setns(pid) into pause {}: {e}", spec.sandbox))?;
+        nix::sched::setns(pause.as_fd(), CloneFlags::CLONE_NEWPID)
+            .map_err(|e| format!("setns(pid) into pause {}: {e}", spec.sandbox))?;
     } else {
         nix::sched::unshare(CloneFlags::CLONE_NEWPID).map_err(|e| format!("unshare(pid): {e}"))?;
     }
@@ -110,7 +111,13 @@ fn start(spec: &ContainerSpec) -> Result<Running, String> {
             };
             let path = ContainerFiles::state_path(&spec.dir);
             atomic_file::write_json(&path, &state).map_err(|e| format!("write {}: {e}", path.display()))?;
-            Ok(Running { state, child, stdout: out_r, stderr: err_r, log })
+            Ok(Running {
+                state,
+                child,
+                stdout: out_r,
+                stderr: err_r,
+                log,
+            })
         }
     }
 }
@@ -122,7 +129,11 @@ fn detach_stdio(spec: &ContainerSpec) {
     if let Ok(null) = File::options().write(true).open("/dev/null") {
         let _ = nix::unistd::dup2_stdout(null.as_fd());
     }
-    if let Ok(diag) = File::options().create(true).append(true).open(spec.dir.join("monitor.log")) {
+    if let Ok(diag) = File::options()
+        .create(true)
+        .append(true)
+        .open(spec.dir.join("monitor.log"))
+    {
         let _ = nix::unistd::dup2_stderr(diag.as_fd());
     }
     use nix::sys::signal::{SigHandler, Signal, signal};
@@ -141,10 +152,20 @@ struct Output {
 
 fn supervise(spec: &ContainerSpec, mut run: Running) {
     // `None` if it is already gone: then straight to waitpid below.
-    let child_fd = ProcessId::of(run.child.as_raw()).ok().and_then(|id| id.open().ok().flatten());
+    let child_fd = ProcessId::of(run.child.as_raw())
+        .ok()
+        .and_then(|id| id.open().ok().flatten());
     let mut outputs = [
-        Output { fd: Some(run.stdout), stream: Stream::Stdout, lines: LineSplitter::default() },
-        Output { fd: Some(run.stderr), stream: Stream::Stderr, lines: LineSplitter::default() },
+        Output {
+            fd: Some(run.stdout),
+            stream: Stream::Stdout,
+            lines: LineSplitter::default(),
+        },
+        Output {
+            fd: Some(run.stderr),
+            stream: Stream::Stderr,
+            lines: LineSplitter::default(),
+        },
     ];
     let mut buf = vec![0u8; 64 * 1024];
     let mut record = Vec::with_capacity(logs::MAX_LINE + 64);
@@ -239,7 +260,9 @@ fn pump(o: &mut Output, buf: &mut [u8], record: &mut Vec<u8>, log: &mut File, dr
                 let now = jiff::Timestamp::now();
                 let stream = o.stream;
                 record.clear();
-                o.lines.feed(&buf[..n], &mut |tag, content| logs::encode(record, now, stream, tag, content));
+                o.lines.feed(&buf[..n], &mut |tag, content| {
+                    logs::encode(record, now, stream, tag, content)
+                });
                 // One write per read keeps records of the two streams from interleaving.
                 if let Err(e) = log.write_all(record) {
                     eprintln!("minilet monitor: write log: {e}");

@@ -29,7 +29,11 @@ use crate::runtime::spec::{SandboxSpec, SandboxState, now_nanos};
 pub fn main(spec_path: &OsStr) -> ExitCode {
     let result = read_spec::<SandboxSpec>(Path::new(spec_path)).and_then(|spec| run(&spec));
     report(&result);
-    if result.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if result.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn run(spec: &SandboxSpec) -> Result<SandboxState, String> {
@@ -53,8 +57,14 @@ fn run(spec: &SandboxSpec) -> Result<SandboxState, String> {
     }
     nix::sched::unshare(flags).map_err(|e| format!("unshare({flags:?}): {e}"))?;
 
-    nix::mount::mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
-        .map_err(|e| format!("make / a recursive slave in the pod mount namespace: {e}"))?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("make / a recursive slave in the pod mount namespace: {e}"))?;
     for t in &spec.tmpfs {
         std::fs::create_dir_all(&t.path).map_err(|e| format!("mkdir {}: {e}", t.path.display()))?;
         let mut data = format!("mode={:o}", t.mode);
@@ -80,7 +90,11 @@ fn run(spec: &SandboxSpec) -> Result<SandboxState, String> {
 
     let pause = CString::new(spec.pause_path.as_os_str().as_encoded_bytes())
         .map_err(|_| format!("pause path {} contains a NUL byte", spec.pause_path.display()))?;
-    let devnull = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
+    let devnull = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| format!("open /dev/null: {e}"))?;
     let errors = ErrorPipe::new()?;
 
     // SAFETY: this helper is single-threaded (dispatched before any thread starts), so the
@@ -88,7 +102,11 @@ fn run(spec: &SandboxSpec) -> Result<SandboxState, String> {
     match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
             let fail = |what: &str, e: nix::Error| -> ! { child_fail(&errors.write, &format!("{what}: {e}")) };
-            for dup in [nix::unistd::dup2_stdin, nix::unistd::dup2_stdout, nix::unistd::dup2_stderr] {
+            for dup in [
+                nix::unistd::dup2_stdin,
+                nix::unistd::dup2_stdout,
+                nix::unistd::dup2_stderr,
+            ] {
                 if let Err(e) = dup(devnull.as_fd()) {
                     fail("dup2 /dev/null", e);
                 }
@@ -107,7 +125,8 @@ fn run(spec: &SandboxSpec) -> Result<SandboxState, String> {
                 pause: ProcessId::of(child.as_raw()).map_err(|e| format!("pause {child}: {e}"))?,
                 created_at: now_nanos(),
             };
-            atomic_file::write_json(&spec.state_path, &state).map_err(|e| format!("write {}: {e}", spec.state_path.display()))?;
+            atomic_file::write_json(&spec.state_path, &state)
+                .map_err(|e| format!("write {}: {e}", spec.state_path.display()))?;
             Ok(state)
         }
     }
