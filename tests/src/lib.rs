@@ -21,13 +21,16 @@ pub fn workspace() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// Directory of the built binaries: the test binary lives in target/<profile>/deps.
+/// Directory of the built binaries: next to this executable (a bench binary), or one level
+/// up from a test binary in target/<profile>/deps.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .expect("target dir")
+    let dir = exe.parent().map(Path::to_path_buf).expect("target dir");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().map(Path::to_path_buf).unwrap_or(dir)
+    } else {
+        dir
+    }
 }
 
 /// The `minilet` binary under test; panics with instructions when it is missing or older
@@ -310,7 +313,10 @@ impl Agent {
             .arg(&env.cgroup_parent)
             .arg("--cleanup-on-exit")
             .args(extra)
-            .env("MINILET_LOG", "debug")
+            .env(
+                "MINILET_LOG",
+                std::env::var("MINILET_LOG").unwrap_or_else(|_| "debug".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)

@@ -1,0 +1,237 @@
+//! Pod start-up latency: from a manifest landing in the directory (an atomic rename, as an
+//! editor or `cp` + `mv` would do it) to the pod's container running, one busybox container
+//! per pod. Run with `hack/bench-startup [pods] [idle-pods]` (release build, as root).
+//!
+//! "Running" is observed without polling: the container's first act is to write to a FIFO
+//! (a hostPath volume) that the benchmark is blocked reading.
+//!
+//! Peer in the same run: the kernel's own work for the same namespaces, `unshare --fork
+//! --pid --net --ipc --uts --mount busybox sh -c 'echo up > FIFO'`, no image, no cgroup.
+
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use minilet_e2e::{Agent, Env, is_root};
+
+fn manifest(i: usize, fifo: &Path) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: bench-{i}}}
+spec:
+  terminationGracePeriodSeconds: 0
+  volumes: [{{name: ready, hostPath: {{path: {}}}}}]
+  containers:
+  - name: c
+    image: localhost/busybox:latest
+    command: ["sh", "-c", "echo up > /ready; exec sleep 3600"]
+    volumeMounts: [{{name: ready, mountPath: /ready}}]
+"#,
+        fifo.display()
+    )
+}
+
+/// Block until one line arrives on the FIFO (opened before the writer exists).
+fn wait_fifo(fifo: &Path) -> std::io::Result<()> {
+    // Opening read-only blocks until a writer appears; O_NONBLOCK + poll keeps a timeout.
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(fifo)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut buf = [0u8; 16];
+    loop {
+        let mut pfd = libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(&f),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut pfd, 1, 1000) };
+        match f.read(&mut buf) {
+            Ok(n) if n > 0 => return Ok(()),
+            _ if Instant::now() > deadline => {
+                return Err(std::io::Error::other(format!(
+                    "nothing on {} after 60s",
+                    fifo.display()
+                )));
+            }
+            _ => {}
+        }
+    }
+}
+
+fn mkfifo(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o666)).expect("mkfifo");
+}
+
+struct Stats(Vec<Duration>);
+
+impl Stats {
+    fn pct(&self, p: f64) -> Duration {
+        let mut v = self.0.clone();
+        v.sort();
+        let idx = ((v.len() as f64 - 1.0) * p).round() as usize;
+        v[idx.min(v.len() - 1)]
+    }
+    fn line(&self, what: &str) -> String {
+        let ms = |d: Duration| format!("{:.2}ms", d.as_secs_f64() * 1000.0);
+        format!(
+            "{what:<34} n={:<3} median {:>9}  p90 {:>9}  p99 {:>9}  max {:>9}",
+            self.0.len(),
+            ms(self.pct(0.5)),
+            ms(self.pct(0.9)),
+            ms(self.pct(0.99)),
+            ms(self.pct(1.0))
+        )
+    }
+}
+
+fn rss_kb(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn start_pods(env: &Env, from: usize, n: usize, gap: Duration) -> Stats {
+    let mut out = Vec::new();
+    for i in from..from + n {
+        let fifo = env.dir.join(format!("ready-{i}"));
+        mkfifo(&fifo);
+        let staged = env.dir.join(format!("bench-{i}.yaml"));
+        std::fs::write(&staged, manifest(i, &fifo)).expect("write manifest");
+        std::thread::sleep(gap);
+        let t0 = Instant::now();
+        std::fs::rename(&staged, env.manifests.join(format!("bench-{i}.yaml"))).expect("rename manifest");
+        wait_fifo(&fifo).expect("pod start");
+        out.push(t0.elapsed());
+    }
+    Stats(out)
+}
+
+fn bare_unshare(env: &Env, n: usize, gap: Duration) -> Stats {
+    let busybox = which("busybox");
+    let mut out = Vec::new();
+    for i in 0..n {
+        let fifo = env.dir.join(format!("bare-{i}"));
+        mkfifo(&fifo);
+        std::thread::sleep(gap);
+        let t0 = Instant::now();
+        let mut child = std::process::Command::new("unshare")
+            .args(["--fork", "--pid", "--net", "--ipc", "--uts", "--mount", "--"])
+            .arg(&busybox)
+            .args(["sh", "-c", &format!("echo up > {}", fifo.display())])
+            .spawn()
+            .expect("spawn unshare");
+        wait_fifo(&fifo).expect("bare start");
+        out.push(t0.elapsed());
+        let _ = child.wait();
+    }
+    Stats(out)
+}
+
+fn which(name: &str) -> String {
+    std::env::var_os("PATH")
+        .and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|p| p.is_file()))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| name.to_string())
+}
+
+fn main() {
+    if !is_root() {
+        std::process::exit(1);
+    }
+    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let n = args.first().copied().unwrap_or(50);
+    let idle_n = args.get(1).copied().unwrap_or(20);
+    let idle_gap = Duration::from_millis(250);
+
+    let env = Env::new("bench");
+    env.import_image("busybox");
+    // SAFETY: set before any thread is started by this program.
+    unsafe {
+        std::env::set_var(
+            "MINILET_LOG",
+            std::env::var("MINILET_LOG").unwrap_or_else(|_| "warn,minilet::agent=info".into()),
+        )
+    };
+    let mut agent = Agent::start(&env, &[]);
+    let agent_rss_idle = rss_kb(agent.pid());
+
+    let bare = bare_unshare(&env, n, Duration::ZERO);
+    let bare_idle = bare_unshare(&env, idle_n, idle_gap);
+    let b2b = start_pods(&env, 0, n, Duration::ZERO);
+    let idle = start_pods(&env, n, idle_n, idle_gap);
+
+    let total = n + idle_n;
+    let agent_rss = rss_kb(agent.pid());
+    let mut monitors = Vec::new();
+    let mut pauses = Vec::new();
+    for i in 0..total {
+        if let Some(p) = env.pod(&format!("bench-{i}")) {
+            pauses.extend(p.pause_pid.map(rss_kb));
+            monitors.extend(p.containers.values().filter_map(|c| c.monitor_pid).map(rss_kb));
+        }
+    }
+    let avg = |v: &[u64]| {
+        if v.is_empty() {
+            0
+        } else {
+            v.iter().sum::<u64>() / v.len() as u64
+        }
+    };
+
+    println!("minilet pod start-up: manifest renamed into the directory -> container running");
+    println!("{}", b2b.line("minilet, back-to-back"));
+    println!(
+        "{}",
+        idle.line(&format!("minilet, after {}ms idle", idle_gap.as_millis()))
+    );
+    println!("{}", bare.line("peer: bare unshare, back-to-back"));
+    println!(
+        "{}",
+        bare_idle.line(&format!("peer: bare unshare, after {}ms idle", idle_gap.as_millis()))
+    );
+    println!(
+        "ratio minilet/bare (median): back-to-back {:.1}x, after idle {:.1}x",
+        b2b.pct(0.5).as_secs_f64() / bare.pct(0.5).as_secs_f64(),
+        idle.pct(0.5).as_secs_f64() / bare_idle.pct(0.5).as_secs_f64()
+    );
+    println!(
+        "memory: agent RSS {} kB idle, {} kB with {total} pods; per pod: pause {} kB, container monitor {} kB (VmRSS)",
+        agent_rss_idle,
+        agent_rss,
+        avg(&pauses),
+        avg(&monitors)
+    );
+
+    // Tear down: every manifest removed at once.
+    let t0 = Instant::now();
+    for i in 0..total {
+        let _ = std::fs::remove_file(env.manifests.join(format!("bench-{i}.yaml")));
+    }
+    let pods = env.root.join("pods");
+    while std::fs::read_dir(&pods)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false)
+    {
+        if t0.elapsed() > Duration::from_secs(120) {
+            eprintln!("pods still present after 120s");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!(
+        "removing all {total} pods (manifests deleted at once) took {:.0}ms",
+        t0.elapsed().as_secs_f64() * 1000.0
+    );
+    agent.stop();
+}
