@@ -55,7 +55,9 @@ const MASKED_PATHS: &[&str] = &[
 const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
 /// Build the root filesystem at `rootfs.target`. The caller is in a fresh mount namespace.
-pub fn setup(sys: &dyn Syscall, rootfs: &RootfsSpec, mounts: &[BindMount], masked: bool) -> SysResult {
+/// `cwd` (the working directory) is created when the image lacks it, as runc does, before
+/// a read-only root is sealed.
+pub fn setup(sys: &dyn Syscall, rootfs: &RootfsSpec, mounts: &[BindMount], masked: bool, cwd: &str) -> SysResult {
     let target = rootfs.target.as_path();
 
     // Nothing we mount may propagate back to the namespace we copied (the pod's, and through
@@ -94,6 +96,8 @@ pub fn setup(sys: &dyn Syscall, rootfs: &RootfsSpec, mounts: &[BindMount], maske
     if masked {
         mask_kernel_paths(sys, target)?;
     }
+
+    sys.mkdir_all(&secure_join(target, cwd))?;
 
     if rootfs.readonly {
         sys.mount(
@@ -357,7 +361,7 @@ mod tests {
                 file: false,
             },
         ];
-        setup(&rec, &spec(&target), &mounts, true).unwrap();
+        setup(&rec, &spec(&target), &mounts, true, "/work").unwrap();
         pivot(&rec, &target).unwrap();
         let calls = rec.calls();
         let t = target.display().to_string();
@@ -384,6 +388,7 @@ mod tests {
         assert!(pos("sysfs").gt(&overlay) && calls[pos("sysfs")].contains("MS_RDONLY"));
         assert!(calls.contains(&format!("touch {t}/etc/hosts")));
         assert!(calls.contains(&format!("mkdir {t}/data")));
+        assert!(calls.contains(&format!("mkdir {t}/work")), "the working directory");
         let ro = calls
             .iter()
             .rposition(|c| c.contains(&format!("{t}/data")) && c.contains("MS_REMOUNT"))
@@ -407,7 +412,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = spec(&dir.path().join("r"));
         s.layers = (0..100).map(|i| format!("{i:064x}")).collect();
-        let err = setup(&Recorder::default(), &s, &[], false).unwrap_err();
+        let err = setup(&Recorder::default(), &s, &[], false, "/").unwrap_err();
         assert!(err.to_string().contains("100 layers"), "{err}");
     }
 }

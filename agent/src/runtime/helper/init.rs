@@ -57,7 +57,12 @@ fn setup_and_exec(
     nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare(mnt): {e}"))?;
 
     let privileged = spec.process.capabilities.is_none();
-    rootfs::setup(&Linux, &spec.rootfs, &spec.mounts, !privileged).map_err(|e| format!("rootfs: {e}"))?;
+    let cwd = if spec.process.cwd.is_empty() {
+        "/"
+    } else {
+        spec.process.cwd.as_str()
+    };
+    rootfs::setup(&Linux, &spec.rootfs, &spec.mounts, !privileged, cwd).map_err(|e| format!("rootfs: {e}"))?;
     rootfs::pivot(&Linux, &spec.rootfs.target).map_err(|e| format!("pivot_root: {e}"))?;
 
     let passwd = std::fs::read_to_string("/etc/passwd").ok();
@@ -74,14 +79,6 @@ fn setup_and_exec(
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or(DEFAULT_PATH)
         .to_string();
-
-    // The working directory is created (as root) when the image lacks it, as runc does.
-    let cwd = if spec.process.cwd.is_empty() {
-        "/"
-    } else {
-        spec.process.cwd.as_str()
-    };
-    std::fs::create_dir_all(cwd).map_err(|e| format!("mkdir working directory {cwd}: {e}"))?;
 
     if let Some(keep) = &spec.process.capabilities {
         for cap in capabilities::to_drop(keep, capabilities::last_cap()) {

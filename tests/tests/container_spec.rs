@@ -1,0 +1,174 @@
+//! What a container sees: command/args, env and `$(VAR)`, the downward API, user, working
+//! directory, capabilities, read-only root, volumes, init containers, generated /etc files,
+//! its own /proc and a minimal /dev. The container reports from the inside (its log); the
+//! test compares with what Kubernetes specifies.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use minilet_e2e::*;
+
+const POD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: spec
+  labels: {tier: test}
+spec:
+  restartPolicy: Never
+  hostname: spechost
+  securityContext:
+    supplementalGroups: [4242]
+  volumes:
+  - {name: shared, emptyDir: {}}
+  - {name: host, hostPath: {path: HOSTDIR, type: Directory}}
+  initContainers:
+  - name: prepare
+    image: localhost/busybox:latest
+    command: ["sh", "-c", "echo prepared-by-init > /shared/note"]
+    volumeMounts: [{name: shared, mountPath: /shared}]
+  containers:
+  - name: report
+    image: localhost/busybox:latest
+    workingDir: /work/dir
+    env:
+    - {name: GREETING, value: hello}
+    - {name: MESSAGE, value: "$(GREETING) world"}
+    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: TIER, valueFrom: {fieldRef: {fieldPath: "metadata.labels['tier']"}}}
+    - {name: MEM_LIMIT_MI, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}}
+    command: ["sh", "-c"]
+    args:
+    - |
+      echo "arg0=$0 arg1=$1"
+      echo "message=$MESSAGE"
+      echo "pod=$POD_NAME tier=$TIER mem=$MEM_LIMIT_MI"
+      echo "hostname_env=$HOSTNAME"
+      echo "uid=`id -u` gid=`id -g` groups=`id -G`"
+      echo "pwd=`pwd`"
+      echo "home=$HOME"
+      echo "note=`cat /shared/note`"
+      echo "hostfile=`cat /host/file.txt`"
+      echo "hostname=`cat /etc/hostname` uname=`uname -n`"
+      grep -q spechost /etc/hosts && echo "hosts=ok"
+      [ -c /dev/null ] && [ -c /dev/urandom ] && [ -e /dev/ptmx ] && [ -d /dev/shm ] && echo "dev=ok"
+      echo "pid1=`cat /proc/1/cmdline | tr '\0' ' '`"
+      touch /sys/x 2>/dev/null || echo "sys=ro"
+      touch /probe 2>/dev/null || echo "root=ro"
+      echo "capbnd=`grep CapBnd /proc/self/status | awk '{print $2}'`"
+    - "$(GREETING)-arg"
+    resources:
+      limits: {memory: 48Mi}
+    securityContext:
+      runAsUser: 65534
+      runAsGroup: 65534
+      readOnlyRootFilesystem: true
+    volumeMounts:
+    - {name: shared, mountPath: /shared, readOnly: true}
+    - {name: host, mountPath: /host}
+"#;
+
+#[test]
+fn what_a_container_sees() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("spec");
+    env.import_image("busybox");
+    let host_dir = env.dir.join("hostdir");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::write(host_dir.join("file.txt"), "from-the-host").unwrap();
+    let _agent = Agent::start(&env, &[]);
+    env.write_manifest("spec.yaml", &POD.replace("HOSTDIR", &host_dir.display().to_string()));
+
+    let pod = wait_for("the report container to finish", Duration::from_secs(30), || {
+        env.pod("spec")
+            .filter(|p| p.containers.get("report").is_some_and(|c| c.exit.is_some()))
+    });
+    let init = &pod.containers["prepare"];
+    assert_eq!(init.exit.as_ref().unwrap()["exit_code"], 0, "init container succeeded");
+    let report = &pod.containers["report"];
+    assert!(
+        init.exit.as_ref().unwrap()["finished_at"].as_i64() <= report.started_at,
+        "the init container finished before the app container started"
+    );
+    let log = std::fs::read_to_string(&report.log_path).unwrap();
+    // `key=value` words; the first occurrence wins (the pid1 line echoes the script itself).
+    let mut kv: BTreeMap<String, String> = BTreeMap::new();
+    for content in log.lines().filter_map(|l| l.splitn(4, ' ').nth(3)) {
+        for (k, v) in content.split(' ').filter_map(|w| w.split_once('=')) {
+            kv.entry(k.to_string()).or_insert_with(|| v.to_string());
+        }
+    }
+    let get = |k: &str| {
+        kv.get(k)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("{k} missing in:\n{log}"))
+    };
+    assert_eq!(report.exit.as_ref().unwrap()["exit_code"], 0, "{log}");
+
+    // args after `sh -c script` become $0, $1...: "$(GREETING)-arg" expanded by Kubernetes rules.
+    assert_eq!(get("arg0"), "hello-arg");
+    assert_eq!(get("arg1"), "", "only $0 is set");
+    assert!(log.contains("message=hello world"), "{log}");
+    assert_eq!(get("pod"), "spec");
+    assert_eq!(get("tier"), "test");
+    assert_eq!(get("mem"), "48");
+    assert_eq!(get("hostname_env"), "spechost");
+    assert_eq!(get("uid"), "65534");
+    assert_eq!(get("gid"), "65534");
+    assert!(
+        log.contains("groups=65534 4242") || log.contains("groups=4242 65534"),
+        "{log}"
+    );
+    assert_eq!(get("pwd"), "/work/dir", "workingDir is created if the image lacks it");
+    assert_eq!(
+        get("home"),
+        "/home",
+        "HOME from the image's passwd entry for nobody"
+    );
+    assert_eq!(get("note"), "prepared-by-init");
+    assert_eq!(get("hostfile"), "from-the-host");
+    assert_eq!(get("hostname"), "spechost");
+    assert_eq!(get("uname"), "spechost");
+    assert_eq!(get("hosts"), "ok");
+    assert_eq!(get("dev"), "ok");
+    assert_eq!(get("sys"), "ro");
+    assert_eq!(get("root"), "ro");
+    assert!(
+        log.contains("pid1=sh -c"),
+        "the container is PID 1 of its own PID namespace: {log}"
+    );
+    // Default capabilities only (containerd's 14), not CAP_SYS_ADMIN (bit 21).
+    let capbnd = u64::from_str_radix(get("capbnd"), 16).unwrap();
+    assert_eq!(capbnd & (1 << 21), 0, "no CAP_SYS_ADMIN: {capbnd:x}");
+    assert_eq!(capbnd.count_ones(), 14, "{capbnd:x}");
+}
+
+#[test]
+fn a_container_that_cannot_start_reports_why() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("starterr");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, &[]);
+    env.write_manifest(
+        "bad.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: bad}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: localhost/busybox:latest\n    command: [no-such-binary]\n",
+    );
+    let pod = wait_for("a StartError", Duration::from_secs(30), || {
+        env.pod("bad")
+            .filter(|p| p.containers.get("c").is_some_and(|c| c.exit.is_some()))
+    });
+    let exit = pod.containers["c"].exit.clone().unwrap();
+    assert_eq!(exit["reason"], "StartError", "{exit}");
+    assert_eq!(exit["exit_code"], 128);
+    assert!(
+        exit["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"no-such-binary\": executable file not found in $PATH"),
+        "{exit}"
+    );
+}
