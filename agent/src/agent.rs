@@ -29,20 +29,18 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
 async fn run_async(args: AgentArgs) -> anyhow::Result<()> {
     let _lock = lock_root(&args.root.root)?;
     reaper::become_subreaper().context("prctl(PR_SET_CHILD_SUBREAPER)")?;
-    reaper::start().context("install the SIGCHLD handler")?;
-
-    let node = NodeInfo::detect(args.node_name.as_deref());
     let pause = runtime::find_pause(args.pause_binary.as_deref()).map_err(anyhow::Error::msg)?;
+    let backoff = BackoffConfig {
+        initial: args.backoff_initial,
+        max: args.backoff_max,
+    };
     let ctx = context(
         &args.root.root,
         &args.log_dir,
         &args.cgroup_parent,
         pause,
-        node,
-        BackoffConfig {
-            initial: args.backoff_initial,
-            max: args.backoff_max,
-        },
+        args.node_name.as_deref(),
+        backoff,
     )?;
     tracing::info!(
         node = %ctx.node.name,
@@ -71,16 +69,18 @@ async fn run_async(args: AgentArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Build the shared context: cgroups, runtime (state directory, images), events, and a
-/// watch on the image store so pods waiting for an image start when it arrives.
+/// Build the shared context: the SIGCHLD reaper, cgroups, runtime (state directory, images),
+/// events, and a watch on the image store so pods waiting for an image start when it arrives.
 fn context(
     root: &std::path::Path,
     log_dir: &std::path::Path,
     cgroup_parent: &str,
     pause_path: std::path::PathBuf,
-    node: NodeInfo,
+    node_name: Option<&str>,
     backoff: BackoffConfig,
 ) -> anyhow::Result<Arc<Context>> {
+    reaper::start().context("install the SIGCHLD handler")?;
+    let node = NodeInfo::detect(node_name);
     let cgroups = cgroups::detect(&CgroupParent::parse(cgroup_parent)).context("set up cgroups")?;
     let config = RuntimeConfig {
         root: root.to_path_buf(),
@@ -174,15 +174,13 @@ pub fn reset(args: &ResetArgs) -> anyhow::Result<()> {
         .context("start the async runtime")?;
     rt.block_on(async {
         let _lock = lock_root(&args.root.root)?;
-        reaper::start().context("install the SIGCHLD handler")?;
         let pause = runtime::find_pause(None).unwrap_or_default();
-        let node = NodeInfo::detect(None);
         let ctx = context(
             &args.root.root,
             &args.log_dir,
             &args.cgroup_parent,
             pause,
-            node,
+            None,
             BackoffConfig::default(),
         )?;
         // Nothing is desired: every pod found is removed.

@@ -122,11 +122,7 @@ fn what_a_container_sees() {
         "{log}"
     );
     assert_eq!(get("pwd"), "/work/dir", "workingDir is created if the image lacks it");
-    assert_eq!(
-        get("home"),
-        "/home",
-        "HOME from the image's passwd entry for nobody"
-    );
+    assert_eq!(get("home"), "/home", "HOME from the image's passwd entry for nobody");
     assert_eq!(get("note"), "prepared-by-init");
     assert_eq!(get("hostfile"), "from-the-host");
     assert_eq!(get("hostname"), "spechost");

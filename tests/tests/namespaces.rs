@@ -161,3 +161,27 @@ fn separate_process_namespaces_by_default() {
     // BestEffort QoS.
     assert!(pod.cgroup.starts_with("kubepods/besteffort/pod"), "{}", pod.cgroup);
 }
+
+#[test]
+fn host_network_pods_share_the_hosts_network_and_uts_namespaces() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("hostnet");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, &[]);
+    env.write_manifest(
+        "hostnet.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: hostnet}\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {name: c, image: localhost/busybox:latest, command: [sleep, '3600']}\n",
+    );
+    let pod = env.wait_running("hostnet", &["c"]);
+    let me = std::process::id() as i32;
+    // hostNetwork: the host's network and (as in Kubernetes) UTS namespace; IPC and PID stay the pod's.
+    assert_eq!(ns(pod.pid("c"), "net"), ns(me, "net"));
+    assert_eq!(ns(pod.pid("c"), "uts"), ns(me, "uts"));
+    assert_eq!(ns(pod.pause(), "net"), ns(me, "net"));
+    assert_ne!(ns(pod.pid("c"), "ipc"), ns(me, "ipc"));
+    assert_ne!(ns(pod.pid("c"), "pid"), ns(me, "pid"));
+    let hosts = in_container(pod.pid("c"), &["cat", "/etc/hosts"]);
+    assert!(String::from_utf8_lossy(&hosts.stdout).starts_with("# Kubernetes-managed hosts file (host network)."));
+}

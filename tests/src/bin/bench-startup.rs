@@ -90,15 +90,24 @@ impl Stats {
     }
 }
 
-fn rss_kb(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+/// A `Field:   N kB` line of a /proc file, in kB (0 if absent).
+fn proc_kb(path: &str, field: &str) -> u64 {
+    std::fs::read_to_string(path)
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .find_map(|l| l.strip_prefix(field)?.trim().strip_suffix("kB")?.trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+fn rss_kb(pid: i32) -> u64 {
+    proc_kb(&format!("/proc/{pid}/status"), "VmRSS:")
+}
+
+/// Proportional set size: shared pages (the binary's text) divided among their users.
+fn pss_kb(pid: i32) -> u64 {
+    proc_kb(&format!("/proc/{pid}/smaps_rollup"), "Pss:")
 }
 
 fn start_pods(env: &Env, from: usize, n: usize, gap: Duration) -> Stats {
@@ -174,11 +183,13 @@ fn main() {
     let total = n + idle_n;
     let agent_rss = rss_kb(agent.pid());
     let mut monitors = Vec::new();
+    let mut monitors_pss = Vec::new();
     let mut pauses = Vec::new();
     for i in 0..total {
         if let Some(p) = env.pod(&format!("bench-{i}")) {
             pauses.extend(p.pause_pid.map(rss_kb));
             monitors.extend(p.containers.values().filter_map(|c| c.monitor_pid).map(rss_kb));
+            monitors_pss.extend(p.containers.values().filter_map(|c| c.monitor_pid).map(pss_kb));
         }
     }
     let avg = |v: &[u64]| {
@@ -206,11 +217,12 @@ fn main() {
         idle.pct(0.5).as_secs_f64() / bare_idle.pct(0.5).as_secs_f64()
     );
     println!(
-        "memory: agent RSS {} kB idle, {} kB with {total} pods; per pod: pause {} kB, container monitor {} kB (VmRSS)",
+        "memory: agent RSS {} kB idle, {} kB with {total} pods; per pod: pause {} kB RSS, container monitor {} kB RSS / {} kB PSS",
         agent_rss_idle,
         agent_rss,
         avg(&pauses),
-        avg(&monitors)
+        avg(&monitors),
+        avg(&monitors_pss)
     );
 
     // Tear down: every manifest removed at once.
