@@ -6,9 +6,12 @@ use std::env;
 use std::path::{Path, PathBuf};
 
 const PROTO: &str = "runtime/v1/api.proto";
+/// minilet's own node service (pods as v1.Pod, events, interactive exec).
+const NODE_PROTO: &str = "minilet/v1/node.proto";
 
 fn main() {
     println!("cargo:rerun-if-changed={PROTO}");
+    println!("cargo:rerun-if-changed={NODE_PROTO}");
     println!("cargo:rerun-if-env-changed=PROTOC");
 
     let protoc = find_protoc().unwrap_or_else(|why| {
@@ -27,8 +30,8 @@ fn main() {
         .build_server(true)
         .build_client(true)
         .file_descriptor_set_path(out_dir.join("runtime_v1_descriptor.bin"))
-        .compile_with_config(config, &[PROTO], &["."])
-        .unwrap_or_else(|e| panic!("minilet-proto: compiling {PROTO} failed: {e}"));
+        .compile_with_config(config, &[PROTO, NODE_PROTO], &["."])
+        .unwrap_or_else(|e| panic!("minilet-proto: compiling {PROTO} and {NODE_PROTO} failed: {e}"));
 }
 
 /// `$PROTOC` if set (it must exist), else the first executable `protoc` on `$PATH`.

@@ -21,12 +21,21 @@ pub mod runtime {
     }
 }
 
+/// minilet's own node service: pods as v1.Pod, events, interactive exec (`minilet/v1/node.proto`).
+pub mod minilet {
+    pub mod v1 {
+        tonic::include_proto!("minilet.v1");
+    }
+}
+
+pub use minilet::v1::node_client::NodeClient;
+pub use minilet::v1::node_server::{Node, NodeServer};
 pub use runtime::v1::image_service_client::ImageServiceClient;
 pub use runtime::v1::image_service_server::{ImageService, ImageServiceServer};
 pub use runtime::v1::runtime_service_client::RuntimeServiceClient;
 pub use runtime::v1::runtime_service_server::{RuntimeService, RuntimeServiceServer};
 
-/// The serialized `google.protobuf.FileDescriptorSet` of `runtime/v1/api.proto`, as protoc
+/// The serialized `google.protobuf.FileDescriptorSet` of the protos, as protoc
 /// produced it. Useful for gRPC reflection and for tests that check field numbers.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/runtime_v1_descriptor.bin"));
 

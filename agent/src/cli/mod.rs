@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+/// Where the agent serves gRPC and the CLI finds it.
+pub const DEFAULT_SOCKET: &str = "/run/minilet/minilet.sock";
+
 /// minilet: a small, fast, real Kubernetes node agent.
 #[derive(Debug, Parser)]
 #[command(name = "minilet", version, about, propagate_version = true)]
@@ -52,6 +55,10 @@ pub struct AgentArgs {
     /// every hierarchy; an absolute one is used as is.
     #[arg(long, default_value = "minilet")]
     pub cgroup_parent: String,
+
+    /// The CRI (runtime.v1) and minilet.v1 gRPC endpoint: a unix socket, mode 0660.
+    #[arg(long, env = "MINILET_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
 
     /// Node name, used in static pod UIDs and pod status. Defaults to the hostname.
     #[arg(long)]
