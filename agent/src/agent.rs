@@ -28,6 +28,8 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
 
 async fn run_async(args: AgentArgs) -> anyhow::Result<()> {
     let _lock = lock_root(&args.root.root)?;
+    // Bind before touching anything: a second agent on the same socket stops here.
+    let (listener, _socket_file) = crate::cri::bind(&args.socket)?;
     reaper::become_subreaper().context("prctl(PR_SET_CHILD_SUBREAPER)")?;
     let pause = runtime::find_pause(args.pause_binary.as_deref()).map_err(anyhow::Error::msg)?;
     let backoff = BackoffConfig {
@@ -54,9 +56,11 @@ async fn run_async(args: AgentArgs) -> anyhow::Result<()> {
         ManifestSource::start(&args.manifests, &ctx.node.name, args.relist_period)
             .with_context(|| format!("watch {}", args.manifests.display()))?;
     let mut manager = Manager::start(ctx.clone(), desired, invalid).await;
-    tracing::info!("minilet agent ready");
+    let server = crate::cri::serve(ctx.clone(), &args.manifests, listener);
+    tracing::info!(socket = %args.socket.display(), "minilet agent ready");
     manager.run(changes, shutdown_signal()).await;
     drop(source);
+    server.abort();
 
     if args.cleanup_on_exit {
         tracing::info!("removing all pods (--cleanup-on-exit)");

@@ -9,6 +9,7 @@ pub mod agent;
 pub mod atomic_file;
 pub mod cgroups;
 pub mod cli;
+pub mod cri;
 pub mod events;
 pub mod images;
 pub mod pod;

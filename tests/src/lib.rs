@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod grpc;
+
 /// The workspace root (images built by hack/build-images live under it).
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -99,6 +101,8 @@ pub struct Env {
     pub logs: PathBuf,
     /// Relative cgroup parent (under the test process's own cgroup in every hierarchy).
     pub cgroup_parent: String,
+    /// The agent's gRPC socket.
+    pub socket: PathBuf,
 }
 
 impl Env {
@@ -110,6 +114,7 @@ impl Env {
             manifests: dir.join("manifests"),
             logs: dir.join("logs"),
             cgroup_parent: format!("minilet-e2e-{tag}"),
+            socket: dir.join("minilet.sock"),
             dir,
         };
         for d in [&env.root, &env.manifests, &env.logs] {
@@ -311,6 +316,8 @@ impl Agent {
             .arg(&env.logs)
             .arg("--cgroup-parent")
             .arg(&env.cgroup_parent)
+            .arg("--socket")
+            .arg(&env.socket)
             .arg("--cleanup-on-exit")
             .args(extra)
             .env(

@@ -7,6 +7,10 @@ use std::sync::{Arc, RwLock};
 
 use k8s_openapi::api::core::v1::Pod;
 
+use crate::runtime::process::ProcessId;
+use crate::runtime::spec::SandboxNamespaces;
+use crate::runtime::state::ContainerFiles;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Terminated {
     pub exit_code: i32,
@@ -72,6 +76,30 @@ pub struct PodStatus {
     pub containers: Vec<ContainerStatus>,
 }
 
+/// The pod's sandbox, as the CRI describes it.
+#[derive(Debug, Clone)]
+pub struct SandboxInfo {
+    pub id: String,
+    pub attempt: u32,
+    /// The running pause; `None` when the sandbox is not ready (stopped, or being created).
+    pub pause: Option<ProcessId>,
+    /// Unix nanoseconds.
+    pub created_at: i64,
+    /// The pod's cgroup, relative to the cgroup parent.
+    pub cgroup: String,
+    pub namespaces: SandboxNamespaces,
+    pub share_pid: bool,
+}
+
+/// One container attempt still on disk (the current one and the one before it).
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub files: ContainerFiles,
+    pub init: bool,
+    /// Termination message, when it has exited.
+    pub message: String,
+}
+
 /// One pod as the node sees it.
 #[derive(Debug, Clone)]
 pub struct PodEntry {
@@ -79,6 +107,9 @@ pub struct PodEntry {
     pub manifest: PathBuf,
     pub pod: Arc<Pod>,
     pub status: PodStatus,
+    pub sandbox: SandboxInfo,
+    /// Every container attempt on disk, oldest first.
+    pub attempts: Vec<Attempt>,
 }
 
 /// Every pod's latest published status.

@@ -15,7 +15,7 @@ use super::Context;
 use super::backoff::{Backoff, Decision};
 use super::config::{self, ContainerInputs, PodPlan};
 use super::states::State;
-use super::status::{ContainerState, ContainerStatus, Phase, PodEntry, PodStatus, Terminated};
+use super::status::{Attempt, ContainerState, ContainerStatus, Phase, PodEntry, PodStatus, SandboxInfo, Terminated};
 use crate::events::ObjectRef;
 use crate::runtime::logs;
 use crate::runtime::spec::{ContainerExit, SandboxState, now_nanos};
@@ -483,6 +483,25 @@ impl Worker {
     pub(super) fn publish(&self) {
         let statuses: Vec<ContainerStatus> = self.slots.iter().map(|s| self.container_status(s)).collect();
         let (init, app): (Vec<_>, Vec<_>) = statuses.into_iter().partition(|s| s.init);
+        let spec = self.pod_spec();
+        let mut attempts: Vec<Attempt> = Vec::new();
+        for s in &self.slots {
+            if let Some(f) = &s.previous {
+                attempts.push(Attempt {
+                    files: f.clone(),
+                    init: s.init,
+                    message: String::new(),
+                });
+            }
+            if let Some(f) = &s.current {
+                attempts.push(Attempt {
+                    files: f.clone(),
+                    init: s.init,
+                    message: s.message.clone(),
+                });
+            }
+        }
+        attempts.sort_by_key(|a| a.files.record.created_at);
         self.ctx.registry.publish(PodEntry {
             uid: self.uid.clone(),
             manifest: self.manifest.clone(),
@@ -497,6 +516,21 @@ impl Worker {
                 init_containers: init,
                 containers: app,
             },
+            sandbox: SandboxInfo {
+                id: self.record.sandbox_id.clone(),
+                attempt: self.record.sandbox_attempt,
+                pause: self.sandbox.map(|s| s.pause),
+                created_at: self.sandbox.map_or(self.record.created_at, |s| s.created_at),
+                cgroup: self.plan.cgroup.clone(),
+                namespaces: crate::runtime::spec::SandboxNamespaces {
+                    network: spec.host_network != Some(true),
+                    pid: spec.host_pid != Some(true),
+                    ipc: spec.host_ipc != Some(true),
+                    uts: spec.host_network != Some(true),
+                },
+                share_pid: self.plan.share_pid,
+            },
+            attempts,
         });
     }
 

@@ -175,6 +175,32 @@ impl Runtime {
         self.wait_container(files).await
     }
 
+    /// Make the monitor of a running attempt reopen its log file (CRI ReopenContainerLog,
+    /// used after the file was renamed away for rotation). Returns once the file exists again.
+    pub async fn reopen_log(&self, files: &ContainerFiles) -> Result<()> {
+        let not_running = || RuntimeError::Helper(format!("container {} is not running", files.record.name));
+        let state = files.state.filter(|_| files.exit.is_none()).ok_or_else(not_running)?;
+        let monitor = state
+            .monitor
+            .open()
+            .context(|| format!("open pidfd of monitor {}", state.monitor))?
+            .ok_or_else(not_running)?;
+        monitor
+            .signal(Signal::SIGUSR1)
+            .context(|| format!("signal monitor {}", state.monitor))?;
+        let path = &files.record.log_path;
+        for _ in 0..500 {
+            if path.exists() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Err(RuntimeError::Helper(format!(
+            "the monitor did not reopen {} within 5s",
+            path.display()
+        )))
+    }
+
     /// Remove an exited attempt: its cgroup and its directory (the writable layer with it).
     /// Its log file stays: `logs --previous` reads it; it goes with the pod.
     pub fn remove_container(&self, files: &ContainerFiles) -> Result<()> {

@@ -91,6 +91,16 @@ pub struct PidFd {
 }
 
 impl PidFd {
+    /// A pidfd on a child of ours that has not been reaped: its PID cannot have been reused,
+    /// so no identity check through /proc is needed (or possible, once we are in another
+    /// mount namespace with another /proc).
+    pub fn of_child(pid: i32) -> io::Result<Self> {
+        Ok(PidFd {
+            fd: pidfd_open(pid)?,
+            id: ProcessId { pid, start_time: 0 },
+        })
+    }
+
     pub fn id(&self) -> ProcessId {
         self.id
     }

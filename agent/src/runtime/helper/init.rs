@@ -24,7 +24,7 @@ use nix::unistd::{Gid, Uid};
 
 use super::{child_fail, reset_signals, set_oom_score_adj};
 use crate::runtime::process::PidFd;
-use crate::runtime::spec::ContainerSpec;
+use crate::runtime::spec::{ContainerSpec, ProcessSpec};
 use crate::runtime::syscalls::Linux;
 use crate::runtime::{capabilities, rootfs, user};
 
@@ -65,13 +65,37 @@ fn setup_and_exec(
     rootfs::setup(&Linux, &spec.rootfs, &spec.mounts, !privileged, cwd).map_err(|e| format!("rootfs: {e}"))?;
     rootfs::pivot(&Linux, &spec.rootfs.target).map_err(|e| format!("pivot_root: {e}"))?;
 
+    let devnull = std::fs::File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
+    become_and_exec(&spec.process, &spec.process.args, &[], || {
+        nix::unistd::dup2_stdin(devnull.as_fd()).map_err(|e| format!("dup2 stdin: {e}"))?;
+        nix::unistd::dup2_stdout(stdout.as_fd()).map_err(|e| format!("dup2 stdout: {e}"))?;
+        nix::unistd::dup2_stderr(stderr.as_fd()).map_err(|e| format!("dup2 stderr: {e}"))
+    })
+}
+
+/// The last steps, the same for a container's process and for one exec'd into it: become
+/// the container's user (resolved in its own /etc/passwd) with its capabilities, environment
+/// and working directory; set up stdio (`stdio`, after the user switch so files it opens are
+/// opened as root); exec `args`.
+pub(super) fn become_and_exec(
+    process: &ProcessSpec,
+    args: &[String],
+    extra_env: &[String],
+    stdio: impl FnOnce() -> Result<(), String>,
+) -> Result<Infallible, String> {
     let passwd = std::fs::read_to_string("/etc/passwd").ok();
     let group = std::fs::read_to_string("/etc/group").ok();
-    let who = user::resolve(&spec.process.user, passwd.as_deref(), group.as_deref()).map_err(|e| e.to_string())?;
+    let who = user::resolve(&process.user, passwd.as_deref(), group.as_deref()).map_err(|e| e.to_string())?;
 
-    let mut env = spec.process.env.clone();
+    let mut env = process.env.clone();
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", who.home));
+    }
+    for extra in extra_env {
+        let key = extra.split('=').next().unwrap_or(extra);
+        if !env.iter().any(|e| e.split('=').next() == Some(key)) {
+            env.push(extra.clone());
+        }
     }
     let path_var = env
         .iter()
@@ -79,35 +103,34 @@ fn setup_and_exec(
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or(DEFAULT_PATH)
         .to_string();
+    let cwd = if process.cwd.is_empty() {
+        "/"
+    } else {
+        process.cwd.as_str()
+    };
 
-    if let Some(keep) = &spec.process.capabilities {
+    if let Some(keep) = &process.capabilities {
         for cap in capabilities::to_drop(keep, capabilities::last_cap()) {
             drop_bounding(cap)?;
         }
     }
-    if spec.process.no_new_privileges {
+    if process.no_new_privileges {
         nix::sys::prctl::set_no_new_privs().map_err(|e| format!("prctl(PR_SET_NO_NEW_PRIVS): {e}"))?;
     }
+    stdio()?;
     let groups: Vec<Gid> = who.additional_gids.iter().map(|&g| Gid::from_raw(g)).collect();
     nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups {:?}: {e}", who.additional_gids))?;
     nix::unistd::setgid(Gid::from_raw(who.gid)).map_err(|e| format!("setgid {}: {e}", who.gid))?;
     nix::unistd::setuid(Uid::from_raw(who.uid)).map_err(|e| format!("setuid {}: {e}", who.uid))?;
     nix::unistd::chdir(cwd).map_err(|e| format!("chdir to working directory {cwd}: {e}"))?;
 
-    let program = spec.process.args.first().ok_or("no command specified")?;
+    let program = args.first().ok_or("no command specified")?;
     let exe = find_executable(program, &path_var)?;
-
-    let devnull = std::fs::File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
-    nix::unistd::dup2_stdin(devnull.as_fd()).map_err(|e| format!("dup2 stdin: {e}"))?;
-    nix::unistd::dup2_stdout(stdout.as_fd()).map_err(|e| format!("dup2 stdout: {e}"))?;
-    nix::unistd::dup2_stderr(stderr.as_fd()).map_err(|e| format!("dup2 stderr: {e}"))?;
     reset_signals();
     nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
 
     let cstr = |s: &str, what: &str| CString::new(s).map_err(|_| format!("{what} {s:?} contains a NUL byte"));
-    let argv = spec
-        .process
-        .args
+    let argv = args
         .iter()
         .map(|a| cstr(a, "argument"))
         .collect::<Result<Vec<_>, _>>()?;

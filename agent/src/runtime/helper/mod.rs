@@ -11,8 +11,12 @@
 //!   log, waits for the exit and records it. Monitors outlive agent restarts, so neither log
 //!   lines nor exit codes are lost while no agent runs.
 //!
-//! Both answer on stdout with one JSON line ([`super::spec::Report`]).
+//! - `minilet __exec SPEC`: runs a command inside a running container and relays its stdio
+//!   ([`exec`]).
+//!
+//! The first two answer on stdout with one JSON line ([`super::spec::Report`]).
 
+pub mod exec;
 mod init;
 pub mod monitor;
 pub mod sandbox;
@@ -28,6 +32,7 @@ use serde::Serialize;
 /// Hidden subcommand names.
 pub const SANDBOX: &str = "__sandbox";
 pub const MONITOR: &str = "__monitor";
+pub const EXEC: &str = "__exec";
 
 /// Run a helper if `args` name one; `None` means "not a helper invocation".
 pub fn dispatch(args: &[OsString]) -> Option<ExitCode> {
@@ -35,7 +40,8 @@ pub fn dispatch(args: &[OsString]) -> Option<ExitCode> {
     match (args.get(1).and_then(|a| a.to_str()), spec) {
         (Some(SANDBOX), Some(spec)) => Some(sandbox::main(spec.as_ref())),
         (Some(MONITOR), Some(spec)) => Some(monitor::main(spec.as_ref())),
-        (Some(SANDBOX | MONITOR), None) => {
+        (Some(EXEC), Some(spec)) => Some(exec::main(spec.as_ref())),
+        (Some(SANDBOX | MONITOR | EXEC), None) => {
             eprintln!("minilet: internal helper needs a spec file argument");
             Some(ExitCode::from(2))
         }

@@ -150,11 +150,24 @@ struct Output {
     lines: LineSplitter,
 }
 
+/// SIGUSR1 asks the monitor to reopen its log file (after a rotation renamed it away). It is
+/// blocked and read from a signalfd, so it is just one more fd in the poll loop.
+fn reopen_signal() -> Option<nix::sys::signalfd::SignalFd> {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGUSR1);
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).ok()?;
+    nix::sys::signalfd::SignalFd::with_flags(
+        &set,
+        nix::sys::signalfd::SfdFlags::SFD_CLOEXEC | nix::sys::signalfd::SfdFlags::SFD_NONBLOCK,
+    )
+    .ok()
+}
+
 fn supervise(spec: &ContainerSpec, mut run: Running) {
+    let reopen = reopen_signal();
     // `None` if it is already gone: then straight to waitpid below.
-    let child_fd = ProcessId::of(run.child.as_raw())
-        .ok()
-        .and_then(|id| id.open().ok().flatten());
+    let child_fd = crate::runtime::process::PidFd::of_child(run.child.as_raw()).ok();
     let mut outputs = [
         Output {
             fd: Some(run.stdout),
@@ -180,6 +193,9 @@ fn supervise(spec: &ContainerSpec, mut run: Running) {
                 which.push(i);
             }
         }
+        if let Some(sfd) = &reopen {
+            fds.push(PollFd::new(sfd.as_fd(), PollFlags::POLLIN));
+        }
         if let Some(fd) = &child_fd {
             fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
         }
@@ -195,6 +211,15 @@ fn supervise(spec: &ContainerSpec, mut run: Running) {
         drop(fds);
         if child_fd.is_some() && ready.last().copied().unwrap_or(false) {
             exited = true;
+        }
+        if let Some(sfd) = &reopen
+            && ready.get(which.len()).copied().unwrap_or(false)
+        {
+            while let Ok(Some(_)) = sfd.read_signal() {}
+            match File::options().create(true).append(true).open(&spec.log_path) {
+                Ok(f) => run.log = f,
+                Err(e) => eprintln!("minilet monitor: reopen {}: {e}", spec.log_path.display()),
+            }
         }
         for (slot, &i) in which.iter().enumerate() {
             if ready[slot] {

@@ -1,0 +1,449 @@
+//! From the node's pods (the registry) to CRI messages and to Kubernetes objects.
+//!
+//! Labels and annotations follow the kubelet's conventions, so CRI clients find pods and
+//! containers the way they do on any node (`io.kubernetes.pod.name`, ...).
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::api::core::v1 as k8s;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use minilet_proto::runtime::v1 as cri;
+
+use crate::events::Event;
+use crate::pod::node::NodeInfo;
+use crate::pod::status::{Attempt, ContainerState, ContainerStatus, Phase, PodEntry, Terminated};
+use crate::runtime::spec::ContainerSpec;
+use crate::runtime::state::ContainerFiles;
+
+pub const POD_NAME: &str = "io.kubernetes.pod.name";
+pub const POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
+pub const POD_UID: &str = "io.kubernetes.pod.uid";
+pub const CONTAINER_NAME: &str = "io.kubernetes.container.name";
+pub const RESTART_COUNT: &str = "io.kubernetes.container.restartCount";
+pub const TERMINATION_PATH: &str = "io.kubernetes.container.terminationMessagePath";
+pub const TERMINATION_POLICY: &str = "io.kubernetes.container.terminationMessagePolicy";
+pub const GRACE_PERIOD: &str = "io.kubernetes.pod.terminationGracePeriod";
+
+/// The ID in `v1.ContainerStatus.containerID`: `<runtime>://<id>`.
+pub fn container_id_uri(id: &str) -> String {
+    format!("minilet://{id}")
+}
+
+fn name(e: &PodEntry) -> &str {
+    e.pod.metadata.name.as_deref().unwrap_or("")
+}
+
+fn namespace(e: &PodEntry) -> &str {
+    e.pod.metadata.namespace.as_deref().unwrap_or("default")
+}
+
+fn to_hash(map: Option<&BTreeMap<String, String>>) -> HashMap<String, String> {
+    map.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default()
+}
+
+pub fn sandbox_metadata(e: &PodEntry) -> cri::PodSandboxMetadata {
+    cri::PodSandboxMetadata {
+        name: name(e).into(),
+        uid: e.uid.clone(),
+        namespace: namespace(e).into(),
+        attempt: e.sandbox.attempt,
+    }
+}
+
+/// The pod's labels plus the kubelet's identifying ones.
+pub fn sandbox_labels(e: &PodEntry) -> HashMap<String, String> {
+    let mut l = to_hash(e.pod.metadata.labels.as_ref());
+    l.insert(POD_NAME.into(), name(e).into());
+    l.insert(POD_NAMESPACE.into(), namespace(e).into());
+    l.insert(POD_UID.into(), e.uid.clone());
+    l
+}
+
+pub fn sandbox_annotations(e: &PodEntry) -> HashMap<String, String> {
+    to_hash(e.pod.metadata.annotations.as_ref())
+}
+
+pub fn sandbox_state(e: &PodEntry) -> cri::PodSandboxState {
+    match e.sandbox.pause {
+        Some(p) if p.is_alive() => cri::PodSandboxState::SandboxReady,
+        _ => cri::PodSandboxState::SandboxNotready,
+    }
+}
+
+pub fn pod_sandbox(e: &PodEntry) -> cri::PodSandbox {
+    cri::PodSandbox {
+        id: e.sandbox.id.clone(),
+        metadata: Some(sandbox_metadata(e)),
+        state: sandbox_state(e) as i32,
+        created_at: e.sandbox.created_at,
+        labels: sandbox_labels(e),
+        annotations: sandbox_annotations(e),
+        runtime_handler: String::new(),
+    }
+}
+
+/// The pod's IP: the node's with hostNetwork; none otherwise (pods get loopback only).
+pub fn pod_ip(e: &PodEntry, node: &NodeInfo) -> String {
+    if e.sandbox.namespaces.network {
+        String::new()
+    } else {
+        node.host_ip.clone().unwrap_or_default()
+    }
+}
+
+pub fn pod_sandbox_status(e: &PodEntry, node: &NodeInfo) -> cri::PodSandboxStatus {
+    let mode = |own: bool, shared: bool| {
+        if !own {
+            cri::NamespaceMode::Node
+        } else if shared {
+            cri::NamespaceMode::Pod
+        } else {
+            cri::NamespaceMode::Container
+        }
+    };
+    let ns = &e.sandbox.namespaces;
+    cri::PodSandboxStatus {
+        id: e.sandbox.id.clone(),
+        metadata: Some(sandbox_metadata(e)),
+        state: sandbox_state(e) as i32,
+        created_at: e.sandbox.created_at,
+        network: Some(cri::PodSandboxNetworkStatus {
+            ip: pod_ip(e, node),
+            additional_ips: vec![],
+        }),
+        linux: Some(cri::LinuxPodSandboxStatus {
+            namespaces: Some(cri::Namespace {
+                options: Some(cri::NamespaceOption {
+                    network: mode(ns.network, true) as i32,
+                    pid: mode(ns.pid, e.sandbox.share_pid) as i32,
+                    ipc: mode(ns.ipc, true) as i32,
+                    target_id: String::new(),
+                    userns_options: None,
+                }),
+            }),
+        }),
+        labels: sandbox_labels(e),
+        annotations: sandbox_annotations(e),
+        runtime_handler: String::new(),
+    }
+}
+
+fn container_spec(e: &PodEntry, a: &Attempt) -> Option<k8s::Container> {
+    let spec = e.pod.spec.as_ref()?;
+    let list = if a.init {
+        spec.init_containers.as_deref().unwrap_or_default()
+    } else {
+        &spec.containers[..]
+    };
+    list.iter().find(|c| c.name == a.files.record.name).cloned()
+}
+
+pub fn container_labels(e: &PodEntry, a: &Attempt) -> HashMap<String, String> {
+    HashMap::from([
+        (POD_NAME.into(), name(e).into()),
+        (POD_NAMESPACE.into(), namespace(e).into()),
+        (POD_UID.into(), e.uid.clone()),
+        (CONTAINER_NAME.into(), a.files.record.name.clone()),
+    ])
+}
+
+pub fn container_annotations(e: &PodEntry, a: &Attempt) -> HashMap<String, String> {
+    let c = container_spec(e, a);
+    let mut m = HashMap::from([(RESTART_COUNT.to_string(), a.files.record.attempt.to_string())]);
+    if let Some(c) = &c {
+        m.insert(
+            TERMINATION_PATH.into(),
+            c.termination_message_path
+                .clone()
+                .unwrap_or_else(|| "/dev/termination-log".into()),
+        );
+        m.insert(
+            TERMINATION_POLICY.into(),
+            c.termination_message_policy.clone().unwrap_or_else(|| "File".into()),
+        );
+    }
+    if let Some(g) = e.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds) {
+        m.insert(GRACE_PERIOD.into(), g.to_string());
+    }
+    m
+}
+
+pub fn container_state(f: &ContainerFiles) -> cri::ContainerState {
+    match (&f.state, &f.exit) {
+        (_, Some(_)) => cri::ContainerState::ContainerExited,
+        (Some(_), None) => cri::ContainerState::ContainerRunning,
+        (None, None) => cri::ContainerState::ContainerCreated,
+    }
+}
+
+fn image_spec(image: &str) -> cri::ImageSpec {
+    cri::ImageSpec {
+        image: image.into(),
+        user_specified_image: image.into(),
+        ..Default::default()
+    }
+}
+
+pub fn container(e: &PodEntry, a: &Attempt) -> cri::Container {
+    let r = &a.files.record;
+    cri::Container {
+        id: r.id.clone(),
+        pod_sandbox_id: e.sandbox.id.clone(),
+        metadata: Some(cri::ContainerMetadata {
+            name: r.name.clone(),
+            attempt: r.attempt,
+        }),
+        image: Some(image_spec(&r.image)),
+        image_ref: r.image_id.clone(),
+        state: container_state(&a.files) as i32,
+        created_at: r.created_at,
+        labels: container_labels(e, a),
+        annotations: container_annotations(e, a),
+        image_id: r.image_id.clone(),
+    }
+}
+
+/// The container's own spec file (the monitor's input), for mounts and verbose info.
+pub fn read_spec(f: &ContainerFiles) -> Option<ContainerSpec> {
+    crate::atomic_file::read_json(&ContainerFiles::spec_path(&f.dir))
+        .ok()
+        .flatten()
+}
+
+pub fn container_status(e: &PodEntry, a: &Attempt, spec: Option<&ContainerSpec>) -> cri::ContainerStatus {
+    let f = &a.files;
+    let r = &f.record;
+    let mounts = spec
+        .map(|s| {
+            s.mounts
+                .iter()
+                .map(|m| cri::Mount {
+                    container_path: m.destination.clone(),
+                    host_path: m.source.display().to_string(),
+                    readonly: m.readonly,
+                    ..Default::default()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let user = spec.and_then(|s| {
+        let u = &s.process.user;
+        u.uid.map(|uid| cri::ContainerUser {
+            linux: Some(cri::LinuxContainerUser {
+                uid: uid.into(),
+                gid: u.gid.map_or(0, i64::from),
+                supplemental_groups: u.supplemental_groups.iter().map(|&g| g.into()).collect(),
+            }),
+        })
+    });
+    cri::ContainerStatus {
+        id: r.id.clone(),
+        metadata: Some(cri::ContainerMetadata {
+            name: r.name.clone(),
+            attempt: r.attempt,
+        }),
+        state: container_state(f) as i32,
+        created_at: r.created_at,
+        started_at: f.state.map_or(0, |s| s.started_at),
+        finished_at: f.exit.as_ref().map_or(0, |x| x.finished_at),
+        exit_code: f.exit.as_ref().map_or(0, |x| x.exit_code),
+        image: Some(image_spec(&r.image)),
+        image_ref: r.image_id.clone(),
+        reason: f.exit.as_ref().map(|x| x.reason.clone()).unwrap_or_default(),
+        message: f
+            .exit
+            .as_ref()
+            .map(|x| {
+                if x.message.is_empty() {
+                    a.message.clone()
+                } else {
+                    x.message.clone()
+                }
+            })
+            .unwrap_or_default(),
+        labels: container_labels(e, a),
+        annotations: container_annotations(e, a),
+        mounts,
+        log_path: r.log_path.display().to_string(),
+        resources: None,
+        image_id: r.image_id.clone(),
+        user,
+    }
+}
+
+// ---- Kubernetes objects -----------------------------------------------------------------
+
+fn time(nanos: i64) -> Option<Time> {
+    if nanos <= 0 {
+        return None;
+    }
+    jiff::Timestamp::from_second(nanos / 1_000_000_000).ok().map(Time)
+}
+
+fn k8s_terminated(t: &Terminated) -> k8s::ContainerStateTerminated {
+    k8s::ContainerStateTerminated {
+        exit_code: t.exit_code,
+        signal: t.signal,
+        reason: Some(t.reason.clone()).filter(|r| !r.is_empty()),
+        message: Some(t.message.clone()).filter(|m| !m.is_empty()),
+        started_at: time(t.started_at),
+        finished_at: time(t.finished_at),
+        container_id: Some(container_id_uri(&t.container_id)),
+    }
+}
+
+fn k8s_container_status(s: &ContainerStatus) -> k8s::ContainerStatus {
+    let state = match &s.state {
+        ContainerState::Waiting { reason, message } => k8s::ContainerState {
+            waiting: Some(k8s::ContainerStateWaiting {
+                reason: Some(reason.clone()),
+                message: Some(message.clone()).filter(|m| !m.is_empty()),
+            }),
+            ..Default::default()
+        },
+        ContainerState::Running { started_at } => k8s::ContainerState {
+            running: Some(k8s::ContainerStateRunning {
+                started_at: time(*started_at),
+            }),
+            ..Default::default()
+        },
+        ContainerState::Terminated(t) => k8s::ContainerState {
+            terminated: Some(k8s_terminated(t)),
+            ..Default::default()
+        },
+    };
+    let running = matches!(s.state, ContainerState::Running { .. });
+    k8s::ContainerStatus {
+        name: s.name.clone(),
+        image: s.image.clone(),
+        image_id: s.image_id.clone(),
+        container_id: s.container_id.as_deref().map(container_id_uri),
+        state: Some(state),
+        last_state: Some(
+            s.last_state
+                .as_ref()
+                .map_or_else(Default::default, |t| k8s::ContainerState {
+                    terminated: Some(k8s_terminated(t)),
+                    ..Default::default()
+                }),
+        ),
+        ready: s.ready,
+        restart_count: s.restart_count as i32,
+        started: Some(running),
+        ..Default::default()
+    }
+}
+
+fn condition(kind: &str, ok: bool, reason: Option<&str>, since: i64) -> k8s::PodCondition {
+    k8s::PodCondition {
+        type_: kind.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        reason: reason.map(str::to_string),
+        last_transition_time: time(since),
+        ..Default::default()
+    }
+}
+
+/// The pod as `kubectl get pod -o yaml` would show it: the manifest's spec and the status the
+/// agent knows.
+pub fn v1_pod(e: &PodEntry, node: &NodeInfo) -> k8s::Pod {
+    let mut pod = (*e.pod).clone();
+    let st = &e.status;
+    pod.metadata.creation_timestamp = time(st.start_time);
+    if st.terminating {
+        pod.metadata.deletion_timestamp = time(crate::runtime::spec::now_nanos());
+        pod.metadata.deletion_grace_period_seconds =
+            e.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds);
+    }
+    let init_done = st
+        .init_containers
+        .iter()
+        .all(|c| matches!(&c.state, ContainerState::Terminated(t) if t.exit_code == 0));
+    let ready = !st.containers.is_empty() && st.containers.iter().all(|c| c.ready);
+    let completed = matches!(st.phase, Phase::Succeeded | Phase::Failed);
+    let reason = completed.then_some("PodCompleted");
+    let ip = pod_ip(e, node);
+    let ips = |ip: &str| (!ip.is_empty()).then(|| vec![k8s::PodIP { ip: ip.to_string() }]);
+    let host_ip = node.host_ip.clone().unwrap_or_default();
+    pod.status = Some(k8s::PodStatus {
+        phase: Some(st.phase.as_str().into()),
+        conditions: Some(vec![
+            condition(
+                "PodReadyToStartContainers",
+                sandbox_state(e) == cri::PodSandboxState::SandboxReady,
+                None,
+                e.sandbox.created_at,
+            ),
+            condition("Initialized", init_done, reason.filter(|_| !init_done), st.start_time),
+            condition(
+                "Ready",
+                ready,
+                reason.filter(|_| !ready).or((!ready).then_some("ContainersNotReady")),
+                st.start_time,
+            ),
+            condition(
+                "ContainersReady",
+                ready,
+                reason.filter(|_| !ready).or((!ready).then_some("ContainersNotReady")),
+                st.start_time,
+            ),
+            condition("PodScheduled", true, None, st.start_time),
+        ]),
+        host_ip: Some(host_ip.clone()).filter(|h| !h.is_empty()),
+        host_ips: ips(&host_ip).map(|v| v.into_iter().map(|p| k8s::HostIP { ip: p.ip }).collect()),
+        pod_ip: Some(ip.clone()).filter(|i| !i.is_empty()),
+        pod_ips: ips(&ip),
+        start_time: time(st.start_time),
+        qos_class: Some(st.qos.into()),
+        init_container_statuses: (!st.init_containers.is_empty())
+            .then(|| st.init_containers.iter().map(k8s_container_status).collect()),
+        container_statuses: Some(st.containers.iter().map(k8s_container_status).collect()),
+        ..Default::default()
+    });
+    pod
+}
+
+/// An event as a core/v1 Event.
+pub fn v1_event(ev: &Event, node: &NodeInfo, seq: usize) -> k8s::Event {
+    let o = &ev.object;
+    let ns = if o.namespace.is_empty() {
+        "default".to_string()
+    } else {
+        o.namespace.clone()
+    };
+    let base = if o.kind == "File" {
+        "manifest".to_string()
+    } else {
+        o.name.clone()
+    };
+    k8s::Event {
+        metadata: ObjectMeta {
+            name: Some(format!("{base}.{:x}{seq:04x}", ev.first)),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        involved_object: k8s::ObjectReference {
+            kind: Some(o.kind.into()),
+            namespace: Some(ns),
+            name: Some(o.name.clone()),
+            uid: Some(o.uid.clone()).filter(|u| !u.is_empty()),
+            field_path: o.field_path.clone(),
+            api_version: Some("v1".into()),
+            ..Default::default()
+        },
+        reason: Some(ev.reason.clone()),
+        message: Some(ev.message.clone()),
+        type_: Some(ev.kind.as_str().into()),
+        count: Some(ev.count as i32),
+        first_timestamp: time(ev.first),
+        last_timestamp: time(ev.last),
+        source: Some(k8s::EventSource {
+            component: Some("minilet".into()),
+            host: Some(node.name.clone()),
+        }),
+        reporting_component: Some("minilet".into()),
+        reporting_instance: Some(node.name.clone()),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,98 @@
+//! The gRPC endpoint: CRI `runtime.v1` (RuntimeService, ImageService) and minilet's own
+//! `minilet.v1.Node`, on one unix socket.
+//!
+//! The socket is root's, mode 0660. A second agent refuses to start on a socket another live
+//! agent serves; a socket file left by a dead agent is taken over.
+
+pub mod convert;
+mod filter;
+mod image;
+mod node;
+mod runtime;
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tonic::Status;
+
+use crate::pod::Context;
+
+/// What the three services share.
+pub struct Cri {
+    pub ctx: Arc<Context>,
+    pub stats: stats::StatsCache,
+    /// The manifests directory, named in refusals of lifecycle calls.
+    pub manifests: PathBuf,
+}
+
+/// A runtime error as a gRPC status.
+fn status_from(e: crate::runtime::RuntimeError) -> Status {
+    Status::failed_precondition(e.to_string())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    #[error("another minilet agent is serving {0} (stop it first, or pass --socket)")]
+    InUse(PathBuf),
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Removes the socket file when the server stops cleanly.
+#[must_use = "the socket file is removed when this is dropped"]
+pub struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Bind the socket: refuse a live one, take over a stale one.
+pub fn bind(path: &Path) -> Result<(tokio::net::UnixListener, SocketFile), SocketError> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let io = |action, source| SocketError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| io("create the directory of", e))?;
+    }
+    if let Ok(md) = std::fs::symlink_metadata(path) {
+        if md.file_type().is_socket() && std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(SocketError::InUse(path.to_path_buf()));
+        }
+        tracing::info!(socket = %path.display(), "removing a stale socket left by a previous agent");
+        std::fs::remove_file(path).map_err(|e| io("remove the stale socket", e))?;
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(|e| io("bind", e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(|e| io("chmod", e))?;
+    Ok((listener, SocketFile(path.to_path_buf())))
+}
+
+/// Serve the three services on `listener` until the task is dropped or aborted.
+pub fn serve(ctx: Arc<Context>, manifests: &Path, listener: tokio::net::UnixListener) -> tokio::task::JoinHandle<()> {
+    use minilet_proto::{ImageServiceServer, NodeServer, RuntimeServiceServer};
+    let cri = Arc::new(Cri {
+        ctx,
+        stats: stats::StatsCache::default(),
+        manifests: manifests.to_path_buf(),
+    });
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let server = tonic::transport::Server::builder()
+        .add_service(RuntimeServiceServer::new(runtime::RuntimeSvc(cri.clone())))
+        .add_service(ImageServiceServer::new(image::ImageSvc(cri.clone())))
+        .add_service(NodeServer::new(node::NodeSvc(cri)))
+        .serve_with_incoming(incoming);
+    tokio::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "gRPC server stopped");
+        }
+    })
+}

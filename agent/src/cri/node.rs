@@ -1,0 +1,166 @@
+//! minilet's own `minilet.v1.Node` service: pods as v1.Pod, events, interactive exec.
+
+use minilet_proto::minilet::v1 as node;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{Cri, convert, filter, status_from};
+use crate::runtime::exec::{ExecInput, ExecOutput};
+
+pub struct NodeSvc(pub std::sync::Arc<Cri>);
+
+type R<T> = Result<Response<T>, Status>;
+
+/// The cgroup settings of a container as the kernel has them (the files minilet writes).
+fn applied_limits(dirs: &[std::path::PathBuf]) -> std::collections::HashMap<String, String> {
+    const FILES: &[&str] = &[
+        "cpu.shares",
+        "cpu.cfs_quota_us",
+        "cpu.cfs_period_us",
+        "cpu.weight",
+        "cpu.max",
+        "memory.limit_in_bytes",
+        "memory.max",
+        "pids.max",
+    ];
+    let mut out = std::collections::HashMap::new();
+    for d in dirs {
+        for f in FILES {
+            if let Ok(v) = std::fs::read_to_string(d.join(f)) {
+                out.insert((*f).to_string(), v.trim().to_string());
+            }
+        }
+    }
+    out
+}
+
+#[tonic::async_trait]
+impl node::node_server::Node for NodeSvc {
+    async fn list_pods(&self, req: Request<node::ListPodsRequest>) -> R<node::ListPodsResponse> {
+        let req = req.into_inner();
+        let ctx = &self.0.ctx;
+        let mut pods = Vec::new();
+        for e in ctx.registry.list() {
+            let meta = &e.pod.metadata;
+            if (!req.namespace.is_empty() && meta.namespace.as_deref() != Some(req.namespace.as_str()))
+                || (!req.name.is_empty() && meta.name.as_deref() != Some(req.name.as_str()))
+            {
+                continue;
+            }
+            let pod = convert::v1_pod(&e, &ctx.node);
+            let pod_json = serde_json::to_string(&pod).map_err(|e| Status::internal(e.to_string()))?;
+            let containers = e
+                .attempts
+                .iter()
+                .filter(|a| a.files.exit.is_none())
+                .map(|a| {
+                    let dirs = ctx.runtime.cgroups.dirs(&a.files.record.cgroup);
+                    node::ContainerCgroup {
+                        name: a.files.record.name.clone(),
+                        container_id: a.files.record.id.clone(),
+                        cgroup_dirs: dirs.iter().map(|d| d.display().to_string()).collect(),
+                        limits: applied_limits(&dirs),
+                    }
+                })
+                .collect();
+            pods.push(node::PodInfo {
+                pod_json,
+                manifest: e.manifest.display().to_string(),
+                cgroup_dirs: ctx
+                    .runtime
+                    .cgroups
+                    .dirs(&e.sandbox.cgroup)
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect(),
+                containers,
+                sandbox_id: if e.sandbox.pause.is_some() {
+                    e.sandbox.id.clone()
+                } else {
+                    String::new()
+                },
+            });
+        }
+        Ok(Response::new(node::ListPodsResponse { pods }))
+    }
+
+    async fn list_events(&self, req: Request<node::ListEventsRequest>) -> R<node::ListEventsResponse> {
+        let req = req.into_inner();
+        let ctx = &self.0.ctx;
+        let mut event_json = Vec::new();
+        for (i, ev) in ctx.events.list().iter().enumerate() {
+            let o = &ev.object;
+            let ns = if o.namespace.is_empty() {
+                "default"
+            } else {
+                o.namespace.as_str()
+            };
+            if (!req.namespace.is_empty() && ns != req.namespace)
+                || (!req.name.is_empty() && o.name != req.name)
+                || (!req.uid.is_empty() && o.uid != req.uid)
+            {
+                continue;
+            }
+            let e = convert::v1_event(ev, &ctx.node, i);
+            event_json.push(serde_json::to_string(&e).map_err(|e| Status::internal(e.to_string()))?);
+        }
+        Ok(Response::new(node::ListEventsResponse { event_json }))
+    }
+
+    type ExecStream = ReceiverStream<Result<node::ExecResponse, Status>>;
+
+    async fn exec(&self, req: Request<Streaming<node::ExecRequest>>) -> R<Self::ExecStream> {
+        let mut inbound = req.into_inner();
+        let first = inbound.message().await?.and_then(|m| m.msg);
+        let Some(node::exec_request::Msg::Start(start)) = first else {
+            return Err(Status::invalid_argument(
+                "the first message of an exec stream must be `start`",
+            ));
+        };
+        let (_, attempt) = filter::container(&self.0.ctx.registry, &start.container_id)?;
+        let size = start.size.map(|s| (s.width as u16, s.height as u16));
+        let session = self
+            .0
+            .ctx
+            .runtime
+            .exec(&attempt.files, start.cmd, start.tty, start.stdin, size)
+            .await
+            .map_err(status_from)?;
+        let crate::runtime::exec::ExecSession {
+            mut stdin,
+            mut outputs,
+            guard,
+        } = session;
+
+        tokio::spawn(async move {
+            while let Ok(Some(msg)) = inbound.message().await {
+                let input = match msg.msg {
+                    Some(node::exec_request::Msg::Stdin(b)) => ExecInput::Stdin(b),
+                    Some(node::exec_request::Msg::Resize(s)) => ExecInput::Resize(s.width as u16, s.height as u16),
+                    Some(node::exec_request::Msg::CloseStdin(true)) => ExecInput::CloseStdin,
+                    _ => continue,
+                };
+                if stdin.send(input).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let (tx, rx) = mpsc::channel(32);
+        tokio::spawn(async move {
+            // Dropping the guard (client gone or process done) ends the helper and its child.
+            let _guard = guard;
+            while let Some(out) = outputs.next().await {
+                let (msg, last) = match out {
+                    ExecOutput::Stdout(b) => (node::exec_response::Msg::Stdout(b), false),
+                    ExecOutput::Stderr(b) => (node::exec_response::Msg::Stderr(b), false),
+                    ExecOutput::Exit(code) => (node::exec_response::Msg::ExitCode(code), true),
+                };
+                if tx.send(Ok(node::ExecResponse { msg: Some(msg) })).await.is_err() || last {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}

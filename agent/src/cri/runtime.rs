@@ -1,0 +1,445 @@
+//! CRI `runtime.v1.RuntimeService`: inspection, stats, exec and log reopening over the
+//! node's static pods.
+//!
+//! Pods here are owned by their manifests. The lifecycle calls (RunPodSandbox,
+//! CreateContainer, Stop*/Remove*, UpdateContainerResources) are refused with
+//! FAILED_PRECONDITION and a message saying where to make the change instead: a CRI client
+//! removing a container the manifest still wants would only see it come back.
+
+use std::time::Duration;
+
+use minilet_proto::runtime::v1 as cri;
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use super::filter;
+use super::stats;
+use super::{Cri, status_from};
+use crate::runtime::spec::now_nanos;
+
+/// The CRI API version we serve, as Version reports it (the kubelet checks this).
+const CRI_VERSION: &str = "0.1.0";
+
+pub struct RuntimeSvc(pub std::sync::Arc<Cri>);
+
+impl RuntimeSvc {
+    fn refuse<T>(&self, what: &str) -> Result<Response<T>, Status> {
+        Err(Status::failed_precondition(format!(
+            "{what}: minilet runs static pods from its manifests directory ({}); add, edit or remove a manifest there instead",
+            self.0.manifests.display()
+        )))
+    }
+}
+
+type R<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl cri::runtime_service_server::RuntimeService for RuntimeSvc {
+    async fn version(&self, _: Request<cri::VersionRequest>) -> R<cri::VersionResponse> {
+        Ok(Response::new(cri::VersionResponse {
+            version: CRI_VERSION.into(),
+            runtime_name: "minilet".into(),
+            runtime_version: env!("CARGO_PKG_VERSION").into(),
+            runtime_api_version: minilet_proto::CRI_API_VERSION.into(),
+        }))
+    }
+
+    async fn run_pod_sandbox(&self, _: Request<cri::RunPodSandboxRequest>) -> R<cri::RunPodSandboxResponse> {
+        self.refuse("RunPodSandbox")
+    }
+
+    async fn stop_pod_sandbox(&self, _: Request<cri::StopPodSandboxRequest>) -> R<cri::StopPodSandboxResponse> {
+        self.refuse("StopPodSandbox")
+    }
+
+    async fn remove_pod_sandbox(&self, _: Request<cri::RemovePodSandboxRequest>) -> R<cri::RemovePodSandboxResponse> {
+        self.refuse("RemovePodSandbox")
+    }
+
+    async fn pod_sandbox_status(&self, req: Request<cri::PodSandboxStatusRequest>) -> R<cri::PodSandboxStatusResponse> {
+        let req = req.into_inner();
+        let e = filter::sandbox(&self.0.ctx.registry, &req.pod_sandbox_id)?;
+        let mut info = std::collections::HashMap::new();
+        if req.verbose {
+            let v = serde_json::json!({
+                "pid": e.sandbox.pause.map(|p| p.pid),
+                "uid": e.uid,
+                "manifest": e.manifest,
+                "cgroupDirs": self.0.ctx.runtime.cgroups.dirs(&e.sandbox.cgroup),
+                "namespaces": {"network": e.sandbox.namespaces.network, "pid": e.sandbox.namespaces.pid, "ipc": e.sandbox.namespaces.ipc, "uts": e.sandbox.namespaces.uts, "sharedPid": e.sandbox.share_pid},
+                "pod": convert::v1_pod(&e, &self.0.ctx.node),
+            });
+            info.insert("info".to_string(), v.to_string());
+        }
+        Ok(Response::new(cri::PodSandboxStatusResponse {
+            status: Some(convert::pod_sandbox_status(&e, &self.0.ctx.node)),
+            info,
+            containers_statuses: Vec::new(),
+            timestamp: now_nanos(),
+        }))
+    }
+
+    async fn list_pod_sandbox(&self, req: Request<cri::ListPodSandboxRequest>) -> R<cri::ListPodSandboxResponse> {
+        let f = req.into_inner().filter.unwrap_or_default();
+        let items = self
+            .0
+            .ctx
+            .registry
+            .list()
+            .iter()
+            .map(convert::pod_sandbox)
+            .filter(|s| filter::id_matches(&f.id, &s.id))
+            .filter(|s| f.state.as_ref().is_none_or(|st| st.state == s.state))
+            .filter(|s| filter::labels_match(&s.labels, &f.label_selector))
+            .collect();
+        Ok(Response::new(cri::ListPodSandboxResponse { items }))
+    }
+
+    async fn create_container(&self, _: Request<cri::CreateContainerRequest>) -> R<cri::CreateContainerResponse> {
+        self.refuse("CreateContainer")
+    }
+
+    async fn start_container(&self, _: Request<cri::StartContainerRequest>) -> R<cri::StartContainerResponse> {
+        self.refuse("StartContainer")
+    }
+
+    async fn stop_container(&self, _: Request<cri::StopContainerRequest>) -> R<cri::StopContainerResponse> {
+        self.refuse("StopContainer")
+    }
+
+    async fn remove_container(&self, _: Request<cri::RemoveContainerRequest>) -> R<cri::RemoveContainerResponse> {
+        self.refuse("RemoveContainer")
+    }
+
+    async fn list_containers(&self, req: Request<cri::ListContainersRequest>) -> R<cri::ListContainersResponse> {
+        let f = req.into_inner().filter.unwrap_or_default();
+        let mut containers = Vec::new();
+        for e in self.0.ctx.registry.list() {
+            if !filter::id_matches(&f.pod_sandbox_id, &e.sandbox.id) {
+                continue;
+            }
+            for a in &e.attempts {
+                let c = convert::container(&e, a);
+                if filter::id_matches(&f.id, &c.id)
+                    && f.state.as_ref().is_none_or(|s| s.state == c.state)
+                    && filter::labels_match(&c.labels, &f.label_selector)
+                {
+                    containers.push(c);
+                }
+            }
+        }
+        Ok(Response::new(cri::ListContainersResponse { containers }))
+    }
+
+    async fn container_status(&self, req: Request<cri::ContainerStatusRequest>) -> R<cri::ContainerStatusResponse> {
+        let req = req.into_inner();
+        let (e, a) = filter::container(&self.0.ctx.registry, &req.container_id)?;
+        let spec = convert::read_spec(&a.files);
+        let mut info = std::collections::HashMap::new();
+        if req.verbose {
+            let v = serde_json::json!({
+                "pid": a.files.state.map(|s| s.process.pid),
+                "monitorPid": a.files.state.map(|s| s.monitor.pid),
+                "sandboxId": e.sandbox.id,
+                "cgroupDirs": self.0.ctx.runtime.cgroups.dirs(&a.files.record.cgroup),
+                "dir": a.files.dir,
+                "exit": a.files.exit,
+                "spec": spec,
+            });
+            info.insert("info".to_string(), v.to_string());
+        }
+        Ok(Response::new(cri::ContainerStatusResponse {
+            status: Some(convert::container_status(&e, &a, spec.as_ref())),
+            info,
+        }))
+    }
+
+    async fn update_container_resources(
+        &self,
+        _: Request<cri::UpdateContainerResourcesRequest>,
+    ) -> R<cri::UpdateContainerResourcesResponse> {
+        self.refuse("UpdateContainerResources")
+    }
+
+    async fn reopen_container_log(
+        &self,
+        req: Request<cri::ReopenContainerLogRequest>,
+    ) -> R<cri::ReopenContainerLogResponse> {
+        let (_, a) = filter::container(&self.0.ctx.registry, &req.into_inner().container_id)?;
+        self.0
+            .ctx
+            .runtime
+            .reopen_log(&a.files)
+            .await
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        Ok(Response::new(cri::ReopenContainerLogResponse {}))
+    }
+
+    async fn exec_sync(&self, req: Request<cri::ExecSyncRequest>) -> R<cri::ExecSyncResponse> {
+        let req = req.into_inner();
+        let (_, a) = filter::container(&self.0.ctx.registry, &req.container_id)?;
+        let timeout = (req.timeout > 0).then(|| Duration::from_secs(req.timeout as u64));
+        let cmd = req.cmd.clone();
+        match self
+            .0
+            .ctx
+            .runtime
+            .exec_sync(&a.files, req.cmd, timeout)
+            .await
+            .map_err(status_from)?
+        {
+            Some(r) => Ok(Response::new(cri::ExecSyncResponse {
+                stdout: r.stdout,
+                stderr: r.stderr,
+                exit_code: r.exit_code,
+            })),
+            None => Err(Status::deadline_exceeded(format!(
+                "command {cmd:?} timed out after {}s",
+                req.timeout
+            ))),
+        }
+    }
+
+    async fn exec(&self, _: Request<cri::ExecRequest>) -> R<cri::ExecResponse> {
+        Err(Status::unimplemented(
+            "streaming Exec (a URL for an SPDY/websocket server) is not served: use ExecSync (crictl exec --sync) or `minilet exec`, which streams over this socket",
+        ))
+    }
+
+    async fn attach(&self, _: Request<cri::AttachRequest>) -> R<cri::AttachResponse> {
+        Err(Status::unimplemented(
+            "Attach is not supported: containers have no stdin; read their logs instead",
+        ))
+    }
+
+    async fn port_forward(&self, _: Request<cri::PortForwardRequest>) -> R<cri::PortForwardResponse> {
+        Err(Status::unimplemented("PortForward is not supported"))
+    }
+
+    async fn container_stats(&self, req: Request<cri::ContainerStatsRequest>) -> R<cri::ContainerStatsResponse> {
+        let (e, a) = filter::container(&self.0.ctx.registry, &req.into_inner().container_id)?;
+        let samples = self
+            .0
+            .stats
+            .sample(
+                &*self.0.ctx.runtime.cgroups,
+                std::slice::from_ref(&a.files.record.cgroup),
+            )
+            .await;
+        Ok(Response::new(cri::ContainerStatsResponse {
+            stats: Some(container_stats(&e, &a, samples.get(&a.files.record.cgroup))),
+        }))
+    }
+
+    async fn list_container_stats(
+        &self,
+        req: Request<cri::ListContainerStatsRequest>,
+    ) -> R<cri::ListContainerStatsResponse> {
+        let f = req.into_inner().filter.unwrap_or_default();
+        let mut picked = Vec::new();
+        for e in self.0.ctx.registry.list() {
+            if !filter::id_matches(&f.pod_sandbox_id, &e.sandbox.id) {
+                continue;
+            }
+            for a in e
+                .attempts
+                .iter()
+                .filter(|a| a.files.state.is_some() && a.files.exit.is_none())
+            {
+                if filter::id_matches(&f.id, &a.files.record.id)
+                    && filter::labels_match(&convert::container_labels(&e, a), &f.label_selector)
+                {
+                    picked.push((e.clone(), a.clone()));
+                }
+            }
+        }
+        let paths: Vec<String> = picked.iter().map(|(_, a)| a.files.record.cgroup.clone()).collect();
+        let samples = self.0.stats.sample(&*self.0.ctx.runtime.cgroups, &paths).await;
+        let stats = picked
+            .iter()
+            .map(|(e, a)| container_stats(e, a, samples.get(&a.files.record.cgroup)))
+            .collect();
+        Ok(Response::new(cri::ListContainerStatsResponse { stats }))
+    }
+
+    async fn pod_sandbox_stats(&self, req: Request<cri::PodSandboxStatsRequest>) -> R<cri::PodSandboxStatsResponse> {
+        let e = filter::sandbox(&self.0.ctx.registry, &req.into_inner().pod_sandbox_id)?;
+        let mut all = self.sandbox_stats(vec![e]).await;
+        Ok(Response::new(cri::PodSandboxStatsResponse { stats: all.pop() }))
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        req: Request<cri::ListPodSandboxStatsRequest>,
+    ) -> R<cri::ListPodSandboxStatsResponse> {
+        let f = req.into_inner().filter.unwrap_or_default();
+        let pods = self
+            .0
+            .ctx
+            .registry
+            .list()
+            .into_iter()
+            .filter(|e| convert::sandbox_state(e) == cri::PodSandboxState::SandboxReady)
+            .filter(|e| {
+                filter::id_matches(&f.id, &e.sandbox.id)
+                    && filter::labels_match(&convert::sandbox_labels(e), &f.label_selector)
+            })
+            .collect();
+        Ok(Response::new(cri::ListPodSandboxStatsResponse {
+            stats: self.sandbox_stats(pods).await,
+        }))
+    }
+
+    async fn update_runtime_config(
+        &self,
+        _: Request<cri::UpdateRuntimeConfigRequest>,
+    ) -> R<cri::UpdateRuntimeConfigResponse> {
+        // The kubelet sends the pod CIDR here; minilet has no pod network to configure.
+        Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
+    }
+
+    async fn status(&self, req: Request<cri::StatusRequest>) -> R<cri::StatusResponse> {
+        let mut info = std::collections::HashMap::new();
+        if req.into_inner().verbose {
+            let rt = &self.0.ctx.runtime;
+            let v = serde_json::json!({
+                "root": rt.config.root,
+                "logDir": rt.config.log_dir,
+                "pause": rt.config.pause_path,
+                "cgroupVersion": rt.cgroups.version().to_string(),
+                "cgroupParent": rt.cgroups.dirs(""),
+                "manifests": self.0.manifests,
+                "node": self.0.ctx.node.name,
+            });
+            info.insert("config".to_string(), v.to_string());
+        }
+        let cond = |kind: &str, message: &str| cri::RuntimeCondition {
+            r#type: kind.into(),
+            status: true,
+            reason: String::new(),
+            message: message.into(),
+        };
+        Ok(Response::new(cri::StatusResponse {
+            status: Some(cri::RuntimeStatus {
+                conditions: vec![
+                    cond("RuntimeReady", ""),
+                    cond(
+                        "NetworkReady",
+                        "pods get their own network namespace with loopback only (no CNI); hostNetwork pods use the node's",
+                    ),
+                ],
+            }),
+            info,
+            runtime_handlers: Vec::new(),
+            features: None,
+        }))
+    }
+
+    async fn checkpoint_container(
+        &self,
+        _: Request<cri::CheckpointContainerRequest>,
+    ) -> R<cri::CheckpointContainerResponse> {
+        Err(Status::unimplemented("CheckpointContainer is not supported"))
+    }
+
+    type GetContainerEventsStream = tokio_stream::Empty<Result<cri::ContainerEventResponse, Status>>;
+
+    async fn get_container_events(&self, _: Request<cri::GetEventsRequest>) -> R<Self::GetContainerEventsStream> {
+        Err(Status::unimplemented(
+            "GetContainerEvents is not supported (the kubelet falls back to polling)",
+        ))
+    }
+
+    async fn list_metric_descriptors(
+        &self,
+        _: Request<cri::ListMetricDescriptorsRequest>,
+    ) -> R<cri::ListMetricDescriptorsResponse> {
+        Err(Status::unimplemented("ListMetricDescriptors is not supported"))
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _: Request<cri::ListPodSandboxMetricsRequest>,
+    ) -> R<cri::ListPodSandboxMetricsResponse> {
+        Err(Status::unimplemented("ListPodSandboxMetrics is not supported"))
+    }
+
+    async fn runtime_config(&self, _: Request<cri::RuntimeConfigRequest>) -> R<cri::RuntimeConfigResponse> {
+        Ok(Response::new(cri::RuntimeConfigResponse {
+            linux: Some(cri::LinuxRuntimeConfiguration {
+                cgroup_driver: cri::CgroupDriver::Cgroupfs as i32,
+            }),
+        }))
+    }
+}
+
+fn container_stats(
+    e: &crate::pod::status::PodEntry,
+    a: &crate::pod::status::Attempt,
+    sample: Option<&stats::Sample>,
+) -> cri::ContainerStats {
+    cri::ContainerStats {
+        attributes: Some(cri::ContainerAttributes {
+            id: a.files.record.id.clone(),
+            metadata: Some(cri::ContainerMetadata {
+                name: a.files.record.name.clone(),
+                attempt: a.files.record.attempt,
+            }),
+            labels: convert::container_labels(e, a),
+            annotations: convert::container_annotations(e, a),
+        }),
+        cpu: sample.map(stats::cpu),
+        memory: sample.map(stats::memory),
+        writable_layer: Some(stats::writable_layer(&a.files.dir.join("upper"))),
+        swap: None,
+    }
+}
+
+impl RuntimeSvc {
+    async fn sandbox_stats(&self, pods: Vec<crate::pod::status::PodEntry>) -> Vec<cri::PodSandboxStats> {
+        let mut paths: Vec<String> = Vec::new();
+        for e in &pods {
+            paths.push(e.sandbox.cgroup.clone());
+            for a in e
+                .attempts
+                .iter()
+                .filter(|a| a.files.state.is_some() && a.files.exit.is_none())
+            {
+                paths.push(a.files.record.cgroup.clone());
+            }
+        }
+        let samples = self.0.stats.sample(&*self.0.ctx.runtime.cgroups, &paths).await;
+        pods.iter()
+            .map(|e| {
+                let pod = samples.get(&e.sandbox.cgroup);
+                let containers = e
+                    .attempts
+                    .iter()
+                    .filter(|a| a.files.state.is_some() && a.files.exit.is_none())
+                    .map(|a| container_stats(e, a, samples.get(&a.files.record.cgroup)))
+                    .collect();
+                cri::PodSandboxStats {
+                    attributes: Some(cri::PodSandboxAttributes {
+                        id: e.sandbox.id.clone(),
+                        metadata: Some(convert::sandbox_metadata(e)),
+                        labels: convert::sandbox_labels(e),
+                        annotations: convert::sandbox_annotations(e),
+                    }),
+                    linux: Some(cri::LinuxPodSandboxStats {
+                        cpu: pod.map(stats::cpu),
+                        memory: pod.map(stats::memory),
+                        network: None,
+                        process: pod.map(|s| cri::ProcessUsage {
+                            timestamp: s.timestamp,
+                            process_count: Some(cri::UInt64Value {
+                                value: s.stats.pids_current,
+                            }),
+                        }),
+                        containers,
+                    }),
+                    windows: None,
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,290 @@
+//! Running an extra process inside a running container (`kubectl exec`, CRI ExecSync/Exec).
+//!
+//! The agent never enters a container itself: it spawns `minilet __exec SPEC`
+//! ([`super::helper::exec`]), which joins the container's namespaces and cgroup, starts the
+//! command as the container's user with its environment, and relays its stdio. Between agent
+//! and helper, stdin and stdout carry small frames: `[kind u8][length u32 BE][payload]`.
+
+use std::os::fd::OwnedFd;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+
+use super::process::{PidFd, ProcessId};
+use super::state::ContainerFiles;
+use super::{IoContext, Result, Runtime, RuntimeError, reaper};
+
+/// What the helper needs to know (passed as JSON on its command line).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecSpec {
+    /// The container attempt's directory (its spec.json has env, user, cgroup).
+    pub container_dir: std::path::PathBuf,
+    /// The container's main process: its namespaces are the ones to join.
+    pub process: ProcessId,
+    pub cmd: Vec<String>,
+    pub tty: bool,
+    /// Whether stdin is forwarded (else the process reads /dev/null).
+    pub stdin: bool,
+    pub size: Option<(u16, u16)>,
+}
+
+/// Frame kinds.
+pub mod frame {
+    /// Agent → helper.
+    pub const STDIN: u8 = 1;
+    pub const RESIZE: u8 = 2;
+    pub const CLOSE_STDIN: u8 = 3;
+    /// Helper → agent.
+    pub const STDOUT: u8 = 1;
+    pub const STDERR: u8 = 2;
+    pub const EXIT: u8 = 3;
+
+    pub fn encode(kind: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(5 + payload.len());
+        out.push(kind);
+        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// Reassembles frames from a byte stream.
+    #[derive(Debug, Default)]
+    pub struct Decoder {
+        buf: Vec<u8>,
+    }
+
+    impl Decoder {
+        pub fn feed(&mut self, data: &[u8]) {
+            self.buf.extend_from_slice(data);
+        }
+
+        /// The next complete frame, if one has arrived.
+        pub fn next_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+            if self.buf.len() < 5 {
+                return None;
+            }
+            let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+            if self.buf.len() < 5 + len {
+                return None;
+            }
+            let kind = self.buf[0];
+            let payload = self.buf[5..5 + len].to_vec();
+            self.buf.drain(..5 + len);
+            Some((kind, payload))
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecInput {
+    Stdin(Vec<u8>),
+    Resize(u16, u16),
+    CloseStdin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecOutput {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    /// The last output: the exit status (126 when the command could not be started).
+    Exit(i32),
+}
+
+/// Sends input to an exec'd process.
+pub struct ExecStdin {
+    tx: Option<pipe::Sender>,
+}
+
+impl ExecStdin {
+    pub async fn send(&mut self, input: ExecInput) -> std::io::Result<()> {
+        let Some(tx) = self.tx.as_mut() else { return Ok(()) };
+        let bytes = match input {
+            ExecInput::Stdin(data) => frame::encode(frame::STDIN, &data),
+            ExecInput::Resize(w, h) => frame::encode(frame::RESIZE, &[w.to_be_bytes(), h.to_be_bytes()].concat()),
+            ExecInput::CloseStdin => frame::encode(frame::CLOSE_STDIN, &[]),
+        };
+        tx.write_all(&bytes).await
+    }
+}
+
+/// Receives the output of an exec'd process.
+pub struct ExecOutputs {
+    rx: pipe::Receiver,
+    decoder: frame::Decoder,
+    done: bool,
+}
+
+impl ExecOutputs {
+    /// The next output; `None` after the exit status (or if the helper vanished, after a
+    /// synthesized exit 137).
+    pub async fn next(&mut self) -> Option<ExecOutput> {
+        if self.done {
+            return None;
+        }
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            if let Some((kind, payload)) = self.decoder.next_frame() {
+                return Some(match kind {
+                    frame::STDOUT => ExecOutput::Stdout(payload),
+                    frame::STDERR => ExecOutput::Stderr(payload),
+                    _ => {
+                        self.done = true;
+                        let code = payload
+                            .get(..4)
+                            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                            .unwrap_or(255);
+                        ExecOutput::Exit(code)
+                    }
+                });
+            }
+            match self.rx.read(&mut buf).await {
+                Ok(0) | Err(_) => {
+                    self.done = true;
+                    return Some(ExecOutput::Exit(137));
+                }
+                Ok(n) => self.decoder.feed(&buf[..n]),
+            }
+        }
+    }
+}
+
+/// Kills the helper (and, through PR_SET_PDEATHSIG, the exec'd process) when dropped
+/// before the process ended: a client that goes away must not leave processes behind.
+pub struct ExecGuard {
+    helper: PidFd,
+}
+
+impl Drop for ExecGuard {
+    fn drop(&mut self) {
+        if !self.helper.has_exited() {
+            let _ = self.helper.signal(nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// A process running inside a container.
+pub struct ExecSession {
+    pub stdin: ExecStdin,
+    pub outputs: ExecOutputs,
+    pub guard: ExecGuard,
+}
+
+/// The result of running a command to completion.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecResult {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exit_code: i32,
+}
+
+impl Runtime {
+    /// Start `spec.cmd` inside the running container attempt `files`.
+    pub async fn exec(
+        &self,
+        files: &ContainerFiles,
+        cmd: Vec<String>,
+        tty: bool,
+        stdin: bool,
+        size: Option<(u16, u16)>,
+    ) -> Result<ExecSession> {
+        let state = files
+            .state
+            .filter(|_| files.exit.is_none())
+            .ok_or_else(|| RuntimeError::Helper(format!("container {} is not running", files.record.name)))?;
+        if cmd.is_empty() {
+            return Err(RuntimeError::Helper("no command given".into()));
+        }
+        let spec = ExecSpec {
+            container_dir: files.dir.clone(),
+            process: state.process,
+            cmd,
+            tty,
+            stdin,
+            size,
+        };
+        let json = serde_json::to_string(&spec).map_err(|e| RuntimeError::Helper(format!("encode exec spec: {e}")))?;
+        let mut cmd = std::process::Command::new("/proc/self/exe");
+        std::os::unix::process::CommandExt::arg0(&mut cmd, "minilet");
+        cmd.arg(super::helper::EXEC)
+            .arg(json)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .current_dir("/");
+        let (mut child, helper) = tokio::task::spawn_blocking(move || reaper::spawn(&mut cmd))
+            .await
+            .map_err(|e| RuntimeError::Helper(format!("spawn exec helper: {e}")))?
+            .context(|| "spawn exec helper".to_string())?;
+        let to_pipe = |fd: Option<OwnedFd>| fd.ok_or_else(|| RuntimeError::Helper("exec helper without pipes".into()));
+        let tx = pipe::Sender::from_owned_fd(to_pipe(child.stdin.take().map(OwnedFd::from))?)
+            .context(|| "exec stdin pipe".into())?;
+        let rx = pipe::Receiver::from_owned_fd(to_pipe(child.stdout.take().map(OwnedFd::from))?)
+            .context(|| "exec stdout pipe".into())?;
+        Ok(ExecSession {
+            stdin: ExecStdin { tx: Some(tx) },
+            outputs: ExecOutputs {
+                rx,
+                decoder: frame::Decoder::default(),
+                done: false,
+            },
+            guard: ExecGuard { helper },
+        })
+    }
+
+    /// Run a command to completion (CRI ExecSync). `None` if it did not finish in `timeout`
+    /// (it is then killed).
+    pub async fn exec_sync(
+        &self,
+        files: &ContainerFiles,
+        cmd: Vec<String>,
+        timeout: Option<Duration>,
+    ) -> Result<Option<ExecResult>> {
+        let mut session = self.exec(files, cmd, false, false, None).await?;
+        let collect = async {
+            let mut result = ExecResult::default();
+            while let Some(out) = session.outputs.next().await {
+                match out {
+                    ExecOutput::Stdout(b) => result.stdout.extend(b),
+                    ExecOutput::Stderr(b) => result.stderr.extend(b),
+                    ExecOutput::Exit(code) => result.exit_code = code,
+                }
+            }
+            result
+        };
+        match timeout {
+            Some(t) => Ok(tokio::time::timeout(t, collect).await.ok()),
+            None => Ok(Some(collect.await)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::frame::*;
+
+    #[test]
+    fn frames_survive_arbitrary_splits() {
+        let mut bytes = encode(STDOUT, b"hello");
+        bytes.extend(encode(STDERR, b""));
+        bytes.extend(encode(EXIT, &7i32.to_be_bytes()));
+        let mut d = Decoder::default();
+        let mut got = Vec::new();
+        for chunk in bytes.chunks(3) {
+            d.feed(chunk);
+            while let Some(f) = d.next_frame() {
+                got.push(f);
+            }
+        }
+        assert_eq!(
+            got,
+            vec![
+                (STDOUT, b"hello".to_vec()),
+                (STDERR, vec![]),
+                (EXIT, 7i32.to_be_bytes().to_vec())
+            ]
+        );
+    }
+}
