@@ -22,6 +22,8 @@ fn main() -> ExitCode {
         }
         Command::Image(ImageCommand::Ls { quiet, root }) => minilet::cli::image::list(&root.root, quiet),
         Command::Reset(args) => minilet::agent::reset(&args),
+        // get, describe, logs, exec, top, version: clients of a running agent.
+        _ => return client(cli.command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -30,6 +32,24 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A client command on a small single-threaded runtime; errors are printed in kubectl's words.
+fn client(command: Command) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: starting the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(minilet::cli::run_client(command));
+    // Do not wait for a thread blocked reading stdin (exec -i).
+    runtime.shutdown_background();
+    match result {
+        Ok(code) => code,
+        Err(err) => minilet::cli::errors::report(&err),
     }
 }
 

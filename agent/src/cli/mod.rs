@@ -1,7 +1,26 @@
-//! The `minilet` command line: the agent itself, local image management, and the hidden
-//! helper subcommands the agent re-executes itself with (see [`crate::runtime::helper`]).
+//! The `minilet` command line: the agent itself, local image management, the kubectl-like
+//! client commands that talk to a running agent over its socket (get, describe, logs, exec,
+//! top, version), and the hidden helper subcommands the agent re-executes itself with (see
+//! [`crate::runtime::helper`]).
 
+pub mod attempts;
+pub mod client;
+pub mod describe;
+pub mod errors;
+pub mod events;
+pub mod exec;
+pub mod get;
 pub mod image;
+pub mod logfile;
+pub mod logs;
+pub mod objects;
+pub mod pods;
+pub mod printers;
+pub mod selector;
+pub mod tabwriter;
+pub mod terminal;
+pub mod top;
+pub mod version;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,6 +47,67 @@ pub enum Command {
     Image(ImageCommand),
     /// Stop and remove every pod this agent's state directory knows of (for interactive use).
     Reset(ResetArgs),
+    /// Display pods or events (like kubectl get).
+    Get(get::GetArgs),
+    /// Show details of pods (like kubectl describe).
+    Describe(describe::DescribeArgs),
+    /// Print the logs of a container in a pod (like kubectl logs).
+    Logs(logs::LogsArgs),
+    /// Execute a command in a container (like kubectl exec).
+    Exec(exec::ExecArgs),
+    /// CPU and memory usage of pods (like kubectl top).
+    #[command(subcommand)]
+    Top(top::TopCommand),
+    /// Print the client and agent versions.
+    Version(version::VersionArgs),
+}
+
+impl Command {
+    /// Whether this command is a client of a running agent (run on a small async runtime).
+    pub fn is_client(&self) -> bool {
+        !matches!(self, Command::Agent(_) | Command::Image(_) | Command::Reset(_))
+    }
+}
+
+/// Run a client command; errors come back for [`errors::report`].
+pub async fn run_client(command: Command) -> anyhow::Result<std::process::ExitCode> {
+    match command {
+        Command::Get(a) => get::run(a).await,
+        Command::Describe(a) => describe::run(a).await,
+        Command::Logs(a) => logs::run(a).await,
+        Command::Exec(a) => exec::run(a).await,
+        Command::Top(a) => top::run(a).await,
+        Command::Version(a) => version::run(a).await,
+        Command::Agent(_) | Command::Image(_) | Command::Reset(_) => {
+            anyhow::bail!("not a client command")
+        }
+    }
+}
+
+/// The agent's socket, for every client command.
+#[derive(Debug, Clone, Args)]
+pub struct SocketArgs {
+    /// The agent's gRPC socket.
+    #[arg(long, env = "MINILET_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+}
+
+/// `-n NAMESPACE` / `-A`, as kubectl spells them.
+#[derive(Debug, Clone, Args)]
+pub struct NamespaceArgs {
+    /// The namespace.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// Every namespace (wins over -n).
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+}
+
+impl NamespaceArgs {
+    /// The namespace to list, or None for all of them.
+    pub fn namespace(&self) -> Option<&str> {
+        (!self.all_namespaces).then_some(self.namespace.as_str())
+    }
 }
 
 /// Where state lives; shared by every command that touches the state directory.
@@ -161,6 +241,59 @@ mod tests {
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("ten seconds").is_err());
+    }
+
+    #[test]
+    fn client_commands_parse_like_kubectl() {
+        let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once("minilet").chain(args.iter().copied()));
+        let Command::Get(g) = parse(&["get", "po", "web", "-n", "prod", "-o", "wide", "-l", "app=web"])
+            .unwrap()
+            .command
+        else {
+            panic!("not get")
+        };
+        assert_eq!(
+            (g.resource.as_str(), g.names.as_slice()),
+            ("po", &["web".to_string()][..])
+        );
+        assert_eq!(g.scope.namespace(), Some("prod"));
+        assert_eq!(g.output, Some(objects::OutputFormat::Wide));
+        let Command::Get(g) = parse(&["get", "pods", "-A", "-n", "x"]).unwrap().command else {
+            panic!("not get")
+        };
+        assert_eq!(g.scope.namespace(), None);
+        let Command::Exec(e) = parse(&["exec", "-it", "web", "-c", "app", "--", "sh", "-c", "echo hi"])
+            .unwrap()
+            .command
+        else {
+            panic!("not exec")
+        };
+        assert!(e.stdin && e.tty);
+        assert_eq!(e.command, vec!["sh", "-c", "echo hi"]);
+        let Command::Logs(l) = parse(&[
+            "logs",
+            "web",
+            "-f",
+            "-p",
+            "--tail",
+            "5",
+            "--since",
+            "1m",
+            "--timestamps",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not logs")
+        };
+        assert!(l.follow && l.previous && l.timestamps);
+        assert_eq!((l.tail, l.since), (5, Some(Duration::from_secs(60))));
+        assert!(matches!(
+            parse(&["top", "po", "--containers"]).unwrap().command,
+            Command::Top(_)
+        ));
+        assert!(parse(&["describe", "pod", "web"]).unwrap().command.is_client());
+        assert!(parse(&["get", "pods", "-o", "table"]).is_err());
     }
 
     #[test]

@@ -1,0 +1,162 @@
+//! The gRPC connection to the agent's unix socket, and one thin method per RPC the CLI uses,
+//! each turning a failure into kubectl's words (see [`super::errors`]).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use hyper_util::rt::TokioIo;
+use minilet_proto::minilet::v1 as node;
+use minilet_proto::runtime::v1 as cri;
+use minilet_proto::{NodeClient, RuntimeServiceClient};
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use super::errors::{ConnectError, from_status};
+
+/// One connection to the agent, shared by its services.
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+    runtime: RuntimeServiceClient<Channel>,
+    node: NodeClient<Channel>,
+}
+
+/// Connect to the agent's socket. The URI is a placeholder tonic requires; every connection
+/// goes to the unix socket.
+pub async fn connect(socket: &Path) -> Result<Client> {
+    let path = socket.to_path_buf();
+    let channel = Endpoint::from_static("http://[::]:50051")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+        }))
+        .await
+        .map_err(|e| ConnectError::new(socket, &e))?;
+    Ok(Client {
+        socket: socket.to_path_buf(),
+        runtime: RuntimeServiceClient::new(channel.clone()),
+        node: NodeClient::new(channel),
+    })
+}
+
+fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+impl Client {
+    fn err(&self, status: tonic::Status) -> anyhow::Error {
+        from_status(status, &self.socket)
+    }
+
+    /// Node.ListPods; empty strings match everything.
+    pub async fn list_pods(&self, namespace: &str, name: &str) -> Result<Vec<node::PodInfo>> {
+        let req = node::ListPodsRequest {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        let resp = self.node.clone().list_pods(req).await.map_err(|s| self.err(s))?;
+        Ok(resp.into_inner().pods)
+    }
+
+    /// Node.ListEvents (JSON-encoded core/v1 Events, oldest first); empty strings match everything.
+    pub async fn list_events(&self, namespace: &str, name: &str, uid: &str) -> Result<Vec<String>> {
+        let req = node::ListEventsRequest {
+            namespace: namespace.into(),
+            name: name.into(),
+            uid: uid.into(),
+        };
+        let resp = self.node.clone().list_events(req).await.map_err(|s| self.err(s))?;
+        Ok(resp.into_inner().event_json)
+    }
+
+    /// Node.Exec: the request stream must begin with `start`.
+    pub async fn exec(
+        &self,
+        requests: impl tonic::IntoStreamingRequest<Message = node::ExecRequest>,
+    ) -> Result<tonic::Streaming<node::ExecResponse>> {
+        let resp = self.node.clone().exec(requests).await.map_err(|s| self.err(s))?;
+        Ok(resp.into_inner())
+    }
+
+    pub async fn version(&self) -> Result<cri::VersionResponse> {
+        let req = cri::VersionRequest { version: "v1".into() };
+        let resp = self.runtime.clone().version(req).await.map_err(|s| self.err(s))?;
+        Ok(resp.into_inner())
+    }
+
+    /// ListPodSandbox with a label selector (exact matches).
+    pub async fn list_sandboxes(&self, selector: &[(&str, &str)]) -> Result<Vec<cri::PodSandbox>> {
+        let req = cri::ListPodSandboxRequest {
+            filter: Some(cri::PodSandboxFilter {
+                label_selector: labels(selector),
+                ..Default::default()
+            }),
+        };
+        let resp = self
+            .runtime
+            .clone()
+            .list_pod_sandbox(req)
+            .await
+            .map_err(|s| self.err(s))?;
+        Ok(resp.into_inner().items)
+    }
+
+    /// ListContainers of one sandbox with a label selector (exact matches).
+    pub async fn list_containers(&self, sandbox_id: &str, selector: &[(&str, &str)]) -> Result<Vec<cri::Container>> {
+        let req = cri::ListContainersRequest {
+            filter: Some(cri::ContainerFilter {
+                pod_sandbox_id: sandbox_id.into(),
+                label_selector: labels(selector),
+                ..Default::default()
+            }),
+        };
+        let resp = self
+            .runtime
+            .clone()
+            .list_containers(req)
+            .await
+            .map_err(|s| self.err(s))?;
+        Ok(resp.into_inner().containers)
+    }
+
+    pub async fn container_status(&self, id: &str) -> Result<cri::ContainerStatus> {
+        let req = cri::ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: false,
+        };
+        let resp = self
+            .runtime
+            .clone()
+            .container_status(req)
+            .await
+            .map_err(|s| self.err(s))?;
+        resp.into_inner()
+            .status
+            .ok_or_else(|| anyhow::anyhow!("the agent sent no status for container {id}"))
+    }
+
+    /// ListPodSandboxStats, unfiltered (the CLI filters by namespace and name itself).
+    pub async fn pod_stats(&self) -> Result<Vec<cri::PodSandboxStats>> {
+        let req = cri::ListPodSandboxStatsRequest { filter: None };
+        let resp = self
+            .runtime
+            .clone()
+            .list_pod_sandbox_stats(req)
+            .await
+            .map_err(|s| self.err(s))?;
+        Ok(resp.into_inner().stats)
+    }
+
+    /// ListContainerStats, unfiltered.
+    pub async fn container_stats(&self) -> Result<Vec<cri::ContainerStats>> {
+        let req = cri::ListContainerStatsRequest { filter: None };
+        let resp = self
+            .runtime
+            .clone()
+            .list_container_stats(req)
+            .await
+            .map_err(|s| self.err(s))?;
+        Ok(resp.into_inner().stats)
+    }
+}

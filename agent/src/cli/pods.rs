@@ -1,0 +1,217 @@
+//! Pods as the agent serves them (Node.ListPods: a v1.Pod plus minilet's own facts), and the
+//! container choices kubectl makes for `logs` and `exec`.
+
+use anyhow::{Context, Result};
+use k8s_openapi::api::core::v1::Pod;
+use minilet_proto::minilet::v1::PodInfo;
+
+use super::client::Client;
+use super::errors::ServerError;
+
+/// kubectl's annotation naming the container `logs` and `exec` pick by default.
+pub const DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-container";
+
+/// One pod: the decoded v1.Pod and what else the agent knows (manifest, cgroups, sandbox).
+#[derive(Debug, Clone)]
+pub struct NodePod {
+    pub pod: Pod,
+    pub info: PodInfo,
+}
+
+impl NodePod {
+    pub fn decode(info: PodInfo) -> Result<Self> {
+        let pod: Pod = serde_json::from_str(&info.pod_json).with_context(|| {
+            format!(
+                "the agent sent a pod that is not a valid v1.Pod (manifest {})",
+                info.manifest
+            )
+        })?;
+        Ok(NodePod { pod, info })
+    }
+
+    pub fn name(&self) -> &str {
+        self.pod.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    pub fn namespace(&self) -> &str {
+        self.pod.metadata.namespace.as_deref().unwrap_or_default()
+    }
+}
+
+/// The pods of `namespace` (None: every namespace), sorted by namespace and name as the API
+/// server lists them. The namespace is checked here too, so a server that ignores the filter
+/// cannot widen the answer.
+pub async fn list(client: &Client, namespace: Option<&str>) -> Result<Vec<NodePod>> {
+    let infos = client
+        .list_pods(namespace.unwrap_or_default(), "")
+        .await
+        .context("listing pods")?;
+    let mut pods = infos.into_iter().map(NodePod::decode).collect::<Result<Vec<_>>>()?;
+    if let Some(ns) = namespace {
+        pods.retain(|p| p.namespace() == ns);
+    }
+    pods.sort_by(|a, b| (a.namespace(), a.name()).cmp(&(b.namespace(), b.name())));
+    Ok(pods)
+}
+
+/// One pod by name, or kubectl's NotFound.
+pub async fn get(client: &Client, namespace: &str, name: &str) -> Result<NodePod> {
+    let infos = client.list_pods(namespace, name).await.context("getting the pod")?;
+    for info in infos {
+        let p = NodePod::decode(info)?;
+        if p.name() == name && p.namespace() == namespace {
+            return Ok(p);
+        }
+    }
+    Err(ServerError::pod_not_found(name).into())
+}
+
+fn app_names(pod: &Pod) -> Vec<String> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .map(|c| c.name.clone())
+        .collect()
+}
+
+fn init_names(pod: &Pod) -> Vec<String> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.init_containers.iter().flatten())
+        .map(|c| c.name.clone())
+        .collect()
+}
+
+fn has_container(pod: &Pod, name: &str) -> bool {
+    app_names(pod).iter().chain(init_names(pod).iter()).any(|n| n == name)
+}
+
+fn annotated_default(pod: &Pod) -> Option<&str> {
+    pod.metadata
+        .annotations
+        .as_ref()?
+        .get(DEFAULT_CONTAINER_ANNOTATION)
+        .map(String::as_str)
+        .filter(|n| !n.is_empty())
+}
+
+/// The container `logs` reads: the one asked for; else the only app container; else the one
+/// the default-container annotation names; else the API server's BadRequest listing them all.
+pub fn container_for_logs(pod: &Pod, requested: Option<&str>) -> Result<String> {
+    let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+    if let Some(name) = requested {
+        if !has_container(pod, name) {
+            return Err(ServerError::bad_request(format!("container {name} is not valid for pod {pod_name}")).into());
+        }
+        return Ok(name.to_string());
+    }
+    let apps = app_names(pod);
+    if apps.len() == 1 {
+        return Ok(apps[0].clone());
+    }
+    if let Some(name) = annotated_default(pod) {
+        if has_container(pod, name) {
+            return Ok(name.to_string());
+        }
+        eprintln!("Default container name \"{name}\" not found in pod {pod_name}");
+    }
+    if apps.is_empty() {
+        anyhow::bail!("a container name must be specified for pod {pod_name}");
+    }
+    let all: Vec<String> = init_names(pod).into_iter().chain(apps).collect();
+    anyhow::bail!(
+        "a container name must be specified for pod {pod_name}, choose one of: [{}]",
+        all.join(" ")
+    )
+}
+
+/// The container `exec` runs in, and the notice kubectl prints when it had to choose:
+/// the one asked for; else the annotated default; else the first app container.
+pub fn container_for_exec(pod: &Pod, requested: Option<&str>) -> Result<(String, Option<String>)> {
+    let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+    if let Some(name) = requested {
+        if !has_container(pod, name) {
+            anyhow::bail!("container {name} not found in pod {pod_name}");
+        }
+        return Ok((name.to_string(), None));
+    }
+    if let Some(name) = annotated_default(pod).filter(|n| has_container(pod, n)) {
+        return Ok((name.to_string(), None));
+    }
+    let apps = app_names(pod);
+    let first = apps.first().cloned().with_context(|| {
+        format!(
+            "pod {}/{pod_name} does not have any containers",
+            pod.metadata.namespace.as_deref().unwrap_or_default()
+        )
+    })?;
+    let notice = (apps.len() > 1).then(|| format!("Defaulted container \"{first}\" out of: {}", apps.join(", ")));
+    Ok((first, notice))
+}
+
+/// Why a container of the pod has no CRI container yet, from the pod's status (e.g.
+/// `ContainerCreating`), for kubectl's "is waiting to start" message.
+pub fn waiting_reason(pod: &Pod, container: &str) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    status
+        .container_statuses
+        .iter()
+        .flatten()
+        .chain(status.init_container_statuses.iter().flatten())
+        .find(|s| s.name == container)?
+        .state
+        .as_ref()?
+        .waiting
+        .as_ref()?
+        .reason
+        .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::printers::tests::pod;
+
+    fn two() -> Pod {
+        pod(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec: {initContainers: [{name: setup}], containers: [{name: a}, {name: b}]}",
+        )
+    }
+
+    #[test]
+    fn logs_needs_a_name_among_several() {
+        let p = two();
+        let err = container_for_logs(&p, None).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "a container name must be specified for pod web, choose one of: [setup a b]"
+        );
+        assert_eq!(container_for_logs(&p, Some("b")).unwrap(), "b");
+        assert_eq!(container_for_logs(&p, Some("setup")).unwrap(), "setup");
+        let bad = container_for_logs(&p, Some("x")).unwrap_err();
+        assert_eq!(
+            crate::cli::errors::line(&bad).unwrap(),
+            "Error from server (BadRequest): container x is not valid for pod web"
+        );
+        let annotated = pod(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: web, annotations: {kubectl.kubernetes.io/default-container: b}}\nspec: {containers: [{name: a}, {name: b}]}",
+        );
+        assert_eq!(container_for_logs(&annotated, None).unwrap(), "b");
+        let single = pod(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: one}\nspec: {initContainers: [{name: i}], containers: [{name: a}]}",
+        );
+        assert_eq!(container_for_logs(&single, None).unwrap(), "a");
+    }
+
+    #[test]
+    fn exec_defaults_to_the_first_with_a_notice() {
+        let (c, notice) = container_for_exec(&two(), None).unwrap();
+        assert_eq!(c, "a");
+        assert_eq!(notice.as_deref(), Some("Defaulted container \"a\" out of: a, b"));
+        assert_eq!(container_for_exec(&two(), Some("b")).unwrap(), ("b".into(), None));
+        assert_eq!(
+            container_for_exec(&two(), Some("x")).unwrap_err().to_string(),
+            "container x not found in pod web"
+        );
+    }
+}
