@@ -312,10 +312,20 @@ impl Worker {
                 slot.waiting = None;
                 slot.message.clear();
                 slot.next = Next::Idle;
+                // Already over: it could not start (StartError), or it ran and ended at once.
                 if let Some(exit) = files.exit.clone() {
-                    self.ctx
-                        .events
-                        .warning(&cobj, "Failed", format!("Error: {}", exit.message));
+                    if exit.reason != "StartError" {
+                        self.ctx
+                            .events
+                            .normal(&cobj, "Created", format!("Created container {name}"));
+                        self.ctx
+                            .events
+                            .normal(&cobj, "Started", format!("Started container {name}"));
+                    } else {
+                        self.ctx
+                            .events
+                            .warning(&cobj, "Failed", format!("Error: {}", exit.message));
+                    }
                     let id = files.record.id.clone();
                     self.slots[i].current = Some(files);
                     self.on_exit(&id, exit);

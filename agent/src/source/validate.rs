@@ -219,6 +219,14 @@ fn validate_container(
         >| {
             let mut out = std::collections::BTreeMap::new();
             for (name, q) in map.iter().flatten() {
+                // A request defaulted from its limit (see parse.rs) would repeat the limit's error.
+                let limit = res.limits.as_ref().and_then(|l| l.get(name));
+                if list == "requests" && limit == Some(q) {
+                    if let Ok(val) = Quantity::parse(&q.0) {
+                        out.insert(name.clone(), (val, q.0.clone()));
+                    }
+                    continue;
+                }
                 let fp = format!("{path}.resources.{list}[{name}]");
                 match Quantity::parse(&q.0) {
                     Ok(val) if val < Quantity::parse("0").unwrap_or(val) => {
@@ -446,6 +454,8 @@ mod tests {
             ),
             "{e:?}"
         );
+        // The request defaulted from the bad limit is not reported a second time.
+        assert!(!has(&e, "spec.containers[0].resources.requests[cpu]"), "{e:?}");
     }
 
     #[test]
