@@ -441,7 +441,7 @@ fn logs_current_previous_follow() {
         .spawn()
         .expect("spawn logs -f");
     let out = wait_for("logs -f to return", Duration::from_secs(20), || {
-        follow.try_wait().expect("try_wait").map(|s| s)
+        follow.try_wait().expect("try_wait")
     });
     let mut text = String::new();
     follow
