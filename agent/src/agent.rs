@@ -43,6 +43,14 @@ async fn run_async(args: AgentArgs) -> anyhow::Result<()> {
         pause,
         args.node_name.as_deref(),
         backoff,
+        ImageSettings {
+            registry: args.registry.options(),
+            gc: crate::images::gc::GcPolicy {
+                high_percent: args.image_gc_high_threshold,
+                low_percent: args.image_gc_low_threshold.min(args.image_gc_high_threshold),
+                min_age: args.minimum_image_ttl_duration,
+            },
+        },
     )?;
     tracing::info!(
         node = %ctx.node.name,
@@ -57,8 +65,10 @@ async fn run_async(args: AgentArgs) -> anyhow::Result<()> {
             .with_context(|| format!("watch {}", args.manifests.display()))?;
     let mut manager = Manager::start(ctx.clone(), desired, invalid).await;
     let server = crate::cri::serve(ctx.clone(), &args.manifests, listener);
+    let gc = tokio::spawn(image_gc_loop(ctx.clone(), args.image_gc_period));
     tracing::info!(socket = %args.socket.display(), "minilet agent ready");
     manager.run(changes, shutdown_signal()).await;
+    gc.abort();
     drop(source);
     server.abort();
 
@@ -73,6 +83,13 @@ async fn run_async(args: AgentArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How the agent gets and keeps images.
+#[derive(Debug, Default)]
+struct ImageSettings {
+    registry: crate::images::registry::RegistryOptions,
+    gc: crate::images::gc::GcPolicy,
+}
+
 /// Build the shared context: the SIGCHLD reaper, cgroups, runtime (state directory, images),
 /// events, and a watch on the image store so pods waiting for an image start when it arrives.
 fn context(
@@ -82,6 +99,7 @@ fn context(
     pause_path: std::path::PathBuf,
     node_name: Option<&str>,
     backoff: BackoffConfig,
+    images: ImageSettings,
 ) -> anyhow::Result<Arc<Context>> {
     reaper::start().context("install the SIGCHLD handler")?;
     let node = NodeInfo::detect(node_name);
@@ -96,7 +114,11 @@ fn context(
     // Reference parsing builds its regex on first use: pay that now, not in the first pod's start.
     let _ = crate::images::normalize_reference("localhost/warm-up");
     let images_changed = watch_images(&runtime)?;
+    let puller = Arc::new(crate::images::Puller::new(runtime.images.clone(), images.registry));
+    let image_gc = Arc::new(crate::images::gc::ImageGc::new(runtime.images.clone(), images.gc));
     Ok(Arc::new(Context {
+        puller,
+        image_gc,
         runtime,
         node,
         events: Events::new(),
@@ -170,6 +192,29 @@ fn remove_cgroup_tree(runtime: &Runtime) {
     }
 }
 
+/// Look at the image filesystem every `period` and collect unused images when it is full.
+async fn image_gc_loop(ctx: Arc<Context>, period: std::time::Duration) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let ctx = ctx.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let in_use = crate::runtime::state::images_in_use(&ctx.runtime.layout);
+            ctx.image_gc.run_once(&in_use)
+        })
+        .await;
+        match done {
+            Ok(Ok(report)) if !report.removed.is_empty() => {
+                tracing::info!(removed = ?report.removed, freed = report.freed, usage_percent = report.usage_percent, "image garbage collection");
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "image garbage collection failed"),
+            Err(e) => tracing::warn!(error = %e, "image garbage collection task failed"),
+        }
+    }
+}
+
 /// `minilet reset`: stop and remove every pod the state directory knows, then the cgroups.
 pub fn reset(args: &ResetArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -186,6 +231,7 @@ pub fn reset(args: &ResetArgs) -> anyhow::Result<()> {
             pause,
             None,
             BackoffConfig::default(),
+            ImageSettings::default(),
         )?;
         // Nothing is desired: every pod found is removed.
         let mut manager = Manager::start(ctx.clone(), Vec::new(), Vec::new()).await;

@@ -21,6 +21,16 @@ fn main() -> ExitCode {
             minilet::cli::image::import(&root.root, &path, name.as_deref())
         }
         Command::Image(ImageCommand::Ls { quiet, root }) => minilet::cli::image::list(&root.root, quiet),
+        Command::Image(ImageCommand::Pull {
+            reference,
+            creds,
+            registry,
+            root,
+        }) => minilet::cli::image::pull(&root.root, &reference, registry.options(), creds.as_deref()),
+        Command::Image(ImageCommand::Rm { references, root }) => minilet::cli::image::remove(&root.root, &references),
+        Command::Image(ImageCommand::Inspect { reference, root }) => {
+            minilet::cli::image::inspect(&root.root, &reference)
+        }
         Command::Reset(args) => minilet::agent::reset(&args),
         // get, describe, logs, exec, top, version: clients of a running agent.
         _ => return client(cli.command),

@@ -92,11 +92,13 @@ spec:
   containers:
   - name: main
     image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
     command: ["sh", "-c", "trap 'exit 0' TERM; while true; do :; done"]
     resources:
       limits: {cpu: 300m, memory: 64Mi}
   - name: flaky
     image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
     command: ["sh", "-c", "echo failing; exit 3"]
 "#;
 
@@ -111,6 +113,7 @@ spec:
   containers:
   - name: sleeper
     image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
     command: ["sleep", "3600"]
 "#;
 
@@ -334,6 +337,7 @@ spec:
   containers:
   - name: talk
     image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
     volumeMounts: [{name: data, mountPath: /data}]
     command:
     - sh
@@ -347,6 +351,7 @@ spec:
       exec sleep 3600
   - name: quiet
     image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
     command: ["sleep", "3600"]
 "#;
 
@@ -359,6 +364,7 @@ spec:
   containers:
   - name: once
     image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
     command: ["sh", "-c", "for i in 1 2 3 4 5 6 7 8; do echo tick $i; sleep 0.2; done; echo done"]
 "#;
 
@@ -470,6 +476,7 @@ spec:
   containers:
   - name: shell
     image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
     command: ["sleep", "3600"]
     resources:
       limits: {memory: 32Mi}

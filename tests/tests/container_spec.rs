@@ -25,11 +25,13 @@ spec:
   initContainers:
   - name: prepare
     image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
     command: ["sh", "-c", "echo prepared-by-init > /shared/note"]
     volumeMounts: [{name: shared, mountPath: /shared}]
   containers:
   - name: report
     image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
     workingDir: /work/dir
     env:
     - {name: GREETING, value: hello}
@@ -151,7 +153,7 @@ fn a_container_that_cannot_start_reports_why() {
     let _agent = Agent::start(&env, &[]);
     env.write_manifest(
         "bad.yaml",
-        "apiVersion: v1\nkind: Pod\nmetadata: {name: bad}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: localhost/busybox:latest\n    command: [no-such-binary]\n",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: bad}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: localhost/busybox:latest\n    imagePullPolicy: IfNotPresent\n    command: [no-such-binary]\n",
     );
     let pod = wait_for("a StartError", Duration::from_secs(30), || {
         env.pod("bad")

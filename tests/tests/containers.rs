@@ -36,6 +36,7 @@ spec:
   containers:
   - name: talker
     image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
     command: ["sh", "-c"]
     args:
     - |
@@ -95,6 +96,7 @@ spec:
   containers:
   - name: crasher
     image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
     command: ["sh", "-c", "echo run; exit 3"]
 "#,
     );
@@ -109,9 +111,11 @@ spec:
   containers:
   - name: ok
     image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
     command: ["true"]
   - name: flaky
     image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
     # /dev/shm belongs to the pod: it outlives the container's first attempt.
     command: ["sh", "-c", "[ -e /dev/shm/once ] && exit 0; touch /dev/shm/once; exit 1"]
 "#,
@@ -130,6 +134,7 @@ spec:
   containers:
   - name: fails
     image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
     # `$$$$` is a literal `$$` after Kubernetes' $(VAR) expansion (`$$` escapes `$`).
     command: ["sh", "-c", "kill -TERM $$$$; sleep 5"]
 "#,
@@ -248,6 +253,7 @@ spec:
   containers:
   - name: hog
     image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
     # tail keeps the whole (newline-free) input in memory.
     command: ["tail", "/dev/zero"]
     resources:

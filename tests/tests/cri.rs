@@ -19,15 +19,18 @@ spec:
   initContainers:
   - name: setup
     image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
     command: ["true"]
   containers:
   - name: main
     image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
     command: ["sh", "-c", "trap 'exit 0' TERM; i=0; while true; do i=$((i+1)); echo line $i; sleep 0.1; done"]
     resources:
       limits: {cpu: 200m, memory: 64Mi}
   - name: burner
     image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
     command: ["sh", "-c", "trap 'exit 0' TERM; dd if=/dev/zero of=/big bs=1M count=4 2>/dev/null; while true; do :; done"]
 "#;
 
@@ -536,7 +539,7 @@ fn interactive_exec_streams_stdin_tty_and_exit_code() {
     let _agent = Agent::start(&env, &[]);
     env.write_manifest(
         "box.yaml",
-        "apiVersion: v1\nkind: Pod\nmetadata: {name: box}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {name: c, image: localhost/busybox:latest, command: [sleep, '3600']}\n",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: box}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {name: c, image: localhost/busybox:latest, imagePullPolicy: IfNotPresent, command: [sleep, '3600']}\n",
     );
     let pod = env.wait_running("box", &["c"]);
     let id = pod.containers["c"].id.clone();

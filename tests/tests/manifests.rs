@@ -17,6 +17,7 @@ spec:
   containers:
   - name: main
     image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
     command: ["sh", "-c", "echo {message}; exec sleep 3600"]
     resources:
       limits: {{cpu: 100m, memory: 16Mi}}
@@ -130,7 +131,8 @@ fn a_pod_waits_for_its_image_and_starts_when_it_is_imported() {
     }
     let env = Env::new("noimage");
     let agent = Agent::start(&env, &[]);
-    env.write_manifest("web.yaml", &pod_yaml("web", "hi"));
+    // imagePullPolicy Never: the image must be imported, and the pod waits for it.
+    env.write_manifest("web.yaml", &pod_yaml("web", "hi").replace("IfNotPresent", "Never"));
     // No image yet: the sandbox runs, the container waits (ErrImageNeverPull), nothing crashes.
     wait_for("the pod's sandbox", Duration::from_secs(20), || {
         env.pod("web").and_then(|p| p.pause_pid).filter(|&p| alive(p))

@@ -15,11 +15,13 @@ spec:
   containers:
   - name: a
     image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
     command: ["sh", "-c", "trap 'echo got HUP; exit 0' HUP; while true; do sleep 0.1; done"]
     resources:
       limits: {cpu: 250m, memory: 32Mi}
   - name: b
     image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
     command: ["sleep", "3600"]
     resources:
       requests: {cpu: 100m, memory: 16Mi}
@@ -128,9 +130,11 @@ spec:
   containers:
   - name: a
     image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
     command: ["sleep", "3600"]
   - name: b
     image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
     command: ["sleep", "3600"]
 "#;
 
@@ -172,7 +176,7 @@ fn host_network_pods_share_the_hosts_network_and_uts_namespaces() {
     let _agent = Agent::start(&env, &[]);
     env.write_manifest(
         "hostnet.yaml",
-        "apiVersion: v1\nkind: Pod\nmetadata: {name: hostnet}\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {name: c, image: localhost/busybox:latest, command: [sleep, '3600']}\n",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: hostnet}\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {name: c, image: localhost/busybox:latest, imagePullPolicy: IfNotPresent, command: [sleep, '3600']}\n",
     );
     let pod = env.wait_running("hostnet", &["c"]);
     let me = std::process::id() as i32;

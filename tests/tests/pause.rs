@@ -62,6 +62,7 @@ spec:
   containers:
   - name: c
     image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
     command: ["sh", "-c", "trap 'exit 0' TERM; while true; do (sleep 0.05 &); sleep 0.1; done"]
 "#,
     );

@@ -1,9 +1,173 @@
-//! `minilet image import|ls`: the local image store from the command line. Output follows
-//! `crictl images`, so what a user sees here matches what a CRI client shows.
+//! `minilet image pull|import|ls|rm|inspect`: the local image store from the command line,
+//! with or without a running agent (the store's locks make the two safe together). Output
+//! follows crictl (`images`, `pull`, `rmi`, `inspecti`), so what a user sees here matches what
+//! a CRI client shows.
 
+use std::collections::{BTreeMap, HashSet};
+use std::io::{IsTerminal, Write};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
-use crate::images::{ImageStore, ImageSummary};
+use anyhow::Context as _;
+
+use crate::images::registry::{Credentials, RegistryOptions};
+use crate::images::{ImageStore, ImageSummary, Progress, Puller};
+use crate::runtime::state::{Layout, images_in_use};
+
+/// Pull `reference` into the store; on a terminal, show each layer's bytes as they arrive.
+pub fn pull(root: &Path, reference: &str, options: RegistryOptions, creds: Option<&str>) -> anyhow::Result<()> {
+    let credentials = creds
+        .map(|c| match c.split_once(':') {
+            Some((username, password)) => Ok(Credentials::Basic {
+                username: username.to_owned(),
+                password: password.to_owned(),
+            }),
+            None => Err(anyhow::anyhow!("--creds: expected USERNAME:PASSWORD")),
+        })
+        .transpose()?;
+    let store = ImageStore::open(root)?;
+    let puller = Puller::new(store, options);
+    let display = std::io::stderr()
+        .is_terminal()
+        .then(|| Arc::new(Mutex::new(ProgressDisplay::default())));
+    let progress = display.clone().map(|d| -> crate::images::ProgressFn {
+        Arc::new(move |p| d.lock().unwrap_or_else(|e| e.into_inner()).update(p))
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    let image = runtime.block_on(puller.pull(reference, credentials, progress))?;
+    if let Some(d) = display {
+        d.lock().unwrap_or_else(|e| e.into_inner()).finish();
+    }
+    println!("Image is up to date for {}", image.id);
+    Ok(())
+}
+
+/// Per-layer progress redrawn in place: `<digest 12>: <state> <done>/<total>`.
+#[derive(Default)]
+struct ProgressDisplay {
+    layers: BTreeMap<usize, (String, String)>,
+    order: Vec<String>,
+    drawn: usize,
+}
+
+impl ProgressDisplay {
+    fn update(&mut self, p: Progress) {
+        let short = |d: &str| d.trim_start_matches("sha256:").chars().take(12).collect::<String>();
+        let line = |digest: &str, text: String| (short(digest), text);
+        match p {
+            Progress::Resolved { layers } => {
+                self.order = layers.iter().map(|(d, _)| d.clone()).collect();
+                for (i, (d, size)) in layers.iter().enumerate() {
+                    self.layers
+                        .insert(i, line(d, format!("waiting ({})", human_size(*size))));
+                }
+            }
+            Progress::Bytes { digest, done, total } => {
+                if let Some(i) = self.order.iter().position(|d| *d == digest) {
+                    self.layers.insert(
+                        i,
+                        line(
+                            &digest,
+                            format!("downloading {}/{}", human_size(done), human_size(total)),
+                        ),
+                    );
+                }
+            }
+            Progress::Done { digest, cached } => {
+                if let Some(i) = self.order.iter().position(|d| *d == digest) {
+                    let text = if cached { "already exists" } else { "download complete" };
+                    self.layers.insert(i, line(&digest, text.into()));
+                }
+            }
+            Progress::Unpacking => {
+                for (i, d) in self.order.clone().iter().enumerate() {
+                    self.layers.insert(i, line(d, "unpacking".into()));
+                }
+            }
+        }
+        self.draw();
+    }
+
+    fn draw(&mut self) {
+        let mut err = std::io::stderr().lock();
+        // Move up over what was drawn before and redraw every line.
+        if self.drawn > 0 {
+            let _ = write!(err, "\x1b[{}A", self.drawn);
+        }
+        for (digest, text) in self.layers.values() {
+            let _ = writeln!(err, "\x1b[2K{digest}: {text}");
+        }
+        self.drawn = self.layers.len();
+        let _ = err.flush();
+    }
+
+    fn finish(&mut self) {
+        for (_, text) in self.layers.values_mut() {
+            if text == "unpacking" {
+                *text = "pull complete".into();
+            }
+        }
+        self.draw();
+    }
+}
+
+/// Remove images (by name, or by id with all its names) unless a container uses them, then
+/// reclaim the space nothing needs any more.
+pub fn remove(root: &Path, references: &[String]) -> anyhow::Result<()> {
+    let store = ImageStore::open(root)?;
+    let in_use = images_in_use(&Layout::new(root));
+    let mut failed = None;
+    for reference in references {
+        match store.remove(reference, &in_use) {
+            Ok(names) if names.is_empty() => {
+                eprintln!("error: no such image {reference}");
+                failed = Some(anyhow::anyhow!("some images could not be removed"));
+            }
+            Ok(names) => {
+                for n in names {
+                    println!("Deleted: {n}");
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed = Some(anyhow::anyhow!("some images could not be removed"));
+            }
+        }
+    }
+    let keep: HashSet<String> = in_use.into_keys().collect();
+    store.sweep(&keep)?;
+    failed.map_or(Ok(()), Err)
+}
+
+/// `crictl inspecti`: the image as CRI shows it, plus its config, layers and manifest digest.
+pub fn inspect(root: &Path, reference: &str) -> anyhow::Result<()> {
+    let store = ImageStore::open(root)?;
+    let image = store
+        .get(reference)?
+        .ok_or_else(|| anyhow::anyhow!("no such image {reference}"))?;
+    let (repo, _) = split_tag(&image.summary.name);
+    let out = serde_json::json!({
+        "status": {
+            "id": image.summary.id,
+            "repoTags": [image.summary.name],
+            "repoDigests": [format!("{repo}@{}", image.summary.manifest_digest)],
+            "size": image.summary.size.to_string(),
+            "username": image.config.user,
+            "pinned": false,
+        },
+        "info": {
+            "created": image.summary.created,
+            "config": image.config,
+            "layers": image.layers.iter().map(|l| format!("sha256:{l}")).collect::<Vec<_>>(),
+            "manifestDigest": image.summary.manifest_digest,
+        },
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
 
 /// Import an OCI layout directory or OCI archive; one line per image imported.
 pub fn import(root: &Path, path: &Path, name: Option<&str>) -> anyhow::Result<()> {

@@ -164,6 +164,57 @@ pub struct AgentArgs {
     /// Maximum container restart back-off (kubelet: 300s). For tests.
     #[arg(long, default_value = "300s", value_parser = parse_duration, hide = true)]
     pub backoff_max: Duration,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+
+    /// Image store disk usage (percent) above which unused images are removed (kubelet: 85).
+    #[arg(long, default_value_t = 85, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub image_gc_high_threshold: u8,
+
+    /// Disk usage (percent) image garbage collection frees down to (kubelet: 80).
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub image_gc_low_threshold: u8,
+
+    /// Minimum age of an unused image before it may be garbage collected (kubelet: 2m).
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub minimum_image_ttl_duration: Duration,
+
+    /// How often image garbage collection looks at disk usage (kubelet: 5m). For tests.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, hide = true)]
+    pub image_gc_period: Duration,
+}
+
+/// How to reach registries (the agent's pulls and `minilet image pull`).
+#[derive(Debug, Clone, Args)]
+pub struct RegistryArgs {
+    /// Registry credentials: a docker-style config.json ("auths") [default:
+    /// $DOCKER_CONFIG/config.json, else ~/.docker/config.json].
+    #[arg(long, value_name = "FILE")]
+    pub registry_config: Option<PathBuf>,
+    /// A registry (host[:port]) to reach over plain HTTP. Loopback registries always are. Repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+    /// Try this mirror first for REGISTRY's images, e.g. docker.io=http://127.0.0.1:5000. Repeatable.
+    #[arg(long = "registry-mirror", value_name = "REGISTRY=URL", value_parser = crate::images::registry::RegistryOptions::parse_mirror)]
+    pub registry_mirrors: Vec<(String, crate::images::registry::Mirror)>,
+}
+
+impl RegistryArgs {
+    pub fn options(&self) -> crate::images::registry::RegistryOptions {
+        let mut opts = crate::images::registry::RegistryOptions {
+            insecure: self.insecure_registries.clone(),
+            auth_file: self
+                .registry_config
+                .clone()
+                .or_else(crate::images::registry::default_auth_file),
+            ..Default::default()
+        };
+        for (registry, mirror) in &self.registry_mirrors {
+            opts.mirrors.entry(registry.clone()).or_default().push(mirror.clone());
+        }
+        opts
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -175,6 +226,32 @@ pub enum ImageCommand {
         /// Name to give the image; without it, the layout's org.opencontainers.image.ref.name decides.
         #[arg(long)]
         name: Option<String>,
+        #[command(flatten)]
+        root: RootArgs,
+    },
+    /// Pull an image from a registry into the store (progress per layer on a terminal).
+    Pull {
+        /// Image reference, e.g. nginx, registry.example.com/team/app:1.2, repo@sha256:...
+        reference: String,
+        /// Registry credentials for this pull.
+        #[arg(long, value_name = "USERNAME:PASSWORD")]
+        creds: Option<String>,
+        #[command(flatten)]
+        registry: RegistryArgs,
+        #[command(flatten)]
+        root: RootArgs,
+    },
+    /// Remove images by name, or by id with all their names (refused while a container uses them).
+    #[command(alias = "rmi", alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        references: Vec<String>,
+        #[command(flatten)]
+        root: RootArgs,
+    },
+    /// Show an image: CRI status, config, layers (like crictl inspecti).
+    Inspect {
+        reference: String,
         #[command(flatten)]
         root: RootArgs,
     },

@@ -1,11 +1,42 @@
-//! CRI `runtime.v1.ImageService` over the local image store. Pulls and removals come with
-//! registry support; until then they say so.
+//! CRI `runtime.v1.ImageService` over the local image store and the agent's puller (the same
+//! one pods use, so a CRI pull and a pod's pull of one image are one pull).
 
 use minilet_proto::runtime::v1 as cri;
 use tonic::{Request, Response, Status};
 
 use super::Cri;
-use crate::images::ImageSummary;
+use crate::images::registry::Credentials;
+use crate::images::{ImageError, ImageSummary};
+
+/// CRI `AuthConfig` → credentials: username/password, `auth` (base64 "user:password"), or a
+/// registry token.
+fn credentials(a: cri::AuthConfig) -> Result<Option<Credentials>, Status> {
+    use base64::Engine as _;
+    if !a.registry_token.is_empty() {
+        return Ok(Some(Credentials::Bearer(a.registry_token)));
+    }
+    if !a.username.is_empty() {
+        return Ok(Some(Credentials::Basic {
+            username: a.username,
+            password: a.password,
+        }));
+    }
+    if !a.auth.is_empty() {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(a.auth.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| Status::invalid_argument("auth.auth: not base64 of \"user:password\""))?;
+        let (username, password) = decoded
+            .split_once(':')
+            .ok_or_else(|| Status::invalid_argument("auth.auth: not base64 of \"user:password\""))?;
+        return Ok(Some(Credentials::Basic {
+            username: username.to_owned(),
+            password: password.to_owned(),
+        }));
+    }
+    Ok(None)
+}
 
 pub struct ImageSvc(pub std::sync::Arc<Cri>);
 
@@ -104,17 +135,37 @@ impl cri::image_service_server::ImageService for ImageSvc {
     }
 
     async fn pull_image(&self, req: Request<cri::PullImageRequest>) -> R<cri::PullImageResponse> {
-        let image = req.into_inner().image.map(|i| i.image).unwrap_or_default();
-        match self.lookup(&image)? {
-            Some(found) => Ok(Response::new(cri::PullImageResponse { image_ref: found.id })),
-            None => Err(Status::unimplemented(format!(
-                "pulling {image:?} from a registry is not supported yet; import it with `minilet image import`"
-            ))),
+        let req = req.into_inner();
+        let image = req.image.map(|i| i.image).unwrap_or_default();
+        let creds = req.auth.map(credentials).transpose()?.flatten();
+        match self.0.ctx.puller.pull(&image, creds, None).await {
+            Ok(summary) => Ok(Response::new(cri::PullImageResponse { image_ref: summary.id })),
+            Err(e @ ImageError::InvalidReference { .. }) => Err(Status::invalid_argument(e.to_string())),
+            Err(e) => Err(Status::unknown(e.to_string())),
         }
     }
 
-    async fn remove_image(&self, _: Request<cri::RemoveImageRequest>) -> R<cri::RemoveImageResponse> {
-        Err(Status::unimplemented("RemoveImage is not supported yet"))
+    async fn remove_image(&self, req: Request<cri::RemoveImageRequest>) -> R<cri::RemoveImageResponse> {
+        let reference = req.into_inner().image.map(|i| i.image).unwrap_or_default();
+        let ctx = self.0.ctx.clone();
+        let removed = tokio::task::spawn_blocking(move || {
+            let in_use = crate::runtime::state::images_in_use(&ctx.runtime.layout);
+            let names = ctx.runtime.images.remove(&reference, &in_use)?;
+            let keep = in_use.into_keys().collect();
+            ctx.runtime.images.sweep(&keep)?;
+            Ok::<_, ImageError>(names)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        match removed {
+            // CRI: removing an image that is not there is not an error.
+            Ok(_) => Ok(Response::new(cri::RemoveImageResponse {})),
+            Err(e @ ImageError::InUse { .. }) => Err(Status::failed_precondition(e.to_string())),
+            Err(e @ (ImageError::InvalidReference { .. } | ImageError::AmbiguousReference { .. })) => {
+                Err(Status::invalid_argument(e.to_string()))
+            }
+            Err(e) => Err(Status::internal(e.to_string())),
+        }
     }
 
     async fn image_fs_info(&self, _: Request<cri::ImageFsInfoRequest>) -> R<cri::ImageFsInfoResponse> {

@@ -56,6 +56,22 @@ pub enum ImageError {
     #[error("image reference {reference:?} is ambiguous: it matches {}", matches.join(", "))]
     AmbiguousReference { reference: String, matches: Vec<String> },
 
+    /// A configuration file (registry credentials) cannot be used.
+    #[error("{}: {reason}", path.display())]
+    InvalidConfig { path: PathBuf, reason: String },
+
+    /// Pulling from a registry failed (the registry's own words are in `reason`).
+    #[error("failed to pull and unpack image \"{reference}\": {reason}")]
+    Pull { reference: String, reason: String },
+
+    /// The image is used by a container and cannot be removed.
+    #[error("image {reference} ({id}) is in use by container {container}")]
+    InUse {
+        reference: String,
+        id: String,
+        container: String,
+    },
+
     /// The store itself is inconsistent (a blob or layer its index refers to is missing).
     #[error("image store {}: {reason}", path.display())]
     Corrupt { path: PathBuf, reason: String },

@@ -29,6 +29,7 @@ const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 
 pub(super) fn import(store: &ImageStore, src: &Path, name: Option<&str>) -> Result<Vec<ImageSummary>, ImageError> {
     let name = name.map(normalize_reference).transpose()?;
+    let _lock = store.lock(false)?;
     store.clean_stale_temporaries();
     let layout = Layout::open(store, src)?;
     let images = choose_names(&layout, layout.images(store)?, name)?;
@@ -37,8 +38,41 @@ pub(super) fn import(store: &ImageStore, src: &Path, name: Option<&str>) -> Resu
     for (name, candidate) in images {
         imported.push(import_image(store, &layout, name, &candidate)?);
     }
+    record(store, &imported)?;
+    for image in &imported {
+        tracing::debug!(name = %image.name, id = %image.id, source = %src.display(), "image imported");
+    }
+    Ok(imported)
+}
+
+/// Name an image whose manifest, config and layer blobs a pull has put into the store:
+/// verify them, unpack the layers, and add the name to the index. The store's own `blobs/`
+/// has the OCI layout's shape, so it serves as the layout to import from.
+pub(super) fn register(store: &ImageStore, name: String, manifest: Descriptor) -> Result<ImageSummary, ImageError> {
+    let layout = Layout {
+        src: store.dir.clone(),
+        dir: store.dir.clone(),
+        index: ImageIndex::default(),
+        movable: false,
+        _extracted: None,
+    };
+    let summary = import_image(
+        store,
+        &layout,
+        name,
+        &Candidate {
+            manifest,
+            ref_name: None,
+        },
+    )?;
+    record(store, std::slice::from_ref(&summary))?;
+    Ok(summary)
+}
+
+/// Add (or re-point) the names of `images` in the store's index.
+fn record(store: &ImageStore, images: &[ImageSummary]) -> Result<(), ImageError> {
     store.update_index(|index| {
-        for image in &imported {
+        for image in images {
             let entry = IndexEntry {
                 id: image.id.clone(),
                 manifest_digest: image.manifest_digest.clone(),
@@ -47,11 +81,7 @@ pub(super) fn import(store: &ImageStore, src: &Path, name: Option<&str>) -> Resu
             };
             index.images.insert(image.name.clone(), entry);
         }
-    })?;
-    for image in &imported {
-        tracing::debug!(name = %image.name, id = %image.id, source = %src.display(), "image imported");
-    }
-    Ok(imported)
+    })
 }
 
 /// The diff-id hexes of a config's layers, bottom first (the names of their directories).
@@ -446,6 +476,13 @@ fn ensure_layer(
     let reader: Box<dyn Read> = match compression {
         Compression::None => Box::new(BufReader::new(file)),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))),
+        Compression::Zstd => Box::new(
+            ruzstd::decoding::StreamingDecoder::new(BufReader::new(file)).map_err(|e| ImageError::Unpack {
+                layer: what.to_owned(),
+                entry: "(zstd frame header)".into(),
+                reason: e.to_string(),
+            })?,
+        ),
     };
     let mut hashing = HashingReader::new(reader);
     super::layer::unpack(&mut hashing, &tmp.path, what)?;
@@ -501,6 +538,7 @@ fn extract_archive(src: &Path, dst: &Path) -> Result<(), ImageError> {
 enum Compression {
     None,
     Gzip,
+    Zstd,
 }
 
 fn layer_compression(media_type: &MediaType, what: &str) -> Result<Compression, ImageError> {
@@ -512,13 +550,8 @@ fn layer_compression(media_type: &MediaType, what: &str) -> Result<Compression, 
         | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
         | "application/vnd.docker.image.rootfs.diff.tar.gzip"
         | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Ok(Compression::Gzip),
-        other if other.contains("zstd") => Err(ImageError::Unsupported {
-            what: what.to_owned(),
-            reason: format!(
-                "zstd-compressed layers ({other}) are not supported yet; convert the image to gzip \
-                 (e.g. skopeo copy --dest-compress-format gzip)"
-            ),
-        }),
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => Ok(Compression::Zstd),
         other => Err(ImageError::Unsupported {
             what: what.to_owned(),
             reason: format!("layer media type {other}"),
@@ -526,11 +559,11 @@ fn layer_compression(media_type: &MediaType, what: &str) -> Result<Compression, 
     }
 }
 
-fn is_manifest(media_type: &MediaType) -> bool {
+pub(super) fn is_manifest(media_type: &MediaType) -> bool {
     *media_type == MediaType::ImageManifest || media_type.as_ref() == DOCKER_MANIFEST
 }
 
-fn is_index(media_type: &MediaType) -> bool {
+pub(super) fn is_index(media_type: &MediaType) -> bool {
     *media_type == MediaType::ImageIndex || media_type.as_ref() == DOCKER_MANIFEST_LIST
 }
 
@@ -541,17 +574,17 @@ fn is_full_reference(ref_name: &str) -> bool {
 }
 
 /// This host's architecture in OCI (Go) naming: amd64, arm64, ...
-fn host_arch() -> String {
+pub(super) fn host_arch() -> String {
     Arch::default().to_string()
 }
 
-fn platform_matches(os: &str, arch: &str) -> bool {
+pub(super) fn platform_matches(os: &str, arch: &str) -> bool {
     os == "linux" && arch == host_arch()
 }
 
 /// The hex of a sha256 digest; other algorithms are not supported (they are vanishingly rare,
 /// and the store is keyed by sha256).
-fn sha256_hex<'d>(digest: &'d Digest, what: &str) -> Result<&'d str, ImageError> {
+pub(super) fn sha256_hex<'d>(digest: &'d Digest, what: &str) -> Result<&'d str, ImageError> {
     if *digest.algorithm() == DigestAlgorithm::Sha256 {
         Ok(digest.digest())
     } else {
@@ -628,7 +661,7 @@ fn remove_any(path: &Path) {
 
 /// `<prefix>-<pid>-<random>`: the pid lets a later import tell a dead process's leftovers from
 /// a running import's work.
-fn temp_name(prefix: &str) -> String {
+pub(super) fn temp_name(prefix: &str) -> String {
     format!("{prefix}-{}-{:016x}", std::process::id(), rand::random::<u64>())
 }
 

@@ -15,8 +15,12 @@
 //! written by `skopeo copy ... oci:` / `oci-archive:` or `umoci`. See [`ImageStore::import`].
 
 mod error;
+pub mod gc;
 mod import;
 mod layer;
+mod pull;
+pub mod registry;
+mod remove;
 #[cfg(test)]
 mod tests;
 
@@ -28,6 +32,8 @@ use oci_spec::distribution::Reference;
 use oci_spec::image::ImageConfiguration;
 
 pub use error::ImageError;
+pub use pull::{Progress, ProgressFn, Puller};
+pub use remove::{StoreLock, Swept};
 
 /// One named image as `minilet image ls` and CRI `ListImages` show it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -176,11 +182,11 @@ impl ImageStore {
         self.dir.join("layers")
     }
 
-    fn tmp_dir(&self) -> PathBuf {
+    pub(crate) fn tmp_dir(&self) -> PathBuf {
         self.dir.join("tmp")
     }
 
-    fn blob_path(&self, hex: &str) -> PathBuf {
+    pub(crate) fn blob_path(&self, hex: &str) -> PathBuf {
         self.dir.join("blobs/sha256").join(hex)
     }
 

@@ -172,7 +172,12 @@ impl LayoutBuilder {
         let mut descriptors = Vec::new();
         let mut layer_blobs = Vec::new();
         for l in layers {
-            let (bytes, media_type) = if l.gzip {
+            let (bytes, media_type) = if l.gzip && gzip_type.ends_with("zstd") {
+                (
+                    ruzstd::encoding::compress_to_vec(&l.tar[..], ruzstd::encoding::CompressionLevel::Fastest),
+                    gzip_type,
+                )
+            } else if l.gzip {
                 (gzip(&l.tar), gzip_type)
             } else {
                 (l.tar.clone(), "application/vnd.oci.image.layer.v1.tar")
@@ -518,16 +523,46 @@ fn paths_leaving_the_layer_are_refused() {
 }
 
 #[test]
-fn zstd_layers_are_unsupported_with_a_clear_error() {
+fn zstd_layers_are_unpacked() {
     let (_tmp, store, mut layout) = setup();
-    let (desc, _) = layout.manifest(
-        &[layer(Tar::new().file("f", b"x"))],
+    let (desc, built) = layout.manifest(
+        &[layer(Tar::new().file("etc/zstd", b"compressed with zstd"))],
         |_| (),
         "application/vnd.oci.image.layer.v1.tar+zstd",
     );
     layout.add_to_index(&desc, Some("localhost/z:1"), None);
+    store.import(&layout.dir, None).unwrap();
+    let hex = built.diff_ids[0].trim_start_matches("sha256:");
+    assert_eq!(
+        fs::read(store.layers_dir().join(hex).join("etc/zstd")).unwrap(),
+        b"compressed with zstd"
+    );
+}
+
+#[test]
+fn a_layer_that_is_not_what_its_media_type_says_is_rejected() {
+    let (_tmp, store, mut layout) = setup();
+    // gzip bytes under a zstd media type.
+    let (desc, _) = layout.manifest(
+        &[layer(Tar::new().file("f", b"x"))],
+        |_| (),
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+    );
+    let manifest_hex = desc["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_owned();
+    let manifest_path = layout.dir.join("blobs/sha256").join(&manifest_hex);
+    let text = fs::read_to_string(&manifest_path)
+        .unwrap()
+        .replace("tar+gzip", "tar+zstd");
+    let (digest, size) = layout.blob(text.as_bytes());
+    let desc =
+        serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": size});
+    layout.add_to_index(&desc, Some("localhost/z:1"), None);
     let err = store.import(&layout.dir, None).unwrap_err();
-    assert!(matches!(err, ImageError::Unsupported { .. }), "{err}");
+    assert!(matches!(err, ImageError::Unpack { .. }), "{err}");
     assert!(err.to_string().contains("zstd"), "{err}");
     assert_eq!(dir_names(&store.layers_dir()), Vec::<String>::new());
 }

@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod command;
 pub mod config;
 pub mod expansion;
+pub mod images;
 pub mod manager;
 pub mod node;
 pub mod qos;
@@ -26,6 +27,10 @@ pub struct Context {
     pub events: Events,
     pub registry: status::Registry,
     pub backoff: backoff::BackoffConfig,
+    /// Pulls images for pods (coalesced: pods pulling the same image share one pull).
+    pub puller: Arc<crate::images::Puller>,
+    /// Removes unused images when the image filesystem fills up.
+    pub image_gc: Arc<crate::images::gc::ImageGc>,
     /// Bumped whenever the set of images changes (a pod waiting for one tries again).
     pub images_changed: watch::Receiver<u64>,
 }

@@ -31,8 +31,20 @@ pub enum Command {
 /// What the worker's own watcher tasks report.
 #[derive(Debug)]
 pub(super) enum Event {
-    Exited { id: String, exit: ContainerExit },
-    SandboxDied { pause: crate::runtime::process::ProcessId },
+    Exited {
+        id: String,
+        exit: ContainerExit,
+    },
+    SandboxDied {
+        pause: crate::runtime::process::ProcessId,
+    },
+    /// A background image pull for a container finished (image size, or why not).
+    Pulled {
+        container: String,
+        image: String,
+        result: Result<u64, String>,
+        elapsed: Duration,
+    },
 }
 
 /// How a container slot should proceed.
@@ -44,6 +56,8 @@ pub(super) enum Next {
     StartAt(i64),
     /// Start when the image store changes (the image is missing).
     WaitImage,
+    /// An image pull is running; its result will say.
+    Pulling,
     /// Nothing to do: running, or done for good.
     Idle,
 }
@@ -62,6 +76,8 @@ pub(super) struct Slot {
     pub waiting: Option<(String, String)>,
     /// Termination message read when the current attempt exited.
     pub message: String,
+    /// The image was just pulled for this start (so `Always` does not pull it again).
+    pub fresh_pull: bool,
 }
 
 impl Slot {
@@ -74,6 +90,7 @@ impl Slot {
             next: Next::Start,
             waiting: None,
             message: String::new(),
+            fresh_pull: false,
         }
     }
 
@@ -113,6 +130,7 @@ pub struct Worker {
     pub(super) sandbox: Option<SandboxState>,
     pub(super) slots: Vec<Slot>,
     pub(super) backoff: Backoff,
+    pub(super) pull_backoff: super::images::PullBackoff,
     pub(super) phase: Phase,
     pub(super) terminating: bool,
     pub(super) events_tx: mpsc::UnboundedSender<Event>,
@@ -146,6 +164,7 @@ impl Worker {
         Worker {
             obj: ObjectRef::pod(&record.namespace, &record.name, &uid),
             backoff: Backoff::new(ctx.backoff),
+            pull_backoff: Default::default(),
             ctx,
             pod,
             manifest: record.manifest.clone(),
@@ -252,35 +271,10 @@ impl Worker {
         let name = self.slots[i].spec.name.clone();
         let init = self.slots[i].init;
         let cobj = self.obj.container(&name, init);
-        let image_ref = self.slots[i].spec.image.clone().unwrap_or_default();
-
-        let image = match rt.images.get(&image_ref) {
-            Ok(Some(img)) => img,
-            Ok(None) => {
-                let msg = format!(
-                    "Container image \"{image_ref}\" is not present in the local store (minilet cannot pull yet: import it with `minilet image import`)"
-                );
-                if self.slots[i].waiting.as_ref().map(|w| w.0.as_str()) != Some("ErrImageNeverPull") {
-                    self.ctx.events.warning(&cobj, "ErrImageNeverPull", msg.clone());
-                }
-                self.slots[i].waiting = Some(("ErrImageNeverPull".into(), msg));
-                self.slots[i].next = Next::WaitImage;
-                return;
-            }
-            Err(e) => {
-                self.config_error(
-                    i,
-                    "InvalidImageName",
-                    format!("Failed to resolve image \"{image_ref}\": {e}"),
-                );
-                return;
-            }
+        let Some(image) = self.ensure_image(i) else {
+            return;
         };
-        self.ctx.events.normal(
-            &cobj,
-            "Pulled",
-            format!("Container image \"{image_ref}\" already present on machine"),
-        );
+        self.ctx.image_gc.mark_used(&image.summary.id);
 
         let attempt = self.slots[i].attempts();
         let log_path = logs::container_log_path(&self.pod_log_dir(), &name, attempt);
@@ -439,7 +433,7 @@ impl Worker {
         match self.slots[i].next {
             Next::Start => true,
             Next::StartAt(t) => now >= t,
-            Next::WaitImage | Next::Idle => false,
+            Next::WaitImage | Next::Pulling | Next::Idle => false,
         }
     }
 
@@ -630,6 +624,15 @@ impl Worker {
                 false
             }
             Event::SandboxDied { pause } => self.sandbox.is_some_and(|s| s.pause == pause),
+            Event::Pulled {
+                container,
+                image,
+                result,
+                elapsed,
+            } => {
+                self.on_pulled(&container, &image, result, elapsed);
+                false
+            }
         }
     }
 }

@@ -188,6 +188,19 @@ pub fn load_containers(layout: &Layout, uid: &str) -> Vec<ContainerFiles> {
     out
 }
 
+/// Image ids used by the containers recorded in the state directory (any attempt, running
+/// or not: a pod may restart them), each with one `pod/container` that uses it.
+pub fn images_in_use(layout: &Layout) -> std::collections::HashMap<String, String> {
+    let mut out = std::collections::HashMap::new();
+    for (pod, _) in load_pods(layout).into_iter().flatten() {
+        for c in load_containers(layout, &pod.uid) {
+            out.entry(c.record.image_id.clone())
+                .or_insert_with(|| format!("{}/{} (pod {}/{})", c.record.name, c.record.id, pod.namespace, pod.name));
+        }
+    }
+    out
+}
+
 /// A random 64-hex-digit ID, as containerd makes them for sandboxes and containers.
 pub fn new_id() -> String {
     let bytes: [u8; 32] = rand::random();

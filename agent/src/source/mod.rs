@@ -25,6 +25,7 @@ pub use filter::is_manifest_name;
 use k8s_openapi::api::core::v1::Pod;
 use notify::Watcher;
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+pub use parse::default_pull_policy;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 

@@ -37,7 +37,7 @@ fn main() {
     for i in 0..pods {
         env.write_manifest(
             &format!("p{i}.yaml"),
-            &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - {{name: c, image: localhost/busybox:latest, command: [sleep, '3600']}}\n"),
+            &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - {{name: c, image: localhost/busybox:latest, imagePullPolicy: IfNotPresent, command: [sleep, '3600']}}\n"),
         );
     }
     wait_for("all pods running", Duration::from_secs(300), || {

@@ -26,6 +26,7 @@ spec:
   containers:
   - name: c
     image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
     command: ["sh", "-c", "echo up > /ready; exec sleep 3600"]
     volumeMounts: [{{name: ready, mountPath: /ready}}]
 "#,

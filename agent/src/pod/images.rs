@@ -1,0 +1,215 @@
+//! The image step of starting a container, as the kubelet's image manager does it:
+//! `imagePullPolicy` (Always / IfNotPresent / Never), pulls in the background (the pod
+//! worker keeps answering while a pull runs), and the per-image pull back-off with its
+//! waiting reasons `ErrImagePull` → `ImagePullBackOff`, plus `ErrImageNeverPull` and
+//! `InvalidImageName`. Event reasons and messages are the kubelet's.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::backoff::BackoffConfig;
+use super::worker::{Event, Next, Worker};
+use crate::images::{Image, ImageError};
+use crate::runtime::spec::now_nanos;
+
+/// Back-off per image after failed pulls: initial, doubling, capped (kubelet: 10s to 300s).
+#[derive(Debug, Default)]
+pub struct PullBackoff {
+    entries: HashMap<String, (Duration, i64)>,
+}
+
+impl PullBackoff {
+    /// The time (Unix ns) until which pulls of `image` wait, if they do.
+    pub fn until(&self, image: &str, now: i64) -> Option<i64> {
+        self.entries.get(image).map(|&(_, until)| until).filter(|&u| u > now)
+    }
+
+    /// Record a failure; returns when the next pull may run.
+    pub fn failed(&mut self, image: &str, cfg: BackoffConfig, now: i64) -> i64 {
+        let next = match self.entries.get(image) {
+            Some(&(d, _)) => (d * 2).min(cfg.max),
+            None => cfg.initial,
+        };
+        let until = now + next.as_nanos() as i64;
+        self.entries.insert(image.to_owned(), (next, until));
+        until
+    }
+
+    pub fn succeeded(&mut self, image: &str) {
+        self.entries.remove(image);
+    }
+}
+
+impl Worker {
+    /// The image for slot `i` when it can start now. Otherwise the slot is left waiting
+    /// (a pull in flight, back-off, a missing image under `Never`) and `None` is returned.
+    pub(super) fn ensure_image(&mut self, i: usize) -> Option<Image> {
+        let image_ref = self.slots[i].spec.image.clone().unwrap_or_default();
+        let policy = self.slots[i]
+            .spec
+            .image_pull_policy
+            .clone()
+            .unwrap_or_else(|| crate::source::default_pull_policy(&image_ref).to_owned());
+        let cobj = self.obj.container(&self.slots[i].spec.name, self.slots[i].init);
+        let present = match self.ctx.runtime.images.get(&image_ref) {
+            Ok(p) => p,
+            Err(e @ ImageError::InvalidReference { .. }) => {
+                let msg = format!("Failed to apply default image tag \"{image_ref}\": {e}");
+                self.ctx.events.warning(&cobj, "InspectFailed", msg.clone());
+                self.wait_error(i, "InvalidImageName", msg);
+                return None;
+            }
+            Err(e) => {
+                self.wait_error(
+                    i,
+                    "ErrImageInspect",
+                    format!("Failed to inspect image \"{image_ref}\": {e}"),
+                );
+                return None;
+            }
+        };
+        let fresh = std::mem::take(&mut self.slots[i].fresh_pull);
+        match (policy.as_str(), present) {
+            ("Always", Some(img)) if fresh => return Some(img),
+            ("IfNotPresent" | "Never", Some(img)) => {
+                self.ctx.events.normal(
+                    &cobj,
+                    "Pulled",
+                    format!("Container image \"{image_ref}\" already present on machine"),
+                );
+                return Some(img);
+            }
+            ("Never", None) => {
+                let msg = format!("Container image \"{image_ref}\" is not present with pull policy of Never");
+                if self.slots[i].waiting.as_ref().map(|w| w.0.as_str()) != Some("ErrImageNeverPull") {
+                    self.ctx.events.warning(&cobj, "ErrImageNeverPull", msg.clone());
+                    self.ctx.events.warning(&cobj, "Failed", "Error: ErrImageNeverPull");
+                }
+                self.slots[i].waiting = Some(("ErrImageNeverPull".into(), msg));
+                // Retried when the store changes (`minilet image import`, a pull).
+                self.slots[i].next = Next::WaitImage;
+                return None;
+            }
+            _ => {}
+        }
+        self.begin_pull(i, image_ref);
+        None
+    }
+
+    /// Pull in the background (or wait out the back-off first).
+    fn begin_pull(&mut self, i: usize, image_ref: String) {
+        let cobj = self.obj.container(&self.slots[i].spec.name, self.slots[i].init);
+        let now = now_nanos();
+        if let Some(until) = self.pull_backoff.until(&image_ref, now) {
+            let message = match self.slots[i].waiting.take() {
+                Some((reason, msg)) if reason == "ErrImagePull" => {
+                    format!("Back-off pulling image \"{image_ref}\": ErrImagePull: {msg}")
+                }
+                Some((reason, msg)) if reason == "ImagePullBackOff" => msg,
+                _ => format!("Back-off pulling image \"{image_ref}\""),
+            };
+            self.ctx
+                .events
+                .normal(&cobj, "BackOff", format!("Back-off pulling image \"{image_ref}\""));
+            self.ctx.events.warning(&cobj, "Failed", "Error: ImagePullBackOff");
+            self.slots[i].waiting = Some(("ImagePullBackOff".into(), message));
+            self.slots[i].next = Next::StartAt(until);
+            return;
+        }
+        self.ctx
+            .events
+            .normal(&cobj, "Pulling", format!("Pulling image \"{image_ref}\""));
+        if self.slots[i].waiting.is_none() {
+            self.slots[i].waiting = Some(("ContainerCreating".into(), String::new()));
+        }
+        self.slots[i].next = Next::Pulling;
+        let puller = self.ctx.puller.clone();
+        let tx = self.events_tx.clone();
+        let name = self.slots[i].spec.name.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let result = puller
+                .pull(&image_ref, None, None)
+                .await
+                .map(|s| s.size)
+                .map_err(|e| e.to_string());
+            let _ = tx.send(Event::Pulled {
+                container: name,
+                image: image_ref,
+                result,
+                elapsed: started.elapsed(),
+            });
+        });
+    }
+
+    /// A background pull finished.
+    pub(super) fn on_pulled(&mut self, container: &str, image: &str, result: Result<u64, String>, elapsed: Duration) {
+        let Some(i) = self
+            .slots
+            .iter()
+            .position(|s| s.spec.name == container && s.next == Next::Pulling)
+        else {
+            return;
+        };
+        let cobj = self.obj.container(container, self.slots[i].init);
+        match result {
+            Ok(size) => {
+                self.pull_backoff.succeeded(image);
+                let secs = elapsed.as_secs_f64();
+                self.ctx.events.normal(
+                    &cobj,
+                    "Pulled",
+                    format!(
+                        "Successfully pulled image \"{image}\" in {secs:.3}s ({secs:.3}s including waiting). Image size: {size} bytes."
+                    ),
+                );
+                self.slots[i].fresh_pull = true;
+                self.slots[i].next = Next::Start;
+            }
+            Err(msg) => {
+                self.ctx
+                    .events
+                    .warning(&cobj, "Failed", format!("Failed to pull image \"{image}\": {msg}"));
+                self.ctx.events.warning(&cobj, "Failed", "Error: ErrImagePull");
+                self.pull_backoff.failed(image, self.ctx.backoff, now_nanos());
+                self.slots[i].waiting = Some(("ErrImagePull".into(), msg));
+                // Look again soon: that look reports ImagePullBackOff until the back-off ends.
+                self.slots[i].next = Next::StartAt(now_nanos() + (self.ctx.backoff.initial / 4).as_nanos() as i64);
+            }
+        }
+    }
+
+    /// The container cannot start for a reason a later sync may clear.
+    fn wait_error(&mut self, i: usize, reason: &str, msg: String) {
+        let cobj = self.obj.container(&self.slots[i].spec.name, self.slots[i].init);
+        if self.slots[i].waiting.as_ref().map(|w| w.0.as_str()) != Some(reason) {
+            self.ctx.events.warning(&cobj, "Failed", format!("Error: {reason}"));
+        }
+        self.slots[i].waiting = Some((reason.into(), msg));
+        self.slots[i].next = Next::StartAt(now_nanos() + self.ctx.backoff.initial.as_nanos() as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_backoff_doubles_to_the_cap_and_resets() {
+        let cfg = BackoffConfig {
+            initial: Duration::from_secs(10),
+            max: Duration::from_secs(30),
+        };
+        let mut b = PullBackoff::default();
+        let s = 1_000_000_000i64;
+        assert_eq!(b.until("img", 0), None);
+        assert_eq!(b.failed("img", cfg, 0), 10 * s);
+        assert_eq!(b.until("img", 5 * s), Some(10 * s));
+        assert_eq!(b.until("img", 10 * s), None);
+        assert_eq!(b.failed("img", cfg, 10 * s), 30 * s);
+        assert_eq!(b.failed("img", cfg, 30 * s), 60 * s, "capped at 30s");
+        assert_eq!(b.until("other", 0), None);
+        b.succeeded("img");
+        assert_eq!(b.failed("img", cfg, 0), 10 * s);
+    }
+}
