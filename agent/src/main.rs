@@ -14,7 +14,12 @@ fn main() -> ExitCode {
     }
 
     let cli = Cli::parse();
-    init_tracing();
+    // The agent logs what it does; a CLI command speaks through its output and errors.
+    init_tracing(if matches!(cli.command, Command::Agent(_)) {
+        "info"
+    } else {
+        "warn"
+    });
     let result = match cli.command {
         Command::Agent(args) => minilet::agent::run(args),
         Command::Image(ImageCommand::Import { path, name, root }) => {
@@ -63,9 +68,9 @@ fn client(command: Command) -> ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(default_level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("MINILET_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env("MINILET_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod grpc;
+pub mod oci;
+pub mod registry;
 
 /// The workspace root (images built by hack/build-images live under it).
 pub fn workspace() -> PathBuf {
@@ -558,4 +560,49 @@ pub fn append(path: &Path, text: &str) {
         .open(path)
         .expect("open for append");
     f.write_all(text.as_bytes()).expect("append");
+}
+
+// ---- the CLI ----------------------------------------------------------------------------------
+
+/// `minilet ARGS...` against this test's agent (socket from MINILET_SOCKET, as a user sets it).
+pub fn cli(env: &Env, args: &[&str]) -> std::process::Output {
+    cli_in(env, args, None)
+}
+
+/// The same, with `stdin` fed to the command.
+pub fn cli_in(env: &Env, args: &[&str], stdin: Option<&[u8]>) -> std::process::Output {
+    let mut child = Command::new(minilet())
+        .args(args)
+        .env("MINILET_SOCKET", &env.socket)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn minilet CLI");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin pipe");
+        pipe.write_all(input).expect("write stdin");
+    }
+    child.wait_with_output().expect("wait for minilet CLI")
+}
+
+pub fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Run the CLI and insist on success; returns stdout.
+pub fn ok(env: &Env, args: &[&str]) -> String {
+    let o = cli(env, args);
+    assert!(
+        o.status.success(),
+        "minilet {args:?} failed ({:?}):\n{}{}",
+        o.status,
+        stdout(&o),
+        stderr(&o)
+    );
+    stdout(&o)
 }

@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,48 +12,6 @@ use k8s_openapi::api::core::v1::Pod;
 use minilet_e2e::*;
 
 const FAST_BACKOFF: &[&str] = &["--backoff-initial", "200ms", "--backoff-max", "400ms"];
-
-/// `minilet ARGS...` against this test's agent (socket from MINILET_SOCKET, as a user sets it).
-fn cli(env: &Env, args: &[&str]) -> Output {
-    cli_in(env, args, None)
-}
-
-fn cli_in(env: &Env, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(minilet())
-        .args(args)
-        .env("MINILET_SOCKET", &env.socket)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn minilet CLI");
-    if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().expect("stdin pipe");
-        pipe.write_all(input).expect("write stdin");
-    }
-    child.wait_with_output().expect("wait for minilet CLI")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Run and insist on success; returns stdout.
-fn ok(env: &Env, args: &[&str]) -> String {
-    let o = cli(env, args);
-    assert!(
-        o.status.success(),
-        "minilet {args:?} failed ({:?}):\n{}{}",
-        o.status,
-        stdout(&o),
-        stderr(&o)
-    );
-    stdout(&o)
-}
 
 /// A table as kubectl's tab writer prints it: columns are separated by runs of 2+ spaces
 /// (values such as `NOMINATED NODE` or `3 (5s ago)` hold single spaces).

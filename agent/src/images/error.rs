@@ -45,7 +45,7 @@ pub enum ImageError {
     Unsupported { what: String, reason: String },
 
     /// Unpacking a layer failed at one of its entries.
-    #[error("layer {layer}: entry {entry:?}: {reason}")]
+    #[error("{layer}: entry {entry:?}: {reason}")]
     Unpack {
         layer: String,
         entry: String,

@@ -667,7 +667,7 @@ pub(super) fn temp_name(prefix: &str) -> String {
 
 impl ImageStore {
     /// Remove temporaries left by killed processes (a killed import cannot clean up after itself).
-    fn clean_stale_temporaries(&self) {
+    pub(super) fn clean_stale_temporaries(&self) {
         for dir in [self.tmp_dir(), self.layers_dir()] {
             let Ok(entries) = fs::read_dir(&dir) else {
                 continue;

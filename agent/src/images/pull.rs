@@ -125,7 +125,7 @@ impl Puller {
         let result = self.pull_endpoints(&parsed, &name, credentials, progress).await;
         match &result {
             Ok(s) => tracing::info!(image = %name, id = %s.id, elapsed = ?started.elapsed(), "image pulled"),
-            Err(e) => tracing::warn!(image = %name, error = %e, "image pull failed"),
+            Err(e) => tracing::info!(image = %name, error = %e, "image pull failed"),
         }
         let shared = match &result {
             Ok(s) => Ok(s.clone()),
@@ -181,9 +181,13 @@ impl Puller {
     ) -> Result<ImageSummary, PullFailure> {
         // Blobs arrive before the index names them: no sweep in between.
         let store = self.store.clone();
-        let _lock = tokio::task::spawn_blocking(move || store.lock(false))
-            .await
-            .map_err(|e| PullFailure::Registry(format!("store lock task: {e}")))??;
+        let _lock = tokio::task::spawn_blocking(move || {
+            let lock = store.lock(false);
+            store.clean_stale_temporaries();
+            lock
+        })
+        .await
+        .map_err(|e| PullFailure::Registry(format!("store lock task: {e}")))??;
         let mut image = reference.clone();
         if ep.mirror {
             image.set_mirror_registry(ep.host.clone());
@@ -203,8 +207,7 @@ impl Puller {
             Some(Credentials::Basic { username, password }) => RegistryAuth::Basic(username, password),
             Some(Credentials::Bearer(token)) => RegistryAuth::Bearer(token),
         };
-        let scheme = if ep.http { "http" } else { "https" };
-        let at = |e: &dyn std::error::Error| format!("{scheme}://{}: {}", ep.host, error_chain(e));
+        let at = |e: &oci_client::errors::OciDistributionError| registry_error(e);
 
         // The manifest, or an index to resolve to this platform's manifest.
         let (bytes, _) = client
@@ -476,9 +479,9 @@ async fn download(
     let response = client
         .pull_blob_stream_partial(image, digest.as_str(), have, None)
         .await
-        .map_err(|e| PullFailure::Registry(format!("{what}: {}", error_chain(&e))))?;
+        .map_err(|e| PullFailure::Registry(format!("{what}: {}", registry_error(&e))))?;
     let (mut stream, resumed) = match response {
-        BlobResponse::Partial(s) => (s, true),
+        BlobResponse::Partial(s) => (s, have > 0),
         BlobResponse::Full(s) => (s, false),
     };
     if resumed {
@@ -605,6 +608,36 @@ fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Resul
             reason: e.to_string(),
         })
     })
+}
+
+/// A registry's answer in a user's words: what was asked, and what the registry said.
+fn registry_error(e: &oci_client::errors::OciDistributionError) -> String {
+    use oci_client::errors::OciDistributionError as E;
+    match e {
+        E::RegistryError { envelope, url } => {
+            let said: Vec<String> = envelope
+                .errors
+                .iter()
+                .map(|e| {
+                    let code = format!("{:?}", e.code);
+                    if e.message.is_empty() {
+                        code
+                    } else {
+                        format!("{} ({code})", e.message)
+                    }
+                })
+                .collect();
+            let not_found = said.iter().any(|s| s.contains("Unknown"));
+            format!(
+                "GET {url}: {}{}",
+                said.join("; "),
+                if not_found { ": not found" } else { "" }
+            )
+        }
+        E::UnauthorizedError { url } => format!("GET {url}: 401 Unauthorized (no or wrong credentials)"),
+        E::ServerError { code, url, message } => format!("GET {url}: HTTP {code}: {}", message.trim()),
+        other => error_chain(other),
+    }
 }
 
 /// An error and its causes on one line ("error sending request: connection refused").

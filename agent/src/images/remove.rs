@@ -59,26 +59,31 @@ impl ImageStore {
         let Some((name, entry)) = resolve(&index, reference)? else {
             return Ok(Vec::new());
         };
-        if let Some(container) = in_use.get(&entry.id) {
-            return Err(ImageError::InUse {
-                reference: name.to_owned(),
-                id: entry.id.clone(),
-                container: container.clone(),
-            });
-        }
         // Found by its name (or name@digest): that name goes. Found by id: all its names.
         let by_name = reference.contains('@') || super::normalize_reference(reference).is_ok_and(|n| n == name);
         let id = entry.id.clone();
-        let names: Vec<String> = if !by_name {
-            index
-                .images
-                .iter()
-                .filter(|(_, e)| e.id == id)
-                .map(|(n, _)| n.clone())
-                .collect()
-        } else {
+        let all_names: Vec<String> = index
+            .images
+            .iter()
+            .filter(|(_, e)| e.id == id)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let names = if by_name {
             vec![name.to_owned()]
+        } else {
+            all_names.clone()
         };
+        // Dropping one of several names leaves the image; dropping the last one of an image a
+        // container uses is refused.
+        if names.len() == all_names.len()
+            && let Some(container) = in_use.get(&id)
+        {
+            return Err(ImageError::InUse {
+                reference: name.to_owned(),
+                id,
+                container: container.clone(),
+            });
+        }
         self.update_index(|index| {
             for n in &names {
                 index.images.remove(n);

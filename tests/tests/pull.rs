@@ -1,0 +1,662 @@
+//! Registry pulls against a real `docker-registry` on loopback: tags, digests, policies,
+//! back-off, auth, mirrors, multi-arch indexes, whiteouts, zstd, coalescing, robustness and
+//! garbage collection. What ran is checked in the containers (their output, their files) and
+//! in the registry's own access log.
+
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use minilet_e2e::oci::{LayerTar, Layout};
+use minilet_e2e::registry::{Compression, Registry};
+use minilet_e2e::*;
+
+const FAST_BACKOFF: &[&str] = &["--backoff-initial", "300ms", "--backoff-max", "600ms"];
+
+fn pod(name: &str, image: &str, policy: Option<&str>, script: &str) -> String {
+    let policy = policy.map_or(String::new(), |p| format!("\n    imagePullPolicy: {p}"));
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {image}{policy}\n    command: [sh, -c, '{script}']\n"
+    )
+}
+
+/// The pod's first container status, as `minilet get pod -o json` shows it.
+fn status(env: &Env, name: &str) -> Option<ContainerStatus> {
+    let o = cli(env, &["get", "pod", name, "-o", "json"]);
+    let pod: Pod = serde_json::from_slice(&o.stdout).ok()?;
+    pod.status?.container_statuses?.into_iter().next()
+}
+
+fn waiting_reason(env: &Env, name: &str) -> Option<String> {
+    status(env, name)?.state?.waiting?.reason
+}
+
+fn running_image_id(env: &Env, name: &str) -> Option<String> {
+    let s = status(env, name)?;
+    s.state?.running?;
+    Some(s.image_id)
+}
+
+fn events(env: &Env) -> String {
+    ok(env, &["get", "events"])
+}
+
+fn log_of(env: &Env, name: &str) -> String {
+    let p = env.pod(name).expect("pod in state");
+    std::fs::read_to_string(&p.containers["c"].log_path).unwrap_or_default()
+}
+
+#[test]
+fn tags_digests_policies_and_backoff() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("pull-policy");
+    let reg = Registry::start(&env.dir.join("registry"), None);
+    let host = reg.host();
+    let digest = reg.push_demo("busybox", "test/busybox:1.0", Compression::AsIs);
+    reg.push_demo("busybox", "test/busybox:latest", Compression::AsIs);
+    let _agent = Agent::start(&env, FAST_BACKOFF);
+
+    // By tag (IfNotPresent by default), then by digest: the second needs no blob again.
+    env.write_manifest(
+        "tagged.yaml",
+        &pod("tagged", &format!("{host}/test/busybox:1.0"), None, "sleep 3600"),
+    );
+    env.wait_running("tagged", &["c"]);
+    let e = events(&env);
+    assert!(e.contains(&format!("Pulling image \"{host}/test/busybox:1.0\"")), "{e}");
+    assert!(
+        e.contains(&format!("Successfully pulled image \"{host}/test/busybox:1.0\" in ")),
+        "{e}"
+    );
+    let blob_gets = reg.gets("/blobs/sha256:");
+    assert!(blob_gets >= 2, "config and layer fetched:\n{}", reg.log());
+    env.write_manifest(
+        "pinned.yaml",
+        &pod("pinned", &format!("{host}/test/busybox@{digest}"), None, "sleep 3600"),
+    );
+    env.wait_running("pinned", &["c"]);
+    assert_eq!(reg.gets("/blobs/sha256:"), blob_gets, "no blob fetched twice");
+    assert_eq!(running_image_id(&env, "pinned"), running_image_id(&env, "tagged"));
+
+    // IfNotPresent: a restart does not ask the registry again.
+    let manifest_gets = reg.gets("/manifests/1.0");
+    let old = env.pod("tagged").expect("tagged");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old.pid("c")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    wait_for("tagged restarted", Duration::from_secs(20), || {
+        let p = env.pod("tagged")?;
+        let c = p.containers.get("c")?;
+        (c.attempt >= 1 && c.exit.is_none() && alive(c.pid?)).then_some(())
+    });
+    assert_eq!(reg.gets("/manifests/1.0"), manifest_gets, "IfNotPresent pulled again");
+
+    // Always (the :latest default): every start pulls, so a new :latest is picked up.
+    env.write_manifest(
+        "always.yaml",
+        &pod("always", &format!("{host}/test/busybox:latest"), None, "sleep 3600"),
+    );
+    env.wait_running("always", &["c"]);
+    let first = wait_for("always running", Duration::from_secs(10), || {
+        running_image_id(&env, "always")
+    });
+    reg.push_demo("nginx", "test/busybox:latest", Compression::AsIs);
+    let p = env.pod("always").expect("always");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(p.pid("c")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    wait_for("always restarted on the new image", Duration::from_secs(20), || {
+        running_image_id(&env, "always").filter(|id| *id != first)
+    });
+
+    // Never: not present → ErrImageNeverPull, and the registry is not asked.
+    env.write_manifest(
+        "never.yaml",
+        &pod("never", &format!("{host}/test/other:1"), Some("Never"), "true"),
+    );
+    wait_for("ErrImageNeverPull", Duration::from_secs(10), || {
+        (waiting_reason(&env, "never")? == "ErrImageNeverPull").then_some(())
+    });
+    assert_eq!(reg.gets("/test/other/"), 0);
+
+    // Missing: ErrImagePull, then ImagePullBackOff with the registry's words; pushing the
+    // image lets the next attempt (after the back-off) start it.
+    env.write_manifest(
+        "missing.yaml",
+        &pod("missing", &format!("{host}/test/missing:1"), None, "sleep 3600"),
+    );
+    wait_for("ImagePullBackOff", Duration::from_secs(20), || {
+        (waiting_reason(&env, "missing")? == "ImagePullBackOff").then_some(())
+    });
+    let s = status(&env, "missing").expect("status");
+    let msg = s
+        .state
+        .and_then(|st| st.waiting)
+        .and_then(|w| w.message)
+        .unwrap_or_default();
+    assert!(msg.contains("not found"), "{msg}");
+    let e = events(&env);
+    assert!(
+        e.contains(&format!("Failed to pull image \"{host}/test/missing:1\"")),
+        "{e}"
+    );
+    assert!(e.contains("Error: ErrImagePull"), "{e}");
+    assert!(
+        e.contains(&format!("Back-off pulling image \"{host}/test/missing:1\"")),
+        "{e}"
+    );
+    assert!(e.contains("Error: ImagePullBackOff"), "{e}");
+    let d = ok(&env, &["describe", "pod", "missing"]);
+    assert!(
+        d.contains("manifest unknown"),
+        "describe shows the registry's error:\n{d}"
+    );
+    reg.push_demo("busybox", "test/missing:1", Compression::AsIs);
+    env.wait_running("missing", &["c"]);
+
+    // Invalid names: InvalidImageName, not a crash.
+    env.write_manifest("invalid.yaml", &pod("invalid", "Not/A:Valid:Name", None, "true"));
+    wait_for("InvalidImageName", Duration::from_secs(10), || {
+        (waiting_reason(&env, "invalid")? == "InvalidImageName").then_some(())
+    });
+}
+
+/// An OCI layout with a whiteout image and a two-platform index, on top of hack's busybox.
+fn special_images(dir: &Path) -> Layout {
+    let mut layout = Layout::from(&workspace().join("hack/.images/busybox"), dir);
+    let base = layout.base_manifest();
+    let arch = oci_spec_arch();
+    let lower = LayerTar::new()
+        .dir("etc/")
+        .file("etc/gone", b"deleted above")
+        .dir("data/")
+        .file("data/old1", b"1")
+        .file("data/old2", b"2")
+        .finish();
+    let upper = LayerTar::new()
+        .file("etc/.wh.gone", b"")
+        .dir("data/")
+        .file("data/.wh..wh..opq", b"")
+        .file("data/new", b"new")
+        .finish();
+    let wh = layout.image(Some(&base), vec![lower, upper], &arch);
+    layout.tag(&wh, "whiteout");
+    let native = layout.image(
+        Some(&base),
+        vec![LayerTar::new().file("arch", arch.as_bytes()).finish()],
+        &arch,
+    );
+    let other_arch = if arch == "arm64" { "amd64" } else { "arm64" };
+    let foreign = layout.image(
+        None,
+        vec![LayerTar::new().file("arch", other_arch.as_bytes()).finish()],
+        other_arch,
+    );
+    let index = layout.index(&[foreign, native]);
+    layout.tag(&index, "multiarch");
+    layout
+}
+
+/// This host's architecture in OCI's words.
+fn oci_spec_arch() -> String {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+    .to_owned()
+}
+
+#[test]
+fn multiarch_whiteouts_zstd_and_mirrors() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("pull-kinds");
+    let reg = Registry::start(&env.dir.join("registry"), None);
+    let host = reg.host();
+    let layout = special_images(&env.dir.join("layout"));
+    reg.push(
+        &format!("oci:{}:whiteout", layout.dir.display()),
+        "test/whiteout:1",
+        Compression::AsIs,
+        false,
+    );
+    reg.push(
+        &format!("oci:{}:multiarch", layout.dir.display()),
+        "test/multiarch:1",
+        Compression::AsIs,
+        true,
+    );
+    // The unchanged upstream spelling ("zbox:1" = docker.io/library/zbox:1), served by the mirror.
+    reg.push_demo("busybox", "library/zbox:1", Compression::Zstd);
+    let mirror = format!("docker.io=http://{host}");
+    let _agent = Agent::start(&env, &["--registry-mirror", &mirror]);
+
+    env.write_manifest(
+        "wh.yaml",
+        &pod(
+            "wh",
+            &format!("{host}/test/whiteout:1"),
+            None,
+            "ls /etc/gone 2>&1; ls /data; echo listed; sleep 3600",
+        ),
+    );
+    env.write_manifest(
+        "multi.yaml",
+        &pod(
+            "multi",
+            &format!("{host}/test/multiarch:1"),
+            None,
+            "cat /arch; echo; sleep 3600",
+        ),
+    );
+    env.write_manifest("zbox.yaml", &pod("zbox", "zbox:1", None, "echo zstd ok; sleep 3600"));
+    for name in ["wh", "multi", "zbox"] {
+        env.wait_running(name, &["c"]);
+    }
+    let wh = wait_for("whiteout output", Duration::from_secs(10), || {
+        let l = log_of(&env, "wh");
+        l.contains("listed").then_some(l)
+    });
+    assert!(
+        wh.contains("No such file or directory"),
+        "/etc/gone must be whited out:\n{wh}"
+    );
+    assert!(
+        wh.contains(" new\n") && !wh.contains("old1") && !wh.contains("old2"),
+        "opaque /data:\n{wh}"
+    );
+    let multi = wait_for("multiarch output", Duration::from_secs(10), || {
+        let l = log_of(&env, "multi");
+        l.contains(" F ").then_some(l)
+    });
+    assert!(multi.contains(&format!(" F {}\n", oci_spec_arch())), "{multi}");
+    let z = wait_for("zbox output", Duration::from_secs(10), || {
+        let l = log_of(&env, "zbox");
+        l.contains("zstd ok").then_some(l)
+    });
+    assert!(z.contains("zstd ok"));
+    assert!(reg.gets("/v2/library/zbox/manifests/1") >= 1, "{}", reg.log());
+    // The image is named as the pod spelled it, normalized.
+    let images = ok(&env, &["image", "ls", "--root", env.root.to_str().expect("utf-8")]);
+    assert!(images.contains("docker.io/library/zbox"), "{images}");
+}
+
+#[test]
+fn auth_registry_with_and_without_credentials() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("pull-auth");
+    let reg = Registry::start(&env.dir.join("registry"), Some(("alice", "s3cret")));
+    let host = reg.host();
+    reg.push_demo("busybox", "private/busybox:1", Compression::AsIs);
+    let config = env.dir.join("docker-config.json");
+    let _agent = Agent::start(
+        &env,
+        &[
+            "--registry-config",
+            config.to_str().expect("utf-8"),
+            "--backoff-initial",
+            "300ms",
+            "--backoff-max",
+            "600ms",
+        ],
+    );
+    let image = format!("{host}/private/busybox:1");
+
+    // No credentials: 401, reported as such.
+    env.write_manifest("p.yaml", &pod("p", &image, None, "sleep 3600"));
+    wait_for("ImagePullBackOff without credentials", Duration::from_secs(20), || {
+        (waiting_reason(&env, "p")? == "ImagePullBackOff").then_some(())
+    });
+    assert!(events(&env).contains("401 Unauthorized"), "{}", events(&env));
+
+    // The CLI with wrong and right credentials.
+    let root = env.dir.join("cli-root");
+    let root_s = root.to_str().expect("utf-8");
+    let o = cli(
+        &env,
+        &["image", "pull", &image, "--creds", "alice:wrong", "--root", root_s],
+    );
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(stderr(&o).contains("401"), "{}", stderr(&o));
+    let out = ok(
+        &env,
+        &["image", "pull", &image, "--creds", "alice:s3cret", "--root", root_s],
+    );
+    assert!(out.starts_with("Image is up to date for sha256:"), "{out}");
+
+    // CRI PullImage without credentials: the registry's 401.
+    use minilet_proto::runtime::v1 as cri;
+    let req = |image: &str, auth: Option<cri::AuthConfig>| cri::PullImageRequest {
+        image: Some(cri::ImageSpec {
+            image: image.to_owned(),
+            ..Default::default()
+        }),
+        auth,
+        ..Default::default()
+    };
+    minilet_e2e::grpc::rt().block_on(async {
+        let mut c = minilet_e2e::grpc::connect(&env.socket).await;
+        let denied = c.image.pull_image(req(&image, None)).await.expect_err("no credentials");
+        assert!(denied.message().contains("401"), "{denied:?}");
+    });
+
+    // Credentials in the docker config file: the next attempt pulls and the pod runs.
+    let auth = base64_encode(b"alice:s3cret");
+    std::fs::write(
+        &config,
+        format!("{{\"auths\": {{\"{host}\": {{\"auth\": \"{auth}\"}}}}}}"),
+    )
+    .expect("config");
+    env.wait_running("p", &["c"]);
+
+    // CRI PullImage with an AuthConfig (base64 "user:password").
+    std::fs::remove_file(&config).expect("remove config");
+    reg.push_demo("busybox", "private/busybox:2", Compression::AsIs);
+    minilet_e2e::grpc::rt().block_on(async {
+        let mut c = minilet_e2e::grpc::connect(&env.socket).await;
+        let with = cri::AuthConfig {
+            auth: auth.clone(),
+            ..Default::default()
+        };
+        let r = c
+            .image
+            .pull_image(req(&format!("{host}/private/busybox:2"), Some(with)))
+            .await
+            .expect("PullImage with credentials")
+            .into_inner();
+        assert!(r.image_ref.starts_with("sha256:"));
+    });
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn concurrent_pods_pull_an_image_once() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("pull-once");
+    let reg = Registry::start(&env.dir.join("registry"), None);
+    let host = reg.host();
+    reg.push_demo("nginx", "test/nginx:1", Compression::AsIs);
+    let _agent = Agent::start(&env, &[]);
+    for i in 0..3 {
+        env.write_manifest(
+            &format!("p{i}.yaml"),
+            &pod(&format!("p{i}"), &format!("{host}/test/nginx:1"), None, "sleep 3600"),
+        );
+    }
+    for i in 0..3 {
+        env.wait_running(&format!("p{i}"), &["c"]);
+    }
+    // Every blob (config and layers) was fetched exactly once.
+    let log = reg.log();
+    let mut blob_gets: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"GET /v2/test/nginx/blobs/sha256:"))
+        .filter_map(|l| l.split("/blobs/").nth(1)?.split(' ').next())
+        .collect();
+    assert!(!blob_gets.is_empty(), "{log}");
+    let total = blob_gets.len();
+    blob_gets.sort();
+    blob_gets.dedup();
+    assert_eq!(total, blob_gets.len(), "a blob was fetched twice:\n{log}");
+}
+
+#[test]
+fn corrupt_interrupted_and_disk_full_pulls() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("pull-robust");
+    let reg = Registry::start(&env.dir.join("registry"), None);
+    let host = reg.host();
+    reg.push_demo("busybox", "test/busybox:1", Compression::AsIs);
+    let image = format!("{host}/test/busybox:1");
+    let root = env.dir.join("root-cli");
+    let root_s = root.to_str().expect("utf-8").to_owned();
+    let pull = |args: &[&str]| {
+        let mut all = vec!["image", "pull"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--root", &root_s]);
+        let o = std::process::Command::new(minilet())
+            .args(&all)
+            .env("MINILET_LOG", "info")
+            .output()
+            .expect("minilet image pull");
+        (o.status.success(), stderr(&o))
+    };
+    // Find the layer: the one blob bigger than a JSON document.
+    let manifest: serde_json::Value = {
+        let out = std::process::Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false", &format!("docker://{image}")])
+            .output()
+            .expect("skopeo inspect");
+        serde_json::from_slice(&out.stdout).expect("manifest")
+    };
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .expect("layer digest")
+        .to_owned();
+    let hex = layer.trim_start_matches("sha256:").to_owned();
+    let real = std::fs::read(reg.blob_path(&layer)).expect("registry blob");
+    let tmp = root.join("images/tmp");
+    std::fs::create_dir_all(&tmp).expect("tmp");
+
+    // A leftover partial download with wrong bytes: rejected, fetched again, pull succeeds.
+    std::fs::write(tmp.join(format!("pull-{hex}.partial")), vec![b'x'; real.len()]).expect("partial");
+    // And a half-unpacked layer of a killed process: cleaned away.
+    std::fs::create_dir_all(root.join("images/layers/.tmp-999999-0123456789abcdef/bin")).expect("stale");
+    let (good, err) = pull(&[&image]);
+    assert!(good, "{err}");
+    assert!(err.contains("downloaded blob rejected; fetching it again"), "{err}");
+    assert!(!root.join("images/layers/.tmp-999999-0123456789abcdef").exists());
+    ok(&env, &["image", "rm", &image, "--root", &root_s]);
+
+    // An interrupted download resumes where it stopped (a Range request).
+    std::fs::write(tmp.join(format!("pull-{hex}.partial")), &real[..real.len() / 2]).expect("partial");
+    let (good, err) = pull(&[&image]);
+    assert!(good, "{err}");
+    assert!(err.contains(&format!("offset={}", real.len() / 2)), "{err}");
+    ok(&env, &["image", "rm", &image, "--root", &root_s]);
+    assert_eq!(
+        std::fs::read_dir(root.join("images/layers")).expect("layers").count(),
+        0,
+        "rm left layers behind"
+    );
+
+    // The registry serves corrupt content: the pull fails with a digest mismatch and leaves
+    // neither a layer nor a partial file nor a name behind.
+    let mut bad = real.clone();
+    bad[real.len() / 2] ^= 0xff;
+    std::fs::write(reg.blob_path(&layer), &bad).expect("corrupt the registry's copy");
+    let (good, err) = pull(&[&image]);
+    assert!(!good);
+    assert!(err.contains("digest mismatch"), "{err}");
+    assert!(!tmp.join(format!("pull-{hex}.partial")).exists());
+    assert_eq!(
+        std::fs::read_dir(root.join("images/layers")).expect("layers").count(),
+        0
+    );
+    assert!(!ok(&env, &["image", "ls", "--root", &root_s]).contains("test/busybox"));
+    std::fs::write(reg.blob_path(&layer), &real).expect("restore");
+
+    // Disk full: a clear error, no partial left, and the store works afterwards.
+    let small = env.dir.join("small");
+    std::fs::create_dir_all(&small).expect("small");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=600k", "tmpfs"])
+        .arg(&small)
+        .status()
+        .expect("mount");
+    assert!(mounted.success());
+    let small_s = small.to_str().expect("utf-8").to_owned();
+    let o = std::process::Command::new(minilet())
+        .args(["image", "pull", &image, "--root", &small_s])
+        .output()
+        .expect("pull");
+    let err = stderr(&o);
+    let left: Vec<_> = std::fs::read_dir(small.join("images/tmp"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    let _ = std::process::Command::new("umount").arg(&small).status();
+    assert!(!o.status.success());
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn cri_pull_remove_and_garbage_collection() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("pull-gc");
+    let reg = Registry::start(&env.dir.join("registry"), None);
+    let host = reg.host();
+    reg.push_demo("busybox", "test/busybox:1", Compression::AsIs);
+    reg.push_demo("nginx", "test/nginx:1", Compression::AsIs);
+    // The state root on its own small filesystem, so usage percentages are the test's own.
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+        .arg(&env.root)
+        .status()
+        .expect("mount");
+    assert!(mounted.success());
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&env.root);
+    let mut agent = Agent::start(
+        &env,
+        &[
+            "--image-gc-high-threshold",
+            "20",
+            "--image-gc-low-threshold",
+            "10",
+            "--minimum-image-ttl-duration",
+            "0s",
+            "--image-gc-period",
+            "300ms",
+        ],
+    );
+    use minilet_proto::runtime::v1 as cri;
+    let busybox = format!("{host}/test/busybox:1");
+    let nginx = format!("{host}/test/nginx:1");
+    let usage = || {
+        let st = nix::sys::statvfs::statvfs(&env.root).expect("statvfs");
+        100 - st.blocks_available() * 100 / st.blocks()
+    };
+    let root_s = env.root.to_str().expect("utf-8").to_owned();
+    let images = || ok(&env, &["image", "ls", "--root", &root_s]);
+
+    // A pod uses busybox; nginx comes through CRI PullImage and nothing uses it.
+    env.write_manifest("user.yaml", &pod("user", &busybox, None, "sleep 3600"));
+    env.wait_running("user", &["c"]);
+    let spec = |image: &str| {
+        Some(cri::ImageSpec {
+            image: image.to_owned(),
+            ..Default::default()
+        })
+    };
+    minilet_e2e::grpc::rt().block_on(async {
+        let mut c = minilet_e2e::grpc::connect(&env.socket).await;
+        // RemoveImage is refused while a container uses the image; an absent image is fine.
+        let refused = c
+            .image
+            .remove_image(cri::RemoveImageRequest { image: spec(&busybox) })
+            .await
+            .expect_err("in use");
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+        c.image
+            .remove_image(cri::RemoveImageRequest {
+                image: spec(&format!("{host}/nothing:1")),
+            })
+            .await
+            .expect("absent image");
+        let r = c
+            .image
+            .pull_image(cri::PullImageRequest {
+                image: spec(&nginx),
+                ..Default::default()
+            })
+            .await
+            .expect("PullImage")
+            .into_inner();
+        assert!(r.image_ref.starts_with("sha256:"));
+    });
+    let before = usage();
+    assert!(
+        before >= 20,
+        "the test needs the images to fill >20% of 64m, got {before}%"
+    );
+
+    // GC: over 20% used, down to 10%: the unused nginx goes, the busybox in use stays.
+    wait_for("nginx garbage collected", Duration::from_secs(20), || {
+        (!images().contains("test/nginx")).then_some(())
+    });
+    assert!(images().contains("test/busybox"), "{}", images());
+    assert!(usage() < before, "{before}% → {}%", usage());
+    assert!(alive(env.pod("user").expect("user").pid("c")));
+    assert!(
+        agent.log_text().contains("image garbage collection"),
+        "{}",
+        agent.log_text()
+    );
+
+    // RemoveImage of an unused image: gone from the store and from ListImages.
+    reg.push_demo("busybox", "test/extra:1", Compression::AsIs);
+    minilet_e2e::grpc::rt().block_on(async {
+        let mut c = minilet_e2e::grpc::connect(&env.socket).await;
+        let extra = format!("{host}/test/extra:1");
+        c.image
+            .pull_image(cri::PullImageRequest {
+                image: spec(&extra),
+                ..Default::default()
+            })
+            .await
+            .expect("PullImage");
+        // The same image as busybox under another name: dropping that name is fine while
+        // the image itself (still named) is in use.
+        c.image
+            .remove_image(cri::RemoveImageRequest { image: spec(&extra) })
+            .await
+            .expect("RemoveImage");
+        let list = c
+            .image
+            .list_images(cri::ListImagesRequest::default())
+            .await
+            .expect("ListImages")
+            .into_inner();
+        assert!(!list.images.iter().any(|i| i.repo_tags.contains(&extra)), "{list:?}");
+        assert!(list.images.iter().any(|i| i.repo_tags.contains(&busybox)), "{list:?}");
+    });
+    agent.stop();
+}
