@@ -660,3 +660,31 @@ fn cri_pull_remove_and_garbage_collection() {
     });
     agent.stop();
 }
+
+#[test]
+fn the_etcd_example_runs_from_a_mirror_by_its_upstream_name() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("pull-etcd");
+    let reg = Registry::start(&env.dir.join("registry"), None);
+    reg.push_demo("etcd", "etcd:3.4.23", Compression::AsIs);
+    let mirror = format!("registry.k8s.io=http://{}", reg.host());
+    let _agent = Agent::start(&env, &["--registry-mirror", &mirror]);
+    let manifest = std::fs::read_to_string(workspace().join("manifests/etcd.yaml")).expect("manifests/etcd.yaml");
+    assert!(manifest.contains("image: registry.k8s.io/etcd:3.4.23"));
+    env.write_manifest("etcd.yaml", &manifest);
+    env.wait_running("etcd", &["etcd"]);
+    assert!(reg.gets("/v2/etcd/manifests/3.4.23") >= 1, "{}", reg.log());
+    // etcd answers inside the pod, through etcdctl from the same image.
+    wait_for("etcdctl put", Duration::from_secs(20), || {
+        cli(&env, &["exec", "etcd", "--", "etcdctl", "put", "greeting", "hello"])
+            .status
+            .success()
+            .then_some(())
+    });
+    assert_eq!(
+        ok(&env, &["exec", "etcd", "--", "etcdctl", "get", "greeting"]),
+        "greeting\nhello\n"
+    );
+}

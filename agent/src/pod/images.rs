@@ -70,7 +70,8 @@ impl Worker {
         };
         let fresh = std::mem::take(&mut self.slots[i].fresh_pull);
         match (policy.as_str(), present) {
-            ("Always", Some(img)) if fresh => return Some(img),
+            // Just pulled for this start: no second pull, no "already present" event.
+            (_, Some(img)) if fresh => return Some(img),
             ("IfNotPresent" | "Never", Some(img)) => {
                 self.ctx.events.normal(
                     &cobj,

@@ -8,87 +8,14 @@
 //! Peer in the same run: the kernel's own work for the same namespaces, `unshare --fork
 //! --pid --net --ipc --uts --mount busybox sh -c 'echo up > FIFO'`, no image, no cgroup.
 
-use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use minilet_e2e::bench::{Stats, fifo_pod, mkfifo, wait_fifo};
 use minilet_e2e::{Agent, Env, is_root};
 
 fn manifest(i: usize, fifo: &Path) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata: {{name: bench-{i}}}
-spec:
-  terminationGracePeriodSeconds: 0
-  volumes: [{{name: ready, hostPath: {{path: {}}}}}]
-  containers:
-  - name: c
-    image: localhost/busybox:latest
-    imagePullPolicy: IfNotPresent
-    command: ["sh", "-c", "echo up > /ready; exec sleep 3600"]
-    volumeMounts: [{{name: ready, mountPath: /ready}}]
-"#,
-        fifo.display()
-    )
-}
-
-/// Block until one line arrives on the FIFO (opened before the writer exists).
-fn wait_fifo(fifo: &Path) -> std::io::Result<()> {
-    // Opening read-only blocks until a writer appears; O_NONBLOCK + poll keeps a timeout.
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(fifo)?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut buf = [0u8; 16];
-    loop {
-        let mut pfd = libc::pollfd {
-            fd: std::os::fd::AsRawFd::as_raw_fd(&f),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut pfd, 1, 1000) };
-        match f.read(&mut buf) {
-            Ok(n) if n > 0 => return Ok(()),
-            _ if Instant::now() > deadline => {
-                return Err(std::io::Error::other(format!(
-                    "nothing on {} after 60s",
-                    fifo.display()
-                )));
-            }
-            _ => {}
-        }
-    }
-}
-
-fn mkfifo(path: &Path) {
-    let _ = std::fs::remove_file(path);
-    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o666)).expect("mkfifo");
-}
-
-struct Stats(Vec<Duration>);
-
-impl Stats {
-    fn pct(&self, p: f64) -> Duration {
-        let mut v = self.0.clone();
-        v.sort();
-        let idx = ((v.len() as f64 - 1.0) * p).round() as usize;
-        v[idx.min(v.len() - 1)]
-    }
-    fn line(&self, what: &str) -> String {
-        let ms = |d: Duration| format!("{:.2}ms", d.as_secs_f64() * 1000.0);
-        format!(
-            "{what:<34} n={:<3} median {:>9}  p90 {:>9}  p99 {:>9}  max {:>9}",
-            self.0.len(),
-            ms(self.pct(0.5)),
-            ms(self.pct(0.9)),
-            ms(self.pct(0.99)),
-            ms(self.pct(1.0))
-        )
-    }
+    fifo_pod(&format!("bench-{i}"), "localhost/busybox:latest", "IfNotPresent", fifo)
 }
 
 /// A `Field:   N kB` line of a /proc file, in kB (0 if absent).
