@@ -58,6 +58,7 @@ spec:
       touch /sys/x 2>/dev/null || echo "sys=ro"
       touch /probe 2>/dev/null || echo "root=ro"
       echo "capbnd=`grep CapBnd /proc/self/status | awk '{print $2}'`"
+      echo "fds=`ls /proc/self/fd | tr '\n' ,`"
     - "$(GREETING)-arg"
     resources:
       limits: {memory: 48Mi}
@@ -80,7 +81,15 @@ fn what_a_container_sees() {
     let host_dir = env.dir.join("hostdir");
     std::fs::create_dir_all(&host_dir).unwrap();
     std::fs::write(host_dir.join("file.txt"), "from-the-host").unwrap();
+    // A descriptor the agent inherits without close-on-exec (as from a careless parent) must
+    // not reach the container.
+    let devnull = std::fs::File::open("/dev/null").unwrap();
+    // SAFETY: dup2 onto a descriptor number this test owns from here on (closed below).
+    let leaked = unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&devnull), 237) };
+    assert_eq!(leaked, 237);
     let _agent = Agent::start(&env, &[]);
+    // SAFETY: closing the descriptor dup2 made above, used nowhere else.
+    unsafe { libc::close(leaked) };
     env.write_manifest("spec.yaml", &POD.replace("HOSTDIR", &host_dir.display().to_string()));
 
     let pod = wait_for("the report container to finish", Duration::from_secs(30), || {
@@ -141,6 +150,8 @@ fn what_a_container_sees() {
     let capbnd = u64::from_str_radix(get("capbnd"), 16).unwrap();
     assert_eq!(capbnd & (1 << 21), 0, "no CAP_SYS_ADMIN: {capbnd:x}");
     assert_eq!(capbnd.count_ones(), 14, "{capbnd:x}");
+    // stdio, and `ls`'s own directory handle: nothing inherited.
+    assert_eq!(get("fds"), "0,1,2,3,", "{log}");
 }
 
 #[test]

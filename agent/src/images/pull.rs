@@ -121,6 +121,15 @@ impl Puller {
             return outcome.map_err(|(reference, reason)| ImageError::Pull { reference, reason });
         }
 
+        // If this future is dropped (a CRI client went away), the entry must go with it, or
+        // later pulls would join a pull that no longer runs.
+        struct Leave<'a>(&'a Mutex<HashMap<String, Shared>>, &'a str);
+        impl Drop for Leave<'_> {
+            fn drop(&mut self) {
+                self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(self.1);
+            }
+        }
+        let leave = Leave(&self.inflight, &name);
         let started = std::time::Instant::now();
         let result = self.pull_endpoints(&parsed, &name, credentials, progress).await;
         match &result {
@@ -132,7 +141,7 @@ impl Puller {
             Err(ImageError::Pull { reference, reason }) => Err((reference.clone(), reason.clone())),
             Err(e) => Err((name.clone(), e.to_string())),
         };
-        self.inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
+        drop(leave);
         if let Some(tx) = tx {
             let _ = tx.send(Some(shared));
         }

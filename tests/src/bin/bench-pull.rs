@@ -72,10 +72,10 @@ fn main() {
     // Warm image: pods start without fetching a blob.
     let _agent = Agent::start(&env, &[]);
     let busybox = format!("{}/bench/busybox:1", reg.host());
-    let run = |policy: &str, count: usize| {
+    let run = |phase: &str, policy: &str, count: usize| {
         let mut out = Vec::new();
         for i in 0..count {
-            let name = format!("{}-{i}", policy.to_lowercase());
+            let name = format!("{phase}-{i}");
             let fifo = env.dir.join(format!("ready-{name}"));
             mkfifo(&fifo);
             let staged = env.dir.join(format!("{name}.yaml"));
@@ -88,9 +88,9 @@ fn main() {
         Stats(out)
     };
     // The first pod pulls; the rest find the image warm.
-    let cold = run("IfNotPresent", 1);
-    let warm = run("IfNotPresent", 20);
-    let always = run("Always", 20);
+    let cold = run("cold", "IfNotPresent", 1);
+    let warm = run("warm", "IfNotPresent", 20);
+    let always = run("always", "Always", 20);
     println!("{}", cold.line("pod start, cold (pull busybox)"));
     println!("{}", warm.line("pod start, warm, IfNotPresent"));
     println!("{}", always.line("pod start, warm, Always"));

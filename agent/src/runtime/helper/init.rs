@@ -128,6 +128,9 @@ pub(super) fn become_and_exec(
     let exe = find_executable(program, &path_var)?;
     reset_signals();
     nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
+    // Whatever the agent inherited (a shell's or a supervisor's descriptors) must not reach the
+    // container: only stdio survives the exec, as runc guarantees.
+    cloexec_from(3)?;
 
     let cstr = |s: &str, what: &str| CString::new(s).map_err(|_| format!("{what} {s:?} contains a NUL byte"));
     let argv = args
@@ -145,6 +148,27 @@ pub(super) fn become_and_exec(
 }
 
 /// Where `program` is, as execvp would find it, with the container's PATH and in its root.
+/// Mark every descriptor from `first` up close-on-exec: close_range(2) (Linux 5.11), else each
+/// descriptor /proc/self/fd lists.
+fn cloexec_from(first: u32) -> Result<(), String> {
+    // SAFETY: close_range only changes descriptor flags; no memory is passed.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map_err(|e| format!("list /proc/self/fd: {e}"))?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd >= first as i32)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_SETFD on a descriptor number; a stale number (the read_dir handle) fails harmlessly.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
+}
+
 fn find_executable(program: &str, path_var: &str) -> Result<PathBuf, String> {
     use std::os::unix::fs::PermissionsExt;
     if program.contains('/') {
