@@ -221,6 +221,17 @@ fn multiarch_whiteouts_zstd_and_mirrors() {
     let env = Env::new("pull-kinds");
     let reg = Registry::start(&env.dir.join("registry"), None);
     let host = reg.host();
+    // The unchanged upstream spelling ("zbox:1" = docker.io/library/zbox:1), served by the
+    // mirror, with zstd layers. Pushed first: skopeo reuses a blob the registry already has in
+    // another compression instead of recompressing it.
+    reg.push_demo("busybox", "library/zbox:1", Compression::Zstd);
+    let raw = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{host}/library/zbox:1"))
+        .output()
+        .expect("skopeo inspect");
+    let raw = String::from_utf8_lossy(&raw.stdout).into_owned();
+    assert!(raw.contains("tar+zstd"), "the zbox layers must be zstd: {raw}");
     let layout = special_images(&env.dir.join("layout"));
     reg.push(
         &format!("oci:{}:whiteout", layout.dir.display()),
@@ -234,8 +245,6 @@ fn multiarch_whiteouts_zstd_and_mirrors() {
         Compression::AsIs,
         true,
     );
-    // The unchanged upstream spelling ("zbox:1" = docker.io/library/zbox:1), served by the mirror.
-    reg.push_demo("busybox", "library/zbox:1", Compression::Zstd);
     let mirror = format!("docker.io=http://{host}");
     let _agent = Agent::start(&env, &["--registry-mirror", &mirror]);
 

@@ -34,7 +34,7 @@ pub struct Mirror {
 }
 
 /// Credentials for one registry.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub enum Credentials {
     Basic {
         username: String,

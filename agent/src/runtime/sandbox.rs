@@ -126,12 +126,13 @@ impl Runtime {
 
 impl Runtime {
     /// Remove every trace of a pod whose processes have been stopped: whatever is still in
-    /// its cgroup is killed, the cgroups go, then the state directory and the log directory.
+    /// its cgroup is killed, the cgroups go, then the log directory and, last, the state
+    /// directory: while it exists the pod is not fully gone (a restarted agent finishes the job).
     pub fn remove_pod(&self, uid: &str, cgroup: &str, log_dir: &std::path::Path) -> Result<()> {
         let _ = self.cgroups.kill(cgroup);
         self.cgroups.remove(cgroup)?;
-        super::container::remove_dir_all(&self.layout.pod_dir(uid))?;
-        super::container::remove_dir_all(log_dir)
+        super::container::remove_dir_all(log_dir)?;
+        super::container::remove_dir_all(&self.layout.pod_dir(uid))
     }
 
     /// Pod cgroups (relative paths) under the QoS groups whose UID is not in `known`: left by
