@@ -697,3 +697,46 @@ fn the_etcd_example_runs_from_a_mirror_by_its_upstream_name() {
         "greeting\nhello\n"
     );
 }
+
+#[test]
+fn image_pull_shows_per_layer_progress_on_a_terminal() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("pull-progress");
+    let reg = Registry::start(&env.dir.join("registry"), None);
+    reg.push_demo("nginx", "test/nginx:1", Compression::AsIs);
+    let image = format!("{}/test/nginx:1", reg.host());
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let mut master = std::fs::File::from(pty.master);
+    // Read while it runs (a full terminal buffer would block the writer); EIO ends it once
+    // the last slave descriptor (the child's) is closed.
+    let reader = std::thread::spawn(move || {
+        let mut screen = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut master, &mut screen);
+        screen
+    });
+    let status = std::process::Command::new(minilet())
+        .args(["image", "pull", &image, "--root"])
+        .arg(env.dir.join("root-cli"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::from(pty.slave))
+        .status()
+        .expect("minilet image pull");
+    assert!(status.success(), "{status:?}");
+    let screen = reader.join().expect("reader");
+    let screen = String::from_utf8_lossy(&screen);
+    assert!(
+        screen.contains("downloading") || screen.contains("download complete"),
+        "{screen}"
+    );
+    assert!(screen.contains(": pull complete"), "{screen}");
+    // Without a terminal: no progress, only the result.
+    let out = std::process::Command::new(minilet())
+        .args(["image", "pull", &image, "--root"])
+        .arg(env.dir.join("root-cli2"))
+        .output()
+        .expect("minilet image pull");
+    assert!(out.stderr.is_empty(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("Image is up to date for sha256:"));
+}
