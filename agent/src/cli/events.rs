@@ -168,18 +168,7 @@ pub fn render(
     single: bool,
     now: Timestamp,
 ) -> Result<String> {
-    match format {
-        None => Ok(table(events, false, with_namespace, now)),
-        Some(OutputFormat::Wide) => Ok(table(events, true, with_namespace, now)),
-        Some(OutputFormat::Name) => Ok(events
-            .iter()
-            .map(|e| format!("event/{}\n", e.metadata.name.as_deref().unwrap_or_default()))
-            .collect()),
-        Some(f) => {
-            let items = events.iter().map(objects::to_value).collect::<Result<Vec<_>>>()?;
-            objects::render(f, items, single)
-        }
-    }
+    objects::render_objects(events, format, single, |wide| table(events, wide, with_namespace, now))
 }
 
 /// `describe`'s `Events:` section (kubectl's DescribeEvents), lines ending in newlines and

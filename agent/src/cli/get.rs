@@ -212,18 +212,7 @@ pub fn render_pods(
     single: bool,
     now: Timestamp,
 ) -> Result<String> {
-    match format {
-        None => Ok(pods_table(pods, false, with_namespace, now)),
-        Some(OutputFormat::Wide) => Ok(pods_table(pods, true, with_namespace, now)),
-        Some(OutputFormat::Name) => Ok(pods
-            .iter()
-            .map(|p| format!("pod/{}\n", p.metadata.name.as_deref().unwrap_or_default()))
-            .collect()),
-        Some(f) => {
-            let items = pods.iter().map(objects::to_value).collect::<Result<Vec<_>>>()?;
-            objects::render(f, items, single)
-        }
-    }
+    objects::render_objects(pods, format, single, |wide| pods_table(pods, wide, with_namespace, now))
 }
 
 #[cfg(test)]

@@ -72,6 +72,35 @@ pub fn render(format: OutputFormat, mut items: Vec<Value>, single: bool) -> Resu
     }
 }
 
+/// Objects in the requested format: kubectl's table (`table(wide)`), or `-o name|json|yaml`.
+pub fn render_objects<T>(
+    objs: &[&T],
+    format: Option<OutputFormat>,
+    single: bool,
+    table: impl Fn(bool) -> String,
+) -> Result<String>
+where
+    T: Serialize
+        + k8s_openapi::Resource
+        + k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+{
+    match format {
+        None => Ok(table(false)),
+        Some(OutputFormat::Wide) => Ok(table(true)),
+        Some(OutputFormat::Name) => Ok(objs
+            .iter()
+            .map(|o| {
+                let name = o.metadata().name.as_deref().unwrap_or_default();
+                format!("{}/{name}\n", T::KIND.to_lowercase())
+            })
+            .collect()),
+        Some(f) => {
+            let items = objs.iter().map(to_value).collect::<Result<Vec<_>>>()?;
+            render(f, items, single)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -209,20 +209,7 @@ impl Layout {
     fn platform_manifest(&self, store: &ImageStore, desc: &Descriptor) -> Result<Descriptor, ImageError> {
         let what = format!("image index {}", desc.digest());
         let index: ImageIndex = read_json_blob(store, self, desc, &what)?;
-        let mut available = Vec::new();
-        for child in index.manifests() {
-            if !is_manifest(child.media_type()) {
-                continue;
-            }
-            match child.platform() {
-                Some(p) if platform_matches(&p.os().to_string(), &p.architecture().to_string()) => {
-                    return Ok(child.clone());
-                }
-                Some(p) => available.push(format!("{}/{}", p.os(), p.architecture())),
-                None => available.push("(no platform)".into()),
-            }
-        }
-        Err(ImageError::Unsupported {
+        linux_manifest(&index).map_err(|available| ImageError::Unsupported {
             what,
             reason: format!("no image for linux/{} (it has {})", host_arch(), available.join(", ")),
         })
@@ -557,6 +544,24 @@ fn layer_compression(media_type: &MediaType, what: &str) -> Result<Compression, 
             reason: format!("layer media type {other}"),
         }),
     }
+}
+
+/// The image manifest for linux/host-arch among an index's entries, or the platforms it has.
+pub(super) fn linux_manifest(index: &ImageIndex) -> Result<Descriptor, Vec<String>> {
+    let mut available = Vec::new();
+    for child in index.manifests() {
+        if !is_manifest(child.media_type()) {
+            continue;
+        }
+        match child.platform() {
+            Some(p) if platform_matches(&p.os().to_string(), &p.architecture().to_string()) => {
+                return Ok(child.clone());
+            }
+            Some(p) => available.push(format!("{}/{}", p.os(), p.architecture())),
+            None => available.push("(no platform)".into()),
+        }
+    }
+    Err(available)
 }
 
 pub(super) fn is_manifest(media_type: &MediaType) -> bool {

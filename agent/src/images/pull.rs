@@ -26,7 +26,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
 
-use super::import::{host_arch, is_index, is_manifest, platform_matches};
+use super::import::{host_arch, is_index, is_manifest, linux_manifest};
 use super::registry::{Credentials, Endpoint, RegistryOptions};
 use super::{ImageError, ImageStore, ImageSummary};
 
@@ -240,7 +240,13 @@ impl Puller {
         let mut manifest_desc = self.store_json_blob(&bytes, reference.digest(), name).await?;
         if is_index(manifest_desc.media_type()) {
             let index: ImageIndex = parse_json(&bytes, &format!("image index of {name}"))?;
-            let child = platform_manifest(&index, name)?;
+            let child = linux_manifest(&index).map_err(|available| {
+                PullFailure::Registry(format!(
+                    "no matching manifest for linux/{} in the manifest list entries of {name} (it has {})",
+                    host_arch(),
+                    available.join(", ")
+                ))
+            })?;
             let (bytes, _) = client
                 .pull_manifest_raw(&image.clone_with_digest(child.digest().to_string()), &auth, ACCEPT)
                 .await
@@ -271,7 +277,9 @@ impl Puller {
                 .map(|l| (l.digest().to_string(), l.size()))
                 .collect(),
         });
-        self.fetch_blob(&client, &image, manifest.config(), name, None).await?;
+        self.shared()
+            .fetch_blob(&client, &image, manifest.config(), name, None)
+            .await?;
         let semaphore = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_LAYERS));
         let mut tasks = tokio::task::JoinSet::new();
         for layer in manifest.layers().clone() {
@@ -309,17 +317,6 @@ impl Puller {
             store: self.store.clone(),
             locks: self.blob_locks.clone(),
         }
-    }
-
-    async fn fetch_blob(
-        &self,
-        client: &Client,
-        image: &Reference,
-        desc: &Descriptor,
-        name: &str,
-        progress: Option<ProgressFn>,
-    ) -> Result<(), PullFailure> {
-        self.shared().fetch_blob(client, image, desc, name, progress).await
     }
 
     /// Store a manifest or index fetched as bytes under its digest; its media type comes
@@ -600,28 +597,6 @@ async fn lock_file(path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, Imag
         path: PathBuf::new(),
         reason: format!("lock task: {e}"),
     })?
-}
-
-/// The manifest for linux/host-arch in an index.
-fn platform_manifest(index: &ImageIndex, name: &str) -> Result<Descriptor, PullFailure> {
-    let mut available = Vec::new();
-    for child in index.manifests() {
-        if !is_manifest(child.media_type()) {
-            continue;
-        }
-        match child.platform() {
-            Some(p) if platform_matches(&p.os().to_string(), &p.architecture().to_string()) => {
-                return Ok(child.clone());
-            }
-            Some(p) => available.push(format!("{}/{}", p.os(), p.architecture())),
-            None => available.push("(no platform)".into()),
-        }
-    }
-    Err(PullFailure::Registry(format!(
-        "no matching manifest for linux/{} in the manifest list entries of {name} (it has {})",
-        host_arch(),
-        available.join(", ")
-    )))
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, PullFailure> {
