@@ -306,23 +306,12 @@ impl Worker {
                 slot.waiting = None;
                 slot.message.clear();
                 slot.next = Next::Idle;
-                // Already over: it could not start (StartError), or it ran and ended at once.
-                if let Some(exit) = files.exit.clone() {
-                    if exit.reason != "StartError" {
-                        self.ctx
-                            .events
-                            .normal(&cobj, "Created", format!("Created container {name}"));
-                        self.ctx
-                            .events
-                            .normal(&cobj, "Started", format!("Started container {name}"));
-                    } else {
-                        self.ctx
-                            .events
-                            .warning(&cobj, "Failed", format!("Error: {}", exit.message));
-                    }
-                    let id = files.record.id.clone();
-                    self.slots[i].current = Some(files);
-                    self.on_exit(&id, exit);
+                // It could not start (StartError); or it runs, or ran and already ended.
+                let start_error = files.exit.as_ref().filter(|e| e.reason == "StartError");
+                if let Some(exit) = start_error {
+                    self.ctx
+                        .events
+                        .warning(&cobj, "Failed", format!("Error: {}", exit.message));
                 } else {
                     self.ctx
                         .events
@@ -330,6 +319,12 @@ impl Worker {
                     self.ctx
                         .events
                         .normal(&cobj, "Started", format!("Started container {name}"));
+                }
+                if let Some(exit) = files.exit.clone() {
+                    let id = files.record.id.clone();
+                    self.slots[i].current = Some(files);
+                    self.on_exit(&id, exit);
+                } else {
                     self.watch_container(&files);
                     self.slots[i].current = Some(files);
                 }
