@@ -151,6 +151,19 @@ impl ImageStore {
             fs::remove_dir_all(entry.path()).map_err(|e| ImageError::io(entry.path(), e))?;
             swept.layers += 1;
         }
+        // Downloads abandoned for a day (an image nobody pulled again) are not worth resuming.
+        for entry in read_dir(&self.tmp_dir())? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let stale = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE_DOWNLOAD));
+            if name.starts_with("pull-") && name.ends_with(".partial") && stale && !locked(&entry.path()) {
+                swept.bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
+                fs::remove_file(entry.path()).map_err(|e| ImageError::io(entry.path(), e))?;
+                swept.blobs += 1;
+            }
+        }
         if swept != Swept::default() {
             tracing::info!(
                 blobs = swept.blobs,
@@ -161,6 +174,18 @@ impl ImageStore {
         }
         Ok(swept)
     }
+}
+
+/// Age after which an unfinished download is dropped by a sweep.
+const STALE_DOWNLOAD: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Whether another process holds the file's flock (a download in progress).
+fn locked(path: &Path) -> bool {
+    use nix::fcntl::{Flock, FlockArg};
+    let Ok(file) = fs::OpenOptions::new().write(true).open(path) else {
+        return false;
+    };
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).is_err()
 }
 
 fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>, ImageError> {

@@ -1,7 +1,7 @@
 //! Image store tests. Layouts are built by hand (tar + flate2 + JSON) so each test says exactly
 //! what it imports. Most need root (chown, mknod, trusted xattrs, overlay) and skip without it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -910,4 +910,59 @@ fn the_busybox_image_from_hack_build_images_imports() {
         0o1777
     );
     assert!(root.join("root").is_dir() && root.join("home").is_dir());
+}
+
+#[test]
+fn sweeps_keep_what_images_need_and_drop_the_rest() {
+    let (_tmp, store, mut layout) = setup();
+    layout.image(
+        &[layer(Tar::new().file("a", b"shared"))],
+        Some("localhost/one:1"),
+        |_| (),
+    );
+    store.import(&layout.dir, None).unwrap();
+    let (_tmp2, _, mut other) = setup();
+    other.image(
+        &[
+            layer(Tar::new().file("a", b"shared")),
+            layer(Tar::new().file("b", b"own")),
+        ],
+        Some("localhost/two:1"),
+        |_| (),
+    );
+    store.import(&other.dir, None).unwrap();
+    assert_eq!(dir_names(&store.layers_dir()).len(), 2);
+
+    // Removing "two" leaves the layer "one" shares; its own layer goes.
+    let names = store.remove("localhost/two:1", &HashMap::new()).unwrap();
+    assert_eq!(names, vec!["localhost/two:1".to_owned()]);
+    let swept = store.sweep(&HashSet::new()).unwrap();
+    assert_eq!(swept.layers, 1);
+    assert!(store.get("localhost/one:1").unwrap().is_some(), "one still runs");
+    assert_eq!(dir_names(&store.layers_dir()).len(), 1);
+
+    // In use (by id): refused while it is the image's last name.
+    let id = store.get("localhost/one:1").unwrap().unwrap().summary.id;
+    let in_use: HashMap<String, String> = [(id.clone(), "c/1 (pod default/p)".to_owned())].into();
+    let err = store.remove("localhost/one:1", &in_use).unwrap_err();
+    assert!(matches!(err, ImageError::InUse { .. }), "{err}");
+
+    // Abandoned downloads: a day-old one goes, a fresh one stays for a resume.
+    let tmp_dir = store.tmp_dir();
+    let old = tmp_dir.join(format!("pull-{}.partial", "a".repeat(64)));
+    let fresh = tmp_dir.join(format!("pull-{}.partial", "b".repeat(64)));
+    fs::write(&old, b"half").unwrap();
+    fs::write(&fresh, b"half").unwrap();
+    let two_days = nix::sys::time::TimeVal::new(
+        (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            - 2 * 86400) as i64,
+        0,
+    );
+    nix::sys::stat::utimes(&old, &two_days, &two_days).unwrap();
+    store.sweep(&HashSet::new()).unwrap();
+    assert!(!old.exists());
+    assert!(fresh.exists());
 }
