@@ -145,3 +145,37 @@ fn a_pod_waits_for_its_image_and_starts_when_it_is_imported() {
     env.import_image("busybox");
     env.wait_running("web", &["main"]);
 }
+
+#[test]
+fn editor_saves_keep_the_pod_when_the_content_is_the_same() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("vimsave");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, &[]);
+    env.write_manifest("web.yaml", &pod_yaml("web", "v1"));
+    let first = env.wait_running("web", &["main"]);
+    let path = env.manifests.join("web.yaml");
+    let content = std::fs::read(&path).unwrap();
+
+    // vim's default save: the file is renamed to a backup, then written anew, in pieces.
+    std::fs::rename(&path, env.manifests.join("web.yaml~")).unwrap();
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(&content[..content.len() / 2]).unwrap();
+        f.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        f.write_all(&content[content.len() / 2..]).unwrap();
+    }
+    std::fs::remove_file(env.manifests.join("web.yaml~")).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let same = env.pod("web").unwrap();
+    assert_eq!(same.uid, first.uid, "same content, same pod");
+    assert!(
+        alive(first.pid("main")) && alive(first.pause()),
+        "the pod was not restarted"
+    );
+    assert_eq!(same.pid("main"), first.pid("main"));
+}
