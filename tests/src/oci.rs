@@ -100,6 +100,11 @@ impl Layout {
     /// A new image: `base` (a manifest, or none) plus `layers` (gzip-compressed), for
     /// `arch`. Returns its manifest descriptor (with a platform, for indexes).
     pub fn image(&mut self, base: Option<&Value>, layers: Vec<Vec<u8>>, arch: &str) -> Value {
+        self.image_with(base, layers, arch, true)
+    }
+
+    /// [`Layout::image`] with the new layers gzip-compressed or left as plain tar.
+    pub fn image_with(&mut self, base: Option<&Value>, layers: Vec<Vec<u8>>, arch: &str, gzip: bool) -> Value {
         let (mut config, mut descs) = match base {
             Some(m) => (
                 self.read_blob(m["config"]["digest"].as_str().expect("config digest")),
@@ -116,12 +121,18 @@ impl Layout {
                 .as_array_mut()
                 .expect("diff_ids")
                 .push(json!(sha256(&tar)));
-            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            gz.write_all(&tar).expect("gzip");
-            let (digest, size) = self.blob(&gz.finish().expect("gzip"));
-            descs.push(
-                json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest, "size": size}),
-            );
+            let (bytes, media_type) = if gzip {
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                gz.write_all(&tar).expect("gzip");
+                (
+                    gz.finish().expect("gzip"),
+                    "application/vnd.oci.image.layer.v1.tar+gzip",
+                )
+            } else {
+                (tar, "application/vnd.oci.image.layer.v1.tar")
+            };
+            let (digest, size) = self.blob(&bytes);
+            descs.push(json!({"mediaType": media_type, "digest": digest, "size": size}));
         }
         let (config_digest, config_size) = self.blob(&serde_json::to_vec(&config).expect("json"));
         let manifest = json!({

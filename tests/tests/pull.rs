@@ -740,3 +740,79 @@ fn image_pull_shows_per_layer_progress_on_a_terminal() {
     assert!(out.stderr.is_empty(), "{}", stderr(&out));
     assert!(stdout(&out).starts_with("Image is up to date for sha256:"));
 }
+
+#[test]
+fn a_pull_interrupted_by_killing_the_agent_resumes_and_leaves_nothing_half_done() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("pull-kill");
+    let reg = Registry::start(&env.dir.join("registry"), None);
+    // busybox plus a large incompressible layer, so that the pull takes a while.
+    let mut layout = Layout::from(&workspace().join("hack/.images/busybox"), &env.dir.join("layout"));
+    let base = layout.base_manifest();
+    let mut big = vec![0u8; 64 << 20];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut big))
+        .expect("random bytes");
+    let layer = LayerTar::new().file("big", &big).finish();
+    drop(big);
+    let desc = layout.image_with(Some(&base), vec![layer], &oci_spec_arch(), false);
+    layout.tag(&desc, "big");
+    reg.push(
+        &format!("oci:{}:big", layout.dir.display()),
+        "test/big:1",
+        Compression::AsIs,
+        false,
+    );
+    let image = format!("{}/test/big:1", reg.host());
+
+    let mut agent = Agent::start(&env, &[]);
+    env.write_manifest("big.yaml", &pod("big", &image, None, "ls -l /big; sleep 3600"));
+    // Kill it as soon as the download has begun.
+    let partial_seen = wait_for("the download to begin", Duration::from_secs(30), || {
+        let tmp = env.root.join("images/tmp");
+        let partial = std::fs::read_dir(&tmp)
+            .ok()?
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".partial") && e.metadata().is_ok_and(|m| m.len() > 0));
+        let done = env.pod("big").is_some_and(|p| p.containers.contains_key("c"));
+        (partial || done).then_some(partial)
+    });
+    agent.kill9();
+    eprintln!("killed during the download: {partial_seen}");
+    // No layer directory is half there under its final name: every one matches its diff id
+    // or is a temporary that the next pull removes.
+    let layers: Vec<String> = std::fs::read_dir(env.root.join("images/layers"))
+        .expect("layers")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let index = std::fs::read_to_string(env.root.join("images/index.json")).unwrap_or_default();
+    assert!(!index.contains("test/big"), "named before it was complete: {index}");
+
+    // A new agent resumes (the partial download is kept) and the pod runs on a whole image.
+    let agent2 = Agent::start(&env, &[]);
+    env.wait_running("big", &["c"]);
+    let log = wait_for("the listing of /big", Duration::from_secs(20), || {
+        let l = log_of(&env, "big");
+        l.contains("/big").then_some(l)
+    });
+    assert!(log.contains(&(64u64 << 20).to_string()), "{log}");
+    if partial_seen {
+        assert!(
+            agent2.log_text().contains("resuming an interrupted download"),
+            "{}",
+            agent2.log_text()
+        );
+    }
+    let after: Vec<String> = std::fs::read_dir(env.root.join("images/layers"))
+        .expect("layers")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        after.iter().all(|l| !l.starts_with(".tmp-")),
+        "leftover temporaries: {after:?} (before: {layers:?})"
+    );
+}
