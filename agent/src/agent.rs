@@ -200,8 +200,8 @@ async fn image_gc_loop(ctx: Arc<Context>, period: std::time::Duration) {
         tick.tick().await;
         let ctx = ctx.clone();
         let done = tokio::task::spawn_blocking(move || {
-            let in_use = crate::runtime::state::images_in_use(&ctx.runtime.layout);
-            ctx.image_gc.run_once(&in_use)
+            ctx.image_gc
+                .run_once(|| crate::runtime::state::images_in_use(&ctx.runtime.layout))
         })
         .await;
         match done {

@@ -41,10 +41,7 @@ pub async fn run(args: DescribeArgs) -> Result<ExitCode> {
     if resource != Resource::Pods {
         anyhow::bail!("minilet describe serves pods only");
     }
-    let selector = match &args.selector {
-        Some(s) => Selector::parse(s).map_err(anyhow::Error::msg)?,
-        None => Selector::default(),
-    };
+    let selector = Selector::from_flag(args.selector.as_deref())?;
     check_names(&names, args.scope.all_namespaces, &selector)?;
     let namespace = args.scope.namespace();
     let client = client::connect(&args.socket.socket).await?;

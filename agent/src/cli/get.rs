@@ -122,10 +122,7 @@ pub fn pick<'a, T>(
 
 pub async fn run(args: GetArgs) -> Result<ExitCode> {
     let (resource, names) = resource_and_names(&args.resource, &args.names)?;
-    let selector = match &args.selector {
-        Some(s) => Selector::parse(s).map_err(anyhow::Error::msg)?,
-        None => Selector::default(),
-    };
+    let selector = Selector::from_flag(args.selector.as_deref())?;
     check_names(&names, args.scope.all_namespaces, &selector)?;
     let namespace = args.scope.namespace();
     let client = client::connect(&args.socket.socket).await?;

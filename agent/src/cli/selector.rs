@@ -274,6 +274,14 @@ fn validate_value(v: &str) -> Result<(), String> {
 }
 
 impl Selector {
+    /// The `-l` flag: absent selects everything.
+    pub fn from_flag(flag: Option<&str>) -> anyhow::Result<Self> {
+        flag.map_or_else(
+            || Ok(Selector::default()),
+            |s| Selector::parse(s).map_err(anyhow::Error::msg),
+        )
+    }
+
     /// Parse a selector, with errors worded as kubectl's (`unable to parse requirement: …`).
     pub fn parse(input: &str) -> Result<Self, String> {
         let mut p = Parser {

@@ -98,8 +98,9 @@ impl ImageGc {
             .insert(id.to_owned(), Instant::now());
     }
 
-    /// Collect once if usage is over the high threshold. `in_use`: image id → container.
-    pub fn run_once(&self, in_use: &HashMap<String, String>) -> Result<GcReport, ImageError> {
+    /// Collect once if usage is over the high threshold. `in_use` says which image ids
+    /// containers use (id → a container); it is asked only when there is work to do.
+    pub fn run_once(&self, in_use: impl FnOnce() -> HashMap<String, String>) -> Result<GcReport, ImageError> {
         let usage = DiskUsage::of(self.store.layers_dir().as_path())?;
         let mut report = GcReport {
             usage_percent: usage.percent(),
@@ -126,9 +127,10 @@ impl ImageGc {
             to_free,
             "image filesystem over the high threshold: removing unused images"
         );
+        let in_use = in_use();
         let keep: HashSet<String> = in_use.keys().cloned().collect();
         for id in candidates(&images, &last_used, &keep, self.policy.min_age, now) {
-            for name in self.store.remove(&id, in_use)? {
+            for name in self.store.remove(&id, &in_use)? {
                 report.removed.push(name);
             }
             report.freed += self.store.sweep(&keep)?.bytes;

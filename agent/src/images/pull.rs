@@ -230,13 +230,12 @@ impl Puller {
             Some(Credentials::Basic { username, password }) => RegistryAuth::Basic(username, password),
             Some(Credentials::Bearer(token)) => RegistryAuth::Bearer(token),
         };
-        let at = |e: &oci_client::errors::OciDistributionError| registry_error(e);
 
         // The manifest, or an index to resolve to this platform's manifest.
         let (bytes, _) = client
             .pull_manifest_raw(&image, &auth, ACCEPT)
             .await
-            .map_err(|e| PullFailure::Registry(at(&e)))?;
+            .map_err(|e| PullFailure::Registry(registry_error(&e)))?;
         let mut manifest_desc = self.store_json_blob(&bytes, reference.digest(), name).await?;
         if is_index(manifest_desc.media_type()) {
             let index: ImageIndex = parse_json(&bytes, &format!("image index of {name}"))?;
@@ -250,7 +249,7 @@ impl Puller {
             let (bytes, _) = client
                 .pull_manifest_raw(&image.clone_with_digest(child.digest().to_string()), &auth, ACCEPT)
                 .await
-                .map_err(|e| PullFailure::Registry(at(&e)))?;
+                .map_err(|e| PullFailure::Registry(registry_error(&e)))?;
             manifest_desc = self
                 .store_json_blob(&bytes, Some(child.digest().as_ref()), name)
                 .await?;

@@ -186,8 +186,7 @@ impl Worker {
         if self.slots[i].waiting.as_ref().map(|w| w.0.as_str()) != Some(reason) {
             self.ctx.events.warning(&cobj, "Failed", format!("Error: {reason}"));
         }
-        self.slots[i].waiting = Some((reason.into(), msg));
-        self.slots[i].next = Next::StartAt(now_nanos() + self.ctx.backoff.initial.as_nanos() as i64);
+        self.retry_later(i, reason, msg);
     }
 }
 

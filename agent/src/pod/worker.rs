@@ -340,8 +340,13 @@ impl Worker {
     fn config_error(&mut self, i: usize, reason: &str, msg: String) {
         let cobj = self.obj.container(&self.slots[i].spec.name, self.slots[i].init);
         self.ctx.events.warning(&cobj, "Failed", format!("Error: {msg}"));
+        self.retry_later(i, reason, msg);
+    }
+
+    /// Leave slot `i` waiting (`reason`, `msg`) and try again after the initial back-off, as
+    /// any other sync would: the cause may be fixed outside the pod (a hostPath, an image).
+    pub(super) fn retry_later(&mut self, i: usize, reason: &str, msg: String) {
         self.slots[i].waiting = Some((reason.into(), msg));
-        // Retried like any other sync: the cause may be fixed outside the pod (a hostPath).
         self.slots[i].next = Next::StartAt(now_nanos() + self.ctx.backoff.initial.as_nanos() as i64);
     }
 
