@@ -247,8 +247,8 @@ impl Runtime {
             let mut result = ExecResult::default();
             while let Some(out) = session.outputs.next().await {
                 match out {
-                    ExecOutput::Stdout(b) => result.stdout.extend(b),
-                    ExecOutput::Stderr(b) => result.stderr.extend(b),
+                    ExecOutput::Stdout(b) => append_capped(&mut result.stdout, &b),
+                    ExecOutput::Stderr(b) => append_capped(&mut result.stderr, &b),
                     ExecOutput::Exit(code) => result.exit_code = code,
                 }
             }
@@ -261,9 +261,28 @@ impl Runtime {
     }
 }
 
+/// The most ExecSync keeps of each stream, as the kubelet's CRI client and containerd cap
+/// it (16 MiB): the rest is read and dropped, so the command still runs to its end.
+pub const MAX_EXEC_SYNC_OUTPUT: usize = 16 * 1024 * 1024;
+
+fn append_capped(buf: &mut Vec<u8>, bytes: &[u8]) {
+    let room = MAX_EXEC_SYNC_OUTPUT.saturating_sub(buf.len());
+    buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::frame::*;
+
+    #[test]
+    fn exec_sync_output_is_capped() {
+        let mut buf = Vec::new();
+        let chunk = vec![b'x'; 1024 * 1024];
+        for _ in 0..20 {
+            super::append_capped(&mut buf, &chunk);
+        }
+        assert_eq!(buf.len(), super::MAX_EXEC_SYNC_OUTPUT);
+    }
 
     #[test]
     fn frames_survive_arbitrary_splits() {
