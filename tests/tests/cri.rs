@@ -636,7 +636,27 @@ fn socket_is_private_single_owner_and_taken_over_when_stale() {
         return;
     }
     let env = Env::new("socket");
+    // Under umask 000 (inherited by the agent; nextest runs each test in its own process),
+    // a socket bound then chmodded would exist for a moment with mode 0777. Watch the path
+    // from before the agent starts: every mode it ever shows must be 0660.
+    nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (path, stop) = (env.socket.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut modes = std::collections::BTreeSet::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(md) = std::fs::symlink_metadata(&path) {
+                    modes.insert(md.permissions().mode() & 0o777);
+                }
+            }
+            modes
+        })
+    };
     let mut first = Agent::start(&env, &[]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let modes = watcher.join().unwrap();
+    assert_eq!(modes.into_iter().collect::<Vec<_>>(), [0o660], "modes the socket had");
     let mode = std::fs::metadata(&env.socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660);
     // A second agent (own root) on the same socket refuses to start.
