@@ -342,6 +342,14 @@ fn runtime_service_over_real_pods() {
             String::from_utf8_lossy(&r.stderr).contains("executable file not found"),
             "{r:?}"
         );
+        // Output is capped as the kubelet caps it, and the command still runs to its end.
+        let r = exec(&["sh", "-c", "head -c 40000000 /dev/zero; echo done >&2; exit 4"], 60)
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.exit_code, 4);
+        assert_eq!(r.stdout.len(), 16 * 1024 * 1024 - 64 * 1024, "stdout kept");
+        assert!(r.stderr.is_empty(), "no room left for stderr");
         let err = exec(&["sleep", "30"], 1).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::DeadlineExceeded);
         // The timed-out process is gone from the container.
