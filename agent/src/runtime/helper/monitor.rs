@@ -142,7 +142,8 @@ fn start(spec: &ContainerSpec) -> Result<Running, String> {
 
 /// After reporting, the agent's pipes are no longer ours to write: stdout goes to /dev/null
 /// and our own diagnostics to `monitor.log`. Stray signals meant for a terminal session are
-/// ignored: the monitor must outlive the agent.
+/// ignored: the monitor must outlive the agent. So is SIGXFSZ: a log over a file size limit
+/// is a failed write (EFBIG), handled like a full disk, not the monitor's death.
 fn detach_stdio(spec: &ContainerSpec) {
     if let Ok(null) = File::options().write(true).open("/dev/null") {
         let _ = nix::unistd::dup2_stdout(null.as_fd());
@@ -155,7 +156,13 @@ fn detach_stdio(spec: &ContainerSpec) {
         let _ = nix::unistd::dup2_stderr(diag.as_fd());
     }
     use nix::sys::signal::{SigHandler, Signal, signal};
-    for sig in [Signal::SIGHUP, Signal::SIGINT, Signal::SIGTERM, Signal::SIGPIPE] {
+    for sig in [
+        Signal::SIGHUP,
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGPIPE,
+        Signal::SIGXFSZ,
+    ] {
         // SAFETY: SIG_IGN installs no handler code.
         let _ = unsafe { signal(sig, SigHandler::SigIgn) };
     }
@@ -610,17 +617,46 @@ static DIAG_WRITTEN: AtomicU64 = AtomicU64::new(0);
 
 /// One line of diagnostics to stderr (`monitor.log` once detached), up to [`DIAG_LIMIT`].
 fn diag(args: std::fmt::Arguments) {
+    capped_line(&DIAG_WRITTEN, &mut std::io::stderr().lock(), args);
+}
+
+/// Write one timestamped line to `out` if `written` (bytes so far) stays within
+/// [`DIAG_LIMIT`]; the line that would cross it is replaced by one saying so, once.
+fn capped_line(written: &AtomicU64, out: &mut impl Write, args: std::fmt::Arguments) {
     let line = format!("{} minilet monitor: {args}\n", jiff::Timestamp::now());
     let len = line.len() as u64;
-    let before = DIAG_WRITTEN.fetch_add(len, Ordering::Relaxed);
-    let mut err = std::io::stderr().lock();
+    let before = written.fetch_add(len, Ordering::Relaxed);
     if before + len <= DIAG_LIMIT {
-        let _ = err.write_all(line.as_bytes());
+        let _ = out.write_all(line.as_bytes());
     } else if before <= DIAG_LIMIT {
         let _ = writeln!(
-            err,
+            out,
             "{} minilet monitor: monitor.log reached {DIAG_LIMIT} bytes; further diagnostics are dropped",
             jiff::Timestamp::now()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diagnostics_stop_at_the_cap_with_one_line_saying_so() {
+        let written = AtomicU64::new(0);
+        let mut out = Vec::new();
+        for i in 0..100_000 {
+            capped_line(
+                &written,
+                &mut out,
+                format_args!("write log: No space left on device, attempt {i}"),
+            );
+        }
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.len() as u64 <= DIAG_LIMIT + 200, "{} bytes", text.len());
+        assert!(text.len() as u64 > DIAG_LIMIT - 200);
+        let last = text.lines().last().unwrap();
+        assert!(last.ends_with("further diagnostics are dropped"), "{last}");
+        assert_eq!(text.matches("further diagnostics").count(), 1);
     }
 }
