@@ -834,4 +834,53 @@ mod tests {
             )
         );
     }
+
+    #[tokio::test]
+    async fn notices_cross_the_fifo_until_the_monitor_is_gone() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        // No FIFO (a monitor from before notices existed): nothing to read, no error.
+        watch_notices(dir.path(), |n| panic!("unexpected {n:?}")).await.unwrap();
+
+        nix::unistd::mkfifo(
+            &notices_path(dir.path()),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let mut monitor = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(notices_path(dir.path()))
+            .unwrap();
+        // Sent before anyone listens: it waits in the FIFO.
+        let failing = Notice::Failing {
+            error: "disk full".into(),
+        };
+        monitor.write_all(&failing.encode()).unwrap();
+        let resumed = Notice::Resumed { since: 1, until: 2 };
+        monitor.write_all(&resumed.encode()).unwrap();
+        // What was sent waits as long as any end is open: this read end holds it until the
+        // watcher has opened its own.
+        let keep = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(notices_path(dir.path()))
+                .unwrap()
+        };
+        drop(monitor); // the monitor exits: end of file after the notices
+        let path = dir.path().to_path_buf();
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            watch_notices(&path, |n| got.push(n)).await.map(|()| got)
+        });
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), reader)
+            .await
+            .expect("the reader ends when the monitor is gone")
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, vec![failing, resumed]);
+        drop(keep);
+    }
 }
