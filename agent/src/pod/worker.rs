@@ -284,8 +284,15 @@ impl Worker {
         });
     }
 
-    /// Watch a running attempt until it exits.
+    /// Watch a running attempt until it exits (and its monitor's reports on writing the log).
     pub(super) fn watch_container(&self, files: &ContainerFiles) {
+        tokio::spawn(logs::report_notices(
+            files.dir.clone(),
+            files.record.name.clone(),
+            files.record.log_path.clone(),
+            self.obj.container(&files.record.name, files.record.init),
+            self.ctx.events.clone(),
+        ));
         let rt = self.ctx.runtime.clone();
         let tx = self.events_tx.clone();
         let files = files.clone();
