@@ -1,5 +1,5 @@
-//! cgroup v1 backend: one directory tree per managed hierarchy (cpu, cpuacct, memory, pids;
-//! co-mounted hierarchies such as `cpu,cpuacct` count once).
+//! cgroup v1 backend: one directory tree per managed hierarchy (cpu, cpuacct, memory, pids,
+//! devices; co-mounted hierarchies such as `cpu,cpuacct` count once).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use tracing::{debug, warn};
 
 use super::{
-    CgroupError, CgroupStats, CgroupVersion, Cgroups, Resources, cpu, kill_tree, memory, pids, rel_path, remove_tree,
-    require_dir,
+    CgroupError, CgroupStats, CgroupVersion, Cgroups, DevicePolicy, Resources, cpu, devices, kill_tree, memory, pids,
+    rel_path, remove_tree, require_dir,
 };
 
 /// One v1 hierarchy and the agent's parent cgroup in it.
@@ -110,6 +110,24 @@ impl Cgroups for V1 {
 
     fn set_oom_group(&self, _path: &str) -> Result<(), CgroupError> {
         Ok(()) // v1 has no group OOM kill
+    }
+
+    fn set_devices(&self, path: &str, policy: DevicePolicy) -> Result<(), CgroupError> {
+        let mut seen = false;
+        for (h, dir) in self.resolve(path)? {
+            if h.has("devices") {
+                devices::apply_v1(&dir, policy)?;
+                seen = true;
+            }
+        }
+        if !seen {
+            warn!(
+                path,
+                controller = "devices",
+                "controller not mounted; device access not restricted"
+            );
+        }
+        Ok(())
     }
 
     fn add_process(&self, path: &str, pid: u32) -> Result<(), CgroupError> {

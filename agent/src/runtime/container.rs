@@ -10,7 +10,7 @@ use super::spec::{BindMount, ContainerExit, ContainerSpec, ProcessSpec, RootfsSp
 use super::state::{ContainerFiles, ContainerRecord, new_id};
 use super::{IoContext, Result, Runtime, RuntimeError, helper};
 use crate::atomic_file;
-use crate::cgroups::Resources;
+use crate::cgroups::{DevicePolicy, Resources};
 use crate::images::Image;
 
 /// Everything the runtime needs to start one container attempt.
@@ -26,6 +26,8 @@ pub struct ContainerConfig {
     /// The pod's cgroup; the container's is a child named after its ID.
     pub pod_cgroup: String,
     pub resources: Resources,
+    /// Which devices it may open: the default allow-list, or all of them (privileged).
+    pub devices: DevicePolicy,
     pub oom_score_adj: i32,
     pub share_pid: bool,
     pub process: ProcessSpec,
@@ -105,6 +107,8 @@ impl Runtime {
         // v2: an OOM kill takes the whole container, not one of its processes (the kubelet's
         // default); never set on the pod cgroup, where it would take the pause too.
         self.cgroups.set_oom_group(cgroup)?;
+        // Before the process joins: it must never hold a device the policy denies.
+        self.cgroups.set_devices(cgroup, cfg.devices)?;
 
         let spec = ContainerSpec {
             id: id.to_string(),

@@ -8,7 +8,7 @@ use nix::sys::signal::Signal;
 use super::spec::{SandboxNamespaces, SandboxSpec, SandboxState, TmpfsSpec};
 use super::{IoContext, Result, Runtime, helper, process};
 use crate::atomic_file;
-use crate::cgroups::Resources;
+use crate::cgroups::{DevicePolicy, Resources};
 
 /// Everything the runtime needs to create a pod's sandbox.
 #[derive(Debug, Clone)]
@@ -98,6 +98,8 @@ impl Runtime {
         self.cgroups.apply(&cfg.cgroup, &cfg.resources)?;
         let cgroup = Self::sandbox_cgroup(&cfg.cgroup, sandbox_id);
         self.cgroups.create(&cgroup)?;
+        // The pause opens /dev/null only; it gets the containers' default device list.
+        self.cgroups.set_devices(&cgroup, DevicePolicy::Default)?;
 
         let spec = SandboxSpec {
             id: sandbox_id.to_string(),
