@@ -11,6 +11,7 @@ use super::state::{ContainerFiles, ContainerRecord, new_id};
 use super::{IoContext, Result, Runtime, RuntimeError, helper};
 use crate::atomic_file;
 use crate::cgroups::{DevicePolicy, Resources};
+use crate::file_modes;
 use crate::images::Image;
 
 /// Everything the runtime needs to start one container attempt.
@@ -84,9 +85,16 @@ impl Runtime {
         cgroup: &str,
         sandbox: ProcessId,
     ) -> Result<PathBuf> {
-        for sub in ["upper", "work", "rootfs"] {
+        // upper becomes the container's `/`: every user in it walks it. work and the mount
+        // point are the kernel's and root's only.
+        for (sub, mode) in [
+            ("", file_modes::STATE_DIR),
+            ("upper", file_modes::ROOTFS_DIR),
+            ("work", file_modes::STATE_DIR),
+            ("rootfs", file_modes::STATE_DIR),
+        ] {
             let d = dir.join(sub);
-            std::fs::create_dir_all(&d).context(|| format!("create {}", d.display()))?;
+            file_modes::create_dir_all(&d, mode).context(|| format!("create {}", d.display()))?;
         }
         let record = ContainerRecord {
             id: id.to_string(),

@@ -11,6 +11,7 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -21,6 +22,7 @@ use nix::unistd::{ForkResult, Pid};
 
 use super::{ErrorPipe, read_spec, report};
 use crate::atomic_file;
+use crate::file_modes;
 use crate::runtime::logs::{self, LineSplitter, Stream};
 use crate::runtime::process::ProcessId;
 use crate::runtime::spec::{ContainerExit, ContainerSpec, ContainerState, now_nanos};
@@ -66,13 +68,9 @@ fn start(spec: &ContainerSpec) -> Result<Running, String> {
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
 
     if let Some(dir) = spec.log_path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+        file_modes::create_dir_all(dir, file_modes::LOG_DIR).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
     }
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&spec.log_path)
-        .map_err(|e| format!("open log {}: {e}", spec.log_path.display()))?;
+    let log = file_modes::open_log(&spec.log_path).map_err(|e| format!("open log {}: {e}", spec.log_path.display()))?;
 
     let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe2: {e}"));
     let (out_r, out_w) = pipe()?;
@@ -132,6 +130,7 @@ fn detach_stdio(spec: &ContainerSpec) {
     if let Ok(diag) = File::options()
         .create(true)
         .append(true)
+        .mode(file_modes::STATE_FILE)
         .open(spec.dir.join("monitor.log"))
     {
         let _ = nix::unistd::dup2_stderr(diag.as_fd());
@@ -216,7 +215,7 @@ fn supervise(spec: &ContainerSpec, mut run: Running) {
             && ready.get(which.len()).copied().unwrap_or(false)
         {
             while let Ok(Some(_)) = sfd.read_signal() {}
-            match File::options().create(true).append(true).open(&spec.log_path) {
+            match file_modes::open_log(&spec.log_path) {
                 Ok(f) => run.log = f,
                 Err(e) => eprintln!("minilet monitor: reopen {}: {e}", spec.log_path.display()),
             }
