@@ -54,23 +54,19 @@ pub fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
 
 /// Create (exclusively) a file with exactly `mode`.
 pub fn create_new(path: &Path, mode: u32) -> io::Result<File> {
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)?;
-    file.set_permissions(Permissions::from_mode(mode))?;
-    Ok(file)
+    open_exact(fs::OpenOptions::new().write(true).create_new(true), path, mode)
 }
 
 /// Open a container log file for appending, creating it with [`LOG_FILE`].
 pub fn open_log(path: &Path) -> io::Result<File> {
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(LOG_FILE)
-        .open(path)?;
-    file.set_permissions(Permissions::from_mode(LOG_FILE))?;
+    open_exact(fs::OpenOptions::new().create(true).append(true), path, LOG_FILE)
+}
+
+/// Open with `opts`; the file ends up with exactly `mode` (fchmod: the umask narrowed it,
+/// or it existed with another mode).
+fn open_exact(opts: &mut fs::OpenOptions, path: &Path, mode: u32) -> io::Result<File> {
+    let file = opts.mode(mode).open(path)?;
+    file.set_permissions(Permissions::from_mode(mode))?;
     Ok(file)
 }
 

@@ -168,6 +168,11 @@ impl Cgroups for V1 {
     fn stats(&self, path: &str) -> Result<CgroupStats, CgroupError> {
         let mut stats = CgroupStats::default();
         for (h, dir) in self.resolve(path)? {
+            if !["cpuacct", "memory", "pids"].iter().any(|c| h.has(c)) {
+                // No figures here (devices); a container from an agent that did not manage
+                // this hierarchy has no directory in it.
+                continue;
+            }
             require_dir(&dir)?;
             if h.has("cpuacct") {
                 stats.cpu_usage_nanos = cpu::usage_v1(&dir)?;
@@ -397,6 +402,13 @@ mod tests {
         )
         .unwrap();
         fs::write(pid.join("pids.current"), "3\n").unwrap();
+        // A hierarchy without figures (devices) where the cgroup does not exist: no matter.
+        let mut with_devices = f.v1.hierarchies().to_vec();
+        with_devices.push(Hierarchy {
+            controllers: vec!["devices".into()],
+            parent_dir: f.root.join("devices/minilet"),
+        });
+        assert_eq!(V1::new(with_devices).stats("c").unwrap().pids_current, 3);
         let s = f.v1.stats("c").unwrap();
         assert_eq!(
             s,
