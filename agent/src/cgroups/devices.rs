@@ -325,7 +325,16 @@ pub(crate) mod bpf {
             expected_attach_type: BPF_CGROUP_DEVICE,
             ..Default::default()
         };
-        match sys_bpf(BPF_PROG_LOAD, &mut attr) {
+        let mut first = sys_bpf(BPF_PROG_LOAD, &mut attr);
+        if matches!(&first, Err(e) if e.raw_os_error() == Some(libc::EPERM)) {
+            // Kernels before 5.11 charge programs to RLIMIT_MEMLOCK (often 64 KiB); runc's
+            // loader lifts it too. Root may; the agent's other memory is not locked by it.
+            use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
+            if setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY).is_ok() {
+                first = sys_bpf(BPF_PROG_LOAD, &mut attr);
+            }
+        }
+        match first {
             // SAFETY: a successful BPF_PROG_LOAD returns a new descriptor that we own.
             Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) }),
             Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EACCES)) => {
@@ -348,12 +357,12 @@ pub(crate) mod bpf {
 
     /// Load `insns` and attach the program to the cgroup directory `dir`.
     pub(crate) fn attach(dir: &Path, insns: &[Insn]) -> Result<(), CgroupError> {
-        let err = |what: &str, source: io::Error| CgroupError::Write {
+        let err = |step: &'static str, source: io::Error| CgroupError::DeviceProgram {
             path: dir.to_path_buf(),
-            value: what.to_string(),
+            step,
             source,
         };
-        let prog = load(insns).map_err(|e| err("BPF_PROG_LOAD (cgroup device program)", e))?;
+        let prog = load(insns).map_err(|e| err("BPF_PROG_LOAD", e))?;
         let cgroup = std::fs::File::open(dir).map_err(|e| err("open cgroup directory", e))?;
         let mut attr = ProgAttachAttr {
             target_fd: cgroup.as_raw_fd() as u32,
@@ -532,6 +541,32 @@ mod tests {
         assert_eq!(insn(0, 3, 1, 0, 0).regs, 0x13);
     }
 
+    #[test]
+    fn real_bpf_rejections_are_explained() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: real_bpf_rejections_are_explained needs root");
+            return;
+        }
+        // No exit: the verifier refuses, and its words are in the error.
+        let err = bpf::load(&[insn(ALU32_MOV_K, R0, 0, 0, 1)]).unwrap_err();
+        assert!(err.to_string().contains("verifier log:"), "{err}");
+        let d = tempfile::tempdir().unwrap();
+        let err = bpf::attach(&d.path().join("absent"), &program(DEFAULT_ALLOWED)).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                CgroupError::DeviceProgram {
+                    step: "open cgroup directory",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // A directory that is not a cgroup: the kernel refuses the attach.
+        let err = bpf::attach(d.path(), &program(DEFAULT_ALLOWED)).unwrap_err();
+        assert!(err.to_string().contains("BPF_PROG_ATTACH"), "{err}");
+    }
+
     /// The loader against the real kernel: the empty cgroup2 hierarchy of a hybrid machine
     /// (or a pure v2 one) runs device programs without any controller enabled.
     #[test]
@@ -599,7 +634,6 @@ mod tests {
             head -c 1 null >/dev/null 2>err; echo "null $? $(cat err)"
             head -c 1 zero >/dev/null 2>err; echo "zero $? $(cat err)"
             head -c 1 loop >/dev/null 2>err; echo "read-loop $? $(cat err)"
-            (echo x > loop) 2>err; echo "write-loop $? $(cat err)"
             mknod kmsg c 1 11 2>err; echo "mknod-kmsg $? $(cat err)"
             (echo x > kmsg) 2>err; echo "write-kmsg $? $(cat err)"
         "#;
@@ -619,7 +653,9 @@ mod tests {
         };
         assert!(line("null").starts_with("null 0"), "{text}");
         assert!(line("zero").starts_with("zero 0"), "{text}");
-        for denied in ["read-loop", "write-loop", "write-kmsg"] {
+        // Writes only to kmsg: were the program broken, a line in the kernel log is all it costs
+        // (a write to a loop device in use could corrupt it).
+        for denied in ["read-loop", "write-kmsg"] {
             let l = line(denied);
             assert!(
                 !l.starts_with(&format!("{denied} 0")) && l.contains("Operation not permitted"),

@@ -170,6 +170,13 @@ pub enum CgroupError {
     },
     #[error("kill pid {pid} in {}: {source}", .path.display())]
     Kill { path: PathBuf, pid: u32, source: io::Error },
+    /// cgroup v2: loading or attaching the device program failed.
+    #[error("device program for {}: {step}: {source}", .path.display())]
+    DeviceProgram {
+        path: PathBuf,
+        step: &'static str,
+        source: io::Error,
+    },
     #[error("invalid cgroup path {path:?}: it must stay below the cgroup parent (no '..')")]
     InvalidPath { path: String },
     #[error("detect cgroups: {0}")]
