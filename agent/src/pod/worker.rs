@@ -263,7 +263,7 @@ impl Worker {
     pub(super) fn save_record(&self) {
         let path = self.ctx.runtime.layout.pod_record(&self.uid);
         if let Some(dir) = path.parent()
-            && let Err(e) = std::fs::create_dir_all(dir)
+            && let Err(e) = crate::file_modes::create_dir_all(dir, crate::file_modes::STATE_DIR)
         {
             tracing::error!(pod = %self.obj.name, error = %e, "create {}", dir.display());
         }

@@ -23,6 +23,7 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +36,7 @@ use nix::unistd::{ForkResult, Pid};
 
 use super::{ErrorPipe, read_spec, report};
 use crate::atomic_file;
+use crate::file_modes;
 use crate::runtime::logs::{self, Flush, LineSplitter, Notice, RecordWriter, Stream};
 use crate::runtime::process::ProcessId;
 use crate::runtime::spec::{ContainerExit, ContainerSpec, ContainerState, now_nanos};
@@ -81,13 +83,9 @@ fn start(spec: &ContainerSpec) -> Result<Running, String> {
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
 
     if let Some(dir) = spec.log_path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+        file_modes::create_dir_all(dir, file_modes::LOG_DIR).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
     }
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&spec.log_path)
-        .map_err(|e| format!("open log {}: {e}", spec.log_path.display()))?;
+    let log = file_modes::open_log(&spec.log_path).map_err(|e| format!("open log {}: {e}", spec.log_path.display()))?;
     // Before the report: the agent opens it as soon as it hears the container runs.
     let notices = Notices::create(&spec.dir);
 
@@ -151,6 +149,7 @@ fn detach_stdio(spec: &ContainerSpec) {
     if let Ok(diag) = File::options()
         .create(true)
         .append(true)
+        .mode(file_modes::STATE_FILE)
         .open(spec.dir.join("monitor.log"))
     {
         let _ = nix::unistd::dup2_stderr(diag.as_fd());
@@ -528,7 +527,7 @@ impl Log {
     /// SIGUSR1: write to a new file at the log path (the old one was renamed away). A
     /// blocked write is tried again at once: the new file may be on a disk with room.
     fn reopen(&mut self) {
-        match File::options().create(true).append(true).open(&self.path) {
+        match file_modes::open_log(&self.path) {
             Ok(f) => self.file = f,
             Err(e) => diag(format_args!("reopen {}: {e}", self.path.display())),
         }
