@@ -187,10 +187,11 @@ fn get_describe_top_events_version() {
     // describe: states, last termination, restart count, the real cgroup limits, events,
     // and a manifest error about the running pod after its file is broken.
     env.write_manifest("web.yaml", &WEB.replace("cpu: 300m", "cpu: 3x"));
-    wait_for("InvalidManifest event", Duration::from_secs(10), || {
-        ok(&env, &["describe", "pod", "web"])
-            .contains("InvalidManifest")
-            .then_some(())
+    // The back-off comes with flaky's second exit, which a loaded machine may not have
+    // handled yet when the first restart is seen: wait for both events.
+    wait_for("InvalidManifest and BackOff events", Duration::from_secs(30), || {
+        let d = ok(&env, &["describe", "pod", "web"]);
+        (d.contains("InvalidManifest") && d.contains("Back-off restarting failed container flaky")).then_some(())
     });
     let d = ok(&env, &["describe", "pod", "web"]);
     // kubectl aligns fields per block; compare lines with their spacing squeezed.
