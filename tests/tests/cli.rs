@@ -343,13 +343,11 @@ fn logs_current_previous_follow() {
         (c.attempt == 1 && log.contains("attempt 2 settled")).then_some(())
     });
 
-    // Two containers: -c is required, as in kubectl.
+    // Two containers and no -c: the first one, with kubectl's notice on stderr.
     let o = cli(&env, &["logs", "talk"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert_eq!(
-        stderr(&o),
-        "error: a container name must be specified for pod talk, choose one of: [talk quiet]\n"
-    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "Defaulted container \"talk\" out of: talk, quiet\n");
+    assert!(stdout(&o).contains("attempt 2 settled"), "{}", stdout(&o));
 
     // Current attempt: the log file's lines in its order (stdout and stderr are separate pipes,
     // so their relative order is the monitor's), without the CRI prefix.

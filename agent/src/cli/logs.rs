@@ -77,7 +77,10 @@ pub async fn run(args: LogsArgs) -> Result<ExitCode> {
     };
     let client = client::connect(&args.socket.socket).await?;
     let np = pods::get(&client, &args.namespace, &args.pod).await?;
-    let container = pods::container_for_logs(&np.pod, args.container.as_deref())?;
+    let (container, notice) = pods::container_for_logs(&np.pod, args.container.as_deref())?;
+    if let Some(n) = notice {
+        eprintln!("{n}");
+    }
     let found = attempts::find(&client, &np.pod, &container).await?;
     let waiting = pods::waiting_reason(&np.pod, &container);
     let attempt = choose(&found, args.previous, &args.pod, &container, waiting.as_deref())?;

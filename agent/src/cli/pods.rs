@@ -95,58 +95,63 @@ fn annotated_default(pod: &Pod) -> Option<&str> {
         .filter(|n| !n.is_empty())
 }
 
-/// The container `logs` reads: the one asked for; else the only app container; else the one
-/// the default-container annotation names; else the API server's BadRequest listing them all.
-pub fn container_for_logs(pod: &Pod, requested: Option<&str>) -> Result<String> {
+/// kubectl's list of a pod's containers in its "Defaulted container" notice: the app
+/// containers, then the init containers marked `(init)`.
+fn all_container_names(pod: &Pod) -> String {
+    app_names(pod)
+        .into_iter()
+        .chain(init_names(pod).into_iter().map(|n| format!("{n} (init)")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The container kubectl picks when none is named: the one the default-container
+/// annotation names, else the first app container, with the notice kubectl prints to stderr
+/// when that choice was not obvious (`notice_if` is given the pod).
+fn default_container(pod: &Pod, notice_if: impl Fn(&Pod) -> bool) -> Result<(String, Option<String>)> {
     let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
-    if let Some(name) = requested {
-        if !has_container(pod, name) {
-            return Err(ServerError::bad_request(format!("container {name} is not valid for pod {pod_name}")).into());
-        }
-        return Ok(name.to_string());
-    }
-    let apps = app_names(pod);
-    if apps.len() == 1 {
-        return Ok(apps[0].clone());
-    }
     if let Some(name) = annotated_default(pod) {
         if has_container(pod, name) {
-            return Ok(name.to_string());
+            return Ok((name.to_string(), None));
         }
         eprintln!("Default container name \"{name}\" not found in pod {pod_name}");
     }
-    if apps.is_empty() {
-        anyhow::bail!("a container name must be specified for pod {pod_name}");
-    }
-    let all: Vec<String> = init_names(pod).into_iter().chain(apps).collect();
-    anyhow::bail!(
-        "a container name must be specified for pod {pod_name}, choose one of: [{}]",
-        all.join(" ")
-    )
-}
-
-/// The container `exec` runs in, and the notice kubectl prints when it had to choose:
-/// the one asked for; else the annotated default; else the first app container.
-pub fn container_for_exec(pod: &Pod, requested: Option<&str>) -> Result<(String, Option<String>)> {
-    let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
-    if let Some(name) = requested {
-        if !has_container(pod, name) {
-            anyhow::bail!("container {name} not found in pod {pod_name}");
-        }
-        return Ok((name.to_string(), None));
-    }
-    if let Some(name) = annotated_default(pod).filter(|n| has_container(pod, n)) {
-        return Ok((name.to_string(), None));
-    }
-    let apps = app_names(pod);
-    let first = apps.first().cloned().with_context(|| {
+    let first = app_names(pod).into_iter().next().with_context(|| {
         format!(
             "pod {}/{pod_name} does not have any containers",
             pod.metadata.namespace.as_deref().unwrap_or_default()
         )
     })?;
-    let notice = (apps.len() > 1).then(|| format!("Defaulted container \"{first}\" out of: {}", apps.join(", ")));
+    let notice =
+        notice_if(pod).then(|| format!("Defaulted container \"{first}\" out of: {}", all_container_names(pod)));
     Ok((first, notice))
+}
+
+/// The container `logs` reads, and kubectl's notice when it had to choose: the one asked
+/// for; else the annotated default; else the first app container (current kubectl no longer
+/// asks for `-c`; it says which one it took when the pod has any other container).
+pub fn container_for_logs(pod: &Pod, requested: Option<&str>) -> Result<(String, Option<String>)> {
+    if let Some(name) = requested {
+        if !has_container(pod, name) {
+            let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+            return Err(ServerError::bad_request(format!("container {name} is not valid for pod {pod_name}")).into());
+        }
+        return Ok((name.to_string(), None));
+    }
+    default_container(pod, |p| app_names(p).len() > 1 || !init_names(p).is_empty())
+}
+
+/// The container `exec` runs in, and the notice kubectl prints when it had to choose:
+/// the one asked for; else the annotated default; else the first app container.
+pub fn container_for_exec(pod: &Pod, requested: Option<&str>) -> Result<(String, Option<String>)> {
+    if let Some(name) = requested {
+        if !has_container(pod, name) {
+            let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+            anyhow::bail!("container {name} not found in pod {pod_name}");
+        }
+        return Ok((name.to_string(), None));
+    }
+    default_container(pod, |p| app_names(p).len() > 1)
 }
 
 /// Why a container of the pod has no CRI container yet, from the pod's status (e.g.
@@ -179,15 +184,17 @@ mod tests {
     }
 
     #[test]
-    fn logs_needs_a_name_among_several() {
+    fn logs_defaults_to_the_first_container_with_a_notice() {
         let p = two();
-        let err = container_for_logs(&p, None).unwrap_err().to_string();
         assert_eq!(
-            err,
-            "a container name must be specified for pod web, choose one of: [setup a b]"
+            container_for_logs(&p, None).unwrap(),
+            (
+                "a".into(),
+                Some("Defaulted container \"a\" out of: a, b, setup (init)".into())
+            )
         );
-        assert_eq!(container_for_logs(&p, Some("b")).unwrap(), "b");
-        assert_eq!(container_for_logs(&p, Some("setup")).unwrap(), "setup");
+        assert_eq!(container_for_logs(&p, Some("b")).unwrap(), ("b".into(), None));
+        assert_eq!(container_for_logs(&p, Some("setup")).unwrap(), ("setup".into(), None));
         let bad = container_for_logs(&p, Some("x")).unwrap_err();
         assert_eq!(
             crate::cli::errors::line(&bad).unwrap(),
@@ -196,18 +203,27 @@ mod tests {
         let annotated = pod(
             "apiVersion: v1\nkind: Pod\nmetadata: {name: web, annotations: {kubectl.kubernetes.io/default-container: b}}\nspec: {containers: [{name: a}, {name: b}]}",
         );
-        assert_eq!(container_for_logs(&annotated, None).unwrap(), "b");
+        assert_eq!(container_for_logs(&annotated, None).unwrap(), ("b".into(), None));
         let single = pod(
             "apiVersion: v1\nkind: Pod\nmetadata: {name: one}\nspec: {initContainers: [{name: i}], containers: [{name: a}]}",
         );
-        assert_eq!(container_for_logs(&single, None).unwrap(), "a");
+        // One app container, but an init container too: kubectl still says which it took.
+        assert_eq!(
+            container_for_logs(&single, None).unwrap(),
+            ("a".into(), Some("Defaulted container \"a\" out of: a, i (init)".into()))
+        );
+        let alone = pod("apiVersion: v1\nkind: Pod\nmetadata: {name: one}\nspec: {containers: [{name: a}]}");
+        assert_eq!(container_for_logs(&alone, None).unwrap(), ("a".into(), None));
     }
 
     #[test]
     fn exec_defaults_to_the_first_with_a_notice() {
         let (c, notice) = container_for_exec(&two(), None).unwrap();
         assert_eq!(c, "a");
-        assert_eq!(notice.as_deref(), Some("Defaulted container \"a\" out of: a, b"));
+        assert_eq!(
+            notice.as_deref(),
+            Some("Defaulted container \"a\" out of: a, b, setup (init)")
+        );
         assert_eq!(container_for_exec(&two(), Some("b")).unwrap(), ("b".into(), None));
         assert_eq!(
             container_for_exec(&two(), Some("x")).unwrap_err().to_string(),
