@@ -28,6 +28,10 @@ enum Behaviour {
     Trickle,
     /// The manifest itself comes one byte every `TRICKLE`.
     TrickleManifest,
+    /// The manifest is 5 MiB (an annotation of padding).
+    BigManifest,
+    /// The manifest declares a 10 GiB config.
+    HugeConfig,
 }
 
 const TRICKLE: Duration = Duration::from_millis(500);
@@ -38,6 +42,7 @@ const DECLARED: u64 = 1 << 20;
 #[derive(Default)]
 struct Seen {
     layer_gets: AtomicUsize,
+    config_gets: AtomicUsize,
     /// Bytes of layer bodies written to the socket (accepted by the kernel).
     layer_bytes: AtomicU64,
     /// Layer responses cut short because the agent closed the connection.
@@ -81,9 +86,16 @@ fn image(behaviour: Behaviour) -> Image {
         Behaviour::Corrupt => layer.len() as u64,
         _ => DECLARED,
     };
+    let config_size = match behaviour {
+        Behaviour::HugeConfig => HUGE,
+        _ => config.len() as u64,
+    };
+    let padding = match behaviour {
+        Behaviour::BigManifest => "p".repeat(5 << 20),
+        _ => String::new(),
+    };
     let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{config_hex}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:{layer_hex}","size":{size}}}]}}"#,
-        config.len()
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{config_hex}","size":{config_size}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:{layer_hex}","size":{size}}}],"annotations":{{"padding":"{padding}"}}}}"#
     )
     .into_bytes();
     Image {
@@ -187,6 +199,7 @@ fn serve(conn: TcpStream, behaviour: Behaviour, image: &Image, seen: &Seen, stop
                 &image.manifest,
             );
         } else if path.ends_with(&format!("/blobs/sha256:{}", image.config_hex)) {
+            seen.config_gets.fetch_add(1, Ordering::SeqCst);
             respond(
                 &mut out,
                 "application/octet-stream",
@@ -238,7 +251,7 @@ fn serve_layer(out: &mut TcpStream, behaviour: Behaviour, seen: &Seen, stop: &At
             let _ = write!(out, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", 256 << 10);
             pour(out, &vec![b'x'; 256 << 10], Duration::ZERO, 256 << 10);
         }
-        Behaviour::Trickle | Behaviour::TrickleManifest => {
+        Behaviour::Trickle | Behaviour::TrickleManifest | Behaviour::BigManifest | Behaviour::HugeConfig => {
             let _ = write!(out, "HTTP/1.1 200 OK\r\nContent-Length: {DECLARED}\r\n\r\n");
             pour(out, b"t", TRICKLE, DECLARED);
         }
@@ -335,6 +348,36 @@ fn a_layer_larger_than_the_disk_is_refused_before_a_byte_of_it_is_fetched() {
         matches!(reason.as_deref(), Some("ErrImagePull" | "ImagePullBackOff")),
         "{reason:?}"
     );
+}
+
+#[test]
+fn oversized_manifests_and_configs_are_refused() {
+    if !is_root() {
+        println!("skipped: needs root");
+        return;
+    }
+    let env = Env::new("pull-oversized");
+    let big = Server::start(Behaviour::BigManifest);
+    let huge_config = Server::start(Behaviour::HugeConfig);
+    let _agent = Agent::start(&env, &[]);
+
+    let image = big.reference("hostile/big-manifest");
+    env.write_manifest("big.yaml", &pod("big", &image));
+    let failure = pull_failure(&env, &image, Duration::from_secs(60));
+    assert!(failure.contains("is too large (the limit is 4194304)"), "{failure}");
+    assert_eq!(big.seen.config_gets.load(Ordering::SeqCst), 0);
+
+    let image = huge_config.reference("hostile/huge-config");
+    env.write_manifest("huge-config.yaml", &pod("huge-config", &image));
+    let failure = pull_failure(&env, &image, Duration::from_secs(60));
+    assert!(
+        failure.contains(&format!(
+            "declares {HUGE} bytes, more than the 16777216 a config may have"
+        )),
+        "{failure}"
+    );
+    assert_eq!(huge_config.seen.config_gets.load(Ordering::SeqCst), 0, "config fetched");
+    assert!(tmp_files(&env.root).is_empty(), "{:?}", tmp_files(&env.root));
 }
 
 #[test]
