@@ -281,7 +281,7 @@ impl Inner {
     ) -> Result<ImageSummary, PullFailure> {
         // Blobs arrive before the index names them: no sweep in between.
         let store = self.store.clone();
-        let _lock = tokio::task::spawn_blocking(move || {
+        let lock = tokio::task::spawn_blocking(move || {
             let lock = store.lock(false);
             store.clean_stale_temporaries();
             lock
@@ -399,10 +399,15 @@ impl Inner {
         report(Progress::Unpacking);
         let store = self.store.clone();
         let name = name.to_owned();
-        tokio::task::spawn_blocking(move || super::import::register(&store, name, manifest_desc))
-            .await
-            .map_err(|e| PullFailure::Registry(format!("unpack task: {e}")))?
-            .map_err(PullFailure::Store)
+        // The lock goes with the unpack: a cancelled pull leaves it running, and no sweep may
+        // remove what it is naming meanwhile.
+        tokio::task::spawn_blocking(move || {
+            let _lock = lock;
+            super::import::register(&store, name, manifest_desc)
+        })
+        .await
+        .map_err(|e| PullFailure::Registry(format!("unpack task: {e}")))?
+        .map_err(PullFailure::Store)
     }
 
     /// A registry request that must be answered within the progress deadline. Its errors
