@@ -28,7 +28,7 @@ enum Behaviour {
     Trickle,
     /// The manifest itself comes one byte every `TRICKLE`.
     TrickleManifest,
-    /// The manifest is 5 MiB (an annotation of padding).
+    /// The manifest is endless, without a length.
     BigManifest,
     /// The manifest declares a 10 GiB config.
     HugeConfig,
@@ -43,6 +43,9 @@ const DECLARED: u64 = 1 << 20;
 struct Seen {
     layer_gets: AtomicUsize,
     config_gets: AtomicUsize,
+    /// Bytes of manifest bodies written, and manifest responses cut short by the agent.
+    manifest_bytes: AtomicU64,
+    manifest_dropped: AtomicUsize,
     /// Bytes of layer bodies written to the socket (accepted by the kernel).
     layer_bytes: AtomicU64,
     /// Layer responses cut short because the agent closed the connection.
@@ -90,12 +93,8 @@ fn image(behaviour: Behaviour) -> Image {
         Behaviour::HugeConfig => HUGE,
         _ => config.len() as u64,
     };
-    let padding = match behaviour {
-        Behaviour::BigManifest => "p".repeat(5 << 20),
-        _ => String::new(),
-    };
     let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{config_hex}","size":{config_size}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:{layer_hex}","size":{size}}}],"annotations":{{"padding":"{padding}"}}}}"#
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{config_hex}","size":{config_size}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:{layer_hex}","size":{size}}}]}}"#
     )
     .into_bytes();
     Image {
@@ -178,6 +177,22 @@ fn serve(conn: TcpStream, behaviour: Behaviour, image: &Image, seen: &Seen, stop
             respond(&mut out, "application/json", None, b"{}");
         } else if path.contains("/manifests/") {
             let manifest_hex = sha(&image.manifest);
+            if behaviour == Behaviour::BigManifest && !head {
+                let _ = out.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nConnection: close\r\n\r\n",
+                );
+                let chunk = vec![b' '; 64 << 10];
+                let mut sent = 0u64;
+                while sent < 1 << 30 && !stop.load(Ordering::SeqCst) {
+                    if out.write_all(&chunk).is_err() {
+                        seen.manifest_dropped.fetch_add(1, Ordering::SeqCst);
+                        break;
+                    }
+                    sent += chunk.len() as u64;
+                    seen.manifest_bytes.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+                }
+                return;
+            }
             if behaviour == Behaviour::TrickleManifest && !head {
                 let _ = write!(
                     out,
@@ -351,7 +366,7 @@ fn a_layer_larger_than_the_disk_is_refused_before_a_byte_of_it_is_fetched() {
 }
 
 #[test]
-fn oversized_manifests_and_configs_are_refused() {
+fn oversized_manifests_and_configs_are_refused_without_reading_them() {
     if !is_root() {
         println!("skipped: needs root");
         return;
@@ -364,8 +379,17 @@ fn oversized_manifests_and_configs_are_refused() {
     let image = big.reference("hostile/big-manifest");
     env.write_manifest("big.yaml", &pod("big", &image));
     let failure = pull_failure(&env, &image, Duration::from_secs(60));
-    assert!(failure.contains("is too large (the limit is 4194304)"), "{failure}");
+    assert!(
+        failure.contains("more than 4194304 bytes is too large for a manifest"),
+        "{failure}"
+    );
     assert_eq!(big.seen.config_gets.load(Ordering::SeqCst), 0);
+    // Read no further than the limit: the agent hung up, the server could not pour on.
+    wait_for("the agent to drop the connection", Duration::from_secs(20), || {
+        (big.seen.manifest_dropped.load(Ordering::SeqCst) >= 1).then_some(())
+    });
+    let sent = big.seen.manifest_bytes.load(Ordering::SeqCst);
+    assert!(sent < 64 << 20, "the server sent {sent} bytes of manifest");
 
     let image = huge_config.reference("hostile/huge-config");
     env.write_manifest("huge-config.yaml", &pod("huge-config", &image));

@@ -13,8 +13,8 @@
 //! work, every caller waits for its result; when the last of them goes away (a pod removed, a
 //! CRI client that hung up) the task is cancelled and its downloads stop.
 //!
-//! A hostile or broken registry is bounded: a manifest over [`MAX_MANIFEST`] or a config over
-//! [`MAX_CONFIG`] is refused, a blob must fit in the free space of the store's filesystem
+//! A hostile or broken registry is bounded: a manifest is read no further than
+//! [`MAX_MANIFEST`], a config declared over [`MAX_CONFIG`] is refused, a blob must fit in the free space of the store's filesystem
 //! before a byte of it is requested, a stream longer than its descriptor says is cut off and
 //! discarded at the first excess byte, and a transfer that makes no progress (less than
 //! [`MIN_PROGRESS`] bytes) for [`RegistryOptions::progress_deadline`] fails the pull.
@@ -104,6 +104,8 @@ struct Inner {
     /// One HTTP client per endpoint and credentials: building one loads the system's TLS roots
     /// (tens of milliseconds), and a client keeps its connections and registry tokens.
     clients: Mutex<HashMap<ClientKey, Client>>,
+    /// Manifests are fetched with this client, not oci-client's (see [`Inner::get_manifest`]).
+    http: std::sync::OnceLock<reqwest::Client>,
     /// Bytes still to come of the downloads in progress: free space they will take.
     reserved: Arc<Mutex<u64>>,
 }
@@ -118,6 +120,7 @@ impl Puller {
                 options,
                 blob_locks: Mutex::new(HashMap::new()),
                 clients: Mutex::new(HashMap::new()),
+                http: std::sync::OnceLock::new(),
                 reserved: Arc::new(Mutex::new(0)),
             }),
             inflight: Arc::new(Mutex::new(HashMap::new())),
@@ -323,10 +326,9 @@ impl Inner {
             .answer(
                 &format!("manifest of {name}"),
                 false,
-                client.pull_manifest_raw(&image, &auth, ACCEPT),
+                self.get_manifest(&client, &image, &auth, ep.http),
             )
-            .await?
-            .0;
+            .await?;
         let mut manifest_desc = self.store_json_blob(&bytes, reference.digest(), name).await?;
         if is_index(manifest_desc.media_type()) {
             let index: ImageIndex = parse_json(&bytes, &format!("image index of {name}"))?;
@@ -341,10 +343,14 @@ impl Inner {
                 .answer(
                     &format!("manifest of {name}"),
                     false,
-                    client.pull_manifest_raw(&image.clone_with_digest(child.digest().to_string()), &auth, ACCEPT),
+                    self.get_manifest(
+                        &client,
+                        &image.clone_with_digest(child.digest().to_string()),
+                        &auth,
+                        ep.http,
+                    ),
                 )
-                .await?
-                .0;
+                .await?;
             manifest_desc = self
                 .store_json_blob(&bytes, Some(child.digest().as_ref()), name)
                 .await?;
@@ -408,6 +414,89 @@ impl Inner {
         .await
         .map_err(|e| PullFailure::Registry(format!("unpack task: {e}")))?
         .map_err(PullFailure::Store)
+    }
+
+    /// GET a manifest, reading at most [`MAX_MANIFEST`] bytes of it: oci-client reads a
+    /// manifest whole before anyone can look at its size, so a hostile registry could make
+    /// the agent buffer gigabytes. Authentication is oci-client's (its token, or basic).
+    async fn get_manifest(
+        &self,
+        client: &Client,
+        image: &Reference,
+        auth: &RegistryAuth,
+        plain_http: bool,
+    ) -> Result<Vec<u8>, oci_client::errors::OciDistributionError> {
+        use oci_client::errors::OciDistributionError as E;
+        let token = client.auth(image, auth, oci_client::RegistryOperation::Pull).await?;
+        let http = match self.http.get() {
+            Some(h) => h.clone(),
+            None => {
+                let deadline = self.options.progress_deadline;
+                let built = reqwest::Client::builder()
+                    .connect_timeout(deadline.min(MAX_CONNECT_TIMEOUT))
+                    .read_timeout(deadline)
+                    .build()?;
+                self.http.get_or_init(|| built).clone()
+            }
+        };
+        let url = format!(
+            "{}://{}/v2/{}/manifests/{}{}",
+            if plain_http { "http" } else { "https" },
+            image.resolve_registry(),
+            image.repository(),
+            image.digest().or(image.tag()).unwrap_or("latest"),
+            image.namespace().map(|ns| format!("?ns={ns}")).unwrap_or_default()
+        );
+        let mut request = http.get(&url).header(reqwest::header::ACCEPT, ACCEPT.join(", "));
+        request = match (token, auth) {
+            (Some(token), _) => request.bearer_auth(token),
+            (None, RegistryAuth::Basic(user, password)) => request.basic_auth(user, Some(password)),
+            (None, _) => request,
+        };
+        let mut response = request.send().await?;
+        let status = response.status();
+        let too_large = |size: String| {
+            E::IoError(std::io::Error::other(format!(
+                "GET {url}: {size} bytes is too large for a manifest (the limit is {MAX_MANIFEST})"
+            )))
+        };
+        if status.is_success()
+            && let Some(len) = response.content_length()
+            && len > MAX_MANIFEST as u64
+        {
+            return Err(too_large(len.to_string()));
+        }
+        // An error's body is only there to be quoted: a little of it is enough.
+        let limit = if status.is_success() { MAX_MANIFEST } else { 64 << 10 };
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            if body.len() + chunk.len() > limit {
+                if status.is_success() {
+                    return Err(too_large(format!("more than {limit}")));
+                }
+                body.extend_from_slice(&chunk[..limit - body.len()]);
+                break;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        // As oci-client reads a registry's answer, so that registry_error() words it the same.
+        match status {
+            reqwest::StatusCode::OK => Ok(body),
+            reqwest::StatusCode::UNAUTHORIZED => Err(E::UnauthorizedError { url }),
+            s if s.is_client_error() => match serde_json::from_slice(&body) {
+                Ok(envelope) => Err(E::RegistryError { envelope, url }),
+                Err(_) => Err(E::ServerError {
+                    code: s.as_u16(),
+                    url,
+                    message: String::from_utf8_lossy(&body).into_owned(),
+                }),
+            },
+            s => Err(E::ServerError {
+                code: s.as_u16(),
+                url,
+                message: String::from_utf8_lossy(&body).into_owned(),
+            }),
+        }
     }
 
     /// A registry request that must be answered within the progress deadline. Its errors
