@@ -28,8 +28,8 @@ pub struct RegistryOptions {
     pub insecure: Vec<String>,
     /// A docker-style `config.json`; absent file = no credentials.
     pub auth_file: Option<PathBuf>,
-    /// A pull whose transfer makes no progress for this long fails (see
-    /// [`super::pull`]): a stalled or trickling registry cannot hold a pull forever.
+    /// A pull whose transfer makes no progress for this long fails (see the pull module): a
+    /// stalled or trickling registry cannot hold a pull forever.
     pub progress_deadline: Duration,
 }
 
