@@ -198,6 +198,11 @@ pub struct RegistryArgs {
     /// Try this mirror first for REGISTRY's images, e.g. docker.io=http://127.0.0.1:5000. Repeatable.
     #[arg(long = "registry-mirror", value_name = "REGISTRY=URL", value_parser = crate::images::registry::RegistryOptions::parse_mirror)]
     pub registry_mirrors: Vec<(String, crate::images::registry::Mirror)>,
+    /// A pull fails when a download makes no progress for this long: no response, or less
+    /// than 64 KiB received (kubelet flag of the same name; containerd's
+    /// image_pull_progress_timeout). Also bounds connecting (at most 30s).
+    #[arg(long, default_value = "1m", value_parser = parse_deadline)]
+    pub image_pull_progress_deadline: Duration,
 }
 
 impl RegistryArgs {
@@ -208,6 +213,7 @@ impl RegistryArgs {
                 .registry_config
                 .clone()
                 .or_else(crate::images::registry::default_auth_file),
+            progress_deadline: self.image_pull_progress_deadline,
             ..Default::default()
         };
         for (registry, mirror) in &self.registry_mirrors {
@@ -279,6 +285,14 @@ pub struct ResetArgs {
 }
 
 /// Durations as the kubelet's flags spell them: `300ms`, `10s`, `5m`, `1h`, `1m30s`.
+/// A duration that must be more than zero (a zero deadline would fail every pull at once).
+fn parse_deadline(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("invalid duration {s:?}: must be more than 0")),
+        d => Ok(d),
+    }
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let err = || format!("invalid duration {s:?} (expected e.g. 500ms, 10s, 5m, 1h30m)");
     if s == "0" {

@@ -40,6 +40,21 @@ pub enum ImageError {
     #[error("{what}: size mismatch: descriptor says {expected} bytes, blob has {actual}")]
     SizeMismatch { what: String, expected: u64, actual: u64 },
 
+    /// A download would not fit on the store's filesystem (checked before it starts, from the
+    /// size the manifest declares).
+    #[error(
+        "{what}: No space left on device: it needs {needed} bytes, the filesystem of {} has {available} bytes available{}",
+        path.display(),
+        if *reserved > 0 { format!(" ({reserved} of them held for downloads in progress)") } else { String::new() }
+    )]
+    NoSpace {
+        what: String,
+        path: PathBuf,
+        needed: u64,
+        available: u64,
+        reserved: u64,
+    },
+
     /// Something valid but not supported (yet): zstd layers, non-sha256 digests, other platforms.
     #[error("{what}: unsupported: {reason}")]
     Unsupported { what: String, reason: String },

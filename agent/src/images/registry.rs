@@ -9,14 +9,18 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use base64::Engine as _;
 use oci_spec::distribution::Reference;
 
 use super::ImageError;
 
+/// The kubelet's default `--image-pull-progress-deadline`.
+pub const DEFAULT_PROGRESS_DEADLINE: Duration = Duration::from_secs(60);
+
 /// Registry settings of an agent or a CLI pull.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RegistryOptions {
     /// Upstream registry (as written in references, e.g. `docker.io`) → mirror endpoints.
     pub mirrors: BTreeMap<String, Vec<Mirror>>,
@@ -24,6 +28,20 @@ pub struct RegistryOptions {
     pub insecure: Vec<String>,
     /// A docker-style `config.json`; absent file = no credentials.
     pub auth_file: Option<PathBuf>,
+    /// A pull whose transfer makes no progress for this long fails (see the pull module): a
+    /// stalled or trickling registry cannot hold a pull forever.
+    pub progress_deadline: Duration,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions {
+            mirrors: BTreeMap::new(),
+            insecure: Vec::new(),
+            auth_file: None,
+            progress_deadline: DEFAULT_PROGRESS_DEADLINE,
+        }
+    }
 }
 
 /// One mirror endpoint: `host[:port]` and whether it speaks plain HTTP.

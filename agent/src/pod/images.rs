@@ -129,11 +129,12 @@ impl Worker {
         let name = self.slots[i].spec.name.clone();
         tokio::spawn(async move {
             let started = Instant::now();
-            let result = puller
-                .pull(&image_ref, None, None)
-                .await
-                .map(|s| s.size)
-                .map_err(|e| e.to_string());
+            // When the worker is gone (the pod removed), so is this wait: the pull stops
+            // unless something else still waits for it.
+            let result = tokio::select! {
+                r = puller.pull(&image_ref, None, None) => r.map(|s| s.size).map_err(|e| e.to_string()),
+                () = tx.closed() => return,
+            };
             let _ = tx.send(Event::Pulled {
                 container: name,
                 image: image_ref,
