@@ -54,12 +54,14 @@ impl Tag {
 
 /// `<log-dir>/<namespace>_<name>_<uid>`: the pod's log directory, as the kubelet names it.
 pub fn pod_log_dir(log_dir: &Path, namespace: &str, name: &str, uid: &str) -> PathBuf {
-    log_dir.join(format!("{namespace}_{name}_{uid}"))
+    log_dir.join(&*super::state::path_component(&format!("{namespace}_{name}_{uid}")))
 }
 
 /// `<pod log dir>/<container>/<restartCount>.log`.
 pub fn container_log_path(pod_log_dir: &Path, container: &str, restart_count: u32) -> PathBuf {
-    pod_log_dir.join(container).join(format!("{restart_count}.log"))
+    pod_log_dir
+        .join(&*super::state::path_component(container))
+        .join(format!("{restart_count}.log"))
 }
 
 /// Append one record to `out`.

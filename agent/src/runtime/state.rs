@@ -84,7 +84,7 @@ impl Layout {
     }
 
     pub fn pod_dir(&self, uid: &str) -> PathBuf {
-        self.pods_dir().join(uid)
+        self.pods_dir().join(&*path_component(uid))
     }
 
     pub fn pod_record(&self, uid: &str) -> PathBuf {
@@ -100,8 +100,33 @@ impl Layout {
     }
 
     pub fn container_dir(&self, uid: &str, id: &str) -> PathBuf {
-        self.containers_dir(uid).join(id)
+        self.containers_dir(uid).join(&*path_component(id))
     }
+}
+
+/// `name` as exactly one path component, whatever it holds. Validation refuses UIDs and
+/// names that are not safe tokens, but a path that is joined from input must not depend on
+/// that alone: a UID of `/etc` joined as is *replaces* the state directory (and a removal
+/// then runs on /etc), `../x` leaves it. Unsafe names are escaped, so the mapping stays
+/// one-to-one and the same name always finds the same directory.
+pub fn path_component(name: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| matches!(c, '/' | '\0' | '%');
+    if !name.is_empty() && name != "." && name != ".." && !name.contains(unsafe_char) {
+        return std::borrow::Cow::Borrowed(name);
+    }
+    let mut out = String::with_capacity(name.len() + 3);
+    if name.is_empty() || name == "." || name == ".." {
+        out.push('%');
+    }
+    for c in name.chars() {
+        match c {
+            '/' => out.push_str("%2F"),
+            '\0' => out.push_str("%00"),
+            '%' => out.push_str("%25"),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Everything known about one container attempt on disk.
@@ -205,4 +230,29 @@ pub fn images_in_use(layout: &Layout) -> std::collections::HashMap<String, Strin
 pub fn new_id() -> String {
     let bytes: [u8; 32] = rand::random();
     hex::encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_from_input_stay_one_component_under_the_root() {
+        let l = Layout::new(Path::new("/var/lib/minilet"));
+        for (uid, dir) in [
+            ("/etc", "/var/lib/minilet/pods/%2Fetc"),
+            ("../x", "/var/lib/minilet/pods/..%2Fx"),
+            ("..", "/var/lib/minilet/pods/%.."),
+            ("", "/var/lib/minilet/pods/%"),
+            ("a%2Fb", "/var/lib/minilet/pods/a%252Fb"),
+            ("0b3c9e2a-5d6f", "/var/lib/minilet/pods/0b3c9e2a-5d6f"),
+        ] {
+            assert_eq!(l.pod_dir(uid), Path::new(dir), "{uid:?}");
+            assert!(l.pod_dir(uid).starts_with(l.pods_dir()));
+        }
+        assert_eq!(
+            l.container_dir("u", "../../etc"),
+            Path::new("/var/lib/minilet/pods/u/containers/..%2F..%2Fetc")
+        );
+    }
 }
