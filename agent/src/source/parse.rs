@@ -6,33 +6,64 @@ use std::path::Path;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use serde::Deserialize;
 
+use super::limits;
+
 /// Parse one manifest. Errors are one line without the file name (the caller adds it).
+///
+/// The text is first held to [`limits`] in one linear pass (nesting, number of values), so
+/// the parser's own cost stays linear; a YAML document is then walked once with a budget
+/// (aliases expanded, apiVersion and kind noted) and decoded into a Pod straight from the
+/// text, so type errors keep their line and column.
 pub fn parse(path: &Path, text: &str) -> Result<Pod, String> {
     if text.trim().is_empty() {
         return Err("empty manifest".into());
     }
-    let json = path.extension().is_some_and(|e| e == "json");
-    // Kind and apiVersion first, for a clearer message than a type mismatch deep inside.
-    let head: serde_yaml::Value = if json {
-        serde_json::from_str(text).map_err(|e| format!("JSON syntax error: {e}"))?
-    } else {
-        let mut docs = serde_yaml::Deserializer::from_str(text);
-        let first = docs.next().ok_or("empty manifest")?;
-        let value = serde_yaml::Value::deserialize(first).map_err(yaml_error)?;
-        if let Some(second) = docs.next() {
-            // Trailing `---` with nothing after it is fine; a second object is not.
-            let v = serde_yaml::Value::deserialize(second).map_err(yaml_error)?;
-            if !v.is_null() {
-                return Err("more than one document: a manifest file holds exactly one Pod".into());
+    limits::scan(text).map_err(|e| e.to_string())?;
+    if path.extension().is_some_and(|e| e == "json") {
+        return serde_json::from_str::<Pod>(text).map_err(|e| {
+            // Kind and apiVersion first, for a clearer message than a type mismatch.
+            #[derive(Deserialize)]
+            #[serde(rename_all = "camelCase")]
+            struct JsonHead {
+                api_version: Option<serde_json::Value>,
+                kind: Option<serde_json::Value>,
             }
+            match serde_json::from_str::<JsonHead>(text) {
+                Err(_) if e.is_syntax() || e.is_eof() => format!("JSON syntax error: {e}"),
+                Ok(head) => {
+                    let s = |v: Option<serde_json::Value>| v.and_then(|v| v.as_str().map(str::to_string));
+                    let head = limits::Head {
+                        null: false,
+                        api_version: s(head.api_version),
+                        kind: s(head.kind),
+                    };
+                    check_head(&head).err().unwrap_or_else(|| e.to_string())
+                }
+                Err(_) => e.to_string(),
+            }
+        });
+    }
+    let mut docs = serde_yaml::Deserializer::from_str(text);
+    let first = docs.next().ok_or("empty manifest")?;
+    let head = limits::expansion(first).map_err(yaml_error)?;
+    if let Some(second) = docs.next() {
+        // Trailing `---` with nothing after it is fine; a second object is not.
+        if !limits::expansion(second).map_err(yaml_error)?.null {
+            return Err("more than one document: a manifest file holds exactly one Pod".into());
         }
-        value
-    };
-    if head.is_null() {
+    }
+    check_head(&head)?;
+    let first = serde_yaml::Deserializer::from_str(text)
+        .next()
+        .ok_or("empty manifest")?;
+    Pod::deserialize(first).map_err(yaml_error)
+}
+
+fn check_head(head: &limits::Head) -> Result<(), String> {
+    if head.null {
         return Err("empty manifest".into());
     }
-    let field = |name: &str| head.get(name).and_then(|v| v.as_str()).map(str::to_string);
-    match field("apiVersion").as_deref() {
+    match head.api_version.as_deref() {
         Some("v1") => {}
         Some(other) => {
             return Err(format!(
@@ -41,23 +72,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Pod, String> {
         }
         None => return Err("apiVersion: Required value".into()),
     }
-    match field("kind").as_deref() {
-        Some("Pod") => {}
-        Some(other) => {
-            return Err(format!(
-                "kind: Unsupported value: {other:?}: minilet runs Pods (one per file)"
-            ));
-        }
-        None => return Err("kind: Required value".into()),
-    }
-    if json {
-        serde_json::from_str(text).map_err(|e| e.to_string())
-    } else {
-        // Straight from the text (not from the Value above) so errors keep line and column.
-        let first = serde_yaml::Deserializer::from_str(text)
-            .next()
-            .ok_or("empty manifest")?;
-        Pod::deserialize(first).map_err(yaml_error)
+    match head.kind.as_deref() {
+        Some("Pod") => Ok(()),
+        Some(other) => Err(format!(
+            "kind: Unsupported value: {other:?}: minilet runs Pods (one per file)"
+        )),
+        None => Err("kind: Required value".into()),
     }
 }
 
