@@ -86,9 +86,15 @@ impl fmt::Display for ScanError {
 /// with an error, the scan stops too and lets the parser report it. JSON is YAML's flow
 /// syntax, so this serves both.
 ///
-/// Returns the number of steps taken (bytes looked at), which is at most a small multiple of
-/// the text's length: the tests use it to prove linearity.
+/// Returns the number of steps taken (bytes consumed plus tokens), at most twice the text's
+/// length: the tests use it to prove linearity.
 pub fn scan(text: &str) -> Result<usize, ScanError> {
+    let (steps, result) = scan_counting(text);
+    result.map(|()| steps)
+}
+
+/// [`scan`], with the steps taken whether or not it refuses.
+pub fn scan_counting(text: &str) -> (usize, Result<(), ScanError>) {
     let mut s = Scanner {
         b: text.as_bytes(),
         i: 0,
@@ -103,8 +109,8 @@ pub fn scan(text: &str) -> Result<usize, ScanError> {
         values: 0,
         steps: 0,
     };
-    s.run()?;
-    Ok(s.steps)
+    let result = s.run();
+    (s.steps, result)
 }
 
 /// A possible simple key: where its token started.
@@ -148,12 +154,14 @@ impl From<ScanError> for Halt {
 type Step = Result<(), Halt>;
 
 impl Scanner<'_> {
+    #[inline(always)]
     fn at(&self, k: usize) -> u8 {
         self.b.get(self.i + k).copied().unwrap_or(0)
     }
 
     /// Length of the line break at `i + k`, 0 if none (libyaml's IS_BREAK: CR, LF, CRLF,
     /// NEL, LS, PS).
+    #[inline(always)]
     fn brk(&self, k: usize) -> usize {
         match (self.at(k), self.at(k + 1), self.at(k + 2)) {
             (b'\r', b'\n', _) => 2,
@@ -164,20 +172,24 @@ impl Scanner<'_> {
         }
     }
 
+    #[inline(always)]
     fn eof(&self) -> bool {
         self.i >= self.b.len()
     }
 
+    #[inline(always)]
     fn blank(&self, k: usize) -> bool {
         matches!(self.at(k), b' ' | b'\t')
     }
 
     /// Blank, break or end of input.
+    #[inline(always)]
     fn blankz(&self, k: usize) -> bool {
         self.blank(k) || self.brk(k) > 0 || self.i + k >= self.b.len()
     }
 
     /// Advance one character (not a break).
+    #[inline(always)]
     fn skip(&mut self) -> Step {
         let c = self.at(0);
         // libyaml's reader refuses control characters: parsing ends there.
@@ -198,6 +210,7 @@ impl Scanner<'_> {
     }
 
     /// Consume a line break.
+    #[inline(always)]
     fn skip_break(&mut self) {
         let n = self.brk(0).max(1);
         self.i = (self.i + n).min(self.b.len());
@@ -260,6 +273,7 @@ impl Scanner<'_> {
 
     fn run(&mut self) -> Result<(), ScanError> {
         loop {
+            self.steps += 1;
             match self.next_token() {
                 Ok(true) => {}
                 Ok(false) | Err(Halt::Stop) => return Ok(()),

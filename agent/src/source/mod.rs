@@ -831,6 +831,105 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn size_limits_name_the_file_the_field_and_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.yaml");
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(limits::MAX_FILE_BYTES + 1).unwrap();
+        let e = load_file(&big, "n").unwrap_err();
+        assert!(
+            e.message.starts_with(&format!(
+                "{}: Too long: the file is 10485761 bytes, must have at most 10485760 bytes",
+                big.display()
+            )),
+            "{}",
+            e.message
+        );
+
+        // Within the file limit, but no cluster could hold the pod.
+        let p = dir.path().join("wide.yaml");
+        let env: String = (0..20_000)
+            .map(|i| format!("    - {{name: V{i}, value: '{}'}}\n", "x".repeat(80)))
+            .collect();
+        std::fs::write(&p, format!("{}    env:\n{env}", pod("wide", 1))).unwrap();
+        let e = load_file(&p, "n").unwrap_err();
+        assert!(
+            e.message.contains("Too long: the pod is") && e.message.contains("must have at most 1572864 bytes"),
+            "{}",
+            &e.message[..200.min(e.message.len())]
+        );
+
+        // A huge value in a wrong place: the error quotes a bounded part of it.
+        let p = dir.path().join("huge.yaml");
+        std::fs::write(
+            &p,
+            pod("huge", 1).replace("'1'", &format!("'1'\n    workingDir: [{}]", "x,".repeat(500_000))),
+        )
+        .unwrap();
+        let e = load_file(&p, "n").unwrap_err();
+        assert!(e.message.len() <= limits::MAX_MESSAGE_BYTES, "{}", e.message.len());
+
+        // A UID that would be a path.
+        let p = dir.path().join("uid.yaml");
+        std::fs::write(&p, pod("uid", 1).replace("  name: uid\n", "  name: uid\n  uid: ../x\n")).unwrap();
+        let e = load_file(&p, "n").unwrap_err();
+        assert!(
+            e.message.contains("metadata.uid: Invalid value: \"../x\""),
+            "{}",
+            e.message
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_file_does_not_hold_up_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_src, _, _, mut rx) = ManifestSource::start(dir.path(), "n", Duration::from_secs(600)).unwrap();
+        // Nearly 10 MiB of small values: slow to read, then refused as too large a pod.
+        let list: String = "    - abcdefghij\n".repeat(500_000);
+        std::fs::write(
+            dir.path().join("slow.yaml"),
+            format!("{}    args:\n{list}", pod("slow", 1)),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("quick.yaml"), pod("quick", 1)).unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(&first, SourceEvent::Upsert(p) if p.name() == "quick"),
+            "{first:?}"
+        );
+        let second = tokio::time::timeout(Duration::from_secs(120), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(&second, SourceEvent::Invalid(i) if i.path.ends_with("slow.yaml")),
+            "{second:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_watch_comes_back_with_the_directory() {
+        let top = tempfile::tempdir().unwrap();
+        let d = top.path().join("manifests");
+        let (_src, _, _, mut rx) = ManifestSource::start(&d, "n", Duration::from_secs(600)).unwrap();
+        std::fs::write(d.join("a.yaml"), pod("a", 1)).unwrap();
+        assert!(matches!(next(&mut rx).await, SourceEvent::Upsert(_)));
+        std::fs::remove_dir_all(&d).unwrap();
+        assert!(matches!(next(&mut rx).await, SourceEvent::Removed { .. }));
+        std::fs::create_dir(&d).unwrap();
+        // The re-list is 10 minutes away: the restored watch (or the re-list it triggers
+        // when the directory reappears) must see this.
+        std::fs::write(d.join("b.yaml"), pod("b", 1)).unwrap();
+        let SourceEvent::Upsert(b) = next(&mut rx).await else {
+            panic!("upsert")
+        };
+        assert_eq!(b.name(), "b");
+    }
+
     #[tokio::test]
     async fn start_creates_the_directory() {
         let dir = tempfile::tempdir().unwrap();

@@ -222,4 +222,134 @@ mod tests {
         assert_eq!(default_pull_policy("localhost:5000/img"), "Always");
         assert_eq!(default_pull_policy("localhost:5000/img:v2"), "IfNotPresent");
     }
+
+    /// Fuzzing, briefly: whatever the text, parsing never panics, the pre-scan's work is
+    /// linear in the size, and nesting beyond the bound is refused however it is dressed.
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::super::limits::{self, MAX_DEPTH};
+        use super::*;
+
+        /// Fragments that change YAML's state: brackets, quotes, comments, block scalars,
+        /// indentation, anchors and aliases, tags, document markers, odd line breaks.
+        const FRAGMENTS: &[&str] = &[
+            "[",
+            "]",
+            "{",
+            "}",
+            ", ",
+            ": ",
+            ":",
+            "- ",
+            "? ",
+            "'",
+            "''",
+            "\"",
+            "\\\"",
+            "#",
+            " #",
+            "\n",
+            "\r\n",
+            "\u{2028}",
+            "  ",
+            "\t",
+            "|\n",
+            ">-\n",
+            "|2\n",
+            "&a ",
+            "*a",
+            "!t ",
+            "!<x[y]> ",
+            "---\n",
+            "...\n",
+            "x",
+            "a'b",
+            "é",
+            "apiVersion: v1\nkind: Pod\n",
+            "metadata: {name: p}\n",
+            "%YAML 1.2\n",
+            "\u{feff}",
+        ];
+
+        fn yamlish() -> impl Strategy<Value = String> {
+            prop::collection::vec(prop::sample::select(FRAGMENTS), 0..400).prop_map(|v| v.concat())
+        }
+
+        /// Flow nesting `depth` deep, each level dressed in scalars and comments holding
+        /// brackets that must not count (and must not hide the ones that do).
+        fn dressed(depth: usize, dress: Vec<usize>) -> String {
+            const DRESS: &[&str] = &[
+                "'it''s [{', ",
+                "\"a\\\"[{\", ",
+                "a'b, ",
+                "# [[[ {{{\n",
+                "&x ",
+                "!t ",
+                "? k: v, ",
+                "",
+            ];
+            let mut s = String::from("k: ");
+            for i in 0..depth {
+                s.push('[');
+                s.push_str(DRESS[dress[i % dress.len()] % DRESS.len()]);
+            }
+            s.push('x');
+            s.push_str(&"]".repeat(depth));
+            s.push('\n');
+            s
+        }
+
+        fn within_budget(text: &str) {
+            let (steps, _) = limits::scan_counting(text);
+            assert!(steps <= 2 * text.len() + 2, "{steps} steps for {} bytes", text.len());
+            let start = std::time::Instant::now();
+            let _ = parse(Path::new("/m/x.yaml"), text);
+            let _ = parse(Path::new("/m/x.json"), text);
+            // Generous: these inputs take milliseconds; a quadratic parse of the deepest
+            // ones would take minutes.
+            assert!(start.elapsed() < std::time::Duration::from_secs(20));
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 200, failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..4096)) {
+                within_budget(&String::from_utf8_lossy(&bytes));
+            }
+
+            #[test]
+            fn yaml_fragments(text in yamlish()) {
+                within_budget(&text);
+            }
+
+            #[test]
+            fn deep_nesting_is_refused_however_dressed(depth in 1usize..200, dress in prop::collection::vec(0usize..8, 1..8)) {
+                let text = dressed(depth, dress);
+                within_budget(&text);
+                // The block mapping around it is one level more.
+                let refused = matches!(limits::scan(&text), Err(limits::ScanError::TooDeep { .. }));
+                prop_assert_eq!(refused, depth + 1 > MAX_DEPTH, "{}", text);
+                if depth < 100 {
+                    prop_assert!(serde_yaml::from_str::<serde_yaml::Value>(&text).is_ok(), "the dressed nesting is valid YAML: {}", text);
+                }
+            }
+
+        }
+
+        proptest! {
+            // Each case costs up to the whole expansion budget: fewer of them.
+            #![proptest_config(ProptestConfig { cases: 16, failure_persistence: None, ..ProptestConfig::default() })]
+            #[test]
+            fn huge_scalars_and_alias_bombs(len in 0usize..200_000, levels in 1usize..12, fanout in 1usize..12) {
+                within_budget(&format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p, annotations: {{a: '{}'}}}}\n", "x".repeat(len)));
+                let mut bomb = String::from("apiVersion: v1\nkind: Pod\nl0: &l0 [x, x, x, x, x, x, x, x, x, x]\n");
+                for i in 1..levels {
+                    bomb.push_str(&format!("l{i}: &l{i} [{}]\n", vec![format!("*l{}", i - 1); fanout].join(", ")));
+                }
+                within_budget(&bomb);
+            }
+        }
+    }
 }

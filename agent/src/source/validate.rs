@@ -653,6 +653,70 @@ mod tests {
     }
 
     #[test]
+    fn uid_ids_and_numeric_ranges() {
+        let pod = |meta: &str, spec: &str| -> Vec<String> {
+            let pod: Pod = serde_yaml::from_str(&format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: web, namespace: default, {meta}}}\nspec:\n{spec}"
+            ))
+            .unwrap();
+            validate(&pod)
+        };
+        let app = "  containers: [{name: a, image: i}]\n";
+        for bad in ["../x", "/etc", "a/b", ".", "..", "a b", &"a".repeat(65)] {
+            let e = pod(&format!("uid: {bad:?}"), app);
+            assert!(has(&e, "metadata.uid: Invalid value"), "{bad}: {e:?}");
+        }
+        assert!(pod("uid: 0b3c9e2a-5d6f-4c1e-9f3a-7e8d2c1b0a99", app).is_empty());
+        let e = pod(
+            "",
+            "  activeDeadlineSeconds: 0\n  securityContext: {runAsUser: -1, runAsGroup: 2147483648, fsGroup: -5, supplementalGroups: [1, -1]}\n  containers:\n  - name: a\n    image: i\n    securityContext: {runAsUser: 4294967295, runAsGroup: -1}\n    livenessProbe: {periodSeconds: -1, exec: {command: [x]}}\n",
+        );
+        for needle in [
+            "spec.securityContext.runAsUser: Invalid value: -1: must be between 0 and 2147483647, inclusive",
+            "spec.securityContext.runAsGroup: Invalid value: 2147483648",
+            "spec.securityContext.fsGroup: Invalid value: -5",
+            "spec.securityContext.supplementalGroups[1]: Invalid value: -1",
+            "spec.containers[0].securityContext.runAsUser: Invalid value: 4294967295",
+            "spec.containers[0].securityContext.runAsGroup: Invalid value: -1",
+            "spec.activeDeadlineSeconds: Invalid value: 0",
+            "spec.containers[0].livenessProbe.periodSeconds: Invalid value: -1",
+        ] {
+            assert!(has(&e, needle), "{needle}: {e:?}");
+        }
+        assert!(!has(&e, "supplementalGroups[0]"), "{e:?}");
+        assert!(
+            pod(
+                "",
+                "  securityContext: {runAsUser: 0, runAsGroup: 2147483647}\n  containers: [{name: a, image: i}]\n"
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn labels_and_annotations_are_bounded_as_kubernetes_does() {
+        let meta = |m: &str| -> Vec<String> {
+            let pod: Pod = serde_yaml::from_str(&format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: web, {m}}}\nspec: {{containers: [{{name: a, image: i}}]}}\n"
+            ))
+            .unwrap();
+            validate(&pod)
+        };
+        assert!(meta("labels: {app: web, example.com/tier: Front_1}, annotations: {Example.com/Note: x}").is_empty());
+        let e = meta(&format!("labels: {{'bad key': x, ok: '{}'}}", "v".repeat(64)));
+        assert!(has(&e, "metadata.labels: Invalid value: \"bad key\""), "{e:?}");
+        assert!(has(&e, "metadata.labels[\"ok\"]: Invalid value"), "{e:?}");
+        let e = meta(&format!("annotations: {{a: '{}'}}", "x".repeat(MAX_ANNOTATIONS_BYTES)));
+        assert!(
+            has(&e, "metadata.annotations: Too long: must have at most 262144 bytes"),
+            "{e:?}"
+        );
+        // A long value is quoted only in part: messages stay short.
+        let e = meta(&format!("labels: {{ok: '{}'}}", "v".repeat(100_000)));
+        assert!(e.iter().all(|m| m.len() < 1024), "{e:?}");
+    }
+
+    #[test]
     fn helpers() {
         assert!(is_label("a-1") && !is_label("-a") && !is_label("A") && !is_label(&"a".repeat(64)));
         assert!(is_subdomain("a.b-c.d") && !is_subdomain("a..b"));
