@@ -282,8 +282,8 @@ impl Scanner<'_> {
         }
     }
 
-    /// libyaml's scan_to_next_token: blanks, comments, breaks.
-    fn to_next_token(&mut self) -> Step {
+    /// libyaml's scan_skip_to_next_token: blanks, comments, breaks.
+    fn skip_to_next_token(&mut self) -> Step {
         loop {
             if self.col == 0 && self.at(0) == 0xEF && self.at(1) == 0xBB && self.at(2) == 0xBF {
                 self.skip()?;
@@ -308,7 +308,7 @@ impl Scanner<'_> {
 
     /// Scan one token; false at the end of the input.
     fn next_token(&mut self) -> Result<bool, Halt> {
-        self.to_next_token()?;
+        self.skip_to_next_token()?;
         if self.eof() {
             return Ok(false);
         }
@@ -426,7 +426,7 @@ impl Scanner<'_> {
                     }
                     self.skip()?;
                 }
-                if !self.blankz(0) && !(self.flow > 0 && self.at(0) == b',') {
+                if !(self.blankz(0) || (self.flow > 0 && self.at(0) == b',')) {
                     return Err(Halt::Stop);
                 }
             }
@@ -827,7 +827,7 @@ mod tests {
             "[".repeat(100),
             "[".repeat(100),
             "[".repeat(100),
-            "[\"[[[[\", '{{{{'] # [[[[".repeat(1)
+            "[\"[[[[\", '{{{{'] # [[[["
         );
         assert_eq!(scan(&script).map(|_| ()), Ok(()), "{script}");
         let annotation = format!("metadata:\n  annotations:\n    last: '{}'\n", "{\"a\":[".repeat(500));
