@@ -851,6 +851,29 @@ mod tests {
         assert!(depth_error(&deep("x: [b\n 'c, ")));
         // Tags take brackets only in their verbatim form.
         assert!(depth_error(&deep("x: !t ")));
+        // More shapes libyaml accepts around real nesting.
+        assert!(depth_error(&deep("x: b\n  c\nd: ")));
+        assert!(depth_error(&deep("- |\n  text [[[\n- ")));
+        assert!(depth_error(&deep("x: |1\n  text\ny: ")));
+        assert!(depth_error(&deep("x: \"a\\\n  [[[\"\ny: ")));
+        assert!(depth_error(&deep("--- ")));
+        assert!(depth_error(&deep("? ")));
+        assert!(depth_error(&deep("x: !<a[b]> ")));
+        assert!(depth_error(&deep("")));
+        for text in [
+            deep("x: b\n  c\nd: "),
+            deep("- |\n  text [[[\n- "),
+            deep("x: |1\n  text\ny: "),
+            deep("? "),
+        ] {
+            // Each really is that deep to libyaml: serde_yaml gives up on it.
+            let closed = format!("{text}{}", "]".repeat(MAX_DEPTH + 1));
+            let e = serde_yaml::from_str::<serde_yaml::Value>(&closed).err();
+            assert!(
+                e.is_none() || e.as_ref().is_some_and(|e| e.to_string().contains("recursion")),
+                "{closed}: {e:?}"
+            );
+        }
     }
 
     #[test]

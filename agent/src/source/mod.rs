@@ -427,8 +427,8 @@ fn stamp(path: &Path) -> Option<Stamp> {
 }
 
 /// Files read and parsed at once, each on a blocking thread: a slow or huge file holds one
-/// of these, never the others.
-const PARALLEL_LOADS: usize = 4;
+/// of these, never the others. Few, because each may hold a 10 MiB text and its parse.
+const PARALLEL_LOADS: usize = 2;
 
 /// Reads files off the async workers, at most one load per path at a time.
 struct Loader {

@@ -173,10 +173,14 @@ fn validate_volume(path: &str, vol: &Volume, names: &mut HashSet<String>, v: &mu
     match sources.as_slice() {
         [] => v.push(path, "Required value: must specify a volume type".into()),
         [one] if one == "emptyDir" => {
-            if let Some(limit) = vol.empty_dir.as_ref().and_then(|e| e.size_limit.as_ref())
-                && let Err(e) = Quantity::parse(&limit.0)
-            {
-                v.invalid(&format!("{path}.emptyDir.sizeLimit"), &limit.0, &e.to_string());
+            if let Some(limit) = vol.empty_dir.as_ref().and_then(|e| e.size_limit.as_ref()) {
+                let fp = format!("{path}.emptyDir.sizeLimit");
+                match (Quantity::parse(&limit.0), Quantity::parse("0")) {
+                    (Err(e), _) => v.invalid(&fp, &limit.0, &e.to_string()),
+                    // It becomes a tmpfs size or a disk quota.
+                    (Ok(val), Ok(zero)) if val < zero => v.invalid(&fp, &limit.0, "must be greater than or equal to 0"),
+                    _ => {}
+                }
             }
         }
         [one] if one == "hostPath" => {
@@ -684,6 +688,17 @@ mod tests {
             assert!(has(&e, needle), "{needle}: {e:?}");
         }
         assert!(!has(&e, "supplementalGroups[0]"), "{e:?}");
+        let e = pod(
+            "",
+            "  volumes: [{name: t, emptyDir: {medium: Memory, sizeLimit: -1Mi}}]\n  containers: [{name: a, image: i}]\n",
+        );
+        assert!(
+            has(
+                &e,
+                "spec.volumes[0].emptyDir.sizeLimit: Invalid value: \"-1Mi\": must be greater than or equal to 0"
+            ),
+            "{e:?}"
+        );
         assert!(
             pod(
                 "",
