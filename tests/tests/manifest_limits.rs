@@ -248,4 +248,20 @@ fn a_recreated_manifests_directory_is_watched_again() {
     // And later changes are seen too: the watch itself is back.
     env.write_manifest("third.yaml", &pod_yaml("third", "", ""));
     env.wait_running("third", &["main"]);
+
+    // A rename into the directory (as editors and `kubectl`-style writers save) is one
+    // change: the file is read once, though inotify reports it twice (To, and From+To).
+    env.write_manifest(".fourth.yaml.tmp", &pod_yaml("fourth", "", ""));
+    std::fs::rename(
+        env.manifests.join(".fourth.yaml.tmp"),
+        env.manifests.join("fourth.yaml"),
+    )
+    .expect("rename");
+    env.wait_running("fourth", &["main"]);
+    let reads = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("reading manifest") && l.contains("fourth.yaml"))
+            .count()
+    };
+    assert_eq!(reads(&agent.log_text()), 1, "fourth.yaml read once");
 }

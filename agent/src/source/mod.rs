@@ -451,6 +451,7 @@ impl Loader {
             return;
         }
         self.inflight.insert(path.clone(), false);
+        tracing::debug!(manifest = %path.display(), "reading manifest");
         let (node, permits, done) = (self.node.clone(), self.permits.clone(), self.done.clone());
         tokio::spawn(async move {
             let _permit = permits.acquire_owned().await;
