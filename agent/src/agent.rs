@@ -166,12 +166,15 @@ async fn shutdown_signal() {
 /// One agent per state directory: a second one would fight the first over every pod.
 fn lock_root(root: &std::path::Path) -> anyhow::Result<std::fs::File> {
     use std::os::fd::AsRawFd;
-    std::fs::create_dir_all(root).with_context(|| format!("create {}", root.display()))?;
+    use std::os::unix::fs::OpenOptionsExt;
+    crate::file_modes::create_dir_all(root, crate::file_modes::STATE_DIR)
+        .with_context(|| format!("create {}", root.display()))?;
     let path = root.join("agent.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(crate::file_modes::STATE_FILE)
         .open(&path)
         .with_context(|| format!("open {}", path.display()))?;
     // SAFETY: flock on a file descriptor we own; no memory is involved.

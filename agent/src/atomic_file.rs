@@ -8,10 +8,18 @@
 use std::io::Write;
 use std::path::Path;
 
-/// Replace `path` with `contents` atomically (rename within the same directory).
+use crate::file_modes;
+
+/// Replace `path` with `contents` atomically (rename within the same directory). The file is
+/// readable by root only ([`file_modes::STATE_FILE`]): state files hold the pods' secrets.
 pub fn write(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    write_mode(path, contents, file_modes::STATE_FILE)
+}
+
+/// [`write`] with the file's mode given (exactly, whatever the umask).
+pub fn write_mode(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile_in(dir, path)?;
+    let mut tmp = tempfile_in(dir, path, mode)?;
     tmp.1.write_all(contents)?;
     drop(tmp.1);
     std::fs::rename(&tmp.0, path).inspect_err(|_| {
@@ -36,16 +44,12 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> std::io::Result
     }
 }
 
-/// A uniquely named temporary file next to `target`, created exclusively.
-fn tempfile_in(dir: &Path, target: &Path) -> std::io::Result<(std::path::PathBuf, std::fs::File)> {
+/// A uniquely named temporary file next to `target`, created exclusively with `mode`.
+fn tempfile_in(dir: &Path, target: &Path, mode: u32) -> std::io::Result<(std::path::PathBuf, std::fs::File)> {
     let stem = target.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     for _ in 0..16 {
         let candidate = dir.join(format!(".{stem}.{:016x}.tmp", rand::random::<u64>()));
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&candidate)
-        {
+        match file_modes::create_new(&candidate, mode) {
             Ok(f) => return Ok((candidate, f)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
@@ -71,6 +75,14 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+            0o600,
+            "private"
+        );
+        write_mode(&p, b"{}", 0o644).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777, 0o644);
         assert!(
             read_json::<serde_json::Value>(&dir.path().join("absent"))
                 .unwrap()

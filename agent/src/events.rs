@@ -97,7 +97,7 @@ impl Events {
         self.record(object, EventType::Warning, reason, message.into());
     }
 
-    fn record(&self, object: &ObjectRef, kind: EventType, reason: &str, message: String) {
+    pub fn record(&self, object: &ObjectRef, kind: EventType, reason: &str, message: String) {
         let target = format!(
             "{} {}{}",
             object.kind,

@@ -11,6 +11,7 @@ pub mod cgroups;
 pub mod cli;
 pub mod cri;
 pub mod events;
+pub mod file_modes;
 pub mod images;
 pub mod pod;
 pub mod quantity;

@@ -25,7 +25,8 @@ pub async fn connect(path: &Path) -> Clients {
         .await
         .expect("connect to the agent's socket");
     Clients {
-        runtime: RuntimeServiceClient::new(channel.clone()),
+        // The kubelet's CRI client accepts messages up to 16 MiB (gRPC's default is 4 MiB).
+        runtime: RuntimeServiceClient::new(channel.clone()).max_decoding_message_size(16 * 1024 * 1024),
         image: ImageServiceClient::new(channel.clone()),
         node: NodeClient::new(channel),
     }

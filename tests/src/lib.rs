@@ -475,7 +475,7 @@ pub fn proc_cgroups(pid: i32) -> Vec<(String, String)> {
 }
 
 /// Each cgroup hierarchy of this machine that minilet manages: (mount point, this test
-/// process's own path in it). v1: cpu, cpuacct, memory, pids; v2: the unified mount.
+/// process's own path in it). v1: cpu, cpuacct, memory, pids, devices; v2: the unified mount.
 pub fn cgroup_hierarchies() -> Vec<(PathBuf, String)> {
     let own = proc_cgroups(std::process::id() as i32);
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -503,7 +503,7 @@ pub fn cgroup_hierarchies() -> Vec<(PathBuf, String)> {
         } else if !pure_v2 && fstype == "cgroup" {
             let ctrls: Vec<&str> = opts
                 .split(',')
-                .filter(|o| ["cpu", "cpuacct", "memory", "pids"].contains(o))
+                .filter(|o| ["cpu", "cpuacct", "memory", "pids", "devices"].contains(o))
                 .collect();
             if ctrls.is_empty() {
                 continue;

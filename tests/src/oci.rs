@@ -28,10 +28,15 @@ impl LayerTar {
         LayerTar(tar::Builder::new(Vec::new()))
     }
 
-    pub fn file(mut self, path: &str, content: &[u8]) -> Self {
+    pub fn file(self, path: &str, content: &[u8]) -> Self {
+        self.file_mode(path, content, 0o644)
+    }
+
+    /// A root-owned regular file with `mode` (setuid bits included).
+    pub fn file_mode(mut self, path: &str, content: &[u8], mode: u32) -> Self {
         let mut h = tar::Header::new_gnu();
         h.set_size(content.len() as u64);
-        h.set_mode(0o644);
+        h.set_mode(mode);
         h.set_uid(0);
         h.set_gid(0);
         h.set_mtime(0);

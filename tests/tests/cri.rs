@@ -342,6 +342,14 @@ fn runtime_service_over_real_pods() {
             String::from_utf8_lossy(&r.stderr).contains("executable file not found"),
             "{r:?}"
         );
+        // Output is capped as the kubelet caps it, and the command still runs to its end.
+        let r = exec(&["sh", "-c", "head -c 40000000 /dev/zero; echo done >&2; exit 4"], 60)
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.exit_code, 4);
+        assert_eq!(r.stdout.len(), 16 * 1024 * 1024 - 64 * 1024, "stdout kept");
+        assert!(r.stderr.is_empty(), "no room left for stderr");
         let err = exec(&["sleep", "30"], 1).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::DeadlineExceeded);
         // The timed-out process is gone from the container.
@@ -636,7 +644,27 @@ fn socket_is_private_single_owner_and_taken_over_when_stale() {
         return;
     }
     let env = Env::new("socket");
+    // Under umask 000 (inherited by the agent; nextest runs each test in its own process),
+    // a socket bound then chmodded would exist for a moment with mode 0777. Watch the path
+    // from before the agent starts: every mode it ever shows must be 0660.
+    nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (path, stop) = (env.socket.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut modes = std::collections::BTreeSet::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(md) = std::fs::symlink_metadata(&path) {
+                    modes.insert(md.permissions().mode() & 0o777);
+                }
+            }
+            modes
+        })
+    };
     let mut first = Agent::start(&env, &[]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let modes = watcher.join().unwrap();
+    assert_eq!(modes.into_iter().collect::<Vec<_>>(), [0o660], "modes the socket had");
     let mode = std::fs::metadata(&env.socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660);
     // A second agent (own root) on the same socket refuses to start.

@@ -3,7 +3,8 @@
 //! The agent only ever works below one *parent* cgroup ([`CgroupParent`]); every path the
 //! callers pass is relative to that parent (e.g. `kubepods/burstable/pod123/abc`) and may not
 //! climb out of it. Resource values are given in kubelet terms ([`Resources`]) and translated
-//! into each version's files by the per-controller modules (`cpu`, `memory`, `pids`).
+//! into each version's files by the per-controller modules (`cpu`, `memory`, `pids`,
+//! `devices`).
 //!
 //! Detection ([`detect`]) looks at the filesystem type of `/sys/fs/cgroup` and at
 //! `/proc/self/mountinfo` + `/proc/self/cgroup`. A "hybrid" machine (v1 controllers plus an
@@ -13,6 +14,7 @@
 //! while a killed process finishes leaving); async callers should use `spawn_blocking`.
 
 mod cpu;
+pub mod devices;
 mod memory;
 mod pids;
 pub mod v1;
@@ -28,12 +30,13 @@ use std::time::Duration;
 use tracing::{debug, info, warn};
 
 pub use cpu::shares_to_weight;
+pub use devices::DevicePolicy;
 
 /// Where `/sys/fs/cgroup` lives; every real system mounts cgroups there.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// v1 controllers whose hierarchies the agent manages (a co-mounted `cpu,cpuacct` counts once).
-const V1_MANAGED: [&str; 4] = ["cpu", "cpuacct", "memory", "pids"];
+const V1_MANAGED: [&str; 5] = ["cpu", "cpuacct", "memory", "pids", "devices"];
 
 /// Every v1 controller the kernel knows, to tell controllers from mount options in mountinfo.
 const V1_KNOWN: [&str; 14] = [
@@ -167,6 +170,13 @@ pub enum CgroupError {
     },
     #[error("kill pid {pid} in {}: {source}", .path.display())]
     Kill { path: PathBuf, pid: u32, source: io::Error },
+    /// cgroup v2: loading or attaching the device program failed.
+    #[error("device program for {}: {step}: {source}", .path.display())]
+    DeviceProgram {
+        path: PathBuf,
+        step: &'static str,
+        source: io::Error,
+    },
     #[error("invalid cgroup path {path:?}: it must stay below the cgroup parent (no '..')")]
     InvalidPath { path: String },
     #[error("detect cgroups: {0}")]
@@ -198,6 +208,10 @@ pub trait Cgroups: Send + Sync + fmt::Debug {
     /// v2: write 1 to `memory.oom.group` when the file exists, so an OOM kill takes the whole
     /// container (as the kubelet does for containers, not pods). v1: nothing to do.
     fn set_oom_group(&self, path: &str) -> Result<(), CgroupError>;
+    /// Which devices the processes of `path` may create and open (see [`devices`]): v1 the
+    /// `devices` controller, v2 a device program attached to the cgroup. Call it on a new
+    /// cgroup without children, before any process joins it.
+    fn set_devices(&self, path: &str, policy: DevicePolicy) -> Result<(), CgroupError>;
     /// Writes `pid` to `cgroup.procs` in every hierarchy.
     fn add_process(&self, path: &str, pid: u32) -> Result<(), CgroupError>;
     /// pids in `path` and all its descendants (union over hierarchies, deduplicated, sorted).
@@ -860,6 +874,7 @@ mod tests {
                     hier(&["cpu"], "/sys/fs/cgroup/cpu/minilet"),
                     hier(&["cpuacct"], "/sys/fs/cgroup/cpuacct/minilet"),
                     hier(&["memory"], "/sys/fs/cgroup/memory/process_api/1fb45/minilet"),
+                    hier(&["devices"], "/sys/fs/cgroup/devices/minilet"),
                     hier(&["pids"], "/sys/fs/cgroup/pids/minilet"),
                 ])
             );
@@ -1132,6 +1147,17 @@ mod tests {
         );
         assert_eq!(read_trim(&pids_dir.join("pids.max")), "10");
 
+        // Devices: the kernel's list is exactly the default allow-list; privileged is "a".
+        cg.set_devices("pod/c1", DevicePolicy::Default).unwrap();
+        cg.set_devices("pod/c2", DevicePolicy::AllowAll).unwrap();
+        let expected: Vec<String> = devices::DEFAULT_ALLOWED.iter().map(ToString::to_string).collect();
+        let list = read_trim(&dir_of("pod/c1", "devices.list").join("devices.list"));
+        assert_eq!(list.lines().collect::<Vec<_>>(), expected);
+        assert_eq!(
+            read_trim(&dir_of("pod/c2", "devices.list").join("devices.list")),
+            "a *:* rwm"
+        );
+
         // Shorter period (written first) and a smaller quota.
         cg.apply(
             "pod/c1",
@@ -1282,6 +1308,7 @@ mod tests {
         assert!(dir.join("pod/c1").is_dir());
         cg.apply("pod/c1", &Resources::default()).unwrap();
         cg.set_oom_group("pod/c1").unwrap();
+        cg.set_devices("pod/c1", DevicePolicy::Default).unwrap();
 
         let child = spawn_sleep();
         let pid = child.id();

@@ -1,5 +1,5 @@
-//! cgroup v1 backend: one directory tree per managed hierarchy (cpu, cpuacct, memory, pids;
-//! co-mounted hierarchies such as `cpu,cpuacct` count once).
+//! cgroup v1 backend: one directory tree per managed hierarchy (cpu, cpuacct, memory, pids,
+//! devices; co-mounted hierarchies such as `cpu,cpuacct` count once).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use tracing::{debug, warn};
 
 use super::{
-    CgroupError, CgroupStats, CgroupVersion, Cgroups, Resources, cpu, kill_tree, memory, pids, rel_path, remove_tree,
-    require_dir,
+    CgroupError, CgroupStats, CgroupVersion, Cgroups, DevicePolicy, Resources, cpu, devices, kill_tree, memory, pids,
+    rel_path, remove_tree, require_dir,
 };
 
 /// One v1 hierarchy and the agent's parent cgroup in it.
@@ -112,6 +112,24 @@ impl Cgroups for V1 {
         Ok(()) // v1 has no group OOM kill
     }
 
+    fn set_devices(&self, path: &str, policy: DevicePolicy) -> Result<(), CgroupError> {
+        let mut seen = false;
+        for (h, dir) in self.resolve(path)? {
+            if h.has("devices") {
+                devices::apply_v1(&dir, policy)?;
+                seen = true;
+            }
+        }
+        if !seen {
+            warn!(
+                path,
+                controller = "devices",
+                "controller not mounted; device access not restricted"
+            );
+        }
+        Ok(())
+    }
+
     fn add_process(&self, path: &str, pid: u32) -> Result<(), CgroupError> {
         let dirs: Vec<PathBuf> = self.resolve(path)?.into_iter().map(|(_, d)| d).collect();
         super::join(&dirs, pid)
@@ -150,6 +168,11 @@ impl Cgroups for V1 {
     fn stats(&self, path: &str) -> Result<CgroupStats, CgroupError> {
         let mut stats = CgroupStats::default();
         for (h, dir) in self.resolve(path)? {
+            if !["cpuacct", "memory", "pids"].iter().any(|c| h.has(c)) {
+                // No figures here (devices); a container from an agent that did not manage
+                // this hierarchy has no directory in it.
+                continue;
+            }
             require_dir(&dir)?;
             if h.has("cpuacct") {
                 stats.cpu_usage_nanos = cpu::usage_v1(&dir)?;
@@ -379,6 +402,13 @@ mod tests {
         )
         .unwrap();
         fs::write(pid.join("pids.current"), "3\n").unwrap();
+        // A hierarchy without figures (devices) where the cgroup does not exist: no matter.
+        let mut with_devices = f.v1.hierarchies().to_vec();
+        with_devices.push(Hierarchy {
+            controllers: vec!["devices".into()],
+            parent_dir: f.root.join("devices/minilet"),
+        });
+        assert_eq!(V1::new(with_devices).stats("c").unwrap().pids_current, 3);
         let s = f.v1.stats("c").unwrap();
         assert_eq!(
             s,

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use tracing::{debug, warn};
 
 use super::{
-    CgroupError, CgroupStats, CgroupVersion, Cgroups, Resources, cpu, kill_tree, memory, pids, read_optional, rel_path,
-    remove_tree, require_dir, write_file,
+    CgroupError, CgroupStats, CgroupVersion, Cgroups, DevicePolicy, Resources, cpu, devices, kill_tree, memory, pids,
+    read_optional, rel_path, remove_tree, require_dir, write_file,
 };
 
 /// Controllers the agent delegates down to its cgroups (io only for accounting).
@@ -129,6 +129,10 @@ impl Cgroups for V2 {
 
     fn set_oom_group(&self, path: &str) -> Result<(), CgroupError> {
         memory::set_oom_group_v2(&self.dir(path)?)
+    }
+
+    fn set_devices(&self, path: &str, policy: DevicePolicy) -> Result<(), CgroupError> {
+        devices::attach_v2(&self.dir(path)?, policy)
     }
 
     fn add_process(&self, path: &str, pid: u32) -> Result<(), CgroupError> {

@@ -301,7 +301,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             _ => return Err(err()),
         };
         rest = &rest[unit_len..];
-        total += Duration::from_secs_f64(value * scale);
+        total = Duration::try_from_secs_f64(value * scale)
+            .ok()
+            .and_then(|d| total.checked_add(d))
+            .ok_or_else(|| format!("invalid duration {s:?}: out of range"))?;
+    }
+    // Go's durations are i64 nanoseconds (about 292 years); a longer one is an error there.
+    if total.as_nanos() > i64::MAX as u128 {
+        return Err(format!("invalid duration {s:?}: out of range"));
     }
     Ok(total)
 }
@@ -318,6 +325,13 @@ mod tests {
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("ten seconds").is_err());
+        // Out of range is an error, never a panic.
+        assert!(parse_duration("99999999999999999999h").is_err());
+        assert!(parse_duration("1e400s").is_err());
+        assert!(parse_duration("3000000h").is_err());
+        assert!(parse_duration("2000000h").is_ok());
+        assert!(parse_duration(&"9".repeat(400)).is_err());
+        assert!(parse_duration("1.5h").is_ok());
     }
 
     #[test]

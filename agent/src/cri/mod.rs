@@ -61,9 +61,11 @@ pub fn bind(path: &Path) -> Result<(tokio::net::UnixListener, SocketFile), Socke
         path: path.to_path_buf(),
         source,
     };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| io("create the directory of", e))?;
-    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| io("create the directory of", e))?;
     if let Ok(md) = std::fs::symlink_metadata(path) {
         if md.file_type().is_socket() && std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(SocketError::InUse(path.to_path_buf()));
@@ -71,8 +73,19 @@ pub fn bind(path: &Path) -> Result<(tokio::net::UnixListener, SocketFile), Socke
         tracing::info!(socket = %path.display(), "removing a stale socket left by a previous agent");
         std::fs::remove_file(path).map_err(|e| io("remove the stale socket", e))?;
     }
-    let listener = tokio::net::UnixListener::bind(path).map_err(|e| io("bind", e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(|e| io("chmod", e))?;
+    // bind() creates the file with the process umask; a chmod afterwards leaves a window in
+    // which anyone may connect. So the socket is made in a private (0700) directory beside
+    // its place, given its mode there, and renamed into place: it never exists at `path`
+    // with any other mode. (umask is process-wide, so changing it would race other threads.)
+    let private = tempfile::Builder::new()
+        .prefix(".minilet-sock-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(dir)
+        .map_err(|e| io("create a private directory beside", e))?;
+    let staged = private.path().join("s");
+    let listener = tokio::net::UnixListener::bind(&staged).map_err(|e| io("bind", e))?;
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o660)).map_err(|e| io("chmod", e))?;
+    std::fs::rename(&staged, path).map_err(|e| io("move the socket into place at", e))?;
     Ok((listener, SocketFile(path.to_path_buf())))
 }
 

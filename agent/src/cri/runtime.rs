@@ -222,7 +222,7 @@ impl cri::runtime_service_server::RuntimeService for RuntimeSvc {
             .0
             .stats
             .sample(
-                &*self.0.ctx.runtime.cgroups,
+                &self.0.ctx.runtime.cgroups,
                 std::slice::from_ref(&a.files.record.cgroup),
             )
             .await;
@@ -254,7 +254,7 @@ impl cri::runtime_service_server::RuntimeService for RuntimeSvc {
             }
         }
         let paths: Vec<String> = picked.iter().map(|(_, a)| a.files.record.cgroup.clone()).collect();
-        let samples = self.0.stats.sample(&*self.0.ctx.runtime.cgroups, &paths).await;
+        let samples = self.0.stats.sample(&self.0.ctx.runtime.cgroups, &paths).await;
         let stats = picked
             .iter()
             .map(|(e, a)| container_stats(e, a, samples.get(&a.files.record.cgroup)))
@@ -408,7 +408,7 @@ impl RuntimeSvc {
                 paths.push(a.files.record.cgroup.clone());
             }
         }
-        let samples = self.0.stats.sample(&*self.0.ctx.runtime.cgroups, &paths).await;
+        let samples = self.0.stats.sample(&self.0.ctx.runtime.cgroups, &paths).await;
         pods.iter()
             .map(|e| {
                 let pod = samples.get(&e.sandbox.cgroup);

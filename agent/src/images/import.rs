@@ -429,7 +429,8 @@ fn ingest_blob(store: &ImageStore, layout: &Layout, desc: &Descriptor, what: &st
         fs::rename(&src, &dst).map_err(|e| ImageError::io(&dst, e))?;
     } else {
         let tmp = TempPath::new(store.tmp_dir().join(temp_name("blob")));
-        let mut out = File::create_new(&tmp.path).map_err(|e| ImageError::io(&tmp.path, e))?;
+        let mut out = crate::file_modes::create_new(&tmp.path, crate::file_modes::STATE_FILE)
+            .map_err(|e| ImageError::io(&tmp.path, e))?;
         let mut hashing = HashingReader::new(&mut file);
         io::copy(&mut hashing, &mut out).map_err(|e| ImageError::io(&src, e))?;
         drop(out);

@@ -115,7 +115,8 @@ impl ImageStore {
             dir: root.join("images"),
         };
         for dir in [store.dir.join("blobs/sha256"), store.layers_dir(), store.tmp_dir()] {
-            fs::create_dir_all(&dir).map_err(|e| ImageError::io(&dir, e))?;
+            crate::file_modes::create_dir_all(&dir, crate::file_modes::STATE_DIR)
+                .map_err(|e| ImageError::io(&dir, e))?;
         }
         // An index that exists from the start gives watchers something to watch.
         if !store.index_path().exists() {

@@ -10,6 +10,7 @@ use super::command;
 use super::expansion::expand;
 use super::node::NodeInfo;
 use super::qos::{self, QosClass};
+use crate::cgroups::DevicePolicy;
 use crate::images::Image;
 use crate::quantity::Quantity;
 use crate::runtime::Runtime;
@@ -287,6 +288,12 @@ pub fn container_config(rt: &Runtime, node: &NodeInfo, i: &ContainerInputs) -> R
         image: i.image.clone(),
         pod_cgroup: i.plan.cgroup.clone(),
         resources: qos::container_resources(c),
+        // Kubernetes gives a privileged container every device; others the runtimes' default.
+        devices: if privileged {
+            DevicePolicy::AllowAll
+        } else {
+            DevicePolicy::Default
+        },
         oom_score_adj: qos::oom_score_adj(pod_spec, i.plan.qos, c, node.memory_bytes),
         share_pid: i.plan.share_pid,
         process: ProcessSpec {

@@ -99,11 +99,13 @@ impl Manager {
         let obj = ObjectRef::pod(&record.namespace, &record.name, &record.uid);
         let manifest = record.manifest.clone();
         let uid = record.uid.clone();
-        let (worker, initial) = Worker::adopt(self.ctx.clone(), record, sandbox, rx).await;
         if terminate {
+            // Sent before the worker takes over, so that it goes straight to removal: a pod
+            // whose manifest is gone never gets a new sandbox or container.
             tracing::info!(pod = %obj.name, uid = %uid, "manifest gone while the agent was down: removing the pod");
             let _ = tx.send(Command::Terminate);
         }
+        let (worker, initial) = Worker::adopt(self.ctx.clone(), record, sandbox, rx).await;
         self.spawn(uid, manifest, obj, tx, worker, initial);
     }
 

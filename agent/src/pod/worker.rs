@@ -28,6 +28,41 @@ pub enum Command {
     Terminate,
 }
 
+/// The manager's orders as the worker sees them. A terminate order is sticky: once seen
+/// (or once the manager is gone), the pod only goes down.
+#[derive(Debug)]
+pub(super) struct Orders {
+    rx: mpsc::UnboundedReceiver<Command>,
+    terminate: bool,
+}
+
+impl Orders {
+    fn new(rx: mpsc::UnboundedReceiver<Command>) -> Self {
+        Orders { rx, terminate: false }
+    }
+
+    /// Whether the pod is to be removed, without waiting. Checked before anything is
+    /// created (sandbox, container), so a removal cancels a start in progress between two
+    /// containers rather than after the last one.
+    pub fn terminate_requested(&mut self) -> bool {
+        if !self.terminate {
+            match self.rx.try_recv() {
+                Ok(Command::Terminate) | Err(mpsc::error::TryRecvError::Disconnected) => self.terminate = true,
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+        }
+        self.terminate
+    }
+
+    /// Resolves when the pod is to be removed.
+    pub async fn terminated(&mut self) {
+        if !self.terminate {
+            let (Some(Command::Terminate) | None) = self.rx.recv().await;
+            self.terminate = true;
+        }
+    }
+}
+
 /// What the worker's own watcher tasks report.
 #[derive(Debug)]
 pub(super) enum Event {
@@ -135,7 +170,7 @@ pub struct Worker {
     pub(super) terminating: bool,
     pub(super) events_tx: mpsc::UnboundedSender<Event>,
     pub(super) events: mpsc::UnboundedReceiver<Event>,
-    pub(super) commands: mpsc::UnboundedReceiver<Command>,
+    pub(super) commands: Orders,
     pub(super) images_changed: watch::Receiver<u64>,
     /// A predecessor (same manifest) that must be gone before this pod creates anything.
     pub(super) after: Option<watch::Receiver<bool>>,
@@ -177,7 +212,7 @@ impl Worker {
             terminating: false,
             events_tx,
             events,
-            commands,
+            commands: Orders::new(commands),
             images_changed,
             after,
         }
@@ -228,7 +263,7 @@ impl Worker {
     pub(super) fn save_record(&self) {
         let path = self.ctx.runtime.layout.pod_record(&self.uid);
         if let Some(dir) = path.parent()
-            && let Err(e) = std::fs::create_dir_all(dir)
+            && let Err(e) = crate::file_modes::create_dir_all(dir, crate::file_modes::STATE_DIR)
         {
             tracing::error!(pod = %self.obj.name, error = %e, "create {}", dir.display());
         }
@@ -249,8 +284,15 @@ impl Worker {
         });
     }
 
-    /// Watch a running attempt until it exits.
+    /// Watch a running attempt until it exits (and its monitor's reports on writing the log).
     pub(super) fn watch_container(&self, files: &ContainerFiles) {
+        tokio::spawn(logs::report_notices(
+            files.dir.clone(),
+            files.record.name.clone(),
+            files.record.log_path.clone(),
+            self.obj.container(&files.record.name, files.record.init),
+            self.ctx.events.clone(),
+        ));
         let rt = self.ctx.runtime.clone();
         let tx = self.events_tx.clone();
         let files = files.clone();
@@ -266,7 +308,11 @@ impl Worker {
     /// Start the container in slot `i` now. Afterwards the slot is running, or knows when to
     /// try again, or has exited at once (StartError) and been handed to the restart logic.
     pub(super) async fn start(&mut self, i: usize) {
-        let Some(sandbox) = self.sandbox else { return };
+        // A dead pause means a new sandbox, not a container start that is bound to fail: the
+        // watcher's SandboxDied is on its way and the state will recreate the sandbox.
+        let Some(sandbox) = self.sandbox.filter(|s| s.pause.is_alive()) else {
+            return;
+        };
         let rt = self.ctx.runtime.clone();
         let name = self.slots[i].spec.name.clone();
         let init = self.slots[i].init;
@@ -308,6 +354,16 @@ impl Worker {
                 slot.next = Next::Idle;
                 // It could not start (StartError); or it runs, or ran and already ended.
                 let start_error = files.exit.as_ref().filter(|e| e.reason == "StartError");
+                if start_error.is_some() && !sandbox.pause.is_alive() {
+                    // The pause died while this container was being set up: not the
+                    // container's failure. Drop the attempt; the sandbox will be recreated.
+                    tracing::info!(pod = %self.obj.name, container = %name, "sandbox died during container start");
+                    if let Err(e) = rt.remove_container(&files) {
+                        tracing::warn!(pod = %self.obj.name, container = %name, error = %e, "remove container attempt");
+                    }
+                    let _ = std::fs::remove_file(&files.record.log_path);
+                    return;
+                }
                 if let Some(exit) = start_error {
                     self.ctx
                         .events
@@ -621,7 +677,10 @@ impl Worker {
         match ev {
             Event::Exited { id, exit } => {
                 self.on_exit(&id, exit);
-                false
+                // Containers in the pod's PID namespace die with its pause, often before the
+                // pause's own death is reported: handle the cause now, so that nothing is
+                // started into the dead sandbox first.
+                self.sandbox.is_some_and(|s| !s.pause.is_alive())
             }
             Event::SandboxDied { pause } => self.sandbox.is_some_and(|s| s.pause == pause),
             Event::Pulled {
@@ -760,6 +819,9 @@ impl Worker {
         w.sandbox = sandbox.filter(|s| s.pause.is_alive());
         let running = w.slots.iter().filter(|s| s.running()).count();
         tracing::info!(pod = %w.obj.name, uid = %w.uid, sandbox = w.sandbox.map(|s| s.pause.pid), running, "re-adopted pod");
+        if w.commands.terminate_requested() {
+            return (w, State::Terminating);
+        }
         if let Some(phase) = w.terminal_phase() {
             w.phase = phase;
             return (w, State::Completed);

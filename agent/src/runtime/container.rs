@@ -10,7 +10,8 @@ use super::spec::{BindMount, ContainerExit, ContainerSpec, ProcessSpec, RootfsSp
 use super::state::{ContainerFiles, ContainerRecord, new_id};
 use super::{IoContext, Result, Runtime, RuntimeError, helper};
 use crate::atomic_file;
-use crate::cgroups::Resources;
+use crate::cgroups::{DevicePolicy, Resources};
+use crate::file_modes;
 use crate::images::Image;
 
 /// Everything the runtime needs to start one container attempt.
@@ -26,6 +27,8 @@ pub struct ContainerConfig {
     /// The pod's cgroup; the container's is a child named after its ID.
     pub pod_cgroup: String,
     pub resources: Resources,
+    /// Which devices it may open: the default allow-list, or all of them (privileged).
+    pub devices: DevicePolicy,
     pub oom_score_adj: i32,
     pub share_pid: bool,
     pub process: ProcessSpec,
@@ -82,9 +85,16 @@ impl Runtime {
         cgroup: &str,
         sandbox: ProcessId,
     ) -> Result<PathBuf> {
-        for sub in ["upper", "work", "rootfs"] {
+        // upper becomes the container's `/`: every user in it walks it. work and the mount
+        // point are the kernel's and root's only.
+        for (sub, mode) in [
+            ("", file_modes::STATE_DIR),
+            ("upper", file_modes::ROOTFS_DIR),
+            ("work", file_modes::STATE_DIR),
+            ("rootfs", file_modes::STATE_DIR),
+        ] {
             let d = dir.join(sub);
-            std::fs::create_dir_all(&d).context(|| format!("create {}", d.display()))?;
+            file_modes::create_dir_all(&d, mode).context(|| format!("create {}", d.display()))?;
         }
         let record = ContainerRecord {
             id: id.to_string(),
@@ -105,6 +115,8 @@ impl Runtime {
         // v2: an OOM kill takes the whole container, not one of its processes (the kubelet's
         // default); never set on the pod cgroup, where it would take the pause too.
         self.cgroups.set_oom_group(cgroup)?;
+        // Before the process joins: it must never hold a device the policy denies.
+        self.cgroups.set_devices(cgroup, cfg.devices)?;
 
         let spec = ContainerSpec {
             id: id.to_string(),

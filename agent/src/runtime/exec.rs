@@ -246,9 +246,10 @@ impl Runtime {
         let collect = async {
             let mut result = ExecResult::default();
             while let Some(out) = session.outputs.next().await {
+                let kept = result.stdout.len() + result.stderr.len();
                 match out {
-                    ExecOutput::Stdout(b) => result.stdout.extend(b),
-                    ExecOutput::Stderr(b) => result.stderr.extend(b),
+                    ExecOutput::Stdout(b) => append_capped(&mut result.stdout, kept, &b),
+                    ExecOutput::Stderr(b) => append_capped(&mut result.stderr, kept, &b),
                     ExecOutput::Exit(code) => result.exit_code = code,
                 }
             }
@@ -261,9 +262,35 @@ impl Runtime {
     }
 }
 
+/// The most ExecSync keeps of stdout and stderr together: the response must fit the 16 MiB
+/// gRPC messages the kubelet's CRI client (and containerd's server) accept, with room for
+/// the rest of the message. Output beyond it is read and dropped, so the command still runs
+/// to its end and the agent's memory stays bounded.
+pub const MAX_EXEC_SYNC_OUTPUT: usize = 16 * 1024 * 1024 - 64 * 1024;
+
+/// Append what fits of `bytes` to `buf`, `kept` bytes being kept already (both streams).
+fn append_capped(buf: &mut Vec<u8>, kept: usize, bytes: &[u8]) {
+    let room = MAX_EXEC_SYNC_OUTPUT.saturating_sub(kept);
+    buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::frame::*;
+
+    #[test]
+    fn exec_sync_output_is_capped() {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let chunk = vec![b'x'; 1024 * 1024];
+        for _ in 0..10 {
+            let kept = out.len() + err.len();
+            super::append_capped(&mut out, kept, &chunk);
+            let kept = out.len() + err.len();
+            super::append_capped(&mut err, kept, &chunk);
+        }
+        assert_eq!(out.len() + err.len(), super::MAX_EXEC_SYNC_OUTPUT);
+        assert_eq!(out.len(), 8 * 1024 * 1024);
+    }
 
     #[test]
     fn frames_survive_arbitrary_splits() {

@@ -28,6 +28,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::cgroups::{CgroupError, Cgroups, Resources};
+use crate::file_modes;
 use crate::images::{ImageError, ImageStore};
 use state::Layout;
 
@@ -84,9 +85,16 @@ impl Runtime {
     /// Open the state directory and prepare the QoS cgroups.
     pub fn new(config: RuntimeConfig, cgroups: Arc<dyn Cgroups>) -> Result<Self> {
         let layout = Layout::new(&config.root);
-        std::fs::create_dir_all(layout.pods_dir()).context(|| format!("create {}", layout.pods_dir().display()))?;
-        std::fs::create_dir_all(&config.log_dir).context(|| format!("create {}", config.log_dir.display()))?;
+        file_modes::create_dir_all(&layout.pods_dir(), file_modes::STATE_DIR)
+            .context(|| format!("create {}", layout.pods_dir().display()))?;
+        if !config.log_dir.is_dir() {
+            file_modes::create_dir_all(&config.log_dir, file_modes::LOG_DIR)
+                .context(|| format!("create {}", config.log_dir.display()))?;
+        }
         let images = ImageStore::open(&config.root)?;
+        // A state directory from an older agent (0755 everywhere, 0644 files) is reachable by
+        // every local user: close it before any pod starts.
+        file_modes::tighten(&config.root, &config.log_dir).context(|| format!("chmod {}", config.root.display()))?;
         for qos in [
             KUBEPODS.to_string(),
             format!("{KUBEPODS}/burstable"),

@@ -31,18 +31,24 @@ impl std::fmt::Display for ProcessId {
 pub struct ProcStat {
     pub state: char,
     pub ppid: i32,
+    /// The kernel's `PF_*` flags.
+    pub flags: u64,
     pub start_time: u64,
 }
+
+/// `PF_EXITING`: the process is in `do_exit`.
+const PF_EXITING: u64 = 0x4;
 
 /// Parse `/proc/<pid>/stat`. The command name may hold spaces and parentheses, so fields are
 /// counted from the last `)`.
 pub fn parse_stat(text: &str) -> Option<ProcStat> {
     let rest = &text[text.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After the name: state is field 3 of the man page, ppid 4, starttime 22.
+    // After the name: state is field 3 of the man page, ppid 4, flags 9, starttime 22.
     Some(ProcStat {
         state: fields.first()?.chars().next()?,
         ppid: fields.get(1)?.parse().ok()?,
+        flags: fields.get(6)?.parse().ok()?,
         start_time: fields.get(19)?.parse().ok()?,
     })
 }
@@ -63,9 +69,14 @@ impl ProcessId {
         })
     }
 
-    /// Alive and still the same process (a zombie counts as dead: it has exited).
+    /// Alive and still the same process. A zombie counts as dead (it has exited), and so
+    /// does a process already in `do_exit`: a PID namespace's init (the pause) killed by a
+    /// signal first waits there for every other process of its namespace to die, so its
+    /// containers' exits are seen while it is not a zombie yet, but it is gone for good and
+    /// nothing can join its namespaces any more.
     pub fn is_alive(&self) -> bool {
-        matches!(stat(self.pid), Some(st) if st.start_time == self.start_time && st.state != 'Z' && st.state != 'X')
+        matches!(stat(self.pid), Some(st) if st.start_time == self.start_time
+            && st.state != 'Z' && st.state != 'X' && st.flags & PF_EXITING == 0)
     }
 
     /// Open a pidfd on this process. `Ok(None)` when it is gone or the PID now belongs to
@@ -199,6 +210,7 @@ mod tests {
         let st = parse_stat(line).unwrap();
         assert_eq!(st.state, 'S');
         assert_eq!(st.ppid, 1);
+        assert_eq!(st.flags, 4194560);
         assert_eq!(st.start_time, 987654);
         assert!(parse_stat("garbage").is_none());
     }

@@ -8,7 +8,8 @@ use nix::sys::signal::Signal;
 use super::spec::{SandboxNamespaces, SandboxSpec, SandboxState, TmpfsSpec};
 use super::{IoContext, Result, Runtime, helper, process};
 use crate::atomic_file;
-use crate::cgroups::Resources;
+use crate::cgroups::{DevicePolicy, Resources};
+use crate::file_modes;
 
 /// Everything the runtime needs to create a pod's sandbox.
 #[derive(Debug, Clone)]
@@ -65,14 +66,15 @@ impl Runtime {
         let uid = cfg.pod_uid.as_str();
         let pod_dir = self.layout.pod_dir(uid);
         let etc = pod_dir.join("etc");
-        std::fs::create_dir_all(&etc).context(|| format!("create {}", etc.display()))?;
+        file_modes::create_dir_all(&etc, file_modes::STATE_DIR).context(|| format!("create {}", etc.display()))?;
         for (name, content) in [
             ("hosts", &cfg.etc.hosts),
             ("hostname", &cfg.etc.hostname),
             ("resolv.conf", &cfg.etc.resolv_conf),
         ] {
             let path = etc.join(name);
-            atomic_file::write(&path, content.as_bytes()).context(|| format!("write {}", path.display()))?;
+            atomic_file::write_mode(&path, content.as_bytes(), file_modes::SHARED_FILE)
+                .context(|| format!("write {}", path.display()))?;
         }
         let mut tmpfs = vec![TmpfsSpec {
             path: self.shm_dir(uid),
@@ -81,10 +83,12 @@ impl Runtime {
         }];
         for (name, memory, limit) in &cfg.empty_dirs {
             let dir = self.empty_dir(uid, name);
-            std::fs::create_dir_all(&dir).context(|| format!("create emptyDir {}", dir.display()))?;
-            // emptyDir volumes are world-writable, as the kubelet makes them.
-            std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
-                .context(|| format!("chmod {}", dir.display()))?;
+            if let Some(parent) = dir.parent() {
+                file_modes::create_dir_all(parent, file_modes::STATE_DIR)
+                    .context(|| format!("create {}", parent.display()))?;
+            }
+            file_modes::create_dir_all(&dir, file_modes::EMPTY_DIR)
+                .context(|| format!("create emptyDir {}", dir.display()))?;
             if *memory {
                 tmpfs.push(TmpfsSpec {
                     path: dir,
@@ -98,6 +102,8 @@ impl Runtime {
         self.cgroups.apply(&cfg.cgroup, &cfg.resources)?;
         let cgroup = Self::sandbox_cgroup(&cfg.cgroup, sandbox_id);
         self.cgroups.create(&cgroup)?;
+        // The pause opens /dev/null only; it gets the containers' default device list.
+        self.cgroups.set_devices(&cgroup, DevicePolicy::Default)?;
 
         let spec = SandboxSpec {
             id: sandbox_id.to_string(),

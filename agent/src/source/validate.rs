@@ -317,6 +317,33 @@ fn validate_container(
         }
     }
 
+    // What would hand a container host devices without `privileged`: block volumes (PVCs
+    // only, which need an API server) and device-plugin resources (none on this node, so the
+    // kubelet's admission would refuse the pod).
+    for (k, d) in c.volume_devices.iter().flatten().enumerate() {
+        v.invalid(
+            &format!("{path}.volumeDevices[{k}].name"),
+            &d.name,
+            &format!(
+                "can only use volume source type of PersistentVolumeClaim or Ephemeral for block mode; {NO_API_SERVER}"
+            ),
+        );
+    }
+    if let Some(res) = &c.resources {
+        let limits = res.limits.iter().flatten().map(|(k, _)| ("limits", k));
+        // A request defaulted from its limit would repeat the limit's error.
+        let requests = res.requests.iter().flatten().map(|(k, _)| ("requests", k));
+        let in_limits = |k: &String| res.limits.as_ref().is_some_and(|l| l.contains_key(k));
+        for (list, name) in limits.chain(requests.filter(|(_, k)| !in_limits(k))) {
+            if name.contains('/') && !name.starts_with("hugepages-") {
+                v.push(
+                    &format!("{path}.resources.{list}[{name}]"),
+                    format!("Unsupported value: {name:?}: extended resources are allocated by device plugins, and minilet has none"),
+                );
+            }
+        }
+    }
+
     for (k, e) in c.env.iter().flatten().enumerate() {
         let ep = format!("{path}.env[{k}]");
         if e.name.is_empty() {
@@ -549,6 +576,28 @@ mod tests {
             "  volumes: [{name: data, emptyDir: {}}, {name: host, hostPath: {path: /srv, type: DirectoryOrCreate}}]\n  containers:\n  - name: app\n    image: nginx:1.25\n    ports: [{containerPort: 80, name: http}]\n    env: [{name: A_B.c-d, value: x}, {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]\n    resources: {requests: {cpu: 100m, memory: 64Mi}, limits: {cpu: '1', memory: 1Gi}}\n    volumeMounts: [{name: data, mountPath: /data}]\n",
         );
         assert!(e.is_empty(), "{e:?}");
+    }
+
+    #[test]
+    fn device_grants_are_refused() {
+        let e = errors(
+            "  containers:\n  - name: a\n    image: i\n    volumeDevices: [{name: disk, devicePath: /dev/xvda}]\n    resources: {limits: {nvidia.com/gpu: '1', cpu: '1'}}\n",
+        );
+        assert!(
+            has(
+                &e,
+                "spec.containers[0].volumeDevices[0].name: Invalid value: \"disk\": can only use volume source type of PersistentVolumeClaim"
+            ),
+            "{e:?}"
+        );
+        assert!(
+            has(
+                &e,
+                "spec.containers[0].resources.limits[nvidia.com/gpu]: Unsupported value: \"nvidia.com/gpu\": extended resources are allocated by device plugins"
+            ),
+            "{e:?}"
+        );
+        assert!(!has(&e, "resources.limits[cpu]"), "{e:?}");
     }
 
     #[test]

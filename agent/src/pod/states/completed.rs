@@ -20,6 +20,6 @@ pub async fn run(w: &mut Worker) -> State {
     }
     w.publish();
     // Only a terminate order (or the manager going away) moves a completed pod on.
-    let _ = w.commands.recv().await;
+    w.commands.terminated().await;
     State::Terminating
 }

@@ -15,6 +15,9 @@ pub async fn run(w: &mut Worker) -> State {
             return State::Running;
         };
         if !w.slots[i].running() && w.due(i, now_nanos()) {
+            if w.commands.terminate_requested() {
+                return State::Terminating;
+            }
             w.start(i).await;
             continue;
         }

@@ -15,7 +15,7 @@ pub mod running;
 pub mod sandbox;
 pub mod terminating;
 
-use super::worker::{Command, Worker};
+use super::worker::Worker;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -42,6 +42,9 @@ pub(super) enum Wake {
 
 /// Wait for the next thing that concerns a running pod.
 pub(super) async fn wait(w: &mut Worker) -> Wake {
+    if w.commands.terminate_requested() {
+        return Wake::Terminate;
+    }
     let deadline = w.next_deadline();
     let sleep = async {
         match deadline {
@@ -50,9 +53,7 @@ pub(super) async fn wait(w: &mut Worker) -> Wake {
         }
     };
     tokio::select! {
-        cmd = w.commands.recv() => match cmd {
-            Some(Command::Terminate) | None => Wake::Terminate,
-        },
+        () = w.commands.terminated() => Wake::Terminate,
         Some(ev) = w.events.recv() => if w.handle_event(ev) { Wake::SandboxDied } else { Wake::Again },
         _ = sleep => Wake::Again,
         changed = w.images_changed.changed() => {

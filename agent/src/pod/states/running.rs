@@ -10,6 +10,9 @@ pub async fn run(w: &mut Worker) -> State {
         let now = now_nanos();
         for i in 0..w.slots.len() {
             if !w.slots[i].init && !w.slots[i].running() && w.due(i, now) {
+                if w.commands.terminate_requested() {
+                    return State::Terminating;
+                }
                 w.start(i).await;
             }
         }

@@ -2,7 +2,7 @@
 
 use super::State;
 use crate::pod::config;
-use crate::pod::worker::{Command, Worker};
+use crate::pod::worker::Worker;
 use crate::runtime::state::new_id;
 
 pub async fn run(w: &mut Worker) -> State {
@@ -12,15 +12,16 @@ pub async fn run(w: &mut Worker) -> State {
         while !*after.borrow() {
             tokio::select! {
                 changed = after.changed() => if changed.is_err() { break },
-                cmd = w.commands.recv() => match cmd {
-                    Some(Command::Terminate) | None => return State::Terminating,
-                },
+                () = w.commands.terminated() => return State::Terminating,
             }
         }
     }
 
     let mut delay = w.ctx.backoff.initial;
     loop {
+        if w.commands.terminate_requested() {
+            return State::Terminating;
+        }
         w.record.sandbox_id = new_id();
         w.save_record();
         w.publish();
@@ -45,9 +46,7 @@ pub async fn run(w: &mut Worker) -> State {
         }
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            cmd = w.commands.recv() => match cmd {
-                Some(Command::Terminate) | None => return State::Terminating,
-            },
+            () = w.commands.terminated() => return State::Terminating,
         }
         delay = (delay * 2).min(w.ctx.backoff.max);
     }

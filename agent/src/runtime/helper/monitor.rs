@@ -6,13 +6,28 @@
 //! exit code, signal and OOM kill in `exit.json`. The agent learns of the exit by watching
 //! the monitor's pidfd and reading that file, which works just as well for an agent that was
 //! restarted in between.
+//!
+//! When the log cannot be written (a full disk), the monitor blocks rather than drops: it
+//! stops reading the pipes, so the container blocks in `write` as it would behind a slow
+//! disk, and retries with a back-off until the log takes records again. That is containerd's
+//! behaviour (its CRI logger copies pipe to file in one loop, so a stalled file stalls the
+//! container) and the only one that loses nothing; a blocked container can still be stopped
+//! (signals reach a process blocked in `write`), and the monitor keeps watching its exit and
+//! SIGUSR1 meanwhile. Only output left when the container has exited and the log stays
+//! unwritable for [`EXIT_FLUSH_TIMEOUT`] is given up: counted, announced by a marker record
+//! if the log takes one, and reported. Reports go to `monitor.log` (the first failure, a
+//! reminder a minute, the recovery; the file is capped) and to the agent as
+//! [`logs::Notice`]s, which it turns into pod events.
 
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sched::CloneFlags;
@@ -21,7 +36,8 @@ use nix::unistd::{ForkResult, Pid};
 
 use super::{ErrorPipe, read_spec, report};
 use crate::atomic_file;
-use crate::runtime::logs::{self, LineSplitter, Stream};
+use crate::file_modes;
+use crate::runtime::logs::{self, Flush, LineSplitter, Notice, RecordWriter, Stream};
 use crate::runtime::process::ProcessId;
 use crate::runtime::spec::{ContainerExit, ContainerSpec, ContainerState, now_nanos};
 use crate::runtime::state::ContainerFiles;
@@ -46,7 +62,7 @@ pub fn main(spec_path: &OsStr) -> ExitCode {
             // reads the same verdict from the same place.
             let exit = ContainerExit::start_error(msg.clone(), now_nanos());
             if let Err(e) = atomic_file::write_json(&ContainerFiles::exit_path(&spec.dir), &exit) {
-                eprintln!("minilet monitor: write exit.json: {e}");
+                diag(format_args!("write exit.json: {e}"));
             }
             report::<ContainerState>(&Err(msg));
             ExitCode::FAILURE
@@ -60,19 +76,18 @@ struct Running {
     stdout: OwnedFd,
     stderr: OwnedFd,
     log: File,
+    notices: Notices,
 }
 
 fn start(spec: &ContainerSpec) -> Result<Running, String> {
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
 
     if let Some(dir) = spec.log_path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+        file_modes::create_dir_all(dir, file_modes::LOG_DIR).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
     }
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&spec.log_path)
-        .map_err(|e| format!("open log {}: {e}", spec.log_path.display()))?;
+    let log = file_modes::open_log(&spec.log_path).map_err(|e| format!("open log {}: {e}", spec.log_path.display()))?;
+    // Before the report: the agent opens it as soon as it hears the container runs.
+    let notices = Notices::create(&spec.dir);
 
     let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe2: {e}"));
     let (out_r, out_w) = pipe()?;
@@ -117,6 +132,7 @@ fn start(spec: &ContainerSpec) -> Result<Running, String> {
                 stdout: out_r,
                 stderr: err_r,
                 log,
+                notices,
             })
         }
     }
@@ -124,7 +140,8 @@ fn start(spec: &ContainerSpec) -> Result<Running, String> {
 
 /// After reporting, the agent's pipes are no longer ours to write: stdout goes to /dev/null
 /// and our own diagnostics to `monitor.log`. Stray signals meant for a terminal session are
-/// ignored: the monitor must outlive the agent.
+/// ignored: the monitor must outlive the agent. So is SIGXFSZ: a log over a file size limit
+/// is a failed write (EFBIG), handled like a full disk, not the monitor's death.
 fn detach_stdio(spec: &ContainerSpec) {
     if let Ok(null) = File::options().write(true).open("/dev/null") {
         let _ = nix::unistd::dup2_stdout(null.as_fd());
@@ -132,12 +149,19 @@ fn detach_stdio(spec: &ContainerSpec) {
     if let Ok(diag) = File::options()
         .create(true)
         .append(true)
+        .mode(file_modes::STATE_FILE)
         .open(spec.dir.join("monitor.log"))
     {
         let _ = nix::unistd::dup2_stderr(diag.as_fd());
     }
     use nix::sys::signal::{SigHandler, Signal, signal};
-    for sig in [Signal::SIGHUP, Signal::SIGINT, Signal::SIGTERM, Signal::SIGPIPE] {
+    for sig in [
+        Signal::SIGHUP,
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGPIPE,
+        Signal::SIGXFSZ,
+    ] {
         // SAFETY: SIG_IGN installs no handler code.
         let _ = unsafe { signal(sig, SigHandler::SigIgn) };
     }
@@ -164,7 +188,26 @@ fn reopen_signal() -> Option<nix::sys::signalfd::SignalFd> {
     .ok()
 }
 
-fn supervise(spec: &ContainerSpec, mut run: Running) {
+/// How long the output of an exited container may wait for its log to take records again
+/// before it is given up (the exit is recorded only afterwards).
+const EXIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Back-off between attempts to write a log that failed: from the first to the last.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(1);
+/// While writes keep failing, a reminder (monitor.log, a notice) this often.
+const REMIND_EVERY: Duration = Duration::from_secs(60);
+/// After giving up, at most this much of what is still in a pipe is read (to count it).
+const DISCARD_MAX: usize = 1 << 20;
+
+/// What the poll loop waits on.
+#[derive(Clone, Copy)]
+enum Waiting {
+    Output(usize),
+    Reopen,
+    Child,
+}
+
+fn supervise(spec: &ContainerSpec, run: Running) {
     let reopen = reopen_signal();
     // `None` if it is already gone: then straight to waitpid below.
     let child_fd = crate::runtime::process::PidFd::of_child(run.child.as_raw()).ok();
@@ -180,51 +223,65 @@ fn supervise(spec: &ContainerSpec, mut run: Running) {
             lines: LineSplitter::default(),
         },
     ];
+    let mut log = Log::new(run.log, spec.log_path.clone(), run.notices);
     let mut buf = vec![0u8; 64 * 1024];
     let mut record = Vec::with_capacity(logs::MAX_LINE + 64);
 
     let mut exited = child_fd.is_none();
     while !exited {
-        let mut fds = Vec::with_capacity(3);
-        let mut which = Vec::with_capacity(3);
+        // While the log takes nothing, the pipes are not read: the container blocks writing.
+        let blocked = log.blocked();
+        let mut fds = Vec::with_capacity(4);
+        let mut what = Vec::with_capacity(4);
         for (i, o) in outputs.iter().enumerate() {
-            if let Some(fd) = &o.fd {
+            if let Some(fd) = o.fd.as_ref().filter(|_| !blocked) {
                 fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
-                which.push(i);
+                what.push(Waiting::Output(i));
             }
         }
         if let Some(sfd) = &reopen {
             fds.push(PollFd::new(sfd.as_fd(), PollFlags::POLLIN));
+            what.push(Waiting::Reopen);
         }
         if let Some(fd) = &child_fd {
             fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+            what.push(Waiting::Child);
         }
-        match poll(&mut fds, PollTimeout::NONE) {
+        let timeout = if blocked {
+            let ms = log.retry_at.saturating_duration_since(Instant::now()).as_millis();
+            PollTimeout::from(ms.min(u128::from(u16::MAX)) as u16)
+        } else {
+            PollTimeout::NONE
+        };
+        match poll(&mut fds, timeout) {
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => {
-                eprintln!("minilet monitor: poll: {e}");
+                diag(format_args!("poll: {e}"));
                 break;
             }
             Ok(_) => {}
         }
-        let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
+        let ready: Vec<Waiting> = fds
+            .iter()
+            .zip(&what)
+            .filter(|(f, _)| f.revents().is_some_and(|r| !r.is_empty()))
+            .map(|(_, w)| *w)
+            .collect();
         drop(fds);
-        if child_fd.is_some() && ready.last().copied().unwrap_or(false) {
-            exited = true;
-        }
-        if let Some(sfd) = &reopen
-            && ready.get(which.len()).copied().unwrap_or(false)
-        {
-            while let Ok(Some(_)) = sfd.read_signal() {}
-            match File::options().create(true).append(true).open(&spec.log_path) {
-                Ok(f) => run.log = f,
-                Err(e) => eprintln!("minilet monitor: reopen {}: {e}", spec.log_path.display()),
+        for w in ready {
+            match w {
+                Waiting::Child => exited = true,
+                Waiting::Reopen => {
+                    if let Some(sfd) = &reopen {
+                        while let Ok(Some(_)) = sfd.read_signal() {}
+                    }
+                    log.reopen();
+                }
+                Waiting::Output(i) => pump(&mut outputs[i], &mut buf, &mut record, &mut log, false),
             }
         }
-        for (slot, &i) in which.iter().enumerate() {
-            if ready[slot] {
-                pump(&mut outputs[i], &mut buf, &mut record, &mut run.log, false);
-            }
+        if log.blocked() && Instant::now() >= log.retry_at {
+            log.flush();
         }
     }
 
@@ -234,47 +291,100 @@ fn supervise(spec: &ContainerSpec, mut run: Running) {
             other => break other,
         }
     };
-    // Collect what is still buffered in the pipes. Background processes of a container in
-    // the pod's shared PID namespace may keep them open; do not wait for those.
-    for o in outputs.iter_mut() {
-        if let Some(fd) = &o.fd {
-            let _ = nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
-        }
-        pump(o, &mut buf, &mut record, &mut run.log, true);
-        let stream = o.stream;
-        o.lines.finish(&mut |tag, content| {
-            record.clear();
-            logs::encode(&mut record, jiff::Timestamp::now(), stream, tag, content);
-            let _ = run.log.write_all(&record);
-        });
-    }
+    finish_output(&mut outputs, &mut buf, &mut record, &mut log);
 
     let finished_at = now_nanos();
     let (exit_code, signal) = match status {
         Ok(WaitStatus::Exited(_, code)) => (code, None),
         Ok(WaitStatus::Signaled(_, sig, _)) => (128 + sig as i32, Some(sig as i32)),
         other => {
-            eprintln!("minilet monitor: waitpid {}: {other:?}", run.child);
+            diag(format_args!("waitpid {}: {other:?}", run.child));
             (255, None)
         }
     };
     let oom_killed = match crate::cgroups::oom_kills(&spec.cgroup_dirs) {
         Ok(n) => n > 0,
         Err(e) => {
-            eprintln!("minilet monitor: read OOM counter: {e}");
+            diag(format_args!("read OOM counter: {e}"));
             false
         }
     };
     let exit = ContainerExit::from_status(exit_code, signal, oom_killed, finished_at);
     if let Err(e) = atomic_file::write_json(&ContainerFiles::exit_path(&spec.dir), &exit) {
-        eprintln!("minilet monitor: write exit.json: {e}");
+        diag(format_args!("write exit.json: {e}"));
     }
 }
 
-/// Read what is available on one output and append it to the log. With `drain`, keep
-/// reading until the pipe is empty (non-blocking) or closed.
-fn pump(o: &mut Output, buf: &mut [u8], record: &mut Vec<u8>, log: &mut File, drain: bool) {
+/// The container has exited: log what is still buffered in the pipes and the line splitters,
+/// waiting up to [`EXIT_FLUSH_TIMEOUT`] for a log that does not take it; then give the rest
+/// up, counted and reported.
+fn finish_output(outputs: &mut [Output], buf: &mut [u8], record: &mut Vec<u8>, log: &mut Log) {
+    // Background processes of a container in the pod's shared PID namespace may keep the
+    // pipes open; do not wait for those.
+    for o in outputs.iter_mut() {
+        if let Some(fd) = &o.fd {
+            let _ = nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
+        }
+    }
+    let deadline = Instant::now() + EXIT_FLUSH_TIMEOUT;
+    let mut split_rest = false;
     loop {
+        if !log.blocked() {
+            for o in outputs.iter_mut() {
+                pump(o, buf, record, log, true);
+            }
+        }
+        if !log.blocked() && !split_rest {
+            split_rest = true;
+            for o in outputs.iter_mut() {
+                finish_lines(o, record);
+                log.write(record);
+            }
+        }
+        if !log.blocked() {
+            return;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        std::thread::sleep(log.retry_at.min(deadline).saturating_duration_since(now));
+        log.flush();
+    }
+
+    log.give_up();
+    // What is still in the pipes is lost too: read it (bounded) to count it.
+    for o in outputs.iter_mut() {
+        let mut read = 0;
+        while read < DISCARD_MAX
+            && let Some(fd) = &o.fd
+        {
+            match nix::unistd::read(fd.as_fd(), buf) {
+                Ok(0) => o.fd = None,
+                Ok(n) => {
+                    read += n;
+                    split(o, &buf[..n], record);
+                    log.writer.queue(record);
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => break,
+            }
+        }
+        if !split_rest {
+            finish_lines(o, record);
+            log.writer.queue(record);
+        }
+    }
+    log.announce_loss();
+}
+
+/// Read what is available on one output and log it. With `drain`, keep reading until the
+/// pipe is empty (non-blocking) or closed. Stops as soon as the log is blocked.
+fn pump(o: &mut Output, buf: &mut [u8], record: &mut Vec<u8>, log: &mut Log, drain: bool) {
+    loop {
+        if log.blocked() {
+            return;
+        }
         let Some(fd) = &o.fd else { return };
         match nix::unistd::read(fd.as_fd(), buf) {
             Ok(0) => {
@@ -282,16 +392,9 @@ fn pump(o: &mut Output, buf: &mut [u8], record: &mut Vec<u8>, log: &mut File, dr
                 return;
             }
             Ok(n) => {
-                let now = jiff::Timestamp::now();
-                let stream = o.stream;
-                record.clear();
-                o.lines.feed(&buf[..n], &mut |tag, content| {
-                    logs::encode(record, now, stream, tag, content)
-                });
+                split(o, &buf[..n], record);
                 // One write per read keeps records of the two streams from interleaving.
-                if let Err(e) = log.write_all(record) {
-                    eprintln!("minilet monitor: write log: {e}");
-                }
+                log.write(record);
                 if !drain {
                     return;
                 }
@@ -299,10 +402,260 @@ fn pump(o: &mut Output, buf: &mut [u8], record: &mut Vec<u8>, log: &mut File, dr
             Err(nix::errno::Errno::EINTR) => continue,
             Err(nix::errno::Errno::EAGAIN) => return,
             Err(e) => {
-                eprintln!("minilet monitor: read {}: {e}", o.stream.as_str());
+                diag(format_args!("read {}: {e}", o.stream.as_str()));
                 o.fd = None;
                 return;
             }
         }
+    }
+}
+
+/// `data` from `o` as records, in `record`.
+fn split(o: &mut Output, data: &[u8], record: &mut Vec<u8>) {
+    let now = jiff::Timestamp::now();
+    let stream = o.stream;
+    record.clear();
+    o.lines.feed(data, &mut |tag, content| {
+        logs::encode(record, now, stream, tag, content)
+    });
+}
+
+/// The end of `o`'s output (a last line without its newline) as a record, in `record`.
+fn finish_lines(o: &mut Output, record: &mut Vec<u8>) {
+    let now = jiff::Timestamp::now();
+    let stream = o.stream;
+    record.clear();
+    o.lines
+        .finish(&mut |tag, content| logs::encode(record, now, stream, tag, content));
+}
+
+/// The log file, the writer that keeps it whole, and the reports about it.
+struct Log {
+    file: File,
+    path: PathBuf,
+    writer: RecordWriter,
+    notices: Notices,
+    /// When a blocked write is tried again, and the pause before the attempt after that.
+    retry_at: Instant,
+    retry_delay: Duration,
+    /// When the next reminder that writes still fail is due.
+    remind_at: Instant,
+}
+
+impl Log {
+    fn new(file: File, path: PathBuf, notices: Notices) -> Self {
+        let now = Instant::now();
+        Log {
+            file,
+            path,
+            writer: RecordWriter::default(),
+            notices,
+            retry_at: now,
+            retry_delay: RETRY_FIRST,
+            remind_at: now,
+        }
+    }
+
+    /// Writes fail and records wait: nothing more is read until they are written.
+    fn blocked(&self) -> bool {
+        self.writer.stall().is_some()
+    }
+
+    fn write(&mut self, records: &[u8]) {
+        if records.is_empty() {
+            return;
+        }
+        self.writer.queue(records);
+        self.flush();
+    }
+
+    /// Try to write what waits, and report how it went: the first failure, a reminder a
+    /// minute, the recovery. Never a line per attempt.
+    fn flush(&mut self) {
+        let now = now_nanos();
+        match self.writer.flush(&mut self.file, now) {
+            Flush::Done => {}
+            Flush::Resumed(stall) => {
+                self.retry_delay = RETRY_FIRST;
+                diag(format_args!(
+                    "writing {} works again after {:.1}s ({} failed attempts); nothing was lost",
+                    self.path.display(),
+                    (now - stall.since) as f64 / 1e9,
+                    stall.attempts
+                ));
+                self.notices.send(&Notice::Resumed {
+                    since: stall.since,
+                    until: now,
+                });
+            }
+            Flush::Failed { first } => {
+                let Some(stall) = self.writer.stall().cloned() else {
+                    return;
+                };
+                let instant = Instant::now();
+                if first {
+                    self.retry_delay = RETRY_FIRST;
+                    self.remind_at = instant + REMIND_EVERY;
+                    diag(format_args!(
+                        "cannot write {}: {}; holding the container's output back (it blocks writing) \
+                         and retrying until the log takes it",
+                        self.path.display(),
+                        stall.error
+                    ));
+                    self.notices.send(&Notice::Failing { error: stall.error });
+                } else if instant >= self.remind_at {
+                    self.remind_at = instant + REMIND_EVERY;
+                    diag(format_args!(
+                        "still cannot write {} after {:.0}s ({} attempts): {}",
+                        self.path.display(),
+                        (now - stall.since) as f64 / 1e9,
+                        stall.attempts,
+                        stall.error
+                    ));
+                    self.notices.send(&Notice::StillFailing {
+                        error: stall.error,
+                        since: stall.since,
+                        attempts: stall.attempts,
+                    });
+                }
+                self.retry_at = instant + self.retry_delay;
+                self.retry_delay = (self.retry_delay * 2).min(RETRY_MAX);
+            }
+        }
+    }
+
+    /// SIGUSR1: write to a new file at the log path (the old one was renamed away). A
+    /// blocked write is tried again at once: the new file may be on a disk with room.
+    fn reopen(&mut self) {
+        match file_modes::open_log(&self.path) {
+            Ok(f) => self.file = f,
+            Err(e) => diag(format_args!("reopen {}: {e}", self.path.display())),
+        }
+        if self.blocked() {
+            self.retry_delay = RETRY_FIRST;
+            self.flush();
+        }
+    }
+
+    /// Give up what waits (the container is gone, the log still takes nothing).
+    fn give_up(&mut self) {
+        self.writer.give_up(&mut self.file);
+    }
+
+    /// After giving up: one attempt at the marker record, then the reports.
+    fn announce_loss(&mut self) {
+        let loss = self.writer.lost();
+        if loss.lines == 0 {
+            return;
+        }
+        let error = self.writer.stall().map(|s| s.error.clone()).unwrap_or_default();
+        let marker = matches!(
+            self.writer.flush(&mut self.file, now_nanos()),
+            Flush::Done | Flush::Resumed(_)
+        );
+        diag(format_args!(
+            "gave up {} lines ({} bytes) of output of the exited container after {}s: cannot write {}: {error}{}",
+            loss.lines,
+            loss.bytes,
+            EXIT_FLUSH_TIMEOUT.as_secs(),
+            self.path.display(),
+            if marker {
+                " (a marker record in the log says so)"
+            } else {
+                ""
+            }
+        ));
+        self.notices.send(&Notice::Lost { error, loss, marker });
+    }
+}
+
+/// The monitor's end of the notices FIFO (see [`logs::notices_path`]).
+struct Notices(Option<File>);
+
+impl Notices {
+    /// Create the FIFO and hold it open read-write: writes never block or hit a missing
+    /// reader (no SIGPIPE, no ENXIO), and what is sent while no agent listens waits.
+    fn create(dir: &Path) -> Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = logs::notices_path(dir);
+        let mode = nix::sys::stat::Mode::from_bits_truncate(0o600);
+        match nix::unistd::mkfifo(&path, mode) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => {
+                eprintln!("minilet monitor: mkfifo {}: {e}", path.display());
+                return Notices(None);
+            }
+        }
+        match File::options()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+        {
+            Ok(f) => Notices(Some(f)),
+            Err(e) => {
+                eprintln!("minilet monitor: open {}: {e}", path.display());
+                Notices(None)
+            }
+        }
+    }
+
+    /// Best effort: a full FIFO (an agent away for a very long time) drops the notice; the
+    /// reminders and monitor.log still tell.
+    fn send(&mut self, notice: &Notice) {
+        if let Some(f) = &mut self.0 {
+            let _ = f.write(&notice.encode());
+        }
+    }
+}
+
+/// Most bytes the monitor writes to `monitor.log`: a container that runs for months, or a
+/// fault that keeps recurring, must not fill the state disk with diagnostics.
+const DIAG_LIMIT: u64 = 32 * 1024;
+static DIAG_WRITTEN: AtomicU64 = AtomicU64::new(0);
+
+/// One line of diagnostics to stderr (`monitor.log` once detached), up to [`DIAG_LIMIT`].
+fn diag(args: std::fmt::Arguments) {
+    capped_line(&DIAG_WRITTEN, &mut std::io::stderr().lock(), args);
+}
+
+/// Write one timestamped line to `out` if `written` (bytes so far) stays within
+/// [`DIAG_LIMIT`]; the line that would cross it is replaced by one saying so, once.
+fn capped_line(written: &AtomicU64, out: &mut impl Write, args: std::fmt::Arguments) {
+    let line = format!("{} minilet monitor: {args}\n", jiff::Timestamp::now());
+    let len = line.len() as u64;
+    let before = written.fetch_add(len, Ordering::Relaxed);
+    if before + len <= DIAG_LIMIT {
+        let _ = out.write_all(line.as_bytes());
+    } else if before <= DIAG_LIMIT {
+        let _ = writeln!(
+            out,
+            "{} minilet monitor: monitor.log reached {DIAG_LIMIT} bytes; further diagnostics are dropped",
+            jiff::Timestamp::now()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diagnostics_stop_at_the_cap_with_one_line_saying_so() {
+        let written = AtomicU64::new(0);
+        let mut out = Vec::new();
+        for i in 0..100_000 {
+            capped_line(
+                &written,
+                &mut out,
+                format_args!("write log: No space left on device, attempt {i}"),
+            );
+        }
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.len() as u64 <= DIAG_LIMIT + 200, "{} bytes", text.len());
+        assert!(text.len() as u64 > DIAG_LIMIT - 200);
+        let last = text.lines().last().unwrap();
+        assert!(last.ends_with("further diagnostics are dropped"), "{last}");
+        assert_eq!(text.matches("further diagnostics").count(), 1);
     }
 }
