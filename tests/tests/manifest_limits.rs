@@ -3,7 +3,6 @@
 //! at once without delaying other pods, a `metadata.uid` or an ID that would escape or wrap
 //! is refused, and a re-created manifests directory is watched again.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use minilet_e2e::*;
@@ -181,15 +180,25 @@ fn a_manifest_uid_or_id_that_would_escape_or_wrap_is_refused() {
     env.import_image("busybox");
     let _agent = Agent::start(&env, &[]);
 
+    // An absolute UID would put the pod's state there and later remove that directory. The
+    // victim is this test's own directory (never a host path such as /etc: run against a
+    // build without the check, the test must not be able to hurt the machine).
+    let victim = env.dir.join("victim");
+    std::fs::create_dir_all(&victim).expect("victim dir");
+    std::fs::write(victim.join("canary"), "keep me").expect("canary");
     env.write_manifest("dotdot.yaml", &pod_yaml("dotdot", "  uid: ../x\n", ""));
-    env.write_manifest("etc.yaml", &pod_yaml("etc", "  uid: /etc\n", ""));
+    env.write_manifest(
+        "abs.yaml",
+        &pod_yaml("abs", &format!("  uid: {:?}\n", victim.display().to_string()), ""),
+    );
     env.write_manifest(
         "root.yaml",
         &pod_yaml("root", "", "  securityContext:\n    runAsUser: -1\n"),
     );
+    let abs_needle = format!("metadata.uid: Invalid value: {:?}", victim.display().to_string());
     for (file, needle) in [
         ("dotdot.yaml", "metadata.uid: Invalid value: \"../x\""),
-        ("etc.yaml", "metadata.uid: Invalid value: \"/etc\""),
+        ("abs.yaml", abs_needle.as_str()),
         (
             "root.yaml",
             "spec.securityContext.runAsUser: Invalid value: -1: must be between 0 and 2147483647, inclusive",
@@ -205,7 +214,7 @@ fn a_manifest_uid_or_id_that_would_escape_or_wrap_is_refused() {
     assert_eq!(fine.uid, uid);
     assert_eq!(fine.dir, env.root.join("pods").join(uid));
 
-    // Nothing of the refused pods anywhere: not outside the state directory, not in /etc,
+    // Nothing of the refused pods anywhere: not outside the state directory, not in the victim,
     // not as a process running as uid 4294967295.
     let pods: Vec<_> = std::fs::read_dir(env.root.join("pods"))
         .expect("pods dir")
@@ -214,10 +223,13 @@ fn a_manifest_uid_or_id_that_would_escape_or_wrap_is_refused() {
         .collect();
     assert_eq!(pods, [uid], "only the valid pod has state");
     assert!(!env.root.join("x").exists() && !env.dir.join("x").exists());
-    for f in ["pod.json", "sandbox.json"] {
-        assert!(!Path::new("/etc").join(f).exists(), "/etc/{f} was created");
-    }
-    for name in ["dotdot", "etc", "root"] {
+    let in_victim: Vec<_> = std::fs::read_dir(&victim)
+        .expect("the victim directory is still there")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(in_victim, ["canary"], "nothing written into the victim directory");
+    for name in ["dotdot", "abs", "root"] {
         assert!(env.pod(name).is_none(), "{name} has state");
     }
 }
