@@ -13,6 +13,7 @@ use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use super::errors::{ConnectError, from_status};
+use crate::cri::MAX_GRPC_MESSAGE_BYTES;
 
 /// One connection to the agent, shared by its services.
 #[derive(Debug, Clone)]
@@ -35,8 +36,13 @@ pub async fn connect(socket: &Path) -> Result<Client> {
         .map_err(|e| ConnectError::new(socket, &e))?;
     Ok(Client {
         socket: socket.to_path_buf(),
-        runtime: RuntimeServiceClient::new(channel.clone()),
-        node: NodeClient::new(channel),
+        // As large as the agent sends: a big pod must not make a listing fail for everyone.
+        runtime: RuntimeServiceClient::new(channel.clone())
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+        node: NodeClient::new(channel)
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
     })
 }
 

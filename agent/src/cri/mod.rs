@@ -89,6 +89,12 @@ pub fn bind(path: &Path) -> Result<(tokio::net::UnixListener, SocketFile), Socke
     Ok((listener, SocketFile(path.to_path_buf())))
 }
 
+/// Largest gRPC message either side sends or accepts (tonic decodes at most 4 MiB by
+/// default). One pod is at most 1.5 MiB of spec (the source's bound) plus its status, so
+/// a list of pods or events stays far below this unless there are very many large pods;
+/// the kubelet and containerd allow 16 MiB for CRI calls, and `get pods` lists every pod.
+pub const MAX_GRPC_MESSAGE_BYTES: usize = 64 << 20;
+
 /// Serve the three services on `listener` until the task is dropped or aborted.
 pub fn serve(ctx: Arc<Context>, manifests: &Path, listener: tokio::net::UnixListener) -> tokio::task::JoinHandle<()> {
     use minilet_proto::{ImageServiceServer, NodeServer, RuntimeServiceServer};
@@ -99,9 +105,21 @@ pub fn serve(ctx: Arc<Context>, manifests: &Path, listener: tokio::net::UnixList
     });
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     let server = tonic::transport::Server::builder()
-        .add_service(RuntimeServiceServer::new(runtime::RuntimeSvc(cri.clone())))
-        .add_service(ImageServiceServer::new(image::ImageSvc(cri.clone())))
-        .add_service(NodeServer::new(node::NodeSvc(cri)))
+        .add_service(
+            RuntimeServiceServer::new(runtime::RuntimeSvc(cri.clone()))
+                .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+        )
+        .add_service(
+            ImageServiceServer::new(image::ImageSvc(cri.clone()))
+                .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+        )
+        .add_service(
+            NodeServer::new(node::NodeSvc(cri))
+                .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+        )
         .serve_with_incoming(incoming);
     tokio::spawn(async move {
         if let Err(e) = server.await {

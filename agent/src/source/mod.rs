@@ -11,6 +11,7 @@
 //! net for lost events, not the mechanism.
 
 pub mod filter;
+mod limits;
 mod parse;
 mod uid;
 mod validate;
@@ -24,7 +25,7 @@ use std::time::Duration;
 pub use filter::is_manifest_name;
 use k8s_openapi::api::core::v1::Pod;
 use notify::Watcher;
-use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
 pub use parse::default_pull_policy;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -85,15 +86,25 @@ pub enum SourceError {
 }
 
 /// Read a single manifest file: parse, default, validate, compute the static UID.
+///
+/// Blocking (file I/O, parsing): call it off the async workers.
 pub fn load_file(path: &Path, node_name: &str) -> Result<ManifestPod, InvalidManifest> {
     let invalid = |msg: String| InvalidManifest {
         path: path.to_path_buf(),
-        message: format!("{}: {msg}", path.display()),
+        message: limits::bound_message(format!("{}: {msg}", path.display())),
     };
-    let text = std::fs::read_to_string(path).map_err(|e| invalid(format!("read: {e}")))?;
+    let text = read_bounded(path).map_err(invalid)?;
     let mut pod = parse::parse(path, &text).map_err(invalid)?;
+    drop(text);
     parse::apply_defaults(&mut pod, node_name);
-    let errors = validate::validate(&pod);
+    let mut errors = validate::validate(&pod);
+    let size = json_size(&pod);
+    if size > limits::MAX_POD_JSON_BYTES {
+        errors.push(format!(
+            "Too long: the pod is {size} bytes as JSON, must have at most {} bytes (etcd's 1.5 MiB request limit: a pod that large cannot exist in a cluster)",
+            limits::MAX_POD_JSON_BYTES
+        ));
+    }
     if !errors.is_empty() {
         return Err(invalid(errors.join("; ")));
     }
@@ -113,9 +124,59 @@ pub fn load_file(path: &Path, node_name: &str) -> Result<ManifestPod, InvalidMan
     })
 }
 
+/// The file's text, refusing more than [`limits::MAX_FILE_BYTES`] before reading it (and
+/// reading no more than that should it grow meanwhile).
+fn read_bounded(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let too_large = |n: u64| {
+        format!(
+            "Too long: the file is {n} bytes, must have at most {} bytes (10 MiB, the kubelet's limit for a static pod file)",
+            limits::MAX_FILE_BYTES
+        )
+    };
+    let file = std::fs::File::open(path).map_err(|e| format!("read: {e}"))?;
+    let len = file.metadata().map_err(|e| format!("read: {e}"))?.len();
+    if len > limits::MAX_FILE_BYTES {
+        return Err(too_large(len));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(limits::MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("read: {e}"))?;
+    if bytes.len() as u64 > limits::MAX_FILE_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
+    String::from_utf8(bytes).map_err(|e| format!("read: stream did not contain valid UTF-8: {}", e.utf8_error()))
+}
+
+/// Length of the pod's compact JSON, without building it.
+fn json_size(pod: &Pod) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    // Serializing a Pod cannot fail (string keys only); a failure would count what was written.
+    let _ = serde_json::to_writer(&mut n, pod);
+    n.0
+}
+
 /// Watches the directory; dropping it stops the watch.
 pub struct ManifestSource {
-    _watcher: notify::RecommendedWatcher,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for ManifestSource {
+    fn drop(&mut self) {
+        // The watcher lives in the task: aborting it drops the watch.
+        self.task.abort();
+    }
 }
 
 impl ManifestSource {
@@ -160,13 +221,7 @@ impl ManifestSource {
                 source,
             })?;
 
-        let mut state = Files {
-            dir: dir.to_path_buf(),
-            node: node_name.to_string(),
-            files: BTreeMap::new(),
-            owners: HashMap::new(),
-            out: Vec::new(),
-        };
+        let mut state = Files::new(dir, node_name);
         state.relist();
         let (mut desired, mut invalid) = (Vec::new(), Vec::new());
         for ev in state.out.drain(..) {
@@ -177,8 +232,16 @@ impl ManifestSource {
             }
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(state, raw_rx, tx, relist));
-        Ok((ManifestSource { _watcher: watcher }, desired, invalid, rx))
+        let watch = DirWatch {
+            watcher,
+            dir: dir.to_path_buf(),
+            parent: std::path::absolute(dir)
+                .ok()
+                .and_then(|d| d.parent().map(Path::to_path_buf)),
+            missing: false,
+        };
+        let task = tokio::spawn(run(state, watch, raw_rx, tx, relist)).abort_handle();
+        Ok((ManifestSource { task }, desired, invalid, rx))
     }
 }
 
@@ -202,6 +265,9 @@ struct Tracked {
     conflict: bool,
 }
 
+/// One file read and parsed (off the async workers).
+type Loaded = (PathBuf, Option<Stamp>, Result<ManifestPod, InvalidManifest>);
+
 struct Files {
     dir: PathBuf,
     node: String,
@@ -209,11 +275,24 @@ struct Files {
     /// `namespace/name` → the file whose pod has it.
     owners: HashMap<String, PathBuf>,
     out: Vec<SourceEvent>,
+    /// Files to read again because a name they wanted was released.
+    retry: Vec<PathBuf>,
 }
 
 impl Files {
-    /// Re-read every candidate whose stamp changed; notice files that vanished.
-    fn relist(&mut self) {
+    fn new(dir: &Path, node: &str) -> Self {
+        Files {
+            dir: dir.to_path_buf(),
+            node: node.to_string(),
+            files: BTreeMap::new(),
+            owners: HashMap::new(),
+            out: Vec::new(),
+            retry: Vec::new(),
+        }
+    }
+
+    /// Candidates whose stamp changed, and tracked files that vanished, sorted.
+    fn changed(&self) -> Vec<PathBuf> {
         let mut present = Vec::new();
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for e in entries.flatten() {
@@ -223,35 +302,52 @@ impl Files {
             }
         }
         present.sort();
-        for path in &present {
-            let changed = self.files.get(path).is_none_or(|t| t.stamp != stamp(path));
-            if changed {
-                self.refresh(path);
-            }
-        }
-        let gone: Vec<PathBuf> = self.files.keys().filter(|p| !present.contains(p)).cloned().collect();
-        for path in gone {
+        let mut out: Vec<PathBuf> = present
+            .iter()
+            .filter(|p| self.files.get(*p).is_none_or(|t| t.stamp != stamp(p)))
+            .cloned()
+            .collect();
+        out.extend(self.files.keys().filter(|p| present.binary_search(p).is_err()).cloned());
+        out
+    }
+
+    /// Re-read, here and now, every candidate whose stamp changed; notice files that vanished.
+    fn relist(&mut self) {
+        for path in self.changed() {
             self.refresh(&path);
         }
     }
 
-    /// Bring one path up to date and queue the events that follow.
+    /// Bring one path up to date, here and now, and queue the events that follow.
     fn refresh(&mut self, path: &Path) {
-        let candidate =
-            path.file_name().is_some_and(is_manifest_name) && std::fs::metadata(path).is_ok_and(|m| m.is_file());
-        if !candidate {
-            if let Some(t) = self.files.remove(path)
-                && let Some(pod) = t.pod
-            {
-                self.release(&pod.full_name(), path);
-                self.out.push(SourceEvent::Removed {
-                    path: path.to_path_buf(),
-                });
+        let mut queue = vec![path.to_path_buf()];
+        while let Some(p) = queue.pop() {
+            if is_candidate(&p) {
+                let st = stamp(&p);
+                let loaded = load_file(&p, &self.node);
+                self.apply(&p, st, loaded);
+            } else {
+                self.forget(&p);
             }
-            return;
+            queue.append(&mut self.retry);
         }
-        let st = stamp(path);
-        match load_file(path, &self.node) {
+    }
+
+    /// The path is gone or no longer a manifest: its pod goes.
+    fn forget(&mut self, path: &Path) {
+        if let Some(t) = self.files.remove(path)
+            && let Some(pod) = t.pod
+        {
+            self.release(&pod.full_name(), path);
+            self.out.push(SourceEvent::Removed {
+                path: path.to_path_buf(),
+            });
+        }
+    }
+
+    /// Take in what reading the file gave.
+    fn apply(&mut self, path: &Path, st: Option<Stamp>, loaded: Result<ManifestPod, InvalidManifest>) {
+        match loaded {
             Ok(pod) => {
                 let full = pod.full_name();
                 let owner = self.owners.get(&full).filter(|o| o.as_path() != path).cloned();
@@ -308,20 +404,16 @@ impl Files {
     fn release(&mut self, full: &str, path: &Path) {
         if self.owners.get(full).is_some_and(|o| o == path) {
             self.owners.remove(full);
-            let waiting: Vec<PathBuf> = self
-                .files
-                .iter()
-                .filter(|(_, t)| t.conflict)
-                .map(|(p, _)| p.clone())
-                .collect();
-            for p in waiting {
-                if let Some(t) = self.files.get_mut(&p) {
-                    t.error = None;
-                }
-                self.refresh(&p);
+            for (p, t) in self.files.iter_mut().filter(|(_, t)| t.conflict) {
+                t.error = None;
+                self.retry.push(p.clone());
             }
         }
     }
+}
+
+fn is_candidate(path: &Path) -> bool {
+    path.file_name().is_some_and(is_manifest_name) && std::fs::metadata(path).is_ok_and(|m| m.is_file())
 }
 
 fn stamp(path: &Path) -> Option<Stamp> {
@@ -334,55 +426,226 @@ fn stamp(path: &Path) -> Option<Stamp> {
     })
 }
 
+/// Files read and parsed at once, each on a blocking thread: a slow or huge file holds one
+/// of these, never the others. Few, because each may hold a 10 MiB text and its parse.
+const PARALLEL_LOADS: usize = 2;
+
+/// Reads files off the async workers, at most one load per path at a time.
+struct Loader {
+    node: String,
+    /// Paths being read → whether another change came meanwhile (read again when done).
+    inflight: HashMap<PathBuf, bool>,
+    permits: Arc<tokio::sync::Semaphore>,
+    done: mpsc::UnboundedSender<Loaded>,
+}
+
+impl Loader {
+    /// Read `path` again soon (or forget it now if it is no manifest any more).
+    fn schedule(&mut self, files: &mut Files, path: PathBuf) {
+        if let Some(again) = self.inflight.get_mut(&path) {
+            *again = true;
+            return;
+        }
+        if !is_candidate(&path) {
+            files.forget(&path);
+            return;
+        }
+        self.inflight.insert(path.clone(), false);
+        tracing::debug!(manifest = %path.display(), "reading manifest");
+        let (node, permits, done) = (self.node.clone(), self.permits.clone(), self.done.clone());
+        tokio::spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            let p = path.clone();
+            let loaded = tokio::task::spawn_blocking(move || {
+                let st = stamp(&p);
+                let loaded = load_file(&p, &node);
+                (p, st, loaded)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                let message = format!("{}: read: {e}", path.display());
+                (path.clone(), None, Err(InvalidManifest { path, message }))
+            });
+            let _ = done.send(loaded);
+        });
+    }
+
+    /// A load finished: apply it, unless the file changed meanwhile (then read it again).
+    fn finished(&mut self, files: &mut Files, (path, st, loaded): Loaded) {
+        if self.inflight.remove(&path).unwrap_or(false) {
+            self.schedule(files, path);
+        } else {
+            files.apply(&path, st, loaded);
+        }
+    }
+
+    /// Re-list: everything whose stamp changed, except what is being read already.
+    fn relist(&mut self, files: &mut Files) {
+        for path in files.changed() {
+            if !self.inflight.contains_key(&path) {
+                self.schedule(files, path);
+            }
+        }
+    }
+
+    fn retry(&mut self, files: &mut Files) {
+        for path in std::mem::take(&mut files.retry) {
+            self.schedule(files, path);
+        }
+    }
+}
+
+/// The inotify watch on the directory, and on its parent while the directory is gone (so
+/// that its re-creation is seen at once).
+struct DirWatch {
+    watcher: notify::RecommendedWatcher,
+    dir: PathBuf,
+    parent: Option<PathBuf>,
+    missing: bool,
+}
+
+impl DirWatch {
+    /// Whether `path` is the directory itself.
+    fn is_dir_path(&self, path: &Path) -> bool {
+        path == self.dir
+            || (self.parent.as_deref().is_some_and(|p| path.parent() == Some(p))
+                && path.file_name() == self.dir.file_name())
+    }
+
+    /// The directory was removed or moved away: watch its parent for its return.
+    fn lost(&mut self) {
+        if !self.missing {
+            tracing::warn!(
+                dir = %self.dir.display(),
+                "the manifests directory is gone: its pods are removed; watching for it to come back"
+            );
+            self.missing = true;
+            let _ = self.watcher.unwatch(&self.dir);
+        }
+        if let Some(parent) = &self.parent
+            && let Err(e) = self.watcher.watch(parent, notify::RecursiveMode::NonRecursive)
+        {
+            tracing::debug!(error = %e, parent = %parent.display(), "cannot watch the manifests directory's parent; re-listing will notice it");
+        }
+    }
+
+    /// Watch the directory again if it is back. True when it was re-established.
+    fn restore(&mut self) -> bool {
+        if !self.missing || !self.dir.is_dir() {
+            return false;
+        }
+        if let Err(e) = self.watcher.watch(&self.dir, notify::RecursiveMode::NonRecursive) {
+            tracing::warn!(error = %e, dir = %self.dir.display(), "cannot watch the manifests directory again");
+            return false;
+        }
+        if let Some(parent) = &self.parent {
+            let _ = self.watcher.unwatch(parent);
+        }
+        self.missing = false;
+        tracing::info!(dir = %self.dir.display(), "the manifests directory is back: watching it again");
+        true
+    }
+}
+
 async fn run(
     mut files: Files,
+    mut watch: DirWatch,
     mut raw: mpsc::UnboundedReceiver<notify::Result<notify::Event>>,
     tx: mpsc::UnboundedSender<SourceEvent>,
     relist: Duration,
 ) {
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let mut loader = Loader {
+        node: files.node.clone(),
+        inflight: HashMap::new(),
+        permits: Arc::new(tokio::sync::Semaphore::new(PARALLEL_LOADS)),
+        done: done_tx,
+    };
     let mut settling: HashMap<PathBuf, Instant> = HashMap::new();
     let mut relist_timer = tokio::time::interval_at(Instant::now() + relist, relist.max(Duration::from_millis(100)));
     relist_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let next = settling.values().min().copied();
         tokio::select! {
-            ev = raw.recv() => match ev {
-                None => return, // the watcher was dropped
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "manifest watch error; re-listing");
-                    files.relist();
+            ev = raw.recv() => {
+                let Some(first) = ev else { return }; // the watcher was dropped
+                // Everything already queued, as one batch: a path named by several events
+                // (a rename reports From, To and Both) is read once.
+                let mut batch = vec![first];
+                while let Ok(more) = raw.try_recv() {
+                    batch.push(more);
                 }
-                Some(Ok(ev)) => {
+                let mut now: Vec<PathBuf> = Vec::new();
+                let mut relist_now = false;
+                for ev in batch {
+                    let ev = match ev {
+                        Ok(ev) => ev,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "manifest watch error; re-listing");
+                            relist_now = true;
+                            continue;
+                        }
+                    };
                     if ev.need_rescan() {
-                        files.relist();
+                        relist_now = true;
+                    }
+                    if matches!(ev.kind, EventKind::Modify(ModifyKind::Name(RenameMode::Both))) {
+                        continue; // its paths come in their own From and To events
+                    }
+                    if ev.paths.iter().any(|p| watch.is_dir_path(p)) {
+                        match ev.kind {
+                            EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
+                                watch.lost();
+                                relist_now = true;
+                            }
+                            EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_)) => {
+                                relist_now |= watch.restore();
+                            }
+                            _ => {}
+                        }
+                        continue;
                     }
                     let now_kind = matches!(
                         ev.kind,
                         EventKind::Access(AccessKind::Close(AccessMode::Write)) | EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_)
                     );
                     let settle_kind = matches!(ev.kind, EventKind::Create(_) | EventKind::Modify(_) | EventKind::Any | EventKind::Other);
-                    let dir = files.dir.clone();
-                    for path in ev.paths.iter().filter(|p| p.parent() == Some(dir.as_path())) {
+                    for path in ev.paths.into_iter().filter(|p| p.parent() == Some(files.dir.as_path())) {
                         if now_kind {
-                            settling.remove(path);
-                            files.refresh(path);
+                            settling.remove(&path);
+                            if !now.contains(&path) {
+                                now.push(path);
+                            }
                         } else if settle_kind {
-                            settling.insert(path.clone(), Instant::now() + SETTLE);
+                            settling.insert(path, Instant::now() + SETTLE);
                         }
                     }
                 }
-            },
+                for path in now {
+                    loader.schedule(&mut files, path);
+                }
+                if relist_now {
+                    loader.relist(&mut files);
+                }
+            }
+            Some(loaded) = done_rx.recv() => loader.finished(&mut files, loaded),
             _ = async { match next { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
                 let now = Instant::now();
                 let due: Vec<PathBuf> = settling.iter().filter(|(_, t)| **t <= now).map(|(p, _)| p.clone()).collect();
                 for p in due {
                     settling.remove(&p);
-                    files.refresh(&p);
+                    loader.schedule(&mut files, p);
                 }
             }
-            _ = relist_timer.tick() => files.relist(),
+            _ = relist_timer.tick() => {
+                if watch.missing && !watch.restore() {
+                    watch.lost(); // the parent may be back where the directory is not
+                }
+                loader.relist(&mut files);
+            }
             _ = tx.closed() => return,
         }
+        loader.retry(&mut files);
         for ev in files.out.drain(..) {
             if tx.send(ev).is_err() {
                 return;
@@ -550,13 +813,7 @@ mod tests {
     fn relist_rereads_only_what_changed_and_notices_removals() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let mut files = Files {
-            dir: d.to_path_buf(),
-            node: "n".into(),
-            files: BTreeMap::new(),
-            owners: HashMap::new(),
-            out: Vec::new(),
-        };
+        let mut files = Files::new(d, "n");
         files.relist();
         assert!(files.out.is_empty());
         std::fs::write(d.join("a.yaml"), pod("a", 1)).unwrap();
@@ -573,6 +830,105 @@ mod tests {
             files.out.drain(..).collect::<Vec<_>>().as_slice(),
             [SourceEvent::Removed { .. }]
         ));
+    }
+
+    #[test]
+    fn size_limits_name_the_file_the_field_and_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.yaml");
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(limits::MAX_FILE_BYTES + 1).unwrap();
+        let e = load_file(&big, "n").unwrap_err();
+        assert!(
+            e.message.starts_with(&format!(
+                "{}: Too long: the file is 10485761 bytes, must have at most 10485760 bytes",
+                big.display()
+            )),
+            "{}",
+            e.message
+        );
+
+        // Within the file limit, but no cluster could hold the pod.
+        let p = dir.path().join("wide.yaml");
+        let env: String = (0..20_000)
+            .map(|i| format!("    - {{name: V{i}, value: '{}'}}\n", "x".repeat(80)))
+            .collect();
+        std::fs::write(&p, format!("{}    env:\n{env}", pod("wide", 1))).unwrap();
+        let e = load_file(&p, "n").unwrap_err();
+        assert!(
+            e.message.contains("Too long: the pod is") && e.message.contains("must have at most 1572864 bytes"),
+            "{}",
+            &e.message[..200.min(e.message.len())]
+        );
+
+        // A huge value in a wrong place: the error quotes a bounded part of it.
+        let p = dir.path().join("huge.yaml");
+        std::fs::write(
+            &p,
+            pod("huge", 1).replace("'1'", &format!("'1'\n    workingDir: [{}]", "x,".repeat(500_000))),
+        )
+        .unwrap();
+        let e = load_file(&p, "n").unwrap_err();
+        assert!(e.message.len() <= limits::MAX_MESSAGE_BYTES, "{}", e.message.len());
+
+        // A UID that would be a path.
+        let p = dir.path().join("uid.yaml");
+        std::fs::write(&p, pod("uid", 1).replace("  name: uid\n", "  name: uid\n  uid: ../x\n")).unwrap();
+        let e = load_file(&p, "n").unwrap_err();
+        assert!(
+            e.message.contains("metadata.uid: Invalid value: \"../x\""),
+            "{}",
+            e.message
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_file_does_not_hold_up_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_src, _, _, mut rx) = ManifestSource::start(dir.path(), "n", Duration::from_secs(600)).unwrap();
+        // Nearly 10 MiB of small values: slow to read, then refused as too large a pod.
+        let list: String = "    - abcdefghij\n".repeat(500_000);
+        std::fs::write(
+            dir.path().join("slow.yaml"),
+            format!("{}    args:\n{list}", pod("slow", 1)),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("quick.yaml"), pod("quick", 1)).unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(&first, SourceEvent::Upsert(p) if p.name() == "quick"),
+            "{first:?}"
+        );
+        let second = tokio::time::timeout(Duration::from_secs(120), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(&second, SourceEvent::Invalid(i) if i.path.ends_with("slow.yaml")),
+            "{second:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_watch_comes_back_with_the_directory() {
+        let top = tempfile::tempdir().unwrap();
+        let d = top.path().join("manifests");
+        let (_src, _, _, mut rx) = ManifestSource::start(&d, "n", Duration::from_secs(600)).unwrap();
+        std::fs::write(d.join("a.yaml"), pod("a", 1)).unwrap();
+        assert!(matches!(next(&mut rx).await, SourceEvent::Upsert(_)));
+        std::fs::remove_dir_all(&d).unwrap();
+        assert!(matches!(next(&mut rx).await, SourceEvent::Removed { .. }));
+        std::fs::create_dir(&d).unwrap();
+        // The re-list is 10 minutes away: the restored watch (or the re-list it triggers
+        // when the directory reappears) must see this.
+        std::fs::write(d.join("b.yaml"), pod("b", 1)).unwrap();
+        let SourceEvent::Upsert(b) = next(&mut rx).await else {
+            panic!("upsert")
+        };
+        assert_eq!(b.name(), "b");
     }
 
     #[tokio::test]

@@ -6,33 +6,64 @@ use std::path::Path;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use serde::Deserialize;
 
+use super::limits;
+
 /// Parse one manifest. Errors are one line without the file name (the caller adds it).
+///
+/// The text is first held to [`limits`] in one linear pass (nesting, number of values), so
+/// the parser's own cost stays linear; a YAML document is then walked once with a budget
+/// (aliases expanded, apiVersion and kind noted) and decoded into a Pod straight from the
+/// text, so type errors keep their line and column.
 pub fn parse(path: &Path, text: &str) -> Result<Pod, String> {
     if text.trim().is_empty() {
         return Err("empty manifest".into());
     }
-    let json = path.extension().is_some_and(|e| e == "json");
-    // Kind and apiVersion first, for a clearer message than a type mismatch deep inside.
-    let head: serde_yaml::Value = if json {
-        serde_json::from_str(text).map_err(|e| format!("JSON syntax error: {e}"))?
-    } else {
-        let mut docs = serde_yaml::Deserializer::from_str(text);
-        let first = docs.next().ok_or("empty manifest")?;
-        let value = serde_yaml::Value::deserialize(first).map_err(yaml_error)?;
-        if let Some(second) = docs.next() {
-            // Trailing `---` with nothing after it is fine; a second object is not.
-            let v = serde_yaml::Value::deserialize(second).map_err(yaml_error)?;
-            if !v.is_null() {
-                return Err("more than one document: a manifest file holds exactly one Pod".into());
+    limits::scan(text).map_err(|e| e.to_string())?;
+    if path.extension().is_some_and(|e| e == "json") {
+        return serde_json::from_str::<Pod>(text).map_err(|e| {
+            // Kind and apiVersion first, for a clearer message than a type mismatch.
+            #[derive(Deserialize)]
+            #[serde(rename_all = "camelCase")]
+            struct JsonHead {
+                api_version: Option<serde_json::Value>,
+                kind: Option<serde_json::Value>,
             }
+            match serde_json::from_str::<JsonHead>(text) {
+                Err(_) if e.is_syntax() || e.is_eof() => format!("JSON syntax error: {e}"),
+                Ok(head) => {
+                    let s = |v: Option<serde_json::Value>| v.and_then(|v| v.as_str().map(str::to_string));
+                    let head = limits::Head {
+                        null: false,
+                        api_version: s(head.api_version),
+                        kind: s(head.kind),
+                    };
+                    check_head(&head).err().unwrap_or_else(|| e.to_string())
+                }
+                Err(_) => e.to_string(),
+            }
+        });
+    }
+    let mut docs = serde_yaml::Deserializer::from_str(text);
+    let first = docs.next().ok_or("empty manifest")?;
+    let head = limits::expansion(first).map_err(yaml_error)?;
+    if let Some(second) = docs.next() {
+        // Trailing `---` with nothing after it is fine; a second object is not.
+        if !limits::expansion(second).map_err(yaml_error)?.null {
+            return Err("more than one document: a manifest file holds exactly one Pod".into());
         }
-        value
-    };
-    if head.is_null() {
+    }
+    check_head(&head)?;
+    let first = serde_yaml::Deserializer::from_str(text)
+        .next()
+        .ok_or("empty manifest")?;
+    Pod::deserialize(first).map_err(yaml_error)
+}
+
+fn check_head(head: &limits::Head) -> Result<(), String> {
+    if head.null {
         return Err("empty manifest".into());
     }
-    let field = |name: &str| head.get(name).and_then(|v| v.as_str()).map(str::to_string);
-    match field("apiVersion").as_deref() {
+    match head.api_version.as_deref() {
         Some("v1") => {}
         Some(other) => {
             return Err(format!(
@@ -41,23 +72,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Pod, String> {
         }
         None => return Err("apiVersion: Required value".into()),
     }
-    match field("kind").as_deref() {
-        Some("Pod") => {}
-        Some(other) => {
-            return Err(format!(
-                "kind: Unsupported value: {other:?}: minilet runs Pods (one per file)"
-            ));
-        }
-        None => return Err("kind: Required value".into()),
-    }
-    if json {
-        serde_json::from_str(text).map_err(|e| e.to_string())
-    } else {
-        // Straight from the text (not from the Value above) so errors keep line and column.
-        let first = serde_yaml::Deserializer::from_str(text)
-            .next()
-            .ok_or("empty manifest")?;
-        Pod::deserialize(first).map_err(yaml_error)
+    match head.kind.as_deref() {
+        Some("Pod") => Ok(()),
+        Some(other) => Err(format!(
+            "kind: Unsupported value: {other:?}: minilet runs Pods (one per file)"
+        )),
+        None => Err("kind: Required value".into()),
     }
 }
 
@@ -201,5 +221,135 @@ mod tests {
         assert_eq!(default_pull_policy("img@sha256:abc"), "IfNotPresent");
         assert_eq!(default_pull_policy("localhost:5000/img"), "Always");
         assert_eq!(default_pull_policy("localhost:5000/img:v2"), "IfNotPresent");
+    }
+
+    /// Fuzzing, briefly: whatever the text, parsing never panics, the pre-scan's work is
+    /// linear in the size, and nesting beyond the bound is refused however it is dressed.
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::super::limits::{self, MAX_DEPTH};
+        use super::*;
+
+        /// Fragments that change YAML's state: brackets, quotes, comments, block scalars,
+        /// indentation, anchors and aliases, tags, document markers, odd line breaks.
+        const FRAGMENTS: &[&str] = &[
+            "[",
+            "]",
+            "{",
+            "}",
+            ", ",
+            ": ",
+            ":",
+            "- ",
+            "? ",
+            "'",
+            "''",
+            "\"",
+            "\\\"",
+            "#",
+            " #",
+            "\n",
+            "\r\n",
+            "\u{2028}",
+            "  ",
+            "\t",
+            "|\n",
+            ">-\n",
+            "|2\n",
+            "&a ",
+            "*a",
+            "!t ",
+            "!<x[y]> ",
+            "---\n",
+            "...\n",
+            "x",
+            "a'b",
+            "é",
+            "apiVersion: v1\nkind: Pod\n",
+            "metadata: {name: p}\n",
+            "%YAML 1.2\n",
+            "\u{feff}",
+        ];
+
+        fn yamlish() -> impl Strategy<Value = String> {
+            prop::collection::vec(prop::sample::select(FRAGMENTS), 0..400).prop_map(|v| v.concat())
+        }
+
+        /// Flow nesting `depth` deep, each level dressed in scalars and comments holding
+        /// brackets that must not count (and must not hide the ones that do).
+        fn dressed(depth: usize, dress: Vec<usize>) -> String {
+            const DRESS: &[&str] = &[
+                "'it''s [{', ",
+                "\"a\\\"[{\", ",
+                "a'b, ",
+                "# [[[ {{{\n",
+                "&x ",
+                "!t ",
+                "? k: v, ",
+                "",
+            ];
+            let mut s = String::from("k: ");
+            for i in 0..depth {
+                s.push('[');
+                s.push_str(DRESS[dress[i % dress.len()] % DRESS.len()]);
+            }
+            s.push('x');
+            s.push_str(&"]".repeat(depth));
+            s.push('\n');
+            s
+        }
+
+        fn within_budget(text: &str) {
+            let (steps, _) = limits::scan_counting(text);
+            assert!(steps <= 2 * text.len() + 2, "{steps} steps for {} bytes", text.len());
+            let start = std::time::Instant::now();
+            let _ = parse(Path::new("/m/x.yaml"), text);
+            let _ = parse(Path::new("/m/x.json"), text);
+            // Generous: these inputs take milliseconds; a quadratic parse of the deepest
+            // ones would take minutes.
+            assert!(start.elapsed() < std::time::Duration::from_secs(20));
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 200, failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..4096)) {
+                within_budget(&String::from_utf8_lossy(&bytes));
+            }
+
+            #[test]
+            fn yaml_fragments(text in yamlish()) {
+                within_budget(&text);
+            }
+
+            #[test]
+            fn deep_nesting_is_refused_however_dressed(depth in 1usize..200, dress in prop::collection::vec(0usize..8, 1..8)) {
+                let text = dressed(depth, dress);
+                within_budget(&text);
+                // The block mapping around it is one level more.
+                let refused = matches!(limits::scan(&text), Err(limits::ScanError::TooDeep { .. }));
+                prop_assert_eq!(refused, depth + 1 > MAX_DEPTH, "{}", text);
+                if depth < 100 {
+                    prop_assert!(serde_yaml::from_str::<serde_yaml::Value>(&text).is_ok(), "the dressed nesting is valid YAML: {}", text);
+                }
+            }
+
+        }
+
+        proptest! {
+            // Each case costs up to the whole expansion budget: fewer of them.
+            #![proptest_config(ProptestConfig { cases: 16, failure_persistence: None, ..ProptestConfig::default() })]
+            #[test]
+            fn huge_scalars_and_alias_bombs(len in 0usize..200_000, levels in 1usize..12, fanout in 1usize..12) {
+                within_budget(&format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p, annotations: {{a: '{}'}}}}\n", "x".repeat(len)));
+                let mut bomb = String::from("apiVersion: v1\nkind: Pod\nl0: &l0 [x, x, x, x, x, x, x, x, x, x]\n");
+                for i in 1..levels {
+                    bomb.push_str(&format!("l{i}: &l{i} [{}]\n", vec![format!("*l{}", i - 1); fanout].join(", ")));
+                }
+                within_budget(&bomb);
+            }
+        }
     }
 }

@@ -11,6 +11,18 @@ const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case a
 const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
 const ENV_NAME_MSG: &str = "a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit";
 const NO_API_SERVER: &str = "minilet runs static pods without an API server";
+const UID_MSG: &str = "a UID must be 1 to 64 characters of letters, digits and '-' (e.g. a UUID)";
+const QUALIFIED_NAME_MSG: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')";
+const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+const ID_MSG: &str = "must be between 0 and 2147483647, inclusive";
+
+/// Kubernetes' `TotalAnnotationSizeLimitB`: keys and values of all annotations together.
+pub const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
+/// Kubernetes' `MaxUserID` / `MaxGroupID` (`math.MaxInt32`): IDs must be in 0..=this.
+const MAX_ID: i64 = i32::MAX as i64;
+/// Longest value quoted in a message: the message names the field, the rest is noise (and
+/// an unbounded value would put a megabyte into a log line and an event).
+const MAX_QUOTED: usize = 128;
 
 /// Every problem found, each `field.path: what is wrong`.
 pub fn validate(pod: &Pod) -> Vec<String> {
@@ -28,6 +40,15 @@ pub fn validate(pod: &Pod) -> Vec<String> {
     {
         v.invalid("metadata.namespace", ns, LABEL_MSG);
     }
+    if let Some(uid) = pod.metadata.uid.as_deref()
+        && !uid.is_empty()
+        && !is_uid(uid)
+    {
+        // The UID names the pod's state and log directories and its cgroup.
+        v.invalid("metadata.uid", uid, UID_MSG);
+    }
+    validate_labels(pod.metadata.labels.as_ref(), &mut v);
+    validate_annotations(pod.metadata.annotations.as_ref(), &mut v);
     match &pod.spec {
         None => v.push("spec", "Required value".into()),
         Some(spec) => validate_spec(spec, &mut v),
@@ -43,7 +64,7 @@ impl Errors {
         self.0.push(format!("{path}: {msg}"));
     }
     fn invalid(&mut self, path: &str, value: impl std::fmt::Debug, why: &str) {
-        self.push(path, format!("Invalid value: {value:?}: {why}"));
+        self.push(path, format!("Invalid value: {}: {why}", quoted(&value)));
     }
     fn unsupported(&mut self, path: &str, value: &str, supported: &[&str]) {
         let list = supported
@@ -91,6 +112,34 @@ fn validate_spec(spec: &PodSpec, v: &mut Errors) {
         );
     }
 
+    if let Some(d) = spec.active_deadline_seconds
+        && !(1..=MAX_ID).contains(&d)
+    {
+        v.invalid(
+            "spec.activeDeadlineSeconds",
+            d,
+            "must be between 1 and 2147483647, inclusive",
+        );
+    }
+    if let Some(sc) = &spec.security_context {
+        validate_ids(
+            "spec.securityContext",
+            &[
+                ("runAsUser", sc.run_as_user),
+                ("runAsGroup", sc.run_as_group),
+                ("fsGroup", sc.fs_group),
+            ],
+            v,
+        );
+        for (i, g) in sc.supplemental_groups.iter().flatten().enumerate() {
+            validate_ids(
+                "spec.securityContext",
+                &[(&format!("supplementalGroups[{i}]"), Some(*g))],
+                v,
+            );
+        }
+    }
+
     let mut volume_names = HashSet::new();
     for (i, vol) in spec.volumes.iter().flatten().enumerate() {
         validate_volume(&format!("spec.volumes[{i}]"), vol, &mut volume_names, v);
@@ -124,10 +173,14 @@ fn validate_volume(path: &str, vol: &Volume, names: &mut HashSet<String>, v: &mu
     match sources.as_slice() {
         [] => v.push(path, "Required value: must specify a volume type".into()),
         [one] if one == "emptyDir" => {
-            if let Some(limit) = vol.empty_dir.as_ref().and_then(|e| e.size_limit.as_ref())
-                && let Err(e) = Quantity::parse(&limit.0)
-            {
-                v.invalid(&format!("{path}.emptyDir.sizeLimit"), &limit.0, &e.to_string());
+            if let Some(limit) = vol.empty_dir.as_ref().and_then(|e| e.size_limit.as_ref()) {
+                let fp = format!("{path}.emptyDir.sizeLimit");
+                match (Quantity::parse(&limit.0), Quantity::parse("0")) {
+                    (Err(e), _) => v.invalid(&fp, &limit.0, &e.to_string()),
+                    // It becomes a tmpfs size or a disk quota.
+                    (Ok(val), Ok(zero)) if val < zero => v.invalid(&fp, &limit.0, "must be greater than or equal to 0"),
+                    _ => {}
+                }
             }
         }
         [one] if one == "hostPath" => {
@@ -353,18 +406,118 @@ fn validate_container(
         }
     }
     if let Some(sc) = &c.security_context {
-        for (field, val) in [("runAsUser", sc.run_as_user), ("runAsGroup", sc.run_as_group)] {
-            if let Some(n) = val
-                && !(0..=i64::from(u32::MAX - 1)).contains(&n)
-            {
-                v.invalid(
-                    &format!("{path}.securityContext.{field}"),
-                    n,
-                    "must be between 0 and 2147483647, inclusive",
-                );
-            }
+        validate_ids(
+            &format!("{path}.securityContext"),
+            &[("runAsUser", sc.run_as_user), ("runAsGroup", sc.run_as_group)],
+            v,
+        );
+    }
+    for (probe, p) in [
+        ("livenessProbe", &c.liveness_probe),
+        ("readinessProbe", &c.readiness_probe),
+        ("startupProbe", &c.startup_probe),
+    ] {
+        validate_probe(&format!("{path}.{probe}"), p.as_ref(), v);
+    }
+}
+
+/// `{value:?}`, cut to [`MAX_QUOTED`] characters.
+fn quoted(value: &impl std::fmt::Debug) -> String {
+    let s = format!("{value:?}");
+    match s.char_indices().nth(MAX_QUOTED) {
+        Some((at, _)) => format!("{}...({} more bytes)", &s[..at], s.len() - at),
+        None => s,
+    }
+}
+
+fn validate_labels(labels: Option<&std::collections::BTreeMap<String, String>>, v: &mut Errors) {
+    for (k, val) in labels.into_iter().flatten() {
+        if !is_qualified_name(k) {
+            v.invalid("metadata.labels", k, QUALIFIED_NAME_MSG);
+        }
+        if !is_label_value(val) {
+            v.invalid(&format!("metadata.labels[{}]", quoted(k)), val, LABEL_VALUE_MSG);
         }
     }
+}
+
+fn validate_annotations(annotations: Option<&std::collections::BTreeMap<String, String>>, v: &mut Errors) {
+    let mut total = 0;
+    for (k, val) in annotations.into_iter().flatten() {
+        // Kubernetes lowercases annotation keys before checking them as qualified names.
+        if !is_qualified_name(&k.to_ascii_lowercase()) {
+            v.invalid("metadata.annotations", k, QUALIFIED_NAME_MSG);
+        }
+        total += k.len() + val.len();
+    }
+    if total > MAX_ANNOTATIONS_BYTES {
+        v.push(
+            "metadata.annotations",
+            format!("Too long: must have at most {MAX_ANNOTATIONS_BYTES} bytes (found {total})"),
+        );
+    }
+}
+
+/// User and group IDs as Kubernetes validation bounds them (`IsValidUserID`/`IsValidGroupID`):
+/// -1 would become uid 4294967295 at setuid.
+fn validate_ids(path: &str, ids: &[(&str, Option<i64>)], v: &mut Errors) {
+    for (field, id) in ids {
+        if let Some(n) = *id
+            && !(0..=MAX_ID).contains(&n)
+        {
+            v.invalid(&format!("{path}.{field}"), n, ID_MSG);
+        }
+    }
+}
+
+fn validate_probe(path: &str, probe: Option<&k8s_openapi::api::core::v1::Probe>, v: &mut Errors) {
+    let Some(p) = probe else { return };
+    for (field, val) in [
+        ("initialDelaySeconds", p.initial_delay_seconds),
+        ("timeoutSeconds", p.timeout_seconds),
+        ("periodSeconds", p.period_seconds),
+        ("successThreshold", p.success_threshold),
+        ("failureThreshold", p.failure_threshold),
+    ] {
+        if let Some(n) = val
+            && n < 0
+        {
+            v.invalid(&format!("{path}.{field}"), n, "must be greater than or equal to 0");
+        }
+    }
+    if let Some(g) = p.termination_grace_period_seconds
+        && g <= 0
+    {
+        v.invalid(
+            &format!("{path}.terminationGracePeriodSeconds"),
+            g,
+            "must be greater than 0",
+        );
+    }
+}
+
+/// What a manifest's own `metadata.uid` may be: a path component, a cgroup name.
+pub fn is_uid(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// `[prefix/]name`: prefix a DNS subdomain, name at most 63 of `[-A-Za-z0-9_.]`, alphanumeric
+/// at both ends.
+fn is_qualified_name(s: &str) -> bool {
+    let (prefix, name) = match s.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, s),
+    };
+    prefix.is_none_or(|p| !p.is_empty() && is_subdomain(p)) && !name.is_empty() && is_label_value(name)
+}
+
+/// At most 63 of `[-A-Za-z0-9_.]`, alphanumeric at both ends (or empty).
+fn is_label_value(s: &str) -> bool {
+    s.is_empty()
+        || (s.len() <= 63
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && s.ends_with(|c: char| c.is_ascii_alphanumeric()))
 }
 
 fn is_label(s: &str) -> bool {
@@ -550,6 +703,81 @@ mod tests {
             ),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn uid_ids_and_numeric_ranges() {
+        let pod = |meta: &str, spec: &str| -> Vec<String> {
+            let pod: Pod = serde_yaml::from_str(&format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: web, namespace: default, {meta}}}\nspec:\n{spec}"
+            ))
+            .unwrap();
+            validate(&pod)
+        };
+        let app = "  containers: [{name: a, image: i}]\n";
+        for bad in ["../x", "/etc", "a/b", ".", "..", "a b", &"a".repeat(65)] {
+            let e = pod(&format!("uid: {bad:?}"), app);
+            assert!(has(&e, "metadata.uid: Invalid value"), "{bad}: {e:?}");
+        }
+        assert!(pod("uid: 0b3c9e2a-5d6f-4c1e-9f3a-7e8d2c1b0a99", app).is_empty());
+        let e = pod(
+            "",
+            "  activeDeadlineSeconds: 0\n  securityContext: {runAsUser: -1, runAsGroup: 2147483648, fsGroup: -5, supplementalGroups: [1, -1]}\n  containers:\n  - name: a\n    image: i\n    securityContext: {runAsUser: 4294967295, runAsGroup: -1}\n    livenessProbe: {periodSeconds: -1, exec: {command: [x]}}\n",
+        );
+        for needle in [
+            "spec.securityContext.runAsUser: Invalid value: -1: must be between 0 and 2147483647, inclusive",
+            "spec.securityContext.runAsGroup: Invalid value: 2147483648",
+            "spec.securityContext.fsGroup: Invalid value: -5",
+            "spec.securityContext.supplementalGroups[1]: Invalid value: -1",
+            "spec.containers[0].securityContext.runAsUser: Invalid value: 4294967295",
+            "spec.containers[0].securityContext.runAsGroup: Invalid value: -1",
+            "spec.activeDeadlineSeconds: Invalid value: 0",
+            "spec.containers[0].livenessProbe.periodSeconds: Invalid value: -1",
+        ] {
+            assert!(has(&e, needle), "{needle}: {e:?}");
+        }
+        assert!(!has(&e, "supplementalGroups[0]"), "{e:?}");
+        let e = pod(
+            "",
+            "  volumes: [{name: t, emptyDir: {medium: Memory, sizeLimit: -1Mi}}]\n  containers: [{name: a, image: i}]\n",
+        );
+        assert!(
+            has(
+                &e,
+                "spec.volumes[0].emptyDir.sizeLimit: Invalid value: \"-1Mi\": must be greater than or equal to 0"
+            ),
+            "{e:?}"
+        );
+        assert!(
+            pod(
+                "",
+                "  securityContext: {runAsUser: 0, runAsGroup: 2147483647}\n  containers: [{name: a, image: i}]\n"
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn labels_and_annotations_are_bounded_as_kubernetes_does() {
+        let meta = |m: &str| -> Vec<String> {
+            let pod: Pod = serde_yaml::from_str(&format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: web, {m}}}\nspec: {{containers: [{{name: a, image: i}}]}}\n"
+            ))
+            .unwrap();
+            validate(&pod)
+        };
+        assert!(meta("labels: {app: web, example.com/tier: Front_1}, annotations: {Example.com/Note: x}").is_empty());
+        let e = meta(&format!("labels: {{'bad key': x, ok: '{}'}}", "v".repeat(64)));
+        assert!(has(&e, "metadata.labels: Invalid value: \"bad key\""), "{e:?}");
+        assert!(has(&e, "metadata.labels[\"ok\"]: Invalid value"), "{e:?}");
+        let e = meta(&format!("annotations: {{a: '{}'}}", "x".repeat(MAX_ANNOTATIONS_BYTES)));
+        assert!(
+            has(&e, "metadata.annotations: Too long: must have at most 262144 bytes"),
+            "{e:?}"
+        );
+        // A long value is quoted only in part: messages stay short.
+        let e = meta(&format!("labels: {{ok: '{}'}}", "v".repeat(100_000)));
+        assert!(e.iter().all(|m| m.len() < 1024), "{e:?}");
     }
 
     #[test]
