@@ -607,3 +607,20 @@ pub fn ok(env: &Env, args: &[&str]) -> String {
     );
     stdout(&o)
 }
+
+/// Wait until the agent itself (not only the state directory) has every container of pod
+/// `name` running: READY n/n in `minilet get pod`. Needed before asking the agent about a
+/// container (exec, logs), as the monitor records a start before the agent takes it in.
+pub fn wait_agent_ready(env: &Env, name: &str) {
+    wait_for(
+        &format!("the agent sees pod {name} ready"),
+        Duration::from_secs(30),
+        || {
+            let o = cli(env, &["get", "pod", name]);
+            let out = stdout(&o);
+            let ready = out.lines().nth(1)?.split_whitespace().nth(1)?;
+            let (have, want) = ready.split_once('/')?;
+            (o.status.success() && have == want && have != "0").then_some(())
+        },
+    );
+}

@@ -449,6 +449,7 @@ fn exec_exit_codes_stdin_and_tty() {
     let _agent = Agent::start(&env, &[]);
     env.write_manifest("shell.yaml", SHELL);
     let pod = env.wait_running("shell", &["shell"]);
+    wait_agent_ready(&env, "shell");
 
     // The exit code propagates, with kubectl's message.
     let o = cli(

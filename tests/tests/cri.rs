@@ -553,6 +553,24 @@ fn interactive_exec_streams_stdin_tty_and_exit_code() {
     let id = pod.containers["c"].id.clone();
     rt().block_on(async {
         let c = connect(&env.socket).await;
+        // The state directory shows the process before the agent has taken it in: wait
+        // for the agent's own view before asking it to exec.
+        let start = std::time::Instant::now();
+        loop {
+            let mut rc = c.runtime.clone();
+            let req = cri::ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: false,
+            };
+            if rc.container_status(req).await.is_ok() {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the agent never saw container c"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let run = |cmd: &[&str], tty: bool, input: Vec<node::exec_request::Msg>| {
             let mut nc = c.node.clone();
             let id = id.clone();

@@ -384,6 +384,8 @@ impl Worker {
                     self.watch_container(&files);
                     self.slots[i].current = Some(files);
                 }
+                // Seen at once by the CRI and the CLI, not after the pod's other starts.
+                self.publish();
             }
             Err(e) => {
                 self.ctx.events.warning(&cobj, "Failed", format!("Error: {e}"));
