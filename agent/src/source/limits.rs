@@ -925,14 +925,4 @@ b: [{}]
         );
         assert_eq!(bound_message("short".into()), "short");
     }
-
-    #[test]
-    #[ignore]
-    fn probe_serde_yaml_cost() {
-        for n in [10_000, 20_000, 40_000] {
-            let t = std::time::Instant::now();
-            let _ = serde_yaml::from_str::<serde_yaml::Value>(&"[".repeat(n));
-            eprintln!("{n}: {:?}", t.elapsed());
-        }
-    }
 }
