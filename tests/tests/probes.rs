@@ -463,3 +463,110 @@ fn now_nanos() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64)
 }
+
+/// A grpc.health.v1 server: "" serves, "down" does not, anything else is unknown.
+struct HealthServer;
+
+#[tonic::async_trait]
+impl minilet_proto::grpc::health::v1::health_server::Health for HealthServer {
+    async fn check(
+        &self,
+        req: tonic::Request<minilet_proto::grpc::health::v1::HealthCheckRequest>,
+    ) -> Result<tonic::Response<minilet_proto::grpc::health::v1::HealthCheckResponse>, tonic::Status> {
+        use minilet_proto::grpc::health::v1::health_check_response::ServingStatus;
+        let status = match req.get_ref().service.as_str() {
+            "" => ServingStatus::Serving,
+            "down" => ServingStatus::NotServing,
+            other => return Err(tonic::Status::not_found(format!("unknown service {other}"))),
+        };
+        Ok(tonic::Response::new(minilet_proto::grpc::health::v1::HealthCheckResponse {
+            status: status as i32,
+        }))
+    }
+
+    type WatchStream = std::pin::Pin<
+        Box<
+            dyn tokio_stream::Stream<Item = Result<minilet_proto::grpc::health::v1::HealthCheckResponse, tonic::Status>>
+                + Send,
+        >,
+    >;
+
+    async fn watch(
+        &self,
+        _: tonic::Request<minilet_proto::grpc::health::v1::HealthCheckRequest>,
+    ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("watch"))
+    }
+}
+
+/// A listening socket on 127.0.0.1:`port` in `pause`'s network namespace: a thread of its
+/// own enters the namespace, binds, and ends (the socket stays in that namespace).
+fn listen_in(pause: i32, port: u16) -> std::net::TcpListener {
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(format!("/proc/{pause}/ns/net")).expect("open the pod's netns");
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns into the pod's netns");
+        std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind in the pod's netns")
+    })
+    .join()
+    .expect("netns thread")
+}
+
+#[test]
+fn grpc_probes_call_the_health_service_in_the_pod() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("probe-grpc");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, FAST_BACKOFF);
+    let container = |name: &str, service: &str| {
+        format!(
+            r#"  - name: {name}
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+    readinessProbe:
+      grpc: {{port: 9090{service}}}
+      periodSeconds: 1
+"#
+        )
+    };
+    env.write_manifest(
+        "grpc.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: grpc}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n{}{}{}",
+            container("up", ""),
+            container("down", ", service: down"),
+            container("unknown", ", service: nope")
+        ),
+    );
+    let view = env.wait_running("grpc", &["up", "down", "unknown"]);
+    // Nothing listens yet: the connection fails.
+    wait_event(&env, "grpc", "Unhealthy", "failed to connect service");
+    // The server runs in this test process, its socket in the pod's network namespace
+    // (where the pod has only loopback): only a probe made from inside the pod reaches it.
+    let listener = listen_in(view.pause(), 9090);
+    listener.set_nonblocking(true).expect("nonblocking");
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let _guard = rt.enter();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(
+        tokio::net::TcpListener::from_std(listener).expect("tokio listener"),
+    );
+    rt.spawn(
+        tonic::transport::Server::builder()
+            .add_service(minilet_proto::grpc::health::v1::health_server::HealthServer::new(HealthServer))
+            .serve_with_incoming(incoming),
+    );
+    wait_for("up ready", Duration::from_secs(20), || {
+        let p = pod_json(&env, "grpc");
+        (container_status(&p, "up")["ready"] == true).then_some(())
+    });
+    let msg = wait_event(&env, "grpc", "Unhealthy", "NOT_SERVING");
+    assert_eq!(msg, "Readiness probe failed: service unhealthy (responded with \"NOT_SERVING\")");
+    let msg = wait_event(&env, "grpc", "Unhealthy", "NotFound");
+    assert_eq!(msg, "Readiness probe failed: rpc error: code = NotFound desc = unknown service nope");
+    let p = pod_json(&env, "grpc");
+    assert_eq!(container_status(&p, "down")["ready"], false);
+    assert_eq!(container_status(&p, "unknown")["ready"], false);
+    assert_eq!(ready_column(&env, "grpc"), "1/3");
+}

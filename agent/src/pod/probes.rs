@@ -756,8 +756,51 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn grpc(_network: Network, _target: &Target, _service: &str, _timeout: Duration) -> Outcome {
-    Outcome::Failure("gRPC probes are not supported by minilet".into())
+/// grpc.health.v1 `Check` of `service`, as the kubelet's grpc prober calls it: SERVING
+/// passes, any other answer or error fails.
+async fn grpc(network: Network, target: &Target, service: &str, timeout: Duration) -> Outcome {
+    use minilet_proto::grpc::health::v1::health_check_response::ServingStatus;
+    use minilet_proto::grpc::health::v1::{HealthCheckRequest, health_client::HealthClient};
+    let addr = match address(target).await {
+        Ok(a) => a,
+        Err(e) => return Outcome::Failure(e),
+    };
+    let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .and_then(|e| e.user_agent(USER_AGENT))
+    {
+        Ok(e) => e,
+        Err(e) => return Outcome::Failure(format!("invalid address {addr}: {e}")),
+    };
+    let check = async {
+        let channel = endpoint
+            .connect_with_connector(tower::service_fn(move |_: http::Uri| async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(connect(network, addr).await?))
+            }))
+            .await
+            .map_err(|e| {
+                let cause = std::error::Error::source(&e).map_or_else(|| e.to_string(), |c| c.to_string());
+                format!("failed to connect service {addr:?} within {}s: {cause}", timeout.as_secs())
+            })?;
+        let resp = HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: service.to_string(),
+            })
+            .await
+            .map_err(|s| format!("rpc error: code = {:?} desc = {}", s.code(), s.message()))?;
+        Ok::<_, String>(resp.into_inner().status())
+    };
+    match tokio::time::timeout(timeout, check).await {
+        Err(_) => Outcome::Failure(format!(
+            "timeout: health rpc did not complete within {}s",
+            timeout.as_secs()
+        )),
+        Ok(Err(msg)) => Outcome::Failure(msg),
+        Ok(Ok(ServingStatus::Serving)) => Outcome::Success,
+        Ok(Ok(other)) => Outcome::Failure(format!(
+            "service unhealthy (responded with {:?})",
+            other.as_str_name()
+        )),
+    }
 }
 
 #[cfg(test)]
