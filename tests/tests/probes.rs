@@ -570,3 +570,81 @@ fn grpc_probes_call_the_health_service_in_the_pod() {
     assert_eq!(container_status(&p, "unknown")["ready"], false);
     assert_eq!(ready_column(&env, "grpc"), "1/3");
 }
+
+#[test]
+fn https_probe_accepts_any_certificate() {
+    if !is_root() {
+        return;
+    }
+    if !std::path::Path::new("/usr/bin/openssl").is_file() {
+        println!("skipped: no /usr/bin/openssl to serve HTTPS inside the pod");
+        return;
+    }
+    let env = Env::new("probe-https");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, FAST_BACKOFF);
+    env.write_manifest(
+        "https.yaml",
+        r#"apiVersion: v1
+kind: Pod
+metadata: {name: https}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+    readinessProbe:
+      httpGet: {scheme: HTTPS, port: 8443, path: /}
+      periodSeconds: 1
+"#,
+    );
+    let view = env.wait_running("https", &["app"]);
+    // A self-signed certificate no one could verify; the kubelet does not verify probes'.
+    let (key, cert) = (env.dir.join("key.pem"), env.dir.join("cert.pem"));
+    let o = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args(["-subj", "/CN=not-the-pod", "-days", "1"])
+        .output()
+        .expect("run openssl req");
+    assert!(o.status.success(), "{o:?}");
+    // openssl's test server, in the pod's network namespace only.
+    let mut server = std::process::Command::new("nsenter")
+        .arg("-t")
+        .arg(view.pause().to_string())
+        .args(["-n", "--", "openssl", "s_server", "-quiet", "-www", "-accept", "127.0.0.1:8443"])
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start openssl s_server");
+    let ready = wait_for_result("app ready over HTTPS", Duration::from_secs(20), || {
+        let p = pod_json(&env, "https");
+        (container_status(&p, "app")["ready"] == true).then_some(())
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    ready.unwrap_or_else(|e| panic!("{e}; events: {:?}", events(&env, "https")));
+}
+
+/// `wait_for` that returns the timeout instead of panicking (so a test can clean up first).
+fn wait_for_result<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Result<T, String> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if start.elapsed() >= timeout {
+            return Err(format!("timed out after {timeout:?} waiting for {what}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -688,19 +688,32 @@ async fn http_once(
     url: &http::Uri,
     headers: &[(String, String)],
 ) -> Result<(u16, Option<String>, Vec<u8>), String> {
-    use http_body_util::BodyExt;
-    if url.scheme_str() == Some("https") {
-        return Err("HTTPS probes are not supported by minilet".into());
-    }
     // A redirect may name another port of the same host.
-    let addr = match url.port_u16() {
-        Some(p) => SocketAddr::new(default_addr.ip(), p),
-        None => SocketAddr::new(default_addr.ip(), 80),
-    };
+    let https = url.scheme_str() == Some("https");
+    let port = url.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let addr = SocketAddr::new(default_addr.ip(), port);
     let stream = connect(network, addr)
         .await
         .map_err(|e| format!("dial tcp {addr}: connect: {}", go_error(&e)))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+    if !https {
+        return get_over(stream, url, headers).await;
+    }
+    let name = url.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+    let name = rustls::pki_types::ServerName::try_from(name.to_string()).map_err(|e| format!("TLS server name {name:?}: {e}"))?;
+    let tls = tokio_rustls::TlsConnector::from(tls_config()?)
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+    get_over(tls, url, headers).await
+}
+
+/// The GET itself, over a connection (plain or TLS).
+async fn get_over<S>(io: S, url: &http::Uri, headers: &[(String, String)]) -> Result<(u16, Option<String>, Vec<u8>), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use http_body_util::BodyExt;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
         .await
         .map_err(|e| e.to_string())?;
     let conn = tokio::spawn(conn);
@@ -758,6 +771,63 @@ impl Drop for AbortOnDrop {
 
 /// grpc.health.v1 `Check` of `service`, as the kubelet's grpc prober calls it: SERVING
 /// passes, any other answer or error fails.
+/// The client side of HTTPS probes: like the kubelet, any certificate is accepted (a probe
+/// checks that the server answers, not who it is); the handshake's signatures are still
+/// checked, so the connection is a real TLS one.
+fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
+    static CONFIG: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> = std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| format!("TLS configuration: {e}"))?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+                .with_no_client_auth();
+            Ok(Arc::new(config))
+        })
+        .clone()
+}
+
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 async fn grpc(network: Network, target: &Target, service: &str, timeout: Duration) -> Outcome {
     use minilet_proto::grpc::health::v1::health_check_response::ServingStatus;
     use minilet_proto::grpc::health::v1::{HealthCheckRequest, health_client::HealthClient};
