@@ -99,7 +99,10 @@ spec:
     );
     let first = env.wait_running("live", &["app"]).pid("app");
     let msg = wait_event(&env, "live", "Unhealthy", "Liveness probe failed:");
-    assert!(msg.contains("/tmp/healthy"), "the command's output is the message: {msg}");
+    assert!(
+        msg.contains("/tmp/healthy"),
+        "the command's output is the message: {msg}"
+    );
     let killing = wait_event(&env, "live", "Killing", "failed liveness probe");
     assert_eq!(killing, "Container app failed liveness probe, will be restarted");
     // Restarted: a new live process, the first one gone (the kernel's view).
@@ -185,7 +188,11 @@ spec:
     assert_eq!(condition(&p, "Ready"), "False", "{p}");
     assert_eq!(condition(&p, "ContainersReady"), "False", "{p}");
     let s = container_status(&p, "app");
-    assert_eq!((s["ready"].as_bool(), s["restartCount"].as_i64()), (Some(false), Some(0)), "{s}");
+    assert_eq!(
+        (s["ready"].as_bool(), s["restartCount"].as_i64()),
+        (Some(false), Some(0)),
+        "{s}"
+    );
     assert!(s["state"]["running"].is_object(), "{s}");
     let msg = wait_event(&env, "ready", "Unhealthy", "Readiness probe failed:");
     assert!(msg.contains("/tmp/ready"), "{msg}");
@@ -240,7 +247,11 @@ spec:
     let slow = env.wait_running("startup", &["slow"]).pid("slow");
     let p = pod_json(&env, "startup");
     let s = container_status(&p, "slow");
-    assert_eq!((s["started"].as_bool(), s["ready"].as_bool()), (Some(false), Some(false)), "{s}");
+    assert_eq!(
+        (s["started"].as_bool(), s["ready"].as_bool()),
+        (Some(false), Some(false)),
+        "{s}"
+    );
     wait_for("slow started", Duration::from_secs(30), || {
         let p = pod_json(&env, "startup");
         let s = container_status(&p, "slow");
@@ -363,7 +374,10 @@ spec:
     assert_eq!(v.pid("web"), view.pid("web"));
     // /sub answers 301 to /sub/: followed (same host), so no ProbeWarning for a redirect.
     let evs = events(&env, "http");
-    assert!(!evs.iter().any(|(r, _)| r == "Killing" || r == "ProbeWarning"), "{evs:?}");
+    assert!(
+        !evs.iter().any(|(r, _)| r == "Killing" || r == "ProbeWarning"),
+        "{evs:?}"
+    );
 }
 
 #[test]
@@ -396,10 +410,7 @@ spec:
     let main = view.pid("app");
     let probe_seen_at = wait_for("the probe's sleep in the container", Duration::from_secs(20), || {
         let procs = cgroup_procs(&env, &view.containers["app"].cgroup);
-        procs
-            .iter()
-            .any(|&p| cmdline(p) == "sleep\05\0")
-            .then(Instant::now)
+        procs.iter().any(|&p| cmdline(p) == "sleep\05\0").then(Instant::now)
     });
     let msg = wait_event(&env, "slowprobe", "Unhealthy", "timed out");
     assert_eq!(msg, "Readiness probe failed: command \"sleep 5\" timed out");
@@ -411,10 +422,7 @@ spec:
     wait_for("only the main process in the cgroup", Duration::from_secs(3), || {
         (cgroup_procs(&env, &view.containers["app"].cgroup) == [main]).then_some(())
     });
-    let zombies: Vec<i32> = children_of(agent.pid())
-        .into_iter()
-        .filter(|&p| !alive(p))
-        .collect();
+    let zombies: Vec<i32> = children_of(agent.pid()).into_iter().filter(|&p| !alive(p)).collect();
     assert!(zombies.is_empty(), "zombies of the agent: {zombies:?}");
     let p = pod_json(&env, "slowprobe");
     assert_eq!(container_status(&p, "app")["ready"], false);
@@ -479,9 +487,9 @@ impl minilet_proto::grpc::health::v1::health_server::Health for HealthServer {
             "down" => ServingStatus::NotServing,
             other => return Err(tonic::Status::not_found(format!("unknown service {other}"))),
         };
-        Ok(tonic::Response::new(minilet_proto::grpc::health::v1::HealthCheckResponse {
-            status: status as i32,
-        }))
+        Ok(tonic::Response::new(
+            minilet_proto::grpc::health::v1::HealthCheckResponse { status: status as i32 },
+        ))
     }
 
     type WatchStream = std::pin::Pin<
@@ -554,7 +562,9 @@ fn grpc_probes_call_the_health_service_in_the_pod() {
     );
     rt.spawn(
         tonic::transport::Server::builder()
-            .add_service(minilet_proto::grpc::health::v1::health_server::HealthServer::new(HealthServer))
+            .add_service(minilet_proto::grpc::health::v1::health_server::HealthServer::new(
+                HealthServer,
+            ))
             .serve_with_incoming(incoming),
     );
     wait_for("up ready", Duration::from_secs(20), || {
@@ -562,9 +572,15 @@ fn grpc_probes_call_the_health_service_in_the_pod() {
         (container_status(&p, "up")["ready"] == true).then_some(())
     });
     let msg = wait_event(&env, "grpc", "Unhealthy", "NOT_SERVING");
-    assert_eq!(msg, "Readiness probe failed: service unhealthy (responded with \"NOT_SERVING\")");
+    assert_eq!(
+        msg,
+        "Readiness probe failed: service unhealthy (responded with \"NOT_SERVING\")"
+    );
     let msg = wait_event(&env, "grpc", "Unhealthy", "NotFound");
-    assert_eq!(msg, "Readiness probe failed: rpc error: code = NotFound desc = unknown service nope");
+    assert_eq!(
+        msg,
+        "Readiness probe failed: rpc error: code = NotFound desc = unknown service nope"
+    );
     let p = pod_json(&env, "grpc");
     assert_eq!(container_status(&p, "down")["ready"], false);
     assert_eq!(container_status(&p, "unknown")["ready"], false);
@@ -604,7 +620,15 @@ spec:
     // A self-signed certificate no one could verify; the kubelet does not verify probes'.
     let (key, cert) = (env.dir.join("key.pem"), env.dir.join("cert.pem"));
     let o = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -617,7 +641,16 @@ spec:
     let mut server = std::process::Command::new("nsenter")
         .arg("-t")
         .arg(view.pause().to_string())
-        .args(["-n", "--", "openssl", "s_server", "-quiet", "-www", "-accept", "127.0.0.1:8443"])
+        .args([
+            "-n",
+            "--",
+            "openssl",
+            "s_server",
+            "-quiet",
+            "-www",
+            "-accept",
+            "127.0.0.1:8443",
+        ])
         .arg("-cert")
         .arg(&cert)
         .arg("-key")

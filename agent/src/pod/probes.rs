@@ -145,7 +145,10 @@ fn count(v: Option<i32>, default: u32) -> u32 {
 /// A port by number, or by the name of one of the container's ports.
 fn resolve_port(port: &IntOrString, c: &Container) -> Result<u16, String> {
     match port {
-        IntOrString::Int(n) => u16::try_from(*n).ok().filter(|&p| p > 0).ok_or_else(|| format!("invalid port {n}")),
+        IntOrString::Int(n) => u16::try_from(*n)
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or_else(|| format!("invalid port {n}")),
         IntOrString::String(name) => {
             if let Ok(n) = name.parse::<u16>() {
                 return Ok(n);
@@ -179,7 +182,11 @@ impl Probe {
                 } else {
                     Scheme::Http
                 },
-                path: if path.starts_with('/') { path } else { format!("/{path}") },
+                path: if path.starts_with('/') {
+                    path
+                } else {
+                    format!("/{path}")
+                },
                 headers: h
                     .http_headers
                     .iter()
@@ -451,10 +458,11 @@ async fn run(probe: Probe, ctx: Arc<Context>, gate: Option<watch::Receiver<bool>
         let outcome = run_once(&probe, &ctx).await;
         tracing::debug!(container = %ctx.files.record.name, kind = ?probe.kind, ?outcome, "probe");
         match &outcome {
-            Outcome::Failure(msg) => {
-                ctx.events
-                    .warning(&ctx.object, "Unhealthy", format!("{} probe failed: {msg}", probe.kind.title()))
-            }
+            Outcome::Failure(msg) => ctx.events.warning(
+                &ctx.object,
+                "Unhealthy",
+                format!("{} probe failed: {msg}", probe.kind.title()),
+            ),
             Outcome::Warning(msg) => ctx.events.warning(
                 &ctx.object,
                 "ProbeWarning",
@@ -569,11 +577,9 @@ pub async fn connect(network: Network, addr: SocketAddr) -> std::io::Result<TcpS
         Network::Pod(pause) => pause,
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("probe-netns".into())
-        .spawn(move || {
-            let _ = tx.send(socket_in(pause, addr.is_ipv6()));
-        })?;
+    std::thread::Builder::new().name("probe-netns".into()).spawn(move || {
+        let _ = tx.send(socket_in(pause, addr.is_ipv6()));
+    })?;
     let socket = rx
         .await
         .map_err(|_| std::io::Error::other("the netns thread ended without an answer"))??;
@@ -640,7 +646,13 @@ pub fn http_outcome(status: u16, body: &[u8]) -> Outcome {
     }
 }
 
-async fn http_get(network: Network, target: &Target, scheme: Scheme, path: &str, headers: &[(String, String)]) -> Outcome {
+async fn http_get(
+    network: Network,
+    target: &Target,
+    scheme: Scheme,
+    path: &str,
+    headers: &[(String, String)],
+) -> Outcome {
     let addr = match address(target).await {
         Ok(a) => a,
         Err(e) => return Outcome::Failure(e),
@@ -677,7 +689,10 @@ async fn http_get(network: Network, target: &Target, scheme: Scheme, path: &str,
             _ => return http_outcome(status, &body),
         }
     }
-    Outcome::Failure(format!("Get {:?}: stopped after {MAX_REDIRECTS} redirects", url.to_string()))
+    Outcome::Failure(format!(
+        "Get {:?}: stopped after {MAX_REDIRECTS} redirects",
+        url.to_string()
+    ))
 }
 
 /// One GET on a fresh connection (the kubelet disables keep-alive for probes): the status,
@@ -698,8 +713,13 @@ async fn http_once(
     if !https {
         return get_over(stream, url, headers).await;
     }
-    let name = url.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
-    let name = rustls::pki_types::ServerName::try_from(name.to_string()).map_err(|e| format!("TLS server name {name:?}: {e}"))?;
+    let name = url
+        .host()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let name = rustls::pki_types::ServerName::try_from(name.to_string())
+        .map_err(|e| format!("TLS server name {name:?}: {e}"))?;
     let tls = tokio_rustls::TlsConnector::from(tls_config()?)
         .connect(name, stream)
         .await
@@ -708,7 +728,11 @@ async fn http_once(
 }
 
 /// The GET itself, over a connection (plain or TLS).
-async fn get_over<S>(io: S, url: &http::Uri, headers: &[(String, String)]) -> Result<(u16, Option<String>, Vec<u8>), String>
+async fn get_over<S>(
+    io: S,
+    url: &http::Uri,
+    headers: &[(String, String)],
+) -> Result<(u16, Option<String>, Vec<u8>), String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -849,7 +873,10 @@ async fn grpc(network: Network, target: &Target, service: &str, timeout: Duratio
             .await
             .map_err(|e| {
                 let cause = std::error::Error::source(&e).map_or_else(|| e.to_string(), |c| c.to_string());
-                format!("failed to connect service {addr:?} within {}s: {cause}", timeout.as_secs())
+                format!(
+                    "failed to connect service {addr:?} within {}s: {cause}",
+                    timeout.as_secs()
+                )
             })?;
         let resp = HealthClient::new(channel)
             .check(HealthCheckRequest {
@@ -866,10 +893,7 @@ async fn grpc(network: Network, target: &Target, service: &str, timeout: Duratio
         )),
         Ok(Err(msg)) => Outcome::Failure(msg),
         Ok(Ok(ServingStatus::Serving)) => Outcome::Success,
-        Ok(Ok(other)) => Outcome::Failure(format!(
-            "service unhealthy (responded with {:?})",
-            other.as_str_name()
-        )),
+        Ok(Ok(other)) => Outcome::Failure(format!("service unhealthy (responded with {:?})", other.as_str_name())),
     }
 }
 
@@ -926,7 +950,8 @@ mod tests {
 
     #[test]
     fn thresholds_count_consecutive_results() {
-        let c = container("{name: a, readinessProbe: {exec: {command: [x]}, successThreshold: 2, failureThreshold: 3}}");
+        let c =
+            container("{name: a, readinessProbe: {exec: {command: [x]}, successThreshold: 2, failureThreshold: 3}}");
         let p = Probe::of(ProbeKind::Readiness, &c).unwrap();
         let mut t = Thresholds::default();
         assert_eq!(t.observe(false, &p), None);
@@ -971,18 +996,36 @@ mod tests {
             "{name: a, livenessProbe: {exec: {command: [x]}, tcpSocket: {port: 1}, successThreshold: 2, terminationGracePeriodSeconds: 0}}",
             false,
         );
-        assert!(e.contains(&"spec.containers[0].livenessProbe: Forbidden: may not specify more than 1 handler type".into()), "{e:?}");
+        assert!(
+            e.contains(&"spec.containers[0].livenessProbe: Forbidden: may not specify more than 1 handler type".into()),
+            "{e:?}"
+        );
         assert!(e.contains(&"spec.containers[0].livenessProbe.successThreshold: Invalid value: 2: must be 1".into()));
-        assert!(e.iter().any(|e| e.contains("terminationGracePeriodSeconds: Invalid value: 0: must be greater than 0")));
-        let e = errs("{name: a, readinessProbe: {periodSeconds: -1, terminationGracePeriodSeconds: 5}}", false);
-        assert!(e.iter().any(|e| e.ends_with("readinessProbe: Required value: must specify a handler type")));
+        assert!(
+            e.iter()
+                .any(|e| e.contains("terminationGracePeriodSeconds: Invalid value: 0: must be greater than 0"))
+        );
+        let e = errs(
+            "{name: a, readinessProbe: {periodSeconds: -1, terminationGracePeriodSeconds: 5}}",
+            false,
+        );
+        assert!(
+            e.iter()
+                .any(|e| e.ends_with("readinessProbe: Required value: must specify a handler type"))
+        );
         assert!(e.iter().any(|e| e.contains("periodSeconds: Invalid value: -1")));
         assert!(e.iter().any(|e| e.contains("must not be set for readinessProbes")));
         let e = errs("{name: a, startupProbe: {httpGet: {port: 0, scheme: FTP}}}", false);
         assert_eq!(e.len(), 2, "{e:?}");
         let e = errs("{name: a, startupProbe: {exec: {command: [x]}}}", true);
         assert!(e[0].contains("Forbidden: may not be set for init containers"), "{e:?}");
-        assert!(errs("{name: a, readinessProbe: {successThreshold: 3, grpc: {port: 9000}}}", false).is_empty());
+        assert!(
+            errs(
+                "{name: a, readinessProbe: {successThreshold: 3, grpc: {port: 9000}}}",
+                false
+            )
+            .is_empty()
+        );
     }
 
     #[test]

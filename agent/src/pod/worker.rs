@@ -545,7 +545,11 @@ impl Worker {
         slot.probes = None;
         slot.probe_ready = false;
         let name = slot.spec.name.clone();
-        let what = if kind == ProbeKind::Liveness { "liveness" } else { "startup" };
+        let what = if kind == ProbeKind::Liveness {
+            "liveness"
+        } else {
+            "startup"
+        };
         self.ctx.events.normal(
             &self.obj.container(&name, slot.init),
             "Killing",

@@ -184,7 +184,11 @@ fn validate_container(
     }
     // Probes: their own rules, kept with the probes (init containers are under
     // spec.initContainers).
-    v.0.extend(crate::pod::probes::validate(path, c, path.starts_with("spec.initContainers")));
+    v.0.extend(crate::pod::probes::validate(
+        path,
+        c,
+        path.starts_with("spec.initContainers"),
+    ));
 
     let mut port_names = HashSet::new();
     for (j, p) in c.ports.iter().flatten().enumerate() {
