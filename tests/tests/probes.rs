@@ -388,7 +388,8 @@ fn exec_probe_timeout_leaves_nothing_behind() {
     let env = Env::new("probe-timeout");
     env.import_image("busybox");
     let agent = Agent::start(&env, FAST_BACKOFF);
-    // One probe run only (a long period): `sleep 5` with a 1s timeout.
+    // One probe run only (a long period): a shell running `sleep 5` (a child of the shell,
+    // not the shell exec'd) with a 1s timeout: both must go.
     env.write_manifest(
         "slowprobe.yaml",
         r#"apiVersion: v1
@@ -402,7 +403,7 @@ spec:
     imagePullPolicy: IfNotPresent
     command: ["sleep", "3600"]
     readinessProbe:
-      exec: {command: ["sleep", "5"]}
+      exec: {command: ["sh", "-c", "sleep 5; echo never"]}
       periodSeconds: 3600
 "#,
     );
@@ -413,7 +414,7 @@ spec:
         procs.iter().any(|&p| cmdline(p) == "sleep\05\0").then(Instant::now)
     });
     let msg = wait_event(&env, "slowprobe", "Unhealthy", "timed out");
-    assert_eq!(msg, "Readiness probe failed: command \"sleep 5\" timed out");
+    assert_eq!(msg, "Readiness probe failed: command \"sh -c sleep 5; echo never\" timed out");
     assert!(
         probe_seen_at.elapsed() < Duration::from_secs(4),
         "the timeout (1s) was enforced, not the command's 5s"
