@@ -411,10 +411,16 @@ spec:
     let main = view.pid("app");
     let probe_seen_at = wait_for("the probe's sleep in the container", Duration::from_secs(20), || {
         let procs = cgroup_procs(&env, &view.containers["app"].cgroup);
-        procs.iter().any(|&p| cmdline(p) == "sleep\05\0").then(Instant::now)
+        procs
+            .iter()
+            .any(|&p| cmdline(p) == "sleep\u{0}5\u{0}")
+            .then(Instant::now)
     });
     let msg = wait_event(&env, "slowprobe", "Unhealthy", "timed out");
-    assert_eq!(msg, "Readiness probe failed: command \"sh -c sleep 5; echo never\" timed out");
+    assert_eq!(
+        msg,
+        "Readiness probe failed: command \"sh -c sleep 5; echo never\" timed out"
+    );
     assert!(
         probe_seen_at.elapsed() < Duration::from_secs(4),
         "the timeout (1s) was enforced, not the command's 5s"
