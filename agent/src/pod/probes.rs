@@ -1029,6 +1029,26 @@ mod tests {
     }
 
     #[test]
+    fn manifest_validation_reports_probe_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.yaml");
+        std::fs::write(
+            &path,
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: a, image: i, livenessProbe: {exec: {command: [x]}, successThreshold: 2}}], initContainers: [{name: b, image: i, readinessProbe: {exec: {command: [x]}}}]}\n",
+        )
+        .unwrap();
+        let err = crate::source::load_file(&path, "node").unwrap_err().message;
+        assert!(
+            err.contains("spec.containers[0].livenessProbe.successThreshold: Invalid value: 2: must be 1"),
+            "{err}"
+        );
+        assert!(
+            err.contains("spec.initContainers[0].readinessProbe: Forbidden"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn go_style_errors() {
         let e = std::io::Error::from_raw_os_error(libc::ECONNREFUSED);
         assert_eq!(go_error(&e), "connection refused");
