@@ -688,3 +688,50 @@ fn wait_for_result<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Opti
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn host_network_pods_probe_the_host_and_others_their_own_namespace() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("probe-hostnet");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, FAST_BACKOFF);
+    // A port open on the host's loopback only.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind on the host");
+    let port = listener.local_addr().expect("local addr").port();
+    let pod = |name: &str, host_network: bool| {
+        format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  hostNetwork: {host_network}
+  containers:
+  - name: app
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+    readinessProbe:
+      tcpSocket: {{port: {port}}}
+      periodSeconds: 1
+"#
+        )
+    };
+    env.write_manifest("host.yaml", &pod("host", true));
+    env.write_manifest("own.yaml", &pod("own", false));
+    env.wait_running("own", &["app"]);
+    wait_for("host-network pod ready", Duration::from_secs(20), || {
+        let p = pod_json(&env, "host");
+        (container_status(&p, "app")["ready"] == true).then_some(())
+    });
+    // The same port from the pod's own namespace: nothing listens there.
+    let msg = wait_event(&env, "own", "Unhealthy", "connection refused");
+    assert_eq!(
+        msg,
+        format!("Readiness probe failed: dial tcp 127.0.0.1:{port}: connect: connection refused")
+    );
+    assert_eq!(container_status(&pod_json(&env, "own"), "app")["ready"], false);
+    drop(listener);
+}
