@@ -8,10 +8,13 @@ use std::path::{Path, PathBuf};
 const PROTO: &str = "runtime/v1/api.proto";
 /// minilet's own node service (pods as v1.Pod, events, interactive exec).
 const NODE_PROTO: &str = "minilet/v1/node.proto";
+/// The gRPC health protocol, for grpc probes (and servers in tests).
+const HEALTH_PROTO: &str = "grpc/health/v1/health.proto";
 
 fn main() {
     println!("cargo:rerun-if-changed={PROTO}");
     println!("cargo:rerun-if-changed={NODE_PROTO}");
+    println!("cargo:rerun-if-changed={HEALTH_PROTO}");
     println!("cargo:rerun-if-env-changed=PROTOC");
 
     let protoc = find_protoc().unwrap_or_else(|why| {
@@ -24,7 +27,7 @@ fn main() {
 
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"));
     let mut config = tonic_prost_build::Config::new();
-    config.protoc_executable(protoc);
+    config.protoc_executable(&protoc);
 
     tonic_prost_build::configure()
         .build_server(true)
@@ -32,6 +35,15 @@ fn main() {
         .file_descriptor_set_path(out_dir.join("runtime_v1_descriptor.bin"))
         .compile_with_config(config, &[PROTO, NODE_PROTO], &["."])
         .unwrap_or_else(|e| panic!("minilet-proto: compiling {PROTO} and {NODE_PROTO} failed: {e}"));
+
+    // Apart, so that the descriptor set above stays the CRI's and minilet's.
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(&protoc);
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_with_config(config, &[HEALTH_PROTO], &["."])
+        .unwrap_or_else(|e| panic!("minilet-proto: compiling {HEALTH_PROTO} failed: {e}"));
 }
 
 /// `$PROTOC` if set (it must exist), else the first executable `protoc` on `$PATH`.

@@ -28,6 +28,15 @@ pub mod minilet {
     }
 }
 
+/// The gRPC health checking protocol (`grpc.health.v1`), which grpc probes call.
+pub mod grpc {
+    pub mod health {
+        pub mod v1 {
+            tonic::include_proto!("grpc.health.v1");
+        }
+    }
+}
+
 pub use minilet::v1::node_client::NodeClient;
 pub use minilet::v1::node_server::{Node, NodeServer};
 pub use runtime::v1::image_service_client::ImageServiceClient;

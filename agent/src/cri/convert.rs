@@ -330,7 +330,7 @@ fn k8s_container_status(s: &ContainerStatus) -> k8s::ContainerStatus {
         ),
         ready: s.ready,
         restart_count: s.restart_count as i32,
-        started: Some(running),
+        started: Some(running && s.started),
         ..Default::default()
     }
 }

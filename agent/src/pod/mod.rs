@@ -8,6 +8,7 @@ pub mod expansion;
 pub mod images;
 pub mod manager;
 pub mod node;
+pub mod probes;
 pub mod qos;
 pub mod states;
 pub mod status;

@@ -40,6 +40,8 @@ pub struct ContainerStatus {
     pub state: ContainerState,
     pub last_state: Option<Terminated>,
     pub restart_count: u32,
+    /// Running and past its startup probe (if any).
+    pub started: bool,
     pub ready: bool,
 }
 

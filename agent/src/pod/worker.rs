@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 use super::Context;
 use super::backoff::{Backoff, Decision};
 use super::config::{self, ContainerInputs, PodPlan};
+use super::probes::{self, ProbeKind};
 use super::states::State;
 use super::status::{Attempt, ContainerState, ContainerStatus, Phase, PodEntry, PodStatus, SandboxInfo, Terminated};
 use crate::events::ObjectRef;
@@ -80,6 +81,12 @@ pub(super) enum Event {
         result: Result<u64, String>,
         elapsed: Duration,
     },
+    /// A probe's result passed its threshold and changed (container attempt `id`).
+    Probe {
+        id: String,
+        kind: ProbeKind,
+        success: bool,
+    },
 }
 
 /// How a container slot should proceed.
@@ -113,6 +120,12 @@ pub(super) struct Slot {
     pub message: String,
     /// The image was just pulled for this start (so `Always` does not pull it again).
     pub fresh_pull: bool,
+    /// The probes of the running attempt (dropped, they stop).
+    pub probes: Option<probes::Running>,
+    /// The startup probe passed (or there is none), for the running attempt.
+    pub started: bool,
+    /// The readiness probe's verdict (or there is none), for the running attempt.
+    pub probe_ready: bool,
 }
 
 impl Slot {
@@ -126,6 +139,9 @@ impl Slot {
             waiting: None,
             message: String::new(),
             fresh_pull: false,
+            probes: None,
+            started: false,
+            probe_ready: false,
         }
     }
 
@@ -383,6 +399,7 @@ impl Worker {
                 } else {
                     self.watch_container(&files);
                     self.slots[i].current = Some(files);
+                    self.start_probes(i);
                 }
                 // Seen at once by the CRI and the CLI, not after the pod's other starts.
                 self.publish();
@@ -435,6 +452,7 @@ impl Worker {
             self.slots[i].attempts().saturating_sub(1),
         );
         let slot = &mut self.slots[i];
+        slot.probes = None;
         let Some(files) = slot.current.as_mut() else { return };
         files.exit = Some(exit.clone());
         // Leftovers of the container (children in a shared PID namespace) die with it.
@@ -464,6 +482,88 @@ impl Worker {
             Decision::RestartNow => self.slots[i].next = Next::Start,
             Decision::Wait { until, backoff } => self.enter_backoff(i, until, backoff),
         }
+    }
+
+    /// A running attempt starts its probes; it is started (and ready) at once for what it
+    /// has no probe of.
+    pub(super) fn start_probes(&mut self, i: usize) {
+        let slot = &self.slots[i];
+        let Some(files) = slot.current.clone() else { return };
+        let has = |k: ProbeKind| k.spec(&slot.spec).is_some();
+        let (started, ready) = (!has(ProbeKind::Startup), !has(ProbeKind::Readiness));
+        // Init containers have no probes (validation refuses them, sidecars aside).
+        let running = if slot.init {
+            None
+        } else {
+            let network = match self.sandbox {
+                Some(s) if self.pod_spec().host_network != Some(true) => probes::Network::Pod(s.pause),
+                _ => probes::Network::Host,
+            };
+            let ctx = probes::Context {
+                runtime: self.ctx.runtime.clone(),
+                files,
+                network,
+                events: self.ctx.events.clone(),
+                object: self.obj.container(&slot.spec.name, slot.init),
+            };
+            probes::Running::start(&slot.spec, ctx, &self.events_tx)
+        };
+        let slot = &mut self.slots[i];
+        slot.started = started;
+        slot.probe_ready = ready;
+        slot.probes = running;
+    }
+
+    /// A probe's verdict changed: readiness is the container's `ready`; a startup pass
+    /// releases the other probes; a liveness or startup failure kills the container, which
+    /// the restart policy then restarts (with the usual back-off), as the kubelet does.
+    fn on_probe(&mut self, id: &str, kind: ProbeKind, success: bool) {
+        let Some(i) = self
+            .slots
+            .iter()
+            .position(|s| s.running() && s.current.as_ref().is_some_and(|c| c.record.id == id))
+        else {
+            return; // a probe of an attempt that is gone
+        };
+        match (kind, success) {
+            (ProbeKind::Readiness, ready) => self.slots[i].probe_ready = ready,
+            (ProbeKind::Startup, true) => {
+                self.slots[i].started = true;
+                if let Some(p) = &self.slots[i].probes {
+                    p.set_started();
+                }
+            }
+            (ProbeKind::Liveness, true) => {}
+            (ProbeKind::Liveness | ProbeKind::Startup, false) => self.kill_unhealthy(i, kind),
+        }
+    }
+
+    /// Kill a container whose liveness or startup probe failed, with the probe's grace period
+    /// (or the pod's). Its exit arrives through the container's watcher, as any other.
+    fn kill_unhealthy(&mut self, i: usize, kind: ProbeKind) {
+        let slot = &mut self.slots[i];
+        let Some(files) = slot.current.clone() else { return };
+        let grace = probes::Probe::of(kind, &slot.spec).and_then(|p| p.termination_grace);
+        slot.probes = None;
+        slot.probe_ready = false;
+        let name = slot.spec.name.clone();
+        let what = if kind == ProbeKind::Liveness {
+            "liveness"
+        } else {
+            "startup"
+        };
+        self.ctx.events.normal(
+            &self.obj.container(&name, slot.init),
+            "Killing",
+            format!("Container {name} failed {what} probe, will be restarted"),
+        );
+        let grace = grace.unwrap_or_else(|| self.grace_period());
+        let rt = self.ctx.runtime.clone();
+        let signal = stop_signal(&rt, &files);
+        tracing::info!(pod = %self.obj.name, container = %name, probe = what, "killing unhealthy container");
+        tokio::spawn(async move {
+            rt.stop_container(&files, signal, grace).await;
+        });
     }
 
     fn enter_backoff(&mut self, i: usize, until: i64, backoff: Duration) {
@@ -653,7 +753,8 @@ impl Worker {
             state,
             last_state,
             restart_count: s.current.as_ref().map_or(0, |f| f.record.attempt),
-            ready: running && !s.init,
+            started: running && s.started,
+            ready: running && !s.init && s.started && s.probe_ready,
         }
     }
 
@@ -692,6 +793,10 @@ impl Worker {
                 elapsed,
             } => {
                 self.on_pulled(&container, &image, result, elapsed);
+                false
+            }
+            Event::Probe { id, kind, success } => {
+                self.on_probe(&id, kind, success);
                 false
             }
         }
@@ -819,6 +924,11 @@ impl Worker {
         }
 
         w.sandbox = sandbox.filter(|s| s.pause.is_alive());
+        for i in 0..w.slots.len() {
+            if w.slots[i].running() {
+                w.start_probes(i);
+            }
+        }
         let running = w.slots.iter().filter(|s| s.running()).count();
         tracing::info!(pod = %w.obj.name, uid = %w.uid, sandbox = w.sandbox.map(|s| s.pause.pid), running, "re-adopted pod");
         if w.commands.terminate_requested() {

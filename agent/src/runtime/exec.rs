@@ -7,6 +7,8 @@
 
 use std::os::fd::OwnedFd;
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -41,6 +43,9 @@ pub mod frame {
     pub const STDOUT: u8 = 1;
     pub const STDERR: u8 = 2;
     pub const EXIT: u8 = 3;
+    /// The command's PID (u32 BE, as the agent sees it), sent first: it leads its own process
+    /// group, so what it started can be killed with it.
+    pub const PROCESS: u8 = 4;
 
     pub fn encode(kind: u8, payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(5 + payload.len());
@@ -115,6 +120,8 @@ pub struct ExecOutputs {
     rx: pipe::Receiver,
     decoder: frame::Decoder,
     done: bool,
+    /// The command's process group, once the helper has said it (0 before).
+    group: Arc<AtomicI32>,
 }
 
 impl ExecOutputs {
@@ -127,6 +134,13 @@ impl ExecOutputs {
         let mut buf = vec![0u8; 32 * 1024];
         loop {
             if let Some((kind, payload)) = self.decoder.next_frame() {
+                if kind == frame::PROCESS {
+                    if let Some(b) = payload.get(..4) {
+                        let pid = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                        self.group.store(i32::try_from(pid).unwrap_or(0), Ordering::SeqCst);
+                    }
+                    continue;
+                }
                 return Some(match kind {
                     frame::STDOUT => ExecOutput::Stdout(payload),
                     frame::STDERR => ExecOutput::Stderr(payload),
@@ -151,15 +165,23 @@ impl ExecOutputs {
     }
 }
 
-/// Kills the helper (and, through PR_SET_PDEATHSIG, the exec'd process) when dropped
-/// before the process ended: a client that goes away must not leave processes behind.
+/// Kills the helper and the exec'd command's process group (the command and what it
+/// started) when dropped before the command ended: a client that goes away, or a probe that
+/// timed out, must not leave processes behind.
 pub struct ExecGuard {
     helper: PidFd,
+    group: Arc<AtomicI32>,
 }
 
 impl Drop for ExecGuard {
     fn drop(&mut self) {
         if !self.helper.has_exited() {
+            // While the helper lives it has not reaped the command, so the group's number
+            // cannot have been reused.
+            let group = self.group.load(Ordering::SeqCst);
+            if group > 0 {
+                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group), nix::sys::signal::Signal::SIGKILL);
+            }
             let _ = self.helper.signal(nix::sys::signal::Signal::SIGKILL);
         }
     }
@@ -223,14 +245,16 @@ impl Runtime {
             .context(|| "exec stdin pipe".into())?;
         let rx = pipe::Receiver::from_owned_fd(to_pipe(child.stdout.take().map(OwnedFd::from))?)
             .context(|| "exec stdout pipe".into())?;
+        let group = Arc::new(AtomicI32::new(0));
         Ok(ExecSession {
             stdin: ExecStdin { tx: Some(tx) },
             outputs: ExecOutputs {
                 rx,
                 decoder: frame::Decoder::default(),
                 done: false,
+                group: group.clone(),
             },
-            guard: ExecGuard { helper },
+            guard: ExecGuard { helper, group },
         })
     }
 

@@ -235,6 +235,13 @@ fn validate_container(
     if c.image.as_deref().is_none_or(|i| i.trim().is_empty()) {
         v.push(&format!("{path}.image"), "Required value".into());
     }
+    // Probes: their own rules, kept with the probes (init containers are under
+    // spec.initContainers).
+    v.0.extend(crate::pod::probes::validate(
+        path,
+        c,
+        path.starts_with("spec.initContainers"),
+    ));
 
     let mut port_names = HashSet::new();
     for (j, p) in c.ports.iter().flatten().enumerate() {

@@ -108,6 +108,11 @@ fn run(spec: &ExecSpec, out: &mut impl Write) -> Result<(), String> {
     // child may run ordinary code until it execs.
     let pid = match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
+            // Its own process group (a terminal session makes one anyway), so that the agent
+            // can kill what it started along with it.
+            if !spec.tty {
+                let _ = nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
+            }
             let Err(msg) = child_exec(spec, &container, &child, &devnull);
             child_fail(&errors.write, &msg)
         }
@@ -118,6 +123,9 @@ fn run(spec: &ExecSpec, out: &mut impl Write) -> Result<(), String> {
         let _ = waitpid(pid, None);
         return Err(msg);
     }
+    out.write_all(&frame::encode(frame::PROCESS, &(pid.as_raw() as u32).to_be_bytes()))
+        .and_then(|_| out.flush())
+        .map_err(|e| format!("report the process: {e}"))?;
     relay(pid, ours_in, ours_out, ours_err, spec.tty, out)
 }
 
