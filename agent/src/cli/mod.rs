@@ -168,6 +168,9 @@ pub struct AgentArgs {
     #[command(flatten)]
     pub registry: RegistryArgs,
 
+    #[command(flatten)]
+    pub seccomp: crate::runtime::seccomp::SeccompArgs,
+
     /// Image store disk usage (percent) above which unused images are removed (kubelet: 85).
     #[arg(long, default_value_t = 85, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub image_gc_high_threshold: u8,

@@ -399,6 +399,9 @@ pub fn v1_pod(e: &PodEntry, node: &NodeInfo) -> k8s::Pod {
         init_container_statuses: (!st.init_containers.is_empty())
             .then(|| st.init_containers.iter().map(k8s_container_status).collect()),
         container_statuses: Some(st.containers.iter().map(k8s_container_status).collect()),
+        // The kubelet's rejectPod: the admission reason, and its message behind a prefix.
+        reason: st.rejection.as_ref().map(|r| r.reason.clone()),
+        message: st.rejection.as_ref().map(|r| format!("Pod was rejected: {}", r.message)),
         ..Default::default()
     });
     pod

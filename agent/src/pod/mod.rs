@@ -9,6 +9,7 @@ pub mod images;
 pub mod manager;
 pub mod node;
 pub mod qos;
+pub mod security;
 pub mod states;
 pub mod status;
 pub mod worker;
