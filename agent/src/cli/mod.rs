@@ -41,7 +41,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the node agent: start the pods whose manifests are in --manifests, keep them running.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Manage the local image store.
     #[command(subcommand)]
     Image(ImageCommand),

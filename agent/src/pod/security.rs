@@ -65,10 +65,22 @@ pub fn validate(pod: &Pod) -> Vec<String> {
     if let Some(sc) = &spec.security_context {
         let path = "spec.securityContext";
         if let Some(p) = &sc.seccomp_profile {
-            profile_errors(&format!("{path}.seccompProfile"), "seccomp", &p.type_, p.localhost_profile.as_deref(), &mut errs);
+            profile_errors(
+                &format!("{path}.seccompProfile"),
+                "seccomp",
+                &p.type_,
+                p.localhost_profile.as_deref(),
+                &mut errs,
+            );
         }
         if let Some(p) = &sc.app_armor_profile {
-            profile_errors(&format!("{path}.appArmorProfile"), "AppArmor", &p.type_, p.localhost_profile.as_deref(), &mut errs);
+            profile_errors(
+                &format!("{path}.appArmorProfile"),
+                "AppArmor",
+                &p.type_,
+                p.localhost_profile.as_deref(),
+                &mut errs,
+            );
         }
     }
     let lists = [
@@ -80,10 +92,22 @@ pub fn validate(pod: &Pod) -> Vec<String> {
             let Some(sc) = &c.security_context else { continue };
             let path = format!("spec.{list}[{i}].securityContext");
             if let Some(p) = &sc.seccomp_profile {
-                profile_errors(&format!("{path}.seccompProfile"), "seccomp", &p.type_, p.localhost_profile.as_deref(), &mut errs);
+                profile_errors(
+                    &format!("{path}.seccompProfile"),
+                    "seccomp",
+                    &p.type_,
+                    p.localhost_profile.as_deref(),
+                    &mut errs,
+                );
             }
             if let Some(p) = &sc.app_armor_profile {
-                profile_errors(&format!("{path}.appArmorProfile"), "AppArmor", &p.type_, p.localhost_profile.as_deref(), &mut errs);
+                profile_errors(
+                    &format!("{path}.appArmorProfile"),
+                    "AppArmor",
+                    &p.type_,
+                    p.localhost_profile.as_deref(),
+                    &mut errs,
+                );
             }
         }
     }
@@ -93,7 +117,9 @@ pub fn validate(pod: &Pod) -> Vec<String> {
 fn profile_errors(path: &str, what: &str, kind: &str, localhost: Option<&str>, errs: &mut Vec<String>) {
     if !PROFILE_TYPES.contains(&kind) {
         let list = PROFILE_TYPES.map(|t| format!("{t:?}")).join(", ");
-        errs.push(format!("{path}.type: Unsupported value: {kind:?}: supported values: {list}"));
+        errs.push(format!(
+            "{path}.type: Unsupported value: {kind:?}: supported values: {list}"
+        ));
         return;
     }
     let field = format!("{path}.localhostProfile");
@@ -148,7 +174,9 @@ fn wants_apparmor(pod: &Pod) -> bool {
         .and_then(|s| s.security_context.as_ref())
         .and_then(|sc| sc.app_armor_profile.as_ref())
         .is_some_and(|p| confined(&p.type_));
-    let containers = spec.into_iter().flat_map(|s| s.init_containers.iter().flatten().chain(s.containers.iter()));
+    let containers = spec
+        .into_iter()
+        .flat_map(|s| s.init_containers.iter().flatten().chain(s.containers.iter()));
     let container_level = containers
         .filter_map(|c| c.security_context.as_ref()?.app_armor_profile.as_ref())
         .any(|p| confined(&p.type_));
@@ -209,13 +237,23 @@ mod tests {
 
         let bare = pod(&format!("{BASE}spec:\n  containers: [{{name: a, image: x}}]\n"));
         let spec = bare.spec.as_ref().unwrap();
-        assert_eq!(seccomp_request(spec, &spec.containers[0], &args(false)).unwrap(), Request::Unconfined);
-        assert_eq!(seccomp_request(spec, &spec.containers[0], &args(true)).unwrap(), Request::RuntimeDefault);
+        assert_eq!(
+            seccomp_request(spec, &spec.containers[0], &args(false)).unwrap(),
+            Request::Unconfined
+        );
+        assert_eq!(
+            seccomp_request(spec, &spec.containers[0], &args(true)).unwrap(),
+            Request::RuntimeDefault
+        );
     }
 
     #[test]
     fn localhost_paths_stay_under_the_root() {
-        for (bad, why) in [("../etc/x.json", "'..'"), ("a/../../x", "'..'"), ("/etc/x.json", "relative")] {
+        for (bad, why) in [
+            ("../etc/x.json", "'..'"),
+            ("a/../../x", "'..'"),
+            ("/etc/x.json", "relative"),
+        ] {
             let p = pod(&format!(
                 "{BASE}spec:\n  containers: [{{name: a, image: x, securityContext: {{seccompProfile: {{type: Localhost, localhostProfile: '{bad}'}}}}}}]\n"
             ));
@@ -264,21 +302,29 @@ mod tests {
             "{BASE}spec:\n  securityContext: {{appArmorProfile: {{type: Localhost, localhostProfile: k8s-x}}}}\n  containers: [{{name: a, image: x}}]\n"
         ));
         assert!(admit(&pod_level).is_err());
-        let annotated = pod(&format!(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations: {{container.apparmor.security.beta.kubernetes.io/a: runtime/default}}\nspec:\n  containers: [{{name: a, image: x}}]\n"
-        ));
+        let annotated = pod(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations: {container.apparmor.security.beta.kubernetes.io/a: runtime/default}\nspec:\n  containers: [{name: a, image: x}]\n",
+        );
         assert!(admit(&annotated).is_err());
-        let unconfined = pod(&format!(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations: {{container.apparmor.security.beta.kubernetes.io/a: unconfined}}\nspec:\n  securityContext: {{appArmorProfile: {{type: Unconfined}}}}\n  containers: [{{name: a, image: x}}]\n"
-        ));
+        let unconfined = pod(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations: {container.apparmor.security.beta.kubernetes.io/a: unconfined}\nspec:\n  securityContext: {appArmorProfile: {type: Unconfined}}\n  containers: [{name: a, image: x}]\n",
+        );
         assert_eq!(admit(&unconfined), Ok(()));
     }
 
     #[test]
     fn host_users_false_has_no_user_namespace() {
-        let p = pod(&format!("{BASE}spec:\n  hostUsers: false\n  containers: [{{name: a, image: x}}]\n"));
-        assert!(user_namespace_problem(&p).unwrap().contains("does not support user namespaces"));
-        let p = pod(&format!("{BASE}spec:\n  hostUsers: true\n  containers: [{{name: a, image: x}}]\n"));
+        let p = pod(&format!(
+            "{BASE}spec:\n  hostUsers: false\n  containers: [{{name: a, image: x}}]\n"
+        ));
+        assert!(
+            user_namespace_problem(&p)
+                .unwrap()
+                .contains("does not support user namespaces")
+        );
+        let p = pod(&format!(
+            "{BASE}spec:\n  hostUsers: true\n  containers: [{{name: a, image: x}}]\n"
+        ));
         assert_eq!(user_namespace_problem(&p), None);
     }
 }

@@ -239,7 +239,11 @@ impl Syscall for Recorder {
         self.push("no_new_privs".into())
     }
     fn seccomp(&self, profile: &Profile) -> SysResult {
-        self.push(format!("seccomp {:?} ({} rules)", profile.default_action, profile.syscalls.len()))
+        self.push(format!(
+            "seccomp {:?} ({} rules)",
+            profile.default_action,
+            profile.syscalls.len()
+        ))
     }
     fn setgroups(&self, gids: &[u32]) -> SysResult {
         self.push(format!("setgroups {gids:?}"))

@@ -250,8 +250,10 @@ mod tests {
             home: "/".into(),
         };
         let rec = Recorder::default();
-        drop_privileges(&rec, p, &who, "/work", || rec.push("last (exe, signals, fds)".into()).map_err(|e| e.to_string()))
-            .unwrap();
+        drop_privileges(&rec, p, &who, "/work", || {
+            rec.push("last (exe, signals, fds)".into()).map_err(|e| e.to_string())
+        })
+        .unwrap();
         // Capabilities first, each one a call; keep only the first of them for the order.
         let calls = rec.calls();
         assert!(calls[0].starts_with("capbset_drop"), "{calls:?}");

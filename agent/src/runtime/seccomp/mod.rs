@@ -416,7 +416,10 @@ pub fn compile(p: &Profile) -> Result<Compiled, String> {
         }
         for a in &s.args {
             if a.index > 5 {
-                return Err(format!("syscalls[{i}].args: index {} (a syscall has 6 arguments)", a.index));
+                return Err(format!(
+                    "syscalls[{i}].args: index {} (a syscall has 6 arguments)",
+                    a.index
+                ));
             }
         }
         let mut indexes: Vec<u32> = s.args.iter().map(|a| a.index).collect();
@@ -449,7 +452,10 @@ pub fn compile(p: &Profile) -> Result<Compiled, String> {
 /// before it execs). Without no_new_privs the caller must still hold CAP_SYS_ADMIN.
 pub fn load(p: &Profile) -> Result<(), String> {
     let compiled = compile(p)?;
-    compiled.filter.load().map_err(|e| format!("load the seccomp filter: {e}"))
+    compiled
+        .filter
+        .load()
+        .map_err(|e| format!("load the seccomp filter: {e}"))
 }
 
 #[cfg(test)]
@@ -483,7 +489,11 @@ mod tests {
         let defaults: Vec<String> = crate::runtime::capabilities::effective_set(&[], &[]);
         let r = resolve(&p, &host(), &defaults).unwrap();
         // archMap picked this host's family.
-        assert!(r.architectures.contains(&scmp_arch_name(native_arch())), "{:?}", r.architectures);
+        assert!(
+            r.architectures.contains(&scmp_arch_name(native_arch())),
+            "{:?}",
+            r.architectures
+        );
         if native_arch() == "x86_64" {
             assert_eq!(r.architectures, ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]);
         }
@@ -507,8 +517,20 @@ mod tests {
         let allowed = names_with(&r, Action::Allow);
         // Default caps: chroot (CAP_SYS_CHROOT) yes; mount, unshare, reboot, ptrace-by-cap no.
         assert!(allowed.contains(&"chroot".into()));
-        for denied in ["mount", "unshare", "setns", "reboot", "acct", "bpf", "init_module", "kcmp"] {
-            assert!(!allowed.contains(&denied.to_string()), "{denied} allowed with default caps");
+        for denied in [
+            "mount",
+            "unshare",
+            "setns",
+            "reboot",
+            "acct",
+            "bpf",
+            "init_module",
+            "kcmp",
+        ] {
+            assert!(
+                !allowed.contains(&denied.to_string()),
+                "{denied} allowed with default caps"
+            );
         }
         // clone only without namespace flags; clone3 → ENOSYS.
         let clone = r.syscalls.iter().find(|s| s.names == ["clone"]).unwrap();
@@ -516,10 +538,21 @@ mod tests {
         assert_eq!(clone.args[0].op, Op::MaskedEqual);
         assert_eq!(clone.args[0].value, 0x7E02_0000);
         let clone3 = r.syscalls.iter().find(|s| s.names == ["clone3"]).unwrap();
-        assert_eq!((clone3.action, clone3.errno_ret), (Action::Errno, Some(libc::ENOSYS as u32)));
+        assert_eq!(
+            (clone3.action, clone3.errno_ret),
+            (Action::Errno, Some(libc::ENOSYS as u32))
+        );
         // ptrace comes with kernel 4.8+ only.
         assert!(allowed.contains(&"ptrace".into()));
-        let old = resolve(&p, &Host { kernel: (4, 4), ..host() }, &defaults).unwrap();
+        let old = resolve(
+            &p,
+            &Host {
+                kernel: (4, 4),
+                ..host()
+            },
+            &defaults,
+        )
+        .unwrap();
         assert!(!names_with(&old, Action::Allow).contains(&"ptrace".into()));
 
         // CAP_SYS_ADMIN: the namespace calls are allowed outright, no clone rule, no clone3 errno.
@@ -563,7 +596,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("/p.json") && e.contains("unknown field `syscals`"), "{e}");
-        let e = parse(r#"{"defaultAction":"SCMP_ACT_MAYBE"}"#, "f").unwrap_err().to_string();
+        let e = parse(r#"{"defaultAction":"SCMP_ACT_MAYBE"}"#, "f")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown variant `SCMP_ACT_MAYBE`"), "{e}");
         let e = parse("{", "f").unwrap_err().to_string();
         assert!(e.contains("EOF"), "{e}");
@@ -588,11 +623,20 @@ mod tests {
         )
         .unwrap();
         assert!(compile(&p).err().unwrap().contains("index 7"));
-        let p = parse(r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/run/x.sock"}"#, "f").unwrap();
+        let p = parse(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/run/x.sock"}"#,
+            "f",
+        )
+        .unwrap();
         assert!(resolve(&p, &host(), &[]).unwrap_err().contains("listenerPath"));
 
-        let missing = read_profile(Path::new("/nonexistent/minilet/p.json")).unwrap_err().to_string();
-        assert!(missing.contains("cannot load seccomp profile \"/nonexistent/minilet/p.json\""), "{missing}");
+        let missing = read_profile(Path::new("/nonexistent/minilet/p.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.contains("cannot load seccomp profile \"/nonexistent/minilet/p.json\""),
+            "{missing}"
+        );
     }
 
     #[test]
@@ -600,7 +644,11 @@ mod tests {
         assert!(for_container(&Request::RuntimeDefault, None).unwrap().is_none());
         let defaults = crate::runtime::capabilities::effective_set(&[], &[]);
         assert!(for_container(&Request::Unconfined, Some(&defaults)).unwrap().is_none());
-        assert!(for_container(&Request::RuntimeDefault, Some(&defaults)).unwrap().is_some());
+        assert!(
+            for_container(&Request::RuntimeDefault, Some(&defaults))
+                .unwrap()
+                .is_some()
+        );
         let e = for_container(&Request::Localhost("/nonexistent/p.json".into()), Some(&defaults)).unwrap_err();
         assert!(matches!(e, SeccompError::Read { .. }));
     }
