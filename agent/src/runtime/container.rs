@@ -51,7 +51,10 @@ impl Runtime {
         let cgroup = format!("{}/{id}", cfg.pod_cgroup);
         // A profile that cannot be read or compiled fails the creation (CreateContainerError,
         // as containerd's does): the container never runs unconfined instead.
-        let seccomp = super::seccomp::for_container(&cfg.seccomp, cfg.process.capabilities.as_deref())?;
+        let (request, caps) = (cfg.seccomp.clone(), cfg.process.capabilities.clone());
+        let seccomp = tokio::task::spawn_blocking(move || super::seccomp::for_container(&request, caps.as_deref()))
+            .await
+            .map_err(|e| RuntimeError::Helper(format!("resolve the seccomp profile: {e}")))??;
         let created = self.create_container(cfg, seccomp, &id, &dir, &cgroup, sandbox);
         let spec_path = match created {
             Ok(p) => p,
