@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 
 use minilet_e2e::*;
+use minilet_proto::runtime::v1 as cri;
 
 const FAST_BACKOFF: &[&str] = &["--backoff-initial", "500ms", "--backoff-max", "1s"];
 
@@ -350,6 +351,21 @@ fn apparmor_and_user_namespace_pods_are_refused() {
         // Nothing was created for it: no state, no pause.
         assert!(env.pod(name).is_none(), "{name} has state");
     }
+    // Nor does a CRI client see a sandbox for them (the kubelet never asks the runtime).
+    let sandboxes = grpc::rt().block_on(async {
+        let mut c = grpc::connect(&env.socket).await;
+        c.runtime
+            .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+            .await
+            .expect("ListPodSandbox")
+            .into_inner()
+            .items
+    });
+    let names: Vec<String> = sandboxes
+        .iter()
+        .filter_map(|s| Some(s.metadata.as_ref()?.name.clone()))
+        .collect();
+    assert!(!names.iter().any(|n| n.starts_with("aa")), "{names:?}");
 
     let (_, message) = wait_for("userns: FailedCreatePodSandBox", Duration::from_secs(30), || {
         events_of(&env, "userns")
