@@ -43,6 +43,7 @@ async fn run_async(args: AgentArgs) -> anyhow::Result<()> {
         pause,
         args.node_name.as_deref(),
         backoff,
+        args.seccomp.clone(),
         ImageSettings {
             registry: args.registry.options(),
             gc: crate::images::gc::GcPolicy {
@@ -92,6 +93,7 @@ struct ImageSettings {
 
 /// Build the shared context: the SIGCHLD reaper, cgroups, runtime (state directory, images),
 /// events, and a watch on the image store so pods waiting for an image start when it arrives.
+#[allow(clippy::too_many_arguments)] // one per group of agent flags
 fn context(
     root: &std::path::Path,
     log_dir: &std::path::Path,
@@ -99,6 +101,7 @@ fn context(
     pause_path: std::path::PathBuf,
     node_name: Option<&str>,
     backoff: BackoffConfig,
+    seccomp: runtime::seccomp::SeccompArgs,
     images: ImageSettings,
 ) -> anyhow::Result<Arc<Context>> {
     reaper::start().context("install the SIGCHLD handler")?;
@@ -109,6 +112,7 @@ fn context(
         log_dir: log_dir.to_path_buf(),
         pause_path,
         min_oom_score_adj: runtime::min_oom_score_adj(),
+        seccomp,
     };
     let runtime = Arc::new(Runtime::new(config, cgroups).context("open the state directory")?);
     // Reference parsing builds its regex on first use: pay that now, not in the first pod's start.
@@ -234,6 +238,7 @@ pub fn reset(args: &ResetArgs) -> anyhow::Result<()> {
             pause,
             None,
             BackoffConfig::default(),
+            Default::default(),
             ImageSettings::default(),
         )?;
         // Nothing is desired: every pod found is removed.

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
         "warn"
     });
     let result = match cli.command {
-        Command::Agent(args) => minilet::agent::run(args),
+        Command::Agent(args) => minilet::agent::run(*args),
         Command::Image(ImageCommand::Import { path, name, root }) => {
             minilet::cli::image::import(&root.root, &path, name.as_deref())
         }

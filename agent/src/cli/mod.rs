@@ -41,7 +41,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the node agent: start the pods whose manifests are in --manifests, keep them running.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Manage the local image store.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -167,6 +167,9 @@ pub struct AgentArgs {
 
     #[command(flatten)]
     pub registry: RegistryArgs,
+
+    #[command(flatten)]
+    pub seccomp: crate::runtime::seccomp::SeccompArgs,
 
     /// Image store disk usage (percent) above which unused images are removed (kubelet: 85).
     #[arg(long, default_value_t = 85, value_parser = clap::value_parser!(u8).range(0..=100))]

@@ -396,9 +396,16 @@ pub fn v1_pod(e: &PodEntry, node: &NodeInfo) -> k8s::Pod {
         pod_ips: ips(&ip),
         start_time: time(st.start_time),
         qos_class: Some(st.qos.into()),
-        init_container_statuses: (!st.init_containers.is_empty())
+        // A rejected pod never had containers: the kubelet reports none (STATUS is the reason).
+        init_container_statuses: (!st.init_containers.is_empty() && st.rejection.is_none())
             .then(|| st.init_containers.iter().map(k8s_container_status).collect()),
-        container_statuses: Some(st.containers.iter().map(k8s_container_status).collect()),
+        container_statuses: (st.rejection.is_none()).then(|| st.containers.iter().map(k8s_container_status).collect()),
+        // The kubelet's rejectPod: the admission reason, and its message behind a prefix.
+        reason: st.rejection.as_ref().map(|r| r.reason.clone()),
+        message: st
+            .rejection
+            .as_ref()
+            .map(|r| format!("Pod was rejected: {}", r.message)),
         ..Default::default()
     });
     pod

@@ -87,6 +87,8 @@ impl cri::runtime_service_server::RuntimeService for RuntimeSvc {
             .registry
             .list()
             .iter()
+            // A pod refused at admission never reached the runtime: it has no sandbox.
+            .filter(|e| e.status.rejection.is_none())
             .map(convert::pod_sandbox)
             .filter(|s| filter::id_matches(&f.id, &s.id))
             .filter(|s| f.state.as_ref().is_none_or(|st| st.state == s.state))

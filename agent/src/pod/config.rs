@@ -273,6 +273,8 @@ pub fn container_config(rt: &Runtime, node: &NodeInfo, i: &ContainerInputs) -> R
         )
     });
 
+    let seccomp = super::security::seccomp_request(pod_spec, c, &rt.config.seccomp)?;
+
     let working_dir = c
         .working_dir
         .clone()
@@ -307,10 +309,12 @@ pub fn container_config(rt: &Runtime, node: &NodeInfo, i: &ContainerInputs) -> R
             user,
             capabilities,
             no_new_privileges: sc.allow_privilege_escalation == Some(false),
+            seccomp: None,
         },
         mounts: mounts(rt, i)?,
         readonly_rootfs: sc.read_only_root_filesystem == Some(true),
         log_path: i.log_path.clone(),
+        seccomp,
     })
 }
 

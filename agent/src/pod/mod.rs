@@ -10,6 +10,7 @@ pub mod manager;
 pub mod node;
 pub mod probes;
 pub mod qos;
+pub mod security;
 pub mod states;
 pub mod status;
 pub mod worker;

@@ -76,6 +76,8 @@ pub struct PodStatus {
     pub pause_pid: Option<i32>,
     pub init_containers: Vec<ContainerStatus>,
     pub containers: Vec<ContainerStatus>,
+    /// Why the node refused the pod (status.reason and status.message), if it did.
+    pub rejection: Option<super::security::Rejection>,
 }
 
 /// The pod's sandbox, as the CRI describes it.

@@ -190,6 +190,8 @@ pub struct Worker {
     pub(super) images_changed: watch::Receiver<u64>,
     /// A predecessor (same manifest) that must be gone before this pod creates anything.
     pub(super) after: Option<watch::Receiver<bool>>,
+    /// Set when the node refused the pod at admission.
+    pub(super) rejection: Option<super::security::Rejection>,
 }
 
 impl Worker {
@@ -231,6 +233,7 @@ impl Worker {
             commands: Orders::new(commands),
             images_changed,
             after,
+            rejection: None,
         }
     }
 
@@ -245,6 +248,7 @@ impl Worker {
                 State::Running => super::states::running::run(&mut self).await,
                 State::Completed => super::states::completed::run(&mut self).await,
                 State::Terminating => super::states::terminating::run(&mut self).await,
+                State::Rejected => super::states::rejected::run(&mut self).await,
                 State::Done => break,
             };
         }
@@ -677,6 +681,7 @@ impl Worker {
                 pause_pid: self.sandbox.map(|s| s.pause.pid),
                 init_containers: init,
                 containers: app,
+                rejection: self.rejection.clone(),
             },
             sandbox: SandboxInfo {
                 id: self.record.sandbox_id.clone(),

@@ -35,6 +35,8 @@ pub struct ContainerConfig {
     pub mounts: Vec<BindMount>,
     pub readonly_rootfs: bool,
     pub log_path: PathBuf,
+    /// The seccomp profile asked for; resolved and checked when the container is created.
+    pub seccomp: super::seccomp::Request,
 }
 
 impl Runtime {
@@ -47,7 +49,13 @@ impl Runtime {
         let id = new_id();
         let dir = self.layout.container_dir(&cfg.pod_uid, &id);
         let cgroup = format!("{}/{id}", cfg.pod_cgroup);
-        let created = self.create_container(cfg, &id, &dir, &cgroup, sandbox);
+        // A profile that cannot be read or compiled fails the creation (CreateContainerError,
+        // as containerd's does): the container never runs unconfined instead.
+        let (request, caps) = (cfg.seccomp.clone(), cfg.process.capabilities.clone());
+        let seccomp = tokio::task::spawn_blocking(move || super::seccomp::for_container(&request, caps.as_deref()))
+            .await
+            .map_err(|e| RuntimeError::Helper(format!("resolve the seccomp profile: {e}")))??;
+        let created = self.create_container(cfg, seccomp, &id, &dir, &cgroup, sandbox);
         let spec_path = match created {
             Ok(p) => p,
             Err(e) => {
@@ -80,6 +88,7 @@ impl Runtime {
     fn create_container(
         &self,
         cfg: &ContainerConfig,
+        seccomp: Option<super::seccomp::Profile>,
         id: &str,
         dir: &std::path::Path,
         cgroup: &str,
@@ -136,7 +145,10 @@ impl Runtime {
                 readonly: cfg.readonly_rootfs,
             },
             mounts: cfg.mounts.clone(),
-            process: cfg.process.clone(),
+            process: ProcessSpec {
+                seccomp,
+                ..cfg.process.clone()
+            },
             log_path: cfg.log_path.clone(),
         };
         let spec_path = ContainerFiles::spec_path(dir);

@@ -14,6 +14,7 @@ pub mod process;
 pub mod reaper;
 pub mod rootfs;
 pub mod sandbox;
+pub mod seccomp;
 pub mod spec;
 pub mod state;
 pub mod syscalls;
@@ -43,6 +44,8 @@ pub enum RuntimeError {
     Cgroup(#[from] CgroupError),
     #[error(transparent)]
     Image(#[from] ImageError),
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
     /// A helper process failed; the message is its own account of what went wrong.
     #[error("{0}")]
     Helper(String),
@@ -72,6 +75,8 @@ pub struct RuntimeConfig {
     pub pause_path: PathBuf,
     /// The lowest oom_score_adj this process may set (see [`min_oom_score_adj`]).
     pub min_oom_score_adj: i32,
+    /// `--seccomp-default`, `--seccomp-profile-root`.
+    pub seccomp: seccomp::SeccompArgs,
 }
 
 pub struct Runtime {

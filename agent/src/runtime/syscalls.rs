@@ -1,17 +1,21 @@
-//! The syscalls that build a container's filesystem, behind a trait.
+//! The syscalls that build a container's filesystem and take its process's privileges,
+//! behind a trait.
 //!
 //! The real implementation calls the kernel; the test implementation records the calls, so
-//! the order and arguments of the mount sequence can be checked without root (youki's
-//! approach). Only what rootfs setup needs is here.
+//! the order and arguments of the mount sequence and of the privilege steps (capabilities,
+//! no_new_privs, seccomp, ids) can be checked without root (youki's approach).
 
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
 use nix::sys::stat::{Mode, SFlag};
+use nix::unistd::{Gid, Uid};
+
+use super::seccomp::Profile;
 
 /// A failed syscall: which one, on what, and why.
 #[derive(Debug, thiserror::Error)]
-#[error("{op} {path}{detail}: {source}")]
+#[error("{op}{}{detail}: {source}", on(.path))]
 pub struct SysError {
     pub op: &'static str,
     pub path: PathBuf,
@@ -31,7 +35,20 @@ impl SysError {
     }
 }
 
+fn on(path: &Path) -> String {
+    if path.as_os_str().is_empty() {
+        String::new()
+    } else {
+        format!(" {}", path.display())
+    }
+}
+
 pub type SysResult<T = ()> = Result<T, SysError>;
+
+/// An error of a call that names no file.
+fn no_path(op: &'static str, detail: impl Into<String>, source: impl Into<std::io::Error>) -> SysError {
+    SysError::new(op, Path::new(""), detail, source)
+}
 
 pub trait Syscall {
     fn mount(
@@ -50,6 +67,14 @@ pub trait Syscall {
     fn create_file(&self, path: &Path) -> SysResult;
     fn mknod(&self, path: &Path, kind: SFlag, mode: u32, major: u64, minor: u64) -> SysResult;
     fn symlink(&self, target: &Path, link: &Path) -> SysResult;
+    /// Remove one capability from the bounding set (one the kernel does not know is gone).
+    fn drop_bounding_cap(&self, cap: u32) -> SysResult;
+    fn set_no_new_privs(&self) -> SysResult;
+    /// Load a seccomp filter into this (single-threaded) process.
+    fn seccomp(&self, profile: &Profile) -> SysResult;
+    fn setgroups(&self, gids: &[u32]) -> SysResult;
+    fn setgid(&self, gid: u32) -> SysResult;
+    fn setuid(&self, uid: u32) -> SysResult;
 }
 
 /// The kernel.
@@ -114,6 +139,38 @@ impl Syscall for Linux {
         std::os::unix::fs::symlink(target, link)
             .map_err(|e| SysError::new("symlink", link, format!(" -> {}", target.display()), e))
     }
+
+    fn drop_bounding_cap(&self, cap: u32) -> SysResult {
+        // SAFETY: prctl(PR_CAPBSET_DROP, cap) takes two integers and touches no memory of ours.
+        let ret = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        let err = std::io::Error::last_os_error();
+        // EINVAL: a capability this kernel does not know; nothing to drop.
+        if ret < 0 && err.raw_os_error() != Some(libc::EINVAL) {
+            return Err(no_path("prctl(PR_CAPBSET_DROP)", format!(" {cap}"), err));
+        }
+        Ok(())
+    }
+
+    fn set_no_new_privs(&self) -> SysResult {
+        nix::sys::prctl::set_no_new_privs().map_err(|e| no_path("prctl(PR_SET_NO_NEW_PRIVS)", "", e))
+    }
+
+    fn seccomp(&self, profile: &Profile) -> SysResult {
+        super::seccomp::load(profile).map_err(|e| no_path("seccomp", "", std::io::Error::other(e)))
+    }
+
+    fn setgroups(&self, gids: &[u32]) -> SysResult {
+        let groups: Vec<Gid> = gids.iter().map(|&g| Gid::from_raw(g)).collect();
+        nix::unistd::setgroups(&groups).map_err(|e| no_path("setgroups", format!(" {gids:?}"), e))
+    }
+
+    fn setgid(&self, gid: u32) -> SysResult {
+        nix::unistd::setgid(Gid::from_raw(gid)).map_err(|e| no_path("setgid", format!(" {gid}"), e))
+    }
+
+    fn setuid(&self, uid: u32) -> SysResult {
+        nix::unistd::setuid(Uid::from_raw(uid)).map_err(|e| no_path("setuid", format!(" {uid}"), e))
+    }
 }
 
 /// Records calls instead of making them (tests).
@@ -125,7 +182,7 @@ pub struct Recorder {
 
 #[cfg(test)]
 impl Recorder {
-    fn push(&self, s: String) -> SysResult {
+    pub fn push(&self, s: String) -> SysResult {
         self.calls.borrow_mut().push(s);
         Ok(())
     }
@@ -174,5 +231,27 @@ impl Syscall for Recorder {
     }
     fn symlink(&self, target: &Path, link: &Path) -> SysResult {
         self.push(format!("symlink {} -> {}", link.display(), target.display()))
+    }
+    fn drop_bounding_cap(&self, cap: u32) -> SysResult {
+        self.push(format!("capbset_drop {cap}"))
+    }
+    fn set_no_new_privs(&self) -> SysResult {
+        self.push("no_new_privs".into())
+    }
+    fn seccomp(&self, profile: &Profile) -> SysResult {
+        self.push(format!(
+            "seccomp {:?} ({} rules)",
+            profile.default_action,
+            profile.syscalls.len()
+        ))
+    }
+    fn setgroups(&self, gids: &[u32]) -> SysResult {
+        self.push(format!("setgroups {gids:?}"))
+    }
+    fn setgid(&self, gid: u32) -> SysResult {
+        self.push(format!("setgid {gid}"))
+    }
+    fn setuid(&self, uid: u32) -> SysResult {
+        self.push(format!("setuid {uid}"))
     }
 }

@@ -53,6 +53,7 @@ pub fn validate(pod: &Pod) -> Vec<String> {
         None => v.push("spec", "Required value".into()),
         Some(spec) => validate_spec(spec, &mut v),
     }
+    v.0.extend(crate::pod::security::validate(pod));
     v.0
 }
 

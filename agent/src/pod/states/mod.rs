@@ -5,12 +5,15 @@
 //!        ▲                │             │           │
 //!        └── pause died ──┴─────────────┘           │
 //!  any state ── terminate ──▶ Terminating ◀─────────┘ ──▶ Done
+//!
+//! CreatingSandbox ─ not admitted ─▶ Rejected ── terminate ──▶ Done
 //! ```
 //!
 //! Each state runs until something moves the pod on and returns the next state.
 
 pub mod completed;
 pub mod init;
+pub mod rejected;
 pub mod running;
 pub mod sandbox;
 pub mod terminating;
@@ -29,6 +32,8 @@ pub enum State {
     Completed,
     /// Stop everything and remove every trace of the pod.
     Terminating,
+    /// Refused at admission: Failed with the reason, nothing was created.
+    Rejected,
     Done,
 }
 

@@ -17,6 +17,12 @@ pub async fn run(w: &mut Worker) -> State {
         }
     }
 
+    // The kubelet's admission, before anything exists for the pod.
+    if let Err(rejection) = crate::pod::security::admit(&w.pod) {
+        w.rejection = Some(rejection);
+        return State::Rejected;
+    }
+
     let mut delay = w.ctx.backoff.initial;
     loop {
         if w.commands.terminate_requested() {
@@ -26,7 +32,11 @@ pub async fn run(w: &mut Worker) -> State {
         w.save_record();
         w.publish();
         let cfg = config::sandbox_config(&w.pod, &w.uid, &w.plan, &w.ctx.node);
-        match w.ctx.runtime.run_sandbox(&cfg, &w.record.sandbox_id).await {
+        let created = match crate::pod::security::user_namespace_problem(&w.pod) {
+            Some(problem) => Err(problem),
+            None => (w.ctx.runtime.run_sandbox(&cfg, &w.record.sandbox_id).await).map_err(|e| e.to_string()),
+        };
+        match created {
             Ok(state) => {
                 tracing::info!(pod = %w.obj.name, uid = %w.uid, pause = state.pause.pid, "sandbox running");
                 w.sandbox = Some(state);

@@ -7,8 +7,9 @@
 //! 3. setns into the pause's network, IPC, UTS and mount namespaces in one call (a pidfd
 //!    names them all), then unshare a private mount namespace copied from the pod's;
 //! 4. build the root filesystem and pivot_root into it ([`crate::runtime::rootfs`]);
-//! 5. resolve the user inside the new root; drop capabilities; switch user;
-//! 6. stdio, signals, umask; execve.
+//! 5. resolve the user inside the new root; stdio; drop capabilities; no_new_privs; switch
+//!    user; signals, umask; the seccomp filter where runc loads it ([`drop_privileges`]);
+//! 6. execve.
 //!
 //! Any failure is written to the error pipe and the process exits: the monitor turns it into
 //! a `StartError` with this message.
@@ -20,12 +21,12 @@ use std::path::{Path, PathBuf};
 
 use nix::sched::CloneFlags;
 use nix::sys::stat::Mode;
-use nix::unistd::{Gid, Uid};
 
 use super::{child_fail, reset_signals, set_oom_score_adj};
 use crate::runtime::process::PidFd;
 use crate::runtime::spec::{ContainerSpec, ProcessSpec};
-use crate::runtime::syscalls::Linux;
+use crate::runtime::syscalls::{Linux, Syscall};
+use crate::runtime::user::ResolvedUser;
 use crate::runtime::{capabilities, rootfs, user};
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -109,29 +110,6 @@ pub(super) fn become_and_exec(
         process.cwd.as_str()
     };
 
-    if let Some(keep) = &process.capabilities {
-        for cap in capabilities::to_drop(keep, capabilities::last_cap()) {
-            drop_bounding(cap)?;
-        }
-    }
-    if process.no_new_privileges {
-        nix::sys::prctl::set_no_new_privs().map_err(|e| format!("prctl(PR_SET_NO_NEW_PRIVS): {e}"))?;
-    }
-    stdio()?;
-    let groups: Vec<Gid> = who.additional_gids.iter().map(|&g| Gid::from_raw(g)).collect();
-    nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups {:?}: {e}", who.additional_gids))?;
-    nix::unistd::setgid(Gid::from_raw(who.gid)).map_err(|e| format!("setgid {}: {e}", who.gid))?;
-    nix::unistd::setuid(Uid::from_raw(who.uid)).map_err(|e| format!("setuid {}: {e}", who.uid))?;
-    nix::unistd::chdir(cwd).map_err(|e| format!("chdir to working directory {cwd}: {e}"))?;
-
-    let program = args.first().ok_or("no command specified")?;
-    let exe = find_executable(program, &path_var)?;
-    reset_signals();
-    nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
-    // Whatever the agent inherited (a shell's or a supervisor's descriptors) must not reach the
-    // container: only stdio survives the exec, as runc guarantees.
-    cloexec_from(3)?;
-
     let cstr = |s: &str, what: &str| CString::new(s).map_err(|_| format!("{what} {s:?} contains a NUL byte"));
     let argv = args
         .iter()
@@ -141,13 +119,62 @@ pub(super) fn become_and_exec(
         .iter()
         .map(|e| cstr(e, "environment variable"))
         .collect::<Result<Vec<_>, _>>()?;
+    stdio()?;
+    let program = args.first().ok_or("no command specified")?;
+    let exe = drop_privileges(&Linux, process, &who, cwd, || {
+        let exe = find_executable(program, &path_var)?;
+        reset_signals();
+        nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
+        // Whatever the agent inherited (a shell's or a supervisor's descriptors) must not reach
+        // the container: only stdio survives the exec, as runc guarantees.
+        cloexec_from(3)?;
+        Ok(exe)
+    })?;
+
     let exe_c = CString::new(exe.as_os_str().as_encoded_bytes())
         .map_err(|_| "executable path contains a NUL byte".to_string())?;
     let Err(e) = nix::unistd::execve(&exe_c, &argv, &envp);
     Err(format!("exec {:?}: {e}", exe.display().to_string()))
 }
 
-/// Where `program` is, as execvp would find it, with the container's PATH and in its root.
+/// What the process gives up before it execs, through the syscall seam, in runc's order:
+/// capabilities out of the bounding set; no_new_privs if asked; the seccomp filter, loaded
+/// here, while the process still holds CAP_SYS_ADMIN, when no_new_privs is not set (loading
+/// a filter needs one or the other); supplementary groups, gid, uid; the working directory;
+/// `last` (finding the executable, signals, descriptors); and with no_new_privs the filter
+/// as late as possible, right before exec, so it sees the fewest of our own syscalls.
+pub(super) fn drop_privileges<S: Syscall, R>(
+    sys: &S,
+    process: &ProcessSpec,
+    who: &ResolvedUser,
+    cwd: &str,
+    last: impl FnOnce() -> Result<R, String>,
+) -> Result<R, String> {
+    let err = |e: crate::runtime::syscalls::SysError| e.to_string();
+    if let Some(keep) = &process.capabilities {
+        for cap in capabilities::to_drop(keep, capabilities::last_cap()) {
+            sys.drop_bounding_cap(cap).map_err(err)?;
+        }
+    }
+    if process.no_new_privileges {
+        sys.set_no_new_privs().map_err(err)?;
+    }
+    let seccomp = process.seccomp.as_ref();
+    if let Some(profile) = seccomp.filter(|_| !process.no_new_privileges) {
+        sys.seccomp(profile).map_err(err)?;
+    }
+    sys.setgroups(&who.additional_gids).map_err(err)?;
+    sys.setgid(who.gid).map_err(err)?;
+    sys.setuid(who.uid).map_err(err)?;
+    sys.chdir(Path::new(cwd))
+        .map_err(|e| format!("chdir to working directory {cwd}: {}", e.source))?;
+    let out = last()?;
+    if let Some(profile) = seccomp.filter(|_| process.no_new_privileges) {
+        sys.seccomp(profile).map_err(err)?;
+    }
+    Ok(out)
+}
+
 /// Mark every descriptor from `first` up close-on-exec: close_range(2) (Linux 5.11), else each
 /// descriptor /proc/self/fd lists.
 fn cloexec_from(first: u32) -> Result<(), String> {
@@ -169,6 +196,7 @@ fn cloexec_from(first: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// Where `program` is, as execvp would find it, with the container's PATH and in its root.
 fn find_executable(program: &str, path_var: &str) -> Result<PathBuf, String> {
     use std::os::unix::fs::PermissionsExt;
     if program.contains('/') {
@@ -186,15 +214,93 @@ fn find_executable(program: &str, path_var: &str) -> Result<PathBuf, String> {
     Err(format!("exec: {program:?}: executable file not found in $PATH"))
 }
 
-fn drop_bounding(cap: u32) -> Result<(), String> {
-    // SAFETY: prctl(PR_CAPBSET_DROP, cap) takes two integers and touches no memory of ours.
-    let ret = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
-    // EINVAL: a capability this kernel does not know; nothing to drop.
-    if ret < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
-        return Err(format!(
-            "prctl(PR_CAPBSET_DROP, {cap}): {}",
-            std::io::Error::last_os_error()
-        ));
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::seccomp::{Action, Profile};
+    use crate::runtime::spec::UserSpec;
+    use crate::runtime::syscalls::Recorder;
+
+    fn process(no_new_privileges: bool) -> ProcessSpec {
+        ProcessSpec {
+            args: vec!["sh".into()],
+            env: Vec::new(),
+            cwd: "/work".into(),
+            user: UserSpec::default(),
+            capabilities: Some(capabilities::effective_set(&[], &[])),
+            no_new_privileges,
+            seccomp: Some(Profile {
+                default_action: Action::Errno,
+                default_errno_ret: None,
+                architectures: Vec::new(),
+                arch_map: Vec::new(),
+                flags: Vec::new(),
+                listener_path: None,
+                listener_metadata: None,
+                syscalls: Vec::new(),
+            }),
+        }
     }
-    Ok(())
+
+    fn sequence(p: &ProcessSpec) -> Vec<String> {
+        let who = ResolvedUser {
+            uid: 1000,
+            gid: 2000,
+            additional_gids: vec![3000],
+            home: "/".into(),
+        };
+        let rec = Recorder::default();
+        drop_privileges(&rec, p, &who, "/work", || {
+            rec.push("last (exe, signals, fds)".into()).map_err(|e| e.to_string())
+        })
+        .unwrap();
+        // Capabilities first, each one a call; keep only the first of them for the order.
+        let calls = rec.calls();
+        assert!(calls[0].starts_with("capbset_drop"), "{calls:?}");
+        let mut out = vec!["capbset_drop…".to_string()];
+        out.extend(calls.into_iter().filter(|c| !c.starts_with("capbset_drop")));
+        out
+    }
+
+    #[test]
+    fn seccomp_while_privileged_without_no_new_privs() {
+        // runc: without no_new_privs the filter needs CAP_SYS_ADMIN, so it goes in before the
+        // user switch drops the effective capabilities.
+        assert_eq!(
+            sequence(&process(false)),
+            [
+                "capbset_drop…",
+                "seccomp Errno (0 rules)",
+                "setgroups [3000]",
+                "setgid 2000",
+                "setuid 1000",
+                "chdir /work",
+                "last (exe, signals, fds)",
+            ]
+        );
+    }
+
+    #[test]
+    fn seccomp_last_with_no_new_privs() {
+        assert_eq!(
+            sequence(&process(true)),
+            [
+                "capbset_drop…",
+                "no_new_privs",
+                "setgroups [3000]",
+                "setgid 2000",
+                "setuid 1000",
+                "chdir /work",
+                "last (exe, signals, fds)",
+                "seccomp Errno (0 rules)",
+            ]
+        );
+    }
+
+    #[test]
+    fn unconfined_loads_nothing() {
+        let mut p = process(false);
+        p.seccomp = None;
+        assert!(!sequence(&p).iter().any(|c| c.starts_with("seccomp")));
+    }
 }
