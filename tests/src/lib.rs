@@ -72,10 +72,15 @@ fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
     newest
 }
 
-/// End-to-end tests need root; without it they say so and pass vacuously.
+/// End-to-end tests need root. Without it they say so and return; under CI (`CI=true`),
+/// where they must run, a missing capability is a failure rather than a silent pass.
 pub fn is_root() -> bool {
     let root = nix::unistd::geteuid().is_root();
     if !root {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "end-to-end tests need root, and CI=true: refusing to pass without running"
+        );
         eprintln!("skipped: end-to-end tests need root");
     }
     root
