@@ -72,16 +72,22 @@ fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
     newest
 }
 
+/// A test that cannot run here says why. Under CI (`CI=true`), where everything it needs is
+/// installed by `hack/setup`, that is a failure, never a silent pass.
+pub fn skip(reason: &str) {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "cannot run under CI: {reason}"
+    );
+    eprintln!("skipped: {reason}");
+}
+
 /// End-to-end tests need root. Without it they say so and return; under CI (`CI=true`),
 /// where they must run, a missing capability is a failure rather than a silent pass.
 pub fn is_root() -> bool {
     let root = nix::unistd::geteuid().is_root();
     if !root {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "end-to-end tests need root, and CI=true: refusing to pass without running"
-        );
-        eprintln!("skipped: end-to-end tests need root");
+        skip("end-to-end tests need root");
     }
     root
 }

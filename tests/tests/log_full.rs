@@ -32,7 +32,7 @@ impl Tmpfs {
         ) {
             Ok(()) => Some(Tmpfs { dir: dir.to_path_buf() }),
             Err(e) => {
-                eprintln!("skipped: cannot mount a tmpfs on {}: {e}", dir.display());
+                skip(&format!("cannot mount a tmpfs on {}: {e}", dir.display()));
                 None
             }
         }

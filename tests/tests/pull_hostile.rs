@@ -337,7 +337,7 @@ impl Drop for SmallRoot<'_> {
 #[test]
 fn a_layer_larger_than_the_disk_is_refused_before_a_byte_of_it_is_fetched() {
     if !is_root() {
-        println!("skipped: needs root");
+        skip("needs root");
         return;
     }
     let env = Env::new("pull-huge");
@@ -368,7 +368,7 @@ fn a_layer_larger_than_the_disk_is_refused_before_a_byte_of_it_is_fetched() {
 #[test]
 fn oversized_manifests_and_configs_are_refused_without_reading_them() {
     if !is_root() {
-        println!("skipped: needs root");
+        skip("needs root");
         return;
     }
     let env = Env::new("pull-oversized");
@@ -407,7 +407,7 @@ fn oversized_manifests_and_configs_are_refused_without_reading_them() {
 #[test]
 fn a_stream_longer_than_declared_is_cut_off_and_discarded() {
     if !is_root() {
-        println!("skipped: needs root");
+        skip("needs root");
         return;
     }
     let env = Env::new("pull-overrun");
@@ -435,7 +435,7 @@ fn a_stream_longer_than_declared_is_cut_off_and_discarded() {
 #[test]
 fn content_that_fails_its_digest_leaves_no_partial_file() {
     if !is_root() {
-        println!("skipped: needs root");
+        skip("needs root");
         return;
     }
     let env = Env::new("pull-corrupt");
@@ -456,7 +456,7 @@ fn content_that_fails_its_digest_leaves_no_partial_file() {
 #[test]
 fn a_trickling_registry_fails_the_pull_within_the_progress_deadline() {
     if !is_root() {
-        println!("skipped: needs root");
+        skip("needs root");
         return;
     }
     let env = Env::new("pull-trickle");
@@ -505,7 +505,7 @@ fn a_trickling_registry_fails_the_pull_within_the_progress_deadline() {
 #[test]
 fn a_pull_stops_when_its_last_waiter_is_gone() {
     if !is_root() {
-        println!("skipped: needs root");
+        skip("needs root");
         return;
     }
     use minilet_proto::runtime::v1 as cri;

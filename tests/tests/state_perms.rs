@@ -125,11 +125,11 @@ fn other_users_reach_no_setuid_binary_secret_or_log() {
         return;
     }
     if Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!("skipped: setpriv (util-linux) is not installed");
+        skip("setpriv (util-linux) is not installed");
         return;
     }
     let Some(user) = TempUser::create() else {
-        eprintln!("skipped: cannot create a throwaway user with useradd");
+        skip("cannot create a throwaway user with useradd");
         return;
     };
     let env = Env::new("perms");
@@ -138,7 +138,7 @@ fn other_users_reach_no_setuid_binary_secret_or_log() {
     // An image whose layer holds a setuid-root copy of a static busybox.
     let busybox = std::fs::read("/bin/busybox").ok().filter(|b| b.starts_with(b"\x7fELF"));
     let Some(busybox) = busybox else {
-        eprintln!("skipped: no /bin/busybox on the host to build the setuid image from");
+        skip("no /bin/busybox on the host to build the setuid image from");
         return;
     };
     let mut layout = Layout::from(&workspace().join("hack/.images/busybox"), &env.dir.join("layout"));
