@@ -239,6 +239,10 @@ impl Worker {
 
     /// Drive the pod until it is removed.
     pub async fn run(mut self, initial: State) {
+        // A re-adopted pod already holds its share of the node.
+        if !matches!(initial, State::CreatingSandbox) {
+            self.ctx.admission.record(&self.uid, &self.pod);
+        }
         let mut state = initial;
         loop {
             tracing::debug!(pod = %self.obj.name, ?state, "pod state");
@@ -252,6 +256,7 @@ impl Worker {
                 State::Done => break,
             };
         }
+        self.ctx.admission.release(&self.uid);
     }
 
     pub(super) fn pod_spec(&self) -> &k8s_openapi::api::core::v1::PodSpec {

@@ -511,7 +511,7 @@ pub fn is_uid(s: &str) -> bool {
 
 /// `[prefix/]name`: prefix a DNS subdomain, name at most 63 of `[-A-Za-z0-9_.]`, alphanumeric
 /// at both ends.
-fn is_qualified_name(s: &str) -> bool {
+pub fn is_qualified_name(s: &str) -> bool {
     let (prefix, name) = match s.split_once('/') {
         Some((p, n)) => (Some(p), n),
         None => (None, s),
@@ -520,7 +520,7 @@ fn is_qualified_name(s: &str) -> bool {
 }
 
 /// At most 63 of `[-A-Za-z0-9_.]`, alphanumeric at both ends (or empty).
-fn is_label_value(s: &str) -> bool {
+pub fn is_label_value(s: &str) -> bool {
     s.is_empty()
         || (s.len() <= 63
             && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
