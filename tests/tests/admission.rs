@@ -237,3 +237,54 @@ fn pods_started_together_do_not_both_take_the_last_cpu() {
     sorted.sort();
     assert_eq!(sorted, ["Failed", "Running"], "{phases:?}");
 }
+
+#[test]
+fn pods_adopted_after_an_agent_restart_still_count() {
+    if !is_root() {
+        println!("skipped: needs root");
+        return;
+    }
+    let env = Env::new("admission-restart");
+    env.import_image("busybox");
+    let capacity = node_milli_cpu();
+    let share = capacity * 6 / 10;
+    let resources = format!("{{requests: {{cpu: {share}m}}}}");
+    let mut agent = Agent::start(&env, &[]);
+    env.write_manifest("first.yaml", &pod("kept", "", &resources));
+    let pause = env.wait_running("kept", &["c"]).pause();
+    agent.kill9();
+
+    let _agent = Agent::start(&env, &[]);
+    env.write_manifest("second.yaml", &pod("late", "", &resources));
+    let (uid, status) = wait_rejected(&env, "late");
+    assert_eq!(status.reason.as_deref(), Some("OutOfcpu"));
+    let message = format!(
+        "Pod was rejected: Node didn't have enough resource: cpu, requested: {share}, used: {share}, capacity: {capacity}"
+    );
+    assert_eq!(status.message.as_deref(), Some(message.as_str()));
+    assert_nothing_runs(&env, "late", &uid);
+    // The adopted pod is the same one, untouched.
+    assert_eq!(env.wait_running("kept", &["c"]).pause(), pause);
+}
+
+#[test]
+fn a_completed_pod_no_longer_counts() {
+    if !is_root() {
+        println!("skipped: needs root");
+        return;
+    }
+    let env = Env::new("admission-done");
+    env.import_image("busybox");
+    let share = node_milli_cpu() * 6 / 10;
+    let resources = format!("{{requests: {{cpu: {share}m}}}}");
+    let _agent = Agent::start(&env, &[]);
+    let done = pod("done", "  restartPolicy: Never\n", &resources).replace("[sleep, '3600']", "[sh, -c, 'exit 0']");
+    env.write_manifest("done.yaml", &done);
+    wait_for("done Succeeded", Duration::from_secs(30), || {
+        (pod_json(&env, "done")?.status?.phase.as_deref() == Some("Succeeded")).then_some(())
+    });
+    // Its manifest stays; the pod is terminal, so its requests are free again.
+    env.write_manifest("next.yaml", &pod("next", "", &resources));
+    env.wait_running("next", &["c"]);
+    assert_eq!(status_column(&env, "next"), "Running");
+}

@@ -239,10 +239,6 @@ impl Worker {
 
     /// Drive the pod until it is removed.
     pub async fn run(mut self, initial: State) {
-        // A re-adopted pod already holds its share of the node.
-        if !matches!(initial, State::CreatingSandbox) {
-            self.ctx.admission.record(&self.uid, &self.pod);
-        }
         let mut state = initial;
         loop {
             tracing::debug!(pod = %self.obj.name, ?state, "pod state");
