@@ -113,6 +113,7 @@ fn oversized_and_mismatched_pods_are_rejected_matching_ones_run() {
     env.write_manifest("cpu.yaml", &pod("big-cpu", "", "{requests: {cpu: '100'}}"));
     env.write_manifest("mem.yaml", &pod("big-mem", "", "{limits: {memory: 1000Gi}}"));
     env.write_manifest("sel.yaml", &pod("wrong-node", "  nodeSelector: {disk: hdd}\n", "{}"));
+    env.write_manifest("gpu.yaml", &pod("gpu", "", "{limits: {example.com/gpu: '1'}}"));
 
     let capacity = node_milli_cpu();
     let (uid, status) = wait_rejected(&env, "big-cpu");
@@ -152,6 +153,16 @@ fn oversized_and_mismatched_pods_are_rejected_matching_ones_run() {
     assert_eq!(status_column(&env, "wrong-node"), "NodeAffinity");
     describe_has(&env, "wrong-node", &["Status: Failed", "Reason: NodeAffinity"]);
     assert_nothing_runs(&env, "wrong-node", &uid);
+    // An extended resource: the node has no device plugins, so none of it.
+    let (uid, status) = wait_rejected(&env, "gpu");
+    assert_eq!(status.reason.as_deref(), Some("OutOfexample.com/gpu"));
+    assert_eq!(
+        status.message.as_deref(),
+        Some("Pod was rejected: Node didn't have enough resource: example.com/gpu, requested: 1, used: 0, capacity: 0")
+    );
+    assert_eq!(status_column(&env, "gpu"), "OutOfexample.com/gpu");
+    assert_nothing_runs(&env, "gpu", &uid);
+
     // Only rejected pods so far: not one process in the test's cgroups.
     assert_eq!(procs_under_parent(&env), Vec::<String>::new());
 

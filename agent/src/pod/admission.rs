@@ -21,88 +21,102 @@ use crate::quantity::Quantity;
 pub const MAX_PODS: usize = 110;
 
 /// What the pod asks of the node, as the scheduler sums it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Requests {
     pub milli_cpu: i64,
     pub memory: i64,
+    /// Extended resources (device plugins' `vendor.example/thing`), by name, as integers.
+    pub extended: BTreeMap<String, i64>,
 }
 
 impl Requests {
-    fn add(self, o: Requests) -> Requests {
-        Requests {
-            milli_cpu: self.milli_cpu + o.milli_cpu,
-            memory: self.memory + o.memory,
+    fn add(&mut self, o: &Requests) {
+        self.milli_cpu += o.milli_cpu;
+        self.memory += o.memory;
+        for (k, v) in &o.extended {
+            *self.extended.entry(k.clone()).or_default() += v;
         }
-    }
-
-    fn max(self, o: Requests) -> Requests {
-        Requests {
-            milli_cpu: self.milli_cpu.max(o.milli_cpu),
-            memory: self.memory.max(o.memory),
-        }
-    }
-
-    fn from_list(
-        list: Option<&BTreeMap<String, K8sQuantity>>,
-        fallback: Option<&BTreeMap<String, K8sQuantity>>,
-    ) -> Self {
-        let get = |name: &str| {
-            list.and_then(|l| l.get(name))
-                .or_else(|| fallback.and_then(|l| l.get(name)))
-                .and_then(|q| Quantity::parse(&q.0).ok())
-        };
-        Requests {
-            milli_cpu: get("cpu").map_or(0, |q| q.milli_value()),
-            memory: get("memory").map_or(0, |q| q.value()),
-        }
-    }
-
-    fn of_container(c: &Container) -> Self {
-        let r = c.resources.as_ref();
-        // A limit without a request is the request (API defaulting; done again here for
-        // manifests that reach this without the source's defaults, as in unit tests).
-        Requests::from_list(r.and_then(|r| r.requests.as_ref()), r.and_then(|r| r.limits.as_ref()))
     }
 }
 
-/// The pod's effective requests (the scheduler's `computePodResourceRequest`): app
+type List = BTreeMap<String, K8sQuantity>;
+
+/// An extended resource as Kubernetes defines one: a qualified name outside the
+/// `kubernetes.io/` namespace (and not a quota's `requests.` name).
+pub fn is_extended(name: &str) -> bool {
+    name.contains('/') && !name.starts_with("kubernetes.io/") && !name.starts_with("requests.")
+}
+
+/// One resource's amount in `list` (else in `fallback`: a limit without a request is the
+/// request), milli-units for cpu, integers for the rest.
+fn amount(name: &str, list: Option<&List>, fallback: Option<&List>) -> i64 {
+    let q = list
+        .and_then(|l| l.get(name))
+        .or_else(|| fallback.and_then(|l| l.get(name)))
+        .and_then(|q| Quantity::parse(&q.0).ok());
+    match q {
+        Some(q) if name == "cpu" => q.milli_value(),
+        Some(q) => q.value(),
+        None => 0,
+    }
+}
+
+/// One resource's effective request (the scheduler's `computePodResourceRequest`): app
 /// containers and native sidecars summed, each ordinary init container with the sidecars
-/// started before it, the larger of the two; pod-level `spec.resources` replaces the
-/// containers' figure for the resources it sets; `spec.overhead` is added.
-pub fn pod_requests(spec: &PodSpec) -> Requests {
-    let mut reqs = spec
-        .containers
-        .iter()
-        .map(Requests::of_container)
-        .fold(Requests::default(), Requests::add);
-    let mut sidecars = Requests::default();
-    let mut init = Requests::default();
+/// started before it, the larger of the two; pod-level `spec.resources` in its place when it
+/// sets the resource; `spec.overhead` added.
+fn effective(spec: &PodSpec, name: &str) -> i64 {
+    let of = |c: &Container| {
+        let r = c.resources.as_ref();
+        amount(
+            name,
+            r.and_then(|r| r.requests.as_ref()),
+            r.and_then(|r| r.limits.as_ref()),
+        )
+    };
+    let mut total: i64 = spec.containers.iter().map(of).sum();
+    let (mut sidecars, mut init) = (0, 0);
     for c in spec.init_containers.iter().flatten() {
-        let own = Requests::of_container(c);
+        let own = of(c);
         let during = if c.restart_policy.as_deref() == Some("Always") {
-            reqs = reqs.add(own);
-            sidecars = sidecars.add(own);
+            total += own;
+            sidecars += own;
             sidecars
         } else {
-            own.add(sidecars)
+            own + sidecars
         };
         init = init.max(during);
     }
-    reqs = reqs.max(init);
+    total = total.max(init);
     if let Some(pod_level) = spec.resources.as_ref() {
-        let set = |name: &str| {
-            pod_level.requests.as_ref().is_some_and(|l| l.contains_key(name))
-                || pod_level.limits.as_ref().is_some_and(|l| l.contains_key(name))
-        };
-        let p = Requests::from_list(pod_level.requests.as_ref(), pod_level.limits.as_ref());
-        if set("cpu") {
-            reqs.milli_cpu = p.milli_cpu;
-        }
-        if set("memory") {
-            reqs.memory = p.memory;
+        let (requests, limits) = (pod_level.requests.as_ref(), pod_level.limits.as_ref());
+        if requests.is_some_and(|l| l.contains_key(name)) || limits.is_some_and(|l| l.contains_key(name)) {
+            total = amount(name, requests, limits);
         }
     }
-    reqs.add(Requests::from_list(spec.overhead.as_ref(), None))
+    total + amount(name, spec.overhead.as_ref(), None)
+}
+
+/// The pod's effective requests for cpu, memory and every extended resource it names.
+pub fn pod_requests(spec: &PodSpec) -> Requests {
+    let lists = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter())
+        .filter_map(|c| c.resources.as_ref())
+        .flat_map(|r| r.requests.iter().chain(r.limits.iter()));
+    let extended = lists
+        .flat_map(|l| l.keys())
+        .filter(|k| is_extended(k))
+        .map(|k| (k.clone(), effective(spec, k)))
+        .filter(|(_, v)| *v > 0)
+        .collect();
+    Requests {
+        milli_cpu: effective(spec, "cpu"),
+        memory: effective(spec, "memory"),
+        extended,
+    }
 }
 
 /// The node as admission sees it: allocatable cpu and memory (its capacity: no
@@ -206,8 +220,9 @@ impl Ledger {
         }
         let spec = pod.spec.clone().unwrap_or_default();
         let wanted = pod_requests(&spec);
-        let used = admitted.values().copied().fold(Requests::default(), Requests::add);
-        check(&self.node, &spec, wanted, used, admitted.len())?;
+        let mut used = Requests::default();
+        admitted.values().for_each(|r| used.add(r));
+        check(&self.node, &spec, &wanted, &used, admitted.len())?;
         admitted.insert(uid.to_string(), wanted);
         Ok(())
     }
@@ -228,9 +243,18 @@ impl Ledger {
     }
 }
 
-/// The kubelet's checks in its order (pod count, cpu, memory, then node affinity); the first
-/// failure is the reason.
-fn check(node: &NodeResources, spec: &PodSpec, wanted: Requests, used: Requests, pods: usize) -> Result<(), Rejection> {
+/// The kubelet's checks in its order (pod count, cpu, memory, extended resources, then node
+/// affinity); the first failure is the reason. The node has no device plugins, so every
+/// extended resource's capacity is 0: where the kubelet would drop a request for a resource
+/// its node does not list and run the pod without the device (its own admission code calls
+/// that a caveat for static pods), minilet refuses as if the node listed it at 0.
+fn check(
+    node: &NodeResources,
+    spec: &PodSpec,
+    wanted: &Requests,
+    used: &Requests,
+    pods: usize,
+) -> Result<(), Rejection> {
     let short = |name: &str, requested: i64, used: i64, capacity: i64| Rejection {
         reason: format!("OutOf{name}"),
         message: format!(
@@ -245,6 +269,12 @@ fn check(node: &NodeResources, spec: &PodSpec, wanted: Requests, used: Requests,
     }
     if wanted.memory > 0 && wanted.memory > node.memory - used.memory {
         return Err(short("memory", wanted.memory, used.memory, node.memory));
+    }
+    for (name, &requested) in &wanted.extended {
+        let (used, capacity) = (used.extended.get(name).copied().unwrap_or(0), 0);
+        if requested > capacity - used {
+            return Err(short(name, requested, used, capacity));
+        }
     }
     if !affinity_matches(spec, &node.labels, &node.name) {
         return Err(Rejection {
@@ -342,7 +372,8 @@ mod tests {
             pod_requests(&s),
             Requests {
                 milli_cpu: 1000,
-                memory: 10 << 20
+                memory: 10 << 20,
+                extended: Default::default()
             }
         );
     }
@@ -365,7 +396,8 @@ mod tests {
             pod_requests(&s),
             Requests {
                 milli_cpu: 2050,
-                memory: (1 << 30) + (1 << 20)
+                memory: (1 << 30) + (1 << 20),
+                extended: Default::default()
             }
         );
     }
@@ -376,16 +408,17 @@ mod tests {
         let s = spec("containers: [{name: a}]");
         let used = Requests {
             milli_cpu: 250,
-            memory: 0,
+            ..Default::default()
         };
         let r = check(
             &n,
             &s,
-            Requests {
+            &Requests {
                 milli_cpu: 100_000,
                 memory: 0,
+                ..Default::default()
             },
-            used,
+            &used,
             1,
         )
         .unwrap_err();
@@ -397,11 +430,12 @@ mod tests {
         let r = check(
             &n,
             &s,
-            Requests {
+            &Requests {
                 milli_cpu: 0,
                 memory: 5 << 30,
+                ..Default::default()
             },
-            used,
+            &used,
             1,
         )
         .unwrap_err();
@@ -410,19 +444,39 @@ mod tests {
             check(
                 &n,
                 &s,
-                Requests {
+                &Requests {
                     milli_cpu: 1750,
-                    memory: 4 << 30
+                    memory: 4 << 30,
+                    ..Default::default()
                 },
-                used,
+                &used,
                 1
             )
             .is_ok()
         );
         assert_eq!(
-            check(&n, &s, Requests::default(), used, MAX_PODS).unwrap_err().reason,
+            check(&n, &s, &Requests::default(), &used, MAX_PODS).unwrap_err().reason,
             "OutOfpods"
         );
+    }
+
+    #[test]
+    fn extended_resources_the_node_lacks_are_refused() {
+        let s = spec(
+            "containers:\n- {name: a, resources: {limits: {example.com/gpu: '2'}}}\ninitContainers:\n- {name: i, resources: {limits: {example.com/gpu: '1', hugepages-2Mi: 2Mi}}}\n",
+        );
+        let wanted = pod_requests(&s);
+        assert_eq!(
+            wanted.extended,
+            [("example.com/gpu".to_string(), 2)].into_iter().collect()
+        );
+        let r = check(&node(), &s, &wanted, &Requests::default(), 0).unwrap_err();
+        assert_eq!(r.reason, "OutOfexample.com/gpu");
+        assert_eq!(
+            r.message,
+            "Node didn't have enough resource: example.com/gpu, requested: 2, used: 0, capacity: 0"
+        );
+        assert!(!is_extended("kubernetes.io/foo") && !is_extended("hugepages-1Gi") && is_extended("a.b/c"));
     }
 
     #[test]
