@@ -144,6 +144,12 @@ pub struct AgentArgs {
     #[arg(long)]
     pub node_name: Option<String>,
 
+    /// Labels of this node, `key=value,...`, matched by pods' nodeSelector and required node
+    /// affinity besides the well-known kubernetes.io/hostname, kubernetes.io/os and
+    /// kubernetes.io/arch (and their beta.kubernetes.io forms).
+    #[arg(long, value_name = "KEY=VALUE,...", value_parser = crate::pod::admission::parse_node_labels, default_value = "")]
+    pub node_labels: crate::pod::admission::NodeLabels,
+
     /// The pause binary. Defaults to `minilet-pause` next to this binary, then $PATH.
     #[arg(long)]
     pub pause_binary: Option<PathBuf>,

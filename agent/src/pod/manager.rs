@@ -118,6 +118,11 @@ impl Manager {
         worker: Worker,
         initial: State,
     ) {
+        // A re-adopted pod already holds its share of the node: recorded before any new
+        // pod's worker exists, so none can be admitted into its place.
+        if !matches!(initial, State::CreatingSandbox) {
+            self.ctx.admission.record(&uid, &worker.pod);
+        }
         let (done_tx, done) = watch::channel(false);
         let id = uid.clone();
         self.tasks.spawn(async move {

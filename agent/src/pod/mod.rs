@@ -1,6 +1,7 @@
 //! Pods: what Kubernetes semantics mean for each pod, and one worker task per pod that makes
 //! the runtime do it.
 
+pub mod admission;
 pub mod backoff;
 pub mod command;
 pub mod config;
@@ -28,6 +29,8 @@ pub struct Context {
     pub node: node::NodeInfo,
     pub events: Events,
     pub registry: status::Registry,
+    /// The node's allocatable and labels, and the pods admitted on it.
+    pub admission: admission::Ledger,
     pub backoff: backoff::BackoffConfig,
     /// Pulls images for pods (coalesced: pods pulling the same image share one pull).
     pub puller: Arc<crate::images::Puller>,

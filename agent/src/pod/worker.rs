@@ -252,6 +252,7 @@ impl Worker {
                 State::Done => break,
             };
         }
+        self.ctx.admission.release(&self.uid);
     }
 
     pub(super) fn pod_spec(&self) -> &k8s_openapi::api::core::v1::PodSpec {

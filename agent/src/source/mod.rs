@@ -14,7 +14,7 @@ pub mod filter;
 mod limits;
 mod parse;
 mod uid;
-mod validate;
+pub mod validate;
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::MetadataExt;

@@ -18,7 +18,8 @@ pub async fn run(w: &mut Worker) -> State {
     }
 
     // The kubelet's admission, before anything exists for the pod.
-    if let Err(rejection) = crate::pod::security::admit(&w.pod) {
+    let admitted = crate::pod::security::admit(&w.pod).and_then(|()| w.ctx.admission.admit(&w.uid, &w.pod));
+    if let Err(rejection) = admitted {
         w.rejection = Some(rejection);
         return State::Rejected;
     }
