@@ -98,9 +98,8 @@ pub fn load_file(path: &Path, node_name: &str) -> Result<ManifestPod, InvalidMan
         message: limits::bound_message(format!("{}: {msg}", path.display())),
     };
     let text = read_bounded(path).map_err(invalid)?;
-    let (mut pod, unknown) = parse::parse(path, &text).map_err(invalid)?;
+    let (mut pod, mut warnings) = parse::parse(path, &text).map_err(invalid)?;
     drop(text);
-    let mut warnings = strict::unknown_field_warnings(&unknown);
     warnings.extend(strict::not_implemented(&pod));
     parse::apply_defaults(&mut pod, node_name);
     let mut errors = validate::validate(&pod);

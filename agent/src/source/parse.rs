@@ -14,7 +14,7 @@ use super::{limits, strict};
 /// the parser's own cost stays linear; a YAML document is then walked once with a budget
 /// (aliases expanded, apiVersion and kind noted) and decoded into a Pod straight from the
 /// text, so type errors keep their line and column. Alongside the pod: the paths of the
-/// fields the schema does not have (see [`strict`]).
+/// warnings of strict decoding: unknown and duplicate fields (see [`strict`]).
 pub fn parse(path: &Path, text: &str) -> Result<(Pod, Vec<String>), String> {
     if text.trim().is_empty() {
         return Err("empty manifest".into());
@@ -24,6 +24,12 @@ pub fn parse(path: &Path, text: &str) -> Result<(Pod, Vec<String>), String> {
         let mut de = serde_json::Deserializer::from_str(text);
         return strict::decode(&mut de)
             .and_then(|pod| de.end().map(|()| pod))
+            .map(|(pod, unknown)| {
+                // Only once the text is known to decode: the second pass cannot fail then.
+                let mut again = serde_json::Deserializer::from_str(text);
+                let dups = strict::duplicates(&mut again).unwrap_or_default();
+                (pod, warnings(&unknown, &dups))
+            })
             .map_err(|e| {
                 // Kind and apiVersion first, for a clearer message than a type mismatch.
                 #[derive(Deserialize)]
@@ -60,7 +66,19 @@ pub fn parse(path: &Path, text: &str) -> Result<(Pod, Vec<String>), String> {
     let first = serde_yaml::Deserializer::from_str(text)
         .next()
         .ok_or("empty manifest")?;
-    strict::decode(first).map_err(yaml_error)
+    let (pod, unknown) = strict::decode(first).map_err(yaml_error)?;
+    let dups = serde_yaml::Deserializer::from_str(text)
+        .next()
+        .and_then(|doc| strict::duplicates(doc).ok())
+        .unwrap_or_default();
+    Ok((pod, warnings(&unknown, &dups)))
+}
+
+/// The strict-decoding warnings, bounded as a whole.
+fn warnings(unknown: &[String], dups: &[String]) -> Vec<String> {
+    let mut all = strict::unknown_field_warnings(unknown);
+    all.extend(strict::duplicate_field_warnings(dups));
+    strict::bounded(all)
 }
 
 fn check_head(head: &limits::Head) -> Result<(), String> {
@@ -155,6 +173,10 @@ pub fn default_pull_policy(image: &str) -> &'static str {
 mod tests {
     use super::*;
 
+    fn p2(text: &str) -> (Pod, Vec<String>) {
+        parse(Path::new("/m/x.yaml"), text).unwrap()
+    }
+
     fn p(text: &str) -> Result<Pod, String> {
         parse(Path::new("/m/x.yaml"), text).map(|(pod, _)| pod)
     }
@@ -199,7 +221,17 @@ mod tests {
             r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"j"},"spec":{"containers":[{"name":"a","image":"i","livenesProbe":{}}]}}"#,
         )
         .unwrap();
-        assert_eq!(unknown, ["spec.containers[0].livenesProbe"]);
+        assert_eq!(unknown, ["unknown field \"spec.containers[0].livenesProbe\""]);
+        let (_, dups) = p2(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a, name: b}\nspec: {containers: [{name: a, image: i, imag: j}]}\n",
+        );
+        assert_eq!(
+            dups,
+            [
+                "unknown field \"spec.containers[0].imag\"",
+                "duplicate field \"metadata.name\""
+            ]
+        );
         assert!(parse(Path::new("/m/x.json"), "{").unwrap_err().contains("line 1"));
     }
 

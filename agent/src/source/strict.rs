@@ -16,9 +16,159 @@ pub fn decode<'de, D: serde::Deserializer<'de>>(de: D) -> Result<(Pod, Vec<Strin
     Ok((pod, unknown))
 }
 
-/// The warnings for these unknown field paths, in the API server's words, bounded.
+/// The paths of keys given twice in one mapping (the last one wins, in the API server as
+/// in serde), by one more walk of the document's generic shape. Only string-like keys are
+/// compared; a non-scalar key is left to the decoder.
+pub fn duplicates<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error> {
+    let mut found = Vec::new();
+    serde::de::DeserializeSeed::deserialize(
+        Walk {
+            path: String::new(),
+            found: &mut found,
+        },
+        de,
+    )?;
+    Ok(found)
+}
+
+/// One node of the walk: its path, and where duplicates go.
+struct Walk<'a> {
+    path: String,
+    found: &'a mut Vec<String>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Walk<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Walk<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_any(self)
+    }
+    fn visit_newtype_struct<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_any(self)
+    }
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
+        // A YAML tag (`!t x`): its value is walked no further.
+        let (serde::de::IgnoredAny, variant) = data.variant()?;
+        serde::de::VariantAccess::newtype_variant::<serde::de::IgnoredAny>(variant).map(drop)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut i = 0;
+        while seq
+            .next_element_seed(Walk {
+                path: format!("{}[{i}]", self.path),
+                found: &mut *self.found,
+            })?
+            .is_some()
+        {
+            i += 1;
+        }
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(Key(key)) = map.next_key()? {
+            let path = match &key {
+                Some(k) if self.path.is_empty() => k.clone(),
+                Some(k) => format!("{}.{k}", self.path),
+                None => format!("{}.?", self.path),
+            };
+            if let Some(k) = key
+                && !seen.insert(k)
+            {
+                self.found.push(path.clone());
+            }
+            map.next_value_seed(Walk {
+                path,
+                found: &mut *self.found,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// A mapping key as text, if it is a scalar.
+struct Key(Option<String>);
+
+impl<'de> serde::Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a mapping key")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key, E> {
+                Ok(Key(Some(v.to_string())))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Key, E> {
+                Ok(Key(Some(v.to_string())))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Key, E> {
+                Ok(Key(Some(v.to_string())))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Key, E> {
+                Ok(Key(Some(v.to_string())))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Key, E> {
+                Ok(Key(Some(v.to_string())))
+            }
+            fn visit_unit<E>(self) -> Result<Key, E> {
+                Ok(Key(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Key, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Key(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Key, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Key(None))
+            }
+        }
+        de.deserialize_any(V)
+    }
+}
+
+/// The warnings for these duplicate field paths, in the API server's words.
+pub fn duplicate_field_warnings(paths: &[String]) -> Vec<String> {
+    paths.iter().map(|p| format!("duplicate field {p:?}")).collect()
+}
+
+/// The warnings for these unknown field paths, in the API server's words.
 pub fn unknown_field_warnings(paths: &[String]) -> Vec<String> {
-    bounded(paths.iter().map(|p| format!("unknown field {p:?}")).collect())
+    paths.iter().map(|p| format!("unknown field {p:?}")).collect()
 }
 
 /// Fields minilet accepts but does not act on, each once per pod by its first path: the
@@ -193,7 +343,9 @@ mod tests {
             let path = entry.path();
             if path.extension().is_some_and(|e| e == "yaml") {
                 let text = std::fs::read_to_string(&path).unwrap_or_default();
-                let unknown = unknown_in_yaml(&text).unwrap_or_default();
+                let (pod, mut unknown) =
+                    crate::source::parse::parse(&path, &text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                unknown.extend(not_implemented(&pod));
                 assert!(unknown.is_empty(), "{}: {unknown:?}", path.display());
                 checked += 1;
             }
@@ -214,7 +366,9 @@ mod tests {
                 }
                 let lit = fill_holes(&lit);
                 // A literal that is not a whole pod (or whose holes were numbers): skip it.
-                let Ok(unknown) = unknown_in_yaml(&lit) else { continue };
+                let Ok((_, unknown)) = crate::source::parse::parse(std::path::Path::new("t.yaml"), &lit) else {
+                    continue;
+                };
                 pods += 1;
                 // The strict-decoding test writes unknown fields on purpose.
                 if path.file_name().is_some_and(|n| n == "strict.rs") {
@@ -297,10 +451,47 @@ mod tests {
         out
     }
 
+    fn dups_yaml(text: &str) -> Vec<String> {
+        duplicates(serde_yaml::Deserializer::from_str(text)).unwrap()
+    }
+
+    #[test]
+    fn duplicate_keys_are_named_by_path() {
+        assert_eq!(
+            dups_yaml(
+                "apiVersion: v1\nkind: Pod\nmetadata: {name: a, labels: {x: '1', x: '2'}}\nspec:\n  containers: [{name: a, image: i, image: j}]\nkind: Pod\n"
+            ),
+            ["metadata.labels.x", "spec.containers[0].image", "kind"]
+        );
+        let mut de =
+            serde_json::Deserializer::from_str(r#"{"metadata":{"name":"a","name":"b"},"spec":{"x":[1,{"a":null}]}}"#);
+        assert_eq!(duplicates(&mut de).unwrap(), ["metadata.name"]);
+        assert!(dups_yaml("a: &x {b: 1}\nc: *x\nd: !t {e: 1}\n? [k]\n: v\n1: x\n'1': y\n").len() == 1);
+    }
+
+    #[test]
+    fn accepted_but_ignored_fields_are_named() {
+        let pod: Pod = serde_yaml::from_str(&format!(
+            "{POD}spec:\n  activeDeadlineSeconds: 5\n  tolerations: [{{operator: Exists}}]\n  securityContext: {{sysctls: [{{name: net.core.somaxconn, value: '1024'}}]}}\n  containers:\n  - name: a\n    image: i\n    lifecycle: {{preStop: {{exec: {{command: [x]}}}}}}\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            not_implemented(&pod),
+            [
+                "field \"spec.activeDeadlineSeconds\" is not implemented by minilet and is ignored",
+                "field \"spec.securityContext.sysctls\" is not implemented by minilet and is ignored",
+                "field \"spec.containers[0].lifecycle\" is not implemented by minilet and is ignored",
+            ]
+        );
+        let plain: Pod =
+            serde_yaml::from_str(&format!("{POD}spec: {{containers: [{{name: a, image: i}}]}}\n")).unwrap();
+        assert!(not_implemented(&plain).is_empty());
+    }
+
     #[test]
     fn warnings_are_bounded() {
         let paths: Vec<String> = (0..25).map(|i| format!("spec.x{i}")).collect();
-        let w = unknown_field_warnings(&paths);
+        let w = bounded(unknown_field_warnings(&paths));
         assert_eq!(w.len(), MAX_WARNINGS + 1);
         assert_eq!(w[0], "unknown field \"spec.x0\"");
         assert_eq!(w[MAX_WARNINGS], "and 5 more");
