@@ -166,6 +166,12 @@ impl Manager {
         tracing::info!(pod = %pod.full_name(), uid = %pod.uid, manifest = %pod.path.display(), "starting pod");
         let (tx, rx) = mpsc::unbounded_channel();
         let obj = ObjectRef::pod(&record.namespace, &record.name, &record.uid);
+        // The API server's strict-decoding warnings, on the file and on the pod it became.
+        for w in &pod.warnings {
+            for o in [ObjectRef::file(&pod.path), obj.clone()] {
+                self.ctx.events.warning(&o, "FieldIgnored", w.clone());
+            }
+        }
         let worker = Worker::new(self.ctx.clone(), record, rx, after);
         self.spawn(
             pod.uid.clone(),

@@ -13,6 +13,7 @@
 pub mod filter;
 mod limits;
 mod parse;
+mod strict;
 mod uid;
 pub mod validate;
 
@@ -43,6 +44,9 @@ pub struct ManifestPod {
     /// The kubelet appends the node name to static pod names (for their mirror pods in the
     /// API server); minilet has no API server, so the name is the manifest's own.
     pub pod: Pod,
+    /// What the API server and the kubelet would warn about, each one line: unknown fields
+    /// (strict decoding), fields minilet does not implement. The pod runs regardless.
+    pub warnings: Vec<String>,
 }
 
 impl ManifestPod {
@@ -94,8 +98,9 @@ pub fn load_file(path: &Path, node_name: &str) -> Result<ManifestPod, InvalidMan
         message: limits::bound_message(format!("{}: {msg}", path.display())),
     };
     let text = read_bounded(path).map_err(invalid)?;
-    let mut pod = parse::parse(path, &text).map_err(invalid)?;
+    let (mut pod, mut warnings) = parse::parse(path, &text).map_err(invalid)?;
     drop(text);
+    warnings.extend(strict::not_implemented(&pod));
     parse::apply_defaults(&mut pod, node_name);
     let mut errors = validate::validate(&pod);
     let size = json_size(&pod);
@@ -121,6 +126,7 @@ pub fn load_file(path: &Path, node_name: &str) -> Result<ManifestPod, InvalidMan
         path: path.to_path_buf(),
         uid,
         pod,
+        warnings,
     })
 }
 

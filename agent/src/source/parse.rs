@@ -6,42 +6,52 @@ use std::path::Path;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use serde::Deserialize;
 
-use super::limits;
+use super::{limits, strict};
 
 /// Parse one manifest. Errors are one line without the file name (the caller adds it).
 ///
 /// The text is first held to [`limits`] in one linear pass (nesting, number of values), so
 /// the parser's own cost stays linear; a YAML document is then walked once with a budget
 /// (aliases expanded, apiVersion and kind noted) and decoded into a Pod straight from the
-/// text, so type errors keep their line and column.
-pub fn parse(path: &Path, text: &str) -> Result<Pod, String> {
+/// text, so type errors keep their line and column. Alongside the pod: the paths of the
+/// warnings of strict decoding: unknown and duplicate fields (see [`strict`]).
+pub fn parse(path: &Path, text: &str) -> Result<(Pod, Vec<String>), String> {
     if text.trim().is_empty() {
         return Err("empty manifest".into());
     }
     limits::scan(text).map_err(|e| e.to_string())?;
     if path.extension().is_some_and(|e| e == "json") {
-        return serde_json::from_str::<Pod>(text).map_err(|e| {
-            // Kind and apiVersion first, for a clearer message than a type mismatch.
-            #[derive(Deserialize)]
-            #[serde(rename_all = "camelCase")]
-            struct JsonHead {
-                api_version: Option<serde_json::Value>,
-                kind: Option<serde_json::Value>,
-            }
-            match serde_json::from_str::<JsonHead>(text) {
-                Err(_) if e.is_syntax() || e.is_eof() => format!("JSON syntax error: {e}"),
-                Ok(head) => {
-                    let s = |v: Option<serde_json::Value>| v.and_then(|v| v.as_str().map(str::to_string));
-                    let head = limits::Head {
-                        null: false,
-                        api_version: s(head.api_version),
-                        kind: s(head.kind),
-                    };
-                    check_head(&head).err().unwrap_or_else(|| e.to_string())
+        let mut de = serde_json::Deserializer::from_str(text);
+        return strict::decode(&mut de)
+            .and_then(|pod| de.end().map(|()| pod))
+            .map(|(pod, unknown)| {
+                // Only once the text is known to decode: the second pass cannot fail then.
+                let mut again = serde_json::Deserializer::from_str(text);
+                let dups = strict::duplicates(&mut again).unwrap_or_default();
+                (pod, warnings(&unknown, &dups))
+            })
+            .map_err(|e| {
+                // Kind and apiVersion first, for a clearer message than a type mismatch.
+                #[derive(Deserialize)]
+                #[serde(rename_all = "camelCase")]
+                struct JsonHead {
+                    api_version: Option<serde_json::Value>,
+                    kind: Option<serde_json::Value>,
                 }
-                Err(_) => e.to_string(),
-            }
-        });
+                match serde_json::from_str::<JsonHead>(text) {
+                    Err(_) if e.is_syntax() || e.is_eof() => format!("JSON syntax error: {e}"),
+                    Ok(head) => {
+                        let s = |v: Option<serde_json::Value>| v.and_then(|v| v.as_str().map(str::to_string));
+                        let head = limits::Head {
+                            null: false,
+                            api_version: s(head.api_version),
+                            kind: s(head.kind),
+                        };
+                        check_head(&head).err().unwrap_or_else(|| e.to_string())
+                    }
+                    Err(_) => e.to_string(),
+                }
+            });
     }
     let mut docs = serde_yaml::Deserializer::from_str(text);
     let first = docs.next().ok_or("empty manifest")?;
@@ -56,7 +66,19 @@ pub fn parse(path: &Path, text: &str) -> Result<Pod, String> {
     let first = serde_yaml::Deserializer::from_str(text)
         .next()
         .ok_or("empty manifest")?;
-    Pod::deserialize(first).map_err(yaml_error)
+    let (pod, unknown) = strict::decode(first).map_err(yaml_error)?;
+    let dups = serde_yaml::Deserializer::from_str(text)
+        .next()
+        .and_then(|doc| strict::duplicates(doc).ok())
+        .unwrap_or_default();
+    Ok((pod, warnings(&unknown, &dups)))
+}
+
+/// The strict-decoding warnings, bounded as a whole.
+fn warnings(unknown: &[String], dups: &[String]) -> Vec<String> {
+    let mut all = strict::unknown_field_warnings(unknown);
+    all.extend(strict::duplicate_field_warnings(dups));
+    strict::bounded(all)
 }
 
 fn check_head(head: &limits::Head) -> Result<(), String> {
@@ -151,8 +173,12 @@ pub fn default_pull_policy(image: &str) -> &'static str {
 mod tests {
     use super::*;
 
+    fn p2(text: &str) -> (Pod, Vec<String>) {
+        parse(Path::new("/m/x.yaml"), text).unwrap()
+    }
+
     fn p(text: &str) -> Result<Pod, String> {
-        parse(Path::new("/m/x.yaml"), text)
+        parse(Path::new("/m/x.yaml"), text).map(|(pod, _)| pod)
     }
 
     #[test]
@@ -189,7 +215,23 @@ mod tests {
             Path::new("/m/x.json"),
             r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"j"},"spec":{"containers":[{"name":"a","image":"i"}]}}"#,
         );
-        assert_eq!(json.unwrap().metadata.name.as_deref(), Some("j"));
+        assert_eq!(json.unwrap().0.metadata.name.as_deref(), Some("j"));
+        let (_, unknown) = parse(
+            Path::new("/m/x.json"),
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"j"},"spec":{"containers":[{"name":"a","image":"i","livenesProbe":{}}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(unknown, ["unknown field \"spec.containers[0].livenesProbe\""]);
+        let (_, dups) = p2(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a, name: b}\nspec: {containers: [{name: a, image: i, imag: j}]}\n",
+        );
+        assert_eq!(
+            dups,
+            [
+                "unknown field \"spec.containers[0].imag\"",
+                "duplicate field \"metadata.name\""
+            ]
+        );
         assert!(parse(Path::new("/m/x.json"), "{").unwrap_err().contains("line 1"));
     }
 

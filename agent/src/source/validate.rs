@@ -141,6 +141,10 @@ fn validate_spec(spec: &PodSpec, v: &mut Errors) {
         }
     }
 
+    if spec.ephemeral_containers.as_ref().is_some_and(|e| !e.is_empty()) {
+        // The API server's words: they are added to a running pod, never in its spec.
+        v.push("spec.ephemeralContainers", "Forbidden: cannot be set on create".into());
+    }
     let mut volume_names = HashSet::new();
     for (i, vol) in spec.volumes.iter().flatten().enumerate() {
         validate_volume(&format!("spec.volumes[{i}]"), vol, &mut volume_names, v);
@@ -235,6 +239,26 @@ fn validate_container(
     }
     if c.image.as_deref().is_none_or(|i| i.trim().is_empty()) {
         v.push(&format!("{path}.image"), "Required value".into());
+    }
+    if let Some(p) = c.image_pull_policy.as_deref()
+        && !["Always", "IfNotPresent", "Never"].contains(&p)
+    {
+        v.unsupported(
+            &format!("{path}.imagePullPolicy"),
+            p,
+            &["Always", "IfNotPresent", "Never"],
+        );
+    }
+    match c.restart_policy.as_deref() {
+        None | Some("Always") if path.starts_with("spec.initContainers") => {}
+        Some(p) if path.starts_with("spec.initContainers") => {
+            v.unsupported(&format!("{path}.restartPolicy"), p, &["Always"]);
+        }
+        None => {}
+        Some(_) => v.push(
+            &format!("{path}.restartPolicy"),
+            "Forbidden: may not be set for non-init containers".into(),
+        ),
     }
     // Probes: their own rules, kept with the probes (init containers are under
     // spec.initContainers).
@@ -765,6 +789,35 @@ mod tests {
         // A long value is quoted only in part: messages stay short.
         let e = meta(&format!("labels: {{ok: '{}'}}", "v".repeat(100_000)));
         assert!(e.iter().all(|m| m.len() < 1024), "{e:?}");
+    }
+
+    #[test]
+    fn pull_and_container_restart_policies() {
+        let e = errors("  containers: [{name: a, image: i, imagePullPolicy: Sometimes}]");
+        assert!(
+            has(
+                &e,
+                "spec.containers[0].imagePullPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"IfNotPresent\", \"Never\""
+            ),
+            "{e:?}"
+        );
+        assert!(errors("  containers: [{name: a, image: i, imagePullPolicy: Never}]").is_empty());
+        let e = errors(
+            "  initContainers: [{name: s, image: i, restartPolicy: Never}]\n  containers: [{name: a, image: i, restartPolicy: Always}]",
+        );
+        assert!(
+            has(
+                &e,
+                "spec.initContainers[0].restartPolicy: Unsupported value: \"Never\": supported values: \"Always\""
+            ),
+            "{e:?}"
+        );
+        assert!(has(&e, "spec.containers[0].restartPolicy: Forbidden"), "{e:?}");
+        let e = errors("  containers: [{name: a, image: i}]\n  ephemeralContainers: [{name: d, image: i}]");
+        assert!(
+            has(&e, "spec.ephemeralContainers: Forbidden: cannot be set on create"),
+            "{e:?}"
+        );
     }
 
     #[test]

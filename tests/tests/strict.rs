@@ -1,0 +1,99 @@
+//! Nothing ignored silently: fields the `v1.Pod` schema does not have (or given twice) are named in warning
+//! events on the file and on the pod, as the API server's strict decoding warns, and the pod
+//! still runs; values Kubernetes validation refuses are refused with its words.
+
+use std::time::Duration;
+
+use minilet_e2e::*;
+use serde_json::Value;
+
+/// Events as the agent serves them (core/v1 Event JSON).
+fn events(env: &Env) -> Vec<Value> {
+    let out = ok(env, &["get", "events", "-A", "-o", "json"]);
+    let list: Value = serde_json::from_str(&out).expect("events JSON");
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+const MISSPELT: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: strict
+spec:
+  terminationGracePeriodSeconds: 1
+  terminationGracePeriodSeconds: 1
+  nodeSelektor: {disk: ssd}
+  containers:
+  - name: main
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+    livenesProbe:
+      exec: {command: ["false"]}
+"#;
+
+#[test]
+fn unknown_fields_warn_on_file_and_pod_and_the_pod_runs() {
+    if !is_root() {
+        println!("skipped: needs root");
+        return;
+    }
+    let env = Env::new("strict");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, &[]);
+    env.write_manifest("strict.yaml", MISSPELT);
+    let pod = env.wait_running("strict", &["main"]);
+    assert!(alive(pod.pid("main")), "the pod runs despite the unknown fields");
+
+    for message in [
+        r#"unknown field "spec.containers[0].livenesProbe""#,
+        r#"unknown field "spec.nodeSelektor""#,
+        r#"duplicate field "spec.terminationGracePeriodSeconds""#,
+    ] {
+        let found = wait_for(&format!("warning {message}"), Duration::from_secs(30), || {
+            let kinds: Vec<String> = events(&env)
+                .into_iter()
+                .filter(|e| e["type"] == "Warning" && e["message"] == message)
+                .map(|e| e["involvedObject"]["kind"].as_str().unwrap_or_default().to_string())
+                .collect();
+            (kinds.iter().any(|k| k == "Pod") && kinds.iter().any(|k| k == "File")).then_some(kinds)
+        });
+        // One event per object, not one per relist.
+        assert_eq!(found.len(), 2, "{message}: {found:?}");
+    }
+    let table = ok(&env, &["get", "events", "-A"]);
+    assert!(
+        table.contains(r#"unknown field "spec.containers[0].livenesProbe""#),
+        "{table}"
+    );
+    // The misspelt probe was not run as a liveness probe: still the same process.
+    let again = env.pod("strict").expect("pod");
+    assert_eq!(again.pid("main"), pod.pid("main"));
+}
+
+#[test]
+fn an_invalid_pull_policy_is_refused_with_the_kubernetes_message() {
+    if !is_root() {
+        println!("skipped: needs root");
+        return;
+    }
+    let env = Env::new("strict-pull");
+    let _agent = Agent::start(&env, &[]);
+    env.write_manifest(
+        "bad.yaml",
+        &MISSPELT
+            .replace("name: strict", "name: bad")
+            .replace("imagePullPolicy: IfNotPresent", "imagePullPolicy: Sometimes"),
+    );
+    let want = r#"spec.containers[0].imagePullPolicy: Unsupported value: "Sometimes": supported values: "Always", "IfNotPresent", "Never""#;
+    let message = wait_for("InvalidManifest event for bad.yaml", Duration::from_secs(30), || {
+        events(&env).into_iter().find_map(|e| {
+            (e["reason"] == "InvalidManifest").then(|| e["message"].as_str().unwrap_or_default().to_string())
+        })
+    });
+    assert!(message.contains("bad.yaml: ") && message.contains(want), "{message}");
+    assert!(env.pod("bad").is_none(), "a refused manifest must not become a pod");
+    assert!(
+        std::fs::read_dir(env.root.join("pods")).map_or(true, |d| d.count() == 0),
+        "no pod state for a refused manifest"
+    );
+}
