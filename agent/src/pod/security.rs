@@ -57,31 +57,46 @@ fn descending_path_problem(path: &str) -> Option<&'static str> {
     None
 }
 
+/// The seccomp and AppArmor profiles of one security context (pod or container level: the
+/// two context types share these fields) at `path`.
+fn profiles_errors(
+    path: &str,
+    seccomp: Option<&k8s_openapi::api::core::v1::SeccompProfile>,
+    apparmor: Option<&k8s_openapi::api::core::v1::AppArmorProfile>,
+    errs: &mut Vec<String>,
+) {
+    if let Some(p) = seccomp {
+        profile_errors(
+            &format!("{path}.seccompProfile"),
+            "seccomp",
+            &p.type_,
+            p.localhost_profile.as_deref(),
+            errs,
+        );
+    }
+    if let Some(p) = apparmor {
+        profile_errors(
+            &format!("{path}.appArmorProfile"),
+            "AppArmor",
+            &p.type_,
+            p.localhost_profile.as_deref(),
+            errs,
+        );
+    }
+}
+
 /// The API server's validation of seccompProfile and appArmorProfile, pod and container
 /// level, with its field paths and wording. A static pod failing it is an invalid manifest.
 pub fn validate(pod: &Pod) -> Vec<String> {
     let mut errs = Vec::new();
     let Some(spec) = &pod.spec else { return errs };
     if let Some(sc) = &spec.security_context {
-        let path = "spec.securityContext";
-        if let Some(p) = &sc.seccomp_profile {
-            profile_errors(
-                &format!("{path}.seccompProfile"),
-                "seccomp",
-                &p.type_,
-                p.localhost_profile.as_deref(),
-                &mut errs,
-            );
-        }
-        if let Some(p) = &sc.app_armor_profile {
-            profile_errors(
-                &format!("{path}.appArmorProfile"),
-                "AppArmor",
-                &p.type_,
-                p.localhost_profile.as_deref(),
-                &mut errs,
-            );
-        }
+        profiles_errors(
+            "spec.securityContext",
+            sc.seccomp_profile.as_ref(),
+            sc.app_armor_profile.as_ref(),
+            &mut errs,
+        );
     }
     let lists = [
         ("initContainers", spec.init_containers.as_deref().unwrap_or_default()),
@@ -90,25 +105,12 @@ pub fn validate(pod: &Pod) -> Vec<String> {
     for (list, containers) in lists {
         for (i, c) in containers.iter().enumerate() {
             let Some(sc) = &c.security_context else { continue };
-            let path = format!("spec.{list}[{i}].securityContext");
-            if let Some(p) = &sc.seccomp_profile {
-                profile_errors(
-                    &format!("{path}.seccompProfile"),
-                    "seccomp",
-                    &p.type_,
-                    p.localhost_profile.as_deref(),
-                    &mut errs,
-                );
-            }
-            if let Some(p) = &sc.app_armor_profile {
-                profile_errors(
-                    &format!("{path}.appArmorProfile"),
-                    "AppArmor",
-                    &p.type_,
-                    p.localhost_profile.as_deref(),
-                    &mut errs,
-                );
-            }
+            profiles_errors(
+                &format!("spec.{list}[{i}].securityContext"),
+                sc.seccomp_profile.as_ref(),
+                sc.app_armor_profile.as_ref(),
+                &mut errs,
+            );
         }
     }
     errs
