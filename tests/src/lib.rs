@@ -635,3 +635,19 @@ pub fn wait_agent_ready(env: &Env, name: &str) {
         },
     );
 }
+
+/// Events of pod `pod` and its containers, as `minilet get events -o json` shows them:
+/// (type, reason, message, count).
+pub fn pod_events(env: &Env, pod: &str) -> Vec<(String, String, String, i64)> {
+    let list: Value = serde_json::from_str(&ok(env, &["get", "events", "-o", "json"])).expect("events JSON");
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["involvedObject"]["name"] == pod)
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            (s("type"), s("reason"), s("message"), e["count"].as_i64().unwrap_or(1))
+        })
+        .collect()
+}

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use minilet_e2e::*;
-use serde_json::Value;
 
 /// Bound on `monitor.log` after minutes of failing writes (it used to grow by a line per
 /// failed write: megabytes in seconds).
@@ -83,21 +82,6 @@ fn records(path: &Path) -> Vec<(String, String, String)> {
                 "not a CRI record: {l:?}"
             );
             (p[1].to_string(), p[2].to_string(), p[3].to_string())
-        })
-        .collect()
-}
-
-/// Events of the pod as the CLI shows them: (type, reason, message, count).
-fn pod_events(env: &Env, pod: &str) -> Vec<(String, String, String, i64)> {
-    let list: Value = serde_json::from_str(&ok(env, &["get", "events", "-o", "json"])).expect("events JSON");
-    list["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["involvedObject"]["name"] == pod)
-        .map(|e| {
-            let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
-            (s("type"), s("reason"), s("message"), e["count"].as_i64().unwrap_or(1))
         })
         .collect()
 }

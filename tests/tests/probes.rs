@@ -12,17 +12,7 @@ const FAST_BACKOFF: &[&str] = &["--backoff-initial", "200ms", "--backoff-max", "
 
 /// Events of the pod and its containers: (reason, message).
 fn events(env: &Env, pod: &str) -> Vec<(String, String)> {
-    let list: Value = serde_json::from_str(&ok(env, &["get", "events", "-o", "json"])).expect("events JSON");
-    list["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["involvedObject"]["name"] == pod)
-        .map(|e| {
-            let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
-            (s("reason"), s("message"))
-        })
-        .collect()
+    pod_events(env, pod).into_iter().map(|(_, r, m, _)| (r, m)).collect()
 }
 
 fn wait_event(env: &Env, pod: &str, reason: &str, needle: &str) -> String {
