@@ -45,6 +45,7 @@ async fn run_async(args: AgentArgs) -> anyhow::Result<()> {
         &args.node_labels.0,
         backoff,
         args.seccomp.clone(),
+        args.log_rotation.policy(),
         ImageSettings {
             registry: args.registry.options(),
             gc: crate::images::gc::GcPolicy {
@@ -104,6 +105,7 @@ fn context(
     node_labels: &[(String, String)],
     backoff: BackoffConfig,
     seccomp: runtime::seccomp::SeccompArgs,
+    log_rotation: runtime::log_rotation::Rotation,
     images: ImageSettings,
 ) -> anyhow::Result<Arc<Context>> {
     reaper::start().context("install the SIGCHLD handler")?;
@@ -115,6 +117,7 @@ fn context(
         pause_path,
         min_oom_score_adj: runtime::min_oom_score_adj(),
         seccomp,
+        log_rotation,
     };
     let runtime = Arc::new(Runtime::new(config, cgroups).context("open the state directory")?);
     // Reference parsing builds its regex on first use: pay that now, not in the first pod's start.
@@ -242,6 +245,7 @@ pub fn reset(args: &ResetArgs) -> anyhow::Result<()> {
             None,
             &[],
             BackoffConfig::default(),
+            Default::default(),
             Default::default(),
             ImageSettings::default(),
         )?;

@@ -382,7 +382,7 @@ impl Worker {
                     if let Err(e) = rt.remove_container(&files) {
                         tracing::warn!(pod = %self.obj.name, container = %name, error = %e, "remove container attempt");
                     }
-                    let _ = std::fs::remove_file(&files.record.log_path);
+                    crate::runtime::log_rotation::remove_all(&files.record.log_path);
                     return;
                 }
                 if let Some(exit) = start_error {
@@ -436,7 +436,7 @@ impl Worker {
             if let Err(e) = self.ctx.runtime.remove_container(&old) {
                 tracing::warn!(pod = %self.obj.name, container = %old.record.name, error = %e, "remove old container attempt");
             }
-            let _ = std::fs::remove_file(&old.record.log_path);
+            crate::runtime::log_rotation::remove_all(&old.record.log_path);
         }
     }
 
@@ -908,7 +908,7 @@ impl Worker {
             let previous = mine.pop();
             for old in mine {
                 let _ = rt.remove_container(&old);
-                let _ = std::fs::remove_file(&old.record.log_path);
+                crate::runtime::log_rotation::remove_all(&old.record.log_path);
             }
             w.slots[i].previous = previous;
             match current {

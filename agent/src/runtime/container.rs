@@ -150,6 +150,7 @@ impl Runtime {
                 ..cfg.process.clone()
             },
             log_path: cfg.log_path.clone(),
+            log_rotation: self.config.log_rotation,
         };
         let spec_path = ContainerFiles::spec_path(dir);
         atomic_file::write_json(&spec_path, &spec).context(|| format!("write {}", spec_path.display()))?;

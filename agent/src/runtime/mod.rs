@@ -9,6 +9,7 @@ pub mod capabilities;
 pub mod container;
 pub mod exec;
 pub mod helper;
+pub mod log_rotation;
 pub mod logs;
 pub mod process;
 pub mod reaper;
@@ -77,6 +78,8 @@ pub struct RuntimeConfig {
     pub min_oom_score_adj: i32,
     /// `--seccomp-default`, `--seccomp-profile-root`.
     pub seccomp: seccomp::SeccompArgs,
+    /// `--container-log-max-size`, `--container-log-max-files`: handed to each monitor.
+    pub log_rotation: log_rotation::Rotation,
 }
 
 pub struct Runtime {

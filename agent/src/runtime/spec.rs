@@ -74,6 +74,9 @@ pub struct ContainerSpec {
     pub mounts: Vec<BindMount>,
     pub process: ProcessSpec,
     pub log_path: PathBuf,
+    /// When the monitor rotates `log_path`.
+    #[serde(default)]
+    pub log_rotation: super::log_rotation::Rotation,
 }
 
 /// An overlayfs root: image layers below, the container's own writable layer on top.

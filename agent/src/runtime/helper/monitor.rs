@@ -37,6 +37,7 @@ use nix::unistd::{ForkResult, Pid};
 use super::{ErrorPipe, read_spec, report};
 use crate::atomic_file;
 use crate::file_modes;
+use crate::runtime::log_rotation::Rotator;
 use crate::runtime::logs::{self, Flush, LineSplitter, Notice, RecordWriter, Stream};
 use crate::runtime::process::ProcessId;
 use crate::runtime::spec::{ContainerExit, ContainerSpec, ContainerState, now_nanos};
@@ -224,6 +225,7 @@ fn supervise(spec: &ContainerSpec, run: Running) {
         },
     ];
     let mut log = Log::new(run.log, spec.log_path.clone(), run.notices);
+    log.rotator = Some(Rotator::new(spec.log_path.clone(), spec.log_rotation, diag));
     let mut buf = vec![0u8; 64 * 1024];
     let mut record = Vec::with_capacity(logs::MAX_LINE + 64);
 
@@ -292,6 +294,11 @@ fn supervise(spec: &ContainerSpec, run: Running) {
         }
     };
     finish_output(&mut outputs, &mut buf, &mut record, &mut log);
+    // Compressions still running finish before the exit is recorded (the agent may then
+    // remove the log directory).
+    if let Some(r) = &mut log.rotator {
+        r.finish();
+    }
 
     let finished_at = now_nanos();
     let (exit_code, signal) = match status {
@@ -432,6 +439,8 @@ fn finish_lines(o: &mut Output, record: &mut Vec<u8>) {
 /// The log file, the writer that keeps it whole, and the reports about it.
 struct Log {
     file: File,
+    /// Rotates `file` after whole writes (see [`crate::runtime::log_rotation`]).
+    rotator: Option<Rotator>,
     path: PathBuf,
     writer: RecordWriter,
     notices: Notices,
@@ -447,6 +456,7 @@ impl Log {
         let now = Instant::now();
         Log {
             file,
+            rotator: None,
             path,
             writer: RecordWriter::default(),
             notices,
@@ -473,7 +483,11 @@ impl Log {
     /// minute, the recovery. Never a line per attempt.
     fn flush(&mut self) {
         let now = now_nanos();
-        match self.writer.flush(&mut self.file, now) {
+        let flushed = self.writer.flush(&mut self.file, now);
+        if let (Flush::Done | Flush::Resumed(_), Some(r)) = (&flushed, self.rotator.as_mut()) {
+            r.after_write(&mut self.file);
+        }
+        match flushed {
             Flush::Done => {}
             Flush::Resumed(stall) => {
                 self.retry_delay = RETRY_FIRST;
