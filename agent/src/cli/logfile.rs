@@ -167,7 +167,8 @@ fn is_file(r: &Rotated, id: (u64, u64)) -> bool {
 fn open_log(path: &Path) -> Result<(File, Vec<Rotated>)> {
     let file = File::open(path).with_context(|| format!("opening log file {}", path.display()))?;
     let id = identity(&file.metadata().context("reading the log file")?);
-    let mut rotated = log_rotation::list(path).with_context(|| format!("listing the rotations of {}", path.display()))?;
+    let mut rotated =
+        log_rotation::list(path).with_context(|| format!("listing the rotations of {}", path.display()))?;
     if let Some(i) = rotated.iter().position(|r| is_file(r, id)) {
         rotated.truncate(i);
     }
@@ -307,8 +308,12 @@ pub async fn follow(
 
 fn watch(path: &Path, tx: tokio::sync::mpsc::UnboundedSender<()>) -> Option<notify::RecommendedWatcher> {
     use notify::Watcher;
-    let mut watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
-        let _ = tx.send(());
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        // Only changes: reads and opens (ours, or anyone listing the directory) would keep
+        // the wait from ever timing out, and with it the check whether the container exited.
+        if res.is_ok_and(|e| e.kind.is_create() || e.kind.is_modify() || e.kind.is_remove()) {
+            let _ = tx.send(());
+        }
     })
     .ok()?;
     watcher.watch(path, notify::RecursiveMode::NonRecursive).ok()?;
@@ -450,7 +455,10 @@ not a record
     fn rotations_are_read_first_in_order_gzip_or_not() {
         let d = tempfile::tempdir().unwrap();
         let log = d.path().join("0.log");
-        gzip(&d.path().join("0.log.20240501-110000.000000001.gz"), &(rec(1) + &rec(2)));
+        gzip(
+            &d.path().join("0.log.20240501-110000.000000001.gz"),
+            &(rec(1) + &rec(2)),
+        );
         // A piece of a line at the end of one file, completed in the next.
         std::fs::write(
             d.path().join("0.log.20240501-110001.000000000"),

@@ -17,9 +17,6 @@
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Sender, channel};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -232,12 +229,6 @@ pub struct Rotator {
     path: PathBuf,
     policy: Rotation,
     report: Report,
-    /// Held while rotations are deleted or a compression is put in place, so the worker never
-    /// brings back a rotation just deleted.
-    lock: Arc<Mutex<()>>,
-    /// Compression runs beside the writes: a 10 MiB file must not hold the container's
-    /// output back.
-    worker: Option<(Sender<PathBuf>, JoinHandle<()>)>,
     not_before: Option<Instant>,
 }
 
@@ -247,8 +238,6 @@ impl Rotator {
             path,
             policy,
             report,
-            lock: Arc::new(Mutex::new(())),
-            worker: None,
             not_before: None,
         }
     }
@@ -279,21 +268,20 @@ impl Rotator {
     /// of what is no longer the newest rotation.
     fn rotate(&mut self, now: jiff::Timestamp) -> io::Result<File> {
         let mut rotated = list(&self.path)?;
-        {
-            let _held = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-            // After the rename there are the rotated ones, the new one, and the new log.
-            let keep = self.policy.max_files.saturating_sub(2) as usize;
-            let excess = rotated.len().saturating_sub(keep);
-            for r in rotated.drain(..excess) {
-                remove_if_present(&r.plain())?;
-                remove_if_present(&r.gz())?;
-            }
+        // After the rename there are the rotated ones, the new one, and the new log.
+        let keep = self.policy.max_files.saturating_sub(2) as usize;
+        let excess = rotated.len().saturating_sub(keep);
+        for r in rotated.drain(..excess) {
+            remove_if_present(&r.plain())?;
+            remove_if_present(&r.gz())?;
         }
         let mut target = with_suffix(&self.path, &format!(".{}", stamp(now)));
         let mut t = now;
         // Two rotations within one nanosecond's resolution of the clock: the next free stamp.
         while target.exists() || with_suffix(&target, GZ).exists() {
-            t = t.checked_add(jiff::SignedDuration::from_nanos(1)).map_err(io::Error::other)?;
+            t = t
+                .checked_add(jiff::SignedDuration::from_nanos(1))
+                .map_err(io::Error::other)?;
             target = with_suffix(&self.path, &format!(".{}", stamp(t)));
         }
         std::fs::rename(&self.path, &target)?;
@@ -306,48 +294,19 @@ impl Rotator {
                 return Err(e);
             }
         };
+        // Compressed here, between two writes: the monitor cannot start threads (it is in
+        // another PID namespace than its children's, where the kernel refuses CLONE_THREAD),
+        // and a helper process would be one more thing to outlive the agent. The container's
+        // output waits in the pipe meanwhile; nothing is lost.
         for r in rotated.iter().filter(|r| !r.compressed) {
-            self.compress_later(r.plain());
-        }
-        Ok(new)
-    }
-
-    fn compress_later(&mut self, plain: PathBuf) {
-        if self.worker.is_none() {
-            let (tx, rx) = channel::<PathBuf>();
-            let lock = self.lock.clone();
-            let report = self.report;
-            let spawned = std::thread::Builder::new()
-                .name("log-compress".into())
-                .spawn(move || {
-                    for plain in rx {
-                        if let Err(e) = compress(&plain, &lock) {
-                            report(format_args!(
-                                "compress {}: {e}; it stays uncompressed",
-                                plain.display()
-                            ));
-                        }
-                    }
-                });
-            match spawned {
-                Ok(handle) => self.worker = Some((tx, handle)),
-                Err(e) => {
-                    (self.report)(format_args!("start the log compression thread: {e}"));
-                    return;
-                }
+            if let Err(e) = compress(&r.plain()) {
+                (self.report)(format_args!(
+                    "compress {}: {e}; it stays uncompressed",
+                    r.path.display()
+                ));
             }
         }
-        if let Some((tx, _)) = &self.worker {
-            let _ = tx.send(plain);
-        }
-    }
-
-    /// Wait for queued compressions (before the monitor records the exit and ends).
-    pub fn finish(&mut self) {
-        if let Some((tx, handle)) = self.worker.take() {
-            drop(tx);
-            let _ = handle.join();
-        }
+        Ok(new)
     }
 }
 
@@ -360,7 +319,7 @@ fn remove_if_present(p: &Path) -> io::Result<()> {
 
 /// `<plain>` → `<plain>.gz`, through `<plain>.gz.tmp` so that a reader never meets a
 /// partial `.gz`. Without room for it (a full disk), the plain file stays.
-pub fn compress(plain: &Path, lock: &Mutex<()>) -> io::Result<()> {
+pub fn compress(plain: &Path) -> io::Result<()> {
     let gz = with_suffix(plain, GZ);
     let tmp = with_suffix(&gz, TMP);
     let mut src = match File::open(plain) {
@@ -376,15 +335,9 @@ pub fn compress(plain: &Path, lock: &Mutex<()>) -> io::Result<()> {
         let out = enc.finish()?;
         out.into_inner().map_err(|e| e.into_error())?.sync_all()
     })();
-    let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
-    }
-    if !plain.exists() {
-        // Deleted as the oldest while being compressed: it must not come back.
-        let _ = std::fs::remove_file(&tmp);
-        return Ok(());
     }
     std::fs::rename(&tmp, &gz)?;
     std::fs::remove_file(plain)
@@ -405,8 +358,14 @@ mod tests {
         assert_eq!(stamp(a), "20261130-010203.000000005");
         assert_eq!(stamp(c), "20261130-100000.000000000");
         assert!(stamp(a) < stamp(b) && stamp(b) < stamp(c));
-        assert_eq!(classify("0.log", "0.log.20261130-010203.000000005"), Some((stamp(a), false)));
-        assert_eq!(classify("0.log", "0.log.20261130-010203.000000005.gz"), Some((stamp(a), true)));
+        assert_eq!(
+            classify("0.log", "0.log.20261130-010203.000000005"),
+            Some((stamp(a), false))
+        );
+        assert_eq!(
+            classify("0.log", "0.log.20261130-010203.000000005.gz"),
+            Some((stamp(a), true))
+        );
         for other in [
             "0.log",
             "10.log.20261130-010203.000000005",
@@ -473,7 +432,6 @@ mod tests {
             let files = list(&log).unwrap().len() + 1;
             assert!(files <= 3, "{files} files after write {i}");
         }
-        r.finish();
         let rotated = list(&log).unwrap();
         assert_eq!(rotated.len(), 2);
         assert!(rotated[0].compressed, "older rotations are compressed");
@@ -501,8 +459,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let plain = d.path().join("0.log.20261130-010203.000000001");
         std::fs::write(&plain, b"x\n").unwrap();
-        let lock = Mutex::new(());
-        compress(&plain, &lock).unwrap();
+        compress(&plain).unwrap();
         assert!(!plain.exists());
         let mut text = String::new();
         flate2::read::GzDecoder::new(File::open(with_suffix(&plain, GZ)).unwrap())
@@ -511,7 +468,7 @@ mod tests {
         assert_eq!(text, "x\n");
         // A plain file that is gone before compression starts leaves nothing behind.
         let gone = d.path().join("0.log.20261130-010203.000000002");
-        compress(&gone, &lock).unwrap();
+        compress(&gone).unwrap();
         assert!(!with_suffix(&gone, GZ).exists());
     }
 

@@ -294,11 +294,6 @@ fn supervise(spec: &ContainerSpec, run: Running) {
         }
     };
     finish_output(&mut outputs, &mut buf, &mut record, &mut log);
-    // Compressions still running finish before the exit is recorded (the agent may then
-    // remove the log directory).
-    if let Some(r) = &mut log.rotator {
-        r.finish();
-    }
 
     let finished_at = now_nanos();
     let (exit_code, signal) = match status {
