@@ -157,6 +157,18 @@ fn status_strings_as_kubectl_shows_them() {
         }
     }
 
+    // While init containers run, the containers not yet created wait as the kubelet says:
+    // PodInitializing (the STATUS once the init containers are done and the app is being
+    // created; too brief to catch here).
+    let p: serde_json::Value =
+        serde_json::from_str(&ok(&env, &["get", "pod", "init-waiting", "-o", "json"])).expect("pod JSON");
+    let app = &p["status"]["containerStatuses"][0];
+    assert_eq!(app["state"]["waiting"]["reason"], "PodInitializing", "{app}");
+    assert_eq!(
+        p["status"]["initContainerStatuses"][1]["state"]["waiting"]["reason"], "PodInitializing",
+        "{p}"
+    );
+
     // Terminating: the manifest is gone and the container ignores SIGTERM for its grace period.
     let stubborn = pod(
         "stubborn",

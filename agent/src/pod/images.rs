@@ -121,7 +121,7 @@ impl Worker {
             .events
             .normal(&cobj, "Pulling", format!("Pulling image \"{image_ref}\""));
         if self.slots[i].waiting.is_none() {
-            self.slots[i].waiting = Some(("ContainerCreating".into(), String::new()));
+            self.slots[i].waiting = Some((self.default_waiting().into(), String::new()));
         }
         self.slots[i].next = Next::Pulling;
         let puller = self.ctx.puller.clone();

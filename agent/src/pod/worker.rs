@@ -702,6 +702,17 @@ impl Worker {
         });
     }
 
+    /// The waiting reason of a container not yet created, as the kubelet words it: in a pod
+    /// with init containers `PodInitializing` (kubectl shows that once the init containers
+    /// are done, and skips it for init containers), otherwise `ContainerCreating`.
+    pub(super) fn default_waiting(&self) -> &'static str {
+        if self.slots.iter().any(|o| o.init) {
+            "PodInitializing"
+        } else {
+            "ContainerCreating"
+        }
+    }
+
     fn container_status(&self, s: &Slot) -> ContainerStatus {
         let terminated = |f: &ContainerFiles, message: &str| {
             f.exit.as_ref().map(|e| Terminated {
@@ -739,7 +750,7 @@ impl Worker {
             ),
             (None, false, last) => (
                 ContainerState::Waiting {
-                    reason: "ContainerCreating".into(),
+                    reason: self.default_waiting().into(),
                     message: String::new(),
                 },
                 last,

@@ -264,8 +264,8 @@ impl Rotator {
         }
     }
 
-    /// Delete beyond max-files, rename the log away, open a new one, and queue compression
-    /// of what is no longer the newest rotation.
+    /// Delete beyond max-files, rename the log away, open a new one, and compress what is
+    /// no longer the newest rotation.
     fn rotate(&mut self, now: jiff::Timestamp) -> io::Result<File> {
         let mut rotated = list(&self.path)?;
         // After the rename there are the rotated ones, the new one, and the new log.
