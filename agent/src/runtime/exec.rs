@@ -215,9 +215,9 @@ impl Runtime {
         let state = files
             .state
             .filter(|_| files.exit.is_none())
-            .ok_or_else(|| RuntimeError::Helper(format!("container {} is not running", files.record.name)))?;
+            .ok_or_else(|| RuntimeError::FailedPrecondition(format!("container {} is not running", files.record.name)))?;
         if cmd.is_empty() {
-            return Err(RuntimeError::Helper("no command given".into()));
+            return Err(RuntimeError::InvalidArgument("cmd: no command given".into()));
         }
         let spec = ExecSpec {
             container_dir: files.dir.clone(),
