@@ -84,11 +84,18 @@ fn images_listed_once_per_id_with_all_names_and_removed_by_tag_or_id() {
             .collect();
         assert_eq!(busybox.len(), 1, "{images:?}");
         let bb = busybox[0].clone();
-        assert_eq!(bb.repo_tags, ["localhost/busybox:latest", "localhost/busybox:v2"], "{bb:?}");
+        assert_eq!(
+            bb.repo_tags,
+            ["localhost/busybox:latest", "localhost/busybox:v2"],
+            "{bb:?}"
+        );
         assert_eq!(bb.repo_digests.len(), 1, "one repository, one manifest: {bb:?}");
         assert!(bb.repo_digests[0].starts_with("localhost/busybox@sha256:"), "{bb:?}");
         assert!(bb.size > 0 && bb.id.starts_with("sha256:"), "{bb:?}");
-        assert!(images.iter().any(|i| i.repo_tags == ["localhost/nginx:latest"]), "{images:?}");
+        assert!(
+            images.iter().any(|i| i.repo_tags == ["localhost/nginx:latest"]),
+            "{images:?}"
+        );
 
         // ImageStatus by ID, by tag, by digest reference: the same image, every tag.
         let digest_ref = bb.repo_digests[0].clone();
@@ -131,11 +138,14 @@ fn images_listed_once_per_id_with_all_names_and_removed_by_tag_or_id() {
             .await
             .expect_err("a malformed reference is refused");
         assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
-        assert!(bad.message().contains("Not A Reference::"), "names the reference: {bad:?}");
+        assert!(
+            bad.message().contains("Not A Reference::"),
+            "names the reference: {bad:?}"
+        );
         let bad = c
             .image
             .pull_image(cri::PullImageRequest {
-                image: spec("UPPER/case:1"),
+                image: spec("bad reference::"),
                 ..Default::default()
             })
             .await
@@ -174,7 +184,8 @@ fn images_listed_once_per_id_with_all_names_and_removed_by_tag_or_id() {
         let short = &bb.id["sha256:".len().."sha256:".len() + 13];
         for tag in ["latest", "v2"] {
             assert!(
-                ls.lines().any(|l| l.split_whitespace().collect::<Vec<_>>()[..3] == ["localhost/busybox", tag, short]),
+                ls.lines()
+                    .any(|l| l.split_whitespace().collect::<Vec<_>>()[..3] == ["localhost/busybox", tag, short]),
                 "row for busybox:{tag}:\n{ls}"
             );
         }
@@ -189,8 +200,15 @@ fn images_listed_once_per_id_with_all_names_and_removed_by_tag_or_id() {
         assert!(inspect.status.success(), "{}", stderr(&inspect));
         let inspect: serde_json::Value = serde_json::from_slice(&inspect.stdout).expect("inspect JSON");
         assert_eq!(inspect["status"]["id"], bb.id.as_str(), "{inspect}");
-        assert_eq!(inspect["status"]["repoTags"].as_array().map(Vec::len), Some(2), "{inspect}");
-        assert!(inspect["info"]["layers"].as_array().is_some_and(|l| !l.is_empty()), "{inspect}");
+        assert_eq!(
+            inspect["status"]["repoTags"].as_array().map(Vec::len),
+            Some(2),
+            "{inspect}"
+        );
+        assert!(
+            inspect["info"]["layers"].as_array().is_some_and(|l| !l.is_empty()),
+            "{inspect}"
+        );
 
         // Remove by tag (through the CLI and the agent): the other tag and the content stay.
         let rm = minilet_cmd(&["image", "rm", "localhost/busybox:v2", "--socket", &sock]);
@@ -205,9 +223,16 @@ fn images_listed_once_per_id_with_all_names_and_removed_by_tag_or_id() {
             .image
             .expect("the image stays while a tag is left");
         assert_eq!(after.repo_tags, ["localhost/busybox:latest"]);
-        let v2 = c.image.image_status(status_req("localhost/busybox:v2")).await.expect("status");
+        let v2 = c
+            .image
+            .image_status(status_req("localhost/busybox:v2"))
+            .await
+            .expect("status");
         assert!(v2.into_inner().image.is_none(), "the removed tag is gone");
-        assert!(config_blob(&env.root, &bb.id).is_file(), "content stays with a tag left");
+        assert!(
+            config_blob(&env.root, &bb.id).is_file(),
+            "content stays with a tag left"
+        );
 
         // Remove by ID: every name and, once swept, the content.
         import_as(&env, "localhost/busybox:v3");
@@ -244,7 +269,10 @@ fn images_listed_once_per_id_with_all_names_and_removed_by_tag_or_id() {
             .await
             .expect("removing an absent image succeeds");
         let ls = stdout(&minilet_cmd(&["image", "ls", "--socket", &sock]));
-        assert!(!ls.contains("localhost/busybox") && ls.contains("localhost/nginx"), "{ls}");
+        assert!(
+            !ls.contains("localhost/busybox") && ls.contains("localhost/nginx"),
+            "{ls}"
+        );
     });
 
     // An explicit --socket nobody serves is an error, never another store.
@@ -254,7 +282,11 @@ fn images_listed_once_per_id_with_all_names_and_removed_by_tag_or_id() {
     assert!(stderr(&o).contains("no agent answers on"), "{}", stderr(&o));
     // --root works on the store directly, agent or not.
     let o = minilet_cmd(&["image", "ls", "--root", env.root.to_str().expect("utf-8")]);
-    assert!(o.status.success() && stdout(&o).contains("localhost/nginx"), "{}", stderr(&o));
+    assert!(
+        o.status.success() && stdout(&o).contains("localhost/nginx"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -284,7 +316,10 @@ fn image_pull_with_an_agent_uses_the_agents_mirror_and_store() {
         "the agent asked its mirror:\n{}",
         reg.log()
     );
-    assert!(config_blob(&env.root, &id).is_file(), "the image is in the agent's store");
+    assert!(
+        config_blob(&env.root, &id).is_file(),
+        "the image is in the agent's store"
+    );
 
     rt().block_on(async {
         let mut c = connect(&env.socket).await;
@@ -312,7 +347,15 @@ fn image_pull_with_an_agent_uses_the_agents_mirror_and_store() {
     });
 
     // The CLI's own registry flags cannot steer the agent's pull: refused, not ignored.
-    let o = minilet_cmd(&["image", "pull", "mbox:1", "--socket", &sock, "--registry-mirror", &mirror]);
+    let o = minilet_cmd(&[
+        "image",
+        "pull",
+        "mbox:1",
+        "--socket",
+        &sock,
+        "--registry-mirror",
+        &mirror,
+    ]);
     assert!(!o.status.success(), "{}", stdout(&o));
     assert!(stderr(&o).contains("--registry-mirror"), "{}", stderr(&o));
 }

@@ -182,7 +182,12 @@ impl Client {
     /// ImageService.ListImages, unfiltered: one entry per image with all its names.
     pub async fn list_images(&self) -> Result<Vec<cri::Image>> {
         let req = cri::ListImagesRequest { filter: None };
-        let resp = self.image.clone().list_images(req).await.map_err(|s| self.image_err(s))?;
+        let resp = self
+            .image
+            .clone()
+            .list_images(req)
+            .await
+            .map_err(|s| self.image_err(s))?;
         Ok(resp.into_inner().images)
     }
 
@@ -216,7 +221,12 @@ impl Client {
             auth,
             sandbox_config: None,
         };
-        let resp = self.image.clone().pull_image(req).await.map_err(|s| self.image_err(s))?;
+        let resp = self
+            .image
+            .clone()
+            .pull_image(req)
+            .await
+            .map_err(|s| self.image_err(s))?;
         Ok(resp.into_inner().image_ref)
     }
 
@@ -228,7 +238,11 @@ impl Client {
                 ..Default::default()
             }),
         };
-        self.image.clone().remove_image(req).await.map_err(|s| self.image_err(s))?;
+        self.image
+            .clone()
+            .remove_image(req)
+            .await
+            .map_err(|s| self.image_err(s))?;
         Ok(())
     }
 }

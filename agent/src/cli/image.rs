@@ -248,7 +248,12 @@ async fn remove_through(client: &Client, reference: &str) -> anyhow::Result<Vec<
     let after = client.image_status(&before.id, false).await?.map(|(i, _)| i);
     let names = |i: &cri::Image| -> Vec<String> { i.repo_tags.iter().chain(&i.repo_digests).cloned().collect() };
     let left: HashSet<String> = after.as_ref().map(names).unwrap_or_default().into_iter().collect();
-    let mut gone: Vec<String> = before.repo_tags.iter().filter(|n| !left.contains(*n)).cloned().collect();
+    let mut gone: Vec<String> = before
+        .repo_tags
+        .iter()
+        .filter(|n| !left.contains(*n))
+        .cloned()
+        .collect();
     if gone.is_empty() && after.is_none() {
         // An image known only by digest.
         gone = names(&before);

@@ -184,7 +184,10 @@ mod tests {
                 },
                 Code::InvalidArgument,
             ),
-            (ImageError::Unsupported { what: s(), reason: s() }, Code::InvalidArgument),
+            (
+                ImageError::Unsupported { what: s(), reason: s() },
+                Code::InvalidArgument,
+            ),
             (
                 ImageError::InUse {
                     reference: s(),
@@ -210,7 +213,10 @@ mod tests {
                 },
                 Code::ResourceExhausted,
             ),
-            (ImageError::io("/x", Error::from(ErrorKind::StorageFull)), Code::ResourceExhausted),
+            (
+                ImageError::io("/x", Error::from(ErrorKind::StorageFull)),
+                Code::ResourceExhausted,
+            ),
             (ImageError::io("/x", Error::from(ErrorKind::NotFound)), Code::Internal),
             (
                 ImageError::Pull {

@@ -81,7 +81,9 @@ impl ImageSvc {
         f: impl FnOnce(&ImageStore) -> Result<T, ImageError> + Send + 'static,
     ) -> Result<T, Status> {
         let store = self.0.ctx.runtime.images.clone();
-        Ok(tokio::task::spawn_blocking(move || f(&store)).await.map_err(join_error)??)
+        Ok(tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(join_error)??)
     }
 }
 

@@ -115,10 +115,9 @@ impl node::node_server::Node for NodeSvc {
         let mut inbound = req.into_inner();
         let first = inbound.message().await?.and_then(|m| m.msg);
         let Some(node::exec_request::Msg::Start(start)) = first else {
-            return Err(RuntimeError::InvalidArgument(
-                "the first message of an exec stream must be `start`".into(),
-            )
-            .into());
+            return Err(
+                RuntimeError::InvalidArgument("the first message of an exec stream must be `start`".into()).into(),
+            );
         };
         let (_, attempt) = filter::container(&self.0.ctx.registry, &start.container_id)?;
         let size = start.size.map(|s| (s.width as u16, s.height as u16));

@@ -11,10 +11,10 @@ use std::time::Duration;
 use minilet_proto::runtime::v1 as cri;
 use tonic::{Request, Response, Status};
 
+use super::Cri;
 use super::convert;
 use super::filter;
 use super::stats;
-use super::Cri;
 use crate::runtime::RuntimeError;
 use crate::runtime::spec::now_nanos;
 
@@ -170,11 +170,7 @@ impl cri::runtime_service_server::RuntimeService for RuntimeSvc {
         req: Request<cri::ReopenContainerLogRequest>,
     ) -> R<cri::ReopenContainerLogResponse> {
         let (_, a) = filter::container(&self.0.ctx.registry, &req.into_inner().container_id)?;
-        self.0
-            .ctx
-            .runtime
-            .reopen_log(&a.files)
-            .await?;
+        self.0.ctx.runtime.reopen_log(&a.files).await?;
         Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
 
@@ -183,23 +179,15 @@ impl cri::runtime_service_server::RuntimeService for RuntimeSvc {
         let (_, a) = filter::container(&self.0.ctx.registry, &req.container_id)?;
         let timeout = (req.timeout > 0).then(|| Duration::from_secs(req.timeout as u64));
         let cmd = req.cmd.clone();
-        match self
-            .0
-            .ctx
-            .runtime
-            .exec_sync(&a.files, req.cmd, timeout)
-            .await?
-        {
+        match self.0.ctx.runtime.exec_sync(&a.files, req.cmd, timeout).await? {
             Some(r) => Ok(Response::new(cri::ExecSyncResponse {
                 stdout: r.stdout,
                 stderr: r.stderr,
                 exit_code: r.exit_code,
             })),
-            None => Err(RuntimeError::DeadlineExceeded(format!(
-                "command {cmd:?} timed out after {}s",
-                req.timeout
-            ))
-            .into()),
+            None => {
+                Err(RuntimeError::DeadlineExceeded(format!("command {cmd:?} timed out after {}s", req.timeout)).into())
+            }
         }
     }
 

@@ -79,11 +79,7 @@ impl ImageStore {
         let Some(image) = self.get(reference)? else {
             return Ok(None);
         };
-        let names: Vec<ImageSummary> = self
-            .list()?
-            .into_iter()
-            .filter(|s| s.id == image.summary.id)
-            .collect();
+        let names: Vec<ImageSummary> = self.list()?.into_iter().filter(|s| s.id == image.summary.id).collect();
         // Removed between the two reads: what was found still describes it.
         let record = group(&names)
             .pop()
