@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use minilet::cli::{Cli, Command, ImageCommand};
+use minilet::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     // The agent re-executes this binary as small single-threaded helpers (sandbox launcher,
@@ -22,20 +22,7 @@ fn main() -> ExitCode {
     });
     let result = match cli.command {
         Command::Agent(args) => minilet::agent::run(*args),
-        Command::Image(ImageCommand::Import { path, name, root }) => {
-            minilet::cli::image::import(&root.root, &path, name.as_deref())
-        }
-        Command::Image(ImageCommand::Ls { quiet, root }) => minilet::cli::image::list(&root.root, quiet),
-        Command::Image(ImageCommand::Pull {
-            reference,
-            creds,
-            registry,
-            root,
-        }) => minilet::cli::image::pull(&root.root, &reference, registry.options(), creds.as_deref()),
-        Command::Image(ImageCommand::Rm { references, root }) => minilet::cli::image::remove(&root.root, &references),
-        Command::Image(ImageCommand::Inspect { reference, root }) => {
-            minilet::cli::image::inspect(&root.root, &reference)
-        }
+        Command::Image(command) => minilet::cli::image::run(command),
         Command::Reset(args) => minilet::agent::reset(&args),
         // get, describe, logs, exec, top, version: clients of a running agent.
         _ => return client(cli.command),

@@ -8,7 +8,7 @@ use anyhow::Result;
 use hyper_util::rt::TokioIo;
 use minilet_proto::minilet::v1 as node;
 use minilet_proto::runtime::v1 as cri;
-use minilet_proto::{NodeClient, RuntimeServiceClient};
+use minilet_proto::{ImageServiceClient, NodeClient, RuntimeServiceClient};
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -20,6 +20,7 @@ use crate::cri::MAX_GRPC_MESSAGE_BYTES;
 pub struct Client {
     socket: PathBuf,
     runtime: RuntimeServiceClient<Channel>,
+    image: ImageServiceClient<Channel>,
     node: NodeClient<Channel>,
 }
 
@@ -38,6 +39,9 @@ pub async fn connect(socket: &Path) -> Result<Client> {
         socket: socket.to_path_buf(),
         // As large as the agent sends: a big pod must not make a listing fail for everyone.
         runtime: RuntimeServiceClient::new(channel.clone())
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+        image: ImageServiceClient::new(channel.clone())
             .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
         node: NodeClient::new(channel)
@@ -164,5 +168,81 @@ impl Client {
             .await
             .map_err(|s| self.err(s))?;
         Ok(resp.into_inner().stats)
+    }
+
+    /// An image call's failure in the agent's own words (`error: …`, as the same failure on a
+    /// local store reads); only an unreachable agent is reported as such.
+    fn image_err(&self, status: tonic::Status) -> anyhow::Error {
+        if status.code() == tonic::Code::Unavailable {
+            return self.err(status);
+        }
+        anyhow::anyhow!("{}", status.message())
+    }
+
+    /// ImageService.ListImages, unfiltered: one entry per image with all its names.
+    pub async fn list_images(&self) -> Result<Vec<cri::Image>> {
+        let req = cri::ListImagesRequest { filter: None };
+        let resp = self
+            .image
+            .clone()
+            .list_images(req)
+            .await
+            .map_err(|s| self.image_err(s))?;
+        Ok(resp.into_inner().images)
+    }
+
+    /// ImageService.ImageStatus: the image and, with `verbose`, its "info" JSON.
+    pub async fn image_status(&self, reference: &str, verbose: bool) -> Result<Option<(cri::Image, Option<String>)>> {
+        let req = cri::ImageStatusRequest {
+            image: Some(cri::ImageSpec {
+                image: reference.into(),
+                ..Default::default()
+            }),
+            verbose,
+        };
+        let resp = self
+            .image
+            .clone()
+            .image_status(req)
+            .await
+            .map_err(|s| self.image_err(s))?
+            .into_inner();
+        let mut info = resp.info;
+        Ok(resp.image.map(|i| (i, info.remove("info"))))
+    }
+
+    /// ImageService.PullImage; returns the image ID.
+    pub async fn pull_image(&self, reference: &str, auth: Option<cri::AuthConfig>) -> Result<String> {
+        let req = cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: reference.into(),
+                ..Default::default()
+            }),
+            auth,
+            sandbox_config: None,
+        };
+        let resp = self
+            .image
+            .clone()
+            .pull_image(req)
+            .await
+            .map_err(|s| self.image_err(s))?;
+        Ok(resp.into_inner().image_ref)
+    }
+
+    /// ImageService.RemoveImage (by name: that name; by ID: the image).
+    pub async fn remove_image(&self, reference: &str) -> Result<()> {
+        let req = cri::RemoveImageRequest {
+            image: Some(cri::ImageSpec {
+                image: reference.into(),
+                ..Default::default()
+            }),
+        };
+        self.image
+            .clone()
+            .remove_image(req)
+            .await
+            .map_err(|s| self.image_err(s))?;
+        Ok(())
     }
 }

@@ -1,48 +1,137 @@
-//! `minilet image pull|import|ls|rm|inspect`: the local image store from the command line,
-//! with or without a running agent (the store's locks make the two safe together). Output
-//! follows crictl (`images`, `pull`, `rmi`, `inspecti`), so what a user sees here matches what
-//! a CRI client shows.
+//! `minilet image pull|import|ls|rm|inspect`. With an agent running, pull, ls, rm and inspect
+//! go through its CRI ImageService, as crictl does, so they see and change the agent's store
+//! with the agent's registry mirrors and credentials; with `--root` (or no agent on the
+//! default socket) they work on a store directly (its locks make that safe beside an agent).
+//! Output follows crictl (`images`, `pull`, `rmi`, `inspecti`) either way.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
+use minilet_proto::runtime::v1 as cri;
 
-use crate::images::registry::{Credentials, RegistryOptions};
-use crate::images::{ImageStore, ImageSummary, Progress, Puller};
+use super::client::{Client, connect};
+use super::{DEFAULT_ROOT, DEFAULT_SOCKET, ImageCommand, ImageTargetArgs, RegistryArgs};
+use crate::images::registry::Credentials;
+use crate::images::{ImageRecord, ImageStore, Progress, Puller, split_name};
 use crate::runtime::state::{Layout, images_in_use};
 
-/// Pull `reference` into the store; on a terminal, show each layer's bytes as they arrive.
-pub fn pull(root: &Path, reference: &str, options: RegistryOptions, creds: Option<&str>) -> anyhow::Result<()> {
-    let credentials = creds
+/// Where an image command does its work.
+enum Target {
+    /// The agent's ImageService.
+    Agent(Box<Client>),
+    /// The store under this root, in this process.
+    Store(PathBuf),
+}
+
+/// `--root` means the store directly; `--socket` means that agent, which must answer;
+/// neither: the agent on the default socket if one answers, else the default root.
+async fn target(args: ImageTargetArgs) -> anyhow::Result<Target> {
+    if let Some(root) = args.root {
+        return Ok(Target::Store(root));
+    }
+    match args.socket {
+        Some(socket) => Ok(Target::Agent(Box::new(connect(&socket).await.with_context(|| {
+            format!(
+                "no agent answers on {} (pass --root DIR to work on a store without an agent)",
+                socket.display()
+            )
+        })?))),
+        None => match connect(Path::new(DEFAULT_SOCKET)).await {
+            Ok(client) => Ok(Target::Agent(Box::new(client))),
+            Err(e) => {
+                tracing::debug!(error = %e, "no agent on the default socket; using the store under {DEFAULT_ROOT}");
+                Ok(Target::Store(PathBuf::from(DEFAULT_ROOT)))
+            }
+        },
+    }
+}
+
+/// Run an image command to completion.
+pub fn run(command: ImageCommand) -> anyhow::Result<()> {
+    if let ImageCommand::Import { path, name, root } = command {
+        // No CRI call imports an image: always the store under --root.
+        return import(&root.root, &path, name.as_deref());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    runtime.block_on(async move {
+        match command {
+            ImageCommand::Import { .. } => Ok(()),
+            ImageCommand::Pull {
+                reference,
+                creds,
+                registry,
+                target: t,
+            } => pull(target(t).await?, &reference, &registry, creds.as_deref()).await,
+            ImageCommand::Rm { references, target: t } => remove(target(t).await?, &references).await,
+            ImageCommand::Inspect { reference, target: t } => inspect(target(t).await?, &reference).await,
+            ImageCommand::Ls { quiet, target: t } => list(target(t).await?, quiet).await,
+        }
+    })
+}
+
+/// `--creds USER:PASS`.
+fn parse_creds(creds: Option<&str>) -> anyhow::Result<Option<(String, String)>> {
+    creds
         .map(|c| match c.split_once(':') {
-            Some((username, password)) => Ok(Credentials::Basic {
-                username: username.to_owned(),
-                password: password.to_owned(),
-            }),
+            Some((username, password)) => Ok((username.to_owned(), password.to_owned())),
             None => Err(anyhow::anyhow!("--creds: expected USERNAME:PASSWORD")),
         })
-        .transpose()?;
+        .transpose()
+}
+
+/// Pull `reference`; into a local store with per-layer progress on a terminal, or by the
+/// agent (which reports no progress over the CRI).
+async fn pull(target: Target, reference: &str, registry: &RegistryArgs, creds: Option<&str>) -> anyhow::Result<()> {
+    let creds = parse_creds(creds)?;
+    let id = match target {
+        Target::Agent(client) => {
+            let own = registry.own_settings();
+            if !own.is_empty() {
+                anyhow::bail!(
+                    "{} apply to pulls into a store of this command's own; the agent pulls with its own settings (pass --root DIR to pull into a store directly)",
+                    own.join(", ")
+                );
+            }
+            let auth = creds.map(|(username, password)| cri::AuthConfig {
+                username,
+                password,
+                ..Default::default()
+            });
+            client.pull_image(reference, auth).await?
+        }
+        Target::Store(root) => pull_into(&root, reference, registry, creds).await?,
+    };
+    println!("Image is up to date for {id}");
+    Ok(())
+}
+
+/// Pull into the store under `root`; on a terminal, show each layer's bytes as they arrive.
+async fn pull_into(
+    root: &Path,
+    reference: &str,
+    registry: &RegistryArgs,
+    creds: Option<(String, String)>,
+) -> anyhow::Result<String> {
+    let credentials = creds.map(|(username, password)| Credentials::Basic { username, password });
     let store = ImageStore::open(root)?;
-    let puller = Puller::new(store, options);
+    let puller = Puller::new(store, registry.options());
     let display = std::io::stderr()
         .is_terminal()
         .then(|| Arc::new(Mutex::new(ProgressDisplay::default())));
     let progress = display.clone().map(|d| -> crate::images::ProgressFn {
         Arc::new(move |p| d.lock().unwrap_or_else(|e| e.into_inner()).update(p))
     });
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("start the async runtime")?;
-    let image = runtime.block_on(puller.pull(reference, credentials, progress))?;
+    let image = puller.pull(reference, credentials, progress).await?;
     if let Some(d) = display {
         d.lock().unwrap_or_else(|e| e.into_inner()).finish();
     }
-    println!("Image is up to date for {}", image.id);
-    Ok(())
+    Ok(image.id)
 }
 
 /// Per-layer progress redrawn in place: `<digest 12>: <state> <done>/<total>`.
@@ -115,55 +204,117 @@ impl ProgressDisplay {
 }
 
 /// Remove images (by name, or by id with all its names) unless a container uses them, then
-/// reclaim the space nothing needs any more.
-pub fn remove(root: &Path, references: &[String]) -> anyhow::Result<()> {
+/// reclaim the space nothing needs any more. One `Deleted:` line per name removed.
+async fn remove(target: Target, references: &[String]) -> anyhow::Result<()> {
+    let mut failed = false;
+    match target {
+        Target::Agent(client) => {
+            for reference in references {
+                match remove_through(&client, reference).await {
+                    Ok(names) if names.is_empty() => {
+                        eprintln!("error: no such image {reference}");
+                        failed = true;
+                    }
+                    Ok(names) => names.iter().for_each(|n| println!("Deleted: {n}")),
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        failed = true;
+                    }
+                }
+            }
+        }
+        Target::Store(root) => {
+            failed = tokio::task::spawn_blocking({
+                let references = references.to_vec();
+                move || remove_from(&root, &references)
+            })
+            .await
+            .context("image removal task")??;
+        }
+    }
+    if failed {
+        anyhow::bail!("some images could not be removed");
+    }
+    Ok(())
+}
+
+/// RemoveImage answers nothing, so the names removed are those the image had before and
+/// not after.
+async fn remove_through(client: &Client, reference: &str) -> anyhow::Result<Vec<String>> {
+    let Some((before, _)) = client.image_status(reference, false).await? else {
+        return Ok(Vec::new());
+    };
+    client.remove_image(reference).await?;
+    let after = client.image_status(&before.id, false).await?.map(|(i, _)| i);
+    let names = |i: &cri::Image| -> Vec<String> { i.repo_tags.iter().chain(&i.repo_digests).cloned().collect() };
+    let left: HashSet<String> = after.as_ref().map(names).unwrap_or_default().into_iter().collect();
+    let mut gone: Vec<String> = before
+        .repo_tags
+        .iter()
+        .filter(|n| !left.contains(*n))
+        .cloned()
+        .collect();
+    if gone.is_empty() && after.is_none() {
+        // An image known only by digest.
+        gone = names(&before);
+    }
+    Ok(gone)
+}
+
+/// Remove from the store under `root`; true if any reference failed (each said on stderr).
+fn remove_from(root: &Path, references: &[String]) -> anyhow::Result<bool> {
     let store = ImageStore::open(root)?;
     let in_use = images_in_use(&Layout::new(root));
-    let mut failed = None;
+    let mut failed = false;
     for reference in references {
         match store.remove(reference, &in_use) {
             Ok(names) if names.is_empty() => {
                 eprintln!("error: no such image {reference}");
-                failed = Some(anyhow::anyhow!("some images could not be removed"));
+                failed = true;
             }
-            Ok(names) => {
-                for n in names {
-                    println!("Deleted: {n}");
-                }
-            }
+            Ok(names) => names.iter().for_each(|n| println!("Deleted: {n}")),
             Err(e) => {
                 eprintln!("error: {e}");
-                failed = Some(anyhow::anyhow!("some images could not be removed"));
+                failed = true;
             }
         }
     }
     let keep: HashSet<String> = in_use.into_keys().collect();
     store.sweep(&keep)?;
-    failed.map_or(Ok(()), Err)
+    Ok(failed)
 }
 
 /// `crictl inspecti`: the image as CRI shows it, plus its config, layers and manifest digest.
-pub fn inspect(root: &Path, reference: &str) -> anyhow::Result<()> {
-    let store = ImageStore::open(root)?;
-    let image = store
-        .get(reference)?
-        .ok_or_else(|| anyhow::anyhow!("no such image {reference}"))?;
-    let (repo, _) = split_tag(&image.summary.name);
+async fn inspect(target: Target, reference: &str) -> anyhow::Result<()> {
+    let no_such = || anyhow::anyhow!("no such image {reference}");
+    let (record, info) = match target {
+        Target::Agent(client) => {
+            let (image, info) = client.image_status(reference, true).await?.ok_or_else(no_such)?;
+            let info: serde_json::Value = match info {
+                Some(text) => serde_json::from_str(&text).context("the agent's image info is not JSON")?,
+                None => serde_json::Value::Null,
+            };
+            (record_of(image), info)
+        }
+        Target::Store(root) => {
+            let reference = reference.to_owned();
+            let found = tokio::task::spawn_blocking(move || ImageStore::open(&root)?.status(&reference))
+                .await
+                .context("image status task")??;
+            let (image, record) = found.ok_or_else(no_such)?;
+            (record, image.info())
+        }
+    };
     let out = serde_json::json!({
         "status": {
-            "id": image.summary.id,
-            "repoTags": [image.summary.name],
-            "repoDigests": [format!("{repo}@{}", image.summary.manifest_digest)],
-            "size": image.summary.size.to_string(),
-            "username": image.config.user,
+            "id": record.id,
+            "repoTags": record.repo_tags,
+            "repoDigests": record.repo_digests,
+            "size": record.size.to_string(),
+            "username": info["config"]["user"].as_str().unwrap_or(""),
             "pinned": false,
         },
-        "info": {
-            "created": image.summary.created,
-            "config": image.config,
-            "layers": image.layers.iter().map(|l| format!("sha256:{l}")).collect::<Vec<_>>(),
-            "manifestDigest": image.summary.manifest_digest,
-        },
+        "info": info,
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
@@ -178,41 +329,64 @@ pub fn import(root: &Path, path: &Path, name: Option<&str>) -> anyhow::Result<()
     Ok(())
 }
 
-/// List images as `crictl images` does, or only their ids with `quiet`.
-pub fn list(root: &Path, quiet: bool) -> anyhow::Result<()> {
-    let images = ImageStore::open(root)?.list()?;
-    let mut out = String::new();
-    if quiet {
-        // One line per image, not per name: several names may share an id.
-        let mut seen = std::collections::HashSet::new();
-        for image in &images {
-            if seen.insert(image.id.as_str()) {
-                out.push_str(&image.id);
-                out.push('\n');
-            }
-        }
-    } else {
-        out = table(&images);
+/// A CRI image as the record the table prints.
+fn record_of(i: cri::Image) -> ImageRecord {
+    ImageRecord {
+        id: i.id,
+        repo_tags: i.repo_tags,
+        repo_digests: i.repo_digests,
+        size: i.size,
+        created: None,
     }
+}
+
+/// List images as `crictl images` does, or only their ids with `quiet`.
+async fn list(target: Target, quiet: bool) -> anyhow::Result<()> {
+    let records = match target {
+        Target::Agent(client) => client.list_images().await?.into_iter().map(record_of).collect(),
+        Target::Store(root) => tokio::task::spawn_blocking(move || ImageStore::open(&root)?.records())
+            .await
+            .context("image list task")??,
+    };
+    let out = if quiet {
+        records.iter().map(|r| format!("{}\n", r.id)).collect()
+    } else {
+        table(&records)
+    };
     print!("{out}");
     Ok(())
 }
 
 /// The `crictl images` table: IMAGE, TAG, IMAGE ID (13 hex digits), SIZE; columns padded like
 /// Go's tabwriter with minwidth 20 and padding 3, as crictl sets it up.
-fn table(images: &[ImageSummary]) -> String {
+/// One row per name, sorted by name; an image known only by digest shows its repository
+/// with tag `<none>`.
+fn table(images: &[ImageRecord]) -> String {
+    let mut body = Vec::new();
+    for image in images {
+        let hex = image.id.strip_prefix("sha256:").unwrap_or(&image.id);
+        let short: String = hex.chars().take(13).collect();
+        let names = if image.repo_tags.is_empty() {
+            &image.repo_digests
+        } else {
+            &image.repo_tags
+        };
+        let mut seen = HashSet::new();
+        for name in names {
+            let (repo, tag) = split_tag(name);
+            if seen.insert((repo, tag)) {
+                body.push([repo.to_owned(), tag.to_owned(), short.clone(), human_size(image.size)]);
+            }
+        }
+    }
+    body.sort();
     let mut rows = vec![[
         "IMAGE".to_owned(),
         "TAG".to_owned(),
         "IMAGE ID".to_owned(),
         "SIZE".to_owned(),
     ]];
-    for image in images {
-        let (repo, tag) = split_tag(&image.name);
-        let hex = image.id.strip_prefix("sha256:").unwrap_or(&image.id);
-        let short: String = hex.chars().take(13).collect();
-        rows.push([repo.to_owned(), tag.to_owned(), short, human_size(image.size)]);
-    }
+    rows.extend(body);
     let widths: Vec<usize> = (0..3)
         .map(|col| {
             rows.iter()
@@ -236,12 +410,8 @@ fn table(images: &[ImageSummary]) -> String {
 
 /// "repo:tag" → ("repo", "tag"); a digest-only reference has no tag ("<none>").
 fn split_tag(name: &str) -> (&str, &str) {
-    let name_part = name.split_once('@').map_or(name, |(n, _)| n);
-    let slash = name_part.rfind('/').map_or(0, |i| i + 1);
-    match name_part[slash..].rfind(':') {
-        Some(colon) => (&name_part[..slash + colon], &name_part[slash + colon + 1..]),
-        None => (name_part, "<none>"),
-    }
+    let (repo, tag) = split_name(name);
+    (repo, tag.unwrap_or("<none>"))
 }
 
 /// Decimal units with 3 significant digits, as crictl (go-units HumanSizeWithPrecision) prints.
@@ -298,10 +468,10 @@ mod tests {
 
     #[test]
     fn table_has_crictl_columns() {
-        let images = [ImageSummary {
-            name: "localhost/busybox:latest".into(),
+        let images = [ImageRecord {
             id: format!("sha256:{}", "0123456789abcdef".repeat(4)),
-            manifest_digest: String::new(),
+            repo_tags: vec!["localhost/busybox:latest".into(), "localhost/busybox:1".into()],
+            repo_digests: vec!["localhost/busybox@sha256:aa".into()],
             size: 1_234_567,
             created: None,
         }];
@@ -313,8 +483,13 @@ mod tests {
         );
         assert_eq!(
             lines[1].split_whitespace().collect::<Vec<_>>(),
+            ["localhost/busybox", "1", "0123456789abc", "1.23MB"]
+        );
+        assert_eq!(
+            lines[2].split_whitespace().collect::<Vec<_>>(),
             ["localhost/busybox", "latest", "0123456789abc", "1.23MB"]
         );
-        assert_eq!(lines[0].find("TAG"), lines[1].find("latest"));
+        assert_eq!(lines.len(), 3, "one row per tag, none for the digest: {table}");
+        assert_eq!(lines[0].find("TAG"), lines[2].find("latest"));
     }
 }

@@ -30,6 +30,9 @@ use clap::{Args, Parser, Subcommand};
 /// Where the agent serves gRPC and the CLI finds it.
 pub const DEFAULT_SOCKET: &str = "/run/minilet/minilet.sock";
 
+/// The agent's state directory unless `--root` says otherwise.
+pub const DEFAULT_ROOT: &str = "/var/lib/minilet";
+
 /// minilet: a small, fast, real Kubernetes node agent.
 #[derive(Debug, Parser)]
 #[command(name = "minilet", version, about, propagate_version = true)]
@@ -114,7 +117,7 @@ impl NamespaceArgs {
 #[derive(Debug, Clone, Args)]
 pub struct RootArgs {
     /// State directory: images, pods, containers.
-    #[arg(long, env = "MINILET_ROOT", default_value = "/var/lib/minilet")]
+    #[arg(long, env = "MINILET_ROOT", default_value = DEFAULT_ROOT)]
     pub root: PathBuf,
 }
 
@@ -218,6 +221,22 @@ pub struct RegistryArgs {
 }
 
 impl RegistryArgs {
+    /// The flags given that only a pull into a store of this process's own can honour
+    /// (an agent pulls with its own).
+    pub fn own_settings(&self) -> Vec<&'static str> {
+        let mut set = Vec::new();
+        if self.registry_config.is_some() {
+            set.push("--registry-config");
+        }
+        if !self.insecure_registries.is_empty() {
+            set.push("--insecure-registry");
+        }
+        if !self.registry_mirrors.is_empty() {
+            set.push("--registry-mirror");
+        }
+        set
+    }
+
     pub fn options(&self) -> crate::images::registry::RegistryOptions {
         let mut opts = crate::images::registry::RegistryOptions {
             insecure: self.insecure_registries.clone(),
@@ -257,7 +276,7 @@ pub enum ImageCommand {
         #[command(flatten)]
         registry: RegistryArgs,
         #[command(flatten)]
-        root: RootArgs,
+        target: ImageTargetArgs,
     },
     /// Remove images by name, or by id with all their names (refused while a container uses them).
     #[command(alias = "rmi", alias = "remove")]
@@ -265,23 +284,38 @@ pub enum ImageCommand {
         #[arg(required = true)]
         references: Vec<String>,
         #[command(flatten)]
-        root: RootArgs,
+        target: ImageTargetArgs,
     },
     /// Show an image: CRI status, config, layers (like crictl inspecti).
     Inspect {
         reference: String,
         #[command(flatten)]
-        root: RootArgs,
+        target: ImageTargetArgs,
     },
-    /// List the images in the store.
+    /// List the images in the store, one line per name.
     #[command(alias = "list")]
     Ls {
         /// Only print image IDs.
         #[arg(short, long)]
         quiet: bool,
         #[command(flatten)]
-        root: RootArgs,
+        target: ImageTargetArgs,
     },
+}
+
+/// Which store an image command works on: the running agent's, through its CRI
+/// ImageService (as crictl does), or one under `--root`, directly.
+#[derive(Debug, Clone, Args)]
+pub struct ImageTargetArgs {
+    /// Go through the agent serving this socket (its store, registry mirrors and
+    /// credentials). Without --socket or --root: the agent on the default socket if one
+    /// answers, else the store under the default --root.
+    #[arg(long, env = "MINILET_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// Work on the store under this state directory directly, without an agent (wins over
+    /// --socket).
+    #[arg(long, env = "MINILET_ROOT")]
+    pub root: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

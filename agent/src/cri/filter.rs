@@ -3,31 +3,33 @@
 
 use std::collections::HashMap;
 
-use tonic::Status;
-
 use crate::pod::status::{Attempt, PodEntry, Registry};
+use crate::runtime::RuntimeError;
 
 /// Exactly one match, or the error a CRI client expects.
-fn unique<T>(mut found: Vec<T>, what: &str, id: &str) -> Result<T, Status> {
+fn unique<T>(mut found: Vec<T>, what: &'static str, id: &str) -> Result<T, RuntimeError> {
     match found.len() {
-        0 => Err(Status::not_found(format!("{what} \"{id}\" not found"))),
+        0 => Err(RuntimeError::NotFound {
+            kind: what,
+            id: id.to_owned(),
+        }),
         1 => Ok(found.remove(0)),
-        n => Err(Status::invalid_argument(format!(
+        n => Err(RuntimeError::InvalidArgument(format!(
             "{what} ID prefix \"{id}\" is ambiguous ({n} matches)"
         ))),
     }
 }
 
-fn nonempty<'a>(id: &'a str, what: &str) -> Result<&'a str, Status> {
+fn nonempty<'a>(id: &'a str, what: &str) -> Result<&'a str, RuntimeError> {
     if id.is_empty() {
-        Err(Status::invalid_argument(format!("{what} ID must not be empty")))
+        Err(RuntimeError::InvalidArgument(format!("{what} ID must not be empty")))
     } else {
         Ok(id)
     }
 }
 
 /// The pod whose sandbox ID is `id` or starts with it.
-pub fn sandbox(registry: &Registry, id: &str) -> Result<PodEntry, Status> {
+pub fn sandbox(registry: &Registry, id: &str) -> Result<PodEntry, RuntimeError> {
     let id = nonempty(id, "sandbox")?;
     let exact: Vec<PodEntry> = registry.list().into_iter().filter(|e| e.sandbox.id == id).collect();
     if !exact.is_empty() {
@@ -45,7 +47,7 @@ pub fn sandbox(registry: &Registry, id: &str) -> Result<PodEntry, Status> {
 }
 
 /// The container attempt whose ID is `id` or starts with it, and its pod.
-pub fn container(registry: &Registry, id: &str) -> Result<(PodEntry, Attempt), Status> {
+pub fn container(registry: &Registry, id: &str) -> Result<(PodEntry, Attempt), RuntimeError> {
     let id = nonempty(id, "container")?;
     let mut found = Vec::new();
     for e in registry.list() {
@@ -84,8 +86,9 @@ mod tests {
         assert!(!labels_match(&labels, &HashMap::from([("c".into(), "1".into())])));
         assert!(id_matches("", "abc") && id_matches("ab", "abc") && !id_matches("b", "abc"));
         let e = unique(Vec::<u8>::new(), "container", "x").unwrap_err();
-        assert_eq!(e.code(), tonic::Code::NotFound);
+        assert!(matches!(e, RuntimeError::NotFound { kind: "container", .. }), "{e}");
+        assert_eq!(e.to_string(), "container \"x\" not found");
         let e = unique(vec![1, 2], "container", "x").unwrap_err();
-        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(matches!(e, RuntimeError::InvalidArgument(_)), "{e}");
     }
 }

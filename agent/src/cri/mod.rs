@@ -5,6 +5,7 @@
 //! agent serves; a socket file left by a dead agent is taken over.
 
 pub mod convert;
+mod errors;
 mod filter;
 mod image;
 mod node;
@@ -14,8 +15,6 @@ mod stats;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tonic::Status;
-
 use crate::pod::Context;
 
 /// What the three services share.
@@ -24,11 +23,6 @@ pub struct Cri {
     pub stats: stats::StatsCache,
     /// The manifests directory, named in refusals of lifecycle calls.
     pub manifests: PathBuf,
-}
-
-/// A runtime error as a gRPC status.
-fn status_from(e: crate::runtime::RuntimeError) -> Status {
-    Status::failed_precondition(e.to_string())
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{Cri, convert, filter, status_from};
+use super::{Cri, convert, filter};
+use crate::runtime::RuntimeError;
 use crate::runtime::exec::{ExecInput, ExecOutput};
 
 pub struct NodeSvc(pub std::sync::Arc<Cri>);
@@ -114,9 +115,9 @@ impl node::node_server::Node for NodeSvc {
         let mut inbound = req.into_inner();
         let first = inbound.message().await?.and_then(|m| m.msg);
         let Some(node::exec_request::Msg::Start(start)) = first else {
-            return Err(Status::invalid_argument(
-                "the first message of an exec stream must be `start`",
-            ));
+            return Err(
+                RuntimeError::InvalidArgument("the first message of an exec stream must be `start`".into()).into(),
+            );
         };
         let (_, attempt) = filter::container(&self.0.ctx.registry, &start.container_id)?;
         let size = start.size.map(|s| (s.width as u16, s.height as u16));
@@ -125,8 +126,7 @@ impl node::node_server::Node for NodeSvc {
             .ctx
             .runtime
             .exec(&attempt.files, start.cmd, start.tty, start.stdin, size)
-            .await
-            .map_err(status_from)?;
+            .await?;
         let crate::runtime::exec::ExecSession {
             mut stdin,
             mut outputs,

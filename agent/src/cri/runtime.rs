@@ -11,10 +11,11 @@ use std::time::Duration;
 use minilet_proto::runtime::v1 as cri;
 use tonic::{Request, Response, Status};
 
+use super::Cri;
 use super::convert;
 use super::filter;
 use super::stats;
-use super::{Cri, status_from};
+use crate::runtime::RuntimeError;
 use crate::runtime::spec::now_nanos;
 
 /// The CRI API version we serve, as Version reports it (the kubelet checks this).
@@ -24,10 +25,11 @@ pub struct RuntimeSvc(pub std::sync::Arc<Cri>);
 
 impl RuntimeSvc {
     fn refuse<T>(&self, what: &str) -> Result<Response<T>, Status> {
-        Err(Status::failed_precondition(format!(
+        Err(RuntimeError::FailedPrecondition(format!(
             "{what}: minilet runs static pods from its manifests directory ({}); add, edit or remove a manifest there instead",
             self.0.manifests.display()
-        )))
+        ))
+        .into())
     }
 }
 
@@ -168,12 +170,7 @@ impl cri::runtime_service_server::RuntimeService for RuntimeSvc {
         req: Request<cri::ReopenContainerLogRequest>,
     ) -> R<cri::ReopenContainerLogResponse> {
         let (_, a) = filter::container(&self.0.ctx.registry, &req.into_inner().container_id)?;
-        self.0
-            .ctx
-            .runtime
-            .reopen_log(&a.files)
-            .await
-            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        self.0.ctx.runtime.reopen_log(&a.files).await?;
         Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
 
@@ -182,40 +179,34 @@ impl cri::runtime_service_server::RuntimeService for RuntimeSvc {
         let (_, a) = filter::container(&self.0.ctx.registry, &req.container_id)?;
         let timeout = (req.timeout > 0).then(|| Duration::from_secs(req.timeout as u64));
         let cmd = req.cmd.clone();
-        match self
-            .0
-            .ctx
-            .runtime
-            .exec_sync(&a.files, req.cmd, timeout)
-            .await
-            .map_err(status_from)?
-        {
+        match self.0.ctx.runtime.exec_sync(&a.files, req.cmd, timeout).await? {
             Some(r) => Ok(Response::new(cri::ExecSyncResponse {
                 stdout: r.stdout,
                 stderr: r.stderr,
                 exit_code: r.exit_code,
             })),
-            None => Err(Status::deadline_exceeded(format!(
-                "command {cmd:?} timed out after {}s",
-                req.timeout
-            ))),
+            None => {
+                Err(RuntimeError::DeadlineExceeded(format!("command {cmd:?} timed out after {}s", req.timeout)).into())
+            }
         }
     }
 
     async fn exec(&self, _: Request<cri::ExecRequest>) -> R<cri::ExecResponse> {
-        Err(Status::unimplemented(
-            "streaming Exec (a URL for an SPDY/websocket server) is not served: use ExecSync (crictl exec --sync) or `minilet exec`, which streams over this socket",
-        ))
+        Err(RuntimeError::Unimplemented(
+            "streaming Exec (a URL for an SPDY/websocket server) is not served: use ExecSync (crictl exec --sync) or `minilet exec`, which streams over this socket".into(),
+        )
+        .into())
     }
 
     async fn attach(&self, _: Request<cri::AttachRequest>) -> R<cri::AttachResponse> {
-        Err(Status::unimplemented(
-            "Attach is not supported: containers have no stdin; read their logs instead",
-        ))
+        Err(RuntimeError::Unimplemented(
+            "Attach is not supported: containers have no stdin; read their logs instead".into(),
+        )
+        .into())
     }
 
     async fn port_forward(&self, _: Request<cri::PortForwardRequest>) -> R<cri::PortForwardResponse> {
-        Err(Status::unimplemented("PortForward is not supported"))
+        Err(RuntimeError::Unimplemented("PortForward is not supported".into()).into())
     }
 
     async fn container_stats(&self, req: Request<cri::ContainerStatsRequest>) -> R<cri::ContainerStatsResponse> {
@@ -341,29 +332,30 @@ impl cri::runtime_service_server::RuntimeService for RuntimeSvc {
         &self,
         _: Request<cri::CheckpointContainerRequest>,
     ) -> R<cri::CheckpointContainerResponse> {
-        Err(Status::unimplemented("CheckpointContainer is not supported"))
+        Err(RuntimeError::Unimplemented("CheckpointContainer is not supported".into()).into())
     }
 
     type GetContainerEventsStream = tokio_stream::Empty<Result<cri::ContainerEventResponse, Status>>;
 
     async fn get_container_events(&self, _: Request<cri::GetEventsRequest>) -> R<Self::GetContainerEventsStream> {
-        Err(Status::unimplemented(
-            "GetContainerEvents is not supported (the kubelet falls back to polling)",
-        ))
+        Err(RuntimeError::Unimplemented(
+            "GetContainerEvents is not supported (the kubelet falls back to polling)".into(),
+        )
+        .into())
     }
 
     async fn list_metric_descriptors(
         &self,
         _: Request<cri::ListMetricDescriptorsRequest>,
     ) -> R<cri::ListMetricDescriptorsResponse> {
-        Err(Status::unimplemented("ListMetricDescriptors is not supported"))
+        Err(RuntimeError::Unimplemented("ListMetricDescriptors is not supported".into()).into())
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> R<cri::ListPodSandboxMetricsResponse> {
-        Err(Status::unimplemented("ListPodSandboxMetrics is not supported"))
+        Err(RuntimeError::Unimplemented("ListPodSandboxMetrics is not supported".into()).into())
     }
 
     async fn runtime_config(&self, _: Request<cri::RuntimeConfigRequest>) -> R<cri::RuntimeConfigResponse> {

@@ -19,6 +19,7 @@ pub mod gc;
 mod import;
 mod layer;
 mod pull;
+mod record;
 pub mod registry;
 mod remove;
 #[cfg(test)]
@@ -33,6 +34,7 @@ use oci_spec::image::ImageConfiguration;
 
 pub use error::ImageError;
 pub use pull::{Progress, ProgressFn, Puller};
+pub use record::{ImageRecord, split_name};
 pub use remove::{StoreLock, Swept};
 
 /// One named image as `minilet image ls` and CRI `ListImages` show it.

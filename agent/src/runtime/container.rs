@@ -203,7 +203,8 @@ impl Runtime {
     /// Make the monitor of a running attempt reopen its log file (CRI ReopenContainerLog,
     /// used after the file was renamed away for rotation). Returns once the file exists again.
     pub async fn reopen_log(&self, files: &ContainerFiles) -> Result<()> {
-        let not_running = || RuntimeError::Helper(format!("container {} is not running", files.record.name));
+        let not_running =
+            || RuntimeError::FailedPrecondition(format!("container {} is not running", files.record.name));
         let state = files.state.filter(|_| files.exit.is_none()).ok_or_else(not_running)?;
         let monitor = state
             .monitor
@@ -220,7 +221,7 @@ impl Runtime {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        Err(RuntimeError::Helper(format!(
+        Err(RuntimeError::DeadlineExceeded(format!(
             "the monitor did not reopen {} within 5s",
             path.display()
         )))

@@ -212,12 +212,11 @@ impl Runtime {
         stdin: bool,
         size: Option<(u16, u16)>,
     ) -> Result<ExecSession> {
-        let state = files
-            .state
-            .filter(|_| files.exit.is_none())
-            .ok_or_else(|| RuntimeError::Helper(format!("container {} is not running", files.record.name)))?;
+        let state = files.state.filter(|_| files.exit.is_none()).ok_or_else(|| {
+            RuntimeError::FailedPrecondition(format!("container {} is not running", files.record.name))
+        })?;
         if cmd.is_empty() {
-            return Err(RuntimeError::Helper("no command given".into()));
+            return Err(RuntimeError::InvalidArgument("cmd: no command given".into()));
         }
         let spec = ExecSpec {
             container_dir: files.dir.clone(),

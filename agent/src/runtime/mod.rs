@@ -50,6 +50,22 @@ pub enum RuntimeError {
     /// A helper process failed; the message is its own account of what went wrong.
     #[error("{0}")]
     Helper(String),
+    /// The object asked for does not exist (`kind` as CRI clients name it: "container",
+    /// "sandbox").
+    #[error("{kind} \"{id}\" not found")]
+    NotFound { kind: &'static str, id: String },
+    /// The request itself is wrong, whatever the state: the message names the field.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The request is fine but the object is not in a state to do it (a stopped container).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The operation did not finish within the time the caller gave it.
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    /// minilet does not do this at all.
+    #[error("{0}")]
+    Unimplemented(String),
 }
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
