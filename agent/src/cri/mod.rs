@@ -31,6 +31,21 @@ fn status_from(e: crate::runtime::RuntimeError) -> Status {
     Status::failed_precondition(e.to_string())
 }
 
+/// An error of a call on a CRI-owned pod as a gRPC status: the one place its codes are chosen.
+fn cri_status(e: crate::runtime::cri::CriError) -> Status {
+    use crate::runtime::cri::CriError;
+    match e {
+        CriError::NotFound { .. } => Status::not_found(e.to_string()),
+        CriError::InvalidArgument(_) => Status::invalid_argument(e.to_string()),
+        CriError::FailedPrecondition(_) => Status::failed_precondition(e.to_string()),
+        CriError::AlreadyExists(_) => Status::already_exists(e.to_string()),
+        CriError::Unimplemented(_) => Status::unimplemented(e.to_string()),
+        CriError::Runtime(e) => status_from(e),
+        CriError::Image(e) => Status::failed_precondition(e.to_string()),
+        CriError::Io { .. } => Status::internal(e.to_string()),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SocketError {
     #[error("another minilet agent is serving {0} (stop it first, or pass --socket)")]

@@ -7,6 +7,7 @@
 
 pub mod capabilities;
 pub mod container;
+pub mod cri;
 pub mod exec;
 pub mod helper;
 pub mod logs;
