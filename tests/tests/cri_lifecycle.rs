@@ -541,6 +541,15 @@ fn cri_pods_survive_an_agent_kill_and_are_re_adopted() {
         assert_eq!(info["pid"].as_i64(), Some(pid as i64), "the same process, re-adopted");
         let (st, _) = sandbox_status(&mut c, &sb).await;
         assert_eq!(st.state, cri::PodSandboxState::SandboxReady as i32);
+        // `minilet get pods` lists CRI pods beside static ones, marked as not from a manifest.
+        let out = ok(&env, &["get", "pods", "-n", "crictl"]);
+        let row = out
+            .lines()
+            .find(|l| l.starts_with("kept "))
+            .unwrap_or_else(|| panic!("{out}"));
+        assert!(row.contains(" 1/2 "), "one of two containers running: {out}");
+        let out = ok(&env, &["describe", "pod", "kept", "-n", "crictl"]);
+        assert!(out.contains("CRI client"), "{out}");
         // A container created before the kill starts now.
         let all = c
             .runtime
