@@ -78,6 +78,7 @@ async fn run_async(args: AgentArgs) -> anyhow::Result<()> {
     if args.cleanup_on_exit {
         tracing::info!("removing all pods (--cleanup-on-exit)");
         manager.remove_all().await;
+        ctx.cri_pods.remove_all().await;
         remove_cgroup_tree(&ctx.runtime);
     } else {
         tracing::info!("agent exiting; pods keep running and will be re-adopted by the next agent");
@@ -125,9 +126,11 @@ fn context(
     let images_changed = watch_images(&runtime)?;
     let puller = Arc::new(crate::images::Puller::new(runtime.images.clone(), images.registry));
     let image_gc = Arc::new(crate::images::gc::ImageGc::new(runtime.images.clone(), images.gc));
+    let cri_pods = Arc::new(crate::runtime::cri::CriPods::load(runtime.clone(), node.clone()));
     Ok(Arc::new(Context {
         puller,
         image_gc,
+        cri_pods,
         runtime,
         admission: crate::pod::admission::Ledger::new(crate::pod::admission::NodeResources::new(&node, node_labels)),
         node,
@@ -252,6 +255,7 @@ pub fn reset(args: &ResetArgs) -> anyhow::Result<()> {
         // Nothing is desired: every pod found is removed.
         let mut manager = Manager::start(ctx.clone(), Vec::new(), Vec::new()).await;
         manager.remove_all().await;
+        ctx.cri_pods.remove_all().await;
         remove_cgroup_tree(&ctx.runtime);
         let left = pod::status::Registry::list(&ctx.registry).len();
         println!(

@@ -34,6 +34,21 @@ spec:
     command: ["sh", "-c", "trap 'exit 0' TERM; dd if=/dev/zero of=/big bs=1M count=4 2>/dev/null; while true; do :; done"]
 "#;
 
+async fn pod_sandbox_id(c: &mut minilet_e2e::grpc::Clients, name: &str) -> String {
+    let items = c
+        .runtime
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    items
+        .into_iter()
+        .find(|s| s.metadata.as_ref().is_some_and(|m| m.name == name))
+        .map(|s| s.id)
+        .expect("sandbox listed")
+}
+
 fn sel(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
@@ -390,23 +405,25 @@ fn runtime_service_over_real_pods() {
         });
         let _ = std::fs::remove_file(&rotated);
 
-        // Lifecycle calls are refused: the manifests own the pods.
+        // The manifests own static pods: no containers are created in their sandboxes.
+        let sandbox_id = pod_sandbox_id(&mut c, "web").await;
         let refused = c
             .runtime
-            .stop_container(cri::StopContainerRequest {
-                container_id: main.id.clone(),
-                timeout: 0,
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: sandbox_id,
+                config: Some(cri::ContainerConfig::default()),
+                sandbox_config: None,
             })
             .await
             .unwrap_err();
         assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
-        assert!(refused.message().contains("manifest"));
+        assert!(refused.message().contains("manifest"), "{refused:?}");
         let refused = c
             .runtime
             .run_pod_sandbox(cri::RunPodSandboxRequest::default())
             .await
             .unwrap_err();
-        assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
 
         // Images.
         let images = c

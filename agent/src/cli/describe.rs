@@ -675,7 +675,9 @@ pub fn describe_pod(
         }
     }
     // Where "Controlled By" would be for an API pod: what the pod comes from.
-    if !np.info.manifest.is_empty() {
+    if np.info.manifest.is_empty() {
+        d.line(0, "Created By:\tCRI client (RunPodSandbox), not a manifest");
+    } else {
         d.line(0, &format!("Manifest:\t{}", np.info.manifest));
     }
     if let Some(n) = status.nominated_node_name.as_deref().filter(|n| !n.is_empty()) {

@@ -454,3 +454,122 @@ pub fn v1_event(ev: &Event, node: &NodeInfo, seq: usize) -> k8s::Event {
         ..Default::default()
     }
 }
+
+/// Annotation marking a pod a CRI client made (RunPodSandbox) rather than a manifest.
+pub const CREATED_BY: &str = "minilet.dev/created-by";
+
+/// A CRI-owned sandbox as a v1.Pod, so `minilet get pods` lists it beside the static pods:
+/// its metadata, one container per CRI container name (the latest attempt), and a phase from
+/// the sandbox's state.
+pub fn v1_pod_of_cri_sandbox(sb: &crate::runtime::cri::Sandbox, node: &NodeInfo) -> k8s::Pod {
+    let meta = sb.config.metadata.clone().unwrap_or_default();
+    let mut latest: BTreeMap<String, &crate::runtime::cri::Container> = BTreeMap::new();
+    for c in sb.containers.values() {
+        let name = c.config.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+        let newer = latest
+            .get(&name)
+            .is_none_or(|o| o.files.record.created_at < c.files.record.created_at);
+        if newer {
+            latest.insert(name, c);
+        }
+    }
+    let statuses: Vec<ContainerStatus> = latest
+        .iter()
+        .map(|(name, c)| {
+            let f = &c.files;
+            let state = match (&f.state, &f.exit) {
+                (_, Some(e)) => ContainerState::Terminated(Terminated {
+                    exit_code: e.exit_code,
+                    signal: e.signal,
+                    reason: e.reason.clone(),
+                    message: e.message.clone(),
+                    started_at: f.state.map_or(0, |s| s.started_at),
+                    finished_at: e.finished_at,
+                    container_id: f.record.id.clone(),
+                }),
+                (Some(s), None) => ContainerState::Running {
+                    started_at: s.started_at,
+                },
+                (None, None) => ContainerState::Waiting {
+                    reason: "ContainerCreating".into(),
+                    message: String::new(),
+                },
+            };
+            let running = matches!(state, ContainerState::Running { .. });
+            ContainerStatus {
+                name: name.clone(),
+                init: false,
+                image: c.config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default(),
+                image_id: f.record.image_id.clone(),
+                container_id: Some(f.record.id.clone()),
+                state,
+                last_state: None,
+                restart_count: c.config.metadata.as_ref().map_or(0, |m| m.attempt),
+                started: running,
+                ready: running,
+            }
+        })
+        .collect();
+    let ready = sb.ready();
+    let all_running = !statuses.is_empty() && statuses.iter().all(|s| s.ready);
+    let phase = if ready {
+        "Running"
+    } else if statuses
+        .iter()
+        .all(|s| matches!(&s.state, ContainerState::Terminated(t) if t.exit_code == 0))
+        && !statuses.is_empty()
+    {
+        "Succeeded"
+    } else {
+        "Failed"
+    };
+    let mut annotations: BTreeMap<String, String> = sb.config.annotations.clone().into_iter().collect();
+    annotations.insert(CREATED_BY.into(), "cri".into());
+    let host_ip = node.host_ip.clone().unwrap_or_default();
+    k8s::Pod {
+        metadata: ObjectMeta {
+            name: Some(meta.name),
+            namespace: Some(meta.namespace),
+            uid: Some(meta.uid),
+            labels: Some(sb.config.labels.clone().into_iter().collect()),
+            annotations: Some(annotations),
+            creation_timestamp: time(sb.record.created_at),
+            ..Default::default()
+        },
+        spec: Some(k8s::PodSpec {
+            containers: latest
+                .iter()
+                .map(|(name, c)| k8s::Container {
+                    name: name.clone(),
+                    image: c.config.image.as_ref().map(|i| i.image.clone()),
+                    ..Default::default()
+                })
+                .collect(),
+            node_name: Some(node.name.clone()),
+            host_network: (!sb.record.namespaces.network).then_some(true),
+            ..Default::default()
+        }),
+        status: Some(k8s::PodStatus {
+            phase: Some(phase.into()),
+            conditions: Some(vec![
+                condition("PodReadyToStartContainers", ready, None, sb.record.created_at),
+                condition(
+                    "Ready",
+                    all_running,
+                    (!all_running).then_some("ContainersNotReady"),
+                    sb.record.created_at,
+                ),
+                condition(
+                    "ContainersReady",
+                    all_running,
+                    (!all_running).then_some("ContainersNotReady"),
+                    sb.record.created_at,
+                ),
+            ]),
+            host_ip: Some(host_ip).filter(|h| !h.is_empty()),
+            start_time: time(sb.record.created_at),
+            container_statuses: Some(statuses.iter().map(k8s_container_status).collect()),
+            ..Default::default()
+        }),
+    }
+}

@@ -27,6 +27,7 @@ pub fn runtime_code(e: &RuntimeError) -> Code {
         RuntimeError::FailedPrecondition(_) => Code::FailedPrecondition,
         RuntimeError::DeadlineExceeded(_) => Code::DeadlineExceeded,
         RuntimeError::Unimplemented(_) => Code::Unimplemented,
+        RuntimeError::AlreadyExists(_) => Code::AlreadyExists,
         RuntimeError::Image(e) => image_code(e),
         // A profile the caller named that cannot be read or is not a profile.
         RuntimeError::Seccomp(SeccompError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
@@ -117,6 +118,7 @@ mod tests {
             (RuntimeError::FailedPrecondition("x".into()), Code::FailedPrecondition),
             (RuntimeError::DeadlineExceeded("x".into()), Code::DeadlineExceeded),
             (RuntimeError::Unimplemented("x".into()), Code::Unimplemented),
+            (RuntimeError::AlreadyExists("x".into()), Code::AlreadyExists),
             (RuntimeError::Helper("x".into()), Code::Internal),
             (io(ErrorKind::PermissionDenied), Code::Internal),
             (io(ErrorKind::StorageFull), Code::ResourceExhausted),

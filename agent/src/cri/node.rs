@@ -83,6 +83,48 @@ impl node::node_server::Node for NodeSvc {
                 },
             });
         }
+        // Pods a CRI client made: listed too, marked (no manifest, a created-by annotation).
+        for sb in ctx.cri_pods.list().await {
+            let pod = convert::v1_pod_of_cri_sandbox(&sb, &ctx.node);
+            let meta = &pod.metadata;
+            if (!req.namespace.is_empty() && meta.namespace.as_deref() != Some(req.namespace.as_str()))
+                || (!req.name.is_empty() && meta.name.as_deref() != Some(req.name.as_str()))
+            {
+                continue;
+            }
+            let pod_json = serde_json::to_string(&pod).map_err(|e| Status::internal(e.to_string()))?;
+            let containers = sb
+                .containers
+                .values()
+                .filter(|c| c.files.exit.is_none())
+                .map(|c| {
+                    let dirs = ctx.runtime.cgroups.dirs(&c.files.record.cgroup);
+                    node::ContainerCgroup {
+                        name: c.files.record.name.clone(),
+                        container_id: c.files.record.id.clone(),
+                        cgroup_dirs: dirs.iter().map(|d| d.display().to_string()).collect(),
+                        limits: applied_limits(&dirs),
+                    }
+                })
+                .collect();
+            pods.push(node::PodInfo {
+                pod_json,
+                manifest: String::new(),
+                cgroup_dirs: ctx
+                    .runtime
+                    .cgroups
+                    .dirs(&sb.record.cgroup)
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect(),
+                containers,
+                sandbox_id: if sb.ready() {
+                    sb.record.id.clone()
+                } else {
+                    String::new()
+                },
+            });
+        }
         Ok(Response::new(node::ListPodsResponse { pods }))
     }
 

@@ -1,10 +1,10 @@
-//! CRI `runtime.v1.RuntimeService`: inspection, stats, exec and log reopening over the
-//! node's static pods.
+//! CRI `runtime.v1.RuntimeService` over the node's two kinds of pods.
 //!
-//! Pods here are owned by their manifests. The lifecycle calls (RunPodSandbox,
-//! CreateContainer, Stop*/Remove*, UpdateContainerResources) are refused with
-//! FAILED_PRECONDITION and a message saying where to make the change instead: a CRI client
-//! removing a container the manifest still wants would only see it come back.
+//! Pods a CRI client made (RunPodSandbox) are its own: every call works on them as the CRI
+//! defines it ([`crate::runtime::cri`]). Static pods are owned by their manifests: a client
+//! may stop their containers or sandbox, and the pod's worker then does what the kubelet
+//! does (restart per policy, recreate the sandbox), so the manifest still wins; creating
+//! containers in them or changing their resources is refused with where to make the change.
 
 use std::time::Duration;
 
@@ -24,6 +24,52 @@ const CRI_VERSION: &str = "0.1.0";
 pub struct RuntimeSvc(pub std::sync::Arc<Cri>);
 
 impl RuntimeSvc {
+    fn pods(&self) -> &crate::runtime::cri::CriPods {
+        &self.0.ctx.cri_pods
+    }
+
+    /// The files of a container of either kind of pod (for exec and logs).
+    async fn container_files(&self, id: &str) -> Result<crate::runtime::state::ContainerFiles, Status> {
+        match self.pods().container_files(id).await {
+            Ok(f) => Ok(f),
+            Err(RuntimeError::NotFound { .. }) => Ok(filter::container(&self.0.ctx.registry, id)?.1.files),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Stop a static pod's running attempt; its worker then restarts it per policy. An
+    /// unknown container is already stopped.
+    async fn stop_static_container(&self, id: &str, timeout: i64) -> Result<(), Status> {
+        let Ok((_, a)) = filter::container(&self.0.ctx.registry, id) else {
+            return Ok(());
+        };
+        if a.files.state.is_none() || a.files.exit.is_some() {
+            return Ok(());
+        }
+        let (signal, grace) = if timeout > 0 {
+            (nix::sys::signal::Signal::SIGTERM, Duration::from_secs(timeout as u64))
+        } else {
+            (nix::sys::signal::Signal::SIGKILL, Duration::ZERO)
+        };
+        self.0.ctx.runtime.stop_container(&a.files, signal, grace).await;
+        Ok(())
+    }
+
+    /// Stop a static pod's pause; its worker recreates the sandbox. Unknown: already gone.
+    async fn stop_static_sandbox(&self, id: &str) -> Result<(), Status> {
+        let Ok(e) = filter::sandbox(&self.0.ctx.registry, id) else {
+            return Ok(());
+        };
+        if let Some(pause) = e.sandbox.pause {
+            let state = crate::runtime::spec::SandboxState {
+                pause,
+                created_at: e.sandbox.created_at,
+            };
+            self.0.ctx.runtime.stop_sandbox(&state).await.map_err(Status::from)?;
+        }
+        Ok(())
+    }
+
     fn refuse<T>(&self, what: &str) -> Result<Response<T>, Status> {
         Err(RuntimeError::FailedPrecondition(format!(
             "{what}: minilet runs static pods from its manifests directory ({}); add, edit or remove a manifest there instead",
@@ -46,20 +92,57 @@ impl cri::runtime_service_server::RuntimeService for RuntimeSvc {
         }))
     }
 
-    async fn run_pod_sandbox(&self, _: Request<cri::RunPodSandboxRequest>) -> R<cri::RunPodSandboxResponse> {
-        self.refuse("RunPodSandbox")
+    async fn run_pod_sandbox(&self, req: Request<cri::RunPodSandboxRequest>) -> R<cri::RunPodSandboxResponse> {
+        let pod_sandbox_id = self
+            .pods()
+            .run_pod_sandbox(req.into_inner())
+            .await
+            .map_err(Status::from)?;
+        Ok(Response::new(cri::RunPodSandboxResponse { pod_sandbox_id }))
     }
 
-    async fn stop_pod_sandbox(&self, _: Request<cri::StopPodSandboxRequest>) -> R<cri::StopPodSandboxResponse> {
-        self.refuse("StopPodSandbox")
+    async fn stop_pod_sandbox(&self, req: Request<cri::StopPodSandboxRequest>) -> R<cri::StopPodSandboxResponse> {
+        let id = req.into_inner().pod_sandbox_id;
+        if self.pods().has_sandbox(&id) {
+            self.pods().stop_pod_sandbox(&id).await.map_err(Status::from)?;
+        } else {
+            self.stop_static_sandbox(&id).await?;
+        }
+        Ok(Response::new(cri::StopPodSandboxResponse {}))
     }
 
-    async fn remove_pod_sandbox(&self, _: Request<cri::RemovePodSandboxRequest>) -> R<cri::RemovePodSandboxResponse> {
-        self.refuse("RemovePodSandbox")
+    async fn remove_pod_sandbox(&self, req: Request<cri::RemovePodSandboxRequest>) -> R<cri::RemovePodSandboxResponse> {
+        let id = req.into_inner().pod_sandbox_id;
+        if self.pods().has_sandbox(&id) {
+            self.pods().remove_pod_sandbox(&id).await.map_err(Status::from)?;
+        } else {
+            // A static pod's sandbox comes back while its manifest is there: removing it is
+            // stopping it (the worker recreates it, as a kubelet would).
+            self.stop_static_sandbox(&id).await?;
+        }
+        Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }
 
     async fn pod_sandbox_status(&self, req: Request<cri::PodSandboxStatusRequest>) -> R<cri::PodSandboxStatusResponse> {
         let req = req.into_inner();
+        if self.pods().has_sandbox(&req.pod_sandbox_id) {
+            let (status, verbose) = self
+                .pods()
+                .pod_sandbox_status(&req.pod_sandbox_id)
+                .await
+                .map_err(Status::from)?;
+            let containers_statuses = Vec::new();
+            let mut info = std::collections::HashMap::new();
+            if req.verbose {
+                info.insert("info".to_string(), verbose.to_string());
+            }
+            return Ok(Response::new(cri::PodSandboxStatusResponse {
+                status: Some(status),
+                info,
+                containers_statuses,
+                timestamp: now_nanos(),
+            }));
+        }
         let e = filter::sandbox(&self.0.ctx.registry, &req.pod_sandbox_id)?;
         let mut info = std::collections::HashMap::new();
         if req.verbose {
@@ -92,6 +175,7 @@ impl cri::runtime_service_server::RuntimeService for RuntimeSvc {
             // A pod refused at admission never reached the runtime: it has no sandbox.
             .filter(|e| e.status.rejection.is_none())
             .map(convert::pod_sandbox)
+            .chain(self.pods().list_pod_sandboxes().await)
             .filter(|s| filter::id_matches(&f.id, &s.id))
             .filter(|s| f.state.as_ref().is_none_or(|st| st.state == s.state))
             .filter(|s| filter::labels_match(&s.labels, &f.label_selector))
@@ -99,20 +183,59 @@ impl cri::runtime_service_server::RuntimeService for RuntimeSvc {
         Ok(Response::new(cri::ListPodSandboxResponse { items }))
     }
 
-    async fn create_container(&self, _: Request<cri::CreateContainerRequest>) -> R<cri::CreateContainerResponse> {
-        self.refuse("CreateContainer")
+    async fn create_container(&self, req: Request<cri::CreateContainerRequest>) -> R<cri::CreateContainerResponse> {
+        let req = req.into_inner();
+        if !self.pods().has_sandbox(&req.pod_sandbox_id)
+            && filter::sandbox(&self.0.ctx.registry, &req.pod_sandbox_id).is_ok()
+        {
+            return self.refuse("CreateContainer in a static pod's sandbox");
+        }
+        let config = req
+            .config
+            .ok_or_else(|| Status::invalid_argument("config is required"))?;
+        let container_id = self
+            .pods()
+            .create_container(&req.pod_sandbox_id, config)
+            .await
+            .map_err(Status::from)?;
+        Ok(Response::new(cri::CreateContainerResponse { container_id }))
     }
 
-    async fn start_container(&self, _: Request<cri::StartContainerRequest>) -> R<cri::StartContainerResponse> {
-        self.refuse("StartContainer")
+    async fn start_container(&self, req: Request<cri::StartContainerRequest>) -> R<cri::StartContainerResponse> {
+        let id = req.into_inner().container_id;
+        match self.pods().start_container(&id).await {
+            Err(RuntimeError::NotFound { .. }) if filter::container(&self.0.ctx.registry, &id).is_ok() => {
+                self.refuse("StartContainer of a static pod's container (its worker starts it)")
+            }
+            other => {
+                other.map_err(Status::from)?;
+                Ok(Response::new(cri::StartContainerResponse {}))
+            }
+        }
     }
 
-    async fn stop_container(&self, _: Request<cri::StopContainerRequest>) -> R<cri::StopContainerResponse> {
-        self.refuse("StopContainer")
+    async fn stop_container(&self, req: Request<cri::StopContainerRequest>) -> R<cri::StopContainerResponse> {
+        let req = req.into_inner();
+        match self.pods().find_container(&req.container_id).await {
+            Ok(_) => self
+                .pods()
+                .stop_container(&req.container_id, req.timeout)
+                .await
+                .map_err(Status::from)?,
+            Err(_) => self.stop_static_container(&req.container_id, req.timeout).await?,
+        }
+        Ok(Response::new(cri::StopContainerResponse {}))
     }
 
-    async fn remove_container(&self, _: Request<cri::RemoveContainerRequest>) -> R<cri::RemoveContainerResponse> {
-        self.refuse("RemoveContainer")
+    async fn remove_container(&self, req: Request<cri::RemoveContainerRequest>) -> R<cri::RemoveContainerResponse> {
+        let id = req.into_inner().container_id;
+        match self.pods().find_container(&id).await {
+            Ok(_) => self.pods().remove_container(&id).await.map_err(Status::from)?,
+            // A static pod's attempt is its worker's to remove: stopping it is what a client
+            // can do (the worker then restarts it per policy, and retires old attempts).
+            Err(_) => self.stop_static_container(&id, 0).await?,
+        }
+        Ok(Response::new(cri::RemoveContainerResponse {}))
     }
 
     async fn list_containers(&self, req: Request<cri::ListContainersRequest>) -> R<cri::ListContainersResponse> {
@@ -123,20 +246,54 @@ impl cri::runtime_service_server::RuntimeService for RuntimeSvc {
                 continue;
             }
             for a in &e.attempts {
-                let c = convert::container(&e, a);
-                if filter::id_matches(&f.id, &c.id)
-                    && f.state.as_ref().is_none_or(|s| s.state == c.state)
-                    && filter::labels_match(&c.labels, &f.label_selector)
-                {
-                    containers.push(c);
-                }
+                containers.push(convert::container(&e, a));
             }
         }
+        containers.extend(
+            self.pods()
+                .list_containers()
+                .await
+                .into_iter()
+                .filter(|c| filter::id_matches(&f.pod_sandbox_id, &c.pod_sandbox_id)),
+        );
+        containers.retain(|c| {
+            filter::id_matches(&f.id, &c.id)
+                && f.state.as_ref().is_none_or(|s| s.state == c.state)
+                && filter::labels_match(&c.labels, &f.label_selector)
+        });
         Ok(Response::new(cri::ListContainersResponse { containers }))
     }
 
     async fn container_status(&self, req: Request<cri::ContainerStatusRequest>) -> R<cri::ContainerStatusResponse> {
         let req = req.into_inner();
+        if self.pods().find_container(&req.container_id).await.is_ok() {
+            let (status, sandbox_id) = self
+                .pods()
+                .container_status(&req.container_id)
+                .await
+                .map_err(Status::from)?;
+            let mut info = std::collections::HashMap::new();
+            if req.verbose {
+                let files = self
+                    .pods()
+                    .container_files(&req.container_id)
+                    .await
+                    .map_err(Status::from)?;
+                let v = serde_json::json!({
+                    "pid": files.state.map(|s| s.process.pid),
+                    "monitorPid": files.state.map(|s| s.monitor.pid),
+                    "sandboxId": sandbox_id,
+                    "cgroupDirs": self.0.ctx.runtime.cgroups.dirs(&files.record.cgroup),
+                    "dir": files.dir,
+                    "exit": files.exit,
+                });
+                info.insert("info".to_string(), v.to_string());
+            }
+            return Ok(Response::new(cri::ContainerStatusResponse {
+                status: Some(status),
+                info,
+            }));
+        }
         let (e, a) = filter::container(&self.0.ctx.registry, &req.container_id)?;
         let spec = convert::read_spec(&a.files);
         let mut info = std::collections::HashMap::new();
@@ -160,26 +317,43 @@ impl cri::runtime_service_server::RuntimeService for RuntimeSvc {
 
     async fn update_container_resources(
         &self,
-        _: Request<cri::UpdateContainerResourcesRequest>,
+        req: Request<cri::UpdateContainerResourcesRequest>,
     ) -> R<cri::UpdateContainerResourcesResponse> {
-        self.refuse("UpdateContainerResources")
+        let req = req.into_inner();
+        if self.pods().find_container(&req.container_id).await.is_err()
+            && filter::container(&self.0.ctx.registry, &req.container_id).is_ok()
+        {
+            return self.refuse("UpdateContainerResources of a static pod's container");
+        }
+        self.pods()
+            .update_container_resources(&req.container_id, req.linux)
+            .await
+            .map_err(Status::from)?;
+        Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
     }
 
     async fn reopen_container_log(
         &self,
         req: Request<cri::ReopenContainerLogRequest>,
     ) -> R<cri::ReopenContainerLogResponse> {
-        let (_, a) = filter::container(&self.0.ctx.registry, &req.into_inner().container_id)?;
-        self.0.ctx.runtime.reopen_log(&a.files).await?;
+        let files = self.container_files(&req.into_inner().container_id).await?;
+        self.0.ctx.runtime.reopen_log(&files).await?;
         Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
 
     async fn exec_sync(&self, req: Request<cri::ExecSyncRequest>) -> R<cri::ExecSyncResponse> {
         let req = req.into_inner();
-        let (_, a) = filter::container(&self.0.ctx.registry, &req.container_id)?;
+        let files = self.container_files(&req.container_id).await?;
         let timeout = (req.timeout > 0).then(|| Duration::from_secs(req.timeout as u64));
         let cmd = req.cmd.clone();
-        match self.0.ctx.runtime.exec_sync(&a.files, req.cmd, timeout).await? {
+        match self
+            .0
+            .ctx
+            .runtime
+            .exec_sync(&files, req.cmd, timeout)
+            .await
+            .map_err(Status::from)?
+        {
             Some(r) => Ok(Response::new(cri::ExecSyncResponse {
                 stdout: r.stdout,
                 stderr: r.stderr,
@@ -335,13 +509,15 @@ impl cri::runtime_service_server::RuntimeService for RuntimeSvc {
         Err(RuntimeError::Unimplemented("CheckpointContainer is not supported".into()).into())
     }
 
-    type GetContainerEventsStream = tokio_stream::Empty<Result<cri::ContainerEventResponse, Status>>;
+    type GetContainerEventsStream =
+        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
 
     async fn get_container_events(&self, _: Request<cri::GetEventsRequest>) -> R<Self::GetContainerEventsStream> {
-        Err(RuntimeError::Unimplemented(
-            "GetContainerEvents is not supported (the kubelet falls back to polling)".into(),
-        )
-        .into())
+        use tokio_stream::StreamExt;
+        let rx = self.pods().events().subscribe();
+        // A subscriber that fell behind skips what it missed (a kubelet relists then).
+        let stream = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(|ev| ev.ok().map(Ok));
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn list_metric_descriptors(

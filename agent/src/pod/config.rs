@@ -66,7 +66,13 @@ fn host_network(pod: &Pod) -> bool {
 }
 
 /// The sandbox of a pod.
-pub fn sandbox_config(pod: &Pod, uid: &str, plan: &PodPlan, node: &NodeInfo) -> SandboxConfig {
+pub fn sandbox_config(
+    rt_layout: &crate::runtime::state::Layout,
+    pod: &Pod,
+    uid: &str,
+    plan: &PodPlan,
+    node: &NodeInfo,
+) -> SandboxConfig {
     let spec = spec(pod);
     let host_net = host_network(pod);
     let empty_dirs = spec
@@ -86,6 +92,7 @@ pub fn sandbox_config(pod: &Pod, uid: &str, plan: &PodPlan, node: &NodeInfo) -> 
         .collect();
     SandboxConfig {
         pod_uid: uid.to_string(),
+        dir: rt_layout.pod_dir(uid),
         hostname: if host_net {
             node.name.clone()
         } else {
@@ -283,6 +290,7 @@ pub fn container_config(rt: &Runtime, node: &NodeInfo, i: &ContainerInputs) -> R
 
     Ok(ContainerConfig {
         pod_uid: i.uid.to_string(),
+        pod_dir: rt.layout.pod_dir(i.uid),
         name: c.name.clone(),
         attempt: i.attempt,
         init: i.init,

@@ -75,7 +75,15 @@ impl Manager {
         }
 
         // Cgroups of pods nobody knows about any more: kill what is in them, remove them.
+        // CRI-owned pods live under the same QoS groups when their client asks so.
+        let cri_cgroups = m.ctx.cri_pods.cgroups();
         for cgroup in m.ctx.runtime.orphan_pod_cgroups(&known) {
+            if cri_cgroups
+                .iter()
+                .any(|c| c == &cgroup || c.starts_with(&format!("{cgroup}/")))
+            {
+                continue;
+            }
             tracing::warn!(%cgroup, "removing orphaned pod cgroup");
             let _ = m.ctx.runtime.cgroups.kill(&cgroup);
             if let Err(e) = m.ctx.runtime.cgroups.remove(&cgroup) {

@@ -26,6 +26,9 @@ use crate::runtime::Runtime;
 /// What every pod worker shares.
 pub struct Context {
     pub runtime: Arc<Runtime>,
+    /// Pods a CRI client owns (RunPodSandbox): the workers never touch them, but the node
+    /// counts them when it cleans up and lists them beside its static pods.
+    pub cri_pods: Arc<crate::runtime::cri::CriPods>,
     pub node: node::NodeInfo,
     pub events: Events,
     pub registry: status::Registry,

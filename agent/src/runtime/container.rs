@@ -18,6 +18,8 @@ use crate::images::Image;
 #[derive(Debug, Clone)]
 pub struct ContainerConfig {
     pub pod_uid: String,
+    /// The state directory of the pod (see [`super::sandbox::SandboxConfig::dir`]).
+    pub pod_dir: PathBuf,
     pub name: String,
     pub attempt: u32,
     pub init: bool,
@@ -46,8 +48,16 @@ impl Runtime {
     /// it could not start (a `StartError`, as the kubelet would report it). `Err` means
     /// nothing was left behind.
     pub async fn start_container(&self, cfg: &ContainerConfig, sandbox: ProcessId) -> Result<ContainerFiles> {
+        let created = self.create_container(cfg, sandbox).await?;
+        self.start_created(&created).await
+    }
+
+    /// Prepare one container attempt (CRI CreateContainer): its directory, record, cgroup and
+    /// the monitor's spec, with the seccomp profile resolved. Nothing runs yet. `Err` means
+    /// nothing was left behind.
+    pub async fn create_container(&self, cfg: &ContainerConfig, sandbox: ProcessId) -> Result<ContainerFiles> {
         let id = new_id();
-        let dir = self.layout.container_dir(&cfg.pod_uid, &id);
+        let dir = super::state::container_dir_in(&cfg.pod_dir, &id);
         let cgroup = format!("{}/{id}", cfg.pod_cgroup);
         // A profile that cannot be read or compiled fails the creation (CreateContainerError,
         // as containerd's does): the container never runs unconfined instead.
@@ -55,37 +65,62 @@ impl Runtime {
         let seccomp = tokio::task::spawn_blocking(move || super::seccomp::for_container(&request, caps.as_deref()))
             .await
             .map_err(|e| RuntimeError::Helper(format!("resolve the seccomp profile: {e}")))??;
-        let created = self.create_container(cfg, seccomp, &id, &dir, &cgroup, sandbox);
-        let spec_path = match created {
-            Ok(p) => p,
+        let prepared = self.prepare_container(cfg, seccomp, &id, &dir, &cgroup, sandbox);
+        if let Err(e) = prepared {
+            self.discard(&dir, &cgroup);
+            return Err(e);
+        }
+        match ContainerFiles::load(&dir) {
+            Ok(Some(files)) => Ok(files),
+            Ok(None) => {
+                self.discard(&dir, &cgroup);
+                Err(RuntimeError::Helper(format!(
+                    "container record vanished from {}",
+                    dir.display()
+                )))
+            }
             Err(e) => {
                 self.discard(&dir, &cgroup);
-                return Err(e);
+                Err(RuntimeError::Io {
+                    context: format!("read {}", dir.display()),
+                    source: e,
+                })
             }
-        };
+        }
+    }
+
+    /// Start a created attempt (CRI StartContainer): the monitor starts the process and
+    /// records it, or records why it could not start. `Err` means the attempt was discarded.
+    pub async fn start_created(&self, created: &ContainerFiles) -> Result<ContainerFiles> {
+        let (dir, cgroup) = (&created.dir, &created.record.cgroup);
+        let spec_path = ContainerFiles::spec_path(dir);
         match self
             .run_helper::<super::spec::ContainerState>(helper::MONITOR, &spec_path)
             .await
         {
             Ok(_) | Err(RuntimeError::Helper(_)) => {}
             Err(e) => {
-                self.discard(&dir, &cgroup);
+                self.discard(dir, cgroup);
                 return Err(e);
             }
         }
         // The monitor has recorded either the running process or why it could not start.
-        let files = ContainerFiles::load(&dir).context(|| format!("read {}", dir.display()))?;
+        let files = ContainerFiles::load(dir).context(|| format!("read {}", dir.display()))?;
         match files {
             Some(f) if f.state.is_some() || f.exit.is_some() => Ok(f),
             _ => {
-                let msg = format!("container monitor for {} left no state in {}", cfg.name, dir.display());
-                self.discard(&dir, &cgroup);
+                let msg = format!(
+                    "container monitor for {} left no state in {}",
+                    created.record.name,
+                    dir.display()
+                );
+                self.discard(dir, cgroup);
                 Err(RuntimeError::Helper(msg))
             }
         }
     }
 
-    fn create_container(
+    fn prepare_container(
         &self,
         cfg: &ContainerConfig,
         seccomp: Option<super::seccomp::Profile>,

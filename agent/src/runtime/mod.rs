@@ -7,6 +7,7 @@
 
 pub mod capabilities;
 pub mod container;
+pub mod cri;
 pub mod exec;
 pub mod helper;
 pub mod log_rotation;
@@ -66,6 +67,25 @@ pub enum RuntimeError {
     /// minilet does not do this at all.
     #[error("{0}")]
     Unimplemented(String),
+    /// The name or object is already taken (a CRI container name reserved in its sandbox).
+    #[error("{0}")]
+    AlreadyExists(String),
+}
+
+impl RuntimeError {
+    pub fn not_found(kind: &'static str, id: &str) -> Self {
+        RuntimeError::NotFound {
+            kind,
+            id: id.to_string(),
+        }
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        RuntimeError::Io {
+            context: context.into(),
+            source,
+        }
+    }
 }
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;

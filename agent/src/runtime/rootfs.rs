@@ -37,7 +37,7 @@ const DEV_LINKS: &[(&str, &str)] = &[
 ];
 
 /// Hidden from containers (the container runtimes' defaults for a non-privileged container).
-const MASKED_PATHS: &[&str] = &[
+pub const MASKED_PATHS: &[&str] = &[
     "/proc/acpi",
     "/proc/asound",
     "/proc/interrupts",
@@ -52,7 +52,7 @@ const MASKED_PATHS: &[&str] = &[
     "/sys/firmware",
 ];
 
-const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+pub const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
 /// Build the root filesystem at `rootfs.target`. The caller is in a fresh mount namespace.
 /// `cwd` (the working directory) is created when the image lacks it, as runc does, before

@@ -15,6 +15,9 @@ use crate::file_modes;
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
     pub pod_uid: String,
+    /// The pod's state directory (a static pod's `pods/<uid>`, a CRI sandbox's
+    /// `sandboxes/<id>`): etc files, volumes, sandbox.json and containers live in it.
+    pub dir: PathBuf,
     pub hostname: String,
     pub namespaces: SandboxNamespaces,
     /// The pod's cgroup, relative to the cgroup parent.
@@ -37,6 +40,9 @@ pub struct EtcFiles {
 }
 
 const EMPTY_DIR_PLUGIN: &str = "kubernetes.io~empty-dir";
+
+/// The pause's identity in a pod's state directory (written by the launcher).
+pub const SANDBOX_STATE: &str = "sandbox.json";
 
 impl Runtime {
     pub fn etc_file(&self, uid: &str, name: &str) -> PathBuf {
@@ -64,7 +70,7 @@ impl Runtime {
     /// Prepare the pod's files and cgroup and start its pause.
     pub async fn run_sandbox(&self, cfg: &SandboxConfig, sandbox_id: &str) -> Result<SandboxState> {
         let uid = cfg.pod_uid.as_str();
-        let pod_dir = self.layout.pod_dir(uid);
+        let pod_dir = cfg.dir.clone();
         let etc = pod_dir.join("etc");
         file_modes::create_dir_all(&etc, file_modes::STATE_DIR).context(|| format!("create {}", etc.display()))?;
         for (name, content) in [
@@ -77,12 +83,12 @@ impl Runtime {
                 .context(|| format!("write {}", path.display()))?;
         }
         let mut tmpfs = vec![TmpfsSpec {
-            path: self.shm_dir(uid),
+            path: pod_dir.join("shm"),
             size_bytes: Some(cfg.shm_size),
             mode: 0o1777,
         }];
         for (name, memory, limit) in &cfg.empty_dirs {
-            let dir = self.empty_dir(uid, name);
+            let dir = pod_dir.join("volumes").join(EMPTY_DIR_PLUGIN).join(name);
             if let Some(parent) = dir.parent() {
                 file_modes::create_dir_all(parent, file_modes::STATE_DIR)
                     .context(|| format!("create {}", parent.display()))?;
@@ -114,7 +120,7 @@ impl Runtime {
             cgroup_dirs: self.cgroups.dirs(&cgroup),
             oom_score_adj: Some(self.oom_score_adj(cfg.oom_score_adj)),
             tmpfs,
-            state_path: self.layout.sandbox_state(uid),
+            state_path: pod_dir.join(SANDBOX_STATE),
         };
         let spec_path = pod_dir.join("sandbox-spec.json");
         atomic_file::write_json(&spec_path, &spec).context(|| format!("write {}", spec_path.display()))?;

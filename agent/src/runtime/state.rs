@@ -92,7 +92,17 @@ impl Layout {
     }
 
     pub fn sandbox_state(&self, uid: &str) -> PathBuf {
-        self.pod_dir(uid).join("sandbox.json")
+        self.pod_dir(uid).join(super::sandbox::SANDBOX_STATE)
+    }
+
+    /// Sandboxes created by CRI clients: `<root>/sandboxes/<sandbox id>`, laid out as a pod
+    /// directory (they are keyed by sandbox, as a CRI client may run several for one pod).
+    pub fn cri_sandboxes_dir(&self) -> PathBuf {
+        self.root.join("sandboxes")
+    }
+
+    pub fn cri_sandbox_dir(&self, id: &str) -> PathBuf {
+        self.cri_sandboxes_dir().join(&*path_component(id))
     }
 
     pub fn containers_dir(&self, uid: &str) -> PathBuf {
@@ -100,8 +110,13 @@ impl Layout {
     }
 
     pub fn container_dir(&self, uid: &str, id: &str) -> PathBuf {
-        self.containers_dir(uid).join(&*path_component(id))
+        container_dir_in(&self.pod_dir(uid), id)
     }
+}
+
+/// A container attempt's directory inside a pod's (or CRI sandbox's) state directory.
+pub fn container_dir_in(pod_dir: &Path, id: &str) -> PathBuf {
+    pod_dir.join("containers").join(&*path_component(id))
 }
 
 /// `name` as exactly one path component, whatever it holds. Validation refuses UIDs and

@@ -32,7 +32,7 @@ pub async fn run(w: &mut Worker) -> State {
         w.record.sandbox_id = new_id();
         w.save_record();
         w.publish();
-        let cfg = config::sandbox_config(&w.pod, &w.uid, &w.plan, &w.ctx.node);
+        let cfg = config::sandbox_config(&w.ctx.runtime.layout, &w.pod, &w.uid, &w.plan, &w.ctx.node);
         let created = match crate::pod::security::user_namespace_problem(&w.pod) {
             Some(problem) => Err(problem),
             None => (w.ctx.runtime.run_sandbox(&cfg, &w.record.sandbox_id).await).map_err(|e| e.to_string()),

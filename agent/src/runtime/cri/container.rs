@@ -1,0 +1,344 @@
+//! CreateContainer, StartContainer, StopContainer, RemoveContainer, UpdateContainerResources
+//! and the container's status, for containers of CRI sandboxes.
+
+use std::time::Duration;
+
+use minilet_proto::runtime::v1 as cri;
+use nix::sys::signal::Signal;
+
+use super::translate;
+use super::{CONTAINER_CONFIG, Container, CriPods, refresh, write_pb};
+use crate::runtime::RuntimeError;
+use crate::runtime::spec::now_nanos;
+
+impl CriPods {
+    /// CreateContainer: the container's directory, cgroup and spec; nothing runs yet.
+    pub async fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: cri::ContainerConfig,
+    ) -> Result<String, RuntimeError> {
+        let sb = self.find_sandbox(sandbox_id)?;
+        let mut sb = sb.lock().await;
+        let Some(state) = sb.state.filter(|_| sb.ready()) else {
+            return Err(RuntimeError::FailedPrecondition(format!(
+                "sandbox {} is not ready: its pause is not running",
+                sb.record.id
+            )));
+        };
+        let meta = config.metadata.clone().unwrap_or_default();
+        // containerd reserves a name per sandbox and attempt: a client retrying a creation
+        // must not get two containers for one.
+        if let Some(other) = sb.containers.values().find(|c| {
+            c.config
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.name == meta.name && m.attempt == meta.attempt)
+        }) {
+            return Err(RuntimeError::AlreadyExists(format!(
+                "container name {:?} (attempt {}) is reserved for {} in sandbox {}",
+                meta.name,
+                meta.attempt,
+                other.id(),
+                sb.record.id
+            )));
+        }
+        let image_ref = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
+        if image_ref.is_empty() {
+            return Err(RuntimeError::InvalidArgument("image.image is required".into()));
+        }
+        let image = {
+            let rt = self.rt.clone();
+            let r = image_ref.clone();
+            tokio::task::spawn_blocking(move || rt.images.get(&r))
+                .await
+                .map_err(|e| RuntimeError::FailedPrecondition(format!("look up image: {e}")))??
+        }
+        .ok_or_else(|| RuntimeError::not_found("image", &image_ref))?;
+        let log_path = translate::log_path(&sb, &config)?;
+        let cfg = translate::container(&translate::ContainerInputs {
+            config: &config,
+            sandbox: &sb,
+            image: &image,
+            log_path,
+        })?;
+        let files = self.rt.create_container(&cfg, state.pause).await?;
+        // The client's config goes last: without it a restarted agent treats the directory
+        // as an interrupted creation.
+        let path = files.dir.join(CONTAINER_CONFIG);
+        if let Err(e) = write_pb(&path, &config) {
+            let _ = self.rt.remove_container(&files);
+            return Err(RuntimeError::io(format!("write {}", path.display()), e));
+        }
+        let id = files.record.id.clone();
+        sb.containers.insert(id.clone(), Container { config, files });
+        self.event(&sb, &id, cri::ContainerEventType::ContainerCreatedEvent);
+        Ok(id)
+    }
+
+    /// StartContainer: only a created container starts; one that could not start is left
+    /// EXITED with its reason (StartError), and the call fails with it.
+    pub async fn start_container(&self, id: &str) -> Result<(), RuntimeError> {
+        let (sb, cid) = self.find_container(id).await?;
+        let mut sb = sb.lock().await;
+        refresh(&mut sb);
+        let c = sb
+            .containers
+            .get(&cid)
+            .cloned()
+            .ok_or_else(|| RuntimeError::not_found("container", id))?;
+        if c.cri_state() != cri::ContainerState::ContainerCreated {
+            return Err(RuntimeError::FailedPrecondition(format!(
+                "container {cid} is in state {} and cannot be started",
+                c.cri_state().as_str_name()
+            )));
+        }
+        if !sb.ready() {
+            return Err(RuntimeError::FailedPrecondition(format!(
+                "sandbox {} of container {cid} is not ready",
+                sb.record.id
+            )));
+        }
+        let files = self.rt.start_created(&c.files).await?;
+        let started = Container {
+            config: c.config.clone(),
+            files: files.clone(),
+        };
+        sb.containers.insert(cid.clone(), started.clone());
+        if let Some(exit) = files.exit.as_ref().filter(|e| e.reason == "StartError") {
+            self.event(&sb, &cid, cri::ContainerEventType::ContainerStoppedEvent);
+            return Err(RuntimeError::FailedPrecondition(format!(
+                "container {cid} could not start: {}",
+                exit.message
+            )));
+        }
+        self.event(&sb, &cid, cri::ContainerEventType::ContainerStartedEvent);
+        if started.cri_state() == cri::ContainerState::ContainerRunning {
+            self.watch(&sb.record.id, &started);
+        } else {
+            self.event(&sb, &cid, cri::ContainerEventType::ContainerStoppedEvent);
+        }
+        Ok(())
+    }
+
+    /// StopContainer: the image's stop signal, SIGKILL after `timeout` seconds (at once for
+    /// 0). Stopping a container that is not running, or is unknown, succeeds.
+    pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<(), RuntimeError> {
+        let (sb, cid) = match self.find_container(id).await {
+            Ok(v) => v,
+            Err(RuntimeError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let files = {
+            let mut sb = sb.lock().await;
+            refresh(&mut sb);
+            match sb.containers.get(&cid) {
+                Some(c) if c.cri_state() == cri::ContainerState::ContainerRunning => c.files.clone(),
+                _ => return Ok(()),
+            }
+        };
+        let (signal, grace) = if timeout > 0 {
+            (stop_signal(&self.rt, &files), Duration::from_secs(timeout as u64))
+        } else {
+            (Signal::SIGKILL, Duration::ZERO)
+        };
+        // Not under the sandbox's lock: a grace period may be long.
+        self.rt.stop_container(&files, signal, grace).await;
+        let mut sb = sb.lock().await;
+        refresh(&mut sb);
+        Ok(())
+    }
+
+    /// RemoveContainer: a running container is killed first. Removing an unknown container
+    /// succeeds.
+    pub async fn remove_container(&self, id: &str) -> Result<(), RuntimeError> {
+        let (sb, cid) = match self.find_container(id).await {
+            Ok(v) => v,
+            Err(RuntimeError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        self.stop_container(&cid, 0).await?;
+        let mut sb = sb.lock().await;
+        let Some(c) = sb.containers.get(&cid).cloned() else {
+            return Ok(());
+        };
+        let rt = self.rt.clone();
+        let files = c.files.clone();
+        tokio::task::spawn_blocking(move || rt.remove_container(&files))
+            .await
+            .map_err(|e| RuntimeError::FailedPrecondition(format!("remove container: {e}")))??;
+        sb.containers.remove(&cid);
+        self.event_gone(&sb, &c);
+        Ok(())
+    }
+
+    /// ContainerStatus for a container of a CRI sandbox.
+    pub async fn container_status(&self, id: &str) -> Result<(cri::ContainerStatus, String), RuntimeError> {
+        let (sb, cid) = self.find_container(id).await?;
+        let mut sb = sb.lock().await;
+        refresh(&mut sb);
+        let c = sb
+            .containers
+            .get(&cid)
+            .ok_or_else(|| RuntimeError::not_found("container", id))?;
+        Ok((status(c), sb.record.id.clone()))
+    }
+
+    /// ListContainers over the CRI sandboxes: (sandbox ID, container).
+    pub async fn list_containers(&self) -> Vec<cri::Container> {
+        let mut out = Vec::new();
+        for sb in self.list().await {
+            for c in sb.containers.values() {
+                out.push(summary(&sb.record.id, c));
+            }
+        }
+        out
+    }
+
+    /// UpdateContainerResources: the new limits go to the container's cgroup now and are
+    /// what ContainerStatus reports from then on.
+    pub async fn update_container_resources(
+        &self,
+        id: &str,
+        linux: Option<cri::LinuxContainerResources>,
+    ) -> Result<(), RuntimeError> {
+        let Some(linux) = linux else {
+            return Ok(());
+        };
+        let (sb, cid) = self.find_container(id).await?;
+        let mut sb = sb.lock().await;
+        refresh(&mut sb);
+        let c = sb
+            .containers
+            .get_mut(&cid)
+            .ok_or_else(|| RuntimeError::not_found("container", id))?;
+        if c.cri_state() == cri::ContainerState::ContainerExited {
+            return Err(RuntimeError::FailedPrecondition(format!(
+                "container {cid} has exited; its resources cannot be updated"
+            )));
+        }
+        let (res, oom) = translate::resources(&linux, "linux")?;
+        if oom.is_some() {
+            return Err(RuntimeError::Unimplemented(
+                "changing oom_score_adj of a created container is not supported by minilet".into(),
+            ));
+        }
+        let rt = self.rt.clone();
+        let cgroup = c.files.record.cgroup.clone();
+        tokio::task::spawn_blocking(move || rt.cgroups.apply(&cgroup, &res))
+            .await
+            .map_err(|e| RuntimeError::FailedPrecondition(format!("update resources: {e}")))??;
+        let mut config = c.config.clone();
+        config.linux.get_or_insert_with(Default::default).resources = Some(linux);
+        let path = c.files.dir.join(CONTAINER_CONFIG);
+        write_pb(&path, &config).map_err(|e| RuntimeError::io(format!("write {}", path.display()), e))?;
+        c.config = config;
+        Ok(())
+    }
+
+    /// Watch a running container until it exits: the exit becomes a CONTAINER_STOPPED event.
+    pub(super) fn watch(&self, sandbox_id: &str, c: &Container) {
+        let rt = self.rt.clone();
+        let events = self.events.clone();
+        let files = c.files.clone();
+        let config = c.config.clone();
+        let sandbox_id = sandbox_id.to_string();
+        tokio::spawn(async move {
+            let exit = rt.wait_container(&files).await;
+            let mut files = files;
+            files.exit = Some(exit);
+            let c = Container { config, files };
+            events.send(cri::ContainerEventResponse {
+                container_id: c.id().to_string(),
+                container_event_type: cri::ContainerEventType::ContainerStoppedEvent as i32,
+                created_at: now_nanos(),
+                pod_sandbox_status: None,
+                containers_statuses: vec![status(&c)],
+            });
+            tracing::debug!(sandbox = %sandbox_id, container = %c.id(), "CRI container exited");
+        });
+    }
+
+    fn event(&self, sb: &super::Sandbox, cid: &str, kind: cri::ContainerEventType) {
+        let statuses = sb.containers.values().map(status).collect();
+        self.events.send(cri::ContainerEventResponse {
+            container_id: cid.to_string(),
+            container_event_type: kind as i32,
+            created_at: now_nanos(),
+            pod_sandbox_status: Some(super::sandbox::status(sb)),
+            containers_statuses: statuses,
+        });
+    }
+
+    fn event_gone(&self, sb: &super::Sandbox, c: &Container) {
+        self.events.send(cri::ContainerEventResponse {
+            container_id: c.id().to_string(),
+            container_event_type: cri::ContainerEventType::ContainerDeletedEvent as i32,
+            created_at: now_nanos(),
+            pod_sandbox_status: Some(super::sandbox::status(sb)),
+            containers_statuses: sb.containers.values().map(status).collect(),
+        });
+    }
+}
+
+/// The image's STOPSIGNAL, or SIGTERM.
+fn stop_signal(rt: &crate::runtime::Runtime, files: &crate::runtime::state::ContainerFiles) -> Signal {
+    rt.images
+        .get(&files.record.image_id)
+        .ok()
+        .flatten()
+        .and_then(|img| img.config.stop_signal)
+        .and_then(|n| crate::pod::worker::parse_signal(&n))
+        .unwrap_or(Signal::SIGTERM)
+}
+
+fn image_spec(c: &Container) -> cri::ImageSpec {
+    c.config.image.clone().unwrap_or_default()
+}
+
+pub(super) fn summary(sandbox_id: &str, c: &Container) -> cri::Container {
+    cri::Container {
+        id: c.id().to_string(),
+        pod_sandbox_id: sandbox_id.to_string(),
+        metadata: c.config.metadata.clone(),
+        image: Some(image_spec(c)),
+        image_ref: c.files.record.image_id.clone(),
+        state: c.cri_state() as i32,
+        created_at: c.files.record.created_at,
+        labels: c.config.labels.clone(),
+        annotations: c.config.annotations.clone(),
+        image_id: c.files.record.image_id.clone(),
+    }
+}
+
+pub(super) fn status(c: &Container) -> cri::ContainerStatus {
+    let exit = c.files.exit.as_ref();
+    cri::ContainerStatus {
+        id: c.id().to_string(),
+        metadata: c.config.metadata.clone(),
+        state: c.cri_state() as i32,
+        created_at: c.files.record.created_at,
+        started_at: c.files.state.map_or(0, |s| s.started_at),
+        finished_at: exit.map_or(0, |e| e.finished_at),
+        exit_code: exit.map_or(0, |e| e.exit_code),
+        image: Some(image_spec(c)),
+        image_ref: c.files.record.image_id.clone(),
+        reason: exit.map(|e| e.reason.clone()).unwrap_or_default(),
+        message: exit.map(|e| e.message.clone()).unwrap_or_default(),
+        labels: c.config.labels.clone(),
+        annotations: c.config.annotations.clone(),
+        mounts: c.config.mounts.clone(),
+        log_path: c.files.record.log_path.display().to_string(),
+        resources: c
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.resources.clone())
+            .map(|linux| cri::ContainerResources {
+                linux: Some(linux),
+                windows: None,
+            }),
+        image_id: c.files.record.image_id.clone(),
+        user: None,
+    }
+}

@@ -1,0 +1,327 @@
+//! Pods a CRI client owns: the sandboxes and containers made through `RunPodSandbox` and
+//! `CreateContainer` by crictl, critest or a kubelet.
+//!
+//! They are CRI objects with CRI states (SANDBOX_READY/NOTREADY, CONTAINER_CREATED/RUNNING/
+//! EXITED), kept in `<root>/sandboxes/<sandbox id>/` next to what the runtime made of them,
+//! so a restarted agent re-adopts them as it does static pods. The pod workers never touch
+//! them; their client decides when they stop and go.
+//!
+//! ```text
+//! <root>/sandboxes/<id>/cri-sandbox.json      SandboxRecord
+//! <root>/sandboxes/<id>/cri-sandbox.pb        the client's PodSandboxConfig (protobuf)
+//! <root>/sandboxes/<id>/sandbox.json, etc/, shm/, containers/<cid>/...   as a static pod's
+//! <root>/sandboxes/<id>/containers/<cid>/cri-container.pb   the client's ContainerConfig
+//! ```
+
+mod container;
+mod events;
+mod sandbox;
+mod translate;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use minilet_proto::runtime::v1 as cri;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+pub use events::ContainerEvents;
+
+use super::spec::{SandboxNamespaces, SandboxState};
+use super::state::ContainerFiles;
+use super::{Runtime, RuntimeError};
+use crate::atomic_file;
+
+const SANDBOX_RECORD: &str = "cri-sandbox.json";
+const SANDBOX_CONFIG: &str = "cri-sandbox.pb";
+const CONTAINER_CONFIG: &str = "cri-container.pb";
+
+/// What the runtime decided for a CRI sandbox, beside the client's own configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    pub id: String,
+    /// Unix nanoseconds.
+    pub created_at: i64,
+    /// The pod's cgroup (from `cgroup_parent`), relative to the agent's cgroup parent.
+    pub cgroup: String,
+    pub namespaces: SandboxNamespaces,
+    /// Containers share the pause's PID namespace (pid mode POD or NODE).
+    pub share_pid: bool,
+    pub runtime_handler: String,
+}
+
+/// One CRI sandbox and its containers.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    pub dir: PathBuf,
+    pub record: SandboxRecord,
+    pub config: cri::PodSandboxConfig,
+    /// The pause, once started.
+    pub state: Option<SandboxState>,
+    pub containers: BTreeMap<String, Container>,
+}
+
+impl Sandbox {
+    pub fn id(&self) -> &str {
+        &self.record.id
+    }
+
+    pub fn ready(&self) -> bool {
+        self.state.is_some_and(|s| s.pause.is_alive())
+    }
+
+    pub fn cri_state(&self) -> cri::PodSandboxState {
+        if self.ready() {
+            cri::PodSandboxState::SandboxReady
+        } else {
+            cri::PodSandboxState::SandboxNotready
+        }
+    }
+}
+
+/// One CRI container: the client's configuration and the attempt's files.
+#[derive(Debug, Clone)]
+pub struct Container {
+    pub config: cri::ContainerConfig,
+    pub files: ContainerFiles,
+}
+
+impl Container {
+    pub fn id(&self) -> &str {
+        &self.files.record.id
+    }
+
+    /// CREATED until the monitor recorded a process; RUNNING until it recorded an exit.
+    pub fn cri_state(&self) -> cri::ContainerState {
+        match (&self.files.state, &self.files.exit) {
+            (_, Some(_)) => cri::ContainerState::ContainerExited,
+            (Some(_), None) => cri::ContainerState::ContainerRunning,
+            (None, None) => cri::ContainerState::ContainerCreated,
+        }
+    }
+}
+
+/// The CRI-owned pods of this node. Each sandbox has its own lock, held for the short
+/// bookkeeping around a runtime call but never across a wait for a process to stop.
+pub struct CriPods {
+    rt: Arc<Runtime>,
+    /// The node's name and /etc files, for sandboxes that share the host's network or DNS.
+    node: crate::pod::node::NodeInfo,
+    sandboxes: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Sandbox>>>>,
+    events: ContainerEvents,
+}
+
+impl CriPods {
+    /// Load what earlier agents left in the state directory: running containers keep
+    /// running; a sandbox whose records cannot be read is reported and left alone.
+    pub fn load(rt: Arc<Runtime>, node: crate::pod::node::NodeInfo) -> Self {
+        let pods = CriPods {
+            rt,
+            node,
+            sandboxes: Default::default(),
+            events: ContainerEvents::default(),
+        };
+        let dir = pods.rt.layout.cri_sandboxes_dir();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return pods;
+        };
+        for entry in entries.flatten() {
+            match load_sandbox(&entry.path()) {
+                Ok(Some(sb)) => {
+                    tracing::info!(sandbox = %sb.record.id, name = ?sb.config.metadata.as_ref().map(|m| &m.name), containers = sb.containers.len(), "re-adopted CRI sandbox");
+                    for c in sb.containers.values() {
+                        if c.cri_state() == cri::ContainerState::ContainerRunning {
+                            pods.watch(sb.id(), c);
+                        }
+                    }
+                    pods.insert(sb);
+                }
+                // An interrupted RunPodSandbox: the record is written last, so nothing of it
+                // was ever reported to a client; it is cleaned up.
+                Ok(None) => pods.discard_incomplete(&entry.path()),
+                Err(e) => tracing::warn!(dir = %entry.path().display(), error = %e, "unreadable CRI sandbox"),
+            }
+        }
+        pods
+    }
+
+    pub fn events(&self) -> &ContainerEvents {
+        &self.events
+    }
+
+    fn insert(&self, sb: Sandbox) {
+        let id = sb.record.id.clone();
+        self.map().insert(id, Arc::new(tokio::sync::Mutex::new(sb)));
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<Sandbox>>>> {
+        // A panic while holding this lock leaves a map that is still consistent (inserts and
+        // removals are single operations).
+        self.sandboxes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn all(&self) -> Vec<Arc<tokio::sync::Mutex<Sandbox>>> {
+        self.map().values().cloned().collect()
+    }
+
+    /// Snapshots of every sandbox (with fresh container states).
+    pub async fn list(&self) -> Vec<Sandbox> {
+        let mut out = Vec::new();
+        for sb in self.all() {
+            let mut sb = sb.lock().await;
+            refresh(&mut sb);
+            out.push(sb.clone());
+        }
+        out
+    }
+
+    /// The sandbox whose ID is `id` or starts with it (crictl passes truncated IDs).
+    pub fn find_sandbox(&self, id: &str) -> Result<Arc<tokio::sync::Mutex<Sandbox>>, RuntimeError> {
+        if id.is_empty() {
+            return Err(RuntimeError::InvalidArgument("sandbox ID must not be empty".into()));
+        }
+        let map = self.map();
+        if let Some(sb) = map.get(id) {
+            return Ok(sb.clone());
+        }
+        let found: Vec<_> = map
+            .iter()
+            .filter(|(k, _)| k.starts_with(id))
+            .map(|(_, v)| v.clone())
+            .collect();
+        unique(found, "sandbox", id)
+    }
+
+    /// Whether `id` names (or is the prefix of) a CRI sandbox.
+    pub fn has_sandbox(&self, id: &str) -> bool {
+        !id.is_empty() && self.map().keys().any(|k| k.starts_with(id))
+    }
+
+    /// The sandbox holding the container whose ID is `id` or starts with it, and the
+    /// container's full ID.
+    pub async fn find_container(&self, id: &str) -> Result<(Arc<tokio::sync::Mutex<Sandbox>>, String), RuntimeError> {
+        if id.is_empty() {
+            return Err(RuntimeError::InvalidArgument("container ID must not be empty".into()));
+        }
+        let mut found = Vec::new();
+        for sb in self.all() {
+            let guard = sb.lock().await;
+            for cid in guard.containers.keys() {
+                if cid == id {
+                    return Ok((sb.clone(), cid.clone()));
+                }
+                if cid.starts_with(id) {
+                    found.push((sb.clone(), cid.clone()));
+                }
+            }
+        }
+        unique(found, "container", id)
+    }
+
+    /// The files of a CRI container (for exec, logs, stats), refreshed from disk.
+    pub async fn container_files(&self, id: &str) -> Result<ContainerFiles, RuntimeError> {
+        let (sb, cid) = self.find_container(id).await?;
+        let mut sb = sb.lock().await;
+        refresh(&mut sb);
+        sb.containers
+            .get(&cid)
+            .map(|c| c.files.clone())
+            .ok_or_else(|| RuntimeError::not_found("container", id))
+    }
+
+    /// Pod UIDs and cgroups of the CRI sandboxes (so the orphan sweep leaves them alone).
+    pub fn cgroups(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for sb in self.all() {
+            if let Ok(sb) = sb.try_lock() {
+                out.push(sb.record.cgroup.clone());
+            }
+        }
+        out
+    }
+
+    /// Remove every CRI pod (`--cleanup-on-exit`, `minilet reset`).
+    pub async fn remove_all(&self) {
+        let ids: Vec<String> = self.map().keys().cloned().collect();
+        for id in ids {
+            if let Err(e) = self.remove_pod_sandbox(&id).await {
+                tracing::warn!(sandbox = %id, error = %e, "remove CRI sandbox");
+            }
+        }
+    }
+
+    fn discard_incomplete(&self, dir: &Path) {
+        tracing::warn!(dir = %dir.display(), "removing an interrupted CRI sandbox");
+        if let Ok(Some(state)) = atomic_file::read_json::<SandboxState>(&dir.join(super::sandbox::SANDBOX_STATE))
+            && let Ok(Some(pidfd)) = state.pause.open()
+        {
+            let _ = pidfd.signal(nix::sys::signal::Signal::SIGKILL);
+        }
+        let _ = super::container::remove_dir_all(dir);
+    }
+}
+
+/// Exactly one match, or the error a CRI client expects.
+fn unique<T>(mut found: Vec<T>, what: &'static str, id: &str) -> Result<T, RuntimeError> {
+    match found.len() {
+        0 => Err(RuntimeError::not_found(what, id)),
+        1 => Ok(found.remove(0)),
+        n => Err(RuntimeError::InvalidArgument(format!(
+            "{what} ID prefix \"{id}\" is ambiguous ({n} matches)"
+        ))),
+    }
+}
+
+/// Re-read what the monitors may have recorded since.
+fn refresh(sb: &mut Sandbox) {
+    for c in sb.containers.values_mut() {
+        if let Err(e) = c.files.refresh() {
+            tracing::warn!(container = %c.files.record.id, error = %e, "re-read container state");
+        }
+    }
+}
+
+fn load_sandbox(dir: &Path) -> std::io::Result<Option<Sandbox>> {
+    let Some(record) = atomic_file::read_json::<SandboxRecord>(&dir.join(SANDBOX_RECORD))? else {
+        return Ok(None);
+    };
+    let config = read_pb::<cri::PodSandboxConfig>(&dir.join(SANDBOX_CONFIG))?.unwrap_or_default();
+    let state = atomic_file::read_json::<SandboxState>(&dir.join(super::sandbox::SANDBOX_STATE))?;
+    let mut containers = BTreeMap::new();
+    if let Ok(entries) = std::fs::read_dir(dir.join("containers")) {
+        for entry in entries.flatten() {
+            let cdir = entry.path();
+            let Some(config) = read_pb::<cri::ContainerConfig>(&cdir.join(CONTAINER_CONFIG))? else {
+                // Written last by CreateContainer: without it the creation was interrupted.
+                tracing::warn!(dir = %cdir.display(), "removing an interrupted CRI container creation");
+                let _ = super::container::remove_dir_all(&cdir);
+                continue;
+            };
+            if let Some(files) = ContainerFiles::load(&cdir)? {
+                containers.insert(files.record.id.clone(), Container { config, files });
+            }
+        }
+    }
+    Ok(Some(Sandbox {
+        dir: dir.to_path_buf(),
+        record,
+        config,
+        state,
+        containers,
+    }))
+}
+
+fn read_pb<T: Message + Default>(path: &Path) -> std::io::Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(bytes) => T::decode(&bytes[..])
+            .map(Some)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn write_pb<T: Message>(path: &Path, msg: &T) -> std::io::Result<()> {
+    atomic_file::write_mode(path, &msg.encode_to_vec(), crate::file_modes::STATE_FILE)
+}

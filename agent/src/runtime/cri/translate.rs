@@ -1,0 +1,582 @@
+//! From a CRI client's configurations to the runtime's: what containerd decides for a
+//! `PodSandboxConfig` and a `ContainerConfig`. Every field is either carried out or refused
+//! with a reason; none is dropped silently.
+
+use std::path::{Path, PathBuf};
+
+use minilet_proto::runtime::v1 as cri;
+
+use crate::cgroups::{DevicePolicy, Resources};
+use crate::images::Image;
+use crate::pod::command;
+use crate::runtime::RuntimeError;
+use crate::runtime::container::ContainerConfig;
+use crate::runtime::spec::{BindMount, ProcessSpec, SandboxNamespaces, UserSpec};
+use crate::runtime::{capabilities, seccomp};
+
+/// What the runtime makes of a PodSandboxConfig.
+#[derive(Debug, Clone)]
+pub struct SandboxPlan {
+    pub cgroup: String,
+    pub namespaces: SandboxNamespaces,
+    pub share_pid: bool,
+    pub hostname: String,
+    pub hosts: String,
+    pub resolv_conf: String,
+    pub resources: Resources,
+}
+
+fn invalid(msg: impl Into<String>) -> RuntimeError {
+    RuntimeError::InvalidArgument(msg.into())
+}
+
+fn unimplemented(msg: impl Into<String>) -> RuntimeError {
+    RuntimeError::Unimplemented(msg.into())
+}
+
+fn namespace_mode(v: i32, field: &str) -> Result<cri::NamespaceMode, RuntimeError> {
+    cri::NamespaceMode::try_from(v).map_err(|_| invalid(format!("{field}: unknown namespace mode {v}")))
+}
+
+/// The pod's cgroup: the client's `cgroup_parent` (a kubelet's `/kubepods/burstable/pod<uid>`)
+/// placed under the agent's cgroup parent, as minilet never writes outside its own subtree;
+/// without one, a BestEffort pod cgroup named after the pod's UID.
+fn pod_cgroup(parent: &str, uid: &str) -> Result<String, RuntimeError> {
+    let rel = parent.trim_matches('/');
+    if rel.is_empty() {
+        return Ok(format!("{}/besteffort/pod{}", crate::runtime::KUBEPODS, safe_uid(uid)?));
+    }
+    if rel.ends_with(".slice") {
+        return Err(invalid(format!(
+            "cgroup_parent {parent:?} is a systemd slice: minilet uses the cgroupfs driver (see RuntimeConfig)"
+        )));
+    }
+    for part in rel.split('/') {
+        if part.is_empty() || part == "." || part == ".." {
+            return Err(invalid(format!(
+                "cgroup_parent {parent:?}: {part:?} is not a valid path component"
+            )));
+        }
+    }
+    Ok(rel.to_string())
+}
+
+fn safe_uid(uid: &str) -> Result<&str, RuntimeError> {
+    if uid.is_empty() || !uid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(invalid(format!(
+            "metadata.uid {uid:?}: must be non-empty letters, digits, '-' or '_'"
+        )));
+    }
+    Ok(uid)
+}
+
+pub fn sandbox(config: &cri::PodSandboxConfig, node: &crate::pod::node::NodeInfo) -> Result<SandboxPlan, RuntimeError> {
+    let meta = config
+        .metadata
+        .as_ref()
+        .ok_or_else(|| invalid("metadata is required"))?;
+    if meta.name.is_empty() {
+        return Err(invalid("metadata.name is required"));
+    }
+    if meta.namespace.is_empty() {
+        return Err(invalid("metadata.namespace is required"));
+    }
+    let uid = safe_uid(&meta.uid)?;
+    let linux = config.linux.clone().unwrap_or_default();
+    let sc = linux.security_context.clone().unwrap_or_default();
+    let ns = sc.namespace_options.clone().unwrap_or_default();
+    let net = namespace_mode(ns.network, "linux.security_context.namespace_options.network")?;
+    let pid = namespace_mode(ns.pid, "linux.security_context.namespace_options.pid")?;
+    let ipc = namespace_mode(ns.ipc, "linux.security_context.namespace_options.ipc")?;
+    if pid == cri::NamespaceMode::Target || net == cri::NamespaceMode::Target || ipc == cri::NamespaceMode::Target {
+        return Err(invalid("namespace mode TARGET is for containers, not sandboxes"));
+    }
+    if ns
+        .userns_options
+        .as_ref()
+        .is_some_and(|u| u.mode != cri::NamespaceMode::Node as i32)
+    {
+        return Err(unimplemented("user namespaces are not supported by minilet"));
+    }
+    if !linux.sysctls.is_empty() {
+        let names: Vec<&String> = linux.sysctls.keys().collect();
+        return Err(unimplemented(format!(
+            "sysctls are not supported by minilet yet (asked for {names:?})"
+        )));
+    }
+    if !config.port_mappings.is_empty() && net != cri::NamespaceMode::Node {
+        return Err(unimplemented(
+            "port_mappings need a pod network, which minilet does not have yet (pods have loopback only)",
+        ));
+    }
+    if let Some(sel) = &sc.selinux_options
+        && !(sel.user.is_empty() && sel.role.is_empty() && sel.r#type.is_empty() && sel.level.is_empty())
+        && selinux_enabled()
+    {
+        return Err(unimplemented("SELinux labels are not supported by minilet"));
+    }
+    if let Some(w) = &config.windows
+        && *w != cri::WindowsPodSandboxConfig::default()
+    {
+        return Err(invalid("windows settings on a Linux node"));
+    }
+    let host_net = net == cri::NamespaceMode::Node;
+    let namespaces = SandboxNamespaces {
+        network: !host_net,
+        pid: pid != cri::NamespaceMode::Node,
+        ipc: ipc != cri::NamespaceMode::Node,
+        uts: !host_net,
+    };
+    let hostname = if host_net {
+        node.name.clone()
+    } else if config.hostname.is_empty() {
+        meta.name.chars().take(63).collect()
+    } else {
+        config.hostname.clone()
+    };
+    let hosts = if host_net {
+        node.hosts.clone()
+    } else {
+        format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
+        )
+    };
+    // containerd's rule: the client's DNS config when it gives one, else the node's file.
+    let resolv_conf = match &config.dns_config {
+        Some(d) if !(d.servers.is_empty() && d.searches.is_empty() && d.options.is_empty()) => {
+            let mut out = String::new();
+            for s in &d.servers {
+                out.push_str(&format!("nameserver {s}\n"));
+            }
+            if !d.searches.is_empty() {
+                out.push_str(&format!("search {}\n", d.searches.join(" ")));
+            }
+            if !d.options.is_empty() {
+                out.push_str(&format!("options {}\n", d.options.join(" ")));
+            }
+            out
+        }
+        _ => node.resolv_conf.clone(),
+    };
+    let resources = match linux.resources.as_ref() {
+        Some(r) => resources(r, "linux.resources")?.0,
+        None => Resources::default(),
+    };
+    Ok(SandboxPlan {
+        cgroup: pod_cgroup(&linux.cgroup_parent, uid)?,
+        namespaces,
+        share_pid: pid != cri::NamespaceMode::Container,
+        hostname,
+        hosts,
+        resolv_conf,
+        resources,
+    })
+}
+
+fn selinux_enabled() -> bool {
+    Path::new("/sys/fs/selinux/enforce").exists()
+}
+
+fn apparmor_enabled() -> bool {
+    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled").is_ok_and(|s| s.trim() == "Y")
+}
+
+/// LinuxContainerResources as cgroup settings, and the oom_score_adj. Fields minilet cannot
+/// enforce are refused.
+pub fn resources(r: &cri::LinuxContainerResources, field: &str) -> Result<(Resources, Option<i32>), RuntimeError> {
+    if !r.cpuset_cpus.is_empty() || !r.cpuset_mems.is_empty() {
+        return Err(unimplemented(format!(
+            "{field}: cpusets are not supported by minilet yet"
+        )));
+    }
+    if let Some(h) = r.hugepage_limits.iter().find(|h| h.limit != 0) {
+        return Err(unimplemented(format!(
+            "{field}: hugepage limits are not supported by minilet (asked {} of {})",
+            h.limit, h.page_size
+        )));
+    }
+    if !r.unified.is_empty() {
+        return Err(unimplemented(format!(
+            "{field}: unified cgroup settings are not supported by minilet yet"
+        )));
+    }
+    if r.memory_swap_limit_in_bytes > 0 && r.memory_swap_limit_in_bytes != r.memory_limit_in_bytes {
+        return Err(unimplemented(format!(
+            "{field}: swap limits are not supported by minilet (containers get no swap beyond their memory limit)"
+        )));
+    }
+    let oom = (r.oom_score_adj != 0).then(|| r.oom_score_adj.clamp(-1000, 1000) as i32);
+    Ok((
+        Resources {
+            cpu_shares: (r.cpu_shares > 0).then_some(r.cpu_shares as u64),
+            cpu_quota: (r.cpu_quota > 0).then_some(r.cpu_quota),
+            cpu_period: (r.cpu_period > 0).then_some(r.cpu_period as u64),
+            memory_limit: (r.memory_limit_in_bytes > 0).then_some(r.memory_limit_in_bytes),
+            pids_limit: None,
+        },
+        oom,
+    ))
+}
+
+/// A SecurityProfile (or the deprecated profile path) as a seccomp request. No profile at
+/// all runs unconfined, as containerd does.
+fn seccomp_request(profile: Option<&cri::SecurityProfile>, path: &str) -> Result<seccomp::Request, RuntimeError> {
+    use cri::security_profile::ProfileType;
+    if !path.is_empty() {
+        return match path {
+            "unconfined" => Ok(seccomp::Request::Unconfined),
+            "runtime/default" | "docker/default" => Ok(seccomp::Request::RuntimeDefault),
+            p => match p.strip_prefix("localhost/") {
+                Some(file) if file.starts_with('/') => Ok(seccomp::Request::Localhost(PathBuf::from(file))),
+                _ => Err(invalid(format!(
+                    "seccomp_profile_path {p:?}: want unconfined, runtime/default or localhost/<absolute path>"
+                ))),
+            },
+        };
+    }
+    let Some(p) = profile else {
+        return Ok(seccomp::Request::Unconfined);
+    };
+    match ProfileType::try_from(p.profile_type) {
+        Ok(ProfileType::RuntimeDefault) => Ok(seccomp::Request::RuntimeDefault),
+        Ok(ProfileType::Unconfined) => Ok(seccomp::Request::Unconfined),
+        Ok(ProfileType::Localhost) if p.localhost_ref.starts_with('/') => {
+            Ok(seccomp::Request::Localhost(PathBuf::from(&p.localhost_ref)))
+        }
+        Ok(ProfileType::Localhost) => Err(invalid(format!(
+            "seccomp localhost_ref {:?} must be an absolute path",
+            p.localhost_ref
+        ))),
+        Err(_) => Err(invalid(format!("unknown seccomp profile type {}", p.profile_type))),
+    }
+}
+
+/// AppArmor: unconfined always works; a default profile is what an AppArmor-less host has
+/// anyway (containerd applies none there either); a named profile cannot be honoured.
+fn check_apparmor(profile: Option<&cri::SecurityProfile>, name: &str) -> Result<(), RuntimeError> {
+    use cri::security_profile::ProfileType;
+    let localhost = match profile {
+        Some(p) if ProfileType::try_from(p.profile_type) == Ok(ProfileType::Localhost) => Some(p.localhost_ref.clone()),
+        _ => (!name.is_empty() && name != "unconfined" && name != "runtime/default").then(|| name.to_string()),
+    };
+    match localhost {
+        Some(p) if !apparmor_enabled() => Err(invalid(format!(
+            "AppArmor profile {p:?} cannot be applied: AppArmor is not enabled on this host"
+        ))),
+        Some(p) => Err(unimplemented(format!(
+            "AppArmor profile {p:?}: AppArmor profiles are not supported by minilet"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Everything CreateContainer needs from the client's request, checked.
+pub struct ContainerInputs<'a> {
+    pub config: &'a cri::ContainerConfig,
+    pub sandbox: &'a super::Sandbox,
+    pub image: &'a Image,
+    pub log_path: PathBuf,
+}
+
+pub fn container(i: &ContainerInputs) -> Result<ContainerConfig, RuntimeError> {
+    let c = i.config;
+    let meta = c.metadata.as_ref().ok_or_else(|| invalid("metadata is required"))?;
+    if meta.name.is_empty() {
+        return Err(invalid("metadata.name is required"));
+    }
+    if c.stdin || c.tty || c.stdin_once {
+        return Err(unimplemented(
+            "stdin/tty for a container's own process are not supported by minilet yet",
+        ));
+    }
+    if !c.devices.is_empty() {
+        return Err(unimplemented("devices are not supported by minilet yet"));
+    }
+    if !c.cdi_devices.is_empty() {
+        return Err(unimplemented("CDI devices are not supported by minilet"));
+    }
+    if let Some(w) = &c.windows
+        && *w != cri::WindowsContainerConfig::default()
+    {
+        return Err(invalid("windows settings on a Linux node"));
+    }
+    let linux = c.linux.clone().unwrap_or_default();
+    let sc = linux.security_context.clone().unwrap_or_default();
+    let ns = sc.namespace_options.clone().unwrap_or_default();
+    let pid = namespace_mode(ns.pid, "linux.security_context.namespace_options.pid")?;
+    if pid == cri::NamespaceMode::Target {
+        return Err(unimplemented(
+            "sharing a target container's PID namespace is not supported by minilet yet",
+        ));
+    }
+    let sb_ns = &i.sandbox.record.namespaces;
+    // A container cannot have namespaces its sandbox does not: containerd takes network and
+    // IPC from the sandbox whatever the container says, and so does minilet; PID is the one a
+    // container chooses (its own, or the pod's).
+    let share_pid = !sb_ns.pid || pid != cri::NamespaceMode::Container;
+    if ns
+        .userns_options
+        .as_ref()
+        .is_some_and(|u| u.mode != cri::NamespaceMode::Node as i32)
+    {
+        return Err(unimplemented("user namespaces are not supported by minilet"));
+    }
+    if let Some(sel) = &sc.selinux_options
+        && !(sel.user.is_empty() && sel.role.is_empty() && sel.r#type.is_empty() && sel.level.is_empty())
+        && selinux_enabled()
+    {
+        return Err(unimplemented("SELinux labels are not supported by minilet"));
+    }
+    check_apparmor(sc.apparmor.as_ref(), &sc.apparmor_profile)?;
+    if sc.supplemental_groups_policy == cri::SupplementalGroupsPolicy::Strict as i32 {
+        return Err(unimplemented(
+            "supplemental_groups_policy Strict is not supported by minilet yet",
+        ));
+    }
+    let caps = sc.capabilities.clone().unwrap_or_default();
+    if !caps.add_ambient_capabilities.is_empty() {
+        return Err(unimplemented("ambient capabilities are not supported by minilet"));
+    }
+    check_paths(
+        &sc.masked_paths,
+        crate::runtime::rootfs::MASKED_PATHS,
+        "masked_paths",
+        sc.privileged,
+    )?;
+    check_paths(
+        &sc.readonly_paths,
+        crate::runtime::rootfs::READONLY_PATHS,
+        "readonly_paths",
+        sc.privileged,
+    )?;
+
+    let (resources, oom) = match linux.resources.as_ref() {
+        Some(r) => resources(r, "linux.resources")?,
+        None => (Resources::default(), None),
+    };
+
+    let image_cfg = &i.image.config;
+    let args = command::resolve(&c.command, &c.args, &image_cfg.entrypoint, &image_cfg.cmd);
+    if args.is_empty() {
+        return Err(invalid(format!(
+            "no command specified: the image {} has no Entrypoint or Cmd and the container sets no command",
+            i.image.summary.name
+        )));
+    }
+    let mut env: Vec<String> = image_cfg.env.clone();
+    for kv in &c.envs {
+        if kv.key.is_empty() || kv.key.contains('=') {
+            return Err(invalid(format!("envs: invalid variable name {:?}", kv.key)));
+        }
+        env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != kv.key);
+        env.push(format!("{}={}", kv.key, kv.value));
+    }
+    let cwd = if !c.working_dir.is_empty() {
+        c.working_dir.clone()
+    } else if !image_cfg.working_dir.is_empty() {
+        image_cfg.working_dir.clone()
+    } else {
+        "/".into()
+    };
+    if !cwd.starts_with('/') {
+        return Err(invalid(format!("working_dir {cwd:?} must be an absolute path")));
+    }
+    let user = UserSpec {
+        uid: sc.run_as_user.as_ref().map(|u| u.value as u32),
+        gid: sc.run_as_group.as_ref().map(|g| g.value as u32),
+        image_user: if sc.run_as_username.is_empty() {
+            image_cfg.user.clone()
+        } else {
+            sc.run_as_username.clone()
+        },
+        supplemental_groups: sc.supplemental_groups.iter().map(|g| *g as u32).collect(),
+    };
+    if sc.run_as_group.is_some() && sc.run_as_user.is_none() && sc.run_as_username.is_empty() {
+        return Err(invalid(
+            "run_as_group is only allowed with run_as_user or run_as_username",
+        ));
+    }
+    let capabilities = (!sc.privileged).then(|| {
+        let add: Vec<String> = caps.add_capabilities.iter().map(|c| strip_cap(c)).collect();
+        let drop: Vec<String> = caps.drop_capabilities.iter().map(|c| strip_cap(c)).collect();
+        capabilities::effective_set(&add, &drop)
+    });
+
+    // As containerd does: the sandbox's /etc files and /dev/shm, unless the client mounts
+    // its own there (a kubelet brings its managed /etc/hosts), then the client's mounts.
+    let mut mounts = Vec::new();
+    let asked = |dest: &str| c.mounts.iter().any(|m| m.container_path == dest);
+    for name in ["hosts", "hostname", "resolv.conf"] {
+        let dest = format!("/etc/{name}");
+        if !asked(&dest) {
+            mounts.push(BindMount {
+                source: i.sandbox.dir.join("etc").join(name),
+                destination: dest,
+                readonly: false,
+                file: true,
+            });
+        }
+    }
+    if !asked("/dev/shm") {
+        mounts.push(BindMount {
+            source: if i.sandbox.record.namespaces.ipc {
+                i.sandbox.dir.join("shm")
+            } else {
+                PathBuf::from("/dev/shm")
+            },
+            destination: "/dev/shm".into(),
+            readonly: false,
+            file: false,
+        });
+    }
+    for (n, m) in c.mounts.iter().enumerate() {
+        mounts.push(mount(m, n)?);
+    }
+
+    Ok(ContainerConfig {
+        pod_uid: i
+            .sandbox
+            .config
+            .metadata
+            .as_ref()
+            .map(|m| m.uid.clone())
+            .unwrap_or_default(),
+        pod_dir: i.sandbox.dir.clone(),
+        name: meta.name.clone(),
+        attempt: meta.attempt,
+        init: false,
+        image_ref: c.image.as_ref().map(|i| i.image.clone()).unwrap_or_default(),
+        image: i.image.clone(),
+        pod_cgroup: i.sandbox.record.cgroup.clone(),
+        resources,
+        devices: if sc.privileged {
+            DevicePolicy::AllowAll
+        } else {
+            DevicePolicy::Default
+        },
+        oom_score_adj: oom.unwrap_or(0),
+        share_pid,
+        process: ProcessSpec {
+            args,
+            env,
+            cwd,
+            user,
+            capabilities,
+            no_new_privileges: sc.no_new_privs,
+            seccomp: None,
+        },
+        mounts,
+        readonly_rootfs: sc.readonly_rootfs,
+        log_path: i.log_path.clone(),
+        seccomp: if sc.privileged {
+            seccomp::Request::Unconfined
+        } else {
+            seccomp_request(sc.seccomp.as_ref(), &sc.seccomp_profile_path)?
+        },
+    })
+}
+
+/// `CAP_NET_ADMIN` and `NET_ADMIN` both name a capability (the kubelet passes the latter).
+fn strip_cap(c: &str) -> String {
+    c.strip_prefix("CAP_").unwrap_or(c).to_string()
+}
+
+/// The kernel paths the runtime hides (or makes read-only) are fixed; a client may ask for
+/// those (the kubelet sends exactly them) or a subset, not for others.
+fn check_paths(asked: &[String], ours: &[&str], field: &str, privileged: bool) -> Result<(), RuntimeError> {
+    if privileged {
+        return Ok(());
+    }
+    if let Some(p) = asked.iter().find(|p| !ours.contains(&p.as_str())) {
+        return Err(unimplemented(format!(
+            "linux.security_context.{field}: {p:?} is not among the paths minilet can apply ({ours:?})"
+        )));
+    }
+    Ok(())
+}
+
+fn mount(m: &cri::Mount, n: usize) -> Result<BindMount, RuntimeError> {
+    let field = format!("mounts[{n}]");
+    if !m.container_path.starts_with('/') {
+        return Err(invalid(format!(
+            "{field}.container_path {:?} must be an absolute path",
+            m.container_path
+        )));
+    }
+    if m.image.as_ref().is_some_and(|i| !i.image.is_empty()) {
+        return Err(unimplemented(format!(
+            "{field}: image volumes are not supported by minilet"
+        )));
+    }
+    if m.propagation != cri::MountPropagation::PropagationPrivate as i32 {
+        return Err(unimplemented(format!(
+            "{field}: mount propagation other than private is not supported by minilet yet"
+        )));
+    }
+    if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
+        return Err(unimplemented(format!(
+            "{field}: idmapped mounts are not supported by minilet"
+        )));
+    }
+    if m.recursive_read_only {
+        return Err(unimplemented(format!(
+            "{field}: recursive read-only mounts are not supported by minilet yet"
+        )));
+    }
+    if !m.host_path.starts_with('/') {
+        return Err(invalid(format!(
+            "{field}.host_path {:?} must be an absolute path",
+            m.host_path
+        )));
+    }
+    let source = PathBuf::from(&m.host_path);
+    // containerd (like Docker) creates a missing host path as a directory.
+    let file = match std::fs::metadata(&source) {
+        Ok(md) => !md.is_dir(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(&source)
+                .map_err(|e| RuntimeError::io(format!("{field}: create host path {}", source.display()), e))?;
+            false
+        }
+        Err(e) => return Err(RuntimeError::io(format!("{field}: host path {}", source.display()), e)),
+    };
+    Ok(BindMount {
+        source,
+        destination: m.container_path.clone(),
+        readonly: m.readonly,
+        file,
+    })
+}
+
+/// Where a container's log goes: the sandbox's log directory joined with the container's
+/// log path, as the CRI says; without one, into the sandbox's own directory (removed with the
+/// sandbox), since the monitor always writes somewhere.
+pub fn log_path(sandbox: &super::Sandbox, config: &cri::ContainerConfig) -> Result<PathBuf, RuntimeError> {
+    if config.log_path.is_empty() {
+        let meta = config.metadata.clone().unwrap_or_default();
+        return Ok(sandbox
+            .dir
+            .join("logs")
+            .join(&*crate::runtime::state::path_component(&format!(
+                "{}_{}.log",
+                meta.name, meta.attempt
+            ))));
+    }
+    let rel = Path::new(&config.log_path);
+    if rel.is_absolute() && sandbox.config.log_directory.is_empty() {
+        return Ok(rel.to_path_buf());
+    }
+    if sandbox.config.log_directory.is_empty() {
+        return Err(invalid(format!(
+            "log_path {:?} is relative and the sandbox has no log_directory",
+            config.log_path
+        )));
+    }
+    if rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        return Err(invalid(format!(
+            "log_path {:?} must not contain \"..\"",
+            config.log_path
+        )));
+    }
+    Ok(Path::new(&sandbox.config.log_directory).join(rel.strip_prefix("/").unwrap_or(rel)))
+}
