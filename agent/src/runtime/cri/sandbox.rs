@@ -68,7 +68,7 @@ impl CriPods {
             .map_err(|e| RuntimeError::FailedPrecondition(format!("prepare sandbox: {e}")))?
         };
         let started = match prepared {
-            Ok(()) => rt.run_sandbox(&cfg, &id).await.map_err(RuntimeError::from),
+            Ok(()) => rt.run_sandbox(&cfg, &id).await,
             Err(e) => Err(e),
         };
         let state = match started {
