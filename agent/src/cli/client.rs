@@ -85,6 +85,16 @@ impl Client {
         Ok(resp.into_inner())
     }
 
+    /// CRI PortForward: the streaming URL for the sandbox's ports.
+    pub async fn port_forward(&self, sandbox_id: &str, port: Vec<i32>) -> Result<String> {
+        let req = cri::PortForwardRequest {
+            pod_sandbox_id: sandbox_id.to_string(),
+            port,
+        };
+        let resp = self.runtime.clone().port_forward(req).await.map_err(|s| self.err(s))?;
+        Ok(resp.into_inner().url)
+    }
+
     pub async fn version(&self) -> Result<cri::VersionResponse> {
         let req = cri::VersionRequest { version: "v1".into() };
         let resp = self.runtime.clone().version(req).await.map_err(|s| self.err(s))?;

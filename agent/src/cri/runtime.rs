@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use super::filter;
 use super::stats;
+use super::streaming;
 use super::{Cri, status_from};
 use crate::runtime::spec::now_nanos;
 
@@ -202,10 +203,34 @@ impl cri::runtime_service_server::RuntimeService for RuntimeSvc {
         }
     }
 
-    async fn exec(&self, _: Request<cri::ExecRequest>) -> R<cri::ExecResponse> {
-        Err(Status::unimplemented(
-            "streaming Exec (a URL for an SPDY/websocket server) is not served: use ExecSync (crictl exec --sync) or `minilet exec`, which streams over this socket",
-        ))
+    async fn exec(&self, req: Request<cri::ExecRequest>) -> R<cri::ExecResponse> {
+        let req = req.into_inner();
+        // The kubelet's checks, in its words.
+        if req.cmd.is_empty() {
+            return Err(Status::invalid_argument("cmd must not be empty"));
+        }
+        if !(req.stdin || req.stdout || req.stderr) {
+            return Err(Status::invalid_argument("one of stdin, stdout, or stderr must be set"));
+        }
+        if req.tty && req.stderr {
+            return Err(Status::invalid_argument("tty and stderr cannot both be true"));
+        }
+        let (_, a) = filter::container(&self.0.ctx.registry, &req.container_id)?;
+        if a.files.state.is_none() || a.files.exit.is_some() {
+            return Err(Status::failed_precondition(format!(
+                "container {} is not running",
+                a.files.record.id
+            )));
+        }
+        let url = self.0.streaming.url_for(streaming::Request::Exec(streaming::ExecParams {
+            container_id: a.files.record.id.clone(),
+            cmd: req.cmd,
+            tty: req.tty,
+            stdin: req.stdin,
+            stdout: req.stdout,
+            stderr: req.stderr,
+        }))?;
+        Ok(Response::new(cri::ExecResponse { url }))
     }
 
     async fn attach(&self, _: Request<cri::AttachRequest>) -> R<cri::AttachResponse> {
@@ -214,8 +239,22 @@ impl cri::runtime_service_server::RuntimeService for RuntimeSvc {
         ))
     }
 
-    async fn port_forward(&self, _: Request<cri::PortForwardRequest>) -> R<cri::PortForwardResponse> {
-        Err(Status::unimplemented("PortForward is not supported"))
+    async fn port_forward(&self, req: Request<cri::PortForwardRequest>) -> R<cri::PortForwardResponse> {
+        let req = req.into_inner();
+        let e = filter::sandbox(&self.0.ctx.registry, &req.pod_sandbox_id)?;
+        if e.sandbox.pause.is_none() {
+            return Err(Status::failed_precondition(format!(
+                "pod sandbox {} is not ready",
+                e.sandbox.id
+            )));
+        }
+        if let Some(p) = req.port.iter().find(|p| !(1..=65535).contains(*p)) {
+            return Err(Status::invalid_argument(format!("port: {p} is not a valid port number")));
+        }
+        let url = self.0.streaming.url_for(streaming::Request::PortForward {
+            sandbox_id: e.sandbox.id.clone(),
+        })?;
+        Ok(Response::new(cri::PortForwardResponse { url }))
     }
 
     async fn container_stats(&self, req: Request<cri::ContainerStatsRequest>) -> R<cri::ContainerStatsResponse> {
