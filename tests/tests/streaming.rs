@@ -40,17 +40,30 @@ fn setup(name: &str, extra: &[&str]) -> Setup {
     let agent = Agent::start(&env, extra);
     env.write_manifest("stream.yaml", POD);
     let pod = env.wait_running("stream", &["main"]);
+    // The CRI view follows the state directory within moments: wait for it.
     let (container_id, sandbox_id) = rt().block_on(async {
         let mut c = connect(&env.socket).await;
-        let cs = c
-            .runtime
-            .list_containers(cri::ListContainersRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .containers;
-        let main = cs.iter().find(|x| x.id == pod.containers["main"].id).expect("main listed");
-        (main.id.clone(), main.pod_sandbox_id.clone())
+        let begin = std::time::Instant::now();
+        loop {
+            let cs = c
+                .runtime
+                .list_containers(cri::ListContainersRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .containers;
+            if let Some(main) = cs
+                .iter()
+                .find(|x| x.id == pod.containers["main"].id && x.state == cri::ContainerState::ContainerRunning as i32)
+            {
+                break (main.id.clone(), main.pod_sandbox_id.clone());
+            }
+            assert!(
+                begin.elapsed() < Duration::from_secs(10),
+                "main never listed running: {cs:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     });
     Setup {
         env,
@@ -85,7 +98,9 @@ async fn ws_connect(url: &str, protocol: &str) -> Result<Ws, tokio_tungstenite::
         .insert("Sec-WebSocket-Protocol", protocol.parse().expect("header"));
     let (ws, resp) = tokio_tungstenite::connect_async(req).await?;
     assert_eq!(
-        resp.headers().get("Sec-WebSocket-Protocol").and_then(|v| v.to_str().ok()),
+        resp.headers()
+            .get("Sec-WebSocket-Protocol")
+            .and_then(|v| v.to_str().ok()),
         Some(protocol)
     );
     Ok(ws)
@@ -141,7 +156,16 @@ fn exec_over_websocket() {
     let baseline = cgroup_procs(&s);
     rt().block_on(async {
         // stdout, stderr and the exit code, v4.
-        let url = exec_url(&s, exec_req(&s.container_id, &["sh", "-c", "echo out; echo err >&2; exit 3"], false, false)).await;
+        let url = exec_url(
+            &s,
+            exec_req(
+                &s.container_id,
+                &["sh", "-c", "echo out; echo err >&2; exit 3"],
+                false,
+                false,
+            ),
+        )
+        .await;
         assert!(url.starts_with("http://127.0.0.1:") && url.contains("/exec/"), "{url}");
         let mut ws = ws_connect(&url, "v4.channel.k8s.io").await.expect("upgrade");
         let [_, out, err, status] = ws_drain(&mut ws).await;
@@ -149,32 +173,55 @@ fn exec_over_websocket() {
         assert_eq!(exit_code(&status), 3);
 
         // A URL works once.
-        assert!(ws_connect(&url, "v4.channel.k8s.io").await.is_err(), "second use of {url}");
+        assert!(
+            ws_connect(&url, "v4.channel.k8s.io").await.is_err(),
+            "second use of {url}"
+        );
 
         // stdin round trip and stdin's end (v5's close channel).
-        let url = exec_url(&s, exec_req(&s.container_id, &["sh", "-c", "cat; echo done"], true, false)).await;
+        let url = exec_url(
+            &s,
+            exec_req(&s.container_id, &["sh", "-c", "cat; echo done"], true, false),
+        )
+        .await;
         let mut ws = ws_connect(&url, "v5.channel.k8s.io").await.expect("upgrade");
-        ws.send(Message::Binary([&[0u8][..], b"ping\n"].concat().into())).await.unwrap();
+        ws.send(Message::Binary([&[0u8][..], b"ping\n"].concat().into()))
+            .await
+            .unwrap();
         ws.send(Message::Binary(vec![255u8, 0].into())).await.unwrap();
         let [_, out, _, status] = ws_drain(&mut ws).await;
         assert_eq!(String::from_utf8_lossy(&out), "ping\ndone\n");
         assert_eq!(exit_code(&status), 0);
 
         // A terminal, resized before the command asks for its size.
-        let url = exec_url(&s, exec_req(&s.container_id, &["sh", "-c", "read x; stty size"], true, true)).await;
+        let url = exec_url(
+            &s,
+            exec_req(&s.container_id, &["sh", "-c", "read x; stty size"], true, true),
+        )
+        .await;
         let mut ws = ws_connect(&url, "v5.channel.k8s.io").await.expect("upgrade");
-        ws.send(Message::Binary([&[4u8][..], br#"{"Width":123,"Height":45}"#].concat().into()))
+        ws.send(Message::Binary(
+            [&[4u8][..], br#"{"Width":123,"Height":45}"#].concat().into(),
+        ))
+        .await
+        .unwrap();
+        ws.send(Message::Binary([&[0u8][..], b"go\r"].concat().into()))
             .await
             .unwrap();
-        ws.send(Message::Binary([&[0u8][..], b"go\r"].concat().into())).await.unwrap();
         let [_, out, _, status] = ws_drain(&mut ws).await;
-        assert!(String::from_utf8_lossy(&out).contains("45 123"), "{:?}", String::from_utf8_lossy(&out));
+        assert!(
+            String::from_utf8_lossy(&out).contains("45 123"),
+            "{:?}",
+            String::from_utf8_lossy(&out)
+        );
         assert_eq!(exit_code(&status), 0);
 
         // A client that goes away: its command is killed, nothing stays in the container.
         let url = exec_url(&s, exec_req(&s.container_id, &["sleep", "1000"], false, false)).await;
         let ws = ws_connect(&url, "v4.channel.k8s.io").await.expect("upgrade");
-        wait_for("the exec'd sleep", Duration::from_secs(10), || (cgroup_procs(&s) > baseline).then_some(()));
+        wait_for("the exec'd sleep", Duration::from_secs(10), || {
+            (cgroup_procs(&s) > baseline).then_some(())
+        });
         drop(ws);
     });
     wait_for("the exec'd sleep to be gone", Duration::from_secs(10), || {
@@ -225,10 +272,17 @@ fn exec_over_spdy() {
     }
     use minilet::cri::streaming::EXEC_PROTOCOL;
     let s = setup("stream-spdy", &[]);
+    let baseline = cgroup_procs(&s);
     rt().block_on(async {
         let h = |t: &str| vec![("streamtype".to_string(), t.to_string())];
-        let url = exec_url(&s, exec_req(&s.container_id, &["sh", "-c", "cat; echo e >&2; exit 4"], true, false)).await;
-        let session = minilet::cli::upgrade::spdy(&url, EXEC_PROTOCOL).await.expect("SPDY upgrade");
+        let url = exec_url(
+            &s,
+            exec_req(&s.container_id, &["sh", "-c", "cat; echo e >&2; exit 4"], true, false),
+        )
+        .await;
+        let session = minilet::cli::upgrade::spdy(&url, EXEC_PROTOCOL)
+            .await
+            .expect("SPDY upgrade");
         let mut error = session.handle.open(h("error")).await.unwrap();
         let stdin = session.handle.open(h("stdin")).await.unwrap();
         let mut stdout = session.handle.open(h("stdout")).await.unwrap();
@@ -256,8 +310,14 @@ fn exec_over_spdy() {
         assert_eq!(exit_code(&status), 4);
 
         // A terminal over SPDY: the resize stream reaches the pty.
-        let url = exec_url(&s, exec_req(&s.container_id, &["sh", "-c", "read x; stty size"], true, true)).await;
-        let session = minilet::cli::upgrade::spdy(&url, EXEC_PROTOCOL).await.expect("SPDY upgrade");
+        let url = exec_url(
+            &s,
+            exec_req(&s.container_id, &["sh", "-c", "read x; stty size"], true, true),
+        )
+        .await;
+        let session = minilet::cli::upgrade::spdy(&url, EXEC_PROTOCOL)
+            .await
+            .expect("SPDY upgrade");
         let error = session.handle.open(h("error")).await.unwrap();
         let stdin = session.handle.open(h("stdin")).await.unwrap();
         let stdout = session.handle.open(h("stdout")).await.unwrap();
@@ -269,8 +329,36 @@ fn exec_over_spdy() {
         })
         .await
         .expect("tty exec over SPDY ended");
-        assert!(String::from_utf8_lossy(&out).contains("33 77"), "{:?}", String::from_utf8_lossy(&out));
+        assert!(
+            String::from_utf8_lossy(&out).contains("33 77"),
+            "{:?}",
+            String::from_utf8_lossy(&out)
+        );
         assert_eq!(exit_code(&status), 0);
+
+        // A client that goes away (its connection closes with this runtime): the command is
+        // killed, nothing stays in the container.
+        let url = exec_url(&s, exec_req(&s.container_id, &["sleep", "1000"], false, false)).await;
+        let session = minilet::cli::upgrade::spdy(&url, EXEC_PROTOCOL)
+            .await
+            .expect("SPDY upgrade");
+        let _streams = (
+            session.handle.open(h("error")).await.unwrap(),
+            session.handle.open(h("stdout")).await.unwrap(),
+            session.handle.open(h("stderr")).await.unwrap(),
+        );
+        // Polled without blocking this runtime, whose tasks carry the client's frames.
+        let start = std::time::Instant::now();
+        while cgroup_procs(&s) == baseline {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the exec'd sleep never started"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    wait_for("the exec'd sleep to be gone", Duration::from_secs(10), || {
+        (cgroup_procs(&s) == baseline).then_some(())
     });
 }
 
@@ -291,7 +379,10 @@ fn port_forward_through_the_cli_and_websocket() {
     let s = setup("stream-pf", &[]);
     // The server listens on the pod's loopback only: nothing on the host can reach it directly.
     wait_for("httpd in the pod", Duration::from_secs(20), || {
-        let o = in_container(s.env.pod("stream")?.pid("main"), &["wget", "-q", "-O", "-", "http://127.0.0.1:8080/"]);
+        let o = in_container(
+            s.env.pod("stream")?.pid("main"),
+            &["wget", "-q", "-O", "-", "http://127.0.0.1:8080/"],
+        );
         stdout(&o).contains("hello-from-pod").then_some(())
     });
 
@@ -313,7 +404,10 @@ fn port_forward_through_the_cli_and_websocket() {
         .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
     for _ in 0..3 {
         let resp = http_get(port);
-        assert!(resp.starts_with("HTTP/1.") && resp.contains("hello-from-pod"), "{resp:?}");
+        assert!(
+            resp.starts_with("HTTP/1.") && resp.contains("hello-from-pod"),
+            "{resp:?}"
+        );
     }
     let _ = child.kill();
     let _ = child.wait();
@@ -332,7 +426,9 @@ fn port_forward_through_the_cli_and_websocket() {
             .into_inner()
             .url;
         assert!(url.contains("/portforward/"), "{url}");
-        let mut ws = ws_connect(&format!("{url}?port=8080"), "portforward.k8s.io").await.expect("upgrade");
+        let mut ws = ws_connect(&format!("{url}?port=8080"), "portforward.k8s.io")
+            .await
+            .expect("upgrade");
         let mut opened = Vec::new();
         while opened.len() < 2 {
             if let Some(Ok(Message::Binary(b))) = ws.next().await {
@@ -340,9 +436,11 @@ fn port_forward_through_the_cli_and_websocket() {
             }
         }
         assert_eq!(opened, vec![vec![0, 0x90, 0x1f], vec![1, 0x90, 0x1f]]);
-        ws.send(Message::Binary([&[0u8][..], b"GET /index.html HTTP/1.0\r\n\r\n"].concat().into()))
-            .await
-            .unwrap();
+        ws.send(Message::Binary(
+            [&[0u8][..], b"GET /index.html HTTP/1.0\r\n\r\n"].concat().into(),
+        ))
+        .await
+        .unwrap();
         let mut body = Vec::new();
         let read = async {
             while let Some(Ok(m)) = ws.next().await {
@@ -353,7 +451,9 @@ fn port_forward_through_the_cli_and_websocket() {
                 }
             }
         };
-        tokio::time::timeout(Duration::from_secs(20), read).await.expect("the pod's answer");
+        tokio::time::timeout(Duration::from_secs(20), read)
+            .await
+            .expect("the pod's answer");
         let body = String::from_utf8_lossy(&body);
         assert!(body.contains("hello-from-pod"), "{body:?}");
     });

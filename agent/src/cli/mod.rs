@@ -9,6 +9,7 @@ pub mod describe;
 pub mod errors;
 pub mod events;
 pub mod exec;
+pub mod exec_stream;
 pub mod get;
 pub mod image;
 pub mod logfile;

@@ -53,8 +53,14 @@ fn addresses(names: &[String]) -> Result<Vec<IpAddr>> {
     let mut out = Vec::new();
     for n in names {
         match n.as_str() {
-            "localhost" => out.extend([IpAddr::from([127, 0, 0, 1]), IpAddr::from(std::net::Ipv6Addr::LOCALHOST)]),
-            s => out.push(s.parse().with_context(|| format!("--address {s:?}: not an IP address or localhost"))?),
+            "localhost" => out.extend([
+                IpAddr::from([127, 0, 0, 1]),
+                IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+            ]),
+            s => out.push(
+                s.parse()
+                    .with_context(|| format!("--address {s:?}: not an IP address or localhost"))?,
+            ),
         }
     }
     Ok(out)
@@ -120,10 +126,14 @@ async fn forward(conn: tokio::net::TcpStream, remote: u16, id: String, handle: H
             ("requestid".to_string(), id.clone()),
         ]
     };
-    let Some(mut error) = handle.open(headers("error")).await else { return };
+    let Some(mut error) = handle.open(headers("error")).await else {
+        return;
+    };
     // Nothing is ever sent on the error stream from this side.
     error.writer.close().await;
-    let Some(mut data) = handle.open(headers("data")).await else { return };
+    let Some(mut data) = handle.open(headers("data")).await else {
+        return;
+    };
     tokio::spawn(async move {
         let mut msg = Vec::new();
         while let Some(b) = error.data.recv().await {

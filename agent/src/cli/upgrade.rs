@@ -11,7 +11,10 @@ use crate::cri::streaming::spdy_session::{self, Session};
 /// Open `url` (http://host:port/path, as the agent hands out) and speak SPDY with `protocol`.
 pub async fn spdy(url: &str, protocol: &str) -> Result<Session> {
     let uri: hyper::Uri = url.parse().with_context(|| format!("streaming URL {url:?}"))?;
-    let authority = uri.authority().with_context(|| format!("streaming URL {url:?} has no host"))?.clone();
+    let authority = uri
+        .authority()
+        .with_context(|| format!("streaming URL {url:?} has no host"))?
+        .clone();
     let tcp = tokio::net::TcpStream::connect(authority.as_str())
         .await
         .with_context(|| format!("connect to the streaming server at {authority}"))?;

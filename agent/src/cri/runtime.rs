@@ -222,14 +222,17 @@ impl cri::runtime_service_server::RuntimeService for RuntimeSvc {
                 a.files.record.id
             )));
         }
-        let url = self.0.streaming.url_for(streaming::Request::Exec(streaming::ExecParams {
-            container_id: a.files.record.id.clone(),
-            cmd: req.cmd,
-            tty: req.tty,
-            stdin: req.stdin,
-            stdout: req.stdout,
-            stderr: req.stderr,
-        }))?;
+        let url = self
+            .0
+            .streaming
+            .url_for(streaming::Request::Exec(streaming::ExecParams {
+                container_id: a.files.record.id.clone(),
+                cmd: req.cmd,
+                tty: req.tty,
+                stdin: req.stdin,
+                stdout: req.stdout,
+                stderr: req.stderr,
+            }))?;
         Ok(Response::new(cri::ExecResponse { url }))
     }
 
@@ -249,7 +252,9 @@ impl cri::runtime_service_server::RuntimeService for RuntimeSvc {
             )));
         }
         if let Some(p) = req.port.iter().find(|p| !(1..=65535).contains(*p)) {
-            return Err(Status::invalid_argument(format!("port: {p} is not a valid port number")));
+            return Err(Status::invalid_argument(format!(
+                "port: {p} is not a valid port number"
+            )));
         }
         let url = self.0.streaming.url_for(streaming::Request::PortForward {
             sandbox_id: e.sandbox.id.clone(),

@@ -105,7 +105,9 @@ impl Streaming {
     async fn connect_pod_port(&self, sandbox_id: &str, port: u16) -> Result<tokio::net::TcpStream, String> {
         let e = super::filter::sandbox(&self.ctx.registry, sandbox_id).map_err(|s| s.message().to_string())?;
         let network = match e.sandbox.pause {
-            Some(_) if e.pod.spec.as_ref().and_then(|s| s.host_network) == Some(true) => crate::pod::probes::Network::Host,
+            Some(_) if e.pod.spec.as_ref().and_then(|s| s.host_network) == Some(true) => {
+                crate::pod::probes::Network::Host
+            }
             Some(p) => crate::pod::probes::Network::Pod(p),
             None => return Err(format!("pod sandbox {sandbox_id} is not ready")),
         };
@@ -132,10 +134,7 @@ impl Streaming {
         } else if upgrade.starts_with("spdy/3") {
             self.spdy(req, pending)
         } else {
-            plain(
-                StatusCode::BAD_REQUEST,
-                "expected an upgrade to SPDY/3.1 or websocket",
-            )
+            plain(StatusCode::BAD_REQUEST, "expected an upgrade to SPDY/3.1 or websocket")
         }
     }
 
@@ -145,13 +144,7 @@ impl Streaming {
             Request::PortForward { .. } => portforward::PROTOCOL,
         };
         // client-go sends one X-Stream-Protocol-Version header per protocol it speaks.
-        let offered: Vec<String> = req
-            .headers()
-            .get_all("x-stream-protocol-version")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
-            .collect();
+        let offered = header_list(&req, "x-stream-protocol-version");
         if !offered.iter().any(|p| p == wanted) {
             return plain(
                 StatusCode::FORBIDDEN,
@@ -170,12 +163,12 @@ impl Streaming {
                 Request::PortForward { sandbox_id } => portforward::serve(s, session, sandbox_id).await,
             }
         });
-        let mut resp = Response::new(Body::default());
-        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let mut resp = switching_protocols("SPDY/3.1");
         let h = resp.headers_mut();
-        h.insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("Upgrade"));
-        h.insert(hyper::header::UPGRADE, hyper::header::HeaderValue::from_static("SPDY/3.1"));
-        h.insert("X-Stream-Protocol-Version", hyper::header::HeaderValue::from_static(wanted));
+        h.insert(
+            "X-Stream-Protocol-Version",
+            hyper::header::HeaderValue::from_static(wanted),
+        );
         resp
     }
 
@@ -183,13 +176,7 @@ impl Streaming {
         let Some(key) = header(&req, "sec-websocket-key") else {
             return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
         };
-        let offered: Vec<String> = req
-            .headers()
-            .get_all("sec-websocket-protocol")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
-            .collect();
+        let offered = header_list(&req, "sec-websocket-protocol");
         let speaks: &[&str] = match pending {
             Request::Exec(_) => &[websocket::V5, websocket::V4],
             Request::PortForward { .. } => websocket::PORT_FORWARD,
@@ -202,7 +189,9 @@ impl Streaming {
             (None, _) => {
                 return plain(
                     StatusCode::BAD_REQUEST,
-                    &format!("unable to upgrade: no common protocol (this server speaks {speaks:?}; offered {offered:?})"),
+                    &format!(
+                        "unable to upgrade: no common protocol (this server speaks {speaks:?}; offered {offered:?})"
+                    ),
                 );
             }
         };
@@ -247,11 +236,8 @@ impl Streaming {
                 Request::PortForward { sandbox_id } => websocket::port_forward(s, ws, sandbox_id, ports).await,
             }
         });
-        let mut resp = Response::new(Body::default());
-        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let mut resp = switching_protocols("websocket");
         let h = resp.headers_mut();
-        h.insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("Upgrade"));
-        h.insert(hyper::header::UPGRADE, hyper::header::HeaderValue::from_static("websocket"));
         if let Ok(v) = hyper::header::HeaderValue::from_str(&accept) {
             h.insert(hyper::header::SEC_WEBSOCKET_ACCEPT, v);
         }
@@ -263,7 +249,36 @@ impl Streaming {
 }
 
 fn header(req: &HttpRequest<Incoming>, name: &str) -> Option<String> {
-    req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Every value of a header given once per value or comma-separated.
+fn header_list(req: &HttpRequest<Incoming>, name: &str) -> Vec<String> {
+    req.headers()
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
+        .collect()
+}
+
+/// A 101 answer upgrading to `protocol`.
+fn switching_protocols(protocol: &'static str) -> Response<Body> {
+    let mut resp = Response::new(Body::default());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("Upgrade"),
+    );
+    h.insert(
+        hyper::header::UPGRADE,
+        hyper::header::HeaderValue::from_static(protocol),
+    );
+    resp
 }
 
 fn plain(status: StatusCode, text: &str) -> Response<Body> {

@@ -33,7 +33,8 @@ pub async fn serve(server: Arc<Streaming>, mut session: Session, sandbox_id: Str
                 continue;
             }
         }
-        if entry.0.is_some() && entry.1.is_some()
+        if entry.0.is_some()
+            && entry.1.is_some()
             && let Some((Some(error), Some(data))) = waiting.remove(&id)
         {
             tokio::spawn(forward(server.clone(), sandbox_id.clone(), error, data));
@@ -41,7 +42,7 @@ pub async fn serve(server: Arc<Streaming>, mut session: Session, sandbox_id: Str
     }
 }
 
-async fn forward(server: Arc<Streaming>, sandbox_id: String, error: Stream, mut data: Stream) {
+async fn forward(server: Arc<Streaming>, sandbox_id: String, error: Stream, data: Stream) {
     let port = spdy::header(&data.headers, "port").and_then(|p| p.parse::<u16>().ok());
     let conn = match port {
         Some(p) if p > 0 => server.connect_pod_port(&sandbox_id, p).await,
@@ -57,23 +58,24 @@ async fn forward(server: Arc<Streaming>, sandbox_id: String, error: Stream, mut 
         }
     };
     let (mut rd, mut wr) = conn.into_split();
-    let writer = data.writer.clone();
-    let from_pod = tokio::spawn(async move {
-        let mut buf = vec![0u8; 32 * 1024];
-        while let Ok(n) = rd.read(&mut buf).await {
-            if n == 0 || !writer.write(&buf[..n]).await {
-                break;
+    let (mut from_client, writer) = (data.data, data.writer);
+    // The client's FIN half-closes the connection: the pod sees end of file and may still
+    // answer. The pair ends when the pod's side closes, as the kubelet's does.
+    let to_pod = tokio::spawn(async move {
+        while let Some(chunk) = from_client.recv().await {
+            if wr.write_all(&chunk).await.is_err() {
+                return;
             }
         }
-        writer.close().await;
+        let _ = wr.shutdown().await;
     });
-    while let Some(chunk) = data.data.recv().await {
-        if wr.write_all(&chunk).await.is_err() {
+    let mut buf = vec![0u8; 32 * 1024];
+    while let Ok(n) = rd.read(&mut buf).await {
+        if n == 0 || !writer.write(&buf[..n]).await {
             break;
         }
     }
-    // The client's FIN: the pod's side sees end of file, and answers until it closes.
-    let _ = wr.shutdown().await;
-    let _ = from_pod.await;
+    writer.close().await;
     error.writer.close().await;
+    to_pod.abort();
 }

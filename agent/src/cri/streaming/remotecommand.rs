@@ -37,7 +37,9 @@ pub async fn exec(server: Arc<Streaming>, mut session: Session, p: ExecParams) {
     let mut s = Streams::default();
     let gathered = tokio::time::timeout(STREAM_CREATION_TIMEOUT, async {
         while !s.complete(&p) {
-            let Some(stream) = session.incoming.recv().await else { return false };
+            let Some(stream) = session.incoming.recv().await else {
+                return false;
+            };
             let slot = match spdy::header(&stream.headers, "streamtype") {
                 Some("error") => &mut s.error,
                 Some("stdin") => &mut s.stdin,
@@ -101,9 +103,22 @@ pub async fn exec(server: Arc<Streaming>, mut session: Session, p: ExecParams) {
             }
         }));
     }
+    // Dropped on every way out: a client that goes away ends the command and what it started.
     let _guard = guard;
     let mut code = None;
-    while let Some(out) = outputs.next().await {
+    loop {
+        let out = tokio::select! {
+            out = outputs.next() => out,
+            // The connection ended (the client opens no more streams, so only its end
+            // comes here): nobody is left to serve.
+            None = session.incoming.recv() => {
+                for i in inputs {
+                    i.abort();
+                }
+                return;
+            }
+        };
+        let Some(out) = out else { break };
         match out {
             ExecOutput::Stdout(b) => {
                 if let Some(o) = &s.stdout {

@@ -17,9 +17,7 @@ const MAX_PENDING: usize = 1000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     Exec(super::ExecParams),
-    PortForward {
-        sandbox_id: String,
-    },
+    PortForward { sandbox_id: String },
 }
 
 impl Request {
@@ -79,9 +77,7 @@ mod tests {
     use super::*;
 
     fn pf() -> Request {
-        Request::PortForward {
-            sandbox_id: "s".into(),
-        }
+        Request::PortForward { sandbox_id: "s".into() }
     }
 
     #[test]

@@ -96,16 +96,71 @@ fn malformed(kind: &'static str, problem: &'static str) -> SpdyError {
 /// byte-exact or the peer's inflate fails.
 pub fn dictionary() -> Vec<u8> {
     const WORDS: &[&str] = &[
-        "options", "head", "post", "put", "delete", "trace", "accept", "accept-charset",
-        "accept-encoding", "accept-language", "accept-ranges", "age", "allow", "authorization",
-        "cache-control", "connection", "content-base", "content-encoding", "content-language",
-        "content-length", "content-location", "content-md5", "content-range", "content-type",
-        "date", "etag", "expect", "expires", "from", "host", "if-match", "if-modified-since",
-        "if-none-match", "if-range", "if-unmodified-since", "last-modified", "location",
-        "max-forwards", "pragma", "proxy-authenticate", "proxy-authorization", "range",
-        "referer", "retry-after", "server", "te", "trailer", "transfer-encoding", "upgrade",
-        "user-agent", "vary", "via", "warning", "www-authenticate", "method", "get", "status",
-        "200 OK", "version", "HTTP/1.1", "url", "public", "set-cookie", "keep-alive", "origin",
+        "options",
+        "head",
+        "post",
+        "put",
+        "delete",
+        "trace",
+        "accept",
+        "accept-charset",
+        "accept-encoding",
+        "accept-language",
+        "accept-ranges",
+        "age",
+        "allow",
+        "authorization",
+        "cache-control",
+        "connection",
+        "content-base",
+        "content-encoding",
+        "content-language",
+        "content-length",
+        "content-location",
+        "content-md5",
+        "content-range",
+        "content-type",
+        "date",
+        "etag",
+        "expect",
+        "expires",
+        "from",
+        "host",
+        "if-match",
+        "if-modified-since",
+        "if-none-match",
+        "if-range",
+        "if-unmodified-since",
+        "last-modified",
+        "location",
+        "max-forwards",
+        "pragma",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "range",
+        "referer",
+        "retry-after",
+        "server",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "user-agent",
+        "vary",
+        "via",
+        "warning",
+        "www-authenticate",
+        "method",
+        "get",
+        "status",
+        "200 OK",
+        "version",
+        "HTTP/1.1",
+        "url",
+        "public",
+        "set-cookie",
+        "keep-alive",
+        "origin",
     ];
     const TAIL: &str = concat!(
         "100101201202205206300302303304305306307402405406407408409410411412413414415416417502504505",
@@ -221,7 +276,10 @@ impl HeaderDecoder {
 }
 
 fn parse_header_block(raw: &[u8]) -> Result<Headers, SpdyError> {
-    let mut r = Reader { b: raw, kind: "header block" };
+    let mut r = Reader {
+        b: raw,
+        kind: "header block",
+    };
     let n = r.u32()? as usize;
     if n > raw.len() / 8 + 1 {
         return Err(malformed("header block", "more pairs than bytes"));
@@ -298,7 +356,10 @@ pub fn decode(buf: &[u8], headers: &mut HeaderDecoder) -> Result<Frame, SpdyErro
     let kind = u16::from_be_bytes([buf[2], buf[3]]);
     Ok(match kind {
         SYN_STREAM => {
-            let mut r = Reader { b: body, kind: "SYN_STREAM" };
+            let mut r = Reader {
+                b: body,
+                kind: "SYN_STREAM",
+            };
             let stream = r.u31()?;
             let associated = r.u31()?;
             let pri = r.take(2)?;
@@ -311,7 +372,10 @@ pub fn decode(buf: &[u8], headers: &mut HeaderDecoder) -> Result<Frame, SpdyErro
             }
         }
         SYN_REPLY => {
-            let mut r = Reader { b: body, kind: "SYN_REPLY" };
+            let mut r = Reader {
+                b: body,
+                kind: "SYN_REPLY",
+            };
             let stream = r.u31()?;
             Frame::SynReply {
                 stream,
@@ -320,7 +384,10 @@ pub fn decode(buf: &[u8], headers: &mut HeaderDecoder) -> Result<Frame, SpdyErro
             }
         }
         HEADERS => {
-            let mut r = Reader { b: body, kind: "HEADERS" };
+            let mut r = Reader {
+                b: body,
+                kind: "HEADERS",
+            };
             let stream = r.u31()?;
             Frame::Headers {
                 stream,
@@ -329,14 +396,20 @@ pub fn decode(buf: &[u8], headers: &mut HeaderDecoder) -> Result<Frame, SpdyErro
             }
         }
         RST_STREAM => {
-            let mut r = Reader { b: body, kind: "RST_STREAM" };
+            let mut r = Reader {
+                b: body,
+                kind: "RST_STREAM",
+            };
             Frame::RstStream {
                 stream: r.u31()?,
                 status: r.u32()?,
             }
         }
         SETTINGS => {
-            let mut r = Reader { b: body, kind: "SETTINGS" };
+            let mut r = Reader {
+                b: body,
+                kind: "SETTINGS",
+            };
             let n = r.u32()? as usize;
             if n.checked_mul(8) != Some(r.b.len()) {
                 return Err(malformed("SETTINGS", "entry count does not match length"));
@@ -353,7 +426,10 @@ pub fn decode(buf: &[u8], headers: &mut HeaderDecoder) -> Result<Frame, SpdyErro
             Frame::Ping(r.u32()?)
         }
         GOAWAY => {
-            let mut r = Reader { b: body, kind: "GOAWAY" };
+            let mut r = Reader {
+                b: body,
+                kind: "GOAWAY",
+            };
             Frame::GoAway {
                 last_stream: r.u31()?,
                 status: r.u32()?,
@@ -422,7 +498,9 @@ pub fn encode(frame: &Frame, headers: &mut HeaderEncoder) -> Result<Vec<u8>, Spd
             body.extend(headers.encode(h)?);
             control(HEADERS, *flags, &body)
         }
-        Frame::RstStream { stream, status } => control(RST_STREAM, 0, &[be(stream & 0x7fff_ffff), be(*status)].concat()),
+        Frame::RstStream { stream, status } => {
+            control(RST_STREAM, 0, &[be(stream & 0x7fff_ffff), be(*status)].concat())
+        }
         Frame::Settings { flags, entries } => {
             let mut body = be(entries.len() as u32).to_vec();
             for (f, id, v) in entries {
@@ -435,9 +513,11 @@ pub fn encode(frame: &Frame, headers: &mut HeaderEncoder) -> Result<Vec<u8>, Spd
         Frame::GoAway { last_stream, status } => {
             control(GOAWAY, 0, &[be(last_stream & 0x7fff_ffff), be(*status)].concat())
         }
-        Frame::WindowUpdate { stream, delta } => {
-            control(WINDOW_UPDATE, 0, &[be(stream & 0x7fff_ffff), be(delta & 0x7fff_ffff)].concat())
-        }
+        Frame::WindowUpdate { stream, delta } => control(
+            WINDOW_UPDATE,
+            0,
+            &[be(stream & 0x7fff_ffff), be(delta & 0x7fff_ffff)].concat(),
+        ),
         Frame::Data { stream, flags, data } => {
             if data.len() >= MAX_FRAME {
                 return Err(SpdyError::TooLarge(data.len()));
@@ -551,7 +631,11 @@ mod tests {
     fn header_blocks_use_the_dictionary_and_fold_case_and_values() {
         let mut enc = HeaderEncoder::default();
         let block = enc
-            .encode(&h(&[("StreamType", "stdout"), ("x", "a\0b"), ("content-type", "text/plain")]))
+            .encode(&h(&[
+                ("StreamType", "stdout"),
+                ("x", "a\0b"),
+                ("content-type", "text/plain"),
+            ]))
             .unwrap();
         // FDICT set in the zlib header, with the SPDY/3 dictionary's ID.
         assert_eq!(block[1] & 0x20, 0x20, "{block:?}");
@@ -559,7 +643,12 @@ mod tests {
         let got = HeaderDecoder::default().decode(&block).unwrap();
         assert_eq!(
             got,
-            h(&[("streamtype", "stdout"), ("x", "a"), ("x", "b"), ("content-type", "text/plain")])
+            h(&[
+                ("streamtype", "stdout"),
+                ("x", "a"),
+                ("x", "b"),
+                ("content-type", "text/plain")
+            ])
         );
         assert_eq!(header(&got, "STREAMTYPE"), Some("stdout"));
         // A second block continues the same stream: a fresh decoder cannot read it.

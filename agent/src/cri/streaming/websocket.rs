@@ -72,7 +72,9 @@ pub async fn exec(server: Arc<Streaming>, ws: Ws, protocol: &str, p: ExecParams)
                 Message::Close(_) => break,
                 _ => continue,
             };
-            let Some((&channel, body)) = data.split_first() else { continue };
+            let Some((&channel, body)) = data.split_first() else {
+                continue;
+            };
             let inputs = match channel {
                 STDIN => vec![ExecInput::Stdin(body.to_vec())],
                 RESIZE => resize.feed(body),
@@ -87,8 +89,16 @@ pub async fn exec(server: Arc<Streaming>, ws: Ws, protocol: &str, p: ExecParams)
         }
         let _ = stdin.send(ExecInput::CloseStdin).await;
     });
+    let mut input = input;
+    // Dropped on every way out: a client that goes away ends the command and what it started.
     let _guard = guard;
-    while let Some(out) = outputs.next().await {
+    loop {
+        let out = tokio::select! {
+            out = outputs.next() => out,
+            // The client closed the WebSocket (or it broke): nobody is left to serve.
+            _ = &mut input => break,
+        };
+        let Some(out) = out else { break };
         let msg = match out {
             ExecOutput::Stdout(b) if p.stdout => frame(STDOUT, &b),
             ExecOutput::Stderr(b) if p.stderr => frame(STDERR, &b),
