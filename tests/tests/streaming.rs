@@ -24,7 +24,7 @@ spec:
   - name: main
     image: localhost/busybox:latest
     imagePullPolicy: IfNotPresent
-    command: ["sh", "-c", "trap 'exit 0' TERM; mkdir -p /www && echo hello-from-pod > /www/index.html && httpd -f -p 127.0.0.1:8080 -h /www & while true; do sleep 1; done"]
+    command: ["sh", "-c", "trap 'exit 0' TERM; mkdir -p /www && echo hello-from-pod > /www/index.html && httpd -f -p 127.0.0.1:8080 -h /www & wait"]
 "#;
 
 struct Setup {
@@ -139,6 +139,15 @@ fn exit_code(status: &[u8]) -> i32 {
     }
 }
 
+/// The exec'd `sleep` in the container's cgroup (the kernel's view), once it runs.
+fn sleeping(s: &Setup) -> bool {
+    let pod = s.env.pod("stream").expect("pod");
+    cgroup_file(&s.env, &pod.containers["main"].cgroup, "cgroup.procs")
+        .unwrap_or_default()
+        .lines()
+        .any(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep"))
+}
+
 fn cgroup_procs(s: &Setup) -> usize {
     let pod = s.env.pod("stream").expect("pod");
     let rel = &pod.containers["main"].cgroup;
@@ -220,7 +229,7 @@ fn exec_over_websocket() {
         let url = exec_url(&s, exec_req(&s.container_id, &["sleep", "1000"], false, false)).await;
         let ws = ws_connect(&url, "v4.channel.k8s.io").await.expect("upgrade");
         wait_for("the exec'd sleep", Duration::from_secs(10), || {
-            (cgroup_procs(&s) > baseline).then_some(())
+            sleeping(&s).then_some(())
         });
         drop(ws);
     });
@@ -349,7 +358,7 @@ fn exec_over_spdy() {
         );
         // Polled without blocking this runtime, whose tasks carry the client's frames.
         let start = std::time::Instant::now();
-        while cgroup_procs(&s) == baseline {
+        while !sleeping(&s) {
             assert!(
                 start.elapsed() < Duration::from_secs(10),
                 "the exec'd sleep never started"
@@ -360,6 +369,19 @@ fn exec_over_spdy() {
     wait_for("the exec'd sleep to be gone", Duration::from_secs(10), || {
         (cgroup_procs(&s) == baseline).then_some(())
     });
+}
+
+/// ESTABLISHED TCP connections to or from port 8080 in `pid`'s network namespace.
+fn established_8080(pid: i32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/net/tcp"))
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[3] == "01" && (f[1].ends_with(":1F90") || f[2].ends_with(":1F90"))
+        })
+        .count()
 }
 
 fn http_get(port: u16) -> String {
@@ -409,8 +431,19 @@ fn port_forward_through_the_cli_and_websocket() {
             "{resp:?}"
         );
     }
+    // An idle connection, then the CLI goes away: the agent closes its side in the pod.
+    let main_pid = s.env.pod("stream").expect("pod").pid("main");
+    let _idle = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    wait_for("the forwarded connection in the pod", Duration::from_secs(10), || {
+        (established_8080(main_pid) > 0).then_some(())
+    });
     let _ = child.kill();
     let _ = child.wait();
+    wait_for(
+        "no forwarded connection left in the pod",
+        Duration::from_secs(10),
+        || (established_8080(main_pid) == 0).then_some(()),
+    );
 
     // Raw WebSocket: channel 0 data, 1 errors, each opened with the port.
     rt().block_on(async {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::spdy_session::{Session, Stream};
+use super::spdy_session::{Handle, Session, Stream};
 use super::{Streaming, spdy};
 
 pub const PROTOCOL: &str = "portforward.k8s.io";
@@ -37,12 +37,18 @@ pub async fn serve(server: Arc<Streaming>, mut session: Session, sandbox_id: Str
             && entry.1.is_some()
             && let Some((Some(error), Some(data))) = waiting.remove(&id)
         {
-            tokio::spawn(forward(server.clone(), sandbox_id.clone(), error, data));
+            tokio::spawn(forward(
+                server.clone(),
+                session.handle.clone(),
+                sandbox_id.clone(),
+                error,
+                data,
+            ));
         }
     }
 }
 
-async fn forward(server: Arc<Streaming>, sandbox_id: String, error: Stream, data: Stream) {
+async fn forward(server: Arc<Streaming>, conn_handle: Handle, sandbox_id: String, error: Stream, data: Stream) {
     let port = spdy::header(&data.headers, "port").and_then(|p| p.parse::<u16>().ok());
     let conn = match port {
         Some(p) if p > 0 => server.connect_pod_port(&sandbox_id, p).await,
@@ -69,11 +75,18 @@ async fn forward(server: Arc<Streaming>, sandbox_id: String, error: Stream, data
         }
         let _ = wr.shutdown().await;
     });
-    let mut buf = vec![0u8; 32 * 1024];
-    while let Ok(n) = rd.read(&mut buf).await {
-        if n == 0 || !writer.write(&buf[..n]).await {
-            break;
+    let from_pod = async {
+        let mut buf = vec![0u8; 32 * 1024];
+        while let Ok(n) = rd.read(&mut buf).await {
+            if n == 0 || !writer.write(&buf[..n]).await {
+                break;
+            }
         }
+    };
+    tokio::select! {
+        () = from_pod => {}
+        // The client is gone: close the pod's side now, not whenever the pod next writes.
+        () = conn_handle.ended() => {}
     }
     writer.close().await;
     error.writer.close().await;

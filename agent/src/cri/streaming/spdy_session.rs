@@ -71,6 +71,8 @@ pub struct Session {
 #[derive(Clone)]
 pub struct Handle {
     frames: mpsc::Sender<Frame>,
+    /// Becomes true when the peer's side of the connection ends.
+    ended: tokio::sync::watch::Receiver<bool>,
     next_id: Arc<AtomicU32>,
     routes: Routes,
 }
@@ -106,6 +108,12 @@ impl Handle {
         })
     }
 
+    /// Resolves once the connection has ended (the peer closed it, broke it, or said GOAWAY).
+    pub async fn ended(&self) {
+        let mut ended = self.ended.clone();
+        let _ = ended.wait_for(|e| *e).await;
+    }
+
     /// Say GOAWAY; the writer then ends the connection once what is queued is sent.
     pub async fn go_away(&self) {
         let _ = self
@@ -127,12 +135,18 @@ where
     let (frames_tx, frames_rx) = mpsc::channel(QUEUE);
     let (incoming_tx, incoming_rx) = mpsc::channel(QUEUE);
     let routes: Routes = Arc::default();
+    let (ended_tx, ended) = tokio::sync::watch::channel(false);
     tokio::spawn(write_loop(wr, frames_rx));
-    tokio::spawn(read_loop(rd, frames_tx.clone(), incoming_tx, routes.clone(), server));
+    let reader = read_loop(rd, frames_tx.clone(), incoming_tx, routes.clone(), server);
+    tokio::spawn(async move {
+        reader.await;
+        let _ = ended_tx.send(true);
+    });
     Session {
         incoming: incoming_rx,
         handle: Handle {
             frames: frames_tx,
+            ended,
             next_id: Arc::new(AtomicU32::new(if server { 2 } else { 1 })),
             routes,
         },

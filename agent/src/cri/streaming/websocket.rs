@@ -126,6 +126,7 @@ pub async fn port_forward(server: Arc<Streaming>, ws: Ws, sandbox_id: String, po
     // One TCP connection per port, for the life of the WebSocket.
     let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Message>(64);
     let mut writers = Vec::new();
+    let mut readers = Vec::new();
     for (i, port) in ports.iter().enumerate() {
         let data_ch = 2 * i as u8;
         match server.connect_pod_port(&sandbox_id, *port).await {
@@ -133,14 +134,14 @@ pub async fn port_forward(server: Arc<Streaming>, ws: Ws, sandbox_id: String, po
                 let (mut rd, wr) = conn.into_split();
                 writers.push(Some(wr));
                 let out = out_tx.clone();
-                tokio::spawn(async move {
+                readers.push(tokio::spawn(async move {
                     let mut buf = vec![0u8; 32 * 1024];
                     while let Ok(n) = rd.read(&mut buf).await {
                         if n == 0 || out.send(frame(data_ch, &buf[..n])).await.is_err() {
                             break;
                         }
                     }
-                });
+                }));
             }
             Err(e) => {
                 writers.push(None);
@@ -172,6 +173,11 @@ pub async fn port_forward(server: Arc<Streaming>, ws: Ws, sandbox_id: String, po
                 }
             }
         }
+    }
+    // The client is gone or done: the pod's side of every connection is closed now, not
+    // whenever the pod next writes.
+    for r in readers {
+        r.abort();
     }
     let _ = tx.close().await;
 }
