@@ -67,13 +67,24 @@ async fn run_async(args: AgentArgs) -> anyhow::Result<()> {
         ManifestSource::start(&args.manifests, &ctx.node.name, args.relist_period)
             .with_context(|| format!("watch {}", args.manifests.display()))?;
     let mut manager = Manager::start(ctx.clone(), desired, invalid).await;
-    let server = crate::cri::serve(ctx.clone(), &args.manifests, listener);
+    if !args.streaming_address.ip().is_loopback() {
+        anyhow::bail!(
+            "--streaming-address {}: must be a loopback address (its URLs carry no other authentication)",
+            args.streaming_address
+        );
+    }
+    let (streaming, streaming_task) =
+        crate::cri::streaming::Streaming::start(ctx.clone(), args.streaming_address, args.streaming_token_ttl)
+            .await
+            .with_context(|| format!("start the streaming server on {}", args.streaming_address))?;
+    let server = crate::cri::serve(ctx.clone(), streaming, &args.manifests, listener);
     let gc = tokio::spawn(image_gc_loop(ctx.clone(), args.image_gc_period));
     tracing::info!(socket = %args.socket.display(), "minilet agent ready");
     manager.run(changes, shutdown_signal()).await;
     gc.abort();
     drop(source);
     server.abort();
+    streaming_task.abort();
 
     if args.cleanup_on_exit {
         tracing::info!("removing all pods (--cleanup-on-exit)");

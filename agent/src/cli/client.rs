@@ -80,13 +80,20 @@ impl Client {
         Ok(resp.into_inner().event_json)
     }
 
-    /// Node.Exec: the request stream must begin with `start`.
-    pub async fn exec(
-        &self,
-        requests: impl tonic::IntoStreamingRequest<Message = node::ExecRequest>,
-    ) -> Result<tonic::Streaming<node::ExecResponse>> {
-        let resp = self.node.clone().exec(requests).await.map_err(|s| self.err(s))?;
-        Ok(resp.into_inner())
+    /// CRI Exec: the streaming URL of the session.
+    pub async fn cri_exec(&self, req: cri::ExecRequest) -> Result<String> {
+        let resp = self.runtime.clone().exec(req).await.map_err(|s| self.err(s))?;
+        Ok(resp.into_inner().url)
+    }
+
+    /// CRI PortForward: the streaming URL for the sandbox's ports.
+    pub async fn port_forward(&self, sandbox_id: &str, port: Vec<i32>) -> Result<String> {
+        let req = cri::PortForwardRequest {
+            pod_sandbox_id: sandbox_id.to_string(),
+            port,
+        };
+        let resp = self.runtime.clone().port_forward(req).await.map_err(|s| self.err(s))?;
+        Ok(resp.into_inner().url)
     }
 
     pub async fn version(&self) -> Result<cri::VersionResponse> {

@@ -1,4 +1,5 @@
-//! `minilet exec`: a Node.Exec session. The request stream starts with `start`, then carries
+//! `minilet exec`: a session over CRI Exec and the streaming server (see [`super::exec_stream`]),
+//! in Node.Exec's messages. The request stream starts with `start`, then carries
 //! stdin (`-i`) and terminal resizes (`-t`, on SIGWINCH); output is written as it arrives and
 //! the CLI exits with the remote exit code. With `-t` the local terminal is raw for the
 //! session and restored on every way out.
@@ -210,11 +211,23 @@ pub async fn run(args: ExecArgs) -> Result<ExitCode> {
         drop(in_tx);
         let (req_tx, req_rx) = mpsc::channel(64);
         let socket = args.socket.socket.clone();
+        let exec = minilet_proto::runtime::v1::ExecRequest {
+            container_id: start.container_id.clone(),
+            cmd: start.cmd.clone(),
+            tty,
+            stdin: args.stdin,
+            stdout: true,
+            stderr: !tty,
+        };
+        let open = async {
+            let url = client.cri_exec(exec).await?;
+            super::exec_stream::open(url, tty, args.stdin, req_rx).await
+        };
         let session = async {
             session(
                 start,
                 req_tx,
-                client.exec(tokio_stream::wrappers::ReceiverStream::new(req_rx)),
+                open,
                 in_rx,
                 &mut std::io::stdout(),
                 &mut std::io::stderr(),

@@ -9,17 +9,20 @@ pub mod describe;
 pub mod errors;
 pub mod events;
 pub mod exec;
+pub mod exec_stream;
 pub mod get;
 pub mod image;
 pub mod logfile;
 pub mod logs;
 pub mod objects;
 pub mod pods;
+pub mod port_forward;
 pub mod printers;
 pub mod selector;
 pub mod tabwriter;
 pub mod terminal;
 pub mod top;
+pub mod upgrade;
 pub mod version;
 
 use std::path::PathBuf;
@@ -58,6 +61,8 @@ pub enum Command {
     Logs(logs::LogsArgs),
     /// Execute a command in a container (like kubectl exec).
     Exec(exec::ExecArgs),
+    /// Forward local ports to a pod (like kubectl port-forward).
+    PortForward(port_forward::PortForwardArgs),
     /// CPU and memory usage of pods (like kubectl top).
     #[command(subcommand)]
     Top(top::TopCommand),
@@ -79,6 +84,7 @@ pub async fn run_client(command: Command) -> anyhow::Result<std::process::ExitCo
         Command::Describe(a) => describe::run(a).await,
         Command::Logs(a) => logs::run(a).await,
         Command::Exec(a) => exec::run(a).await,
+        Command::PortForward(a) => port_forward::run(a).await,
         Command::Top(a) => top::run(a).await,
         Command::Version(a) => version::run(a).await,
         Command::Agent(_) | Command::Image(_) | Command::Reset(_) => {
@@ -165,6 +171,15 @@ pub struct AgentArgs {
     /// How often the manifests directory is re-listed as a safety net behind inotify.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     pub relist_period: Duration,
+
+    /// Where the CRI streaming server (Exec, PortForward URLs) listens: a loopback address;
+    /// port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub streaming_address: std::net::SocketAddr,
+
+    /// How long a streaming URL stays valid (kubelet: 1m). For tests.
+    #[arg(long, default_value = "1m", value_parser = parse_duration, hide = true)]
+    pub streaming_token_ttl: Duration,
 
     /// First container restart back-off (kubelet: 10s). For tests.
     #[arg(long, default_value = "10s", value_parser = parse_duration, hide = true)]

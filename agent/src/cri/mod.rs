@@ -11,6 +11,7 @@ mod image;
 mod node;
 mod runtime;
 mod stats;
+pub mod streaming;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,6 +24,8 @@ pub struct Cri {
     pub stats: stats::StatsCache,
     /// The manifests directory, named in refusals of lifecycle calls.
     pub manifests: PathBuf,
+    /// Hands out the URLs of Exec and PortForward.
+    pub streaming: Arc<streaming::Streaming>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,12 +93,18 @@ pub fn bind(path: &Path) -> Result<(tokio::net::UnixListener, SocketFile), Socke
 pub const MAX_GRPC_MESSAGE_BYTES: usize = 64 << 20;
 
 /// Serve the three services on `listener` until the task is dropped or aborted.
-pub fn serve(ctx: Arc<Context>, manifests: &Path, listener: tokio::net::UnixListener) -> tokio::task::JoinHandle<()> {
+pub fn serve(
+    ctx: Arc<Context>,
+    streaming: Arc<streaming::Streaming>,
+    manifests: &Path,
+    listener: tokio::net::UnixListener,
+) -> tokio::task::JoinHandle<()> {
     use minilet_proto::{ImageServiceServer, NodeServer, RuntimeServiceServer};
     let cri = Arc::new(Cri {
         ctx,
         stats: stats::StatsCache::default(),
         manifests: manifests.to_path_buf(),
+        streaming,
     });
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     let server = tonic::transport::Server::builder()

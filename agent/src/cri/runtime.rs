@@ -15,6 +15,7 @@ use super::Cri;
 use super::convert;
 use super::filter;
 use super::stats;
+use super::streaming;
 use crate::runtime::RuntimeError;
 use crate::runtime::spec::now_nanos;
 
@@ -365,11 +366,36 @@ impl cri::runtime_service_server::RuntimeService for RuntimeSvc {
         }
     }
 
-    async fn exec(&self, _: Request<cri::ExecRequest>) -> R<cri::ExecResponse> {
-        Err(RuntimeError::Unimplemented(
-            "streaming Exec (a URL for an SPDY/websocket server) is not served: use ExecSync (crictl exec --sync) or `minilet exec`, which streams over this socket".into(),
-        )
-        .into())
+    async fn exec(&self, req: Request<cri::ExecRequest>) -> R<cri::ExecResponse> {
+        let req = req.into_inner();
+        // The kubelet's checks, in its words.
+        if req.cmd.is_empty() {
+            return Err(Status::invalid_argument("cmd must not be empty"));
+        }
+        if !(req.stdin || req.stdout || req.stderr) {
+            return Err(Status::invalid_argument("one of stdin, stdout, or stderr must be set"));
+        }
+        if req.tty && req.stderr {
+            return Err(Status::invalid_argument("tty and stderr cannot both be true"));
+        }
+        let files = self.container_files(&req.container_id).await?;
+        if files.state.is_none() || files.exit.is_some() {
+            return Err(
+                RuntimeError::FailedPrecondition(format!("container {} is not running", files.record.id)).into(),
+            );
+        }
+        let url = self
+            .0
+            .streaming
+            .url_for(streaming::Request::Exec(streaming::ExecParams {
+                container_id: files.record.id.clone(),
+                cmd: req.cmd,
+                tty: req.tty,
+                stdin: req.stdin,
+                stdout: req.stdout,
+                stderr: req.stderr,
+            }))?;
+        Ok(Response::new(cri::ExecResponse { url }))
     }
 
     async fn attach(&self, _: Request<cri::AttachRequest>) -> R<cri::AttachResponse> {
@@ -379,8 +405,27 @@ impl cri::runtime_service_server::RuntimeService for RuntimeSvc {
         .into())
     }
 
-    async fn port_forward(&self, _: Request<cri::PortForwardRequest>) -> R<cri::PortForwardResponse> {
-        Err(RuntimeError::Unimplemented("PortForward is not supported".into()).into())
+    async fn port_forward(&self, req: Request<cri::PortForwardRequest>) -> R<cri::PortForwardResponse> {
+        let req = req.into_inner();
+        let (sandbox_id, pause, _) = self
+            .0
+            .streaming
+            .sandbox_network(&req.pod_sandbox_id)
+            .await
+            .map_err(Status::not_found)?;
+        if pause.is_none() {
+            return Err(RuntimeError::FailedPrecondition(format!("pod sandbox {sandbox_id} is not ready")).into());
+        }
+        if let Some(p) = req.port.iter().find(|p| !(1..=65535).contains(*p)) {
+            return Err(Status::invalid_argument(format!(
+                "port: {p} is not a valid port number"
+            )));
+        }
+        let url = self
+            .0
+            .streaming
+            .url_for(streaming::Request::PortForward { sandbox_id })?;
+        Ok(Response::new(cri::PortForwardResponse { url }))
     }
 
     async fn container_stats(&self, req: Request<cri::ContainerStatsRequest>) -> R<cri::ContainerStatsResponse> {

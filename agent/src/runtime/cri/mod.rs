@@ -230,6 +230,18 @@ impl CriPods {
             .ok_or_else(|| RuntimeError::not_found("container", id))
     }
 
+    /// The full ID of a sandbox, its pause while it is ready, and whether it uses the host's
+    /// network (for port-forward).
+    pub async fn sandbox_network(
+        &self,
+        id: &str,
+    ) -> Result<(String, Option<super::process::ProcessId>, bool), RuntimeError> {
+        let sb = self.find_sandbox(id)?;
+        let sb = sb.lock().await;
+        let pause = sb.state.filter(|_| sb.ready()).map(|s| s.pause);
+        Ok((sb.record.id.clone(), pause, !sb.record.namespaces.network))
+    }
+
     /// Pod UIDs and cgroups of the CRI sandboxes (so the orphan sweep leaves them alone).
     pub fn cgroups(&self) -> Vec<String> {
         let mut out = Vec::new();

@@ -1,0 +1,145 @@
+//! Exec over SPDY, remotecommand `v4.channel.k8s.io`: the client opens one stream per
+//! channel, typed by its `streamtype` header (error, stdin, stdout, stderr, resize); the
+//! exit status goes on the error stream as a JSON `Status`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::exec::{self, ExecParams, ResizeDecoder};
+use super::spdy_session::{Session, Stream};
+use super::{Streaming, spdy, status};
+use crate::runtime::exec::{ExecInput, ExecOutput};
+
+pub const V4: &str = "v4.channel.k8s.io";
+/// How long the client has to open every stream it needs (the kubelet's default).
+const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+struct Streams {
+    error: Option<Stream>,
+    stdin: Option<Stream>,
+    stdout: Option<Stream>,
+    stderr: Option<Stream>,
+    resize: Option<Stream>,
+}
+
+impl Streams {
+    fn complete(&self, p: &ExecParams) -> bool {
+        self.error.is_some()
+            && (!p.stdin || self.stdin.is_some())
+            && (!p.stdout || self.stdout.is_some())
+            && (!p.stderr || self.stderr.is_some())
+            && (!p.tty || self.resize.is_some())
+    }
+}
+
+pub async fn exec(server: Arc<Streaming>, mut session: Session, p: ExecParams) {
+    let mut s = Streams::default();
+    let gathered = tokio::time::timeout(STREAM_CREATION_TIMEOUT, async {
+        while !s.complete(&p) {
+            let Some(stream) = session.incoming.recv().await else {
+                return false;
+            };
+            let slot = match spdy::header(&stream.headers, "streamtype") {
+                Some("error") => &mut s.error,
+                Some("stdin") => &mut s.stdin,
+                Some("stdout") => &mut s.stdout,
+                Some("stderr") => &mut s.stderr,
+                Some("resize") => &mut s.resize,
+                other => {
+                    tracing::debug!(streamtype = ?other, "SPDY exec: ignoring a stream of unknown type");
+                    continue;
+                }
+            };
+            *slot = Some(stream);
+        }
+        true
+    })
+    .await;
+    if gathered != Ok(true) {
+        tracing::debug!("SPDY exec: the client did not open its streams in time");
+        session.handle.go_away().await;
+        return;
+    }
+    let Some(error) = s.error.take() else { return };
+    let exec_session = match exec::start(&server, &p).await {
+        Ok(x) => x,
+        Err(e) => {
+            error.writer.write(&status::internal(&e)).await;
+            error.writer.close().await;
+            session.handle.go_away().await;
+            return;
+        }
+    };
+    let crate::runtime::exec::ExecSession {
+        stdin,
+        mut outputs,
+        guard,
+    } = exec_session;
+    let stdin = Arc::new(tokio::sync::Mutex::new(stdin));
+    let mut inputs = Vec::new();
+    if let Some(mut st) = s.stdin.take() {
+        let stdin = stdin.clone();
+        inputs.push(tokio::spawn(async move {
+            while let Some(data) = st.data.recv().await {
+                if stdin.lock().await.send(ExecInput::Stdin(data)).await.is_err() {
+                    return;
+                }
+            }
+            // The client's FIN: stdin reaches its end.
+            let _ = stdin.lock().await.send(ExecInput::CloseStdin).await;
+        }));
+    }
+    if let Some(mut rs) = s.resize.take() {
+        let stdin = stdin.clone();
+        inputs.push(tokio::spawn(async move {
+            let mut dec = ResizeDecoder::default();
+            while let Some(data) = rs.data.recv().await {
+                for r in dec.feed(&data) {
+                    if stdin.lock().await.send(r).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+    // Dropped on every way out: a client that goes away ends the command and what it started.
+    let _guard = guard;
+    let mut code = None;
+    loop {
+        let out = tokio::select! {
+            out = outputs.next() => out,
+            // The connection ended (the client opens no more streams, so only its end
+            // comes here): nobody is left to serve.
+            None = session.incoming.recv() => {
+                for i in inputs {
+                    i.abort();
+                }
+                return;
+            }
+        };
+        let Some(out) = out else { break };
+        match out {
+            ExecOutput::Stdout(b) => {
+                if let Some(o) = &s.stdout {
+                    o.writer.write(&b).await;
+                }
+            }
+            ExecOutput::Stderr(b) => {
+                if let Some(e) = &s.stderr {
+                    e.writer.write(&b).await;
+                }
+            }
+            ExecOutput::Exit(c) => code = Some(c),
+        }
+    }
+    for st in [&s.stdout, &s.stderr].into_iter().flatten() {
+        st.writer.close().await;
+    }
+    error.writer.write(&status::exit(code.unwrap_or(137))).await;
+    error.writer.close().await;
+    for i in inputs {
+        i.abort();
+    }
+    session.handle.go_away().await;
+}

@@ -1,0 +1,493 @@
+//! The CRI streaming server: Exec and PortForward URLs served over WebSocket and SPDY/3.1,
+//! against real pods, with the kernel's view of what the exec'd processes saw and left.
+//!
+//! WebSocket is spoken by a stock client (tokio-tungstenite); SPDY by minilet's client side
+//! (`minilet port-forward` as a user runs it, and its session module for exec).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use minilet_e2e::grpc::{connect, rt};
+use minilet_e2e::*;
+use minilet_proto::runtime::v1 as cri;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const POD: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: stream
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "trap 'exit 0' TERM; mkdir -p /www && echo hello-from-pod > /www/index.html && httpd -f -p 127.0.0.1:8080 -h /www & wait"]
+"#;
+
+struct Setup {
+    env: Env,
+    _agent: Agent,
+    container_id: String,
+    sandbox_id: String,
+}
+
+fn setup(name: &str, extra: &[&str]) -> Setup {
+    let env = Env::new(name);
+    env.import_image("busybox");
+    let agent = Agent::start(&env, extra);
+    env.write_manifest("stream.yaml", POD);
+    let pod = env.wait_running("stream", &["main"]);
+    // The CRI view follows the state directory within moments: wait for it.
+    let (container_id, sandbox_id) = rt().block_on(async {
+        let mut c = connect(&env.socket).await;
+        let begin = std::time::Instant::now();
+        loop {
+            let cs = c
+                .runtime
+                .list_containers(cri::ListContainersRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .containers;
+            if let Some(main) = cs
+                .iter()
+                .find(|x| x.id == pod.containers["main"].id && x.state == cri::ContainerState::ContainerRunning as i32)
+            {
+                break (main.id.clone(), main.pod_sandbox_id.clone());
+            }
+            assert!(
+                begin.elapsed() < Duration::from_secs(10),
+                "main never listed running: {cs:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    Setup {
+        env,
+        _agent: agent,
+        container_id,
+        sandbox_id,
+    }
+}
+
+fn exec_req(id: &str, cmd: &[&str], stdin: bool, tty: bool) -> cri::ExecRequest {
+    cri::ExecRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        tty,
+        stdin,
+        stdout: true,
+        stderr: !tty,
+    }
+}
+
+async fn exec_url(s: &Setup, req: cri::ExecRequest) -> String {
+    let mut c = connect(&s.env.socket).await;
+    c.runtime.exec(req).await.expect("CRI Exec").into_inner().url
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn ws_connect(url: &str, protocol: &str) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let url = url.replacen("http://", "ws://", 1);
+    let mut req = url.into_client_request().expect("ws request");
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", protocol.parse().expect("header"));
+    let (ws, resp) = tokio_tungstenite::connect_async(req).await?;
+    assert_eq!(
+        resp.headers()
+            .get("Sec-WebSocket-Protocol")
+            .and_then(|v| v.to_str().ok()),
+        Some(protocol)
+    );
+    Ok(ws)
+}
+
+/// Everything the server sends until it closes: bytes per channel.
+async fn ws_drain(ws: &mut Ws) -> [Vec<u8>; 4] {
+    let mut out: [Vec<u8>; 4] = Default::default();
+    let read = async {
+        while let Some(Ok(m)) = ws.next().await {
+            if let Message::Binary(b) = m
+                && let Some((&ch, body)) = b.split_first()
+                && (1..=3).contains(&ch)
+            {
+                out[ch as usize].extend_from_slice(body);
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("the exec ended in time");
+    out
+}
+
+fn exit_code(status: &[u8]) -> i32 {
+    let v: serde_json::Value = serde_json::from_slice(status).unwrap_or_else(|e| panic!("{e}: {status:?}"));
+    match v["status"].as_str() {
+        Some("Success") => 0,
+        _ => {
+            assert_eq!(v["reason"], "NonZeroExitCode", "{v}");
+            v["details"]["causes"][0]["message"]
+                .as_str()
+                .and_then(|m| m.parse().ok())
+                .unwrap_or_else(|| panic!("no exit code in {v}"))
+        }
+    }
+}
+
+/// The exec'd `sleep` in the container's cgroup (the kernel's view), once it runs.
+fn sleeping(s: &Setup) -> bool {
+    let pod = s.env.pod("stream").expect("pod");
+    cgroup_file(&s.env, &pod.containers["main"].cgroup, "cgroup.procs")
+        .unwrap_or_default()
+        .lines()
+        .any(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep"))
+}
+
+fn cgroup_procs(s: &Setup) -> usize {
+    let pod = s.env.pod("stream").expect("pod");
+    let rel = &pod.containers["main"].cgroup;
+    cgroup_file(&s.env, rel, "cgroup.procs")
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn exec_over_websocket() {
+    if !is_root() {
+        return;
+    }
+    let s = setup("stream-ws", &[]);
+    let baseline = cgroup_procs(&s);
+    rt().block_on(async {
+        // stdout, stderr and the exit code, v4.
+        let url = exec_url(
+            &s,
+            exec_req(
+                &s.container_id,
+                &["sh", "-c", "echo out; echo err >&2; exit 3"],
+                false,
+                false,
+            ),
+        )
+        .await;
+        assert!(url.starts_with("http://127.0.0.1:") && url.contains("/exec/"), "{url}");
+        let mut ws = ws_connect(&url, "v4.channel.k8s.io").await.expect("upgrade");
+        let [_, out, err, status] = ws_drain(&mut ws).await;
+        assert_eq!((out.as_slice(), err.as_slice()), (&b"out\n"[..], &b"err\n"[..]));
+        assert_eq!(exit_code(&status), 3);
+
+        // A URL works once.
+        assert!(
+            ws_connect(&url, "v4.channel.k8s.io").await.is_err(),
+            "second use of {url}"
+        );
+
+        // stdin round trip and stdin's end (v5's close channel).
+        let url = exec_url(
+            &s,
+            exec_req(&s.container_id, &["sh", "-c", "cat; echo done"], true, false),
+        )
+        .await;
+        let mut ws = ws_connect(&url, "v5.channel.k8s.io").await.expect("upgrade");
+        ws.send(Message::Binary([&[0u8][..], b"ping\n"].concat().into()))
+            .await
+            .unwrap();
+        ws.send(Message::Binary(vec![255u8, 0].into())).await.unwrap();
+        let [_, out, _, status] = ws_drain(&mut ws).await;
+        assert_eq!(String::from_utf8_lossy(&out), "ping\ndone\n");
+        assert_eq!(exit_code(&status), 0);
+
+        // A terminal, resized before the command asks for its size.
+        let url = exec_url(
+            &s,
+            exec_req(&s.container_id, &["sh", "-c", "read x; stty size"], true, true),
+        )
+        .await;
+        let mut ws = ws_connect(&url, "v5.channel.k8s.io").await.expect("upgrade");
+        ws.send(Message::Binary(
+            [&[4u8][..], br#"{"Width":123,"Height":45}"#].concat().into(),
+        ))
+        .await
+        .unwrap();
+        ws.send(Message::Binary([&[0u8][..], b"go\r"].concat().into()))
+            .await
+            .unwrap();
+        let [_, out, _, status] = ws_drain(&mut ws).await;
+        assert!(
+            String::from_utf8_lossy(&out).contains("45 123"),
+            "{:?}",
+            String::from_utf8_lossy(&out)
+        );
+        assert_eq!(exit_code(&status), 0);
+
+        // A client that goes away: its command is killed, nothing stays in the container.
+        let url = exec_url(&s, exec_req(&s.container_id, &["sleep", "1000"], false, false)).await;
+        let ws = ws_connect(&url, "v4.channel.k8s.io").await.expect("upgrade");
+        wait_for("the exec'd sleep", Duration::from_secs(10), || {
+            sleeping(&s).then_some(())
+        });
+        drop(ws);
+    });
+    wait_for("the exec'd sleep to be gone", Duration::from_secs(10), || {
+        (cgroup_procs(&s) == baseline).then_some(())
+    });
+}
+
+#[test]
+fn exec_requests_are_validated() {
+    if !is_root() {
+        return;
+    }
+    let s = setup("stream-val", &["--streaming-token-ttl", "0"]);
+    rt().block_on(async {
+        let mut c = connect(&s.env.socket).await;
+        let mut bad = exec_req(&s.container_id, &[], false, false);
+        let e = c.runtime.exec(bad.clone()).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        bad.cmd = vec!["true".into()];
+        bad.tty = true;
+        bad.stderr = true;
+        let e = c.runtime.exec(bad.clone()).await.unwrap_err();
+        assert!(e.message().contains("tty and stderr"), "{e:?}");
+        bad.tty = false;
+        bad.stdout = false;
+        bad.stderr = false;
+        let e = c.runtime.exec(bad.clone()).await.unwrap_err();
+        assert!(e.message().contains("one of stdin, stdout, or stderr"), "{e:?}");
+        let e = c
+            .runtime
+            .exec(exec_req("nonexistent", &["true"], false, false))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+
+        // This agent's tokens expire as they are made: the URL is void when the client comes.
+        let url = exec_url(&s, exec_req(&s.container_id, &["true"], false, false)).await;
+        let e = ws_connect(&url, "v4.channel.k8s.io").await.unwrap_err();
+        assert!(e.to_string().contains("404"), "{e}");
+    });
+}
+
+/// The SPDY side of exec, through minilet's client session.
+#[test]
+fn exec_over_spdy() {
+    if !is_root() {
+        return;
+    }
+    use minilet::cri::streaming::EXEC_PROTOCOL;
+    let s = setup("stream-spdy", &[]);
+    let baseline = cgroup_procs(&s);
+    rt().block_on(async {
+        let h = |t: &str| vec![("streamtype".to_string(), t.to_string())];
+        let url = exec_url(
+            &s,
+            exec_req(&s.container_id, &["sh", "-c", "cat; echo e >&2; exit 4"], true, false),
+        )
+        .await;
+        let session = minilet::cli::upgrade::spdy(&url, EXEC_PROTOCOL)
+            .await
+            .expect("SPDY upgrade");
+        let mut error = session.handle.open(h("error")).await.unwrap();
+        let stdin = session.handle.open(h("stdin")).await.unwrap();
+        let mut stdout = session.handle.open(h("stdout")).await.unwrap();
+        let mut stderr = session.handle.open(h("stderr")).await.unwrap();
+        assert!(stdin.writer.write(b"hello spdy\n").await);
+        stdin.writer.close().await;
+        let read_all = |mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>| async move {
+            let mut v = Vec::new();
+            while let Some(b) = rx.recv().await {
+                v.extend(b);
+            }
+            v
+        };
+        let (out, err, status) = tokio::time::timeout(Duration::from_secs(30), async {
+            tokio::join!(
+                read_all(std::mem::replace(&mut stdout.data, tokio::sync::mpsc::channel(1).1)),
+                read_all(std::mem::replace(&mut stderr.data, tokio::sync::mpsc::channel(1).1)),
+                read_all(std::mem::replace(&mut error.data, tokio::sync::mpsc::channel(1).1)),
+            )
+        })
+        .await
+        .expect("exec over SPDY ended");
+        assert_eq!(String::from_utf8_lossy(&out), "hello spdy\n");
+        assert_eq!(String::from_utf8_lossy(&err), "e\n");
+        assert_eq!(exit_code(&status), 4);
+
+        // A terminal over SPDY: the resize stream reaches the pty.
+        let url = exec_url(
+            &s,
+            exec_req(&s.container_id, &["sh", "-c", "read x; stty size"], true, true),
+        )
+        .await;
+        let session = minilet::cli::upgrade::spdy(&url, EXEC_PROTOCOL)
+            .await
+            .expect("SPDY upgrade");
+        let error = session.handle.open(h("error")).await.unwrap();
+        let stdin = session.handle.open(h("stdin")).await.unwrap();
+        let stdout = session.handle.open(h("stdout")).await.unwrap();
+        let resize = session.handle.open(h("resize")).await.unwrap();
+        assert!(resize.writer.write(br#"{"Width":77,"Height":33}"#).await);
+        assert!(stdin.writer.write(b"go\r").await);
+        let (out, status) = tokio::time::timeout(Duration::from_secs(30), async {
+            tokio::join!(read_all(stdout.data), read_all(error.data))
+        })
+        .await
+        .expect("tty exec over SPDY ended");
+        assert!(
+            String::from_utf8_lossy(&out).contains("33 77"),
+            "{:?}",
+            String::from_utf8_lossy(&out)
+        );
+        assert_eq!(exit_code(&status), 0);
+
+        // A client that goes away (its connection closes with this runtime): the command is
+        // killed, nothing stays in the container.
+        let url = exec_url(&s, exec_req(&s.container_id, &["sleep", "1000"], false, false)).await;
+        let session = minilet::cli::upgrade::spdy(&url, EXEC_PROTOCOL)
+            .await
+            .expect("SPDY upgrade");
+        let _streams = (
+            session.handle.open(h("error")).await.unwrap(),
+            session.handle.open(h("stdout")).await.unwrap(),
+            session.handle.open(h("stderr")).await.unwrap(),
+        );
+        // Polled without blocking this runtime, whose tasks carry the client's frames.
+        let start = std::time::Instant::now();
+        while !sleeping(&s) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the exec'd sleep never started"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    wait_for("the exec'd sleep to be gone", Duration::from_secs(10), || {
+        (cgroup_procs(&s) == baseline).then_some(())
+    });
+}
+
+/// ESTABLISHED TCP connections to or from port 8080 in `pid`'s network namespace.
+fn established_8080(pid: i32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/net/tcp"))
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[3] == "01" && (f[1].ends_with(":1F90") || f[2].ends_with(":1F90"))
+        })
+        .count()
+}
+
+fn http_get(port: u16) -> String {
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the forwarded port");
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    c.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    let _ = c.read_to_string(&mut resp);
+    resp
+}
+
+#[test]
+fn port_forward_through_the_cli_and_websocket() {
+    if !is_root() {
+        return;
+    }
+    let s = setup("stream-pf", &[]);
+    // The server listens on the pod's loopback only: nothing on the host can reach it directly.
+    wait_for("httpd in the pod", Duration::from_secs(20), || {
+        let o = in_container(
+            s.env.pod("stream")?.pid("main"),
+            &["wget", "-q", "-O", "-", "http://127.0.0.1:8080/"],
+        );
+        stdout(&o).contains("hello-from-pod").then_some(())
+    });
+
+    // minilet port-forward, over SPDY.
+    let mut child = std::process::Command::new(minilet())
+        .args(["port-forward", "stream", ":8080", "--address", "127.0.0.1", "--socket"])
+        .arg(&s.env.socket)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("spawn minilet port-forward");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    lines.read_line(&mut first).expect("first line");
+    let port: u16 = first
+        .strip_prefix("Forwarding from 127.0.0.1:")
+        .and_then(|r| r.strip_suffix(" -> 8080\n"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+    for _ in 0..3 {
+        let resp = http_get(port);
+        assert!(
+            resp.starts_with("HTTP/1.") && resp.contains("hello-from-pod"),
+            "{resp:?}"
+        );
+    }
+    // An idle connection, then the CLI goes away: the agent closes its side in the pod.
+    let main_pid = s.env.pod("stream").expect("pod").pid("main");
+    let _idle = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    wait_for("the forwarded connection in the pod", Duration::from_secs(10), || {
+        (established_8080(main_pid) > 0).then_some(())
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    wait_for(
+        "no forwarded connection left in the pod",
+        Duration::from_secs(10),
+        || (established_8080(main_pid) == 0).then_some(()),
+    );
+
+    // Raw WebSocket: channel 0 data, 1 errors, each opened with the port.
+    rt().block_on(async {
+        let mut c = connect(&s.env.socket).await;
+        let url = c
+            .runtime
+            .port_forward(cri::PortForwardRequest {
+                pod_sandbox_id: s.sandbox_id.clone(),
+                port: vec![8080],
+            })
+            .await
+            .expect("CRI PortForward")
+            .into_inner()
+            .url;
+        assert!(url.contains("/portforward/"), "{url}");
+        let mut ws = ws_connect(&format!("{url}?port=8080"), "portforward.k8s.io")
+            .await
+            .expect("upgrade");
+        let mut opened = Vec::new();
+        while opened.len() < 2 {
+            if let Some(Ok(Message::Binary(b))) = ws.next().await {
+                opened.push(b.to_vec());
+            }
+        }
+        assert_eq!(opened, vec![vec![0, 0x90, 0x1f], vec![1, 0x90, 0x1f]]);
+        ws.send(Message::Binary(
+            [&[0u8][..], b"GET /index.html HTTP/1.0\r\n\r\n"].concat().into(),
+        ))
+        .await
+        .unwrap();
+        let mut body = Vec::new();
+        let read = async {
+            while let Some(Ok(m)) = ws.next().await {
+                if let Message::Binary(b) = m
+                    && b.first() == Some(&0)
+                {
+                    body.extend_from_slice(&b[1..]);
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), read)
+            .await
+            .expect("the pod's answer");
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains("hello-from-pod"), "{body:?}");
+    });
+}
