@@ -199,13 +199,19 @@ fn get_describe_top_events_version() {
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect();
-    let limit = cgroup_file(&env, &web.containers["main"].cgroup, "memory.limit_in_bytes")
-        .or_else(|| cgroup_file(&env, &web.containers["main"].cgroup, "memory.max"))
-        .expect("memory limit file");
-    assert_eq!(limit.trim(), "67108864");
-    let quota = cgroup_file(&env, &web.containers["main"].cgroup, "cpu.cfs_quota_us")
-        .or_else(|| cgroup_file(&env, &web.containers["main"].cgroup, "cpu.max"))
-        .expect("cpu quota file");
+    // The file names are the cgroup version's own (v1 on a hybrid host, v2 in the v2 lane).
+    let applied = |files: [&str; 2]| {
+        files
+            .into_iter()
+            .find_map(|f| cgroup_file(&env, &web.containers["main"].cgroup, f).map(|v| format!("{f}: {}", v.trim())))
+    };
+    let limit = applied(["memory.limit_in_bytes", "memory.max"]).expect("memory limit file");
+    let quota = applied(["cpu.cfs_quota_us", "cpu.max"]).expect("cpu quota file");
+    assert!(limit.ends_with(": 67108864"), "{limit}");
+    assert!(
+        quota.ends_with(": 30000") || quota.ends_with(": 30000 100000"),
+        "{quota}"
+    );
     for want in [
         "Name: web".to_string(),
         "Namespace: default".into(),
@@ -215,8 +221,8 @@ fn get_describe_top_events_version() {
         "Last State: Terminated".into(),
         "Reason: Error".into(),
         "Exit Code: 3".into(),
-        format!("memory.limit_in_bytes: {}", limit.trim()),
-        format!("cpu.cfs_quota_us: {}", quota.trim()),
+        limit,
+        quota,
     ] {
         assert!(lines.contains(&want), "describe lacks {want:?}:\n{d}");
     }
@@ -476,12 +482,16 @@ fn exec_exit_codes_stdin_and_tty() {
         inside.starts_with(&format!("{}\n{}\n", ns(pod.pause(), "net"), ns(pod.pause(), "uts"))),
         "{inside}"
     );
-    let container_mem = proc_cgroups(pod.pid("shell"))
-        .into_iter()
-        .find(|(c, _)| c.split(',').any(|c| c == "memory"))
-        .map(|(_, p)| p)
+    // v1: the memory hierarchy's line; v2: the one unified line (no controller names).
+    let lines = proc_cgroups(pod.pid("shell"));
+    let (controllers, container_mem) = (lines.iter().find(|(c, _)| c.split(',').any(|c| c == "memory")))
+        .or_else(|| lines.iter().find(|(c, _)| c.is_empty()))
+        .cloned()
         .expect("memory cgroup of the container");
-    assert!(inside.contains(&format!(":memory:{container_mem}\n")), "{inside}");
+    assert!(
+        inside.contains(&format!(":{controllers}:{container_mem}\n")),
+        "{inside}"
+    );
 
     // stdin with -i; none without.
     let o = cli_in(

@@ -33,6 +33,13 @@ pub fn detect(parent: &CgroupParent) -> Result<Arc<dyn Cgroups>, CgroupError> {
             Arc::new(v1::V1::new(hierarchies))
         }
         Layout::V2(dir) => {
+            if let CgroupParent::Relative(rel) = parent {
+                // The agent's own cgroup: the parent's directory without the relative part.
+                let depth = rel_path(rel)?.components().count();
+                if let Some(own) = dir.ancestors().nth(depth) {
+                    v2::settle_in_leaf(own, std::process::id())?;
+                }
+            }
             info!(%parent, dir = %dir.display(), "cgroup v2");
             Arc::new(v2::V2::new(dir))
         }
@@ -225,7 +232,13 @@ pub(crate) fn build_layout(
                     .iter()
                     .find(|p| p.id == 0 && p.controllers.is_empty())
                     .ok_or_else(|| CgroupError::Detect("no v2 entry (0::) in /proc/self/cgroup".into()))?;
-                dir_in_mount(mount, &own.path).ok_or_else(|| {
+                // An agent restarted from the leaf it moved itself into keeps the same parent.
+                let own_path = own
+                    .path
+                    .strip_suffix(&format!("/{}", v2::AGENT_LEAF))
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or(&own.path);
+                dir_in_mount(mount, own_path).ok_or_else(|| {
                     CgroupError::Detect(format!(
                         "own cgroup {:?} is not visible below {} (mount root {:?}); pass an absolute --cgroup-parent",
                         own.path,

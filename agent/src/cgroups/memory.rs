@@ -18,12 +18,14 @@ pub(crate) fn apply_v1(dir: &Path, res: &Resources) -> Result<(), CgroupError> {
     }
 }
 
-/// v2 `memory.max` (`max` = unlimited).
+/// v2 `memory.max` (`max` = unlimited), and `memory.swap.max` 0 where the kernel has swap
+/// accounting: the kubelet's default swap behaviour (`NoSwap`) keeps workloads out of swap.
 pub(crate) fn apply_v2(dir: &Path, res: &Resources) -> Result<(), CgroupError> {
     match limit(res) {
-        Some(l) => write_file(dir, "memory.max", &l.to_string()),
-        None => write_if_exists(dir, "memory.max", "max"),
+        Some(l) => write_file(dir, "memory.max", &l.to_string())?,
+        None => write_if_exists(dir, "memory.max", "max")?,
     }
+    write_if_exists(dir, "memory.swap.max", "0")
 }
 
 /// v2 `memory.oom.group` = 1 when the file exists: the OOM killer then takes the whole
@@ -100,6 +102,13 @@ mod tests {
         };
         apply_v1(p, &res).unwrap();
         apply_v2(p, &res).unwrap();
+        assert!(
+            !p.join("memory.swap.max").exists(),
+            "no swap accounting: nothing written"
+        );
+        fs::write(p.join("memory.swap.max"), "max").unwrap();
+        apply_v2(p, &res).unwrap();
+        assert_eq!(fs::read_to_string(p.join("memory.swap.max")).unwrap(), "0");
         assert_eq!(fs::read_to_string(p.join("memory.limit_in_bytes")).unwrap(), "67108864");
         assert_eq!(fs::read_to_string(p.join("memory.max")).unwrap(), "67108864");
         apply_v1(p, &Resources::default()).unwrap();

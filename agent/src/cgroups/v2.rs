@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::{
     CgroupError, CgroupStats, CgroupVersion, Cgroups, DevicePolicy, Resources, cpu, devices, kill_tree, memory, pids,
@@ -81,6 +81,32 @@ fn enable_controllers(dir: &Path) -> Result<(), CgroupError> {
     let value = missing.join(" ");
     debug!(dir = %dir.display(), %value, "enabling controllers");
     write_file(dir, "cgroup.subtree_control", &value).map_err(subtree_error)
+}
+
+/// The leaf the agent moves itself into when it alone holds its own cgroup (a systemd
+/// service's, say): cgroup v2 lets only a cgroup without processes give controllers to the
+/// children the agent makes there. Named like systemd's `init.scope`, for the same reason.
+pub const AGENT_LEAF: &str = "minilet-agent.scope";
+
+/// Move `pid` (the agent) from `own` into `own/AGENT_LEAF` when it is the only process there
+/// and `own` is not the hierarchy's root (exempt from the rule). Processes of others in `own`
+/// are left alone: creating the first cgroup then fails with the error that explains the
+/// fix. Returns whether it moved.
+pub fn settle_in_leaf(own: &Path, pid: u32) -> Result<bool, CgroupError> {
+    let is_root = own.parent().is_none_or(|p| !p.join("cgroup.controllers").exists());
+    if is_root {
+        return Ok(false);
+    }
+    let procs = read_optional(own, "cgroup.procs")?.unwrap_or_default();
+    let procs: Vec<&str> = procs.split_whitespace().collect();
+    if procs != [pid.to_string().as_str()] {
+        return Ok(false);
+    }
+    let leaf = own.join(AGENT_LEAF);
+    mkdir(&leaf)?;
+    super::join(std::slice::from_ref(&leaf), pid)?;
+    info!(from = %own.display(), to = %leaf.display(), "moved the agent into a leaf cgroup of its own");
+    Ok(true)
 }
 
 /// EBUSY on `cgroup.subtree_control` means processes live in that cgroup ("no internal
