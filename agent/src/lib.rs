@@ -17,3 +17,5 @@ pub mod pod;
 pub mod quantity;
 pub mod runtime;
 pub mod source;
+#[doc(hidden)]
+pub mod test_skip;

@@ -544,7 +544,7 @@ mod tests {
     #[test]
     fn real_bpf_rejections_are_explained() {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: real_bpf_rejections_are_explained needs root");
+            crate::test_skip::skip("needs root");
             return;
         }
         // No exit: the verifier refuses, and its words are in the error.
@@ -573,7 +573,7 @@ mod tests {
     fn real_bpf_program_allows_and_denies_opens() {
         use std::os::unix::fs::FileTypeExt;
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: real_bpf_program_allows_and_denies_opens needs root");
+            crate::test_skip::skip("needs root");
             return;
         }
         let mount = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
@@ -584,7 +584,7 @@ mod tests {
                     .is_ok_and(|st| st.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
             });
         let Some(mount) = mount else {
-            eprintln!("skipped: no cgroup2 mount at /sys/fs/cgroup/unified or /sys/fs/cgroup");
+            crate::test_skip::skip("no cgroup2 mount at /sys/fs/cgroup/unified or /sys/fs/cgroup");
             return;
         };
         /// Removes the test cgroup (after its process is gone) even when an assertion fails.

@@ -527,20 +527,22 @@ mod tests {
     #[test]
     fn real_v1() {
         if !is_root() {
-            eprintln!("real_v1: skipped (not root)");
+            crate::test_skip::skip("needs root");
             return;
         }
         match nix::sys::statfs::statfs(CGROUP_ROOT) {
             Ok(st) if st.filesystem_type() != nix::sys::statfs::CGROUP2_SUPER_MAGIC => {}
             _ => {
-                eprintln!("real_v1: skipped ({CGROUP_ROOT} is not a cgroup v1 layout)");
+                crate::test_skip::not_for_this_machine(&format!(
+                    "{CGROUP_ROOT} is not a cgroup v1 layout (the v1 backend runs on v1 hosts)"
+                ));
                 return;
             }
         }
         let name = unique_name();
         let cg = detect(&relative(&name)).unwrap();
         if cg.version() != CgroupVersion::V1 {
-            eprintln!("real_v1: skipped (detected {})", cg.version());
+            crate::test_skip::not_for_this_machine(&format!("detected cgroup {}, not v1", cg.version()));
             return;
         }
         let mut g = Guard {
@@ -713,24 +715,24 @@ mod tests {
     #[test]
     fn real_v2_core() {
         if !is_root() {
-            eprintln!("real_v2_core: skipped (not root)");
+            crate::test_skip::skip("needs root");
             return;
         }
         let (Ok(mi), Ok(pc)) = (
             std::fs::read_to_string("/proc/self/mountinfo"),
             std::fs::read_to_string("/proc/self/cgroup"),
         ) else {
-            eprintln!("real_v2_core: skipped (no /proc)");
+            crate::test_skip::skip("no /proc");
             return;
         };
         let mounts = parse_mountinfo(&mi);
         if !mounts.iter().any(|m| m.version == CgroupVersion::V2) {
-            eprintln!("real_v2_core: skipped (no cgroup2 mount)");
+            crate::test_skip::skip("no cgroup2 mount");
             return;
         }
         let name = unique_name();
         let Ok(Layout::V2(dir)) = build_layout(Some(true), &mounts, &parse_proc_cgroup(&pc), &relative(&name)) else {
-            eprintln!("real_v2_core: skipped (own v2 cgroup not visible)");
+            crate::test_skip::skip("own v2 cgroup not visible");
             return;
         };
         let cg: Arc<dyn Cgroups> = Arc::new(v2::V2::new(dir.clone()));
@@ -741,7 +743,7 @@ mod tests {
         match cg.create("pod/c1") {
             Ok(()) => {}
             Err(e @ CgroupError::InternalProcesses { .. }) => {
-                eprintln!("real_v2_core: skipped ({e})");
+                crate::test_skip::skip(&e.to_string());
                 return;
             }
             Err(e) => panic!("{e}"),

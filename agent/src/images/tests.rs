@@ -19,7 +19,7 @@ fn is_root() -> bool {
 macro_rules! require_root {
     () => {
         if !is_root() {
-            eprintln!("skipping: this test needs root (chown, mknod, trusted xattrs, overlay)");
+            crate::test_skip::skip("needs root (chown, mknod, trusted xattrs, overlay)");
             return;
         }
     };
@@ -877,7 +877,7 @@ fn the_busybox_image_from_hack_build_images_imports() {
     let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hack/.images");
     let (dir, archive) = (images.join("busybox"), images.join("busybox.tar"));
     if !dir.join("index.json").exists() || !archive.exists() {
-        eprintln!("skipping: run hack/build-images first to build {}", images.display());
+        crate::test_skip::skip(&format!("run hack/build-images first to build {}", images.display()));
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
