@@ -325,7 +325,11 @@ fn exec_over_spdy() {
             &s,
             exec_req(
                 &s.container_id,
-                &["sh", "-c", "until [ \"$(stty size 2>/dev/null)\" = '33 77' ]; do sleep 0.05; done; read x; stty size"],
+                &[
+                    "sh",
+                    "-c",
+                    "until [ \"$(stty size 2>/dev/null)\" = '33 77' ]; do sleep 0.05; done; read x; stty size",
+                ],
                 true,
                 true,
             ),
