@@ -107,6 +107,14 @@ fn runtime_service_over_real_pods() {
         assert_eq!(sb.labels["io.kubernetes.pod.namespace"], "default");
         assert_eq!(sb.labels["io.kubernetes.pod.uid"], pod.uid);
         assert_eq!(sb.labels["app"], "web");
+        // The kubelet's annotations on a pod from a file.
+        assert_eq!(sb.annotations["kubernetes.io/config.source"], "file");
+        assert_eq!(sb.annotations["kubernetes.io/config.hash"], pod.uid);
+        assert!(
+            sb.annotations["kubernetes.io/config.seen"].starts_with("20"),
+            "{:?}",
+            sb.annotations
+        );
         assert_eq!(sb.state, cri::PodSandboxState::SandboxReady as i32);
         assert!(
             sb.created_at > 1_600_000_000_000_000_000,

@@ -245,6 +245,50 @@ fn sandbox_and_container_lifecycle_as_a_cri_client_drives_it() {
             .into_inner();
         assert_eq!((r.stdout.as_slice(), r.exit_code), (&b"hello from cri\n"[..], 3));
 
+        // Stats: the container's cgroup, by ID, in the list, and in its sandbox's.
+        let stats = c
+            .runtime
+            .container_stats(cri::ContainerStatsRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .expect("ContainerStats")
+            .into_inner()
+            .stats
+            .unwrap();
+        assert_eq!(stats.attributes.as_ref().unwrap().labels["tier"], "test");
+        assert!(
+            stats
+                .memory
+                .and_then(|m| m.working_set_bytes)
+                .is_some_and(|w| w.value > 0)
+        );
+        let listed = c
+            .runtime
+            .list_container_stats(cri::ListContainerStatsRequest {
+                filter: Some(cri::ContainerStatsFilter {
+                    pod_sandbox_id: sb.clone(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .stats;
+        assert_eq!(listed.len(), 1);
+        let pod_stats = c
+            .runtime
+            .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+                pod_sandbox_id: sb.clone(),
+            })
+            .await
+            .expect("PodSandboxStats")
+            .into_inner()
+            .stats
+            .unwrap();
+        assert_eq!(pod_stats.attributes.unwrap().labels["app"], "alpha");
+        assert_eq!(pod_stats.linux.unwrap().containers.len(), 1);
+
         // UpdateContainerResources: the cgroup changes now.
         c.runtime
             .update_container_resources(cri::UpdateContainerResourcesRequest {

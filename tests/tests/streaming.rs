@@ -318,10 +318,21 @@ fn exec_over_spdy() {
         assert_eq!(String::from_utf8_lossy(&err), "e\n");
         assert_eq!(exit_code(&status), 4);
 
-        // A terminal over SPDY: the resize stream reaches the pty.
+        // A terminal over SPDY: the resize stream reaches the pty. Streams are independent in
+        // SPDY (the kubelet's server too reads them concurrently), so the input may reach the
+        // terminal before the size does: the command waits for the size, then reads.
         let url = exec_url(
             &s,
-            exec_req(&s.container_id, &["sh", "-c", "read x; stty size"], true, true),
+            exec_req(
+                &s.container_id,
+                &[
+                    "sh",
+                    "-c",
+                    "until [ \"$(stty size 2>/dev/null)\" = '33 77' ]; do sleep 0.05; done; read x; stty size",
+                ],
+                true,
+                true,
+            ),
         )
         .await;
         let session = minilet::cli::upgrade::spdy(&url, EXEC_PROTOCOL)

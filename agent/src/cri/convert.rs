@@ -60,8 +60,24 @@ pub fn sandbox_labels(e: &PodEntry) -> HashMap<String, String> {
     l
 }
 
+/// The kubelet's annotations on a pod from a file: where it came from, the hash its UID is
+/// made of, and when it was first seen.
+pub const CONFIG_SOURCE: &str = "kubernetes.io/config.source";
+pub const CONFIG_HASH: &str = "kubernetes.io/config.hash";
+pub const CONFIG_SEEN: &str = "kubernetes.io/config.seen";
+
+fn kubelet_annotations(e: &PodEntry) -> BTreeMap<String, String> {
+    let mut a = e.pod.metadata.annotations.clone().unwrap_or_default();
+    a.insert(CONFIG_SOURCE.into(), "file".into());
+    a.insert(CONFIG_HASH.into(), e.uid.clone());
+    if let Ok(seen) = jiff::Timestamp::from_nanosecond(i128::from(e.status.start_time)) {
+        a.insert(CONFIG_SEEN.into(), seen.to_string());
+    }
+    a
+}
+
 pub fn sandbox_annotations(e: &PodEntry) -> HashMap<String, String> {
-    to_hash(e.pod.metadata.annotations.as_ref())
+    to_hash(Some(&kubelet_annotations(e)))
 }
 
 pub fn sandbox_state(e: &PodEntry) -> cri::PodSandboxState {
@@ -349,6 +365,7 @@ fn condition(kind: &str, ok: bool, reason: Option<&str>, since: i64) -> k8s::Pod
 /// agent knows.
 pub fn v1_pod(e: &PodEntry, node: &NodeInfo) -> k8s::Pod {
     let mut pod = (*e.pod).clone();
+    pod.metadata.annotations = Some(kubelet_annotations(e));
     let st = &e.status;
     pod.metadata.creation_timestamp = time(st.start_time);
     if st.terminating {

@@ -429,17 +429,23 @@ impl cri::runtime_service_server::RuntimeService for RuntimeSvc {
     }
 
     async fn container_stats(&self, req: Request<cri::ContainerStatsRequest>) -> R<cri::ContainerStatsResponse> {
-        let (e, a) = filter::container(&self.0.ctx.registry, &req.into_inner().container_id)?;
+        let id = req.into_inner().container_id;
+        let (attributes, files) = match self.pods().container_attributes(&id).await {
+            Ok(v) => v,
+            Err(RuntimeError::NotFound { .. }) => {
+                let (e, a) = filter::container(&self.0.ctx.registry, &id)?;
+                (static_attributes(&e, &a), a.files)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let cgroup = files.record.cgroup.clone();
         let samples = self
             .0
             .stats
-            .sample(
-                &self.0.ctx.runtime.cgroups,
-                std::slice::from_ref(&a.files.record.cgroup),
-            )
+            .sample(&self.0.ctx.runtime.cgroups, std::slice::from_ref(&cgroup))
             .await;
         Ok(Response::new(cri::ContainerStatsResponse {
-            stats: Some(container_stats(&e, &a, samples.get(&a.files.record.cgroup))),
+            stats: Some(container_stats(attributes, &files, samples.get(&cgroup))),
         }))
     }
 
@@ -448,35 +454,44 @@ impl cri::runtime_service_server::RuntimeService for RuntimeSvc {
         req: Request<cri::ListContainerStatsRequest>,
     ) -> R<cri::ListContainerStatsResponse> {
         let f = req.into_inner().filter.unwrap_or_default();
-        let mut picked = Vec::new();
+        let mut picked: Vec<(String, cri::ContainerAttributes, crate::runtime::state::ContainerFiles)> = Vec::new();
         for e in self.0.ctx.registry.list() {
-            if !filter::id_matches(&f.pod_sandbox_id, &e.sandbox.id) {
-                continue;
-            }
             for a in e
                 .attempts
                 .iter()
                 .filter(|a| a.files.state.is_some() && a.files.exit.is_none())
             {
-                if filter::id_matches(&f.id, &a.files.record.id)
-                    && filter::labels_match(&convert::container_labels(&e, a), &f.label_selector)
-                {
-                    picked.push((e.clone(), a.clone()));
-                }
+                picked.push((e.sandbox.id.clone(), static_attributes(&e, a), a.files.clone()));
             }
         }
-        let paths: Vec<String> = picked.iter().map(|(_, a)| a.files.record.cgroup.clone()).collect();
+        picked.extend(self.pods().running_container_attributes().await);
+        picked.retain(|(sandbox, attrs, _)| {
+            filter::id_matches(&f.pod_sandbox_id, sandbox)
+                && filter::id_matches(&f.id, &attrs.id)
+                && filter::labels_match(&attrs.labels, &f.label_selector)
+        });
+        let paths: Vec<String> = picked.iter().map(|(_, _, files)| files.record.cgroup.clone()).collect();
         let samples = self.0.stats.sample(&self.0.ctx.runtime.cgroups, &paths).await;
         let stats = picked
-            .iter()
-            .map(|(e, a)| container_stats(e, a, samples.get(&a.files.record.cgroup)))
+            .into_iter()
+            .map(|(_, attrs, files)| {
+                let sample = samples.get(&files.record.cgroup);
+                container_stats(attrs, &files, sample)
+            })
             .collect();
         Ok(Response::new(cri::ListContainerStatsResponse { stats }))
     }
 
     async fn pod_sandbox_stats(&self, req: Request<cri::PodSandboxStatsRequest>) -> R<cri::PodSandboxStatsResponse> {
-        let e = filter::sandbox(&self.0.ctx.registry, &req.into_inner().pod_sandbox_id)?;
-        let mut all = self.sandbox_stats(vec![e]).await;
+        let id = req.into_inner().pod_sandbox_id;
+        let input = if self.pods().has_sandbox(&id) {
+            let sb = self.pods().find_sandbox(&id)?;
+            let sb = sb.lock().await.clone();
+            cri_sandbox_input(&sb)
+        } else {
+            static_sandbox_input(&filter::sandbox(&self.0.ctx.registry, &id)?)
+        };
+        let mut all = self.sandbox_stats(vec![input]).await;
         Ok(Response::new(cri::PodSandboxStatsResponse { stats: all.pop() }))
     }
 
@@ -485,20 +500,28 @@ impl cri::runtime_service_server::RuntimeService for RuntimeSvc {
         req: Request<cri::ListPodSandboxStatsRequest>,
     ) -> R<cri::ListPodSandboxStatsResponse> {
         let f = req.into_inner().filter.unwrap_or_default();
-        let pods = self
+        let mut inputs: Vec<SandboxStatsInput> = self
             .0
             .ctx
             .registry
             .list()
-            .into_iter()
+            .iter()
             .filter(|e| convert::sandbox_state(e) == cri::PodSandboxState::SandboxReady)
-            .filter(|e| {
-                filter::id_matches(&f.id, &e.sandbox.id)
-                    && filter::labels_match(&convert::sandbox_labels(e), &f.label_selector)
-            })
+            .map(static_sandbox_input)
             .collect();
+        inputs.extend(
+            self.pods()
+                .list()
+                .await
+                .iter()
+                .filter(|sb| sb.ready())
+                .map(cri_sandbox_input),
+        );
+        inputs.retain(|i| {
+            filter::id_matches(&f.id, &i.attributes.id) && filter::labels_match(&i.attributes.labels, &f.label_selector)
+        });
         Ok(Response::new(cri::ListPodSandboxStatsResponse {
-            stats: self.sandbox_stats(pods).await,
+            stats: self.sandbox_stats(inputs).await,
         }))
     }
 
@@ -588,58 +611,55 @@ impl cri::runtime_service_server::RuntimeService for RuntimeSvc {
     }
 }
 
+/// A static pod's container as CRI stats name it.
+fn static_attributes(e: &crate::pod::status::PodEntry, a: &crate::pod::status::Attempt) -> cri::ContainerAttributes {
+    cri::ContainerAttributes {
+        id: a.files.record.id.clone(),
+        metadata: Some(cri::ContainerMetadata {
+            name: a.files.record.name.clone(),
+            attempt: a.files.record.attempt,
+        }),
+        labels: convert::container_labels(e, a),
+        annotations: convert::container_annotations(e, a),
+    }
+}
+
 fn container_stats(
-    e: &crate::pod::status::PodEntry,
-    a: &crate::pod::status::Attempt,
+    attributes: cri::ContainerAttributes,
+    files: &crate::runtime::state::ContainerFiles,
     sample: Option<&stats::Sample>,
 ) -> cri::ContainerStats {
     cri::ContainerStats {
-        attributes: Some(cri::ContainerAttributes {
-            id: a.files.record.id.clone(),
-            metadata: Some(cri::ContainerMetadata {
-                name: a.files.record.name.clone(),
-                attempt: a.files.record.attempt,
-            }),
-            labels: convert::container_labels(e, a),
-            annotations: convert::container_annotations(e, a),
-        }),
+        attributes: Some(attributes),
         cpu: sample.map(stats::cpu),
         memory: sample.map(stats::memory),
-        writable_layer: Some(stats::writable_layer(&a.files.dir.join("upper"))),
+        writable_layer: Some(stats::writable_layer(&files.dir.join("upper"))),
         swap: None,
     }
 }
 
 impl RuntimeSvc {
-    async fn sandbox_stats(&self, pods: Vec<crate::pod::status::PodEntry>) -> Vec<cri::PodSandboxStats> {
+    async fn sandbox_stats(&self, inputs: Vec<SandboxStatsInput>) -> Vec<cri::PodSandboxStats> {
         let mut paths: Vec<String> = Vec::new();
-        for e in &pods {
-            paths.push(e.sandbox.cgroup.clone());
-            for a in e
-                .attempts
-                .iter()
-                .filter(|a| a.files.state.is_some() && a.files.exit.is_none())
-            {
-                paths.push(a.files.record.cgroup.clone());
-            }
+        for i in &inputs {
+            paths.push(i.cgroup.clone());
+            paths.extend(i.containers.iter().map(|(_, f)| f.record.cgroup.clone()));
         }
         let samples = self.0.stats.sample(&self.0.ctx.runtime.cgroups, &paths).await;
-        pods.iter()
-            .map(|e| {
-                let pod = samples.get(&e.sandbox.cgroup);
-                let containers = e
-                    .attempts
-                    .iter()
-                    .filter(|a| a.files.state.is_some() && a.files.exit.is_none())
-                    .map(|a| container_stats(e, a, samples.get(&a.files.record.cgroup)))
+        inputs
+            .into_iter()
+            .map(|i| {
+                let pod = samples.get(&i.cgroup);
+                let containers = i
+                    .containers
+                    .into_iter()
+                    .map(|(attrs, files)| {
+                        let sample = samples.get(&files.record.cgroup);
+                        container_stats(attrs, &files, sample)
+                    })
                     .collect();
                 cri::PodSandboxStats {
-                    attributes: Some(cri::PodSandboxAttributes {
-                        id: e.sandbox.id.clone(),
-                        metadata: Some(convert::sandbox_metadata(e)),
-                        labels: convert::sandbox_labels(e),
-                        annotations: convert::sandbox_annotations(e),
-                    }),
+                    attributes: Some(i.attributes),
                     linux: Some(cri::LinuxPodSandboxStats {
                         cpu: pod.map(stats::cpu),
                         memory: pod.map(stats::memory),
@@ -656,5 +676,49 @@ impl RuntimeSvc {
                 }
             })
             .collect()
+    }
+}
+
+/// What the stats of one sandbox are made of: its attributes, the pod cgroup, its running
+/// containers.
+struct SandboxStatsInput {
+    attributes: cri::PodSandboxAttributes,
+    cgroup: String,
+    containers: Vec<(cri::ContainerAttributes, crate::runtime::state::ContainerFiles)>,
+}
+
+fn static_sandbox_input(e: &crate::pod::status::PodEntry) -> SandboxStatsInput {
+    SandboxStatsInput {
+        attributes: cri::PodSandboxAttributes {
+            id: e.sandbox.id.clone(),
+            metadata: Some(convert::sandbox_metadata(e)),
+            labels: convert::sandbox_labels(e),
+            annotations: convert::sandbox_annotations(e),
+        },
+        cgroup: e.sandbox.cgroup.clone(),
+        containers: e
+            .attempts
+            .iter()
+            .filter(|a| a.files.state.is_some() && a.files.exit.is_none())
+            .map(|a| (static_attributes(e, a), a.files.clone()))
+            .collect(),
+    }
+}
+
+fn cri_sandbox_input(sb: &crate::runtime::cri::Sandbox) -> SandboxStatsInput {
+    SandboxStatsInput {
+        attributes: cri::PodSandboxAttributes {
+            id: sb.record.id.clone(),
+            metadata: sb.config.metadata.clone(),
+            labels: sb.config.labels.clone(),
+            annotations: sb.config.annotations.clone(),
+        },
+        cgroup: sb.record.cgroup.clone(),
+        containers: sb
+            .containers
+            .values()
+            .filter(|c| c.cri_state() == cri::ContainerState::ContainerRunning)
+            .map(|c| (crate::runtime::cri::attributes(c), c.files.clone()))
+            .collect(),
     }
 }

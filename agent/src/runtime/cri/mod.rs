@@ -230,6 +230,34 @@ impl CriPods {
             .ok_or_else(|| RuntimeError::not_found("container", id))
     }
 
+    /// A container as CRI stats name it, and its files.
+    pub async fn container_attributes(
+        &self,
+        id: &str,
+    ) -> Result<(cri::ContainerAttributes, ContainerFiles), RuntimeError> {
+        let (sb, cid) = self.find_container(id).await?;
+        let mut sb = sb.lock().await;
+        refresh(&mut sb);
+        let c = sb
+            .containers
+            .get(&cid)
+            .ok_or_else(|| RuntimeError::not_found("container", id))?;
+        Ok((attributes(c), c.files.clone()))
+    }
+
+    /// Every running CRI container: (sandbox ID, attributes, files).
+    pub async fn running_container_attributes(&self) -> Vec<(String, cri::ContainerAttributes, ContainerFiles)> {
+        let mut out = Vec::new();
+        for sb in self.list().await {
+            for c in sb.containers.values() {
+                if c.cri_state() == cri::ContainerState::ContainerRunning {
+                    out.push((sb.record.id.clone(), attributes(c), c.files.clone()));
+                }
+            }
+        }
+        out
+    }
+
     /// The full ID of a sandbox, its pause while it is ready, and whether it uses the host's
     /// network (for port-forward).
     pub async fn sandbox_network(
@@ -271,6 +299,16 @@ impl CriPods {
             let _ = pidfd.signal(nix::sys::signal::Signal::SIGKILL);
         }
         let _ = super::container::remove_dir_all(dir);
+    }
+}
+
+/// A CRI container as CRI stats name it.
+pub fn attributes(c: &Container) -> cri::ContainerAttributes {
+    cri::ContainerAttributes {
+        id: c.id().to_string(),
+        metadata: c.config.metadata.clone(),
+        labels: c.config.labels.clone(),
+        annotations: c.config.annotations.clone(),
     }
 }
 
