@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod bench;
+pub mod containerd;
 pub mod grpc;
 pub mod oci;
 pub mod registry;

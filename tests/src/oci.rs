@@ -62,6 +62,15 @@ impl LayerTar {
     }
 }
 
+/// The OCI name of this machine's architecture.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
 pub fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
@@ -110,6 +119,22 @@ impl Layout {
 
     /// [`Layout::image`] with the new layers gzip-compressed or left as plain tar.
     pub fn image_with(&mut self, base: Option<&Value>, layers: Vec<Vec<u8>>, arch: &str, gzip: bool) -> Value {
+        self.build(base, layers, arch, gzip, None)
+    }
+
+    /// A new image of `layers` alone whose config runs `entrypoint` (a pause image, say).
+    pub fn image_running(&mut self, layers: Vec<Vec<u8>>, arch: &str, entrypoint: &[&str]) -> Value {
+        self.build(None, layers, arch, true, Some(entrypoint))
+    }
+
+    fn build(
+        &mut self,
+        base: Option<&Value>,
+        layers: Vec<Vec<u8>>,
+        arch: &str,
+        gzip: bool,
+        entrypoint: Option<&[&str]>,
+    ) -> Value {
         let (mut config, mut descs) = match base {
             Some(m) => (
                 self.read_blob(m["config"]["digest"].as_str().expect("config digest")),
@@ -121,6 +146,9 @@ impl Layout {
             ),
         };
         config["architecture"] = json!(arch);
+        if let Some(entrypoint) = entrypoint {
+            config["config"]["Entrypoint"] = json!(entrypoint);
+        }
         for tar in layers {
             config["rootfs"]["diff_ids"]
                 .as_array_mut()
