@@ -27,7 +27,8 @@ use super::backoff::Backoff;
 use super::config::PodPlan;
 use super::probes::{self, ProbeKind};
 use super::states::State;
-use super::status::Phase;
+use super::restart_policy::RestartPolicy;
+use super::status::{Phase, WaitingReason};
 use crate::events::ObjectRef;
 use crate::runtime::logs;
 use crate::runtime::spec::{ContainerExit, SandboxState};
@@ -126,7 +127,7 @@ pub(super) struct Slot {
     pub previous: Option<ContainerFiles>,
     pub next: Next,
     /// Why the container is not running, when it is waiting.
-    pub waiting: Option<(String, String)>,
+    pub waiting: Option<(WaitingReason, String)>,
     /// Termination message read when the current attempt exited.
     pub message: String,
     /// The image was just pulled for this start (so `Always` does not pull it again).
@@ -187,6 +188,7 @@ pub struct Worker {
     pub(super) uid: String,
     pub(super) manifest: PathBuf,
     pub(super) plan: PodPlan,
+    pub(super) restart_policy: RestartPolicy,
     pub(super) obj: ObjectRef,
     pub(super) record: PodRecord,
     pub(super) sandbox: Option<SandboxState>,
@@ -234,6 +236,7 @@ impl Worker {
             manifest: record.manifest.clone(),
             uid,
             plan,
+            restart_policy: RestartPolicy::of(&spec),
             record,
             sandbox: None,
             slots,
@@ -272,10 +275,6 @@ impl Worker {
             .spec
             .as_ref()
             .unwrap_or_else(|| EMPTY.get_or_init(Default::default))
-    }
-
-    pub(super) fn restart_policy(&self) -> &str {
-        self.pod_spec().restart_policy.as_deref().unwrap_or("Always")
     }
 
     pub(super) fn grace_period(&self) -> Duration {

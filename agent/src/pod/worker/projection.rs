@@ -2,7 +2,9 @@
 //! from its slots as the kubelet projects them from the runtime's.
 
 use super::{Next, Slot, Worker};
-use crate::pod::status::{Attempt, ContainerState, ContainerStatus, Phase, PodEntry, PodStatus, SandboxInfo, Terminated};
+use crate::pod::status::{
+    Attempt, ContainerState, ContainerStatus, Phase, PodEntry, PodStatus, SandboxInfo, Terminated, WaitingReason,
+};
 use crate::runtime::state::ContainerFiles;
 
 impl Worker {
@@ -65,11 +67,11 @@ impl Worker {
     /// The waiting reason of a container not yet created, as the kubelet words it: in a pod
     /// with init containers `PodInitializing` (kubectl shows that once the init containers
     /// are done, and skips it for init containers), otherwise `ContainerCreating`.
-    pub(in crate::pod) fn default_waiting(&self) -> &'static str {
+    pub(in crate::pod) fn default_waiting(&self) -> WaitingReason {
         if self.slots.iter().any(|o| o.init) {
-            "PodInitializing"
+            WaitingReason::PodInitializing
         } else {
-            "ContainerCreating"
+            WaitingReason::ContainerCreating
         }
     }
 
@@ -78,7 +80,7 @@ impl Worker {
             f.exit.as_ref().map(|e| Terminated {
                 exit_code: e.exit_code,
                 signal: e.signal,
-                reason: e.reason.clone(),
+                reason: e.reason,
                 message: if e.message.is_empty() {
                     message.to_string()
                 } else {
@@ -99,7 +101,7 @@ impl Worker {
             ),
             (Some((reason, message)), false, last) => (
                 ContainerState::Waiting {
-                    reason: reason.clone(),
+                    reason: *reason,
                     message: message.clone(),
                 },
                 last,
@@ -110,7 +112,7 @@ impl Worker {
             ),
             (None, false, last) => (
                 ContainerState::Waiting {
-                    reason: self.default_waiting().into(),
+                    reason: self.default_waiting(),
                     message: String::new(),
                 },
                 last,

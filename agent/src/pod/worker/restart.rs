@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::Container;
 use super::{Next, Worker};
 use crate::pod::backoff::Decision;
 use crate::pod::config;
+use crate::pod::status::WaitingReason;
 use crate::runtime::logs;
 use crate::runtime::spec::{ContainerExit, now_nanos};
 
@@ -40,17 +41,7 @@ impl Worker {
         slot.message = termination_message(&term_path, &slot.spec, &files.record.log_path, exit.exit_code);
         tracing::info!(pod = %self.obj.name, container = %slot.spec.name, exit_code = exit.exit_code, reason = %exit.reason, "container exited");
 
-        let policy = if slot.init && self.restart_policy() == "Always" {
-            "OnFailure"
-        } else {
-            self.restart_policy()
-        };
-        let restart = match policy {
-            "Always" => true,
-            "OnFailure" => exit.exit_code != 0,
-            _ => false,
-        };
-        if !restart || self.terminating {
+        if !self.restart_policy.restarts(slot.init, exit.exit_code) || self.terminating {
             self.slots[i].next = Next::Idle;
             return;
         }
@@ -71,7 +62,7 @@ impl Worker {
             format!("Back-off restarting failed container {name} in pod {pod}"),
         );
         self.slots[i].waiting = Some((
-            "CrashLoopBackOff".into(),
+            WaitingReason::CrashLoopBackOff,
             format!(
                 "back-off {} restarting failed container={name} pod={pod}",
                 format_duration(backoff)

@@ -3,8 +3,9 @@
 
 use super::{Next, Worker};
 use crate::pod::config::{self, ContainerInputs};
+use crate::pod::status::WaitingReason;
 use crate::runtime::logs;
-use crate::runtime::spec::now_nanos;
+use crate::runtime::spec::{ExitReason, now_nanos};
 
 impl Worker {
     /// Start the container in slot `i` now. Afterwards the slot is running, or knows when to
@@ -39,7 +40,7 @@ impl Worker {
         let cfg = match config::container_config(&rt, &self.ctx.node, &inputs) {
             Ok(c) => c,
             Err(msg) => {
-                self.config_error(i, "CreateContainerConfigError", msg);
+                self.config_error(i, WaitingReason::CreateContainerConfigError, msg);
                 return;
             }
         };
@@ -55,7 +56,7 @@ impl Worker {
                 slot.message.clear();
                 slot.next = Next::Idle;
                 // It could not start (StartError); or it runs, or ran and already ended.
-                let start_error = files.exit.as_ref().filter(|e| e.reason == "StartError");
+                let start_error = files.exit.as_ref().filter(|e| e.reason == ExitReason::StartError);
                 if start_error.is_some() && !sandbox.pause.is_alive() {
                     // The pause died while this container was being set up: not the
                     // container's failure. Drop the attempt; the sandbox will be recreated.
@@ -92,13 +93,13 @@ impl Worker {
             }
             Err(e) => {
                 self.ctx.events.warning(&cobj, "Failed", format!("Error: {e}"));
-                self.slots[i].waiting = Some(("CreateContainerError".into(), e.to_string()));
+                self.slots[i].waiting = Some((WaitingReason::CreateContainerError, e.to_string()));
                 self.slots[i].next = Next::StartAt(now_nanos() + self.ctx.backoff.initial.as_nanos() as i64);
             }
         }
     }
 
-    fn config_error(&mut self, i: usize, reason: &str, msg: String) {
+    fn config_error(&mut self, i: usize, reason: WaitingReason, msg: String) {
         let cobj = self.obj.container(&self.slots[i].spec.name, self.slots[i].init);
         self.ctx.events.warning(&cobj, "Failed", format!("Error: {msg}"));
         self.retry_later(i, reason, msg);
@@ -106,8 +107,8 @@ impl Worker {
 
     /// Leave slot `i` waiting (`reason`, `msg`) and try again after the initial back-off, as
     /// any other sync would: the cause may be fixed outside the pod (a hostPath, an image).
-    pub(in crate::pod) fn retry_later(&mut self, i: usize, reason: &str, msg: String) {
-        self.slots[i].waiting = Some((reason.into(), msg));
+    pub(in crate::pod) fn retry_later(&mut self, i: usize, reason: WaitingReason, msg: String) {
+        self.slots[i].waiting = Some((reason, msg));
         self.slots[i].next = Next::StartAt(now_nanos() + self.ctx.backoff.initial.as_nanos() as i64);
     }
 

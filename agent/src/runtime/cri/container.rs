@@ -105,7 +105,7 @@ impl CriPods {
             files: files.clone(),
         };
         sb.containers.insert(cid.clone(), started.clone());
-        if let Some(exit) = files.exit.as_ref().filter(|e| e.reason == "StartError") {
+        if let Some(exit) = files.exit.as_ref().filter(|e| e.reason == crate::runtime::spec::ExitReason::StartError) {
             self.event(&sb, &cid, cri::ContainerEventType::ContainerStoppedEvent);
             return Err(RuntimeError::FailedPrecondition(format!(
                 "container {cid} could not start: {}",
@@ -323,7 +323,7 @@ pub(super) fn status(c: &Container) -> cri::ContainerStatus {
         exit_code: exit.map_or(0, |e| e.exit_code),
         image: Some(image_spec(c)),
         image_ref: c.files.record.image_id.clone(),
-        reason: exit.map(|e| e.reason.clone()).unwrap_or_default(),
+        reason: exit.map(|e| e.reason.as_str().to_string()).unwrap_or_default(),
         message: exit.map(|e| e.message.clone()).unwrap_or_default(),
         labels: c.config.labels.clone(),
         annotations: c.config.annotations.clone(),
