@@ -250,7 +250,11 @@ pub fn container_status(e: &PodEntry, a: &Attempt, spec: Option<&ContainerSpec>)
         exit_code: f.exit.as_ref().map_or(0, |x| x.exit_code),
         image: Some(image_spec(&r.image)),
         image_ref: r.image_id.clone(),
-        reason: f.exit.as_ref().map(|x| x.reason.as_str().to_string()).unwrap_or_default(),
+        reason: f
+            .exit
+            .as_ref()
+            .map(|x| x.reason.as_str().to_string())
+            .unwrap_or_default(),
         message: f
             .exit
             .as_ref()

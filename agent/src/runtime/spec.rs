@@ -274,9 +274,15 @@ mod tests {
 
     #[test]
     fn reasons_from_status() {
-        assert_eq!(ContainerExit::from_status(0, None, false, 0).reason, ExitReason::Completed);
+        assert_eq!(
+            ContainerExit::from_status(0, None, false, 0).reason,
+            ExitReason::Completed
+        );
         assert_eq!(ContainerExit::from_status(1, None, false, 0).reason, ExitReason::Error);
-        assert_eq!(ContainerExit::from_status(0, None, true, 0).reason, ExitReason::OOMKilled);
+        assert_eq!(
+            ContainerExit::from_status(0, None, true, 0).reason,
+            ExitReason::OOMKilled
+        );
         assert_eq!(ContainerExit::start_error("x".into(), 0).reason, ExitReason::StartError);
     }
 }

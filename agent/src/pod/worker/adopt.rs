@@ -23,16 +23,15 @@ impl Worker {
     ) -> (Self, State) {
         let mut w = Worker::new(ctx, record, commands, None);
         let rt = w.ctx.runtime.clone();
-        let mut attempts = crate::runtime::state::load_containers(&rt.layout, &w.uid);
+        let (attempts, interrupted): (Vec<ContainerFiles>, Vec<ContainerFiles>) =
+            crate::runtime::state::load_containers(&rt.layout, &w.uid)
+                .into_iter()
+                .partition(|f| f.state.is_some() || f.exit.is_some());
         // Interrupted creations: no process was ever recorded; nothing of them may stay.
-        attempts.retain(|f| {
-            let keep = f.state.is_some() || f.exit.is_some();
-            if !keep {
-                let _ = rt.cgroups.kill(&f.record.cgroup);
-                let _ = rt.remove_container(f);
-            }
-            keep
-        });
+        for f in &interrupted {
+            let _ = rt.kill_cgroup(&f.record.cgroup).await;
+            let _ = rt.remove_container(f).await;
+        }
         for i in 0..w.slots.len() {
             let name = w.slots[i].spec.name.clone();
             let mut mine: Vec<ContainerFiles> = attempts.iter().filter(|f| f.record.name == name).cloned().collect();
@@ -40,8 +39,7 @@ impl Worker {
             let current = mine.pop();
             let previous = mine.pop();
             for old in mine {
-                let _ = rt.remove_container(&old);
-                crate::runtime::log_rotation::remove_all(&old.record.log_path);
+                let _ = rt.remove_container_with_log(&old).await;
             }
             w.slots[i].previous = previous;
             match current {
@@ -56,7 +54,7 @@ impl Worker {
                     w.slots[i].current = Some(f);
                     w.slots[i].next = Next::Idle;
                     if let Some(exit) = exit {
-                        w.on_exit(&id, exit);
+                        w.on_exit(&id, exit).await;
                     }
                 }
             }

@@ -19,15 +19,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
-use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, watch};
 
 use super::Context;
 use super::backoff::Backoff;
 use super::config::PodPlan;
 use super::probes::{self, ProbeKind};
-use super::states::State;
 use super::restart_policy::RestartPolicy;
+use super::states::State;
 use super::status::{Phase, WaitingReason};
 use crate::events::ObjectRef;
 use crate::runtime::logs;
@@ -350,24 +349,24 @@ impl Worker {
                 format!("Stopping container {}", s.spec.name),
             );
             let rt = self.ctx.runtime.clone();
-            let signal = stop_signal(&rt, &files);
             set.spawn(async move {
+                let signal = rt.stop_signal(&files).await;
                 let exit = rt.stop_container(&files, signal, grace).await;
                 (files.record.id.clone(), exit)
             });
         }
         while let Some(done) = set.join_next().await {
             if let Ok((id, exit)) = done {
-                self.on_exit(&id, exit);
+                self.on_exit(&id, exit).await;
             }
         }
     }
 
     /// Handle a message from a watcher. Returns true if the sandbox died.
-    pub(super) fn handle_event(&mut self, ev: Event) -> bool {
+    pub(super) async fn handle_event(&mut self, ev: Event) -> bool {
         match ev {
             Event::Exited { id, exit } => {
-                self.on_exit(&id, exit);
+                self.on_exit(&id, exit).await;
                 // Containers in the pod's PID namespace die with its pause, often before the
                 // pause's own death is reported: handle the cause now, so that nothing is
                 // started into the dead sandbox first.
@@ -388,43 +387,5 @@ impl Worker {
                 false
             }
         }
-    }
-}
-
-/// The image's STOPSIGNAL, or SIGTERM.
-fn stop_signal(rt: &crate::runtime::Runtime, files: &ContainerFiles) -> Signal {
-    let name = rt
-        .images
-        .get(&files.record.image_id)
-        .ok()
-        .flatten()
-        .and_then(|img| img.config.stop_signal);
-    name.and_then(|n| parse_signal(&n)).unwrap_or(Signal::SIGTERM)
-}
-
-/// `SIGQUIT`, `QUIT` or `3`.
-pub fn parse_signal(name: &str) -> Option<Signal> {
-    if let Ok(n) = name.parse::<i32>() {
-        return Signal::try_from(n).ok();
-    }
-    let upper = name.to_ascii_uppercase();
-    let full = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    full.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signals() {
-        assert_eq!(parse_signal("SIGQUIT"), Some(Signal::SIGQUIT));
-        assert_eq!(parse_signal("quit"), Some(Signal::SIGQUIT));
-        assert_eq!(parse_signal("15"), Some(Signal::SIGTERM));
-        assert_eq!(parse_signal("NOPE"), None);
     }
 }

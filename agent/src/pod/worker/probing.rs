@@ -1,6 +1,6 @@
 //! The probes of running attempts and what their verdicts do to the pod.
 
-use super::{Worker, stop_signal};
+use super::Worker;
 use crate::pod::probes::{self, ProbeKind};
 
 impl Worker {
@@ -79,9 +79,9 @@ impl Worker {
         );
         let grace = grace.unwrap_or_else(|| self.grace_period());
         let rt = self.ctx.runtime.clone();
-        let signal = stop_signal(&rt, &files);
         tracing::info!(pod = %self.obj.name, container = %name, probe = what, "killing unhealthy container");
         tokio::spawn(async move {
+            let signal = rt.stop_signal(&files).await;
             rt.stop_container(&files, signal, grace).await;
         });
     }

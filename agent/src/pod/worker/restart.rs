@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Container;
-
 use super::{Next, Worker};
 use crate::pod::backoff::Decision;
 use crate::pod::config;
@@ -14,7 +12,7 @@ use crate::runtime::spec::{ContainerExit, now_nanos};
 
 impl Worker {
     /// A container attempt exited: record it, clean its cgroup, decide whether it restarts.
-    pub(in crate::pod) fn on_exit(&mut self, id: &str, exit: ContainerExit) {
+    pub(in crate::pod) async fn on_exit(&mut self, id: &str, exit: ContainerExit) {
         let Some(i) = self
             .slots
             .iter()
@@ -33,12 +31,20 @@ impl Worker {
         slot.probes = None;
         let Some(files) = slot.current.as_mut() else { return };
         files.exit = Some(exit.clone());
+        let (cgroup, log) = (files.record.cgroup.clone(), files.record.log_path.clone());
+        let fallback = slot.spec.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
         // Leftovers of the container (children in a shared PID namespace) die with it.
-        let _ = rt.cgroups.kill(&files.record.cgroup);
-        if let Err(e) = rt.cgroups.remove(&files.record.cgroup) {
-            tracing::warn!(container = %slot.spec.name, error = %e, "remove cgroup of exited container");
+        if let Err(e) = rt.remove_cgroup(&cgroup).await {
+            tracing::warn!(container = %self.slots[i].spec.name, error = %e, "remove cgroup of exited container");
         }
-        slot.message = termination_message(&term_path, &slot.spec, &files.record.log_path, exit.exit_code);
+        let exit_code = exit.exit_code;
+        let message = crate::runtime::blocking("read the termination message", move || {
+            Ok(termination_message(&term_path, fallback, &log, exit_code))
+        })
+        .await
+        .unwrap_or_default();
+        let slot = &mut self.slots[i];
+        slot.message = message;
         tracing::info!(pod = %self.obj.name, container = %slot.spec.name, exit_code = exit.exit_code, reason = %exit.reason, "container exited");
 
         if !self.restart_policy.restarts(slot.init, exit.exit_code) || self.terminating {
@@ -103,11 +109,16 @@ impl Worker {
 
 /// What a container says about its end: the termination message file (up to 4 KiB), or,
 /// with `FallbackToLogsOnError` and a failure, the tail of its log (80 lines, 2 KiB).
-fn termination_message(file: &std::path::Path, spec: &Container, log: &std::path::Path, exit_code: i32) -> String {
+fn termination_message(
+    file: &std::path::Path,
+    fallback_to_logs: bool,
+    log: &std::path::Path,
+    exit_code: i32,
+) -> String {
     let mut msg = std::fs::read(file)
         .map(|b| String::from_utf8_lossy(&b[..b.len().min(4096)]).into_owned())
         .unwrap_or_default();
-    if msg.is_empty() && exit_code != 0 && spec.termination_message_policy.as_deref() == Some("FallbackToLogsOnError") {
+    if msg.is_empty() && exit_code != 0 && fallback_to_logs {
         let content = std::fs::read(log).unwrap_or_default();
         let lines: Vec<String> = content
             .split(|&b| b == b'\n')

@@ -47,7 +47,7 @@ impl Worker {
 
         // The kubelet keeps one dead attempt per container (for `logs --previous`): the one
         // before it goes now, so there are never more than two.
-        self.retire_previous(i);
+        self.retire_previous(i).await;
         match rt.start_container(&cfg, sandbox.pause).await {
             Ok(files) => {
                 let slot = &mut self.slots[i];
@@ -61,10 +61,9 @@ impl Worker {
                     // The pause died while this container was being set up: not the
                     // container's failure. Drop the attempt; the sandbox will be recreated.
                     tracing::info!(pod = %self.obj.name, container = %name, "sandbox died during container start");
-                    if let Err(e) = rt.remove_container(&files) {
+                    if let Err(e) = rt.remove_container_with_log(&files).await {
                         tracing::warn!(pod = %self.obj.name, container = %name, error = %e, "remove container attempt");
                     }
-                    crate::runtime::log_rotation::remove_all(&files.record.log_path);
                     return;
                 }
                 if let Some(exit) = start_error {
@@ -82,7 +81,7 @@ impl Worker {
                 if let Some(exit) = files.exit.clone() {
                     let id = files.record.id.clone();
                     self.slots[i].current = Some(files);
-                    self.on_exit(&id, exit);
+                    self.on_exit(&id, exit).await;
                 } else {
                     self.watch_container(&files);
                     self.slots[i].current = Some(files);
@@ -113,12 +112,11 @@ impl Worker {
     }
 
     /// Before a new attempt: the one before the current goes (directory, cgroup, log file).
-    fn retire_previous(&mut self, i: usize) {
-        if let Some(old) = self.slots[i].previous.take() {
-            if let Err(e) = self.ctx.runtime.remove_container(&old) {
-                tracing::warn!(pod = %self.obj.name, container = %old.record.name, error = %e, "remove old container attempt");
-            }
-            crate::runtime::log_rotation::remove_all(&old.record.log_path);
+    async fn retire_previous(&mut self, i: usize) {
+        if let Some(old) = self.slots[i].previous.take()
+            && let Err(e) = self.ctx.runtime.remove_container_with_log(&old).await
+        {
+            tracing::warn!(pod = %self.obj.name, container = %old.record.name, error = %e, "remove old container attempt");
         }
     }
 }
