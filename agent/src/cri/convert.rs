@@ -11,7 +11,7 @@ use minilet_proto::runtime::v1 as cri;
 
 use crate::events::Event;
 use crate::pod::node::NodeInfo;
-use crate::pod::status::{Attempt, ContainerState, ContainerStatus, Phase, PodEntry, Terminated};
+use crate::pod::status::{Attempt, ContainerState, ContainerStatus, Phase, PodEntry, Terminated, WaitingReason};
 use crate::runtime::spec::ContainerSpec;
 use crate::runtime::state::ContainerFiles;
 
@@ -266,7 +266,11 @@ pub fn container_status(e: &PodEntry, a: &Attempt, spec: Option<&ContainerSpec>)
         exit_code: f.exit.as_ref().map_or(0, |x| x.exit_code),
         image: Some(image_spec(&r.image)),
         image_ref: r.image_id.clone(),
-        reason: f.exit.as_ref().map(|x| x.reason.clone()).unwrap_or_default(),
+        reason: f
+            .exit
+            .as_ref()
+            .map(|x| x.reason.as_str().to_string())
+            .unwrap_or_default(),
         message: f
             .exit
             .as_ref()
@@ -301,7 +305,7 @@ fn k8s_terminated(t: &Terminated) -> k8s::ContainerStateTerminated {
     k8s::ContainerStateTerminated {
         exit_code: t.exit_code,
         signal: t.signal,
-        reason: Some(t.reason.clone()).filter(|r| !r.is_empty()),
+        reason: Some(t.reason.as_str().to_string()),
         message: Some(t.message.clone()).filter(|m| !m.is_empty()),
         started_at: time(t.started_at),
         finished_at: time(t.finished_at),
@@ -313,7 +317,7 @@ fn k8s_container_status(s: &ContainerStatus) -> k8s::ContainerStatus {
     let state = match &s.state {
         ContainerState::Waiting { reason, message } => k8s::ContainerState {
             waiting: Some(k8s::ContainerStateWaiting {
-                reason: Some(reason.clone()),
+                reason: Some(reason.as_str().to_string()),
                 message: Some(message.clone()).filter(|m| !m.is_empty()),
             }),
             ..Default::default()
@@ -498,7 +502,7 @@ pub fn v1_pod_of_cri_sandbox(sb: &crate::runtime::cri::Sandbox, node: &NodeInfo)
                 (_, Some(e)) => ContainerState::Terminated(Terminated {
                     exit_code: e.exit_code,
                     signal: e.signal,
-                    reason: e.reason.clone(),
+                    reason: e.reason,
                     message: e.message.clone(),
                     started_at: f.state.map_or(0, |s| s.started_at),
                     finished_at: e.finished_at,
@@ -508,7 +512,7 @@ pub fn v1_pod_of_cri_sandbox(sb: &crate::runtime::cri::Sandbox, node: &NodeInfo)
                     started_at: s.started_at,
                 },
                 (None, None) => ContainerState::Waiting {
-                    reason: "ContainerCreating".into(),
+                    reason: WaitingReason::ContainerCreating,
                     message: String::new(),
                 },
             };

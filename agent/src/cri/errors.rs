@@ -36,7 +36,7 @@ pub fn runtime_code(e: &RuntimeError) -> Code {
         RuntimeError::Seccomp(_) => Code::InvalidArgument,
         RuntimeError::Io { source, .. } => io_code(source),
         RuntimeError::Cgroup(e) => cgroup_code(e),
-        RuntimeError::Helper(_) => Code::Internal,
+        RuntimeError::Helper(_) | RuntimeError::Task { .. } => Code::Internal,
     }
 }
 

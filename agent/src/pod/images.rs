@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::backoff::BackoffConfig;
+use super::status::WaitingReason;
 use super::worker::{Event, Next, Worker};
 use crate::images::{Image, ImageError};
 use crate::runtime::spec::now_nanos;
@@ -56,13 +57,13 @@ impl Worker {
             Err(e @ ImageError::InvalidReference { .. }) => {
                 let msg = format!("Failed to apply default image tag \"{image_ref}\": {e}");
                 self.ctx.events.warning(&cobj, "InspectFailed", msg.clone());
-                self.wait_error(i, "InvalidImageName", msg);
+                self.wait_error(i, WaitingReason::InvalidImageName, msg);
                 return None;
             }
             Err(e) => {
                 self.wait_error(
                     i,
-                    "ErrImageInspect",
+                    WaitingReason::ErrImageInspect,
                     format!("Failed to inspect image \"{image_ref}\": {e}"),
                 );
                 return None;
@@ -82,11 +83,12 @@ impl Worker {
             }
             ("Never", None) => {
                 let msg = format!("Container image \"{image_ref}\" is not present with pull policy of Never");
-                if self.slots[i].waiting.as_ref().map(|w| w.0.as_str()) != Some("ErrImageNeverPull") {
-                    self.ctx.events.warning(&cobj, "ErrImageNeverPull", msg.clone());
-                    self.ctx.events.warning(&cobj, "Failed", "Error: ErrImageNeverPull");
+                let reason = WaitingReason::ErrImageNeverPull;
+                if self.slots[i].waiting.as_ref().map(|w| w.0) != Some(reason) {
+                    self.ctx.events.warning(&cobj, reason.as_str(), msg.clone());
+                    self.ctx.events.warning(&cobj, "Failed", format!("Error: {reason}"));
                 }
-                self.slots[i].waiting = Some(("ErrImageNeverPull".into(), msg));
+                self.slots[i].waiting = Some((reason, msg));
                 // Retried when the store changes (`minilet image import`, a pull).
                 self.slots[i].next = Next::WaitImage;
                 return None;
@@ -103,17 +105,17 @@ impl Worker {
         let now = now_nanos();
         if let Some(until) = self.pull_backoff.until(&image_ref, now) {
             let message = match self.slots[i].waiting.take() {
-                Some((reason, msg)) if reason == "ErrImagePull" => {
+                Some((WaitingReason::ErrImagePull, msg)) => {
                     format!("Back-off pulling image \"{image_ref}\": ErrImagePull: {msg}")
                 }
-                Some((reason, msg)) if reason == "ImagePullBackOff" => msg,
+                Some((WaitingReason::ImagePullBackOff, msg)) => msg,
                 _ => format!("Back-off pulling image \"{image_ref}\""),
             };
             self.ctx
                 .events
                 .normal(&cobj, "BackOff", format!("Back-off pulling image \"{image_ref}\""));
             self.ctx.events.warning(&cobj, "Failed", "Error: ImagePullBackOff");
-            self.slots[i].waiting = Some(("ImagePullBackOff".into(), message));
+            self.slots[i].waiting = Some((WaitingReason::ImagePullBackOff, message));
             self.slots[i].next = Next::StartAt(until);
             return;
         }
@@ -121,7 +123,7 @@ impl Worker {
             .events
             .normal(&cobj, "Pulling", format!("Pulling image \"{image_ref}\""));
         if self.slots[i].waiting.is_none() {
-            self.slots[i].waiting = Some((self.default_waiting().into(), String::new()));
+            self.slots[i].waiting = Some((self.default_waiting(), String::new()));
         }
         self.slots[i].next = Next::Pulling;
         let puller = self.ctx.puller.clone();
@@ -174,7 +176,7 @@ impl Worker {
                     .warning(&cobj, "Failed", format!("Failed to pull image \"{image}\": {msg}"));
                 self.ctx.events.warning(&cobj, "Failed", "Error: ErrImagePull");
                 self.pull_backoff.failed(image, self.ctx.backoff, now_nanos());
-                self.slots[i].waiting = Some(("ErrImagePull".into(), msg));
+                self.slots[i].waiting = Some((WaitingReason::ErrImagePull, msg));
                 // Look again soon: that look reports ImagePullBackOff until the back-off ends.
                 self.slots[i].next = Next::StartAt(now_nanos() + (self.ctx.backoff.initial / 4).as_nanos() as i64);
             }
@@ -182,9 +184,9 @@ impl Worker {
     }
 
     /// The container cannot start for a reason a later sync may clear.
-    fn wait_error(&mut self, i: usize, reason: &str, msg: String) {
+    fn wait_error(&mut self, i: usize, reason: WaitingReason, msg: String) {
         let cobj = self.obj.container(&self.slots[i].spec.name, self.slots[i].init);
-        if self.slots[i].waiting.as_ref().map(|w| w.0.as_str()) != Some(reason) {
+        if self.slots[i].waiting.as_ref().map(|w| w.0) != Some(reason) {
             self.ctx.events.warning(&cobj, "Failed", format!("Error: {reason}"));
         }
         self.retry_later(i, reason, msg);

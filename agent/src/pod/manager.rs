@@ -85,8 +85,7 @@ impl Manager {
                 continue;
             }
             tracing::warn!(%cgroup, "removing orphaned pod cgroup");
-            let _ = m.ctx.runtime.cgroups.kill(&cgroup);
-            if let Err(e) = m.ctx.runtime.cgroups.remove(&cgroup) {
+            if let Err(e) = m.ctx.runtime.remove_cgroup(&cgroup).await {
                 tracing::warn!(%cgroup, error = %e, "remove orphaned pod cgroup");
             }
         }

@@ -11,6 +11,7 @@ pub mod manager;
 pub mod node;
 pub mod probes;
 pub mod qos;
+pub mod restart_policy;
 pub mod security;
 pub mod states;
 pub mod status;

@@ -8,14 +8,14 @@ use std::sync::{Arc, RwLock};
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::runtime::process::ProcessId;
-use crate::runtime::spec::SandboxNamespaces;
+use crate::runtime::spec::{ExitReason, SandboxNamespaces};
 use crate::runtime::state::ContainerFiles;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Terminated {
     pub exit_code: i32,
     pub signal: Option<i32>,
-    pub reason: String,
+    pub reason: ExitReason,
     pub message: String,
     /// Unix nanoseconds (0 when the container never started).
     pub started_at: i64,
@@ -25,9 +25,57 @@ pub struct Terminated {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ContainerState {
-    Waiting { reason: String, message: String },
+    Waiting { reason: WaitingReason, message: String },
     Running { started_at: i64 },
     Terminated(Terminated),
+}
+
+/// Why a container is not running yet (`state.waiting.reason`), in the kubelet's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitingReason {
+    /// Not created yet, in a pod without init containers.
+    ContainerCreating,
+    /// Not created yet, in a pod with init containers.
+    PodInitializing,
+    /// Waiting out the restart back-off after it failed.
+    CrashLoopBackOff,
+    /// The last pull of its image failed.
+    ErrImagePull,
+    /// Waiting out the pull back-off of its image.
+    ImagePullBackOff,
+    /// The image is missing and `imagePullPolicy: Never` forbids pulling it.
+    ErrImageNeverPull,
+    /// The image reference does not parse.
+    InvalidImageName,
+    /// The image store could not be read.
+    ErrImageInspect,
+    /// The container's configuration cannot be built (a missing hostPath, a bad env).
+    CreateContainerConfigError,
+    /// The runtime failed to create it.
+    CreateContainerError,
+}
+
+impl WaitingReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitingReason::ContainerCreating => "ContainerCreating",
+            WaitingReason::PodInitializing => "PodInitializing",
+            WaitingReason::CrashLoopBackOff => "CrashLoopBackOff",
+            WaitingReason::ErrImagePull => "ErrImagePull",
+            WaitingReason::ImagePullBackOff => "ImagePullBackOff",
+            WaitingReason::ErrImageNeverPull => "ErrImageNeverPull",
+            WaitingReason::InvalidImageName => "InvalidImageName",
+            WaitingReason::ErrImageInspect => "ErrImageInspect",
+            WaitingReason::CreateContainerConfigError => "CreateContainerConfigError",
+            WaitingReason::CreateContainerError => "CreateContainerError",
+        }
+    }
+}
+
+impl std::fmt::Display for WaitingReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! Containers: one directory, cgroup and monitor per attempt.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -8,7 +9,7 @@ use nix::sys::signal::Signal;
 use super::process::{self, ProcessId};
 use super::spec::{BindMount, ContainerExit, ContainerSpec, ProcessSpec, RootfsSpec, now_nanos};
 use super::state::{ContainerFiles, ContainerRecord, new_id};
-use super::{IoContext, Result, Runtime, RuntimeError, helper};
+use super::{IoContext, Result, Runtime, RuntimeError, blocking, helper};
 use crate::atomic_file;
 use crate::cgroups::{DevicePolicy, Resources};
 use crate::file_modes;
@@ -47,7 +48,11 @@ impl Runtime {
     /// Returns the attempt's files: with `state` once the process runs, or with `exit` when
     /// it could not start (a `StartError`, as the kubelet would report it). `Err` means
     /// nothing was left behind.
-    pub async fn start_container(&self, cfg: &ContainerConfig, sandbox: ProcessId) -> Result<ContainerFiles> {
+    pub async fn start_container(
+        self: &Arc<Self>,
+        cfg: &ContainerConfig,
+        sandbox: ProcessId,
+    ) -> Result<ContainerFiles> {
         let created = self.create_container(cfg, sandbox).await?;
         self.start_created(&created).await
     }
@@ -55,69 +60,69 @@ impl Runtime {
     /// Prepare one container attempt (CRI CreateContainer): its directory, record, cgroup and
     /// the monitor's spec, with the seccomp profile resolved. Nothing runs yet. `Err` means
     /// nothing was left behind.
-    pub async fn create_container(&self, cfg: &ContainerConfig, sandbox: ProcessId) -> Result<ContainerFiles> {
+    pub async fn create_container(
+        self: &Arc<Self>,
+        cfg: &ContainerConfig,
+        sandbox: ProcessId,
+    ) -> Result<ContainerFiles> {
         let id = new_id();
         let dir = super::state::container_dir_in(&cfg.pod_dir, &id);
         let cgroup = format!("{}/{id}", cfg.pod_cgroup);
         // A profile that cannot be read or compiled fails the creation (CreateContainerError,
         // as containerd's does): the container never runs unconfined instead.
         let (request, caps) = (cfg.seccomp.clone(), cfg.process.capabilities.clone());
-        let seccomp = tokio::task::spawn_blocking(move || super::seccomp::for_container(&request, caps.as_deref()))
-            .await
-            .map_err(|e| RuntimeError::Helper(format!("resolve the seccomp profile: {e}")))??;
-        let prepared = self.prepare_container(cfg, seccomp, &id, &dir, &cgroup, sandbox);
-        if let Err(e) = prepared {
-            self.discard(&dir, &cgroup);
-            return Err(e);
-        }
-        match ContainerFiles::load(&dir) {
-            Ok(Some(files)) => Ok(files),
-            Ok(None) => {
-                self.discard(&dir, &cgroup);
-                Err(RuntimeError::Helper(format!(
-                    "container record vanished from {}",
-                    dir.display()
-                )))
+        let seccomp = blocking("resolve the seccomp profile", move || {
+            Ok(super::seccomp::for_container(&request, caps.as_deref())?)
+        })
+        .await?;
+        let (rt, cfg) = (self.clone(), cfg.clone());
+        blocking("create a container", move || {
+            let created = rt
+                .prepare_container(&cfg, seccomp, &id, &dir, &cgroup, sandbox)
+                .and_then(|_| match ContainerFiles::load(&dir) {
+                    Ok(Some(files)) => Ok(files),
+                    Ok(None) => Err(RuntimeError::Helper(format!(
+                        "container record vanished from {}",
+                        dir.display()
+                    ))),
+                    Err(e) => Err(RuntimeError::io(format!("read {}", dir.display()), e)),
+                });
+            if created.is_err() {
+                rt.discard(&dir, &cgroup);
             }
-            Err(e) => {
-                self.discard(&dir, &cgroup);
-                Err(RuntimeError::Io {
-                    context: format!("read {}", dir.display()),
-                    source: e,
-                })
-            }
-        }
+            created
+        })
+        .await
     }
 
     /// Start a created attempt (CRI StartContainer): the monitor starts the process and
     /// records it, or records why it could not start. `Err` means the attempt was discarded.
-    pub async fn start_created(&self, created: &ContainerFiles) -> Result<ContainerFiles> {
-        let (dir, cgroup) = (&created.dir, &created.record.cgroup);
-        let spec_path = ContainerFiles::spec_path(dir);
-        match self
+    pub async fn start_created(self: &Arc<Self>, created: &ContainerFiles) -> Result<ContainerFiles> {
+        let (dir, cgroup) = (created.dir.clone(), created.record.cgroup.clone());
+        let spec_path = ContainerFiles::spec_path(&dir);
+        let ran = self
             .run_helper::<super::spec::ContainerState>(helper::MONITOR, &spec_path)
-            .await
-        {
-            Ok(_) | Err(RuntimeError::Helper(_)) => {}
-            Err(e) => {
-                self.discard(dir, cgroup);
+            .await;
+        let (rt, name) = (self.clone(), created.record.name.clone());
+        blocking("read the container's state", move || {
+            if let Err(e) = ran
+                && !matches!(e, RuntimeError::Helper(_))
+            {
+                rt.discard(&dir, &cgroup);
                 return Err(e);
             }
-        }
-        // The monitor has recorded either the running process or why it could not start.
-        let files = ContainerFiles::load(dir).context(|| format!("read {}", dir.display()))?;
-        match files {
-            Some(f) if f.state.is_some() || f.exit.is_some() => Ok(f),
-            _ => {
-                let msg = format!(
-                    "container monitor for {} left no state in {}",
-                    created.record.name,
-                    dir.display()
-                );
-                self.discard(dir, cgroup);
-                Err(RuntimeError::Helper(msg))
+            // The monitor has recorded either the running process or why it could not start.
+            let files = ContainerFiles::load(&dir).context(|| format!("read {}", dir.display()))?;
+            match files {
+                Some(f) if f.state.is_some() || f.exit.is_some() => Ok(f),
+                _ => {
+                    let msg = format!("container monitor for {name} left no state in {}", dir.display());
+                    rt.discard(&dir, &cgroup);
+                    Err(RuntimeError::Helper(msg))
+                }
             }
-        }
+        })
+        .await
     }
 
     fn prepare_container(
@@ -229,10 +234,21 @@ impl Runtime {
         {
             tracing::warn!(container = %files.record.name, error = %e, "stop container");
         }
-        if let Err(e) = self.cgroups.kill(&files.record.cgroup) {
+        if let Err(e) = self.kill_cgroup(&files.record.cgroup).await {
             tracing::warn!(container = %files.record.name, error = %e, "kill what is left in the container cgroup");
         }
         self.wait_container(files).await
+    }
+
+    /// The signal that asks the attempt's process to stop: its image's STOPSIGNAL, or SIGTERM.
+    pub async fn stop_signal(&self, files: &ContainerFiles) -> Signal {
+        let (rt_images, image) = (self.images.clone(), files.record.image_id.clone());
+        let named = blocking("look up the image's stop signal", move || Ok(rt_images.get(&image)?))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|img| img.config.stop_signal);
+        named.and_then(|n| process::parse_signal(&n)).unwrap_or(Signal::SIGTERM)
     }
 
     /// Make the monitor of a running attempt reopen its log file (CRI ReopenContainerLog,
@@ -264,11 +280,29 @@ impl Runtime {
 
     /// Remove an exited attempt: its cgroup and its directory (the writable layer with it).
     /// Its log file stays: `logs --previous` reads it; it goes with the pod.
-    pub fn remove_container(&self, files: &ContainerFiles) -> Result<()> {
-        self.cgroups.remove(&files.record.cgroup)?;
-        remove_dir_all(&files.dir)
+    pub async fn remove_container(&self, files: &ContainerFiles) -> Result<()> {
+        let (cgroups, cgroup, dir) = (self.cgroups.clone(), files.record.cgroup.clone(), files.dir.clone());
+        blocking("remove a container", move || {
+            cgroups.remove(&cgroup)?;
+            remove_dir_all(&dir)
+        })
+        .await
     }
 
+    /// Remove an exited attempt and its log files too (an attempt no `logs --previous` can
+    /// ask for any more). The log goes even when the rest could not.
+    pub async fn remove_container_with_log(&self, files: &ContainerFiles) -> Result<()> {
+        let removed = self.remove_container(files).await;
+        let log = files.record.log_path.clone();
+        blocking("remove a container's log", move || {
+            super::log_rotation::remove_all(&log);
+            Ok(())
+        })
+        .await?;
+        removed
+    }
+
+    /// Undo a creation that failed part way (blocking: callers are on the blocking pool).
     fn discard(&self, dir: &std::path::Path, cgroup: &str) {
         let _ = self.cgroups.kill(cgroup);
         if let Err(e) = self.cgroups.remove(cgroup) {

@@ -70,6 +70,12 @@ pub enum RuntimeError {
     /// The name or object is already taken (a CRI container name reserved in its sandbox).
     #[error("{0}")]
     AlreadyExists(String),
+    /// Blocking work handed to the blocking pool panicked or was cancelled.
+    #[error("{what}: {source}")]
+    Task {
+        what: &'static str,
+        source: tokio::task::JoinError,
+    },
 }
 
 impl RuntimeError {
@@ -89,6 +95,19 @@ impl RuntimeError {
 }
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+/// Run blocking filesystem or cgroup work (removing a cgroup may sleep while a killed process
+/// leaves it; removing a container's directory walks its whole writable layer) on tokio's
+/// blocking pool, so that no async worker thread, and no pod worker or CRI call sharing it,
+/// waits on it. The runtime's async methods and their callers all go through here.
+pub(crate) async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|source| RuntimeError::Task { what, source })?
+}
 
 /// Attach a description of what was being done to an I/O error.
 pub(crate) trait IoContext<T> {
@@ -160,6 +179,29 @@ impl Runtime {
             cgroups,
             images,
         })
+    }
+
+    /// Kill whatever is left in `cgroup` and remove it (with its children), off the async
+    /// threads. A failed kill is not an error: the removal says whether anything is left.
+    pub async fn remove_cgroup(&self, cgroup: &str) -> Result<()> {
+        let (cgroups, cgroup) = (self.cgroups.clone(), cgroup.to_string());
+        blocking("remove a cgroup", move || {
+            let _ = cgroups.kill(&cgroup);
+            Ok(cgroups.remove(&cgroup)?)
+        })
+        .await
+    }
+
+    /// Kill every process in `cgroup` (it stays), off the async threads.
+    pub async fn kill_cgroup(&self, cgroup: &str) -> Result<()> {
+        let (cgroups, cgroup) = (self.cgroups.clone(), cgroup.to_string());
+        blocking("kill a cgroup", move || Ok(cgroups.kill(&cgroup)?)).await
+    }
+
+    /// Set new limits on an existing cgroup, off the async threads.
+    pub async fn apply_resources(&self, cgroup: &str, resources: Resources) -> Result<()> {
+        let (cgroups, cgroup) = (self.cgroups.clone(), cgroup.to_string());
+        blocking("update cgroup limits", move || Ok(cgroups.apply(&cgroup, &resources)?)).await
     }
 
     /// Clamp an oom_score_adj to what this process is allowed to set.

@@ -200,8 +200,30 @@ fn pidfd_send_signal(fd: RawFd, signal: i32) -> io::Result<()> {
     }
 }
 
+/// `SIGQUIT`, `QUIT` or `3` (an image's STOPSIGNAL, a CLI's `--signal`).
+pub fn parse_signal(name: &str) -> Option<Signal> {
+    if let Ok(n) = name.parse::<i32>() {
+        return Signal::try_from(n).ok();
+    }
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    full.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn signal_names() {
+        assert_eq!(super::parse_signal("SIGQUIT"), Some(nix::sys::signal::Signal::SIGQUIT));
+        assert_eq!(super::parse_signal("quit"), Some(nix::sys::signal::Signal::SIGQUIT));
+        assert_eq!(super::parse_signal("15"), Some(nix::sys::signal::Signal::SIGTERM));
+        assert_eq!(super::parse_signal("NOPE"), None);
+    }
+
     use super::*;
 
     #[test]

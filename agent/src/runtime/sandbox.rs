@@ -1,12 +1,13 @@
 //! Pod sandboxes: the pod's directory, cgroup, generated /etc files, volumes, and its pause.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
 use super::spec::{SandboxNamespaces, SandboxSpec, SandboxState, TmpfsSpec};
-use super::{IoContext, Result, Runtime, helper, process};
+use super::{IoContext, Result, Runtime, blocking, helper, process};
 use crate::atomic_file;
 use crate::cgroups::{DevicePolicy, Resources};
 use crate::file_modes;
@@ -68,7 +69,14 @@ impl Runtime {
     }
 
     /// Prepare the pod's files and cgroup and start its pause.
-    pub async fn run_sandbox(&self, cfg: &SandboxConfig, sandbox_id: &str) -> Result<SandboxState> {
+    pub async fn run_sandbox(self: &Arc<Self>, cfg: &SandboxConfig, sandbox_id: &str) -> Result<SandboxState> {
+        let (rt, cfg, id) = (self.clone(), cfg.clone(), sandbox_id.to_string());
+        let spec_path = blocking("prepare the sandbox", move || rt.prepare_sandbox(&cfg, &id)).await?;
+        self.run_helper(helper::SANDBOX, &spec_path).await
+    }
+
+    /// The pod's files, cgroups and the pause's spec (blocking); returns the spec's path.
+    fn prepare_sandbox(&self, cfg: &SandboxConfig, sandbox_id: &str) -> Result<PathBuf> {
         let uid = cfg.pod_uid.as_str();
         let pod_dir = cfg.dir.clone();
         let etc = pod_dir.join("etc");
@@ -124,7 +132,7 @@ impl Runtime {
         };
         let spec_path = pod_dir.join("sandbox-spec.json");
         atomic_file::write_json(&spec_path, &spec).context(|| format!("write {}", spec_path.display()))?;
-        self.run_helper(helper::SANDBOX, &spec_path).await
+        Ok(spec_path)
     }
 
     /// Stop the pause (SIGTERM, then SIGKILL after a short grace) and wait for it to be gone,
@@ -140,11 +148,14 @@ impl Runtime {
     /// Remove every trace of a pod whose processes have been stopped: whatever is still in
     /// its cgroup is killed, the cgroups go, then the log directory and, last, the state
     /// directory: while it exists the pod is not fully gone (a restarted agent finishes the job).
-    pub fn remove_pod(&self, uid: &str, cgroup: &str, log_dir: &std::path::Path) -> Result<()> {
-        let _ = self.cgroups.kill(cgroup);
-        self.cgroups.remove(cgroup)?;
-        super::container::remove_dir_all(log_dir)?;
-        super::container::remove_dir_all(&self.layout.pod_dir(uid))
+    pub async fn remove_pod(&self, uid: &str, cgroup: &str, log_dir: &std::path::Path) -> Result<()> {
+        self.remove_cgroup(cgroup).await?;
+        let (log_dir, pod_dir) = (log_dir.to_path_buf(), self.layout.pod_dir(uid));
+        blocking("remove a pod's directories", move || {
+            super::container::remove_dir_all(&log_dir)?;
+            super::container::remove_dir_all(&pod_dir)
+        })
+        .await
     }
 
     /// Pod cgroups (relative paths) under the QoS groups whose UID is not in `known`: left by

@@ -149,27 +149,75 @@ pub struct ContainerExit {
     /// As the CRI reports it: the exit status, or 128 + signal number.
     pub exit_code: i32,
     pub signal: Option<i32>,
-    /// `Completed`, `Error`, `OOMKilled`, `StartError`.
-    pub reason: String,
+    pub reason: ExitReason,
     pub message: String,
     /// Unix nanoseconds.
     pub finished_at: i64,
+}
+
+/// Why a container attempt ended, in Kubernetes' words (`state.terminated.reason`). Stored
+/// in `exit.json` as those same words, so agents of every version read each other's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ExitReason {
+    /// Exit status 0.
+    Completed,
+    /// Any other exit status, or killed by a signal.
+    Error,
+    /// The kernel's OOM killer ended it (whatever the exit status).
+    OOMKilled,
+    /// It never ran: its setup or exec failed (containerd's word, which the kubelet shows).
+    StartError,
+    /// It never ran (Docker's word for StartError; read from older records, never written).
+    ContainerCannotRun,
+}
+
+impl ExitReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExitReason::Completed => "Completed",
+            ExitReason::Error => "Error",
+            ExitReason::OOMKilled => "OOMKilled",
+            ExitReason::StartError => "StartError",
+            ExitReason::ContainerCannotRun => "ContainerCannotRun",
+        }
+    }
+}
+
+impl std::fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Any string: a word this agent does not know (written by a newer one) still leaves the
+/// record readable, as an `Error`, rather than the exit lost.
+impl<'de> Deserialize<'de> for ExitReason {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let word = String::deserialize(d)?;
+        Ok(match word.as_str() {
+            "Completed" => ExitReason::Completed,
+            "OOMKilled" => ExitReason::OOMKilled,
+            "StartError" => ExitReason::StartError,
+            "ContainerCannotRun" => ExitReason::ContainerCannotRun,
+            _ => ExitReason::Error,
+        })
+    }
 }
 
 impl ContainerExit {
     /// Kubernetes' reasons: OOMKilled beats everything, then Completed for 0, else Error.
     pub fn from_status(exit_code: i32, signal: Option<i32>, oom_killed: bool, finished_at: i64) -> Self {
         let reason = if oom_killed {
-            "OOMKilled"
+            ExitReason::OOMKilled
         } else if exit_code == 0 {
-            "Completed"
+            ExitReason::Completed
         } else {
-            "Error"
+            ExitReason::Error
         };
         ContainerExit {
             exit_code,
             signal,
-            reason: reason.into(),
+            reason,
             message: String::new(),
             finished_at,
         }
@@ -180,7 +228,7 @@ impl ContainerExit {
         ContainerExit {
             exit_code: 128,
             signal: None,
-            reason: "StartError".into(),
+            reason: ExitReason::StartError,
             message,
             finished_at,
         }
@@ -193,4 +241,48 @@ pub type Report<T> = Result<T, String>;
 /// Now, as Unix nanoseconds.
 pub fn now_nanos() -> i64 {
     jiff::Timestamp::now().as_nanosecond() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `exit.json` as agents before the enum wrote it (reason a free string) still reads,
+    /// and what this agent writes is the same words.
+    #[test]
+    fn exit_records_keep_their_format() {
+        let old = |reason: &str| {
+            format!(r#"{{"exit_code":137,"signal":9,"reason":"{reason}","message":"m","finished_at":42}}"#)
+        };
+        for (word, reason) in [
+            ("Completed", ExitReason::Completed),
+            ("Error", ExitReason::Error),
+            ("OOMKilled", ExitReason::OOMKilled),
+            ("StartError", ExitReason::StartError),
+            ("ContainerCannotRun", ExitReason::ContainerCannotRun),
+        ] {
+            let exit: ContainerExit = serde_json::from_str(&old(word)).expect("old exit.json");
+            assert_eq!(exit.reason, reason);
+            assert_eq!((exit.exit_code, exit.signal, exit.finished_at), (137, Some(9), 42));
+            assert_eq!(serde_json::to_string(&exit).expect("serialize"), old(word));
+            assert_eq!(reason.as_str(), word);
+        }
+        let newer: ContainerExit = serde_json::from_str(&old("SomethingNew")).expect("unknown word");
+        assert_eq!(newer.reason, ExitReason::Error);
+        assert!(serde_json::from_str::<ContainerExit>(&old("Completed").replace("\"Completed\"", "7")).is_err());
+    }
+
+    #[test]
+    fn reasons_from_status() {
+        assert_eq!(
+            ContainerExit::from_status(0, None, false, 0).reason,
+            ExitReason::Completed
+        );
+        assert_eq!(ContainerExit::from_status(1, None, false, 0).reason, ExitReason::Error);
+        assert_eq!(
+            ContainerExit::from_status(0, None, true, 0).reason,
+            ExitReason::OOMKilled
+        );
+        assert_eq!(ContainerExit::start_error("x".into(), 0).reason, ExitReason::StartError);
+    }
 }

@@ -118,7 +118,8 @@ pub fn apply_defaults(pod: &mut Pod, node_name: &str) {
         meta.namespace = Some("default".into());
     }
     let Some(spec) = pod.spec.as_mut() else { return };
-    spec.restart_policy.get_or_insert_with(|| "Always".into());
+    spec.restart_policy
+        .get_or_insert_with(|| crate::pod::restart_policy::RestartPolicy::Always.as_str().into());
     spec.termination_grace_period_seconds.get_or_insert(30);
     spec.dns_policy.get_or_insert_with(|| "ClusterFirst".into());
     spec.scheduler_name.get_or_insert_with(|| "default-scheduler".into());

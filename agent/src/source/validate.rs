@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Volume};
 
+use crate::pod::restart_policy::RestartPolicy;
 use crate::quantity::Quantity;
 
 const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
@@ -82,9 +83,9 @@ fn validate_spec(spec: &PodSpec, v: &mut Errors) {
         v.push("spec.containers", "Required value".into());
     }
     if let Some(p) = spec.restart_policy.as_deref()
-        && !["Always", "OnFailure", "Never"].contains(&p)
+        && p.parse::<RestartPolicy>().is_err()
     {
-        v.unsupported("spec.restartPolicy", p, &["Always", "OnFailure", "Never"]);
+        v.unsupported("spec.restartPolicy", p, &RestartPolicy::NAMES);
     }
     if let Some(p) = spec.dns_policy.as_deref() {
         let ok = ["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"];

@@ -15,9 +15,7 @@ pub async fn run(w: &mut Worker) -> State {
     {
         tracing::warn!(pod = %w.obj.name, error = %e, "stop sandbox of completed pod");
     }
-    let rt = &w.ctx.runtime;
-    let _ = rt.cgroups.kill(&w.plan.cgroup);
-    if let Err(e) = rt.cgroups.remove(&w.plan.cgroup) {
+    if let Err(e) = w.ctx.runtime.remove_cgroup(&w.plan.cgroup).await {
         tracing::warn!(pod = %w.obj.name, error = %e, "remove cgroups of completed pod");
     }
     w.publish();

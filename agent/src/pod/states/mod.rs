@@ -59,7 +59,7 @@ pub(super) async fn wait(w: &mut Worker) -> Wake {
     };
     tokio::select! {
         () = w.commands.terminated() => Wake::Terminate,
-        Some(ev) = w.events.recv() => if w.handle_event(ev) { Wake::SandboxDied } else { Wake::Again },
+        Some(ev) = w.events.recv() => if w.handle_event(ev).await { Wake::SandboxDied } else { Wake::Again },
         _ = sleep => Wake::Again,
         changed = w.images_changed.changed() => {
             if changed.is_ok() {
@@ -82,8 +82,7 @@ pub(super) async fn sandbox_died(w: &mut Worker) -> State {
     w.stop_all(grace).await;
     w.sandbox = None;
     let cgroup = crate::runtime::Runtime::sandbox_cgroup(&w.plan.cgroup, &w.record.sandbox_id);
-    let _ = w.ctx.runtime.cgroups.kill(&cgroup);
-    if let Err(e) = w.ctx.runtime.cgroups.remove(&cgroup) {
+    if let Err(e) = w.ctx.runtime.remove_cgroup(&cgroup).await {
         tracing::warn!(pod = %w.obj.name, error = %e, "remove the old sandbox cgroup");
     }
     if let Some(phase) = w.terminal_phase() {

@@ -51,8 +51,7 @@ pub async fn run(w: &mut Worker) -> State {
                     format!("Failed to create pod sandbox: {e}"),
                 );
                 let cgroup = crate::runtime::Runtime::sandbox_cgroup(&w.plan.cgroup, &w.record.sandbox_id);
-                let _ = w.ctx.runtime.cgroups.kill(&cgroup);
-                let _ = w.ctx.runtime.cgroups.remove(&cgroup);
+                let _ = w.ctx.runtime.remove_cgroup(&cgroup).await;
             }
         }
         tokio::select! {

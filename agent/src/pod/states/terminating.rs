@@ -14,7 +14,7 @@ pub async fn run(w: &mut Worker) -> State {
     {
         tracing::warn!(pod = %w.obj.name, error = %e, "stop sandbox");
     }
-    if let Err(e) = w.ctx.runtime.remove_pod(&w.uid, &w.plan.cgroup, &w.pod_log_dir()) {
+    if let Err(e) = w.ctx.runtime.remove_pod(&w.uid, &w.plan.cgroup, &w.pod_log_dir()).await {
         w.ctx
             .events
             .warning(&w.obj, "FailedKillPod", format!("error removing pod: {e}"));

@@ -8,8 +8,8 @@ use nix::sys::signal::Signal;
 
 use super::translate;
 use super::{CONTAINER_CONFIG, Container, CriPods, refresh, write_pb};
-use crate::runtime::RuntimeError;
 use crate::runtime::spec::now_nanos;
+use crate::runtime::{RuntimeError, blocking};
 
 impl CriPods {
     /// CreateContainer: the container's directory, cgroup and spec; nothing runs yet.
@@ -50,9 +50,7 @@ impl CriPods {
         let image = {
             let rt = self.rt.clone();
             let r = image_ref.clone();
-            tokio::task::spawn_blocking(move || rt.images.get(&r))
-                .await
-                .map_err(|e| RuntimeError::FailedPrecondition(format!("look up image: {e}")))??
+            blocking("look up the image", move || Ok(rt.images.get(&r)?)).await?
         }
         .ok_or_else(|| RuntimeError::not_found("image", &image_ref))?;
         let log_path = translate::log_path(&sb, &config)?;
@@ -66,9 +64,16 @@ impl CriPods {
         // The client's config goes last: without it a restarted agent treats the directory
         // as an interrupted creation.
         let path = files.dir.join(CONTAINER_CONFIG);
-        if let Err(e) = write_pb(&path, &config) {
-            let _ = self.rt.remove_container(&files);
-            return Err(RuntimeError::io(format!("write {}", path.display()), e));
+        let written = {
+            let config = config.clone();
+            blocking("record the container's config", move || {
+                write_pb(&path, &config).map_err(|e| RuntimeError::io(format!("write {}", path.display()), e))
+            })
+            .await
+        };
+        if let Err(e) = written {
+            let _ = self.rt.remove_container(&files).await;
+            return Err(e);
         }
         let id = files.record.id.clone();
         sb.containers.insert(id.clone(), Container { config, files });
@@ -105,7 +110,11 @@ impl CriPods {
             files: files.clone(),
         };
         sb.containers.insert(cid.clone(), started.clone());
-        if let Some(exit) = files.exit.as_ref().filter(|e| e.reason == "StartError") {
+        if let Some(exit) = files
+            .exit
+            .as_ref()
+            .filter(|e| e.reason == crate::runtime::spec::ExitReason::StartError)
+        {
             self.event(&sb, &cid, cri::ContainerEventType::ContainerStoppedEvent);
             return Err(RuntimeError::FailedPrecondition(format!(
                 "container {cid} could not start: {}",
@@ -138,7 +147,7 @@ impl CriPods {
             }
         };
         let (signal, grace) = if timeout > 0 {
-            (stop_signal(&self.rt, &files), Duration::from_secs(timeout as u64))
+            (self.rt.stop_signal(&files).await, Duration::from_secs(timeout as u64))
         } else {
             (Signal::SIGKILL, Duration::ZERO)
         };
@@ -162,11 +171,7 @@ impl CriPods {
         let Some(c) = sb.containers.get(&cid).cloned() else {
             return Ok(());
         };
-        let rt = self.rt.clone();
-        let files = c.files.clone();
-        tokio::task::spawn_blocking(move || rt.remove_container(&files))
-            .await
-            .map_err(|e| RuntimeError::FailedPrecondition(format!("remove container: {e}")))??;
+        self.rt.remove_container(&c.files).await?;
         sb.containers.remove(&cid);
         self.event_gone(&sb, &c);
         Ok(())
@@ -223,15 +228,15 @@ impl CriPods {
                 "changing oom_score_adj of a created container is not supported by minilet".into(),
             ));
         }
-        let rt = self.rt.clone();
-        let cgroup = c.files.record.cgroup.clone();
-        tokio::task::spawn_blocking(move || rt.cgroups.apply(&cgroup, &res))
-            .await
-            .map_err(|e| RuntimeError::FailedPrecondition(format!("update resources: {e}")))??;
+        self.rt.apply_resources(&c.files.record.cgroup, res).await?;
         let mut config = c.config.clone();
         config.linux.get_or_insert_with(Default::default).resources = Some(linux);
         let path = c.files.dir.join(CONTAINER_CONFIG);
-        write_pb(&path, &config).map_err(|e| RuntimeError::io(format!("write {}", path.display()), e))?;
+        let written = config.clone();
+        blocking("record the container's config", move || {
+            write_pb(&path, &written).map_err(|e| RuntimeError::io(format!("write {}", path.display()), e))
+        })
+        .await?;
         c.config = config;
         Ok(())
     }
@@ -281,17 +286,6 @@ impl CriPods {
     }
 }
 
-/// The image's STOPSIGNAL, or SIGTERM.
-fn stop_signal(rt: &crate::runtime::Runtime, files: &crate::runtime::state::ContainerFiles) -> Signal {
-    rt.images
-        .get(&files.record.image_id)
-        .ok()
-        .flatten()
-        .and_then(|img| img.config.stop_signal)
-        .and_then(|n| crate::pod::worker::parse_signal(&n))
-        .unwrap_or(Signal::SIGTERM)
-}
-
 fn image_spec(c: &Container) -> cri::ImageSpec {
     c.config.image.clone().unwrap_or_default()
 }
@@ -323,7 +317,7 @@ pub(super) fn status(c: &Container) -> cri::ContainerStatus {
         exit_code: exit.map_or(0, |e| e.exit_code),
         image: Some(image_spec(c)),
         image_ref: c.files.record.image_id.clone(),
-        reason: exit.map(|e| e.reason.clone()).unwrap_or_default(),
+        reason: exit.map(|e| e.reason.as_str().to_string()).unwrap_or_default(),
         message: exit.map(|e| e.message.clone()).unwrap_or_default(),
         labels: c.config.labels.clone(),
         annotations: c.config.annotations.clone(),

@@ -7,10 +7,10 @@ use super::translate;
 use super::{CriPods, SANDBOX_CONFIG, SANDBOX_RECORD, Sandbox, SandboxRecord, write_pb};
 use crate::atomic_file;
 use crate::file_modes;
-use crate::runtime::RuntimeError;
 use crate::runtime::sandbox::{EtcFiles, SandboxConfig};
 use crate::runtime::spec::now_nanos;
 use crate::runtime::state::new_id;
+use crate::runtime::{RuntimeError, blocking};
 
 /// Default size of a sandbox's /dev/shm (containerd's).
 const SHM_SIZE: u64 = 64 * 1024 * 1024;
@@ -58,14 +58,13 @@ impl CriPods {
         let rt = self.rt.clone();
         let prepared = {
             let (dir, config) = (dir.clone(), config.clone());
-            tokio::task::spawn_blocking(move || {
+            blocking("prepare the sandbox", move || {
                 file_modes::create_dir_all(&dir, file_modes::STATE_DIR)
                     .map_err(|e| RuntimeError::io(format!("create {}", dir.display()), e))?;
                 write_pb(&dir.join(SANDBOX_CONFIG), &config)
                     .map_err(|e| RuntimeError::io(format!("write {}", dir.join(SANDBOX_CONFIG).display()), e))
             })
             .await
-            .map_err(|e| RuntimeError::FailedPrecondition(format!("prepare sandbox: {e}")))?
         };
         let started = match prepared {
             Ok(()) => rt.run_sandbox(&cfg, &id).await,
@@ -81,10 +80,18 @@ impl CriPods {
         // The record goes last: a sandbox directory without it is an interrupted
         // RunPodSandbox, cleaned up by the next agent.
         let path = dir.join(SANDBOX_RECORD);
-        if let Err(e) = atomic_file::write_json(&path, &record) {
+        let written = {
+            let record = record.clone();
+            blocking("record the sandbox", move || {
+                atomic_file::write_json(&path, &record)
+                    .map_err(|e| RuntimeError::io(format!("write {}", path.display()), e))
+            })
+            .await
+        };
+        if let Err(e) = written {
             let _ = rt.stop_sandbox(&state).await;
             self.undo_sandbox(&dir, &record).await;
-            return Err(RuntimeError::io(format!("write {}", path.display()), e));
+            return Err(e);
         }
         tracing::info!(sandbox = %id, name = ?config.metadata.as_ref().map(|m| &m.name), pause = state.pause.pid, "CRI sandbox running");
         self.insert(Sandbox {
@@ -99,16 +106,15 @@ impl CriPods {
 
     /// Remove what a failed RunPodSandbox made.
     async fn undo_sandbox(&self, dir: &std::path::Path, record: &SandboxRecord) {
+        let sandbox_cgroup = crate::runtime::Runtime::sandbox_cgroup(&record.cgroup, &record.id);
+        if let Err(e) = self.rt.remove_cgroup(&sandbox_cgroup).await {
+            tracing::warn!(cgroup = %sandbox_cgroup, error = %e, "remove cgroup of a failed sandbox");
+        }
         let rt = self.rt.clone();
-        let (dir, record) = (dir.to_path_buf(), record.clone());
-        let _ = tokio::task::spawn_blocking(move || {
-            let sandbox_cgroup = crate::runtime::Runtime::sandbox_cgroup(&record.cgroup, &record.id);
-            let _ = rt.cgroups.kill(&sandbox_cgroup);
-            if let Err(e) = rt.cgroups.remove(&sandbox_cgroup) {
-                tracing::warn!(cgroup = %sandbox_cgroup, error = %e, "remove cgroup of a failed sandbox");
-            }
-            remove_pod_cgroup_if_unused(&rt, &record.cgroup);
-            let _ = crate::runtime::container::remove_dir_all(&dir);
+        let (dir, pod_cgroup) = (dir.to_path_buf(), record.cgroup.clone());
+        let _ = blocking("remove a failed sandbox", move || {
+            remove_pod_cgroup_if_unused(&rt, &pod_cgroup);
+            crate::runtime::container::remove_dir_all(&dir)
         })
         .await;
     }
@@ -150,24 +156,25 @@ impl CriPods {
             self.remove_container(&cid).await?;
         }
         let guard = sb.lock().await;
-        let rt = self.rt.clone();
         let (dir, record) = (guard.dir.clone(), guard.record.clone());
-        tokio::task::spawn_blocking(move || -> Result<(), RuntimeError> {
-            let sandbox_cgroup = crate::runtime::Runtime::sandbox_cgroup(&record.cgroup, &record.id);
-            let _ = rt.cgroups.kill(&sandbox_cgroup);
-            rt.cgroups.remove(&sandbox_cgroup)?;
-            crate::runtime::container::remove_dir_all(&dir)?;
-            Ok(())
+        self.rt
+            .remove_cgroup(&crate::runtime::Runtime::sandbox_cgroup(&record.cgroup, &record.id))
+            .await?;
+        blocking("remove a sandbox's directory", move || {
+            crate::runtime::container::remove_dir_all(&dir)
         })
-        .await
-        .map_err(|e| RuntimeError::FailedPrecondition(format!("remove sandbox: {e}")))??;
+        .await?;
         drop(guard);
         self.map().remove(&full_id);
         // The pod cgroup is shared by the pod's sandboxes: it goes with the last of them.
         let pod_cgroup = sb.lock().await.record.cgroup.clone();
         if !self.cgroups().contains(&pod_cgroup) {
             let rt = self.rt.clone();
-            let _ = tokio::task::spawn_blocking(move || remove_pod_cgroup_if_unused(&rt, &pod_cgroup)).await;
+            let _ = blocking("remove a pod cgroup", move || {
+                remove_pod_cgroup_if_unused(&rt, &pod_cgroup);
+                Ok(())
+            })
+            .await;
         }
         tracing::info!(sandbox = %full_id, "CRI sandbox removed");
         Ok(())

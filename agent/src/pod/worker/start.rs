@@ -1,0 +1,122 @@
+//! Starting one container attempt: its image, its configuration, the runtime call, and what
+//! the slot does when any of it fails.
+
+use super::{Next, Worker};
+use crate::pod::config::{self, ContainerInputs};
+use crate::pod::status::WaitingReason;
+use crate::runtime::logs;
+use crate::runtime::spec::{ExitReason, now_nanos};
+
+impl Worker {
+    /// Start the container in slot `i` now. Afterwards the slot is running, or knows when to
+    /// try again, or has exited at once (StartError) and been handed to the restart logic.
+    pub(in crate::pod) async fn start(&mut self, i: usize) {
+        // A dead pause means a new sandbox, not a container start that is bound to fail: the
+        // watcher's SandboxDied is on its way and the state will recreate the sandbox.
+        let Some(sandbox) = self.sandbox.filter(|s| s.pause.is_alive()) else {
+            return;
+        };
+        let rt = self.ctx.runtime.clone();
+        let name = self.slots[i].spec.name.clone();
+        let init = self.slots[i].init;
+        let cobj = self.obj.container(&name, init);
+        let Some(image) = self.ensure_image(i) else {
+            return;
+        };
+        self.ctx.image_gc.mark_used(&image.summary.id);
+
+        let attempt = self.slots[i].attempts();
+        let log_path = logs::container_log_path(&self.pod_log_dir(), &name, attempt);
+        let inputs = ContainerInputs {
+            pod: &self.pod,
+            uid: &self.uid,
+            plan: &self.plan,
+            container: &self.slots[i].spec,
+            init,
+            attempt,
+            image: &image,
+            log_path,
+        };
+        let cfg = match config::container_config(&rt, &self.ctx.node, &inputs) {
+            Ok(c) => c,
+            Err(msg) => {
+                self.config_error(i, WaitingReason::CreateContainerConfigError, msg);
+                return;
+            }
+        };
+
+        // The kubelet keeps one dead attempt per container (for `logs --previous`): the one
+        // before it goes now, so there are never more than two.
+        self.retire_previous(i).await;
+        match rt.start_container(&cfg, sandbox.pause).await {
+            Ok(files) => {
+                let slot = &mut self.slots[i];
+                slot.previous = slot.current.take();
+                slot.waiting = None;
+                slot.message.clear();
+                slot.next = Next::Idle;
+                // It could not start (StartError); or it runs, or ran and already ended.
+                let start_error = files.exit.as_ref().filter(|e| e.reason == ExitReason::StartError);
+                if start_error.is_some() && !sandbox.pause.is_alive() {
+                    // The pause died while this container was being set up: not the
+                    // container's failure. Drop the attempt; the sandbox will be recreated.
+                    tracing::info!(pod = %self.obj.name, container = %name, "sandbox died during container start");
+                    if let Err(e) = rt.remove_container_with_log(&files).await {
+                        tracing::warn!(pod = %self.obj.name, container = %name, error = %e, "remove container attempt");
+                    }
+                    return;
+                }
+                if let Some(exit) = start_error {
+                    self.ctx
+                        .events
+                        .warning(&cobj, "Failed", format!("Error: {}", exit.message));
+                } else {
+                    self.ctx
+                        .events
+                        .normal(&cobj, "Created", format!("Created container {name}"));
+                    self.ctx
+                        .events
+                        .normal(&cobj, "Started", format!("Started container {name}"));
+                }
+                if let Some(exit) = files.exit.clone() {
+                    let id = files.record.id.clone();
+                    self.slots[i].current = Some(files);
+                    self.on_exit(&id, exit).await;
+                } else {
+                    self.watch_container(&files);
+                    self.slots[i].current = Some(files);
+                    self.start_probes(i);
+                }
+                // Seen at once by the CRI and the CLI, not after the pod's other starts.
+                self.publish();
+            }
+            Err(e) => {
+                self.ctx.events.warning(&cobj, "Failed", format!("Error: {e}"));
+                self.slots[i].waiting = Some((WaitingReason::CreateContainerError, e.to_string()));
+                self.slots[i].next = Next::StartAt(now_nanos() + self.ctx.backoff.initial.as_nanos() as i64);
+            }
+        }
+    }
+
+    fn config_error(&mut self, i: usize, reason: WaitingReason, msg: String) {
+        let cobj = self.obj.container(&self.slots[i].spec.name, self.slots[i].init);
+        self.ctx.events.warning(&cobj, "Failed", format!("Error: {msg}"));
+        self.retry_later(i, reason, msg);
+    }
+
+    /// Leave slot `i` waiting (`reason`, `msg`) and try again after the initial back-off, as
+    /// any other sync would: the cause may be fixed outside the pod (a hostPath, an image).
+    pub(in crate::pod) fn retry_later(&mut self, i: usize, reason: WaitingReason, msg: String) {
+        self.slots[i].waiting = Some((reason, msg));
+        self.slots[i].next = Next::StartAt(now_nanos() + self.ctx.backoff.initial.as_nanos() as i64);
+    }
+
+    /// Before a new attempt: the one before the current goes (directory, cgroup, log file).
+    async fn retire_previous(&mut self, i: usize) {
+        if let Some(old) = self.slots[i].previous.take()
+            && let Err(e) = self.ctx.runtime.remove_container_with_log(&old).await
+        {
+            tracing::warn!(pod = %self.obj.name, container = %old.record.name, error = %e, "remove old container attempt");
+        }
+    }
+}
