@@ -132,7 +132,7 @@ impl Attach {
         for (i, c) in self.clients.iter().enumerate().filter(|(_, c)| !c.gone) {
             let mut flags = PollFlags::empty();
             // Input from a session with stdin waits while earlier input is not taken.
-            if !(c.stdin && !self.pending.is_empty()) {
+            if !c.stdin || self.pending.is_empty() {
                 flags |= PollFlags::POLLIN;
             }
             if !c.out.is_empty() {
