@@ -86,6 +86,12 @@ impl Client {
         Ok(resp.into_inner().url)
     }
 
+    /// CRI Attach: the streaming URL for a session with the container's own process.
+    pub async fn cri_attach(&self, req: cri::AttachRequest) -> Result<String> {
+        let resp = self.runtime.clone().attach(req).await.map_err(|s| self.err(s))?;
+        Ok(resp.into_inner().url)
+    }
+
     /// CRI PortForward: the streaming URL for the sandbox's ports.
     pub async fn port_forward(&self, sandbox_id: &str, port: Vec<i32>) -> Result<String> {
         let req = cri::PortForwardRequest {

@@ -160,31 +160,19 @@ pub async fn run(args: ExecArgs) -> Result<ExitCode> {
         anyhow::bail!("you must specify at least one command for the container");
     }
     let client = client::connect(&args.socket.socket).await?;
-    let np = pods::get(&client, &args.namespace, &args.pod).await?;
-    let phase = np
-        .pod
-        .status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or_default();
-    if phase == "Succeeded" || phase == "Failed" {
-        anyhow::bail!("cannot exec into a container in a completed pod; current phase is {phase}");
-    }
-    let (container, notice) = pods::container_for_exec(&np.pod, args.container.as_deref())?;
-    if let Some(n) = notice {
-        eprintln!("{n}");
-    }
-    let current = attempts::find(&client, &np.pod, &container)
-        .await?
-        .pop()
-        .filter(|a| a.state == ContainerState::ContainerRunning)
-        .with_context(|| format!("unable to upgrade connection: container not found (\"{container}\")"))?;
+    let (_, _, current) = running_container(
+        &client,
+        &args.namespace,
+        &args.pod,
+        args.container.as_deref(),
+        "cannot exec into a container in a completed pod",
+    )
+    .await?;
 
     let (tty, warning) = use_tty(args.tty, args.stdin, std::io::stdin().is_terminal());
     if let Some(w) = warning {
         eprintln!("{w}");
     }
-    let stdin_size = || terminal::size(std::io::stdin().as_fd());
     let start = ExecStart {
         container_id: current.id,
         cmd: args.command.clone(),
@@ -192,58 +180,114 @@ pub async fn run(args: ExecArgs) -> Result<ExitCode> {
         stdin: args.stdin,
         size: if tty { stdin_size() } else { None },
     };
-
-    let code = {
-        // Raw mode lasts exactly as long as this block: the guard is dropped on every way out.
-        let _raw = if tty {
-            Some(RawMode::enable(std::io::stdin().as_fd())?)
-        } else {
-            None
-        };
-        let (in_tx, in_rx) = mpsc::channel(64);
-        if args.stdin {
-            spawn_stdin(in_tx.clone());
-        }
-        if tty {
-            let tx = in_tx.clone();
-            tokio::spawn(async move { forward_resizes(tx, stdin_size).await });
-        }
-        drop(in_tx);
-        let (req_tx, req_rx) = mpsc::channel(64);
-        let socket = args.socket.socket.clone();
-        let exec = minilet_proto::runtime::v1::ExecRequest {
-            container_id: start.container_id.clone(),
-            cmd: start.cmd.clone(),
-            tty,
-            stdin: args.stdin,
-            stdout: true,
-            stderr: !tty,
-        };
-        let open = async {
-            let url = client.cri_exec(exec).await?;
-            super::exec_stream::open(url, tty, args.stdin, req_rx).await
-        };
-        let session = async {
-            session(
-                start,
-                req_tx,
-                open,
-                in_rx,
-                &mut std::io::stdout(),
-                &mut std::io::stderr(),
-                |s| super::errors::from_status(s, &socket),
-            )
-            .await
-        };
-        tokio::select! {
-            code = session => code?,
-            sig = termination(tty) => 128 + sig?,
-        }
+    let exec = minilet_proto::runtime::v1::ExecRequest {
+        container_id: start.container_id.clone(),
+        cmd: start.cmd.clone(),
+        tty,
+        stdin: args.stdin,
+        stdout: true,
+        stderr: !tty,
     };
+    let streams = Streams {
+        tty,
+        raw: tty,
+        stdin: args.stdin,
+    };
+    let code = run_streams(start, streams, &args.socket.socket, client.cri_exec(exec)).await?;
     if code != 0 {
         eprintln!("command terminated with exit code {code}");
     }
     Ok(ExitCode::from(exit_status(code)))
+}
+
+/// The pod, the container (`requested`, else the default one, with kubectl's notice) and
+/// its running attempt, for a session with it. `completed`: the refusal for a completed pod.
+pub async fn running_container(
+    client: &client::Client,
+    namespace: &str,
+    pod: &str,
+    requested: Option<&str>,
+    completed: &str,
+) -> Result<(k8s_openapi::api::core::v1::Pod, String, attempts::Attempt)> {
+    let np = pods::get(client, namespace, pod).await?;
+    let phase = np
+        .pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or_default();
+    if phase == "Succeeded" || phase == "Failed" {
+        anyhow::bail!("{completed}; current phase is {phase}");
+    }
+    let (container, notice) = pods::container_for_exec(&np.pod, requested)?;
+    if let Some(n) = notice {
+        eprintln!("{n}");
+    }
+    let current = attempts::find(client, &np.pod, &container)
+        .await?
+        .pop()
+        .filter(|a| a.state == ContainerState::ContainerRunning)
+        .with_context(|| format!("unable to upgrade connection: container not found (\"{container}\")"))?;
+    Ok((np.pod, container, current))
+}
+
+/// The local side of a session: the streams it opens, whether the local terminal is raw.
+pub struct Streams {
+    /// The remote side is a terminal: one output stream, and resizes.
+    pub tty: bool,
+    /// The local terminal is raw (and its size is sent) for the session.
+    pub raw: bool,
+    pub stdin: bool,
+}
+
+pub fn stdin_size() -> Option<TerminalSize> {
+    terminal::size(std::io::stdin().as_fd())
+}
+
+/// Run one session at the streaming URL `url` gives (CRI Exec or Attach) until its exit
+/// code: local stdin and terminal resizes in, output out; a terminating signal ends it.
+pub async fn run_streams(
+    start: ExecStart,
+    s: Streams,
+    socket: &std::path::Path,
+    url: impl Future<Output = Result<String>>,
+) -> Result<i32> {
+    // Raw mode lasts exactly as long as this function: the guard is dropped on every way out.
+    let _raw = if s.raw {
+        Some(RawMode::enable(std::io::stdin().as_fd())?)
+    } else {
+        None
+    };
+    let (in_tx, in_rx) = mpsc::channel(64);
+    if s.stdin {
+        spawn_stdin(in_tx.clone());
+    }
+    if s.raw {
+        let tx = in_tx.clone();
+        tokio::spawn(async move { forward_resizes(tx, stdin_size).await });
+    }
+    drop(in_tx);
+    let (req_tx, req_rx) = mpsc::channel(64);
+    let open = async {
+        let url = url.await?;
+        super::exec_stream::open(url, s.tty, s.stdin, req_rx).await
+    };
+    let session = async {
+        session(
+            start,
+            req_tx,
+            open,
+            in_rx,
+            &mut std::io::stdout(),
+            &mut std::io::stderr(),
+            |st| super::errors::from_status(st, socket),
+        )
+        .await
+    };
+    tokio::select! {
+        code = session => code,
+        sig = termination(s.raw) => Ok(128 + sig?),
+    }
 }
 
 /// Signals that end the session. In raw mode the terminal sends no SIGINT, but a signal from

@@ -1,8 +1,9 @@
 //! The `minilet` command line: the agent itself, local image management, the kubectl-like
-//! client commands that talk to a running agent over its socket (get, describe, logs, exec,
+//! client commands that talk to a running agent over its socket (get, describe, logs, exec, attach,
 //! top, version), and the hidden helper subcommands the agent re-executes itself with (see
 //! [`crate::runtime::helper`]).
 
+pub mod attach;
 pub mod attempts;
 pub mod client;
 pub mod describe;
@@ -61,6 +62,8 @@ pub enum Command {
     Logs(logs::LogsArgs),
     /// Execute a command in a container (like kubectl exec).
     Exec(exec::ExecArgs),
+    /// Attach to the process of a running container (like kubectl attach).
+    Attach(attach::AttachArgs),
     /// Forward local ports to a pod (like kubectl port-forward).
     PortForward(port_forward::PortForwardArgs),
     /// CPU and memory usage of pods (like kubectl top).
@@ -84,6 +87,7 @@ pub async fn run_client(command: Command) -> anyhow::Result<std::process::ExitCo
         Command::Describe(a) => describe::run(a).await,
         Command::Logs(a) => logs::run(a).await,
         Command::Exec(a) => exec::run(a).await,
+        Command::Attach(a) => attach::run(a).await,
         Command::PortForward(a) => port_forward::run(a).await,
         Command::Top(a) => top::run(a).await,
         Command::Version(a) => version::run(a).await,

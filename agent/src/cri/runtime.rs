@@ -71,6 +71,25 @@ impl RuntimeSvc {
         Ok(())
     }
 
+    /// Check an exec or attach request as the kubelet does (one of stdin/stdout/stderr, not
+    /// tty with stderr, a running container) and keep it under a streaming URL.
+    async fn streaming_url(&self, mut p: streaming::ExecParams) -> Result<String, Status> {
+        if !(p.stdin || p.stdout || p.stderr) {
+            return Err(Status::invalid_argument("one of stdin, stdout, or stderr must be set"));
+        }
+        if p.tty && p.stderr {
+            return Err(Status::invalid_argument("tty and stderr cannot both be true"));
+        }
+        let files = self.container_files(&p.container_id).await?;
+        if files.state.is_none() || files.exit.is_some() {
+            return Err(
+                RuntimeError::FailedPrecondition(format!("container {} is not running", files.record.id)).into(),
+            );
+        }
+        p.container_id = files.record.id.clone();
+        self.0.streaming.url_for(streaming::Request::Exec(p))
+    }
+
     fn refuse<T>(&self, what: &str) -> Result<Response<T>, Status> {
         Err(RuntimeError::FailedPrecondition(format!(
             "{what}: minilet runs static pods from its manifests directory ({}); add, edit or remove a manifest there instead",
@@ -372,37 +391,33 @@ impl cri::runtime_service_server::RuntimeService for RuntimeSvc {
         if req.cmd.is_empty() {
             return Err(Status::invalid_argument("cmd must not be empty"));
         }
-        if !(req.stdin || req.stdout || req.stderr) {
-            return Err(Status::invalid_argument("one of stdin, stdout, or stderr must be set"));
-        }
-        if req.tty && req.stderr {
-            return Err(Status::invalid_argument("tty and stderr cannot both be true"));
-        }
-        let files = self.container_files(&req.container_id).await?;
-        if files.state.is_none() || files.exit.is_some() {
-            return Err(
-                RuntimeError::FailedPrecondition(format!("container {} is not running", files.record.id)).into(),
-            );
-        }
         let url = self
-            .0
-            .streaming
-            .url_for(streaming::Request::Exec(streaming::ExecParams {
-                container_id: files.record.id.clone(),
-                cmd: req.cmd,
+            .streaming_url(streaming::ExecParams {
+                container_id: req.container_id,
+                target: streaming::Target::Command(req.cmd),
                 tty: req.tty,
                 stdin: req.stdin,
                 stdout: req.stdout,
                 stderr: req.stderr,
-            }))?;
+            })
+            .await?;
         Ok(Response::new(cri::ExecResponse { url }))
     }
 
-    async fn attach(&self, _: Request<cri::AttachRequest>) -> R<cri::AttachResponse> {
-        Err(RuntimeError::Unimplemented(
-            "Attach is not supported: containers have no stdin; read their logs instead".into(),
-        )
-        .into())
+    async fn attach(&self, req: Request<cri::AttachRequest>) -> R<cri::AttachResponse> {
+        let req = req.into_inner();
+        // stdin reaches the container only if it has stdin (settled when the client connects).
+        let url = self
+            .streaming_url(streaming::ExecParams {
+                container_id: req.container_id,
+                target: streaming::Target::Attach,
+                tty: req.tty,
+                stdin: req.stdin,
+                stdout: req.stdout,
+                stderr: req.stderr,
+            })
+            .await?;
+        Ok(Response::new(cri::AttachResponse { url }))
     }
 
     async fn port_forward(&self, req: Request<cri::PortForwardRequest>) -> R<cri::PortForwardResponse> {

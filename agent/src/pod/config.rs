@@ -17,7 +17,7 @@ use crate::runtime::Runtime;
 use crate::runtime::capabilities;
 use crate::runtime::container::ContainerConfig;
 use crate::runtime::sandbox::{EtcFiles, SandboxConfig};
-use crate::runtime::spec::{BindMount, ProcessSpec, SandboxNamespaces, UserSpec};
+use crate::runtime::spec::{BindMount, ProcessSpec, SandboxNamespaces, StdioSpec, UserSpec};
 
 /// Default size of a pod's /dev/shm (containerd's).
 pub const SHM_SIZE: u64 = 64 * 1024 * 1024;
@@ -318,6 +318,11 @@ pub fn container_config(rt: &Runtime, node: &NodeInfo, i: &ContainerInputs) -> R
             capabilities,
             no_new_privileges: sc.allow_privilege_escalation == Some(false),
             seccomp: None,
+            stdio: StdioSpec {
+                stdin: c.stdin == Some(true),
+                stdin_once: c.stdin_once == Some(true),
+                tty: c.tty == Some(true),
+            },
         },
         mounts: mounts(rt, i)?,
         readonly_rootfs: sc.read_only_root_filesystem == Some(true),

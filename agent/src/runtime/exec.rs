@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::unix::pipe;
 
 use super::process::{PidFd, ProcessId};
@@ -39,6 +39,11 @@ pub mod frame {
     pub const STDIN: u8 = 1;
     pub const RESIZE: u8 = 2;
     pub const CLOSE_STDIN: u8 = 3;
+    /// Attach only, sent first: this session carries stdin (see the monitor's attach).
+    pub const ATTACH_STDIN: u8 = 4;
+    /// The most stdin one frame carries: larger input is split (the monitor refuses frames
+    /// much larger).
+    pub const STDIN_CHUNK: usize = 32 * 1024;
     /// Helper → agent.
     pub const STDOUT: u8 = 1;
     pub const STDERR: u8 = 2;
@@ -64,6 +69,11 @@ pub mod frame {
     impl Decoder {
         pub fn feed(&mut self, data: &[u8]) {
             self.buf.extend_from_slice(data);
+        }
+
+        /// Bytes received but not yet returned as frames.
+        pub fn buffered(&self) -> usize {
+            self.buf.len()
         }
 
         /// The next complete frame, if one has arrived.
@@ -98,16 +108,27 @@ pub enum ExecOutput {
     Exit(i32),
 }
 
-/// Sends input to an exec'd process.
+/// Where frames go: the exec helper's stdin, or a monitor's attach socket.
+pub(super) type FrameSink = Box<dyn AsyncWrite + Send + Unpin>;
+/// Where frames come from: the exec helper's stdout, or a monitor's attach socket.
+pub(super) type FrameSource = Box<dyn AsyncRead + Send + Unpin>;
+
+/// Sends input to an exec'd process (or an attached container).
 pub struct ExecStdin {
-    tx: Option<pipe::Sender>,
+    tx: Option<FrameSink>,
 }
 
 impl ExecStdin {
     pub async fn send(&mut self, input: ExecInput) -> std::io::Result<()> {
         let Some(tx) = self.tx.as_mut() else { return Ok(()) };
         let bytes = match input {
-            ExecInput::Stdin(data) => frame::encode(frame::STDIN, &data),
+            ExecInput::Stdin(data) => {
+                let mut out = Vec::with_capacity(data.len() + 5);
+                for chunk in data.chunks(frame::STDIN_CHUNK) {
+                    out.extend(frame::encode(frame::STDIN, chunk));
+                }
+                out
+            }
             ExecInput::Resize(w, h) => frame::encode(frame::RESIZE, &[w.to_be_bytes(), h.to_be_bytes()].concat()),
             ExecInput::CloseStdin => frame::encode(frame::CLOSE_STDIN, &[]),
         };
@@ -115,18 +136,21 @@ impl ExecStdin {
     }
 }
 
-/// Receives the output of an exec'd process.
+/// Receives the output of an exec'd process (or an attached container).
 pub struct ExecOutputs {
-    rx: pipe::Receiver,
+    rx: FrameSource,
     decoder: frame::Decoder,
     done: bool,
     /// The command's process group, once the helper has said it (0 before).
     group: Arc<AtomicI32>,
+    /// The status an end without an exit frame stands for: an exec helper that vanished
+    /// (137, killed), a monitor that let an attach session go (0, as the kubelet's Success).
+    lost: i32,
 }
 
 impl ExecOutputs {
-    /// The next output; `None` after the exit status (or if the helper vanished, after a
-    /// synthesized exit 137).
+    /// The next output; `None` after the exit status (or if the other side vanished, after
+    /// a synthesized one, see `lost`).
     pub async fn next(&mut self) -> Option<ExecOutput> {
         if self.done {
             return None;
@@ -157,7 +181,7 @@ impl ExecOutputs {
             match self.rx.read(&mut buf).await {
                 Ok(0) | Err(_) => {
                     self.done = true;
-                    return Some(ExecOutput::Exit(137));
+                    return Some(ExecOutput::Exit(self.lost));
                 }
                 Ok(n) => self.decoder.feed(&buf[..n]),
             }
@@ -169,20 +193,23 @@ impl ExecOutputs {
 /// started) when dropped before the command ended: a client that goes away, or a probe that
 /// timed out, must not leave processes behind.
 pub struct ExecGuard {
-    helper: PidFd,
+    /// `None` for an attach session: the container's process is not the client's to end.
+    helper: Option<PidFd>,
     group: Arc<AtomicI32>,
 }
 
 impl Drop for ExecGuard {
     fn drop(&mut self) {
-        if !self.helper.has_exited() {
+        if let Some(helper) = &self.helper
+            && !helper.has_exited()
+        {
             // While the helper lives it has not reaped the command, so the group's number
             // cannot have been reused.
             let group = self.group.load(Ordering::SeqCst);
             if group > 0 {
                 let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group), nix::sys::signal::Signal::SIGKILL);
             }
-            let _ = self.helper.signal(nix::sys::signal::Signal::SIGKILL);
+            let _ = helper.signal(nix::sys::signal::Signal::SIGKILL);
         }
     }
 }
@@ -192,6 +219,26 @@ pub struct ExecSession {
     pub stdin: ExecStdin,
     pub outputs: ExecOutputs,
     pub guard: ExecGuard,
+}
+
+impl ExecSession {
+    /// A session over a stream of frames. `helper` (the exec helper) is killed with the
+    /// command's group if the session is dropped before the command ended; `lost` is the
+    /// status an end without an exit frame stands for (see [`ExecOutputs`]).
+    pub(super) fn over(tx: FrameSink, rx: FrameSource, helper: Option<PidFd>, lost: i32) -> ExecSession {
+        let group = Arc::new(AtomicI32::new(0));
+        ExecSession {
+            stdin: ExecStdin { tx: Some(tx) },
+            outputs: ExecOutputs {
+                rx,
+                decoder: frame::Decoder::default(),
+                done: false,
+                group: group.clone(),
+                lost,
+            },
+            guard: ExecGuard { helper, group },
+        }
+    }
 }
 
 /// The result of running a command to completion.
@@ -244,17 +291,7 @@ impl Runtime {
             .context(|| "exec stdin pipe".into())?;
         let rx = pipe::Receiver::from_owned_fd(to_pipe(child.stdout.take().map(OwnedFd::from))?)
             .context(|| "exec stdout pipe".into())?;
-        let group = Arc::new(AtomicI32::new(0));
-        Ok(ExecSession {
-            stdin: ExecStdin { tx: Some(tx) },
-            outputs: ExecOutputs {
-                rx,
-                decoder: frame::Decoder::default(),
-                done: false,
-                group: group.clone(),
-            },
-            guard: ExecGuard { helper, group },
-        })
+        Ok(ExecSession::over(Box::new(tx), Box::new(rx), Some(helper), 137))
     }
 
     /// Run a command to completion (CRI ExecSync). `None` if it did not finish in `timeout`

@@ -5,6 +5,7 @@
 //! [`crate::pod`], how that is done on Linux is worked out here. The namespace and mount work
 //! itself happens in helper processes ([`helper`]), never in the multi-threaded agent.
 
+pub mod attach;
 pub mod capabilities;
 pub mod container;
 pub mod cri;

@@ -119,6 +119,20 @@ pub struct ProcessSpec {
     /// `None` runs unconfined. Also applies to processes exec'd into the container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seccomp: Option<super::seccomp::Profile>,
+    /// The container's own stdin and terminal (`stdin`, `stdinOnce`, `tty` of the pod spec or
+    /// the CRI ContainerConfig). Not used for processes exec'd into the container.
+    #[serde(default)]
+    pub stdio: StdioSpec,
+}
+
+/// How the container's main process is wired: stdin a pipe the monitor holds (else
+/// /dev/null), or a terminal whose master the monitor holds. Attach reaches both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StdioSpec {
+    pub stdin: bool,
+    /// Close stdin when the first attach session that used it ends (pipes only, as containerd).
+    pub stdin_once: bool,
+    pub tty: bool,
 }
 
 /// Who the process runs as. Names are resolved inside the container's root filesystem.

@@ -12,6 +12,7 @@
 //!     state.json       ContainerState (written by the monitor once the process exec'd)
 //!     exit.json        ContainerExit  (written by the monitor when the process exited)
 //!     monitor.log      the monitor's own diagnostics
+//!     attach           the monitor's attach socket (0600) while the process runs
 //!     upper/ work/ rootfs/   the writable layer, overlay's work dir, the mount point
 //! ```
 //!
@@ -144,6 +145,8 @@ pub fn path_component(name: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+const ATTACH_SOCKET: &str = "attach";
+
 /// Everything known about one container attempt on disk.
 #[derive(Debug, Clone)]
 pub struct ContainerFiles {
@@ -165,6 +168,14 @@ impl ContainerFiles {
     }
     pub fn exit_path(dir: &Path) -> PathBuf {
         dir.join("exit.json")
+    }
+    pub fn attach_path(dir: &Path) -> PathBuf {
+        dir.join(ATTACH_SOCKET)
+    }
+    /// The attach socket's address through an open handle of its directory: short enough
+    /// for a socket address (108 bytes) however long the directory's path is.
+    pub fn attach_address(dir: &impl std::os::fd::AsRawFd) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}/{ATTACH_SOCKET}", dir.as_raw_fd()))
     }
 
     pub fn load(dir: &Path) -> io::Result<Option<Self>> {

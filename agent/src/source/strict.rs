@@ -216,7 +216,6 @@ pub fn not_implemented(pod: &Pod) -> Vec<String> {
             let path = format!("spec.{list}[{i}]");
             note(c.lifecycle.is_some(), &format!("{path}.lifecycle"));
             note(nonempty(&c.volume_devices), &format!("{path}.volumeDevices"));
-            note(c.stdin_once == Some(true), &format!("{path}.stdinOnce"));
             note(
                 c.security_context
                     .as_ref()

@@ -1,5 +1,5 @@
-//! Starting the process a streaming exec request names, and the pieces of its protocols
-//! that SPDY and WebSocket share.
+//! Starting the process a streaming exec request names (or attaching to the container's
+//! own), and the pieces of its protocols that SPDY and WebSocket share.
 
 use std::sync::Arc;
 
@@ -7,26 +7,35 @@ use crate::runtime::exec::{ExecInput, ExecSession};
 
 use super::Streaming;
 
-/// What an exec request asked for.
+/// What a remotecommand session runs against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A new process in the container (CRI Exec).
+    Command(Vec<String>),
+    /// The container's own process (CRI Attach).
+    Attach,
+}
+
+/// What an exec or attach request asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecParams {
     pub container_id: String,
-    pub cmd: Vec<String>,
+    pub target: Target,
     pub tty: bool,
     pub stdin: bool,
     pub stdout: bool,
     pub stderr: bool,
 }
 
-/// Start the command; the error is the message for the client's error stream.
+/// Start the command, or attach; the error is the message for the client's error stream.
 pub async fn start(server: &Arc<Streaming>, p: &ExecParams) -> Result<ExecSession, String> {
     let files = server.container_files(&p.container_id).await?;
-    server
-        .ctx
-        .runtime
-        .exec(&files, p.cmd.clone(), p.tty, p.stdin, None)
-        .await
-        .map_err(|e| e.to_string())
+    let runtime = &server.ctx.runtime;
+    match &p.target {
+        Target::Command(cmd) => runtime.exec(&files, cmd.clone(), p.tty, p.stdin, None).await,
+        Target::Attach => runtime.attach(&files, p.stdin).await,
+    }
+    .map_err(|e| e.to_string())
 }
 
 /// A terminal size message (`{"Width":80,"Height":24}`, remotecommand's TerminalSize),

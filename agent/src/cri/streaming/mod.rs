@@ -1,4 +1,4 @@
-//! The CRI streaming server, as the kubelet's: CRI `Exec` and `PortForward` return a URL
+//! The CRI streaming server, as the kubelet's: CRI `Exec`, `Attach` and `PortForward` return a URL
 //! on this loopback HTTP server with a random single-use token that expires; the client
 //! connects there and upgrades to SPDY/3.1 or WebSocket to speak remotecommand
 //! (`v4`/`v5.channel.k8s.io`) or `portforward.k8s.io`.
@@ -22,7 +22,7 @@ use hyper::{Request as HttpRequest, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tonic::Status;
 
-pub use exec::ExecParams;
+pub use exec::{ExecParams, Target};
 pub use portforward::PROTOCOL as PORT_FORWARD_PROTOCOL;
 pub use remotecommand::V4 as EXEC_PROTOCOL;
 pub use requests::Request;

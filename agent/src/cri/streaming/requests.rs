@@ -16,15 +16,21 @@ const MAX_PENDING: usize = 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
+    /// Exec or attach (remotecommand either way).
     Exec(super::ExecParams),
-    PortForward { sandbox_id: String },
+    PortForward {
+        sandbox_id: String,
+    },
 }
 
 impl Request {
     /// The URL path segment it is served under.
     pub fn path(&self) -> &'static str {
         match self {
-            Request::Exec(_) => "exec",
+            Request::Exec(p) => match p.target {
+                super::exec::Target::Command(_) => "exec",
+                super::exec::Target::Attach => "attach",
+            },
             Request::PortForward { .. } => "portforward",
         }
     }

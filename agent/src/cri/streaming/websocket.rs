@@ -48,10 +48,13 @@ pub async fn exec(server: Arc<Streaming>, ws: Ws, protocol: &str, p: ExecParams)
     } else {
         ERROR
     };
+    // Started (or attached) first: once the client hears the stream is up, the session is
+    // (an attach client sees all output from then on).
+    let started = exec::start(&server, &p).await;
     if tx.send(frame(first, &[])).await.is_err() {
         return;
     }
-    let session = match exec::start(&server, &p).await {
+    let session = match started {
         Ok(s) => s,
         Err(e) => {
             let _ = tx.send(frame(ERROR, &status::internal(&e))).await;

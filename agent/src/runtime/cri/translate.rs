@@ -11,7 +11,7 @@ use crate::images::Image;
 use crate::pod::command;
 use crate::runtime::RuntimeError;
 use crate::runtime::container::ContainerConfig;
-use crate::runtime::spec::{BindMount, ProcessSpec, SandboxNamespaces, UserSpec};
+use crate::runtime::spec::{BindMount, ProcessSpec, SandboxNamespaces, StdioSpec, UserSpec};
 use crate::runtime::{capabilities, seccomp};
 
 /// What the runtime makes of a PodSandboxConfig.
@@ -284,11 +284,6 @@ pub fn container(i: &ContainerInputs) -> Result<ContainerConfig, RuntimeError> {
     if meta.name.is_empty() {
         return Err(invalid("metadata.name is required"));
     }
-    if c.stdin || c.tty || c.stdin_once {
-        return Err(unimplemented(
-            "stdin/tty for a container's own process are not supported by minilet yet",
-        ));
-    }
     if !c.devices.is_empty() {
         return Err(unimplemented("devices are not supported by minilet yet"));
     }
@@ -464,6 +459,11 @@ pub fn container(i: &ContainerInputs) -> Result<ContainerConfig, RuntimeError> {
             capabilities,
             no_new_privileges: sc.no_new_privs,
             seccomp: None,
+            stdio: StdioSpec {
+                stdin: c.stdin,
+                stdin_once: c.stdin_once,
+                tty: c.tty,
+            },
         },
         mounts,
         readonly_rootfs: sc.readonly_rootfs,

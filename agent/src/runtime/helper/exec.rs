@@ -10,7 +10,7 @@
 
 use std::ffi::OsStr;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::process::ExitCode;
 
 use nix::fcntl::OFlag;
@@ -68,7 +68,7 @@ fn run(spec: &ExecSpec, out: &mut impl Write) -> Result<(), String> {
     // Our end and the child's end of each stream.
     let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe2: {e}"));
     let (ours_in, ours_out, ours_err, child) = if spec.tty {
-        let (master, slave) = open_pty(spec.size)?;
+        let (master, slave) = super::pty::open(spec.size)?;
         let slave2 = slave.try_clone().map_err(|e| format!("dup pty: {e}"))?;
         let slave3 = slave.try_clone().map_err(|e| format!("dup pty: {e}"))?;
         let master_in = master.try_clone().map_err(|e| format!("dup pty: {e}"))?;
@@ -141,11 +141,7 @@ fn child_exec(
     let extra_env: Vec<String> = if spec.tty { vec!["TERM=xterm".into()] } else { vec![] };
     super::init::become_and_exec(&container.process, &spec.cmd, &extra_env, || {
         if spec.tty {
-            nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
-            // SAFETY: TIOCSCTTY on our pty slave makes it the controlling terminal; no memory.
-            if unsafe { libc::ioctl(stdio.stdout.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
-                return Err(format!("TIOCSCTTY: {}", std::io::Error::last_os_error()));
-            }
+            super::pty::make_controlling(stdio.stdout.as_fd())?;
         }
         let stdin = stdio.stdin.as_ref().map_or(devnull.as_fd(), |f| f.as_fd());
         nix::unistd::dup2_stdin(stdin).map_err(|e| format!("dup2 stdin: {e}"))?;
@@ -153,40 +149,6 @@ fn child_exec(
         let stderr = stdio.stderr.as_ref().map_or(stdio.stdout.as_fd(), |f| f.as_fd());
         nix::unistd::dup2_stderr(stderr).map_err(|e| format!("dup2 stderr: {e}"))
     })
-}
-
-/// A pty pair from the container's devpts (we are in its mount namespace).
-fn open_pty(size: Option<(u16, u16)>) -> Result<(OwnedFd, OwnedFd), String> {
-    use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
-    let master =
-        posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).map_err(|e| format!("open /dev/ptmx: {e}"))?;
-    grantpt(&master).map_err(|e| format!("grantpt: {e}"))?;
-    unlockpt(&master).map_err(|e| format!("unlockpt: {e}"))?;
-    let name = ptsname_r(&master).map_err(|e| format!("ptsname: {e}"))?;
-    let slave = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
-        .open(&name)
-        .map_err(|e| format!("open {name}: {e}"))?;
-    let master: OwnedFd = master.into();
-    if let Some((w, h)) = size {
-        set_size(master.as_fd(), w, h);
-    }
-    Ok((master, slave.into()))
-}
-
-use std::os::unix::fs::OpenOptionsExt;
-
-fn set_size(fd: BorrowedFd<'_>, width: u16, height: u16) {
-    let ws = libc::winsize {
-        ws_row: height,
-        ws_col: width,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads one winsize from the pointer we pass.
-    unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
 }
 
 /// Move bytes until the process exits and its output is drained; then report the status.
@@ -296,7 +258,7 @@ fn handle_input(kind: u8, payload: &[u8], stdin: &mut Option<OwnedFd>, tty: bool
                 u16::from_be_bytes([payload[2], payload[3]]),
             );
             if let Some(fd) = outputs.first().and_then(|(fd, _)| fd.as_ref()) {
-                set_size(fd.as_fd(), w, h);
+                super::pty::set_size(fd.as_fd(), w, h);
             }
         }
         // A terminal has no separate end of input; closing our copy of the master would not

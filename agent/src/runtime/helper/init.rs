@@ -7,7 +7,8 @@
 //! 3. setns into the pause's network, IPC, UTS and mount namespaces in one call (a pidfd
 //!    names them all), then unshare a private mount namespace copied from the pod's;
 //! 4. build the root filesystem and pivot_root into it ([`crate::runtime::rootfs`]);
-//! 5. resolve the user inside the new root; stdio; drop capabilities; no_new_privs; switch
+//! 5. resolve the user inside the new root; stdio (pipes, or a terminal opened here whose
+//!    master is sent to the monitor); drop capabilities; no_new_privs; switch
 //!    user; signals, umask; the seccomp filter where runc loads it ([`drop_privileges`]);
 //! 6. execve.
 //!
@@ -31,17 +32,25 @@ use crate::runtime::{capabilities, rootfs, user};
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-pub(super) fn run(spec: &ContainerSpec, pause: &PidFd, stdout: OwnedFd, stderr: OwnedFd, errors: OwnedFd) -> ! {
-    let Err(msg) = setup_and_exec(spec, pause, &stdout, &stderr);
+/// The container process's side of its stdio, as the monitor prepared it.
+pub(super) enum Stdio {
+    /// `stdin`: the read end of the monitor's stdin pipe; `None` reads /dev/null.
+    Pipes {
+        stdin: Option<OwnedFd>,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
+    /// A terminal from the container's own devpts, opened once inside its root (so `tty`
+    /// names it there); its master goes back to the monitor over `console`.
+    Tty { console: OwnedFd },
+}
+
+pub(super) fn run(spec: &ContainerSpec, pause: &PidFd, stdio: Stdio, errors: OwnedFd) -> ! {
+    let Err(msg) = setup_and_exec(spec, pause, &stdio);
     child_fail(&errors, &msg)
 }
 
-fn setup_and_exec(
-    spec: &ContainerSpec,
-    pause: &PidFd,
-    stdout: &OwnedFd,
-    stderr: &OwnedFd,
-) -> Result<Infallible, String> {
+fn setup_and_exec(spec: &ContainerSpec, pause: &PidFd, stdio: &Stdio) -> Result<Infallible, String> {
     // Device nodes and mount points get exactly the modes we ask for.
     nix::sys::stat::umask(Mode::empty());
 
@@ -67,10 +76,26 @@ fn setup_and_exec(
     rootfs::pivot(&Linux, &spec.rootfs.target).map_err(|e| format!("pivot_root: {e}"))?;
 
     let devnull = std::fs::File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
-    become_and_exec(&spec.process, &spec.process.args, &[], || {
-        nix::unistd::dup2_stdin(devnull.as_fd()).map_err(|e| format!("dup2 stdin: {e}"))?;
-        nix::unistd::dup2_stdout(stdout.as_fd()).map_err(|e| format!("dup2 stdout: {e}"))?;
-        nix::unistd::dup2_stderr(stderr.as_fd()).map_err(|e| format!("dup2 stderr: {e}"))
+    // containerd's default for a terminal; the pod's own TERM wins.
+    let extra_env: Vec<String> = match stdio {
+        Stdio::Tty { .. } => vec!["TERM=xterm".into()],
+        Stdio::Pipes { .. } => Vec::new(),
+    };
+    become_and_exec(&spec.process, &spec.process.args, &extra_env, || match stdio {
+        Stdio::Pipes { stdin, stdout, stderr } => {
+            let stdin = stdin.as_ref().map_or(devnull.as_fd(), |f| f.as_fd());
+            nix::unistd::dup2_stdin(stdin).map_err(|e| format!("dup2 stdin: {e}"))?;
+            nix::unistd::dup2_stdout(stdout.as_fd()).map_err(|e| format!("dup2 stdout: {e}"))?;
+            nix::unistd::dup2_stderr(stderr.as_fd()).map_err(|e| format!("dup2 stderr: {e}"))
+        }
+        Stdio::Tty { console } => {
+            let (master, slave) = super::pty::open(None)?;
+            super::pty::make_controlling(slave.as_fd())?;
+            nix::unistd::dup2_stdin(slave.as_fd()).map_err(|e| format!("dup2 stdin: {e}"))?;
+            nix::unistd::dup2_stdout(slave.as_fd()).map_err(|e| format!("dup2 stdout: {e}"))?;
+            nix::unistd::dup2_stderr(slave.as_fd()).map_err(|e| format!("dup2 stderr: {e}"))?;
+            super::pty::send_fd(console.as_fd(), master.as_fd())
+        }
     })
 }
 
@@ -239,6 +264,7 @@ mod tests {
                 listener_metadata: None,
                 syscalls: Vec::new(),
             }),
+            stdio: Default::default(),
         }
     }
 

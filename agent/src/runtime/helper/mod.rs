@@ -7,8 +7,8 @@
 //! - `minilet __sandbox SPEC`: creates the pod's namespaces and forks the pause into them
 //!   ([`sandbox`]), records it, reports, exits.
 //! - `minilet __monitor SPEC`: forks the container process ([`init`] sets it up and execs),
-//!   then stays as its monitor ([`monitor`]): holds its stdout/stderr pipes, writes the CRI
-//!   log, waits for the exit and records it. Monitors outlive agent restarts, so neither log
+//!   then stays as its monitor ([`monitor`]): holds its stdio (pipes or a terminal), writes
+//!   the CRI log, serves attach clients ([`attach`]), waits for the exit and records it. Monitors outlive agent restarts, so neither log
 //!   lines nor exit codes are lost while no agent runs.
 //!
 //! - `minilet __exec SPEC`: runs a command inside a running container and relays its stdio
@@ -16,9 +16,11 @@
 //!
 //! The first two answer on stdout with one JSON line ([`super::spec::Report`]).
 
+mod attach;
 pub mod exec;
 mod init;
 pub mod monitor;
+mod pty;
 pub mod sandbox;
 
 use std::ffi::OsString;

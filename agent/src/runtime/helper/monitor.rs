@@ -1,8 +1,10 @@
 //! `minilet __monitor SPEC`: start one container process and stay with it until it exits.
 //!
-//! The monitor owns the read ends of the container's stdout and stderr, so the container
-//! never writes into a pipe nobody reads (no SIGPIPE, no blocking) whether or not an agent
-//! runs; it turns the output into CRI log records; when the process exits it records the
+//! The monitor owns the read ends of the container's stdout and stderr (or the master of its
+//! terminal, whose output is logged as stdout), so the container never writes into a pipe
+//! nobody reads (no SIGPIPE, no blocking) whether or not an agent runs; it turns the output
+//! into CRI log records; it holds the write end of the container's stdin (with `stdin`) and
+//! serves attach clients ([`super::attach`]); when the process exits it records the
 //! exit code, signal and OOM kill in `exit.json`. The agent learns of the exit by watching
 //! the monitor's pidfd and reading that file, which works just as well for an agent that was
 //! restarted in between.
@@ -34,6 +36,7 @@ use nix::sched::CloneFlags;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
 
+use super::attach::{self, Attach};
 use super::{ErrorPipe, read_spec, report};
 use crate::atomic_file;
 use crate::file_modes;
@@ -75,9 +78,22 @@ struct Running {
     state: ContainerState,
     child: Pid,
     stdout: OwnedFd,
-    stderr: OwnedFd,
+    /// `None` with a terminal: its one output is stdout.
+    stderr: Option<OwnedFd>,
+    attach: Attach,
     log: File,
     notices: Notices,
+}
+
+/// The monitor's side of the container's stdio while the child is set up.
+enum Ours {
+    Pipes {
+        stdin: Option<OwnedFd>,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
+    /// The child sends the terminal's master over this socket.
+    Tty(std::os::unix::net::UnixStream),
 }
 
 fn start(spec: &ContainerSpec) -> Result<Running, String> {
@@ -91,8 +107,33 @@ fn start(spec: &ContainerSpec) -> Result<Running, String> {
     let notices = Notices::create(&spec.dir);
 
     let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe2: {e}"));
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
+    let stdio = spec.process.stdio;
+    let (ours, theirs) = if stdio.tty {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+        (Ours::Tty(ours), super::init::Stdio::Tty { console: theirs.into() })
+    } else {
+        let (in_r, in_w) = if stdio.stdin {
+            pipe().map(|(r, w)| (Some(r), Some(w)))?
+        } else {
+            (None, None)
+        };
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        (
+            Ours::Pipes {
+                stdin: in_w,
+                stdout: out_r,
+                stderr: err_r,
+            },
+            super::init::Stdio::Pipes {
+                stdin: in_r,
+                stdout: out_w,
+                stderr: err_w,
+            },
+        )
+    };
+    // Before state.json: an agent may attach as soon as it sees the container running.
+    let listener = attach::listen(&spec.dir);
     let errors = ErrorPipe::new()?;
 
     let pause = spec
@@ -113,13 +154,33 @@ fn start(spec: &ContainerSpec) -> Result<Running, String> {
     // SAFETY: this helper is single-threaded (dispatched before any thread starts), so the
     // child may run ordinary code until it execs.
     match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
-        ForkResult::Child => super::init::run(spec, &pause, out_w, err_w, errors.write),
+        ForkResult::Child => super::init::run(spec, &pause, theirs, errors.write),
         ForkResult::Parent { child } => {
-            drop((out_w, err_w));
+            drop(theirs);
             if let Some(msg) = errors.wait() {
                 let _ = waitpid(child, None);
                 return Err(msg);
             }
+            let (stdout, stderr, stdin, terminal) = match ours {
+                Ours::Pipes { stdin, stdout, stderr } => (stdout, Some(stderr), stdin, None),
+                Ours::Tty(sock) => {
+                    let master = super::pty::recv_fd(sock.as_fd()).and_then(|m| {
+                        let dup = || m.try_clone().map_err(|e| format!("dup terminal: {e}"));
+                        let input = if stdio.stdin { Some(dup()?) } else { None };
+                        let resize = dup()?;
+                        Ok((m, input, resize))
+                    });
+                    match master {
+                        Ok((m, input, resize)) => (m, None, input, Some(resize)),
+                        Err(msg) => {
+                            let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                            let _ = waitpid(child, None);
+                            return Err(msg);
+                        }
+                    }
+                }
+            };
+            let attach = Attach::new(listener, &spec.dir, stdin, terminal, stdio.stdin_once);
             let state = ContainerState {
                 monitor: ProcessId::of(nix::unistd::getpid().as_raw()).map_err(|e| format!("own identity: {e}"))?,
                 process: ProcessId::of(child.as_raw()).map_err(|e| format!("container process {child}: {e}"))?,
@@ -130,8 +191,9 @@ fn start(spec: &ContainerSpec) -> Result<Running, String> {
             Ok(Running {
                 state,
                 child,
-                stdout: out_r,
-                stderr: err_r,
+                stdout,
+                stderr,
+                attach,
                 log,
                 notices,
             })
@@ -206,9 +268,10 @@ enum Waiting {
     Output(usize),
     Reopen,
     Child,
+    Attach(attach::Token),
 }
 
-fn supervise(spec: &ContainerSpec, run: Running) {
+fn supervise(spec: &ContainerSpec, mut run: Running) {
     let reopen = reopen_signal();
     // `None` if it is already gone: then straight to waitpid below.
     let child_fd = crate::runtime::process::PidFd::of_child(run.child.as_raw()).ok();
@@ -219,12 +282,13 @@ fn supervise(spec: &ContainerSpec, run: Running) {
             lines: LineSplitter::default(),
         },
         Output {
-            fd: Some(run.stderr),
+            fd: run.stderr,
             stream: Stream::Stderr,
             lines: LineSplitter::default(),
         },
     ];
     let mut log = Log::new(run.log, spec.log_path.clone(), run.notices);
+    let attach = &mut run.attach;
     log.rotator = Some(Rotator::new(spec.log_path.clone(), spec.log_rotation, diag));
     let mut buf = vec![0u8; 64 * 1024];
     let mut record = Vec::with_capacity(logs::MAX_LINE + 64);
@@ -249,6 +313,11 @@ fn supervise(spec: &ContainerSpec, run: Running) {
             fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
             what.push(Waiting::Child);
         }
+        let interest = attach.interest();
+        for (fd, flags, token) in &interest {
+            fds.push(PollFd::new(*fd, *flags));
+            what.push(Waiting::Attach(*token));
+        }
         let timeout = if blocked {
             let ms = log.retry_at.saturating_duration_since(Instant::now()).as_millis();
             PollTimeout::from(ms.min(u128::from(u16::MAX)) as u16)
@@ -263,15 +332,16 @@ fn supervise(spec: &ContainerSpec, run: Running) {
             }
             Ok(_) => {}
         }
-        let ready: Vec<Waiting> = fds
+        let ready: Vec<(Waiting, PollFlags)> = fds
             .iter()
             .zip(&what)
-            .filter(|(f, _)| f.revents().is_some_and(|r| !r.is_empty()))
-            .map(|(_, w)| *w)
+            .filter_map(|(f, w)| f.revents().filter(|r| !r.is_empty()).map(|r| (*w, r)))
             .collect();
         drop(fds);
-        for w in ready {
+        drop(interest);
+        for (w, revents) in ready {
             match w {
+                Waiting::Attach(token) => attach.handle(token, revents),
                 Waiting::Child => exited = true,
                 Waiting::Reopen => {
                     if let Some(sfd) = &reopen {
@@ -279,9 +349,10 @@ fn supervise(spec: &ContainerSpec, run: Running) {
                     }
                     log.reopen();
                 }
-                Waiting::Output(i) => pump(&mut outputs[i], &mut buf, &mut record, &mut log, false),
+                Waiting::Output(i) => pump(&mut outputs[i], &mut buf, &mut record, &mut log, attach, false),
             }
         }
+        attach.sweep();
         if log.blocked() && Instant::now() >= log.retry_at {
             log.flush();
         }
@@ -293,7 +364,7 @@ fn supervise(spec: &ContainerSpec, run: Running) {
             other => break other,
         }
     };
-    finish_output(&mut outputs, &mut buf, &mut record, &mut log);
+    finish_output(&mut outputs, &mut buf, &mut record, &mut log, attach);
 
     let finished_at = now_nanos();
     let (exit_code, signal) = match status {
@@ -315,12 +386,13 @@ fn supervise(spec: &ContainerSpec, run: Running) {
     if let Err(e) = atomic_file::write_json(&ContainerFiles::exit_path(&spec.dir), &exit) {
         diag(format_args!("write exit.json: {e}"));
     }
+    attach.finish(exit_code);
 }
 
 /// The container has exited: log what is still buffered in the pipes and the line splitters,
 /// waiting up to [`EXIT_FLUSH_TIMEOUT`] for a log that does not take it; then give the rest
 /// up, counted and reported.
-fn finish_output(outputs: &mut [Output], buf: &mut [u8], record: &mut Vec<u8>, log: &mut Log) {
+fn finish_output(outputs: &mut [Output], buf: &mut [u8], record: &mut Vec<u8>, log: &mut Log, attach: &mut Attach) {
     // Background processes of a container in the pod's shared PID namespace may keep the
     // pipes open; do not wait for those.
     for o in outputs.iter_mut() {
@@ -333,7 +405,7 @@ fn finish_output(outputs: &mut [Output], buf: &mut [u8], record: &mut Vec<u8>, l
     loop {
         if !log.blocked() {
             for o in outputs.iter_mut() {
-                pump(o, buf, record, log, true);
+                pump(o, buf, record, log, attach, true);
             }
         }
         if !log.blocked() && !split_rest {
@@ -382,18 +454,20 @@ fn finish_output(outputs: &mut [Output], buf: &mut [u8], record: &mut Vec<u8>, l
 
 /// Read what is available on one output and log it. With `drain`, keep reading until the
 /// pipe is empty (non-blocking) or closed. Stops as soon as the log is blocked.
-fn pump(o: &mut Output, buf: &mut [u8], record: &mut Vec<u8>, log: &mut Log, drain: bool) {
+fn pump(o: &mut Output, buf: &mut [u8], record: &mut Vec<u8>, log: &mut Log, attach: &mut Attach, drain: bool) {
     loop {
         if log.blocked() {
             return;
         }
         let Some(fd) = &o.fd else { return };
         match nix::unistd::read(fd.as_fd(), buf) {
-            Ok(0) => {
-                o.fd = None; // EOF: every writer is gone
+            // EOF: every writer is gone (EIO: a terminal's, every holder of its slave).
+            Ok(0) | Err(nix::errno::Errno::EIO) => {
+                o.fd = None;
                 return;
             }
             Ok(n) => {
+                attach.output(o.stream, &buf[..n]);
                 split(o, &buf[..n], record);
                 // One write per read keeps records of the two streams from interleaving.
                 log.write(record);
@@ -624,7 +698,7 @@ const DIAG_LIMIT: u64 = 32 * 1024;
 static DIAG_WRITTEN: AtomicU64 = AtomicU64::new(0);
 
 /// One line of diagnostics to stderr (`monitor.log` once detached), up to [`DIAG_LIMIT`].
-fn diag(args: std::fmt::Arguments) {
+pub(super) fn diag(args: std::fmt::Arguments) {
     capped_line(&DIAG_WRITTEN, &mut std::io::stderr().lock(), args);
 }
 
