@@ -527,13 +527,17 @@ fn bad_requests_are_refused_with_their_reason_and_leave_nothing() {
             host_path: env.dir.join("data").display().to_string(),
             ..Default::default()
         }];
-        let mut tty = container_config("x", "true");
-        tty.tty = true;
+        let mut devices = container_config("x", "true");
+        devices.devices = vec![cri::Device {
+            container_path: "/dev/xnull".into(),
+            host_path: "/dev/null".into(),
+            permissions: "rwm".into(),
+        }];
         for (config, want) in [
             (unknown_image, tonic::Code::NotFound),
             (propagation, tonic::Code::Unimplemented),
             (relative, tonic::Code::InvalidArgument),
-            (tty, tonic::Code::Unimplemented),
+            (devices, tonic::Code::Unimplemented),
         ] {
             let e = create(&mut c, &sb, config).await.unwrap_err();
             assert_eq!(e.code(), want, "{e:?}");
