@@ -47,12 +47,7 @@ impl RuntimeSvc {
         if a.files.state.is_none() || a.files.exit.is_some() {
             return Ok(());
         }
-        let (signal, grace) = if timeout > 0 {
-            (nix::sys::signal::Signal::SIGTERM, Duration::from_secs(timeout as u64))
-        } else {
-            (nix::sys::signal::Signal::SIGKILL, Duration::ZERO)
-        };
-        self.0.ctx.runtime.stop_container(&a.files, signal, grace).await;
+        self.0.ctx.runtime.stop_container_within(&a.files, timeout).await;
         Ok(())
     }
 
@@ -286,19 +281,11 @@ impl cri::runtime_service_server::RuntimeService for RuntimeSvc {
 
     async fn container_status(&self, req: Request<cri::ContainerStatusRequest>) -> R<cri::ContainerStatusResponse> {
         let req = req.into_inner();
-        if self.pods().find_container(&req.container_id).await.is_ok() {
-            let (status, sandbox_id) = self
-                .pods()
-                .container_status(&req.container_id)
-                .await
-                .map_err(Status::from)?;
+        if let Ok((sandbox_id, c)) = self.pods().container(&req.container_id).await {
+            let status = crate::runtime::cri::status(&c);
             let mut info = std::collections::HashMap::new();
             if req.verbose {
-                let files = self
-                    .pods()
-                    .container_files(&req.container_id)
-                    .await
-                    .map_err(Status::from)?;
+                let files = &c.files;
                 let v = serde_json::json!({
                     "pid": files.state.map(|s| s.process.pid),
                     "monitorPid": files.state.map(|s| s.monitor.pid),

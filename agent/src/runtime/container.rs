@@ -240,6 +240,17 @@ impl Runtime {
         self.wait_container(files).await
     }
 
+    /// CRI StopContainer's rule: the stop signal, then SIGKILL after `timeout` seconds; at
+    /// once for 0 (or less).
+    pub async fn stop_container_within(&self, files: &ContainerFiles, timeout: i64) -> ContainerExit {
+        let (signal, grace) = if timeout > 0 {
+            (self.stop_signal(files).await, Duration::from_secs(timeout as u64))
+        } else {
+            (Signal::SIGKILL, Duration::ZERO)
+        };
+        self.stop_container(files, signal, grace).await
+    }
+
     /// The signal that asks the attempt's process to stop: its image's STOPSIGNAL, or SIGTERM.
     pub async fn stop_signal(&self, files: &ContainerFiles) -> Signal {
         let (rt_images, image) = (self.images.clone(), files.record.image_id.clone());

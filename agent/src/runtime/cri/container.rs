@@ -1,10 +1,7 @@
 //! CreateContainer, StartContainer, StopContainer, RemoveContainer, UpdateContainerResources
 //! and the container's status, for containers of CRI sandboxes.
 
-use std::time::Duration;
-
 use minilet_proto::runtime::v1 as cri;
-use nix::sys::signal::Signal;
 
 use super::translate;
 use super::{CONTAINER_CONFIG, Container, CriPods, refresh, write_pb};
@@ -146,13 +143,8 @@ impl CriPods {
                 _ => return Ok(()),
             }
         };
-        let (signal, grace) = if timeout > 0 {
-            (self.rt.stop_signal(&files).await, Duration::from_secs(timeout as u64))
-        } else {
-            (Signal::SIGKILL, Duration::ZERO)
-        };
         // Not under the sandbox's lock: a grace period may be long.
-        self.rt.stop_container(&files, signal, grace).await;
+        self.rt.stop_container_within(&files, timeout).await;
         let mut sb = sb.lock().await;
         refresh(&mut sb);
         Ok(())
@@ -175,18 +167,6 @@ impl CriPods {
         sb.containers.remove(&cid);
         self.event_gone(&sb, &c);
         Ok(())
-    }
-
-    /// ContainerStatus for a container of a CRI sandbox.
-    pub async fn container_status(&self, id: &str) -> Result<(cri::ContainerStatus, String), RuntimeError> {
-        let (sb, cid) = self.find_container(id).await?;
-        let mut sb = sb.lock().await;
-        refresh(&mut sb);
-        let c = sb
-            .containers
-            .get(&cid)
-            .ok_or_else(|| RuntimeError::not_found("container", id))?;
-        Ok((status(c), sb.record.id.clone()))
     }
 
     /// ListContainers over the CRI sandboxes: (sandbox ID, container).
@@ -305,7 +285,7 @@ pub(super) fn summary(sandbox_id: &str, c: &Container) -> cri::Container {
     }
 }
 
-pub(super) fn status(c: &Container) -> cri::ContainerStatus {
+pub fn status(c: &Container) -> cri::ContainerStatus {
     let exit = c.files.exit.as_ref();
     cri::ContainerStatus {
         id: c.id().to_string(),

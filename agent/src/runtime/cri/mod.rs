@@ -26,6 +26,7 @@ use minilet_proto::runtime::v1 as cri;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
+pub use container::status;
 pub use events::ContainerEvents;
 
 use super::spec::{SandboxNamespaces, SandboxState};
@@ -219,15 +220,23 @@ impl CriPods {
         unique(found, "container", id)
     }
 
-    /// The files of a CRI container (for exec, logs, stats), refreshed from disk.
-    pub async fn container_files(&self, id: &str) -> Result<ContainerFiles, RuntimeError> {
+    /// A copy of a CRI container, refreshed from disk, with its sandbox's ID: the one lookup
+    /// behind status, exec, logs and stats.
+    pub async fn container(&self, id: &str) -> Result<(String, Container), RuntimeError> {
         let (sb, cid) = self.find_container(id).await?;
         let mut sb = sb.lock().await;
         refresh(&mut sb);
-        sb.containers
+        let c = sb
+            .containers
             .get(&cid)
-            .map(|c| c.files.clone())
-            .ok_or_else(|| RuntimeError::not_found("container", id))
+            .cloned()
+            .ok_or_else(|| RuntimeError::not_found("container", id))?;
+        Ok((sb.record.id.clone(), c))
+    }
+
+    /// The files of a CRI container (for exec, logs, stats), refreshed from disk.
+    pub async fn container_files(&self, id: &str) -> Result<ContainerFiles, RuntimeError> {
+        Ok(self.container(id).await?.1.files)
     }
 
     /// A container as CRI stats name it, and its files.
@@ -235,14 +244,8 @@ impl CriPods {
         &self,
         id: &str,
     ) -> Result<(cri::ContainerAttributes, ContainerFiles), RuntimeError> {
-        let (sb, cid) = self.find_container(id).await?;
-        let mut sb = sb.lock().await;
-        refresh(&mut sb);
-        let c = sb
-            .containers
-            .get(&cid)
-            .ok_or_else(|| RuntimeError::not_found("container", id))?;
-        Ok((attributes(c), c.files.clone()))
+        let (_, c) = self.container(id).await?;
+        Ok((attributes(&c), c.files))
     }
 
     /// Every running CRI container: (sandbox ID, attributes, files).
