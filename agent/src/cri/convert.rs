@@ -377,11 +377,21 @@ pub fn v1_pod(e: &PodEntry, node: &NodeInfo) -> k8s::Pod {
         pod.metadata.deletion_grace_period_seconds =
             e.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds);
     }
-    let init_done = st
-        .init_containers
+    // A sidecar counts as initialized once started; its readiness counts with the app
+    // containers' (the kubelet's Initialized and ContainersReady conditions). Once an app
+    // container has run, the pod stays initialized (sidecars stopped at completion included).
+    let app_ran = st
+        .containers
         .iter()
-        .all(|c| matches!(&c.state, ContainerState::Terminated(t) if t.exit_code == 0));
-    let ready = !st.containers.is_empty() && st.containers.iter().all(|c| c.ready);
+        .any(|c| !matches!(c.state, ContainerState::Waiting { .. }) || c.last_state.is_some());
+    let init_done = app_ran
+        || st
+            .init_containers
+            .iter()
+            .all(|c| matches!(&c.state, ContainerState::Terminated(t) if t.exit_code == 0) || (c.sidecar && c.started));
+    let ready = !st.containers.is_empty()
+        && st.containers.iter().all(|c| c.ready)
+        && st.init_containers.iter().filter(|c| c.sidecar).all(|c| c.ready);
     let completed = matches!(st.phase, Phase::Succeeded | Phase::Failed);
     let reason = completed.then_some("PodCompleted");
     let ip = pod_ip(e, node);
@@ -528,6 +538,7 @@ pub fn v1_pod_of_cri_sandbox(sb: &crate::runtime::cri::Sandbox, node: &NodeInfo)
                 restart_count: c.config.metadata.as_ref().map_or(0, |m| m.attempt),
                 started: running,
                 ready: running,
+                sidecar: false,
             }
         })
         .collect();

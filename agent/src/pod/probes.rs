@@ -143,7 +143,7 @@ fn count(v: Option<i32>, default: u32) -> u32 {
 }
 
 /// A port by number, or by the name of one of the container's ports.
-fn resolve_port(port: &IntOrString, c: &Container) -> Result<u16, String> {
+pub(crate) fn resolve_port(port: &IntOrString, c: &Container) -> Result<u16, String> {
     match port {
         IntOrString::Int(n) => u16::try_from(*n)
             .ok()
@@ -653,10 +653,23 @@ async fn http_get(
     path: &str,
     headers: &[(String, String)],
 ) -> Outcome {
-    let addr = match address(target).await {
-        Ok(a) => a,
-        Err(e) => return Outcome::Failure(e),
-    };
+    match http_response(network, target, scheme, path, headers).await {
+        Ok((status, body)) => http_outcome(status, &body),
+        Err(e) => Outcome::Failure(e),
+    }
+}
+
+/// A GET as the kubelet's probes (and lifecycle hooks) make it, following redirects to the
+/// same host: the final status and up to [`MAX_OUTPUT`] bytes of its body, or why there is
+/// no answer.
+pub(crate) async fn http_response(
+    network: Network,
+    target: &Target,
+    scheme: Scheme,
+    path: &str,
+    headers: &[(String, String)],
+) -> Result<(u16, Vec<u8>), String> {
+    let addr = address(target).await?;
     let host = if target.host.is_empty() {
         addr.ip().to_string()
     } else {
@@ -669,14 +682,13 @@ async fn http_get(
     };
     let first = format!("{scheme_str}://{authority}{path}");
     let Ok(mut url) = first.parse::<http::Uri>() else {
-        return Outcome::Failure(format!("parse {first:?}: invalid URL"));
+        return Err(format!("parse {first:?}: invalid URL"));
     };
     let original_host = url.host().map(str::to_string);
     for _ in 0..=MAX_REDIRECTS {
-        let (status, location, body) = match http_once(network, addr, &url, headers).await {
-            Ok(r) => r,
-            Err(e) => return Outcome::Failure(format!("Get {:?}: {e}", url.to_string())),
-        };
+        let (status, location, body) = http_once(network, addr, &url, headers)
+            .await
+            .map_err(|e| format!("Get {:?}: {e}", url.to_string()))?;
         let redirect = matches!(status, 301 | 302 | 303 | 307 | 308);
         let next = location
             .as_deref()
@@ -686,10 +698,10 @@ async fn http_get(
             // Only redirects to the same host are followed (the kubelet's rule); others end
             // the probe with the redirect as its answer.
             Some(next) if next.host().map(str::to_string) == original_host => url = next,
-            _ => return http_outcome(status, &body),
+            _ => return Ok((status, body)),
         }
     }
-    Outcome::Failure(format!(
+    Err(format!(
         "Get {:?}: stopped after {MAX_REDIRECTS} redirects",
         url.to_string()
     ))

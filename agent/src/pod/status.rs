@@ -91,6 +91,8 @@ pub struct ContainerStatus {
     /// Running and past its startup probe (if any).
     pub started: bool,
     pub ready: bool,
+    /// An init container with `restartPolicy: Always` (a native sidecar).
+    pub sidecar: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -214,7 +214,6 @@ pub fn not_implemented(pod: &Pod) -> Vec<String> {
     ] {
         for (i, c) in containers.iter().enumerate() {
             let path = format!("spec.{list}[{i}]");
-            note(c.lifecycle.is_some(), &format!("{path}.lifecycle"));
             note(nonempty(&c.volume_devices), &format!("{path}.volumeDevices"));
             note(
                 c.security_context
@@ -471,7 +470,7 @@ mod tests {
     #[test]
     fn accepted_but_ignored_fields_are_named() {
         let pod: Pod = serde_yaml::from_str(&format!(
-            "{POD}spec:\n  activeDeadlineSeconds: 5\n  tolerations: [{{operator: Exists}}]\n  securityContext: {{sysctls: [{{name: net.core.somaxconn, value: '1024'}}]}}\n  containers:\n  - name: a\n    image: i\n    lifecycle: {{preStop: {{exec: {{command: [x]}}}}}}\n"
+            "{POD}spec:\n  activeDeadlineSeconds: 5\n  tolerations: [{{operator: Exists}}]\n  securityContext: {{sysctls: [{{name: net.core.somaxconn, value: '1024'}}]}}\n  containers:\n  - name: a\n    image: i\n    volumeDevices: [{{name: d, devicePath: /dev/x}}]\n"
         ))
         .unwrap();
         assert_eq!(
@@ -479,7 +478,7 @@ mod tests {
             [
                 "field \"spec.activeDeadlineSeconds\" is not implemented by minilet and is ignored",
                 "field \"spec.securityContext.sysctls\" is not implemented by minilet and is ignored",
-                "field \"spec.containers[0].lifecycle\" is not implemented by minilet and is ignored",
+                "field \"spec.containers[0].volumeDevices\" is not implemented by minilet and is ignored",
             ]
         );
         let plain: Pod =

@@ -157,7 +157,11 @@ fn validate_spec(spec: &PodSpec, v: &mut Errors) {
         ("containers", &spec.containers[..]),
     ] {
         for (i, c) in containers.iter().enumerate() {
-            validate_container(&format!("spec.{list}[{i}]"), c, &mut names, &volume_names, v);
+            let path = format!("spec.{list}[{i}]");
+            validate_container(&path, c, &mut names, &volume_names, v);
+            // Hooks: their own rules, kept with the hooks (a sleep may not outlast the grace).
+            let grace = spec.termination_grace_period_seconds.unwrap_or(30);
+            v.0.extend(crate::pod::hooks::validate(&path, c, list == "initContainers", grace));
         }
     }
 }

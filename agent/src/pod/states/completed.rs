@@ -9,7 +9,8 @@ pub async fn run(w: &mut Worker) -> State {
     tracing::info!(pod = %w.obj.name, phase = w.phase.as_str(), "pod completed");
     // A terminal pod no longer counts against the node (the kubelet's active pods).
     w.ctx.admission.release(&w.uid);
-    w.stop_all(w.grace_period()).await;
+    // What still runs is the sidecars: they stop now, the last first, preStop hooks included.
+    w.stop_all(w.grace_period(), true).await;
     if let Some(sandbox) = w.sandbox.take()
         && let Err(e) = w.ctx.runtime.stop_sandbox(&sandbox).await
     {

@@ -1,4 +1,6 @@
-//! Initializing: init containers run one at a time, in order, each to success.
+//! Initializing: init containers run one at a time, in order, each to success; a sidecar
+//! (`restartPolicy: Always`) lets the next one start once it runs and has started (startup
+//! probe passed), and is restarted if it dies before the sequence is through.
 
 use super::{State, Wake, sandbox_died, wait};
 use crate::pod::status::Phase;
@@ -11,7 +13,7 @@ pub async fn run(w: &mut Worker) -> State {
             w.phase = phase;
             return State::Completed;
         }
-        let Some(i) = w.slots.iter().position(|s| s.init && !s.succeeded()) else {
+        let Some(i) = w.slots.iter().position(|s| s.init && !s.init_satisfied()) else {
             return State::Running;
         };
         if !w.slots[i].running() && w.due(i, now_nanos()) {

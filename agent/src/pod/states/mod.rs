@@ -79,7 +79,8 @@ pub(super) async fn sandbox_died(w: &mut Worker) -> State {
         "Pod sandbox changed, it will be killed and re-created.",
     );
     let grace = w.grace_period();
-    w.stop_all(grace).await;
+    // No preStop hooks: the namespaces they would run in went with the pause.
+    w.stop_all(grace, false).await;
     w.sandbox = None;
     let cgroup = crate::runtime::Runtime::sandbox_cgroup(&w.plan.cgroup, &w.record.sandbox_id);
     if let Err(e) = w.ctx.runtime.remove_cgroup(&cgroup).await {

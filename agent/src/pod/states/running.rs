@@ -1,4 +1,5 @@
-//! Running: app containers are started and restarted per the restart policy, with back-off.
+//! Running: app containers are started and restarted per the restart policy, with back-off;
+//! sidecars are restarted beside them whatever the policy.
 
 use super::{State, Wake, sandbox_died, wait};
 use crate::pod::status::Phase;
@@ -9,7 +10,8 @@ pub async fn run(w: &mut Worker) -> State {
     loop {
         let now = now_nanos();
         for i in 0..w.slots.len() {
-            if !w.slots[i].init && !w.slots[i].running() && w.due(i, now) {
+            let keeps_running = !w.slots[i].init || w.slots[i].sidecar();
+            if keeps_running && !w.slots[i].running() && w.due(i, now) {
                 if w.commands.terminate_requested() {
                     return State::Terminating;
                 }

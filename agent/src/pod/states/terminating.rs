@@ -8,7 +8,7 @@ pub async fn run(w: &mut Worker) -> State {
     w.terminating = true;
     w.publish();
     let grace = w.grace_period();
-    w.stop_all(grace).await;
+    w.stop_all(grace, true).await;
     if let Some(sandbox) = w.sandbox.take()
         && let Err(e) = w.ctx.runtime.stop_sandbox(&sandbox).await
     {

@@ -13,6 +13,7 @@ mod probing;
 mod projection;
 mod restart;
 mod start;
+mod stopping;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -153,6 +154,23 @@ impl Slot {
             probes: None,
             started: false,
             probe_ready: false,
+        }
+    }
+
+    /// A native sidecar: an init container with `restartPolicy: Always`. It starts in the
+    /// init sequence, keeps running (restarted whatever the pod's policy) beside the app
+    /// containers and stops after them.
+    pub fn sidecar(&self) -> bool {
+        self.init && self.spec.restart_policy.as_deref() == Some("Always")
+    }
+
+    /// Whether the init sequence may go past this init container: a regular one has
+    /// succeeded; a sidecar runs and has started (its startup probe, if any, passed).
+    pub fn init_satisfied(&self) -> bool {
+        if self.sidecar() {
+            self.running() && self.started
+        } else {
+            self.succeeded()
         }
     }
 
@@ -333,33 +351,6 @@ impl Worker {
                 exit,
             });
         });
-    }
-
-    /// Stop every running container (in parallel, with the pod's grace period) and wait for
-    /// their exits to be recorded.
-    pub(super) async fn stop_all(&mut self, grace: Duration) {
-        let mut set = tokio::task::JoinSet::new();
-        for s in &self.slots {
-            let Some(files) = s.current.clone().filter(|_| s.running()) else {
-                continue;
-            };
-            self.ctx.events.normal(
-                &self.obj.container(&s.spec.name, s.init),
-                "Killing",
-                format!("Stopping container {}", s.spec.name),
-            );
-            let rt = self.ctx.runtime.clone();
-            set.spawn(async move {
-                let signal = rt.stop_signal(&files).await;
-                let exit = rt.stop_container(&files, signal, grace).await;
-                (files.record.id.clone(), exit)
-            });
-        }
-        while let Some(done) = set.join_next().await {
-            if let Ok((id, exit)) = done {
-                self.on_exit(&id, exit).await;
-            }
-        }
     }
 
     /// Handle a message from a watcher. Returns true if the sandbox died.

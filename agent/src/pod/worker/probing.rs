@@ -8,24 +8,13 @@ impl Worker {
     /// has no probe of.
     pub(in crate::pod) fn start_probes(&mut self, i: usize) {
         let slot = &self.slots[i];
-        let Some(files) = slot.current.clone() else { return };
         let has = |k: ProbeKind| k.spec(&slot.spec).is_some();
         let (started, ready) = (!has(ProbeKind::Startup), !has(ProbeKind::Readiness));
-        // Init containers have no probes (validation refuses them, sidecars aside).
-        let running = if slot.init {
+        // Regular init containers have no probes (validation refuses them); sidecars do.
+        let running = if slot.init && !slot.sidecar() {
             None
         } else {
-            let network = match self.sandbox {
-                Some(s) if self.pod_spec().host_network != Some(true) => probes::Network::Pod(s.pause),
-                _ => probes::Network::Host,
-            };
-            let ctx = probes::Context {
-                runtime: self.ctx.runtime.clone(),
-                files,
-                network,
-                events: self.ctx.events.clone(),
-                object: self.obj.container(&slot.spec.name, slot.init),
-            };
+            let Some(ctx) = self.handler_context(i) else { return };
             probes::Running::start(&slot.spec, ctx, &self.events_tx)
         };
         let slot = &mut self.slots[i];
@@ -62,7 +51,6 @@ impl Worker {
     /// (or the pod's). Its exit arrives through the container's watcher, as any other.
     fn kill_unhealthy(&mut self, i: usize, kind: ProbeKind) {
         let slot = &mut self.slots[i];
-        let Some(files) = slot.current.clone() else { return };
         let grace = probes::Probe::of(kind, &slot.spec).and_then(|p| p.termination_grace);
         slot.probes = None;
         slot.probe_ready = false;
@@ -78,11 +66,10 @@ impl Worker {
             format!("Container {name} failed {what} probe, will be restarted"),
         );
         let grace = grace.unwrap_or_else(|| self.grace_period());
-        let rt = self.ctx.runtime.clone();
         tracing::info!(pod = %self.obj.name, container = %name, probe = what, "killing unhealthy container");
-        tokio::spawn(async move {
-            let signal = rt.stop_signal(&files).await;
-            rt.stop_container(&files, signal, grace).await;
-        });
+        // Its preStop hook runs first, as for any kill; the exit arrives through the watcher.
+        if let Some(job) = self.stop_job(i, grace, true) {
+            tokio::spawn(job.run());
+        }
     }
 }

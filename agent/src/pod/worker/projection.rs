@@ -133,13 +133,19 @@ impl Worker {
             last_state,
             restart_count: s.current.as_ref().map_or(0, |f| f.record.attempt),
             started: running && s.started,
-            ready: running && !s.init && s.started && s.probe_ready,
+            ready: running && (!s.init || s.sidecar()) && s.started && s.probe_ready,
+            sidecar: s.sidecar(),
         }
     }
 
     /// The pod is done for good: (Succeeded|Failed) by Kubernetes' rules, if so.
     pub(in crate::pod) fn terminal_phase(&self) -> Option<Phase> {
-        if let Some(failed_init) = self.slots.iter().find(|s| s.init && s.done() && !s.succeeded()) {
+        // Sidecars do not decide the phase: they run until the app containers are done.
+        if let Some(failed_init) = self
+            .slots
+            .iter()
+            .find(|s| s.init && !s.sidecar() && s.done() && !s.succeeded())
+        {
             tracing::debug!(container = %failed_init.spec.name, "init container failed for good");
             return Some(Phase::Failed);
         }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::{Next, Worker};
 use crate::pod::backoff::Decision;
 use crate::pod::config;
-use crate::pod::status::WaitingReason;
+use crate::pod::status::{Phase, WaitingReason};
 use crate::runtime::logs;
 use crate::runtime::spec::{ContainerExit, now_nanos};
 
@@ -47,7 +47,10 @@ impl Worker {
         slot.message = message;
         tracing::info!(pod = %self.obj.name, container = %slot.spec.name, exit_code = exit.exit_code, reason = %exit.reason, "container exited");
 
-        if !self.restart_policy.restarts(slot.init, exit.exit_code) || self.terminating {
+        // Sidecars restart whatever the pod's policy, until the pod is done or going.
+        let restarts = slot.sidecar() || self.restart_policy.restarts(slot.init, exit.exit_code);
+        let pod_over = matches!(self.phase, Phase::Succeeded | Phase::Failed);
+        if !restarts || self.terminating || pod_over {
             self.slots[i].next = Next::Idle;
             return;
         }
@@ -61,7 +64,7 @@ impl Worker {
     fn enter_backoff(&mut self, i: usize, until: i64, backoff: Duration) {
         let name = self.slots[i].spec.name.clone();
         let cobj = self.obj.container(&name, self.slots[i].init);
-        let pod = format!("{}_{}({})", self.record.name, self.record.namespace, self.uid);
+        let pod = self.kubelet_pod();
         self.ctx.events.warning(
             &cobj,
             "BackOff",

@@ -3,6 +3,7 @@
 
 use super::{Next, Worker};
 use crate::pod::config::{self, ContainerInputs};
+use crate::pod::hooks::{Hook, HookKind};
 use crate::pod::status::WaitingReason;
 use crate::runtime::logs;
 use crate::runtime::spec::{ExitReason, now_nanos};
@@ -55,6 +56,10 @@ impl Worker {
                 slot.waiting = None;
                 slot.message.clear();
                 slot.next = Next::Idle;
+                // Nothing of the attempt before carries over: started and ready are earned again.
+                slot.probes = None;
+                slot.started = false;
+                slot.probe_ready = false;
                 // It could not start (StartError); or it runs, or ran and already ended.
                 let start_error = files.exit.as_ref().filter(|e| e.reason == ExitReason::StartError);
                 if start_error.is_some() && !sandbox.pause.is_alive() {
@@ -85,7 +90,9 @@ impl Worker {
                 } else {
                     self.watch_container(&files);
                     self.slots[i].current = Some(files);
-                    self.start_probes(i);
+                    if self.post_start(i).await {
+                        self.start_probes(i);
+                    }
                 }
                 // Seen at once by the CRI and the CLI, not after the pod's other starts.
                 self.publish();
@@ -96,6 +103,36 @@ impl Worker {
                 self.slots[i].next = Next::StartAt(now_nanos() + self.ctx.backoff.initial.as_nanos() as i64);
             }
         }
+    }
+
+    /// Run slot `i`'s postStart hook, if it has one, before anything else of the pod goes on
+    /// (the kubelet blocks the start on it). True when the container may go on: no hook, or it
+    /// succeeded. A failed hook kills the container (its exit then goes through the restart
+    /// policy); a terminate order abandons the hook, and the container stops with the pod.
+    async fn post_start(&mut self, i: usize) -> bool {
+        let Some(hook) = Hook::of(HookKind::PostStart, &self.slots[i].spec) else {
+            return true;
+        };
+        let Some(ctx) = self.handler_context(i) else {
+            return true;
+        };
+        let pod = self.kubelet_pod();
+        let result = tokio::select! {
+            r = hook.run(&ctx, &pod) => r,
+            () = self.commands.terminated() => return false,
+        };
+        let Err(msg) = result else { return true };
+        let name = self.slots[i].spec.name.clone();
+        let cobj = self.obj.container(&name, self.slots[i].init);
+        tracing::info!(pod = %self.obj.name, container = %name, "postStart hook failed: {msg}");
+        self.ctx
+            .events
+            .warning(&cobj, HookKind::PostStart.failure_reason(), msg);
+        self.ctx.events.normal(&cobj, "Killing", "FailedPostStartHook");
+        if let Some(job) = self.stop_job(i, self.grace_period(), true) {
+            tokio::spawn(job.run());
+        }
+        false
     }
 
     fn config_error(&mut self, i: usize, reason: WaitingReason, msg: String) {
