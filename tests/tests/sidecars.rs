@@ -100,7 +100,7 @@ spec:
     image: localhost/busybox:latest
     imagePullPolicy: IfNotPresent
     volumeMounts: [{name: h, mountPath: /h}]
-    command: ["sh", "-c", "echo setup >> /h/order"]
+    command: ["sh", "-c", "while [ ! -e /h/go ]; do sleep 0.1; done; echo setup >> /h/order"]
   containers:
   - name: app
     image: localhost/busybox:latest
@@ -110,6 +110,15 @@ spec:
 "#
         .replace("SHARED", &shared.display().to_string()),
     );
+    // While `setup` waits for the test's go-ahead, the started sidecar counts as initialized
+    // (and ready) as kubectl counts it.
+    let during = wait_for("STATUS Init:1/2", Duration::from_secs(30), || {
+        let r = row(&env, "order");
+        (r.1 == "Init:1/2").then_some(r)
+    });
+    assert_eq!(during.0, "1/2", "READY counts the ready sidecar");
+    assert_eq!(lines(&shared.join("order")), ["side-begin", "side-up"]);
+    std::fs::write(shared.join("go"), "").expect("write go");
     let pod = env.wait_running("order", &["side", "app"]);
     let order = shared.join("order");
     assert_eq!(lines(&order), ["side-begin", "side-up", "setup", "app"]);

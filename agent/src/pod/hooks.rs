@@ -38,6 +38,15 @@ impl HookKind {
         }
     }
 
+    /// The kubelet's event message when the hook fails: fixed, as the hook's output may hold
+    /// secrets (the details go to the agent's log).
+    pub fn failure_message(self) -> &'static str {
+        match self {
+            HookKind::PostStart => "PostStartHook failed",
+            HookKind::PreStop => "PreStopHook failed",
+        }
+    }
+
     fn handler(self, c: &Container) -> Option<&LifecycleHandler> {
         let l = c.lifecycle.as_ref()?;
         match self {
@@ -108,8 +117,8 @@ impl Hook {
         Some(Hook { kind, action })
     }
 
-    /// Run the hook to its end. `Err` is the message of the kubelet's failure event; `pod`
-    /// is the pod as the kubelet formats it (`name_namespace(uid)`).
+    /// Run the hook to its end. `Err` says why it failed, in the kubelet's words (for the
+    /// log); `pod` is the pod as the kubelet formats it (`name_namespace(uid)`).
     pub async fn run(&self, ctx: &probes::Context, pod: &str) -> Result<(), String> {
         let container = &ctx.files.record.name;
         match &self.action {

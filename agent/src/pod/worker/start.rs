@@ -124,10 +124,11 @@ impl Worker {
         let Err(msg) = result else { return true };
         let name = self.slots[i].spec.name.clone();
         let cobj = self.obj.container(&name, self.slots[i].init);
-        tracing::info!(pod = %self.obj.name, container = %name, "postStart hook failed: {msg}");
+        tracing::warn!(pod = %self.obj.name, container = %name, "PostStart hook failed: {msg}");
+        let kind = HookKind::PostStart;
         self.ctx
             .events
-            .warning(&cobj, HookKind::PostStart.failure_reason(), msg);
+            .warning(&cobj, kind.failure_reason(), kind.failure_message());
         self.ctx.events.normal(&cobj, "Killing", "FailedPostStartHook");
         if let Some(job) = self.stop_job(i, self.grace_period(), true) {
             tokio::spawn(job.run());

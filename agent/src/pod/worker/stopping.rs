@@ -45,9 +45,12 @@ impl StopJob {
         {
             match tokio::time::timeout(self.grace, hook.run(ctx, &self.pod)).await {
                 Ok(Ok(())) => {}
-                Ok(Err(msg)) => self
-                    .events
-                    .warning(&self.object, HookKind::PreStop.failure_reason(), msg),
+                Ok(Err(msg)) => {
+                    tracing::warn!(pod = %self.pod, container = %self.files.record.name, "PreStop hook failed: {msg}");
+                    let kind = HookKind::PreStop;
+                    self.events
+                        .warning(&self.object, kind.failure_reason(), kind.failure_message());
+                }
                 Err(_) => {
                     tracing::info!(pod = %self.pod, container = %self.files.record.name, grace = ?self.grace, "PreStop hook not completed in grace period")
                 }
