@@ -649,3 +649,46 @@ pub fn pod_events(env: &Env, pod: &str) -> Vec<(String, String, String, i64)> {
         })
         .collect()
 }
+
+// ---- pods that record what happened in files of the test ------------------------------------
+
+impl Env {
+    /// A directory of the test's own (`<dir>/shared`), for a pod to write into through a
+    /// hostPath volume (order of starts, of SIGTERM traps, of hooks).
+    pub fn shared_dir(&self) -> PathBuf {
+        let dir = self.dir.join("shared");
+        std::fs::create_dir_all(&dir).expect("create shared dir");
+        dir
+    }
+}
+
+/// The lines of a file; none when it does not exist (yet).
+pub fn file_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Wait for an event `reason` on pod `pod` or its containers whose message contains `needle`;
+/// its message.
+pub fn wait_pod_event(env: &Env, pod: &str, reason: &str, needle: &str) -> String {
+    wait_for(
+        &format!("event {reason} with {needle:?} on {pod}"),
+        Duration::from_secs(30),
+        || {
+            pod_events(env, pod)
+                .into_iter()
+                .find(|(_, r, m, _)| r == reason && m.contains(needle))
+                .map(|(_, _, m, _)| m)
+        },
+    )
+}
+
+/// Wait until pod `name` has left the state directory.
+pub fn wait_pod_removed(env: &Env, name: &str) {
+    wait_for(&format!("pod {name} removed"), Duration::from_secs(30), || {
+        env.pod(name).is_none().then_some(())
+    });
+}

@@ -5,45 +5,11 @@
 //! going on); exec, httpGet and sleep handlers. Order is recorded by the containers and hooks
 //! themselves in a file of the test's own directory (hostPath), SIGTERM through traps.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use minilet_e2e::*;
 
 const FAST_BACKOFF: &[&str] = &["--backoff-initial", "200ms", "--backoff-max", "400ms"];
-
-fn shared_dir(env: &Env) -> PathBuf {
-    let dir = env.dir.join("shared");
-    std::fs::create_dir_all(&dir).expect("create shared dir");
-    dir
-}
-
-fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-fn wait_event(env: &Env, pod: &str, reason: &str, needle: &str) -> String {
-    wait_for(
-        &format!("event {reason} with {needle:?} on {pod}"),
-        Duration::from_secs(30),
-        || {
-            pod_events(env, pod)
-                .into_iter()
-                .find(|(_, r, m, _)| r == reason && m.contains(needle))
-                .map(|(_, _, m, _)| m)
-        },
-    )
-}
-
-fn pod_gone(env: &Env, name: &str) {
-    wait_for(&format!("pod {name} removed"), Duration::from_secs(30), || {
-        env.pod(name).is_none().then_some(())
-    });
-}
 
 #[test]
 fn post_start_exec_finishes_before_the_pod_goes_on() {
@@ -52,7 +18,7 @@ fn post_start_exec_finishes_before_the_pod_goes_on() {
     }
     let env = Env::new("hook-post");
     env.import_image("busybox");
-    let shared = shared_dir(&env);
+    let shared = env.shared_dir();
     let _agent = Agent::start(&env, FAST_BACKOFF);
     // The hook takes a while; the next container must start only after it returned, and the
     // app sees what the hook wrote into its filesystem.
@@ -87,9 +53,9 @@ spec:
         (std::fs::read_to_string(shared.join("seen")).ok()? == "from-hook\n").then_some(())
     });
     wait_for("next started", Duration::from_secs(20), || {
-        (lines(&shared.join("order")).len() == 2).then_some(())
+        (file_lines(&shared.join("order")).len() == 2).then_some(())
     });
-    assert_eq!(lines(&shared.join("order")), ["hook-done", "next-start"]);
+    assert_eq!(file_lines(&shared.join("order")), ["hook-done", "next-start"]);
     assert!(
         !pod_events(&env, "post")
             .iter()
@@ -125,9 +91,9 @@ spec:
     );
     // The event's message is fixed (a hook's output may hold secrets); the details, with
     // the output, are in the agent's log.
-    let msg = wait_event(&env, "postfail", "FailedPostStartHook", "");
+    let msg = wait_pod_event(&env, "postfail", "FailedPostStartHook", "");
     assert_eq!(msg, "PostStartHook failed");
-    wait_event(&env, "postfail", "Killing", "FailedPostStartHook");
+    wait_pod_event(&env, "postfail", "Killing", "FailedPostStartHook");
     let log = agent.log_text();
     assert!(
         log.lines()
@@ -155,7 +121,7 @@ fn pre_stop_exec_runs_before_the_stop_signal_and_a_failing_one_is_reported() {
     }
     let env = Env::new("hook-prestop");
     env.import_image("busybox");
-    let shared = shared_dir(&env);
+    let shared = env.shared_dir();
     let agent = Agent::start(&env, FAST_BACKOFF);
     env.write_manifest(
         "prestop.yaml",
@@ -189,7 +155,7 @@ spec:
     let pod = env.wait_running("prestop", &["app", "broken"]);
     let pids = [pod.pid("app"), pod.pid("broken")];
     env.remove_manifest("prestop.yaml");
-    let msg = wait_event(&env, "prestop", "FailedPreStopHook", "");
+    let msg = wait_pod_event(&env, "prestop", "FailedPreStopHook", "");
     assert_eq!(msg, "PreStopHook failed");
     wait_for(
         "the preStop failure in the agent's log",
@@ -206,13 +172,13 @@ spec:
                 .then_some(())
         },
     );
-    pod_gone(&env, "prestop");
+    wait_pod_removed(&env, "prestop");
     for pid in pids {
         assert!(!alive(pid), "{pid} stopped");
     }
-    assert_eq!(lines(&shared.join("order")), ["pre-stop", "app-term"]);
+    assert_eq!(file_lines(&shared.join("order")), ["pre-stop", "app-term"]);
     // The failed hook did not stop the stop: the container still got its SIGTERM.
-    assert_eq!(lines(&shared.join("broken")), ["broken-term"]);
+    assert_eq!(file_lines(&shared.join("broken")), ["broken-term"]);
 }
 
 #[test]
@@ -222,7 +188,7 @@ fn pre_stop_sleep_delays_the_stop_signal() {
     }
     let env = Env::new("hook-sleep");
     env.import_image("busybox");
-    let shared = shared_dir(&env);
+    let shared = env.shared_dir();
     let _agent = Agent::start(&env, FAST_BACKOFF);
     env.write_manifest(
         "sleepy.yaml",
@@ -249,7 +215,7 @@ spec:
     let removed = Instant::now();
     env.remove_manifest("sleepy.yaml");
     let termed = wait_for("the SIGTERM trap ran", Duration::from_secs(30), || {
-        (lines(&shared.join("order")) == ["app-term"]).then(Instant::now)
+        (file_lines(&shared.join("order")) == ["app-term"]).then(Instant::now)
     });
     // The signal came only after the 2 s sleep (the trap writes at once when it comes).
     assert!(
@@ -257,7 +223,7 @@ spec:
         "SIGTERM after {:?}, before the preStop sleep ended",
         termed.duration_since(removed)
     );
-    pod_gone(&env, "sleepy");
+    wait_pod_removed(&env, "sleepy");
     assert!(!alive(pid));
 }
 
@@ -268,7 +234,7 @@ fn http_get_hooks_reach_a_server_in_the_pod() {
     }
     let env = Env::new("hook-http");
     env.import_image("busybox");
-    let shared = shared_dir(&env);
+    let shared = env.shared_dir();
     let _agent = Agent::start(&env, FAST_BACKOFF);
     // busybox httpd in a sidecar (started once it listens, so the app's postStart finds it);
     // its CGI scripts record each hook's request. The sidecar outlives the app on deletion,
@@ -315,12 +281,12 @@ spec:
     );
     env.wait_running("http", &["web", "app"]);
     wait_for("the postStart request", Duration::from_secs(20), || {
-        (!lines(&shared.join("order")).is_empty()).then_some(())
+        (!file_lines(&shared.join("order")).is_empty()).then_some(())
     });
-    assert_eq!(lines(&shared.join("order")), ["post-start"]);
+    assert_eq!(file_lines(&shared.join("order")), ["post-start"]);
     env.remove_manifest("http.yaml");
-    pod_gone(&env, "http");
-    assert_eq!(lines(&shared.join("order")), ["post-start", "pre-stop"]);
+    wait_pod_removed(&env, "http");
+    assert_eq!(file_lines(&shared.join("order")), ["post-start", "pre-stop"]);
     assert!(
         !pod_events(&env, "http")
             .iter()

@@ -5,28 +5,12 @@
 //! sidecar first. Order is recorded by the containers themselves in a file of the test's own
 //! directory (hostPath), from their commands and SIGTERM traps.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use minilet_e2e::*;
 use serde_json::Value;
 
 const FAST_BACKOFF: &[&str] = &["--backoff-initial", "200ms", "--backoff-max", "400ms"];
-
-/// A directory of the test's own, for the pod to write into (hostPath `/h`).
-fn shared_dir(env: &Env) -> PathBuf {
-    let dir = env.dir.join("shared");
-    std::fs::create_dir_all(&dir).expect("create shared dir");
-    dir
-}
-
-fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
 
 fn pod_json(env: &Env, pod: &str) -> Value {
     serde_json::from_str(&ok(env, &["get", "pod", pod, "-o", "json"])).expect("pod JSON")
@@ -56,12 +40,6 @@ fn row(env: &Env, pod: &str) -> (String, String) {
     )
 }
 
-fn pod_gone(env: &Env, name: &str) {
-    wait_for(&format!("pod {name} removed"), Duration::from_secs(30), || {
-        env.pod(name).is_none().then_some(())
-    });
-}
-
 #[test]
 fn sidecar_starts_before_the_next_init_container_and_the_app() {
     if !is_root() {
@@ -69,7 +47,7 @@ fn sidecar_starts_before_the_next_init_container_and_the_app() {
     }
     let env = Env::new("sidecar-order");
     env.import_image("busybox");
-    let shared = shared_dir(&env);
+    let shared = env.shared_dir();
     let _agent = Agent::start(&env, FAST_BACKOFF);
     // The sidecar is started (startupProbe) only a while after its process began: the init
     // container after it must not run before that.
@@ -117,11 +95,11 @@ spec:
         (r.1 == "Init:1/2").then_some(r)
     });
     assert_eq!(during.0, "1/2", "READY counts the ready sidecar");
-    assert_eq!(lines(&shared.join("order")), ["side-begin", "side-up"]);
+    assert_eq!(file_lines(&shared.join("order")), ["side-begin", "side-up"]);
     std::fs::write(shared.join("go"), "").expect("write go");
     let pod = env.wait_running("order", &["side", "app"]);
     let order = shared.join("order");
-    assert_eq!(lines(&order), ["side-begin", "side-up", "setup", "app"]);
+    assert_eq!(file_lines(&order), ["side-begin", "side-up", "setup", "app"]);
     // The kernel's view: the sidecar's process runs beside the app's, started before it.
     let (side, app) = (pod.pid("side"), pod.pid("app"));
     assert!(alive(side) && alive(app));
@@ -169,7 +147,7 @@ fn never_pod_completes_while_its_sidecar_runs_and_then_stops_it() {
     }
     let env = Env::new("sidecar-complete");
     env.import_image("busybox");
-    let shared = shared_dir(&env);
+    let shared = env.shared_dir();
     let _agent = Agent::start(&env, FAST_BACKOFF);
     env.write_manifest(
         "job.yaml",
@@ -210,7 +188,7 @@ spec:
     wait_for("sidecar process gone", Duration::from_secs(10), || {
         (!alive(side)).then_some(())
     });
-    assert_eq!(lines(&shared.join("order")), ["side", "app-done", "side-term"]);
+    assert_eq!(file_lines(&shared.join("order")), ["side", "app-done", "side-term"]);
     // Not restarted although it has restartPolicy Always: the pod is over.
     let p = env.pod("job").expect("job");
     assert_eq!(
@@ -283,7 +261,7 @@ fn termination_stops_the_app_first_then_sidecars_last_first() {
     }
     let env = Env::new("sidecar-stop");
     env.import_image("busybox");
-    let shared = shared_dir(&env);
+    let shared = env.shared_dir();
     let _agent = Agent::start(&env, FAST_BACKOFF);
     let trap = |name: &str| format!("trap 'echo {name} >> /h/order; exit 0' TERM; sleep 3600 & wait");
     env.write_manifest(
@@ -325,9 +303,72 @@ spec:
     let pod = env.wait_running("stop", &["first", "second", "app"]);
     let pids = [pod.pid("first"), pod.pid("second"), pod.pid("app")];
     env.remove_manifest("stop.yaml");
-    pod_gone(&env, "stop");
+    wait_pod_removed(&env, "stop");
     for pid in pids {
         assert!(!alive(pid), "{pid} stopped");
     }
-    assert_eq!(lines(&shared.join("order")), ["app", "second", "first"]);
+    assert_eq!(file_lines(&shared.join("order")), ["app", "second", "first"]);
+}
+
+#[test]
+fn failing_liveness_on_a_sidecar_runs_its_pre_stop_and_restarts_only_the_sidecar() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("sidecar-live");
+    env.import_image("busybox");
+    let shared = env.shared_dir();
+    let _agent = Agent::start(&env, FAST_BACKOFF);
+    env.write_manifest(
+        "live.yaml",
+        &r#"apiVersion: v1
+kind: Pod
+metadata: {name: live}
+spec:
+  terminationGracePeriodSeconds: 5
+  volumes:
+  - {name: h, hostPath: {path: SHARED, type: Directory}}
+  initContainers:
+  - name: side
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    restartPolicy: Always
+    volumeMounts: [{name: h, mountPath: /h}]
+    command: ["sh", "-c", "trap 'echo side-term >> /h/order; exit 0' TERM; touch /tmp/healthy; sleep 3600 & wait"]
+    livenessProbe:
+      exec: {command: ["cat", "/tmp/healthy"]}
+      periodSeconds: 1
+      failureThreshold: 1
+    lifecycle:
+      preStop:
+        exec: {command: ["sh", "-c", "echo pre-stop >> /h/order"]}
+  containers:
+  - name: app
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+"#
+        .replace("SHARED", &shared.display().to_string()),
+    );
+    let pod = env.wait_running("live", &["side", "app"]);
+    let (side, app) = (pod.pid("side"), pod.pid("app"));
+    let out = in_container(side, &["rm", "/tmp/healthy"]);
+    assert!(out.status.success(), "rm in the sidecar: {}", stderr(&out));
+    let killing = wait_pod_event(&env, "live", "Killing", "failed liveness probe");
+    assert_eq!(killing, "Container side failed liveness probe, will be restarted");
+    wait_for("a new sidecar attempt", Duration::from_secs(30), || {
+        let p = env.pod("live")?;
+        let c = p.containers.get("side")?;
+        (c.attempt >= 1 && c.pid.is_some_and(|pid| pid != side && alive(pid))).then_some(())
+    });
+    assert!(!alive(side), "the unhealthy sidecar {side} is gone");
+    // preStop ran before the stop signal.
+    assert_eq!(file_lines(&shared.join("order"))[..2], ["pre-stop", "side-term"]);
+    let p = env.pod("live").expect("live");
+    assert_eq!(
+        (p.pid("app"), p.containers["app"].attempt),
+        (app, 0),
+        "the app untouched"
+    );
+    assert!(alive(app));
 }

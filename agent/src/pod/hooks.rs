@@ -13,7 +13,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Container, LifecycleHandler};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::probes::{self, Scheme, Target};
+use super::probes::{self, HttpGet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HookKind {
@@ -59,12 +59,7 @@ impl HookKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Exec(Vec<String>),
-    Http {
-        target: Target,
-        scheme: Scheme,
-        path: String,
-        headers: Vec<(String, String)>,
-    },
+    Http(HttpGet),
     Sleep(Duration),
     /// A handler the kubelet does not run (`tcpSocket`): the hook fails.
     Unsupported(String),
@@ -84,29 +79,7 @@ impl Hook {
         let action = if let Some(e) = &h.exec {
             Action::Exec(e.command.clone().unwrap_or_default())
         } else if let Some(g) = &h.http_get {
-            let path = g.path.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| "/".into());
-            Action::Http {
-                target: Target {
-                    host: g.host.clone().unwrap_or_default(),
-                    port: probes::resolve_port(&g.port, c),
-                },
-                scheme: if g.scheme.as_deref() == Some("HTTPS") {
-                    Scheme::Https
-                } else {
-                    Scheme::Http
-                },
-                path: if path.starts_with('/') {
-                    path
-                } else {
-                    format!("/{path}")
-                },
-                headers: g
-                    .http_headers
-                    .iter()
-                    .flatten()
-                    .map(|h| (h.name.clone(), h.value.clone()))
-                    .collect(),
-            }
+            Action::Http(HttpGet::of(g, c))
         } else if let Some(s) = &h.sleep {
             Action::Sleep(Duration::from_secs(s.seconds.max(0) as u64))
         } else if h.tcp_socket.is_some() {
@@ -145,19 +118,12 @@ impl Hook {
                     }
                 }
             }
-            Action::Http {
-                target,
-                scheme,
-                path,
-                headers,
-            } => probes::http_response(ctx.network, target, *scheme, path, headers)
-                .await
-                .map(|_| ())
-                .map_err(|e| {
-                    format!(
-                        "HTTP lifecycle hook ({path}) for Container {container:?} in Pod {pod:?} failed - error: {e}"
-                    )
-                }),
+            Action::Http(get) => probes::http_response(ctx.network, get).await.map(|_| ()).map_err(|e| {
+                format!(
+                    "HTTP lifecycle hook ({}) for Container {container:?} in Pod {pod:?} failed - error: {e}",
+                    get.path
+                )
+            }),
             Action::Sleep(d) => {
                 tokio::time::sleep(*d).await;
                 Ok(())
@@ -246,9 +212,9 @@ mod tests {
         );
         let post = Hook::of(HookKind::PostStart, &c).expect("postStart");
         match post.action {
-            Action::Http { target, path, .. } => {
-                assert_eq!(target.port, Ok(8080));
-                assert_eq!(path, "/hook");
+            Action::Http(get) => {
+                assert_eq!(get.target.port, Ok(8080));
+                assert_eq!(get.path, "/hook");
             }
             other => panic!("httpGet expected: {other:?}"),
         }

@@ -15,7 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, Probe as ProbeSpec};
+use k8s_openapi::api::core::v1::{Container, HTTPGetAction, Probe as ProbeSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -104,20 +104,50 @@ pub struct Target {
     pub port: Result<u16, String>,
 }
 
+/// An httpGet action (a probe's or a lifecycle hook's) with Kubernetes' defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpGet {
+    pub target: Target,
+    pub scheme: Scheme,
+    /// Starts with `/`.
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl HttpGet {
+    pub fn of(h: &HTTPGetAction, c: &Container) -> HttpGet {
+        let path = h.path.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| "/".into());
+        HttpGet {
+            target: Target {
+                host: h.host.clone().unwrap_or_default(),
+                port: resolve_port(&h.port, c),
+            },
+            scheme: if h.scheme.as_deref() == Some("HTTPS") {
+                Scheme::Https
+            } else {
+                Scheme::Http
+            },
+            path: if path.starts_with('/') {
+                path
+            } else {
+                format!("/{path}")
+            },
+            headers: h
+                .http_headers
+                .iter()
+                .flatten()
+                .map(|h| (h.name.clone(), h.value.clone()))
+                .collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handler {
     Exec(Vec<String>),
-    Http {
-        target: Target,
-        scheme: Scheme,
-        path: String,
-        headers: Vec<(String, String)>,
-    },
+    Http(HttpGet),
     Tcp(Target),
-    Grpc {
-        target: Target,
-        service: String,
-    },
+    Grpc { target: Target, service: String },
 }
 
 /// A probe with Kubernetes' defaults applied.
@@ -143,7 +173,7 @@ fn count(v: Option<i32>, default: u32) -> u32 {
 }
 
 /// A port by number, or by the name of one of the container's ports.
-pub(crate) fn resolve_port(port: &IntOrString, c: &Container) -> Result<u16, String> {
+fn resolve_port(port: &IntOrString, c: &Container) -> Result<u16, String> {
     match port {
         IntOrString::Int(n) => u16::try_from(*n)
             .ok()
@@ -171,29 +201,7 @@ impl Probe {
         let handler = if let Some(exec) = &p.exec {
             Handler::Exec(exec.command.clone().unwrap_or_default())
         } else if let Some(h) = &p.http_get {
-            let path = h.path.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| "/".into());
-            Handler::Http {
-                target: Target {
-                    host: h.host.clone().unwrap_or_default(),
-                    port: resolve_port(&h.port, c),
-                },
-                scheme: if h.scheme.as_deref() == Some("HTTPS") {
-                    Scheme::Https
-                } else {
-                    Scheme::Http
-                },
-                path: if path.starts_with('/') {
-                    path
-                } else {
-                    format!("/{path}")
-                },
-                headers: h
-                    .http_headers
-                    .iter()
-                    .flatten()
-                    .map(|h| (h.name.clone(), h.value.clone()))
-                    .collect(),
-            }
+            Handler::Http(HttpGet::of(h, c))
         } else if let Some(t) = &p.tcp_socket {
             Handler::Tcp(Target {
                 host: t.host.clone().unwrap_or_default(),
@@ -492,20 +500,16 @@ async fn run(probe: Probe, ctx: Arc<Context>, gate: Option<watch::Receiver<bool>
 pub async fn run_once(probe: &Probe, ctx: &Context) -> Outcome {
     match &probe.handler {
         Handler::Exec(cmd) => exec(ctx, cmd, probe.timeout).await,
-        Handler::Http {
-            target,
-            scheme,
-            path,
-            headers,
-        } => {
+        Handler::Http(get) => {
             let url_for_error = || {
                 format!(
-                    "{}://{}{path}",
-                    if *scheme == Scheme::Https { "https" } else { "http" },
-                    target.host
+                    "{}://{}{}",
+                    if get.scheme == Scheme::Https { "https" } else { "http" },
+                    get.target.host,
+                    get.path
                 )
             };
-            match tokio::time::timeout(probe.timeout, http_get(ctx.network, target, *scheme, path, headers)).await {
+            match tokio::time::timeout(probe.timeout, http_get(ctx.network, get)).await {
                 Ok(o) => o,
                 Err(_) => Outcome::Failure(format!(
                     "Get {:?}: context deadline exceeded (Client.Timeout exceeded while awaiting headers)",
@@ -646,14 +650,8 @@ pub fn http_outcome(status: u16, body: &[u8]) -> Outcome {
     }
 }
 
-async fn http_get(
-    network: Network,
-    target: &Target,
-    scheme: Scheme,
-    path: &str,
-    headers: &[(String, String)],
-) -> Outcome {
-    match http_response(network, target, scheme, path, headers).await {
+async fn http_get(network: Network, get: &HttpGet) -> Outcome {
+    match http_response(network, get).await {
         Ok((status, body)) => http_outcome(status, &body),
         Err(e) => Outcome::Failure(e),
     }
@@ -662,20 +660,20 @@ async fn http_get(
 /// A GET as the kubelet's probes (and lifecycle hooks) make it, following redirects to the
 /// same host: the final status and up to [`MAX_OUTPUT`] bytes of its body, or why there is
 /// no answer.
-pub(crate) async fn http_response(
-    network: Network,
-    target: &Target,
-    scheme: Scheme,
-    path: &str,
-    headers: &[(String, String)],
-) -> Result<(u16, Vec<u8>), String> {
+pub(crate) async fn http_response(network: Network, get: &HttpGet) -> Result<(u16, Vec<u8>), String> {
+    let HttpGet {
+        target,
+        scheme,
+        path,
+        headers,
+    } = get;
     let addr = address(target).await?;
     let host = if target.host.is_empty() {
         addr.ip().to_string()
     } else {
         target.host.clone()
     };
-    let scheme_str = if scheme == Scheme::Https { "https" } else { "http" };
+    let scheme_str = if *scheme == Scheme::Https { "https" } else { "http" };
     let authority = match addr {
         SocketAddr::V6(a) => format!("[{}]:{}", host.trim_start_matches('[').trim_end_matches(']'), a.port()),
         SocketAddr::V4(a) => format!("{host}:{}", a.port()),
@@ -938,7 +936,7 @@ mod tests {
         let p = Probe::of(ProbeKind::Readiness, &c).unwrap();
         assert_eq!(
             p.handler,
-            Handler::Http {
+            Handler::Http(HttpGet {
                 target: Target {
                     host: String::new(),
                     port: Ok(8080)
@@ -946,7 +944,7 @@ mod tests {
                 scheme: Scheme::Http,
                 path: "/healthz".into(),
                 headers: vec![("X-A".into(), "b".into())],
-            }
+            })
         );
         assert_eq!((p.period, p.timeout), (Duration::from_secs(2), Duration::from_secs(3)));
         assert_eq!((p.success_threshold, p.failure_threshold), (2, 5));
