@@ -372,3 +372,62 @@ spec:
     );
     assert!(alive(app));
 }
+
+#[test]
+fn an_agent_restart_adopts_a_running_sidecar_and_keeps_restarting_it() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("sidecar-adopt");
+    env.import_image("busybox");
+    let mut agent = Agent::start(&env, FAST_BACKOFF);
+    env.write_manifest(
+        "adopt.yaml",
+        r#"apiVersion: v1
+kind: Pod
+metadata: {name: adopt}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  initContainers:
+  - name: side
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    restartPolicy: Always
+    command: ["sleep", "3600"]
+  - name: setup
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["true"]
+  containers:
+  - name: app
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+"#,
+    );
+    let pod = env.wait_running("adopt", &["side", "app"]);
+    let (side, app) = (pod.pid("side"), pod.pid("app"));
+    agent.kill9();
+    let _agent = Agent::start(&env, FAST_BACKOFF);
+    // Taken over as it runs: nothing started again, the sidecar still counts in READY.
+    let (ready, status) = wait_for("READY 2/2 Running after the restart", Duration::from_secs(30), || {
+        let r = row(&env, "adopt");
+        (r.0 == "2/2" && r.1 == "Running").then_some(r)
+    });
+    assert_eq!((ready.as_str(), status.as_str()), ("2/2", "Running"));
+    let p = env.pod("adopt").expect("adopt");
+    assert_eq!((p.pid("side"), p.pid("app")), (side, app), "the same processes");
+    assert_eq!(p.containers["setup"].attempt, 0, "the init container did not run again");
+    // The new agent restarts the sidecar when it dies (restartPolicy Never notwithstanding).
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(side), nix::sys::signal::Signal::SIGKILL).expect("kill sidecar");
+    wait_for(
+        "the sidecar restarted by the new agent",
+        Duration::from_secs(30),
+        || {
+            let c = env.pod("adopt")?.containers.get("side")?.clone();
+            (c.attempt >= 1 && c.pid.is_some_and(|pid| pid != side && alive(pid))).then_some(())
+        },
+    );
+    assert!(alive(app), "the app keeps running");
+}
