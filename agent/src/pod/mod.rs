@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod command;
 pub mod config;
 pub mod expansion;
+pub mod host_ports;
 pub mod images;
 pub mod manager;
 pub mod node;

@@ -284,6 +284,13 @@ fn validate_container(
         {
             v.invalid(&format!("{pp}.hostPort"), hp, "must be between 1 and 65535, inclusive");
         }
+        // The forwarder binds it: anything but an address would fail only when the pod starts.
+        if let Some(ip) = p.host_ip.as_deref()
+            && !ip.is_empty()
+            && ip.parse::<std::net::IpAddr>().is_err()
+        {
+            v.invalid(&format!("{pp}.hostIP"), ip, "must be a valid IP address");
+        }
         if let Some(proto) = p.protocol.as_deref()
             && !["TCP", "UDP", "SCTP"].contains(&proto)
         {
@@ -633,7 +640,7 @@ mod tests {
     #[test]
     fn ports_and_resources() {
         let e = errors(
-            "  containers:\n  - name: a\n    image: i\n    ports: [{containerPort: 0}, {containerPort: 70000, protocol: HTTP}, {containerPort: 1, name: web}, {containerPort: 2, name: web}]\n    resources: {limits: {cpu: 1x, memory: 1Gi}, requests: {memory: 2Gi}}\n",
+            "  containers:\n  - name: a\n    image: i\n    ports: [{containerPort: 0}, {containerPort: 70000, protocol: HTTP}, {containerPort: 1, name: web}, {containerPort: 2, name: web}, {containerPort: 3, hostPort: 3, hostIP: localhost}]\n    resources: {limits: {cpu: 1x, memory: 1Gi}, requests: {memory: 2Gi}}\n",
         );
         assert!(
             has(
@@ -652,6 +659,13 @@ mod tests {
         );
         assert!(
             has(&e, "spec.containers[0].ports[3].name: Duplicate value: \"web\""),
+            "{e:?}"
+        );
+        assert!(
+            has(
+                &e,
+                "spec.containers[0].ports[4].hostIP: Invalid value: \"localhost\": must be a valid IP address"
+            ),
             "{e:?}"
         );
         assert!(

@@ -10,6 +10,7 @@ pub async fn run(w: &mut Worker) -> State {
     // A terminal pod no longer counts against the node (the kubelet's active pods).
     w.ctx.admission.release(&w.uid);
     w.stop_all(w.grace_period()).await;
+    w.close_host_ports().await;
     if let Some(sandbox) = w.sandbox.take()
         && let Err(e) = w.ctx.runtime.stop_sandbox(&sandbox).await
     {

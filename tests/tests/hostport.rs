@@ -1,0 +1,387 @@
+//! hostPort without CNI: the per-pod forwarder opens the node's port before the pod runs,
+//! carries TCP connections and UDP datagrams to the pod's loopback, honours hostIP, closes
+//! the port when the pod goes, refuses a taken port (event, nothing started) and a second
+//! pod on the same port (admission), and keeps forwarding across an agent SIGKILL.
+//!
+//! The whole node runs inside a network namespace each test creates (`unshare --net`, held
+//! by a process the test owns): no port is ever opened on the machine's own network.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use minilet_e2e::*;
+
+/// A network namespace with loopback up, alive as long as this value.
+struct NetNs {
+    holder: Child,
+}
+
+impl NetNs {
+    fn new() -> NetNs {
+        // `cat` on a pipe we hold: the namespace lives until we close the pipe or kill it.
+        let holder = Command::new("unshare")
+            .args(["--net", "--", "sh", "-c", "ip link set lo up && echo up && exec cat"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn unshare --net");
+        let mut ns = NetNs { holder };
+        let mut up = [0u8; 3];
+        ns.holder
+            .stdout
+            .as_mut()
+            .expect("holder stdout")
+            .read_exact(&mut up)
+            .expect("the namespace holder says its loopback is up");
+        ns
+    }
+
+    fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/net", self.holder.id()))
+    }
+
+    /// `nsenter --net=... --`: runs the agent inside this namespace (it execs in place).
+    fn wrapper(&self) -> [String; 2] {
+        [format!("--net={}", self.path().display()), "--".into()]
+    }
+
+    fn start_agent(&self, env: &Env) -> Agent {
+        let [net, dashes] = self.wrapper();
+        Agent::start_via(
+            env,
+            &["nsenter", &net, &dashes],
+            &["--backoff-initial", "1s", "--backoff-max", "2s"],
+        )
+    }
+
+    /// Run `f` on a thread that has joined this namespace: sockets it makes belong to it.
+    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        in_netns(self.path(), f)
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
+
+fn in_netns<T: Send>(ns: PathBuf, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let file = std::fs::File::open(&ns).expect("open netns");
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns(net)");
+            f()
+        })
+        .join()
+        .expect("thread in the netns")
+    })
+}
+
+fn pod(name: &str, ports: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: web\n    image: localhost/busybox:latest\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, \"trap 'exit 0' TERM; mkdir -p /www && echo hello-from-{name} > /www/index.html && httpd -f -p 127.0.0.1:8080 -h /www & wait\"]\n    ports: {ports}\n"
+    )
+}
+
+/// One HTTP/1.0 GET; `None` when the connection is refused or yields nothing.
+fn http_get(addr: &str) -> Option<String> {
+    let addr: SocketAddr = addr.parse().expect("address");
+    let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    c.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").ok()?;
+    let mut resp = String::new();
+    let _ = c.read_to_string(&mut resp);
+    (!resp.is_empty()).then_some(resp)
+}
+
+fn refused(addr: &str) -> bool {
+    let addr: SocketAddr = addr.parse().expect("address");
+    matches!(TcpStream::connect_timeout(&addr, Duration::from_secs(5)),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
+}
+
+/// TCP ports listening in the namespace of `pid`, as its kernel lists them.
+fn listening_tcp(pid: i32) -> Vec<u16> {
+    let mut out = Vec::new();
+    for file in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")).unwrap_or_default();
+        for l in text.lines().skip(1) {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // State 0A is LISTEN; the local address is ADDR:PORT in hex.
+            if f.get(3) == Some(&"0A")
+                && let Some(port) = f.get(1).and_then(|a| a.rsplit(':').next())
+                && let Ok(p) = u16::from_str_radix(port, 16)
+            {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// The forwarder recorded in a pod's state directory.
+fn forwarder_pid(p: &PodView) -> Option<i32> {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p.dir.join("portfwd.json")).ok()?).ok()?;
+    v["pid"].as_i64().map(|p| p as i32)
+}
+
+/// A UDP echo server ("pong:" + datagram) on 127.0.0.1:`port` inside the network namespace
+/// of `pause`: the pod's loopback, where a container would listen. Busybox has no UDP
+/// server, and what is under test is the path from the node's port into that namespace.
+struct UdpEcho {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl UdpEcho {
+    fn start(pause: i32, port: u16) -> UdpEcho {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let ns = PathBuf::from(format!("/proc/{pause}/ns/net"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let file = std::fs::File::open(&ns).expect("open the pod's netns");
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns(net)");
+            let s = UdpSocket::bind(("127.0.0.1", port)).expect("bind the echo server in the pod");
+            s.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+            tx.send(()).expect("ready");
+            let mut buf = [0u8; 2048];
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = s.recv_from(&mut buf) {
+                    let mut reply = b"pong:".to_vec();
+                    reply.extend_from_slice(&buf[..n]);
+                    let _ = s.send_to(&reply, from);
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(10)).expect("echo server ready");
+        UdpEcho {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Send `msg` to `addr` from a fresh socket until an answer comes (the first datagrams may
+/// race the server's start); returns the answer.
+fn udp_ask(addr: &str, msg: &str) -> String {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("client socket");
+    s.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    wait_for(&format!("a UDP answer from {addr}"), Duration::from_secs(15), || {
+        s.send_to(msg.as_bytes(), addr).ok()?;
+        let mut buf = [0u8; 2048];
+        let n = s.recv(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    })
+}
+
+#[test]
+fn tcp_udp_and_host_ip_are_forwarded_and_closed_with_the_pod() {
+    if !is_root() {
+        return;
+    }
+    let net = NetNs::new();
+    let env = Env::new("hostport-fwd");
+    env.import_image("busybox");
+    let agent = net.start_agent(&env);
+    env.write_manifest(
+        "web.yaml",
+        &pod(
+            "web",
+            "[{containerPort: 8080, hostPort: 18080}, {containerPort: 8080, hostPort: 18081, hostIP: 127.0.0.2}, {containerPort: 5353, hostPort: 15353, protocol: UDP}]",
+        ),
+    );
+    // The port is open before the pod runs: by the time its container exists, it listens.
+    let first = wait_for("web's container process", Duration::from_secs(30), || {
+        let p = env.pod("web")?;
+        p.containers.get("web")?.pid?;
+        Some(p)
+    });
+    let ports = listening_tcp(agent.pid());
+    assert!(
+        ports.contains(&18080) && ports.contains(&18081),
+        "host ports listen as soon as a container exists: {ports:?}"
+    );
+    let fwd = forwarder_pid(&first).expect("portfwd.json names the forwarder");
+    assert_eq!(
+        ns(fwd, "net"),
+        ns(first.pause(), "net"),
+        "the forwarder works from the pod's netns"
+    );
+
+    // TCP, answered by the container's httpd on its loopback.
+    let body = net.run(|| {
+        wait_for("the pod answers on 127.0.0.1:18080", Duration::from_secs(20), || {
+            http_get("127.0.0.1:18080").filter(|r| r.contains("hello-from-web"))
+        })
+    });
+    assert!(body.starts_with("HTTP/1."), "{body:?}");
+    // hostIP: only that address has the port.
+    net.run(|| {
+        let r = http_get("127.0.0.2:18081").expect("an answer on hostIP 127.0.0.2");
+        assert!(r.contains("hello-from-web"), "{r:?}");
+        assert!(refused("127.0.0.1:18081"), "18081 is bound to 127.0.0.2 only");
+    });
+    // The ports are the test namespace's, never the machine's.
+    assert_ne!(ns(agent.pid(), "net"), ns(std::process::id() as i32, "net"));
+
+    // UDP, two clients each with their own session.
+    let echo = UdpEcho::start(first.pause(), 5353);
+    net.run(|| {
+        assert_eq!(udp_ask("127.0.0.1:15353", "one"), "pong:one");
+        assert_eq!(udp_ask("127.0.0.1:15353", "two"), "pong:two");
+    });
+    drop(echo);
+
+    // The pod goes: the ports close and the forwarder is gone.
+    env.remove_manifest("web.yaml");
+    wait_for("web removed", Duration::from_secs(30), || {
+        env.pod("web").is_none().then_some(())
+    });
+    assert!(!alive(fwd), "the forwarder is gone with the pod");
+    let ports = listening_tcp(agent.pid());
+    assert!(
+        !ports.contains(&18080) && !ports.contains(&18081),
+        "ports closed: {ports:?}"
+    );
+    net.run(|| assert!(refused("127.0.0.1:18080")));
+}
+
+#[test]
+fn a_taken_port_and_a_second_pod_on_the_same_port_are_refused() {
+    if !is_root() {
+        return;
+    }
+    let net = NetNs::new();
+    let env = Env::new("hostport-conflict");
+    env.import_image("busybox");
+    let _agent = net.start_agent(&env);
+
+    // Someone else (not a pod) holds the port: the pod gets the kubelet's event, and
+    // nothing of it runs while the port is taken.
+    let squatter = net.run(|| TcpListener::bind("0.0.0.0:18090").expect("bind 18090 in the test's netns"));
+    env.write_manifest(
+        "blocked.yaml",
+        &pod("blocked", "[{containerPort: 8080, hostPort: 18090}]"),
+    );
+    let message = wait_for("the hostport event", Duration::from_secs(30), || {
+        pod_events(&env, "blocked")
+            .into_iter()
+            .find(|(_, reason, msg, _)| {
+                reason == "FailedCreatePodSandBox" && msg.contains("cannot open hostport 18090")
+            })
+            .map(|(_, _, msg, _)| msg)
+    });
+    assert!(message.contains("in use"), "{message}");
+    // Give it a retry (back-off 1s) or two: still nothing started, no pause left running.
+    wait_for("a second failed attempt", Duration::from_secs(30), || {
+        pod_events(&env, "blocked")
+            .into_iter()
+            .find(|(_, reason, _, count)| reason == "FailedCreatePodSandBox" && *count >= 2)
+    });
+    let p = env.pod("blocked").expect("blocked pod's state");
+    assert!(
+        p.containers.is_empty(),
+        "no container was created: {:?}",
+        p.containers.keys()
+    );
+    assert!(p.pause_pid.is_none_or(|pid| !alive(pid)), "no pause left running");
+    // The port comes free: the next attempt starts the pod, forwarding.
+    drop(squatter);
+    env.wait_running("blocked", &["web"]);
+    net.run(|| {
+        wait_for("blocked answers on 18090", Duration::from_secs(20), || {
+            http_get("127.0.0.1:18090").filter(|r| r.contains("hello-from-blocked"))
+        })
+    });
+
+    // A second pod of this node on the same port and protocol is refused at admission.
+    env.write_manifest(
+        "second.yaml",
+        &pod("second", "[{containerPort: 8080, hostPort: 18090, hostIP: 127.0.0.1}]"),
+    );
+    let rejected = wait_for("second rejected", Duration::from_secs(30), || {
+        pod_events(&env, "second")
+            .into_iter()
+            .find(|(kind, reason, _, _)| kind == "Warning" && reason == "NodePorts")
+    });
+    assert!(
+        rejected.2.contains("didn't have free ports") && rejected.2.contains("default/blocked"),
+        "{rejected:?}"
+    );
+    assert!(env.pod("second").is_none(), "nothing of the rejected pod exists");
+    let second: serde_json::Value =
+        serde_json::from_str(&ok(&env, &["get", "pod", "second", "-o", "json"])).expect("pod JSON");
+    assert_eq!(second["status"]["phase"], "Failed");
+    assert_eq!(second["status"]["reason"], "NodePorts");
+    // The same port over UDP is another port: admitted.
+    env.write_manifest(
+        "udp.yaml",
+        &pod("udp", "[{containerPort: 8080, hostPort: 18090, protocol: UDP}]"),
+    );
+    env.wait_running("udp", &["web"]);
+}
+
+#[test]
+fn forwarding_survives_an_agent_sigkill_and_restart() {
+    if !is_root() {
+        return;
+    }
+    let net = NetNs::new();
+    let env = Env::new("hostport-restart");
+    env.import_image("busybox");
+    let mut agent = net.start_agent(&env);
+    env.write_manifest("web.yaml", &pod("web", "[{containerPort: 8080, hostPort: 18080}]"));
+    let p = env.wait_running("web", &["web"]);
+    let get = || {
+        net.run(|| {
+            wait_for("web answers on 18080", Duration::from_secs(20), || {
+                http_get("127.0.0.1:18080").filter(|r| r.contains("hello-from-web"))
+            })
+        })
+    };
+    get();
+    let fwd = forwarder_pid(&p).expect("forwarder");
+
+    agent.kill9();
+    // No agent: the forwarder still serves.
+    get();
+    assert!(alive(fwd));
+    let agent2 = net.start_agent(&env);
+    get();
+    assert_eq!(
+        forwarder_pid(&env.pod("web").expect("web")),
+        Some(fwd),
+        "the same forwarder is re-adopted, not replaced"
+    );
+
+    // Lost while no agent ran (killed): the restarted agent opens the ports again.
+    let mut agent2 = agent2;
+    agent2.kill9();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(fwd), nix::sys::signal::Signal::SIGKILL).expect("kill forwarder");
+    wait_for("forwarder gone", Duration::from_secs(10), || {
+        (!alive(fwd)).then_some(())
+    });
+    net.run(|| assert!(refused("127.0.0.1:18080")));
+    let _agent3 = net.start_agent(&env);
+    get();
+    let again = forwarder_pid(&env.pod("web").expect("web")).expect("a new forwarder");
+    assert_ne!(again, fwd);
+}
