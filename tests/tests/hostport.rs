@@ -1,12 +1,13 @@
 //! hostPort without CNI: the per-pod forwarder opens the node's port before the pod runs,
 //! carries TCP connections and UDP datagrams to the pod's loopback, honours hostIP, closes
 //! the port when the pod goes, refuses a taken port (event, nothing started) and a second
-//! pod on the same port (admission), and keeps forwarding across an agent SIGKILL.
+//! pod on the same port (admission), and keeps forwarding across an agent SIGKILL. Also
+//! `minilet port-forward` with several ports, `LOCAL:REMOTE` and `--address`.
 //!
 //! The whole node runs inside a network namespace each test creates (`unshare --net`, held
 //! by a process the test owns): no port is ever opened on the machine's own network.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -384,4 +385,84 @@ fn forwarding_survives_an_agent_sigkill_and_restart() {
     get();
     let again = forwarder_pid(&env.pod("web").expect("web")).expect("a new forwarder");
     assert_ne!(again, fwd);
+}
+
+#[test]
+fn port_forward_several_ports_and_addresses_round_trip() {
+    if !is_root() {
+        return;
+    }
+    let net = NetNs::new();
+    let env = Env::new("hostport-pf");
+    env.import_image("busybox");
+    let _agent = net.start_agent(&env);
+    env.write_manifest(
+        "pf.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: pf}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: web\n    image: localhost/busybox:latest\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, \"trap 'exit 0' TERM; mkdir -p /a /b && echo port-a > /a/index.html && echo port-b > /b/index.html; httpd -f -p 127.0.0.1:8080 -h /a & httpd -f -p 127.0.0.1:8081 -h /b & wait\"]\n",
+    );
+    let pf = env.wait_running("pf", &["web"]);
+    wait_agent_ready(&env, "pf");
+    // Both servers listen in the pod before any forwarding starts.
+    wait_for("both servers in the pod", Duration::from_secs(20), || {
+        let ports = listening_tcp(pf.pid("web"));
+        (ports.contains(&8080) && ports.contains(&8081)).then_some(())
+    });
+    // The CLI runs in the test's namespace too: its listeners and the streaming connection
+    // stay off the machine's network.
+    let [netarg, dashes] = net.wrapper();
+    let mut child = Command::new("nsenter")
+        .args([&netarg, &dashes])
+        .arg(minilet())
+        .args([
+            "port-forward",
+            "pf",
+            "18100:8080",
+            ":8081",
+            "--address",
+            "127.0.0.1,127.0.0.2",
+        ])
+        .env("MINILET_SOCKET", &env.socket)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn minilet port-forward");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut forwards = Vec::new();
+    for _ in 0..4 {
+        let mut line = String::new();
+        out.read_line(&mut line).expect("a Forwarding line");
+        let (addr, remote) = line
+            .trim()
+            .strip_prefix("Forwarding from ")
+            .and_then(|r| r.split_once(" -> "))
+            .unwrap_or_else(|| panic!("unexpected line {line:?}"));
+        forwards.push((addr.to_string(), remote.to_string()));
+    }
+    let addrs: Vec<&str> = forwards.iter().map(|(a, _)| a.as_str()).collect();
+    assert!(
+        addrs.contains(&"127.0.0.1:18100") && addrs.contains(&"127.0.0.2:18100"),
+        "{forwards:?}"
+    );
+    // ":8081" picked one free local port, the same on both addresses.
+    let picked: Vec<&str> = forwards
+        .iter()
+        .filter(|(_, r)| r == "8081")
+        .map(|(a, _)| a.rsplit(':').next().unwrap_or_default())
+        .collect();
+    assert!(
+        picked.len() == 2 && picked[0] == picked[1] && picked[0] != "0",
+        "{forwards:?}"
+    );
+    net.run(|| {
+        for (addr, remote) in &forwards {
+            let want = if remote == "8080" { "port-a" } else { "port-b" };
+            let resp = http_get(addr).unwrap_or_default();
+            assert!(
+                resp.starts_with("HTTP/1.") && resp.contains(want),
+                "{addr} -> {remote}: {resp:?}"
+            );
+        }
+    });
+    let _ = child.kill();
+    let _ = child.wait();
 }
