@@ -338,6 +338,23 @@ fn a_taken_port_and_a_second_pod_on_the_same_port_are_refused() {
         &pod("udp", "[{containerPort: 8080, hostPort: 18090, protocol: UDP}]"),
     );
     env.wait_running("udp", &["web"]);
+
+    // An edited manifest is a new pod that takes the port over once the old one is gone.
+    env.write_manifest(
+        "blocked.yaml",
+        &pod("blocked", "[{containerPort: 8080, hostPort: 18090}]").replace("hello-from", "hello-again-from"),
+    );
+    net.run(|| {
+        wait_for("the edited pod answers on 18090", Duration::from_secs(30), || {
+            http_get("127.0.0.1:18090").filter(|r| r.contains("hello-again-from-blocked"))
+        })
+    });
+    assert!(
+        !pod_events(&env, "blocked")
+            .iter()
+            .any(|(_, reason, _, _)| reason == "NodePorts"),
+        "the edited pod is not refused for its predecessor's port"
+    );
 }
 
 #[test]
@@ -385,6 +402,18 @@ fn forwarding_survives_an_agent_sigkill_and_restart() {
     get();
     let again = forwarder_pid(&env.pod("web").expect("web")).expect("a new forwarder");
     assert_ne!(again, fwd);
+
+    // The pause dies: the new sandbox gets the ports again (the old forwarder let go).
+    let old_pause = env.pod("web").expect("web").pause();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(old_pause), nix::sys::signal::Signal::SIGKILL)
+        .expect("kill the pause");
+    wait_for("a new sandbox with a new forwarder", Duration::from_secs(30), || {
+        let p = env.pod("web")?;
+        let fwd = forwarder_pid(&p)?;
+        (p.pause() != old_pause && alive(p.pause()) && fwd != again && alive(fwd)).then_some(())
+    });
+    assert!(!alive(again), "the old sandbox's forwarder is gone");
+    get();
 }
 
 #[test]

@@ -197,8 +197,7 @@ async fn tcp(listener: TcpListener, p: HostPort, log: Log) {
         };
         let log = log.clone();
         tokio::spawn(async move {
-            // Nothing listening in the pod: the client's connection is dropped (reset), as
-            // a connection to a closed port would be.
+            // Nothing listening in the pod: the client's connection is closed at once.
             let mut pod = match TcpStream::connect(target(&p)).await {
                 Ok(s) => s,
                 Err(e) => {
@@ -290,7 +289,11 @@ async fn replies(pod: Arc<UdpSocket>, host: Arc<UdpSocket>, client: SocketAddr, 
                 }
             }
             // ECONNREFUSED for an earlier datagram nobody took: the session stays.
-            Ok(Err(_)) => {}
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            Ok(Err(_)) => {
+                lock(&sessions).remove(&client);
+                return;
+            }
             Err(_) => {
                 let mut map = lock(&sessions);
                 let last = map.get(&client).map_or(deadline - UDP_IDLE, |s| s.last);
