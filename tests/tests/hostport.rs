@@ -495,3 +495,102 @@ fn port_forward_several_ports_and_addresses_round_trip() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn cri_port_mappings_are_forwarded_until_the_sandbox_stops() {
+    use minilet_proto::runtime::v1 as cri;
+    if !is_root() {
+        return;
+    }
+    let net = NetNs::new();
+    let env = Env::new("hostport-cri");
+    let _agent = net.start_agent(&env);
+    minilet_e2e::grpc::rt().block_on(async {
+        let mut c = minilet_e2e::grpc::connect(&env.socket).await;
+        let mapping = |protocol: cri::Protocol, host_ip: &str| cri::PortMapping {
+            protocol: protocol as i32,
+            container_port: 7000,
+            host_port: 17000,
+            host_ip: host_ip.into(),
+        };
+        let config = |name: &str, mappings: Vec<cri::PortMapping>| cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: name.into(),
+                uid: format!("uid-{name}"),
+                namespace: "crictl".into(),
+                attempt: 0,
+            }),
+            hostname: name.into(),
+            log_directory: env.dir.join("cri-logs").display().to_string(),
+            port_mappings: mappings,
+            ..Default::default()
+        };
+        let run = |c: &mut minilet_e2e::grpc::Clients, cfg: cri::PodSandboxConfig| {
+            let mut runtime = c.runtime.clone();
+            async move {
+                runtime
+                    .run_pod_sandbox(cri::RunPodSandboxRequest {
+                        config: Some(cfg),
+                        runtime_handler: String::new(),
+                    })
+                    .await
+            }
+        };
+        // A host_ip that is not an address is refused before anything is made.
+        let bad = run(&mut c, config("bad", vec![mapping(cri::Protocol::Tcp, "nowhere")]))
+            .await
+            .expect_err("a bad host_ip is refused");
+        assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad:?}");
+        assert!(bad.message().contains("port_mappings[0].host_ip"), "{bad:?}");
+
+        let id = run(&mut c, config("crip", vec![mapping(cri::Protocol::Tcp, "")]))
+            .await
+            .expect("RunPodSandbox")
+            .into_inner()
+            .pod_sandbox_id;
+        let dir = env.root.join("sandboxes").join(&id);
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("sandbox.json")).expect("sandbox.json")).expect("JSON");
+        let pause = state["pause"]["pid"].as_i64().expect("pause pid") as i32;
+        // A server on the pod's loopback, made from the pod's namespace.
+        let server = in_netns(PathBuf::from(format!("/proc/{pause}/ns/net")), || {
+            TcpListener::bind("127.0.0.1:7000").expect("bind in the pod")
+        });
+        let serving = std::thread::spawn(move || {
+            if let Ok((mut conn, _)) = server.accept() {
+                let _ = conn.write_all(b"hi-from-cri-pod");
+            }
+        });
+        let got = net.run(|| {
+            let mut s = TcpStream::connect("127.0.0.1:17000").expect("connect to the host port");
+            s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+            let mut got = String::new();
+            let _ = s.read_to_string(&mut got);
+            got
+        });
+        assert_eq!(got, "hi-from-cri-pod");
+        let _ = serving.join();
+
+        // A second sandbox on the same port: the bind fails, the call fails, nothing stays.
+        let taken = run(&mut c, config("second", vec![mapping(cri::Protocol::Tcp, "127.0.0.1")]))
+            .await
+            .expect_err("the port is taken");
+        assert!(taken.message().contains("cannot open hostport 17000"), "{taken:?}");
+        let sandboxes = std::fs::read_dir(env.root.join("sandboxes"))
+            .expect("sandboxes")
+            .count();
+        assert_eq!(sandboxes, 1, "the failed sandbox left nothing");
+
+        c.runtime
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: id.clone(),
+            })
+            .await
+            .expect("StopPodSandbox");
+        net.run(|| assert!(refused("127.0.0.1:17000"), "the port closes with the sandbox"));
+        c.runtime
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
+            .await
+            .expect("RemovePodSandbox");
+    });
+}
