@@ -156,8 +156,27 @@ fn validate_spec(spec: &PodSpec, v: &mut Errors) {
         ("initContainers", spec.init_containers.as_deref().unwrap_or_default()),
         ("containers", &spec.containers[..]),
     ] {
+        // A host port once per list (the API server's check; the forwarder could not bind
+        // it twice): protocol, hostIP and port together.
+        let mut host_ports = HashSet::new();
         for (i, c) in containers.iter().enumerate() {
             validate_container(&format!("spec.{list}[{i}]"), c, &mut names, &volume_names, v);
+            for (j, p) in c.ports.iter().flatten().enumerate() {
+                let Some(hp) = p.host_port.filter(|hp| *hp != 0) else {
+                    continue;
+                };
+                let key = format!(
+                    "{}/{}/{hp}",
+                    p.protocol.as_deref().unwrap_or("TCP"),
+                    p.host_ip.as_deref().unwrap_or_default()
+                );
+                if !host_ports.insert(key.clone()) {
+                    v.push(
+                        &format!("spec.{list}[{i}].ports[{j}].hostPort"),
+                        format!("Duplicate value: {key:?}"),
+                    );
+                }
+            }
         }
     }
 }
@@ -640,7 +659,7 @@ mod tests {
     #[test]
     fn ports_and_resources() {
         let e = errors(
-            "  containers:\n  - name: a\n    image: i\n    ports: [{containerPort: 0}, {containerPort: 70000, protocol: HTTP}, {containerPort: 1, name: web}, {containerPort: 2, name: web}, {containerPort: 3, hostPort: 3, hostIP: localhost}]\n    resources: {limits: {cpu: 1x, memory: 1Gi}, requests: {memory: 2Gi}}\n",
+            "  containers:\n  - name: a\n    image: i\n    ports: [{containerPort: 0}, {containerPort: 70000, protocol: HTTP}, {containerPort: 1, name: web}, {containerPort: 2, name: web}, {containerPort: 3, hostPort: 3, hostIP: localhost}, {containerPort: 4, hostPort: 8080}, {containerPort: 5, hostPort: 8080}, {containerPort: 6, hostPort: 8080, protocol: UDP}]\n    resources: {limits: {cpu: 1x, memory: 1Gi}, requests: {memory: 2Gi}}\n",
         );
         assert!(
             has(
@@ -668,6 +687,14 @@ mod tests {
             ),
             "{e:?}"
         );
+        assert!(
+            has(
+                &e,
+                "spec.containers[0].ports[6].hostPort: Duplicate value: \"TCP//8080\""
+            ),
+            "{e:?}"
+        );
+        assert!(!has(&e, "ports[7].hostPort"), "another protocol is another port: {e:?}");
         assert!(
             has(
                 &e,
