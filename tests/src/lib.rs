@@ -315,10 +315,24 @@ pub struct Agent {
 impl Agent {
     /// Start an agent on `env` (with --cleanup-on-exit) and wait until it is ready.
     pub fn start(env: &Env, extra: &[&str]) -> Agent {
+        Agent::start_via(env, &[], extra)
+    }
+
+    /// The same, with the agent run by `wrapper` (a command that execs its arguments in
+    /// place, e.g. `nsenter --net=FILE --`, so the agent keeps the spawned PID).
+    pub fn start_via(env: &Env, wrapper: &[&str], extra: &[&str]) -> Agent {
         let n = std::fs::read_dir(&env.dir).map(|d| d.count()).unwrap_or(0);
         let log = env.dir.join(format!("agent-{n}.log"));
         let stderr = std::fs::File::create(&log).expect("agent log");
-        let child = Command::new(minilet())
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(minilet());
+                c
+            }
+            None => Command::new(minilet()),
+        };
+        let child = cmd
             .arg("agent")
             .arg("--manifests")
             .arg(&env.manifests)

@@ -1,7 +1,9 @@
 //! Node admission as the kubelet does it for static pods (its predicate admit handler): the
 //! pod's requests must fit in what the node has left, and its `nodeSelector` and required
-//! node affinity must match the node's labels. A pod that fails is rejected with the
-//! kubelet's reason (`OutOfcpu`, `OutOfmemory`, `OutOfpods`, `NodeAffinity`) and message.
+//! node affinity must match the node's labels, and its hostPorts must be free of the other
+//! pods' (the scheduler's NodePorts predicate, which the kubelet runs again). A pod that
+//! fails is rejected with the kubelet's reason (`OutOfcpu`, `OutOfmemory`, `OutOfpods`,
+//! `NodePorts`, `NodeAffinity`) and message.
 //!
 //! The ledger of admitted pods is the "pods already on the node" the kubelet counts: a pod
 //! is recorded when admitted (or re-adopted after a restart) and released once it is
@@ -16,6 +18,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 
 use super::security::Rejection;
 use crate::quantity::Quantity;
+use crate::runtime::host_ports::HostPort;
 
 /// The kubelet's default `--max-pods`.
 pub const MAX_PODS: usize = 110;
@@ -192,11 +195,35 @@ pub fn parse_node_labels(s: &str) -> Result<NodeLabels, String> {
         .map(NodeLabels)
 }
 
+/// What an admitted pod holds of the node.
+#[derive(Debug, Clone)]
+struct Held {
+    /// `namespace/name`, to say whose port another pod wanted.
+    pod: String,
+    requests: Requests,
+    ports: Vec<HostPort>,
+}
+
+impl Held {
+    fn of(pod: &Pod) -> Self {
+        let spec = pod.spec.clone().unwrap_or_default();
+        Held {
+            pod: format!(
+                "{}/{}",
+                pod.metadata.namespace.as_deref().unwrap_or("default"),
+                pod.metadata.name.as_deref().unwrap_or_default()
+            ),
+            requests: pod_requests(&spec),
+            ports: super::host_ports::of_pod(&spec),
+        }
+    }
+}
+
 /// The pods admitted and not yet terminal, and the node they are on.
 #[derive(Debug)]
 pub struct Ledger {
     node: NodeResources,
-    admitted: Mutex<BTreeMap<String, Requests>>,
+    admitted: Mutex<BTreeMap<String, Held>>,
 }
 
 impl Ledger {
@@ -219,10 +246,13 @@ impl Ledger {
             return Ok(());
         }
         let spec = pod.spec.clone().unwrap_or_default();
-        let wanted = pod_requests(&spec);
+        let wanted = Held::of(pod);
         let mut used = Requests::default();
-        admitted.values().for_each(|r| used.add(r));
-        check(&self.node, &spec, &wanted, &used, admitted.len())?;
+        admitted.values().for_each(|h| used.add(&h.requests));
+        check(&self.node, &spec, &wanted.requests, &used, admitted.len())?;
+        if let Some(r) = port_conflict(&wanted.ports, admitted.values()) {
+            return Err(r);
+        }
         admitted.insert(uid.to_string(), wanted);
         Ok(())
     }
@@ -230,11 +260,10 @@ impl Ledger {
     /// Record a pod without checking it: one re-adopted after an agent restart, which
     /// already holds its share of the node.
     pub fn record(&self, uid: &str, pod: &Pod) {
-        let wanted = pod_requests(&pod.spec.clone().unwrap_or_default());
         self.admitted
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(uid.to_string(), wanted);
+            .insert(uid.to_string(), Held::of(pod));
     }
 
     /// The pod is terminal or gone: its requests no longer count.
@@ -283,6 +312,23 @@ fn check(
         });
     }
     Ok(())
+}
+
+/// The NodePorts check (last, after resources and node affinity, in the order of the
+/// scheduler's admission check the kubelet runs): a wanted hostPort that another admitted pod holds. The kubelet's message, and
+/// which port and pod, since a node has no scheduler to say it.
+fn port_conflict<'a>(wanted: &[HostPort], held: impl Iterator<Item = &'a Held>) -> Option<Rejection> {
+    let held: Vec<&Held> = held.collect();
+    wanted.iter().find_map(|w| {
+        let owner = held.iter().find(|h| h.ports.iter().any(|p| p.conflicts(w)))?;
+        Some(Rejection {
+            reason: "NodePorts".into(),
+            message: format!(
+                "Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports ({w} is taken by pod {})",
+                owner.pod
+            ),
+        })
+    })
 }
 
 /// `nodeSelector` (every pair present) and the required node affinity (any term matching).
@@ -491,6 +537,56 @@ mod tests {
         assert_eq!(ledger.admit("two", &pod).unwrap_err().reason, "OutOfcpu");
         ledger.release("one");
         assert!(ledger.admit("two", &pod).is_ok());
+    }
+
+    #[test]
+    fn a_host_port_held_by_an_admitted_pod_is_refused() {
+        let ledger = Ledger::new(node());
+        let pod = |name: &str, ports: &str| -> Pod {
+            serde_yaml::from_str(&format!(
+                "metadata: {{name: {name}}}\nspec: {{containers: [{{name: a, ports: [{ports}]}}]}}"
+            ))
+            .unwrap()
+        };
+        assert!(
+            ledger
+                .admit("one", &pod("web", "{containerPort: 80, hostPort: 8080}"))
+                .is_ok()
+        );
+        let r = ledger
+            .admit(
+                "two",
+                &pod("web2", "{containerPort: 80, hostPort: 8080, hostIP: 127.0.0.1}"),
+            )
+            .unwrap_err();
+        assert_eq!(r.reason, "NodePorts");
+        assert_eq!(
+            r.message,
+            "Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports (127.0.0.1:8080/TCP is taken by pod default/web)"
+        );
+        // Another protocol, or another port, is free.
+        assert!(
+            ledger
+                .admit(
+                    "three",
+                    &pod("dns", "{containerPort: 53, hostPort: 8080, protocol: UDP}")
+                )
+                .is_ok()
+        );
+        assert!(
+            ledger
+                .admit("four", &pod("other", "{containerPort: 80, hostPort: 8081}"))
+                .is_ok()
+        );
+        ledger.release("one");
+        assert!(
+            ledger
+                .admit(
+                    "two",
+                    &pod("web2", "{containerPort: 80, hostPort: 8080, hostIP: 127.0.0.1}")
+                )
+                .is_ok()
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod command;
 pub mod config;
 pub mod expansion;
 pub mod hooks;
+pub mod host_ports;
 pub mod images;
 pub mod manager;
 pub mod node;

@@ -11,6 +11,7 @@ pub mod container;
 pub mod cri;
 pub mod exec;
 pub mod helper;
+pub mod host_ports;
 pub mod log_rotation;
 pub mod logs;
 pub mod process;

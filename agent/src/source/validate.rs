@@ -156,12 +156,28 @@ fn validate_spec(spec: &PodSpec, v: &mut Errors) {
         ("initContainers", spec.init_containers.as_deref().unwrap_or_default()),
         ("containers", &spec.containers[..]),
     ] {
+        // A host port once per list (the API server's check; the forwarder could not bind
+        // it twice): protocol, hostIP and port together.
+        let mut host_ports = HashSet::new();
         for (i, c) in containers.iter().enumerate() {
             let path = format!("spec.{list}[{i}]");
             validate_container(&path, c, &mut names, &volume_names, v);
             // Hooks: their own rules, kept with the hooks (a sleep may not outlast the grace).
             let grace = spec.termination_grace_period_seconds.unwrap_or(30);
             v.0.extend(crate::pod::hooks::validate(&path, c, list == "initContainers", grace));
+            for (j, p) in c.ports.iter().flatten().enumerate() {
+                let Some(hp) = p.host_port.filter(|hp| *hp != 0) else {
+                    continue;
+                };
+                let key = format!(
+                    "{}/{}/{hp}",
+                    p.protocol.as_deref().unwrap_or("TCP"),
+                    p.host_ip.as_deref().unwrap_or_default()
+                );
+                if !host_ports.insert(key.clone()) {
+                    v.push(&format!("{path}.ports[{j}].hostPort"), format!("Duplicate value: {key:?}"));
+                }
+            }
         }
     }
 }
@@ -287,6 +303,13 @@ fn validate_container(
             && !(0..=65535).contains(&hp)
         {
             v.invalid(&format!("{pp}.hostPort"), hp, "must be between 1 and 65535, inclusive");
+        }
+        // The forwarder binds it: anything but an address would fail only when the pod starts.
+        if let Some(ip) = p.host_ip.as_deref()
+            && !ip.is_empty()
+            && ip.parse::<std::net::IpAddr>().is_err()
+        {
+            v.invalid(&format!("{pp}.hostIP"), ip, "must be a valid IP address");
         }
         if let Some(proto) = p.protocol.as_deref()
             && !["TCP", "UDP", "SCTP"].contains(&proto)
@@ -637,7 +660,7 @@ mod tests {
     #[test]
     fn ports_and_resources() {
         let e = errors(
-            "  containers:\n  - name: a\n    image: i\n    ports: [{containerPort: 0}, {containerPort: 70000, protocol: HTTP}, {containerPort: 1, name: web}, {containerPort: 2, name: web}]\n    resources: {limits: {cpu: 1x, memory: 1Gi}, requests: {memory: 2Gi}}\n",
+            "  containers:\n  - name: a\n    image: i\n    ports: [{containerPort: 0}, {containerPort: 70000, protocol: HTTP}, {containerPort: 1, name: web}, {containerPort: 2, name: web}, {containerPort: 3, hostPort: 3, hostIP: localhost}, {containerPort: 4, hostPort: 8080}, {containerPort: 5, hostPort: 8080}, {containerPort: 6, hostPort: 8080, protocol: UDP}]\n    resources: {limits: {cpu: 1x, memory: 1Gi}, requests: {memory: 2Gi}}\n",
         );
         assert!(
             has(
@@ -658,6 +681,21 @@ mod tests {
             has(&e, "spec.containers[0].ports[3].name: Duplicate value: \"web\""),
             "{e:?}"
         );
+        assert!(
+            has(
+                &e,
+                "spec.containers[0].ports[4].hostIP: Invalid value: \"localhost\": must be a valid IP address"
+            ),
+            "{e:?}"
+        );
+        assert!(
+            has(
+                &e,
+                "spec.containers[0].ports[6].hostPort: Duplicate value: \"TCP//8080\""
+            ),
+            "{e:?}"
+        );
+        assert!(!has(&e, "ports[7].hostPort"), "another protocol is another port: {e:?}");
         assert!(
             has(
                 &e,

@@ -11,6 +11,7 @@ pub async fn run(w: &mut Worker) -> State {
     w.ctx.admission.release(&w.uid);
     // What still runs is the sidecars: they stop now, the last first, preStop hooks included.
     w.stop_all(w.grace_period(), true).await;
+    w.close_host_ports().await;
     if let Some(sandbox) = w.sandbox.take()
         && let Err(e) = w.ctx.runtime.stop_sandbox(&sandbox).await
     {

@@ -81,6 +81,8 @@ pub(super) async fn sandbox_died(w: &mut Worker) -> State {
     let grace = w.grace_period();
     // No preStop hooks: the namespaces they would run in went with the pause.
     w.stop_all(grace, false).await;
+    // The forwarder ends with the pause; waiting for it frees the ports for the new sandbox.
+    w.close_host_ports().await;
     w.sandbox = None;
     let cgroup = crate::runtime::Runtime::sandbox_cgroup(&w.plan.cgroup, &w.record.sandbox_id);
     if let Err(e) = w.ctx.runtime.remove_cgroup(&cgroup).await {

@@ -1,4 +1,4 @@
-//! CreatingSandbox: the pod's directory, cgroup, generated files and pause.
+//! CreatingSandbox: the pod's directory, cgroup, generated files, pause and hostPorts.
 
 use super::State;
 use crate::pod::config;
@@ -36,6 +36,20 @@ pub async fn run(w: &mut Worker) -> State {
         let created = match crate::pod::security::user_namespace_problem(&w.pod) {
             Some(problem) => Err(problem),
             None => (w.ctx.runtime.run_sandbox(&cfg, &w.record.sandbox_id).await).map_err(|e| e.to_string()),
+        };
+        // The host ports are part of the sandbox: open before any container starts, and a
+        // port already taken undoes the sandbox (nothing of the pod runs half-made).
+        let created = match created {
+            Ok(state) => match w.open_host_ports(&state).await {
+                Ok(()) => Ok(state),
+                Err(e) => {
+                    if let Err(stop) = w.ctx.runtime.stop_sandbox(&state).await {
+                        tracing::warn!(pod = %w.obj.name, error = %stop, "stop the sandbox whose host ports failed");
+                    }
+                    Err(e)
+                }
+            },
+            Err(e) => Err(e),
         };
         match created {
             Ok(state) => {

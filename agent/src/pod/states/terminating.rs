@@ -1,5 +1,5 @@
 //! Terminating: containers get their stop signal and the grace period, then SIGKILL; then the
-//! pause; then every trace of the pod goes: cgroups, state directory, logs.
+//! hostPorts and the pause; then every trace of the pod goes: cgroups, state directory, logs.
 
 use super::State;
 use crate::pod::worker::Worker;
@@ -9,6 +9,7 @@ pub async fn run(w: &mut Worker) -> State {
     w.publish();
     let grace = w.grace_period();
     w.stop_all(grace, true).await;
+    w.close_host_ports().await;
     if let Some(sandbox) = w.sandbox.take()
         && let Err(e) = w.ctx.runtime.stop_sandbox(&sandbox).await
     {

@@ -75,8 +75,9 @@ impl Worker {
             w.phase = phase;
             return (w, State::Completed);
         }
-        let state = if w.sandbox.is_some() {
+        let state = if let Some(sandbox) = w.sandbox {
             w.watch_sandbox();
+            w.readopt_host_ports(&sandbox).await;
             State::Initializing
         } else {
             // The pause is gone (killed while no agent ran): same as dying under our eyes.

@@ -4,11 +4,12 @@
 //! pod's state has exactly one writer.
 //!
 //! This file holds the worker, its slots and its run loop; the rest is split by job:
-//! starting an attempt ([`start`]), deciding on restarts when one ends ([`restart`]), probes
+//! starting an attempt ([`start`]), the pod's hostPorts ([`host_ports`]), deciding on restarts when one ends ([`restart`]), probes
 //! ([`probing`]), the status the worker publishes ([`projection`]) and taking over a pod after
 //! an agent restart ([`adopt`]).
 
 mod adopt;
+mod host_ports;
 mod probing;
 mod projection;
 mod restart;

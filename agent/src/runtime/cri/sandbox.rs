@@ -70,6 +70,25 @@ impl CriPods {
             Ok(()) => rt.run_sandbox(&cfg, &id).await,
             Err(e) => Err(e),
         };
+        // Host ports without CNI: open before RunPodSandbox returns, so before any container
+        // of the sandbox starts; a port already taken fails the call and undoes the sandbox.
+        let started = match started {
+            Ok(state) if !plan.host_ports.is_empty() => {
+                let pod = config
+                    .metadata
+                    .as_ref()
+                    .map(|m| format!("{}/{}", m.namespace, m.name))
+                    .unwrap_or_default();
+                match rt.start_host_ports(&dir, &pod, state.pause, &plan.host_ports).await {
+                    Ok(_) => Ok(state),
+                    Err(e) => {
+                        let _ = rt.stop_sandbox(&state).await;
+                        Err(e)
+                    }
+                }
+            }
+            other => other,
+        };
         let state = match started {
             Ok(state) => state,
             Err(e) => {
@@ -89,6 +108,7 @@ impl CriPods {
             .await
         };
         if let Err(e) = written {
+            let _ = rt.stop_host_ports(&dir).await;
             let _ = rt.stop_sandbox(&state).await;
             self.undo_sandbox(&dir, &record).await;
             return Err(e);
@@ -128,13 +148,18 @@ impl CriPods {
             Err(RuntimeError::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
-        let (containers, state) = {
+        let (containers, state, dir) = {
             let sb = sb.lock().await;
-            (sb.containers.keys().cloned().collect::<Vec<_>>(), sb.state)
+            (
+                sb.containers.keys().cloned().collect::<Vec<_>>(),
+                sb.state,
+                sb.dir.clone(),
+            )
         };
         for cid in containers {
             self.stop_container(&cid, 0).await?;
         }
+        self.rt.stop_host_ports(&dir).await?;
         if let Some(state) = state {
             self.rt.stop_sandbox(&state).await?;
         }

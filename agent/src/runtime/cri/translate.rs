@@ -2,6 +2,7 @@
 //! `PodSandboxConfig` and a `ContainerConfig`. Every field is either carried out or refused
 //! with a reason; none is dropped silently.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use minilet_proto::runtime::v1 as cri;
@@ -11,6 +12,7 @@ use crate::images::Image;
 use crate::pod::command;
 use crate::runtime::RuntimeError;
 use crate::runtime::container::ContainerConfig;
+use crate::runtime::host_ports::{HostPort, Protocol};
 use crate::runtime::spec::{BindMount, ProcessSpec, SandboxNamespaces, StdioSpec, UserSpec};
 use crate::runtime::{capabilities, seccomp};
 
@@ -24,6 +26,8 @@ pub struct SandboxPlan {
     pub hosts: String,
     pub resolv_conf: String,
     pub resources: Resources,
+    /// `port_mappings` with a host port (none for a host-network sandbox).
+    pub host_ports: Vec<HostPort>,
 }
 
 fn invalid(msg: impl Into<String>) -> RuntimeError {
@@ -104,11 +108,11 @@ pub fn sandbox(config: &cri::PodSandboxConfig, node: &crate::pod::node::NodeInfo
             "sysctls are not supported by minilet yet (asked for {names:?})"
         )));
     }
-    if !config.port_mappings.is_empty() && net != cri::NamespaceMode::Node {
-        return Err(unimplemented(
-            "port_mappings need a pod network, which minilet does not have yet (pods have loopback only)",
-        ));
-    }
+    let host_ports = if net == cri::NamespaceMode::Node {
+        Vec::new()
+    } else {
+        host_ports(&config.port_mappings)?
+    };
     if let Some(sel) = &sc.selinux_options
         && !(sel.user.is_empty() && sel.role.is_empty() && sel.r#type.is_empty() && sel.level.is_empty())
         && selinux_enabled()
@@ -170,7 +174,42 @@ pub fn sandbox(config: &cri::PodSandboxConfig, node: &crate::pod::node::NodeInfo
         hosts,
         resolv_conf,
         resources,
+        host_ports,
     })
+}
+
+/// The sandbox's `port_mappings` with a host port, as the forwarder opens them (a mapping
+/// without one only documents the container's port). An empty `host_ip` is all addresses.
+fn host_ports(mappings: &[cri::PortMapping]) -> Result<Vec<HostPort>, RuntimeError> {
+    let mut out = Vec::new();
+    for (i, m) in mappings.iter().enumerate().filter(|(_, m)| m.host_port != 0) {
+        let field = format!("port_mappings[{i}]");
+        let port = |v: i32, name: &str| {
+            u16::try_from(v)
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| invalid(format!("{field}.{name}: {v} is not a port (1-65535)")))
+        };
+        let protocol = match cri::Protocol::try_from(m.protocol) {
+            Ok(cri::Protocol::Tcp) => Protocol::Tcp,
+            Ok(cri::Protocol::Udp) => Protocol::Udp,
+            Ok(cri::Protocol::Sctp) => Protocol::Sctp,
+            Err(_) => return Err(invalid(format!("{field}.protocol: unknown protocol {}", m.protocol))),
+        };
+        let host_ip = match m.host_ip.as_str() {
+            "" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            ip => ip
+                .parse()
+                .map_err(|_| invalid(format!("{field}.host_ip: {ip:?} is not an IP address")))?,
+        };
+        out.push(HostPort {
+            protocol,
+            host_ip,
+            host_port: port(m.host_port, "host_port")?,
+            container_port: port(m.container_port, "container_port")?,
+        });
+    }
+    Ok(out)
 }
 
 fn selinux_enabled() -> bool {

@@ -13,13 +13,16 @@
 //!
 //! - `minilet __exec SPEC`: runs a command inside a running container and relays its stdio
 //!   ([`exec`]).
+//! - `minilet __portfwd SPEC`: binds a pod's hostPorts, joins its network namespace and
+//!   stays as their forwarder ([`portfwd`]), surviving agent restarts as monitors do.
 //!
-//! The first two answer on stdout with one JSON line ([`super::spec::Report`]).
+//! All but `__exec` answer on stdout with one JSON line ([`super::spec::Report`]).
 
 mod attach;
 pub mod exec;
 mod init;
 pub mod monitor;
+pub mod portfwd;
 mod pty;
 pub mod sandbox;
 
@@ -35,6 +38,7 @@ use serde::Serialize;
 pub const SANDBOX: &str = "__sandbox";
 pub const MONITOR: &str = "__monitor";
 pub const EXEC: &str = "__exec";
+pub const PORTFWD: &str = "__portfwd";
 
 /// Run a helper if `args` name one; `None` means "not a helper invocation".
 pub fn dispatch(args: &[OsString]) -> Option<ExitCode> {
@@ -43,7 +47,8 @@ pub fn dispatch(args: &[OsString]) -> Option<ExitCode> {
         (Some(SANDBOX), Some(spec)) => Some(sandbox::main(spec.as_ref())),
         (Some(MONITOR), Some(spec)) => Some(monitor::main(spec.as_ref())),
         (Some(EXEC), Some(spec)) => Some(exec::main(spec.as_ref())),
-        (Some(SANDBOX | MONITOR | EXEC), None) => {
+        (Some(PORTFWD), Some(spec)) => Some(portfwd::main(spec.as_ref())),
+        (Some(SANDBOX | MONITOR | EXEC | PORTFWD), None) => {
             eprintln!("minilet: internal helper needs a spec file argument");
             Some(ExitCode::from(2))
         }
