@@ -15,6 +15,7 @@ pub mod restart_policy;
 pub mod security;
 pub mod states;
 pub mod status;
+pub mod volumes;
 pub mod worker;
 
 use std::sync::Arc;

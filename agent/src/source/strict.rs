@@ -199,14 +199,6 @@ pub fn not_implemented(pod: &Pod) -> Vec<String> {
     );
     if let Some(sc) = &spec.security_context {
         note(nonempty(&sc.sysctls), "spec.securityContext.sysctls");
-        note(
-            sc.fs_group_change_policy.is_some(),
-            "spec.securityContext.fsGroupChangePolicy",
-        );
-        note(
-            sc.supplemental_groups_policy.as_deref().is_some_and(|p| p != "Merge"),
-            "spec.securityContext.supplementalGroupsPolicy",
-        );
     }
     for (list, containers) in [
         ("initContainers", spec.init_containers.as_deref().unwrap_or_default()),
