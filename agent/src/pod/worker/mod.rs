@@ -9,6 +9,7 @@
 //! an agent restart ([`adopt`]).
 
 mod adopt;
+mod enforcement;
 mod probing;
 mod projection;
 mod restart;
