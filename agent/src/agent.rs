@@ -44,6 +44,7 @@ async fn run_async(args: AgentArgs) -> anyhow::Result<()> {
         args.node_name.as_deref(),
         &args.node_labels.0,
         backoff,
+        args.housekeeping_interval,
         args.seccomp.clone(),
         args.log_rotation.policy(),
         ImageSettings {
@@ -116,6 +117,7 @@ fn context(
     node_name: Option<&str>,
     node_labels: &[(String, String)],
     backoff: BackoffConfig,
+    housekeeping_interval: std::time::Duration,
     seccomp: runtime::seccomp::SeccompArgs,
     log_rotation: runtime::log_rotation::Rotation,
     images: ImageSettings,
@@ -148,6 +150,7 @@ fn context(
         events: Events::new(),
         registry: Registry::default(),
         backoff,
+        housekeeping_interval,
         images_changed,
     }))
 }
@@ -259,6 +262,7 @@ pub fn reset(args: &ResetArgs) -> anyhow::Result<()> {
             None,
             &[],
             BackoffConfig::default(),
+            std::time::Duration::from_secs(10),
             Default::default(),
             Default::default(),
             ImageSettings::default(),

@@ -551,6 +551,26 @@ fn describe_volumes(d: &mut Doc, volumes: &[Volume]) {
                 .map(quantity_str)
                 .unwrap_or_else(|| "<unset>".into());
             d.line(2, &format!("SizeLimit:\t{size}"));
+        } else if let Some(da) = &v.downward_api {
+            d.line(
+                2,
+                "Type:\tDownwardAPI (a volume populated by information about the pod)",
+            );
+            d.line(2, "Items:");
+            for item in da.items.iter().flatten() {
+                let from = match (&item.field_ref, &item.resource_field_ref) {
+                    (Some(f), _) => f.field_path.clone(),
+                    (None, Some(r)) => r.resource.clone(),
+                    (None, None) => String::new(),
+                };
+                d.line(3, &format!("{from} -> {}", item.path));
+            }
+        } else if v.projected.is_some() {
+            d.line(
+                2,
+                "Type:\tProjected (a volume that contains injected data from multiple sources)",
+            );
+            d.line(2, "DownwardAPI:\ttrue");
         } else {
             d.line(1, "<unknown>");
         }

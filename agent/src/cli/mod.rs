@@ -189,6 +189,11 @@ pub struct AgentArgs {
     #[arg(long, default_value = "10s", value_parser = parse_duration, hide = true)]
     pub backoff_initial: Duration,
 
+    /// How often pod-level usage limits are checked: emptyDir `sizeLimit` (the kubelet's
+    /// flag of the same name).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub housekeeping_interval: Duration,
+
     /// Maximum container restart back-off (kubelet: 300s). For tests.
     #[arg(long, default_value = "300s", value_parser = parse_duration, hide = true)]
     pub backoff_max: Duration,

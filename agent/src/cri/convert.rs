@@ -432,11 +432,16 @@ pub fn v1_pod(e: &PodEntry, node: &NodeInfo) -> k8s::Pod {
             .then(|| st.init_containers.iter().map(k8s_container_status).collect()),
         container_statuses: (st.rejection.is_none()).then(|| st.containers.iter().map(k8s_container_status).collect()),
         // The kubelet's rejectPod: the admission reason, and its message behind a prefix.
-        reason: st.rejection.as_ref().map(|r| r.reason.clone()),
+        reason: st
+            .rejection
+            .as_ref()
+            .map(|r| r.reason.clone())
+            .or_else(|| st.failure.as_ref().map(|f| f.reason.clone())),
         message: st
             .rejection
             .as_ref()
-            .map(|r| format!("Pod was rejected: {}", r.message)),
+            .map(|r| format!("Pod was rejected: {}", r.message))
+            .or_else(|| st.failure.as_ref().map(|f| f.message.clone())),
         ..Default::default()
     });
     pod

@@ -10,6 +10,7 @@ use super::command;
 use super::expansion::expand;
 use super::node::NodeInfo;
 use super::qos::{self, QosClass};
+use super::volumes;
 use crate::cgroups::DevicePolicy;
 use crate::images::Image;
 use crate::quantity::Quantity;
@@ -72,25 +73,10 @@ pub fn sandbox_config(
     uid: &str,
     plan: &PodPlan,
     node: &NodeInfo,
-) -> SandboxConfig {
+) -> Result<SandboxConfig, String> {
     let spec = spec(pod);
     let host_net = host_network(pod);
-    let empty_dirs = spec
-        .volumes
-        .iter()
-        .flatten()
-        .filter_map(|v| {
-            let e = v.empty_dir.as_ref()?;
-            let memory = e.medium.as_deref() == Some("Memory");
-            let limit = e
-                .size_limit
-                .as_ref()
-                .and_then(|q| Quantity::parse(&q.0).ok())
-                .map(|q| q.value().max(0) as u64);
-            Some((v.name.clone(), memory, limit))
-        })
-        .collect();
-    SandboxConfig {
+    Ok(SandboxConfig {
         pod_uid: uid.to_string(),
         dir: rt_layout.pod_dir(uid),
         hostname: if host_net {
@@ -108,13 +94,15 @@ pub fn sandbox_config(
         resources: qos::pod_resources(spec, plan.qos),
         oom_score_adj: qos::PAUSE_OOM_SCORE_ADJ,
         shm_size: SHM_SIZE,
-        empty_dirs,
+        empty_dirs: volumes::empty_dirs(spec),
+        file_volumes: volumes::file_volumes(pod, node)?,
+        fs_group: volumes::fs_group(spec),
         etc: EtcFiles {
             hosts: hosts_file(pod, plan, node),
             hostname: format!("{}\n", if host_net { &node.name } else { &plan.hostname }),
             resolv_conf: resolv_conf(pod, &node.resolv_conf),
         },
-    }
+    })
 }
 
 /// /etc/hosts as the kubelet writes it. minilet pods have no pod network (loopback only), so
@@ -266,6 +254,11 @@ pub fn container_config(rt: &Runtime, node: &NodeInfo, i: &ContainerInputs) -> R
                     .collect()
             })
             .unwrap_or_default(),
+        strict_groups: pod_spec
+            .security_context
+            .as_ref()
+            .and_then(|p| p.supplemental_groups_policy.as_deref())
+            == Some("Strict"),
     };
     if sc.run_as_non_root == Some(true) {
         check_non_root(&user)?;
@@ -433,7 +426,7 @@ fn env_from_source(pod: &Pod, c: &Container, node: &NodeInfo, from: &EnvVarSourc
     Err("only fieldRef and resourceFieldRef are available without an API server".into())
 }
 
-fn field_value(pod: &Pod, node: &NodeInfo, path: &str) -> Result<String, String> {
+pub(super) fn field_value(pod: &Pod, node: &NodeInfo, path: &str) -> Result<String, String> {
     let meta = &pod.metadata;
     let spec = spec(pod);
     let pod_ip = if host_network(pod) {
@@ -474,7 +467,7 @@ fn field_value(pod: &Pod, node: &NodeInfo, path: &str) -> Result<String, String>
     })
 }
 
-fn resource_value(
+pub(super) fn resource_value(
     pod: &Pod,
     c: &Container,
     node: &NodeInfo,
@@ -574,13 +567,16 @@ fn mounts(rt: &Runtime, i: &ContainerInputs) -> Result<Vec<BindMount>, String> {
             .flatten()
             .find(|v| v.name == vm.name)
             .ok_or(format!("volumeMounts[{idx}]: no volume named {:?}", vm.name))?;
+        let written = volumes::written_volume_source(&rt.layout.pod_dir(i.uid), vol);
         let mut source = if vol.empty_dir.is_some() {
             rt.empty_dir(i.uid, &vol.name)
         } else if let Some(hp) = &vol.host_path {
             prepare_host_path(&hp.path, hp.type_.as_deref().unwrap_or(""))?
+        } else if let Some(dir) = &written {
+            dir.clone()
         } else {
             return Err(format!(
-                "volume {:?}: only emptyDir and hostPath volumes are supported",
+                "volume {:?}: only emptyDir, hostPath, downwardAPI and projected downwardAPI volumes are supported",
                 vol.name
             ));
         };
@@ -595,7 +591,7 @@ fn mounts(rt: &Runtime, i: &ContainerInputs) -> Result<Vec<BindMount>, String> {
                 ));
             }
             source = source.join(sub);
-            if !source.exists() {
+            if !source.exists() && written.is_none() {
                 std::fs::create_dir_all(&source).map_err(|e| format!("create subPath {}: {e}", source.display()))?;
             }
         }
@@ -603,7 +599,7 @@ fn mounts(rt: &Runtime, i: &ContainerInputs) -> Result<Vec<BindMount>, String> {
         volume_mounts.push(BindMount {
             source,
             destination: vm.mount_path.clone(),
-            readonly: vm.read_only == Some(true),
+            readonly: vm.read_only == Some(true) || written.is_some(),
             file,
         });
     }
@@ -750,6 +746,7 @@ spec:
             gid: None,
             image_user: image.into(),
             supplemental_groups: vec![],
+            strict_groups: false,
         };
         assert!(check_non_root(&u(Some(1000), "")).is_ok());
         assert!(check_non_root(&u(Some(0), "")).is_err());

@@ -169,6 +169,7 @@ impl Manager {
             sandbox_id: new_id(),
             sandbox_attempt: 0,
             created_at: now_nanos(),
+            failure: None,
         };
         tracing::info!(pod = %pod.full_name(), uid = %pod.uid, manifest = %pod.path.display(), "starting pod");
         let (tx, rx) = mpsc::unbounded_channel();

@@ -17,6 +17,7 @@ pub mod restart_policy;
 pub mod security;
 pub mod states;
 pub mod status;
+pub mod volumes;
 pub mod worker;
 
 use std::sync::Arc;
@@ -38,6 +39,9 @@ pub struct Context {
     /// The node's allocatable and labels, and the pods admitted on it.
     pub admission: admission::Ledger,
     pub backoff: backoff::BackoffConfig,
+    /// How often pod-level usage limits (emptyDir `sizeLimit`) are checked (the kubelet's
+    /// `--housekeeping-interval`).
+    pub housekeeping_interval: std::time::Duration,
     /// Pulls images for pods (coalesced: pods pulling the same image share one pull).
     pub puller: Arc<crate::images::Puller>,
     /// Removes unused images when the image filesystem fills up.

@@ -50,14 +50,53 @@ fn limit(c: &Container, name: &str) -> Option<Quantity> {
     quantity(c.resources.as_ref().and_then(|r| r.limits.as_ref()), name)
 }
 
+/// Pod-level `spec.resources` for one resource (`list` is "requests" or "limits").
+fn pod_level(spec: &PodSpec, list: &str, name: &str) -> Option<Quantity> {
+    let r = spec.resources.as_ref()?;
+    quantity(
+        if list == "limits" {
+            r.limits.as_ref()
+        } else {
+            r.requests.as_ref()
+        },
+        name,
+    )
+}
+
+/// Pod-level resources (KEP 2837) name cpu or memory: then they, not the containers', decide
+/// the QoS class and the pod cgroup's limits.
+pub fn pod_level_set(spec: &PodSpec) -> bool {
+    ["requests", "limits"].iter().any(|list| {
+        ["cpu", "memory"]
+            .iter()
+            .any(|name| pod_level(spec, list, name).is_some())
+    })
+}
+
 fn all_containers(spec: &PodSpec) -> impl Iterator<Item = &Container> {
     spec.init_containers.iter().flatten().chain(spec.containers.iter())
 }
 
 /// The QoS class, by Kubernetes' rules (GetPodQOS): only cpu and memory count; BestEffort
 /// when nothing is requested or limited; Guaranteed when every container limits both and
-/// requests equal limits; Burstable otherwise.
+/// requests equal limits; Burstable otherwise. With pod-level resources, the same rules over
+/// the pod's own requests and limits.
 pub fn class(spec: &PodSpec) -> QosClass {
+    if pod_level_set(spec) {
+        let get = |list: &str, name: &str| pod_level(spec, list, name).filter(|q| !q.is_zero());
+        let requests: Vec<_> = ["cpu", "memory"].iter().map(|n| get("requests", n)).collect();
+        let limits: Vec<_> = ["cpu", "memory"].iter().map(|n| get("limits", n)).collect();
+        if requests.iter().chain(&limits).all(Option::is_none) {
+            return QosClass::BestEffort;
+        }
+        let guaranteed =
+            limits.iter().all(Option::is_some) && requests.iter().zip(&limits).all(|(r, l)| r.is_none() || r == l);
+        return if guaranteed {
+            QosClass::Guaranteed
+        } else {
+            QosClass::Burstable
+        };
+    }
     let mut requests: [i64; 2] = [0, 0];
     let mut limits: [i64; 2] = [0, 0];
     let (mut any_request, mut any_limit) = ([false; 2], [false; 2]);
@@ -152,12 +191,25 @@ fn pod_total(spec: &PodSpec, get: impl Fn(&Container) -> i64) -> i64 {
 }
 
 /// The pod cgroup's settings (the kubelet's ResourceConfigForPod).
+/// Pod-level requests and limits, where set, take the place of the containers' totals.
 pub fn pod_resources(spec: &PodSpec, class: QosClass) -> Resources {
-    let cpu_requests = pod_total(spec, |c| request(c, "cpu").map(|q| q.milli_value()).unwrap_or(0));
-    let cpu_limits = pod_total(spec, |c| limit(c, "cpu").map(|q| q.milli_value()).unwrap_or(0));
-    let memory_limits = pod_total(spec, |c| limit(c, "memory").map(|q| q.value()).unwrap_or(0));
-    let all_cpu_limited = all_containers(spec).all(|c| limit(c, "cpu").is_some_and(|q| !q.is_zero()));
-    let all_memory_limited = all_containers(spec).all(|c| limit(c, "memory").is_some_and(|q| !q.is_zero()));
+    let pod = |list: &str, name: &str| pod_level(spec, list, name);
+    let cpu_requests = pod("requests", "cpu").map_or_else(
+        || pod_total(spec, |c| request(c, "cpu").map(|q| q.milli_value()).unwrap_or(0)),
+        |q| q.milli_value(),
+    );
+    let cpu_limits = pod("limits", "cpu").map_or_else(
+        || pod_total(spec, |c| limit(c, "cpu").map(|q| q.milli_value()).unwrap_or(0)),
+        |q| q.milli_value(),
+    );
+    let memory_limits = pod("limits", "memory").map_or_else(
+        || pod_total(spec, |c| limit(c, "memory").map(|q| q.value()).unwrap_or(0)),
+        |q| q.value(),
+    );
+    let all_cpu_limited = pod("limits", "cpu").is_some_and(|q| !q.is_zero())
+        || all_containers(spec).all(|c| limit(c, "cpu").is_some_and(|q| !q.is_zero()));
+    let all_memory_limited = pod("limits", "memory").is_some_and(|q| !q.is_zero())
+        || all_containers(spec).all(|c| limit(c, "memory").is_some_and(|q| !q.is_zero()));
     let quota = milli_cpu_to_quota(cpu_limits);
     let shares = Some(milli_cpu_to_shares(cpu_requests));
     match class {
@@ -196,7 +248,18 @@ pub fn oom_score_adj(spec: &PodSpec, class: QosClass, c: &Container, memory_capa
         QosClass::Guaranteed => GUARANTEED_OOM_SCORE_ADJ,
         QosClass::BestEffort => BEST_EFFORT_OOM_SCORE_ADJ,
         QosClass::Burstable => {
-            let req = request(c, "memory").map(|q| q.value()).unwrap_or(0) as i128;
+            let mut req = request(c, "memory").map(|q| q.value()).unwrap_or(0) as i128;
+            // With a pod-level memory request, the part of it no container requests is
+            // shared out evenly (the kubelet's remainingPodMemReqPerContainer).
+            if let Some(pod_req) = pod_level(spec, "requests", "memory") {
+                let claimed: i64 = spec
+                    .containers
+                    .iter()
+                    .map(|c| request(c, "memory").map(|q| q.value()).unwrap_or(0))
+                    .sum();
+                let remaining = (pod_req.value() - claimed).max(0) as i128;
+                req += remaining / spec.containers.len().max(1) as i128;
+            }
             let cap = memory_capacity.max(1) as i128;
             let adj = (1000 - (1000 * req) / cap) as i32;
             if adj < 1000 + GUARANTEED_OOM_SCORE_ADJ {
@@ -290,6 +353,37 @@ containers:
             pod_resources(&pod("containers: [{name: a}]"), QosClass::BestEffort).cpu_shares,
             Some(2)
         );
+    }
+
+    #[test]
+    fn pod_level_resources_decide_class_and_pod_cgroup() {
+        // Containers without any resources: the pod's own figures make it Guaranteed.
+        let s = pod(
+            "resources: {requests: {cpu: 500m, memory: 1Gi}, limits: {cpu: 500m, memory: 1Gi}}\ncontainers: [{name: a}, {name: b}]",
+        );
+        assert_eq!(class(&s), QosClass::Guaranteed);
+        let p = pod_resources(&s, QosClass::Guaranteed);
+        assert_eq!(
+            (p.cpu_shares, p.cpu_quota, p.memory_limit),
+            (Some(512), Some(50_000), Some(1 << 30))
+        );
+        // Only a memory limit at pod level: Burstable, the memory limit still applies to the pod.
+        let s = pod(
+            "resources: {requests: {memory: 256Mi}, limits: {memory: 1Gi}}\ncontainers: [{name: a, resources: {requests: {memory: 64Mi}}}, {name: b}]",
+        );
+        assert_eq!(class(&s), QosClass::Burstable);
+        let p = pod_resources(&s, QosClass::Burstable);
+        assert_eq!((p.cpu_quota, p.memory_limit), (None, Some(1 << 30)));
+        // The unclaimed 192Mi of the pod's request is shared: b counts 96Mi, a 64Mi + 96Mi.
+        let cap = 1 << 30;
+        assert_eq!(oom_score_adj(&s, QosClass::Burstable, &s.containers[1], cap), 1000 - 93);
+        assert_eq!(
+            oom_score_adj(&s, QosClass::Burstable, &s.containers[0], cap),
+            1000 - 156
+        );
+        // Pod-level resources naming neither cpu nor memory leave the containers' rules.
+        let s = pod("resources: {}\ncontainers: [{name: a}]");
+        assert_eq!(class(&s), QosClass::BestEffort);
     }
 
     #[test]

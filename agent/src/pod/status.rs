@@ -128,6 +128,8 @@ pub struct PodStatus {
     pub containers: Vec<ContainerStatus>,
     /// Why the node refused the pod (status.reason and status.message), if it did.
     pub rejection: Option<super::security::Rejection>,
+    /// Set when the running pod failed as a whole (active deadline, eviction).
+    pub failure: Option<crate::runtime::state::PodFailure>,
 }
 
 /// The pod's sandbox, as the CRI describes it.

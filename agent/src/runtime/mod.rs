@@ -23,6 +23,7 @@ pub mod spec;
 pub mod state;
 pub mod syscalls;
 pub mod user;
+pub mod volumes;
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

@@ -7,6 +7,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use super::spec::{SandboxNamespaces, SandboxSpec, SandboxState, TmpfsSpec};
+use super::volumes::{self, EMPTY_DIR_PLUGIN, EmptyDir, FileVolume, FsGroup};
 use super::{IoContext, Result, Runtime, blocking, helper, process};
 use crate::atomic_file;
 use crate::cgroups::{DevicePolicy, Resources};
@@ -27,8 +28,11 @@ pub struct SandboxConfig {
     /// The kubelet's value for the pause (clamped by the runtime if not permitted).
     pub oom_score_adj: i32,
     pub shm_size: u64,
-    /// emptyDir volumes: (name, backed by memory, size limit).
-    pub empty_dirs: Vec<(String, bool, Option<u64>)>,
+    pub empty_dirs: Vec<EmptyDir>,
+    /// downwardAPI and projected volumes, written before the pause starts.
+    pub file_volumes: Vec<FileVolume>,
+    /// Given to the pod's emptyDir and file volumes.
+    pub fs_group: Option<FsGroup>,
     pub etc: EtcFiles,
 }
 
@@ -39,8 +43,6 @@ pub struct EtcFiles {
     pub hostname: String,
     pub resolv_conf: String,
 }
-
-const EMPTY_DIR_PLUGIN: &str = "kubernetes.io~empty-dir";
 
 /// The pause's identity in a pod's state directory (written by the launcher).
 pub const SANDBOX_STATE: &str = "sandbox.json";
@@ -56,11 +58,7 @@ impl Runtime {
 
     /// Where an emptyDir volume lives (the kubelet's layout, under our pod directory).
     pub fn empty_dir(&self, uid: &str, volume: &str) -> PathBuf {
-        self.layout
-            .pod_dir(uid)
-            .join("volumes")
-            .join(EMPTY_DIR_PLUGIN)
-            .join(volume)
+        volumes::volume_dir(&self.layout.pod_dir(uid), EMPTY_DIR_PLUGIN, volume)
     }
 
     /// The pause's cgroup: a child of the pod's, named after the sandbox (as the kubelet's).
@@ -94,22 +92,40 @@ impl Runtime {
             path: pod_dir.join("shm"),
             size_bytes: Some(cfg.shm_size),
             mode: 0o1777,
+            gid: None,
         }];
-        for (name, memory, limit) in &cfg.empty_dirs {
-            let dir = pod_dir.join("volumes").join(EMPTY_DIR_PLUGIN).join(name);
+        for e in &cfg.empty_dirs {
+            let dir = volumes::volume_dir(&pod_dir, EMPTY_DIR_PLUGIN, &e.name);
             if let Some(parent) = dir.parent() {
                 file_modes::create_dir_all(parent, file_modes::STATE_DIR)
                     .context(|| format!("create {}", parent.display()))?;
             }
-            file_modes::create_dir_all(&dir, file_modes::EMPTY_DIR)
-                .context(|| format!("create emptyDir {}", dir.display()))?;
-            if *memory {
+            if !dir.exists() {
+                file_modes::create_dir_all(&dir, file_modes::EMPTY_DIR)
+                    .context(|| format!("create emptyDir {}", dir.display()))?;
+            }
+            if e.memory {
+                // A fresh tmpfs each time the pause starts: its root gets the group and
+                // setgid at mount time.
                 tmpfs.push(TmpfsSpec {
                     path: dir,
-                    size_bytes: *limit,
-                    mode: 0o777,
+                    size_bytes: e.size_limit,
+                    mode: if cfg.fs_group.is_some() { 0o2777 } else { 0o777 },
+                    gid: cfg.fs_group.map(|g| g.gid),
                 });
+            } else if let Some(group) = cfg.fs_group {
+                volumes::set_ownership(&dir, group, false)
+                    .context(|| format!("set fsGroup {} on emptyDir {}", group.gid, dir.display()))?;
             }
+        }
+        for v in &cfg.file_volumes {
+            let dir = volumes::volume_dir(&pod_dir, v.plugin, &v.name);
+            if let Some(parent) = dir.parent() {
+                file_modes::create_dir_all(parent, file_modes::STATE_DIR)
+                    .context(|| format!("create {}", parent.display()))?;
+            }
+            volumes::write_files(&dir, &v.files, cfg.fs_group)
+                .context(|| format!("write volume {:?} at {}", v.name, dir.display()))?;
         }
 
         self.cgroups.create(&cfg.cgroup)?;

@@ -45,6 +45,9 @@ pub struct TmpfsSpec {
     pub path: PathBuf,
     pub size_bytes: Option<u64>,
     pub mode: u32,
+    /// The group owning the root (a pod's fsGroup).
+    #[serde(default)]
+    pub gid: Option<u32>,
 }
 
 /// What a started sandbox is, as recorded in `<pod>/sandbox.json`.
@@ -146,6 +149,10 @@ pub struct UserSpec {
     pub image_user: String,
     /// Pod supplementalGroups and fsGroup.
     pub supplemental_groups: Vec<u32>,
+    /// `supplementalGroupsPolicy: Strict`: the groups the container image's /etc/group gives
+    /// the user are not added; only the primary group and `supplemental_groups` apply.
+    #[serde(default)]
+    pub strict_groups: bool,
 }
 
 /// Written by the monitor once the container process has exec'd (`state.json`).

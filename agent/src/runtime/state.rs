@@ -44,6 +44,16 @@ pub struct PodRecord {
     pub sandbox_attempt: u32,
     /// Unix nanoseconds.
     pub created_at: i64,
+    /// Set when the pod failed as a whole (active deadline, eviction): it stays Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<PodFailure>,
+}
+
+/// Why a pod failed as a whole: its status reason and message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodFailure {
+    pub reason: String,
+    pub message: String,
 }
 
 /// One container attempt as the agent created it.

@@ -65,8 +65,8 @@ fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
 /// Resolve `spec` given the contents of the container's passwd and group files (if any).
 ///
 /// runAsUser/runAsGroup win over the image's `User`. A numeric user missing from passwd is
-/// fine (gid 0, home /); a user name must exist. The user's groups from /etc/group are added,
-/// then the pod's supplemental groups.
+/// fine (gid 0, home /); a user name must exist. The user's groups from /etc/group are added
+/// (unless `strict_groups`), then the pod's supplemental groups.
 pub fn resolve(spec: &UserSpec, passwd: Option<&str>, group: Option<&str>) -> Result<ResolvedUser, UserError> {
     let passwd = passwd.unwrap_or("");
     let group = group.unwrap_or("");
@@ -110,7 +110,7 @@ pub fn resolve(spec: &UserSpec, passwd: Option<&str>, group: Option<&str>) -> Re
     }
 
     let mut additional: Vec<u32> = Vec::new();
-    if let Some(name) = name {
+    if let Some(name) = name.filter(|_| !spec.strict_groups) {
         for g in group_entries(group).filter(|g| g.members.contains(&name)) {
             if g.gid != gid && !additional.contains(&g.gid) {
                 additional.push(g.gid);
@@ -143,7 +143,17 @@ mod tests {
             gid,
             image_user: image_user.into(),
             supplemental_groups: vec![],
+            strict_groups: false,
         }
+    }
+
+    #[test]
+    fn strict_policy_leaves_out_the_image_groups() {
+        let mut s = spec("nginx", None, None);
+        s.supplemental_groups = vec![2000];
+        assert_eq!(r(&s).unwrap().additional_gids, vec![33, 2000]);
+        s.strict_groups = true;
+        assert_eq!(r(&s).unwrap().additional_gids, vec![2000]);
     }
 
     fn r(s: &UserSpec) -> Result<ResolvedUser, UserError> {

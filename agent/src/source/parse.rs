@@ -66,12 +66,60 @@ pub fn parse(path: &Path, text: &str) -> Result<(Pod, Vec<String>), String> {
     let first = serde_yaml::Deserializer::from_str(text)
         .next()
         .ok_or("empty manifest")?;
-    let (pod, unknown) = strict::decode(first).map_err(yaml_error)?;
+    let (pod, unknown) = match strict::decode(first) {
+        Ok(decoded) => decoded,
+        // The generic document's errors lack the field path: if it fails too, the first
+        // error (with path, line and column) is the one to show.
+        Err(e) if octal_mode_error(&e) => decode_octal_modes(text).map_err(|_| yaml_error(e))?,
+        Err(e) => return Err(yaml_error(e)),
+    };
     let dups = serde_yaml::Deserializer::from_str(text)
         .next()
         .and_then(|doc| strict::duplicates(doc).ok())
         .unwrap_or_default();
     Ok((pod, warnings(&unknown, &dups)))
+}
+
+/// File modes written the YAML 1.1 way (`defaultMode: 0400`), as Kubernetes reads them: an
+/// octal number. serde_yaml speaks YAML 1.2, where `0400` is a string.
+const MODE_KEYS: [&str; 2] = ["mode", "defaultMode"];
+
+fn octal_mode_error(e: &serde_yaml::Error) -> bool {
+    let msg = e.to_string();
+    msg.contains("invalid type: string")
+        && MODE_KEYS
+            .iter()
+            .any(|k| msg.contains(&format!(".{k}: ")) || msg.starts_with(&format!("{k}: ")))
+}
+
+/// Decode again through a generic document in which `mode`/`defaultMode` strings of octal
+/// digits are numbers. Only after a direct decode failed on one: errors from here on have
+/// no line numbers, so the usual path stays the direct one.
+fn decode_octal_modes(text: &str) -> Result<(Pod, Vec<String>), serde_yaml::Error> {
+    fn fix(v: &mut serde_yaml::Value) {
+        match v {
+            serde_yaml::Value::Mapping(m) => {
+                for (k, val) in m.iter_mut() {
+                    if let (Some(key), serde_yaml::Value::String(s)) = (k.as_str(), &*val)
+                        && MODE_KEYS.contains(&key)
+                        && s.len() > 1
+                        && s.starts_with('0')
+                        && let Ok(n) = i64::from_str_radix(s, 8)
+                    {
+                        *val = serde_yaml::Value::Number(n.into());
+                    } else {
+                        fix(val);
+                    }
+                }
+            }
+            serde_yaml::Value::Sequence(s) => s.iter_mut().for_each(fix),
+            serde_yaml::Value::Tagged(t) => fix(&mut t.value),
+            _ => {}
+        }
+    }
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(text)?;
+    fix(&mut doc);
+    strict::decode(doc)
 }
 
 /// The strict-decoding warnings, bounded as a whole.
@@ -133,6 +181,37 @@ pub fn apply_defaults(pod: &mut Pod, node_name: &str) {
         .chain(spec.containers.iter_mut())
     {
         default_container(c);
+    }
+    default_pod_requests(spec);
+}
+
+/// Pod-level limits without a pod-level request: the request is the limit, unless a
+/// container requests that resource (then the containers' requests stand for the pod's, as
+/// without pod-level requests).
+fn default_pod_requests(spec: &mut k8s_openapi::api::core::v1::PodSpec) {
+    let Some(limits) = spec.resources.as_ref().and_then(|r| r.limits.clone()) else {
+        return;
+    };
+    let containers_request = |name: &str| {
+        spec.containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .any(|c| {
+                c.resources
+                    .as_ref()
+                    .and_then(|r| r.requests.as_ref())
+                    .is_some_and(|r| r.contains_key(name))
+            })
+    };
+    let defaults: Vec<_> = limits
+        .into_iter()
+        .filter(|(name, _)| ["cpu", "memory"].contains(&name.as_str()) && !containers_request(name))
+        .collect();
+    if let Some(res) = spec.resources.as_mut() {
+        let requests = res.requests.get_or_insert_with(Default::default);
+        for (name, q) in defaults {
+            requests.entry(name).or_insert(q);
+        }
     }
 }
 
@@ -254,6 +333,30 @@ mod tests {
             c.resources.as_ref().unwrap().requests.as_ref().unwrap()["cpu"].0,
             "500m"
         );
+    }
+
+    #[test]
+    fn octal_modes_as_kubernetes_reads_them() {
+        let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: m}\nspec:\n  volumes:\n  - name: d\n    downwardAPI:\n      defaultMode: 0440\n      items: [{path: n, fieldRef: {fieldPath: metadata.name}, mode: 0400}]\n  containers: [{name: a, image: i, command: [\"mode: 0400\"]}]\n";
+        let (pod, warnings) = parse(Path::new("m.yaml"), text).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let spec = pod.spec.unwrap();
+        let d = spec.volumes.unwrap()[0].downward_api.clone().unwrap();
+        assert_eq!(d.default_mode, Some(0o440));
+        assert_eq!(d.items.unwrap()[0].mode, Some(0o400));
+        assert_eq!(spec.containers[0].command.as_ref().unwrap()[0], "mode: 0400");
+        // Decimal stays decimal; a non-octal string is still the type error it was.
+        let (pod, _) = parse(Path::new("m.yaml"), &text.replace("0440", "288")).unwrap();
+        assert_eq!(
+            pod.spec.unwrap().volumes.unwrap()[0]
+                .downward_api
+                .as_ref()
+                .unwrap()
+                .default_mode,
+            Some(288)
+        );
+        let e = parse(Path::new("m.yaml"), &text.replace("0440", "0999")).unwrap_err();
+        assert!(e.contains("defaultMode: invalid type: string \"0999\""), "{e}");
     }
 
     #[test]

@@ -185,7 +185,6 @@ pub fn not_implemented(pod: &Pod) -> Vec<String> {
             fields.push(path.to_string());
         }
     };
-    note(spec.active_deadline_seconds.is_some(), "spec.activeDeadlineSeconds");
     note(nonempty(&spec.image_pull_secrets), "spec.imagePullSecrets");
     note(nonempty(&spec.resource_claims), "spec.resourceClaims");
     note(
@@ -199,14 +198,6 @@ pub fn not_implemented(pod: &Pod) -> Vec<String> {
     );
     if let Some(sc) = &spec.security_context {
         note(nonempty(&sc.sysctls), "spec.securityContext.sysctls");
-        note(
-            sc.fs_group_change_policy.is_some(),
-            "spec.securityContext.fsGroupChangePolicy",
-        );
-        note(
-            sc.supplemental_groups_policy.as_deref().is_some_and(|p| p != "Merge"),
-            "spec.securityContext.supplementalGroupsPolicy",
-        );
     }
     for (list, containers) in [
         ("initContainers", spec.init_containers.as_deref().unwrap_or_default()),
@@ -470,13 +461,13 @@ mod tests {
     #[test]
     fn accepted_but_ignored_fields_are_named() {
         let pod: Pod = serde_yaml::from_str(&format!(
-            "{POD}spec:\n  activeDeadlineSeconds: 5\n  tolerations: [{{operator: Exists}}]\n  securityContext: {{sysctls: [{{name: net.core.somaxconn, value: '1024'}}]}}\n  containers:\n  - name: a\n    image: i\n    volumeDevices: [{{name: d, devicePath: /dev/x}}]\n"
+            "{POD}spec:\n  imagePullSecrets: [{{name: s}}]\n  tolerations: [{{operator: Exists}}]\n  securityContext: {{sysctls: [{{name: net.core.somaxconn, value: '1024'}}]}}\n  containers:\n  - name: a\n    image: i\n    volumeDevices: [{{name: d, devicePath: /dev/x}}]\n"
         ))
         .unwrap();
         assert_eq!(
             not_implemented(&pod),
             [
-                "field \"spec.activeDeadlineSeconds\" is not implemented by minilet and is ignored",
+                "field \"spec.imagePullSecrets\" is not implemented by minilet and is ignored",
                 "field \"spec.securityContext.sysctls\" is not implemented by minilet and is ignored",
                 "field \"spec.containers[0].volumeDevices\" is not implemented by minilet and is ignored",
             ]

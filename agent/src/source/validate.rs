@@ -82,6 +82,7 @@ fn validate_spec(spec: &PodSpec, v: &mut Errors) {
     if spec.containers.is_empty() {
         v.push("spec.containers", "Required value".into());
     }
+    validate_pod_resources(spec, v);
     if let Some(p) = spec.restart_policy.as_deref()
         && p.parse::<RestartPolicy>().is_err()
     {
@@ -140,6 +141,20 @@ fn validate_spec(spec: &PodSpec, v: &mut Errors) {
                 v,
             );
         }
+        if let Some(p) = sc.fs_group_change_policy.as_deref()
+            && !["OnRootMismatch", "Always"].contains(&p)
+        {
+            v.unsupported(
+                "spec.securityContext.fsGroupChangePolicy",
+                p,
+                &["OnRootMismatch", "Always"],
+            );
+        }
+        if let Some(p) = sc.supplemental_groups_policy.as_deref()
+            && !["Merge", "Strict"].contains(&p)
+        {
+            v.unsupported("spec.securityContext.supplementalGroupsPolicy", p, &["Merge", "Strict"]);
+        }
     }
 
     if spec.ephemeral_containers.as_ref().is_some_and(|e| !e.is_empty()) {
@@ -148,7 +163,7 @@ fn validate_spec(spec: &PodSpec, v: &mut Errors) {
     }
     let mut volume_names = HashSet::new();
     for (i, vol) in spec.volumes.iter().flatten().enumerate() {
-        validate_volume(&format!("spec.volumes[{i}]"), vol, &mut volume_names, v);
+        validate_volume(&format!("spec.volumes[{i}]"), vol, spec, &mut volume_names, v);
     }
 
     let mut names = HashSet::new();
@@ -182,7 +197,7 @@ fn validate_spec(spec: &PodSpec, v: &mut Errors) {
     }
 }
 
-fn validate_volume(path: &str, vol: &Volume, names: &mut HashSet<String>, v: &mut Errors) {
+fn validate_volume(path: &str, vol: &Volume, spec: &PodSpec, names: &mut HashSet<String>, v: &mut Errors) {
     if vol.name.is_empty() {
         v.push(&format!("{path}.name"), "Required value".into());
     } else if !is_label(&vol.name) {
@@ -233,14 +248,227 @@ fn validate_volume(path: &str, vol: &Volume, names: &mut HashSet<String>, v: &mu
                 }
             }
         }
+        [one] if one == "downwardAPI" => {
+            if let Some(d) = &vol.downward_api {
+                let dp = format!("{path}.downwardAPI");
+                validate_mode(&format!("{dp}.defaultMode"), d.default_mode, v);
+                let mut seen = HashSet::new();
+                validate_downward_items(&dp, d.items.as_deref().unwrap_or_default(), spec, &mut seen, v);
+            }
+        }
+        [one] if one == "projected" => {
+            if let Some(p) = &vol.projected {
+                let pp = format!("{path}.projected");
+                validate_mode(&format!("{pp}.defaultMode"), p.default_mode, v);
+                let mut seen = HashSet::new();
+                for (k, source) in p.sources.iter().flatten().enumerate() {
+                    let sp = format!("{pp}.sources[{k}]");
+                    match &source.downward_api {
+                        Some(d) => validate_downward_items(
+                            &format!("{sp}.downwardAPI"),
+                            d.items.as_deref().unwrap_or_default(),
+                            spec,
+                            &mut seen,
+                            v,
+                        ),
+                        None => v.push(
+                            &sp,
+                            format!("Unsupported value: {NO_API_SERVER}; only downwardAPI projections are supported"),
+                        ),
+                    }
+                }
+            }
+        }
         [one] => v.push(
             &format!("{path}.{one}"),
-            format!("Unsupported value: {NO_API_SERVER}; only emptyDir and hostPath volumes are supported"),
+            format!(
+                "Unsupported value: {NO_API_SERVER}; only emptyDir, hostPath, downwardAPI and projected (downwardAPI) volumes are supported"
+            ),
         ),
         many => v.push(
             &format!("{path}.{}", many[1]),
             "Forbidden: may not specify more than 1 volume type".into(),
         ),
+    }
+}
+
+/// Pod-level `spec.resources` (cpu and memory only): requests within limits, requests at
+/// least what the containers request together, limits at least any one container's limit.
+fn validate_pod_resources(spec: &PodSpec, v: &mut Errors) {
+    let Some(res) = &spec.resources else { return };
+    type List = std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>;
+    let mut parsed = |list: &str, map: Option<&List>| {
+        let mut out = std::collections::BTreeMap::new();
+        for (name, q) in map.into_iter().flatten() {
+            let fp = format!("spec.resources.{list}[{name}]");
+            if !["cpu", "memory"].contains(&name.as_str()) {
+                v.unsupported(&fp, name, &["cpu", "memory"]);
+                continue;
+            }
+            match Quantity::parse(&q.0) {
+                Ok(val) if val.milli_value() < 0 => v.invalid(&fp, &q.0, "must be greater than or equal to 0"),
+                Ok(val) => {
+                    out.insert(name.clone(), (val, q.0.clone()));
+                }
+                Err(e) => v.invalid(&fp, &q.0, &e.to_string()),
+            }
+        }
+        out
+    };
+    let limits = parsed("limits", res.limits.as_ref());
+    let requests = parsed("requests", res.requests.as_ref());
+    let container_amount = |c: &Container, list: &str, name: &str| {
+        let r = c.resources.as_ref()?;
+        let map = if list == "limits" {
+            r.limits.as_ref()
+        } else {
+            r.requests.as_ref()
+        };
+        map?.get(name).and_then(|q| Quantity::parse(&q.0).ok())
+    };
+    for (name, (req, raw)) in &requests {
+        if let Some((lim, lim_raw)) = limits.get(name)
+            && req > lim
+        {
+            v.invalid(
+                &format!("spec.resources.requests[{name}]"),
+                raw,
+                &format!("must be less than or equal to {name} limit of {lim_raw}"),
+            );
+            continue;
+        }
+        let apps: i64 = spec
+            .containers
+            .iter()
+            .filter_map(|c| container_amount(c, "requests", name))
+            .map(|q| q.milli_value())
+            .sum();
+        if req.milli_value() < apps {
+            let shown = if name == "cpu" {
+                format!("{apps}m")
+            } else {
+                (apps / 1000).to_string()
+            };
+            v.invalid(
+                &format!("spec.resources.requests[{name}]"),
+                raw,
+                &format!("must be greater than or equal to aggregate container requests of {shown}"),
+            );
+        }
+    }
+    for (name, (lim, raw)) in &limits {
+        for c in spec.containers.iter().chain(spec.init_containers.iter().flatten()) {
+            if let Some(cl) = container_amount(c, "limits", name)
+                && cl > *lim
+            {
+                v.invalid(
+                    &format!("spec.resources.limits[{name}]"),
+                    raw,
+                    &format!(
+                        "must be greater than or equal to the {name} limit of container {:?}",
+                        c.name
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// The fields a downwardAPI volume item may name (the API server's list).
+const DOWNWARD_FIELDS: [&str; 5] = [
+    "metadata.annotations",
+    "metadata.labels",
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.uid",
+];
+const DOWNWARD_RESOURCES: [&str; 6] = [
+    "limits.cpu",
+    "limits.ephemeral-storage",
+    "limits.memory",
+    "requests.cpu",
+    "requests.ephemeral-storage",
+    "requests.memory",
+];
+
+fn validate_mode(path: &str, mode: Option<i32>, v: &mut Errors) {
+    if let Some(m) = mode
+        && !(0..=0o777).contains(&m)
+    {
+        v.invalid(path, m, "must be a number between 0 and 0777 (octal), both inclusive");
+    }
+}
+
+fn validate_downward_items(
+    path: &str,
+    items: &[k8s_openapi::api::core::v1::DownwardAPIVolumeFile],
+    spec: &PodSpec,
+    seen: &mut HashSet<String>,
+    v: &mut Errors,
+) {
+    for (k, item) in items.iter().enumerate() {
+        let ip = format!("{path}.items[{k}]");
+        let pp = format!("{ip}.path");
+        if item.path.is_empty() {
+            v.push(&pp, "Required value".into());
+        } else if item.path.starts_with('/') {
+            v.invalid(&pp, &item.path, "must be a relative path");
+        } else if item.path.split('/').any(|c| c == "..") {
+            v.invalid(&pp, &item.path, "must not contain '..'");
+        } else if item.path.starts_with("..") {
+            v.invalid(&pp, &item.path, "must not start with '..'");
+        } else if !seen.insert(item.path.clone()) {
+            v.invalid(&pp, &item.path, "conflicting duplicate paths");
+        }
+        validate_mode(&format!("{ip}.mode"), item.mode, v);
+        match (&item.field_ref, &item.resource_field_ref) {
+            (Some(_), Some(_)) => v.invalid(
+                &ip,
+                "resource",
+                "fieldRef and resourceFieldRef can not be specified simultaneously",
+            ),
+            (None, None) => v.push(
+                &ip,
+                "Required value: one of fieldRef and resourceFieldRef is required".into(),
+            ),
+            (Some(f), None) => {
+                let fp = &f.field_path;
+                let keyed = ["metadata.labels['", "metadata.annotations['"]
+                    .iter()
+                    .any(|p| fp.starts_with(p) && fp.ends_with("']"));
+                if !keyed && !DOWNWARD_FIELDS.contains(&fp.as_str()) {
+                    v.unsupported(&format!("{ip}.fieldRef.fieldPath"), fp, &DOWNWARD_FIELDS);
+                }
+            }
+            (None, Some(r)) => {
+                let rp = format!("{ip}.resourceFieldRef");
+                match r.container_name.as_deref().filter(|n| !n.is_empty()) {
+                    None => v.push(&format!("{rp}.containerName"), "Required value".into()),
+                    Some(name) => {
+                        let known = spec
+                            .containers
+                            .iter()
+                            .chain(spec.init_containers.iter().flatten())
+                            .any(|c| c.name == name);
+                        if !known {
+                            v.invalid(
+                                &format!("{rp}.containerName"),
+                                name,
+                                "must name a container of this pod",
+                            );
+                        }
+                    }
+                }
+                if !DOWNWARD_RESOURCES.contains(&r.resource.as_str()) {
+                    v.unsupported(&format!("{rp}.resource"), &r.resource, &DOWNWARD_RESOURCES);
+                }
+                if let Some(d) = &r.divisor
+                    && Quantity::parse(&d.0).map_or(true, |q| q.milli_value() <= 0)
+                {
+                    v.invalid(&format!("{rp}.divisor"), &d.0, "must be a positive quantity");
+                }
+            }
+        }
     }
 }
 
@@ -712,6 +940,51 @@ mod tests {
         );
         // The request defaulted from the bad limit is not reported a second time.
         assert!(!has(&e, "spec.containers[0].resources.requests[cpu]"), "{e:?}");
+    }
+
+    #[test]
+    fn downward_api_and_projected_volumes() {
+        let good = errors(
+            "  volumes:\n  - name: d\n    downwardAPI:\n      defaultMode: 0o644\n      items:\n      - {path: labels, fieldRef: {fieldPath: metadata.labels}}\n      - {path: t, fieldRef: {fieldPath: \"metadata.labels['tier']\"}}\n      - {path: m, resourceFieldRef: {containerName: a, resource: limits.memory, divisor: 1Mi}}\n  - name: p\n    projected: {sources: [{downwardAPI: {items: [{path: n, fieldRef: {fieldPath: metadata.name}}]}}]}\n  containers: [{name: a, image: i}]\n",
+        );
+        assert!(good.is_empty(), "{good:?}");
+        let e = errors(
+            "  volumes:\n  - name: d\n    downwardAPI:\n      defaultMode: 4096\n      items:\n      - {path: ../x, fieldRef: {fieldPath: metadata.name}}\n      - {path: /abs, fieldRef: {fieldPath: metadata.name}}\n      - {path: ok, fieldRef: {fieldPath: spec.nodeName}}\n      - {path: ok, resourceFieldRef: {resource: limits.cpu}}\n      - {path: r, resourceFieldRef: {containerName: nope, resource: limits.gpu}}\n      - {path: both, fieldRef: {fieldPath: metadata.name}, resourceFieldRef: {containerName: a, resource: limits.cpu}}\n      - {path: mode, fieldRef: {fieldPath: metadata.name}, mode: -1}\n  - name: p\n    projected: {sources: [{secret: {name: s}}]}\n  containers: [{name: a, image: i}]\n",
+        );
+        for want in [
+            "spec.volumes[0].downwardAPI.defaultMode: Invalid value: 4096: must be a number between 0 and 0777",
+            "spec.volumes[0].downwardAPI.items[0].path: Invalid value: \"../x\": must not contain '..'",
+            "spec.volumes[0].downwardAPI.items[1].path: Invalid value: \"/abs\": must be a relative path",
+            "spec.volumes[0].downwardAPI.items[2].fieldRef.fieldPath: Unsupported value: \"spec.nodeName\"",
+            "spec.volumes[0].downwardAPI.items[3].path: Invalid value: \"ok\": conflicting duplicate paths",
+            "spec.volumes[0].downwardAPI.items[3].resourceFieldRef.containerName: Required value",
+            "spec.volumes[0].downwardAPI.items[4].resourceFieldRef.containerName: Invalid value: \"nope\"",
+            "spec.volumes[0].downwardAPI.items[4].resourceFieldRef.resource: Unsupported value: \"limits.gpu\"",
+            "spec.volumes[0].downwardAPI.items[5]: Invalid value: \"resource\": fieldRef and resourceFieldRef can not be specified simultaneously",
+            "spec.volumes[0].downwardAPI.items[6].mode: Invalid value: -1",
+            "spec.volumes[1].projected.sources[0]: Unsupported value: minilet runs static pods without an API server",
+        ] {
+            assert!(has(&e, want), "{want}\nin {e:#?}");
+        }
+    }
+
+    #[test]
+    fn pod_level_resources() {
+        let good = errors(
+            "  resources: {requests: {cpu: '1', memory: 1Gi}, limits: {cpu: '2', memory: 2Gi}}\n  containers: [{name: a, image: i, resources: {requests: {cpu: 500m}, limits: {memory: 1Gi}}}]\n",
+        );
+        assert!(good.is_empty(), "{good:?}");
+        let e = errors(
+            "  resources: {requests: {cpu: '3', memory: 64Mi, ephemeral-storage: 1Gi}, limits: {cpu: '2', memory: 128Mi}}\n  containers: [{name: a, image: i, resources: {requests: {memory: 100Mi}, limits: {memory: 256Mi}}}]\n",
+        );
+        for want in [
+            "spec.resources.requests[ephemeral-storage]: Unsupported value: \"ephemeral-storage\": supported values: \"cpu\", \"memory\"",
+            "spec.resources.requests[cpu]: Invalid value: \"3\": must be less than or equal to cpu limit of 2",
+            "spec.resources.requests[memory]: Invalid value: \"64Mi\": must be greater than or equal to aggregate container requests of 104857600",
+            "spec.resources.limits[memory]: Invalid value: \"128Mi\": must be greater than or equal to the memory limit of container \"a\"",
+        ] {
+            assert!(has(&e, want), "{want}\nin {e:#?}");
+        }
     }
 
     #[test]

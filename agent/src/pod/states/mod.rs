@@ -50,7 +50,10 @@ pub(super) async fn wait(w: &mut Worker) -> Wake {
     if w.commands.terminate_requested() {
         return Wake::Terminate;
     }
-    let deadline = w.next_deadline();
+    if w.enforce_pod_limits().await {
+        return Wake::Again;
+    }
+    let deadline = w.next_deadline().into_iter().chain(w.next_limit_check()).min();
     let sleep = async {
         match deadline {
             Some(t) => tokio::time::sleep_until(t).await,

@@ -8,6 +8,10 @@ use crate::runtime::spec::now_nanos;
 
 pub async fn run(w: &mut Worker) -> State {
     loop {
+        if w.record.failure.is_some() {
+            w.phase = Phase::Failed;
+            return State::Completed;
+        }
         let now = now_nanos();
         for i in 0..w.slots.len() {
             let keeps_running = !w.slots[i].init || w.slots[i].sidecar();

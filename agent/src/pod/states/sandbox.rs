@@ -32,10 +32,17 @@ pub async fn run(w: &mut Worker) -> State {
         w.record.sandbox_id = new_id();
         w.save_record();
         w.publish();
-        let cfg = config::sandbox_config(&w.ctx.runtime.layout, &w.pod, &w.uid, &w.plan, &w.ctx.node);
-        let created = match crate::pod::security::user_namespace_problem(&w.pod) {
-            Some(problem) => Err(problem),
-            None => (w.ctx.runtime.run_sandbox(&cfg, &w.record.sandbox_id).await).map_err(|e| e.to_string()),
+        let created = match config::sandbox_config(&w.ctx.runtime.layout, &w.pod, &w.uid, &w.plan, &w.ctx.node) {
+            Err(e) => {
+                w.ctx
+                    .events
+                    .warning(&w.obj, "FailedMount", format!("MountVolume.SetUp failed: {e}"));
+                Err(e)
+            }
+            Ok(cfg) => match crate::pod::security::user_namespace_problem(&w.pod) {
+                Some(problem) => Err(problem),
+                None => (w.ctx.runtime.run_sandbox(&cfg, &w.record.sandbox_id).await).map_err(|e| e.to_string()),
+            },
         };
         // The host ports are part of the sandbox: open before any container starts, and a
         // port already taken undoes the sandbox (nothing of the pod runs half-made).

@@ -9,6 +9,7 @@
 //! an agent restart ([`adopt`]).
 
 mod adopt;
+mod enforcement;
 mod host_ports;
 mod probing;
 mod projection;

@@ -45,6 +45,7 @@ impl Worker {
                 init_containers: init,
                 containers: app,
                 rejection: self.rejection.clone(),
+                failure: self.record.failure.clone(),
             },
             sandbox: SandboxInfo {
                 id: self.record.sandbox_id.clone(),
@@ -92,7 +93,14 @@ impl Worker {
             })
         };
         let current_term = s.current.as_ref().and_then(|f| terminated(f, &s.message));
+        // A pod failed as a whole (deadline, eviction) starts nothing again: its containers
+        // stay as they ended.
+        let failed = self.record.failure.is_some();
         let (state, last_state) = match (&s.waiting, s.running(), current_term) {
+            (_, false, Some(t)) if failed => (
+                ContainerState::Terminated(t),
+                s.previous.as_ref().and_then(|f| terminated(f, "")),
+            ),
             (_, true, _) => (
                 ContainerState::Running {
                     started_at: s.current.as_ref().and_then(|f| f.state).map_or(0, |st| st.started_at),
@@ -140,6 +148,9 @@ impl Worker {
 
     /// The pod is done for good: (Succeeded|Failed) by Kubernetes' rules, if so.
     pub(in crate::pod) fn terminal_phase(&self) -> Option<Phase> {
+        if self.record.failure.is_some() {
+            return Some(Phase::Failed);
+        }
         // Sidecars do not decide the phase: they run until the app containers are done.
         if let Some(failed_init) = self
             .slots

@@ -362,11 +362,6 @@ pub fn container(i: &ContainerInputs) -> Result<ContainerConfig, RuntimeError> {
         return Err(unimplemented("SELinux labels are not supported by minilet"));
     }
     check_apparmor(sc.apparmor.as_ref(), &sc.apparmor_profile)?;
-    if sc.supplemental_groups_policy == cri::SupplementalGroupsPolicy::Strict as i32 {
-        return Err(unimplemented(
-            "supplemental_groups_policy Strict is not supported by minilet yet",
-        ));
-    }
     let caps = sc.capabilities.clone().unwrap_or_default();
     if !caps.add_ambient_capabilities.is_empty() {
         return Err(unimplemented("ambient capabilities are not supported by minilet"));
@@ -424,6 +419,7 @@ pub fn container(i: &ContainerInputs) -> Result<ContainerConfig, RuntimeError> {
             sc.run_as_username.clone()
         },
         supplemental_groups: sc.supplemental_groups.iter().map(|g| *g as u32).collect(),
+        strict_groups: sc.supplemental_groups_policy == cri::SupplementalGroupsPolicy::Strict as i32,
     };
     if sc.run_as_group.is_some() && sc.run_as_user.is_none() && sc.run_as_username.is_empty() {
         return Err(invalid(

@@ -71,6 +71,9 @@ fn run(spec: &SandboxSpec) -> Result<SandboxState, String> {
         if let Some(size) = t.size_bytes {
             data.push_str(&format!(",size={size}"));
         }
+        if let Some(gid) = t.gid {
+            data.push_str(&format!(",gid={gid}"));
+        }
         nix::mount::mount(
             Some("tmpfs"),
             &t.path,
