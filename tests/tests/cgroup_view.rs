@@ -1,7 +1,8 @@
 //! A container and its cgroup: on cgroup v2 the process is born in it (clone3 with
 //! CLONE_INTO_CGROUP), on v1 it is attached right after fork; either way it runs in a cgroup
 //! namespace rooted at its own cgroup, which it sees read-only at /sys/fs/cgroup (writable
-//! when privileged, as runc mounts it).
+//! when privileged, as runc mounts it). `describe` shows the pressure stall figures of its
+//! cgroup where the kernel has them (v2 with PSI).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -252,4 +253,64 @@ fn container_is_born_in_its_cgroup_on_v2_attached_on_v1() {
             assert_eq!(state["cgroup_entry"], "attached", "{state}");
         }
     }
+}
+
+/// N of the first line of `text` starting with `prefix` and ending in `total=N`.
+fn psi_total(text: &str, prefix: &str) -> Option<u64> {
+    text.lines()
+        .map(str::trim)
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit_once("total="))
+        .and_then(|(_, n)| n.trim().parse().ok())
+}
+
+#[test]
+fn describe_shows_pressure_where_the_kernel_has_it() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("cgroup-psi");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, &[]);
+    env.write_manifest("psi.yaml", &pod("psi", false));
+    let (_, c) = checks(&env, "psi");
+    let dirs = env.cgroup_dirs(&c.cgroup);
+    let has_psi = dirs
+        .iter()
+        .any(|d| std::fs::read_to_string(d.join("cpu.pressure")).is_ok());
+    let text = ok(&env, &["describe", "pod", "psi"]);
+    if !has_psi {
+        // v1 (or a kernel booted with psi=0): no pressure files, no section.
+        assert!(!text.contains("Pressure:"), "{text}");
+        if pure_v2() {
+            skip("cgroup v2 without PSI (CONFIG_PSI, psi=1): pressure not shown");
+        } else {
+            minilet::test_skip::not_for_this_machine("PSI is per cgroup on v2 only");
+        }
+        return;
+    }
+    // Container and pod sections, every resource the kernel has, in its format.
+    let container_part = &text[text
+        .find("    Pressure:")
+        .unwrap_or_else(|| panic!("no container pressure: {text}"))..];
+    for r in ["cpu", "memory", "io"] {
+        let line = container_part
+            .lines()
+            .find(|l| l.trim().starts_with(&format!("{r} some avg10=")))
+            .unwrap_or_else(|| panic!("no {r} pressure: {text}"));
+        assert!(
+            line.contains(" avg60=") && line.contains(" avg300=") && line.contains(" total="),
+            "{line}"
+        );
+    }
+    assert!(container_part.contains("memory full avg10="), "{text}");
+    assert!(text.contains("\nPressure:\n  cpu some avg10="), "pod section: {text}");
+    // The figures are the kernel's: the cumulative stall total only grows, so what describe
+    // shows lies between two reads of the container's file around it.
+    let file = |d: &std::path::PathBuf| std::fs::read_to_string(d.join("cpu.pressure")).unwrap_or_default();
+    let before = psi_total(&file(&dirs[0]), "some ").expect("cpu.pressure total");
+    let text = ok(&env, &["describe", "pod", "psi"]);
+    let after = psi_total(&file(&dirs[0]), "some ").expect("cpu.pressure total");
+    let shown = psi_total(&text[text.find("    Pressure:").unwrap_or(0)..], "cpu some ").expect("shown cpu total");
+    assert!(before <= shown && shown <= after, "{before} <= {shown} <= {after}");
 }

@@ -12,7 +12,8 @@
 //!
 //! Files: `detect` (version and layout detection), `tree` (directory and control-file
 //! operations both backends share), `error` ([`CgroupError`]), one per controller, the
-//! two backends, and `systemd` (whether systemd delegated the agent's subtree).
+//! two backends, `pressure` (v2 PSI files) and `systemd` (whether systemd delegated the
+//! agent's subtree).
 //!
 //! All operations are blocking filesystem calls (and [`Cgroups::remove`] may sleep briefly
 //! while a killed process finishes leaving); async callers should use `spawn_blocking`.
@@ -23,6 +24,7 @@ pub mod devices;
 mod error;
 mod memory;
 mod pids;
+pub mod pressure;
 pub mod systemd;
 mod tree;
 pub mod v1;
