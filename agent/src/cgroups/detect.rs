@@ -29,6 +29,9 @@ pub fn detect(parent: &CgroupParent) -> Result<Arc<dyn Cgroups>, CgroupError> {
     )?;
     Ok(match layout {
         Layout::V1(hierarchies) => {
+            if let Some(h) = hierarchies.first() {
+                super::systemd::log_delegation(CgroupVersion::V1, &h.parent_dir);
+            }
             info!(%parent, dirs = ?hierarchies.iter().map(|h| &h.parent_dir).collect::<Vec<_>>(), "cgroup v1");
             Arc::new(v1::V1::new(hierarchies))
         }
@@ -40,6 +43,7 @@ pub fn detect(parent: &CgroupParent) -> Result<Arc<dyn Cgroups>, CgroupError> {
                     v2::settle_in_leaf(own, std::process::id())?;
                 }
             }
+            super::systemd::log_delegation(CgroupVersion::V2, &dir);
             info!(%parent, dir = %dir.display(), "cgroup v2");
             Arc::new(v2::V2::new(dir))
         }

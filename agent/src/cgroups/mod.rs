@@ -11,8 +11,9 @@
 //! empty cgroup2 mount at `/sys/fs/cgroup/unified`) is treated as v1.
 //!
 //! Files: `detect` (version and layout detection), `tree` (directory and control-file
-//! operations both backends share), `error` ([`CgroupError`]), one per controller, and the
-//! two backends.
+//! operations both backends share), `error` ([`CgroupError`]), one per controller, the
+//! two backends, `pressure` (v2 PSI files) and `systemd` (whether systemd delegated the
+//! agent's subtree).
 //!
 //! All operations are blocking filesystem calls (and [`Cgroups::remove`] may sleep briefly
 //! while a killed process finishes leaving); async callers should use `spawn_blocking`.
@@ -23,6 +24,8 @@ pub mod devices;
 mod error;
 mod memory;
 mod pids;
+pub mod pressure;
+pub mod systemd;
 mod tree;
 pub mod v1;
 pub mod v2;
@@ -146,6 +149,9 @@ pub trait Cgroups: Send + Sync + fmt::Debug {
     /// "kubepods/burstable/pod123/abc") in every managed hierarchy. An invalid path (one with
     /// `..`) yields no directories.
     fn dirs(&self, path: &str) -> Vec<PathBuf>;
+    /// v1: each hierarchy's name as mounted (its controllers joined by commas), in the order
+    /// of [`Cgroups::dirs`]. v2: none (one unnamed hierarchy).
+    fn hierarchy_names(&self) -> Vec<String>;
     /// mkdir -p in every hierarchy. v2: also enables the available controllers among cpu,
     /// memory, pids and io in `cgroup.subtree_control` of every ancestor from the parent's
     /// parent down to the new cgroup's parent, where not yet enabled.

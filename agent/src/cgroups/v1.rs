@@ -63,6 +63,10 @@ impl Cgroups for V1 {
         }
     }
 
+    fn hierarchy_names(&self) -> Vec<String> {
+        self.hierarchies.iter().map(|h| h.controllers.join(",")).collect()
+    }
+
     fn create(&self, path: &str) -> Result<(), CgroupError> {
         for (_, dir) in self.resolve(path)? {
             std::fs::create_dir_all(&dir).map_err(|source| CgroupError::Create {

@@ -135,6 +135,10 @@ impl Cgroups for V2 {
         }
     }
 
+    fn hierarchy_names(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     fn create(&self, path: &str) -> Result<(), CgroupError> {
         let target = self.dir(path)?;
         for dir in self.chain_to(&target) {

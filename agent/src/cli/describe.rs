@@ -430,6 +430,23 @@ fn describe_cgroup(d: &mut Doc, info: &PodInfo, name: &str) {
     }
 }
 
+/// The container's pressure stall figures (cgroup v2 with PSI), as the kernel reported them.
+fn describe_pressure(d: &mut Doc, info: &PodInfo, name: &str) {
+    let lines: Vec<&String> = info
+        .containers
+        .iter()
+        .filter(|c| c.name == name)
+        .flat_map(|c| c.pressure.iter())
+        .collect();
+    if lines.is_empty() {
+        return;
+    }
+    d.line(2, "Pressure:");
+    for l in lines {
+        d.line(3, l);
+    }
+}
+
 fn describe_containers(
     d: &mut Doc,
     title: &str,
@@ -523,6 +540,7 @@ fn describe_containers(
         describe_env(d, &np.pod, c);
         describe_mounts(d, c);
         describe_cgroup(d, &np.info, &c.name);
+        describe_pressure(d, &np.info, &c.name);
     }
 }
 
@@ -735,6 +753,13 @@ pub fn describe_pod(
             d.line(1, &format!("{} \t{s} ", g.condition_type));
         }
     }
+    // The pod cgroup's pressure stall figures (cgroup v2 with PSI): minilet's own section.
+    if !np.info.pressure.is_empty() {
+        d.line(0, "Pressure:");
+        for l in &np.info.pressure {
+            d.line(1, l);
+        }
+    }
     if let Some(conditions) = status.conditions.as_deref().filter(|c| !c.is_empty()) {
         d.line(0, "Conditions:");
         d.line(1, "Type\tStatus");
@@ -842,7 +867,12 @@ status:
                         ("cpu.max".to_string(), "50000 100000".to_string()),
                     ]
                     .into(),
+                    pressure: vec![
+                        "cpu some avg10=0.50 avg60=0.10 avg300=0.02 total=4200".into(),
+                        "memory some avg10=0.00 avg60=0.00 avg300=0.00 total=0".into(),
+                    ],
                 }],
+                pressure: vec!["io some avg10=1.00 avg60=0.20 avg300=0.04 total=900".into()],
                 ..Default::default()
             },
         }
@@ -884,6 +914,9 @@ status:
             "    Environment:\n      MODE:  prod\n      POD:   web (v1:metadata.name)\n      MEM:   64 (limits.memory)\n",
             "    Mounts:\n      /cache from cache (ro)\n      /data from data (rw)\n",
             "    Cgroup:\n      cpu.max:     50000 100000\n      memory.max:  67108864\n",
+            "    Pressure:\n      cpu some avg10=0.50 avg60=0.10 avg300=0.02 total=4200\n",
+            "      memory some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+            "Pressure:\n  io some avg10=1.00 avg60=0.20 avg300=0.04 total=900\n",
             "Conditions:\n  Type          Status\n  Initialized   True \n  Ready         True \n",
             "Volumes:\n  data:\n",
             "    Type:          HostPath (bare host directory volume)\n    Path:          /srv/data\n",

@@ -36,6 +36,19 @@ fn applied_limits(dirs: &[std::path::PathBuf]) -> std::collections::HashMap<Stri
     out
 }
 
+/// PSI of a cgroup (v2 only: v1 directories have no pressure files). A file the agent cannot
+/// read is logged and left out: describe still shows the rest.
+fn pressure_lines(dirs: &[std::path::PathBuf]) -> Vec<String> {
+    dirs.iter()
+        .flat_map(|d| {
+            crate::cgroups::pressure::describe_lines(d).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot read the cgroup's pressure files");
+                Vec::new()
+            })
+        })
+        .collect()
+}
+
 #[tonic::async_trait]
 impl node::node_server::Node for NodeSvc {
     async fn list_pods(&self, req: Request<node::ListPodsRequest>) -> R<node::ListPodsResponse> {
@@ -62,6 +75,7 @@ impl node::node_server::Node for NodeSvc {
                         container_id: a.files.record.id.clone(),
                         cgroup_dirs: dirs.iter().map(|d| d.display().to_string()).collect(),
                         limits: applied_limits(&dirs),
+                        pressure: pressure_lines(&dirs),
                     }
                 })
                 .collect();
@@ -75,6 +89,7 @@ impl node::node_server::Node for NodeSvc {
                     .iter()
                     .map(|d| d.display().to_string())
                     .collect(),
+                pressure: pressure_lines(&ctx.runtime.cgroups.dirs(&e.sandbox.cgroup)),
                 containers,
                 sandbox_id: if e.sandbox.pause.is_some() {
                     e.sandbox.id.clone()
@@ -104,6 +119,7 @@ impl node::node_server::Node for NodeSvc {
                         container_id: c.files.record.id.clone(),
                         cgroup_dirs: dirs.iter().map(|d| d.display().to_string()).collect(),
                         limits: applied_limits(&dirs),
+                        pressure: pressure_lines(&dirs),
                     }
                 })
                 .collect();
@@ -117,6 +133,7 @@ impl node::node_server::Node for NodeSvc {
                     .iter()
                     .map(|d| d.display().to_string())
                     .collect(),
+                pressure: pressure_lines(&ctx.runtime.cgroups.dirs(&sb.record.cgroup)),
                 containers,
                 sandbox_id: if sb.ready() {
                     sb.record.id.clone()

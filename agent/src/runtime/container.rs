@@ -7,11 +7,14 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use super::process::{self, ProcessId};
-use super::spec::{BindMount, ContainerExit, ContainerSpec, ProcessSpec, RootfsSpec, now_nanos};
+use super::spec::{
+    BindMount, CgroupEntry, CgroupHierarchies, CgroupView, ContainerExit, ContainerSpec, ProcessSpec, RootfsSpec,
+    V1Hierarchy, now_nanos,
+};
 use super::state::{ContainerFiles, ContainerRecord, new_id};
 use super::{IoContext, Result, Runtime, RuntimeError, blocking, helper};
 use crate::atomic_file;
-use crate::cgroups::{DevicePolicy, Resources};
+use crate::cgroups::{CgroupVersion, DevicePolicy, Resources};
 use crate::file_modes;
 use crate::images::Image;
 
@@ -114,7 +117,12 @@ impl Runtime {
             // The monitor has recorded either the running process or why it could not start.
             let files = ContainerFiles::load(&dir).context(|| format!("read {}", dir.display()))?;
             match files {
-                Some(f) if f.state.is_some() || f.exit.is_some() => Ok(f),
+                Some(f) if f.state.is_some() || f.exit.is_some() => {
+                    if let Some(state) = &f.state {
+                        rt.note_cgroup_entry(state.cgroup_entry);
+                    }
+                    Ok(f)
+                }
                 _ => {
                     let msg = format!("container monitor for {name} left no state in {}", dir.display());
                     rt.discard(&dir, &cgroup);
@@ -185,6 +193,7 @@ impl Runtime {
                 readonly: cfg.readonly_rootfs,
             },
             mounts: cfg.mounts.clone(),
+            cgroup_view: Some(self.cgroup_view(cgroup, cfg.process.capabilities.is_some())),
             process: ProcessSpec {
                 seccomp,
                 ..cfg.process.clone()
@@ -195,6 +204,37 @@ impl Runtime {
         let spec_path = ContainerFiles::spec_path(dir);
         atomic_file::write_json(&spec_path, &spec).context(|| format!("write {}", spec_path.display()))?;
         Ok(spec_path)
+    }
+
+    /// On v2 a container is born in its cgroup; a kernel that refuses CLONE_INTO_CGROUP (before
+    /// 5.7) makes the monitor attach it after fork instead. Said once per agent.
+    fn note_cgroup_entry(&self, entry: CgroupEntry) {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        if entry == CgroupEntry::Attached && self.cgroups.version() == CgroupVersion::V2 {
+            SAID.call_once(|| {
+                tracing::warn!(
+                    "this kernel refused clone3(CLONE_INTO_CGROUP): containers start outside their cgroup \
+                     and are moved in after fork (see monitor.log of a container)"
+                )
+            });
+        }
+    }
+
+    /// The container's own cgroup as it sees it at /sys/fs/cgroup; `readonly` for all but
+    /// privileged containers, as runc mounts it.
+    fn cgroup_view(&self, cgroup: &str, readonly: bool) -> CgroupView {
+        let hierarchies = match self.cgroups.version() {
+            CgroupVersion::V2 => CgroupHierarchies::Unified,
+            CgroupVersion::V1 => CgroupHierarchies::V1(
+                self.cgroups
+                    .hierarchy_names()
+                    .into_iter()
+                    .zip(self.cgroups.dirs(cgroup))
+                    .map(|(name, dir)| V1Hierarchy { name, dir })
+                    .collect(),
+            ),
+        };
+        CgroupView { readonly, hierarchies }
     }
 
     /// Wait until the container attempt has exited and return how it ended.

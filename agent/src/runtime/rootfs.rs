@@ -5,7 +5,8 @@
 //! all of them disappear with the container: there is nothing to unmount on removal.
 //!
 //! The sequence: overlayfs of the image layers with the container's writable layer on top;
-//! a fresh /proc for its PID namespace; a minimal /dev; /sys read-only; bind mounts (the
+//! a fresh /proc for its PID namespace; a minimal /dev; /sys read-only; the container's own
+//! cgroup at /sys/fs/cgroup ([`CgroupView`], read-only unless privileged); bind mounts (the
 //! generated /etc files, volumes, the pod's /dev/shm); the kernel paths masked or made
 //! read-only as container runtimes do by default; then `pivot_root`.
 
@@ -14,7 +15,7 @@ use std::path::{Component, Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sys::stat::SFlag;
 
-use super::spec::{BindMount, RootfsSpec};
+use super::spec::{BindMount, CgroupHierarchies, CgroupView, RootfsSpec};
 use super::syscalls::{SysError, SysResult, Syscall};
 
 /// Device nodes every container gets: (name, major, minor).
@@ -57,7 +58,14 @@ pub const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/pr
 /// Build the root filesystem at `rootfs.target`. The caller is in a fresh mount namespace.
 /// `cwd` (the working directory) is created when the image lacks it, as runc does, before
 /// a read-only root is sealed.
-pub fn setup(sys: &dyn Syscall, rootfs: &RootfsSpec, mounts: &[BindMount], masked: bool, cwd: &str) -> SysResult {
+pub fn setup(
+    sys: &dyn Syscall,
+    rootfs: &RootfsSpec,
+    mounts: &[BindMount],
+    cgroup: Option<&CgroupView>,
+    masked: bool,
+    cwd: &str,
+) -> SysResult {
     let target = rootfs.target.as_path();
 
     // Nothing we mount may propagate back to the namespace we copied (the pod's, and through
@@ -88,6 +96,9 @@ pub fn setup(sys: &dyn Syscall, rootfs: &RootfsSpec, mounts: &[BindMount], maske
         nosuid_noexec_nodev | MsFlags::MS_RDONLY,
         None,
     )?;
+    if let Some(view) = cgroup {
+        mount_cgroup(sys, &sys_dir.join("fs/cgroup"), view)?;
+    }
 
     for m in mounts {
         bind(sys, target, m)?;
@@ -106,6 +117,62 @@ pub fn setup(sys: &dyn Syscall, rootfs: &RootfsSpec, mounts: &[BindMount], maske
             None,
             MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
             None,
+        )?;
+    }
+    Ok(())
+}
+
+/// The container's cgroup at `dest`, read-only unless privileged. v2: a cgroup2 mount made in
+/// the container's cgroup namespace, whose root is the container's cgroup. v1, as runc does:
+/// a tmpfs holding a bind mount of the container's directory per hierarchy (co-mounted
+/// controllers reached through symlinks: `cpu -> cpu,cpuacct`).
+fn mount_cgroup(sys: &dyn Syscall, dest: &Path, view: &CgroupView) -> SysResult {
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
+    let ro = if view.readonly {
+        MsFlags::MS_RDONLY
+    } else {
+        MsFlags::empty()
+    };
+    sys.mkdir_all(dest)?;
+    let hierarchies = match &view.hierarchies {
+        CgroupHierarchies::Unified => {
+            return sys.mount(Some(Path::new("cgroup2")), dest, Some("cgroup2"), flags | ro, None);
+        }
+        CgroupHierarchies::V1(h) => h,
+    };
+    sys.mount(
+        Some(Path::new("tmpfs")),
+        dest,
+        Some("tmpfs"),
+        flags,
+        Some("mode=755,size=64k"),
+    )?;
+    for h in hierarchies {
+        let at = dest.join(&h.name);
+        sys.mkdir_all(&at)?;
+        sys.mount(Some(&h.dir), &at, None, MsFlags::MS_BIND, None)?;
+        if view.readonly {
+            sys.mount(
+                None,
+                &at,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags | ro,
+                None,
+            )?;
+        }
+        if h.name.contains(',') {
+            for controller in h.name.split(',') {
+                sys.symlink(Path::new(&h.name), &dest.join(controller))?;
+            }
+        }
+    }
+    if view.readonly {
+        sys.mount(
+            None,
+            dest,
+            None,
+            MsFlags::MS_REMOUNT | flags | ro,
+            Some("mode=755,size=64k"),
         )?;
     }
     Ok(())
@@ -361,7 +428,7 @@ mod tests {
                 file: false,
             },
         ];
-        setup(&rec, &spec(&target), &mounts, true, "/work").unwrap();
+        setup(&rec, &spec(&target), &mounts, None, true, "/work").unwrap();
         pivot(&rec, &target).unwrap();
         let calls = rec.calls();
         let t = target.display().to_string();
@@ -407,12 +474,90 @@ mod tests {
         );
     }
 
+    fn cgroup_calls(view: &CgroupView) -> (String, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("rootfs");
+        let rec = Recorder::default();
+        setup(&rec, &spec(&target), &[], Some(view), true, "/").unwrap();
+        let calls = rec.calls();
+        let t = target.display().to_string();
+        // Right after /sys: nothing of the image can be mounted over /sys/fs/cgroup first.
+        let sysfs = calls.iter().position(|c| c.contains("sysfs")).unwrap();
+        let first = calls.iter().position(|c| c.contains("/sys/fs/cgroup")).unwrap();
+        assert_eq!(first, sysfs + 1, "{calls:#?}");
+        let cg: Vec<String> = calls
+            .into_iter()
+            .filter(|c| c.contains("/sys/fs/cgroup"))
+            .map(|c| c.replace(&t, ""))
+            .collect();
+        (t, cg)
+    }
+
+    #[test]
+    fn v2_cgroup_is_a_read_only_cgroup2_mount_unless_privileged() {
+        let (_, calls) = cgroup_calls(&CgroupView {
+            readonly: true,
+            hierarchies: CgroupHierarchies::Unified,
+        });
+        assert_eq!(
+            calls,
+            [
+                "mkdir /sys/fs/cgroup",
+                "mount cgroup2 /sys/fs/cgroup cgroup2 MsFlags(MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC) -",
+            ]
+        );
+        let (_, calls) = cgroup_calls(&CgroupView {
+            readonly: false,
+            hierarchies: CgroupHierarchies::Unified,
+        });
+        assert_eq!(
+            calls[1],
+            "mount cgroup2 /sys/fs/cgroup cgroup2 MsFlags(MS_NOSUID | MS_NODEV | MS_NOEXEC) -"
+        );
+    }
+
+    #[test]
+    fn v1_cgroups_are_read_only_binds_of_the_containers_directories() {
+        let view = CgroupView {
+            readonly: true,
+            hierarchies: CgroupHierarchies::V1(vec![
+                crate::runtime::spec::V1Hierarchy {
+                    name: "cpu,cpuacct".into(),
+                    dir: "/sys/fs/cgroup/cpu,cpuacct/k/pod/c1".into(),
+                },
+                crate::runtime::spec::V1Hierarchy {
+                    name: "memory".into(),
+                    dir: "/sys/fs/cgroup/memory/k/pod/c1".into(),
+                },
+            ]),
+        };
+        let (_, calls) = cgroup_calls(&view);
+        let ro_bind = "MsFlags(MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_REMOUNT | MS_BIND)";
+        assert_eq!(
+            calls,
+            [
+                "mkdir /sys/fs/cgroup".to_string(),
+                "mount tmpfs /sys/fs/cgroup tmpfs MsFlags(MS_NOSUID | MS_NODEV | MS_NOEXEC) mode=755,size=64k".into(),
+                "mkdir /sys/fs/cgroup/cpu,cpuacct".into(),
+                "mount /sys/fs/cgroup/cpu,cpuacct/k/pod/c1 /sys/fs/cgroup/cpu,cpuacct - MsFlags(MS_BIND) -".into(),
+                format!("mount - /sys/fs/cgroup/cpu,cpuacct - {ro_bind} -"),
+                "symlink /sys/fs/cgroup/cpu -> cpu,cpuacct".into(),
+                "symlink /sys/fs/cgroup/cpuacct -> cpu,cpuacct".into(),
+                "mkdir /sys/fs/cgroup/memory".into(),
+                "mount /sys/fs/cgroup/memory/k/pod/c1 /sys/fs/cgroup/memory - MsFlags(MS_BIND) -".into(),
+                format!("mount - /sys/fs/cgroup/memory - {ro_bind} -"),
+                "mount - /sys/fs/cgroup - MsFlags(MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_REMOUNT) mode=755,size=64k"
+                    .into(),
+            ]
+        );
+    }
+
     #[test]
     fn overlay_options_must_fit_a_page() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = spec(&dir.path().join("r"));
         s.layers = (0..100).map(|i| format!("{i:064x}")).collect();
-        let err = setup(&Recorder::default(), &s, &[], false, "/").unwrap_err();
+        let err = setup(&Recorder::default(), &s, &[], None, false, "/").unwrap_err();
         assert!(err.to_string().contains("100 layers"), "{err}");
     }
 }

@@ -75,6 +75,10 @@ pub struct ContainerSpec {
     pub rootfs: RootfsSpec,
     /// Bind mounts, in order: /etc files, volumes, /dev/shm, the termination log.
     pub mounts: Vec<BindMount>,
+    /// The container's own cgroup at /sys/fs/cgroup, seen through a cgroup namespace rooted
+    /// at it. `None` (a spec written by an older agent): neither.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_view: Option<CgroupView>,
     pub process: ProcessSpec,
     pub log_path: PathBuf,
     /// When the monitor rotates `log_path`.
@@ -95,6 +99,31 @@ pub struct RootfsSpec {
     /// The mount point (inside the container's own mount namespace only).
     pub target: PathBuf,
     pub readonly: bool,
+}
+
+/// What a container sees at /sys/fs/cgroup: its own cgroup as the root, read-only unless
+/// privileged (runc's rule).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupView {
+    pub readonly: bool,
+    pub hierarchies: CgroupHierarchies,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CgroupHierarchies {
+    /// v2: a cgroup2 mount made inside the container's cgroup namespace.
+    Unified,
+    /// v1: a tmpfs holding one bind mount of the container's directory per hierarchy, named
+    /// as on the host (`cpu,cpuacct`, `memory`, ...).
+    V1(Vec<V1Hierarchy>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct V1Hierarchy {
+    /// The controllers joined by commas, as the hierarchy is mounted.
+    pub name: String,
+    /// The container's cgroup directory in it, on the host.
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,6 +191,21 @@ pub struct ContainerState {
     pub process: ProcessId,
     /// Unix nanoseconds.
     pub started_at: i64,
+    /// How the process got into its cgroup.
+    #[serde(default)]
+    pub cgroup_entry: CgroupEntry,
+}
+
+/// How a container process entered its cgroup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CgroupEntry {
+    /// Born there: clone3 with CLONE_INTO_CGROUP (v2); it never ran anywhere else.
+    Born,
+    /// Forked in the monitor's cgroup, then moved by writing `cgroup.procs` (v1, or a kernel
+    /// that refused CLONE_INTO_CGROUP).
+    #[default]
+    Attached,
 }
 
 /// Written by the monitor when the container process has exited (`exit.json`).

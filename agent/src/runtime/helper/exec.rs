@@ -1,7 +1,8 @@
 //! `minilet __exec SPEC-JSON`: run a command inside a running container and relay its stdio.
 //!
 //! 1. Join the container's cgroup, then all its namespaces at once through a pidfd of its main
-//!    process (mount, PID, network, IPC, UTS); the mount namespace brings its root along.
+//!    process (mount, cgroup, PID, network, IPC, UTS); the mount namespace brings its root
+//!    along.
 //! 2. With a terminal: open a pty from the container's own devpts (`/dev/ptmx` in its root).
 //! 3. fork: the child becomes the container's user and execs ([`super::init::become_and_exec`]);
 //!    it dies with this helper (PR_SET_PDEATHSIG), so a vanished client leaves nothing behind.
@@ -58,7 +59,10 @@ fn run(spec: &ExecSpec, out: &mut impl Write) -> Result<(), String> {
 
     let me = nix::unistd::getpid().as_raw() as u32;
     crate::cgroups::join(&container.cgroup_dirs, me).map_err(|e| format!("join the container cgroup: {e}"))?;
+    // The cgroup namespace after the join: the container's (rooted at its cgroup), or the
+    // host's for a container started by an older agent, which is where we are already.
     let all = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWCGROUP
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWNET
         | CloneFlags::CLONE_NEWIPC

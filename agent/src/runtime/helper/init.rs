@@ -1,12 +1,14 @@
 //! The container process between fork and exec.
 //!
 //! Order matters:
-//! 1. join the container's cgroup first, so every byte and cycle from here on is accounted
-//!    and limited there (the "in its cgroup before it execs");
+//! 1. be in the container's cgroup first, so every byte and cycle from here on is accounted
+//!    and limited there: born there on v2 ([`super::fork`]), else join it now; then a cgroup
+//!    namespace rooted at it, so the container sees its own cgroup as `/`;
 //! 2. oom_score_adj;
 //! 3. setns into the pause's network, IPC, UTS and mount namespaces in one call (a pidfd
 //!    names them all), then unshare a private mount namespace copied from the pod's;
-//! 4. build the root filesystem and pivot_root into it ([`crate::runtime::rootfs`]);
+//! 4. build the root filesystem (with the cgroup view at /sys/fs/cgroup) and pivot_root
+//!    into it ([`crate::runtime::rootfs`]);
 //! 5. resolve the user inside the new root; stdio (pipes, or a terminal opened here whose
 //!    master is sent to the monitor); drop capabilities; no_new_privs; switch
 //!    user; signals, umask; the seccomp filter where runc loads it ([`drop_privileges`]);
@@ -25,7 +27,7 @@ use nix::sys::stat::Mode;
 
 use super::{child_fail, reset_signals, set_oom_score_adj};
 use crate::runtime::process::PidFd;
-use crate::runtime::spec::{ContainerSpec, ProcessSpec};
+use crate::runtime::spec::{CgroupEntry, ContainerSpec, ProcessSpec};
 use crate::runtime::syscalls::{Linux, Syscall};
 use crate::runtime::user::ResolvedUser;
 use crate::runtime::{capabilities, rootfs, user};
@@ -45,17 +47,28 @@ pub(super) enum Stdio {
     Tty { console: OwnedFd },
 }
 
-pub(super) fn run(spec: &ContainerSpec, pause: &PidFd, stdio: Stdio, errors: OwnedFd) -> ! {
-    let Err(msg) = setup_and_exec(spec, pause, &stdio);
+pub(super) fn run(spec: &ContainerSpec, pause: &PidFd, entry: CgroupEntry, stdio: Stdio, errors: OwnedFd) -> ! {
+    let Err(msg) = setup_and_exec(spec, pause, entry, &stdio);
     child_fail(&errors, &msg)
 }
 
-fn setup_and_exec(spec: &ContainerSpec, pause: &PidFd, stdio: &Stdio) -> Result<Infallible, String> {
+fn setup_and_exec(
+    spec: &ContainerSpec,
+    pause: &PidFd,
+    entry: CgroupEntry,
+    stdio: &Stdio,
+) -> Result<Infallible, String> {
     // Device nodes and mount points get exactly the modes we ask for.
     nix::sys::stat::umask(Mode::empty());
 
-    let me = nix::unistd::getpid().as_raw() as u32;
-    crate::cgroups::join(&spec.cgroup_dirs, me).map_err(|e| format!("join container cgroup: {e}"))?;
+    if entry == CgroupEntry::Attached {
+        let me = nix::unistd::getpid().as_raw() as u32;
+        crate::cgroups::join(&spec.cgroup_dirs, me).map_err(|e| format!("join container cgroup: {e}"))?;
+    }
+    if spec.cgroup_view.is_some() {
+        // Rooted where the process is now: its own cgroup.
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| format!("unshare(cgroup): {e}"))?;
+    }
     if let Some(adj) = spec.oom_score_adj {
         set_oom_score_adj(adj)?;
     }
@@ -72,7 +85,15 @@ fn setup_and_exec(spec: &ContainerSpec, pause: &PidFd, stdio: &Stdio) -> Result<
     } else {
         spec.process.cwd.as_str()
     };
-    rootfs::setup(&Linux, &spec.rootfs, &spec.mounts, !privileged, cwd).map_err(|e| format!("rootfs: {e}"))?;
+    rootfs::setup(
+        &Linux,
+        &spec.rootfs,
+        &spec.mounts,
+        spec.cgroup_view.as_ref(),
+        !privileged,
+        cwd,
+    )
+    .map_err(|e| format!("rootfs: {e}"))?;
     rootfs::pivot(&Linux, &spec.rootfs.target).map_err(|e| format!("pivot_root: {e}"))?;
 
     let devnull = std::fs::File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;

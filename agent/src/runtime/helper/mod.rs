@@ -6,8 +6,8 @@
 //!
 //! - `minilet __sandbox SPEC`: creates the pod's namespaces and forks the pause into them
 //!   ([`sandbox`]), records it, reports, exits.
-//! - `minilet __monitor SPEC`: forks the container process ([`init`] sets it up and execs),
-//!   then stays as its monitor ([`monitor`]): holds its stdio (pipes or a terminal), writes
+//! - `minilet __monitor SPEC`: forks the container process, on v2 straight into its cgroup
+//!   ([`fork`]); [`init`] sets it up and execs; the monitor then stays as its monitor ([`monitor`]): holds its stdio (pipes or a terminal), writes
 //!   the CRI log, serves attach clients ([`attach`]), waits for the exit and records it. Monitors outlive agent restarts, so neither log
 //!   lines nor exit codes are lost while no agent runs.
 //!
@@ -20,6 +20,7 @@
 
 mod attach;
 pub mod exec;
+mod fork;
 mod init;
 pub mod monitor;
 pub mod portfwd;

@@ -34,9 +34,10 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sched::CloneFlags;
 use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Pid};
+use nix::unistd::Pid;
 
 use super::attach::{self, Attach};
+use super::fork::Forked;
 use super::{ErrorPipe, read_spec, report};
 use crate::atomic_file;
 use crate::file_modes;
@@ -151,11 +152,9 @@ fn start(spec: &ContainerSpec) -> Result<Running, String> {
         nix::sched::unshare(CloneFlags::CLONE_NEWPID).map_err(|e| format!("unshare(pid): {e}"))?;
     }
 
-    // SAFETY: this helper is single-threaded (dispatched before any thread starts), so the
-    // child may run ordinary code until it execs.
-    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
-        ForkResult::Child => super::init::run(spec, &pause, theirs, errors.write),
-        ForkResult::Parent { child } => {
+    match super::fork::fork_into(&spec.cgroup_dirs)? {
+        Forked::Child(entry) => super::init::run(spec, &pause, entry, theirs, errors.write),
+        Forked::Parent(child, cgroup_entry) => {
             drop(theirs);
             if let Some(msg) = errors.wait() {
                 let _ = waitpid(child, None);
@@ -185,6 +184,7 @@ fn start(spec: &ContainerSpec) -> Result<Running, String> {
                 monitor: ProcessId::of(nix::unistd::getpid().as_raw()).map_err(|e| format!("own identity: {e}"))?,
                 process: ProcessId::of(child.as_raw()).map_err(|e| format!("container process {child}: {e}"))?,
                 started_at: now_nanos(),
+                cgroup_entry,
             };
             let path = ContainerFiles::state_path(&spec.dir);
             atomic_file::write_json(&path, &state).map_err(|e| format!("write {}: {e}", path.display()))?;
