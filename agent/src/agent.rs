@@ -46,6 +46,7 @@ async fn run_async(args: AgentArgs) -> anyhow::Result<()> {
         backoff,
         args.seccomp.clone(),
         args.log_rotation.policy(),
+        args.network.config(),
         ImageSettings {
             registry: args.registry.options(),
             gc: crate::images::gc::GcPolicy {
@@ -118,6 +119,7 @@ fn context(
     backoff: BackoffConfig,
     seccomp: runtime::seccomp::SeccompArgs,
     log_rotation: runtime::log_rotation::Rotation,
+    network: runtime::network::NetworkConfig,
     images: ImageSettings,
 ) -> anyhow::Result<Arc<Context>> {
     reaper::start().context("install the SIGCHLD handler")?;
@@ -130,6 +132,7 @@ fn context(
         min_oom_score_adj: runtime::min_oom_score_adj(),
         seccomp,
         log_rotation,
+        network,
     };
     let runtime = Arc::new(Runtime::new(config, cgroups).context("open the state directory")?);
     // Reference parsing builds its regex on first use: pay that now, not in the first pod's start.
@@ -260,6 +263,8 @@ pub fn reset(args: &ResetArgs) -> anyhow::Result<()> {
             &[],
             BackoffConfig::default(),
             Default::default(),
+            Default::default(),
+            // Removal needs no network settings: each pod's DEL comes from its own cache.
             Default::default(),
             ImageSettings::default(),
         )?;

@@ -38,9 +38,10 @@ pub async fn run(w: &mut Worker) -> State {
             None => (w.ctx.runtime.run_sandbox(&cfg, &w.record.sandbox_id).await).map_err(|e| e.to_string()),
         };
         match created {
-            Ok(state) => {
-                tracing::info!(pod = %w.obj.name, uid = %w.uid, pause = state.pause.pid, "sandbox running");
+            Ok((state, ips)) => {
+                tracing::info!(pod = %w.obj.name, uid = %w.uid, pause = state.pause.pid, ?ips, "sandbox running");
                 w.sandbox = Some(state);
+                w.pod_ips = ips;
                 w.watch_sandbox();
                 return State::Initializing;
             }

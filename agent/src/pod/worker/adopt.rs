@@ -61,6 +61,22 @@ impl Worker {
         }
 
         w.sandbox = sandbox.filter(|s| s.pause.is_alive());
+        if w.sandbox.is_some() {
+            let dir = rt.layout.pod_dir(&w.uid);
+            w.pod_ips = tokio::task::spawn_blocking(move || crate::runtime::network::cached_ips(&dir))
+                .await
+                .unwrap_or_default();
+            // The network the pod had is checked, not remade: a failure is reported.
+            if !w.commands.terminate_requested()
+                && let Err(e) = rt.network.check(&rt.layout.pod_dir(&w.uid)).await
+            {
+                w.ctx.events.warning(
+                    &w.obj,
+                    "FailedPodNetworkCheck",
+                    format!("Pod network check failed: {e}"),
+                );
+            }
+        }
         for i in 0..w.slots.len() {
             if w.slots[i].running() {
                 w.start_probes(i);

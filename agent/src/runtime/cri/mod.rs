@@ -60,6 +60,8 @@ pub struct Sandbox {
     pub config: cri::PodSandboxConfig,
     /// The pause, once started.
     pub state: Option<SandboxState>,
+    /// The pod network's addresses (from the cached CNI result after a restart).
+    pub ips: Vec<std::net::IpAddr>,
     pub containers: BTreeMap<String, Container>,
 }
 
@@ -361,6 +363,7 @@ fn load_sandbox(dir: &Path) -> std::io::Result<Option<Sandbox>> {
         record,
         config,
         state,
+        ips: crate::runtime::network::cached_ips(dir),
         containers,
     }))
 }

@@ -7,6 +7,7 @@ use super::translate;
 use super::{CriPods, SANDBOX_CONFIG, SANDBOX_RECORD, Sandbox, SandboxRecord, write_pb};
 use crate::atomic_file;
 use crate::file_modes;
+use crate::runtime::network::PodNetwork;
 use crate::runtime::sandbox::{EtcFiles, SandboxConfig};
 use crate::runtime::spec::now_nanos;
 use crate::runtime::state::new_id;
@@ -54,6 +55,16 @@ impl CriPods {
                 hostname: format!("{}\n", plan.hostname),
                 resolv_conf: plan.resolv_conf.clone(),
             },
+            network: PodNetwork {
+                namespace: config
+                    .metadata
+                    .as_ref()
+                    .map(|m| m.namespace.clone())
+                    .unwrap_or_default(),
+                name: config.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
+                uid: config.metadata.as_ref().map(|m| m.uid.clone()).unwrap_or_default(),
+                ..Default::default()
+            },
         };
         let rt = self.rt.clone();
         let prepared = {
@@ -70,8 +81,8 @@ impl CriPods {
             Ok(()) => rt.run_sandbox(&cfg, &id).await,
             Err(e) => Err(e),
         };
-        let state = match started {
-            Ok(state) => state,
+        let (state, ips) = match started {
+            Ok(v) => v,
             Err(e) => {
                 self.undo_sandbox(&dir, &record).await;
                 return Err(e);
@@ -90,6 +101,7 @@ impl CriPods {
         };
         if let Err(e) = written {
             let _ = rt.stop_sandbox(&state).await;
+            let _ = rt.network.remove(&dir).await;
             self.undo_sandbox(&dir, &record).await;
             return Err(e);
         }
@@ -99,6 +111,7 @@ impl CriPods {
             record,
             config,
             state: Some(state),
+            ips,
             containers: BTreeMap::new(),
         });
         Ok(id)
@@ -128,9 +141,13 @@ impl CriPods {
             Err(RuntimeError::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
-        let (containers, state) = {
+        let (containers, state, dir) = {
             let sb = sb.lock().await;
-            (sb.containers.keys().cloned().collect::<Vec<_>>(), sb.state)
+            (
+                sb.containers.keys().cloned().collect::<Vec<_>>(),
+                sb.state,
+                sb.dir.clone(),
+            )
         };
         for cid in containers {
             self.stop_container(&cid, 0).await?;
@@ -138,6 +155,9 @@ impl CriPods {
         if let Some(state) = state {
             self.rt.stop_sandbox(&state).await?;
         }
+        // containerd tears the network down here: a stopped sandbox holds no address.
+        self.rt.network.remove(&dir).await?;
+        sb.lock().await.ips.clear();
         Ok(())
     }
 
@@ -233,10 +253,15 @@ pub(super) fn status(sb: &Sandbox) -> cri::PodSandboxStatus {
         metadata: sb.config.metadata.clone(),
         state: sb.cri_state() as i32,
         created_at: sb.record.created_at,
-        // No pod network yet: pods have loopback only (host network pods the node's).
+        // The pod network's addresses (none with `--network=none` or host network).
         network: Some(cri::PodSandboxNetworkStatus {
-            ip: String::new(),
-            additional_ips: vec![],
+            ip: sb.ips.first().map(|ip| ip.to_string()).unwrap_or_default(),
+            additional_ips: sb
+                .ips
+                .iter()
+                .skip(1)
+                .map(|ip| cri::PodIp { ip: ip.to_string() })
+                .collect(),
         }),
         linux: Some(cri::LinuxPodSandboxStatus {
             namespaces: Some(cri::Namespace {

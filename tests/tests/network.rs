@@ -1,0 +1,408 @@
+//! Pod networks through real CNI plugins (Debian's containernetworking-plugins). Every test
+//! runs the whole node inside a network namespace of its own (see `netns::NetNs`): the
+//! bridge, the veths and the iptables rules never touch the machine's network. Each test
+//! ends by checking that nothing of its pods is left: veths, IPAM files, per-pod iptables
+//! chains, pinned namespaces.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use minilet_e2e::grpc::{connect, rt};
+use minilet_e2e::netns::NetNs;
+use minilet_e2e::*;
+use minilet_proto::runtime::v1 as cri;
+
+const PLUGINS: &str = "/usr/lib/cni";
+
+/// The CNI plugins this file needs, or a visible skip.
+fn plugins_present() -> bool {
+    let missing: Vec<&str> = ["bridge", "host-local", "portmap"]
+        .into_iter()
+        .filter(|p| !Path::new(PLUGINS).join(p).is_file())
+        .collect();
+    if !missing.is_empty() {
+        skip(&format!(
+            "CNI plugins {missing:?} missing from {PLUGINS} (hack/setup installs containernetworking-plugins)"
+        ));
+        return false;
+    }
+    if which("iptables-save").is_none() {
+        skip("iptables missing (hack/setup installs it)");
+        return false;
+    }
+    true
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// A namespace for the node, kept outside the test's directory (which is removed while the
+/// namespace may still be pinned).
+fn node_netns(name: &str) -> NetNs {
+    let dir = std::env::temp_dir()
+        .join("minilet-e2e")
+        .join(format!("netns-{name}-{}", std::process::id()));
+    NetNs::new(&dir)
+}
+
+/// The node's namespace, the test's world (busybox imported) and an empty CNI conf dir.
+/// Bound in this order, the world is dropped first: its safety-net reset still finds the
+/// namespace.
+fn cni_node(name: &str) -> (NetNs, Env, PathBuf) {
+    let ns = node_netns(name);
+    let env = Env::new(&format!("net-{name}"));
+    env.import_image("busybox");
+    let conf = env.dir.join("cni-conf");
+    std::fs::create_dir_all(&conf).expect("create the CNI conf dir");
+    (ns, env, conf)
+}
+
+fn cni_flags(conf_dir: &Path) -> Vec<String> {
+    vec![
+        "--network=cni".into(),
+        format!("--cni-conf-dir={}", conf_dir.display()),
+        format!("--cni-bin-dir={PLUGINS}"),
+    ]
+}
+
+fn start(env: &mut Env, ns: &NetNs, flags: &[String]) -> Agent {
+    let args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    Agent::start_in(env, ns.path(), &args)
+}
+
+fn sleeper(name: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [sleep, "3600"]
+"#
+    )
+}
+
+/// A web server answering "hello from web" on 8080, with a hostPort and its IP in its env.
+const WEB: &str = r#"apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, "mkdir -p /tmp/www && echo hello from web > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"]
+    ports: [{containerPort: 8080, hostPort: 18080}]
+    env:
+    - name: MY_IP
+      valueFrom: {fieldRef: {fieldPath: status.podIP}}
+    - name: MY_IPS
+      valueFrom: {fieldRef: {fieldPath: status.podIPs}}
+"#;
+
+/// The pod's IP as `minilet get pods -o wide` shows it (column IP), once it has one.
+fn wide_ip(env: &Env, pod: &str) -> Ipv4Addr {
+    wait_for(
+        &format!("{pod} has an IP in get -o wide"),
+        Duration::from_secs(30),
+        || {
+            let out = stdout(&cli(env, &["get", "pods", "-o", "wide"]));
+            let mut lines = out.lines();
+            let header: Vec<&str> = lines.next()?.split_whitespace().collect();
+            let col = header.iter().position(|h| *h == "IP")?;
+            lines
+                .map(|l| l.split_whitespace().collect::<Vec<_>>())
+                .find(|w| w.first() == Some(&pod))
+                .and_then(|w| w.get(col)?.parse().ok())
+        },
+    )
+}
+
+/// The host-local allocation files of the default network (one per allocated address).
+fn ipam_files(env: &Env) -> Vec<String> {
+    std::fs::read_dir(env.root.join("network/host-local/minilet"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.parse::<Ipv4Addr>().is_ok())
+        .collect()
+}
+
+fn pinned_netns(env: &Env) -> Vec<String> {
+    host_mounts_containing(&env.root.join("netns").display().to_string())
+}
+
+/// Per-pod iptables chains the bridge (ipMasq) and portmap plugins make: `CNI-<hash>` and
+/// `CNI-DN-<hash>`/`CNI-SN-<hash>`; the node-wide `CNI-HOSTPORT-*` chains may stay.
+fn pod_chains(ns: &NetNs) -> Vec<String> {
+    ns.chains("nat", "CNI-")
+        .into_iter()
+        .filter(|c| !c.starts_with("CNI-HOSTPORT-"))
+        .collect()
+}
+
+/// Nothing of any pod is left in the node's namespace or the state directory.
+fn assert_nothing_left(env: &Env, ns: &NetNs) {
+    assert_eq!(ns.veths(), Vec::<String>::new(), "veths left");
+    assert_eq!(ipam_files(env), Vec::<String>::new(), "IPAM allocations left");
+    assert_eq!(pod_chains(ns), Vec::<String>::new(), "per-pod iptables chains left");
+    assert_eq!(
+        pinned_netns(env),
+        Vec::<String>::new(),
+        "pinned network namespaces left"
+    );
+}
+
+fn sandbox_status_ip(env: &Env, pod: &str) -> String {
+    rt().block_on(async {
+        let mut c = connect(&env.socket).await;
+        let list = c
+            .runtime
+            .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+            .await
+            .expect("ListPodSandbox")
+            .into_inner();
+        let sb = list
+            .items
+            .into_iter()
+            .find(|s| s.metadata.as_ref().is_some_and(|m| m.name == pod))
+            .expect("the pod's sandbox");
+        let st = c
+            .runtime
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: sb.id,
+                verbose: false,
+            })
+            .await
+            .expect("PodSandboxStatus")
+            .into_inner();
+        st.status.and_then(|s| s.network).map(|n| n.ip).unwrap_or_default()
+    })
+}
+
+fn run_in(pid: i32, cmd: &[&str]) -> String {
+    let out = in_container(pid, cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} in the container failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn pods_get_ips_see_them_and_reach_each_other_and_the_node() {
+    if !is_root() || !plugins_present() {
+        return;
+    }
+    let (ns, mut env, conf) = cni_node("ips");
+    let mut agent = start(&mut env, &ns, &cni_flags(&conf));
+    env.write_manifest("web.yaml", WEB);
+    env.write_manifest("client.yaml", &sleeper("client"));
+    let web = env.wait_running("web", &["main"]);
+    let client = env.wait_running("client", &["main"]);
+    wait_agent_ready(&env, "web");
+    wait_agent_ready(&env, "client");
+
+    // The address is in the default range and shown everywhere.
+    let web_ip = wide_ip(&env, "web");
+    let client_ip = wide_ip(&env, "client");
+    assert_ne!(web_ip, client_ip);
+    for ip in [web_ip, client_ip] {
+        assert_eq!(ip.octets()[..2], [10, 244], "{ip} not in the default 10.244.0.0/16");
+    }
+    let yaml = ok(&env, &["get", "pod", "web", "-o", "yaml"]);
+    assert!(yaml.contains(&format!("podIP: {web_ip}")), "{yaml}");
+    let describe = ok(&env, &["describe", "pod", "web"]);
+    assert!(
+        describe
+            .lines()
+            .any(|l| l.starts_with("IP:") && l.trim_end().ends_with(&web_ip.to_string())),
+        "{describe}"
+    );
+    assert_eq!(sandbox_status_ip(&env, "web"), web_ip.to_string());
+
+    // What the kernel and the container see: eth0 has it, /etc/hosts maps the hostname to
+    // it, the downward API gives it.
+    let addr = run_in(web.pid("main"), &["ip", "-o", "-4", "addr", "show", "eth0"]);
+    assert!(addr.contains(&format!("inet {web_ip}/16")), "{addr}");
+    let hosts = run_in(web.pid("main"), &["cat", "/etc/hosts"]);
+    assert!(hosts.contains(&format!("{web_ip}\tweb\n")), "{hosts}");
+    assert!(!hosts.contains("127.0.1.1"), "{hosts}");
+    let environ = std::fs::read(format!("/proc/{}/environ", web.pid("main"))).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(environ.split('\0').any(|v| v == format!("MY_IP={web_ip}")), "{environ}");
+    assert!(
+        environ.split('\0').any(|v| v == format!("MY_IPS={web_ip}")),
+        "{environ}"
+    );
+    // One veth per pod on the node, on the bridge.
+    assert_eq!(ns.veths().len(), 2);
+    assert_eq!(ipam_files(&env).len(), 2);
+    assert_eq!(pinned_netns(&env).len(), 2);
+
+    // Pod to pod by IP, and pod to the node (the bridge's gateway address).
+    let page = wait_for("client reaches web by IP", Duration::from_secs(20), || {
+        let out = in_container(
+            client.pid("main"),
+            // busybox's own -T crashes (Debian's 1.35/1.36): timeout bounds it instead.
+            &["timeout", "3", "wget", "-q", "-O-", &format!("http://{web_ip}:8080/")],
+        );
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    });
+    assert_eq!(page.trim(), "hello from web");
+    let gateway = Ipv4Addr::new(10, 244, 0, 1);
+    let ping = run_in(
+        client.pid("main"),
+        &["ping", "-c", "1", "-W", "3", &gateway.to_string()],
+    );
+    assert!(ping.contains("1 packets received"), "{ping}");
+    // hostPort through portmap, on the node's bridge address.
+    let via_host_port = ns.ok(&["curl", "-s", "-m", "3", &format!("http://{gateway}:18080/")]);
+    assert_eq!(via_host_port.trim(), "hello from web");
+
+    agent.stop();
+    assert_nothing_left(&env, &ns);
+}
+
+#[test]
+fn a_pod_removed_while_the_agent_was_down_gets_its_del() {
+    if !is_root() || !plugins_present() {
+        return;
+    }
+    let (ns, mut env, conf) = cni_node("restart");
+    let flags = cni_flags(&conf);
+    let mut agent = start(&mut env, &ns, &flags);
+    env.write_manifest("a.yaml", &sleeper("a"));
+    env.write_manifest("b.yaml", &sleeper("b"));
+    env.wait_running("a", &["main"]);
+    let b = env.wait_running("b", &["main"]);
+    let (a_ip, b_ip) = (wide_ip(&env, "a"), wide_ip(&env, "b"));
+    assert_eq!(ns.veths().len(), 2);
+
+    agent.kill9();
+    env.remove_manifest("a.yaml");
+    let mut agent = start(&mut env, &ns, &flags);
+    wait_for("pod a removed", Duration::from_secs(30), || {
+        env.pod("a").is_none().then_some(())
+    });
+    // Its DEL ran: address free, veth gone, namespace unpinned; b keeps everything.
+    let files = ipam_files(&env);
+    assert!(
+        !files.contains(&a_ip.to_string()),
+        "a's address still allocated: {files:?}"
+    );
+    assert!(files.contains(&b_ip.to_string()), "b lost its address: {files:?}");
+    assert_eq!(ns.veths().len(), 1, "a's veth still there");
+    assert_eq!(pinned_netns(&env).len(), 1);
+    assert_eq!(wide_ip(&env, "b"), b_ip);
+    let again = env.wait_running("b", &["main"]);
+    assert_eq!(again.pid("main"), b.pid("main"), "b was not restarted");
+    let addr = run_in(b.pid("main"), &["ip", "-o", "-4", "addr", "show", "eth0"]);
+    assert!(addr.contains(&format!("inet {b_ip}/16")), "{addr}");
+    // The re-adopted pod's network passed CHECK: no event says otherwise.
+    assert!(
+        !pod_events(&env, "b").iter().any(|e| e.1 == "FailedPodNetworkCheck"),
+        "{:?}",
+        pod_events(&env, "b")
+    );
+
+    agent.stop();
+    assert_nothing_left(&env, &ns);
+}
+
+#[test]
+fn a_failing_plugin_is_an_event_and_leaves_nothing() {
+    if !is_root() || !plugins_present() {
+        return;
+    }
+    let (ns, mut env, conf) = cni_node("fail");
+    // A real bridge first (it allocates an address and a veth), then a plugin that fails:
+    // the bridge's part must be undone.
+    let bin = env.dir.join("cni-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let failing = bin.join("always-fails");
+    std::fs::write(
+        &failing,
+        "#!/bin/sh\ncat >/dev/null\necho '{\"cniVersion\":\"1.0.0\",\"code\":999,\"msg\":\"injected failure\",\"details\":\"by the test\"}'\nexit 1\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&failing, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ipam = env.root.join("network/host-local");
+    std::fs::write(
+        conf.join("10-test.conflist"),
+        serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": "minilet",
+            "plugins": [
+                {"type": "bridge", "bridge": "testbr0", "isGateway": true, "ipMasq": true,
+                 "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.77.0.0/24"}]], "dataDir": ipam}},
+                {"type": "always-fails"}
+            ]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let flags = vec![
+        "--network=cni".to_string(),
+        format!("--cni-conf-dir={}", conf.display()),
+        format!("--cni-bin-dir={}:{PLUGINS}", bin.display()),
+        // One attempt is enough to look at; the retry comes after the test.
+        "--backoff-initial=300s".into(),
+    ];
+    let mut agent = start(&mut env, &ns, &flags);
+    env.write_manifest("p.yaml", &sleeper("p"));
+    let (_, _, message, _) = wait_for("FailedCreatePodSandBox event", Duration::from_secs(30), || {
+        pod_events(&env, "p")
+            .into_iter()
+            .find(|e| e.1 == "FailedCreatePodSandBox")
+    });
+    assert!(
+        message.contains("CNI plugin always-fails failed (ADD): injected failure: by the test"),
+        "{message}"
+    );
+    // The sandbox was not started and nothing of the attempt is left.
+    let pod = env.pod("p").expect("pod record");
+    assert!(pod.pause_pid.is_none_or(|p| !alive(p)), "pause still running");
+    assert!(pod.containers.is_empty());
+    assert!(!pod.dir.join("network.json").exists());
+    assert_nothing_left(&env, &ns);
+
+    agent.stop();
+    assert_nothing_left(&env, &ns);
+}
+
+#[test]
+fn without_cni_pods_keep_loopback_only() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("net-none");
+    env.import_image("busybox");
+    // The harness's default: --network=none, in the machine's own namespace.
+    let _agent = Agent::start(&env, &[]);
+    env.write_manifest("p.yaml", &sleeper("p"));
+    let p = env.wait_running("p", &["main"]);
+    wait_agent_ready(&env, "p");
+    let links = run_in(p.pid("main"), &["ip", "-o", "link"]);
+    assert_eq!(links.lines().count(), 1, "{links}");
+    let hosts = run_in(p.pid("main"), &["cat", "/etc/hosts"]);
+    assert!(hosts.contains("127.0.1.1\tp\n"), "{hosts}");
+    let yaml = ok(&env, &["get", "pod", "p", "-o", "yaml"]);
+    assert!(!yaml.contains("podIP:"), "{yaml}");
+    assert!(!env.root.join("network").exists(), "no network state without CNI");
+}
