@@ -406,3 +406,115 @@ fn without_cni_pods_keep_loopback_only() {
     assert!(!yaml.contains("podIP:"), "{yaml}");
     assert!(!env.root.join("network").exists(), "no network state without CNI");
 }
+
+#[test]
+fn a_replaced_sandbox_frees_the_old_address() {
+    if !is_root() || !plugins_present() {
+        return;
+    }
+    let (ns, mut env, conf) = cni_node("replace");
+    let mut agent = start(&mut env, &ns, &cni_flags(&conf));
+    env.write_manifest("p.yaml", &sleeper("p"));
+    let first = env.wait_running("p", &["main"]);
+    let old_ip = wide_ip(&env, "p");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first.pause()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the pause");
+    wait_for("a new sandbox", Duration::from_secs(30), || {
+        env.pod("p")?.pause_pid.filter(|p| *p != first.pause() && alive(*p))
+    });
+    let second = env.wait_running("p", &["main"]);
+    // The new sandbox has its own address; the old one's DEL freed its address and veth.
+    let files = wait_for("one allocation", Duration::from_secs(30), || {
+        let f = ipam_files(&env);
+        (f.len() == 1).then_some(f)
+    });
+    assert_eq!(ns.veths().len(), 1);
+    assert_eq!(pinned_netns(&env).len(), 1);
+    let addr = run_in(second.pid("main"), &["ip", "-o", "-4", "addr", "show", "eth0"]);
+    assert!(
+        addr.contains(&format!("inet {}/16", files[0])),
+        "{addr} vs {files:?} (old {old_ip})"
+    );
+
+    agent.stop();
+    assert_nothing_left(&env, &ns);
+}
+
+#[test]
+fn cri_sandboxes_get_an_address_until_they_are_stopped() {
+    if !is_root() || !plugins_present() {
+        return;
+    }
+    let (ns, mut env, conf) = cni_node("cri");
+    let mut agent = start(&mut env, &ns, &cni_flags(&conf));
+    let config = cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: "crisb".into(),
+            uid: "cri-uid-1".into(),
+            namespace: "crictl".into(),
+            attempt: 0,
+        }),
+        hostname: "crisb".into(),
+        log_directory: env.logs.join("crisb").display().to_string(),
+        ..Default::default()
+    };
+    rt().block_on(async {
+        let mut c = connect(&env.socket).await;
+        let id = c
+            .runtime
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config),
+                runtime_handler: String::new(),
+            })
+            .await
+            .expect("RunPodSandbox")
+            .into_inner()
+            .pod_sandbox_id;
+        let status = |c: &mut minilet_e2e::grpc::Clients| {
+            let id = id.clone();
+            let mut rc = c.runtime.clone();
+            async move {
+                rc.pod_sandbox_status(cri::PodSandboxStatusRequest {
+                    pod_sandbox_id: id,
+                    verbose: false,
+                })
+                .await
+                .expect("PodSandboxStatus")
+                .into_inner()
+                .status
+                .and_then(|s| s.network)
+                .map(|n| n.ip)
+                .unwrap_or_default()
+            }
+        };
+        let ip = status(&mut c).await;
+        let parsed: Ipv4Addr = ip.parse().unwrap_or_else(|_| panic!("sandbox IP {ip:?}"));
+        assert_eq!(parsed.octets()[..2], [10, 244]);
+        assert_eq!(ipam_files(&env), vec![ip.clone()]);
+        assert_eq!(ns.veths().len(), 1);
+        let hosts = std::fs::read_to_string(env.root.join("sandboxes").join(&id).join("etc/hosts")).unwrap();
+        assert!(hosts.contains(&format!("{ip}\tcrisb\n")), "{hosts}");
+
+        // StopPodSandbox frees the address (as containerd's does); Remove leaves nothing.
+        c.runtime
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: id.clone(),
+            })
+            .await
+            .expect("StopPodSandbox");
+        assert_eq!(status(&mut c).await, "");
+        assert_nothing_left(&env, &ns);
+        c.runtime
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: id.clone(),
+            })
+            .await
+            .expect("RemovePodSandbox");
+    });
+
+    agent.stop();
+    assert_nothing_left(&env, &ns);
+}
