@@ -63,9 +63,23 @@ impl Worker {
         w.sandbox = sandbox.filter(|s| s.pause.is_alive());
         if w.sandbox.is_some() {
             let dir = rt.layout.pod_dir(&w.uid);
-            w.pod_ips = tokio::task::spawn_blocking(move || crate::runtime::network::cached_ips(&dir))
-                .await
-                .unwrap_or_default();
+            let (ips, interrupted) = tokio::task::spawn_blocking(move || {
+                (
+                    crate::runtime::network::cached_ips(&dir),
+                    crate::runtime::network::interrupted(&dir),
+                )
+            })
+            .await
+            .unwrap_or_default();
+            w.pod_ips = ips;
+            if interrupted {
+                // The agent stopped in the middle of ADD: no container may run in that
+                // network. Treated as a dead sandbox: DEL, the pause goes, a new sandbox.
+                tracing::warn!(pod = %w.obj.name, "the pod network's ADD was interrupted: replacing the sandbox");
+                w.sandbox = None;
+            }
+        }
+        if w.sandbox.is_some() {
             // The network the pod had is checked, not remade: a failure is reported.
             if !w.commands.terminate_requested()
                 && let Err(e) = rt.network.check(&rt.layout.pod_dir(&w.uid)).await

@@ -303,6 +303,12 @@ pub fn cached_ips(pod_dir: &Path) -> Vec<IpAddr> {
     }
 }
 
+/// Whether an ADD began for the pod but never finished (the agent stopped in the middle):
+/// its sandbox has a network of unknown shape and must be replaced (blocking).
+pub fn interrupted(pod_dir: &Path) -> bool {
+    matches!(read_cache(pod_dir), Ok(Some(c)) if c.result.is_null())
+}
+
 async fn del_all(cache: &Cache) -> Result<(), NetworkError> {
     let list = cached_list(cache)?;
     let pinned = {
