@@ -273,6 +273,17 @@ fn pods_get_ips_see_them_and_reach_each_other_and_the_node() {
     // hostPort through portmap, on the node's bridge address.
     let via_host_port = ns.ok(&["curl", "-s", "-m", "3", &format!("http://{gateway}:18080/")]);
     assert_eq!(via_host_port.trim(), "hello from web");
+    let via_localhost = ns.ok(&["curl", "-s", "-m", "3", "http://127.0.0.1:18080/"]);
+    assert_eq!(via_localhost.trim(), "hello from web");
+    // The pod goes: so do its address, veth, rules, and the hostPort stops answering.
+    env.remove_manifest("web.yaml");
+    wait_for("web removed", Duration::from_secs(30), || {
+        env.pod("web").is_none().then_some(())
+    });
+    let after = ns.run(&["curl", "-s", "-m", "3", &format!("http://{gateway}:18080/")]);
+    assert!(!after.status.success(), "hostPort still answers after the pod went");
+    assert_eq!(ipam_files(&env), vec![client_ip.to_string()]);
+    assert_eq!(ns.veths().len(), 1);
 
     agent.stop();
     assert_nothing_left(&env, &ns);
