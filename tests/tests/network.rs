@@ -416,6 +416,38 @@ fn without_cni_pods_keep_loopback_only() {
     let yaml = ok(&env, &["get", "pod", "p", "-o", "yaml"]);
     assert!(!yaml.contains("podIP:"), "{yaml}");
     assert!(!env.root.join("network").exists(), "no network state without CNI");
+
+    // A CRI client's port mappings need a pod network: refused, nothing made.
+    let err = rt().block_on(async {
+        let mut c = connect(&env.socket).await;
+        c.runtime
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(cri::PodSandboxConfig {
+                    metadata: Some(cri::PodSandboxMetadata {
+                        name: "ports".into(),
+                        uid: "ports-uid".into(),
+                        namespace: "crictl".into(),
+                        attempt: 0,
+                    }),
+                    port_mappings: vec![cri::PortMapping {
+                        protocol: cri::Protocol::Tcp as i32,
+                        container_port: 80,
+                        host_port: 18091,
+                        host_ip: String::new(),
+                    }],
+                    ..Default::default()
+                }),
+                runtime_handler: String::new(),
+            })
+            .await
+            .expect_err("port_mappings with --network=none")
+    });
+    assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
+    assert!(err.message().contains("--network=none"), "{err:?}");
+    let left = std::fs::read_dir(env.root.join("sandboxes"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(left, 0, "a sandbox directory was left");
 }
 
 #[test]
@@ -470,6 +502,12 @@ fn cri_sandboxes_get_an_address_until_they_are_stopped() {
         }),
         hostname: "crisb".into(),
         log_directory: env.logs.join("crisb").display().to_string(),
+        port_mappings: vec![cri::PortMapping {
+            protocol: cri::Protocol::Tcp as i32,
+            container_port: 8080,
+            host_port: 18090,
+            host_ip: String::new(),
+        }],
         ..Default::default()
     };
     rt().block_on(async {
@@ -508,6 +546,13 @@ fn cri_sandboxes_get_an_address_until_they_are_stopped() {
         assert_eq!(ns.veths().len(), 1);
         let hosts = std::fs::read_to_string(env.root.join("sandboxes").join(&id).join("etc/hosts")).unwrap();
         assert!(hosts.contains(&format!("{ip}\tcrisb\n")), "{hosts}");
+        // Its port mapping went to portmap: the node's NAT table forwards the host port.
+        let nat = ns.ok(&["iptables-save", "-t", "nat"]);
+        assert!(
+            nat.lines()
+                .any(|l| l.contains("--dport 18090") && l.contains(&format!("--to-destination {ip}:8080"))),
+            "{nat}"
+        );
 
         // StopPodSandbox frees the address (as containerd's does); Remove leaves nothing.
         c.runtime

@@ -30,6 +30,12 @@ impl CriPods {
             .config
             .ok_or_else(|| RuntimeError::InvalidArgument("config is required".into()))?;
         let plan = translate::sandbox(&config, &self.node)?;
+        if !plan.port_mappings.is_empty() && !self.rt.network.enabled() {
+            return Err(RuntimeError::Unimplemented(
+                "port_mappings need a pod network: this agent runs with --network=none (pods have loopback only)"
+                    .into(),
+            ));
+        }
         let id = new_id();
         let dir = self.rt.layout.cri_sandbox_dir(&id);
         let record = SandboxRecord {
@@ -63,7 +69,8 @@ impl CriPods {
                     .unwrap_or_default(),
                 name: config.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
                 uid: config.metadata.as_ref().map(|m| m.uid.clone()).unwrap_or_default(),
-                ..Default::default()
+                port_mappings: plan.port_mappings.clone(),
+                bandwidth: None,
             },
         };
         let rt = self.rt.clone();
