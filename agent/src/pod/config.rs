@@ -736,6 +736,70 @@ mod tests {
     }
 
     #[test]
+    fn pod_network_has_host_ports_and_bandwidth() {
+        let p = pod(r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  namespace: shop
+  annotations: {kubernetes.io/ingress-bandwidth: 10M, kubernetes.io/egress-bandwidth: 1Mi}
+spec:
+  containers:
+  - name: a
+    ports:
+    - {containerPort: 80, hostPort: 8080}
+    - {containerPort: 53, hostPort: 5353, protocol: UDP, hostIP: 127.0.0.1}
+    - {containerPort: 9090}
+"#);
+        let n = pod_network(&p, "u1");
+        assert_eq!(
+            (n.namespace.as_str(), n.name.as_str(), n.uid.as_str()),
+            ("shop", "web", "u1")
+        );
+        assert_eq!(
+            n.port_mappings,
+            vec![
+                PortMapping {
+                    host_port: 8080,
+                    container_port: 80,
+                    protocol: "tcp".into(),
+                    host_ip: String::new(),
+                },
+                PortMapping {
+                    host_port: 5353,
+                    container_port: 53,
+                    protocol: "udp".into(),
+                    host_ip: "127.0.0.1".into(),
+                },
+            ]
+        );
+        let b = n.bandwidth.expect("bandwidth");
+        assert_eq!((b.ingress_rate, b.egress_rate), (Some(10_000_000), Some(1 << 20)));
+        assert_eq!(b.ingress_burst, Some(i32::MAX as u64));
+        let plain = pod("apiVersion: v1\nkind: Pod\nmetadata: {name: w}\nspec: {containers: []}");
+        assert_eq!(pod_network(&plain, "u").bandwidth, None);
+    }
+
+    #[test]
+    fn pod_ip_replaces_the_placeholder_in_etc_hosts() {
+        let p = pod(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec: {containers: [], hostAliases: [{ip: 10.1.1.1, hostnames: [db]}]}",
+        );
+        let etc = EtcFiles {
+            hosts: hosts_file(&p, &PodPlan::new(&p, "u"), &node()),
+            ..Default::default()
+        };
+        let hosts = etc.hosts_with_ip("10.244.0.7".parse().unwrap());
+        assert!(hosts.contains("10.244.0.7\tweb\n"), "{hosts}");
+        assert!(!hosts.contains(NO_POD_IP), "{hosts}");
+        assert!(
+            hosts.contains("10.1.1.1\tdb\n") && hosts.contains("127.0.0.1\tlocalhost\n"),
+            "{hosts}"
+        );
+    }
+
+    #[test]
     fn hostname_and_resolv_conf() {
         let p = pod("apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec: {hostname: front, containers: []}");
         assert_eq!(pod_hostname(&p), "front");
