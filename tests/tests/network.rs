@@ -575,73 +575,151 @@ fn cri_sandboxes_get_an_address_until_they_are_stopped() {
     assert_nothing_left(&env, &ns);
 }
 
+/// A conflist of a real bridge (on 10.78.0.0/24, its own host-local directory) and then a
+/// plugin whose ADD hangs after writing its PID to a marker file; its DEL succeeds.
+struct Hanging {
+    marker: PathBuf,
+    ipam: PathBuf,
+    list: PathBuf,
+    flags: Vec<String>,
+}
+
+impl Hanging {
+    fn new(env: &Env, conf: &Path) -> Hanging {
+        let bin = env.dir.join("cni-bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let marker = env.dir.join("hanging-pid");
+        let hangs = bin.join("hangs");
+        std::fs::write(
+            &hangs,
+            format!(
+                "#!/bin/sh\ncat >/dev/null\nif [ \"$CNI_COMMAND\" = ADD ]; then echo $$ > {}; exec sleep 600; fi\nexit 0\n",
+                marker.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&hangs, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let ipam = env.root.join("network/host-local");
+        let list = conf.join("10-hangs.conflist");
+        std::fs::write(
+            &list,
+            serde_json::json!({
+                "cniVersion": "1.0.0",
+                "name": "hangs",
+                "plugins": [
+                    {"type": "bridge", "bridge": "testbr1", "isGateway": true, "ipMasq": true,
+                     "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.78.0.0/24"}]], "dataDir": ipam}},
+                    {"type": "hangs"}
+                ]
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let flags = vec![
+            "--network=cni".to_string(),
+            format!("--cni-conf-dir={}", conf.display()),
+            format!("--cni-bin-dir={}:{PLUGINS}", bin.display()),
+        ];
+        Hanging {
+            marker,
+            ipam: ipam.join("hangs"),
+            list,
+            flags,
+        }
+    }
+
+    /// The PID of the hanging ADD, once it hangs.
+    fn wait(&self) -> i32 {
+        wait_for("the hanging ADD", Duration::from_secs(30), || {
+            std::fs::read_to_string(&self.marker).ok()?.trim().parse().ok()
+        })
+    }
+
+    /// Addresses the bridge's host-local holds.
+    fn allocations(&self) -> usize {
+        std::fs::read_dir(&self.ipam)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().parse::<Ipv4Addr>().is_ok())
+            .count()
+    }
+
+    /// Kill the agent in the middle of the ADD, and the plugin with it (the dead agent's
+    /// child, which a crashed node would lose too); the next agent gets the default network.
+    fn crash(&self, agent: &mut Agent) {
+        let hanging = self.wait();
+        assert_eq!(self.allocations(), 1, "the bridge's ADD ran");
+        agent.kill9();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(hanging), nix::sys::signal::Signal::SIGKILL)
+            .expect("kill the hanging plugin");
+        std::fs::remove_file(&self.list).unwrap();
+    }
+}
+
 #[test]
 fn an_add_interrupted_by_an_agent_crash_is_undone_and_the_sandbox_replaced() {
     if !is_root() || !plugins_present() {
         return;
     }
     let (ns, mut env, conf) = cni_node("interrupted");
-    // A real bridge, then a plugin whose ADD hangs (it says where it is); its DEL succeeds.
-    let bin = env.dir.join("cni-bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let marker = env.dir.join("hanging-pid");
-    let hangs = bin.join("hangs");
-    std::fs::write(
-        &hangs,
-        format!(
-            "#!/bin/sh\ncat >/dev/null\nif [ \"$CNI_COMMAND\" = ADD ]; then echo $$ > {}; exec sleep 600; fi\nexit 0\n",
-            marker.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&hangs, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let ipam = env.root.join("network/host-local");
-    let list = conf.join("10-hangs.conflist");
-    std::fs::write(
-        &list,
-        serde_json::json!({
-            "cniVersion": "1.0.0",
-            "name": "hangs",
-            "plugins": [
-                {"type": "bridge", "bridge": "testbr1", "isGateway": true, "ipMasq": true,
-                 "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.78.0.0/24"}]], "dataDir": ipam}},
-                {"type": "hangs"}
-            ]
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let bin_flag = format!("--cni-bin-dir={}:{PLUGINS}", bin.display());
-    let conf_flag = format!("--cni-conf-dir={}", conf.display());
-    let flags = ["--network=cni".to_string(), conf_flag, bin_flag];
-    let mut agent = start(&mut env, &ns, &flags);
+    let hanging = Hanging::new(&env, &conf);
+    let mut agent = start(&mut env, &ns, &hanging.flags);
     env.write_manifest("p.yaml", &sleeper("p"));
-    let hanging: i32 = wait_for("the hanging ADD", Duration::from_secs(30), || {
-        std::fs::read_to_string(&marker).ok()?.trim().parse().ok()
-    });
-    let bridge_allocations = || {
-        std::fs::read_dir(ipam.join("hangs"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().parse::<Ipv4Addr>().is_ok())
-            .count()
-    };
-    assert_eq!(bridge_allocations(), 1, "the bridge's ADD ran");
-    agent.kill9();
-    // The plugin was the dead agent's child: it goes too, as a killed node would lose it.
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(hanging), nix::sys::signal::Signal::SIGKILL)
-        .expect("kill the hanging plugin");
-    // The next agent uses the default network.
-    std::fs::remove_file(&list).unwrap();
-    let mut agent = start(&mut env, &ns, &flags);
+    hanging.crash(&mut agent);
+    let mut agent = start(&mut env, &ns, &hanging.flags);
     env.wait_running("p", &["main"]);
     let ip = wide_ip(&env, "p");
     assert_eq!(ip.octets()[..2], [10, 244], "a new sandbox on the default network");
-    assert_eq!(bridge_allocations(), 0, "the interrupted ADD's address was freed");
+    assert_eq!(hanging.allocations(), 0, "the interrupted ADD's address was freed");
     assert_eq!(ns.veths().len(), 1);
     assert_eq!(pinned_netns(&env).len(), 1);
+
+    agent.stop();
+    assert_nothing_left(&env, &ns);
+}
+
+#[test]
+fn an_interrupted_cri_sandbox_gets_its_del() {
+    if !is_root() || !plugins_present() {
+        return;
+    }
+    let (ns, mut env, conf) = cni_node("cri-interrupted");
+    let hanging = Hanging::new(&env, &conf);
+    let mut agent = start(&mut env, &ns, &hanging.flags);
+    let socket = env.socket.clone();
+    // RunPodSandbox hangs in the plugin; the agent dies under it.
+    let call = std::thread::spawn(move || {
+        rt().block_on(async {
+            let mut c = connect(&socket).await;
+            c.runtime
+                .run_pod_sandbox(cri::RunPodSandboxRequest {
+                    config: Some(cri::PodSandboxConfig {
+                        metadata: Some(cri::PodSandboxMetadata {
+                            name: "cut".into(),
+                            uid: "cut-uid".into(),
+                            namespace: "crictl".into(),
+                            attempt: 0,
+                        }),
+                        ..Default::default()
+                    }),
+                    runtime_handler: String::new(),
+                })
+                .await
+                .is_ok()
+        })
+    });
+    hanging.crash(&mut agent);
+    assert!(!call.join().expect("the client thread"), "RunPodSandbox succeeded");
+    let mut agent = start(&mut env, &ns, &hanging.flags);
+    // Never reported to a client, so the next agent discards it, DEL first.
+    assert_eq!(hanging.allocations(), 0, "the interrupted ADD's address was freed");
+    let left = std::fs::read_dir(env.root.join("sandboxes"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(left, 0, "the interrupted sandbox's directory");
+    assert_nothing_left(&env, &ns);
 
     agent.stop();
     assert_nothing_left(&env, &ns);

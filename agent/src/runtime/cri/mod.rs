@@ -303,6 +303,18 @@ impl CriPods {
         {
             let _ = pidfd.signal(nix::sys::signal::Signal::SIGKILL);
         }
+        // Its CNI ADD may have begun: DEL first, or the address and the pinned namespace
+        // would outlive the directory that says what to undo.
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                let removed = tokio::task::block_in_place(|| handle.block_on(self.rt.network.remove(dir)));
+                if let Err(e) = removed {
+                    tracing::warn!(dir = %dir.display(), error = %e, "DEL for an interrupted CRI sandbox");
+                    return;
+                }
+            }
+            _ => tracing::warn!(dir = %dir.display(), "no runtime to run DEL for an interrupted CRI sandbox"),
+        }
         let _ = super::container::remove_dir_all(dir);
     }
 }
