@@ -724,3 +724,38 @@ fn an_interrupted_cri_sandbox_gets_its_del() {
     agent.stop();
     assert_nothing_left(&env, &ns);
 }
+
+#[test]
+fn a_broken_network_found_at_re_adoption_is_reported() {
+    if !is_root() || !plugins_present() {
+        return;
+    }
+    let (ns, mut env, conf) = cni_node("check");
+    let flags = cni_flags(&conf);
+    let mut agent = start(&mut env, &ns, &flags);
+    env.write_manifest("p.yaml", &sleeper("p"));
+    let p = env.wait_running("p", &["main"]);
+    wide_ip(&env, "p");
+    agent.kill9();
+    // While no agent runs, the pod's veth goes (its peer, the pod's eth0, with it).
+    let veths = ns.veths();
+    assert_eq!(veths.len(), 1);
+    ns.ok(&["ip", "link", "del", &veths[0]]);
+    let mut agent = start(&mut env, &ns, &flags);
+    let (_, _, message, _) = wait_for("FailedPodNetworkCheck", Duration::from_secs(30), || {
+        pod_events(&env, "p")
+            .into_iter()
+            .find(|e| e.1 == "FailedPodNetworkCheck")
+    });
+    assert!(message.contains("CNI plugin bridge failed (CHECK)"), "{message}");
+    // Reported, not acted on: the pod keeps running.
+    assert_eq!(env.wait_running("p", &["main"]).pid("main"), p.pid("main"));
+
+    agent.stop();
+    // The bridge plugin (1.1.1) finds the addresses to unmasquerade on the interface it
+    // deletes: with the interface gone its per-pod NAT chain stays (in this namespace,
+    // which goes with the test). Everything else must be gone.
+    assert_eq!(ns.veths(), Vec::<String>::new());
+    assert_eq!(ipam_files(&env), Vec::<String>::new());
+    assert_eq!(pinned_netns(&env), Vec::<String>::new());
+}
