@@ -759,3 +759,59 @@ fn a_broken_network_found_at_re_adoption_is_reported() {
     assert_eq!(ipam_files(&env), Vec::<String>::new());
     assert_eq!(pinned_netns(&env), Vec::<String>::new());
 }
+
+#[test]
+fn a_broken_cri_sandbox_network_is_logged_at_re_adoption() {
+    if !is_root() || !plugins_present() {
+        return;
+    }
+    let (ns, mut env, conf) = cni_node("cri-check");
+    let flags = cni_flags(&conf);
+    let mut agent = start(&mut env, &ns, &flags);
+    let id = rt().block_on(async {
+        let mut c = connect(&env.socket).await;
+        c.runtime
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(cri::PodSandboxConfig {
+                    metadata: Some(cri::PodSandboxMetadata {
+                        name: "checked".into(),
+                        uid: "checked-uid".into(),
+                        namespace: "crictl".into(),
+                        attempt: 0,
+                    }),
+                    ..Default::default()
+                }),
+                runtime_handler: String::new(),
+            })
+            .await
+            .expect("RunPodSandbox")
+            .into_inner()
+            .pod_sandbox_id
+    });
+    // A healthy network passes CHECK at re-adoption.
+    agent.kill9();
+    let mut agent = start(&mut env, &ns, &flags);
+    assert!(
+        !agent.log_text().contains("pod network check failed"),
+        "{}",
+        agent.log_text()
+    );
+    // One broken while no agent ran does not.
+    agent.kill9();
+    let veths = ns.veths();
+    assert_eq!(veths.len(), 1);
+    ns.ok(&["ip", "link", "del", &veths[0]]);
+    let mut agent = start(&mut env, &ns, &flags);
+    let log = agent.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("pod network check failed")
+            && l.contains(&id)
+            && l.contains("CNI plugin bridge failed (CHECK)")),
+        "{log}"
+    );
+
+    agent.stop();
+    // As with a static pod: the bridge plugin cannot unmasquerade without the interface.
+    assert_eq!(ipam_files(&env), Vec::<String>::new());
+    assert_eq!(pinned_netns(&env), Vec::<String>::new());
+}

@@ -138,6 +138,12 @@ impl CriPods {
                             pods.watch(sb.id(), c);
                         }
                     }
+                    // Its network is checked, not remade (CRI has no events: the log says it).
+                    if sb.ready()
+                        && let Some(Err(e)) = block_on(pods.rt.network.check(&sb.dir))
+                    {
+                        tracing::warn!(sandbox = %sb.record.id, error = %e, "pod network check failed");
+                    }
                     pods.insert(sb);
                 }
                 // An interrupted RunPodSandbox: the record is written last, so nothing of it
@@ -305,18 +311,24 @@ impl CriPods {
         }
         // Its CNI ADD may have begun: DEL first, or the address and the pinned namespace
         // would outlive the directory that says what to undo.
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                let removed = tokio::task::block_in_place(|| handle.block_on(self.rt.network.remove(dir)));
-                if let Err(e) = removed {
-                    tracing::warn!(dir = %dir.display(), error = %e, "DEL for an interrupted CRI sandbox");
-                    return;
-                }
+        match block_on(self.rt.network.remove(dir)) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "DEL for an interrupted CRI sandbox");
+                return;
             }
-            _ => tracing::warn!(dir = %dir.display(), "no runtime to run DEL for an interrupted CRI sandbox"),
+            None => tracing::warn!(dir = %dir.display(), "no runtime to run DEL for an interrupted CRI sandbox"),
         }
         let _ = super::container::remove_dir_all(dir);
     }
+}
+
+/// Run `work` to its end from the synchronous loading code, on the agent's (multi-threaded)
+/// runtime; `None` without one.
+fn block_on<F: std::future::Future>(work: F) -> Option<F::Output> {
+    let handle = tokio::runtime::Handle::try_current().ok()?;
+    (handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+        .then(|| tokio::task::block_in_place(|| handle.block_on(work)))
 }
 
 /// A CRI container as CRI stats name it.
