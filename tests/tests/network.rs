@@ -190,6 +190,24 @@ fn sandbox_status_ip(env: &Env, pod: &str) -> String {
     })
 }
 
+/// RunPodSandbox for a CRI sandbox `name` (namespace crictl), with `port_mappings`.
+fn sandbox_request(name: &str, port_mappings: Vec<cri::PortMapping>) -> cri::RunPodSandboxRequest {
+    cri::RunPodSandboxRequest {
+        config: Some(cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: name.into(),
+                uid: format!("{name}-uid"),
+                namespace: "crictl".into(),
+                attempt: 0,
+            }),
+            hostname: name.into(),
+            port_mappings,
+            ..Default::default()
+        }),
+        runtime_handler: String::new(),
+    }
+}
+
 fn run_in(pid: i32, cmd: &[&str]) -> String {
     let out = in_container(pid, cmd);
     assert!(
@@ -421,24 +439,15 @@ fn without_cni_pods_keep_loopback_only() {
     let err = rt().block_on(async {
         let mut c = connect(&env.socket).await;
         c.runtime
-            .run_pod_sandbox(cri::RunPodSandboxRequest {
-                config: Some(cri::PodSandboxConfig {
-                    metadata: Some(cri::PodSandboxMetadata {
-                        name: "ports".into(),
-                        uid: "ports-uid".into(),
-                        namespace: "crictl".into(),
-                        attempt: 0,
-                    }),
-                    port_mappings: vec![cri::PortMapping {
-                        protocol: cri::Protocol::Tcp as i32,
-                        container_port: 80,
-                        host_port: 18091,
-                        host_ip: String::new(),
-                    }],
-                    ..Default::default()
-                }),
-                runtime_handler: String::new(),
-            })
+            .run_pod_sandbox(sandbox_request(
+                "ports",
+                vec![cri::PortMapping {
+                    protocol: cri::Protocol::Tcp as i32,
+                    container_port: 80,
+                    host_port: 18091,
+                    host_ip: String::new(),
+                }],
+            ))
             .await
             .expect_err("port_mappings with --network=none")
     });
@@ -493,31 +502,20 @@ fn cri_sandboxes_get_an_address_until_they_are_stopped() {
     }
     let (ns, mut env, conf) = cni_node("cri");
     let mut agent = start(&mut env, &ns, &cni_flags(&conf));
-    let config = cri::PodSandboxConfig {
-        metadata: Some(cri::PodSandboxMetadata {
-            name: "crisb".into(),
-            uid: "cri-uid-1".into(),
-            namespace: "crictl".into(),
-            attempt: 0,
-        }),
-        hostname: "crisb".into(),
-        log_directory: env.logs.join("crisb").display().to_string(),
-        port_mappings: vec![cri::PortMapping {
+    let request = sandbox_request(
+        "crisb",
+        vec![cri::PortMapping {
             protocol: cri::Protocol::Tcp as i32,
             container_port: 8080,
             host_port: 18090,
             host_ip: String::new(),
         }],
-        ..Default::default()
-    };
+    );
     rt().block_on(async {
         let mut c = connect(&env.socket).await;
         let id = c
             .runtime
-            .run_pod_sandbox(cri::RunPodSandboxRequest {
-                config: Some(config),
-                runtime_handler: String::new(),
-            })
+            .run_pod_sandbox(request)
             .await
             .expect("RunPodSandbox")
             .into_inner()
@@ -694,18 +692,7 @@ fn an_interrupted_cri_sandbox_gets_its_del() {
         rt().block_on(async {
             let mut c = connect(&socket).await;
             c.runtime
-                .run_pod_sandbox(cri::RunPodSandboxRequest {
-                    config: Some(cri::PodSandboxConfig {
-                        metadata: Some(cri::PodSandboxMetadata {
-                            name: "cut".into(),
-                            uid: "cut-uid".into(),
-                            namespace: "crictl".into(),
-                            attempt: 0,
-                        }),
-                        ..Default::default()
-                    }),
-                    runtime_handler: String::new(),
-                })
+                .run_pod_sandbox(sandbox_request("cut", Vec::new()))
                 .await
                 .is_ok()
         })
@@ -771,18 +758,7 @@ fn a_broken_cri_sandbox_network_is_logged_at_re_adoption() {
     let id = rt().block_on(async {
         let mut c = connect(&env.socket).await;
         c.runtime
-            .run_pod_sandbox(cri::RunPodSandboxRequest {
-                config: Some(cri::PodSandboxConfig {
-                    metadata: Some(cri::PodSandboxMetadata {
-                        name: "checked".into(),
-                        uid: "checked-uid".into(),
-                        namespace: "crictl".into(),
-                        attempt: 0,
-                    }),
-                    ..Default::default()
-                }),
-                runtime_handler: String::new(),
-            })
+            .run_pod_sandbox(sandbox_request("checked", Vec::new()))
             .await
             .expect("RunPodSandbox")
             .into_inner()

@@ -53,7 +53,7 @@ pub const NO_POD_IP: &str = "127.0.1.1";
 impl EtcFiles {
     /// /etc/hosts once the pod has `ip`: its own entry maps the hostname to it, as the
     /// kubelet writes it.
-    pub fn hosts_with_ip(&self, ip: std::net::IpAddr) -> String {
+    pub fn hosts_with_ip(&self, ip: IpAddr) -> String {
         let own = format!("{NO_POD_IP}\t");
         self.hosts
             .lines()
