@@ -47,6 +47,7 @@ async fn run_async(args: AgentArgs) -> anyhow::Result<()> {
         args.housekeeping_interval,
         args.seccomp.clone(),
         args.log_rotation.policy(),
+        args.network.config(),
         ImageSettings {
             registry: args.registry.options(),
             gc: crate::images::gc::GcPolicy {
@@ -120,6 +121,7 @@ fn context(
     housekeeping_interval: std::time::Duration,
     seccomp: runtime::seccomp::SeccompArgs,
     log_rotation: runtime::log_rotation::Rotation,
+    network: runtime::network::NetworkConfig,
     images: ImageSettings,
 ) -> anyhow::Result<Arc<Context>> {
     reaper::start().context("install the SIGCHLD handler")?;
@@ -132,6 +134,7 @@ fn context(
         min_oom_score_adj: runtime::min_oom_score_adj(),
         seccomp,
         log_rotation,
+        network,
     };
     let runtime = Arc::new(Runtime::new(config, cgroups).context("open the state directory")?);
     // Reference parsing builds its regex on first use: pay that now, not in the first pod's start.
@@ -264,6 +267,8 @@ pub fn reset(args: &ResetArgs) -> anyhow::Result<()> {
             BackoffConfig::default(),
             std::time::Duration::from_secs(10),
             Default::default(),
+            Default::default(),
+            // Removal needs no network settings: each pod's DEL comes from its own cache.
             Default::default(),
             ImageSettings::default(),
         )?;

@@ -16,6 +16,7 @@ use serde_json::Value;
 pub mod bench;
 pub mod containerd;
 pub mod grpc;
+pub mod netns;
 pub mod oci;
 pub mod registry;
 
@@ -115,6 +116,10 @@ pub struct Env {
     pub cgroup_parent: String,
     /// The agent's gRPC socket.
     pub socket: PathBuf,
+    /// The network namespace the agent runs in, when the test gave it one (see
+    /// [`Agent::start_in`]): the safety-net reset runs there too, so that its CNI DELs
+    /// never touch the machine's own network.
+    pub netns: Option<PathBuf>,
 }
 
 impl Env {
@@ -127,6 +132,7 @@ impl Env {
             logs: dir.join("logs"),
             cgroup_parent: format!("minilet-e2e-{tag}"),
             socket: dir.join("minilet.sock"),
+            netns: None,
             dir,
         };
         for d in [&env.root, &env.manifests, &env.logs] {
@@ -272,7 +278,17 @@ impl Drop for Env {
                 .map(|mut d| d.next().is_some())
                 .unwrap_or(false)
         {
-            let _ = Command::new(bin_dir().join("minilet"))
+            let mut reset = match &self.netns {
+                Some(ns) => {
+                    let mut c = Command::new("nsenter");
+                    c.arg(format!("--net={}", ns.display()))
+                        .arg("--")
+                        .arg(bin_dir().join("minilet"));
+                    c
+                }
+                None => Command::new(bin_dir().join("minilet")),
+            };
+            let _ = reset
                 .arg("reset")
                 .arg("--root")
                 .arg(&self.root)
@@ -313,18 +329,31 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Start an agent on `env` (with --cleanup-on-exit) and wait until it is ready.
+    /// Start an agent on `env` (with --cleanup-on-exit) and wait until it is ready. Pods
+    /// get loopback only (`--network=none`) unless `extra` says otherwise: a pod network
+    /// (a bridge, iptables rules) is only ever made inside a namespace of the test's own
+    /// ([`Agent::start_in`]).
     pub fn start(env: &Env, extra: &[&str]) -> Agent {
-        Agent::start_via(env, &[], extra)
+        assert!(
+            !extra.iter().any(|a| a.starts_with("--network")) || env.netns.is_some(),
+            "a pod network needs a network namespace of the test's own: use Agent::start_in"
+        );
+        let cmd = match &env.netns {
+            Some(ns) => {
+                // nsenter execs the agent: the child's PID is the agent's.
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", ns.display())).arg("--").arg(minilet());
+                c
+            }
+            None => Command::new(minilet()),
+        };
+        Self::spawn(env, cmd, &Self::network_none_unless_asked(extra))
     }
 
     /// The same, with the agent run by `wrapper` (a command that execs its arguments in
     /// place, e.g. `nsenter --net=FILE --`, so the agent keeps the spawned PID).
     pub fn start_via(env: &Env, wrapper: &[&str], extra: &[&str]) -> Agent {
-        let n = std::fs::read_dir(&env.dir).map(|d| d.count()).unwrap_or(0);
-        let log = env.dir.join(format!("agent-{n}.log"));
-        let stderr = std::fs::File::create(&log).expect("agent log");
-        let mut cmd = match wrapper.split_first() {
+        let cmd = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
                 c.args(args).arg(minilet());
@@ -332,6 +361,29 @@ impl Agent {
             }
             None => Command::new(minilet()),
         };
+        Self::spawn(env, cmd, &Self::network_none_unless_asked(extra))
+    }
+
+    /// Tests run without a pod network unless they ask for one (and give it a namespace).
+    fn network_none_unless_asked<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = extra.to_vec();
+        if !extra.iter().any(|a| a.starts_with("--network")) {
+            args.push("--network=none");
+        }
+        args
+    }
+
+    /// Start an agent inside network namespace `netns` (a [`netns::NetNs`]), recorded in
+    /// `env` for its clean-up; `extra` usually asks for `--network=cni`.
+    pub fn start_in(env: &mut Env, netns: &Path, extra: &[&str]) -> Agent {
+        env.netns = Some(netns.to_path_buf());
+        Self::start(env, extra)
+    }
+
+    fn spawn(env: &Env, mut cmd: Command, extra: &[&str]) -> Agent {
+        let n = std::fs::read_dir(&env.dir).map(|d| d.count()).unwrap_or(0);
+        let log = env.dir.join(format!("agent-{n}.log"));
+        let stderr = std::fs::File::create(&log).expect("agent log");
         let child = cmd
             .arg("agent")
             .arg("--manifests")

@@ -207,6 +207,9 @@ pub struct AgentArgs {
     #[command(flatten)]
     pub log_rotation: crate::runtime::log_rotation::LogRotationArgs,
 
+    #[command(flatten)]
+    pub network: crate::runtime::network::args::NetworkArgs,
+
     /// Image store disk usage (percent) above which unused images are removed (kubelet: 85).
     #[arg(long, default_value_t = 85, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub image_gc_high_threshold: u8,

@@ -99,13 +99,17 @@ pub fn pod_sandbox(e: &PodEntry) -> cri::PodSandbox {
     }
 }
 
-/// The pod's IP: the node's with hostNetwork; none otherwise (pods get loopback only).
-pub fn pod_ip(e: &PodEntry, node: &NodeInfo) -> String {
+/// The pod's IPs: the node's with hostNetwork; else its network's (none with `--network=none`).
+pub fn pod_ips(e: &PodEntry, node: &NodeInfo) -> Vec<String> {
     if e.sandbox.namespaces.network {
-        String::new()
+        e.sandbox.ips.iter().map(|ip| ip.to_string()).collect()
     } else {
-        node.host_ip.clone().unwrap_or_default()
+        node.host_ip.clone().into_iter().collect()
     }
+}
+
+pub fn pod_ip(e: &PodEntry, node: &NodeInfo) -> String {
+    pod_ips(e, node).into_iter().next().unwrap_or_default()
 }
 
 pub fn pod_sandbox_status(e: &PodEntry, node: &NodeInfo) -> cri::PodSandboxStatus {
@@ -126,7 +130,11 @@ pub fn pod_sandbox_status(e: &PodEntry, node: &NodeInfo) -> cri::PodSandboxStatu
         created_at: e.sandbox.created_at,
         network: Some(cri::PodSandboxNetworkStatus {
             ip: pod_ip(e, node),
-            additional_ips: vec![],
+            additional_ips: pod_ips(e, node)
+                .into_iter()
+                .skip(1)
+                .map(|ip| cri::PodIp { ip })
+                .collect(),
         }),
         linux: Some(cri::LinuxPodSandboxStatus {
             namespaces: Some(cri::Namespace {
@@ -395,6 +403,7 @@ pub fn v1_pod(e: &PodEntry, node: &NodeInfo) -> k8s::Pod {
     let completed = matches!(st.phase, Phase::Succeeded | Phase::Failed);
     let reason = completed.then_some("PodCompleted");
     let ip = pod_ip(e, node);
+    let all_ips = pod_ips(e, node);
     let ips = |ip: &str| (!ip.is_empty()).then(|| vec![k8s::PodIP { ip: ip.to_string() }]);
     let host_ip = node.host_ip.clone().unwrap_or_default();
     pod.status = Some(k8s::PodStatus {
@@ -424,7 +433,7 @@ pub fn v1_pod(e: &PodEntry, node: &NodeInfo) -> k8s::Pod {
         host_ip: Some(host_ip.clone()).filter(|h| !h.is_empty()),
         host_ips: ips(&host_ip).map(|v| v.into_iter().map(|p| k8s::HostIP { ip: p.ip }).collect()),
         pod_ip: Some(ip.clone()).filter(|i| !i.is_empty()),
-        pod_ips: ips(&ip),
+        pod_ips: (!all_ips.is_empty()).then(|| all_ips.into_iter().map(|ip| k8s::PodIP { ip }).collect()),
         start_time: time(st.start_time),
         qos_class: Some(st.qos.into()),
         // A rejected pod never had containers: the kubelet reports none (STATUS is the reason).

@@ -37,6 +37,7 @@ pub fn runtime_code(e: &RuntimeError) -> Code {
         RuntimeError::Io { source, .. } => io_code(source),
         RuntimeError::Cgroup(e) => cgroup_code(e),
         RuntimeError::Helper(_) | RuntimeError::Task { .. } => Code::Internal,
+        RuntimeError::Network(_) => Code::Unknown,
     }
 }
 

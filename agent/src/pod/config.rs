@@ -2,6 +2,7 @@
 //! one container. Everything the runtime needs is decided here; nothing here touches the
 //! kernel except to prepare hostPath and subPath directories, as the kubelet does.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Container, EnvVarSource, Pod, PodSpec, SecurityContext};
@@ -17,7 +18,8 @@ use crate::quantity::Quantity;
 use crate::runtime::Runtime;
 use crate::runtime::capabilities;
 use crate::runtime::container::ContainerConfig;
-use crate::runtime::sandbox::{EtcFiles, SandboxConfig};
+use crate::runtime::network::{Bandwidth, PodNetwork, PortMapping};
+use crate::runtime::sandbox::{EtcFiles, NO_POD_IP, SandboxConfig};
 use crate::runtime::spec::{BindMount, ProcessSpec, SandboxNamespaces, StdioSpec, UserSpec};
 
 /// Default size of a pod's /dev/shm (containerd's).
@@ -102,11 +104,57 @@ pub fn sandbox_config(
             hostname: format!("{}\n", if host_net { &node.name } else { &plan.hostname }),
             resolv_conf: resolv_conf(pod, &node.resolv_conf),
         },
+        network: pod_network(pod, uid),
     })
 }
 
-/// /etc/hosts as the kubelet writes it. minilet pods have no pod network (loopback only), so
-/// the hostname maps to 127.0.1.1, the Debian convention for a host without a fixed address.
+/// Who the pod is for its CNI plugins, the hostPorts of its containers (portMappings) and
+/// its bandwidth annotations.
+fn pod_network(pod: &Pod, uid: &str) -> PodNetwork {
+    let spec = spec(pod);
+    let port_mappings = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter())
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            let host_port = u16::try_from(p.host_port.filter(|h| *h > 0)?).ok()?;
+            Some(PortMapping {
+                host_port,
+                container_port: u16::try_from(p.container_port).ok()?,
+                protocol: p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase(),
+                host_ip: p.host_ip.clone().unwrap_or_default(),
+            })
+        })
+        .collect();
+    let rate = |key: &str| -> Option<u64> {
+        let v = pod.metadata.annotations.as_ref()?.get(key)?;
+        let q = Quantity::parse(v).ok()?.value();
+        u64::try_from(q).ok().filter(|r| *r > 0)
+    };
+    let (ingress, egress) = (
+        rate("kubernetes.io/ingress-bandwidth"),
+        rate("kubernetes.io/egress-bandwidth"),
+    );
+    // No burst limit asked for: the largest the plugin takes, as the kubelet sets it.
+    let burst = |r: Option<u64>| r.map(|_| i32::MAX as u64);
+    PodNetwork {
+        namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        uid: uid.to_string(),
+        port_mappings,
+        bandwidth: (ingress.is_some() || egress.is_some()).then(|| Bandwidth {
+            ingress_rate: ingress,
+            ingress_burst: burst(ingress),
+            egress_rate: egress,
+            egress_burst: burst(egress),
+        }),
+    }
+}
+
+/// /etc/hosts as the kubelet writes it. Until the pod has an address the hostname maps to
+/// [`NO_POD_IP`]; the runtime puts the pod's IP there once its network is set up.
 fn hosts_file(pod: &Pod, plan: &PodPlan, node: &NodeInfo) -> String {
     let mut out = String::new();
     if host_network(pod) {
@@ -121,7 +169,7 @@ fn hosts_file(pod: &Pod, plan: &PodPlan, node: &NodeInfo) -> String {
         out.push_str(
             "fe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
         );
-        out.push_str(&format!("127.0.1.1\t{}\n", plan.hostname));
+        out.push_str(&format!("{NO_POD_IP}\t{}\n", plan.hostname));
     }
     let aliases = spec(pod).host_aliases.iter().flatten().collect::<Vec<_>>();
     if !aliases.is_empty() {
@@ -213,6 +261,8 @@ pub struct ContainerInputs<'a> {
     pub attempt: u32,
     pub image: &'a Image,
     pub log_path: PathBuf,
+    /// The pod's addresses (for `fieldRef: status.podIP`); none without a pod network.
+    pub pod_ips: &'a [IpAddr],
 }
 
 /// The runtime configuration of one container attempt, or why it cannot be made
@@ -222,7 +272,7 @@ pub fn container_config(rt: &Runtime, node: &NodeInfo, i: &ContainerInputs) -> R
     let pod_spec = spec(i.pod);
     let sc = merged_security_context(pod_spec, c);
 
-    let (env, pod_env) = environment(i.pod, c, node, &i.image.config.env, &i.plan.hostname)?;
+    let (env, pod_env) = environment(i.pod, c, node, i.pod_ips, &i.image.config.env, &i.plan.hostname)?;
     let argv = command::resolve(
         c.command.as_deref().unwrap_or_default(),
         c.args.as_deref().unwrap_or_default(),
@@ -363,6 +413,7 @@ fn environment(
     pod: &Pod,
     c: &Container,
     node: &NodeInfo,
+    pod_ips: &[IpAddr],
     image_env: &[String],
     hostname: &str,
 ) -> Result<Environment, String> {
@@ -370,7 +421,9 @@ fn environment(
     for (idx, var) in c.env.iter().flatten().enumerate() {
         let value = match (&var.value, &var.value_from) {
             (_, Some(from)) => {
-                match env_from_source(pod, c, node, from).map_err(|e| format!("env[{idx}] ({}): {e}", var.name))? {
+                match env_from_source(pod, c, node, pod_ips, from)
+                    .map_err(|e| format!("env[{idx}] ({}): {e}", var.name))?
+                {
                     Some(v) => v,
                     None => continue,
                 }
@@ -408,9 +461,15 @@ fn environment(
 
 /// `valueFrom`: the downward API (fieldRef, resourceFieldRef). ConfigMaps and Secrets need an
 /// API server; optional references to them resolve to nothing, as when the object is absent.
-fn env_from_source(pod: &Pod, c: &Container, node: &NodeInfo, from: &EnvVarSource) -> Result<Option<String>, String> {
+fn env_from_source(
+    pod: &Pod,
+    c: &Container,
+    node: &NodeInfo,
+    pod_ips: &[IpAddr],
+    from: &EnvVarSource,
+) -> Result<Option<String>, String> {
     if let Some(f) = &from.field_ref {
-        return field_value(pod, node, &f.field_path).map(Some);
+        return field_value(pod, node, pod_ips, &f.field_path).map(Some);
     }
     if let Some(r) = &from.resource_field_ref {
         return resource_value(pod, c, node, r).map(Some);
@@ -426,13 +485,15 @@ fn env_from_source(pod: &Pod, c: &Container, node: &NodeInfo, from: &EnvVarSourc
     Err("only fieldRef and resourceFieldRef are available without an API server".into())
 }
 
-pub(super) fn field_value(pod: &Pod, node: &NodeInfo, path: &str) -> Result<String, String> {
+pub(super) fn field_value(pod: &Pod, node: &NodeInfo, pod_ips: &[IpAddr], path: &str) -> Result<String, String> {
     let meta = &pod.metadata;
     let spec = spec(pod);
-    let pod_ip = if host_network(pod) {
-        node.host_ip.clone().unwrap_or_default()
+    let (pod_ip, pod_ips) = if host_network(pod) {
+        let ip = node.host_ip.clone().unwrap_or_default();
+        (ip.clone(), ip)
     } else {
-        String::new()
+        let all: Vec<String> = pod_ips.iter().map(IpAddr::to_string).collect();
+        (all.first().cloned().unwrap_or_default(), all.join(","))
     };
     let keyed = |prefix: &str, map: &Option<std::collections::BTreeMap<String, String>>| -> Option<String> {
         let key = path.strip_prefix(prefix)?.strip_prefix("['")?.strip_suffix("']")?;
@@ -454,7 +515,8 @@ pub(super) fn field_value(pod: &Pod, node: &NodeInfo, path: &str) -> Result<Stri
         "spec.nodeName" => spec.node_name.clone().unwrap_or_else(|| node.name.clone()),
         "spec.serviceAccountName" => spec.service_account_name.clone().unwrap_or_default(),
         "status.hostIP" | "status.hostIPs" => node.host_ip.clone().unwrap_or_default(),
-        "status.podIP" | "status.podIPs" => pod_ip,
+        "status.podIP" => pod_ip,
+        "status.podIPs" => pod_ips,
         _ => {
             if let Some(v) =
                 keyed("metadata.labels", &meta.labels).or_else(|| keyed("metadata.annotations", &meta.annotations))
@@ -670,6 +732,70 @@ mod tests {
     }
 
     #[test]
+    fn pod_network_has_host_ports_and_bandwidth() {
+        let p = pod(r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  namespace: shop
+  annotations: {kubernetes.io/ingress-bandwidth: 10M, kubernetes.io/egress-bandwidth: 1Mi}
+spec:
+  containers:
+  - name: a
+    ports:
+    - {containerPort: 80, hostPort: 8080}
+    - {containerPort: 53, hostPort: 5353, protocol: UDP, hostIP: 127.0.0.1}
+    - {containerPort: 9090}
+"#);
+        let n = pod_network(&p, "u1");
+        assert_eq!(
+            (n.namespace.as_str(), n.name.as_str(), n.uid.as_str()),
+            ("shop", "web", "u1")
+        );
+        assert_eq!(
+            n.port_mappings,
+            vec![
+                PortMapping {
+                    host_port: 8080,
+                    container_port: 80,
+                    protocol: "tcp".into(),
+                    host_ip: String::new(),
+                },
+                PortMapping {
+                    host_port: 5353,
+                    container_port: 53,
+                    protocol: "udp".into(),
+                    host_ip: "127.0.0.1".into(),
+                },
+            ]
+        );
+        let b = n.bandwidth.expect("bandwidth");
+        assert_eq!((b.ingress_rate, b.egress_rate), (Some(10_000_000), Some(1 << 20)));
+        assert_eq!(b.ingress_burst, Some(i32::MAX as u64));
+        let plain = pod("apiVersion: v1\nkind: Pod\nmetadata: {name: w}\nspec: {containers: []}");
+        assert_eq!(pod_network(&plain, "u").bandwidth, None);
+    }
+
+    #[test]
+    fn pod_ip_replaces_the_placeholder_in_etc_hosts() {
+        let p = pod(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec: {containers: [], hostAliases: [{ip: 10.1.1.1, hostnames: [db]}]}",
+        );
+        let etc = EtcFiles {
+            hosts: hosts_file(&p, &PodPlan::new(&p, "u"), &node()),
+            ..Default::default()
+        };
+        let hosts = etc.hosts_with_ip("10.244.0.7".parse().unwrap());
+        assert!(hosts.contains("10.244.0.7\tweb\n"), "{hosts}");
+        assert!(!hosts.contains(NO_POD_IP), "{hosts}");
+        assert!(
+            hosts.contains("10.1.1.1\tdb\n") && hosts.contains("127.0.0.1\tlocalhost\n"),
+            "{hosts}"
+        );
+    }
+
+    #[test]
     fn hostname_and_resolv_conf() {
         let p = pod("apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec: {hostname: front, containers: []}");
         assert_eq!(pod_hostname(&p), "front");
@@ -711,8 +837,15 @@ spec:
     - {name: OPT, valueFrom: {configMapKeyRef: {name: x, key: y, optional: true}}}
 "#);
         let c = &p.spec.as_ref().unwrap().containers[0];
-        let (env, pod_env) =
-            environment(&p, c, &node(), &["PATH=/usr/bin:/bin".into(), "LANG=C".into()], "web").unwrap();
+        let (env, pod_env) = environment(
+            &p,
+            c,
+            &node(),
+            &[],
+            &["PATH=/usr/bin:/bin".into(), "LANG=C".into()],
+            "web",
+        )
+        .unwrap();
         assert_eq!(
             env,
             vec![
@@ -733,7 +866,7 @@ spec:
         );
         let c = &bad.spec.as_ref().unwrap().containers[0];
         assert!(
-            environment(&bad, c, &node(), &[], "w")
+            environment(&bad, c, &node(), &[], &[], "w")
                 .unwrap_err()
                 .contains("env[0] (S)")
         );

@@ -145,6 +145,8 @@ pub struct SandboxInfo {
     pub cgroup: String,
     pub namespaces: SandboxNamespaces,
     pub share_pid: bool,
+    /// The pod's addresses from its network (none without one, or with hostNetwork).
+    pub ips: Vec<std::net::IpAddr>,
 }
 
 /// One container attempt still on disk (the current one and the one before it).

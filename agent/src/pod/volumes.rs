@@ -100,7 +100,7 @@ fn items(
         .iter()
         .map(|item| {
             let content = if let Some(f) = &item.field_ref {
-                field_value(pod, node, &f.field_path)
+                field_value(pod, node, &[], &f.field_path)
             } else if let Some(r) = &item.resource_field_ref {
                 let name = r.container_name.as_deref().unwrap_or_default();
                 let c = spec

@@ -14,6 +14,7 @@ pub mod helper;
 pub mod host_ports;
 pub mod log_rotation;
 pub mod logs;
+pub mod network;
 pub mod process;
 pub mod reaper;
 pub mod rootfs;
@@ -51,6 +52,8 @@ pub enum RuntimeError {
     Image(#[from] ImageError),
     #[error(transparent)]
     Seccomp(#[from] seccomp::SeccompError),
+    #[error(transparent)]
+    Network(#[from] network::NetworkError),
     /// A helper process failed; the message is its own account of what went wrong.
     #[error("{0}")]
     Helper(String),
@@ -138,11 +141,14 @@ pub struct RuntimeConfig {
     pub seccomp: seccomp::SeccompArgs,
     /// `--container-log-max-size`, `--container-log-max-files`: handed to each monitor.
     pub log_rotation: log_rotation::Rotation,
+    /// `--network`, `--cni-conf-dir`, `--cni-bin-dir`, `--pod-cidr`.
+    pub network: network::NetworkConfig,
 }
 
 pub struct Runtime {
     pub config: RuntimeConfig,
     pub layout: Layout,
+    pub network: network::Network,
     pub cgroups: Arc<dyn Cgroups>,
     pub images: ImageStore,
 }
@@ -177,6 +183,7 @@ impl Runtime {
             },
         )?;
         Ok(Runtime {
+            network: network::Network::new(config.network.clone(), &config.root),
             config,
             layout,
             cgroups,

@@ -1,11 +1,13 @@
 //! Pod sandboxes: the pod's directory, cgroup, generated /etc files, volumes, and its pause.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use super::network::PodNetwork;
 use super::spec::{SandboxNamespaces, SandboxSpec, SandboxState, TmpfsSpec};
 use super::volumes::{self, EMPTY_DIR_PLUGIN, EmptyDir, FileVolume, FsGroup};
 use super::{IoContext, Result, Runtime, blocking, helper, process};
@@ -34,14 +36,37 @@ pub struct SandboxConfig {
     /// Given to the pod's emptyDir and file volumes.
     pub fs_group: Option<FsGroup>,
     pub etc: EtcFiles,
+    /// Who the pod is for CNI and what it asks of the network (used with a pod network).
+    pub network: PodNetwork,
 }
 
 /// The generated files every container of the pod sees at /etc.
 #[derive(Debug, Clone, Default)]
 pub struct EtcFiles {
+    /// With a pod network, its own entry reads `NO_POD_IP<TAB>hostname` until the pod has
+    /// an address (see [`EtcFiles::hosts_with_ip`]).
     pub hosts: String,
     pub hostname: String,
     pub resolv_conf: String,
+}
+
+/// What a pod without an address of its own maps its hostname to in /etc/hosts (the Debian
+/// convention for a host without a fixed address).
+pub const NO_POD_IP: &str = "127.0.1.1";
+
+impl EtcFiles {
+    /// /etc/hosts once the pod has `ip`: its own entry maps the hostname to it, as the
+    /// kubelet writes it.
+    pub fn hosts_with_ip(&self, ip: IpAddr) -> String {
+        let own = format!("{NO_POD_IP}\t");
+        self.hosts
+            .lines()
+            .map(|l| match l.strip_prefix(&own) {
+                Some(names) => format!("{ip}\t{names}\n"),
+                None => format!("{l}\n"),
+            })
+            .collect()
+    }
 }
 
 /// The pause's identity in a pod's state directory (written by the launcher).
@@ -66,11 +91,45 @@ impl Runtime {
         format!("{pod_cgroup}/{sandbox_id}")
     }
 
-    /// Prepare the pod's files and cgroup and start its pause.
-    pub async fn run_sandbox(self: &Arc<Self>, cfg: &SandboxConfig, sandbox_id: &str) -> Result<SandboxState> {
-        let (rt, cfg, id) = (self.clone(), cfg.clone(), sandbox_id.to_string());
-        let spec_path = blocking("prepare the sandbox", move || rt.prepare_sandbox(&cfg, &id)).await?;
-        self.run_helper(helper::SANDBOX, &spec_path).await
+    /// Prepare the pod's files and cgroup, start its pause, then (with a pod network of its
+    /// own) its network through CNI: the sandbox and the pod's IPs. If the network fails the
+    /// pause is stopped again and the plugins have undone their part.
+    pub async fn run_sandbox(
+        self: &Arc<Self>,
+        cfg: &SandboxConfig,
+        sandbox_id: &str,
+    ) -> Result<(SandboxState, Vec<IpAddr>)> {
+        let (rt, prepared, id) = (self.clone(), cfg.clone(), sandbox_id.to_string());
+        let spec_path = blocking("prepare the sandbox", move || rt.prepare_sandbox(&prepared, &id)).await?;
+        let state: SandboxState = self.run_helper(helper::SANDBOX, &spec_path).await?;
+        if !cfg.namespaces.network || !self.network.enabled() {
+            return Ok((state, Vec::new()));
+        }
+        let ips = match self
+            .network
+            .add(&cfg.network, &cfg.dir, sandbox_id, state.pause.pid)
+            .await
+        {
+            Ok(ips) => ips,
+            Err(e) => {
+                let _ = self.stop_sandbox(&state).await;
+                return Err(e.into());
+            }
+        };
+        if let Some(ip) = ips.first().copied() {
+            let (path, hosts) = (cfg.dir.join("etc").join("hosts"), cfg.etc.hosts_with_ip(ip));
+            let written = blocking("write the pod's /etc/hosts", move || {
+                atomic_file::write_mode(&path, hosts.as_bytes(), file_modes::SHARED_FILE)
+                    .context(|| format!("write {}", path.display()))
+            })
+            .await;
+            if let Err(e) = written {
+                let _ = self.stop_sandbox(&state).await;
+                let _ = self.network.remove(&cfg.dir).await;
+                return Err(e);
+            }
+        }
+        Ok((state, ips))
     }
 
     /// The pod's files, cgroups and the pause's spec (blocking); returns the spec's path.
@@ -166,6 +225,8 @@ impl Runtime {
     /// directory: while it exists the pod is not fully gone (a restarted agent finishes the job).
     pub async fn remove_pod(&self, uid: &str, cgroup: &str, log_dir: &std::path::Path) -> Result<()> {
         self.remove_cgroup(cgroup).await?;
+        // DEL before the directory (and the cache in it) goes: a failure keeps both for a retry.
+        self.network.remove(&self.layout.pod_dir(uid)).await?;
         let (log_dir, pod_dir) = (log_dir.to_path_buf(), self.layout.pod_dir(uid));
         blocking("remove a pod's directories", move || {
             super::container::remove_dir_all(&log_dir)?;

@@ -190,7 +190,10 @@ fn validate_spec(spec: &PodSpec, v: &mut Errors) {
                     p.host_ip.as_deref().unwrap_or_default()
                 );
                 if !host_ports.insert(key.clone()) {
-                    v.push(&format!("{path}.ports[{j}].hostPort"), format!("Duplicate value: {key:?}"));
+                    v.push(
+                        &format!("{path}.ports[{j}].hostPort"),
+                        format!("Duplicate value: {key:?}"),
+                    );
                 }
             }
         }

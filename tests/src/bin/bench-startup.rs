@@ -7,11 +7,14 @@
 //!
 //! Peer in the same run: the kernel's own work for the same namespaces, `unshare --fork
 //! --pid --net --ipc --uts --mount busybox sh -c 'echo up > FIFO'`, no image, no cgroup.
+//! Then the same starts with the default CNI network (`--network=cni`), inside a network
+//! namespace of the benchmark's own: the difference is what CNI ADD costs.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use minilet_e2e::bench::{Stats, fifo_pod, mkfifo, wait_fifo};
+use minilet_e2e::netns::NetNs;
 use minilet_e2e::{Agent, Env, is_root};
 
 fn manifest(i: usize, fifo: &Path) -> String {
@@ -153,7 +156,39 @@ fn main() {
         avg(&monitors_pss)
     );
 
-    // Tear down: every manifest removed at once.
+    let removal = remove_all(&env, total);
+    println!(
+        "removing all {total} pods (manifests deleted at once) took {:.0}ms",
+        removal.as_secs_f64() * 1000.0
+    );
+    agent.stop();
+
+    // The same back-to-back starts with minilet's default CNI network (bridge, host-local,
+    // portmap), the whole node in a network namespace of its own.
+    let ns = NetNs::new(
+        &std::env::temp_dir()
+            .join("minilet-e2e")
+            .join(format!("netns-bench-{}", std::process::id())),
+    );
+    let mut cni_env = Env::new("bench-cni");
+    cni_env.import_image("busybox");
+    let conf = cni_env.dir.join("cni-conf");
+    std::fs::create_dir_all(&conf).expect("create the CNI conf dir");
+    let conf_flag = format!("--cni-conf-dir={}", conf.display());
+    let mut cni_agent = Agent::start_in(&mut cni_env, ns.path(), &["--network=cni", &conf_flag]);
+    let cni = start_pods(&cni_env, 0, n, Duration::ZERO);
+    println!("{}", cni.line("minilet + CNI default network, back-to-back"));
+    println!(
+        "CNI ADD (bridge, host-local, portmap) adds {:.1}ms to the median start ({:.1}ms at p99)",
+        (cni.pct(0.5).as_secs_f64() - b2b.pct(0.5).as_secs_f64()) * 1000.0,
+        (cni.pct(0.99).as_secs_f64() - b2b.pct(0.99).as_secs_f64()) * 1000.0
+    );
+    remove_all(&cni_env, n);
+    cni_agent.stop();
+}
+
+/// Remove every manifest at once; how long until the last pod is gone.
+fn remove_all(env: &Env, total: usize) -> Duration {
     let t0 = Instant::now();
     for i in 0..total {
         let _ = std::fs::remove_file(env.manifests.join(format!("bench-{i}.yaml")));
@@ -169,9 +204,5 @@ fn main() {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    println!(
-        "removing all {total} pods (manifests deleted at once) took {:.0}ms",
-        t0.elapsed().as_secs_f64() * 1000.0
-    );
-    agent.stop();
+    t0.elapsed()
 }

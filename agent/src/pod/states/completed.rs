@@ -17,6 +17,8 @@ pub async fn run(w: &mut Worker) -> State {
     {
         tracing::warn!(pod = %w.obj.name, error = %e, "stop sandbox of completed pod");
     }
+    // Its address is free again, as the kubelet's StopPodSandbox frees it.
+    super::release_network(w).await;
     if let Err(e) = w.ctx.runtime.remove_cgroup(&w.plan.cgroup).await {
         tracing::warn!(pod = %w.obj.name, error = %e, "remove cgroups of completed pod");
     }

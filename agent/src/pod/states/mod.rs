@@ -87,6 +87,9 @@ pub(super) async fn sandbox_died(w: &mut Worker) -> State {
     // The forwarder ends with the pause; waiting for it frees the ports for the new sandbox.
     w.close_host_ports().await;
     w.sandbox = None;
+    w.pod_ips.clear();
+    // The old sandbox's address goes with it (the namespace is still pinned for DEL).
+    release_network(w).await;
     let cgroup = crate::runtime::Runtime::sandbox_cgroup(&w.plan.cgroup, &w.record.sandbox_id);
     if let Err(e) = w.ctx.runtime.remove_cgroup(&cgroup).await {
         tracing::warn!(pod = %w.obj.name, error = %e, "remove the old sandbox cgroup");
@@ -101,4 +104,15 @@ pub(super) async fn sandbox_died(w: &mut Worker) -> State {
     }
     w.record.sandbox_attempt += 1;
     State::CreatingSandbox
+}
+
+/// CNI DEL for the pod's network, if it has one; a failure is an event (the cache stays, so
+/// removing the pod tries again).
+pub(super) async fn release_network(w: &mut Worker) {
+    let dir = w.ctx.runtime.layout.pod_dir(&w.uid);
+    if let Err(e) = w.ctx.runtime.network.remove(&dir).await {
+        w.ctx
+            .events
+            .warning(&w.obj, "FailedKillPod", format!("error removing the pod network: {e}"));
+    }
 }

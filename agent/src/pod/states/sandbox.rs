@@ -47,8 +47,8 @@ pub async fn run(w: &mut Worker) -> State {
         // The host ports are part of the sandbox: open before any container starts, and a
         // port already taken undoes the sandbox (nothing of the pod runs half-made).
         let created = match created {
-            Ok(state) => match w.open_host_ports(&state).await {
-                Ok(()) => Ok(state),
+            Ok((state, ips)) => match w.open_host_ports(&state).await {
+                Ok(()) => Ok((state, ips)),
                 Err(e) => {
                     if let Err(stop) = w.ctx.runtime.stop_sandbox(&state).await {
                         tracing::warn!(pod = %w.obj.name, error = %stop, "stop the sandbox whose host ports failed");
@@ -59,9 +59,10 @@ pub async fn run(w: &mut Worker) -> State {
             Err(e) => Err(e),
         };
         match created {
-            Ok(state) => {
-                tracing::info!(pod = %w.obj.name, uid = %w.uid, pause = state.pause.pid, "sandbox running");
+            Ok((state, ips)) => {
+                tracing::info!(pod = %w.obj.name, uid = %w.uid, pause = state.pause.pid, ?ips, "sandbox running");
                 w.sandbox = Some(state);
+                w.pod_ips = ips;
                 w.watch_sandbox();
                 return State::Initializing;
             }

@@ -61,6 +61,36 @@ impl Worker {
         }
 
         w.sandbox = sandbox.filter(|s| s.pause.is_alive());
+        if w.sandbox.is_some() {
+            let dir = rt.layout.pod_dir(&w.uid);
+            let (ips, interrupted) = tokio::task::spawn_blocking(move || {
+                (
+                    crate::runtime::network::cached_ips(&dir),
+                    crate::runtime::network::interrupted(&dir),
+                )
+            })
+            .await
+            .unwrap_or_default();
+            w.pod_ips = ips;
+            if interrupted {
+                // The agent stopped in the middle of ADD: no container may run in that
+                // network. Treated as a dead sandbox: DEL, the pause goes, a new sandbox.
+                tracing::warn!(pod = %w.obj.name, "the pod network's ADD was interrupted: replacing the sandbox");
+                w.sandbox = None;
+            }
+        }
+        if w.sandbox.is_some() {
+            // The network the pod had is checked, not remade: a failure is reported.
+            if !w.commands.terminate_requested()
+                && let Err(e) = rt.network.check(&rt.layout.pod_dir(&w.uid)).await
+            {
+                w.ctx.events.warning(
+                    &w.obj,
+                    "FailedPodNetworkCheck",
+                    format!("Pod network check failed: {e}"),
+                );
+            }
+        }
         for i in 0..w.slots.len() {
             if w.slots[i].running() {
                 w.start_probes(i);

@@ -10,7 +10,8 @@ impl Worker {
     /// leaves none of them open.
     pub(in crate::pod) async fn open_host_ports(&self, sandbox: &SandboxState) -> Result<(), String> {
         let ports = host_ports::forwarded(self.pod_spec());
-        if ports.is_empty() {
+        // With a pod network the CNI portmap plugin has the host ports.
+        if ports.is_empty() || self.ctx.runtime.network.enabled() {
             return Ok(());
         }
         let dir = self.ctx.runtime.layout.pod_dir(&self.uid);
@@ -29,7 +30,7 @@ impl Worker {
     /// (killed meanwhile), open the ports again. The containers already run, so a port
     /// taken in between is reported, not a reason to stop them.
     pub(in crate::pod) async fn readopt_host_ports(&self, sandbox: &SandboxState) {
-        if host_ports::forwarded(self.pod_spec()).is_empty() {
+        if host_ports::forwarded(self.pod_spec()).is_empty() || self.ctx.runtime.network.enabled() {
             return;
         }
         let dir = self.ctx.runtime.layout.pod_dir(&self.uid);

@@ -211,6 +211,8 @@ pub struct Worker {
     pub(super) obj: ObjectRef,
     pub(super) record: PodRecord,
     pub(super) sandbox: Option<SandboxState>,
+    /// The pod's addresses from its network (CNI ADD); empty without one.
+    pub(super) pod_ips: Vec<std::net::IpAddr>,
     pub(super) slots: Vec<Slot>,
     pub(super) backoff: Backoff,
     pub(super) pull_backoff: super::images::PullBackoff,
@@ -258,6 +260,7 @@ impl Worker {
             restart_policy: RestartPolicy::of(&spec),
             record,
             sandbox: None,
+            pod_ips: Vec::new(),
             slots,
             phase: Phase::Pending,
             terminating: false,

@@ -60,6 +60,7 @@ impl Worker {
                     uts: spec.host_network != Some(true),
                 },
                 share_pid: self.plan.share_pid,
+                ips: self.pod_ips.clone(),
             },
             attempts,
         });

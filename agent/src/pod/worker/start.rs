@@ -37,6 +37,7 @@ impl Worker {
             attempt,
             image: &image,
             log_path,
+            pod_ips: &self.pod_ips,
         };
         let cfg = match config::container_config(&rt, &self.ctx.node, &inputs) {
             Ok(c) => c,

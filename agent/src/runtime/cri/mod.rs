@@ -60,6 +60,8 @@ pub struct Sandbox {
     pub config: cri::PodSandboxConfig,
     /// The pause, once started.
     pub state: Option<SandboxState>,
+    /// The pod network's addresses (from the cached CNI result after a restart).
+    pub ips: Vec<std::net::IpAddr>,
     pub containers: BTreeMap<String, Container>,
 }
 
@@ -135,6 +137,12 @@ impl CriPods {
                         if c.cri_state() == cri::ContainerState::ContainerRunning {
                             pods.watch(sb.id(), c);
                         }
+                    }
+                    // Its network is checked, not remade (CRI has no events: the log says it).
+                    if sb.ready()
+                        && let Some(Err(e)) = block_on(pods.rt.network.check(&sb.dir))
+                    {
+                        tracing::warn!(sandbox = %sb.record.id, error = %e, "pod network check failed");
                     }
                     pods.insert(sb);
                 }
@@ -301,8 +309,26 @@ impl CriPods {
         {
             let _ = pidfd.signal(nix::sys::signal::Signal::SIGKILL);
         }
+        // Its CNI ADD may have begun: DEL first, or the address and the pinned namespace
+        // would outlive the directory that says what to undo.
+        match block_on(self.rt.network.remove(dir)) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "DEL for an interrupted CRI sandbox");
+                return;
+            }
+            None => tracing::warn!(dir = %dir.display(), "no runtime to run DEL for an interrupted CRI sandbox"),
+        }
         let _ = super::container::remove_dir_all(dir);
     }
+}
+
+/// Run `work` to its end from the synchronous loading code, on the agent's (multi-threaded)
+/// runtime; `None` without one.
+fn block_on<F: std::future::Future>(work: F) -> Option<F::Output> {
+    let handle = tokio::runtime::Handle::try_current().ok()?;
+    (handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+        .then(|| tokio::task::block_in_place(|| handle.block_on(work)))
 }
 
 /// A CRI container as CRI stats name it.
@@ -361,6 +387,7 @@ fn load_sandbox(dir: &Path) -> std::io::Result<Option<Sandbox>> {
         record,
         config,
         state,
+        ips: crate::runtime::network::cached_ips(dir),
         containers,
     }))
 }

@@ -7,6 +7,7 @@ use super::translate;
 use super::{CriPods, SANDBOX_CONFIG, SANDBOX_RECORD, Sandbox, SandboxRecord, write_pb};
 use crate::atomic_file;
 use crate::file_modes;
+use crate::runtime::network::PodNetwork;
 use crate::runtime::sandbox::{EtcFiles, SandboxConfig};
 use crate::runtime::spec::now_nanos;
 use crate::runtime::state::new_id;
@@ -56,6 +57,21 @@ impl CriPods {
                 hostname: format!("{}\n", plan.hostname),
                 resolv_conf: plan.resolv_conf.clone(),
             },
+            network: PodNetwork {
+                namespace: config
+                    .metadata
+                    .as_ref()
+                    .map(|m| m.namespace.clone())
+                    .unwrap_or_default(),
+                name: config.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
+                uid: config.metadata.as_ref().map(|m| m.uid.clone()).unwrap_or_default(),
+                port_mappings: if self.rt.network.enabled() {
+                    plan.port_mappings.clone()
+                } else {
+                    Vec::new()
+                },
+                bandwidth: None,
+            },
         };
         let rt = self.rt.clone();
         let prepared = {
@@ -72,17 +88,18 @@ impl CriPods {
             Ok(()) => rt.run_sandbox(&cfg, &id).await,
             Err(e) => Err(e),
         };
-        // Host ports without CNI: open before RunPodSandbox returns, so before any container
-        // of the sandbox starts; a port already taken fails the call and undoes the sandbox.
+        // Host ports without CNI (with CNI the portmap plugin has them): open before
+        // RunPodSandbox returns, so before any container of the sandbox starts; a port
+        // already taken fails the call and undoes the sandbox.
         let started = match started {
-            Ok(state) if !plan.host_ports.is_empty() => {
+            Ok((state, ips)) if !plan.host_ports.is_empty() && !rt.network.enabled() => {
                 let pod = config
                     .metadata
                     .as_ref()
                     .map(|m| format!("{}/{}", m.namespace, m.name))
                     .unwrap_or_default();
                 match rt.start_host_ports(&dir, &pod, state.pause, &plan.host_ports).await {
-                    Ok(_) => Ok(state),
+                    Ok(_) => Ok((state, ips)),
                     Err(e) => {
                         let _ = rt.stop_sandbox(&state).await;
                         Err(e)
@@ -91,8 +108,8 @@ impl CriPods {
             }
             other => other,
         };
-        let state = match started {
-            Ok(state) => state,
+        let (state, ips) = match started {
+            Ok(v) => v,
             Err(e) => {
                 self.undo_sandbox(&dir, &record).await;
                 return Err(e);
@@ -112,6 +129,7 @@ impl CriPods {
         if let Err(e) = written {
             let _ = rt.stop_host_ports(&dir).await;
             let _ = rt.stop_sandbox(&state).await;
+            let _ = rt.network.remove(&dir).await;
             self.undo_sandbox(&dir, &record).await;
             return Err(e);
         }
@@ -121,6 +139,7 @@ impl CriPods {
             record,
             config,
             state: Some(state),
+            ips,
             containers: BTreeMap::new(),
         });
         Ok(id)
@@ -165,6 +184,9 @@ impl CriPods {
         if let Some(state) = state {
             self.rt.stop_sandbox(&state).await?;
         }
+        // containerd tears the network down here: a stopped sandbox holds no address.
+        self.rt.network.remove(&dir).await?;
+        sb.lock().await.ips.clear();
         Ok(())
     }
 
@@ -260,10 +282,15 @@ pub(super) fn status(sb: &Sandbox) -> cri::PodSandboxStatus {
         metadata: sb.config.metadata.clone(),
         state: sb.cri_state() as i32,
         created_at: sb.record.created_at,
-        // No pod network yet: pods have loopback only (host network pods the node's).
+        // The pod network's addresses (none with `--network=none` or host network).
         network: Some(cri::PodSandboxNetworkStatus {
-            ip: String::new(),
-            additional_ips: vec![],
+            ip: sb.ips.first().map(|ip| ip.to_string()).unwrap_or_default(),
+            additional_ips: sb
+                .ips
+                .iter()
+                .skip(1)
+                .map(|ip| cri::PodIp { ip: ip.to_string() })
+                .collect(),
         }),
         linux: Some(cri::LinuxPodSandboxStatus {
             namespaces: Some(cri::Namespace {

@@ -1,0 +1,92 @@
+//! A network namespace of the test's own, pinned on a file in its temp directory: the whole
+//! node (agent, bridge, veths, iptables rules) lives in it and never touches the machine's
+//! network. Dropping it unpins it; the kernel frees it once nothing runs in it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct NetNs {
+    path: PathBuf,
+}
+
+impl NetNs {
+    /// A new network namespace pinned at `dir/netns`, with loopback up.
+    pub fn new(dir: &Path) -> NetNs {
+        std::fs::create_dir_all(dir).expect("create the netns directory");
+        let path = dir.join("netns");
+        std::fs::File::create(&path).expect("create the netns file");
+        let out = Command::new("unshare")
+            .arg(format!("--net={}", path.display()))
+            .arg("true")
+            .output()
+            .expect("run unshare");
+        assert!(
+            out.status.success(),
+            "unshare --net: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ns = NetNs { path };
+        let up = ns.run(&["ip", "link", "set", "lo", "up"]);
+        assert!(
+            up.status.success(),
+            "ip link set lo up: {}",
+            String::from_utf8_lossy(&up.stderr)
+        );
+        ns
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Run a program of the host inside this namespace (network only).
+    pub fn run(&self, cmd: &[&str]) -> Output {
+        Command::new("nsenter")
+            .arg(format!("--net={}", self.path.display()))
+            .arg("--")
+            .args(cmd)
+            .output()
+            .expect("run nsenter")
+    }
+
+    /// `run`, insisting on success; stdout.
+    pub fn ok(&self, cmd: &[&str]) -> String {
+        let out = self.run(cmd);
+        assert!(
+            out.status.success(),
+            "{cmd:?} in the test netns failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Names of the veth interfaces in this namespace (pods' host ends).
+    pub fn veths(&self) -> Vec<String> {
+        self.ok(&["ip", "-o", "link", "show", "type", "veth"])
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .collect()
+    }
+
+    /// iptables chains in table `table` whose name starts with `prefix`.
+    pub fn chains(&self, table: &str, prefix: &str) -> Vec<String> {
+        self.ok(&["iptables-save", "-t", table])
+            .lines()
+            .filter_map(|l| l.strip_prefix(':'))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|c| c.starts_with(prefix))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.path).status();
+        let _ = std::fs::remove_file(&self.path);
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
