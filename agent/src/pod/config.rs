@@ -18,7 +18,7 @@ use crate::quantity::Quantity;
 use crate::runtime::Runtime;
 use crate::runtime::capabilities;
 use crate::runtime::container::ContainerConfig;
-use crate::runtime::network::{Bandwidth, PodNetwork, PortMapping};
+use crate::runtime::network::{Bandwidth, Dns, PodNetwork, PortMapping};
 use crate::runtime::sandbox::{EtcFiles, NO_POD_IP, SandboxConfig};
 use crate::runtime::spec::{BindMount, ProcessSpec, SandboxNamespaces, StdioSpec, UserSpec};
 
@@ -78,6 +78,7 @@ pub fn sandbox_config(
 ) -> Result<SandboxConfig, String> {
     let spec = spec(pod);
     let host_net = host_network(pod);
+    let resolv = resolv_conf(pod, &node.resolv_conf);
     Ok(SandboxConfig {
         pod_uid: uid.to_string(),
         dir: rt_layout.pod_dir(uid),
@@ -102,9 +103,12 @@ pub fn sandbox_config(
         etc: EtcFiles {
             hosts: hosts_file(pod, plan, node),
             hostname: format!("{}\n", if host_net { &node.name } else { &plan.hostname }),
-            resolv_conf: resolv_conf(pod, &node.resolv_conf),
+            resolv_conf: resolv.clone(),
         },
-        network: pod_network(pod, uid),
+        network: PodNetwork {
+            dns: Dns::from_resolv_conf(&resolv),
+            ..pod_network(pod, uid)
+        },
     })
 }
 
@@ -150,6 +154,7 @@ fn pod_network(pod: &Pod, uid: &str) -> PodNetwork {
             egress_rate: egress,
             egress_burst: burst(egress),
         }),
+        dns: None,
     }
 }
 

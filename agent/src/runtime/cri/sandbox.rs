@@ -71,6 +71,7 @@ impl CriPods {
                     Vec::new()
                 },
                 bandwidth: None,
+                dns: crate::runtime::network::Dns::from_resolv_conf(&plan.resolv_conf),
             },
         };
         let rt = self.rt.clone();

@@ -89,6 +89,37 @@ pub struct PodNetwork {
     pub port_mappings: Vec<PortMapping>,
     /// The `bandwidth` capability, from the kubernetes.io/{ingress,egress}-bandwidth annotations.
     pub bandwidth: Option<Bandwidth>,
+    /// The `dns` capability: the pod's resolver settings, as its /etc/resolv.conf has them.
+    #[serde(default)]
+    pub dns: Option<Dns>,
+}
+
+/// The `dns` runtimeConfig (containerd passes the sandbox's DNS config the same way).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dns {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub searches: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+}
+
+impl Dns {
+    /// From a resolv.conf's text; `None` when it names nothing.
+    pub fn from_resolv_conf(text: &str) -> Option<Dns> {
+        let mut dns = Dns::default();
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            match words.next() {
+                Some("nameserver") => dns.servers.extend(words.next().map(str::to_string)),
+                Some("search") => dns.searches = words.map(str::to_string).collect(),
+                Some("options") => dns.options.extend(words.map(str::to_string)),
+                _ => {}
+            }
+        }
+        (dns != Dns::default()).then_some(dns)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -362,6 +393,11 @@ fn plugin_config(list: &NetworkList, plugin: &Map<String, Value>, prev: &Value, 
                         runtime.insert(cap.clone(), json!(b));
                     }
                 }
+                "dns" => {
+                    if let Some(d) = &pod.dns {
+                        runtime.insert(cap.clone(), json!(d));
+                    }
+                }
                 _ => {}
             }
         }
@@ -422,6 +458,37 @@ async fn spawn_blocking<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dns_capability_from_the_pods_resolv_conf() {
+        let dns =
+            Dns::from_resolv_conf("nameserver 10.0.0.10\nnameserver 1.1.1.1\nsearch a.svc b\noptions ndots:5 edns0\n")
+                .unwrap();
+        assert_eq!(dns.servers, ["10.0.0.10", "1.1.1.1"]);
+        assert_eq!(dns.searches, ["a.svc", "b"]);
+        assert_eq!(dns.options, ["ndots:5", "edns0"]);
+        assert_eq!(Dns::from_resolv_conf("# nothing\n"), None);
+        let list = NetworkList::parse(
+            Path::new("x"),
+            br#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"a","capabilities":{"dns":true}},{"type":"b"}]}"#,
+        )
+        .unwrap();
+        let pod = PodNetwork {
+            dns: Some(dns),
+            ..Default::default()
+        };
+        let with = plugin_config(&list, &list.plugins[0], &Value::Null, &pod);
+        assert_eq!(
+            with["runtimeConfig"]["dns"],
+            json!({"servers":["10.0.0.10","1.1.1.1"],"searches":["a.svc","b"],"options":["ndots:5","edns0"]})
+        );
+        // Only to plugins that declare the capability.
+        assert!(
+            plugin_config(&list, &list.plugins[1], &Value::Null, &pod)
+                .get("runtimeConfig")
+                .is_none()
+        );
+    }
 
     #[test]
     fn plugin_config_carries_name_version_prev_and_declared_capabilities() {
