@@ -116,21 +116,11 @@ pub fn sandbox_config(
 /// its bandwidth annotations.
 fn pod_network(pod: &Pod, uid: &str) -> PodNetwork {
     let spec = spec(pod);
-    let port_mappings = spec
-        .init_containers
+    // The same ports the `--network=none` forwarder would open: app containers' and
+    // sidecars', none for a hostNetwork pod.
+    let port_mappings = super::host_ports::forwarded(spec)
         .iter()
-        .flatten()
-        .chain(spec.containers.iter())
-        .flat_map(|c| c.ports.iter().flatten())
-        .filter_map(|p| {
-            let host_port = u16::try_from(p.host_port.filter(|h| *h > 0)?).ok()?;
-            Some(PortMapping {
-                host_port,
-                container_port: u16::try_from(p.container_port).ok()?,
-                protocol: p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase(),
-                host_ip: p.host_ip.clone().unwrap_or_default(),
-            })
-        })
+        .map(PortMapping::from)
         .collect();
     let rate = |key: &str| -> Option<u64> {
         let v = pod.metadata.annotations.as_ref()?.get(key)?;

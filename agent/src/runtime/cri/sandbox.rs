@@ -7,7 +7,7 @@ use super::translate;
 use super::{CriPods, SANDBOX_CONFIG, SANDBOX_RECORD, Sandbox, SandboxRecord, write_pb};
 use crate::atomic_file;
 use crate::file_modes;
-use crate::runtime::network::PodNetwork;
+use crate::runtime::network::{PodNetwork, PortMapping};
 use crate::runtime::sandbox::{EtcFiles, SandboxConfig};
 use crate::runtime::spec::now_nanos;
 use crate::runtime::state::new_id;
@@ -66,7 +66,7 @@ impl CriPods {
                 name: config.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
                 uid: config.metadata.as_ref().map(|m| m.uid.clone()).unwrap_or_default(),
                 port_mappings: if self.rt.network.enabled() {
-                    plan.port_mappings.clone()
+                    plan.host_ports.iter().map(PortMapping::from).collect()
                 } else {
                     Vec::new()
                 },

@@ -13,7 +13,6 @@ use crate::pod::command;
 use crate::runtime::RuntimeError;
 use crate::runtime::container::ContainerConfig;
 use crate::runtime::host_ports::{HostPort, Protocol};
-use crate::runtime::network::PortMapping;
 use crate::runtime::spec::{BindMount, ProcessSpec, SandboxNamespaces, StdioSpec, UserSpec};
 use crate::runtime::{capabilities, seccomp};
 
@@ -27,46 +26,10 @@ pub struct SandboxPlan {
     pub hosts: String,
     pub resolv_conf: String,
     pub resources: Resources,
-    /// `port_mappings` with a host port (none for a host-network sandbox).
+    /// `port_mappings` with a host port (none for a host-network sandbox, whose containers
+    /// use the node's ports themselves): CNI's `portMappings`, or the forwarder's ports with
+    /// `--network=none`.
     pub host_ports: Vec<HostPort>,
-    /// The client's port_mappings with a host port, for CNI's `portMappings` (a pod
-    /// network only: host-network sandboxes use the ports themselves).
-    pub port_mappings: Vec<PortMapping>,
-}
-
-/// CRI port mappings as the portmap plugin takes them; those without a host port are only
-/// informative (the kubelet sends them too) and are left out.
-fn port_mappings(list: &[cri::PortMapping]) -> Result<Vec<PortMapping>, RuntimeError> {
-    let port = |v: i32, field: String| {
-        u16::try_from(v)
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| invalid(format!("{field}: {v} is not a port (1-65535)")))
-    };
-    let mut out = Vec::new();
-    for (i, m) in list.iter().enumerate() {
-        if m.host_port == 0 {
-            continue;
-        }
-        let protocol = match cri::Protocol::try_from(m.protocol) {
-            Ok(cri::Protocol::Tcp) => "tcp",
-            Ok(cri::Protocol::Udp) => "udp",
-            Ok(cri::Protocol::Sctp) => "sctp",
-            Err(_) => {
-                return Err(invalid(format!(
-                    "port_mappings[{i}].protocol: unknown value {}",
-                    m.protocol
-                )));
-            }
-        };
-        out.push(PortMapping {
-            host_port: port(m.host_port, format!("port_mappings[{i}].host_port"))?,
-            container_port: port(m.container_port, format!("port_mappings[{i}].container_port"))?,
-            protocol: protocol.into(),
-            host_ip: m.host_ip.clone(),
-        });
-    }
-    Ok(out)
 }
 
 fn invalid(msg: impl Into<String>) -> RuntimeError {
@@ -214,16 +177,12 @@ pub fn sandbox(config: &cri::PodSandboxConfig, node: &crate::pod::node::NodeInfo
         resolv_conf,
         resources,
         host_ports,
-        port_mappings: if host_net {
-            Vec::new()
-        } else {
-            port_mappings(&config.port_mappings)?
-        },
     })
 }
 
-/// The sandbox's `port_mappings` with a host port, as the forwarder opens them (a mapping
-/// without one only documents the container's port). An empty `host_ip` is all addresses.
+/// The sandbox's `port_mappings` with a host port (a mapping without one only documents the
+/// container's port): the forwarder's ports, or CNI's `portMappings`. An empty `host_ip` is
+/// all addresses.
 fn host_ports(mappings: &[cri::PortMapping]) -> Result<Vec<HostPort>, RuntimeError> {
     let mut out = Vec::new();
     for (i, m) in mappings.iter().enumerate().filter(|(_, m)| m.host_port != 0) {
@@ -674,10 +633,11 @@ mod tests {
     }
 
     #[test]
-    fn port_mappings_for_cni_name_the_bad_field() {
-        let ok = port_mappings(&[mapping(1, 53, 5353), mapping(0, 80, 0)]).unwrap();
+    fn port_mappings_name_the_bad_field_and_become_cni_port_mappings() {
+        use crate::runtime::network::PortMapping;
+        let ok = host_ports(&[mapping(1, 53, 5353), mapping(0, 80, 0)]).unwrap();
         assert_eq!(
-            ok,
+            ok.iter().map(PortMapping::from).collect::<Vec<_>>(),
             vec![PortMapping {
                 host_port: 5353,
                 container_port: 53,
@@ -686,11 +646,11 @@ mod tests {
             }],
             "UDP kept, the one without a host port left out"
         );
-        let err = port_mappings(&[mapping(0, 80, 70000)]).unwrap_err().to_string();
+        let err = host_ports(&[mapping(0, 80, 70000)]).unwrap_err().to_string();
         assert!(err.contains("port_mappings[0].host_port: 70000"), "{err}");
-        let err = port_mappings(&[mapping(0, 0, 8080)]).unwrap_err().to_string();
+        let err = host_ports(&[mapping(0, 0, 8080)]).unwrap_err().to_string();
         assert!(err.contains("port_mappings[0].container_port"), "{err}");
-        let err = port_mappings(&[mapping(9, 80, 8080)]).unwrap_err().to_string();
+        let err = host_ports(&[mapping(9, 80, 8080)]).unwrap_err().to_string();
         assert!(err.contains("port_mappings[0].protocol"), "{err}");
     }
 }

@@ -133,6 +133,29 @@ pub struct PortMapping {
     pub host_ip: String,
 }
 
+/// One host port as the portmap plugin takes it (the same ports the `--network=none`
+/// forwarder would open).
+impl From<&crate::runtime::host_ports::HostPort> for PortMapping {
+    fn from(p: &crate::runtime::host_ports::HostPort) -> Self {
+        use crate::runtime::host_ports::Protocol;
+        PortMapping {
+            host_port: p.host_port,
+            container_port: p.container_port,
+            protocol: match p.protocol {
+                Protocol::Tcp => "tcp",
+                Protocol::Udp => "udp",
+                Protocol::Sctp => "sctp",
+            }
+            .into(),
+            host_ip: if p.host_ip.is_unspecified() {
+                String::new()
+            } else {
+                p.host_ip.to_string()
+            },
+        }
+    }
+}
+
 /// Rates in bits per second, bursts in bits (the bandwidth plugin's units).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
