@@ -594,3 +594,81 @@ fn cri_port_mappings_are_forwarded_until_the_sandbox_stops() {
             .expect("RemovePodSandbox");
     });
 }
+
+#[test]
+fn a_cri_sandboxs_lost_forwarder_is_reopened_by_the_next_agent() {
+    use minilet_proto::runtime::v1 as cri;
+    if !is_root() {
+        return;
+    }
+    let net = NetNs::new();
+    let env = Env::new("hostport-crifwd");
+    let mut agent = net.start_agent(&env);
+    let id = minilet_e2e::grpc::rt().block_on(async {
+        let mut c = minilet_e2e::grpc::connect(&env.socket).await;
+        c.runtime
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(cri::PodSandboxConfig {
+                    metadata: Some(cri::PodSandboxMetadata {
+                        name: "reopen".into(),
+                        uid: "uid-reopen".into(),
+                        namespace: "crictl".into(),
+                        attempt: 0,
+                    }),
+                    hostname: "reopen".into(),
+                    log_directory: env.dir.join("cri-logs").display().to_string(),
+                    port_mappings: vec![cri::PortMapping {
+                        protocol: cri::Protocol::Tcp as i32,
+                        container_port: 7100,
+                        host_port: 17100,
+                        host_ip: String::new(),
+                    }],
+                    ..Default::default()
+                }),
+                runtime_handler: String::new(),
+            })
+            .await
+            .expect("RunPodSandbox")
+            .into_inner()
+            .pod_sandbox_id
+    });
+    let dir = env.root.join("sandboxes").join(&id);
+    let fwd_pid = |dir: &std::path::Path| -> Option<i32> {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("portfwd.json")).ok()?).ok()?;
+        v["pid"].as_i64().map(|p| p as i32)
+    };
+    let first = fwd_pid(&dir).expect("portfwd.json names the forwarder");
+    // The agent dies, then so does the forwarder (a process this test's agent started).
+    agent.kill9();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first), nix::sys::signal::Signal::SIGKILL)
+        .expect("kill the forwarder");
+    wait_for("the forwarder gone", Duration::from_secs(10), || {
+        (!alive(first)).then_some(())
+    });
+    net.run(|| assert!(refused("127.0.0.1:17100"), "nothing serves the port now"));
+
+    let _agent = net.start_agent(&env);
+    let second = wait_for("a new forwarder", Duration::from_secs(30), || {
+        fwd_pid(&dir).filter(|p| *p != first && alive(*p))
+    });
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("sandbox.json")).expect("sandbox.json")).expect("JSON");
+    let pause = state["pause"]["pid"].as_i64().expect("pause pid") as i32;
+    let server = in_netns(PathBuf::from(format!("/proc/{pause}/ns/net")), || {
+        TcpListener::bind("127.0.0.1:7100").expect("bind in the pod")
+    });
+    let serving = std::thread::spawn(move || {
+        if let Ok((mut conn, _)) = server.accept() {
+            let _ = conn.write_all(b"back-again");
+        }
+    });
+    let got = net.run(|| {
+        let mut s = TcpStream::connect("127.0.0.1:17100").expect("connect to the host port");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let mut got = String::new();
+        let _ = s.read_to_string(&mut got);
+        got
+    });
+    assert_eq!(got, "back-again", "forwarder {second} serves the port");
+    let _ = serving.join();
+}

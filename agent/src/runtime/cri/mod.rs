@@ -144,6 +144,7 @@ impl CriPods {
                     {
                         tracing::warn!(sandbox = %sb.record.id, error = %e, "pod network check failed");
                     }
+                    pods.reopen_host_ports(&sb);
                     pods.insert(sb);
                 }
                 // An interrupted RunPodSandbox: the record is written last, so nothing of it
@@ -153,6 +154,33 @@ impl CriPods {
             }
         }
         pods
+    }
+
+    /// Without a pod network, a ready sandbox's host ports are served by its forwarder, which
+    /// normally outlives the agent; one lost meanwhile is started again (as for static pods).
+    fn reopen_host_ports(&self, sb: &Sandbox) {
+        let Some(state) = sb
+            .state
+            .filter(|_| sb.ready() && sb.record.namespaces.network && !self.rt.network.enabled())
+        else {
+            return;
+        };
+        let ports = match translate::host_ports(&sb.config.port_mappings) {
+            Ok(p) if !p.is_empty() => p,
+            _ => return,
+        };
+        if block_on(self.rt.host_ports_forwarder(&sb.dir)).flatten().is_some() {
+            return;
+        }
+        let pod = sb
+            .config
+            .metadata
+            .as_ref()
+            .map(|m| format!("{}/{}", m.namespace, m.name))
+            .unwrap_or_default();
+        if let Some(Err(e)) = block_on(self.rt.start_host_ports(&sb.dir, &pod, state.pause, &ports)) {
+            tracing::warn!(sandbox = %sb.record.id, error = %e, "reopen the sandbox's host ports");
+        }
     }
 
     pub fn events(&self) -> &ContainerEvents {

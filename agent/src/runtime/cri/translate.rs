@@ -183,7 +183,7 @@ pub fn sandbox(config: &cri::PodSandboxConfig, node: &crate::pod::node::NodeInfo
 /// The sandbox's `port_mappings` with a host port (a mapping without one only documents the
 /// container's port): the forwarder's ports, or CNI's `portMappings`. An empty `host_ip` is
 /// all addresses.
-fn host_ports(mappings: &[cri::PortMapping]) -> Result<Vec<HostPort>, RuntimeError> {
+pub fn host_ports(mappings: &[cri::PortMapping]) -> Result<Vec<HostPort>, RuntimeError> {
     let mut out = Vec::new();
     for (i, m) in mappings.iter().enumerate().filter(|(_, m)| m.host_port != 0) {
         let field = format!("port_mappings[{i}]");
