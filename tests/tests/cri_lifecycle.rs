@@ -659,17 +659,26 @@ fn a_static_pod_stopped_through_the_cri_is_restarted_by_its_worker() {
     let old = pod.pid("main");
     rt().block_on(async {
         let mut c = connect(&env.socket).await;
-        let containers = c
-            .runtime
-            .list_containers(cri::ListContainersRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .containers;
-        let main = containers
-            .iter()
-            .find(|x| x.pod_sandbox_id.len() == 64)
-            .expect("listed");
+        // The container runs (its state file says so) a moment before the worker publishes
+        // it: wait until the CRI lists it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let main = loop {
+            let containers = c
+                .runtime
+                .list_containers(cri::ListContainersRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .containers;
+            if let Some(main) = containers.into_iter().find(|x| x.pod_sandbox_id.len() == 64) {
+                break main;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the static pod's container is never listed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         c.runtime
             .stop_container(cri::StopContainerRequest {
                 container_id: main.id.clone(),
