@@ -62,9 +62,14 @@ impl Worker {
         let deadline = self
             .active_deadline()
             .map(|t| tokio::time::Instant::now() + Duration::from_nanos((t - now).max(0) as u64));
-        let housekeeping = (!self.limited_empty_dirs().is_empty())
-            .then(|| tokio::time::Instant::now() + self.ctx.housekeeping_interval);
+        let housekeeping = (!self.limited_empty_dirs().is_empty()).then(|| self.next_usage_check());
         deadline.into_iter().chain(housekeeping).min()
+    }
+
+    /// When emptyDir usage is next due: right away the first time, then once per interval.
+    fn next_usage_check(&self) -> tokio::time::Instant {
+        self.usage_checked_at
+            .map_or_else(tokio::time::Instant::now, |t| t + self.ctx.housekeeping_interval)
     }
 
     /// Check the pod-level limits; true if the pod has just failed one (it is then Failed
@@ -78,9 +83,11 @@ impl Worker {
             return true;
         }
         let dirs = self.limited_empty_dirs();
-        if dirs.is_empty() {
+        let now = tokio::time::Instant::now();
+        if dirs.is_empty() || self.usage_checked_at.is_some_and(|_| now < self.next_usage_check()) {
             return false;
         }
+        self.usage_checked_at = Some(now);
         let over = crate::runtime::blocking("measure emptyDir usage", move || {
             Ok(dirs
                 .into_iter()

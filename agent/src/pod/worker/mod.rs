@@ -226,6 +226,9 @@ pub struct Worker {
     pub(super) after: Option<watch::Receiver<bool>>,
     /// Set when the node refused the pod at admission.
     pub(super) rejection: Option<super::security::Rejection>,
+    /// When emptyDir usage was last measured (once per `--housekeeping-interval`, however
+    /// often the worker wakes).
+    pub(super) usage_checked_at: Option<tokio::time::Instant>,
 }
 
 impl Worker {
@@ -270,6 +273,7 @@ impl Worker {
             images_changed,
             after,
             rejection: None,
+            usage_checked_at: None,
         }
     }
 
