@@ -350,20 +350,6 @@ impl Agent {
         Self::spawn(env, cmd, &Self::network_none_unless_asked(extra))
     }
 
-    /// The same, with the agent run by `wrapper` (a command that execs its arguments in
-    /// place, e.g. `nsenter --net=FILE --`, so the agent keeps the spawned PID).
-    pub fn start_via(env: &Env, wrapper: &[&str], extra: &[&str]) -> Agent {
-        let cmd = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(minilet());
-                c
-            }
-            None => Command::new(minilet()),
-        };
-        Self::spawn(env, cmd, &Self::network_none_unless_asked(extra))
-    }
-
     /// Tests run without a pod network unless they ask for one (and give it a namespace).
     fn network_none_unless_asked<'a>(extra: &[&'a str]) -> Vec<&'a str> {
         let mut args = extra.to_vec();

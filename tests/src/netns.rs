@@ -35,8 +35,23 @@ impl NetNs {
         ns
     }
 
+    /// One for test `name`, pinned outside the test's directory (which is removed while the
+    /// namespace may still be pinned).
+    pub fn for_test(name: &str) -> NetNs {
+        NetNs::new(
+            &std::env::temp_dir()
+                .join("minilet-e2e")
+                .join(format!("netns-{name}-{}", std::process::id())),
+        )
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Run `f` on a thread that has joined this namespace: sockets it makes belong to it.
+    pub fn within<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        in_netns(&self.path, f)
     }
 
     /// Run a program of the host inside this namespace (network only).
@@ -89,4 +104,19 @@ impl Drop for NetNs {
             let _ = std::fs::remove_dir(dir);
         }
     }
+}
+
+/// Run `f` on a thread that has joined the network namespace at `ns` (a pinned file or
+/// `/proc/<pid>/ns/net`): setns is per thread, and a socket belongs to the namespace of the
+/// thread that made it.
+pub fn in_netns<T: Send>(ns: &Path, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let file = std::fs::File::open(ns).expect("open netns");
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns(net)");
+            f()
+        })
+        .join()
+        .expect("thread in the netns")
+    })
 }

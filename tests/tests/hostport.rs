@@ -4,86 +4,28 @@
 //! pod on the same port (admission), and keeps forwarding across an agent SIGKILL. Also
 //! `minilet port-forward` with several ports, `LOCAL:REMOTE` and `--address`.
 //!
-//! The whole node runs inside a network namespace each test creates (`unshare --net`, held
-//! by a process the test owns): no port is ever opened on the machine's own network.
+//! The whole node runs inside a network namespace each test creates (`minilet_e2e::netns`):
+//! no port is ever opened on the machine's own network.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use minilet_e2e::netns::{NetNs, in_netns};
 use minilet_e2e::*;
 
-/// A network namespace with loopback up, alive as long as this value.
-struct NetNs {
-    holder: Child,
+/// The test's node: its Env and a network namespace of its own, where the agent and
+/// everything it binds live.
+fn node(name: &str) -> (NetNs, Env) {
+    (NetNs::for_test(name), Env::new(name))
 }
 
-impl NetNs {
-    fn new() -> NetNs {
-        // `cat` on a pipe we hold: the namespace lives until we close the pipe or kill it.
-        let holder = Command::new("unshare")
-            .args(["--net", "--", "sh", "-c", "ip link set lo up && echo up && exec cat"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn unshare --net");
-        let mut ns = NetNs { holder };
-        let mut up = [0u8; 3];
-        ns.holder
-            .stdout
-            .as_mut()
-            .expect("holder stdout")
-            .read_exact(&mut up)
-            .expect("the namespace holder says its loopback is up");
-        ns
-    }
-
-    fn path(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/{}/ns/net", self.holder.id()))
-    }
-
-    /// `nsenter --net=... --`: runs the agent inside this namespace (it execs in place).
-    fn wrapper(&self) -> [String; 2] {
-        [format!("--net={}", self.path().display()), "--".into()]
-    }
-
-    fn start_agent(&self, env: &Env) -> Agent {
-        let [net, dashes] = self.wrapper();
-        Agent::start_via(
-            env,
-            &["nsenter", &net, &dashes],
-            &["--backoff-initial", "1s", "--backoff-max", "2s"],
-        )
-    }
-
-    /// Run `f` on a thread that has joined this namespace: sockets it makes belong to it.
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        in_netns(self.path(), f)
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
-    }
-}
-
-fn in_netns<T: Send>(ns: PathBuf, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            let file = std::fs::File::open(&ns).expect("open netns");
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns(net)");
-            f()
-        })
-        .join()
-        .expect("thread in the netns")
-    })
+fn start_agent(net: &NetNs, env: &mut Env) -> Agent {
+    Agent::start_in(env, net.path(), &["--backoff-initial", "1s", "--backoff-max", "2s"])
 }
 
 fn pod(name: &str, ports: &str) -> String {
@@ -198,10 +140,9 @@ fn tcp_udp_and_host_ip_are_forwarded_and_closed_with_the_pod() {
     if !is_root() {
         return;
     }
-    let net = NetNs::new();
-    let env = Env::new("hostport-fwd");
+    let (net, mut env) = node("hostport-fwd");
     env.import_image("busybox");
-    let agent = net.start_agent(&env);
+    let agent = start_agent(&net, &mut env);
     env.write_manifest(
         "web.yaml",
         &pod(
@@ -228,14 +169,14 @@ fn tcp_udp_and_host_ip_are_forwarded_and_closed_with_the_pod() {
     );
 
     // TCP, answered by the container's httpd on its loopback.
-    let body = net.run(|| {
+    let body = net.within(|| {
         wait_for("the pod answers on 127.0.0.1:18080", Duration::from_secs(20), || {
             http_get("127.0.0.1:18080").filter(|r| r.contains("hello-from-web"))
         })
     });
     assert!(body.starts_with("HTTP/1."), "{body:?}");
     // hostIP: only that address has the port.
-    net.run(|| {
+    net.within(|| {
         let r = http_get("127.0.0.2:18081").expect("an answer on hostIP 127.0.0.2");
         assert!(r.contains("hello-from-web"), "{r:?}");
         assert!(refused("127.0.0.1:18081"), "18081 is bound to 127.0.0.2 only");
@@ -245,7 +186,7 @@ fn tcp_udp_and_host_ip_are_forwarded_and_closed_with_the_pod() {
 
     // UDP, two clients each with their own session.
     let echo = UdpEcho::start(first.pause(), 5353);
-    net.run(|| {
+    net.within(|| {
         assert_eq!(udp_ask("127.0.0.1:15353", "one"), "pong:one");
         assert_eq!(udp_ask("127.0.0.1:15353", "two"), "pong:two");
     });
@@ -262,7 +203,7 @@ fn tcp_udp_and_host_ip_are_forwarded_and_closed_with_the_pod() {
         !ports.contains(&18080) && !ports.contains(&18081),
         "ports closed: {ports:?}"
     );
-    net.run(|| assert!(refused("127.0.0.1:18080")));
+    net.within(|| assert!(refused("127.0.0.1:18080")));
 }
 
 #[test]
@@ -270,14 +211,13 @@ fn a_taken_port_and_a_second_pod_on_the_same_port_are_refused() {
     if !is_root() {
         return;
     }
-    let net = NetNs::new();
-    let env = Env::new("hostport-conflict");
+    let (net, mut env) = node("hostport-conflict");
     env.import_image("busybox");
-    let _agent = net.start_agent(&env);
+    let _agent = start_agent(&net, &mut env);
 
     // Someone else (not a pod) holds the port: the pod gets the kubelet's event, and
     // nothing of it runs while the port is taken.
-    let squatter = net.run(|| TcpListener::bind("0.0.0.0:18090").expect("bind 18090 in the test's netns"));
+    let squatter = net.within(|| TcpListener::bind("0.0.0.0:18090").expect("bind 18090 in the test's netns"));
     env.write_manifest(
         "blocked.yaml",
         &pod("blocked", "[{containerPort: 8080, hostPort: 18090}]"),
@@ -307,7 +247,7 @@ fn a_taken_port_and_a_second_pod_on_the_same_port_are_refused() {
     // The port comes free: the next attempt starts the pod, forwarding.
     drop(squatter);
     env.wait_running("blocked", &["web"]);
-    net.run(|| {
+    net.within(|| {
         wait_for("blocked answers on 18090", Duration::from_secs(20), || {
             http_get("127.0.0.1:18090").filter(|r| r.contains("hello-from-blocked"))
         })
@@ -344,7 +284,7 @@ fn a_taken_port_and_a_second_pod_on_the_same_port_are_refused() {
         "blocked.yaml",
         &pod("blocked", "[{containerPort: 8080, hostPort: 18090}]").replace("hello-from", "hello-again-from"),
     );
-    net.run(|| {
+    net.within(|| {
         wait_for("the edited pod answers on 18090", Duration::from_secs(30), || {
             http_get("127.0.0.1:18090").filter(|r| r.contains("hello-again-from-blocked"))
         })
@@ -362,14 +302,13 @@ fn forwarding_survives_an_agent_sigkill_and_restart() {
     if !is_root() {
         return;
     }
-    let net = NetNs::new();
-    let env = Env::new("hostport-restart");
+    let (net, mut env) = node("hostport-restart");
     env.import_image("busybox");
-    let mut agent = net.start_agent(&env);
+    let mut agent = start_agent(&net, &mut env);
     env.write_manifest("web.yaml", &pod("web", "[{containerPort: 8080, hostPort: 18080}]"));
     let p = env.wait_running("web", &["web"]);
     let get = || {
-        net.run(|| {
+        net.within(|| {
             wait_for("web answers on 18080", Duration::from_secs(20), || {
                 http_get("127.0.0.1:18080").filter(|r| r.contains("hello-from-web"))
             })
@@ -382,7 +321,7 @@ fn forwarding_survives_an_agent_sigkill_and_restart() {
     // No agent: the forwarder still serves.
     get();
     assert!(alive(fwd));
-    let agent2 = net.start_agent(&env);
+    let agent2 = start_agent(&net, &mut env);
     get();
     assert_eq!(
         forwarder_pid(&env.pod("web").expect("web")),
@@ -397,8 +336,8 @@ fn forwarding_survives_an_agent_sigkill_and_restart() {
     wait_for("forwarder gone", Duration::from_secs(10), || {
         (!alive(fwd)).then_some(())
     });
-    net.run(|| assert!(refused("127.0.0.1:18080")));
-    let _agent3 = net.start_agent(&env);
+    net.within(|| assert!(refused("127.0.0.1:18080")));
+    let _agent3 = start_agent(&net, &mut env);
     get();
     let again = forwarder_pid(&env.pod("web").expect("web")).expect("a new forwarder");
     assert_ne!(again, fwd);
@@ -421,10 +360,9 @@ fn port_forward_several_ports_and_addresses_round_trip() {
     if !is_root() {
         return;
     }
-    let net = NetNs::new();
-    let env = Env::new("hostport-pf");
+    let (net, mut env) = node("hostport-pf");
     env.import_image("busybox");
-    let _agent = net.start_agent(&env);
+    let _agent = start_agent(&net, &mut env);
     env.write_manifest(
         "pf.yaml",
         "apiVersion: v1\nkind: Pod\nmetadata: {name: pf}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: web\n    image: localhost/busybox:latest\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, \"trap 'exit 0' TERM; mkdir -p /a /b && echo port-a > /a/index.html && echo port-b > /b/index.html; httpd -f -p 127.0.0.1:8080 -h /a & httpd -f -p 127.0.0.1:8081 -h /b & wait\"]\n",
@@ -438,9 +376,9 @@ fn port_forward_several_ports_and_addresses_round_trip() {
     });
     // The CLI runs in the test's namespace too: its listeners and the streaming connection
     // stay off the machine's network.
-    let [netarg, dashes] = net.wrapper();
     let mut child = Command::new("nsenter")
-        .args([&netarg, &dashes])
+        .arg(format!("--net={}", net.path().display()))
+        .arg("--")
         .arg(minilet())
         .args([
             "port-forward",
@@ -482,7 +420,7 @@ fn port_forward_several_ports_and_addresses_round_trip() {
         picked.len() == 2 && picked[0] == picked[1] && picked[0] != "0",
         "{forwards:?}"
     );
-    net.run(|| {
+    net.within(|| {
         for (addr, remote) in &forwards {
             let want = if remote == "8080" { "port-a" } else { "port-b" };
             let resp = http_get(addr).unwrap_or_default();
@@ -502,9 +440,8 @@ fn cri_port_mappings_are_forwarded_until_the_sandbox_stops() {
     if !is_root() {
         return;
     }
-    let net = NetNs::new();
-    let env = Env::new("hostport-cri");
-    let _agent = net.start_agent(&env);
+    let (net, mut env) = node("hostport-cri");
+    let _agent = start_agent(&net, &mut env);
     minilet_e2e::grpc::rt().block_on(async {
         let mut c = minilet_e2e::grpc::connect(&env.socket).await;
         let mapping = |protocol: cri::Protocol, host_ip: &str| cri::PortMapping {
@@ -553,7 +490,7 @@ fn cri_port_mappings_are_forwarded_until_the_sandbox_stops() {
             serde_json::from_slice(&std::fs::read(dir.join("sandbox.json")).expect("sandbox.json")).expect("JSON");
         let pause = state["pause"]["pid"].as_i64().expect("pause pid") as i32;
         // A server on the pod's loopback, made from the pod's namespace.
-        let server = in_netns(PathBuf::from(format!("/proc/{pause}/ns/net")), || {
+        let server = in_netns(Path::new(&format!("/proc/{pause}/ns/net")), || {
             TcpListener::bind("127.0.0.1:7000").expect("bind in the pod")
         });
         let serving = std::thread::spawn(move || {
@@ -561,7 +498,7 @@ fn cri_port_mappings_are_forwarded_until_the_sandbox_stops() {
                 let _ = conn.write_all(b"hi-from-cri-pod");
             }
         });
-        let got = net.run(|| {
+        let got = net.within(|| {
             let mut s = TcpStream::connect("127.0.0.1:17000").expect("connect to the host port");
             s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
             let mut got = String::new();
@@ -587,7 +524,7 @@ fn cri_port_mappings_are_forwarded_until_the_sandbox_stops() {
             })
             .await
             .expect("StopPodSandbox");
-        net.run(|| assert!(refused("127.0.0.1:17000"), "the port closes with the sandbox"));
+        net.within(|| assert!(refused("127.0.0.1:17000"), "the port closes with the sandbox"));
         c.runtime
             .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
             .await
@@ -601,9 +538,8 @@ fn a_cri_sandboxs_lost_forwarder_is_reopened_by_the_next_agent() {
     if !is_root() {
         return;
     }
-    let net = NetNs::new();
-    let env = Env::new("hostport-crifwd");
-    let mut agent = net.start_agent(&env);
+    let (net, mut env) = node("hostport-crifwd");
+    let mut agent = start_agent(&net, &mut env);
     let id = minilet_e2e::grpc::rt().block_on(async {
         let mut c = minilet_e2e::grpc::connect(&env.socket).await;
         c.runtime
@@ -645,16 +581,16 @@ fn a_cri_sandboxs_lost_forwarder_is_reopened_by_the_next_agent() {
     wait_for("the forwarder gone", Duration::from_secs(10), || {
         (!alive(first)).then_some(())
     });
-    net.run(|| assert!(refused("127.0.0.1:17100"), "nothing serves the port now"));
+    net.within(|| assert!(refused("127.0.0.1:17100"), "nothing serves the port now"));
 
-    let _agent = net.start_agent(&env);
+    let _agent = start_agent(&net, &mut env);
     let second = wait_for("a new forwarder", Duration::from_secs(30), || {
         fwd_pid(&dir).filter(|p| *p != first && alive(*p))
     });
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("sandbox.json")).expect("sandbox.json")).expect("JSON");
     let pause = state["pause"]["pid"].as_i64().expect("pause pid") as i32;
-    let server = in_netns(PathBuf::from(format!("/proc/{pause}/ns/net")), || {
+    let server = in_netns(Path::new(&format!("/proc/{pause}/ns/net")), || {
         TcpListener::bind("127.0.0.1:7100").expect("bind in the pod")
     });
     let serving = std::thread::spawn(move || {
@@ -662,7 +598,7 @@ fn a_cri_sandboxs_lost_forwarder_is_reopened_by_the_next_agent() {
             let _ = conn.write_all(b"back-again");
         }
     });
-    let got = net.run(|| {
+    let got = net.within(|| {
         let mut s = TcpStream::connect("127.0.0.1:17100").expect("connect to the host port");
         s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
         let mut got = String::new();

@@ -40,20 +40,11 @@ fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// A namespace for the node, kept outside the test's directory (which is removed while the
-/// namespace may still be pinned).
-fn node_netns(name: &str) -> NetNs {
-    let dir = std::env::temp_dir()
-        .join("minilet-e2e")
-        .join(format!("netns-{name}-{}", std::process::id()));
-    NetNs::new(&dir)
-}
-
 /// The node's namespace, the test's world (busybox imported) and an empty CNI conf dir.
 /// Bound in this order, the world is dropped first: its safety-net reset still finds the
 /// namespace.
 fn cni_node(name: &str) -> (NetNs, Env, PathBuf) {
-    let ns = node_netns(name);
+    let ns = NetNs::for_test(name);
     let env = Env::new(&format!("net-{name}"));
     env.import_image("busybox");
     let conf = env.dir.join("cni-conf");
