@@ -27,6 +27,14 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
 }
 
 async fn run_async(args: AgentArgs) -> anyhow::Result<()> {
+    // Static pods are named <name>-<node name>: a node name that is no DNS subdomain would
+    // make every pod name invalid.
+    let node_name = crate::pod::node::node_name(args.node_name.as_deref());
+    if !crate::source::validate::is_subdomain(&node_name) {
+        anyhow::bail!(
+            "node name {node_name:?} (--node-name, else the hostname): must be a lowercase RFC 1123 subdomain (e.g. 'node-1.example.com')"
+        );
+    }
     let _lock = lock_root(&args.root.root)?;
     // Bind before touching anything: a second agent on the same socket stops here.
     let (listener, _socket_file) = crate::cri::bind(&args.socket)?;

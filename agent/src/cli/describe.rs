@@ -60,7 +60,7 @@ pub async fn run(args: DescribeArgs) -> Result<ExitCode> {
             match pods::get(&client, ns, name).await {
                 Ok(p) => targets.push(p),
                 Err(e) if e.downcast_ref::<ServerError>().is_some_and(|s| s.reason == "NotFound") => {
-                    eprintln!("{}", ServerError::pod_not_found(name));
+                    eprintln!("{e}");
                     failed = true;
                 }
                 Err(e) => return Err(e),

@@ -99,12 +99,12 @@ pub fn check_names(names: &[String], all_namespaces: bool, selector: &Selector) 
 }
 
 /// Items by name, in the order asked (all of them when no names were given), and the
-/// NotFound lines for names that are missing.
+/// NotFound lines (`not_found(name)`) for names that are missing.
 pub fn pick<'a, T>(
     items: &'a [T],
     names: &[String],
     name_of: impl Fn(&T) -> &str,
-    plural: &str,
+    not_found: impl Fn(&str) -> ServerError,
 ) -> (Vec<&'a T>, Vec<String>) {
     if names.is_empty() {
         return (items.iter().collect(), vec![]);
@@ -114,7 +114,7 @@ pub fn pick<'a, T>(
     for n in names {
         match items.iter().find(|i| name_of(i) == n) {
             Some(i) => found.push(i),
-            None => missing.push(ServerError::not_found(format!("{plural} \"{n}\" not found")).to_string()),
+            None => missing.push(not_found(n).to_string()),
         }
     }
     (found, missing)
@@ -135,7 +135,12 @@ pub async fn run(args: GetArgs) -> Result<ExitCode> {
                 .map(|p| p.pod)
                 .filter(|p| selector.matches(p.metadata.labels.as_ref()))
                 .collect();
-            let (found, missing) = pick(&all, &names, |p| p.metadata.name.as_deref().unwrap_or_default(), "pods");
+            let (found, missing) = pick(
+                &all,
+                &names,
+                |p| p.metadata.name.as_deref().unwrap_or_default(),
+                |n| pods::not_found(n, &all),
+            );
             let out = render_pods(&found, args.output, namespace.is_none(), names.len() == 1, now)?;
             (out, missing, found.is_empty())
         }
@@ -149,7 +154,7 @@ pub async fn run(args: GetArgs) -> Result<ExitCode> {
                 &all,
                 &names,
                 |e| e.metadata.name.as_deref().unwrap_or_default(),
-                "events",
+                |n| ServerError::not_found(format!("events \"{n}\" not found")),
             );
             let out = events::render(&found, args.output, namespace.is_none(), names.len() == 1, now)?;
             (out, missing, found.is_empty())
@@ -306,7 +311,7 @@ status: {phase: Running, containerStatuses: [{name: app, ready: false, restartCo
             &pods,
             &["web".into(), "nope".into()],
             |p| p.metadata.name.as_deref().unwrap_or_default(),
-            "pods",
+            |n| pods::not_found(n, &pods),
         );
         assert_eq!(found.len(), 1);
         assert_eq!(missing, vec!["Error from server (NotFound): pods \"nope\" not found"]);

@@ -153,7 +153,8 @@ pub struct AgentArgs {
     #[arg(long, env = "MINILET_SOCKET", default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
 
-    /// Node name, used in static pod UIDs and pod status. Defaults to the hostname.
+    /// Node name (lower-cased), used in static pod names (`<name>-<node name>`), UIDs and pod
+    /// status. Defaults to the hostname.
     #[arg(long)]
     pub node_name: Option<String>,
 

@@ -63,7 +63,37 @@ pub async fn get(client: &Client, namespace: &str, name: &str) -> Result<NodePod
             return Ok(p);
         }
     }
-    Err(ServerError::pod_not_found(name).into())
+    // Only on a miss: the namespace's pods, to hint at a static pod's full name.
+    let others: Vec<Pod> = list(client, Some(namespace))
+        .await
+        .map(|ps| ps.into_iter().map(|p| p.pod).collect())
+        .unwrap_or_default();
+    Err(not_found(name, &others).into())
+}
+
+/// kubectl's NotFound for pod `name`; when `name` is the manifest name of a static pod among
+/// `pods`, a hint at the name the kubelet gave it (`<name>-<node name>`).
+pub fn not_found(name: &str, pods: &[Pod]) -> ServerError {
+    let is_static = |p: &&Pod| {
+        p.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("kubernetes.io/config.source"))
+            .is_some_and(|s| s == "file")
+    };
+    let renamed = pods.iter().filter(is_static).find_map(|p| {
+        let node = p.spec.as_ref()?.node_name.as_deref()?;
+        let full = crate::source::static_pod_name(name, node);
+        (p.metadata.name.as_deref() == Some(full.as_str())).then_some(full)
+    });
+    let mut e = ServerError::pod_not_found(name);
+    if let Some(full) = renamed {
+        e.message = format!(
+            "{}; static pods are named <name>-<node name>: did you mean {full:?}?",
+            e.message
+        );
+    }
+    e
 }
 
 fn app_names(pod: &Pod) -> Vec<String> {
@@ -181,6 +211,28 @@ mod tests {
         pod(
             "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec: {initContainers: [{name: setup}], containers: [{name: a}, {name: b}]}",
         )
+    }
+
+    #[test]
+    fn not_found_hints_at_a_static_pods_full_name() {
+        let pods = [
+            pod(
+                "apiVersion: v1\nkind: Pod\nmetadata: {name: web-node1, annotations: {kubernetes.io/config.source: file}}\nspec: {nodeName: node1, containers: [{name: a}]}",
+            ),
+            // Not a static pod: no hint, though the name would match.
+            pod(
+                "apiVersion: v1\nkind: Pod\nmetadata: {name: db-node1}\nspec: {nodeName: node1, containers: [{name: a}]}",
+            ),
+        ];
+        assert_eq!(
+            not_found("web", &pods).to_string(),
+            "Error from server (NotFound): pods \"web\" not found; static pods are named <name>-<node name>: did you mean \"web-node1\"?"
+        );
+        assert_eq!(
+            not_found("db", &pods).to_string(),
+            "Error from server (NotFound): pods \"db\" not found"
+        );
+        assert_eq!(not_found("web", &[]).reason, "NotFound");
     }
 
     #[test]

@@ -794,6 +794,18 @@ spec:
     fn hostname_and_resolv_conf() {
         let p = pod("apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec: {hostname: front, containers: []}");
         assert_eq!(pod_hostname(&p), "front");
+        // A static pod's name (<name>-<node>) past 63 characters is cut, then loses the
+        // '-' and '.' it would end with, as the kubelet's truncatePodHostnameIfNeeded.
+        let long = format!("{}-node.example", "a".repeat(57));
+        let p = pod(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {long}}}\nspec: {{containers: []}}"
+        ));
+        assert_eq!(pod_hostname(&p), "a".repeat(57) + "-node");
+        let p = pod(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {}-n1}}\nspec: {{containers: []}}",
+            "b".repeat(62)
+        ));
+        assert_eq!(pod_hostname(&p), "b".repeat(62));
         assert_eq!(
             resolv_conf(&p, &node().resolv_conf),
             "nameserver 10.0.0.2\nsearch corp.example\noptions ndots:2 edns0\n"

@@ -32,6 +32,9 @@ pub struct Manager {
     by_file: HashMap<PathBuf, String>,
     workers: HashMap<String, Handle>,
     tasks: JoinSet<String>,
+    /// Pods to start once the worker of the same UID has removed its pod (a pod an older
+    /// agent ran under its manifest's bare name).
+    renamed: HashMap<String, Arc<ManifestPod>>,
 }
 
 impl Manager {
@@ -45,6 +48,7 @@ impl Manager {
             by_file: HashMap::new(),
             workers: HashMap::new(),
             tasks: JoinSet::new(),
+            renamed: HashMap::new(),
         };
         let wanted: HashMap<String, Arc<ManifestPod>> = desired.iter().map(|p| (p.uid.clone(), p.clone())).collect();
         let broken: HashSet<PathBuf> = invalid.iter().map(|i| i.path.clone()).collect();
@@ -65,8 +69,17 @@ impl Manager {
                 }
             };
             known.insert(record.uid.clone());
-            let keep = wanted.contains_key(&record.uid)
-                || (broken.contains(&record.manifest) && !wanted_files.contains(&record.manifest));
+            // Agents before static pods were named <name>-<node> ran them under the bare
+            // name, with the same UID: their hostname, environment and log directory carry
+            // the old name, so the pod is replaced rather than re-adopted under a new one.
+            let renamed = wanted.get(&record.uid).filter(|p| p.name() != record.name);
+            let keep = renamed.is_none()
+                && (wanted.contains_key(&record.uid)
+                    || (broken.contains(&record.manifest) && !wanted_files.contains(&record.manifest)));
+            if let Some(pod) = renamed {
+                tracing::info!(old = %record.name, new = %pod.name(), uid = %record.uid, "pod named by an older agent: replacing it under its static pod name");
+                m.renamed.insert(record.uid.clone(), pod.clone());
+            }
             let (uid, manifest) = (record.uid.clone(), record.manifest.clone());
             m.adopt(record, sandbox, !keep).await;
             if keep {
@@ -91,7 +104,7 @@ impl Manager {
         }
 
         for pod in desired {
-            if !m.workers.contains_key(&pod.uid) {
+            if !m.workers.contains_key(&pod.uid) && !m.renamed.contains_key(&pod.uid) {
                 m.upsert(pod);
             }
         }
@@ -109,7 +122,9 @@ impl Manager {
         if terminate {
             // Sent before the worker takes over, so that it goes straight to removal: a pod
             // whose manifest is gone never gets a new sandbox or container.
-            tracing::info!(pod = %obj.name, uid = %uid, "manifest gone while the agent was down: removing the pod");
+            if !self.renamed.contains_key(&uid) {
+                tracing::info!(pod = %obj.name, uid = %uid, "manifest gone while the agent was down: removing the pod");
+            }
             let _ = tx.send(Command::Terminate);
         }
         let (worker, initial) = Worker::adopt(self.ctx.clone(), record, sandbox, rx).await;
@@ -150,6 +165,8 @@ impl Manager {
 
     /// A manifest now describes `pod`: start it, replacing the file's previous pod.
     fn upsert(&mut self, pod: Arc<ManifestPod>) {
+        // The file now stands for this pod, not for one waiting for its old self to go.
+        self.renamed.retain(|_, p| p.path != pod.path);
         let after = match self.by_file.insert(pod.path.clone(), pod.uid.clone()) {
             Some(old) if old == pod.uid => return,
             Some(old) => self.terminate(&old),
@@ -213,6 +230,7 @@ impl Manager {
         match ev {
             SourceEvent::Upsert(pod) => self.upsert(pod),
             SourceEvent::Removed { path } => {
+                self.renamed.retain(|_, p| p.path != path);
                 if let Some(uid) = self.by_file.remove(&path) {
                     tracing::info!(manifest = %path.display(), uid = %uid, "manifest removed: removing its pod");
                     self.terminate(&uid);
@@ -222,12 +240,15 @@ impl Manager {
         }
     }
 
-    /// Forget workers that have finished.
+    /// Forget workers that have finished; start the renamed pod that waited for one.
     fn reap(&mut self, uid: &str) {
         if let Some(h) = self.workers.remove(uid)
             && self.by_file.get(&h.manifest).is_some_and(|u| u == uid)
         {
             self.by_file.remove(&h.manifest);
+        }
+        if let Some(pod) = self.renamed.remove(uid) {
+            self.upsert(pod);
         }
     }
 
@@ -256,6 +277,7 @@ impl Manager {
 
     /// Remove every pod and wait until they are gone (`--cleanup-on-exit`, `minilet reset`).
     pub async fn remove_all(&mut self) {
+        self.renamed.clear();
         let uids: Vec<String> = self.workers.keys().cloned().collect();
         for uid in &uids {
             self.terminate(uid);

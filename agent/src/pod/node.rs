@@ -15,9 +15,8 @@ pub struct NodeInfo {
 
 impl NodeInfo {
     pub fn detect(name: Option<&str>) -> Self {
-        let name = name.map(str::to_string).unwrap_or_else(hostname);
         NodeInfo {
-            name,
+            name: node_name(name),
             host_ip: host_ip(),
             cpus: std::thread::available_parallelism()
                 .map(|n| n.get() as i64)
@@ -27,6 +26,12 @@ impl NodeInfo {
             hosts: std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
         }
     }
+}
+
+/// The node's name: `--node-name` trimmed and lower-cased (as the kubelet treats
+/// `--hostname-override`), else the hostname.
+pub fn node_name(flag: Option<&str>) -> String {
+    flag.map(|n| n.trim().to_ascii_lowercase()).unwrap_or_else(hostname)
 }
 
 /// The hostname, lower-cased as the kubelet does for node names.

@@ -13,6 +13,7 @@
 pub mod filter;
 mod limits;
 mod parse;
+mod static_name;
 mod strict;
 mod uid;
 pub mod validate;
@@ -28,6 +29,7 @@ use k8s_openapi::api::core::v1::Pod;
 use notify::Watcher;
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
 pub use parse::default_pull_policy;
+pub use static_name::static_pod_name;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -39,10 +41,8 @@ const SETTLE: Duration = Duration::from_millis(200);
 pub struct ManifestPod {
     pub path: PathBuf,
     pub uid: String,
-    /// Parsed and defaulted, with its UID, node name and config annotations set.
-    ///
-    /// The kubelet appends the node name to static pod names (for their mirror pods in the
-    /// API server); minilet has no API server, so the name is the manifest's own.
+    /// Parsed and defaulted, with its UID, node name and config annotations set, and named
+    /// `<metadata.name>-<node name>` as the kubelet names static pods.
     pub pod: Pod,
     /// What the API server and the kubelet would warn about, each one line: unknown fields
     /// (strict decoding), fields minilet does not implement. The pod runs regardless.
@@ -103,6 +103,12 @@ pub fn load_file(path: &Path, node_name: &str) -> Result<ManifestPod, InvalidMan
     warnings.extend(strict::not_implemented(&pod));
     parse::apply_defaults(&mut pod, node_name);
     let mut errors = validate::validate(&pod);
+    let manifest_name = pod.metadata.name.clone().unwrap_or_default();
+    if errors.is_empty()
+        && let Some(e) = static_name::check(&manifest_name, node_name)
+    {
+        errors.push(e);
+    }
     let size = json_size(&pod);
     if size > limits::MAX_POD_JSON_BYTES {
         errors.push(format!(
@@ -113,11 +119,14 @@ pub fn load_file(path: &Path, node_name: &str) -> Result<ManifestPod, InvalidMan
     if !errors.is_empty() {
         return Err(invalid(errors.join("; ")));
     }
+    // Hashed before the rename, as the kubelet does: the UID of an unchanged manifest is the
+    // one agents before the rename gave it.
     let uid = match pod.metadata.uid.clone().filter(|u| !u.is_empty()) {
         Some(uid) => uid,
         None => uid::static_uid(&pod, node_name, path),
     };
     pod.metadata.uid = Some(uid.clone());
+    pod.metadata.name = Some(static_pod_name(&manifest_name, node_name));
     let annotations = pod.metadata.annotations.get_or_insert_with(Default::default);
     annotations.insert("kubernetes.io/config.source".into(), "file".into());
     annotations.insert("kubernetes.io/config.hash".into(), uid.clone());
@@ -689,7 +698,7 @@ mod tests {
         let p = dir.path().join("w.yaml");
         std::fs::write(&p, pod("w", 1)).unwrap();
         let m = load_file(&p, "node1").unwrap();
-        assert_eq!(m.full_name(), "default/w");
+        assert_eq!(m.full_name(), "default/w-node1");
         assert_eq!(m.pod.metadata.uid.as_deref(), Some(m.uid.as_str()));
         let ann = m.pod.metadata.annotations.as_ref().unwrap();
         assert_eq!(ann["kubernetes.io/config.source"], "file");
@@ -697,6 +706,29 @@ mod tests {
         assert_eq!(m.pod.spec.as_ref().unwrap().node_name.as_deref(), Some("node1"));
         // Reading again: same UID, though config.seen changed.
         assert_eq!(load_file(&p, "node1").unwrap().uid, m.uid);
+        // The UID is the hash of the pod as the manifest names it (the kubelet's order): the
+        // one agents before the rename gave the same file.
+        let mut unrenamed = m.pod.clone();
+        unrenamed.metadata.name = Some("w".into());
+        unrenamed.metadata.uid = None;
+        unrenamed.metadata.annotations = None;
+        assert_eq!(uid::static_uid(&unrenamed, "node1", &p), m.uid);
+        // Another node: another name and UID.
+        let other = load_file(&p, "node2").unwrap();
+        assert_eq!((other.name(), other.uid == m.uid), ("w-node2", false));
+        // Name + node too long for a pod name: refused, naming the file and the field.
+        let long = ["a".repeat(62), "b".repeat(62), "c".repeat(62), "d".repeat(60)].join(".");
+        std::fs::write(&p, pod(&long, 1)).unwrap();
+        let err = load_file(&p, "node1234").unwrap_err();
+        assert!(
+            err.message.starts_with(&format!(
+                "{}: metadata.name: Invalid value: static pod name",
+                p.display()
+            )) && err.message.contains("must have at most 253"),
+            "{}",
+            err.message
+        );
+        assert!(load_file(&p, "n").is_ok(), "249 + 1 + 1 characters fit");
         std::fs::write(
             &p,
             "apiVersion: v1\nkind: Pod\nmetadata: {name: W}\nspec: {containers: []}\n",
@@ -732,7 +764,7 @@ mod tests {
         let SourceEvent::Upsert(b) = next(&mut rx).await else {
             panic!("upsert")
         };
-        assert_eq!(b.name(), "b");
+        assert_eq!(b.name(), "b-n");
 
         // Touch and editor leftovers → nothing.
         let f = std::fs::File::options().write(true).open(d.join("a.yaml")).unwrap();
@@ -756,7 +788,7 @@ mod tests {
         let SourceEvent::Upsert(c) = next(&mut rx).await else {
             panic!("upsert")
         };
-        assert_eq!(c.name(), "c");
+        assert_eq!(c.name(), "c-n");
         quiet(&mut rx, Duration::from_millis(500)).await;
 
         // A broken edit of a valid file → Invalid, never Removed; fixing it → Upsert.
@@ -905,7 +937,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(
-            matches!(&first, SourceEvent::Upsert(p) if p.name() == "quick"),
+            matches!(&first, SourceEvent::Upsert(p) if p.name() == "quick-n"),
             "{first:?}"
         );
         let second = tokio::time::timeout(Duration::from_secs(120), rx.recv())
@@ -934,7 +966,7 @@ mod tests {
         let SourceEvent::Upsert(b) = next(&mut rx).await else {
             panic!("upsert")
         };
-        assert_eq!(b.name(), "b");
+        assert_eq!(b.name(), "b-n");
     }
 
     #[tokio::test]

@@ -805,7 +805,7 @@ fn is_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-fn is_subdomain(s: &str) -> bool {
+pub fn is_subdomain(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(is_label)
 }
 
