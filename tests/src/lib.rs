@@ -106,6 +106,22 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
+/// The node name of every agent the harness starts (`--node-name`), unless a test passes its
+/// own.
+pub const NODE: &str = "e2e-node";
+
+/// The name of the static pod that manifest name `name` gives on the harness's agents:
+/// `<name>-<node name>`, as the kubelet names static pods. Every harness function and CLI
+/// command that takes a pod name takes this one, not the manifest's `metadata.name`.
+pub fn static_pod_name(name: &str) -> String {
+    static_pod_name_on(name, NODE)
+}
+
+/// The same on an agent started with `--node-name node`.
+pub fn static_pod_name_on(name: &str, node: &str) -> String {
+    format!("{name}-{node}")
+}
+
 /// One test's private world: state root, manifests, logs, cgroup parent.
 pub struct Env {
     pub dir: PathBuf,
@@ -172,6 +188,7 @@ impl Env {
     }
 
     /// What the state directory says about pod `name` (latest attempt of each container).
+    /// `name` is the pod's name: for a manifest's pod, [`static_pod_name`] of its name.
     pub fn pod(&self, name: &str) -> Option<PodView> {
         for entry in std::fs::read_dir(self.root.join("pods")).ok()?.flatten() {
             let record: Value = read_json(&entry.path().join("pod.json"))?;
@@ -329,8 +346,8 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Start an agent on `env` (with --cleanup-on-exit) and wait until it is ready. Pods
-    /// get loopback only (`--network=none`) unless `extra` says otherwise: a pod network
+    /// Start an agent on `env` (with --cleanup-on-exit, and `--node-name` [`NODE`] unless
+    /// `extra` names another) and wait until it is ready. Pods get loopback only (`--network=none`) unless `extra` says otherwise: a pod network
     /// (a bridge, iptables rules) is only ever made inside a namespace of the test's own
     /// ([`Agent::start_in`]).
     pub fn start(env: &Env, extra: &[&str]) -> Agent {
@@ -383,6 +400,11 @@ impl Agent {
             .arg("--socket")
             .arg(&env.socket)
             .arg("--cleanup-on-exit")
+            .args(if extra.iter().any(|a| a.starts_with("--node-name")) {
+                &[][..]
+            } else {
+                &["--node-name", NODE][..]
+            })
             .args(extra)
             .env(
                 "MINILET_LOG",

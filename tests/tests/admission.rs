@@ -9,8 +9,6 @@ use k8s_openapi::api::core::v1::{Pod, PodStatus};
 
 use minilet_e2e::*;
 
-const NODE: &str = "admission-node";
-
 fn pod(name: &str, extra_spec: &str, resources: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 0\n{extra_spec}  containers:\n  - name: c\n    image: localhost/busybox:latest\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '3600']\n    resources: {resources}\n"
@@ -116,21 +114,21 @@ fn oversized_and_mismatched_pods_are_rejected_matching_ones_run() {
     env.write_manifest("gpu.yaml", &pod("gpu", "", "{limits: {example.com/gpu: '1'}}"));
 
     let capacity = node_milli_cpu();
-    let (uid, status) = wait_rejected(&env, "big-cpu");
+    let (uid, status) = wait_rejected(&env, &static_pod_name("big-cpu"));
     assert_eq!(status.reason.as_deref(), Some("OutOfcpu"));
     let message = format!(
         "Pod was rejected: Node didn't have enough resource: cpu, requested: 100000, used: 0, capacity: {capacity}"
     );
     assert_eq!(status.message.as_deref(), Some(message.as_str()));
-    assert_eq!(status_column(&env, "big-cpu"), "OutOfcpu");
+    assert_eq!(status_column(&env, &static_pod_name("big-cpu")), "OutOfcpu");
     describe_has(
         &env,
-        "big-cpu",
+        &static_pod_name("big-cpu"),
         &["Status: Failed", "Reason: OutOfcpu", &format!("Message: {message}")],
     );
-    assert_nothing_runs(&env, "big-cpu", &uid);
+    assert_nothing_runs(&env, &static_pod_name("big-cpu"), &uid);
 
-    let (uid, status) = wait_rejected(&env, "big-mem");
+    let (uid, status) = wait_rejected(&env, &static_pod_name("big-mem"));
     assert_eq!(status.reason.as_deref(), Some("OutOfmemory"));
     let message = status.message.unwrap_or_default();
     assert!(
@@ -140,28 +138,36 @@ fn oversized_and_mismatched_pods_are_rejected_matching_ones_run() {
         )),
         "{message}"
     );
-    assert_eq!(status_column(&env, "big-mem"), "OutOfmemory");
-    describe_has(&env, "big-mem", &["Status: Failed", "Reason: OutOfmemory"]);
-    assert_nothing_runs(&env, "big-mem", &uid);
+    assert_eq!(status_column(&env, &static_pod_name("big-mem")), "OutOfmemory");
+    describe_has(
+        &env,
+        &static_pod_name("big-mem"),
+        &["Status: Failed", "Reason: OutOfmemory"],
+    );
+    assert_nothing_runs(&env, &static_pod_name("big-mem"), &uid);
 
-    let (uid, status) = wait_rejected(&env, "wrong-node");
+    let (uid, status) = wait_rejected(&env, &static_pod_name("wrong-node"));
     assert_eq!(status.reason.as_deref(), Some("NodeAffinity"));
     assert_eq!(
         status.message.as_deref(),
         Some("Pod was rejected: Predicate NodeAffinity failed: node(s) didn't match Pod's node affinity/selector")
     );
-    assert_eq!(status_column(&env, "wrong-node"), "NodeAffinity");
-    describe_has(&env, "wrong-node", &["Status: Failed", "Reason: NodeAffinity"]);
-    assert_nothing_runs(&env, "wrong-node", &uid);
+    assert_eq!(status_column(&env, &static_pod_name("wrong-node")), "NodeAffinity");
+    describe_has(
+        &env,
+        &static_pod_name("wrong-node"),
+        &["Status: Failed", "Reason: NodeAffinity"],
+    );
+    assert_nothing_runs(&env, &static_pod_name("wrong-node"), &uid);
     // An extended resource: the node has no device plugins, so none of it.
-    let (uid, status) = wait_rejected(&env, "gpu");
+    let (uid, status) = wait_rejected(&env, &static_pod_name("gpu"));
     assert_eq!(status.reason.as_deref(), Some("OutOfexample.com/gpu"));
     assert_eq!(
         status.message.as_deref(),
         Some("Pod was rejected: Node didn't have enough resource: example.com/gpu, requested: 1, used: 0, capacity: 0")
     );
-    assert_eq!(status_column(&env, "gpu"), "OutOfexample.com/gpu");
-    assert_nothing_runs(&env, "gpu", &uid);
+    assert_eq!(status_column(&env, &static_pod_name("gpu")), "OutOfexample.com/gpu");
+    assert_nothing_runs(&env, &static_pod_name("gpu"), &uid);
 
     // Only rejected pods so far: not one process in the test's cgroups.
     assert_eq!(procs_under_parent(&env), Vec::<String>::new());
@@ -177,10 +183,10 @@ fn oversized_and_mismatched_pods_are_rejected_matching_ones_run() {
     );
     let affinity = "  affinity:\n    nodeAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n        nodeSelectorTerms:\n        - matchExpressions:\n          - {key: disk, operator: In, values: [ssd]}\n          - {key: kubernetes.io/os, operator: In, values: [linux]}\n          - {key: example.com/tier, operator: Exists}\n";
     env.write_manifest("labels.yaml", &pod("on-labels", affinity, "{requests: {cpu: 10m}}"));
-    let running = env.wait_running("on-host", &["c"]);
-    env.wait_running("on-labels", &["c"]);
+    let running = env.wait_running(&static_pod_name("on-host"), &["c"]);
+    env.wait_running(&static_pod_name("on-labels"), &["c"]);
     assert!(alive(running.pause()));
-    assert_eq!(status_column(&env, "on-host"), "Running");
+    assert_eq!(status_column(&env, &static_pod_name("on-host")), "Running");
 }
 
 #[test]
@@ -197,20 +203,20 @@ fn the_second_pod_that_does_not_fit_is_rejected_until_the_first_goes() {
     let resources = format!("{{requests: {{cpu: {share}m}}}}");
 
     env.write_manifest("first.yaml", &pod("first", "", &resources));
-    env.wait_running("first", &["c"]);
+    env.wait_running(&static_pod_name("first"), &["c"]);
     env.write_manifest("second.yaml", &pod("second", "", &resources));
-    let (uid, status) = wait_rejected(&env, "second");
+    let (uid, status) = wait_rejected(&env, &static_pod_name("second"));
     assert_eq!(status.reason.as_deref(), Some("OutOfcpu"));
     let message = format!(
         "Pod was rejected: Node didn't have enough resource: cpu, requested: {share}, used: {share}, capacity: {capacity}"
     );
     assert_eq!(status.message.as_deref(), Some(message.as_str()));
-    assert_nothing_runs(&env, "second", &uid);
+    assert_nothing_runs(&env, &static_pod_name("second"), &uid);
 
     // The first goes; the second's manifest changes and the new pod is admitted.
     env.remove_manifest("first.yaml");
     wait_for("first gone", Duration::from_secs(30), || {
-        env.pod("first").is_none().then_some(())
+        env.pod(&static_pod_name("first")).is_none().then_some(())
     });
     env.write_manifest(
         "second.yaml",
@@ -219,9 +225,9 @@ fn the_second_pod_that_does_not_fit_is_rejected_until_the_first_goes() {
             "metadata: {name: second, labels: {try: '2'}}",
         ),
     );
-    let p = env.wait_running("second", &["c"]);
+    let p = env.wait_running(&static_pod_name("second"), &["c"]);
     assert_ne!(p.uid, uid);
-    assert_eq!(status_column(&env, "second"), "Running");
+    assert_eq!(status_column(&env, &static_pod_name("second")), "Running");
 }
 
 #[test]
@@ -240,7 +246,7 @@ fn pods_started_together_do_not_both_take_the_last_cpu() {
     env.write_manifest("b.yaml", &pod("race-b", "", &resources));
     let _agent = Agent::start(&env, &[]);
     let phases = wait_for("both pods decided", Duration::from_secs(30), || {
-        let phase = |n: &str| pod_json(&env, n)?.status?.phase;
+        let phase = |n: &str| pod_json(&env, &static_pod_name(n))?.status?.phase;
         let (a, b) = (phase("race-a")?, phase("race-b")?);
         (a != "Pending" && b != "Pending").then_some((a, b))
     });
@@ -262,20 +268,20 @@ fn pods_adopted_after_an_agent_restart_still_count() {
     let resources = format!("{{requests: {{cpu: {share}m}}}}");
     let mut agent = Agent::start(&env, &[]);
     env.write_manifest("first.yaml", &pod("kept", "", &resources));
-    let pause = env.wait_running("kept", &["c"]).pause();
+    let pause = env.wait_running(&static_pod_name("kept"), &["c"]).pause();
     agent.kill9();
 
     let _agent = Agent::start(&env, &[]);
     env.write_manifest("second.yaml", &pod("late", "", &resources));
-    let (uid, status) = wait_rejected(&env, "late");
+    let (uid, status) = wait_rejected(&env, &static_pod_name("late"));
     assert_eq!(status.reason.as_deref(), Some("OutOfcpu"));
     let message = format!(
         "Pod was rejected: Node didn't have enough resource: cpu, requested: {share}, used: {share}, capacity: {capacity}"
     );
     assert_eq!(status.message.as_deref(), Some(message.as_str()));
-    assert_nothing_runs(&env, "late", &uid);
+    assert_nothing_runs(&env, &static_pod_name("late"), &uid);
     // The adopted pod is the same one, untouched.
-    assert_eq!(env.wait_running("kept", &["c"]).pause(), pause);
+    assert_eq!(env.wait_running(&static_pod_name("kept"), &["c"]).pause(), pause);
 }
 
 #[test]
@@ -292,10 +298,10 @@ fn a_completed_pod_no_longer_counts() {
     let done = pod("done", "  restartPolicy: Never\n", &resources).replace("[sleep, '3600']", "[sh, -c, 'exit 0']");
     env.write_manifest("done.yaml", &done);
     wait_for("done Succeeded", Duration::from_secs(30), || {
-        (pod_json(&env, "done")?.status?.phase.as_deref() == Some("Succeeded")).then_some(())
+        (pod_json(&env, &static_pod_name("done"))?.status?.phase.as_deref() == Some("Succeeded")).then_some(())
     });
     // Its manifest stays; the pod is terminal, so its requests are free again.
     env.write_manifest("next.yaml", &pod("next", "", &resources));
-    env.wait_running("next", &["c"]);
-    assert_eq!(status_column(&env, "next"), "Running");
+    env.wait_running(&static_pod_name("next"), &["c"]);
+    assert_eq!(status_column(&env, &static_pod_name("next")), "Running");
 }

@@ -35,10 +35,10 @@ fn sigkill_and_restart_readopts_everything() {
     env.write_manifest("stay.yaml", &simple("stay"));
     env.write_manifest("gone.yaml", &simple("gone"));
     env.write_manifest("edited.yaml", &simple("edited"));
-    let counter = env.wait_running("counter", &["count"]);
-    let stay = env.wait_running("stay", &["main"]);
-    let gone = env.wait_running("gone", &["main"]);
-    let edited = env.wait_running("edited", &["main"]);
+    let counter = env.wait_running(&static_pod_name("counter"), &["count"]);
+    let stay = env.wait_running(&static_pod_name("stay"), &["main"]);
+    let gone = env.wait_running(&static_pod_name("gone"), &["main"]);
+    let edited = env.wait_running(&static_pod_name("edited"), &["main"]);
 
     agent.kill9();
     // While no agent runs: pods keep running, logs keep flowing, manifests change.
@@ -56,12 +56,12 @@ fn sigkill_and_restart_readopts_everything() {
 
     let agent2 = Agent::start(&env, &[]);
     // Same processes, not new ones.
-    let again = env.wait_running("counter", &["count"]);
+    let again = env.wait_running(&static_pod_name("counter"), &["count"]);
     assert_eq!(again.pause(), counter.pause());
     assert_eq!(again.pid("count"), counter.pid("count"));
     assert_eq!(again.containers["count"].id, counter.containers["count"].id);
     assert_eq!(again.containers["count"].attempt, 0, "not restarted");
-    let s = env.wait_running("stay", &["main"]);
+    let s = env.wait_running(&static_pod_name("stay"), &["main"]);
     assert_eq!((s.pause(), s.pid("main")), (stay.pause(), stay.pid("main")));
     // No duplicates: in the pod's cgroup there is the one pause and the one container
     // process, plus only that process's own children (the loop's `sleep`).
@@ -103,14 +103,14 @@ fn sigkill_and_restart_readopts_everything() {
     );
     assert!(!alive(gone.pid("main")));
     wait_for("the edited pod is replaced", Duration::from_secs(30), || {
-        env.pod("edited").filter(|p| p.uid != edited.uid)
+        env.pod(&static_pod_name("edited")).filter(|p| p.uid != edited.uid)
     });
     // The new pod's record may appear while its predecessor is still being stopped (a slow
     // machine shows it): wait for the old container's end rather than catching it in the act.
     wait_for("the edited pod's old container ends", Duration::from_secs(30), || {
         (!alive(edited.pid("main"))).then_some(())
     });
-    env.wait_running("edited", &["main"]);
+    env.wait_running(&static_pod_name("edited"), &["main"]);
     wait_for("old edited pod removed", Duration::from_secs(30), || {
         (!edited.dir.exists()).then_some(())
     });
@@ -166,4 +166,61 @@ fn collect_procs(dir: &std::path::Path, out: &mut Vec<i32>) {
             collect_procs(&e.path(), out);
         }
     }
+}
+
+/// Agents before static pods were named `<name>-<node>` left pods under the manifest's bare
+/// name (same UID: the hash is over the manifest's pod). Such a pod is replaced, not re-adopted:
+/// its hostname, environment and log directory carry the old name.
+#[test]
+fn a_pod_named_by_an_older_agent_is_replaced_under_its_static_name() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("restart-rename");
+    env.import_image("busybox");
+    let mut agent = Agent::start(&env, &[]);
+    env.write_manifest("legacy.yaml", &simple("legacy"));
+    let full = static_pod_name("legacy");
+    let old = env.wait_running(&full, &["main"]);
+    agent.kill9();
+
+    // Rewrite the state into what an older agent wrote: the bare name in the pod record
+    // and in its logs' directory.
+    let new_logs = env.pod_log_dir(&full, &old.uid);
+    let old_logs = env.pod_log_dir("legacy", &old.uid);
+    std::fs::rename(&new_logs, &old_logs).expect("rename the log directory");
+    let record_path = old.dir.join("pod.json");
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record_path).expect("pod.json")).expect("pod.json is JSON");
+    record["name"] = "legacy".into();
+    record["pod"]["metadata"]["name"] = "legacy".into();
+    std::fs::write(&record_path, serde_json::to_vec(&record).expect("JSON")).expect("write pod.json");
+    for c in old.containers.values() {
+        let path = c.dir.join("container.json");
+        let text = std::fs::read_to_string(&path).expect("container.json");
+        let moved = text.replace(&new_logs.display().to_string(), &old_logs.display().to_string());
+        assert_ne!(text, moved, "container.json names the log directory");
+        std::fs::write(&path, moved).expect("write container.json");
+    }
+    assert!(env.pod("legacy").is_some() && env.pod(&full).is_none());
+
+    let agent2 = Agent::start(&env, &[]);
+    // The old pod's processes end, then the pod runs again under its new name, same UID.
+    wait_for("the old pod's processes end", Duration::from_secs(30), || {
+        (!alive(old.pause()) && !alive(old.pid("main"))).then_some(())
+    });
+    let new = env.wait_running(&full, &["main"]);
+    assert_eq!(new.uid, old.uid, "an unchanged manifest keeps its UID");
+    assert_ne!(new.pause(), old.pause());
+    wait_pod_removed(&env, "legacy");
+    wait_for("the old log directory removed", Duration::from_secs(30), || {
+        (!old_logs.exists()).then_some(())
+    });
+    assert!(new_logs.is_dir(), "{} missing", new_logs.display());
+    // The kernel's view: the container's hostname is the new name.
+    let host = in_container(new.pid("main"), &["hostname"]);
+    assert_eq!(stdout(&host).trim(), full);
+    assert_eq!(std::fs::read_dir(env.root.join("pods")).unwrap().count(), 1);
+    assert!(agent2.log_text().contains("replacing it under its static pod name"));
+    assert!(!agent2.log_text().contains("panicked"));
 }

@@ -153,8 +153,8 @@ fn stdin_over_websocket_reaches_the_process_and_its_output_every_client_and_the_
     env.write_manifest("p.yaml", &pod("echo", "    stdin: true\n", ECHO));
     rt().block_on(async {
         let mut c = connect(&env.socket).await;
-        let id = container_id(&mut c, &env, "echo").await;
-        let view = env.pod("echo").expect("pod").containers["main"].clone();
+        let id = container_id(&mut c, &env, &static_pod_name("echo")).await;
+        let view = env.pod(&static_pod_name("echo")).expect("pod").containers["main"].clone();
         // The attach socket: in the container's directory, a socket, root's only.
         let sock = view.dir.join("attach");
         let md = std::fs::symlink_metadata(&sock).expect("attach socket");
@@ -168,7 +168,7 @@ fn stdin_over_websocket_reaches_the_process_and_its_output_every_client_and_the_
         let got = read_until(&mut writer, 1, "got:hello\n").await;
         assert!(got[2].is_empty(), "{got:?}");
         read_until(&mut watcher, 1, "got:hello\n").await;
-        let log = log_with(&env, "echo", "got:hello");
+        let log = log_with(&env, &static_pod_name("echo"), "got:hello");
         assert!(log.lines().any(|l| l.ends_with(" stdout F got:hello")), "{log}");
 
         // A watcher's input goes nowhere (it did not ask for stdin).
@@ -184,7 +184,7 @@ fn stdin_over_websocket_reaches_the_process_and_its_output_every_client_and_the_
         send_stdin(&mut again, b"third\n").await;
         read_until(&mut again, 1, "got:third\n").await;
         assert!(alive(view.pid.expect("pid")));
-        assert!(!log_with(&env, "echo", "got:third").contains("stdin-ended"));
+        assert!(!log_with(&env, &static_pod_name("echo"), "got:third").contains("stdin-ended"));
 
         // Not running: refused. tty with stderr: refused, as the kubelet does.
         let e = c.runtime.attach(attach_req("nonesuch", true, false)).await.unwrap_err();
@@ -195,7 +195,7 @@ fn stdin_over_websocket_reaches_the_process_and_its_output_every_client_and_the_
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
     });
     // Nothing left behind with the pod: the socket goes with the container's directory.
-    let dir = env.pod("echo").expect("pod").dir;
+    let dir = env.pod(&static_pod_name("echo")).expect("pod").dir;
     env.remove_manifest("p.yaml");
     wait_for("the pod's state removed", Duration::from_secs(30), || {
         (!dir.exists()).then_some(())
@@ -213,7 +213,7 @@ fn a_terminal_is_resized_and_its_output_logged_as_stdout() {
     env.write_manifest("p.yaml", &pod("term", "    stdin: true\n    tty: true\n", r#"["sh"]"#));
     rt().block_on(async {
         let mut c = connect(&env.socket).await;
-        let id = container_id(&mut c, &env, "term").await;
+        let id = container_id(&mut c, &env, &static_pod_name("term")).await;
         let mut ws = attach_ws(&mut c, attach_req(&id, true, true)).await;
         ws.send(Message::Binary(
             [&[4u8][..], br#"{"Width":101,"Height":31}"#].concat().into(),
@@ -235,7 +235,7 @@ fn a_terminal_is_resized_and_its_output_logged_as_stdout() {
         read_until(&mut ws, 1, "22 77").await;
 
         // The output line, not the terminal's echo of the input line.
-        let log = log_with(&env, "term", "to-stderr\r");
+        let log = log_with(&env, &static_pod_name("term"), "to-stderr\r");
         assert!(
             log.lines().any(|l| l.contains(" stdout ") && l.contains("31 101")),
             "{log}"
@@ -258,7 +258,7 @@ fn stdin_once_closes_stdin_when_the_first_session_ends() {
     );
     rt().block_on(async {
         let mut c = connect(&env.socket).await;
-        let id = container_id(&mut c, &env, "once").await;
+        let id = container_id(&mut c, &env, &static_pod_name("once")).await;
         let mut ws = attach_ws(&mut c, attach_req(&id, true, false)).await;
         send_stdin(&mut ws, b"only-once\n").await;
         read_until(&mut ws, 1, "only-once\n").await;
@@ -271,7 +271,7 @@ fn stdin_once_closes_stdin_when_the_first_session_ends() {
         assert_eq!(exit_code(&got[3]), 0);
     });
     let exit = wait_for("cat exited", Duration::from_secs(20), || {
-        env.pod("once")?.containers["main"].exit.clone()
+        env.pod(&static_pod_name("once"))?.containers["main"].exit.clone()
     });
     assert_eq!(exit["exit_code"], 0, "{exit}");
     assert_eq!(exit["reason"], "Completed", "{exit}");
@@ -288,11 +288,11 @@ fn attach_survives_an_agent_restart() {
     env.write_manifest("p.yaml", &pod("keep", "    stdin: true\n", ECHO));
     let pid = rt().block_on(async {
         let mut c = connect(&env.socket).await;
-        let id = container_id(&mut c, &env, "keep").await;
+        let id = container_id(&mut c, &env, &static_pod_name("keep")).await;
         let mut ws = attach_ws(&mut c, attach_req(&id, true, false)).await;
         send_stdin(&mut ws, b"before\n").await;
         read_until(&mut ws, 1, "got:before\n").await;
-        env.pod("keep").expect("pod").pid("main")
+        env.pod(&static_pod_name("keep")).expect("pod").pid("main")
     });
     // The session dies with the agent; the container and its stdin do not.
     agent.kill9();
@@ -300,13 +300,17 @@ fn attach_survives_an_agent_restart() {
     let _agent = Agent::start(&env, &[]);
     rt().block_on(async {
         let mut c = connect(&env.socket).await;
-        let id = container_id(&mut c, &env, "keep").await;
-        assert_eq!(env.pod("keep").expect("pod").pid("main"), pid, "the same process");
+        let id = container_id(&mut c, &env, &static_pod_name("keep")).await;
+        assert_eq!(
+            env.pod(&static_pod_name("keep")).expect("pod").pid("main"),
+            pid,
+            "the same process"
+        );
         let mut ws = attach_ws(&mut c, attach_req(&id, true, false)).await;
         send_stdin(&mut ws, b"after\n").await;
         read_until(&mut ws, 1, "got:after\n").await;
     });
-    let log = log_with(&env, "keep", "got:after");
+    let log = log_with(&env, &static_pod_name("keep"), "got:after");
     assert!(log.contains("got:before") && !log.contains("stdin-ended"), "{log}");
 }
 
@@ -322,15 +326,19 @@ fn minilet_attach_i_round_trip() {
         "p.yaml",
         &pod("cli", "    stdin: true\n    stdinOnce: true\n", r#"["cat"]"#),
     );
-    env.wait_running("cli", &["main"]);
-    wait_agent_ready(&env, "cli");
+    env.wait_running(&static_pod_name("cli"), &["main"]);
+    wait_agent_ready(&env, &static_pod_name("cli"));
     // Input from a pipe: sent, then its end closes the container's stdin (stdinOnce); cat
     // echoes it and exits 0, and so does the CLI.
-    let out = cli_in(&env, &["attach", "cli", "-i"], Some(b"from-the-cli\n"));
+    let out = cli_in(
+        &env,
+        &["attach", &static_pod_name("cli"), "-i"],
+        Some(b"from-the-cli\n"),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "from-the-cli\n");
     let exit = wait_for("cat exited", Duration::from_secs(20), || {
-        env.pod("cli")?.containers["main"].exit.clone()
+        env.pod(&static_pod_name("cli"))?.containers["main"].exit.clone()
     });
     assert_eq!(exit["exit_code"], 0, "{exit}");
 

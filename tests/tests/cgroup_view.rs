@@ -86,7 +86,7 @@ fn containers_see_their_own_cgroup_read_only_privileged_ones_writable() {
     let v2 = pure_v2();
 
     for (name, privileged) in [("plain", false), ("priv", true)] {
-        let (seen, c) = checks(&env, name);
+        let (seen, c) = checks(&env, &static_pod_name(name));
         let pid = c.pid.expect("container pid");
         // Its own cgroup namespace, rooted at its cgroup: every line says `/`.
         assert_ne!(ns(pid, "cgroup"), ns(std::process::id() as i32, "cgroup"), "{name}");
@@ -214,7 +214,7 @@ fn container_is_born_in_its_cgroup_on_v2_attached_on_v1() {
     };
     let _agent = Agent::start(&env, &[]);
     env.write_manifest("born.yaml", &pod("born", false));
-    let (_, c) = checks(&env, "born");
+    let (_, c) = checks(&env, &static_pod_name("born"));
     let pid = c.pid.expect("container pid");
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(c.dir.join("state.json")).expect("state.json")).expect("parse state");
@@ -273,12 +273,12 @@ fn describe_shows_pressure_where_the_kernel_has_it() {
     env.import_image("busybox");
     let _agent = Agent::start(&env, &[]);
     env.write_manifest("psi.yaml", &pod("psi", false));
-    let (_, c) = checks(&env, "psi");
+    let (_, c) = checks(&env, &static_pod_name("psi"));
     let dirs = env.cgroup_dirs(&c.cgroup);
     let has_psi = dirs
         .iter()
         .any(|d| std::fs::read_to_string(d.join("cpu.pressure")).is_ok());
-    let text = ok(&env, &["describe", "pod", "psi"]);
+    let text = ok(&env, &["describe", "pod", &static_pod_name("psi")]);
     if !has_psi {
         // v1 (or a kernel booted with psi=0): no pressure files, no section.
         assert!(!text.contains("Pressure:"), "{text}");
@@ -309,7 +309,7 @@ fn describe_shows_pressure_where_the_kernel_has_it() {
     // shows lies between two reads of the container's file around it.
     let file = |d: &std::path::PathBuf| std::fs::read_to_string(d.join("cpu.pressure")).unwrap_or_default();
     let before = psi_total(&file(&dirs[0]), "some ").expect("cpu.pressure total");
-    let text = ok(&env, &["describe", "pod", "psi"]);
+    let text = ok(&env, &["describe", "pod", &static_pod_name("psi")]);
     let after = psi_total(&file(&dirs[0]), "some ").expect("cpu.pressure total");
     let shown = psi_total(&text[text.find("    Pressure:").unwrap_or(0)..], "cpu some ").expect("shown cpu total");
     assert!(before <= shown && shown <= after, "{before} <= {shown} <= {after}");

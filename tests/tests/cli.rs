@@ -82,39 +82,47 @@ fn get_describe_top_events_version() {
     }
     let env = Env::new("cli-get");
     env.import_image("busybox");
-    let mut args = vec!["--node-name", "e2e-node"];
-    args.extend_from_slice(FAST_BACKOFF);
-    let _agent = Agent::start(&env, &args);
+    let _agent = Agent::start(&env, FAST_BACKOFF);
     env.write_manifest("web.yaml", WEB);
     env.write_manifest("other.yaml", OTHER);
     env.write_manifest("broken.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: Broken}\n");
-    env.wait_running("other", &["sleeper"]);
+    env.wait_running(&static_pod_name("other"), &["sleeper"]);
     // get pods: kubectl's columns, the default namespace only; wait until flaky has failed
     // and been restarted (RESTARTS reads "N (Ts ago)").
     let t = wait_for("flaky restarted", Duration::from_secs(30), || {
         let t = table(&ok(&env, &["get", "pods"]));
-        let restarts: u32 = row(&t, 0, "web")[3].split(' ').next()?.parse().ok()?;
+        let restarts: u32 = row(&t, 0, &static_pod_name("web"))[3].split(' ').next()?.parse().ok()?;
         (restarts >= 1).then_some(t)
     });
     assert_eq!(t[0], ["NAME", "READY", "STATUS", "RESTARTS", "AGE"], "{t:?}");
     assert_eq!(t.len(), 2, "only the default namespace: {t:?}");
-    let r = row(&t, 0, "web");
+    let r = row(&t, 0, &static_pod_name("web"));
     assert!(r[1] == "1/2" || r[1] == "2/2", "{r:?}");
     assert!(r[3].ends_with(" ago)"), "{r:?}");
-    let web = env.pod("web").expect("web in the state directory");
+    let web = env.pod(&static_pod_name("web")).expect("web in the state directory");
 
     // -A adds NAMESPACE; -n narrows; -l selects.
     let t = table(&ok(&env, &["get", "pods", "-A"]));
     assert_eq!(t[0][..2], ["NAMESPACE", "NAME"], "{t:?}");
-    assert_eq!(row(&t, 1, "other")[0], "kube-system");
-    assert_eq!(row(&t, 1, "web")[0], "default");
+    assert_eq!(row(&t, 1, &static_pod_name("other"))[0], "kube-system");
+    assert_eq!(row(&t, 1, &static_pod_name("web"))[0], "default");
     let t = table(&ok(&env, &["get", "pods", "-n", "kube-system"]));
     assert_eq!(t.len(), 2, "{t:?}");
-    assert_eq!(t[1][..3], ["other", "1/1", "Running"], "{t:?}");
+    assert_eq!(
+        t[1][..3],
+        [static_pod_name("other").as_str(), "1/1", "Running"],
+        "{t:?}"
+    );
     let t = table(&ok(&env, &["get", "pods", "-A", "-l", "app!=web"]));
-    assert_eq!(t.iter().skip(1).map(|r| r[1].as_str()).collect::<Vec<_>>(), ["other"]);
+    assert_eq!(
+        t.iter().skip(1).map(|r| r[1].clone()).collect::<Vec<_>>(),
+        [static_pod_name("other")]
+    );
     let t = table(&ok(&env, &["get", "pods", "-A", "-l", "app in (web)"]));
-    assert_eq!(t.iter().skip(1).map(|r| r[1].as_str()).collect::<Vec<_>>(), ["web"]);
+    assert_eq!(
+        t.iter().skip(1).map(|r| r[1].clone()).collect::<Vec<_>>(),
+        [static_pod_name("web")]
+    );
     let none = cli(&env, &["get", "pods", "-l", "app=nothing"]);
     assert!(none.status.success() && stdout(&none).is_empty(), "{none:?}");
     assert_eq!(stderr(&none), "No resources found in default namespace.\n");
@@ -135,12 +143,12 @@ fn get_describe_top_events_version() {
             "READINESS GATES"
         ]
     );
-    assert_eq!(t[1][6], "e2e-node", "{t:?}");
+    assert_eq!(t[1][6], NODE, "{t:?}");
 
     // -o yaml of one pod parses back into a v1.Pod that agrees with the state directory.
-    let yaml = ok(&env, &["get", "pod", "web", "-o", "yaml"]);
+    let yaml = ok(&env, &["get", "pod", &static_pod_name("web"), "-o", "yaml"]);
     let pod: Pod = serde_yaml::from_str(&yaml).unwrap_or_else(|e| panic!("-o yaml is not a v1.Pod: {e}\n{yaml}"));
-    assert_eq!(pod.metadata.name.as_deref(), Some("web"));
+    assert_eq!(pod.metadata.name, Some(static_pod_name("web")));
     assert_eq!(pod.metadata.uid.as_deref(), Some(web.uid.as_str()));
     let status = pod.status.expect("status");
     assert_eq!(status.phase.as_deref(), Some("Running"));
@@ -162,7 +170,7 @@ fn get_describe_top_events_version() {
         .and_then(|s| s.terminated.as_ref())
         .expect("lastState.terminated");
     assert_eq!((last.exit_code, last.reason.as_deref()), (3, Some("Error")));
-    assert_eq!(pod.spec.expect("spec").node_name.as_deref(), Some("e2e-node"));
+    assert_eq!(pod.spec.expect("spec").node_name.as_deref(), Some(NODE));
 
     // -o json of a list: a v1 List of Pods.
     let json = ok(&env, &["get", "pods", "-A", "-o", "json"]);
@@ -171,10 +179,13 @@ fn get_describe_top_events_version() {
     let items: Vec<Pod> = serde_json::from_value(list["items"].clone()).expect("items are v1.Pods");
     let mut names: Vec<_> = items.iter().filter_map(|p| p.metadata.name.clone()).collect();
     names.sort();
-    assert_eq!(names, ["other", "web"]);
+    assert_eq!(names, [static_pod_name("other"), static_pod_name("web")]);
     // Sorted by namespace, then name, as the API server lists them.
     let t = ok(&env, &["get", "pods", "-A", "-o", "name"]);
-    assert_eq!(t, "pod/web\npod/other\n");
+    assert_eq!(
+        t,
+        format!("pod/{}\npod/{}\n", static_pod_name("web"), static_pod_name("other"))
+    );
 
     // Errors in kubectl's words and exit code.
     let o = cli(&env, &["get", "pod", "nope"]);
@@ -183,6 +194,21 @@ fn get_describe_top_events_version() {
     let o = cli(&env, &["describe", "pod", "nope"]);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(stderr(&o), "Error from server (NotFound): pods \"nope\" not found\n");
+    // A static pod's bare manifest name is not its name, as with kubectl; a hint says which is.
+    let hint = format!(
+        "Error from server (NotFound): pods \"web\" not found; static pods are named <name>-<node name>: did you mean {:?}?\n",
+        static_pod_name("web")
+    );
+    for args in [
+        &["get", "pod", "web"][..],
+        &["describe", "pod", "web"],
+        &["logs", "web", "-c", "main"],
+        &["exec", "web", "-c", "main", "--", "true"],
+    ] {
+        let o = cli(&env, args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert_eq!(stderr(&o), hint, "{args:?}");
+    }
 
     // describe: states, last termination, restart count, the real cgroup limits, events,
     // and a manifest error about the running pod after its file is broken.
@@ -190,10 +216,10 @@ fn get_describe_top_events_version() {
     // The back-off comes with flaky's second exit, which a loaded machine may not have
     // handled yet when the first restart is seen: wait for both events.
     wait_for("InvalidManifest and BackOff events", Duration::from_secs(30), || {
-        let d = ok(&env, &["describe", "pod", "web"]);
+        let d = ok(&env, &["describe", "pod", &static_pod_name("web")]);
         (d.contains("InvalidManifest") && d.contains("Back-off restarting failed container flaky")).then_some(())
     });
-    let d = ok(&env, &["describe", "pod", "web"]);
+    let d = ok(&env, &["describe", "pod", &static_pod_name("web")]);
     // kubectl aligns fields per block; compare lines with their spacing squeezed.
     let lines: Vec<String> = d
         .lines()
@@ -213,7 +239,7 @@ fn get_describe_top_events_version() {
         "{quota}"
     );
     for want in [
-        "Name: web".to_string(),
+        format!("Name: {}", static_pod_name("web")),
         "Namespace: default".into(),
         "Labels: app=web".into(),
         "Status: Running".into(),
@@ -229,7 +255,10 @@ fn get_describe_top_events_version() {
     for want in [
         "Node: e2e-node",
         "Warning BackOff",
-        "Back-off restarting failed container flaky in pod web",
+        &format!(
+            "Back-off restarting failed container flaky in pod {}",
+            static_pod_name("web")
+        ),
         "Warning InvalidManifest",
         "spec.containers[0].resources.limits[cpu]: Invalid value: \"3x\"",
     ] {
@@ -257,7 +286,7 @@ fn get_describe_top_events_version() {
     );
     let t = table(&ok(&env, &["top", "pods", "-A"]));
     assert_eq!(t[0], ["NAMESPACE", "NAME", "CPU(cores)", "MEMORY(bytes)"], "{t:?}");
-    assert!(row(&t, 1, "web")[3].ends_with("Mi"), "{t:?}");
+    assert!(row(&t, 1, &static_pod_name("web"))[3].ends_with("Mi"), "{t:?}");
 
     // get events: the pod's lifecycle and the file that is not a pod.
     let t = table(&ok(&env, &["get", "events", "-A"]));
@@ -267,7 +296,8 @@ fn get_describe_top_events_version() {
         "{t:?}"
     );
     assert!(
-        t.iter().any(|r| r[3] == "Started" && r[4] == "pod/web"),
+        t.iter()
+            .any(|r| r[3] == "Started" && r[4] == format!("pod/{}", static_pod_name("web"))),
         "no Started event: {t:?}"
     );
     assert!(
@@ -343,14 +373,14 @@ fn logs_current_previous_follow() {
     let _agent = Agent::start(&env, FAST_BACKOFF);
     env.write_manifest("talk.yaml", TALK);
     wait_for("talk settled", Duration::from_secs(30), || {
-        let p = env.pod("talk")?;
+        let p = env.pod(&static_pod_name("talk"))?;
         let c = p.containers.get("talk")?;
         let log = std::fs::read_to_string(&c.log_path).ok()?;
         (c.attempt == 1 && log.contains("attempt 2 settled")).then_some(())
     });
 
     // Two containers and no -c: the first one, with kubectl's notice on stderr.
-    let o = cli(&env, &["logs", "talk"]);
+    let o = cli(&env, &["logs", &static_pod_name("talk")]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stderr(&o), "Defaulted container \"talk\" out of: talk, quiet\n");
     assert!(stdout(&o).contains("attempt 2 settled"), "{}", stdout(&o));
@@ -363,34 +393,44 @@ fn logs_current_previous_follow() {
             .map(|l| l.splitn(4, ' ').nth(3).unwrap_or_default().to_string() + "\n")
             .collect()
     };
-    let talk = env.pod("talk").expect("talk");
-    let cur = ok(&env, &["logs", "talk", "-c", "talk"]);
+    let talk = env.pod(&static_pod_name("talk")).expect("talk");
+    let cur = ok(&env, &["logs", &static_pod_name("talk"), "-c", "talk"]);
     assert_eq!(cur, messages(&talk.containers["talk"].log_path));
     let mut lines: Vec<&str> = cur.lines().collect();
     lines.sort();
     assert_eq!(lines, ["attempt 2 err", "attempt 2 out", "attempt 2 settled"]);
-    let prev = ok(&env, &["logs", "talk", "-c", "talk", "--previous"]);
+    let prev = ok(&env, &["logs", &static_pod_name("talk"), "-c", "talk", "--previous"]);
     assert_eq!(prev, messages(&talk.attempts["talk"][0].log_path));
     let mut lines: Vec<&str> = prev.lines().collect();
     lines.sort();
     assert_eq!(lines, ["attempt 1 err", "attempt 1 out"]);
     let last = cur.lines().last().unwrap_or_default().to_string() + "\n";
-    assert_eq!(ok(&env, &["logs", "talk", "-c", "talk", "--tail", "1"]), last);
-    assert_eq!(ok(&env, &["logs", "talk", "-c", "talk", "--since", "1h"]), cur);
+    assert_eq!(
+        ok(&env, &["logs", &static_pod_name("talk"), "-c", "talk", "--tail", "1"]),
+        last
+    );
+    assert_eq!(
+        ok(&env, &["logs", &static_pod_name("talk"), "-c", "talk", "--since", "1h"]),
+        cur
+    );
 
     // --timestamps: each line prefixed with the RFC 3339 time from the CRI log file.
-    let ts = ok(&env, &["logs", "talk", "-c", "talk", "--timestamps"]);
-    let file = std::fs::read_to_string(&env.pod("talk").expect("talk").containers["talk"].log_path).expect("log file");
+    let ts = ok(&env, &["logs", &static_pod_name("talk"), "-c", "talk", "--timestamps"]);
+    let file = std::fs::read_to_string(&env.pod(&static_pod_name("talk")).expect("talk").containers["talk"].log_path)
+        .expect("log file");
     let stamps: Vec<&str> = file.lines().filter_map(|l| l.split(' ').next()).collect();
     let printed: Vec<&str> = ts.lines().filter_map(|l| l.split(' ').next()).collect();
     assert_eq!(printed, stamps, "{ts}");
     assert!(printed.iter().all(|s| s.contains('T') && s.ends_with('Z')), "{ts}");
 
     // No previous attempt: kubectl's message.
-    let o = cli(&env, &["logs", "talk", "-c", "quiet", "--previous"]);
+    let o = cli(&env, &["logs", &static_pod_name("talk"), "-c", "quiet", "--previous"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr(&o).contains("previous terminated container \"quiet\" in pod \"talk\" not found"),
+        stderr(&o).contains(&format!(
+            "previous terminated container \"quiet\" in pod {:?} not found",
+            static_pod_name("talk")
+        )),
         "{}",
         stderr(&o)
     );
@@ -398,12 +438,12 @@ fn logs_current_previous_follow() {
     // -f follows a running container and returns when it exits.
     env.write_manifest("once.yaml", ONCE);
     wait_for("once started", Duration::from_secs(20), || {
-        let p = env.pod("once")?;
+        let p = env.pod(&static_pod_name("once"))?;
         p.containers.get("once")?.pid.map(|_| ())
     });
     let started = Instant::now();
     let mut follow = Command::new(minilet())
-        .args(["logs", "once", "-f"])
+        .args(["logs", &static_pod_name("once"), "-f"])
         .env("MINILET_SOCKET", &env.socket)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -454,13 +494,20 @@ fn exec_exit_codes_stdin_and_tty() {
     env.import_image("busybox");
     let _agent = Agent::start(&env, &[]);
     env.write_manifest("shell.yaml", SHELL);
-    let pod = env.wait_running("shell", &["shell"]);
-    wait_agent_ready(&env, "shell");
+    let pod = env.wait_running(&static_pod_name("shell"), &["shell"]);
+    wait_agent_ready(&env, &static_pod_name("shell"));
 
     // The exit code propagates, with kubectl's message.
     let o = cli(
         &env,
-        &["exec", "shell", "--", "sh", "-c", "echo out; echo err >&2; exit 7"],
+        &[
+            "exec",
+            &static_pod_name("shell"),
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 7",
+        ],
     );
     assert_eq!(o.status.code(), Some(7));
     assert_eq!(stdout(&o), "out\n");
@@ -471,7 +518,7 @@ fn exec_exit_codes_stdin_and_tty() {
         &env,
         &[
             "exec",
-            "shell",
+            &static_pod_name("shell"),
             "--",
             "sh",
             "-c",
@@ -501,16 +548,28 @@ fn exec_exit_codes_stdin_and_tty() {
     // stdin with -i; none without.
     let o = cli_in(
         &env,
-        &["exec", "-i", "shell", "--", "sh", "-c", "cat; echo eof"],
+        &[
+            "exec",
+            "-i",
+            &static_pod_name("shell"),
+            "--",
+            "sh",
+            "-c",
+            "cat; echo eof",
+        ],
         Some(b"one\ntwo\n"),
     );
     assert!(o.status.success(), "{o:?}");
     assert_eq!(stdout(&o), "one\ntwo\neof\n");
-    let o = cli_in(&env, &["exec", "shell", "--", "cat"], Some(b"ignored\n"));
+    let o = cli_in(
+        &env,
+        &["exec", &static_pod_name("shell"), "--", "cat"],
+        Some(b"ignored\n"),
+    );
     assert!(o.status.success() && o.stdout.is_empty(), "{o:?}");
 
     // Unknown container and command: one clear line each.
-    let o = cli(&env, &["exec", "shell", "-c", "nope", "--", "true"]);
+    let o = cli(&env, &["exec", &static_pod_name("shell"), "-c", "nope", "--", "true"]);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
     assert!(stderr(&o).contains("nope"), "{}", stderr(&o));
@@ -518,7 +577,7 @@ fn exec_exit_codes_stdin_and_tty() {
     // -it from a terminal: a pty of our own, with its size, resized while the session runs.
     let (master, slave) = openpty(37, 91);
     let mut session = Command::new(minilet())
-        .args(["exec", "-i", "-t", "shell", "--", "sh"])
+        .args(["exec", "-i", "-t", &static_pod_name("shell"), "--", "sh"])
         .env("MINILET_SOCKET", &env.socket)
         .stdin(slave.try_clone().expect("dup"))
         .stdout(slave.try_clone().expect("dup"))

@@ -93,7 +93,7 @@ fn what_a_container_sees() {
     env.write_manifest("spec.yaml", &POD.replace("HOSTDIR", &host_dir.display().to_string()));
 
     let pod = wait_for("the report container to finish", Duration::from_secs(30), || {
-        env.pod("spec")
+        env.pod(&static_pod_name("spec"))
             .filter(|p| p.containers.get("report").is_some_and(|c| c.exit.is_some()))
     });
     let init = &pod.containers["prepare"];
@@ -122,7 +122,7 @@ fn what_a_container_sees() {
     assert_eq!(get("arg0"), "hello-arg");
     assert_eq!(get("arg1"), "", "only $0 is set");
     assert!(log.contains("message=hello world"), "{log}");
-    assert_eq!(get("pod"), "spec");
+    assert_eq!(get("pod"), static_pod_name("spec"));
     assert_eq!(get("tier"), "test");
     assert_eq!(get("mem"), "48");
     assert_eq!(get("hostname_env"), "spechost");
@@ -167,7 +167,7 @@ fn a_container_that_cannot_start_reports_why() {
         "apiVersion: v1\nkind: Pod\nmetadata: {name: bad}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: localhost/busybox:latest\n    imagePullPolicy: IfNotPresent\n    command: [no-such-binary]\n",
     );
     let pod = wait_for("a StartError", Duration::from_secs(30), || {
-        env.pod("bad")
+        env.pod(&static_pod_name("bad"))
             .filter(|p| p.containers.get("c").is_some_and(|c| c.exit.is_some()))
     });
     let exit = pod.containers["c"].exit.clone().unwrap();

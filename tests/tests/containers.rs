@@ -47,14 +47,17 @@ spec:
 "#,
     );
     let pod = wait_for("talker to finish", Duration::from_secs(30), || {
-        env.pod("logs")
+        env.pod(&static_pod_name("logs"))
             .filter(|p| p.containers.get("talker").is_some_and(|c| c.exit.is_some()))
     });
     let c = &pod.containers["talker"];
     assert_eq!(c.exit.as_ref().unwrap()["exit_code"], 0);
     assert_eq!(c.exit.as_ref().unwrap()["reason"], "Completed");
     // <log-dir>/<namespace>_<name>_<uid>/<container>/<restartCount>.log
-    assert_eq!(c.log_path, env.pod_log_dir("logs", &pod.uid).join("talker/0.log"));
+    assert_eq!(
+        c.log_path,
+        env.pod_log_dir(&static_pod_name("logs"), &pod.uid).join("talker/0.log")
+    );
     let text = std::fs::read_to_string(&c.log_path).unwrap();
     let lines = cri_lines(&text);
     for (ts, _, _, _) in &lines {
@@ -142,7 +145,7 @@ spec:
 
     // Always: restarted again and again, attempt numbers and log files follow.
     let crash = wait_for("crasher restarted 3 times", Duration::from_secs(30), || {
-        env.pod("crash")
+        env.pod(&static_pod_name("crash"))
             .filter(|p| p.containers.get("crasher").is_some_and(|c| c.attempt >= 3))
     });
     let c = &crash.containers["crasher"];
@@ -158,7 +161,7 @@ spec:
         .collect();
     assert!(logs.len() <= 2, "{logs:?}");
     let exit = wait_for("an exit record", Duration::from_secs(10), || {
-        env.pod("crash")
+        env.pod(&static_pod_name("crash"))
             .and_then(|p| p.containers.get("crasher").and_then(|c| c.exit.clone()))
     });
     assert_eq!(exit["exit_code"], 3);
@@ -174,7 +177,7 @@ spec:
     );
     let gap = |attempt: u32| {
         let p = wait_for(&format!("attempt {attempt}"), Duration::from_secs(30), || {
-            env.pod("crash").filter(|p| {
+            env.pod(&static_pod_name("crash")).filter(|p| {
                 p.attempts["crasher"]
                     .iter()
                     .any(|c| c.attempt == attempt && c.started_at.is_some())
@@ -204,7 +207,7 @@ spec:
 
     // OnFailure: the container that failed once runs again and then succeeds; the other ran once.
     let once = wait_for("once completes", Duration::from_secs(30), || {
-        env.pod("once").filter(|p| {
+        env.pod(&static_pod_name("once")).filter(|p| {
             p.containers.len() == 2
                 && p.containers
                     .values()
@@ -220,7 +223,7 @@ spec:
 
     // Never: killed by a signal: 128 + 15, not restarted.
     let never = wait_for("never fails", Duration::from_secs(20), || {
-        env.pod("never")
+        env.pod(&static_pod_name("never"))
             .filter(|p| p.containers.get("fails").is_some_and(|c| c.exit.is_some()))
     });
     let exit = never.containers["fails"].exit.clone().unwrap();
@@ -228,7 +231,7 @@ spec:
     assert_eq!(exit["signal"], 15);
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(
-        env.pod("never").unwrap().containers["fails"].attempt,
+        env.pod(&static_pod_name("never")).unwrap().containers["fails"].attempt,
         0,
         "restartPolicy Never"
     );
@@ -261,7 +264,7 @@ spec:
 "#,
     );
     let pod = wait_for("hog is killed", Duration::from_secs(60), || {
-        env.pod("oom")
+        env.pod(&static_pod_name("oom"))
             .filter(|p| p.containers.get("hog").is_some_and(|c| c.exit.is_some()))
     });
     let exit = pod.containers["hog"].exit.clone().unwrap();

@@ -62,7 +62,7 @@ fn runtime_service_over_real_pods() {
     env.import_image("busybox");
     let _agent = Agent::start(&env, &[]);
     env.write_manifest("web.yaml", POD);
-    let pod = env.wait_running("web", &["main", "burner"]);
+    let pod = env.wait_running(&static_pod_name("web"), &["main", "burner"]);
     rt().block_on(async {
         let mut c = connect(&env.socket).await;
 
@@ -103,7 +103,11 @@ fn runtime_service_over_real_pods() {
             .items;
         assert_eq!(all.len(), 1);
         let sb = &all[0];
-        assert_eq!(sb.labels["io.kubernetes.pod.name"], "web");
+        assert_eq!(sb.labels["io.kubernetes.pod.name"], static_pod_name("web"));
+        assert_eq!(
+            sb.metadata.as_ref().map(|m| m.name.clone()),
+            Some(static_pod_name("web"))
+        );
         assert_eq!(sb.labels["io.kubernetes.pod.namespace"], "default");
         assert_eq!(sb.labels["io.kubernetes.pod.uid"], pod.uid);
         assert_eq!(sb.labels["app"], "web");
@@ -194,7 +198,7 @@ fn runtime_service_over_real_pods() {
                 .unwrap()
                 .starts_with("minilet-pause")
         );
-        assert_eq!(info["pod"]["metadata"]["name"], "web");
+        assert_eq!(info["pod"]["metadata"]["name"], static_pod_name("web").as_str());
         let missing = c
             .runtime
             .pod_sandbox_status(cri::PodSandboxStatusRequest {
@@ -225,7 +229,7 @@ fn runtime_service_over_real_pods() {
         assert_eq!(setup.state, cri::ContainerState::ContainerExited as i32);
         assert_eq!(main.pod_sandbox_id, sb.id);
         for (k, v) in [
-            ("io.kubernetes.pod.name", "web"),
+            ("io.kubernetes.pod.name", static_pod_name("web").as_str()),
             ("io.kubernetes.pod.namespace", "default"),
             ("io.kubernetes.container.name", "main"),
         ] {
@@ -358,7 +362,7 @@ fn runtime_service_over_real_pods() {
             (&b"out\n"[..], &b"err\n"[..], 3)
         );
         let r = exec(&["hostname"], 5).await.unwrap().into_inner();
-        assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "web");
+        assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), static_pod_name("web"));
         let r = exec(&["no-such-thing"], 5).await.unwrap().into_inner();
         assert_eq!(r.exit_code, 126);
         assert!(
@@ -414,7 +418,7 @@ fn runtime_service_over_real_pods() {
         let _ = std::fs::remove_file(&rotated);
 
         // The manifests own static pods: no containers are created in their sandboxes.
-        let sandbox_id = pod_sandbox_id(&mut c, "web").await;
+        let sandbox_id = pod_sandbox_id(&mut c, &static_pod_name("web")).await;
         let refused = c
             .runtime
             .create_container(cri::CreateContainerRequest {
@@ -509,7 +513,7 @@ fn runtime_service_over_real_pods() {
             .node
             .list_events(node::ListEventsRequest {
                 namespace: "default".into(),
-                name: "web".into(),
+                name: static_pod_name("web"),
                 uid: String::new(),
             })
             .await
@@ -574,7 +578,7 @@ fn interactive_exec_streams_stdin_tty_and_exit_code() {
         "box.yaml",
         "apiVersion: v1\nkind: Pod\nmetadata: {name: box}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {name: c, image: localhost/busybox:latest, imagePullPolicy: IfNotPresent, command: [sleep, '3600']}\n",
     );
-    let pod = env.wait_running("box", &["c"]);
+    let pod = env.wait_running(&static_pod_name("box"), &["c"]);
     let id = pod.containers["c"].id.clone();
     rt().block_on(async {
         let c = connect(&env.socket).await;

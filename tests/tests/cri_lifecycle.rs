@@ -655,7 +655,7 @@ fn a_static_pod_stopped_through_the_cri_is_restarted_by_its_worker() {
     env.import_image("busybox");
     let _agent = Agent::start(&env, &["--backoff-initial", "200ms", "--backoff-max", "400ms"]);
     env.write_manifest("keeper.yaml", STATIC);
-    let pod = env.wait_running("keeper", &["main"]);
+    let pod = env.wait_running(&static_pod_name("keeper"), &["main"]);
     let old = pod.pid("main");
     rt().block_on(async {
         let mut c = connect(&env.socket).await;
@@ -688,7 +688,7 @@ fn a_static_pod_stopped_through_the_cri_is_restarted_by_its_worker() {
             .expect("StopContainer on a static pod");
     });
     wait_for("the worker restarts it", Duration::from_secs(30), || {
-        env.pod("keeper")
+        env.pod(&static_pod_name("keeper"))
             .and_then(|p| p.containers.get("main").cloned())
             .filter(|c| c.attempt >= 1 && c.pid.is_some_and(|p| p != old && alive(p)))
             .map(|_| ())

@@ -90,7 +90,7 @@ fn default_pods_cannot_open_host_devices_privileged_ones_can() {
     env.write_manifest("plain.yaml", &pod("plain", false, loop_minor));
     env.write_manifest("priv.yaml", &pod("priv", true, loop_minor));
 
-    let (plain, c) = checks(&env, "plain");
+    let (plain, c) = checks(&env, &static_pod_name("plain"));
     let get = |m: &BTreeMap<String, (i32, String)>, k: &str| {
         m.get(k).cloned().unwrap_or_else(|| panic!("{k} missing: {m:?}"))
     };
@@ -139,7 +139,10 @@ fn default_pods_cannot_open_host_devices_privileged_ones_can() {
         eprintln!("no v1 devices hierarchy: the v2 device program is checked by the unit test");
     }
     // An exec'd process joins the same cgroup: it is held to the same list.
-    let out = cli(&env, &["exec", "plain", "--", "head", "-c", "1", "/tmp/loop"]);
+    let out = cli(
+        &env,
+        &["exec", &static_pod_name("plain"), "--", "head", "-c", "1", "/tmp/loop"],
+    );
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("Operation not permitted") || stdout(&out).contains("Operation not permitted"),
@@ -147,7 +150,7 @@ fn default_pods_cannot_open_host_devices_privileged_ones_can() {
         stderr(&out)
     );
 
-    let (privileged, pc) = checks(&env, "priv");
+    let (privileged, pc) = checks(&env, &static_pod_name("priv"));
     assert_eq!(get(&privileged, "mknod-loop").0, 0, "{privileged:?}");
     // Reading an unbound loop device is harmless; the privileged pod writes to no device.
     assert_eq!(get(&privileged, "read-loop"), (0, String::new()), "{privileged:?}");

@@ -48,7 +48,7 @@ spec:
 "#
         .replace("SHARED", &shared.display().to_string()),
     );
-    env.wait_running("post", &["app", "next"]);
+    env.wait_running(&static_pod_name("post"), &["app", "next"]);
     wait_for("the app saw the hook's file", Duration::from_secs(20), || {
         (std::fs::read_to_string(shared.join("seen")).ok()? == "from-hook\n").then_some(())
     });
@@ -57,7 +57,7 @@ spec:
     });
     assert_eq!(file_lines(&shared.join("order")), ["hook-done", "next-start"]);
     assert!(
-        !pod_events(&env, "post")
+        !pod_events(&env, &static_pod_name("post"))
             .iter()
             .any(|(_, r, _, _)| r == "FailedPostStartHook"),
         "no hook failure"
@@ -91,9 +91,9 @@ spec:
     );
     // The event's message is fixed (a hook's output may hold secrets); the details, with
     // the output, are in the agent's log.
-    let msg = wait_pod_event(&env, "postfail", "FailedPostStartHook", "");
+    let msg = wait_pod_event(&env, &static_pod_name("postfail"), "FailedPostStartHook", "");
     assert_eq!(msg, "PostStartHook failed");
-    wait_pod_event(&env, "postfail", "Killing", "FailedPostStartHook");
+    wait_pod_event(&env, &static_pod_name("postfail"), "Killing", "FailedPostStartHook");
     let log = agent.log_text();
     assert!(
         log.lines()
@@ -102,14 +102,14 @@ spec:
     );
     // Killed and restarted (restartPolicy Always): attempts come and go, each process gone.
     let (first_pid, first_exit) = wait_for("the first attempt killed", Duration::from_secs(30), || {
-        let p = env.pod("postfail")?;
+        let p = env.pod(&static_pod_name("postfail"))?;
         let first = p.attempts.get("app")?.iter().find(|a| a.attempt == 0)?.clone();
         Some((first.pid?, first.exit?))
     });
     assert!(!alive(first_pid), "the first attempt's process is gone");
     assert_ne!(first_exit["exit_code"], 0, "killed: {first_exit}");
     wait_for("a second attempt", Duration::from_secs(30), || {
-        let p = env.pod("postfail")?;
+        let p = env.pod(&static_pod_name("postfail"))?;
         (p.containers.get("app")?.attempt >= 1).then_some(())
     });
 }
@@ -152,10 +152,10 @@ spec:
 "#
         .replace("SHARED", &shared.display().to_string()),
     );
-    let pod = env.wait_running("prestop", &["app", "broken"]);
+    let pod = env.wait_running(&static_pod_name("prestop"), &["app", "broken"]);
     let pids = [pod.pid("app"), pod.pid("broken")];
     env.remove_manifest("prestop.yaml");
-    let msg = wait_pod_event(&env, "prestop", "FailedPreStopHook", "");
+    let msg = wait_pod_event(&env, &static_pod_name("prestop"), "FailedPreStopHook", "");
     assert_eq!(msg, "PreStopHook failed");
     wait_for(
         "the preStop failure in the agent's log",
@@ -172,7 +172,7 @@ spec:
                 .then_some(())
         },
     );
-    wait_pod_removed(&env, "prestop");
+    wait_pod_removed(&env, &static_pod_name("prestop"));
     for pid in pids {
         assert!(!alive(pid), "{pid} stopped");
     }
@@ -211,7 +211,7 @@ spec:
 "#
         .replace("SHARED", &shared.display().to_string()),
     );
-    let pid = env.wait_running("sleepy", &["app"]).pid("app");
+    let pid = env.wait_running(&static_pod_name("sleepy"), &["app"]).pid("app");
     let removed = Instant::now();
     env.remove_manifest("sleepy.yaml");
     let termed = wait_for("the SIGTERM trap ran", Duration::from_secs(30), || {
@@ -223,7 +223,7 @@ spec:
         "SIGTERM after {:?}, before the preStop sleep ended",
         termed.duration_since(removed)
     );
-    wait_pod_removed(&env, "sleepy");
+    wait_pod_removed(&env, &static_pod_name("sleepy"));
     assert!(!alive(pid));
 }
 
@@ -279,16 +279,16 @@ spec:
             shared = shared.display(),
         ),
     );
-    env.wait_running("http", &["web", "app"]);
+    env.wait_running(&static_pod_name("http"), &["web", "app"]);
     wait_for("the postStart request", Duration::from_secs(20), || {
         (!file_lines(&shared.join("order")).is_empty()).then_some(())
     });
     assert_eq!(file_lines(&shared.join("order")), ["post-start"]);
     env.remove_manifest("http.yaml");
-    wait_pod_removed(&env, "http");
+    wait_pod_removed(&env, &static_pod_name("http"));
     assert_eq!(file_lines(&shared.join("order")), ["post-start", "pre-stop"]);
     assert!(
-        !pod_events(&env, "http")
+        !pod_events(&env, &static_pod_name("http"))
             .iter()
             .any(|(_, r, _, _)| r == "FailedPostStartHook" || r == "FailedPreStopHook"),
         "no hook failed"

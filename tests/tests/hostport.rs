@@ -152,7 +152,7 @@ fn tcp_udp_and_host_ip_are_forwarded_and_closed_with_the_pod() {
     );
     // The port is open before the pod runs: by the time its container exists, it listens.
     let first = wait_for("web's container process", Duration::from_secs(30), || {
-        let p = env.pod("web")?;
+        let p = env.pod(&static_pod_name("web"))?;
         p.containers.get("web")?.pid?;
         Some(p)
     });
@@ -195,7 +195,7 @@ fn tcp_udp_and_host_ip_are_forwarded_and_closed_with_the_pod() {
     // The pod goes: the ports close and the forwarder is gone.
     env.remove_manifest("web.yaml");
     wait_for("web removed", Duration::from_secs(30), || {
-        env.pod("web").is_none().then_some(())
+        env.pod(&static_pod_name("web")).is_none().then_some(())
     });
     assert!(!alive(fwd), "the forwarder is gone with the pod");
     let ports = listening_tcp(agent.pid());
@@ -223,7 +223,7 @@ fn a_taken_port_and_a_second_pod_on_the_same_port_are_refused() {
         &pod("blocked", "[{containerPort: 8080, hostPort: 18090}]"),
     );
     let message = wait_for("the hostport event", Duration::from_secs(30), || {
-        pod_events(&env, "blocked")
+        pod_events(&env, &static_pod_name("blocked"))
             .into_iter()
             .find(|(_, reason, msg, _)| {
                 reason == "FailedCreatePodSandBox" && msg.contains("cannot open hostport 18090")
@@ -233,11 +233,11 @@ fn a_taken_port_and_a_second_pod_on_the_same_port_are_refused() {
     assert!(message.contains("in use"), "{message}");
     // Give it a retry (back-off 1s) or two: still nothing started, no pause left running.
     wait_for("a second failed attempt", Duration::from_secs(30), || {
-        pod_events(&env, "blocked")
+        pod_events(&env, &static_pod_name("blocked"))
             .into_iter()
             .find(|(_, reason, _, count)| reason == "FailedCreatePodSandBox" && *count >= 2)
     });
-    let p = env.pod("blocked").expect("blocked pod's state");
+    let p = env.pod(&static_pod_name("blocked")).expect("blocked pod's state");
     assert!(
         p.containers.is_empty(),
         "no container was created: {:?}",
@@ -246,7 +246,7 @@ fn a_taken_port_and_a_second_pod_on_the_same_port_are_refused() {
     assert!(p.pause_pid.is_none_or(|pid| !alive(pid)), "no pause left running");
     // The port comes free: the next attempt starts the pod, forwarding.
     drop(squatter);
-    env.wait_running("blocked", &["web"]);
+    env.wait_running(&static_pod_name("blocked"), &["web"]);
     net.within(|| {
         wait_for("blocked answers on 18090", Duration::from_secs(20), || {
             http_get("127.0.0.1:18090").filter(|r| r.contains("hello-from-blocked"))
@@ -259,7 +259,7 @@ fn a_taken_port_and_a_second_pod_on_the_same_port_are_refused() {
         &pod("second", "[{containerPort: 8080, hostPort: 18090, hostIP: 127.0.0.1}]"),
     );
     let rejected = wait_for("second rejected", Duration::from_secs(30), || {
-        pod_events(&env, "second")
+        pod_events(&env, &static_pod_name("second"))
             .into_iter()
             .find(|(kind, reason, _, _)| kind == "Warning" && reason == "NodePorts")
     });
@@ -267,9 +267,12 @@ fn a_taken_port_and_a_second_pod_on_the_same_port_are_refused() {
         rejected.2.contains("didn't have free ports") && rejected.2.contains("default/blocked"),
         "{rejected:?}"
     );
-    assert!(env.pod("second").is_none(), "nothing of the rejected pod exists");
+    assert!(
+        env.pod(&static_pod_name("second")).is_none(),
+        "nothing of the rejected pod exists"
+    );
     let second: serde_json::Value =
-        serde_json::from_str(&ok(&env, &["get", "pod", "second", "-o", "json"])).expect("pod JSON");
+        serde_json::from_str(&ok(&env, &["get", "pod", &static_pod_name("second"), "-o", "json"])).expect("pod JSON");
     assert_eq!(second["status"]["phase"], "Failed");
     assert_eq!(second["status"]["reason"], "NodePorts");
     // The same port over UDP is another port: admitted.
@@ -277,7 +280,7 @@ fn a_taken_port_and_a_second_pod_on_the_same_port_are_refused() {
         "udp.yaml",
         &pod("udp", "[{containerPort: 8080, hostPort: 18090, protocol: UDP}]"),
     );
-    env.wait_running("udp", &["web"]);
+    env.wait_running(&static_pod_name("udp"), &["web"]);
 
     // An edited manifest is a new pod that takes the port over once the old one is gone.
     env.write_manifest(
@@ -290,7 +293,7 @@ fn a_taken_port_and_a_second_pod_on_the_same_port_are_refused() {
         })
     });
     assert!(
-        !pod_events(&env, "blocked")
+        !pod_events(&env, &static_pod_name("blocked"))
             .iter()
             .any(|(_, reason, _, _)| reason == "NodePorts"),
         "the edited pod is not refused for its predecessor's port"
@@ -306,7 +309,7 @@ fn forwarding_survives_an_agent_sigkill_and_restart() {
     env.import_image("busybox");
     let mut agent = start_agent(&net, &mut env);
     env.write_manifest("web.yaml", &pod("web", "[{containerPort: 8080, hostPort: 18080}]"));
-    let p = env.wait_running("web", &["web"]);
+    let p = env.wait_running(&static_pod_name("web"), &["web"]);
     let get = || {
         net.within(|| {
             wait_for("web answers on 18080", Duration::from_secs(20), || {
@@ -324,7 +327,7 @@ fn forwarding_survives_an_agent_sigkill_and_restart() {
     let agent2 = start_agent(&net, &mut env);
     get();
     assert_eq!(
-        forwarder_pid(&env.pod("web").expect("web")),
+        forwarder_pid(&env.pod(&static_pod_name("web")).expect("web")),
         Some(fwd),
         "the same forwarder is re-adopted, not replaced"
     );
@@ -339,15 +342,15 @@ fn forwarding_survives_an_agent_sigkill_and_restart() {
     net.within(|| assert!(refused("127.0.0.1:18080")));
     let _agent3 = start_agent(&net, &mut env);
     get();
-    let again = forwarder_pid(&env.pod("web").expect("web")).expect("a new forwarder");
+    let again = forwarder_pid(&env.pod(&static_pod_name("web")).expect("web")).expect("a new forwarder");
     assert_ne!(again, fwd);
 
     // The pause dies: the new sandbox gets the ports again (the old forwarder let go).
-    let old_pause = env.pod("web").expect("web").pause();
+    let old_pause = env.pod(&static_pod_name("web")).expect("web").pause();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(old_pause), nix::sys::signal::Signal::SIGKILL)
         .expect("kill the pause");
     wait_for("a new sandbox with a new forwarder", Duration::from_secs(30), || {
-        let p = env.pod("web")?;
+        let p = env.pod(&static_pod_name("web"))?;
         let fwd = forwarder_pid(&p)?;
         (p.pause() != old_pause && alive(p.pause()) && fwd != again && alive(fwd)).then_some(())
     });
@@ -367,8 +370,8 @@ fn port_forward_several_ports_and_addresses_round_trip() {
         "pf.yaml",
         "apiVersion: v1\nkind: Pod\nmetadata: {name: pf}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: web\n    image: localhost/busybox:latest\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, \"trap 'exit 0' TERM; mkdir -p /a /b && echo port-a > /a/index.html && echo port-b > /b/index.html; httpd -f -p 127.0.0.1:8080 -h /a & httpd -f -p 127.0.0.1:8081 -h /b & wait\"]\n",
     );
-    let pf = env.wait_running("pf", &["web"]);
-    wait_agent_ready(&env, "pf");
+    let pf = env.wait_running(&static_pod_name("pf"), &["web"]);
+    wait_agent_ready(&env, &static_pod_name("pf"));
     // Both servers listen in the pod before any forwarding starts.
     wait_for("both servers in the pod", Duration::from_secs(20), || {
         let ports = listening_tcp(pf.pid("web"));
@@ -382,7 +385,7 @@ fn port_forward_several_ports_and_addresses_round_trip() {
         .arg(minilet())
         .args([
             "port-forward",
-            "pf",
+            &static_pod_name("pf"),
             "18100:8080",
             ":8081",
             "--address",

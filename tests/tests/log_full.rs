@@ -164,7 +164,7 @@ spec:
 "#
         ),
     );
-    let pod = env.wait_running("logfull", &["app"]);
+    let pod = env.wait_running(&static_pod_name("logfull"), &["app"]);
     let c = pod.containers["app"].clone();
     let monitor = c.monitor_pid.expect("monitor pid");
 
@@ -175,7 +175,7 @@ spec:
         let wchan = std::fs::read_to_string(format!("/proc/{seq}/wchan")).ok()?;
         (tmpfs.available() == 0 && wchan.contains("pipe_write")).then_some(seq)
     });
-    let (kind, _, message, _) = wait_event(&env, "logfull", "LogWriteFailed");
+    let (kind, _, message, _) = wait_event(&env, &static_pod_name("logfull"), "LogWriteFailed");
     assert_eq!(kind, "Warning");
     assert!(message.contains("No space left on device"), "{message}");
     assert!(message.contains("container app"), "{message}");
@@ -210,10 +210,10 @@ spec:
     let contents: Vec<&str> = all.iter().map(|r| r.2.as_str()).collect();
     let expected: Vec<String> = (1..=N).map(|i| i.to_string()).chain(["done".to_string()]).collect();
     assert!(contents == expected, "{} records, not 1..={N} and done", contents.len());
-    let (kind, _, message, _) = wait_event(&env, "logfull", "LogWriteResumed");
+    let (kind, _, message, _) = wait_event(&env, &static_pod_name("logfull"), "LogWriteResumed");
     assert_eq!(kind, "Normal");
     assert!(message.contains("no output was lost"), "{message}");
-    let describe = ok(&env, &["describe", "pod", "logfull"]);
+    let describe = ok(&env, &["describe", "pod", &static_pod_name("logfull")]);
     assert!(
         describe.contains("LogWriteFailed") && describe.contains("LogWriteResumed"),
         "{describe}"
@@ -253,7 +253,7 @@ spec:
         ),
     );
     let pod = wait_for("the container's exit recorded", Duration::from_secs(60), || {
-        env.pod("logloss")
+        env.pod(&static_pod_name("logloss"))
             .filter(|p| p.containers.get("app").is_some_and(|c| c.exit.is_some()))
     });
     let c = &pod.containers["app"];
@@ -273,7 +273,7 @@ spec:
     let k = kept.len();
     let lost_lines = N - k;
     let lost_bytes: usize = (k + 1..=N).map(|i| i.to_string().len() + 1).sum();
-    let (kind, _, message, _) = wait_event(&env, "logloss", "LogOutputLost");
+    let (kind, _, message, _) = wait_event(&env, &static_pod_name("logloss"), "LogOutputLost");
     assert_eq!(kind, "Warning");
     let expect = format!("{lost_lines} lines ({lost_bytes} bytes) of output of container app");
     assert!(message.starts_with(&expect), "expected {expect:?} in {message}");
@@ -285,7 +285,7 @@ spec:
             "{marker:?}"
         );
     }
-    let failed = wait_event(&env, "logloss", "LogWriteFailed");
+    let failed = wait_event(&env, &static_pod_name("logloss"), "LogWriteFailed");
     assert_eq!(failed.0, "Warning");
     assert_small(&c.dir.join("monitor.log"));
     drop(agent);
@@ -320,7 +320,7 @@ spec:
 "#,
     );
     let pod = wait_for("the container's exit recorded", Duration::from_secs(60), || {
-        env.pod("logmark")
+        env.pod(&static_pod_name("logmark"))
             .filter(|p| p.containers.get("app").is_some_and(|c| c.exit.is_some()))
     });
     let c = &pod.containers["app"];
@@ -338,7 +338,7 @@ spec:
                 .contains("were lost: the log could not be written: No space left on device"),
         "{marker:?}"
     );
-    let (kind, _, message, _) = wait_event(&env, "logmark", "LogOutputLost");
+    let (kind, _, message, _) = wait_event(&env, &static_pod_name("logmark"), "LogOutputLost");
     assert_eq!(kind, "Warning");
     assert!(
         message.starts_with("3 lines (20007 bytes) of output of container app"),

@@ -230,16 +230,16 @@ fn a_fast_writer_is_rotated_losing_and_repeating_nothing() {
     std::fs::create_dir_all(&ctl).expect("create ctl dir");
     let _agent = Agent::start(&env, FLAGS);
     env.write_manifest("rotate.yaml", &ROTATE.replace("CTL", &ctl.display().to_string()));
-    let pod = env.wait_running("rotate", &["app"]);
+    let pod = env.wait_running(&static_pod_name("rotate"), &["app"]);
     let log = pod.containers["app"].log_path.clone();
-    wait_agent_ready(&env, "rotate");
+    wait_agent_ready(&env, &static_pod_name("rotate"));
     wait_for("the first 500 lines in the log", Duration::from_secs(30), || {
         contents(&log).last().is_some_and(|l| l == "500").then_some(())
     });
     assert!(rotations(&log).is_empty(), "no rotation below the limit");
 
     // A follower that has printed line 500 before the first rotation sees every line after.
-    let follower = Follower::start(&env, &["logs", "-f", "rotate"]);
+    let follower = Follower::start(&env, &["logs", "-f", &static_pod_name("rotate")]);
     wait_for("logs -f printing line 500", Duration::from_secs(30), || {
         follower.has("500").then_some(())
     });
@@ -260,7 +260,7 @@ fn a_fast_writer_is_rotated_losing_and_repeating_nothing() {
 
     // The first attempt failed and the second runs: its log is complete on disk.
     wait_for("the second attempt", Duration::from_secs(60), || {
-        let p = env.pod("rotate")?;
+        let p = env.pod(&static_pod_name("rotate"))?;
         let c = p.containers.get("app")?;
         (c.attempt == 1 && c.pid.is_some()).then_some(())
     });
@@ -283,14 +283,25 @@ fn a_fast_writer_is_rotated_losing_and_repeating_nothing() {
     assert_eq!(on_disk, expect, "lines lost or repeated on disk");
 
     // `logs --previous` reads the same across the rotations; --tail counts from the end.
-    let printed = ok(&env, &["logs", "--previous", "rotate"]);
+    let printed = ok(&env, &["logs", "--previous", &static_pod_name("rotate")]);
     assert_eq!(printed.lines().collect::<Vec<_>>(), on_disk);
-    let tail = ok(&env, &["logs", "--previous", "--tail", "3", "rotate"]);
+    let tail = ok(&env, &["logs", "--previous", "--tail", "3", &static_pod_name("rotate")]);
     assert_eq!(tail, format!("{}\n{LAST}\ndone\n", LAST - 1));
-    let since = ok(&env, &["logs", "--previous", "--since", "1h", "--tail", "1", "rotate"]);
+    let since = ok(
+        &env,
+        &[
+            "logs",
+            "--previous",
+            "--since",
+            "1h",
+            "--tail",
+            "1",
+            &static_pod_name("rotate"),
+        ],
+    );
     assert_eq!(since, "done\n");
     wait_for("the second attempt's log", Duration::from_secs(30), || {
-        (ok(&env, &["logs", "rotate"]) == "second attempt\n").then_some(())
+        (ok(&env, &["logs", &static_pod_name("rotate")]) == "second attempt\n").then_some(())
     });
 }
 
@@ -317,7 +328,7 @@ fn rotation_goes_on_while_the_agent_is_stopped() {
     env.import_image("busybox");
     let mut agent = Agent::start(&env, FLAGS);
     env.write_manifest("endless.yaml", ENDLESS);
-    let pod = env.wait_running("endless", &["app"]);
+    let pod = env.wait_running(&static_pod_name("endless"), &["app"]);
     let log = pod.containers["app"].log_path.clone();
     wait_for("a first rotation", Duration::from_secs(30), || {
         (!rotations(&log).is_empty()).then_some(())
@@ -343,7 +354,7 @@ fn rotation_goes_on_while_the_agent_is_stopped() {
 
     // The next agent takes the same container back.
     let _agent = Agent::start(&env, FLAGS);
-    let again = env.wait_running("endless", &["app"]);
+    let again = env.wait_running(&static_pod_name("endless"), &["app"]);
     assert_eq!(again.pid("app"), pod.pid("app"));
 }
 

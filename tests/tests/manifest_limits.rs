@@ -63,7 +63,7 @@ fn an_11_mb_manifest_is_refused_and_nothing_else_suffers() {
     env.import_image("busybox");
     let agent = Agent::start(&env, &[]);
     env.write_manifest("keep.yaml", &pod_yaml("keep", "", ""));
-    let keep = env.wait_running("keep", &["main"]);
+    let keep = env.wait_running(&static_pod_name("keep"), &["main"]);
     let hwm_before = vm_hwm_kb(agent.pid());
 
     // A valid-looking pod whose annotation makes the file 11 MiB.
@@ -91,7 +91,10 @@ fn an_11_mb_manifest_is_refused_and_nothing_else_suffers() {
     assert!(log_len < 4 << 20, "agent log is {log_len} bytes");
     assert!(alive(keep.pid("main")) && alive(keep.pause()));
     assert!(ok(&env, &["get", "pods"]).contains("keep"));
-    assert!(env.pod("huge").is_none(), "no state for the refused pod");
+    assert!(
+        env.pod(&static_pod_name("huge")).is_none(),
+        "no state for the refused pod"
+    );
 }
 
 #[test]
@@ -114,7 +117,7 @@ fn a_pod_too_large_for_kubernetes_is_refused_and_large_ones_still_list() {
         msg.contains("toolarge.yaml") && msg.contains("must have at most 1572864 bytes"),
         "{msg}"
     );
-    assert!(env.pod("toolarge").is_none());
+    assert!(env.pod(&static_pod_name("toolarge")).is_none());
 
     // Three pods of ~1.45 MB each (labels, as many as a pod may carry within the bound):
     // together beyond gRPC's default 4 MiB message, and `get pods` must still list them.
@@ -128,7 +131,7 @@ fn a_pod_too_large_for_kubernetes_is_refused_and_large_ones_still_list() {
         );
     }
     for name in ["big-a", "big-b", "big-c"] {
-        env.wait_running(name, &["main"]);
+        env.wait_running(&static_pod_name(name), &["main"]);
     }
     let pods = ok(&env, &["get", "pods", "-o", "json"]);
     let list: Value = serde_json::from_str(&pods).expect("pods JSON");
@@ -156,7 +159,7 @@ fn a_nesting_bomb_is_refused_at_once_and_other_pods_start_meanwhile() {
         msg.contains("bomb.yaml") && msg.contains("nesting deeper than 64"),
         "{msg}"
     );
-    env.wait_running("valid", &["main"]);
+    env.wait_running(&static_pod_name("valid"), &["main"]);
     // Generous bounds (the quadratic parse took a minute and the valid pod two).
     assert!(
         written.elapsed() < Duration::from_secs(30),
@@ -164,11 +167,11 @@ fn a_nesting_bomb_is_refused_at_once_and_other_pods_start_meanwhile() {
         written.elapsed()
     );
     // A bomb written over a running pod's file leaves the pod alone.
-    let valid = env.pod("valid").expect("valid pod");
+    let valid = env.pod(&static_pod_name("valid")).expect("valid pod");
     env.write_manifest("valid.yaml", &format!("{}\n", "{".repeat(300_000)));
     invalid_event(&env, "valid.yaml", Duration::from_secs(60));
     assert!(alive(valid.pid("main")));
-    assert_eq!(env.pod("valid").expect("valid pod").uid, valid.uid);
+    assert_eq!(env.pod(&static_pod_name("valid")).expect("valid pod").uid, valid.uid);
 }
 
 #[test]
@@ -210,7 +213,7 @@ fn a_manifest_uid_or_id_that_would_escape_or_wrap_is_refused() {
     // A UID of the right shape is used as given.
     let uid = "0b3c9e2a-5d6f-4c1e-9f3a-7e8d2c1b0a99";
     env.write_manifest("fine.yaml", &pod_yaml("fine", &format!("  uid: {uid}\n"), ""));
-    let fine = env.wait_running("fine", &["main"]);
+    let fine = env.wait_running(&static_pod_name("fine"), &["main"]);
     assert_eq!(fine.uid, uid);
     assert_eq!(fine.dir, env.root.join("pods").join(uid));
 
@@ -230,7 +233,7 @@ fn a_manifest_uid_or_id_that_would_escape_or_wrap_is_refused() {
         .collect();
     assert_eq!(in_victim, ["canary"], "nothing written into the victim directory");
     for name in ["dotdot", "abs", "root"] {
-        assert!(env.pod(name).is_none(), "{name} has state");
+        assert!(env.pod(&static_pod_name(name)).is_none(), "{name} has state");
     }
 }
 
@@ -244,7 +247,7 @@ fn a_recreated_manifests_directory_is_watched_again() {
     // The re-list is 10 minutes away: only the watch can start the second pod in time.
     let agent = Agent::start(&env, &["--relist-period", "10m"]);
     env.write_manifest("first.yaml", &pod_yaml("first", "", ""));
-    let first = env.wait_running("first", &["main"]);
+    let first = env.wait_running(&static_pod_name("first"), &["main"]);
 
     std::fs::remove_dir_all(&env.manifests).expect("remove the manifests directory");
     wait_for("the first pod removed", Duration::from_secs(30), || {
@@ -256,10 +259,10 @@ fn a_recreated_manifests_directory_is_watched_again() {
     );
     std::fs::create_dir(&env.manifests).expect("re-create the manifests directory");
     env.write_manifest("second.yaml", &pod_yaml("second", "", ""));
-    env.wait_running("second", &["main"]);
+    env.wait_running(&static_pod_name("second"), &["main"]);
     // And later changes are seen too: the watch itself is back.
     env.write_manifest("third.yaml", &pod_yaml("third", "", ""));
-    env.wait_running("third", &["main"]);
+    env.wait_running(&static_pod_name("third"), &["main"]);
 
     // A rename into the directory (as editors and `kubectl`-style writers save) is one
     // change: the file is read once, though inotify reports it twice (To, and From+To).
@@ -269,11 +272,38 @@ fn a_recreated_manifests_directory_is_watched_again() {
         env.manifests.join("fourth.yaml"),
     )
     .expect("rename");
-    env.wait_running("fourth", &["main"]);
+    env.wait_running(&static_pod_name("fourth"), &["main"]);
     let reads = |log: &str| {
         log.lines()
             .filter(|l| l.contains("reading manifest") && l.contains("fourth.yaml"))
             .count()
     };
     assert_eq!(reads(&agent.log_text()), 1, "fourth.yaml read once");
+}
+
+/// Static pods are named `<name>-<node name>`: a manifest name that fits alone but not with
+/// the node's name is an invalid manifest naming the file and `metadata.name`; nothing runs.
+#[test]
+fn a_name_too_long_once_the_node_name_is_appended_is_refused() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("limits-name");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, &[]);
+    // 249 characters (parts of at most 63); with "-" and the node name, past 253.
+    let name = ["a".repeat(62), "b".repeat(62), "c".repeat(62), "d".repeat(60)].join(".");
+    assert!(name.len() + 1 + NODE.len() > 253);
+    env.write_manifest("long.yaml", &pod_yaml(&name, "", ""));
+    env.write_manifest("short.yaml", &pod_yaml("short", "", ""));
+    let message = invalid_event(&env, "long.yaml", Duration::from_secs(30));
+    assert!(
+        message.contains("long.yaml: metadata.name: Invalid value: static pod name")
+            && message.contains(&format!("node name {NODE:?} is 258 characters, must have at most 253")),
+        "{message}"
+    );
+    // The other manifest runs; the refused one left no state.
+    let short = env.wait_running(&static_pod_name("short"), &["main"]);
+    assert!(alive(short.pause()));
+    assert_eq!(std::fs::read_dir(env.root.join("pods")).expect("pods dir").count(), 1);
 }

@@ -46,7 +46,10 @@ fn assert_gone(env: &Env, pod: &PodView, pids: &[i32]) {
     for c in pod.containers.values() {
         assert!(env.cgroup_dirs(&c.cgroup).is_empty(), "container cgroup left");
     }
-    assert!(!env.pod_log_dir("web", &pod.uid).exists(), "pod log directory left");
+    assert!(
+        !env.pod_log_dir(&static_pod_name("web"), &pod.uid).exists(),
+        "pod log directory left"
+    );
 }
 
 #[test]
@@ -58,7 +61,7 @@ fn edit_replaces_touch_does_nothing_leftovers_ignored_remove_cleans_up() {
     env.import_image("busybox");
     let agent = Agent::start(&env, &[]);
     env.write_manifest("web.yaml", &pod_yaml("web", "v1"));
-    let first = env.wait_running("web", &["main"]);
+    let first = env.wait_running(&static_pod_name("web"), &["main"]);
     let first_pids = vec![first.pause(), first.pid("main")];
     let mon = first.containers["main"].monitor_pid.unwrap();
 
@@ -72,7 +75,7 @@ fn edit_replaces_touch_does_nothing_leftovers_ignored_remove_cleans_up() {
     std::fs::copy(&path, env.manifests.join(".web.yaml.swp")).unwrap();
     std::fs::copy(&path, env.manifests.join("web.yaml~")).unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    let same = env.pod("web").unwrap();
+    let same = env.pod(&static_pod_name("web")).unwrap();
     assert_eq!(same.uid, first.uid);
     assert_eq!(same.pid("main"), first.pid("main"));
     assert_eq!(
@@ -100,16 +103,16 @@ fn edit_replaces_touch_does_nothing_leftovers_ignored_remove_cleans_up() {
         alive(first.pid("main")) && alive(first.pause()),
         "a parse error must not kill the running pod"
     );
-    assert_eq!(env.pod("web").unwrap().uid, first.uid);
+    assert_eq!(env.pod(&static_pod_name("web")).unwrap().uid, first.uid);
 
     // Fixing it with different content replaces the pod: old one gone, new one running.
     env.write_manifest("web.yaml", &pod_yaml("web", "v2"));
     wait_for("a new web pod", Duration::from_secs(30), || {
-        env.pod("web").filter(|p| p.uid != first.uid)
+        env.pod(&static_pod_name("web")).filter(|p| p.uid != first.uid)
     });
     assert_gone(&env, &first, &first_pids);
     assert!(!alive(mon), "the old monitor exited");
-    let second = env.wait_running("web", &["main"]);
+    let second = env.wait_running(&static_pod_name("web"), &["main"]);
     assert_ne!(second.pause(), first.pause());
     wait_for("v2 logged", Duration::from_secs(10), || {
         std::fs::read_to_string(&second.containers["main"].log_path)
@@ -135,15 +138,17 @@ fn a_pod_waits_for_its_image_and_starts_when_it_is_imported() {
     env.write_manifest("web.yaml", &pod_yaml("web", "hi").replace("IfNotPresent", "Never"));
     // No image yet: the sandbox runs, the container waits (ErrImageNeverPull), nothing crashes.
     wait_for("the pod's sandbox", Duration::from_secs(20), || {
-        env.pod("web").and_then(|p| p.pause_pid).filter(|&p| alive(p))
+        env.pod(&static_pod_name("web"))
+            .and_then(|p| p.pause_pid)
+            .filter(|&p| alive(p))
     });
     std::thread::sleep(Duration::from_millis(300));
-    assert!(env.pod("web").unwrap().containers.is_empty());
+    assert!(env.pod(&static_pod_name("web")).unwrap().containers.is_empty());
     wait_for("ErrImageNeverPull reported", Duration::from_secs(10), || {
         agent.log_text().contains("ErrImageNeverPull").then_some(())
     });
     env.import_image("busybox");
-    env.wait_running("web", &["main"]);
+    env.wait_running(&static_pod_name("web"), &["main"]);
 }
 
 #[test]
@@ -155,7 +160,7 @@ fn editor_saves_keep_the_pod_when_the_content_is_the_same() {
     env.import_image("busybox");
     let _agent = Agent::start(&env, &[]);
     env.write_manifest("web.yaml", &pod_yaml("web", "v1"));
-    let first = env.wait_running("web", &["main"]);
+    let first = env.wait_running(&static_pod_name("web"), &["main"]);
     let path = env.manifests.join("web.yaml");
     let content = std::fs::read(&path).unwrap();
 
@@ -171,7 +176,7 @@ fn editor_saves_keep_the_pod_when_the_content_is_the_same() {
     }
     std::fs::remove_file(env.manifests.join("web.yaml~")).unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    let same = env.pod("web").unwrap();
+    let same = env.pod(&static_pod_name("web")).unwrap();
     assert_eq!(same.uid, first.uid, "same content, same pod");
     assert!(
         alive(first.pid("main")) && alive(first.pause()),

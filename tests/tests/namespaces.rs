@@ -37,7 +37,7 @@ fn shared_process_namespace_pod() {
     env.import_image("busybox");
     let _agent = Agent::start(&env, &[]);
     env.write_manifest("shared.yaml", SHARED);
-    let pod = env.wait_running("shared", &["a", "b"]);
+    let pod = env.wait_running(&static_pod_name("shared"), &["a", "b"]);
     let (pause, a, b) = (pod.pause(), pod.pid("a"), pod.pid("b"));
 
     // net, ipc, uts and (shareProcessNamespace) pid are the pause's.
@@ -54,7 +54,7 @@ fn shared_process_namespace_pod() {
     assert_ne!(ns(a, "mnt"), ns(b, "mnt"));
     assert_ne!(ns(a, "mnt"), ns(pause, "mnt"));
 
-    // The pause is PID 1 of the pod; the hostname is the pod name.
+    // The pause is PID 1 of the pod; the hostname is the pod name (the static pod's).
     let ps = in_container(b, &["ps", "-o", "pid,args"]);
     let ps = String::from_utf8_lossy(&ps.stdout);
     assert!(
@@ -64,7 +64,7 @@ fn shared_process_namespace_pod() {
     );
     assert!(ps.contains("trap"), "b sees a's processes:\n{ps}");
     let host = in_container(a, &["hostname"]);
-    assert_eq!(String::from_utf8_lossy(&host.stdout).trim(), "shared");
+    assert_eq!(String::from_utf8_lossy(&host.stdout).trim(), static_pod_name("shared"));
 
     // Each container sits in its own cgroup, holding the limits.
     let ca = &pod.containers["a"].cgroup;
@@ -147,7 +147,7 @@ fn separate_process_namespaces_by_default() {
     env.import_image("busybox");
     let _agent = Agent::start(&env, &[]);
     env.write_manifest("separate.yaml", SEPARATE);
-    let pod = env.wait_running("separate", &["a", "b"]);
+    let pod = env.wait_running(&static_pod_name("separate"), &["a", "b"]);
     let (pause, a, b) = (pod.pause(), pod.pid("a"), pod.pid("b"));
     for kind in ["net", "ipc", "uts"] {
         assert_eq!(ns(a, kind), ns(pause, kind), "a {kind}");
@@ -178,7 +178,7 @@ fn host_network_pods_share_the_hosts_network_and_uts_namespaces() {
         "hostnet.yaml",
         "apiVersion: v1\nkind: Pod\nmetadata: {name: hostnet}\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {name: c, image: localhost/busybox:latest, imagePullPolicy: IfNotPresent, command: [sleep, '3600']}\n",
     );
-    let pod = env.wait_running("hostnet", &["c"]);
+    let pod = env.wait_running(&static_pod_name("hostnet"), &["c"]);
     let me = std::process::id() as i32;
     // hostNetwork: the host's network and (as in Kubernetes) UTS namespace; IPC and PID stay the pod's.
     assert_eq!(ns(pod.pid("c"), "net"), ns(me, "net"));

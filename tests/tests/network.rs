@@ -219,35 +219,38 @@ fn pods_get_ips_see_them_and_reach_each_other_and_the_node() {
     let mut agent = start(&mut env, &ns, &cni_flags(&conf));
     env.write_manifest("web.yaml", WEB);
     env.write_manifest("client.yaml", &sleeper("client"));
-    let web = env.wait_running("web", &["main"]);
-    let client = env.wait_running("client", &["main"]);
-    wait_agent_ready(&env, "web");
-    wait_agent_ready(&env, "client");
+    let web = env.wait_running(&static_pod_name("web"), &["main"]);
+    let client = env.wait_running(&static_pod_name("client"), &["main"]);
+    wait_agent_ready(&env, &static_pod_name("web"));
+    wait_agent_ready(&env, &static_pod_name("client"));
 
     // The address is in the default range and shown everywhere.
-    let web_ip = wide_ip(&env, "web");
-    let client_ip = wide_ip(&env, "client");
+    let web_ip = wide_ip(&env, &static_pod_name("web"));
+    let client_ip = wide_ip(&env, &static_pod_name("client"));
     assert_ne!(web_ip, client_ip);
     for ip in [web_ip, client_ip] {
         assert_eq!(ip.octets()[..2], [10, 244], "{ip} not in the default 10.244.0.0/16");
     }
-    let yaml = ok(&env, &["get", "pod", "web", "-o", "yaml"]);
+    let yaml = ok(&env, &["get", "pod", &static_pod_name("web"), "-o", "yaml"]);
     assert!(yaml.contains(&format!("podIP: {web_ip}")), "{yaml}");
-    let describe = ok(&env, &["describe", "pod", "web"]);
+    let describe = ok(&env, &["describe", "pod", &static_pod_name("web")]);
     assert!(
         describe
             .lines()
             .any(|l| l.starts_with("IP:") && l.trim_end().ends_with(&web_ip.to_string())),
         "{describe}"
     );
-    assert_eq!(sandbox_status_ip(&env, "web"), web_ip.to_string());
+    assert_eq!(sandbox_status_ip(&env, &static_pod_name("web")), web_ip.to_string());
 
     // What the kernel and the container see: eth0 has it, /etc/hosts maps the hostname to
     // it, the downward API gives it.
     let addr = run_in(web.pid("main"), &["ip", "-o", "-4", "addr", "show", "eth0"]);
     assert!(addr.contains(&format!("inet {web_ip}/16")), "{addr}");
     let hosts = run_in(web.pid("main"), &["cat", "/etc/hosts"]);
-    assert!(hosts.contains(&format!("{web_ip}\tweb\n")), "{hosts}");
+    assert!(
+        hosts.contains(&format!("{web_ip}\t{}\n", static_pod_name("web"))),
+        "{hosts}"
+    );
     assert!(!hosts.contains("127.0.1.1"), "{hosts}");
     let environ = std::fs::read(format!("/proc/{}/environ", web.pid("main"))).unwrap();
     let environ = String::from_utf8_lossy(&environ);
@@ -287,7 +290,7 @@ fn pods_get_ips_see_them_and_reach_each_other_and_the_node() {
     // The pod goes: so do its address, veth, rules, and the hostPort stops answering.
     env.remove_manifest("web.yaml");
     wait_for("web removed", Duration::from_secs(30), || {
-        env.pod("web").is_none().then_some(())
+        env.pod(&static_pod_name("web")).is_none().then_some(())
     });
     let after = ns.run(&["curl", "-s", "-m", "3", &format!("http://{gateway}:18080/")]);
     assert!(!after.status.success(), "hostPort still answers after the pod went");
@@ -308,16 +311,19 @@ fn a_pod_removed_while_the_agent_was_down_gets_its_del() {
     let mut agent = start(&mut env, &ns, &flags);
     env.write_manifest("a.yaml", &sleeper("a"));
     env.write_manifest("b.yaml", &sleeper("b"));
-    env.wait_running("a", &["main"]);
-    let b = env.wait_running("b", &["main"]);
-    let (a_ip, b_ip) = (wide_ip(&env, "a"), wide_ip(&env, "b"));
+    env.wait_running(&static_pod_name("a"), &["main"]);
+    let b = env.wait_running(&static_pod_name("b"), &["main"]);
+    let (a_ip, b_ip) = (
+        wide_ip(&env, &static_pod_name("a")),
+        wide_ip(&env, &static_pod_name("b")),
+    );
     assert_eq!(ns.veths().len(), 2);
 
     agent.kill9();
     env.remove_manifest("a.yaml");
     let mut agent = start(&mut env, &ns, &flags);
     wait_for("pod a removed", Duration::from_secs(30), || {
-        env.pod("a").is_none().then_some(())
+        env.pod(&static_pod_name("a")).is_none().then_some(())
     });
     // Its DEL ran: address free, veth gone, namespace unpinned; b keeps everything.
     let files = ipam_files(&env);
@@ -328,16 +334,18 @@ fn a_pod_removed_while_the_agent_was_down_gets_its_del() {
     assert!(files.contains(&b_ip.to_string()), "b lost its address: {files:?}");
     assert_eq!(ns.veths().len(), 1, "a's veth still there");
     assert_eq!(pinned_netns(&env).len(), 1);
-    assert_eq!(wide_ip(&env, "b"), b_ip);
-    let again = env.wait_running("b", &["main"]);
+    assert_eq!(wide_ip(&env, &static_pod_name("b")), b_ip);
+    let again = env.wait_running(&static_pod_name("b"), &["main"]);
     assert_eq!(again.pid("main"), b.pid("main"), "b was not restarted");
     let addr = run_in(b.pid("main"), &["ip", "-o", "-4", "addr", "show", "eth0"]);
     assert!(addr.contains(&format!("inet {b_ip}/16")), "{addr}");
     // The re-adopted pod's network passed CHECK: no event says otherwise.
     assert!(
-        !pod_events(&env, "b").iter().any(|e| e.1 == "FailedPodNetworkCheck"),
+        !pod_events(&env, &static_pod_name("b"))
+            .iter()
+            .any(|e| e.1 == "FailedPodNetworkCheck"),
         "{:?}",
-        pod_events(&env, "b")
+        pod_events(&env, &static_pod_name("b"))
     );
 
     agent.stop();
@@ -387,7 +395,7 @@ fn a_failing_plugin_is_an_event_and_leaves_nothing() {
     let mut agent = start(&mut env, &ns, &flags);
     env.write_manifest("p.yaml", &sleeper("p"));
     let (_, _, message, _) = wait_for("FailedCreatePodSandBox event", Duration::from_secs(30), || {
-        pod_events(&env, "p")
+        pod_events(&env, &static_pod_name("p"))
             .into_iter()
             .find(|e| e.1 == "FailedCreatePodSandBox")
     });
@@ -396,7 +404,7 @@ fn a_failing_plugin_is_an_event_and_leaves_nothing() {
         "{message}"
     );
     // The sandbox was not started and nothing of the attempt is left.
-    let pod = env.pod("p").expect("pod record");
+    let pod = env.pod(&static_pod_name("p")).expect("pod record");
     assert!(pod.pause_pid.is_none_or(|p| !alive(p)), "pause still running");
     assert!(pod.containers.is_empty());
     assert!(!pod.dir.join("network.json").exists());
@@ -416,13 +424,16 @@ fn without_cni_pods_keep_loopback_only() {
     // The harness's default: --network=none, in the machine's own namespace.
     let _agent = Agent::start(&env, &[]);
     env.write_manifest("p.yaml", &sleeper("p"));
-    let p = env.wait_running("p", &["main"]);
-    wait_agent_ready(&env, "p");
+    let p = env.wait_running(&static_pod_name("p"), &["main"]);
+    wait_agent_ready(&env, &static_pod_name("p"));
     let links = run_in(p.pid("main"), &["ip", "-o", "link"]);
     assert_eq!(links.lines().count(), 1, "{links}");
     let hosts = run_in(p.pid("main"), &["cat", "/etc/hosts"]);
-    assert!(hosts.contains("127.0.1.1\tp\n"), "{hosts}");
-    let yaml = ok(&env, &["get", "pod", "p", "-o", "yaml"]);
+    assert!(
+        hosts.contains(&format!("127.0.1.1\t{}\n", static_pod_name("p"))),
+        "{hosts}"
+    );
+    let yaml = ok(&env, &["get", "pod", &static_pod_name("p"), "-o", "yaml"]);
     assert!(!yaml.contains("podIP:"), "{yaml}");
     assert!(!env.root.join("network").exists(), "no network state without CNI");
 
@@ -438,17 +449,19 @@ fn a_replaced_sandbox_frees_the_old_address() {
     let (ns, mut env, conf) = cni_node("replace");
     let mut agent = start(&mut env, &ns, &cni_flags(&conf));
     env.write_manifest("p.yaml", &sleeper("p"));
-    let first = env.wait_running("p", &["main"]);
-    let old_ip = wide_ip(&env, "p");
+    let first = env.wait_running(&static_pod_name("p"), &["main"]);
+    let old_ip = wide_ip(&env, &static_pod_name("p"));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(first.pause()),
         nix::sys::signal::Signal::SIGKILL,
     )
     .expect("kill the pause");
     wait_for("a new sandbox", Duration::from_secs(30), || {
-        env.pod("p")?.pause_pid.filter(|p| *p != first.pause() && alive(*p))
+        env.pod(&static_pod_name("p"))?
+            .pause_pid
+            .filter(|p| *p != first.pause() && alive(*p))
     });
-    let second = env.wait_running("p", &["main"]);
+    let second = env.wait_running(&static_pod_name("p"), &["main"]);
     // The new sandbox has its own address; the old one's DEL freed its address and veth.
     let files = wait_for("one allocation", Duration::from_secs(30), || {
         let f = ipam_files(&env);
@@ -638,8 +651,8 @@ fn an_add_interrupted_by_an_agent_crash_is_undone_and_the_sandbox_replaced() {
     env.write_manifest("p.yaml", &sleeper("p"));
     hanging.crash(&mut agent);
     let mut agent = start(&mut env, &ns, &hanging.flags);
-    env.wait_running("p", &["main"]);
-    let ip = wide_ip(&env, "p");
+    env.wait_running(&static_pod_name("p"), &["main"]);
+    let ip = wide_ip(&env, &static_pod_name("p"));
     assert_eq!(ip.octets()[..2], [10, 244], "a new sandbox on the default network");
     assert_eq!(hanging.allocations(), 0, "the interrupted ADD's address was freed");
     assert_eq!(ns.veths().len(), 1);
@@ -692,8 +705,8 @@ fn a_broken_network_found_at_re_adoption_is_reported() {
     let flags = cni_flags(&conf);
     let mut agent = start(&mut env, &ns, &flags);
     env.write_manifest("p.yaml", &sleeper("p"));
-    let p = env.wait_running("p", &["main"]);
-    wide_ip(&env, "p");
+    let p = env.wait_running(&static_pod_name("p"), &["main"]);
+    wide_ip(&env, &static_pod_name("p"));
     agent.kill9();
     // While no agent runs, the pod's veth goes (its peer, the pod's eth0, with it).
     let veths = ns.veths();
@@ -701,13 +714,16 @@ fn a_broken_network_found_at_re_adoption_is_reported() {
     ns.ok(&["ip", "link", "del", &veths[0]]);
     let mut agent = start(&mut env, &ns, &flags);
     let (_, _, message, _) = wait_for("FailedPodNetworkCheck", Duration::from_secs(30), || {
-        pod_events(&env, "p")
+        pod_events(&env, &static_pod_name("p"))
             .into_iter()
             .find(|e| e.1 == "FailedPodNetworkCheck")
     });
     assert!(message.contains("CNI plugin bridge failed (CHECK)"), "{message}");
     // Reported, not acted on: the pod keeps running.
-    assert_eq!(env.wait_running("p", &["main"]).pid("main"), p.pid("main"));
+    assert_eq!(
+        env.wait_running(&static_pod_name("p"), &["main"]).pid("main"),
+        p.pid("main")
+    );
 
     agent.stop();
     // The bridge plugin (1.1.1) finds the addresses to unmasquerade on the interface it

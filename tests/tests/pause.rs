@@ -66,7 +66,7 @@ spec:
     command: ["sh", "-c", "trap 'exit 0' TERM; while true; do (sleep 0.05 &); sleep 0.1; done"]
 "#,
     );
-    let pod = env.wait_running("reap", &["c"]);
+    let pod = env.wait_running(&static_pod_name("reap"), &["c"]);
     std::thread::sleep(Duration::from_secs(1));
     // Orphans did reach the pause...
     let ns_pids = || -> Vec<i32> {

@@ -56,11 +56,11 @@ spec:
 "#,
     );
     let pod = wait_for("the container running", Duration::from_secs(30), || {
-        env.pod("deadline")
+        env.pod(&static_pod_name("deadline"))
             .filter(|p| p.containers.get("c").and_then(|c| c.pid).is_some())
     });
     let pid = pod.pid("c");
-    let status = wait_failed(&env, "deadline", "DeadlineExceeded");
+    let status = wait_failed(&env, &static_pod_name("deadline"), "DeadlineExceeded");
     assert_eq!(
         status["status"]["message"],
         "Pod was active on the node longer than the specified deadline"
@@ -68,29 +68,29 @@ spec:
     wait_for("the container gone", Duration::from_secs(10), || {
         (!alive(pid)).then_some(())
     });
-    assert!(describe_reason(&env, "deadline"));
+    assert!(describe_reason(&env, &static_pod_name("deadline")));
     // The container shows as it ended (killed after the 1 s grace), not as waiting to restart.
     let code = wait_for("the container shown terminated", Duration::from_secs(10), || {
-        let c = pod_json(&env, "deadline")["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"].clone();
+        let c = pod_json(&env, &static_pod_name("deadline"))["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"].clone();
         c.as_i64()
     });
     assert_eq!(code, 137);
     assert!(
-        pod_events(&env, "deadline")
+        pod_events(&env, &static_pod_name("deadline"))
             .iter()
             .any(|(t, r, _, _)| t == "Warning" && r == "DeadlineExceeded"),
         "{:?}",
-        pod_events(&env, "deadline")
+        pod_events(&env, &static_pod_name("deadline"))
     );
 
     // Restart policy Always does not bring it back, nor does a new agent.
     agent.kill9();
     let _agent = Agent::start(&env, &[]);
-    wait_agent_ready_listing(&env, "deadline");
-    let again = pod_json(&env, "deadline");
+    wait_agent_ready_listing(&env, &static_pod_name("deadline"));
+    let again = pod_json(&env, &static_pod_name("deadline"));
     assert_eq!(again["status"]["phase"], "Failed");
     assert_eq!(again["status"]["reason"], "DeadlineExceeded");
-    let after = env.pod("deadline").expect("pod state");
+    let after = env.pod(&static_pod_name("deadline")).expect("pod state");
     assert_eq!(after.containers["c"].attempt, 0, "no new attempt was created");
     assert!(after.containers["c"].pid.is_none_or(|p| !alive(p)));
 }
@@ -129,11 +129,11 @@ spec:
 "#,
     );
     let pod = wait_for("the container running", Duration::from_secs(30), || {
-        env.pod("evict")
+        env.pod(&static_pod_name("evict"))
             .filter(|p| p.containers.get("c").and_then(|c| c.pid).is_some())
     });
     let pid = pod.pid("c");
-    let status = wait_failed(&env, "evict", "Evicted");
+    let status = wait_failed(&env, &static_pod_name("evict"), "Evicted");
     assert_eq!(
         status["status"]["message"],
         "Usage of EmptyDir volume \"scratch\" exceeds the limit \"1Mi\". "
@@ -142,12 +142,12 @@ spec:
     wait_for("the container gone", Duration::from_secs(10), || {
         (!alive(pid)).then_some(())
     });
-    assert!(describe_reason(&env, "evict"));
+    assert!(describe_reason(&env, &static_pod_name("evict")));
     assert!(
-        pod_events(&env, "evict")
+        pod_events(&env, &static_pod_name("evict"))
             .iter()
             .any(|(t, r, _, _)| t == "Warning" && r == "Evicted"),
         "{:?}",
-        pod_events(&env, "evict")
+        pod_events(&env, &static_pod_name("evict"))
     );
 }

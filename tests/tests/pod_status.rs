@@ -150,18 +150,21 @@ fn status_strings_as_kubectl_shows_them() {
         match want.split_once('|') {
             // The first is brief (until the next sync after the failure): either is right.
             Some((a, b)) => wait_for(&format!("{name}: {want}"), Duration::from_secs(60), || {
-                let s = status_column(&env, name)?;
+                let s = status_column(&env, &static_pod_name(name))?;
                 (s == a || s == b).then_some(())
             }),
-            None => wait_status(&env, name, want),
+            None => wait_status(&env, &static_pod_name(name), want),
         }
     }
 
     // While init containers run, the containers not yet created wait as the kubelet says:
     // PodInitializing (the STATUS once the init containers are done and the app is being
     // created; too brief to catch here).
-    let p: serde_json::Value =
-        serde_json::from_str(&ok(&env, &["get", "pod", "init-waiting", "-o", "json"])).expect("pod JSON");
+    let p: serde_json::Value = serde_json::from_str(&ok(
+        &env,
+        &["get", "pod", &static_pod_name("init-waiting"), "-o", "json"],
+    ))
+    .expect("pod JSON");
     let app = &p["status"]["containerStatuses"][0];
     assert_eq!(app["state"]["waiting"]["reason"], "PodInitializing", "{app}");
     assert_eq!(
@@ -179,7 +182,7 @@ fn status_strings_as_kubectl_shows_them() {
     )
     .replace("terminationGracePeriodSeconds: 1", "terminationGracePeriodSeconds: 20");
     env.write_manifest("stubborn.yaml", &stubborn);
-    wait_status(&env, "stubborn", "Running");
+    wait_status(&env, &static_pod_name("stubborn"), "Running");
     env.remove_manifest("stubborn.yaml");
-    wait_status(&env, "stubborn", "Terminating");
+    wait_status(&env, &static_pod_name("stubborn"), "Terminating");
 }

@@ -87,31 +87,31 @@ spec:
       terminationGracePeriodSeconds: 1
 "#,
     );
-    let first = env.wait_running("live", &["app"]).pid("app");
-    let msg = wait_event(&env, "live", "Unhealthy", "Liveness probe failed:");
+    let first = env.wait_running(&static_pod_name("live"), &["app"]).pid("app");
+    let msg = wait_event(&env, &static_pod_name("live"), "Unhealthy", "Liveness probe failed:");
     assert!(
         msg.contains("/tmp/healthy"),
         "the command's output is the message: {msg}"
     );
-    let killing = wait_event(&env, "live", "Killing", "failed liveness probe");
+    let killing = wait_event(&env, &static_pod_name("live"), "Killing", "failed liveness probe");
     assert_eq!(killing, "Container app failed liveness probe, will be restarted");
     // Restarted: a new live process, the first one gone (the kernel's view).
     let (second, attempt) = wait_for("a new attempt of app", Duration::from_secs(30), || {
-        let p = env.pod("live")?;
+        let p = env.pod(&static_pod_name("live"))?;
         let c = p.containers.get("app")?;
         let pid = c.pid?;
         (c.attempt >= 1 && pid != first && alive(pid) && c.exit.is_none()).then_some((pid, c.attempt))
     });
     assert!(!alive(first), "the unhealthy process {first} is gone");
     assert_ne!(second, first);
-    let killed = env.pod("live").expect("live").attempts["app"]
+    let killed = env.pod(&static_pod_name("live")).expect("live").attempts["app"]
         .iter()
         .find(|a| a.attempt == attempt - 1)
         .and_then(|a| a.exit.clone())
         .expect("the killed attempt's exit");
     assert_eq!(killed["exit_code"], 137, "SIGKILL after the probe's 1s grace: {killed}");
     let restarts = wait_for("RESTARTS counted", Duration::from_secs(10), || {
-        let p = pod_json(&env, "live");
+        let p = pod_json(&env, &static_pod_name("live"));
         let n = container_status(&p, "app")["restartCount"].as_i64()?;
         (n >= 1).then_some(n)
     });
@@ -144,13 +144,13 @@ spec:
       periodSeconds: 1
 "#,
     );
-    let view = env.wait_running("ready", &["app"]);
+    let view = env.wait_running(&static_pod_name("ready"), &["app"]);
     let pid = view.pid("app");
     let started_at = view.containers["app"].started_at.expect("started_at");
     // Not ready until the initial delay has passed, then ready: READY 0/1, then 1/1.
     let mut saw_not_ready = false;
     let ready_at = wait_for("READY 1/1", Duration::from_secs(20), || {
-        let col = ready_column(&env, "ready");
+        let col = ready_column(&env, &static_pod_name("ready"));
         let now = now_nanos();
         if col == "0/1" {
             saw_not_ready = true;
@@ -163,7 +163,7 @@ spec:
         "ready {}ms after the start, before initialDelaySeconds",
         (ready_at - started_at) / 1_000_000
     );
-    let p = pod_json(&env, "ready");
+    let p = pod_json(&env, &static_pod_name("ready"));
     assert_eq!(condition(&p, "Ready"), "True", "{p}");
     assert_eq!(condition(&p, "ContainersReady"), "True", "{p}");
     assert_eq!(container_status(&p, "app")["ready"], true);
@@ -172,9 +172,9 @@ spec:
     let o = in_container(pid, &["rm", "/tmp/ready"]);
     assert!(o.status.success(), "{o:?}");
     wait_for("READY 0/1 again", Duration::from_secs(20), || {
-        (ready_column(&env, "ready") == "0/1").then_some(())
+        (ready_column(&env, &static_pod_name("ready")) == "0/1").then_some(())
     });
-    let p = pod_json(&env, "ready");
+    let p = pod_json(&env, &static_pod_name("ready"));
     assert_eq!(condition(&p, "Ready"), "False", "{p}");
     assert_eq!(condition(&p, "ContainersReady"), "False", "{p}");
     let s = container_status(&p, "app");
@@ -184,12 +184,14 @@ spec:
         "{s}"
     );
     assert!(s["state"]["running"].is_object(), "{s}");
-    let msg = wait_event(&env, "ready", "Unhealthy", "Readiness probe failed:");
+    let msg = wait_event(&env, &static_pod_name("ready"), "Unhealthy", "Readiness probe failed:");
     assert!(msg.contains("/tmp/ready"), "{msg}");
     assert!(alive(pid), "a failing readiness probe restarts nothing");
-    assert_eq!(env.pod("ready").expect("ready").pid("app"), pid);
+    assert_eq!(env.pod(&static_pod_name("ready")).expect("ready").pid("app"), pid);
     assert!(
-        !events(&env, "ready").iter().any(|(r, _)| r == "Killing"),
+        !events(&env, &static_pod_name("ready"))
+            .iter()
+            .any(|(r, _)| r == "Killing"),
         "no kill for readiness"
     );
 }
@@ -234,8 +236,8 @@ spec:
       failureThreshold: 2
 "#,
     );
-    let slow = env.wait_running("startup", &["slow"]).pid("slow");
-    let p = pod_json(&env, "startup");
+    let slow = env.wait_running(&static_pod_name("startup"), &["slow"]).pid("slow");
+    let p = pod_json(&env, &static_pod_name("startup"));
     let s = container_status(&p, "slow");
     assert_eq!(
         (s["started"].as_bool(), s["ready"].as_bool()),
@@ -243,26 +245,26 @@ spec:
         "{s}"
     );
     wait_for("slow started", Duration::from_secs(30), || {
-        let p = pod_json(&env, "startup");
+        let p = pod_json(&env, &static_pod_name("startup"));
         let s = container_status(&p, "slow");
         (s["started"] == true && s["ready"] == true).then_some(())
     });
     // The startup probe's failures are reported; the liveness probe never ran before it passed.
-    wait_event(&env, "startup", "Unhealthy", "Startup probe failed:");
-    let killing = wait_event(&env, "startup", "Killing", "failed startup probe");
+    wait_event(&env, &static_pod_name("startup"), "Unhealthy", "Startup probe failed:");
+    let killing = wait_event(&env, &static_pod_name("startup"), "Killing", "failed startup probe");
     assert_eq!(killing, "Container never failed startup probe, will be restarted");
     assert!(alive(slow), "slow was not killed by its liveness probe");
-    let v = env.pod("startup").expect("startup");
+    let v = env.pod(&static_pod_name("startup")).expect("startup");
     assert_eq!((v.pid("slow"), v.containers["slow"].attempt), (slow, 0));
     assert!(
-        !events(&env, "startup")
+        !events(&env, &static_pod_name("startup"))
             .iter()
             .any(|(_, m)| m.starts_with("Liveness probe failed") || m.contains("slow failed")),
         "{:?}",
-        events(&env, "startup")
+        events(&env, &static_pod_name("startup"))
     );
     wait_for("never restarted", Duration::from_secs(30), || {
-        let c = env.pod("startup")?.containers.get("never")?.clone();
+        let c = env.pod(&static_pod_name("startup"))?.containers.get("never")?.clone();
         (c.attempt >= 1).then_some(())
     });
 }
@@ -328,9 +330,9 @@ spec:
 "#
         ),
     );
-    let view = env.wait_running("http", &["web", "failing", "closed"]);
+    let view = env.wait_running(&static_pod_name("http"), &["web", "failing", "closed"]);
     wait_for("web ready", Duration::from_secs(30), || {
-        let p = pod_json(&env, "http");
+        let p = pod_json(&env, &static_pod_name("http"));
         (container_status(&p, "web")["ready"] == true).then_some(())
     });
     // The header reached httpd, with the kubelet's User-Agent.
@@ -338,9 +340,9 @@ spec:
     let env_dump = stdout(&o);
     assert!(env_dump.contains("HTTP_X_PROBE=hello"), "{o:?}");
     assert!(env_dump.contains("HTTP_USER_AGENT=kube-probe/"), "{env_dump}");
-    let msg = wait_event(&env, "http", "Unhealthy", "statuscode");
+    let msg = wait_event(&env, &static_pod_name("http"), "Unhealthy", "statuscode");
     assert_eq!(msg, "Readiness probe failed: HTTP probe failed with statuscode: 500");
-    let msg = wait_event(&env, "http", "Unhealthy", "9999");
+    let msg = wait_event(&env, &static_pod_name("http"), "Unhealthy", "9999");
     assert_eq!(
         msg,
         "Readiness probe failed: dial tcp 127.0.0.1:9999: connect: connection refused"
@@ -352,18 +354,18 @@ spec:
     wait_for("three more probe periods", Duration::from_secs(10), || {
         (since.elapsed() >= Duration::from_secs(3)).then_some(())
     });
-    let p = pod_json(&env, "http");
+    let p = pod_json(&env, &static_pod_name("http"));
     for c in ["web", "failing", "closed"] {
         assert_eq!(container_status(&p, c)["restartCount"], 0, "{c}: {p}");
     }
     assert_eq!(container_status(&p, "failing")["ready"], false);
     assert_eq!(container_status(&p, "closed")["ready"], false);
-    assert_eq!(ready_column(&env, "http"), "1/3");
+    assert_eq!(ready_column(&env, &static_pod_name("http")), "1/3");
     assert_eq!(condition(&p, "Ready"), "False");
-    let v = env.pod("http").expect("http");
+    let v = env.pod(&static_pod_name("http")).expect("http");
     assert_eq!(v.pid("web"), view.pid("web"));
     // /sub answers 301 to /sub/: followed (same host), so no ProbeWarning for a redirect.
-    let evs = events(&env, "http");
+    let evs = events(&env, &static_pod_name("http"));
     assert!(
         !evs.iter().any(|(r, _)| r == "Killing" || r == "ProbeWarning"),
         "{evs:?}"
@@ -397,7 +399,7 @@ spec:
       periodSeconds: 3600
 "#,
     );
-    let view = env.wait_running("slowprobe", &["app"]);
+    let view = env.wait_running(&static_pod_name("slowprobe"), &["app"]);
     let main = view.pid("app");
     let probe_seen_at = wait_for("the probe's sleep in the container", Duration::from_secs(20), || {
         let procs = cgroup_procs(&env, &view.containers["app"].cgroup);
@@ -406,7 +408,7 @@ spec:
             .any(|&p| cmdline(p) == "sleep\u{0}5\u{0}")
             .then(Instant::now)
     });
-    let msg = wait_event(&env, "slowprobe", "Unhealthy", "timed out");
+    let msg = wait_event(&env, &static_pod_name("slowprobe"), "Unhealthy", "timed out");
     assert_eq!(
         msg,
         "Readiness probe failed: command \"sh -c sleep 5; echo never\" timed out"
@@ -421,7 +423,7 @@ spec:
     });
     let zombies: Vec<i32> = children_of(agent.pid()).into_iter().filter(|&p| !alive(p)).collect();
     assert!(zombies.is_empty(), "zombies of the agent: {zombies:?}");
-    let p = pod_json(&env, "slowprobe");
+    let p = pod_json(&env, &static_pod_name("slowprobe"));
     assert_eq!(container_status(&p, "app")["ready"], false);
 }
 
@@ -545,9 +547,9 @@ fn grpc_probes_call_the_health_service_in_the_pod() {
             container("unknown", ", service: nope")
         ),
     );
-    let view = env.wait_running("grpc", &["up", "down", "unknown"]);
+    let view = env.wait_running(&static_pod_name("grpc"), &["up", "down", "unknown"]);
     // Nothing listens yet: the connection fails.
-    wait_event(&env, "grpc", "Unhealthy", "failed to connect service");
+    wait_event(&env, &static_pod_name("grpc"), "Unhealthy", "failed to connect service");
     // The server runs in this test process, its socket in the pod's network namespace
     // (where the pod has only loopback): only a probe made from inside the pod reaches it.
     let listener = listen_in(view.pause(), 9090);
@@ -565,23 +567,23 @@ fn grpc_probes_call_the_health_service_in_the_pod() {
             .serve_with_incoming(incoming),
     );
     wait_for("up ready", Duration::from_secs(20), || {
-        let p = pod_json(&env, "grpc");
+        let p = pod_json(&env, &static_pod_name("grpc"));
         (container_status(&p, "up")["ready"] == true).then_some(())
     });
-    let msg = wait_event(&env, "grpc", "Unhealthy", "NOT_SERVING");
+    let msg = wait_event(&env, &static_pod_name("grpc"), "Unhealthy", "NOT_SERVING");
     assert_eq!(
         msg,
         "Readiness probe failed: service unhealthy (responded with \"NOT_SERVING\")"
     );
-    let msg = wait_event(&env, "grpc", "Unhealthy", "NotFound");
+    let msg = wait_event(&env, &static_pod_name("grpc"), "Unhealthy", "NotFound");
     assert_eq!(
         msg,
         "Readiness probe failed: rpc error: code = NotFound desc = unknown service nope"
     );
-    let p = pod_json(&env, "grpc");
+    let p = pod_json(&env, &static_pod_name("grpc"));
     assert_eq!(container_status(&p, "down")["ready"], false);
     assert_eq!(container_status(&p, "unknown")["ready"], false);
-    assert_eq!(ready_column(&env, "grpc"), "1/3");
+    assert_eq!(ready_column(&env, &static_pod_name("grpc")), "1/3");
 }
 
 #[test]
@@ -613,7 +615,7 @@ spec:
       periodSeconds: 1
 "#,
     );
-    let view = env.wait_running("https", &["app"]);
+    let view = env.wait_running(&static_pod_name("https"), &["app"]);
     // A self-signed certificate no one could verify; the kubelet does not verify probes'.
     let (key, cert) = (env.dir.join("key.pem"), env.dir.join("cert.pem"));
     let o = std::process::Command::new("openssl")
@@ -657,12 +659,12 @@ spec:
         .spawn()
         .expect("start openssl s_server");
     let ready = wait_for_result("app ready over HTTPS", Duration::from_secs(20), || {
-        let p = pod_json(&env, "https");
+        let p = pod_json(&env, &static_pod_name("https"));
         (container_status(&p, "app")["ready"] == true).then_some(())
     });
     let _ = server.kill();
     let _ = server.wait();
-    ready.unwrap_or_else(|e| panic!("{e}; events: {:?}", events(&env, "https")));
+    ready.unwrap_or_else(|e| panic!("{e}; events: {:?}", events(&env, &static_pod_name("https"))));
 }
 
 /// `wait_for` that returns the timeout instead of panicking (so a test can clean up first).
@@ -711,17 +713,20 @@ spec:
     };
     env.write_manifest("host.yaml", &pod("host", true));
     env.write_manifest("own.yaml", &pod("own", false));
-    env.wait_running("own", &["app"]);
+    env.wait_running(&static_pod_name("own"), &["app"]);
     wait_for("host-network pod ready", Duration::from_secs(20), || {
-        let p = pod_json(&env, "host");
+        let p = pod_json(&env, &static_pod_name("host"));
         (container_status(&p, "app")["ready"] == true).then_some(())
     });
     // The same port from the pod's own namespace: nothing listens there.
-    let msg = wait_event(&env, "own", "Unhealthy", "connection refused");
+    let msg = wait_event(&env, &static_pod_name("own"), "Unhealthy", "connection refused");
     assert_eq!(
         msg,
         format!("Readiness probe failed: dial tcp 127.0.0.1:{port}: connect: connection refused")
     );
-    assert_eq!(container_status(&pod_json(&env, "own"), "app")["ready"], false);
+    assert_eq!(
+        container_status(&pod_json(&env, &static_pod_name("own")), "app")["ready"],
+        false
+    );
     drop(listener);
 }

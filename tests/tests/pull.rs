@@ -63,7 +63,7 @@ fn tags_digests_policies_and_backoff() {
         "tagged.yaml",
         &pod("tagged", &format!("{host}/test/busybox:1.0"), None, "sleep 3600"),
     );
-    env.wait_running("tagged", &["c"]);
+    env.wait_running(&static_pod_name("tagged"), &["c"]);
     let e = events(&env);
     assert!(e.contains(&format!("Pulling image \"{host}/test/busybox:1.0\"")), "{e}");
     assert!(
@@ -76,20 +76,23 @@ fn tags_digests_policies_and_backoff() {
         "pinned.yaml",
         &pod("pinned", &format!("{host}/test/busybox@{digest}"), None, "sleep 3600"),
     );
-    env.wait_running("pinned", &["c"]);
+    env.wait_running(&static_pod_name("pinned"), &["c"]);
     assert_eq!(reg.gets("/blobs/sha256:"), blob_gets, "no blob fetched twice");
-    assert_eq!(running_image_id(&env, "pinned"), running_image_id(&env, "tagged"));
+    assert_eq!(
+        running_image_id(&env, &static_pod_name("pinned")),
+        running_image_id(&env, &static_pod_name("tagged"))
+    );
 
     // IfNotPresent: a restart does not ask the registry again.
     let manifest_gets = reg.gets("/manifests/1.0");
-    let old = env.pod("tagged").expect("tagged");
+    let old = env.pod(&static_pod_name("tagged")).expect("tagged");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(old.pid("c")),
         nix::sys::signal::Signal::SIGKILL,
     )
     .expect("kill");
     wait_for("tagged restarted", Duration::from_secs(20), || {
-        let p = env.pod("tagged")?;
+        let p = env.pod(&static_pod_name("tagged"))?;
         let c = p.containers.get("c")?;
         (c.attempt >= 1 && c.exit.is_none() && alive(c.pid?)).then_some(())
     });
@@ -100,19 +103,19 @@ fn tags_digests_policies_and_backoff() {
         "always.yaml",
         &pod("always", &format!("{host}/test/busybox:latest"), None, "sleep 3600"),
     );
-    env.wait_running("always", &["c"]);
+    env.wait_running(&static_pod_name("always"), &["c"]);
     let first = wait_for("always running", Duration::from_secs(10), || {
-        running_image_id(&env, "always")
+        running_image_id(&env, &static_pod_name("always"))
     });
     reg.push_demo("nginx", "test/busybox:latest", Compression::AsIs);
-    let p = env.pod("always").expect("always");
+    let p = env.pod(&static_pod_name("always")).expect("always");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(p.pid("c")),
         nix::sys::signal::Signal::SIGKILL,
     )
     .expect("kill");
     wait_for("always restarted on the new image", Duration::from_secs(20), || {
-        running_image_id(&env, "always").filter(|id| *id != first)
+        running_image_id(&env, &static_pod_name("always")).filter(|id| *id != first)
     });
 
     // Never: not present → ErrImageNeverPull, and the registry is not asked.
@@ -121,7 +124,7 @@ fn tags_digests_policies_and_backoff() {
         &pod("never", &format!("{host}/test/other:1"), Some("Never"), "true"),
     );
     wait_for("ErrImageNeverPull", Duration::from_secs(10), || {
-        (waiting_reason(&env, "never")? == "ErrImageNeverPull").then_some(())
+        (waiting_reason(&env, &static_pod_name("never"))? == "ErrImageNeverPull").then_some(())
     });
     assert_eq!(reg.gets("/test/other/"), 0);
 
@@ -132,9 +135,9 @@ fn tags_digests_policies_and_backoff() {
         &pod("missing", &format!("{host}/test/missing:1"), None, "sleep 3600"),
     );
     wait_for("ImagePullBackOff", Duration::from_secs(20), || {
-        (waiting_reason(&env, "missing")? == "ImagePullBackOff").then_some(())
+        (waiting_reason(&env, &static_pod_name("missing"))? == "ImagePullBackOff").then_some(())
     });
-    let s = status(&env, "missing").expect("status");
+    let s = status(&env, &static_pod_name("missing")).expect("status");
     let msg = s
         .state
         .and_then(|st| st.waiting)
@@ -152,18 +155,18 @@ fn tags_digests_policies_and_backoff() {
         "{e}"
     );
     assert!(e.contains("Error: ImagePullBackOff"), "{e}");
-    let d = ok(&env, &["describe", "pod", "missing"]);
+    let d = ok(&env, &["describe", "pod", &static_pod_name("missing")]);
     assert!(
         d.contains("manifest unknown"),
         "describe shows the registry's error:\n{d}"
     );
     reg.push_demo("busybox", "test/missing:1", Compression::AsIs);
-    env.wait_running("missing", &["c"]);
+    env.wait_running(&static_pod_name("missing"), &["c"]);
 
     // Invalid names: InvalidImageName, not a crash.
     env.write_manifest("invalid.yaml", &pod("invalid", "Not/A:Valid:Name", None, "true"));
     wait_for("InvalidImageName", Duration::from_secs(10), || {
-        (waiting_reason(&env, "invalid")? == "InvalidImageName").then_some(())
+        (waiting_reason(&env, &static_pod_name("invalid"))? == "InvalidImageName").then_some(())
     });
 }
 
@@ -268,10 +271,10 @@ fn multiarch_whiteouts_zstd_and_mirrors() {
     );
     env.write_manifest("zbox.yaml", &pod("zbox", "zbox:1", None, "echo zstd ok; sleep 3600"));
     for name in ["wh", "multi", "zbox"] {
-        env.wait_running(name, &["c"]);
+        env.wait_running(&static_pod_name(name), &["c"]);
     }
     let wh = wait_for("whiteout output", Duration::from_secs(10), || {
-        let l = log_of(&env, "wh");
+        let l = log_of(&env, &static_pod_name("wh"));
         l.contains("listed").then_some(l)
     });
     assert!(
@@ -283,12 +286,12 @@ fn multiarch_whiteouts_zstd_and_mirrors() {
         "opaque /data:\n{wh}"
     );
     let multi = wait_for("multiarch output", Duration::from_secs(10), || {
-        let l = log_of(&env, "multi");
+        let l = log_of(&env, &static_pod_name("multi"));
         l.contains(" F ").then_some(l)
     });
     assert!(multi.contains(&format!(" F {}\n", oci_spec_arch())), "{multi}");
     let z = wait_for("zbox output", Duration::from_secs(10), || {
-        let l = log_of(&env, "zbox");
+        let l = log_of(&env, &static_pod_name("zbox"));
         l.contains("zstd ok").then_some(l)
     });
     assert!(z.contains("zstd ok"));
@@ -324,7 +327,7 @@ fn auth_registry_with_and_without_credentials() {
     // No credentials: 401, reported as such.
     env.write_manifest("p.yaml", &pod("p", &image, None, "sleep 3600"));
     wait_for("ImagePullBackOff without credentials", Duration::from_secs(20), || {
-        (waiting_reason(&env, "p")? == "ImagePullBackOff").then_some(())
+        (waiting_reason(&env, &static_pod_name("p"))? == "ImagePullBackOff").then_some(())
     });
     assert!(events(&env).contains("401 Unauthorized"), "{}", events(&env));
 
@@ -366,7 +369,7 @@ fn auth_registry_with_and_without_credentials() {
         format!("{{\"auths\": {{\"{host}\": {{\"auth\": \"{auth}\"}}}}}}"),
     )
     .expect("config");
-    env.wait_running("p", &["c"]);
+    env.wait_running(&static_pod_name("p"), &["c"]);
 
     // CRI PullImage with an AuthConfig (base64 "user:password").
     std::fs::remove_file(&config).expect("remove config");
@@ -421,7 +424,7 @@ fn concurrent_pods_pull_an_image_once() {
         );
     }
     for i in 0..3 {
-        env.wait_running(&format!("p{i}"), &["c"]);
+        env.wait_running(&static_pod_name(&format!("p{i}")), &["c"]);
     }
     // Every blob (config and layers) was fetched exactly once.
     let log = reg.log();
@@ -588,7 +591,7 @@ fn cri_pull_remove_and_garbage_collection() {
 
     // A pod uses busybox; nginx comes through CRI PullImage and nothing uses it.
     env.write_manifest("user.yaml", &pod("user", &busybox, None, "sleep 3600"));
-    env.wait_running("user", &["c"]);
+    env.wait_running(&static_pod_name("user"), &["c"]);
     let spec = |image: &str| {
         Some(cri::ImageSpec {
             image: image.to_owned(),
@@ -633,7 +636,7 @@ fn cri_pull_remove_and_garbage_collection() {
     });
     assert!(images().contains("test/busybox"), "{}", images());
     assert!(usage() < before, "{before}% → {}%", usage());
-    assert!(alive(env.pod("user").expect("user").pid("c")));
+    assert!(alive(env.pod(&static_pod_name("user")).expect("user").pid("c")));
     assert!(
         agent.log_text().contains("image garbage collection"),
         "{}",
@@ -683,17 +686,31 @@ fn the_etcd_example_runs_from_a_mirror_by_its_upstream_name() {
     let manifest = std::fs::read_to_string(workspace().join("manifests/etcd.yaml")).expect("manifests/etcd.yaml");
     assert!(manifest.contains("image: registry.k8s.io/etcd:3.4.23"));
     env.write_manifest("etcd.yaml", &manifest);
-    env.wait_running("etcd", &["etcd"]);
+    env.wait_running(&static_pod_name("etcd"), &["etcd"]);
     assert!(reg.gets("/v2/etcd/manifests/3.4.23") >= 1, "{}", reg.log());
     // etcd answers inside the pod, through etcdctl from the same image.
     wait_for("etcdctl put", Duration::from_secs(20), || {
-        cli(&env, &["exec", "etcd", "--", "etcdctl", "put", "greeting", "hello"])
-            .status
-            .success()
-            .then_some(())
+        cli(
+            &env,
+            &[
+                "exec",
+                &static_pod_name("etcd"),
+                "--",
+                "etcdctl",
+                "put",
+                "greeting",
+                "hello",
+            ],
+        )
+        .status
+        .success()
+        .then_some(())
     });
     assert_eq!(
-        ok(&env, &["exec", "etcd", "--", "etcdctl", "get", "greeting"]),
+        ok(
+            &env,
+            &["exec", &static_pod_name("etcd"), "--", "etcdctl", "get", "greeting"]
+        ),
         "greeting\nhello\n"
     );
 }
@@ -776,7 +793,9 @@ fn a_pull_interrupted_by_killing_the_agent_resumes_and_leaves_nothing_half_done(
             .ok()?
             .flatten()
             .any(|e| e.file_name().to_string_lossy().ends_with(".partial") && e.metadata().is_ok_and(|m| m.len() > 0));
-        let done = env.pod("big").is_some_and(|p| p.containers.contains_key("c"));
+        let done = env
+            .pod(&static_pod_name("big"))
+            .is_some_and(|p| p.containers.contains_key("c"));
         (partial || done).then_some(partial)
     });
     agent.kill9();
@@ -809,9 +828,9 @@ fn a_pull_interrupted_by_killing_the_agent_resumes_and_leaves_nothing_half_done(
 
     // A new agent resumes (the partial download is kept) and the pod runs on a whole image.
     let agent2 = Agent::start(&env, &[]);
-    env.wait_running("big", &["c"]);
+    env.wait_running(&static_pod_name("big"), &["c"]);
     let log = wait_for("the listing of /big", Duration::from_secs(20), || {
-        let l = log_of(&env, "big");
+        let l = log_of(&env, &static_pod_name("big"));
         l.contains("/big").then_some(l)
     });
     assert!(log.contains(&(64u64 << 20).to_string()), "{log}");

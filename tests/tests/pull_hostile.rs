@@ -358,7 +358,7 @@ fn a_layer_larger_than_the_disk_is_refused_before_a_byte_of_it_is_fetched() {
         "the layer was requested although it cannot fit"
     );
     assert!(tmp_files(&env.root).is_empty(), "{:?}", tmp_files(&env.root));
-    let reason = status_reason(&env, "huge");
+    let reason = status_reason(&env, &static_pod_name("huge"));
     assert!(
         matches!(reason.as_deref(), Some("ErrImagePull" | "ImagePullBackOff")),
         "{reason:?}"
@@ -547,7 +547,7 @@ fn a_pull_stops_when_its_last_waiter_is_gone() {
     // The pod goes; the CRI caller still waits, so the download goes on.
     env.remove_manifest("slow.yaml");
     wait_for("the pod to be removed", Duration::from_secs(30), || {
-        env.pod("slow").is_none().then_some(())
+        env.pod(&static_pod_name("slow")).is_none().then_some(())
     });
     let sent = server.seen.layer_bytes.load(Ordering::SeqCst);
     wait_for("more bytes of the layer", Duration::from_secs(30), || {

@@ -85,13 +85,14 @@ fn removing_a_manifest_cancels_a_start_in_progress() {
     env.write_manifest("big.yaml", &yaml);
     // As soon as the pod's cgroup exists, watch every container cgroup that ever appears.
     let pod = wait_for("pod record", Duration::from_secs(30), || {
-        env.pod("big").filter(|p| !env.cgroup_dirs(&p.cgroup).is_empty())
+        env.pod(&static_pod_name("big"))
+            .filter(|p| !env.cgroup_dirs(&p.cgroup).is_empty())
     });
     let watch = CgroupWatch::start(&env, &pod.cgroup);
     // Remove the manifest while the containers are being started (sandbox + 3 containers).
     let pod = wait_for("a few containers started", Duration::from_secs(30), || {
         (child_cgroups(&env, &pod.cgroup).len() >= 4)
-            .then(|| env.pod("big"))
+            .then(|| env.pod(&static_pod_name("big")))
             .flatten()
     });
     env.remove_manifest("big.yaml");
@@ -131,7 +132,7 @@ fn a_pod_whose_manifest_went_while_the_agent_was_down_is_not_started_again() {
     env.import_image("busybox");
     let mut agent = Agent::start(&env, &[]);
     env.write_manifest("gone.yaml", SIMPLE);
-    let pod = env.wait_running("gone", &["main"]);
+    let pod = env.wait_running(&static_pod_name("gone"), &["main"]);
     agent.kill9();
     // With no agent: the sandbox dies (and its container), and the manifest goes.
     for pid in [pod.pid("main"), pod.pause()] {
@@ -184,7 +185,7 @@ fn a_dead_pause_gets_a_new_sandbox_without_a_start_error() {
     env.import_image("busybox");
     let _agent = Agent::start(&env, &[]);
     env.write_manifest("shared.yaml", SHARED);
-    let first = env.wait_running("shared", &["a", "b"]);
+    let first = env.wait_running(&static_pod_name("shared"), &["a", "b"]);
     // The pause is PID 1 of the shared PID namespace: its death kills both containers.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(first.pause()),
@@ -192,9 +193,9 @@ fn a_dead_pause_gets_a_new_sandbox_without_a_start_error() {
     )
     .unwrap();
     let again = wait_for("a new sandbox with both containers", Duration::from_secs(60), || {
-        let p = env.pod("shared")?;
+        let p = env.pod(&static_pod_name("shared"))?;
         (p.pause_pid? != first.pause()).then_some(())?;
-        let p = env.wait_running("shared", &["a", "b"]);
+        let p = env.wait_running(&static_pod_name("shared"), &["a", "b"]);
         (p.pause() != first.pause()).then_some(p)
     });
     // The kernel's view: the new containers are in the new pause's PID namespace.

@@ -132,7 +132,7 @@ fn runtime_default_filters_unconfined_does_not() {
         ),
     );
 
-    let (r, pid) = checks(&env, "rd");
+    let (r, pid) = checks(&env, &static_pod_name("rd"));
     assert_eq!(seccomp_status(pid), ("2".into(), "1".into(), "0".into()));
     let (status, err) = &r["userns"];
     assert_ne!(*status, 0, "unshare -U must be denied by RuntimeDefault: {r:?}");
@@ -143,7 +143,7 @@ fn runtime_default_filters_unconfined_does_not() {
         &env,
         &[
             "exec",
-            "rd",
+            &static_pod_name("rd"),
             "--",
             "sh",
             "-c",
@@ -156,7 +156,7 @@ fn runtime_default_filters_unconfined_does_not() {
     );
     assert!(exec.contains("unshare=1"), "{exec}");
 
-    let (r, pid) = checks(&env, "nnp");
+    let (r, pid) = checks(&env, &static_pod_name("nnp"));
     assert_eq!(seccomp_status(pid), ("2".into(), "1".into(), "1".into()));
     assert_ne!(r["userns"].0, 0, "{r:?}");
     let uid = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -166,7 +166,7 @@ fn runtime_default_filters_unconfined_does_not() {
     }
 
     for name in ["unconfined", "unset", "privileged"] {
-        let (r, pid) = checks(&env, name);
+        let (r, pid) = checks(&env, &static_pod_name(name));
         assert_eq!(seccomp_status(pid).0, "0", "{name}");
         assert_eq!(seccomp_status(pid).1, "0", "{name}");
         // The same call the filter denies works without it: the denial above is the filter's.
@@ -188,10 +188,10 @@ fn seccomp_default_flag_applies_runtime_default_when_unset() {
         "unconfined.yaml",
         &pod("unconfined", "{}", "{seccompProfile: {type: Unconfined}}"),
     );
-    let (r, pid) = checks(&env, "unset");
+    let (r, pid) = checks(&env, &static_pod_name("unset"));
     assert_eq!(seccomp_status(pid).0, "2");
     assert_ne!(r["userns"].0, 0, "{r:?}");
-    let (r, pid) = checks(&env, "unconfined");
+    let (r, pid) = checks(&env, &static_pod_name("unconfined"));
     assert_eq!(seccomp_status(pid).0, "0");
     assert_eq!(r["userns"].0, 0, "{r:?}");
 }
@@ -223,7 +223,7 @@ fn localhost_profiles_load_from_the_profile_root_or_fail_the_container() {
     let local = |p: &str| format!("{{seccompProfile: {{type: Localhost, localhostProfile: '{p}'}}}}");
 
     env.write_manifest("local.yaml", &pod("local", "{}", &local("profiles/no-mkdir.json")));
-    let (r, pid) = checks(&env, "local");
+    let (r, pid) = checks(&env, &static_pod_name("local"));
     assert_eq!(seccomp_status(pid), ("2".into(), "1".into(), "0".into()));
     assert_eq!(r["mkdir"].0, 1, "{r:?}");
     assert!(r["mkdir"].1.contains("Operation not permitted"), "{r:?}");
@@ -242,7 +242,7 @@ fn localhost_profiles_load_from_the_profile_root_or_fail_the_container() {
             &format!("{name}: CreateContainerError"),
             Duration::from_secs(30),
             || {
-                let w = pod_json(&env, name)?
+                let w = pod_json(&env, &static_pod_name(name))?
                     .status?
                     .container_statuses?
                     .into_iter()
@@ -260,20 +260,20 @@ fn localhost_profiles_load_from_the_profile_root_or_fail_the_container() {
             "{name}: {message}"
         );
         // The sandbox runs, but no container attempt was ever made.
-        let view = env.pod(name).expect("pod state");
+        let view = env.pod(&static_pod_name(name)).expect("pod state");
         assert!(view.pause_pid.is_some_and(alive), "{name}: sandbox");
         assert!(view.containers.is_empty(), "{name}: a container was created: {view:?}");
         assert!(
-            events_of(&env, name)
+            events_of(&env, &static_pod_name(name))
                 .iter()
                 .any(|(r, m)| r == "Failed" && m.contains(&path)),
             "{name}: {:?}",
-            events_of(&env, name)
+            events_of(&env, &static_pod_name(name))
         );
     }
     // The profile appears: the next try starts the container, filtered by it.
     std::fs::copy(root.join("profiles/no-mkdir.json"), root.join("profiles/later.json")).expect("copy profile");
-    let (r, pid) = checks(&env, "missing");
+    let (r, pid) = checks(&env, &static_pod_name("missing"));
     assert_eq!(seccomp_status(pid).0, "2");
     assert_eq!(r["mkdir"].0, 1, "{r:?}");
 
@@ -290,7 +290,7 @@ fn localhost_profiles_load_from_the_profile_root_or_fail_the_container() {
         ),
         "{message}"
     );
-    assert!(env.pod("escape").is_none());
+    assert!(env.pod(&static_pod_name("escape")).is_none());
 }
 
 #[test]
@@ -317,7 +317,7 @@ fn apparmor_and_user_namespace_pods_are_refused() {
 
     for name in ["aa", "aa-annotated"] {
         let status = wait_for(&format!("{name} rejected"), Duration::from_secs(30), || {
-            pod_json(&env, name)?
+            pod_json(&env, &static_pod_name(name))?
                 .status
                 .filter(|s| s.phase.as_deref() == Some("Failed"))
         });
@@ -334,7 +334,7 @@ fn apparmor_and_user_namespace_pods_are_refused() {
             );
         }
         // kubectl's STATUS column shows the reason.
-        let table = ok(&env, &["get", "pod", name]);
+        let table = ok(&env, &["get", "pod", &static_pod_name(name)]);
         assert!(
             table
                 .lines()
@@ -343,13 +343,13 @@ fn apparmor_and_user_namespace_pods_are_refused() {
             "{table}"
         );
         assert!(
-            events_of(&env, name)
+            events_of(&env, &static_pod_name(name))
                 .iter()
                 .any(|(r, m)| r == "AppArmor" && m.starts_with("Cannot enforce AppArmor")),
             "{name}"
         );
         // Nothing was created for it: no state, no pause.
-        assert!(env.pod(name).is_none(), "{name} has state");
+        assert!(env.pod(&static_pod_name(name)).is_none(), "{name} has state");
     }
     // Nor does a CRI client see a sandbox for them (the kubelet never asks the runtime).
     let sandboxes = grpc::rt().block_on(async {
@@ -368,7 +368,7 @@ fn apparmor_and_user_namespace_pods_are_refused() {
     assert!(!names.iter().any(|n| n.starts_with("aa")), "{names:?}");
 
     let (_, message) = wait_for("userns: FailedCreatePodSandBox", Duration::from_secs(30), || {
-        events_of(&env, "userns")
+        events_of(&env, &static_pod_name("userns"))
             .into_iter()
             .find(|(r, _)| r == "FailedCreatePodSandBox")
     });
@@ -376,10 +376,12 @@ fn apparmor_and_user_namespace_pods_are_refused() {
         message.starts_with("Failed to create pod sandbox: ") && message.contains("does not support user namespaces"),
         "{message}"
     );
-    let p = pod_json(&env, "userns").and_then(|p| p.status).expect("userns status");
+    let p = pod_json(&env, &static_pod_name("userns"))
+        .and_then(|p| p.status)
+        .expect("userns status");
     assert_eq!(p.phase.as_deref(), Some("Pending"));
     assert!(
-        env.pod("userns")
+        env.pod(&static_pod_name("userns"))
             .is_none_or(|v| v.pause_pid.is_none() && v.containers.is_empty())
     );
 

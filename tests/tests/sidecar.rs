@@ -36,7 +36,7 @@ fn renderer_reloads_nginx_across_the_shared_pid_namespace() {
     let _agent = Agent::start(&env, &[]);
     let manifest = std::fs::read_to_string(workspace().join("manifests/sidecar-nginx.yaml")).unwrap();
     env.write_manifest("sidecar-nginx.yaml", &manifest);
-    let pod = env.wait_running("sidecar-nginx", &["nginx", "renderer"]);
+    let pod = env.wait_running(&static_pod_name("sidecar-nginx"), &["nginx", "renderer"]);
     let (pause, nginx, renderer) = (pod.pause(), pod.pid("nginx"), pod.pid("renderer"));
     assert_eq!(ns(nginx, "pid"), ns(pause, "pid"));
     assert_eq!(ns(renderer, "pid"), ns(pause, "pid"));
@@ -48,7 +48,10 @@ fn renderer_reloads_nginx_across_the_shared_pid_namespace() {
         fetch(renderer).filter(|(h, _)| generation(h).is_some())
     });
     let first = generation(&headers).unwrap();
-    assert!(body.contains("sidecar-nginx: generation"), "{body}");
+    assert!(
+        body.contains(&format!("{}: generation", static_pod_name("sidecar-nginx"))),
+        "{body}"
+    );
     let later = wait_for(
         "a later generation after a SIGHUP reload",
         Duration::from_secs(30),
@@ -56,7 +59,7 @@ fn renderer_reloads_nginx_across_the_shared_pid_namespace() {
     );
     assert!(later > first);
     // Reloaded, not restarted: same master process, same container attempt.
-    let now = env.pod("sidecar-nginx").unwrap();
+    let now = env.pod(&static_pod_name("sidecar-nginx")).unwrap();
     assert_eq!(now.pid("nginx"), nginx);
     assert_eq!(now.containers["nginx"].attempt, 0);
     let renderer_log = std::fs::read_to_string(&now.containers["renderer"].log_path).unwrap();

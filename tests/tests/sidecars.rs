@@ -91,13 +91,13 @@ spec:
     // While `setup` waits for the test's go-ahead, the started sidecar counts as initialized
     // (and ready) as kubectl counts it.
     let during = wait_for("STATUS Init:1/2", Duration::from_secs(30), || {
-        let r = row(&env, "order");
+        let r = row(&env, &static_pod_name("order"));
         (r.1 == "Init:1/2").then_some(r)
     });
     assert_eq!(during.0, "1/2", "READY counts the ready sidecar");
     assert_eq!(file_lines(&shared.join("order")), ["side-begin", "side-up"]);
     std::fs::write(shared.join("go"), "").expect("write go");
-    let pod = env.wait_running("order", &["side", "app"]);
+    let pod = env.wait_running(&static_pod_name("order"), &["side", "app"]);
     let order = shared.join("order");
     assert_eq!(file_lines(&order), ["side-begin", "side-up", "setup", "app"]);
     // The kernel's view: the sidecar's process runs beside the app's, started before it.
@@ -110,11 +110,11 @@ spec:
     // Status: the sidecar is an init container that is started and ready; kubectl counts it
     // in READY and the pod is Running and Initialized.
     let (ready, status) = wait_for("READY 2/2 Running", Duration::from_secs(20), || {
-        let r = row(&env, "order");
+        let r = row(&env, &static_pod_name("order"));
         (r.0 == "2/2" && r.1 == "Running").then_some(r)
     });
     assert_eq!((ready.as_str(), status.as_str()), ("2/2", "Running"));
-    let json = pod_json(&env, "order");
+    let json = pod_json(&env, &static_pod_name("order"));
     let side_status = init_status(&json, "side");
     assert_eq!(side_status["started"], true, "{side_status}");
     assert_eq!(side_status["ready"], true, "{side_status}");
@@ -175,11 +175,11 @@ spec:
 "#
         .replace("SHARED", &shared.display().to_string()),
     );
-    let pod = env.wait_running("job", &["side", "app"]);
+    let pod = env.wait_running(&static_pod_name("job"), &["side", "app"]);
     let side = pod.pid("side");
     std::fs::write(shared.join("go"), "").expect("write go");
     let phase = wait_for("pod job Succeeded", Duration::from_secs(30), || {
-        let p = pod_json(&env, "job");
+        let p = pod_json(&env, &static_pod_name("job"));
         let phase = p["status"]["phase"].as_str()?.to_string();
         (phase == "Succeeded").then_some(phase)
     });
@@ -190,12 +190,12 @@ spec:
     });
     assert_eq!(file_lines(&shared.join("order")), ["side", "app-done", "side-term"]);
     // Not restarted although it has restartPolicy Always: the pod is over.
-    let p = env.pod("job").expect("job");
+    let p = env.pod(&static_pod_name("job")).expect("job");
     assert_eq!(
         p.containers["side"].attempt, 0,
         "sidecar not restarted after completion"
     );
-    let (_, status) = row(&env, "job");
+    let (_, status) = row(&env, &static_pod_name("job"));
     assert_eq!(status, "Completed");
 }
 
@@ -229,28 +229,28 @@ spec:
     command: ["sleep", "3600"]
 "#,
     );
-    let pod = env.wait_running("restart", &["side", "app"]);
+    let pod = env.wait_running(&static_pod_name("restart"), &["side", "app"]);
     let (side, app) = (pod.pid("side"), pod.pid("app"));
     // The sidecar's process, which this test's agent started.
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(side), nix::sys::signal::Signal::SIGKILL).expect("kill sidecar");
     let second = wait_for("a new sidecar attempt", Duration::from_secs(30), || {
-        let p = env.pod("restart")?;
+        let p = env.pod(&static_pod_name("restart"))?;
         let c = p.containers.get("side")?;
         let pid = c.pid?;
         (c.attempt >= 1 && pid != side && alive(pid) && c.exit.is_none()).then_some(pid)
     });
     assert!(!alive(side), "the killed sidecar {side} is gone");
     assert!(alive(second));
-    let p = env.pod("restart").expect("restart");
+    let p = env.pod(&static_pod_name("restart")).expect("restart");
     assert_eq!(p.pid("app"), app, "the app was not restarted");
     assert_eq!(p.containers["app"].attempt, 0);
     assert!(alive(app), "the app keeps running");
     let count = wait_for("sidecar restartCount", Duration::from_secs(10), || {
-        let n = init_status(&pod_json(&env, "restart"), "side")["restartCount"].as_i64()?;
+        let n = init_status(&pod_json(&env, &static_pod_name("restart")), "side")["restartCount"].as_i64()?;
         (n >= 1).then_some(n)
     });
     assert!(count >= 1);
-    let phase = pod_json(&env, "restart")["status"]["phase"].clone();
+    let phase = pod_json(&env, &static_pod_name("restart"))["status"]["phase"].clone();
     assert_eq!(phase, "Running");
 }
 
@@ -300,10 +300,10 @@ spec:
             app = trap("app"),
         ),
     );
-    let pod = env.wait_running("stop", &["first", "second", "app"]);
+    let pod = env.wait_running(&static_pod_name("stop"), &["first", "second", "app"]);
     let pids = [pod.pid("first"), pod.pid("second"), pod.pid("app")];
     env.remove_manifest("stop.yaml");
-    wait_pod_removed(&env, "stop");
+    wait_pod_removed(&env, &static_pod_name("stop"));
     for pid in pids {
         assert!(!alive(pid), "{pid} stopped");
     }
@@ -350,21 +350,21 @@ spec:
 "#
         .replace("SHARED", &shared.display().to_string()),
     );
-    let pod = env.wait_running("live", &["side", "app"]);
+    let pod = env.wait_running(&static_pod_name("live"), &["side", "app"]);
     let (side, app) = (pod.pid("side"), pod.pid("app"));
     let out = in_container(side, &["rm", "/tmp/healthy"]);
     assert!(out.status.success(), "rm in the sidecar: {}", stderr(&out));
-    let killing = wait_pod_event(&env, "live", "Killing", "failed liveness probe");
+    let killing = wait_pod_event(&env, &static_pod_name("live"), "Killing", "failed liveness probe");
     assert_eq!(killing, "Container side failed liveness probe, will be restarted");
     wait_for("a new sidecar attempt", Duration::from_secs(30), || {
-        let p = env.pod("live")?;
+        let p = env.pod(&static_pod_name("live"))?;
         let c = p.containers.get("side")?;
         (c.attempt >= 1 && c.pid.is_some_and(|pid| pid != side && alive(pid))).then_some(())
     });
     assert!(!alive(side), "the unhealthy sidecar {side} is gone");
     // preStop ran before the stop signal.
     assert_eq!(file_lines(&shared.join("order"))[..2], ["pre-stop", "side-term"]);
-    let p = env.pod("live").expect("live");
+    let p = env.pod(&static_pod_name("live")).expect("live");
     assert_eq!(
         (p.pid("app"), p.containers["app"].attempt),
         (app, 0),
@@ -406,17 +406,17 @@ spec:
     command: ["sleep", "3600"]
 "#,
     );
-    let pod = env.wait_running("adopt", &["side", "app"]);
+    let pod = env.wait_running(&static_pod_name("adopt"), &["side", "app"]);
     let (side, app) = (pod.pid("side"), pod.pid("app"));
     agent.kill9();
     let _agent = Agent::start(&env, FAST_BACKOFF);
     // Taken over as it runs: nothing started again, the sidecar still counts in READY.
     let (ready, status) = wait_for("READY 2/2 Running after the restart", Duration::from_secs(30), || {
-        let r = row(&env, "adopt");
+        let r = row(&env, &static_pod_name("adopt"));
         (r.0 == "2/2" && r.1 == "Running").then_some(r)
     });
     assert_eq!((ready.as_str(), status.as_str()), ("2/2", "Running"));
-    let p = env.pod("adopt").expect("adopt");
+    let p = env.pod(&static_pod_name("adopt")).expect("adopt");
     assert_eq!((p.pid("side"), p.pid("app")), (side, app), "the same processes");
     assert_eq!(p.containers["setup"].attempt, 0, "the init container did not run again");
     // The new agent restarts the sidecar when it dies (restartPolicy Never notwithstanding).
@@ -425,7 +425,7 @@ spec:
         "the sidecar restarted by the new agent",
         Duration::from_secs(30),
         || {
-            let c = env.pod("adopt")?.containers.get("side")?.clone();
+            let c = env.pod(&static_pod_name("adopt"))?.containers.get("side")?.clone();
             (c.attempt >= 1 && c.pid.is_some_and(|pid| pid != side && alive(pid))).then_some(())
         },
     );

@@ -181,7 +181,7 @@ fn other_users_reach_no_setuid_binary_secret_or_log() {
 
     let _agent = Agent::start(&env, &[]);
     env.write_manifest("perms.yaml", POD);
-    let pod = env.wait_running("perms", &["c"]);
+    let pod = env.wait_running(&static_pod_name("perms"), &["c"]);
     let c = pod.containers["c"].clone();
     wait_for(
         "the container to write its setuid binary",
@@ -283,7 +283,7 @@ fn a_non_root_container_still_works_and_writes_its_empty_dir() {
     let _agent = Agent::start(&env, &[]);
     env.write_manifest("nonroot.yaml", NON_ROOT_POD);
     let pod = wait_for("the container to finish", Duration::from_secs(30), || {
-        env.pod("nonroot")
+        env.pod(&static_pod_name("nonroot"))
             .filter(|p| p.containers.get("c").is_some_and(|c| c.exit.is_some()))
     });
     let c = &pod.containers["c"];

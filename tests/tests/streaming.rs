@@ -39,7 +39,7 @@ fn setup(name: &str, extra: &[&str]) -> Setup {
     env.import_image("busybox");
     let agent = Agent::start(&env, extra);
     env.write_manifest("stream.yaml", POD);
-    let pod = env.wait_running("stream", &["main"]);
+    let pod = env.wait_running(&static_pod_name("stream"), &["main"]);
     // The CRI view follows the state directory within moments: wait for it.
     let (container_id, sandbox_id) = rt().block_on(async {
         let mut c = connect(&env.socket).await;
@@ -141,7 +141,7 @@ fn exit_code(status: &[u8]) -> i32 {
 
 /// The exec'd `sleep` in the container's cgroup (the kernel's view), once it runs.
 fn sleeping(s: &Setup) -> bool {
-    let pod = s.env.pod("stream").expect("pod");
+    let pod = s.env.pod(&static_pod_name("stream")).expect("pod");
     cgroup_file(&s.env, &pod.containers["main"].cgroup, "cgroup.procs")
         .unwrap_or_default()
         .lines()
@@ -149,7 +149,7 @@ fn sleeping(s: &Setup) -> bool {
 }
 
 fn cgroup_procs(s: &Setup) -> usize {
-    let pod = s.env.pod("stream").expect("pod");
+    let pod = s.env.pod(&static_pod_name("stream")).expect("pod");
     let rel = &pod.containers["main"].cgroup;
     cgroup_file(&s.env, rel, "cgroup.procs")
         .map(|t| t.lines().count())
@@ -413,7 +413,7 @@ fn port_forward_through_the_cli_and_websocket() {
     // The server listens on the pod's loopback only: nothing on the host can reach it directly.
     wait_for("httpd in the pod", Duration::from_secs(20), || {
         let o = in_container(
-            s.env.pod("stream")?.pid("main"),
+            s.env.pod(&static_pod_name("stream"))?.pid("main"),
             &["wget", "-q", "-O", "-", "http://127.0.0.1:8080/"],
         );
         stdout(&o).contains("hello-from-pod").then_some(())
@@ -421,7 +421,14 @@ fn port_forward_through_the_cli_and_websocket() {
 
     // minilet port-forward, over SPDY.
     let mut child = std::process::Command::new(minilet())
-        .args(["port-forward", "stream", ":8080", "--address", "127.0.0.1", "--socket"])
+        .args([
+            "port-forward",
+            &static_pod_name("stream"),
+            ":8080",
+            "--address",
+            "127.0.0.1",
+            "--socket",
+        ])
         .arg(&s.env.socket)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
@@ -443,7 +450,7 @@ fn port_forward_through_the_cli_and_websocket() {
         );
     }
     // An idle connection, then the CLI goes away: the agent closes its side in the pod.
-    let main_pid = s.env.pod("stream").expect("pod").pid("main");
+    let main_pid = s.env.pod(&static_pod_name("stream")).expect("pod").pid("main");
     let _idle = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     wait_for("the forwarded connection in the pod", Duration::from_secs(10), || {
         (established_8080(main_pid) > 0).then_some(())

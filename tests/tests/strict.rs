@@ -41,7 +41,7 @@ fn unknown_fields_warn_on_file_and_pod_and_the_pod_runs() {
     env.import_image("busybox");
     let _agent = Agent::start(&env, &[]);
     env.write_manifest("strict.yaml", MISSPELT);
-    let pod = env.wait_running("strict", &["main"]);
+    let pod = env.wait_running(&static_pod_name("strict"), &["main"]);
     assert!(alive(pod.pid("main")), "the pod runs despite the unknown fields");
 
     for message in [
@@ -66,7 +66,7 @@ fn unknown_fields_warn_on_file_and_pod_and_the_pod_runs() {
         "{table}"
     );
     // The misspelt probe was not run as a liveness probe: still the same process.
-    let again = env.pod("strict").expect("pod");
+    let again = env.pod(&static_pod_name("strict")).expect("pod");
     assert_eq!(again.pid("main"), pod.pid("main"));
 }
 
@@ -91,7 +91,10 @@ fn an_invalid_pull_policy_is_refused_with_the_kubernetes_message() {
         })
     });
     assert!(message.contains("bad.yaml: ") && message.contains(want), "{message}");
-    assert!(env.pod("bad").is_none(), "a refused manifest must not become a pod");
+    assert!(
+        env.pod(&static_pod_name("bad")).is_none(),
+        "a refused manifest must not become a pod"
+    );
     assert!(
         std::fs::read_dir(env.root.join("pods")).map_or(true, |d| d.count() == 0),
         "no pod state for a refused manifest"

@@ -69,7 +69,7 @@ fn downward_api_volumes_and_fs_group() {
     let _agent = Agent::start(&env, &[]);
     env.write_manifest("vols.yaml", POD);
     let pod = wait_for("app made its files", Duration::from_secs(30), || {
-        let p = env.pod("vols")?;
+        let p = env.pod(&static_pod_name("vols"))?;
         let pid = p.containers.get("app")?.pid?;
         let dir = p.dir.join("volumes/kubernetes.io~empty-dir/disk/made-by-app");
         (dir.exists() && alive(pid)).then_some(p)
@@ -103,7 +103,7 @@ fn downward_api_volumes_and_fs_group() {
     assert_eq!(uid_line.split_whitespace().nth(1), Some("1000"), "{uid_line}");
     let groups = status.lines().find(|l| l.starts_with("Groups:")).unwrap();
     assert!(groups.split_whitespace().any(|g| g == "3000"), "{groups}");
-    assert_eq!(run_in(pid, "cat /mem/read-by-app"), "vols");
+    assert_eq!(run_in(pid, "cat /mem/read-by-app"), static_pod_name("vols"));
     let o = in_container(pid, &["sh", "-c", "echo x > /etc/podinfo/new"]);
     assert!(!o.status.success(), "downwardAPI volumes are read-only");
     let mountinfo = run_in(pid, "cat /proc/self/mountinfo");
@@ -168,7 +168,7 @@ spec:
     }
     let groups = |name: &str| {
         let pod = wait_for(name, Duration::from_secs(30), || {
-            env.pod(name)
+            env.pod(&static_pod_name(name))
                 .filter(|p| p.containers.get("c").and_then(|c| c.pid).is_some_and(alive))
         });
         // The kernel's view of the process's supplementary groups.
@@ -207,7 +207,7 @@ spec:
 "#,
     );
     let pod = wait_for("both containers running", Duration::from_secs(30), || {
-        env.pod("podres").filter(|p| {
+        env.pod(&static_pod_name("podres")).filter(|p| {
             ["a", "b"]
                 .iter()
                 .all(|c| p.containers.get(*c).and_then(|c| c.pid).is_some())
@@ -227,6 +227,7 @@ spec:
         .or_else(|| cgroup_file(&env, &pod.cgroup, "cpu.max").map(|m| m.split_whitespace().next().unwrap_or("").into()))
         .expect("pod cpu quota file");
     assert_eq!(quota.trim(), "50000");
-    let json: serde_json::Value = serde_json::from_str(&ok(&env, &["get", "pod", "podres", "-o", "json"])).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&env, &["get", "pod", &static_pod_name("podres"), "-o", "json"])).unwrap();
     assert_eq!(json["status"]["qosClass"], "Guaranteed");
 }

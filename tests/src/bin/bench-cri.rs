@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use minilet_e2e::containerd::{self, Containerd};
 use minilet_e2e::grpc::{Clients, connect, rt};
-use minilet_e2e::{Agent, Env, is_root, wait_for};
+use minilet_e2e::{Agent, Env, is_root, static_pod_name, wait_for};
 use minilet_proto::runtime::v1 as cri;
 
 fn pct(v: &[Duration], p: f64) -> Duration {
@@ -258,7 +258,7 @@ fn main() {
         let n = std::fs::read_dir(env.root.join("pods")).ok()?.count();
         (n == pods
             && (0..pods).all(|i| {
-                env.pod(&format!("p{i}"))
+                env.pod(&static_pod_name(&format!("p{i}")))
                     .is_some_and(|p| p.containers.get("c").is_some_and(|c| c.pid.is_some()))
             }))
         .then_some(())

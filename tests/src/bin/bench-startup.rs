@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use minilet_e2e::bench::{Stats, fifo_pod, mkfifo, wait_fifo};
 use minilet_e2e::netns::NetNs;
-use minilet_e2e::{Agent, Env, is_root};
+use minilet_e2e::{Agent, Env, is_root, static_pod_name};
 
 fn manifest(i: usize, fifo: &Path) -> String {
     fifo_pod(&format!("bench-{i}"), "localhost/busybox:latest", "IfNotPresent", fifo)
@@ -117,7 +117,7 @@ fn main() {
     let mut monitors_pss = Vec::new();
     let mut pauses = Vec::new();
     for i in 0..total {
-        if let Some(p) = env.pod(&format!("bench-{i}")) {
+        if let Some(p) = env.pod(&static_pod_name(&format!("bench-{i}"))) {
             pauses.extend(p.pause_pid.map(rss_kb));
             monitors.extend(p.containers.values().filter_map(|c| c.monitor_pid).map(rss_kb));
             monitors_pss.extend(p.containers.values().filter_map(|c| c.monitor_pid).map(pss_kb));
