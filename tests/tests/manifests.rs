@@ -184,3 +184,48 @@ fn editor_saves_keep_the_pod_when_the_content_is_the_same() {
     );
     assert_eq!(same.pid("main"), first.pid("main"));
 }
+
+/// The node name goes into every static pod's name: lower-cased as the kubelet lowers
+/// `--hostname-override`, and refused at start when it is no DNS subdomain (every pod name
+/// would be invalid) before the agent touches anything.
+#[test]
+fn the_node_name_is_lower_cased_and_an_invalid_one_refused() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("node-name");
+    let out = std::process::Command::new(minilet())
+        .args(["agent", "--node-name", "bad_node", "--manifests"])
+        .arg(&env.manifests)
+        .arg("--root")
+        .arg(&env.root)
+        .arg("--log-dir")
+        .arg(&env.logs)
+        .arg("--cgroup-parent")
+        .arg(&env.cgroup_parent)
+        .arg("--socket")
+        .arg(&env.socket)
+        .arg("--network=none")
+        .output()
+        .expect("run minilet agent");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            r#"node name "bad_node" (--node-name, else the hostname): must be a lowercase RFC 1123 subdomain"#
+        ),
+        "{err}"
+    );
+    assert!(
+        !env.socket.exists() && !env.root.join("agent.lock").exists(),
+        "nothing made"
+    );
+    assert!(env.cgroup_dirs("").is_empty(), "no cgroup made");
+
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, &["--node-name", "Mixed-Case"]);
+    env.write_manifest("web.yaml", &pod_yaml("web", "hi"));
+    let pod = env.wait_running(&static_pod_name_on("web", "mixed-case"), &["main"]);
+    let host = in_container(pod.pid("main"), &["hostname"]);
+    assert_eq!(stdout(&host).trim(), "web-mixed-case");
+}
