@@ -314,3 +314,132 @@ fn describe_shows_pressure_where_the_kernel_has_it() {
     let shown = psi_total(&text[text.find("    Pressure:").unwrap_or(0)..], "cpu some ").expect("shown cpu total");
     assert!(before <= shown && shown <= after, "{before} <= {shown} <= {after}");
 }
+
+/// The container's cumulative CPU time in nanoseconds, from its cgroup (v1 `cpuacct.usage`,
+/// v2 `cpu.stat` `usage_usec`).
+fn cpu_nanos(dirs: &[PathBuf]) -> u64 {
+    dirs.iter()
+        .find_map(|d| {
+            if let Ok(t) = std::fs::read_to_string(d.join("cpuacct.usage")) {
+                return t.trim().parse().ok();
+            }
+            let stat = std::fs::read_to_string(d.join("cpu.stat")).ok()?;
+            let us: u64 = stat
+                .lines()
+                .find_map(|l| l.strip_prefix("usage_usec "))?
+                .trim()
+                .parse()
+                .ok()?;
+            Some(us * 1000)
+        })
+        .expect("the container's CPU usage file")
+}
+
+#[test]
+fn cri_metrics_carry_the_kernels_figures_and_pressure_where_it_has_them() {
+    use minilet_e2e::grpc::{connect, rt};
+    use minilet_proto::runtime::v1 as cri;
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("cgroup-metrics");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, &[]);
+    env.write_manifest("m.yaml", &pod("m", false));
+    let (_, c) = checks(&env, "m");
+    let dirs = env.cgroup_dirs(&c.cgroup);
+    let has_psi = dirs
+        .iter()
+        .any(|d| std::fs::read_to_string(d.join("cpu.pressure")).is_ok());
+    rt().block_on(async {
+        let mut cl = connect(&env.socket).await;
+        let descriptors = cl
+            .runtime
+            .list_metric_descriptors(cri::ListMetricDescriptorsRequest {})
+            .await
+            .expect("ListMetricDescriptors")
+            .into_inner()
+            .descriptors;
+        let names: Vec<&str> = descriptors.iter().map(|d| d.name.as_str()).collect();
+        for n in [
+            "container_cpu_usage_seconds_total",
+            "container_memory_working_set_bytes",
+            "container_pressure_cpu_waiting_seconds_total",
+            "container_pressure_memory_stalled_seconds_total",
+            "container_pressure_io_waiting_seconds_total",
+        ] {
+            assert!(names.contains(&n), "{n} in {names:?}");
+        }
+        assert!(
+            descriptors
+                .iter()
+                .all(|d| d.label_keys == ["container", "pod", "namespace", "id"]),
+            "{descriptors:?}"
+        );
+
+        // The counters are the kernel's, in whole seconds: what the CRI reports lies between
+        // two reads of the container's own files around the call.
+        let cpu_before = cpu_nanos(&dirs);
+        let psi_before = psi_total(
+            &std::fs::read_to_string(dirs[0].join("cpu.pressure")).unwrap_or_default(),
+            "some ",
+        );
+        let pods = cl
+            .runtime
+            .list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
+            .await
+            .expect("ListPodSandboxMetrics")
+            .into_inner()
+            .pod_metrics;
+        let cpu_after = cpu_nanos(&dirs);
+        let psi_after = psi_total(
+            &std::fs::read_to_string(dirs[0].join("cpu.pressure")).unwrap_or_default(),
+            "some ",
+        );
+        assert_eq!(pods.len(), 1, "{pods:?}");
+        let cm = pods[0]
+            .container_metrics
+            .iter()
+            .find(|m| m.container_id == c.id)
+            .unwrap_or_else(|| panic!("container {} in {pods:?}", c.id));
+        let value = |name: &str| {
+            cm.metrics
+                .iter()
+                .find(|m| m.name == name)
+                .map(|m| m.value.as_ref().map(|v| v.value).unwrap_or_default())
+        };
+        let cpu = cm
+            .metrics
+            .iter()
+            .find(|m| m.name == "container_cpu_usage_seconds_total")
+            .expect("cpu metric");
+        assert_eq!(cpu.label_values[0], "c");
+        assert_eq!(cpu.label_values[2], "default");
+        assert_eq!(cpu.label_values[3], c.id);
+        assert_eq!(cpu.metric_type, cri::MetricType::Counter as i32);
+        let cpu = value("container_cpu_usage_seconds_total").unwrap_or_default();
+        assert!(
+            cpu_before / 1_000_000_000 <= cpu && cpu <= cpu_after / 1_000_000_000,
+            "{cpu_before} ns <= {cpu} s <= {cpu_after} ns"
+        );
+        let ws = value("container_memory_working_set_bytes").expect("working set");
+        assert!(ws > 0 && ws <= LIMIT, "working set {ws}");
+        assert!(value("container_processes").is_some_and(|p| p >= 1));
+        if has_psi {
+            let (b, a) = (psi_before.expect("cpu.pressure"), psi_after.expect("cpu.pressure"));
+            let shown = value("container_pressure_cpu_waiting_seconds_total").expect("cpu pressure metric");
+            assert!(
+                b / 1_000_000 <= shown && shown <= a / 1_000_000,
+                "{b} us <= {shown} s <= {a} us"
+            );
+            assert!(value("container_pressure_memory_stalled_seconds_total").is_some());
+            assert!(value("container_pressure_io_waiting_seconds_total").is_some());
+        } else {
+            // No pressure files (v1, or PSI off): no pressure metrics, rather than zeros.
+            assert!(
+                cm.metrics.iter().all(|m| !m.name.starts_with("container_pressure_")),
+                "{cm:?}"
+            );
+        }
+    });
+}

@@ -8,6 +8,7 @@ pub mod convert;
 mod errors;
 mod filter;
 mod image;
+mod metrics;
 mod node;
 mod runtime;
 mod stats;

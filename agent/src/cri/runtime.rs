@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 use super::Cri;
 use super::convert;
 use super::filter;
+use super::metrics;
 use super::stats;
 use super::streaming;
 use crate::runtime::RuntimeError;
@@ -502,23 +503,7 @@ impl cri::runtime_service_server::RuntimeService for RuntimeSvc {
         req: Request<cri::ListPodSandboxStatsRequest>,
     ) -> R<cri::ListPodSandboxStatsResponse> {
         let f = req.into_inner().filter.unwrap_or_default();
-        let mut inputs: Vec<SandboxStatsInput> = self
-            .0
-            .ctx
-            .registry
-            .list()
-            .iter()
-            .filter(|e| convert::sandbox_state(e) == cri::PodSandboxState::SandboxReady)
-            .map(static_sandbox_input)
-            .collect();
-        inputs.extend(
-            self.pods()
-                .list()
-                .await
-                .iter()
-                .filter(|sb| sb.ready())
-                .map(cri_sandbox_input),
-        );
+        let mut inputs = self.ready_sandbox_inputs().await;
         inputs.retain(|i| {
             filter::id_matches(&f.id, &i.attributes.id) && filter::labels_match(&i.attributes.labels, &f.label_selector)
         });
@@ -531,7 +516,8 @@ impl cri::runtime_service_server::RuntimeService for RuntimeSvc {
         &self,
         _: Request<cri::UpdateRuntimeConfigRequest>,
     ) -> R<cri::UpdateRuntimeConfigResponse> {
-        // The kubelet sends the pod CIDR here; minilet has no pod network to configure.
+        // The kubelet sends the pod CIDR here; minilet's comes from --pod-cidr or the CNI
+        // configuration itself, as containerd's does without a conf template.
         Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
     }
 
@@ -594,14 +580,47 @@ impl cri::runtime_service_server::RuntimeService for RuntimeSvc {
         &self,
         _: Request<cri::ListMetricDescriptorsRequest>,
     ) -> R<cri::ListMetricDescriptorsResponse> {
-        Err(RuntimeError::Unimplemented("ListMetricDescriptors is not supported".into()).into())
+        Ok(Response::new(cri::ListMetricDescriptorsResponse {
+            descriptors: metrics::descriptors(),
+        }))
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> R<cri::ListPodSandboxMetricsResponse> {
-        Err(RuntimeError::Unimplemented("ListPodSandboxMetrics is not supported".into()).into())
+        let inputs = self.ready_sandbox_inputs().await;
+        let cgroups = std::sync::Arc::clone(&self.0.ctx.runtime.cgroups);
+        let pod_metrics = crate::runtime::blocking("reading metrics", move || {
+            Ok(inputs
+                .into_iter()
+                .map(|i| {
+                    let meta = i.attributes.metadata.clone().unwrap_or_default();
+                    let container_metrics = i
+                        .containers
+                        .iter()
+                        .filter_map(|(attrs, files)| {
+                            let cgroup = &files.record.cgroup;
+                            let stats = cgroups.stats(cgroup).ok()?;
+                            let reading = metrics::read(stats, &cgroups.dirs(cgroup), now_nanos());
+                            let name = attrs.metadata.as_ref().map(|m| m.name.as_str()).unwrap_or_default();
+                            Some(metrics::container(
+                                &attrs.id,
+                                [name, &meta.name, &meta.namespace, &attrs.id],
+                                &reading,
+                            ))
+                        })
+                        .collect();
+                    cri::PodSandboxMetrics {
+                        pod_sandbox_id: i.attributes.id.clone(),
+                        metrics: Vec::new(),
+                        container_metrics,
+                    }
+                })
+                .collect())
+        })
+        .await?;
+        Ok(Response::new(cri::ListPodSandboxMetricsResponse { pod_metrics }))
     }
 
     async fn runtime_config(&self, _: Request<cri::RuntimeConfigRequest>) -> R<cri::RuntimeConfigResponse> {
@@ -641,6 +660,28 @@ fn container_stats(
 }
 
 impl RuntimeSvc {
+    /// Every ready sandbox of either kind, with its running containers.
+    async fn ready_sandbox_inputs(&self) -> Vec<SandboxStatsInput> {
+        let mut inputs: Vec<SandboxStatsInput> = self
+            .0
+            .ctx
+            .registry
+            .list()
+            .iter()
+            .filter(|e| convert::sandbox_state(e) == cri::PodSandboxState::SandboxReady)
+            .map(static_sandbox_input)
+            .collect();
+        inputs.extend(
+            self.pods()
+                .list()
+                .await
+                .iter()
+                .filter(|sb| sb.ready())
+                .map(cri_sandbox_input),
+        );
+        inputs
+    }
+
     async fn sandbox_stats(&self, inputs: Vec<SandboxStatsInput>) -> Vec<cri::PodSandboxStats> {
         let mut paths: Vec<String> = Vec::new();
         for i in &inputs {
