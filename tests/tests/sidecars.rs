@@ -89,12 +89,13 @@ spec:
         .replace("SHARED", &shared.display().to_string()),
     );
     // While `setup` waits for the test's go-ahead, the started sidecar counts as initialized
-    // (and ready) as kubectl counts it.
-    let during = wait_for("STATUS Init:1/2", Duration::from_secs(30), || {
+    // (Init:1/2), and once its readiness probe has passed (its first run comes up to a period
+    // after the startup probe's success) as ready, as kubectl counts them. Nothing moves on
+    // until the go-ahead, so the state is waited for, not caught in passing.
+    wait_for("STATUS Init:1/2, READY 1/2", Duration::from_secs(30), || {
         let r = row(&env, &static_pod_name("order"));
-        (r.1 == "Init:1/2").then_some(r)
+        (r.1 == "Init:1/2" && r.0 == "1/2").then_some(r)
     });
-    assert_eq!(during.0, "1/2", "READY counts the ready sidecar");
     assert_eq!(file_lines(&shared.join("order")), ["side-begin", "side-up"]);
     std::fs::write(shared.join("go"), "").expect("write go");
     let pod = env.wait_running(&static_pod_name("order"), &["side", "app"]);

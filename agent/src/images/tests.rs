@@ -294,7 +294,17 @@ fn references_normalize_like_docker() {
         normalize_reference(&format!("localhost/x:1@{digest}")).unwrap(),
         format!("localhost/x:1@{digest}")
     );
-    for bad in ["", "Busybox", "busybox:", " busybox", "a b", "busybox@sha256:abc"] {
+    for bad in [
+        "",
+        "Busybox",
+        "localhost/Busybox",
+        "foo/Bar",
+        "quay.io/x/Y:z",
+        "busybox:",
+        " busybox",
+        "a b",
+        "busybox@sha256:abc",
+    ] {
         let err = normalize_reference(bad).unwrap_err();
         assert!(matches!(err, ImageError::InvalidReference { .. }), "{bad:?}: {err}");
         assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");

@@ -184,6 +184,14 @@ fn validate_spec(spec: &PodSpec, v: &mut Errors) {
                 let Some(hp) = p.host_port.filter(|hp| *hp != 0) else {
                     continue;
                 };
+                // The pod is the node's network: a port can only be published as itself.
+                if spec.host_network == Some(true) && hp != p.container_port {
+                    v.invalid(
+                        &format!("{path}.ports[{j}].containerPort"),
+                        p.container_port,
+                        "must match `hostPort` when `hostNetwork` is true",
+                    );
+                }
                 let key = format!(
                     "{}/{}/{hp}",
                     p.protocol.as_deref().unwrap_or("TCP"),
@@ -943,6 +951,24 @@ mod tests {
         );
         // The request defaulted from the bad limit is not reported a second time.
         assert!(!has(&e, "spec.containers[0].resources.requests[cpu]"), "{e:?}");
+    }
+
+    #[test]
+    fn host_network_ports_are_published_as_themselves() {
+        let e = errors(
+            "  hostNetwork: true\n  containers:\n  - name: a\n    image: i\n    ports: [{containerPort: 80, hostPort: 8080}, {containerPort: 81, hostPort: 81}, {containerPort: 82}]\n",
+        );
+        assert!(
+            has(
+                &e,
+                "spec.containers[0].ports[0].containerPort: Invalid value: 80: must match `hostPort` when `hostNetwork` is true"
+            ),
+            "{e:?}"
+        );
+        assert!(!has(&e, "ports[1]") && !has(&e, "ports[2]"), "{e:?}");
+        // Without hostNetwork, publishing on another port is what hostPort is for.
+        let e = errors("  containers:\n  - name: a\n    image: i\n    ports: [{containerPort: 80, hostPort: 8080}]\n");
+        assert!(!has(&e, "ports[0]"), "{e:?}");
     }
 
     #[test]
