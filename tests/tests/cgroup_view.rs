@@ -346,7 +346,7 @@ fn cri_metrics_carry_the_kernels_figures_and_pressure_where_it_has_them() {
     env.import_image("busybox");
     let _agent = Agent::start(&env, &[]);
     env.write_manifest("m.yaml", &pod("m", false));
-    let (_, c) = checks(&env, "m");
+    let (_, c) = checks(&env, &static_pod_name("m"));
     let dirs = env.cgroup_dirs(&c.cgroup);
     let has_psi = dirs
         .iter()
@@ -414,6 +414,7 @@ fn cri_metrics_carry_the_kernels_figures_and_pressure_where_it_has_them() {
             .find(|m| m.name == "container_cpu_usage_seconds_total")
             .expect("cpu metric");
         assert_eq!(cpu.label_values[0], "c");
+        assert_eq!(cpu.label_values[1], static_pod_name("m"));
         assert_eq!(cpu.label_values[2], "default");
         assert_eq!(cpu.label_values[3], c.id);
         assert_eq!(cpu.metric_type, cri::MetricType::Counter as i32);
