@@ -157,6 +157,11 @@ pub struct AgentArgs {
     #[arg(long)]
     pub node_name: Option<String>,
 
+    /// The node's address (status.hostIP, and hostNetwork pods' IP), as the kubelet's
+    /// --node-ip. Defaults to the first non-loopback IPv4 address.
+    #[arg(long, value_name = "IP")]
+    pub node_ip: Option<std::net::IpAddr>,
+
     /// Labels of this node, `key=value,...`, matched by pods' nodeSelector and required node
     /// affinity besides the well-known kubernetes.io/hostname, kubernetes.io/os and
     /// kubernetes.io/arch (and their beta.kubernetes.io forms).
