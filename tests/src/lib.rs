@@ -61,7 +61,8 @@ pub fn minilet() -> PathBuf {
     p
 }
 
-fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
+/// The newest modification time of the files under `dir`.
+pub fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
     let mut newest = None;
     for e in std::fs::read_dir(dir).ok()?.flatten() {
         let t = if e.path().is_dir() {

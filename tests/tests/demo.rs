@@ -56,6 +56,24 @@ fn images_present() -> bool {
             return false;
         }
     }
+    // As for minilet(): the renderer must be built from the current sources, and its image
+    // (whose stamp records the binary's hash) built from that binary.
+    let bin = bin_dir().join("renderer");
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+    let newest = newest_mtime(&workspace().join("demo/renderer/src"));
+    assert!(
+        built.is_some() && built >= newest,
+        "{} missing or older than demo/renderer/src: run hack/build",
+        bin.display()
+    );
+    use sha2::Digest;
+    let hash = hex::encode(sha2::Sha256::digest(std::fs::read(&bin).expect("read the renderer")));
+    let stamp = std::fs::read_to_string(workspace().join("hack/.images/renderer.stamp")).unwrap_or_default();
+    assert!(
+        stamp.contains(&format!("renderer={}", &hash[..16])),
+        "hack/.images/renderer.tar was not built from {}: run hack/build-images",
+        bin.display()
+    );
     true
 }
 
