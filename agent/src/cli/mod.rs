@@ -427,6 +427,17 @@ mod tests {
     }
 
     #[test]
+    fn node_ip_must_be_an_address() {
+        let parse = |args: &[&str]| Cli::try_parse_from(["minilet", "agent"].into_iter().chain(args.iter().copied()));
+        let Command::Agent(a) = parse(&["--node-ip", "192.0.2.10"]).unwrap().command else {
+            panic!("not agent")
+        };
+        assert_eq!(a.node_ip, Some("192.0.2.10".parse().unwrap()));
+        let e = parse(&["--node-ip", "node1"]).err().unwrap().to_string();
+        assert!(e.contains("--node-ip") && e.contains("node1"), "{e}");
+    }
+
+    #[test]
     fn client_commands_parse_like_kubectl() {
         let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once("minilet").chain(args.iter().copied()));
         let Command::Get(g) = parse(&["get", "po", "web", "-n", "prod", "-o", "wide", "-l", "app=web"])
