@@ -50,6 +50,7 @@ async fn run_async(args: AgentArgs) -> anyhow::Result<()> {
         &args.cgroup_parent,
         pause,
         args.node_name.as_deref(),
+        args.node_ip,
         &args.node_labels.0,
         backoff,
         args.housekeeping_interval,
@@ -124,6 +125,7 @@ fn context(
     cgroup_parent: &str,
     pause_path: std::path::PathBuf,
     node_name: Option<&str>,
+    node_ip: Option<std::net::IpAddr>,
     node_labels: &[(String, String)],
     backoff: BackoffConfig,
     housekeeping_interval: std::time::Duration,
@@ -133,7 +135,7 @@ fn context(
     images: ImageSettings,
 ) -> anyhow::Result<Arc<Context>> {
     reaper::start().context("install the SIGCHLD handler")?;
-    let node = NodeInfo::detect(node_name);
+    let node = NodeInfo::detect(node_name, node_ip);
     let cgroups = cgroups::detect(&CgroupParent::parse(cgroup_parent)).context("set up cgroups")?;
     let config = RuntimeConfig {
         root: root.to_path_buf(),
@@ -270,6 +272,7 @@ pub fn reset(args: &ResetArgs) -> anyhow::Result<()> {
             &args.log_dir,
             &args.cgroup_parent,
             pause,
+            None,
             None,
             &[],
             BackoffConfig::default(),

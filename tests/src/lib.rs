@@ -61,7 +61,8 @@ pub fn minilet() -> PathBuf {
     p
 }
 
-fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
+/// The newest modification time of the files under `dir`.
+pub fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
     let mut newest = None;
     for e in std::fs::read_dir(dir).ok()?.flatten() {
         let t = if e.path().is_dir() {
@@ -159,14 +160,28 @@ impl Env {
 
     /// Import an image archive built by hack/build-images (e.g. "busybox").
     pub fn import_image(&self, name: &str) {
+        self.import(name, None);
+    }
+
+    /// Import an image archive built by hack/build-images under another name (e.g. "etcd" as
+    /// the upstream name a manifest uses, registry.k8s.io/etcd:3.4.23).
+    pub fn import_image_as(&self, name: &str, reference: &str) {
+        self.import(name, Some(reference));
+    }
+
+    fn import(&self, name: &str, reference: Option<&str>) {
         let archive = workspace().join("hack/.images").join(format!("{name}.tar"));
         assert!(
             archive.is_file(),
             "{} missing: run hack/build-images (hack/test does)",
             archive.display()
         );
-        let out = Command::new(minilet())
-            .args(["image", "import"])
+        let mut cmd = Command::new(minilet());
+        cmd.args(["image", "import"]);
+        if let Some(reference) = reference {
+            cmd.args(["--name", reference]);
+        }
+        let out = cmd
             .arg(&archive)
             .arg("--root")
             .arg(&self.root)

@@ -682,10 +682,14 @@ fn the_etcd_example_runs_from_a_mirror_by_its_upstream_name() {
     let reg = Registry::start(&env.dir.join("registry"), None);
     reg.push_demo("etcd", "etcd:3.4.23", Compression::AsIs);
     let mirror = format!("registry.k8s.io=http://{}", reg.host());
-    let _agent = Agent::start(&env, &["--registry-mirror", &mirror]);
+    // The example is hostNetwork, listening on the node's address: here the node is this
+    // machine, so the test keeps etcd in a network namespace of its own (loopback only)
+    // and gives the node a loopback address there (tests/demo.rs runs it as shipped).
+    let _agent = Agent::start(&env, &["--registry-mirror", &mirror, "--node-ip", "127.0.0.2"]);
     let manifest = std::fs::read_to_string(workspace().join("manifests/etcd.yaml")).expect("manifests/etcd.yaml");
     assert!(manifest.contains("image: registry.k8s.io/etcd:3.4.23"));
-    env.write_manifest("etcd.yaml", &manifest);
+    assert!(manifest.contains("\n  hostNetwork: true\n"));
+    env.write_manifest("etcd.yaml", &manifest.replace("\n  hostNetwork: true\n", "\n"));
     env.wait_running(&static_pod_name("etcd"), &["etcd"]);
     assert!(reg.gets("/v2/etcd/manifests/3.4.23") >= 1, "{}", reg.log());
     // etcd answers inside the pod, through etcdctl from the same image.

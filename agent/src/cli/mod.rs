@@ -158,6 +158,11 @@ pub struct AgentArgs {
     #[arg(long)]
     pub node_name: Option<String>,
 
+    /// The node's address (status.hostIP, and hostNetwork pods' IP), as the kubelet's
+    /// --node-ip. Defaults to the first non-loopback IPv4 address.
+    #[arg(long, value_name = "IP")]
+    pub node_ip: Option<std::net::IpAddr>,
+
     /// Labels of this node, `key=value,...`, matched by pods' nodeSelector and required node
     /// affinity besides the well-known kubernetes.io/hostname, kubernetes.io/os and
     /// kubernetes.io/arch (and their beta.kubernetes.io forms).
@@ -420,6 +425,17 @@ mod tests {
         assert!(parse_duration("2000000h").is_ok());
         assert!(parse_duration(&"9".repeat(400)).is_err());
         assert!(parse_duration("1.5h").is_ok());
+    }
+
+    #[test]
+    fn node_ip_must_be_an_address() {
+        let parse = |args: &[&str]| Cli::try_parse_from(["minilet", "agent"].into_iter().chain(args.iter().copied()));
+        let Command::Agent(a) = parse(&["--node-ip", "192.0.2.10"]).unwrap().command else {
+            panic!("not agent")
+        };
+        assert_eq!(a.node_ip, Some("192.0.2.10".parse().unwrap()));
+        let e = parse(&["--node-ip", "node1"]).err().unwrap().to_string();
+        assert!(e.contains("--node-ip") && e.contains("node1"), "{e}");
     }
 
     #[test]

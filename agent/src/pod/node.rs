@@ -3,7 +3,8 @@
 #[derive(Debug, Clone)]
 pub struct NodeInfo {
     pub name: String,
-    /// The first non-loopback IPv4 address, if any (status.hostIP, hostNetwork pods' IP).
+    /// --node-ip, else the first non-loopback IPv4 address, if any (status.hostIP,
+    /// hostNetwork pods' IP).
     pub host_ip: Option<String>,
     pub cpus: i64,
     pub memory_bytes: i64,
@@ -14,10 +15,10 @@ pub struct NodeInfo {
 }
 
 impl NodeInfo {
-    pub fn detect(name: Option<&str>) -> Self {
+    pub fn detect(name: Option<&str>, ip: Option<std::net::IpAddr>) -> Self {
         NodeInfo {
             name: node_name(name),
-            host_ip: host_ip(),
+            host_ip: ip.map(|ip| ip.to_string()).or_else(host_ip),
             cpus: std::thread::available_parallelism()
                 .map(|n| n.get() as i64)
                 .unwrap_or(1),
