@@ -38,7 +38,7 @@ pub use detect::detect;
 pub use devices::DevicePolicy;
 pub use error::CgroupError;
 pub(crate) use tree::*;
-pub use tree::{join, oom_kills};
+pub use tree::{join, join_single_threaded, oom_kills};
 
 /// Where `/sys/fs/cgroup` lives; every real system mounts cgroups there.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -664,14 +664,23 @@ mod tests {
         let pid2 = c2.id();
         g.children.push(c2);
         join(&cg.dirs("pod/c2"), pid2).unwrap();
+        // Child 3: single-threaded, moved through `tasks`; the kernel lists the whole process.
+        let c3 = spawn_sleep();
+        let pid3 = c3.id();
+        g.children.push(c3);
+        join_single_threaded(&cg.dirs("pod/c2"), pid3).unwrap();
 
         let want1 = format!("/{name}/pod/c1");
         for controller in ["cpu", "cpuacct", "memory", "pids"] {
             let p = proc_cgroup_path(pid1, controller);
             assert!(p.ends_with(&want1), "{controller}: {p}");
             assert!(proc_cgroup_path(pid2, controller).ends_with(&format!("/{name}/pod/c2")));
+            assert!(proc_cgroup_path(pid3, controller).ends_with(&format!("/{name}/pod/c2")));
         }
-        let mut expected = vec![pid1, pid2];
+        let mut in_c2 = vec![pid2, pid3];
+        in_c2.sort();
+        assert_eq!(cg.procs("pod/c2").unwrap(), in_c2);
+        let mut expected = vec![pid1, pid2, pid3];
         expected.sort();
         assert_eq!(cg.procs("pod").unwrap(), expected);
         assert_eq!(cg.procs("pod/c1").unwrap(), vec![pid1]);
@@ -688,12 +697,12 @@ mod tests {
         assert!(s.memory_usage_bytes > 0, "{s:?}");
         assert!(s.memory_working_set_bytes <= s.memory_usage_bytes, "{s:?}");
         assert_eq!(s.oom_kills, 0);
-        assert_eq!(cg.stats("pod").unwrap().pids_current, 2);
+        assert_eq!(cg.stats("pod").unwrap().pids_current, 3);
         assert_eq!(oom_kills(&cg.dirs("pod/c1")).unwrap(), 0);
 
         // Busy: remove fails (after its retries) and names the process inside.
         match cg.remove("pod/c2") {
-            Err(CgroupError::Remove { pids, .. }) => assert_eq!(pids, vec![pid2]),
+            Err(CgroupError::Remove { pids, .. }) => assert_eq!(pids, in_c2),
             other => panic!("expected busy error, got {other:?}"),
         }
 
@@ -765,6 +774,10 @@ mod tests {
         cg.add_process("pod/c1", pid).unwrap();
         assert!(proc_cgroup_path(pid, "").ends_with(&format!("/{name}/pod/c1")));
         assert_eq!(cg.procs("pod").unwrap(), vec![pid]);
+        // No `tasks` in v2: the single-threaded join writes `cgroup.procs`.
+        cg.create("pod/c2").unwrap();
+        join_single_threaded(&cg.dirs("pod/c2"), pid).unwrap();
+        assert!(proc_cgroup_path(pid, "").ends_with(&format!("/{name}/pod/c2")));
         let s = cg.stats("pod/c1").unwrap();
         if dir.join("pod/c1/pids.current").exists() {
             assert_eq!(s.pids_current, 1);

@@ -19,6 +19,26 @@ pub fn join(dirs: &[PathBuf], pid: u32) -> Result<(), CgroupError> {
     Ok(())
 }
 
+/// [`join`] for a process with a single thread (the helpers, before any thread exists):
+/// where a v1 hierarchy has `tasks`, `pid` is written there. That moves only the one thread
+/// named, which for such a process is all of it. With `pid` 0 (the calling thread) the
+/// kernel also skips the write lock over every thread group that `cgroup.procs` and any
+/// other pid take: after an idle moment that lock waits for an RCU grace period (7-20 ms
+/// measured, docs/performance.md). A v2 directory has no `tasks`: there it is
+/// `cgroup.procs`, as in [`join`].
+pub fn join_single_threaded(dirs: &[PathBuf], pid: u32) -> Result<(), CgroupError> {
+    let pid = pid.to_string();
+    for dir in dirs {
+        match write_file(dir, "tasks", &pid) {
+            Err(CgroupError::Write { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                write_file(dir, "cgroup.procs", &pid)?
+            }
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
 /// Read the OOM-kill counter of the cgroup at these dirs (whichever hierarchy holds memory);
 /// used by the container monitor after the container exits. Missing file => Ok(0).
 pub fn oom_kills(dirs: &[PathBuf]) -> Result<u64, CgroupError> {

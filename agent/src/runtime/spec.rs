@@ -202,7 +202,7 @@ pub struct ContainerState {
 pub enum CgroupEntry {
     /// Born there: clone3 with CLONE_INTO_CGROUP (v2); it never ran anywhere else.
     Born,
-    /// Forked in the monitor's cgroup, then moved by writing `cgroup.procs` (v1, or a kernel
+    /// Forked in the monitor's cgroup, then moved by writing its pid there (v1, or a kernel
     /// that refused CLONE_INTO_CGROUP).
     #[default]
     Attached,

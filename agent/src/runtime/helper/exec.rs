@@ -57,8 +57,8 @@ fn run(spec: &ExecSpec, out: &mut impl Write) -> Result<(), String> {
         .map_err(|e| format!("open pidfd of the container process: {e}"))?
         .ok_or("container is not running")?;
 
-    let me = nix::unistd::getpid().as_raw() as u32;
-    crate::cgroups::join(&container.cgroup_dirs, me).map_err(|e| format!("join the container cgroup: {e}"))?;
+    crate::cgroups::join_single_threaded(&container.cgroup_dirs, 0)
+        .map_err(|e| format!("join the container cgroup: {e}"))?;
     // The cgroup namespace after the join: the container's (rooted at its cgroup), or the
     // host's for a container started by an older agent, which is where we are already.
     let all = CloneFlags::CLONE_NEWNS

@@ -3,7 +3,8 @@
 //! On cgroup v2 the child is born there: clone3 with `CLONE_INTO_CGROUP` and a descriptor of
 //! the cgroup's directory, so it never runs, allocates or counts anywhere else. Elsewhere (v1,
 //! whose processes are one per hierarchy; a kernel before 5.7, which refuses the flag) it is
-//! a plain fork and the child writes itself into `cgroup.procs` before doing anything else.
+//! a plain fork and the child joins the cgroup before doing anything else (on v1 through
+//! `tasks`: it has one thread).
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};

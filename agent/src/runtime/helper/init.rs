@@ -62,8 +62,8 @@ fn setup_and_exec(
     nix::sys::stat::umask(Mode::empty());
 
     if entry == CgroupEntry::Attached {
-        let me = nix::unistd::getpid().as_raw() as u32;
-        crate::cgroups::join(&spec.cgroup_dirs, me).map_err(|e| format!("join container cgroup: {e}"))?;
+        crate::cgroups::join_single_threaded(&spec.cgroup_dirs, 0)
+            .map_err(|e| format!("join container cgroup: {e}"))?;
     }
     if spec.cgroup_view.is_some() {
         // Rooted where the process is now: its own cgroup.

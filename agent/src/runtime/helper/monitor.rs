@@ -259,6 +259,10 @@ const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(1);
 /// While writes keep failing, a reminder (monitor.log, a notice) this often.
 const REMIND_EVERY: Duration = Duration::from_secs(60);
+/// Output is read from the pipes in chunks of this size. The buffer is zeroed, i.e. written,
+/// so all of it is private memory of every monitor: 16 KiB (conmon reads 8 KiB), not the
+/// pipe's 64 KiB; a pipe holding more is simply read again.
+const READ_BUF: usize = 16 * 1024;
 /// After giving up, at most this much of what is still in a pipe is read (to count it).
 const DISCARD_MAX: usize = 1 << 20;
 
@@ -290,7 +294,7 @@ fn supervise(spec: &ContainerSpec, mut run: Running) {
     let mut log = Log::new(run.log, spec.log_path.clone(), run.notices);
     let attach = &mut run.attach;
     log.rotator = Some(Rotator::new(spec.log_path.clone(), spec.log_rotation, diag));
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; READ_BUF];
     let mut record = Vec::with_capacity(logs::MAX_LINE + 64);
 
     let mut exited = child_fd.is_none();

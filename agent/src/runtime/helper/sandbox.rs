@@ -38,8 +38,7 @@ pub fn main(spec_path: &OsStr) -> ExitCode {
 
 fn run(spec: &SandboxSpec) -> Result<SandboxState, String> {
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
-    let me = nix::unistd::getpid().as_raw() as u32;
-    crate::cgroups::join(&spec.cgroup_dirs, me).map_err(|e| format!("join sandbox cgroup: {e}"))?;
+    crate::cgroups::join_single_threaded(&spec.cgroup_dirs, 0).map_err(|e| format!("join sandbox cgroup: {e}"))?;
     if let Some(adj) = spec.oom_score_adj {
         set_oom_score_adj(adj)?;
     }
