@@ -489,7 +489,10 @@ fn runtime_service_over_real_pods() {
         // minilet.v1: pods as v1.Pod, events.
         let pods = c
             .node
-            .list_pods(node::ListPodsRequest::default())
+            .list_pods(node::ListPodsRequest {
+                cgroup_details: true,
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner()

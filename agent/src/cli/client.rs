@@ -16,6 +16,15 @@ use super::errors::{ConnectError, from_status};
 use crate::cri::MAX_GRPC_MESSAGE_BYTES;
 
 /// One connection to the agent, shared by its services.
+/// How much of each pod's cgroups a pod listing carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Details {
+    /// The cgroup directories only (get, logs, exec).
+    Dirs,
+    /// Also the applied limits and pressure figures (describe).
+    Cgroups,
+}
+
 #[derive(Debug, Clone)]
 pub struct Client {
     socket: PathBuf,
@@ -59,11 +68,13 @@ impl Client {
         from_status(status, &self.socket)
     }
 
-    /// Node.ListPods; empty strings match everything.
-    pub async fn list_pods(&self, namespace: &str, name: &str) -> Result<Vec<node::PodInfo>> {
+    /// Node.ListPods; empty strings match everything. `details`: with each cgroup's applied
+    /// limits and pressure (what `describe` shows; costly with many pods).
+    pub async fn list_pods(&self, namespace: &str, name: &str, details: Details) -> Result<Vec<node::PodInfo>> {
         let req = node::ListPodsRequest {
             namespace: namespace.into(),
             name: name.into(),
+            cgroup_details: details == Details::Cgroups,
         };
         let resp = self.node.clone().list_pods(req).await.map_err(|s| self.err(s))?;
         Ok(resp.into_inner().pods)

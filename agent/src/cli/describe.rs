@@ -48,7 +48,7 @@ pub async fn run(args: DescribeArgs) -> Result<ExitCode> {
     let mut targets = Vec::new();
     let mut failed = false;
     if names.is_empty() {
-        targets = pods::list(&client, namespace).await?;
+        targets = pods::list(&client, namespace, client::Details::Cgroups).await?;
         targets.retain(|p| selector.matches(p.pod.metadata.labels.as_ref()));
         if targets.is_empty() {
             eprintln!("{}", no_resources(namespace));
@@ -57,7 +57,7 @@ pub async fn run(args: DescribeArgs) -> Result<ExitCode> {
     } else {
         let ns = namespace.unwrap_or("default");
         for name in &names {
-            match pods::get(&client, ns, name).await {
+            match pods::get(&client, ns, name, client::Details::Cgroups).await {
                 Ok(p) => targets.push(p),
                 Err(e) if e.downcast_ref::<ServerError>().is_some_and(|s| s.reason == "NotFound") => {
                     eprintln!("{e}");

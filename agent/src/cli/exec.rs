@@ -209,7 +209,7 @@ pub async fn running_container(
     requested: Option<&str>,
     completed: &str,
 ) -> Result<(k8s_openapi::api::core::v1::Pod, String, attempts::Attempt)> {
-    let np = pods::get(client, namespace, pod).await?;
+    let np = pods::get(client, namespace, pod, client::Details::Dirs).await?;
     let phase = np
         .pod
         .status

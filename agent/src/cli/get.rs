@@ -129,7 +129,7 @@ pub async fn run(args: GetArgs) -> Result<ExitCode> {
     let now = Timestamp::now();
     let (out, missing, empty) = match resource {
         Resource::Pods => {
-            let all = pods::list(&client, namespace).await?;
+            let all = pods::list(&client, namespace, client::Details::Dirs).await?;
             let all: Vec<Pod> = all
                 .into_iter()
                 .map(|p| p.pod)

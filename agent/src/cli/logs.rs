@@ -76,7 +76,7 @@ pub async fn run(args: LogsArgs) -> Result<ExitCode> {
         None => None,
     };
     let client = client::connect(&args.socket.socket).await?;
-    let np = pods::get(&client, &args.namespace, &args.pod).await?;
+    let np = pods::get(&client, &args.namespace, &args.pod, client::Details::Dirs).await?;
     let (container, notice) = pods::container_for_logs(&np.pod, args.container.as_deref())?;
     if let Some(n) = notice {
         eprintln!("{n}");

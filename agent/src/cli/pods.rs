@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Pod;
 use minilet_proto::minilet::v1::PodInfo;
 
-use super::client::Client;
+use super::client::{Client, Details};
 use super::errors::ServerError;
 
 /// kubectl's annotation naming the container `logs` and `exec` pick by default.
@@ -41,9 +41,9 @@ impl NodePod {
 /// The pods of `namespace` (None: every namespace), sorted by namespace and name as the API
 /// server lists them. The namespace is checked here too, so a server that ignores the filter
 /// cannot widen the answer.
-pub async fn list(client: &Client, namespace: Option<&str>) -> Result<Vec<NodePod>> {
+pub async fn list(client: &Client, namespace: Option<&str>, details: Details) -> Result<Vec<NodePod>> {
     let infos = client
-        .list_pods(namespace.unwrap_or_default(), "")
+        .list_pods(namespace.unwrap_or_default(), "", details)
         .await
         .context("listing pods")?;
     let mut pods = infos.into_iter().map(NodePod::decode).collect::<Result<Vec<_>>>()?;
@@ -55,8 +55,11 @@ pub async fn list(client: &Client, namespace: Option<&str>) -> Result<Vec<NodePo
 }
 
 /// One pod by name, or kubectl's NotFound.
-pub async fn get(client: &Client, namespace: &str, name: &str) -> Result<NodePod> {
-    let infos = client.list_pods(namespace, name).await.context("getting the pod")?;
+pub async fn get(client: &Client, namespace: &str, name: &str, details: Details) -> Result<NodePod> {
+    let infos = client
+        .list_pods(namespace, name, details)
+        .await
+        .context("getting the pod")?;
     for info in infos {
         let p = NodePod::decode(info)?;
         if p.name() == name && p.namespace() == namespace {

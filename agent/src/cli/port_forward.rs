@@ -70,7 +70,7 @@ pub async fn run(args: PortForwardArgs) -> Result<ExitCode> {
     let ports = args.ports.iter().map(|p| parse_port(p)).collect::<Result<Vec<_>>>()?;
     let addrs = addresses(&args.address)?;
     let client = client::connect(&args.socket.socket).await?;
-    let np = pods::get(&client, &args.namespace, &args.pod).await?;
+    let np = pods::get(&client, &args.namespace, &args.pod, client::Details::Dirs).await?;
     if np.info.sandbox_id.is_empty() {
         bail!("unable to forward port because pod is not running");
     }

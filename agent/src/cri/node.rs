@@ -53,6 +53,9 @@ fn pressure_lines(dirs: &[std::path::PathBuf]) -> Vec<String> {
 impl node::node_server::Node for NodeSvc {
     async fn list_pods(&self, req: Request<node::ListPodsRequest>) -> R<node::ListPodsResponse> {
         let req = req.into_inner();
+        // Limits and pressure mean reading a dozen files per cgroup per hierarchy: only for
+        // callers that show them (describe), not for every listing.
+        let details = req.cgroup_details;
         let ctx = &self.0.ctx;
         let mut pods = Vec::new();
         for e in ctx.registry.list() {
@@ -74,8 +77,12 @@ impl node::node_server::Node for NodeSvc {
                         name: a.files.record.name.clone(),
                         container_id: a.files.record.id.clone(),
                         cgroup_dirs: dirs.iter().map(|d| d.display().to_string()).collect(),
-                        limits: applied_limits(&dirs),
-                        pressure: pressure_lines(&dirs),
+                        limits: if details {
+                            applied_limits(&dirs)
+                        } else {
+                            Default::default()
+                        },
+                        pressure: if details { pressure_lines(&dirs) } else { Vec::new() },
                     }
                 })
                 .collect();
@@ -89,7 +96,11 @@ impl node::node_server::Node for NodeSvc {
                     .iter()
                     .map(|d| d.display().to_string())
                     .collect(),
-                pressure: pressure_lines(&ctx.runtime.cgroups.dirs(&e.sandbox.cgroup)),
+                pressure: if details {
+                    pressure_lines(&ctx.runtime.cgroups.dirs(&e.sandbox.cgroup))
+                } else {
+                    Vec::new()
+                },
                 containers,
                 sandbox_id: if e.sandbox.pause.is_some() {
                     e.sandbox.id.clone()
@@ -118,8 +129,12 @@ impl node::node_server::Node for NodeSvc {
                         name: c.files.record.name.clone(),
                         container_id: c.files.record.id.clone(),
                         cgroup_dirs: dirs.iter().map(|d| d.display().to_string()).collect(),
-                        limits: applied_limits(&dirs),
-                        pressure: pressure_lines(&dirs),
+                        limits: if details {
+                            applied_limits(&dirs)
+                        } else {
+                            Default::default()
+                        },
+                        pressure: if details { pressure_lines(&dirs) } else { Vec::new() },
                     }
                 })
                 .collect();
@@ -133,7 +148,11 @@ impl node::node_server::Node for NodeSvc {
                     .iter()
                     .map(|d| d.display().to_string())
                     .collect(),
-                pressure: pressure_lines(&ctx.runtime.cgroups.dirs(&sb.record.cgroup)),
+                pressure: if details {
+                    pressure_lines(&ctx.runtime.cgroups.dirs(&sb.record.cgroup))
+                } else {
+                    Vec::new()
+                },
                 containers,
                 sandbox_id: if sb.ready() {
                     sb.record.id.clone()
