@@ -305,3 +305,33 @@ fn a_completed_pod_no_longer_counts() {
     env.wait_running(&static_pod_name("next"), &["c"]);
     assert_eq!(status_column(&env, &static_pod_name("next")), "Running");
 }
+
+#[test]
+fn max_pods_caps_how_many_pods_the_node_runs() {
+    if !is_root() {
+        println!("skipped: needs root");
+        return;
+    }
+    let env = Env::new("admission-maxpods");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, &["--max-pods", "2"]);
+    env.write_manifest("one.yaml", &pod("one", "", "{}"));
+    env.write_manifest("two.yaml", &pod("two", "", "{}"));
+    env.wait_running(&static_pod_name("one"), &["c"]);
+    env.wait_running(&static_pod_name("two"), &["c"]);
+    env.write_manifest("three.yaml", &pod("three", "", "{}"));
+    let (uid, status) = wait_rejected(&env, &static_pod_name("three"));
+    assert_eq!(status.reason.as_deref(), Some("OutOfpods"));
+    assert_eq!(
+        status.message.as_deref(),
+        Some("Pod was rejected: Node didn't have enough resource: pods, requested: 1, used: 2, capacity: 2")
+    );
+    assert_nothing_runs(&env, &static_pod_name("three"), &uid);
+    // A bad value stops the agent before it does anything.
+    let out = std::process::Command::new(minilet())
+        .args(["agent", "--max-pods", "0"])
+        .output()
+        .expect("run minilet");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--max-pods"), "{}", stderr(&out));
+}

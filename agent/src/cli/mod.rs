@@ -169,6 +169,11 @@ pub struct AgentArgs {
     #[arg(long, value_name = "KEY=VALUE,...", value_parser = crate::pod::admission::parse_node_labels, default_value = "")]
     pub node_labels: crate::pod::admission::NodeLabels,
 
+    /// The most pods this node runs (the kubelet's --max-pods): one more is rejected at
+    /// admission as `OutOfpods`.
+    #[arg(long, default_value_t = crate::pod::admission::MAX_PODS as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_pods: u32,
+
     /// The pause binary. Defaults to `minilet-pause` next to this binary, then $PATH.
     #[arg(long)]
     pub pause_binary: Option<PathBuf>,

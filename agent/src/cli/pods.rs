@@ -67,7 +67,7 @@ pub async fn get(client: &Client, namespace: &str, name: &str, details: Details)
         }
     }
     // Only on a miss: the namespace's pods, to hint at a static pod's full name.
-    let others: Vec<Pod> = list(client, Some(namespace))
+    let others: Vec<Pod> = list(client, Some(namespace), Details::Dirs)
         .await
         .map(|ps| ps.into_iter().map(|p| p.pod).collect())
         .unwrap_or_default();

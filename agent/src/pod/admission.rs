@@ -128,6 +128,8 @@ pub fn pod_requests(spec: &PodSpec) -> Requests {
 pub struct NodeResources {
     pub milli_cpu: i64,
     pub memory: i64,
+    /// `--max-pods`.
+    pub max_pods: usize,
     pub name: String,
     pub labels: BTreeMap<String, String>,
 }
@@ -135,7 +137,7 @@ pub struct NodeResources {
 impl NodeResources {
     /// The node's labels: the kubelet's well-known ones, then `--node-labels` (which win,
     /// as they do in the kubelet).
-    pub fn new(node: &super::node::NodeInfo, extra: &[(String, String)]) -> Self {
+    pub fn new(node: &super::node::NodeInfo, extra: &[(String, String)], max_pods: usize) -> Self {
         let mut labels = BTreeMap::new();
         for (k, v) in [
             ("kubernetes.io/hostname", node.name.as_str()),
@@ -150,6 +152,7 @@ impl NodeResources {
         NodeResources {
             milli_cpu: node.cpus * 1000,
             memory: node.memory_bytes,
+            max_pods,
             name: node.name.clone(),
             labels,
         }
@@ -290,8 +293,8 @@ fn check(
             "Node didn't have enough resource: {name}, requested: {requested}, used: {used}, capacity: {capacity}"
         ),
     };
-    if pods + 1 > MAX_PODS {
-        return Err(short("pods", 1, pods as i64, MAX_PODS as i64));
+    if pods + 1 > node.max_pods {
+        return Err(short("pods", 1, pods as i64, node.max_pods as i64));
     }
     if wanted.milli_cpu > 0 && wanted.milli_cpu > node.milli_cpu - used.milli_cpu {
         return Err(short("cpu", wanted.milli_cpu, used.milli_cpu, node.milli_cpu));
@@ -401,6 +404,7 @@ mod tests {
         NodeResources {
             milli_cpu: 2000,
             memory: 4 << 30,
+            max_pods: MAX_PODS,
             name: "node1".into(),
             labels: [("kubernetes.io/hostname", "node1"), ("zone", "a"), ("gen", "5")]
                 .into_iter()
@@ -502,6 +506,23 @@ mod tests {
         );
         assert_eq!(
             check(&n, &s, &Requests::default(), &used, MAX_PODS).unwrap_err().reason,
+            "OutOfpods"
+        );
+        // --max-pods moves the limit either way.
+        let big = NodeResources {
+            max_pods: 500,
+            ..n.clone()
+        };
+        assert!(check(&big, &s, &Requests::default(), &used, MAX_PODS).is_ok());
+        assert!(check(&big, &s, &Requests::default(), &used, 499).is_ok());
+        assert_eq!(
+            check(&big, &s, &Requests::default(), &used, 500).unwrap_err().reason,
+            "OutOfpods"
+        );
+        let small = NodeResources { max_pods: 1, ..n };
+        assert!(check(&small, &s, &Requests::default(), &used, 0).is_ok());
+        assert_eq!(
+            check(&small, &s, &Requests::default(), &used, 1).unwrap_err().reason,
             "OutOfpods"
         );
     }
