@@ -730,6 +730,7 @@ fn socket_is_private_single_owner_and_taken_over_when_stale() {
         .arg(&other.cgroup_parent)
         .arg("--socket")
         .arg(&env.socket)
+        .args(["--node-name", NODE])
         .output()
         .unwrap();
     assert!(!out.status.success());

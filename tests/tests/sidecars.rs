@@ -24,9 +24,14 @@ fn init_status(pod: &Value, name: &str) -> Value {
         .unwrap_or_else(|| panic!("no init status of {name}: {pod}"))
 }
 
-/// The `get pods` row of `pod`: (READY, STATUS).
-fn row(env: &Env, pod: &str) -> (String, String) {
-    let out = ok(env, &["get", "pods", pod]);
+/// The `get pods` row of `pod`: (READY, STATUS); None while the agent does not list it (a
+/// manifest just written).
+fn row(env: &Env, pod: &str) -> Option<(String, String)> {
+    let out = cli(env, &["get", "pods", pod]);
+    if !out.status.success() {
+        return None;
+    }
+    let out = stdout(&out);
     let row: Vec<String> = out
         .lines()
         .nth(1)
@@ -34,10 +39,10 @@ fn row(env: &Env, pod: &str) -> (String, String) {
         .split_whitespace()
         .map(str::to_string)
         .collect();
-    (
+    Some((
         row.get(1).cloned().unwrap_or_default(),
         row.get(2).cloned().unwrap_or_default(),
-    )
+    ))
 }
 
 #[test]
@@ -93,7 +98,7 @@ spec:
     // after the startup probe's success) as ready, as kubectl counts them. Nothing moves on
     // until the go-ahead, so the state is waited for, not caught in passing.
     wait_for("STATUS Init:1/2, READY 1/2", Duration::from_secs(30), || {
-        let r = row(&env, &static_pod_name("order"));
+        let r = row(&env, &static_pod_name("order"))?;
         (r.1 == "Init:1/2" && r.0 == "1/2").then_some(r)
     });
     assert_eq!(file_lines(&shared.join("order")), ["side-begin", "side-up"]);
@@ -111,7 +116,7 @@ spec:
     // Status: the sidecar is an init container that is started and ready; kubectl counts it
     // in READY and the pod is Running and Initialized.
     let (ready, status) = wait_for("READY 2/2 Running", Duration::from_secs(20), || {
-        let r = row(&env, &static_pod_name("order"));
+        let r = row(&env, &static_pod_name("order"))?;
         (r.0 == "2/2" && r.1 == "Running").then_some(r)
     });
     assert_eq!((ready.as_str(), status.as_str()), ("2/2", "Running"));
@@ -196,7 +201,7 @@ spec:
         p.containers["side"].attempt, 0,
         "sidecar not restarted after completion"
     );
-    let (_, status) = row(&env, &static_pod_name("job"));
+    let (_, status) = row(&env, &static_pod_name("job")).expect("job listed");
     assert_eq!(status, "Completed");
 }
 
@@ -413,7 +418,7 @@ spec:
     let _agent = Agent::start(&env, FAST_BACKOFF);
     // Taken over as it runs: nothing started again, the sidecar still counts in READY.
     let (ready, status) = wait_for("READY 2/2 Running after the restart", Duration::from_secs(30), || {
-        let r = row(&env, &static_pod_name("adopt"));
+        let r = row(&env, &static_pod_name("adopt"))?;
         (r.0 == "2/2" && r.1 == "Running").then_some(r)
     });
     assert_eq!((ready.as_str(), status.as_str()), ("2/2", "Running"));

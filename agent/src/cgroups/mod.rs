@@ -774,14 +774,15 @@ mod tests {
         cg.add_process("pod/c1", pid).unwrap();
         assert!(proc_cgroup_path(pid, "").ends_with(&format!("/{name}/pod/c1")));
         assert_eq!(cg.procs("pod").unwrap(), vec![pid]);
-        // No `tasks` in v2: the single-threaded join writes `cgroup.procs`.
-        cg.create("pod/c2").unwrap();
-        join_single_threaded(&cg.dirs("pod/c2"), pid).unwrap();
-        assert!(proc_cgroup_path(pid, "").ends_with(&format!("/{name}/pod/c2")));
         let s = cg.stats("pod/c1").unwrap();
         if dir.join("pod/c1/pids.current").exists() {
             assert_eq!(s.pids_current, 1);
         }
+        // No `tasks` in v2: the single-threaded join writes `cgroup.procs`.
+        cg.create("pod/c2").unwrap();
+        join_single_threaded(&cg.dirs("pod/c2"), pid).unwrap();
+        assert!(proc_cgroup_path(pid, "").ends_with(&format!("/{name}/pod/c2")));
+        assert_eq!(cg.procs("pod/c2").unwrap(), vec![pid]);
         cg.kill("pod").unwrap();
         let status = g.children[0].wait().unwrap();
         assert_eq!(status.signal(), Some(libc::SIGKILL));
