@@ -71,7 +71,7 @@ spec:
     imagePullPolicy: IfNotPresent
     restartPolicy: Always
     volumeMounts: [{name: h, mountPath: /h}]
-    command: ["sh", "-c", "echo side-begin >> /h/order; sleep 1; touch /tmp/up; echo side-up >> /h/order; exec sleep 3600"]
+    command: ["sh", "-c", "echo side-begin >> /h/order; sleep 1; echo side-up >> /h/order; touch /tmp/up; exec sleep 3600"]
     startupProbe:
       exec: {command: ["test", "-f", "/tmp/up"]}
       periodSeconds: 1
@@ -105,7 +105,12 @@ spec:
     std::fs::write(shared.join("go"), "").expect("write go");
     let pod = env.wait_running(&static_pod_name("order"), &["side", "app"]);
     let order = shared.join("order");
-    assert_eq!(file_lines(&order), ["side-begin", "side-up", "setup", "app"]);
+    // Running is not yet having run its first command: wait for the app's line.
+    let lines = wait_for("the app's line", Duration::from_secs(20), || {
+        let l = file_lines(&order);
+        (l.len() >= 4).then_some(l)
+    });
+    assert_eq!(lines, ["side-begin", "side-up", "setup", "app"]);
     // The kernel's view: the sidecar's process runs beside the app's, started before it.
     let (side, app) = (pod.pid("side"), pod.pid("app"));
     assert!(alive(side) && alive(app));
