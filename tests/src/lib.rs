@@ -140,6 +140,23 @@ pub struct Env {
 }
 
 impl Env {
+    /// `agent` and the flags that put an agent's whole world in this test's directories
+    /// (manifests, state root, logs, cgroup parent, socket).
+    pub fn agent_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = vec!["agent".into()];
+        for (flag, value) in [
+            ("--manifests", self.manifests.as_os_str()),
+            ("--root", self.root.as_os_str()),
+            ("--log-dir", self.logs.as_os_str()),
+            ("--cgroup-parent", std::ffi::OsStr::new(&self.cgroup_parent)),
+            ("--socket", self.socket.as_os_str()),
+        ] {
+            args.push(flag.into());
+            args.push(value.into());
+        }
+        args
+    }
+
     pub fn new(name: &str) -> Env {
         let tag = format!("{name}-{:08x}", rand_u32());
         let dir = std::env::temp_dir().join("minilet-e2e").join(&tag);
@@ -403,17 +420,7 @@ impl Agent {
         let log = env.dir.join(format!("agent-{n}.log"));
         let stderr = std::fs::File::create(&log).expect("agent log");
         let child = cmd
-            .arg("agent")
-            .arg("--manifests")
-            .arg(&env.manifests)
-            .arg("--root")
-            .arg(&env.root)
-            .arg("--log-dir")
-            .arg(&env.logs)
-            .arg("--cgroup-parent")
-            .arg(&env.cgroup_parent)
-            .arg("--socket")
-            .arg(&env.socket)
+            .args(env.agent_args())
             .arg("--cleanup-on-exit")
             .args(if extra.iter().any(|a| a.starts_with("--node-name")) {
                 &[][..]

@@ -5,6 +5,32 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Where Debian's containernetworking-plugins puts the CNI plugins.
+pub const CNI_PLUGINS: &str = "/usr/lib/cni";
+
+/// Whether what a pod network test needs is here (the bridge, host-local and portmap plugins,
+/// iptables for portmap and masquerading); if not, a visible skip saying what is missing.
+pub fn cni_plugins_present() -> bool {
+    let missing: Vec<&str> = ["bridge", "host-local", "portmap"]
+        .into_iter()
+        .filter(|p| !Path::new(CNI_PLUGINS).join(p).is_file())
+        .collect();
+    if !missing.is_empty() {
+        crate::skip(&format!(
+            "CNI plugins {missing:?} missing from {CNI_PLUGINS} (hack/setup installs containernetworking-plugins)"
+        ));
+        return false;
+    }
+    let on_path = |name: &str| {
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).any(|d| d.join(name).is_file())
+    };
+    if !on_path("iptables-save") {
+        crate::skip("iptables missing (hack/setup installs it)");
+        return false;
+    }
+    true
+}
+
 pub struct NetNs {
     path: PathBuf,
 }

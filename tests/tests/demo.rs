@@ -21,7 +21,6 @@ use base64::engine::general_purpose::STANDARD as B64;
 use minilet_e2e::netns::NetNs;
 use minilet_e2e::*;
 
-const PLUGINS: &str = "/usr/lib/cni";
 const NODE_NAME: &str = "demo-node";
 /// TEST-NET-1, only ever inside the test's namespace.
 const NODE_IP: &str = "192.0.2.10";
@@ -31,20 +30,6 @@ const BACKENDS: &str = "/demo/backends/";
 /// test's node: `<name>-<node name>`, as the kubelet names them.
 fn pod_name(manifest_name: &str) -> String {
     static_pod_name_on(manifest_name, NODE_NAME)
-}
-
-fn plugins_present() -> bool {
-    let missing: Vec<&str> = ["bridge", "host-local", "portmap"]
-        .into_iter()
-        .filter(|p| !Path::new(PLUGINS).join(p).is_file())
-        .collect();
-    if !missing.is_empty() {
-        skip(&format!(
-            "CNI plugins {missing:?} missing from {PLUGINS} (hack/setup installs containernetworking-plugins)"
-        ));
-        return false;
-    }
-    true
 }
 
 fn images_present() -> bool {
@@ -195,7 +180,7 @@ fn hup_pids(renderer_log: &str) -> Vec<i32> {
 
 #[test]
 fn nginx_follows_the_pool_in_etcd_through_the_renderer_and_sighup() {
-    if !is_root() || !plugins_present() || !images_present() {
+    if !is_root() || !netns::cni_plugins_present() || !images_present() {
         return;
     }
     let node = NetNs::for_test("demo");
@@ -214,7 +199,7 @@ fn nginx_follows_the_pool_in_etcd_through_the_renderer_and_sighup() {
     let flags = [
         "--network=cni".to_string(),
         format!("--cni-conf-dir={}", conf.display()),
-        format!("--cni-bin-dir={PLUGINS}"),
+        format!("--cni-bin-dir={}", netns::CNI_PLUGINS),
         format!("--node-name={NODE_NAME}"),
         format!("--node-ip={NODE_IP}"),
     ];

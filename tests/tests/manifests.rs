@@ -195,17 +195,8 @@ fn the_node_name_is_lower_cased_and_an_invalid_one_refused() {
     }
     let env = Env::new("node-name");
     let out = std::process::Command::new(minilet())
-        .args(["agent", "--node-name", "bad_node", "--manifests"])
-        .arg(&env.manifests)
-        .arg("--root")
-        .arg(&env.root)
-        .arg("--log-dir")
-        .arg(&env.logs)
-        .arg("--cgroup-parent")
-        .arg(&env.cgroup_parent)
-        .arg("--socket")
-        .arg(&env.socket)
-        .arg("--network=none")
+        .args(env.agent_args())
+        .args(["--node-name", "bad_node", "--network=none"])
         .output()
         .expect("run minilet agent");
     assert!(!out.status.success());

@@ -13,33 +13,6 @@ use minilet_e2e::netns::NetNs;
 use minilet_e2e::*;
 use minilet_proto::runtime::v1 as cri;
 
-const PLUGINS: &str = "/usr/lib/cni";
-
-/// The CNI plugins this file needs, or a visible skip.
-fn plugins_present() -> bool {
-    let missing: Vec<&str> = ["bridge", "host-local", "portmap"]
-        .into_iter()
-        .filter(|p| !Path::new(PLUGINS).join(p).is_file())
-        .collect();
-    if !missing.is_empty() {
-        skip(&format!(
-            "CNI plugins {missing:?} missing from {PLUGINS} (hack/setup installs containernetworking-plugins)"
-        ));
-        return false;
-    }
-    if which("iptables-save").is_none() {
-        skip("iptables missing (hack/setup installs it)");
-        return false;
-    }
-    true
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
 /// The node's namespace, the test's world (busybox imported) and an empty CNI conf dir.
 /// Bound in this order, the world is dropped first: its safety-net reset still finds the
 /// namespace.
@@ -56,7 +29,7 @@ fn cni_flags(conf_dir: &Path) -> Vec<String> {
     vec![
         "--network=cni".into(),
         format!("--cni-conf-dir={}", conf_dir.display()),
-        format!("--cni-bin-dir={PLUGINS}"),
+        format!("--cni-bin-dir={}", netns::CNI_PLUGINS),
     ]
 }
 
@@ -212,7 +185,7 @@ fn run_in(pid: i32, cmd: &[&str]) -> String {
 
 #[test]
 fn pods_get_ips_see_them_and_reach_each_other_and_the_node() {
-    if !is_root() || !plugins_present() {
+    if !is_root() || !netns::cni_plugins_present() {
         return;
     }
     let (ns, mut env, conf) = cni_node("ips");
@@ -303,7 +276,7 @@ fn pods_get_ips_see_them_and_reach_each_other_and_the_node() {
 
 #[test]
 fn a_pod_removed_while_the_agent_was_down_gets_its_del() {
-    if !is_root() || !plugins_present() {
+    if !is_root() || !netns::cni_plugins_present() {
         return;
     }
     let (ns, mut env, conf) = cni_node("restart");
@@ -354,7 +327,7 @@ fn a_pod_removed_while_the_agent_was_down_gets_its_del() {
 
 #[test]
 fn a_failing_plugin_is_an_event_and_leaves_nothing() {
-    if !is_root() || !plugins_present() {
+    if !is_root() || !netns::cni_plugins_present() {
         return;
     }
     let (ns, mut env, conf) = cni_node("fail");
@@ -388,7 +361,7 @@ fn a_failing_plugin_is_an_event_and_leaves_nothing() {
     let flags = vec![
         "--network=cni".to_string(),
         format!("--cni-conf-dir={}", conf.display()),
-        format!("--cni-bin-dir={}:{PLUGINS}", bin.display()),
+        format!("--cni-bin-dir={}:{}", bin.display(), netns::CNI_PLUGINS),
         // One attempt is enough to look at; the retry comes after the test.
         "--backoff-initial=300s".into(),
     ];
@@ -443,7 +416,7 @@ fn without_cni_pods_keep_loopback_only() {
 
 #[test]
 fn a_replaced_sandbox_frees_the_old_address() {
-    if !is_root() || !plugins_present() {
+    if !is_root() || !netns::cni_plugins_present() {
         return;
     }
     let (ns, mut env, conf) = cni_node("replace");
@@ -481,7 +454,7 @@ fn a_replaced_sandbox_frees_the_old_address() {
 
 #[test]
 fn cri_sandboxes_get_an_address_until_they_are_stopped() {
-    if !is_root() || !plugins_present() {
+    if !is_root() || !netns::cni_plugins_present() {
         return;
     }
     let (ns, mut env, conf) = cni_node("cri");
@@ -601,7 +574,7 @@ impl Hanging {
         let flags = vec![
             "--network=cni".to_string(),
             format!("--cni-conf-dir={}", conf.display()),
-            format!("--cni-bin-dir={}:{PLUGINS}", bin.display()),
+            format!("--cni-bin-dir={}:{}", bin.display(), netns::CNI_PLUGINS),
         ];
         Hanging {
             marker,
@@ -642,7 +615,7 @@ impl Hanging {
 
 #[test]
 fn an_add_interrupted_by_an_agent_crash_is_undone_and_the_sandbox_replaced() {
-    if !is_root() || !plugins_present() {
+    if !is_root() || !netns::cni_plugins_present() {
         return;
     }
     let (ns, mut env, conf) = cni_node("interrupted");
@@ -664,7 +637,7 @@ fn an_add_interrupted_by_an_agent_crash_is_undone_and_the_sandbox_replaced() {
 
 #[test]
 fn an_interrupted_cri_sandbox_gets_its_del() {
-    if !is_root() || !plugins_present() {
+    if !is_root() || !netns::cni_plugins_present() {
         return;
     }
     let (ns, mut env, conf) = cni_node("cri-interrupted");
@@ -698,7 +671,7 @@ fn an_interrupted_cri_sandbox_gets_its_del() {
 
 #[test]
 fn a_broken_network_found_at_re_adoption_is_reported() {
-    if !is_root() || !plugins_present() {
+    if !is_root() || !netns::cni_plugins_present() {
         return;
     }
     let (ns, mut env, conf) = cni_node("check");
@@ -736,7 +709,7 @@ fn a_broken_network_found_at_re_adoption_is_reported() {
 
 #[test]
 fn a_broken_cri_sandbox_network_is_logged_at_re_adoption() {
-    if !is_root() || !plugins_present() {
+    if !is_root() || !netns::cni_plugins_present() {
         return;
     }
     let (ns, mut env, conf) = cni_node("cri-check");
