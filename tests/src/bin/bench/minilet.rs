@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use minilet_e2e::Env;
 use minilet_e2e::bench::fifo_pod;
+use minilet_e2e::{Env, static_pod_name};
 
 use crate::procfs::{self, Mem};
 use crate::series::{Runtime, poll_until};
@@ -58,7 +58,7 @@ impl Runtime for Minilet<'_> {
         // The state files are written around the container's start; wait until they name
         // the pause and the monitor, so the teardown knows what to wait for.
         let env = self.env;
-        let name = pod.name.clone();
+        let name = static_pod_name(&pod.name);
         let mut view = None;
         poll_until("pod state recorded", Duration::from_secs(30), || {
             view = env

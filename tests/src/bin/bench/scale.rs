@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use minilet_e2e::bench::{fifo_pod, mkfifo, wait_fifo};
 use minilet_e2e::grpc::{connect, rt};
-use minilet_e2e::{Env, cli};
+use minilet_e2e::{Env, cli, static_pod_name};
 use minilet_proto::runtime::v1 as cri;
 
 use crate::minilet::{IMAGE, Minilet};
@@ -141,7 +141,7 @@ fn measure_idle(env: &Env, agent: i32, pods: usize, window: Duration) -> Result<
         last = now;
     }
     let helpers: Vec<i32> = (0..pods)
-        .filter_map(|i| env.pod(&format!("fill-{i}")))
+        .filter_map(|i| env.pod(&static_pod_name(&format!("fill-{i}"))))
         .flat_map(|p| {
             let mut v: Vec<i32> = p.pause_pid.into_iter().collect();
             v.extend(p.containers.values().filter_map(|c| c.monitor_pid));
