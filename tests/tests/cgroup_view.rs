@@ -264,6 +264,14 @@ fn psi_total(text: &str, prefix: &str) -> Option<u64> {
         .and_then(|(_, n)| n.trim().parse().ok())
 }
 
+/// The `some` stall total (µs) of the container's `cpu.pressure`; None where the kernel keeps
+/// no pressure for the cgroup (v1, or PSI off).
+fn cpu_some_total_us(dirs: &[PathBuf]) -> Option<u64> {
+    dirs.iter()
+        .find_map(|d| std::fs::read_to_string(d.join("cpu.pressure")).ok())
+        .and_then(|t| psi_total(&t, "some "))
+}
+
 #[test]
 fn describe_shows_pressure_where_the_kernel_has_it() {
     if !is_root() {
@@ -275,9 +283,7 @@ fn describe_shows_pressure_where_the_kernel_has_it() {
     env.write_manifest("psi.yaml", &pod("psi", false));
     let (_, c) = checks(&env, &static_pod_name("psi"));
     let dirs = env.cgroup_dirs(&c.cgroup);
-    let has_psi = dirs
-        .iter()
-        .any(|d| std::fs::read_to_string(d.join("cpu.pressure")).is_ok());
+    let has_psi = cpu_some_total_us(&dirs).is_some();
     let text = ok(&env, &["describe", "pod", &static_pod_name("psi")]);
     if !has_psi {
         // v1 (or a kernel booted with psi=0): no pressure files, no section.
@@ -307,10 +313,9 @@ fn describe_shows_pressure_where_the_kernel_has_it() {
     assert!(text.contains("\nPressure:\n  cpu some avg10="), "pod section: {text}");
     // The figures are the kernel's: the cumulative stall total only grows, so what describe
     // shows lies between two reads of the container's file around it.
-    let file = |d: &std::path::PathBuf| std::fs::read_to_string(d.join("cpu.pressure")).unwrap_or_default();
-    let before = psi_total(&file(&dirs[0]), "some ").expect("cpu.pressure total");
+    let before = cpu_some_total_us(&dirs).expect("cpu.pressure total");
     let text = ok(&env, &["describe", "pod", &static_pod_name("psi")]);
-    let after = psi_total(&file(&dirs[0]), "some ").expect("cpu.pressure total");
+    let after = cpu_some_total_us(&dirs).expect("cpu.pressure total");
     let shown = psi_total(&text[text.find("    Pressure:").unwrap_or(0)..], "cpu some ").expect("shown cpu total");
     assert!(before <= shown && shown <= after, "{before} <= {shown} <= {after}");
 }
@@ -348,9 +353,7 @@ fn cri_metrics_carry_the_kernels_figures_and_pressure_where_it_has_them() {
     env.write_manifest("m.yaml", &pod("m", false));
     let (_, c) = checks(&env, &static_pod_name("m"));
     let dirs = env.cgroup_dirs(&c.cgroup);
-    let has_psi = dirs
-        .iter()
-        .any(|d| std::fs::read_to_string(d.join("cpu.pressure")).is_ok());
+    let has_psi = cpu_some_total_us(&dirs).is_some();
     rt().block_on(async {
         let mut cl = connect(&env.socket).await;
         let descriptors = cl
@@ -380,10 +383,7 @@ fn cri_metrics_carry_the_kernels_figures_and_pressure_where_it_has_them() {
         // The counters are the kernel's, in whole seconds: what the CRI reports lies between
         // two reads of the container's own files around the call.
         let cpu_before = cpu_nanos(&dirs);
-        let psi_before = psi_total(
-            &std::fs::read_to_string(dirs[0].join("cpu.pressure")).unwrap_or_default(),
-            "some ",
-        );
+        let psi_before = cpu_some_total_us(&dirs);
         let pods = cl
             .runtime
             .list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
@@ -392,10 +392,7 @@ fn cri_metrics_carry_the_kernels_figures_and_pressure_where_it_has_them() {
             .into_inner()
             .pod_metrics;
         let cpu_after = cpu_nanos(&dirs);
-        let psi_after = psi_total(
-            &std::fs::read_to_string(dirs[0].join("cpu.pressure")).unwrap_or_default(),
-            "some ",
-        );
+        let psi_after = cpu_some_total_us(&dirs);
         assert_eq!(pods.len(), 1, "{pods:?}");
         let cm = pods[0]
             .container_metrics
