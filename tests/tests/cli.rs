@@ -287,6 +287,16 @@ fn get_describe_top_events_version() {
     let t = table(&ok(&env, &["top", "pods", "-A"]));
     assert_eq!(t[0], ["NAMESPACE", "NAME", "CPU(cores)", "MEMORY(bytes)"], "{t:?}");
     assert!(row(&t, 1, &static_pod_name("web"))[3].ends_with("Mi"), "{t:?}");
+    // A bare manifest name: metrics-server's NotFound, with the same hint as `get`.
+    let o = cli(&env, &["top", "pod", "web"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "Error from server (NotFound): podmetrics.metrics.k8s.io \"default/web\" not found; static pods are named <name>-<node name>: did you mean {:?}?\n",
+            static_pod_name("web")
+        )
+    );
 
     // get events: the pod's lifecycle and the file that is not a pod.
     let t = table(&ok(&env, &["get", "events", "-A"]));

@@ -77,6 +77,12 @@ pub async fn get(client: &Client, namespace: &str, name: &str, details: Details)
 /// kubectl's NotFound for pod `name`; when `name` is the manifest name of a static pod among
 /// `pods`, a hint at the name the kubelet gave it (`<name>-<node name>`).
 pub fn not_found(name: &str, pods: &[Pod]) -> ServerError {
+    with_static_name_hint(ServerError::pod_not_found(name), name, pods)
+}
+
+/// `e` (a NotFound for `name`), with a hint at `<name>-<node name>` when that is a static pod
+/// among `pods`: users type the manifest's name, the kubelet named the pod after the node too.
+pub fn with_static_name_hint(mut e: ServerError, name: &str, pods: &[Pod]) -> ServerError {
     let is_static = |p: &&Pod| {
         p.metadata
             .annotations
@@ -89,7 +95,6 @@ pub fn not_found(name: &str, pods: &[Pod]) -> ServerError {
         let full = crate::source::static_pod_name(name, node);
         (p.metadata.name.as_deref() == Some(full.as_str())).then_some(full)
     });
-    let mut e = ServerError::pod_not_found(name);
     if let Some(full) = renamed {
         e.message = format!(
             "{}; static pods are named <name>-<node name>: did you mean {full:?}?",

@@ -8,11 +8,12 @@ use anyhow::Result;
 use minilet_proto::runtime::v1::{ContainerStats, CpuUsage, MemoryUsage, PodSandboxStats};
 
 use super::attempts::{POD_NAME_LABEL, POD_NAMESPACE_LABEL};
+use super::client::Details;
 use super::errors::ServerError;
 use super::get::no_resources;
 use super::printers::{cpu_millis, memory_mib};
 use super::tabwriter::TabWriter;
-use super::{NamespaceArgs, SocketArgs, client};
+use super::{NamespaceArgs, SocketArgs, client, pods};
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum TopCommand {
@@ -164,7 +165,13 @@ pub async fn run(cmd: TopCommand) -> Result<ExitCode> {
         rows.retain(|r| &r.pod == name);
         if rows.is_empty() {
             let ns = namespace.unwrap_or("default");
-            return Err(ServerError::not_found(format!("podmetrics.metrics.k8s.io \"{ns}/{name}\" not found")).into());
+            let e = ServerError::not_found(format!("podmetrics.metrics.k8s.io \"{ns}/{name}\" not found"));
+            // Only on a miss: the namespace's pods, to hint at a static pod's full name.
+            let others: Vec<_> = pods::list(&client, Some(ns), Details::Dirs)
+                .await
+                .map(|ps| ps.into_iter().map(|p| p.pod).collect())
+                .unwrap_or_default();
+            return Err(pods::with_static_name_hint(e, name, &others).into());
         }
     }
     if rows.is_empty() {

@@ -36,6 +36,10 @@ fn applied_limits(dirs: &[std::path::PathBuf]) -> std::collections::HashMap<Stri
     out
 }
 
+fn paths(dirs: &[String]) -> Vec<std::path::PathBuf> {
+    dirs.iter().map(std::path::PathBuf::from).collect()
+}
+
 /// PSI of a cgroup (v2 only: v1 directories have no pressure files). A file the agent cannot
 /// read is logged and left out: describe still shows the rest.
 fn pressure_lines(dirs: &[std::path::PathBuf]) -> Vec<String> {
@@ -77,12 +81,8 @@ impl node::node_server::Node for NodeSvc {
                         name: a.files.record.name.clone(),
                         container_id: a.files.record.id.clone(),
                         cgroup_dirs: dirs.iter().map(|d| d.display().to_string()).collect(),
-                        limits: if details {
-                            applied_limits(&dirs)
-                        } else {
-                            Default::default()
-                        },
-                        pressure: if details { pressure_lines(&dirs) } else { Vec::new() },
+                        limits: Default::default(),
+                        pressure: Vec::new(),
                     }
                 })
                 .collect();
@@ -96,11 +96,7 @@ impl node::node_server::Node for NodeSvc {
                     .iter()
                     .map(|d| d.display().to_string())
                     .collect(),
-                pressure: if details {
-                    pressure_lines(&ctx.runtime.cgroups.dirs(&e.sandbox.cgroup))
-                } else {
-                    Vec::new()
-                },
+                pressure: Vec::new(),
                 containers,
                 sandbox_id: if e.sandbox.pause.is_some() {
                     e.sandbox.id.clone()
@@ -129,12 +125,8 @@ impl node::node_server::Node for NodeSvc {
                         name: c.files.record.name.clone(),
                         container_id: c.files.record.id.clone(),
                         cgroup_dirs: dirs.iter().map(|d| d.display().to_string()).collect(),
-                        limits: if details {
-                            applied_limits(&dirs)
-                        } else {
-                            Default::default()
-                        },
-                        pressure: if details { pressure_lines(&dirs) } else { Vec::new() },
+                        limits: Default::default(),
+                        pressure: Vec::new(),
                     }
                 })
                 .collect();
@@ -148,11 +140,7 @@ impl node::node_server::Node for NodeSvc {
                     .iter()
                     .map(|d| d.display().to_string())
                     .collect(),
-                pressure: if details {
-                    pressure_lines(&ctx.runtime.cgroups.dirs(&sb.record.cgroup))
-                } else {
-                    Vec::new()
-                },
+                pressure: Vec::new(),
                 containers,
                 sandbox_id: if sb.ready() {
                     sb.record.id.clone()
@@ -160,6 +148,22 @@ impl node::node_server::Node for NodeSvc {
                     String::new()
                 },
             });
+        }
+        if details {
+            // A dozen small reads per cgroup and hierarchy: file I/O, off the async threads.
+            pods = tokio::task::spawn_blocking(move || {
+                for p in &mut pods {
+                    p.pressure = pressure_lines(&paths(&p.cgroup_dirs));
+                    for c in &mut p.containers {
+                        let dirs = paths(&c.cgroup_dirs);
+                        c.limits = applied_limits(&dirs);
+                        c.pressure = pressure_lines(&dirs);
+                    }
+                }
+                pods
+            })
+            .await
+            .map_err(|e| Status::internal(format!("reading cgroup details: {e}")))?;
         }
         Ok(Response::new(node::ListPodsResponse { pods }))
     }
