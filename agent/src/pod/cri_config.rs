@@ -1,23 +1,30 @@
-//! A static pod as the kubelet would hand it to a CRI runtime: the `PodSandboxConfig` its
-//! kuberuntime generates (metadata with the attempt, the kubelet's labels and annotations,
-//! hostname, DNS, log directory, port mappings, cgroup parent, namespaces and the pod's
-//! security context). The static-pod side will drive the runtime through
-//! [`crate::cri::service::RuntimeService`] with these (docs/architecture.md, step C).
+//! A static pod as the kubelet would hand it to a CRI runtime: the `PodSandboxConfig` and
+//! `ContainerConfig`s its kuberuntime generates (metadata with the attempt, the kubelet's
+//! labels and annotations, hostname, DNS, log paths, port mappings, cgroup parent,
+//! namespaces, security contexts, resolved mounts, expanded environment). The static-pod side
+//! will drive the runtime through [`crate::cri::service::RuntimeService`] with these
+//! (docs/architecture.md, step C).
 //!
-//! The equivalence tests below check that the runtime's reading of this configuration
-//! ([`crate::runtime::cri::translate::sandbox`]) is what the static pods get today
-//! ([`super::config::sandbox_config`]), and name every field where it is not.
+//! The equivalence tests below check that the runtime's reading of these configurations
+//! ([`crate::runtime::cri::translate`]) is what the static pods get today
+//! ([`super::config`]), and name every field where it is not.
 
 use std::collections::HashMap;
 
-use k8s_openapi::api::core::v1::{Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use minilet_proto::runtime::v1 as cri;
 
-use super::config::{PodPlan, pod_hostname, resolv_conf};
+use super::command;
+use super::config::{ContainerInputs, PodPlan, environment, merged_security_context, pod_hostname, resolv_conf};
 use super::node::NodeInfo;
 use super::qos;
 use crate::cgroups::Resources;
-use crate::cri::convert::{CONFIG_HASH, CONFIG_SOURCE, POD_NAME, POD_NAMESPACE, POD_UID};
+use crate::cri::convert::{
+    CONFIG_HASH, CONFIG_SOURCE, CONTAINER_NAME, GRACE_PERIOD, POD_NAME, POD_NAMESPACE, POD_UID, RESTART_COUNT,
+    TERMINATION_PATH, TERMINATION_POLICY,
+};
+use crate::runtime::seccomp::{self, SeccompArgs};
+use crate::runtime::state::Layout;
 
 /// What the sandbox of one static pod is made from.
 pub struct SandboxInputs<'a> {
@@ -218,6 +225,162 @@ pub fn pod_sandbox_config(i: &SandboxInputs) -> cri::PodSandboxConfig {
         }),
         windows: None,
     }
+}
+
+/// The container's labels as the kubelet's newContainerLabels: who the pod is, and the
+/// container's name.
+pub fn container_labels(pod: &Pod, uid: &str, container: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (POD_NAME.into(), name(pod)),
+        (POD_NAMESPACE.into(), namespace(pod)),
+        (POD_UID.into(), uid.into()),
+        (CONTAINER_NAME.into(), container.into()),
+    ])
+}
+
+/// The container's annotations as the kubelet's newContainerAnnotations (without the spec
+/// hash, which minilet does not compute: a changed manifest replaces the whole pod).
+fn container_annotations(spec: &PodSpec, c: &Container, attempt: u32) -> HashMap<String, String> {
+    let mut m = HashMap::from([
+        (RESTART_COUNT.to_string(), attempt.to_string()),
+        (
+            TERMINATION_PATH.to_string(),
+            c.termination_message_path
+                .clone()
+                .unwrap_or_else(|| "/dev/termination-log".into()),
+        ),
+        (
+            TERMINATION_POLICY.to_string(),
+            c.termination_message_policy.clone().unwrap_or_else(|| "File".into()),
+        ),
+    ]);
+    if let Some(g) = spec.termination_grace_period_seconds {
+        m.insert(GRACE_PERIOD.into(), g.to_string());
+    }
+    m
+}
+
+/// A seccomp request as the CRI's SecurityProfile.
+fn security_profile(r: &seccomp::Request) -> cri::SecurityProfile {
+    use cri::security_profile::ProfileType;
+    let (profile_type, localhost_ref) = match r {
+        seccomp::Request::RuntimeDefault => (ProfileType::RuntimeDefault, String::new()),
+        seccomp::Request::Unconfined => (ProfileType::Unconfined, String::new()),
+        seccomp::Request::Localhost(p) => (ProfileType::Localhost, p.display().to_string()),
+    };
+    cri::SecurityProfile {
+        profile_type: profile_type as i32,
+        localhost_ref,
+    }
+}
+
+/// Where the pod's container's log goes, relative to the sandbox's `log_directory`
+/// (`<container>/<attempt>.log`, the kubelet's BuildContainerLogsPath).
+fn relative_log_path(container: &str, attempt: u32) -> String {
+    crate::runtime::logs::container_log_path(std::path::Path::new(""), container, attempt)
+        .display()
+        .to_string()
+}
+
+/// The ContainerConfig the kubelet's generateContainerConfig makes of one container of a
+/// static pod: its volumes resolved to host paths (with the kubelet's own /etc/hosts and the
+/// termination-log file), the environment expanded, `$(VAR)` in command and args expanded;
+/// the image's entrypoint and cmd are left to the runtime, as the kubelet leaves them to
+/// containerd. The sandbox's /etc/hostname, /etc/resolv.conf and /dev/shm are the runtime's.
+pub fn container_config(
+    layout: &Layout,
+    seccomp_args: &SeccompArgs,
+    node: &NodeInfo,
+    i: &ContainerInputs,
+) -> Result<cri::ContainerConfig, String> {
+    let c = i.container;
+    let spec = spec(i.pod);
+    let sc = merged_security_context(&spec, c);
+    let (_, pod_env) = environment(i.pod, c, node, i.pod_ips, &i.image.config.env, &i.plan.hostname)?;
+    let runtime_supplied = [
+        layout.etc_file(i.uid, "hostname"),
+        layout.etc_file(i.uid, "resolv.conf"),
+        layout.shm_dir(i.uid),
+    ];
+    let mounts = super::config::mounts(layout, i)?
+        .into_iter()
+        .filter(|m| {
+            !(runtime_supplied.contains(&m.source)
+                || (m.destination == "/dev/shm" && m.source == std::path::Path::new("/dev/shm")))
+        })
+        .map(|m| cri::Mount {
+            container_path: m.destination,
+            host_path: m.source.display().to_string(),
+            readonly: m.readonly,
+            ..Default::default()
+        })
+        .collect();
+    let privileged = sc.privileged == Some(true);
+    let caps = sc.capabilities.clone().unwrap_or_default();
+    let psc = spec.security_context.clone().unwrap_or_default();
+    let seccomp = super::security::seccomp_request(&spec, c, seccomp_args)?;
+    let mut resources = linux_resources(&qos::container_resources(c));
+    resources.oom_score_adj = i64::from(qos::oom_score_adj(&spec, i.plan.qos, c, node.memory_bytes));
+    let default_paths = |paths: &[&str]| -> Vec<String> {
+        if privileged {
+            Vec::new()
+        } else {
+            paths.iter().map(|p| p.to_string()).collect()
+        }
+    };
+    Ok(cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: c.name.clone(),
+            attempt: i.attempt,
+        }),
+        image: Some(cri::ImageSpec {
+            image: c.image.clone().unwrap_or_default(),
+            ..Default::default()
+        }),
+        command: command::expand_args(c.command.as_deref().unwrap_or_default(), &pod_env),
+        args: command::expand_args(c.args.as_deref().unwrap_or_default(), &pod_env),
+        working_dir: c.working_dir.clone().unwrap_or_default(),
+        envs: pod_env
+            .into_iter()
+            .map(|(key, value)| cri::KeyValue { key, value })
+            .collect(),
+        mounts,
+        labels: container_labels(i.pod, i.uid, &c.name),
+        annotations: container_annotations(&spec, c, i.attempt),
+        log_path: relative_log_path(&c.name, i.attempt),
+        stdin: c.stdin == Some(true),
+        stdin_once: c.stdin_once == Some(true),
+        tty: c.tty == Some(true),
+        linux: Some(cri::LinuxContainerConfig {
+            resources: Some(resources),
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                capabilities: Some(cri::Capability {
+                    add_capabilities: caps.add.unwrap_or_default(),
+                    drop_capabilities: caps.drop.unwrap_or_default(),
+                    add_ambient_capabilities: Vec::new(),
+                }),
+                privileged,
+                namespace_options: Some(namespace_options(&spec)),
+                run_as_user: sc.run_as_user.map(|value| cri::Int64Value { value }),
+                run_as_group: sc.run_as_group.map(|value| cri::Int64Value { value }),
+                readonly_rootfs: sc.read_only_root_filesystem == Some(true),
+                supplemental_groups: psc
+                    .supplemental_groups
+                    .iter()
+                    .flatten()
+                    .copied()
+                    .chain(psc.fs_group)
+                    .collect(),
+                supplemental_groups_policy: sandbox_security_context(&spec).supplemental_groups_policy,
+                no_new_privs: sc.allow_privilege_escalation == Some(false),
+                masked_paths: default_paths(crate::runtime::rootfs::MASKED_PATHS),
+                readonly_paths: default_paths(crate::runtime::rootfs::READONLY_PATHS),
+                seccomp: Some(security_profile(&seccomp)),
+                ..Default::default()
+            }),
+        }),
+        ..Default::default()
+    })
 }
 
 #[cfg(test)]
@@ -429,5 +592,276 @@ spec:
         );
         let err = translate::sandbox(&c, &node).expect_err("sysctls refused");
         assert!(matches!(err, crate::runtime::RuntimeError::Unimplemented(_)), "{err:?}");
+    }
+
+    fn image() -> crate::images::Image {
+        crate::images::Image {
+            summary: crate::images::ImageSummary {
+                name: "docker.io/library/busybox:latest".into(),
+                id: "sha256:0123".into(),
+                manifest_digest: String::new(),
+                size: 0,
+                created: None,
+            },
+            config: crate::images::RuntimeConfig {
+                cmd: vec!["sh".into()],
+                env: vec!["PATH=/usr/bin:/bin".into(), "SHELL=/bin/sh".into()],
+                ..Default::default()
+            },
+            layers: Vec::new(),
+        }
+    }
+
+    /// Where the runtime's reading of a generated ContainerConfig and today's static
+    /// container differ.
+    #[derive(Debug, PartialEq, Eq)]
+    enum ContainerDifference {
+        /// The static path puts HOSTNAME in the environment; the CRI path does not
+        /// (containerd sets it from the sandbox's hostname).
+        HostnameEnv,
+    }
+
+    /// One app container of `yaml` (the first), generated as the kubelet would, read by the
+    /// runtime as a CRI client's, against today's static configuration, field by field.
+    fn compare_container(yaml: &str) -> Vec<ContainerDifference> {
+        let root = tempfile::tempdir().expect("temp dir");
+        let yaml = yaml.replace("@TMP@", &root.path().display().to_string());
+        let p = pod(&yaml);
+        let uid = "u1";
+        let plan = PodPlan::new(&p, uid);
+        let node = node();
+        let layout = Layout::new(&root.path().join("state"));
+        // What RunPodSandbox has made by the time containers are created: the runtime makes
+        // a missing host path a directory (as containerd), so the kubelet's /etc/hosts must
+        // exist first.
+        std::fs::create_dir_all(layout.shm_dir(uid)).expect("shm dir");
+        std::fs::create_dir_all(layout.pod_dir(uid).join("etc")).expect("etc dir");
+        for f in ["hosts", "hostname", "resolv.conf"] {
+            std::fs::write(layout.etc_file(uid, f), "").expect("etc file");
+        }
+        let log_root = root.path().join("logs");
+        let seccomp_args = SeccompArgs::default();
+        let spec = spec(&p);
+        let c = &spec.containers[0];
+        let image = image();
+        let pod_log_dir = crate::runtime::logs::pod_log_dir(&log_root, &namespace(&p), &name(&p), uid);
+        let inputs = ContainerInputs {
+            pod: &p,
+            uid,
+            plan: &plan,
+            container: c,
+            init: false,
+            attempt: 1,
+            image: &image,
+            log_path: crate::runtime::logs::container_log_path(&pod_log_dir, &c.name, 1),
+            pod_ips: &[],
+        };
+        let today = super::super::config::container_config(&layout, &seccomp_args, &node, &inputs).expect("today");
+        let generated = container_config(&layout, &seccomp_args, &node, &inputs).expect("generated");
+
+        let sandbox_config = pod_sandbox_config(&SandboxInputs {
+            pod: &p,
+            uid,
+            plan: &plan,
+            node: &node,
+            attempt: 0,
+            log_root: &log_root,
+        });
+        let read_plan = translate::sandbox(&sandbox_config, &node).expect("sandbox");
+        let sandbox = crate::runtime::cri::Sandbox {
+            dir: layout.pod_dir(uid),
+            record: crate::runtime::cri::SandboxRecord {
+                id: "sb".into(),
+                created_at: 0,
+                cgroup: read_plan.cgroup,
+                namespaces: read_plan.namespaces,
+                share_pid: read_plan.share_pid,
+                runtime_handler: String::new(),
+            },
+            config: sandbox_config,
+            state: None,
+            ips: Vec::new(),
+            containers: Default::default(),
+        };
+        let log_path = translate::log_path(&sandbox, &generated).expect("log path");
+        let read = translate::container(&translate::ContainerInputs {
+            config: &generated,
+            sandbox: &sandbox,
+            image: &image,
+            log_path,
+        })
+        .expect("the runtime accepts the generated config");
+
+        assert_eq!(read.pod_uid, today.pod_uid, "pod uid");
+        assert_eq!(read.pod_dir, today.pod_dir, "pod dir");
+        assert_eq!(
+            (&read.name, read.attempt),
+            (&today.name, today.attempt),
+            "name, attempt"
+        );
+        assert_eq!(read.init, today.init, "init");
+        assert_eq!(read.image_ref, today.image_ref, "image");
+        assert_eq!(read.pod_cgroup, today.pod_cgroup, "pod cgroup");
+        assert_eq!(read.resources, today.resources, "resources");
+        assert_eq!(read.devices, today.devices, "devices");
+        assert_eq!(read.oom_score_adj, today.oom_score_adj, "oom_score_adj");
+        assert_eq!(read.share_pid, today.share_pid, "shared PID");
+        assert_eq!(read.process.args, today.process.args, "argv");
+        assert_eq!(read.process.cwd, today.process.cwd, "working dir");
+        assert_eq!(read.process.user, today.process.user, "user");
+        assert_eq!(read.process.capabilities, today.process.capabilities, "capabilities");
+        assert_eq!(
+            read.process.no_new_privileges, today.process.no_new_privileges,
+            "no_new_privs"
+        );
+        assert_eq!(read.process.stdio, today.process.stdio, "stdio");
+        assert_eq!(read.readonly_rootfs, today.readonly_rootfs, "readonly rootfs");
+        assert_eq!(read.log_path, today.log_path, "log path");
+        assert_eq!(read.seccomp, today.seccomp, "seccomp");
+        // Mount order differs (the runtime puts the client's after the sandbox's own files);
+        // what is mounted where does not.
+        let sorted = |m: &[crate::runtime::spec::BindMount]| {
+            let mut m = m.to_vec();
+            m.sort_by(|a, b| a.destination.cmp(&b.destination));
+            m
+        };
+        assert_eq!(sorted(&read.mounts), sorted(&today.mounts), "mounts");
+
+        let mut diffs = Vec::new();
+        let without_hostname = |env: &[String]| {
+            let mut e: Vec<String> = env.iter().filter(|e| !e.starts_with("HOSTNAME=")).cloned().collect();
+            e.sort();
+            e
+        };
+        assert_eq!(
+            without_hostname(&read.process.env),
+            without_hostname(&today.process.env),
+            "environment"
+        );
+        if today.process.env.iter().any(|e| e.starts_with("HOSTNAME="))
+            && !read.process.env.iter().any(|e| e.starts_with("HOSTNAME="))
+        {
+            diffs.push(ContainerDifference::HostnameEnv);
+        }
+        diffs
+    }
+
+    #[test]
+    fn the_runtime_reads_a_plain_container_as_the_static_path_makes_it() {
+        assert_eq!(
+            compare_container("metadata: {name: plain}\nspec: {containers: [{name: a, image: busybox}]}"),
+            [ContainerDifference::HostnameEnv]
+        );
+    }
+
+    #[test]
+    fn the_runtime_reads_volumes_env_and_security_as_the_static_path_makes_them() {
+        let yaml = "metadata: {name: full, namespace: shop, labels: {app: full}}
+spec:
+  shareProcessNamespace: true
+  securityContext: {runAsUser: 1000, runAsGroup: 3000, supplementalGroups: [4000], fsGroup: 2000}
+  volumes:
+  - {name: scratch, emptyDir: {}}
+  - {name: data, hostPath: {path: '@TMP@/data', type: DirectoryOrCreate}}
+  - name: info
+    downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]}
+  containers:
+  - name: app
+    image: busybox
+    command: [sh, -c]
+    args: ['echo $(GREETING) $(POD_NAME)']
+    workingDir: /work
+    stdin: true
+    tty: true
+    env:
+    - {name: GREETING, value: hello}
+    - {name: SHELL, value: /bin/ash}
+    - name: POD_NAME
+      valueFrom: {fieldRef: {fieldPath: metadata.name}}
+    resources: {requests: {cpu: 100m, memory: 16Mi}, limits: {cpu: 200m, memory: 32Mi}}
+    securityContext:
+      allowPrivilegeEscalation: false
+      readOnlyRootFilesystem: true
+      capabilities: {add: [NET_ADMIN], drop: [ALL]}
+      seccompProfile: {type: RuntimeDefault}
+    volumeMounts:
+    - {name: scratch, mountPath: /scratch}
+    - {name: data, mountPath: /data, readOnly: true}
+    - {name: data, mountPath: /scratch/sub, subPath: sub}
+    - {name: info, mountPath: /etc/podinfo}";
+        assert_eq!(compare_container(yaml), [ContainerDifference::HostnameEnv]);
+    }
+
+    #[test]
+    fn the_runtime_reads_host_namespaces_and_privileged_as_the_static_path_makes_them() {
+        let yaml = "metadata: {name: host, namespace: kube-system}
+spec:
+  hostNetwork: true
+  hostPID: true
+  hostIPC: true
+  containers:
+  - name: agent
+    image: busybox
+    securityContext: {privileged: true}
+    terminationMessagePath: /tmp/done";
+        assert_eq!(compare_container(yaml), [ContainerDifference::HostnameEnv]);
+    }
+
+    #[test]
+    fn kubelet_container_labels_annotations_and_log_path() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let p = pod("metadata: {name: web, namespace: shop}
+spec:
+  terminationGracePeriodSeconds: 5
+  containers: [{name: a, image: busybox, command: [echo, $(X)], env: [{name: X, value: y}]}]");
+        let plan = PodPlan::new(&p, "u1");
+        let image = image();
+        let spec = spec(&p);
+        let inputs = ContainerInputs {
+            pod: &p,
+            uid: "u1",
+            plan: &plan,
+            container: &spec.containers[0],
+            init: false,
+            attempt: 3,
+            image: &image,
+            log_path: root.path().join("unused.log"),
+            pod_ips: &[],
+        };
+        let layout = Layout::new(root.path());
+        let c = container_config(&layout, &SeccompArgs::default(), &node(), &inputs).expect("config");
+        let m = c.metadata.expect("metadata");
+        assert_eq!((m.name.as_str(), m.attempt), ("a", 3));
+        assert_eq!(c.command, ["echo", "y"], "$(VAR) expanded as the kubelet does");
+        assert_eq!(c.log_path, "a/3.log");
+        for (k, v) in [
+            (CONTAINER_NAME, "a"),
+            (POD_NAME, "web"),
+            (POD_NAMESPACE, "shop"),
+            (POD_UID, "u1"),
+        ] {
+            assert_eq!(c.labels.get(k).map(String::as_str), Some(v), "label {k}");
+        }
+        for (k, v) in [
+            (RESTART_COUNT, "3"),
+            (TERMINATION_PATH, "/dev/termination-log"),
+            (TERMINATION_POLICY, "File"),
+            (GRACE_PERIOD, "5"),
+        ] {
+            assert_eq!(c.annotations.get(k).map(String::as_str), Some(v), "annotation {k}");
+        }
+        let hosts = c
+            .mounts
+            .iter()
+            .find(|m| m.container_path == "/etc/hosts")
+            .expect("/etc/hosts");
+        assert_eq!(hosts.host_path, layout.etc_file("u1", "hosts").display().to_string());
+        assert!(
+            !c.mounts
+                .iter()
+                .any(|m| m.container_path == "/etc/resolv.conf" || m.container_path == "/dev/shm"),
+            "the sandbox's resolv.conf and /dev/shm are the runtime's: {:?}",
+            c.mounts
+        );
     }
 }
