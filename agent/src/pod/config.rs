@@ -714,14 +714,15 @@ fn create_file(path: &Path, mode: u32) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn pod(yaml: &str) -> Pod {
         serde_yaml::from_str(yaml).unwrap()
     }
 
-    fn node() -> NodeInfo {
+    /// A node for configuration tests (cri_config's too).
+    pub(in crate::pod) fn node() -> NodeInfo {
         NodeInfo {
             name: "node1".into(),
             host_ip: Some("10.0.0.5".into()),

@@ -239,22 +239,24 @@ pub fn container_labels(pod: &Pod, uid: &str, container: &str) -> HashMap<String
 }
 
 /// The container's annotations as the kubelet's newContainerAnnotations (without the spec
-/// hash, which minilet does not compute: a changed manifest replaces the whole pod).
-fn container_annotations(spec: &PodSpec, c: &Container, attempt: u32) -> HashMap<String, String> {
-    let mut m = HashMap::from([
-        (RESTART_COUNT.to_string(), attempt.to_string()),
-        (
-            TERMINATION_PATH.to_string(),
+/// hash, which minilet does not compute: a changed manifest replaces the whole pod). Without
+/// the container's spec (an attempt of a container the manifest no longer has), only what
+/// the attempt and the pod say.
+pub fn container_annotations(spec: Option<&PodSpec>, c: Option<&Container>, attempt: u32) -> HashMap<String, String> {
+    let mut m = HashMap::from([(RESTART_COUNT.to_string(), attempt.to_string())]);
+    if let Some(c) = c {
+        m.insert(
+            TERMINATION_PATH.into(),
             c.termination_message_path
                 .clone()
                 .unwrap_or_else(|| "/dev/termination-log".into()),
-        ),
-        (
-            TERMINATION_POLICY.to_string(),
+        );
+        m.insert(
+            TERMINATION_POLICY.into(),
             c.termination_message_policy.clone().unwrap_or_else(|| "File".into()),
-        ),
-    ]);
-    if let Some(g) = spec.termination_grace_period_seconds {
+        );
+    }
+    if let Some(g) = spec.and_then(|s| s.termination_grace_period_seconds) {
         m.insert(GRACE_PERIOD.into(), g.to_string());
     }
     m
@@ -346,7 +348,7 @@ pub fn container_config(
             .collect(),
         mounts,
         labels: container_labels(i.pod, i.uid, &c.name),
-        annotations: container_annotations(&spec, c, i.attempt),
+        annotations: container_annotations(Some(&spec), Some(c), i.attempt),
         log_path: relative_log_path(&c.name, i.attempt),
         stdin: c.stdin == Some(true),
         stdin_once: c.stdin_once == Some(true),
@@ -394,16 +396,7 @@ mod tests {
         serde_yaml::from_str(yaml).expect("test manifest")
     }
 
-    fn node() -> NodeInfo {
-        NodeInfo {
-            name: "node1".into(),
-            host_ip: Some("10.0.0.5".into()),
-            cpus: 2,
-            memory_bytes: 4 << 30,
-            resolv_conf: "nameserver 10.0.0.2\nsearch corp.example\noptions ndots:2 edns0\n".into(),
-            hosts: "127.0.0.1 localhost\n".into(),
-        }
-    }
+    use super::super::config::tests::node;
 
     /// Where the runtime's reading of the generated config and today's static sandbox differ.
     #[derive(Debug, PartialEq, Eq)]
