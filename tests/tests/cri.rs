@@ -430,6 +430,26 @@ fn runtime_service_over_real_pods() {
             .unwrap_err();
         assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
         assert!(refused.message().contains("manifest"), "{refused:?}");
+        // Nor are its containers started or resized by a client (its worker does that).
+        let refused = c
+            .runtime
+            .start_container(cri::StartContainerRequest {
+                container_id: main.id.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+        assert!(refused.message().contains("manifest"), "{refused:?}");
+        let refused = c
+            .runtime
+            .update_container_resources(cri::UpdateContainerResourcesRequest {
+                container_id: main.id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+        assert!(refused.message().contains("manifest"), "{refused:?}");
         let refused = c
             .runtime
             .run_pod_sandbox(cri::RunPodSandboxRequest::default())

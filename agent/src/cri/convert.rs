@@ -53,11 +53,7 @@ pub fn sandbox_metadata(e: &PodEntry) -> cri::PodSandboxMetadata {
 
 /// The pod's labels plus the kubelet's identifying ones.
 pub fn sandbox_labels(e: &PodEntry) -> HashMap<String, String> {
-    let mut l = to_hash(e.pod.metadata.labels.as_ref());
-    l.insert(POD_NAME.into(), name(e).into());
-    l.insert(POD_NAMESPACE.into(), namespace(e).into());
-    l.insert(POD_UID.into(), e.uid.clone());
-    l
+    crate::pod::cri_config::pod_labels(&e.pod, &e.uid)
 }
 
 /// The kubelet's annotations on a pod from a file: where it came from, the hash its UID is
@@ -67,9 +63,9 @@ pub const CONFIG_HASH: &str = "kubernetes.io/config.hash";
 pub const CONFIG_SEEN: &str = "kubernetes.io/config.seen";
 
 fn kubelet_annotations(e: &PodEntry) -> BTreeMap<String, String> {
-    let mut a = e.pod.metadata.annotations.clone().unwrap_or_default();
-    a.insert(CONFIG_SOURCE.into(), "file".into());
-    a.insert(CONFIG_HASH.into(), e.uid.clone());
+    let mut a: BTreeMap<String, String> = crate::pod::cri_config::pod_annotations(&e.pod, &e.uid)
+        .into_iter()
+        .collect();
     if let Ok(seen) = jiff::Timestamp::from_nanosecond(i128::from(e.status.start_time)) {
         a.insert(CONFIG_SEEN.into(), seen.to_string());
     }
@@ -164,33 +160,15 @@ fn container_spec(e: &PodEntry, a: &Attempt) -> Option<k8s::Container> {
 }
 
 pub fn container_labels(e: &PodEntry, a: &Attempt) -> HashMap<String, String> {
-    HashMap::from([
-        (POD_NAME.into(), name(e).into()),
-        (POD_NAMESPACE.into(), namespace(e).into()),
-        (POD_UID.into(), e.uid.clone()),
-        (CONTAINER_NAME.into(), a.files.record.name.clone()),
-    ])
+    crate::pod::cri_config::container_labels(&e.pod, &e.uid, &a.files.record.name)
 }
 
 pub fn container_annotations(e: &PodEntry, a: &Attempt) -> HashMap<String, String> {
-    let c = container_spec(e, a);
-    let mut m = HashMap::from([(RESTART_COUNT.to_string(), a.files.record.attempt.to_string())]);
-    if let Some(c) = &c {
-        m.insert(
-            TERMINATION_PATH.into(),
-            c.termination_message_path
-                .clone()
-                .unwrap_or_else(|| "/dev/termination-log".into()),
-        );
-        m.insert(
-            TERMINATION_POLICY.into(),
-            c.termination_message_policy.clone().unwrap_or_else(|| "File".into()),
-        );
-    }
-    if let Some(g) = e.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds) {
-        m.insert(GRACE_PERIOD.into(), g.to_string());
-    }
-    m
+    crate::pod::cri_config::container_annotations(
+        e.pod.spec.as_ref(),
+        container_spec(e, a).as_ref(),
+        a.files.record.attempt,
+    )
 }
 
 pub fn container_state(f: &ContainerFiles) -> cri::ContainerState {

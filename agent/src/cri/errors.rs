@@ -28,6 +28,7 @@ pub fn runtime_code(e: &RuntimeError) -> Code {
         RuntimeError::DeadlineExceeded(_) => Code::DeadlineExceeded,
         RuntimeError::Unimplemented(_) => Code::Unimplemented,
         RuntimeError::AlreadyExists(_) => Code::AlreadyExists,
+        RuntimeError::ResourceExhausted(_) => Code::ResourceExhausted,
         RuntimeError::Image(e) => image_code(e),
         // A profile the caller named that cannot be read or is not a profile.
         RuntimeError::Seccomp(SeccompError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
@@ -86,11 +87,6 @@ impl From<ImageError> for Status {
     }
 }
 
-/// A blocking task that panicked or was cancelled: our failure, not the caller's.
-pub fn join_error(e: tokio::task::JoinError) -> Status {
-    Status::internal(format!("blocking task failed: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::{Error, ErrorKind};
@@ -120,6 +116,7 @@ mod tests {
             (RuntimeError::DeadlineExceeded("x".into()), Code::DeadlineExceeded),
             (RuntimeError::Unimplemented("x".into()), Code::Unimplemented),
             (RuntimeError::AlreadyExists("x".into()), Code::AlreadyExists),
+            (RuntimeError::ResourceExhausted("x".into()), Code::ResourceExhausted),
             (RuntimeError::Helper("x".into()), Code::Internal),
             (io(ErrorKind::PermissionDenied), Code::Internal),
             (io(ErrorKind::StorageFull), Code::ResourceExhausted),

@@ -1,11 +1,12 @@
 //! CRI `runtime.v1.ImageService` over the local image store and the agent's puller (the same
-//! one pods use, so a CRI pull and a pod's pull of one image are one pull).
+//! one pods use, so a CRI pull and a pod's pull of one image are one pull): the one
+//! implementation of [`ImageService`], for in-process callers and (through [`super::grpc`])
+//! CRI clients.
 
 use minilet_proto::runtime::v1 as cri;
-use tonic::{Request, Response, Status};
 
 use super::Cri;
-use super::errors::join_error;
+use super::service::ImageService;
 use crate::images::registry::Credentials;
 use crate::images::{ImageError, ImageRecord, ImageStore};
 use crate::runtime::RuntimeError;
@@ -39,10 +40,6 @@ fn credentials(a: cri::AuthConfig) -> Result<Option<Credentials>, RuntimeError> 
     Ok(None)
 }
 
-pub struct ImageSvc(pub std::sync::Arc<Cri>);
-
-type R<T> = Result<Response<T>, Status>;
-
 /// The CRI image: the record's names, and the user the image's config runs as (a numeric
 /// uid, or a user name).
 fn image(r: ImageRecord, user: &str) -> cri::Image {
@@ -74,30 +71,27 @@ fn status(store: &ImageStore, reference: &str, verbose: bool) -> Result<Option<(
     }))
 }
 
-impl ImageSvc {
+impl Cri {
     /// Run store work (index and config reads) on a blocking thread.
-    async fn blocking<T: Send + 'static>(
+    async fn blocking_images<T: Send + 'static>(
         &self,
         f: impl FnOnce(&ImageStore) -> Result<T, ImageError> + Send + 'static,
-    ) -> Result<T, Status> {
-        let store = self.0.ctx.runtime.images.clone();
-        Ok(tokio::task::spawn_blocking(move || f(&store))
-            .await
-            .map_err(join_error)??)
+    ) -> Result<T, RuntimeError> {
+        let store = self.ctx.runtime.images.clone();
+        crate::runtime::blocking("image store", move || Ok(f(&store)?)).await
     }
 }
 
 #[tonic::async_trait]
-impl cri::image_service_server::ImageService for ImageSvc {
-    async fn list_images(&self, req: Request<cri::ListImagesRequest>) -> R<cri::ListImagesResponse> {
+impl ImageService for Cri {
+    async fn list_images(&self, req: cri::ListImagesRequest) -> Result<cri::ListImagesResponse, RuntimeError> {
         let wanted = req
-            .into_inner()
             .filter
             .and_then(|f| f.image)
             .map(|i| i.image)
             .filter(|i| !i.is_empty());
         let images = self
-            .blocking(move |store| match wanted {
+            .blocking_images(move |store| match wanted {
                 Some(reference) => Ok(status(store, &reference, false)?.map(|(i, _)| i).into_iter().collect()),
                 None => store
                     .records()?
@@ -113,18 +107,21 @@ impl cri::image_service_server::ImageService for ImageSvc {
                     .collect(),
             })
             .await?;
-        Ok(Response::new(cri::ListImagesResponse { images }))
+        Ok(cri::ListImagesResponse { images })
     }
 
-    async fn image_status(&self, req: Request<cri::ImageStatusRequest>) -> R<cri::ImageStatusResponse> {
-        let req = req.into_inner();
+    async fn image_status(&self, req: cri::ImageStatusRequest) -> Result<cri::ImageStatusResponse, RuntimeError> {
         let reference = req.image.map(|i| i.image).unwrap_or_default();
         if reference.is_empty() {
-            return Err(RuntimeError::InvalidArgument("image.image: an image reference is required".into()).into());
+            return Err(RuntimeError::InvalidArgument(
+                "image.image: an image reference is required".into(),
+            ));
         }
         let verbose = req.verbose;
         // CRI: an absent image is not an error, just no image.
-        let found = self.blocking(move |store| status(store, &reference, verbose)).await?;
+        let found = self
+            .blocking_images(move |store| status(store, &reference, verbose))
+            .await?;
         let mut info = std::collections::HashMap::new();
         let image = found.map(|(image, verbose_info)| {
             if verbose {
@@ -132,27 +129,28 @@ impl cri::image_service_server::ImageService for ImageSvc {
             }
             image
         });
-        Ok(Response::new(cri::ImageStatusResponse { image, info }))
+        Ok(cri::ImageStatusResponse { image, info })
     }
 
-    async fn pull_image(&self, req: Request<cri::PullImageRequest>) -> R<cri::PullImageResponse> {
-        let req = req.into_inner();
+    async fn pull_image(&self, req: cri::PullImageRequest) -> Result<cri::PullImageResponse, RuntimeError> {
         let image = req.image.map(|i| i.image).unwrap_or_default();
         let creds = req.auth.map(credentials).transpose()?.flatten();
         // The image ref is the image ID, as containerd answers.
-        let summary = self.0.ctx.puller.pull(&image, creds, None).await?;
-        Ok(Response::new(cri::PullImageResponse { image_ref: summary.id }))
+        let summary = self.ctx.puller.pull(&image, creds, None).await?;
+        Ok(cri::PullImageResponse { image_ref: summary.id })
     }
 
-    async fn remove_image(&self, req: Request<cri::RemoveImageRequest>) -> R<cri::RemoveImageResponse> {
-        let reference = req.into_inner().image.map(|i| i.image).unwrap_or_default();
+    async fn remove_image(&self, req: cri::RemoveImageRequest) -> Result<cri::RemoveImageResponse, RuntimeError> {
+        let reference = req.image.map(|i| i.image).unwrap_or_default();
         if reference.is_empty() {
-            return Err(RuntimeError::InvalidArgument("image.image: an image reference is required".into()).into());
+            return Err(RuntimeError::InvalidArgument(
+                "image.image: an image reference is required".into(),
+            ));
         }
-        let layout = self.0.ctx.runtime.layout.clone();
+        let layout = self.ctx.runtime.layout.clone();
         // By ID: the image with all its names; by name: that name, and the content once no
         // name is left. Removing an image that is not there is not an error (CRI).
-        self.blocking(move |store| {
+        self.blocking_images(move |store| {
             let in_use = crate::runtime::state::images_in_use(&layout);
             store.remove(&reference, &in_use)?;
             let keep = in_use.into_keys().collect();
@@ -160,16 +158,16 @@ impl cri::image_service_server::ImageService for ImageSvc {
             Ok(())
         })
         .await?;
-        Ok(Response::new(cri::RemoveImageResponse {}))
+        Ok(cri::RemoveImageResponse {})
     }
 
-    async fn image_fs_info(&self, _: Request<cri::ImageFsInfoRequest>) -> R<cri::ImageFsInfoResponse> {
-        let dir = self.0.ctx.runtime.images.layers_dir();
+    async fn image_fs_info(&self, _: cri::ImageFsInfoRequest) -> Result<cri::ImageFsInfoResponse, RuntimeError> {
+        let dir = self.ctx.runtime.images.layers_dir();
         let images = dir.parent().map(std::path::Path::to_path_buf).unwrap_or(dir);
-        let pods = self.0.ctx.runtime.layout.pods_dir();
-        Ok(Response::new(cri::ImageFsInfoResponse {
+        let pods = self.ctx.runtime.layout.pods_dir();
+        Ok(cri::ImageFsInfoResponse {
             image_filesystems: vec![super::stats::writable_layer(&images)],
             container_filesystems: vec![super::stats::writable_layer(&pods)],
-        }))
+        })
     }
 }

@@ -7,10 +7,13 @@
 pub mod convert;
 mod errors;
 mod filter;
+mod grpc;
 mod image;
 mod metrics;
 mod node;
+pub mod ownership;
 mod runtime;
+pub mod service;
 mod stats;
 pub mod streaming;
 
@@ -19,7 +22,8 @@ use std::sync::Arc;
 
 use crate::pod::Context;
 
-/// What the three services share.
+/// What the three services share, and the one implementation of the CRI traits
+/// ([`service::RuntimeService`], [`service::ImageService`]) over this node's pods and images.
 pub struct Cri {
     pub ctx: Arc<Context>,
     pub stats: stats::StatsCache,
@@ -110,12 +114,12 @@ pub fn serve(
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     let server = tonic::transport::Server::builder()
         .add_service(
-            RuntimeServiceServer::new(runtime::RuntimeSvc(cri.clone()))
+            RuntimeServiceServer::new(grpc::RuntimeGrpc(cri.clone()))
                 .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
         )
         .add_service(
-            ImageServiceServer::new(image::ImageSvc(cri.clone()))
+            ImageServiceServer::new(grpc::ImageGrpc(cri.clone()))
                 .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
         )

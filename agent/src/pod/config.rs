@@ -15,12 +15,13 @@ use super::volumes;
 use crate::cgroups::DevicePolicy;
 use crate::images::Image;
 use crate::quantity::Quantity;
-use crate::runtime::Runtime;
 use crate::runtime::capabilities;
 use crate::runtime::container::ContainerConfig;
 use crate::runtime::network::{Bandwidth, Dns, PodNetwork, PortMapping};
 use crate::runtime::sandbox::{EtcFiles, NO_POD_IP, SandboxConfig};
+use crate::runtime::seccomp::SeccompArgs;
 use crate::runtime::spec::{BindMount, ProcessSpec, SandboxNamespaces, StdioSpec, UserSpec};
+use crate::runtime::state::Layout;
 
 /// Default size of a pod's /dev/shm (containerd's).
 pub const SHM_SIZE: u64 = 64 * 1024 * 1024;
@@ -238,8 +239,8 @@ fn split_option(o: &str) -> (String, Option<String>) {
 }
 
 /// Where a container's termination message file lives on the host.
-pub fn termination_log_path(rt: &Runtime, uid: &str, container: &str, attempt: u32) -> PathBuf {
-    rt.layout
+pub fn termination_log_path(layout: &Layout, uid: &str, container: &str, attempt: u32) -> PathBuf {
+    layout
         .pod_dir(uid)
         .join("termination")
         .join(container)
@@ -262,7 +263,12 @@ pub struct ContainerInputs<'a> {
 
 /// The runtime configuration of one container attempt, or why it cannot be made
 /// (`CreateContainerConfigError`, in the kubelet's words).
-pub fn container_config(rt: &Runtime, node: &NodeInfo, i: &ContainerInputs) -> Result<ContainerConfig, String> {
+pub fn container_config(
+    layout: &Layout,
+    seccomp_args: &SeccompArgs,
+    node: &NodeInfo,
+    i: &ContainerInputs,
+) -> Result<ContainerConfig, String> {
     let c = i.container;
     let pod_spec = spec(i.pod);
     let sc = merged_security_context(pod_spec, c);
@@ -318,7 +324,7 @@ pub fn container_config(rt: &Runtime, node: &NodeInfo, i: &ContainerInputs) -> R
         )
     });
 
-    let seccomp = super::security::seccomp_request(pod_spec, c, &rt.config.seccomp)?;
+    let seccomp = super::security::seccomp_request(pod_spec, c, seccomp_args)?;
 
     let working_dir = c
         .working_dir
@@ -328,7 +334,7 @@ pub fn container_config(rt: &Runtime, node: &NodeInfo, i: &ContainerInputs) -> R
 
     Ok(ContainerConfig {
         pod_uid: i.uid.to_string(),
-        pod_dir: rt.layout.pod_dir(i.uid),
+        pod_dir: layout.pod_dir(i.uid),
         name: c.name.clone(),
         attempt: i.attempt,
         init: i.init,
@@ -362,7 +368,7 @@ pub fn container_config(rt: &Runtime, node: &NodeInfo, i: &ContainerInputs) -> R
                 tty: c.tty == Some(true),
             },
         },
-        mounts: mounts(rt, i)?,
+        mounts: mounts(layout, i)?,
         readonly_rootfs: sc.read_only_root_filesystem == Some(true),
         log_path: i.log_path.clone(),
         seccomp,
@@ -370,7 +376,7 @@ pub fn container_config(rt: &Runtime, node: &NodeInfo, i: &ContainerInputs) -> R
 }
 
 /// Container-level securityContext fields override the pod's.
-fn merged_security_context(pod: &PodSpec, c: &Container) -> SecurityContext {
+pub(super) fn merged_security_context(pod: &PodSpec, c: &Container) -> SecurityContext {
     let mut sc = c.security_context.clone().unwrap_or_default();
     if let Some(p) = &pod.security_context {
         sc.run_as_user = sc.run_as_user.or(p.run_as_user);
@@ -400,11 +406,11 @@ fn check_non_root(user: &UserSpec) -> Result<(), String> {
 }
 
 /// A container's variables: `KEY=value` for the process, and the pod's own as pairs.
-type Environment = (Vec<String>, Vec<(String, String)>);
+pub(super) type Environment = (Vec<String>, Vec<(String, String)>);
 
 /// The process environment: HOSTNAME, then the image's, then the pod's (which wins); and the
 /// pod's own variables, used for `$(VAR)` in command and args.
-fn environment(
+pub(super) fn environment(
     pod: &Pod,
     c: &Container,
     node: &NodeInfo,
@@ -569,7 +575,7 @@ pub(super) fn resource_value(
 
 /// Bind mounts: the generated /etc files (unless the pod mounts its own there), /dev/shm,
 /// the termination log, then the volumes, parents before children.
-fn mounts(rt: &Runtime, i: &ContainerInputs) -> Result<Vec<BindMount>, String> {
+pub(super) fn mounts(layout: &Layout, i: &ContainerInputs) -> Result<Vec<BindMount>, String> {
     let c = i.container;
     let spec = spec(i.pod);
     let user_dests: Vec<&str> = c
@@ -583,7 +589,7 @@ fn mounts(rt: &Runtime, i: &ContainerInputs) -> Result<Vec<BindMount>, String> {
         let dest = format!("/etc/{name}");
         if !user_dests.contains(&dest.as_str()) {
             out.push(BindMount {
-                source: rt.etc_file(i.uid, name),
+                source: layout.etc_file(i.uid, name),
                 destination: dest,
                 readonly: false,
                 file: true,
@@ -593,7 +599,7 @@ fn mounts(rt: &Runtime, i: &ContainerInputs) -> Result<Vec<BindMount>, String> {
     let shm = if spec.host_ipc == Some(true) {
         PathBuf::from("/dev/shm")
     } else {
-        rt.shm_dir(i.uid)
+        layout.shm_dir(i.uid)
     };
     out.push(BindMount {
         source: shm,
@@ -607,7 +613,7 @@ fn mounts(rt: &Runtime, i: &ContainerInputs) -> Result<Vec<BindMount>, String> {
         .clone()
         .filter(|p| !p.is_empty())
         .unwrap_or_else(|| "/dev/termination-log".into());
-    let term = termination_log_path(rt, i.uid, &c.name, i.attempt);
+    let term = termination_log_path(layout, i.uid, &c.name, i.attempt);
     create_file(&term, 0o666)?;
     out.push(BindMount {
         source: term,
@@ -624,9 +630,9 @@ fn mounts(rt: &Runtime, i: &ContainerInputs) -> Result<Vec<BindMount>, String> {
             .flatten()
             .find(|v| v.name == vm.name)
             .ok_or(format!("volumeMounts[{idx}]: no volume named {:?}", vm.name))?;
-        let written = volumes::written_volume_source(&rt.layout.pod_dir(i.uid), vol);
+        let written = volumes::written_volume_source(&layout.pod_dir(i.uid), vol);
         let mut source = if vol.empty_dir.is_some() {
-            rt.empty_dir(i.uid, &vol.name)
+            layout.empty_dir(i.uid, &vol.name)
         } else if let Some(hp) = &vol.host_path {
             prepare_host_path(&hp.path, hp.type_.as_deref().unwrap_or(""))?
         } else if let Some(dir) = &written {
@@ -708,14 +714,15 @@ fn create_file(path: &Path, mode: u32) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn pod(yaml: &str) -> Pod {
         serde_yaml::from_str(yaml).unwrap()
     }
 
-    fn node() -> NodeInfo {
+    /// A node for configuration tests (cri_config's too).
+    pub(in crate::pod) fn node() -> NodeInfo {
         NodeInfo {
             name: "node1".into(),
             host_ip: Some("10.0.0.5".into()),

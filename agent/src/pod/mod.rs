@@ -5,6 +5,7 @@ pub mod admission;
 pub mod backoff;
 pub mod command;
 pub mod config;
+pub mod cri_config;
 pub mod expansion;
 pub mod hooks;
 pub mod host_ports;

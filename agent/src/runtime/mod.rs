@@ -76,6 +76,9 @@ pub enum RuntimeError {
     /// The name or object is already taken (a CRI container name reserved in its sandbox).
     #[error("{0}")]
     AlreadyExists(String),
+    /// A bounded table of the agent's is full (pending streaming requests).
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// Blocking work handed to the blocking pool panicked or was cancelled.
     #[error("{what}: {source}")]
     Task {

@@ -73,19 +73,6 @@ impl EtcFiles {
 pub const SANDBOX_STATE: &str = "sandbox.json";
 
 impl Runtime {
-    pub fn etc_file(&self, uid: &str, name: &str) -> PathBuf {
-        self.layout.pod_dir(uid).join("etc").join(name)
-    }
-
-    pub fn shm_dir(&self, uid: &str) -> PathBuf {
-        self.layout.pod_dir(uid).join("shm")
-    }
-
-    /// Where an emptyDir volume lives (the kubelet's layout, under our pod directory).
-    pub fn empty_dir(&self, uid: &str, volume: &str) -> PathBuf {
-        volumes::volume_dir(&self.layout.pod_dir(uid), EMPTY_DIR_PLUGIN, volume)
-    }
-
     /// The pause's cgroup: a child of the pod's, named after the sandbox (as the kubelet's).
     pub fn sandbox_cgroup(pod_cgroup: &str, sandbox_id: &str) -> String {
         format!("{pod_cgroup}/{sandbox_id}")

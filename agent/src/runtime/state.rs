@@ -98,6 +98,20 @@ impl Layout {
         self.pods_dir().join(&*path_component(uid))
     }
 
+    /// A generated /etc file of a static pod (hosts, hostname, resolv.conf).
+    pub fn etc_file(&self, uid: &str, name: &str) -> PathBuf {
+        self.pod_dir(uid).join("etc").join(name)
+    }
+
+    pub fn shm_dir(&self, uid: &str) -> PathBuf {
+        self.pod_dir(uid).join("shm")
+    }
+
+    /// Where an emptyDir volume lives (the kubelet's layout, under our pod directory).
+    pub fn empty_dir(&self, uid: &str, volume: &str) -> PathBuf {
+        super::volumes::volume_dir(&self.pod_dir(uid), super::volumes::EMPTY_DIR_PLUGIN, volume)
+    }
+
     pub fn pod_record(&self, uid: &str) -> PathBuf {
         self.pod_dir(uid).join("pod.json")
     }

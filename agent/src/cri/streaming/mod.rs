@@ -20,7 +20,6 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request as HttpRequest, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tonic::Status;
 
 pub use exec::{ExecParams, Target};
 pub use portforward::PROTOCOL as PORT_FORWARD_PROTOCOL;
@@ -83,12 +82,12 @@ impl Streaming {
     }
 
     /// Keep `req` and return the URL that redeems it.
-    pub fn url_for(&self, req: Request) -> Result<String, Status> {
+    pub fn url_for(&self, req: Request) -> Result<String, crate::runtime::RuntimeError> {
         let path = req.path();
         let token = self
             .requests
             .insert(req)
-            .map_err(|e| Status::resource_exhausted(e.to_string()))?;
+            .map_err(|e| crate::runtime::RuntimeError::ResourceExhausted(e.to_string()))?;
         Ok(format!("http://{}/{path}/{token}", self.addr))
     }
 
@@ -116,21 +115,20 @@ impl Streaming {
     pub(super) async fn sandbox_network(
         &self,
         sandbox_id: &str,
-    ) -> Result<(String, Option<crate::runtime::process::ProcessId>, bool), String> {
+    ) -> Result<(String, Option<crate::runtime::process::ProcessId>, bool), crate::runtime::RuntimeError> {
         match self.ctx.cri_pods.sandbox_network(sandbox_id).await {
-            Ok(v) => Ok(v),
             Err(crate::runtime::RuntimeError::NotFound { .. }) => {
-                let e = super::filter::sandbox(&self.ctx.registry, sandbox_id).map_err(|e| e.to_string())?;
+                let e = super::filter::sandbox(&self.ctx.registry, sandbox_id)?;
                 let host = e.pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
                 Ok((e.sandbox.id.clone(), e.sandbox.pause, host))
             }
-            Err(e) => Err(e.to_string()),
+            other => other,
         }
     }
 
     /// A TCP connection to `port` on the pod's loopback, made in its network namespace.
     async fn connect_pod_port(&self, sandbox_id: &str, port: u16) -> Result<tokio::net::TcpStream, String> {
-        let (_, pause, host) = self.sandbox_network(sandbox_id).await?;
+        let (_, pause, host) = self.sandbox_network(sandbox_id).await.map_err(|e| e.to_string())?;
         let network = match pause {
             Some(_) if host => crate::pod::probes::Network::Host,
             Some(p) => crate::pod::probes::Network::Pod(p),

@@ -22,7 +22,7 @@ impl Worker {
         };
         let rt = self.ctx.runtime.clone();
         let term_path = config::termination_log_path(
-            &rt,
+            &rt.layout,
             &self.uid,
             &self.slots[i].spec.name,
             self.slots[i].attempts().saturating_sub(1),

@@ -39,7 +39,7 @@ impl Worker {
             log_path,
             pod_ips: &self.pod_ips,
         };
-        let cfg = match config::container_config(&rt, &self.ctx.node, &inputs) {
+        let cfg = match config::container_config(&rt.layout, &rt.config.seccomp, &self.ctx.node, &inputs) {
             Ok(c) => c,
             Err(msg) => {
                 self.config_error(i, WaitingReason::CreateContainerConfigError, msg);

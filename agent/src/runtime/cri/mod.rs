@@ -16,7 +16,7 @@
 mod container;
 mod events;
 mod sandbox;
-mod translate;
+pub mod translate;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
