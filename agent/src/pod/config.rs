@@ -109,6 +109,7 @@ pub fn sandbox_config(
             dns: Dns::from_resolv_conf(&resolv),
             ..pod_network(pod, uid)
         },
+        sysctls: Vec::new(),
     })
 }
 
@@ -364,6 +365,7 @@ pub fn container_config(rt: &Runtime, node: &NodeInfo, i: &ContainerInputs) -> R
         },
         mounts: mounts(rt, i)?,
         readonly_rootfs: sc.read_only_root_filesystem == Some(true),
+        kernel_paths: None,
         log_path: i.log_path.clone(),
         seccomp,
     })

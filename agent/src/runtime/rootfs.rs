@@ -15,7 +15,7 @@ use std::path::{Component, Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sys::stat::SFlag;
 
-use super::spec::{BindMount, CgroupHierarchies, CgroupView, RootfsSpec};
+use super::spec::{BindMount, CgroupHierarchies, CgroupView, KernelPaths, RootfsSpec};
 use super::syscalls::{SysError, SysResult, Syscall};
 
 /// Device nodes every container gets: (name, major, minor).
@@ -63,7 +63,7 @@ pub fn setup(
     rootfs: &RootfsSpec,
     mounts: &[BindMount],
     cgroup: Option<&CgroupView>,
-    masked: bool,
+    kernel_paths: &KernelPaths,
     cwd: &str,
 ) -> SysResult {
     let target = rootfs.target.as_path();
@@ -104,9 +104,7 @@ pub fn setup(
         bind(sys, target, m)?;
     }
 
-    if masked {
-        mask_kernel_paths(sys, target)?;
-    }
+    mask_kernel_paths(sys, target, kernel_paths)?;
 
     sys.mkdir_all(&secure_join(target, cwd))?;
 
@@ -285,9 +283,9 @@ fn bind(sys: &dyn Syscall, target: &Path, m: &BindMount) -> SysResult {
     Ok(())
 }
 
-fn mask_kernel_paths(sys: &dyn Syscall, target: &Path) -> SysResult {
+fn mask_kernel_paths(sys: &dyn Syscall, target: &Path, paths: &KernelPaths) -> SysResult {
     let dev_null = target.join("dev/null");
-    for path in MASKED_PATHS {
+    for path in &paths.masked {
         let p = secure_join(target, path);
         match std::fs::symlink_metadata(&p) {
             Ok(md) if md.is_dir() => sys.mount(
@@ -301,7 +299,7 @@ fn mask_kernel_paths(sys: &dyn Syscall, target: &Path) -> SysResult {
             Err(_) => {}
         }
     }
-    for path in READONLY_PATHS {
+    for path in &paths.readonly {
         let p = secure_join(target, path);
         if std::fs::symlink_metadata(&p).is_ok() {
             sys.mount(Some(&p), &p, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
@@ -428,7 +426,7 @@ mod tests {
                 file: false,
             },
         ];
-        setup(&rec, &spec(&target), &mounts, None, true, "/work").unwrap();
+        setup(&rec, &spec(&target), &mounts, None, &KernelPaths::defaults(), "/work").unwrap();
         pivot(&rec, &target).unwrap();
         let calls = rec.calls();
         let t = target.display().to_string();
@@ -478,7 +476,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("rootfs");
         let rec = Recorder::default();
-        setup(&rec, &spec(&target), &[], Some(view), true, "/").unwrap();
+        setup(&rec, &spec(&target), &[], Some(view), &KernelPaths::defaults(), "/").unwrap();
         let calls = rec.calls();
         let t = target.display().to_string();
         // Right after /sys: nothing of the image can be mounted over /sys/fs/cgroup first.
@@ -557,7 +555,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = spec(&dir.path().join("r"));
         s.layers = (0..100).map(|i| format!("{i:064x}")).collect();
-        let err = setup(&Recorder::default(), &s, &[], None, false, "/").unwrap_err();
+        let err = setup(&Recorder::default(), &s, &[], None, &KernelPaths::default(), "/").unwrap_err();
         assert!(err.to_string().contains("100 layers"), "{err}");
     }
 }

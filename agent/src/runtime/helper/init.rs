@@ -27,7 +27,7 @@ use nix::sys::stat::Mode;
 
 use super::{child_fail, reset_signals, set_oom_score_adj};
 use crate::runtime::process::PidFd;
-use crate::runtime::spec::{CgroupEntry, ContainerSpec, ProcessSpec};
+use crate::runtime::spec::{CgroupEntry, ContainerSpec, KernelPaths, ProcessSpec};
 use crate::runtime::syscalls::{Linux, Syscall};
 use crate::runtime::user::ResolvedUser;
 use crate::runtime::{capabilities, rootfs, user};
@@ -85,12 +85,17 @@ fn setup_and_exec(
     } else {
         spec.process.cwd.as_str()
     };
+    let kernel_paths = match &spec.kernel_paths {
+        Some(p) => p.clone(),
+        None if privileged => KernelPaths::default(),
+        None => KernelPaths::defaults(),
+    };
     rootfs::setup(
         &Linux,
         &spec.rootfs,
         &spec.mounts,
         spec.cgroup_view.as_ref(),
-        !privileged,
+        &kernel_paths,
         cwd,
     )
     .map_err(|e| format!("rootfs: {e}"))?;

@@ -1,0 +1,307 @@
+//! CRI behaviour cri-tools' critest checks, driven over the socket with the generated client
+//! and checked against the kernel's view: pod sysctls, and a container's masked and
+//! read-only paths.
+
+use std::collections::HashMap;
+use std::process::Command;
+
+use minilet_e2e::grpc::{Clients, connect, rt};
+use minilet_e2e::*;
+use minilet_proto::runtime::v1 as cri;
+
+fn sandbox_config(name: &str, linux: cri::LinuxPodSandboxConfig) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "conformance".into(),
+            attempt: 0,
+        }),
+        linux: Some(linux),
+        ..Default::default()
+    }
+}
+
+fn sleeper(name: &str, sc: cri::LinuxContainerSecurityContext) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: "localhost/busybox:latest".into(),
+            ..Default::default()
+        }),
+        command: vec!["sleep".into(), "1000".into()],
+        linux: Some(cri::LinuxContainerConfig {
+            security_context: Some(sc),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn run_sandbox(c: &mut Clients, config: cri::PodSandboxConfig) -> Result<String, tonic::Status> {
+    c.runtime
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        })
+        .await
+        .map(|r| r.into_inner().pod_sandbox_id)
+}
+
+/// The `pid` of a sandbox's pause or of a container, from the verbose status.
+fn pid_of(info: &str) -> i32 {
+    let v: serde_json::Value = serde_json::from_str(info).expect("verbose info is JSON");
+    v["pid"].as_i64().expect("pid") as i32
+}
+
+async fn pause_pid(c: &mut Clients, sb: &str) -> i32 {
+    let r = c
+        .runtime
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: sb.into(),
+            verbose: true,
+        })
+        .await
+        .expect("PodSandboxStatus")
+        .into_inner();
+    pid_of(&r.info["info"])
+}
+
+/// Create and start a container, and return its ID and PID.
+async fn start(c: &mut Clients, sb: &str, config: cri::ContainerConfig) -> (String, i32) {
+    let id = c
+        .runtime
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: sb.into(),
+            config: Some(config),
+            sandbox_config: None,
+        })
+        .await
+        .expect("CreateContainer")
+        .into_inner()
+        .container_id;
+    c.runtime
+        .start_container(cri::StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("StartContainer");
+    let r = c
+        .runtime
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: true,
+        })
+        .await
+        .expect("ContainerStatus")
+        .into_inner();
+    (id.clone(), pid_of(&r.info["info"]))
+}
+
+async fn exec(c: &mut Clients, id: &str, script: &str) -> (i32, String, String) {
+    let r = c
+        .runtime
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id.into(),
+            cmd: vec!["sh".into(), "-c".into(), script.into()],
+            timeout: 10,
+        })
+        .await
+        .expect("ExecSync")
+        .into_inner();
+    (
+        r.exit_code,
+        String::from_utf8_lossy(&r.stdout).into_owned(),
+        String::from_utf8_lossy(&r.stderr).into_owned(),
+    )
+}
+
+/// A sysctl's value as a process in `pid`'s IPC and network namespaces reads it.
+fn sysctl_in(pid: i32, path: &str) -> String {
+    let out = Command::new("nsenter")
+        .arg(format!("--target={pid}"))
+        .args(["--ipc", "--net", "--", "cat", path])
+        .output()
+        .expect("run nsenter");
+    assert!(out.status.success(), "nsenter cat {path}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn host_sysctl(path: &str) -> String {
+    std::fs::read_to_string(path).expect("host sysctl").trim().to_string()
+}
+
+#[test]
+fn pod_sysctls_are_set_in_the_pods_own_namespaces_only() {
+    if !is_root() {
+        return skip("needs root: runs the agent and real pods");
+    }
+    let env = Env::new("cri-sysctl");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, &[]);
+    let (rmid, msg_max, port_start) = (
+        "/proc/sys/kernel/shm_rmid_forced",
+        "/proc/sys/fs/mqueue/msg_max",
+        "/proc/sys/net/ipv4/ip_unprivileged_port_start",
+    );
+    let host_before = [rmid, msg_max, port_start].map(host_sysctl);
+    rt().block_on(async {
+        let mut c = connect(&env.socket).await;
+        let sb = run_sandbox(
+            &mut c,
+            sandbox_config(
+                "tuned",
+                cri::LinuxPodSandboxConfig {
+                    sysctls: HashMap::from([
+                        ("kernel.shm_rmid_forced".to_string(), "1".to_string()),
+                        ("fs.mqueue.msg_max".to_string(), "100".to_string()),
+                        ("net/ipv4/ip_unprivileged_port_start".to_string(), "1".to_string()),
+                    ]),
+                    ..Default::default()
+                },
+            ),
+        )
+        .await
+        .expect("RunPodSandbox with sysctls");
+        let pause = pause_pid(&mut c, &sb).await;
+        assert_eq!(sysctl_in(pause, rmid), "1");
+        assert_eq!(sysctl_in(pause, msg_max), "100");
+        assert_eq!(sysctl_in(pause, port_start), "1");
+        let (id, _) = start(&mut c, &sb, sleeper("reader", Default::default())).await;
+        let (code, out, err) = exec(&mut c, &id, &format!("cat {rmid} {msg_max} {port_start}")).await;
+        assert_eq!((code, out.as_str()), (0, "1\n100\n1\n"), "{err}");
+
+        // Node-wide sysctls, and those of a namespace the pod shares with the host, are
+        // refused naming the field; nothing is created for them.
+        let before = std::fs::read_dir(env.root.join("sandboxes"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        let host_ipc = cri::LinuxPodSandboxConfig {
+            sysctls: HashMap::from([("kernel.shm_rmid_forced".to_string(), "1".to_string())]),
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    ipc: cri::NamespaceMode::Node as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let node_wide = cri::LinuxPodSandboxConfig {
+            sysctls: HashMap::from([("vm.swappiness".to_string(), "1".to_string())]),
+            ..Default::default()
+        };
+        let traversal = cri::LinuxPodSandboxConfig {
+            sysctls: HashMap::from([("net/../../vm/swappiness".to_string(), "1".to_string())]),
+            ..Default::default()
+        };
+        for (linux, words) in [
+            (host_ipc, "IPC namespace"),
+            (node_wide, "not a namespaced sysctl"),
+            (traversal, "not a sysctl name"),
+        ] {
+            let e = run_sandbox(&mut c, sandbox_config("refused", linux)).await.unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+            assert!(
+                e.message().contains("linux.sysctls") && e.message().contains(words),
+                "{e:?}"
+            );
+        }
+        let after = std::fs::read_dir(env.root.join("sandboxes"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(before, after, "refused sandboxes leave no directory");
+    });
+    assert_eq!(
+        [rmid, msg_max, port_start].map(host_sysctl),
+        host_before,
+        "the host's values are untouched"
+    );
+}
+
+/// Mount points of `pid`'s mount namespace with their per-mount options: (point, options).
+fn mounts_of(pid: i32) -> Vec<(String, String)> {
+    std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .expect("mountinfo")
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            Some((f.get(4)?.to_string(), f.get(5)?.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn masked_and_readonly_paths_are_the_clients_when_it_gives_them() {
+    if !is_root() {
+        return skip("needs root: runs the agent and real pods");
+    }
+    let env = Env::new("cri-paths");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, &[]);
+    rt().block_on(async {
+        let mut c = connect(&env.socket).await;
+        let sb = run_sandbox(&mut c, sandbox_config("paths", Default::default()))
+            .await
+            .expect("RunPodSandbox");
+
+        // The client's lists replace the defaults (containerd's rule).
+        let (chosen, pid) = start(
+            &mut c,
+            &sb,
+            sleeper(
+                "chosen",
+                cri::LinuxContainerSecurityContext {
+                    masked_paths: vec!["/root".into(), "/etc/hostname".into()],
+                    readonly_paths: vec!["/tmp".into()],
+                    ..Default::default()
+                },
+            ),
+        )
+        .await;
+        let m = mounts_of(pid);
+        let opts = |point: &str| m.iter().find(|(p, _)| p == point).map(|(_, o)| o.clone());
+        assert!(opts("/root").is_some_and(|o| o.starts_with("ro")), "{m:?}");
+        assert!(opts("/etc/hostname").is_some(), "{m:?}");
+        assert!(opts("/tmp").is_some_and(|o| o.starts_with("ro")), "{m:?}");
+        assert_eq!(opts("/proc/interrupts"), None, "defaults replaced: {m:?}");
+        let (code, _, err) = exec(&mut c, &chosen, "touch /tmp/x").await;
+        assert_ne!(code, 0);
+        assert!(err.contains("Read-only file system"), "{err}");
+        let (code, out, _) = exec(&mut c, &chosen, "ls -A /root; wc -c < /etc/hostname").await;
+        assert_eq!(
+            (code, out.trim()),
+            (0, "0"),
+            "masked: an empty directory, an empty file"
+        );
+
+        // No lists: the runtime's defaults.
+        let (_, pid) = start(&mut c, &sb, sleeper("defaults", Default::default())).await;
+        let m = mounts_of(pid);
+        assert!(m.iter().any(|(p, _)| p == "/proc/interrupts"), "{m:?}");
+        assert!(m.iter().any(|(p, o)| p == "/proc/sys" && o.starts_with("ro")), "{m:?}");
+        assert!(!m.iter().any(|(p, _)| p == "/root"), "{m:?}");
+
+        // A relative path is refused naming the field.
+        let e = c
+            .runtime
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: sb.clone(),
+                config: Some(sleeper(
+                    "relative",
+                    cri::LinuxContainerSecurityContext {
+                        masked_paths: vec!["proc/kcore".into()],
+                        ..Default::default()
+                    },
+                )),
+                sandbox_config: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("masked_paths"), "{e:?}");
+    });
+}
