@@ -305,3 +305,126 @@ fn masked_and_readonly_paths_are_the_clients_when_it_gives_them() {
         assert!(e.message().contains("masked_paths"), "{e:?}");
     });
 }
+
+/// `mount ARGS...` on the host, which must succeed.
+fn host_mount(args: &[&str]) {
+    let out = Command::new("mount").args(args).output().expect("run mount");
+    assert!(out.status.success(), "mount {args:?}: {out:?}");
+}
+
+/// Lazily unmounts everything at and under a test's directory, even when the test fails.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").args(["-R", "-l"]).arg(&self.0).status();
+    }
+}
+
+fn is_mount_point(pid: &str, path: &std::path::Path) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(&*path.to_string_lossy()))
+}
+
+#[test]
+fn host_paths_come_from_the_host_with_their_propagation() {
+    if !is_root() {
+        return skip("needs root: runs the agent and real pods, mounts under its own directory");
+    }
+    let env = Env::new("cri-propagation");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, &[]);
+    // A shared mount of the test's own, as a kubelet's pod volumes dir would be.
+    let src = env.dir.join("src");
+    std::fs::create_dir_all(src.join("late")).unwrap();
+    std::fs::create_dir_all(src.join("after")).unwrap();
+    let s = src.to_str().unwrap();
+    host_mount(&["--bind", s, s]);
+    let _unmount = Unmount(src.clone());
+    host_mount(&["--make-rshared", s]);
+    rt().block_on(async {
+        let mut c = connect(&env.socket).await;
+        let sb = run_sandbox(&mut c, sandbox_config("prop", Default::default()))
+            .await
+            .expect("RunPodSandbox");
+        // Mounted on the host after the pod started: containers created now still see it.
+        host_mount(&["-t", "tmpfs", "none", src.join("late").to_str().unwrap()]);
+        let with_mount = |name: &str, propagation: cri::MountPropagation, readonly: bool| {
+            let mut config = sleeper(
+                name,
+                cri::LinuxContainerSecurityContext {
+                    privileged: true,
+                    ..Default::default()
+                },
+            );
+            config.mounts = vec![cri::Mount {
+                container_path: "/mnt".into(),
+                host_path: s.into(),
+                readonly,
+                propagation: propagation as i32,
+                ..Default::default()
+            }];
+            config
+        };
+
+        // Private, read-only: the top is read-only, the host's later tmpfs under it is not
+        // (non-recursive read-only, as the CRI's `readonly` is).
+        let (ro, _) = start(
+            &mut c,
+            &sb,
+            with_mount("ro", cri::MountPropagation::PropagationPrivate, true),
+        )
+        .await;
+        let (code, _, err) = exec(&mut c, &ro, "touch /mnt/late/x && ! touch /mnt/top 2>/dev/null").await;
+        assert_eq!(code, 0, "{err}");
+        assert!(src.join("late/x").exists(), "written through to the host's tmpfs");
+
+        // HOST_TO_CONTAINER: a mount made on the host afterwards appears in the container.
+        let (slave, slave_pid) = start(
+            &mut c,
+            &sb,
+            with_mount("slave", cri::MountPropagation::PropagationHostToContainer, false),
+        )
+        .await;
+        host_mount(&["-t", "tmpfs", "none", src.join("after").to_str().unwrap()]);
+        let seen = std::path::Path::new("/mnt/after");
+        assert!(is_mount_point(&slave_pid.to_string(), seen), "host mount propagated in");
+        // ... and one made in the container does not reach the host.
+        let (code, _, err) = exec(&mut c, &slave, "mkdir -p /mnt/s && mount -t tmpfs none /mnt/s").await;
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            !is_mount_point("self", &src.join("s")),
+            "rslave: nothing propagates out"
+        );
+
+        // BIDIRECTIONAL: a mount made in the container reaches the host.
+        let (shared, _) = start(
+            &mut c,
+            &sb,
+            with_mount("shared", cri::MountPropagation::PropagationBidirectional, false),
+        )
+        .await;
+        let (code, _, err) = exec(&mut c, &shared, "mkdir -p /mnt/b && mount -t tmpfs none /mnt/b").await;
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            is_mount_point("self", &src.join("b")),
+            "rshared: propagated out to the host"
+        );
+        // The private one saw neither later mount.
+        let (code, out, _) = exec(&mut c, &ro, "grep -c ' /mnt/\\(after\\|b\\) ' /proc/self/mountinfo").await;
+        assert_eq!((code, out.trim()), (1, "0"), "rprivate: nothing propagates in");
+
+        c.runtime
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: sb.clone(),
+            })
+            .await
+            .expect("StopPodSandbox");
+        c.runtime
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: sb })
+            .await
+            .expect("RemovePodSandbox");
+    });
+}

@@ -518,7 +518,7 @@ fn bad_requests_are_refused_with_their_reason_and_leave_nothing() {
         propagation.mounts = vec![cri::Mount {
             container_path: "/data".into(),
             host_path: env.dir.join("data").display().to_string(),
-            propagation: cri::MountPropagation::PropagationBidirectional as i32,
+            propagation: 7,
             ..Default::default()
         }];
         let mut relative = container_config("x", "true");
@@ -535,7 +535,7 @@ fn bad_requests_are_refused_with_their_reason_and_leave_nothing() {
         }];
         for (config, want) in [
             (unknown_image, tonic::Code::NotFound),
-            (propagation, tonic::Code::Unimplemented),
+            (propagation, tonic::Code::InvalidArgument),
             (relative, tonic::Code::InvalidArgument),
             (devices, tonic::Code::Unimplemented),
         ] {

@@ -589,6 +589,7 @@ fn mounts(rt: &Runtime, i: &ContainerInputs) -> Result<Vec<BindMount>, String> {
                 destination: dest,
                 readonly: false,
                 file: true,
+                from_host: None,
             });
         }
     }
@@ -602,6 +603,7 @@ fn mounts(rt: &Runtime, i: &ContainerInputs) -> Result<Vec<BindMount>, String> {
         destination: "/dev/shm".into(),
         readonly: false,
         file: false,
+        from_host: None,
     });
 
     let term_dest = c
@@ -616,6 +618,7 @@ fn mounts(rt: &Runtime, i: &ContainerInputs) -> Result<Vec<BindMount>, String> {
         destination: term_dest,
         readonly: false,
         file: true,
+        from_host: None,
     });
 
     let mut volume_mounts = Vec::new();
@@ -660,6 +663,7 @@ fn mounts(rt: &Runtime, i: &ContainerInputs) -> Result<Vec<BindMount>, String> {
             destination: vm.mount_path.clone(),
             readonly: vm.read_only == Some(true) || written.is_some(),
             file,
+            from_host: None,
         });
     }
     volume_mounts.sort_by_key(|m| Path::new(&m.destination).components().count());

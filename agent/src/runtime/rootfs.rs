@@ -10,12 +10,13 @@
 //! generated /etc files, volumes, the pod's /dev/shm); the kernel paths masked or made
 //! read-only as container runtimes do by default; then `pivot_root`.
 
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Component, Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
 use nix::sys::stat::SFlag;
 
-use super::spec::{BindMount, CgroupHierarchies, CgroupView, KernelPaths, RootfsSpec};
+use super::spec::{BindMount, CgroupHierarchies, CgroupView, KernelPaths, Propagation, RootfsSpec};
 use super::syscalls::{SysError, SysResult, Syscall};
 
 /// Device nodes every container gets: (name, major, minor).
@@ -64,6 +65,7 @@ pub fn setup(
     mounts: &[BindMount],
     cgroup: Option<&CgroupView>,
     kernel_paths: &KernelPaths,
+    host_trees: &[Option<OwnedFd>],
     cwd: &str,
 ) -> SysResult {
     let target = rootfs.target.as_path();
@@ -100,8 +102,9 @@ pub fn setup(
         mount_cgroup(sys, &sys_dir.join("fs/cgroup"), view)?;
     }
 
-    for m in mounts {
-        bind(sys, target, m)?;
+    for (n, m) in mounts.iter().enumerate() {
+        let tree = host_trees.get(n).and_then(Option::as_ref).map(AsFd::as_fd);
+        bind(sys, target, m, tree)?;
     }
 
     mask_kernel_paths(sys, target, kernel_paths)?;
@@ -262,14 +265,54 @@ fn setup_dev(sys: &dyn Syscall, target: &Path) -> SysResult {
     Ok(())
 }
 
-fn bind(sys: &dyn Syscall, target: &Path, m: &BindMount) -> SysResult {
+/// Detached copies (with their submounts) of the sources of `mounts` that come from the
+/// host ([`BindMount::from_host`]), in the same order, `None` for the others. Called in the
+/// host's mount namespace, before the container process joins the pod's: a copy of a shared
+/// mount joins its peer group, which is what lets propagation reach across.
+pub fn open_host_trees(mounts: &[BindMount]) -> Result<Vec<Option<OwnedFd>>, String> {
+    let mut out = Vec::with_capacity(mounts.len());
+    for m in mounts {
+        if m.from_host.is_none() {
+            out.push(None);
+            continue;
+        }
+        let path = std::ffi::CString::new(m.source.as_os_str().as_encoded_bytes())
+            .map_err(|_| format!("host path {} contains a NUL byte", m.source.display()))?;
+        let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as libc::c_uint;
+        // SAFETY: open_tree(2) with a NUL-terminated path; it returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+        if fd < 0 {
+            return Err(format!(
+                "open_tree {}: {}",
+                m.source.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+        // SAFETY: the fd was just returned by the kernel and is owned by nobody else.
+        out.push(Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }));
+    }
+    Ok(out)
+}
+
+fn bind(sys: &dyn Syscall, target: &Path, m: &BindMount, tree: Option<BorrowedFd<'_>>) -> SysResult {
     let dest = secure_join(target, &m.destination);
     if m.file {
         sys.create_file(&dest)?;
     } else {
         sys.mkdir_all(&dest)?;
     }
-    sys.mount(Some(&m.source), &dest, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    match (tree, m.from_host) {
+        (Some(tree), Some(propagation)) => {
+            sys.move_mount(tree, &dest)?;
+            let kind = match propagation {
+                Propagation::Private => MsFlags::MS_PRIVATE,
+                Propagation::HostToContainer => MsFlags::MS_SLAVE,
+                Propagation::Bidirectional => MsFlags::MS_SHARED,
+            };
+            sys.mount(None, &dest, None, MsFlags::MS_REC | kind, None)?;
+        }
+        _ => sys.mount(Some(&m.source), &dest, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?,
+    }
     if m.readonly {
         // A bind mount takes its flags from the source until remounted.
         sys.mount(
@@ -418,15 +461,26 @@ mod tests {
                 destination: "/etc/hosts".into(),
                 readonly: false,
                 file: true,
+                from_host: None,
             },
             BindMount {
                 source: "/pod/vol".into(),
                 destination: "/data".into(),
                 readonly: true,
                 file: false,
+                from_host: None,
             },
         ];
-        setup(&rec, &spec(&target), &mounts, None, &KernelPaths::defaults(), "/work").unwrap();
+        setup(
+            &rec,
+            &spec(&target),
+            &mounts,
+            None,
+            &KernelPaths::defaults(),
+            &[],
+            "/work",
+        )
+        .unwrap();
         pivot(&rec, &target).unwrap();
         let calls = rec.calls();
         let t = target.display().to_string();
@@ -476,7 +530,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("rootfs");
         let rec = Recorder::default();
-        setup(&rec, &spec(&target), &[], Some(view), &KernelPaths::defaults(), "/").unwrap();
+        setup(
+            &rec,
+            &spec(&target),
+            &[],
+            Some(view),
+            &KernelPaths::defaults(),
+            &[],
+            "/",
+        )
+        .unwrap();
         let calls = rec.calls();
         let t = target.display().to_string();
         // Right after /sys: nothing of the image can be mounted over /sys/fs/cgroup first.
@@ -555,7 +618,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = spec(&dir.path().join("r"));
         s.layers = (0..100).map(|i| format!("{i:064x}")).collect();
-        let err = setup(&Recorder::default(), &s, &[], None, &KernelPaths::default(), "/").unwrap_err();
+        let err = setup(&Recorder::default(), &s, &[], None, &KernelPaths::default(), &[], "/").unwrap_err();
         assert!(err.to_string().contains("100 layers"), "{err}");
     }
 }

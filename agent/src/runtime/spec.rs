@@ -160,6 +160,21 @@ pub struct BindMount {
     pub readonly: bool,
     /// Whether the source is a file (so the mount point to create is a file, not a dir).
     pub file: bool,
+    /// `None`: the source is bound inside the pod's mount namespace (where the pod's own
+    /// tmpfs volumes live), private. `Some`: it is taken from the host's mount namespace when
+    /// the container starts, with what the host mounted under it since the pod started (a
+    /// CRI client's host paths), and this propagation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_host: Option<Propagation>,
+}
+
+/// Mount propagation between a host path and the container (the CRI's
+/// PROPAGATION_PRIVATE, HOST_TO_CONTAINER and BIDIRECTIONAL; rprivate, rslave, rshared).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Propagation {
+    Private,
+    HostToContainer,
+    Bidirectional,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -13,7 +13,7 @@ use crate::pod::command;
 use crate::runtime::RuntimeError;
 use crate::runtime::container::ContainerConfig;
 use crate::runtime::host_ports::{HostPort, Protocol};
-use crate::runtime::spec::{BindMount, KernelPaths, ProcessSpec, SandboxNamespaces, StdioSpec, UserSpec};
+use crate::runtime::spec::{BindMount, KernelPaths, ProcessSpec, Propagation, SandboxNamespaces, StdioSpec, UserSpec};
 use crate::runtime::{capabilities, seccomp};
 
 /// What the runtime makes of a PodSandboxConfig.
@@ -439,6 +439,7 @@ pub fn container(i: &ContainerInputs) -> Result<ContainerConfig, RuntimeError> {
                 destination: dest,
                 readonly: false,
                 file: true,
+                from_host: None,
             });
         }
     }
@@ -452,6 +453,7 @@ pub fn container(i: &ContainerInputs) -> Result<ContainerConfig, RuntimeError> {
             destination: "/dev/shm".into(),
             readonly: false,
             file: false,
+            from_host: None,
         });
     }
     for (n, m) in c.mounts.iter().enumerate() {
@@ -547,11 +549,17 @@ fn mount(m: &cri::Mount, n: usize) -> Result<BindMount, RuntimeError> {
             "{field}: image volumes are not supported by minilet"
         )));
     }
-    if m.propagation != cri::MountPropagation::PropagationPrivate as i32 {
-        return Err(unimplemented(format!(
-            "{field}: mount propagation other than private is not supported by minilet yet"
-        )));
-    }
+    let propagation = match cri::MountPropagation::try_from(m.propagation) {
+        Ok(cri::MountPropagation::PropagationPrivate) => Propagation::Private,
+        Ok(cri::MountPropagation::PropagationHostToContainer) => Propagation::HostToContainer,
+        Ok(cri::MountPropagation::PropagationBidirectional) => Propagation::Bidirectional,
+        Err(_) => {
+            return Err(invalid(format!(
+                "{field}.propagation: unknown mount propagation {}",
+                m.propagation
+            )));
+        }
+    };
     if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
         return Err(unimplemented(format!(
             "{field}: idmapped mounts are not supported by minilet"
@@ -584,6 +592,7 @@ fn mount(m: &cri::Mount, n: usize) -> Result<BindMount, RuntimeError> {
         destination: m.container_path.clone(),
         readonly: m.readonly,
         file,
+        from_host: Some(propagation),
     })
 }
 

@@ -73,6 +73,8 @@ fn setup_and_exec(
         set_oom_score_adj(adj)?;
     }
 
+    // Before joining the pod's mount namespace: the host's view of the client's host paths.
+    let host_trees = rootfs::open_host_trees(&spec.mounts)?;
     let shared =
         CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWNS;
     nix::sched::setns(pause.as_fd(), shared)
@@ -96,6 +98,7 @@ fn setup_and_exec(
         &spec.mounts,
         spec.cgroup_view.as_ref(),
         &kernel_paths,
+        &host_trees,
         cwd,
     )
     .map_err(|e| format!("rootfs: {e}"))?;
