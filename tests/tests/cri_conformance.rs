@@ -351,7 +351,7 @@ fn host_paths_come_from_the_host_with_their_propagation() {
             .expect("RunPodSandbox");
         // Mounted on the host after the pod started: containers created now still see it.
         host_mount(&["-t", "tmpfs", "none", src.join("late").to_str().unwrap()]);
-        let with_mount = |name: &str, propagation: cri::MountPropagation, readonly: bool| {
+        let with_mount = |name: &str, propagation: cri::MountPropagation, readonly: bool| -> cri::ContainerConfig {
             let mut config = sleeper(
                 name,
                 cri::LinuxContainerSecurityContext {
@@ -415,6 +415,45 @@ fn host_paths_come_from_the_host_with_their_propagation() {
         // The private one saw neither later mount.
         let (code, out, _) = exec(&mut c, &ro, "grep -c ' /mnt/\\(after\\|b\\) ' /proc/self/mountinfo").await;
         assert_eq!((code, out.trim()), (1, "0"), "rprivate: nothing propagates in");
+
+        // recursive_read_only: the submounts too, and the runtime says it can.
+        let status = c
+            .runtime
+            .status(cri::StatusRequest { verbose: false })
+            .await
+            .expect("Status");
+        let handlers = status.into_inner().runtime_handlers;
+        assert!(
+            handlers
+                .iter()
+                .any(|h| h.name.is_empty() && h.features.is_some_and(|f| f.recursive_read_only_mounts)),
+            "{handlers:?}"
+        );
+        let mut config = with_mount("rro", cri::MountPropagation::PropagationPrivate, true);
+        config.mounts[0].recursive_read_only = true;
+        let (rro, _) = start(&mut c, &sb, config).await;
+        let (code, _, err) = exec(&mut c, &rro, "touch /mnt/late/y").await;
+        assert_ne!(code, 0);
+        assert!(err.contains("Read-only file system"), "{err}");
+        for (propagation, readonly) in [
+            (cri::MountPropagation::PropagationHostToContainer, true),
+            (cri::MountPropagation::PropagationBidirectional, true),
+            (cri::MountPropagation::PropagationPrivate, false),
+        ] {
+            let mut config = with_mount("bad-rro", propagation, readonly);
+            config.mounts[0].recursive_read_only = true;
+            let e = c
+                .runtime
+                .create_container(cri::CreateContainerRequest {
+                    pod_sandbox_id: sb.clone(),
+                    config: Some(config),
+                    sandbox_config: None,
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+            assert!(e.message().contains("mounts[0].recursive_read_only"), "{e:?}");
+        }
 
         c.runtime
             .stop_pod_sandbox(cri::StopPodSandboxRequest {

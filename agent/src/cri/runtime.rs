@@ -553,7 +553,7 @@ impl cri::runtime_service_server::RuntimeService for RuntimeSvc {
                 ],
             }),
             info,
-            runtime_handlers: Vec::new(),
+            runtime_handlers: super::convert::runtime_handlers(),
             features: None,
         }))
     }

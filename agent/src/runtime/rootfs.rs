@@ -10,7 +10,7 @@
 //! generated /etc files, volumes, the pod's /dev/shm); the kernel paths masked or made
 //! read-only as container runtimes do by default; then `pivot_root`.
 
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Component, Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
@@ -272,10 +272,10 @@ fn setup_dev(sys: &dyn Syscall, target: &Path) -> SysResult {
 pub fn open_host_trees(mounts: &[BindMount]) -> Result<Vec<Option<OwnedFd>>, String> {
     let mut out = Vec::with_capacity(mounts.len());
     for m in mounts {
-        if m.from_host.is_none() {
+        let Some(how) = m.from_host else {
             out.push(None);
             continue;
-        }
+        };
         let path = std::ffi::CString::new(m.source.as_os_str().as_encoded_bytes())
             .map_err(|_| format!("host path {} contains a NUL byte", m.source.display()))?;
         let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as libc::c_uint;
@@ -289,9 +289,39 @@ pub fn open_host_trees(mounts: &[BindMount]) -> Result<Vec<Option<OwnedFd>>, Str
             ));
         }
         // SAFETY: the fd was just returned by the kernel and is owned by nobody else.
-        out.push(Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }));
+        let tree = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+        if how.recursive_readonly {
+            set_tree_readonly(&tree).map_err(|e| format!("make {} recursively read-only: {e}", m.source.display()))?;
+        }
+        out.push(Some(tree));
     }
     Ok(out)
+}
+
+/// mount_setattr(2): every mount of a detached tree read-only.
+fn set_tree_readonly(tree: &OwnedFd) -> std::io::Result<()> {
+    let attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr(2) with a valid fd, an empty C string, and a mount_attr of the
+    // size passed; it only reads them.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn bind(sys: &dyn Syscall, target: &Path, m: &BindMount, tree: Option<BorrowedFd<'_>>) -> SysResult {
@@ -302,9 +332,9 @@ fn bind(sys: &dyn Syscall, target: &Path, m: &BindMount, tree: Option<BorrowedFd
         sys.mkdir_all(&dest)?;
     }
     match (tree, m.from_host) {
-        (Some(tree), Some(propagation)) => {
+        (Some(tree), Some(how)) => {
             sys.move_mount(tree, &dest)?;
-            let kind = match propagation {
+            let kind = match how.propagation {
                 Propagation::Private => MsFlags::MS_PRIVATE,
                 Propagation::HostToContainer => MsFlags::MS_SLAVE,
                 Propagation::Bidirectional => MsFlags::MS_SHARED,

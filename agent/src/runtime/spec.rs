@@ -163,9 +163,18 @@ pub struct BindMount {
     /// `None`: the source is bound inside the pod's mount namespace (where the pod's own
     /// tmpfs volumes live), private. `Some`: it is taken from the host's mount namespace when
     /// the container starts, with what the host mounted under it since the pod started (a
-    /// CRI client's host paths), and this propagation.
+    /// CRI client's host paths), as this says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from_host: Option<Propagation>,
+    pub from_host: Option<HostTree>,
+}
+
+/// How a host path's mount tree is given to the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostTree {
+    pub propagation: Propagation,
+    /// Every mount of the tree read-only, submounts too (the CRI's `recursive_read_only`);
+    /// `readonly` alone makes only the top one read-only.
+    pub recursive_readonly: bool,
 }
 
 /// Mount propagation between a host path and the container (the CRI's

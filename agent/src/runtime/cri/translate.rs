@@ -13,7 +13,9 @@ use crate::pod::command;
 use crate::runtime::RuntimeError;
 use crate::runtime::container::ContainerConfig;
 use crate::runtime::host_ports::{HostPort, Protocol};
-use crate::runtime::spec::{BindMount, KernelPaths, ProcessSpec, Propagation, SandboxNamespaces, StdioSpec, UserSpec};
+use crate::runtime::spec::{
+    BindMount, HostTree, KernelPaths, ProcessSpec, Propagation, SandboxNamespaces, StdioSpec, UserSpec,
+};
 use crate::runtime::{capabilities, seccomp};
 
 /// What the runtime makes of a PodSandboxConfig.
@@ -565,9 +567,14 @@ fn mount(m: &cri::Mount, n: usize) -> Result<BindMount, RuntimeError> {
             "{field}: idmapped mounts are not supported by minilet"
         )));
     }
-    if m.recursive_read_only {
-        return Err(unimplemented(format!(
-            "{field}: recursive read-only mounts are not supported by minilet yet"
+    if m.recursive_read_only && !m.readonly {
+        return Err(invalid(format!(
+            "{field}.recursive_read_only needs readonly: a recursively read-only mount is read-only"
+        )));
+    }
+    if m.recursive_read_only && propagation != Propagation::Private {
+        return Err(invalid(format!(
+            "{field}.recursive_read_only needs PROPAGATION_PRIVATE: a mount propagated in later would not be read-only"
         )));
     }
     if !m.host_path.starts_with('/') {
@@ -592,7 +599,10 @@ fn mount(m: &cri::Mount, n: usize) -> Result<BindMount, RuntimeError> {
         destination: m.container_path.clone(),
         readonly: m.readonly,
         file,
-        from_host: Some(propagation),
+        from_host: Some(HostTree {
+            propagation,
+            recursive_readonly: m.recursive_read_only,
+        }),
     })
 }
 
