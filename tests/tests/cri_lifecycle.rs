@@ -472,7 +472,7 @@ fn bad_requests_are_refused_with_their_reason_and_leave_nothing() {
         bad_uid.hostname.clear();
         let mut sysctls = sandbox_config("bad", "uid-bad", &logs);
         sysctls.linux = Some(cri::LinuxPodSandboxConfig {
-            sysctls: HashMap::from([("net.ipv4.ip_forward".to_string(), "1".to_string())]),
+            sysctls: HashMap::from([("vm.swappiness".to_string(), "1".to_string())]),
             ..Default::default()
         });
         let mut escape = sandbox_config("bad", "uid-bad", &logs);
@@ -483,7 +483,7 @@ fn bad_requests_are_refused_with_their_reason_and_leave_nothing() {
         for (config, want, words) in [
             (no_meta, tonic::Code::InvalidArgument, "metadata"),
             (bad_uid, tonic::Code::InvalidArgument, "metadata.uid"),
-            (sysctls, tonic::Code::Unimplemented, "sysctls"),
+            (sysctls, tonic::Code::InvalidArgument, "linux.sysctls"),
             (escape, tonic::Code::InvalidArgument, "cgroup_parent"),
         ] {
             let e = code(
@@ -518,7 +518,7 @@ fn bad_requests_are_refused_with_their_reason_and_leave_nothing() {
         propagation.mounts = vec![cri::Mount {
             container_path: "/data".into(),
             host_path: env.dir.join("data").display().to_string(),
-            propagation: cri::MountPropagation::PropagationBidirectional as i32,
+            propagation: 7,
             ..Default::default()
         }];
         let mut relative = container_config("x", "true");
@@ -535,7 +535,7 @@ fn bad_requests_are_refused_with_their_reason_and_leave_nothing() {
         }];
         for (config, want) in [
             (unknown_image, tonic::Code::NotFound),
-            (propagation, tonic::Code::Unimplemented),
+            (propagation, tonic::Code::InvalidArgument),
             (relative, tonic::Code::InvalidArgument),
             (devices, tonic::Code::Unimplemented),
         ] {

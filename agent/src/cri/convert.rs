@@ -597,3 +597,14 @@ pub fn v1_pod_of_cri_sandbox(sb: &crate::runtime::cri::Sandbox, node: &NodeInfo)
         }),
     }
 }
+
+/// The one runtime handler (`""`) and what it can do, for `Status`.
+pub fn runtime_handlers() -> Vec<cri::RuntimeHandler> {
+    vec![cri::RuntimeHandler {
+        name: String::new(),
+        features: Some(cri::RuntimeHandlerFeatures {
+            recursive_read_only_mounts: true,
+            user_namespaces: false,
+        }),
+    }]
+}

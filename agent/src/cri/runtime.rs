@@ -525,7 +525,7 @@ impl RuntimeService for Cri {
                 ],
             }),
             info,
-            runtime_handlers: Vec::new(),
+            runtime_handlers: super::convert::runtime_handlers(),
             features: None,
         })
     }

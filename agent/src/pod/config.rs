@@ -110,6 +110,7 @@ pub fn sandbox_config(
             dns: Dns::from_resolv_conf(&resolv),
             ..pod_network(pod, uid)
         },
+        sysctls: Vec::new(),
     })
 }
 
@@ -370,6 +371,7 @@ pub fn container_config(
         },
         mounts: mounts(layout, i)?,
         readonly_rootfs: sc.read_only_root_filesystem == Some(true),
+        kernel_paths: None,
         log_path: i.log_path.clone(),
         seccomp,
     })
@@ -593,6 +595,7 @@ pub(super) fn mounts(layout: &Layout, i: &ContainerInputs) -> Result<Vec<BindMou
                 destination: dest,
                 readonly: false,
                 file: true,
+                from_host: None,
             });
         }
     }
@@ -606,6 +609,7 @@ pub(super) fn mounts(layout: &Layout, i: &ContainerInputs) -> Result<Vec<BindMou
         destination: "/dev/shm".into(),
         readonly: false,
         file: false,
+        from_host: None,
     });
 
     let term_dest = c
@@ -620,6 +624,7 @@ pub(super) fn mounts(layout: &Layout, i: &ContainerInputs) -> Result<Vec<BindMou
         destination: term_dest,
         readonly: false,
         file: true,
+        from_host: None,
     });
 
     let mut volume_mounts = Vec::new();
@@ -664,6 +669,7 @@ pub(super) fn mounts(layout: &Layout, i: &ContainerInputs) -> Result<Vec<BindMou
             destination: vm.mount_path.clone(),
             readonly: vm.read_only == Some(true) || written.is_some(),
             file,
+            from_host: None,
         });
     }
     volume_mounts.sort_by_key(|m| Path::new(&m.destination).components().count());

@@ -40,6 +40,8 @@ pub struct ContainerConfig {
     pub process: ProcessSpec,
     pub mounts: Vec<BindMount>,
     pub readonly_rootfs: bool,
+    /// `None`: the runtime's defaults (see [`super::spec::KernelPaths`]).
+    pub kernel_paths: Option<super::spec::KernelPaths>,
     pub log_path: PathBuf,
     /// The seccomp profile asked for; resolved and checked when the container is created.
     pub seccomp: super::seccomp::Request,
@@ -199,6 +201,7 @@ impl Runtime {
                 ..cfg.process.clone()
             },
             log_path: cfg.log_path.clone(),
+            kernel_paths: cfg.kernel_paths.clone(),
             log_rotation: self.config.log_rotation,
         };
         let spec_path = ContainerFiles::spec_path(dir);

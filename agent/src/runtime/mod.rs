@@ -23,6 +23,7 @@ pub mod seccomp;
 pub mod spec;
 pub mod state;
 pub mod syscalls;
+pub mod sysctl;
 pub mod user;
 pub mod volumes;
 

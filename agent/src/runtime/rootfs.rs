@@ -10,12 +10,13 @@
 //! generated /etc files, volumes, the pod's /dev/shm); the kernel paths masked or made
 //! read-only as container runtimes do by default; then `pivot_root`.
 
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Component, Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
 use nix::sys::stat::SFlag;
 
-use super::spec::{BindMount, CgroupHierarchies, CgroupView, RootfsSpec};
+use super::spec::{BindMount, CgroupHierarchies, CgroupView, KernelPaths, Propagation, RootfsSpec};
 use super::syscalls::{SysError, SysResult, Syscall};
 
 /// Device nodes every container gets: (name, major, minor).
@@ -63,7 +64,8 @@ pub fn setup(
     rootfs: &RootfsSpec,
     mounts: &[BindMount],
     cgroup: Option<&CgroupView>,
-    masked: bool,
+    kernel_paths: &KernelPaths,
+    host_trees: &[Option<OwnedFd>],
     cwd: &str,
 ) -> SysResult {
     let target = rootfs.target.as_path();
@@ -100,13 +102,12 @@ pub fn setup(
         mount_cgroup(sys, &sys_dir.join("fs/cgroup"), view)?;
     }
 
-    for m in mounts {
-        bind(sys, target, m)?;
+    for (n, m) in mounts.iter().enumerate() {
+        let tree = host_trees.get(n).and_then(Option::as_ref).map(AsFd::as_fd);
+        bind(sys, target, m, tree)?;
     }
 
-    if masked {
-        mask_kernel_paths(sys, target)?;
-    }
+    mask_kernel_paths(sys, target, kernel_paths)?;
 
     sys.mkdir_all(&secure_join(target, cwd))?;
 
@@ -264,14 +265,84 @@ fn setup_dev(sys: &dyn Syscall, target: &Path) -> SysResult {
     Ok(())
 }
 
-fn bind(sys: &dyn Syscall, target: &Path, m: &BindMount) -> SysResult {
+/// Detached copies (with their submounts) of the sources of `mounts` that come from the
+/// host ([`BindMount::from_host`]), in the same order, `None` for the others. Called in the
+/// host's mount namespace, before the container process joins the pod's: a copy of a shared
+/// mount joins its peer group, which is what lets propagation reach across.
+pub fn open_host_trees(mounts: &[BindMount]) -> Result<Vec<Option<OwnedFd>>, String> {
+    let mut out = Vec::with_capacity(mounts.len());
+    for m in mounts {
+        let Some(how) = m.from_host else {
+            out.push(None);
+            continue;
+        };
+        let path = std::ffi::CString::new(m.source.as_os_str().as_encoded_bytes())
+            .map_err(|_| format!("host path {} contains a NUL byte", m.source.display()))?;
+        let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as libc::c_uint;
+        // SAFETY: open_tree(2) with a NUL-terminated path; it returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+        if fd < 0 {
+            return Err(format!(
+                "open_tree {}: {}",
+                m.source.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+        // SAFETY: the fd was just returned by the kernel and is owned by nobody else.
+        let tree = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+        if how.recursive_readonly {
+            set_tree_readonly(&tree).map_err(|e| format!("make {} recursively read-only: {e}", m.source.display()))?;
+        }
+        out.push(Some(tree));
+    }
+    Ok(out)
+}
+
+/// mount_setattr(2): every mount of a detached tree read-only.
+fn set_tree_readonly(tree: &OwnedFd) -> std::io::Result<()> {
+    let attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr(2) with a valid fd, an empty C string, and a mount_attr of the
+    // size passed; it only reads them.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn bind(sys: &dyn Syscall, target: &Path, m: &BindMount, tree: Option<BorrowedFd<'_>>) -> SysResult {
     let dest = secure_join(target, &m.destination);
     if m.file {
         sys.create_file(&dest)?;
     } else {
         sys.mkdir_all(&dest)?;
     }
-    sys.mount(Some(&m.source), &dest, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    match (tree, m.from_host) {
+        (Some(tree), Some(how)) => {
+            sys.move_mount(tree, &dest)?;
+            let kind = match how.propagation {
+                Propagation::Private => MsFlags::MS_PRIVATE,
+                Propagation::HostToContainer => MsFlags::MS_SLAVE,
+                Propagation::Bidirectional => MsFlags::MS_SHARED,
+            };
+            sys.mount(None, &dest, None, MsFlags::MS_REC | kind, None)?;
+        }
+        _ => sys.mount(Some(&m.source), &dest, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?,
+    }
     if m.readonly {
         // A bind mount takes its flags from the source until remounted.
         sys.mount(
@@ -285,9 +356,9 @@ fn bind(sys: &dyn Syscall, target: &Path, m: &BindMount) -> SysResult {
     Ok(())
 }
 
-fn mask_kernel_paths(sys: &dyn Syscall, target: &Path) -> SysResult {
+fn mask_kernel_paths(sys: &dyn Syscall, target: &Path, paths: &KernelPaths) -> SysResult {
     let dev_null = target.join("dev/null");
-    for path in MASKED_PATHS {
+    for path in &paths.masked {
         let p = secure_join(target, path);
         match std::fs::symlink_metadata(&p) {
             Ok(md) if md.is_dir() => sys.mount(
@@ -301,7 +372,7 @@ fn mask_kernel_paths(sys: &dyn Syscall, target: &Path) -> SysResult {
             Err(_) => {}
         }
     }
-    for path in READONLY_PATHS {
+    for path in &paths.readonly {
         let p = secure_join(target, path);
         if std::fs::symlink_metadata(&p).is_ok() {
             sys.mount(Some(&p), &p, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
@@ -420,15 +491,26 @@ mod tests {
                 destination: "/etc/hosts".into(),
                 readonly: false,
                 file: true,
+                from_host: None,
             },
             BindMount {
                 source: "/pod/vol".into(),
                 destination: "/data".into(),
                 readonly: true,
                 file: false,
+                from_host: None,
             },
         ];
-        setup(&rec, &spec(&target), &mounts, None, true, "/work").unwrap();
+        setup(
+            &rec,
+            &spec(&target),
+            &mounts,
+            None,
+            &KernelPaths::defaults(),
+            &[],
+            "/work",
+        )
+        .unwrap();
         pivot(&rec, &target).unwrap();
         let calls = rec.calls();
         let t = target.display().to_string();
@@ -478,7 +560,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("rootfs");
         let rec = Recorder::default();
-        setup(&rec, &spec(&target), &[], Some(view), true, "/").unwrap();
+        setup(
+            &rec,
+            &spec(&target),
+            &[],
+            Some(view),
+            &KernelPaths::defaults(),
+            &[],
+            "/",
+        )
+        .unwrap();
         let calls = rec.calls();
         let t = target.display().to_string();
         // Right after /sys: nothing of the image can be mounted over /sys/fs/cgroup first.
@@ -557,7 +648,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = spec(&dir.path().join("r"));
         s.layers = (0..100).map(|i| format!("{i:064x}")).collect();
-        let err = setup(&Recorder::default(), &s, &[], None, false, "/").unwrap_err();
+        let err = setup(&Recorder::default(), &s, &[], None, &KernelPaths::default(), &[], "/").unwrap_err();
         assert!(err.to_string().contains("100 layers"), "{err}");
     }
 }

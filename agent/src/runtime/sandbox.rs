@@ -38,6 +38,8 @@ pub struct SandboxConfig {
     pub etc: EtcFiles,
     /// Who the pod is for CNI and what it asks of the network (used with a pod network).
     pub network: PodNetwork,
+    /// Namespaced sysctls (checked by [`super::sysctl::check`]).
+    pub sysctls: Vec<super::sysctl::Sysctl>,
 }
 
 /// The generated files every container of the pod sees at /etc.
@@ -190,6 +192,7 @@ impl Runtime {
             cgroup_dirs: self.cgroups.dirs(&cgroup),
             oom_score_adj: Some(self.oom_score_adj(cfg.oom_score_adj)),
             tmpfs,
+            sysctls: cfg.sysctls.clone(),
             state_path: pod_dir.join(SANDBOX_STATE),
         };
         let spec_path = pod_dir.join("sandbox-spec.json");

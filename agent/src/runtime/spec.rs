@@ -10,6 +10,25 @@ use serde::{Deserialize, Serialize};
 
 use super::process::ProcessId;
 
+/// Paths of the container's filesystem hidden from it (an empty read-only tmpfs over a
+/// directory, /dev/null over anything else) and paths made read-only (the CRI's
+/// `masked_paths` and `readonly_paths`, runc's `maskedPaths` and `readonlyPaths`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct KernelPaths {
+    pub masked: Vec<String>,
+    pub readonly: Vec<String>,
+}
+
+impl KernelPaths {
+    /// What a non-privileged container gets unless its client says otherwise.
+    pub fn defaults() -> KernelPaths {
+        KernelPaths {
+            masked: super::rootfs::MASKED_PATHS.iter().map(|p| p.to_string()).collect(),
+            readonly: super::rootfs::READONLY_PATHS.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+}
+
 /// Input of `minilet __sandbox`: start the pause process of a pod.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SandboxSpec {
@@ -26,6 +45,9 @@ pub struct SandboxSpec {
     /// are mounted only inside the pause's mount namespace, which containers copy: when the
     /// pause exits they vanish with it and can never leak onto the host.
     pub tmpfs: Vec<TmpfsSpec>,
+    /// Set inside the pod's new namespaces before the pause starts.
+    #[serde(default)]
+    pub sysctls: Vec<super::sysctl::Sysctl>,
     /// Where the launcher records the pause's identity before it reports back, so that a
     /// pause is never running without the state directory knowing it.
     pub state_path: PathBuf,
@@ -81,6 +103,10 @@ pub struct ContainerSpec {
     pub cgroup_view: Option<CgroupView>,
     pub process: ProcessSpec,
     pub log_path: PathBuf,
+    /// Masked and read-only paths a CRI client chose; `None`: the runtime's defaults (none
+    /// for a privileged container).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_paths: Option<KernelPaths>,
     /// When the monitor rotates `log_path`.
     #[serde(default)]
     pub log_rotation: super::log_rotation::Rotation,
@@ -134,6 +160,30 @@ pub struct BindMount {
     pub readonly: bool,
     /// Whether the source is a file (so the mount point to create is a file, not a dir).
     pub file: bool,
+    /// `None`: the source is bound inside the pod's mount namespace (where the pod's own
+    /// tmpfs volumes live), private. `Some`: it is taken from the host's mount namespace when
+    /// the container starts, with what the host mounted under it since the pod started (a
+    /// CRI client's host paths), as this says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_host: Option<HostTree>,
+}
+
+/// How a host path's mount tree is given to the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostTree {
+    pub propagation: Propagation,
+    /// Every mount of the tree read-only, submounts too (the CRI's `recursive_read_only`);
+    /// `readonly` alone makes only the top one read-only.
+    pub recursive_readonly: bool,
+}
+
+/// Mount propagation between a host path and the container (the CRI's
+/// PROPAGATION_PRIVATE, HOST_TO_CONTAINER and BIDIRECTIONAL; rprivate, rslave, rshared).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Propagation {
+    Private,
+    HostToContainer,
+    Bidirectional,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -5,6 +5,7 @@
 //! the order and arguments of the mount sequence and of the privilege steps (capabilities,
 //! no_new_privs, seccomp, ids) can be checked without root (youki's approach).
 
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
@@ -60,6 +61,8 @@ pub trait Syscall {
         data: Option<&str>,
     ) -> SysResult;
     fn umount(&self, target: &Path, flags: MntFlags) -> SysResult;
+    /// Attach a detached mount tree (from `open_tree(OPEN_TREE_CLONE)`) at `target`.
+    fn move_mount(&self, tree: BorrowedFd<'_>, target: &Path) -> SysResult;
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> SysResult;
     fn chdir(&self, path: &Path) -> SysResult;
     fn mkdir_all(&self, path: &Path) -> SysResult;
@@ -104,6 +107,27 @@ impl Syscall for Linux {
 
     fn umount(&self, target: &Path, flags: MntFlags) -> SysResult {
         nix::mount::umount2(target, flags).map_err(|e| SysError::new("umount", target, "", e))
+    }
+
+    fn move_mount(&self, tree: BorrowedFd<'_>, target: &Path) -> SysResult {
+        let to = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
+            .map_err(|e| SysError::new("move_mount", target, "", std::io::Error::other(e)))?;
+        // SAFETY: move_mount(2) with a valid fd, an empty C string and a NUL-terminated
+        // target path; it only reads them.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                tree.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        if r < 0 {
+            return Err(SysError::new("move_mount", target, "", std::io::Error::last_os_error()));
+        }
+        Ok(())
     }
 
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> SysResult {
@@ -213,6 +237,9 @@ impl Syscall for Recorder {
     }
     fn umount(&self, target: &Path, _flags: MntFlags) -> SysResult {
         self.push(format!("umount {}", target.display()))
+    }
+    fn move_mount(&self, _tree: BorrowedFd<'_>, target: &Path) -> SysResult {
+        self.push(format!("move_mount {}", target.display()))
     }
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> SysResult {
         self.push(format!("pivot_root {} {}", new_root.display(), put_old.display()))

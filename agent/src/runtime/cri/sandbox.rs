@@ -73,6 +73,7 @@ impl CriPods {
                 bandwidth: None,
                 dns: crate::runtime::network::Dns::from_resolv_conf(&plan.resolv_conf),
             },
+            sysctls: plan.sysctls.clone(),
         };
         let rt = self.rt.clone();
         let prepared = {

@@ -13,7 +13,9 @@ use crate::pod::command;
 use crate::runtime::RuntimeError;
 use crate::runtime::container::ContainerConfig;
 use crate::runtime::host_ports::{HostPort, Protocol};
-use crate::runtime::spec::{BindMount, ProcessSpec, SandboxNamespaces, StdioSpec, UserSpec};
+use crate::runtime::spec::{
+    BindMount, HostTree, KernelPaths, ProcessSpec, Propagation, SandboxNamespaces, StdioSpec, UserSpec,
+};
 use crate::runtime::{capabilities, seccomp};
 
 /// What the runtime makes of a PodSandboxConfig.
@@ -30,6 +32,7 @@ pub struct SandboxPlan {
     /// use the node's ports themselves): CNI's `portMappings`, or the forwarder's ports with
     /// `--network=none`.
     pub host_ports: Vec<HostPort>,
+    pub sysctls: Vec<crate::runtime::sysctl::Sysctl>,
 }
 
 fn invalid(msg: impl Into<String>) -> RuntimeError {
@@ -104,12 +107,6 @@ pub fn sandbox(config: &cri::PodSandboxConfig, node: &crate::pod::node::NodeInfo
     {
         return Err(unimplemented("user namespaces are not supported by minilet"));
     }
-    if !linux.sysctls.is_empty() {
-        let names: Vec<&String> = linux.sysctls.keys().collect();
-        return Err(unimplemented(format!(
-            "sysctls are not supported by minilet yet (asked for {names:?})"
-        )));
-    }
     let host_ports = if net == cri::NamespaceMode::Node {
         Vec::new()
     } else {
@@ -164,6 +161,13 @@ pub fn sandbox(config: &cri::PodSandboxConfig, node: &crate::pod::node::NodeInfo
         }
         _ => node.resolv_conf.clone(),
     };
+    let mut sysctls = Vec::new();
+    for (name, value) in &linux.sysctls {
+        sysctls.push(
+            crate::runtime::sysctl::check(name, value, &namespaces)
+                .map_err(|e| invalid(format!("linux.sysctls[{name:?}]: {e}")))?,
+        );
+    }
     let resources = match linux.resources.as_ref() {
         Some(r) => resources(r, "linux.resources")?.0,
         None => Resources::default(),
@@ -177,6 +181,7 @@ pub fn sandbox(config: &cri::PodSandboxConfig, node: &crate::pod::node::NodeInfo
         resolv_conf,
         resources,
         host_ports,
+        sysctls,
     })
 }
 
@@ -369,18 +374,7 @@ pub fn container(i: &ContainerInputs) -> Result<ContainerConfig, RuntimeError> {
     if !caps.add_ambient_capabilities.is_empty() {
         return Err(unimplemented("ambient capabilities are not supported by minilet"));
     }
-    check_paths(
-        &sc.masked_paths,
-        crate::runtime::rootfs::MASKED_PATHS,
-        "masked_paths",
-        sc.privileged,
-    )?;
-    check_paths(
-        &sc.readonly_paths,
-        crate::runtime::rootfs::READONLY_PATHS,
-        "readonly_paths",
-        sc.privileged,
-    )?;
+    let kernel_paths = kernel_paths(&sc)?;
 
     let (resources, oom) = match linux.resources.as_ref() {
         Some(r) => resources(r, "linux.resources")?,
@@ -447,6 +441,7 @@ pub fn container(i: &ContainerInputs) -> Result<ContainerConfig, RuntimeError> {
                 destination: dest,
                 readonly: false,
                 file: true,
+                from_host: None,
             });
         }
     }
@@ -460,6 +455,7 @@ pub fn container(i: &ContainerInputs) -> Result<ContainerConfig, RuntimeError> {
             destination: "/dev/shm".into(),
             readonly: false,
             file: false,
+            from_host: None,
         });
     }
     for (n, m) in c.mounts.iter().enumerate() {
@@ -505,6 +501,7 @@ pub fn container(i: &ContainerInputs) -> Result<ContainerConfig, RuntimeError> {
         },
         mounts,
         readonly_rootfs: sc.readonly_rootfs,
+        kernel_paths: Some(kernel_paths),
         log_path: i.log_path.clone(),
         seccomp: if sc.privileged {
             seccomp::Request::Unconfined
@@ -519,18 +516,26 @@ fn strip_cap(c: &str) -> String {
     c.strip_prefix("CAP_").unwrap_or(c).to_string()
 }
 
-/// The kernel paths the runtime hides (or makes read-only) are fixed; a client may ask for
-/// those (the kubelet sends exactly them) or a subset, not for others.
-fn check_paths(asked: &[String], ours: &[&str], field: &str, privileged: bool) -> Result<(), RuntimeError> {
-    if privileged {
-        return Ok(());
+/// The paths a container has masked and read-only, containerd's rule: a privileged container
+/// gets none; otherwise a list the client gives replaces the runtime's default list (the
+/// kubelet sends the defaults), an empty one keeps it.
+fn kernel_paths(sc: &cri::LinuxContainerSecurityContext) -> Result<KernelPaths, RuntimeError> {
+    if sc.privileged {
+        return Ok(KernelPaths::default());
     }
-    if let Some(p) = asked.iter().find(|p| !ours.contains(&p.as_str())) {
-        return Err(unimplemented(format!(
-            "linux.security_context.{field}: {p:?} is not among the paths minilet can apply ({ours:?})"
-        )));
-    }
-    Ok(())
+    let defaults = KernelPaths::defaults();
+    let pick = |asked: &[String], default: Vec<String>, field: &str| -> Result<Vec<String>, RuntimeError> {
+        if let Some(p) = asked.iter().find(|p| !p.starts_with('/') || p.contains('\0')) {
+            return Err(invalid(format!(
+                "linux.security_context.{field}: {p:?} must be an absolute path"
+            )));
+        }
+        Ok(if asked.is_empty() { default } else { asked.to_vec() })
+    };
+    Ok(KernelPaths {
+        masked: pick(&sc.masked_paths, defaults.masked, "masked_paths")?,
+        readonly: pick(&sc.readonly_paths, defaults.readonly, "readonly_paths")?,
+    })
 }
 
 fn mount(m: &cri::Mount, n: usize) -> Result<BindMount, RuntimeError> {
@@ -546,19 +551,30 @@ fn mount(m: &cri::Mount, n: usize) -> Result<BindMount, RuntimeError> {
             "{field}: image volumes are not supported by minilet"
         )));
     }
-    if m.propagation != cri::MountPropagation::PropagationPrivate as i32 {
-        return Err(unimplemented(format!(
-            "{field}: mount propagation other than private is not supported by minilet yet"
-        )));
-    }
+    let propagation = match cri::MountPropagation::try_from(m.propagation) {
+        Ok(cri::MountPropagation::PropagationPrivate) => Propagation::Private,
+        Ok(cri::MountPropagation::PropagationHostToContainer) => Propagation::HostToContainer,
+        Ok(cri::MountPropagation::PropagationBidirectional) => Propagation::Bidirectional,
+        Err(_) => {
+            return Err(invalid(format!(
+                "{field}.propagation: unknown mount propagation {}",
+                m.propagation
+            )));
+        }
+    };
     if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
         return Err(unimplemented(format!(
             "{field}: idmapped mounts are not supported by minilet"
         )));
     }
-    if m.recursive_read_only {
-        return Err(unimplemented(format!(
-            "{field}: recursive read-only mounts are not supported by minilet yet"
+    if m.recursive_read_only && !m.readonly {
+        return Err(invalid(format!(
+            "{field}.recursive_read_only needs readonly: a recursively read-only mount is read-only"
+        )));
+    }
+    if m.recursive_read_only && propagation != Propagation::Private {
+        return Err(invalid(format!(
+            "{field}.recursive_read_only needs PROPAGATION_PRIVATE: a mount propagated in later would not be read-only"
         )));
     }
     if !m.host_path.starts_with('/') {
@@ -583,6 +599,10 @@ fn mount(m: &cri::Mount, n: usize) -> Result<BindMount, RuntimeError> {
         destination: m.container_path.clone(),
         readonly: m.readonly,
         file,
+        from_host: Some(HostTree {
+            propagation,
+            recursive_readonly: m.recursive_read_only,
+        }),
     })
 }
 

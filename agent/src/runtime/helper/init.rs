@@ -27,7 +27,7 @@ use nix::sys::stat::Mode;
 
 use super::{child_fail, reset_signals, set_oom_score_adj};
 use crate::runtime::process::PidFd;
-use crate::runtime::spec::{CgroupEntry, ContainerSpec, ProcessSpec};
+use crate::runtime::spec::{CgroupEntry, ContainerSpec, KernelPaths, ProcessSpec};
 use crate::runtime::syscalls::{Linux, Syscall};
 use crate::runtime::user::ResolvedUser;
 use crate::runtime::{capabilities, rootfs, user};
@@ -73,6 +73,8 @@ fn setup_and_exec(
         set_oom_score_adj(adj)?;
     }
 
+    // Before joining the pod's mount namespace: the host's view of the client's host paths.
+    let host_trees = rootfs::open_host_trees(&spec.mounts)?;
     let shared =
         CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWNS;
     nix::sched::setns(pause.as_fd(), shared)
@@ -85,12 +87,18 @@ fn setup_and_exec(
     } else {
         spec.process.cwd.as_str()
     };
+    let kernel_paths = match &spec.kernel_paths {
+        Some(p) => p.clone(),
+        None if privileged => KernelPaths::default(),
+        None => KernelPaths::defaults(),
+    };
     rootfs::setup(
         &Linux,
         &spec.rootfs,
         &spec.mounts,
         spec.cgroup_view.as_ref(),
-        !privileged,
+        &kernel_paths,
+        &host_trees,
         cwd,
     )
     .map_err(|e| format!("rootfs: {e}"))?;

@@ -7,7 +7,7 @@
 //!    propagates out) and holds the pod's memory-backed filesystems (its /dev/shm and
 //!    `medium: Memory` emptyDirs): containers start from a copy of it, and when the pause
 //!    exits the namespace and its tmpfs mounts go with it.
-//! 3. Set the hostname, bring loopback up.
+//! 3. Set the hostname, bring loopback up, write the pod's sysctls (now the pod's own).
 //! 4. fork: the child (PID 1 of the new PID namespace) execs the pause; this process records
 //!    the pause's identity in the state directory, reports it and exits. The agent, a child
 //!    subreaper, inherits the pause.
@@ -88,6 +88,9 @@ fn run(spec: &SandboxSpec) -> Result<SandboxState, String> {
     }
     if spec.namespaces.network {
         loopback_up().map_err(|e| format!("bring up lo in the pod network namespace: {e}"))?;
+    }
+    for s in &spec.sysctls {
+        s.apply()?;
     }
 
     let pause = CString::new(spec.pause_path.as_os_str().as_encoded_bytes())

@@ -1,0 +1,469 @@
+//! CRI behaviour cri-tools' critest checks, driven over the socket with the generated client
+//! and checked against the kernel's view: pod sysctls, and a container's masked and
+//! read-only paths.
+
+use std::collections::HashMap;
+use std::process::Command;
+
+use minilet_e2e::grpc::{Clients, connect, rt};
+use minilet_e2e::*;
+use minilet_proto::runtime::v1 as cri;
+
+fn sandbox_config(name: &str, linux: cri::LinuxPodSandboxConfig) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "conformance".into(),
+            attempt: 0,
+        }),
+        linux: Some(linux),
+        ..Default::default()
+    }
+}
+
+fn sleeper(name: &str, sc: cri::LinuxContainerSecurityContext) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: "localhost/busybox:latest".into(),
+            ..Default::default()
+        }),
+        command: vec!["sleep".into(), "1000".into()],
+        linux: Some(cri::LinuxContainerConfig {
+            security_context: Some(sc),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn run_sandbox(c: &mut Clients, config: cri::PodSandboxConfig) -> Result<String, tonic::Status> {
+    c.runtime
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        })
+        .await
+        .map(|r| r.into_inner().pod_sandbox_id)
+}
+
+/// The `pid` of a sandbox's pause or of a container, from the verbose status.
+fn pid_of(info: &str) -> i32 {
+    let v: serde_json::Value = serde_json::from_str(info).expect("verbose info is JSON");
+    v["pid"].as_i64().expect("pid") as i32
+}
+
+async fn pause_pid(c: &mut Clients, sb: &str) -> i32 {
+    let r = c
+        .runtime
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: sb.into(),
+            verbose: true,
+        })
+        .await
+        .expect("PodSandboxStatus")
+        .into_inner();
+    pid_of(&r.info["info"])
+}
+
+/// Create and start a container, and return its ID and PID.
+async fn start(c: &mut Clients, sb: &str, config: cri::ContainerConfig) -> (String, i32) {
+    let id = c
+        .runtime
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: sb.into(),
+            config: Some(config),
+            sandbox_config: None,
+        })
+        .await
+        .expect("CreateContainer")
+        .into_inner()
+        .container_id;
+    c.runtime
+        .start_container(cri::StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("StartContainer");
+    let r = c
+        .runtime
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: true,
+        })
+        .await
+        .expect("ContainerStatus")
+        .into_inner();
+    (id.clone(), pid_of(&r.info["info"]))
+}
+
+async fn exec(c: &mut Clients, id: &str, script: &str) -> (i32, String, String) {
+    let r = c
+        .runtime
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id.into(),
+            cmd: vec!["sh".into(), "-c".into(), script.into()],
+            timeout: 10,
+        })
+        .await
+        .expect("ExecSync")
+        .into_inner();
+    (
+        r.exit_code,
+        String::from_utf8_lossy(&r.stdout).into_owned(),
+        String::from_utf8_lossy(&r.stderr).into_owned(),
+    )
+}
+
+/// A sysctl's value as a process in `pid`'s IPC and network namespaces reads it.
+fn sysctl_in(pid: i32, path: &str) -> String {
+    let out = Command::new("nsenter")
+        .arg(format!("--target={pid}"))
+        .args(["--ipc", "--net", "--", "cat", path])
+        .output()
+        .expect("run nsenter");
+    assert!(out.status.success(), "nsenter cat {path}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn host_sysctl(path: &str) -> String {
+    std::fs::read_to_string(path).expect("host sysctl").trim().to_string()
+}
+
+#[test]
+fn pod_sysctls_are_set_in_the_pods_own_namespaces_only() {
+    if !is_root() {
+        return skip("needs root: runs the agent and real pods");
+    }
+    let env = Env::new("cri-sysctl");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, &[]);
+    let (rmid, msg_max, port_start) = (
+        "/proc/sys/kernel/shm_rmid_forced",
+        "/proc/sys/fs/mqueue/msg_max",
+        "/proc/sys/net/ipv4/ip_unprivileged_port_start",
+    );
+    let host_before = [rmid, msg_max, port_start].map(host_sysctl);
+    rt().block_on(async {
+        let mut c = connect(&env.socket).await;
+        let sb = run_sandbox(
+            &mut c,
+            sandbox_config(
+                "tuned",
+                cri::LinuxPodSandboxConfig {
+                    sysctls: HashMap::from([
+                        ("kernel.shm_rmid_forced".to_string(), "1".to_string()),
+                        ("fs.mqueue.msg_max".to_string(), "100".to_string()),
+                        ("net/ipv4/ip_unprivileged_port_start".to_string(), "1".to_string()),
+                    ]),
+                    ..Default::default()
+                },
+            ),
+        )
+        .await
+        .expect("RunPodSandbox with sysctls");
+        let pause = pause_pid(&mut c, &sb).await;
+        assert_eq!(sysctl_in(pause, rmid), "1");
+        assert_eq!(sysctl_in(pause, msg_max), "100");
+        assert_eq!(sysctl_in(pause, port_start), "1");
+        let (id, _) = start(&mut c, &sb, sleeper("reader", Default::default())).await;
+        let (code, out, err) = exec(&mut c, &id, &format!("cat {rmid} {msg_max} {port_start}")).await;
+        assert_eq!((code, out.as_str()), (0, "1\n100\n1\n"), "{err}");
+
+        // Node-wide sysctls, and those of a namespace the pod shares with the host, are
+        // refused naming the field; nothing is created for them.
+        let before = std::fs::read_dir(env.root.join("sandboxes"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        let host_ipc = cri::LinuxPodSandboxConfig {
+            sysctls: HashMap::from([("kernel.shm_rmid_forced".to_string(), "1".to_string())]),
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    ipc: cri::NamespaceMode::Node as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let node_wide = cri::LinuxPodSandboxConfig {
+            sysctls: HashMap::from([("vm.swappiness".to_string(), "1".to_string())]),
+            ..Default::default()
+        };
+        let traversal = cri::LinuxPodSandboxConfig {
+            sysctls: HashMap::from([("net/../../vm/swappiness".to_string(), "1".to_string())]),
+            ..Default::default()
+        };
+        for (linux, words) in [
+            (host_ipc, "IPC namespace"),
+            (node_wide, "not a namespaced sysctl"),
+            (traversal, "not a sysctl name"),
+        ] {
+            let e = run_sandbox(&mut c, sandbox_config("refused", linux)).await.unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+            assert!(
+                e.message().contains("linux.sysctls") && e.message().contains(words),
+                "{e:?}"
+            );
+        }
+        let after = std::fs::read_dir(env.root.join("sandboxes"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(before, after, "refused sandboxes leave no directory");
+    });
+    assert_eq!(
+        [rmid, msg_max, port_start].map(host_sysctl),
+        host_before,
+        "the host's values are untouched"
+    );
+}
+
+/// Mount points of `pid`'s mount namespace with their per-mount options: (point, options).
+fn mounts_of(pid: i32) -> Vec<(String, String)> {
+    std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .expect("mountinfo")
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            Some((f.get(4)?.to_string(), f.get(5)?.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn masked_and_readonly_paths_are_the_clients_when_it_gives_them() {
+    if !is_root() {
+        return skip("needs root: runs the agent and real pods");
+    }
+    let env = Env::new("cri-paths");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, &[]);
+    rt().block_on(async {
+        let mut c = connect(&env.socket).await;
+        let sb = run_sandbox(&mut c, sandbox_config("paths", Default::default()))
+            .await
+            .expect("RunPodSandbox");
+
+        // The client's lists replace the defaults (containerd's rule).
+        let (chosen, pid) = start(
+            &mut c,
+            &sb,
+            sleeper(
+                "chosen",
+                cri::LinuxContainerSecurityContext {
+                    masked_paths: vec!["/root".into(), "/etc/hostname".into()],
+                    readonly_paths: vec!["/tmp".into()],
+                    ..Default::default()
+                },
+            ),
+        )
+        .await;
+        let m = mounts_of(pid);
+        let opts = |point: &str| m.iter().find(|(p, _)| p == point).map(|(_, o)| o.clone());
+        assert!(opts("/root").is_some_and(|o| o.starts_with("ro")), "{m:?}");
+        assert!(opts("/etc/hostname").is_some(), "{m:?}");
+        assert!(opts("/tmp").is_some_and(|o| o.starts_with("ro")), "{m:?}");
+        assert_eq!(opts("/proc/interrupts"), None, "defaults replaced: {m:?}");
+        let (code, _, err) = exec(&mut c, &chosen, "touch /tmp/x").await;
+        assert_ne!(code, 0);
+        assert!(err.contains("Read-only file system"), "{err}");
+        let (code, out, _) = exec(&mut c, &chosen, "ls -A /root; wc -c < /etc/hostname").await;
+        assert_eq!(
+            (code, out.trim()),
+            (0, "0"),
+            "masked: an empty directory, an empty file"
+        );
+
+        // No lists: the runtime's defaults.
+        let (_, pid) = start(&mut c, &sb, sleeper("defaults", Default::default())).await;
+        let m = mounts_of(pid);
+        assert!(m.iter().any(|(p, _)| p == "/proc/interrupts"), "{m:?}");
+        assert!(m.iter().any(|(p, o)| p == "/proc/sys" && o.starts_with("ro")), "{m:?}");
+        assert!(!m.iter().any(|(p, _)| p == "/root"), "{m:?}");
+
+        // A relative path is refused naming the field.
+        let e = c
+            .runtime
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: sb.clone(),
+                config: Some(sleeper(
+                    "relative",
+                    cri::LinuxContainerSecurityContext {
+                        masked_paths: vec!["proc/kcore".into()],
+                        ..Default::default()
+                    },
+                )),
+                sandbox_config: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("masked_paths"), "{e:?}");
+    });
+}
+
+/// `mount ARGS...` on the host, which must succeed.
+fn host_mount(args: &[&str]) {
+    let out = Command::new("mount").args(args).output().expect("run mount");
+    assert!(out.status.success(), "mount {args:?}: {out:?}");
+}
+
+/// Lazily unmounts everything at and under a test's directory, even when the test fails.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").args(["-R", "-l"]).arg(&self.0).status();
+    }
+}
+
+fn is_mount_point(pid: &str, path: &std::path::Path) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(&*path.to_string_lossy()))
+}
+
+#[test]
+fn host_paths_come_from_the_host_with_their_propagation() {
+    if !is_root() {
+        return skip("needs root: runs the agent and real pods, mounts under its own directory");
+    }
+    let env = Env::new("cri-propagation");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, &[]);
+    // A shared mount of the test's own, as a kubelet's pod volumes dir would be.
+    let src = env.dir.join("src");
+    std::fs::create_dir_all(src.join("late")).unwrap();
+    std::fs::create_dir_all(src.join("after")).unwrap();
+    let s = src.to_str().unwrap();
+    host_mount(&["--bind", s, s]);
+    let _unmount = Unmount(src.clone());
+    host_mount(&["--make-rshared", s]);
+    rt().block_on(async {
+        let mut c = connect(&env.socket).await;
+        let sb = run_sandbox(&mut c, sandbox_config("prop", Default::default()))
+            .await
+            .expect("RunPodSandbox");
+        // Mounted on the host after the pod started: containers created now still see it.
+        host_mount(&["-t", "tmpfs", "none", src.join("late").to_str().unwrap()]);
+        let with_mount = |name: &str, propagation: cri::MountPropagation, readonly: bool| -> cri::ContainerConfig {
+            let mut config = sleeper(
+                name,
+                cri::LinuxContainerSecurityContext {
+                    privileged: true,
+                    ..Default::default()
+                },
+            );
+            config.mounts = vec![cri::Mount {
+                container_path: "/mnt".into(),
+                host_path: s.into(),
+                readonly,
+                propagation: propagation as i32,
+                ..Default::default()
+            }];
+            config
+        };
+
+        // Private, read-only: the top is read-only, the host's later tmpfs under it is not
+        // (non-recursive read-only, as the CRI's `readonly` is).
+        let (ro, _) = start(
+            &mut c,
+            &sb,
+            with_mount("ro", cri::MountPropagation::PropagationPrivate, true),
+        )
+        .await;
+        let (code, _, err) = exec(&mut c, &ro, "touch /mnt/late/x && ! touch /mnt/top 2>/dev/null").await;
+        assert_eq!(code, 0, "{err}");
+        assert!(src.join("late/x").exists(), "written through to the host's tmpfs");
+
+        // HOST_TO_CONTAINER: a mount made on the host afterwards appears in the container.
+        let (slave, slave_pid) = start(
+            &mut c,
+            &sb,
+            with_mount("slave", cri::MountPropagation::PropagationHostToContainer, false),
+        )
+        .await;
+        host_mount(&["-t", "tmpfs", "none", src.join("after").to_str().unwrap()]);
+        let seen = std::path::Path::new("/mnt/after");
+        assert!(is_mount_point(&slave_pid.to_string(), seen), "host mount propagated in");
+        // ... and one made in the container does not reach the host.
+        let (code, _, err) = exec(&mut c, &slave, "mkdir -p /mnt/s && mount -t tmpfs none /mnt/s").await;
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            !is_mount_point("self", &src.join("s")),
+            "rslave: nothing propagates out"
+        );
+
+        // BIDIRECTIONAL: a mount made in the container reaches the host.
+        let (shared, _) = start(
+            &mut c,
+            &sb,
+            with_mount("shared", cri::MountPropagation::PropagationBidirectional, false),
+        )
+        .await;
+        let (code, _, err) = exec(&mut c, &shared, "mkdir -p /mnt/b && mount -t tmpfs none /mnt/b").await;
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            is_mount_point("self", &src.join("b")),
+            "rshared: propagated out to the host"
+        );
+        // The private one saw neither later mount.
+        let (code, out, _) = exec(&mut c, &ro, "grep -c ' /mnt/\\(after\\|b\\) ' /proc/self/mountinfo").await;
+        assert_eq!((code, out.trim()), (1, "0"), "rprivate: nothing propagates in");
+
+        // recursive_read_only: the submounts too, and the runtime says it can.
+        let status = c
+            .runtime
+            .status(cri::StatusRequest { verbose: false })
+            .await
+            .expect("Status");
+        let handlers = status.into_inner().runtime_handlers;
+        assert!(
+            handlers
+                .iter()
+                .any(|h| h.name.is_empty() && h.features.is_some_and(|f| f.recursive_read_only_mounts)),
+            "{handlers:?}"
+        );
+        let mut config = with_mount("rro", cri::MountPropagation::PropagationPrivate, true);
+        config.mounts[0].recursive_read_only = true;
+        let (rro, _) = start(&mut c, &sb, config).await;
+        let (code, _, err) = exec(&mut c, &rro, "touch /mnt/late/y").await;
+        assert_ne!(code, 0);
+        assert!(err.contains("Read-only file system"), "{err}");
+        for (propagation, readonly) in [
+            (cri::MountPropagation::PropagationHostToContainer, true),
+            (cri::MountPropagation::PropagationBidirectional, true),
+            (cri::MountPropagation::PropagationPrivate, false),
+        ] {
+            let mut config = with_mount("bad-rro", propagation, readonly);
+            config.mounts[0].recursive_read_only = true;
+            let e = c
+                .runtime
+                .create_container(cri::CreateContainerRequest {
+                    pod_sandbox_id: sb.clone(),
+                    config: Some(config),
+                    sandbox_config: None,
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+            assert!(e.message().contains("mounts[0].recursive_read_only"), "{e:?}");
+        }
+
+        c.runtime
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: sb.clone(),
+            })
+            .await
+            .expect("StopPodSandbox");
+        c.runtime
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: sb })
+            .await
+            .expect("RemovePodSandbox");
+    });
+}
