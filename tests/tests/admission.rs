@@ -335,3 +335,88 @@ fn max_pods_caps_how_many_pods_the_node_runs() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--max-pods"), "{}", stderr(&out));
 }
+
+/// A sysctl as the process `pid` sees it (from inside its network and IPC namespaces).
+fn sysctl_of(pid: i32, name: &str) -> String {
+    let path = format!("/proc/sys/{}", name.replace('.', "/"));
+    let out = std::process::Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-n", "-i", "cat", &path])
+        .output()
+        .expect("run nsenter");
+    assert!(out.status.success(), "nsenter cat {path}: {}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn host_sysctl(name: &str) -> String {
+    std::fs::read_to_string(format!("/proc/sys/{}", name.replace('.', "/")))
+        .expect("read the host's sysctl")
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn pod_sysctls_are_set_in_its_namespaces_and_unsafe_ones_need_the_node_s_leave() {
+    if !is_root() {
+        println!("skipped: needs root");
+        return;
+    }
+    let env = Env::new("admission-sysctls");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, &["--allowed-unsafe-sysctls", "kernel.msg*"]);
+    let host = [
+        host_sysctl("net.ipv4.ip_unprivileged_port_start"),
+        host_sysctl("kernel.shm_rmid_forced"),
+        host_sysctl("kernel.msgmax"),
+    ];
+    // Values the host does not have, so the test sees where they were written.
+    let port = if host[0] == "77" { "78" } else { "77" };
+    let rmid = if host[1] == "1" { "0" } else { "1" };
+    let msgmax = if host[2] == "12345" { "12346" } else { "12345" };
+    let sysctls = format!(
+        "  securityContext:\n    sysctls:\n    - {{name: net.ipv4.ip_unprivileged_port_start, value: '{port}'}}\n    - {{name: kernel/shm_rmid_forced, value: '{rmid}'}}\n    - {{name: kernel.msgmax, value: '{msgmax}'}}\n"
+    );
+    env.write_manifest("tuned.yaml", &pod("tuned", &sysctls, "{}"));
+    let view = env.wait_running(&static_pod_name("tuned"), &["c"]);
+    let pid = view.pid("c");
+    assert_eq!(sysctl_of(pid, "net.ipv4.ip_unprivileged_port_start"), port);
+    assert_eq!(sysctl_of(pid, "kernel.shm_rmid_forced"), rmid);
+    assert_eq!(sysctl_of(pid, "kernel.msgmax"), msgmax);
+    // The node's own values are untouched.
+    assert_eq!(
+        [
+            host_sysctl("net.ipv4.ip_unprivileged_port_start"),
+            host_sysctl("kernel.shm_rmid_forced"),
+            host_sysctl("kernel.msgmax"),
+        ],
+        host
+    );
+
+    // Namespaced but neither safe nor allowed by the node: rejected before anything runs.
+    env.write_manifest(
+        "loud.yaml",
+        &pod(
+            "loud",
+            "  securityContext:\n    sysctls: [{name: net.core.somaxconn, value: '1024'}]\n",
+            "{}",
+        ),
+    );
+    let (uid, status) = wait_rejected(&env, &static_pod_name("loud"));
+    assert_eq!(status.reason.as_deref(), Some("SysctlForbidden"));
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("\"net.core.somaxconn\""),
+        "{status:?}"
+    );
+    assert_nothing_runs(&env, &static_pod_name("loud"), &uid);
+
+    // A bad flag value stops the agent before it does anything.
+    let out = std::process::Command::new(minilet())
+        .args(["agent", "--allowed-unsafe-sysctls", "*"])
+        .output()
+        .expect("run minilet");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--allowed-unsafe-sysctls"), "{}", stderr(&out));
+}

@@ -174,6 +174,12 @@ pub struct AgentArgs {
     #[arg(long, default_value_t = crate::pod::admission::MAX_PODS as u32, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_pods: u32,
 
+    /// Sysctls pods may set beyond the kubelet's safe set (the kubelet's
+    /// --allowed-unsafe-sysctls): names or prefixes ending in '*', comma-separated. A pod
+    /// asking for another is rejected at admission as `SysctlForbidden`.
+    #[arg(long, value_name = "NAME,...", value_parser = crate::pod::sysctls::parse_allowed, default_value = "")]
+    pub allowed_unsafe_sysctls: crate::pod::sysctls::AllowedSysctls,
+
     /// The pause binary. Defaults to `minilet-pause` next to this binary, then $PATH.
     #[arg(long)]
     pub pause_binary: Option<PathBuf>,

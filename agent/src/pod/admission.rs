@@ -132,12 +132,19 @@ pub struct NodeResources {
     pub max_pods: usize,
     pub name: String,
     pub labels: BTreeMap<String, String>,
+    /// `--allowed-unsafe-sysctls`, beside the kubelet's safe set.
+    pub sysctls: super::sysctls::AllowedSysctls,
 }
 
 impl NodeResources {
     /// The node's labels: the kubelet's well-known ones, then `--node-labels` (which win,
     /// as they do in the kubelet).
-    pub fn new(node: &super::node::NodeInfo, extra: &[(String, String)], max_pods: usize) -> Self {
+    pub fn new(
+        node: &super::node::NodeInfo,
+        extra: &[(String, String)],
+        max_pods: usize,
+        sysctls: super::sysctls::AllowedSysctls,
+    ) -> Self {
         let mut labels = BTreeMap::new();
         for (k, v) in [
             ("kubernetes.io/hostname", node.name.as_str()),
@@ -155,6 +162,7 @@ impl NodeResources {
             max_pods,
             name: node.name.clone(),
             labels,
+            sysctls,
         }
     }
 }
@@ -248,6 +256,8 @@ impl Ledger {
         if admitted.contains_key(uid) {
             return Ok(());
         }
+        // The kubelet's sysctl handler runs before the resource predicates.
+        self.node.sysctls.admit(pod)?;
         let spec = pod.spec.clone().unwrap_or_default();
         let wanted = Held::of(pod);
         let mut used = Requests::default();
@@ -410,6 +420,7 @@ mod tests {
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            sysctls: Default::default(),
         }
     }
 

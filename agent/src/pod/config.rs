@@ -69,6 +69,17 @@ fn host_network(pod: &Pod) -> bool {
     spec(pod).host_network == Some(true)
 }
 
+/// The namespaces a pod's pause makes of its own (the rest it shares with the host).
+pub fn sandbox_namespaces(spec: &k8s_openapi::api::core::v1::PodSpec) -> SandboxNamespaces {
+    let host_net = spec.host_network == Some(true);
+    SandboxNamespaces {
+        network: !host_net,
+        pid: spec.host_pid != Some(true),
+        ipc: spec.host_ipc != Some(true),
+        uts: !host_net,
+    }
+}
+
 /// The sandbox of a pod.
 pub fn sandbox_config(
     rt_layout: &crate::runtime::state::Layout,
@@ -80,6 +91,18 @@ pub fn sandbox_config(
     let spec = spec(pod);
     let host_net = host_network(pod);
     let resolv = resolv_conf(pod, &node.resolv_conf);
+    let namespaces = sandbox_namespaces(spec);
+    // Validated when the manifest was read; checked again, as the runtime takes only these.
+    let sysctls = spec
+        .security_context
+        .iter()
+        .flat_map(|sc| sc.sysctls.iter().flatten())
+        .enumerate()
+        .map(|(i, s)| {
+            crate::runtime::sysctl::check(&s.name, &s.value, &namespaces)
+                .map_err(|e| format!("spec.securityContext.sysctls[{i}]: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(SandboxConfig {
         pod_uid: uid.to_string(),
         dir: rt_layout.pod_dir(uid),
@@ -88,12 +111,7 @@ pub fn sandbox_config(
         } else {
             plan.hostname.clone()
         },
-        namespaces: SandboxNamespaces {
-            network: !host_net,
-            pid: spec.host_pid != Some(true),
-            ipc: spec.host_ipc != Some(true),
-            uts: !host_net,
-        },
+        namespaces,
         cgroup: plan.cgroup.clone(),
         resources: qos::pod_resources(spec, plan.qos),
         oom_score_adj: qos::PAUSE_OOM_SCORE_ADJ,
@@ -110,7 +128,7 @@ pub fn sandbox_config(
             dns: Dns::from_resolv_conf(&resolv),
             ..pod_network(pod, uid)
         },
-        sysctls: Vec::new(),
+        sysctls,
     })
 }
 

@@ -18,6 +18,7 @@ pub mod restart_policy;
 pub mod security;
 pub mod states;
 pub mod status;
+pub mod sysctls;
 pub mod volumes;
 pub mod worker;
 

@@ -196,9 +196,6 @@ pub fn not_implemented(pod: &Pod) -> Vec<String> {
         spec.subdomain.as_deref().is_some_and(|s| !s.is_empty()),
         "spec.subdomain",
     );
-    if let Some(sc) = &spec.security_context {
-        note(nonempty(&sc.sysctls), "spec.securityContext.sysctls");
-    }
     for (list, containers) in [
         ("initContainers", spec.init_containers.as_deref().unwrap_or_default()),
         ("containers", &spec.containers[..]),
@@ -468,7 +465,6 @@ mod tests {
             not_implemented(&pod),
             [
                 "field \"spec.imagePullSecrets\" is not implemented by minilet and is ignored",
-                "field \"spec.securityContext.sysctls\" is not implemented by minilet and is ignored",
                 "field \"spec.containers[0].volumeDevices\" is not implemented by minilet and is ignored",
             ]
         );

@@ -141,6 +141,16 @@ fn validate_spec(spec: &PodSpec, v: &mut Errors) {
                 v,
             );
         }
+        let namespaces = crate::pod::config::sandbox_namespaces(spec);
+        let mut seen = HashSet::new();
+        for (i, s) in sc.sysctls.iter().flatten().enumerate() {
+            let field = format!("spec.securityContext.sysctls[{i}].name");
+            if let Err(e) = crate::runtime::sysctl::check(&s.name, &s.value, &namespaces) {
+                v.invalid(&field, &s.name, &e);
+            } else if !seen.insert(s.name.replace('/', ".")) {
+                v.push(&field, format!("Duplicate value: {:?}", s.name));
+            }
+        }
         if let Some(p) = sc.fs_group_change_policy.as_deref()
             && !["OnRootMismatch", "Always"].contains(&p)
         {
@@ -860,6 +870,39 @@ mod tests {
             "  volumes: [{name: data, emptyDir: {}}, {name: host, hostPath: {path: /srv, type: DirectoryOrCreate}}]\n  containers:\n  - name: app\n    image: nginx:1.25\n    ports: [{containerPort: 80, name: http}]\n    env: [{name: A_B.c-d, value: x}, {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]\n    resources: {requests: {cpu: 100m, memory: 64Mi}, limits: {cpu: '1', memory: 1Gi}}\n    volumeMounts: [{name: data, mountPath: /data}]\n",
         );
         assert!(e.is_empty(), "{e:?}");
+    }
+
+    #[test]
+    fn sysctls_must_be_namespaced_own_and_unique() {
+        let ok = errors(
+            "  securityContext: {sysctls: [{name: net.ipv4.tcp_syncookies, value: '1'}, {name: kernel/shm_rmid_forced, value: '1'}]}\n  containers: [{name: a, image: i}]\n",
+        );
+        assert!(ok.is_empty(), "{ok:?}");
+        let e = errors(
+            "  hostNetwork: true\n  securityContext: {sysctls: [{name: kernel.panic, value: '1'}, {name: net.ipv4.tcp_syncookies, value: '1'}, {name: kernel.sem, value: '1'}, {name: kernel/sem, value: '2'}]}\n  containers: [{name: a, image: i}]\n",
+        );
+        assert!(
+            has(
+                &e,
+                "spec.securityContext.sysctls[0].name: Invalid value: \"kernel.panic\": not a namespaced sysctl"
+            ),
+            "{e:?}"
+        );
+        assert!(
+            has(
+                &e,
+                "spec.securityContext.sysctls[1].name: Invalid value: \"net.ipv4.tcp_syncookies\": belongs to the network namespace"
+            ),
+            "{e:?}"
+        );
+        assert!(
+            has(
+                &e,
+                "spec.securityContext.sysctls[3].name: Duplicate value: \"kernel/sem\""
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.len(), 3, "{e:?}");
     }
 
     #[test]
