@@ -20,6 +20,7 @@ mod import;
 mod layer;
 mod pull;
 mod record;
+mod reference;
 pub mod registry;
 mod remove;
 #[cfg(test)]
@@ -236,7 +237,7 @@ fn parse_reference(reference: &str) -> Result<Reference, ImageError> {
     if reference.trim() != reference {
         return Err(invalid("leading or trailing whitespace".into()));
     }
-    Reference::try_from(reference).map_err(|e| invalid(e.to_string()))
+    reference::parse(reference).map_err(invalid)
 }
 
 /// The hex part of a `sha256:<hex>` string (the whole string if it has no algorithm).
@@ -289,7 +290,7 @@ fn resolve<'a>(index: &'a StoreIndex, reference: &str) -> Result<Option<(&'a str
     // same repository whose manifest has that digest.
     if let Some(digest) = parsed.digest() {
         let same_repo = |name: &str| {
-            Reference::try_from(name)
+            reference::parse(name)
                 .is_ok_and(|r| r.registry() == parsed.registry() && r.repository() == parsed.repository())
         };
         if let Some((name, entry)) = index

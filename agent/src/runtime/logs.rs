@@ -498,9 +498,11 @@ pub async fn watch_notices(container_dir: &Path, mut on: impl FnMut(Notice)) -> 
     let afd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(file, tokio::io::Interest::READABLE) }
         .map_err(|e| e.into_parts().1)?;
     let mut pending = Vec::new();
-    let mut chunk = [0u8; 4096];
     loop {
         let mut guard = afd.readable().await?;
+        // Declared after the await: the buffer is not part of the future every container's
+        // watcher keeps while it waits.
+        let mut chunk = [0u8; 4096];
         match guard.try_io(|f| f.get_ref().read(&mut chunk)) {
             Ok(Ok(0)) => return Ok(()), // the monitor is gone
             Ok(Ok(n)) => {

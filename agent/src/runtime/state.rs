@@ -35,8 +35,10 @@ pub struct PodRecord {
     pub namespace: String,
     /// The manifest file this pod came from.
     pub manifest: PathBuf,
-    /// The pod as parsed and defaulted from the manifest.
-    pub pod: k8s_openapi::api::core::v1::Pod,
+    /// The pod as parsed and defaulted from the manifest (shared with the manifest source
+    /// and the pod's worker: one copy per pod in memory).
+    #[serde(with = "shared_pod")]
+    pub pod: std::sync::Arc<k8s_openapi::api::core::v1::Pod>,
     /// Cgroup of the pod, relative to the cgroup parent (e.g. `kubepods/burstable/pod<uid>`).
     pub cgroup: String,
     pub sandbox_id: String,
@@ -47,6 +49,23 @@ pub struct PodRecord {
     /// Set when the pod failed as a whole (active deadline, eviction): it stays Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<PodFailure>,
+}
+
+/// A pod record's `pod` on disk: the Pod itself (serde's own `Arc` support is a feature
+/// every crate of the build would be rebuilt for).
+mod shared_pod {
+    use std::sync::Arc;
+
+    use k8s_openapi::api::core::v1::Pod;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(pod: &Arc<Pod>, s: S) -> Result<S::Ok, S::Error> {
+        Pod::serialize(pod, s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<Pod>, D::Error> {
+        Pod::deserialize(d).map(Arc::new)
+    }
 }
 
 /// Why a pod failed as a whole: its status reason and message.

@@ -43,7 +43,7 @@ pub struct ManifestPod {
     pub uid: String,
     /// Parsed and defaulted, with its UID, node name and config annotations set, and named
     /// `<metadata.name>-<node name>` as the kubelet names static pods.
-    pub pod: Pod,
+    pub pod: Arc<Pod>,
     /// What the API server and the kubelet would warn about, each one line: unknown fields
     /// (strict decoding), fields minilet does not implement. The pod runs regardless.
     pub warnings: Vec<String>,
@@ -134,7 +134,7 @@ pub fn load_file(path: &Path, node_name: &str) -> Result<ManifestPod, InvalidMan
     Ok(ManifestPod {
         path: path.to_path_buf(),
         uid,
-        pod,
+        pod: Arc::new(pod),
         warnings,
     })
 }
@@ -708,7 +708,7 @@ mod tests {
         assert_eq!(load_file(&p, "node1").unwrap().uid, m.uid);
         // The UID is the hash of the pod as the manifest names it (the kubelet's order): the
         // one agents before the rename gave the same file.
-        let mut unrenamed = m.pod.clone();
+        let mut unrenamed = (*m.pod).clone();
         unrenamed.metadata.name = Some("w".into());
         unrenamed.metadata.uid = None;
         unrenamed.metadata.annotations = None;

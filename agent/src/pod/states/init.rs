@@ -20,14 +20,15 @@ pub async fn run(w: &mut Worker) -> State {
             if w.commands.terminate_requested() {
                 return State::Terminating;
             }
-            w.start(i).await;
+            // Boxed: a waiting pod's future need not hold room for a start.
+            Box::pin(w.start(i)).await;
             continue;
         }
         w.phase = Phase::Pending;
         w.publish();
         match wait(w).await {
             Wake::Terminate => return State::Terminating,
-            Wake::SandboxDied => return sandbox_died(w).await,
+            Wake::SandboxDied => return Box::pin(sandbox_died(w)).await,
             Wake::Again => {}
         }
     }

@@ -50,7 +50,9 @@ pub(super) async fn wait(w: &mut Worker) -> Wake {
     if w.commands.terminate_requested() {
         return Wake::Terminate;
     }
-    if w.enforce_pod_limits().await {
+    // Boxed, as the event handling below: what runs now and then is not kept in the
+    // future of every waiting pod.
+    if Box::pin(w.enforce_pod_limits()).await {
         return Wake::Again;
     }
     let deadline = w.next_deadline().into_iter().chain(w.next_limit_check()).min();
@@ -62,7 +64,7 @@ pub(super) async fn wait(w: &mut Worker) -> Wake {
     };
     tokio::select! {
         () = w.commands.terminated() => Wake::Terminate,
-        Some(ev) = w.events.recv() => if w.handle_event(ev).await { Wake::SandboxDied } else { Wake::Again },
+        Some(ev) = w.events.recv() => if Box::pin(w.handle_event(ev)).await { Wake::SandboxDied } else { Wake::Again },
         _ = sleep => Wake::Again,
         changed = w.images_changed.changed() => {
             if changed.is_ok() {

@@ -19,7 +19,8 @@ pub async fn run(w: &mut Worker) -> State {
                 if w.commands.terminate_requested() {
                     return State::Terminating;
                 }
-                w.start(i).await;
+                // Boxed: a waiting pod's future need not hold room for a start.
+                Box::pin(w.start(i)).await;
             }
         }
         if let Some(phase) = w.terminal_phase() {
@@ -32,7 +33,7 @@ pub async fn run(w: &mut Worker) -> State {
         w.publish();
         match wait(w).await {
             Wake::Terminate => return State::Terminating,
-            Wake::SandboxDied => return sandbox_died(w).await,
+            Wake::SandboxDied => return Box::pin(sandbox_died(w)).await,
             Wake::Again => {}
         }
     }

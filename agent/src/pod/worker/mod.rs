@@ -238,7 +238,7 @@ impl Worker {
         commands: mpsc::UnboundedReceiver<Command>,
         after: Option<watch::Receiver<bool>>,
     ) -> Self {
-        let pod = Arc::new(record.pod.clone());
+        let pod = record.pod.clone();
         let uid = record.uid.clone();
         let plan = PodPlan::new(&pod, &uid);
         let spec = pod.spec.clone().unwrap_or_default();
@@ -280,15 +280,17 @@ impl Worker {
     /// Drive the pod until it is removed.
     pub async fn run(mut self, initial: State) {
         let mut state = initial;
+        // Each state's future is boxed: the task then holds the worker and the state it is
+        // in, not room for the largest state (a pod start) for as long as the pod lives.
         loop {
             tracing::debug!(pod = %self.obj.name, ?state, "pod state");
             state = match state {
-                State::CreatingSandbox => super::states::sandbox::run(&mut self).await,
-                State::Initializing => super::states::init::run(&mut self).await,
-                State::Running => super::states::running::run(&mut self).await,
-                State::Completed => super::states::completed::run(&mut self).await,
-                State::Terminating => super::states::terminating::run(&mut self).await,
-                State::Rejected => super::states::rejected::run(&mut self).await,
+                State::CreatingSandbox => Box::pin(super::states::sandbox::run(&mut self)).await,
+                State::Initializing => Box::pin(super::states::init::run(&mut self)).await,
+                State::Running => Box::pin(super::states::running::run(&mut self)).await,
+                State::Completed => Box::pin(super::states::completed::run(&mut self)).await,
+                State::Terminating => Box::pin(super::states::terminating::run(&mut self)).await,
+                State::Rejected => Box::pin(super::states::rejected::run(&mut self)).await,
                 State::Done => break,
             };
         }
