@@ -387,6 +387,54 @@ fn a_failing_plugin_is_an_event_and_leaves_nothing() {
     assert_nothing_left(&env, &ns);
 }
 
+/// The CRI's NetworkReady condition: (status, reason, message).
+fn network_ready(env: &Env) -> (bool, String, String) {
+    rt().block_on(async {
+        let mut c = connect(&env.socket).await;
+        let s = c
+            .runtime
+            .status(cri::StatusRequest { verbose: false })
+            .await
+            .expect("Status")
+            .into_inner();
+        let cond = s
+            .status
+            .into_iter()
+            .flat_map(|s| s.conditions)
+            .find(|c| c.r#type == "NetworkReady")
+            .expect("a NetworkReady condition");
+        (cond.status, cond.reason, cond.message)
+    })
+}
+
+#[test]
+fn network_ready_says_what_pods_get_or_why_not() {
+    if !is_root() || !netns::cni_plugins_present() {
+        println!("skipped: needs root and Debian's CNI plugins ({})", netns::CNI_PLUGINS);
+        return;
+    }
+    let (ns, mut env, conf) = cni_node("ready");
+    // A configuration naming a plugin no bin dir has: not ready, in containerd's words.
+    std::fs::write(
+        conf.join("10-missing.conflist"),
+        r#"{"cniVersion": "1.0.0", "name": "gone", "plugins": [{"type": "no-such-plugin"}]}"#,
+    )
+    .expect("write the conflist");
+    let _agent = start(&mut env, &ns, &cni_flags(&conf));
+    let (ready, reason, message) = network_ready(&env);
+    assert!(!ready, "{message}");
+    assert_eq!(reason, "NetworkPluginNotReady");
+    assert!(
+        message.contains("\"gone\"") && message.contains("no-such-plugin"),
+        "{message}"
+    );
+    // Without a configuration, minilet's default network (its plugins are installed).
+    std::fs::remove_file(conf.join("10-missing.conflist")).expect("remove the conflist");
+    let (ready, reason, message) = network_ready(&env);
+    assert!(ready && reason.is_empty(), "{reason}: {message}");
+    assert!(message.contains("minilet's default CNI network"), "{message}");
+}
+
 #[test]
 fn without_cni_pods_keep_loopback_only() {
     if !is_root() {
@@ -409,6 +457,8 @@ fn without_cni_pods_keep_loopback_only() {
     let yaml = ok(&env, &["get", "pod", &static_pod_name("p"), "-o", "yaml"]);
     assert!(!yaml.contains("podIP:"), "{yaml}");
     assert!(!env.root.join("network").exists(), "no network state without CNI");
+    let (ready, _, message) = network_ready(&env);
+    assert!(ready && message.starts_with("--network=none"), "{message}");
 
     // (A CRI client's port_mappings go to the userspace forwarder in this mode: see
     // tests/hostport.rs, which runs the node in a namespace of its own.)

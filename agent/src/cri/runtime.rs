@@ -508,20 +508,37 @@ impl RuntimeService for Cri {
             });
             info.insert("config".to_string(), v.to_string());
         }
-        let cond = |kind: &str, message: &str| cri::RuntimeCondition {
-            r#type: kind.into(),
-            status: true,
-            reason: String::new(),
-            message: message.into(),
+        let network = {
+            let rt = self.ctx.runtime.clone();
+            tokio::task::spawn_blocking(move || rt.network.readiness())
+                .await
+                .unwrap_or_else(|e| Err(format!("checking the network: {e}")))
+        };
+        // containerd's reason when its CNI configuration or plugins are missing.
+        let network_ready = match network {
+            Ok(message) => cri::RuntimeCondition {
+                r#type: "NetworkReady".into(),
+                status: true,
+                reason: String::new(),
+                message,
+            },
+            Err(message) => cri::RuntimeCondition {
+                r#type: "NetworkReady".into(),
+                status: false,
+                reason: "NetworkPluginNotReady".into(),
+                message,
+            },
         };
         Ok(cri::StatusResponse {
             status: Some(cri::RuntimeStatus {
                 conditions: vec![
-                    cond("RuntimeReady", ""),
-                    cond(
-                        "NetworkReady",
-                        "pods get their own network namespace with loopback only (no CNI); hostNetwork pods use the node's",
-                    ),
+                    cri::RuntimeCondition {
+                        r#type: "RuntimeReady".into(),
+                        status: true,
+                        reason: String::new(),
+                        message: String::new(),
+                    },
+                    network_ready,
                 ],
             }),
             info,

@@ -208,6 +208,42 @@ impl Network {
         self.config.mode == NetworkMode::Cni
     }
 
+    /// Whether pods can be networked now, for the CRI's NetworkReady condition: what they
+    /// get, or why not (a configuration that does not parse, a plugin binary that is missing),
+    /// in words. Reads the conf dir: call it off the async threads.
+    pub fn readiness(&self) -> Result<String, String> {
+        if !self.enabled() {
+            return Ok("--network=none: pods get their own network namespace with loopback only; hostNetwork pods use the node's".into());
+        }
+        let (what, kinds) = match conf::load_first(&self.config.conf_dir).map_err(|e| e.to_string())? {
+            Some(list) => (
+                format!("CNI network {:?} from {}", list.name, list.source.display()),
+                list.plugins
+                    .iter()
+                    .map(|p| NetworkList::plugin_type(p).to_string())
+                    .collect::<Vec<_>>(),
+            ),
+            None => (
+                format!(
+                    "minilet's default CNI network (bridge {}, {}; {} has no configuration)",
+                    conf::DEFAULT_BRIDGE,
+                    self.config.pod_cidr,
+                    self.config.conf_dir.display()
+                ),
+                conf::default_list(&self.dir.join("host-local"), &self.config.pod_cidr)["plugins"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p["type"].as_str().map(str::to_string))
+                    .collect(),
+            ),
+        };
+        for kind in &kinds {
+            plugin::find(kind, &self.config.bin_dirs).map_err(|e| format!("{what}: {e}"))?;
+        }
+        Ok(what)
+    }
+
     /// The network pods get now: the conf dir's first configuration, else minilet's default
     /// (written under the state directory, so users can see what ran).
     fn network_list(&self) -> Result<NetworkList, NetworkError> {
