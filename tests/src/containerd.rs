@@ -205,6 +205,27 @@ impl Containerd {
     }
 }
 
+/// Why containerd's runc is run with `restrict_oom_score_adj`, for the benchmark's output.
+pub const OOM_SCORE_NOTE: &str = "restrict_oom_score_adj = true: its CRI plugin gives sandboxes \
+oom_score_adj -998, which needs CAP_SYS_RESOURCE; without it (as on this VM) runc's init dies \
+(\"can't get final child's PID from pipe: EOF\")";
+
+/// The OCI runtime containerd runs pods with (its shim's default, `runc`) and its version.
+pub fn oci_runtime() -> String {
+    let version = Command::new("runc")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(|l| l.trim_start_matches("runc version ").to_owned())
+        })
+        .unwrap_or_else(|| "version unknown".into());
+    format!("runc {version}")
+}
+
 fn config_toml(dir: &Path, socket: &Path, cni_bin: &Path, cni_conf: &Path) -> String {
     let d = dir.display();
     format!(
@@ -228,6 +249,9 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   netns_mounts_under_state_dir = true
+  # Sandboxes get oom_score_adj -998, which needs CAP_SYS_RESOURCE: bounded to containerd's
+  # own, runc also starts pods where the host withholds that capability.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
