@@ -1,6 +1,6 @@
 //! CRI behaviour cri-tools' critest checks, driven over the socket with the generated client
 //! and checked against the kernel's view: pod sysctls, and a container's masked and
-//! read-only paths.
+//! read-only paths, the user identity in ContainerStatus.
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -455,6 +455,110 @@ fn host_paths_come_from_the_host_with_their_propagation() {
             assert!(e.message().contains("mounts[0].recursive_read_only"), "{e:?}");
         }
 
+        c.runtime
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: sb.clone(),
+            })
+            .await
+            .expect("StopPodSandbox");
+        c.runtime
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: sb })
+            .await
+            .expect("RemovePodSandbox");
+    });
+}
+
+/// The effective uid, gid and the groups of `pid`, read here from /proc.
+fn kernel_identity(pid: i32) -> (i64, i64, Vec<i64>) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    let ids = |name: &str| -> Vec<i64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .expect(name)
+            .split_whitespace()
+            .map(|v| v.parse().expect("an id"))
+            .collect()
+    };
+    (ids("Uid:")[1], ids("Gid:")[1], ids("Groups:"))
+}
+
+#[test]
+fn container_status_reports_the_users_identity_as_the_kernel_has_it() {
+    if !is_root() {
+        return skip("needs root: runs the agent and real pods");
+    }
+    let env = Env::new("cri-user");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, &[]);
+    rt().block_on(async {
+        let mut c = connect(&env.socket).await;
+        let status = c
+            .runtime
+            .status(cri::StatusRequest { verbose: false })
+            .await
+            .expect("Status")
+            .into_inner();
+        assert!(
+            status.features.is_some_and(|f| f.supplemental_groups_policy),
+            "the SupplementalGroupsPolicy feature is announced"
+        );
+        let sb = run_sandbox(&mut c, sandbox_config("who", cri::LinuxPodSandboxConfig::default()))
+            .await
+            .expect("RunPodSandbox");
+        let sc = cri::LinuxContainerSecurityContext {
+            run_as_user: Some(cri::Int64Value { value: 1000 }),
+            run_as_group: Some(cri::Int64Value { value: 3000 }),
+            supplemental_groups: vec![5000, 4000],
+            supplemental_groups_policy: cri::SupplementalGroupsPolicy::Strict as i32,
+            ..Default::default()
+        };
+        let (id, pid) = start(&mut c, &sb, sleeper("who", sc)).await;
+        let (uid, gid, mut groups) = kernel_identity(pid);
+        assert_eq!((uid, gid), (1000, 3000));
+        groups.sort();
+        assert_eq!(groups, [4000, 5000], "Strict: the pod's groups only");
+        let user = |c: &mut Clients| {
+            let id = id.clone();
+            let mut runtime = c.runtime.clone();
+            async move {
+                runtime
+                    .container_status(cri::ContainerStatusRequest {
+                        container_id: id,
+                        verbose: false,
+                    })
+                    .await
+                    .expect("ContainerStatus")
+                    .into_inner()
+                    .status
+                    .expect("status")
+                    .user
+            }
+        };
+        let linux = user(&mut c)
+            .await
+            .and_then(|u| u.linux)
+            .expect("user of a running container");
+        assert_eq!((linux.uid, linux.gid), (uid, gid));
+        let mut reported = linux.supplemental_groups.clone();
+        reported.sort();
+        // What `id -G` shows in the container: its group, then the supplementary ones.
+        assert_eq!(reported, [3000, 4000, 5000]);
+        let (code, out, _) = exec(&mut c, &id, "id -G").await;
+        assert_eq!(code, 0);
+        let mut shown: Vec<i64> = out.split_whitespace().map(|g| g.parse().expect("a gid")).collect();
+        shown.sort();
+        assert_eq!(shown, reported);
+
+        // Stopped: no process, no identity to report.
+        c.runtime
+            .stop_container(cri::StopContainerRequest {
+                container_id: id.clone(),
+                timeout: 0,
+            })
+            .await
+            .expect("StopContainer");
+        assert_eq!(user(&mut c).await, None);
         c.runtime
             .stop_pod_sandbox(cri::StopPodSandboxRequest {
                 pod_sandbox_id: sb.clone(),

@@ -273,7 +273,8 @@ impl RuntimeService for Cri {
         req: cri::ContainerStatusRequest,
     ) -> Result<cri::ContainerStatusResponse, RuntimeError> {
         if let Ok((sandbox_id, c)) = self.pods().container(&req.container_id).await {
-            let status = crate::runtime::cri::status(&c);
+            let mut status = crate::runtime::cri::status(&c);
+            status.user = user_of(&c.files).await;
             let mut info = std::collections::HashMap::new();
             if req.verbose {
                 let files = &c.files;
@@ -307,8 +308,10 @@ impl RuntimeService for Cri {
             });
             info.insert("info".to_string(), v.to_string());
         }
+        let mut status = convert::container_status(&e, &a, spec.as_ref());
+        status.user = user_of(&a.files).await;
         Ok(cri::ContainerStatusResponse {
-            status: Some(convert::container_status(&e, &a, spec.as_ref())),
+            status: Some(status),
             info,
         })
     }
@@ -543,7 +546,10 @@ impl RuntimeService for Cri {
             }),
             info,
             runtime_handlers: super::convert::runtime_handlers(),
-            features: None,
+            // The container's groups follow its SupplementalGroupsPolicy (Merge or Strict).
+            features: Some(cri::RuntimeFeatures {
+                supplemental_groups_policy: true,
+            }),
         })
     }
 
@@ -751,4 +757,26 @@ fn cri_sandbox_input(sb: &crate::runtime::cri::Sandbox) -> SandboxStatsInput {
             .map(|c| (crate::runtime::cri::attributes(c), c.files.clone()))
             .collect(),
     }
+}
+
+/// The identity of a running container's first process as the kernel has it, for
+/// ContainerStatus.user: its user and group, and as supplementary groups what `id -G` shows
+/// in it (its group first among them, as containerd reports them). None when it does not run.
+async fn user_of(files: &crate::runtime::state::ContainerFiles) -> Option<cri::ContainerUser> {
+    let process = files.state.filter(|_| files.exit.is_none())?.process;
+    let id = tokio::task::spawn_blocking(move || process.identity()).await.ok()??;
+    let mut groups = vec![i64::from(id.gid)];
+    groups.extend(
+        id.groups
+            .iter()
+            .map(|&g| i64::from(g))
+            .filter(|&g| g != i64::from(id.gid)),
+    );
+    Some(cri::ContainerUser {
+        linux: Some(cri::LinuxContainerUser {
+            uid: i64::from(id.uid),
+            gid: i64::from(id.gid),
+            supplemental_groups: groups,
+        }),
+    })
 }

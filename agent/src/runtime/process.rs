@@ -53,6 +53,32 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
     })
 }
 
+/// A process's effective user and group and its supplementary groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+/// The effective IDs (the second of the four on the `Uid:` and `Gid:` lines) and `Groups:`
+/// of a `/proc/<pid>/status`.
+pub fn parse_identity(status: &str) -> Option<Identity> {
+    let field = |name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(name)).map(|rest| {
+            rest.split_whitespace()
+                .map(str::parse::<u32>)
+                .collect::<Result<Vec<_>, _>>()
+        })
+    };
+    let effective = |ids: Vec<u32>| ids.get(1).copied();
+    Some(Identity {
+        uid: effective(field("Uid:")?.ok()?)?,
+        gid: effective(field("Gid:")?.ok()?)?,
+        groups: field("Groups:")?.ok()?,
+    })
+}
+
 /// Read the stat of `pid`; `None` if there is no such process.
 pub fn stat(pid: i32) -> Option<ProcStat> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -77,6 +103,15 @@ impl ProcessId {
     pub fn is_alive(&self) -> bool {
         matches!(stat(self.pid), Some(st) if st.start_time == self.start_time
             && st.state != 'Z' && st.state != 'X' && st.flags & PF_EXITING == 0)
+    }
+
+    /// The credentials the kernel gives this process (`/proc/<pid>/status`): the user and
+    /// group it runs as and its supplementary groups. `None` once it is gone or the PID is
+    /// someone else's (checked after the read, so the answer is this process's).
+    pub fn identity(&self) -> Option<Identity> {
+        let text = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        let id = parse_identity(&text)?;
+        self.is_alive().then_some(id)
     }
 
     /// Open a pidfd on this process. `Ok(None)` when it is gone or the PID now belongs to
@@ -225,6 +260,23 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn identity_is_the_effective_ids_and_the_groups() {
+        let status =
+            "Name:\tsh\nUid:\t1000\t1001\t1002\t1003\nGid:\t50\t51\t52\t53\nGroups:\t4 1234 50000 \nNSpid:\t7\n";
+        assert_eq!(
+            parse_identity(status),
+            Some(Identity {
+                uid: 1001,
+                gid: 51,
+                groups: vec![4, 1234, 50000]
+            })
+        );
+        let none = "Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\t\n";
+        assert_eq!(parse_identity(none).map(|i| i.groups), Some(vec![]));
+        assert_eq!(parse_identity("Uid:\t0\t0\t0\t0\n"), None);
+    }
 
     #[test]
     fn stat_parsing_survives_odd_command_names() {
