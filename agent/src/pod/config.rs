@@ -48,7 +48,7 @@ impl PodPlan {
     }
 }
 
-fn spec(pod: &Pod) -> &PodSpec {
+pub(super) fn spec(pod: &Pod) -> &PodSpec {
     static EMPTY: std::sync::OnceLock<PodSpec> = std::sync::OnceLock::new();
     pod.spec.as_ref().unwrap_or_else(|| EMPTY.get_or_init(PodSpec::default))
 }

@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use minilet_proto::runtime::v1 as cri;
 
 use super::command;
-use super::config::{ContainerInputs, PodPlan, environment, merged_security_context, pod_hostname, resolv_conf};
+use super::config::{ContainerInputs, PodPlan, environment, merged_security_context, pod_hostname, resolv_conf, spec};
 use super::node::NodeInfo;
 use super::qos;
 use crate::cgroups::Resources;
@@ -36,10 +36,6 @@ pub struct SandboxInputs<'a> {
     pub attempt: u32,
     /// The node's pod log root (`--log-dir`); the pod's directory is made under it.
     pub log_root: &'a std::path::Path,
-}
-
-fn spec(pod: &Pod) -> PodSpec {
-    pod.spec.clone().unwrap_or_default()
 }
 
 fn name(pod: &Pod) -> String {
@@ -77,17 +73,12 @@ pub fn pod_annotations(pod: &Pod, uid: &str) -> HashMap<String, String> {
 
 /// `resolv.conf` text as the CRI's DnsConfig (servers, searches, options as `name[:value]`).
 fn dns_config(resolv: &str) -> cri::DnsConfig {
-    let mut d = cri::DnsConfig::default();
-    for line in resolv.lines() {
-        let mut words = line.split_whitespace();
-        match words.next() {
-            Some("nameserver") => d.servers.extend(words.next().map(str::to_string)),
-            Some("search") => d.searches = words.map(str::to_string).collect(),
-            Some("options") => d.options = words.map(str::to_string).collect(),
-            _ => {}
-        }
+    let dns = crate::runtime::network::Dns::from_resolv_conf(resolv).unwrap_or_default();
+    cri::DnsConfig {
+        servers: dns.servers,
+        searches: dns.searches,
+        options: dns.options,
     }
-    d
 }
 
 fn protocol(p: Option<&str>) -> i32 {
@@ -154,6 +145,29 @@ pub fn linux_resources(r: &Resources) -> cri::LinuxContainerResources {
     }
 }
 
+/// The pod's supplemental groups with its fsGroup, as the kubelet passes them.
+fn supplemental_groups(spec: &PodSpec) -> Vec<i64> {
+    let psc = spec.security_context.as_ref();
+    psc.and_then(|p| p.supplemental_groups.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(psc.and_then(|p| p.fs_group))
+        .collect()
+}
+
+fn supplemental_groups_policy(spec: &PodSpec) -> i32 {
+    let strict = spec
+        .security_context
+        .as_ref()
+        .and_then(|p| p.supplemental_groups_policy.as_deref())
+        == Some("Strict");
+    if strict {
+        cri::SupplementalGroupsPolicy::Strict as i32
+    } else {
+        cri::SupplementalGroupsPolicy::Merge as i32
+    }
+}
+
 /// The pod's security context as the sandbox's.
 fn sandbox_security_context(spec: &PodSpec) -> cri::LinuxSandboxSecurityContext {
     let psc = spec.security_context.clone().unwrap_or_default();
@@ -166,18 +180,8 @@ fn sandbox_security_context(spec: &PodSpec) -> cri::LinuxSandboxSecurityContext 
         namespace_options: Some(namespace_options(spec)),
         run_as_user: psc.run_as_user.map(|value| cri::Int64Value { value }),
         run_as_group: psc.run_as_group.map(|value| cri::Int64Value { value }),
-        supplemental_groups: psc
-            .supplemental_groups
-            .iter()
-            .flatten()
-            .copied()
-            .chain(psc.fs_group)
-            .collect(),
-        supplemental_groups_policy: if psc.supplemental_groups_policy.as_deref() == Some("Strict") {
-            cri::SupplementalGroupsPolicy::Strict as i32
-        } else {
-            cri::SupplementalGroupsPolicy::Merge as i32
-        },
+        supplemental_groups: supplemental_groups(spec),
+        supplemental_groups_policy: supplemental_groups_policy(spec),
         privileged,
         ..Default::default()
     }
@@ -212,16 +216,16 @@ pub fn pod_sandbox_config(i: &SandboxInputs) -> cri::PodSandboxConfig {
             .display()
             .to_string(),
         dns_config: Some(dns_config(&resolv_conf(i.pod, &i.node.resolv_conf))),
-        port_mappings: port_mappings(&spec),
+        port_mappings: port_mappings(spec),
         labels: pod_labels(i.pod, i.uid),
         annotations: pod_annotations(i.pod, i.uid),
         linux: Some(cri::LinuxPodSandboxConfig {
             // Absolute, as the kubelet's cgroupfs parent is; the runtime places it under its own.
             cgroup_parent: format!("/{}", i.plan.cgroup),
-            security_context: Some(sandbox_security_context(&spec)),
+            security_context: Some(sandbox_security_context(spec)),
             sysctls,
             overhead: None,
-            resources: Some(linux_resources(&qos::pod_resources(&spec, i.plan.qos))),
+            resources: Some(linux_resources(&qos::pod_resources(spec, i.plan.qos))),
         }),
         windows: None,
     }
@@ -297,7 +301,7 @@ pub fn container_config(
 ) -> Result<cri::ContainerConfig, String> {
     let c = i.container;
     let spec = spec(i.pod);
-    let sc = merged_security_context(&spec, c);
+    let sc = merged_security_context(spec, c);
     let (_, pod_env) = environment(i.pod, c, node, i.pod_ips, &i.image.config.env, &i.plan.hostname)?;
     let runtime_supplied = [
         layout.etc_file(i.uid, "hostname"),
@@ -319,10 +323,9 @@ pub fn container_config(
         .collect();
     let privileged = sc.privileged == Some(true);
     let caps = sc.capabilities.clone().unwrap_or_default();
-    let psc = spec.security_context.clone().unwrap_or_default();
-    let seccomp = super::security::seccomp_request(&spec, c, seccomp_args)?;
+    let seccomp = super::security::seccomp_request(spec, c, seccomp_args)?;
     let mut resources = linux_resources(&qos::container_resources(c));
-    resources.oom_score_adj = i64::from(qos::oom_score_adj(&spec, i.plan.qos, c, node.memory_bytes));
+    resources.oom_score_adj = i64::from(qos::oom_score_adj(spec, i.plan.qos, c, node.memory_bytes));
     let default_paths = |paths: &[&str]| -> Vec<String> {
         if privileged {
             Vec::new()
@@ -348,7 +351,7 @@ pub fn container_config(
             .collect(),
         mounts,
         labels: container_labels(i.pod, i.uid, &c.name),
-        annotations: container_annotations(Some(&spec), Some(c), i.attempt),
+        annotations: container_annotations(Some(spec), Some(c), i.attempt),
         log_path: relative_log_path(&c.name, i.attempt),
         stdin: c.stdin == Some(true),
         stdin_once: c.stdin_once == Some(true),
@@ -362,18 +365,12 @@ pub fn container_config(
                     add_ambient_capabilities: Vec::new(),
                 }),
                 privileged,
-                namespace_options: Some(namespace_options(&spec)),
+                namespace_options: Some(namespace_options(spec)),
                 run_as_user: sc.run_as_user.map(|value| cri::Int64Value { value }),
                 run_as_group: sc.run_as_group.map(|value| cri::Int64Value { value }),
                 readonly_rootfs: sc.read_only_root_filesystem == Some(true),
-                supplemental_groups: psc
-                    .supplemental_groups
-                    .iter()
-                    .flatten()
-                    .copied()
-                    .chain(psc.fs_group)
-                    .collect(),
-                supplemental_groups_policy: sandbox_security_context(&spec).supplemental_groups_policy,
+                supplemental_groups: supplemental_groups(spec),
+                supplemental_groups_policy: supplemental_groups_policy(spec),
                 no_new_privs: sc.allow_privilege_escalation == Some(false),
                 masked_paths: default_paths(crate::runtime::rootfs::MASKED_PATHS),
                 readonly_paths: default_paths(crate::runtime::rootfs::READONLY_PATHS),
@@ -438,7 +435,7 @@ mod tests {
         let mut diffs = Vec::new();
         let read_ports: Vec<PortMapping> = read.host_ports.iter().map(PortMapping::from).collect();
         if read_ports != today.network.port_mappings {
-            let sidecars = super::super::host_ports::forwarded(&spec(&p)).len();
+            let sidecars = super::super::host_ports::forwarded(spec(&p)).len();
             assert!(
                 sidecars > read_ports.len(),
                 "host ports differ other than by sidecars: {read_ports:?} vs {:?}",
