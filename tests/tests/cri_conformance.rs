@@ -51,6 +51,20 @@ async fn run_sandbox(c: &mut Clients, config: cri::PodSandboxConfig) -> Result<S
         .map(|r| r.into_inner().pod_sandbox_id)
 }
 
+/// StopPodSandbox, then RemovePodSandbox.
+async fn remove_sandbox(c: &mut Clients, sb: String) {
+    c.runtime
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: sb.clone(),
+        })
+        .await
+        .expect("StopPodSandbox");
+    c.runtime
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: sb })
+        .await
+        .expect("RemovePodSandbox");
+}
+
 /// The `pid` of a sandbox's pause or of a container, from the verbose status.
 fn pid_of(info: &str) -> i32 {
     let v: serde_json::Value = serde_json::from_str(info).expect("verbose info is JSON");
@@ -455,16 +469,7 @@ fn host_paths_come_from_the_host_with_their_propagation() {
             assert!(e.message().contains("mounts[0].recursive_read_only"), "{e:?}");
         }
 
-        c.runtime
-            .stop_pod_sandbox(cri::StopPodSandboxRequest {
-                pod_sandbox_id: sb.clone(),
-            })
-            .await
-            .expect("StopPodSandbox");
-        c.runtime
-            .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: sb })
-            .await
-            .expect("RemovePodSandbox");
+        remove_sandbox(&mut c, sb).await;
     });
 }
 
@@ -481,6 +486,20 @@ fn kernel_identity(pid: i32) -> (i64, i64, Vec<i64>) {
             .collect()
     };
     (ids("Uid:")[1], ids("Gid:")[1], ids("Groups:"))
+}
+
+async fn container_user(c: &mut Clients, id: &str) -> Option<cri::ContainerUser> {
+    c.runtime
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: false,
+        })
+        .await
+        .expect("ContainerStatus")
+        .into_inner()
+        .status
+        .expect("status")
+        .user
 }
 
 #[test]
@@ -518,24 +537,7 @@ fn container_status_reports_the_users_identity_as_the_kernel_has_it() {
         assert_eq!((uid, gid), (1000, 3000));
         groups.sort();
         assert_eq!(groups, [4000, 5000], "Strict: the pod's groups only");
-        let user = |c: &mut Clients| {
-            let id = id.clone();
-            let mut runtime = c.runtime.clone();
-            async move {
-                runtime
-                    .container_status(cri::ContainerStatusRequest {
-                        container_id: id,
-                        verbose: false,
-                    })
-                    .await
-                    .expect("ContainerStatus")
-                    .into_inner()
-                    .status
-                    .expect("status")
-                    .user
-            }
-        };
-        let linux = user(&mut c)
+        let linux = container_user(&mut c, &id)
             .await
             .and_then(|u| u.linux)
             .expect("user of a running container");
@@ -558,16 +560,7 @@ fn container_status_reports_the_users_identity_as_the_kernel_has_it() {
             })
             .await
             .expect("StopContainer");
-        assert_eq!(user(&mut c).await, None);
-        c.runtime
-            .stop_pod_sandbox(cri::StopPodSandboxRequest {
-                pod_sandbox_id: sb.clone(),
-            })
-            .await
-            .expect("StopPodSandbox");
-        c.runtime
-            .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: sb })
-            .await
-            .expect("RemovePodSandbox");
+        assert_eq!(container_user(&mut c, &id).await, None);
+        remove_sandbox(&mut c, sb).await;
     });
 }
