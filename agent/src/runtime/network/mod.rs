@@ -215,30 +215,26 @@ impl Network {
         if !self.enabled() {
             return Ok("--network=none: pods get their own network namespace with loopback only; hostNetwork pods use the node's".into());
         }
-        let (what, kinds) = match conf::load_first(&self.config.conf_dir).map_err(|e| e.to_string())? {
+        let (what, list) = match conf::load_first(&self.config.conf_dir).map_err(|e| e.to_string())? {
             Some(list) => (
                 format!("CNI network {:?} from {}", list.name, list.source.display()),
-                list.plugins
-                    .iter()
-                    .map(|p| NetworkList::plugin_type(p).to_string())
-                    .collect::<Vec<_>>(),
+                list,
             ),
-            None => (
-                format!(
+            None => {
+                // What network_list() would write, read without writing it.
+                let text = conf::default_list(&self.dir.join("host-local"), &self.config.pod_cidr).to_string();
+                let list = NetworkList::parse(&self.dir.join("default.conflist"), text.as_bytes())
+                    .map_err(|e| e.to_string())?;
+                let what = format!(
                     "minilet's default CNI network (bridge {}, {}; {} has no configuration)",
                     conf::DEFAULT_BRIDGE,
                     self.config.pod_cidr,
                     self.config.conf_dir.display()
-                ),
-                conf::default_list(&self.dir.join("host-local"), &self.config.pod_cidr)["plugins"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|p| p["type"].as_str().map(str::to_string))
-                    .collect(),
-            ),
+                );
+                (what, list)
+            }
         };
-        for kind in &kinds {
+        for kind in list.plugins.iter().map(NetworkList::plugin_type) {
             plugin::find(kind, &self.config.bin_dirs).map_err(|e| format!("{what}: {e}"))?;
         }
         Ok(what)
