@@ -356,14 +356,20 @@ fn exec_without_and_with_a_terminal() {
 
     // With a terminal: an interactive shell on a pty of the container's own.
     let mut term = Pty::spawn(n.command(&["exec", "-it", &ctr, "sh"]));
-    term.type_text("tty; hostname; echo pid=$$\n");
-    let (tty, shell_pid) = term.read_until("the shell's tty, hostname and PID", Duration::from_secs(20), |t| {
-        let lines: Vec<&str> = t.lines().map(str::trim).collect();
-        let tty = lines.iter().find(|l| l.starts_with("/dev/pts/"))?;
-        lines.iter().any(|l| *l == "exec-host").then_some(())?;
-        let pid: i32 = lines.iter().find_map(|l| l.strip_prefix("pid=")?.parse().ok())?;
-        Some((tty.to_string(), pid))
-    });
+    term.type_text("tty; hostname; stty size; echo pid=$$\n");
+    let (tty, shell_pid) = term.read_until(
+        "the shell's tty, hostname, size and PID",
+        Duration::from_secs(20),
+        |t| {
+            let lines: Vec<&str> = t.lines().map(str::trim).collect();
+            let tty = lines.iter().find(|l| l.starts_with("/dev/pts/"))?;
+            lines.contains(&"exec-host").then_some(())?;
+            // The size of crictl's terminal (Pty's 80x24) is the container terminal's.
+            lines.contains(&"24 80").then_some(())?;
+            let pid: i32 = lines.iter().find_map(|l| l.strip_prefix("pid=")?.parse().ok())?;
+            Some((tty.to_string(), pid))
+        },
+    );
     // The kernel's view: that shell (its PID in the pod's PID namespace) is in the
     // container's cgroup and namespaces, with that terminal as its stdin.
     let host_pid = process_cgroup_dirs(main)
