@@ -275,7 +275,18 @@ fn runp_create_start_update_stop_rm_stopp_rmp() {
     let limit = (96u64 << 20).to_string();
     n.ok("update", &["update", "--memory", &limit, &ctr]);
     let set = process_cgroup_file(pid, "memory.max").or_else(|| process_cgroup_file(pid, "memory.limit_in_bytes"));
-    assert_eq!(set, Some(limit), "crictl update --memory: the container's cgroup");
+    assert_eq!(
+        set.as_ref(),
+        Some(&limit),
+        "crictl update --memory: the container's cgroup"
+    );
+    // And inspect reports it (protobuf's JSON writes an int64 as a string).
+    let c = n.inspect(&ctr);
+    let reported = &c["status"]["resources"]["linux"]["memoryLimitInBytes"];
+    assert!(
+        reported.as_str() == Some(limit.as_str()) || reported.as_u64() == Some(96 << 20),
+        "crictl inspect after update: {c}"
+    );
 
     // stop: it ignores SIGTERM, so the timeout ends in SIGKILL; EXITED with 137.
     n.ok("stop", &["stop", "--timeout", "1", &ctr]);
