@@ -181,3 +181,41 @@ fn a_container_that_cannot_start_reports_why() {
         "{exit}"
     );
 }
+
+#[test]
+fn a_static_pods_pause_runs_as_the_pods_user() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("pauseuser");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, &[]);
+    env.write_manifest(
+        "u.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: u}\nspec:\n  shareProcessNamespace: true\n  securityContext: {runAsUser: 1000, runAsGroup: 3000, supplementalGroups: [4000], fsGroup: 2000}\n  containers:\n  - name: c\n    image: localhost/busybox:latest\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '1000']\n",
+    );
+    let pod = env.wait_running(&static_pod_name("u"), &["c"]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pod.pause())).unwrap();
+    let field = |name: &str| -> Vec<u32> {
+        let mut ids: Vec<u32> = status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} in {status}"))
+            .split_whitespace()
+            .map(|v| v.parse().unwrap())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(field("Uid:"), [1000; 4], "{status}");
+    assert_eq!(field("Gid:"), [3000; 4], "{status}");
+    assert_eq!(
+        field("Groups:"),
+        [2000, 4000],
+        "supplemental groups and fsGroup: {status}"
+    );
+    // The kubelet asks for the runtime's default seccomp profile for every sandbox.
+    assert!(status.lines().any(|l| l == "Seccomp:\t2"), "{status}");
+    // The container joined the pod's PID namespace owned by that pause.
+    assert_eq!(ns(pod.pid("c"), "pid"), ns(pod.pause(), "pid"));
+}

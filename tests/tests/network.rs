@@ -508,7 +508,7 @@ fn cri_sandboxes_get_an_address_until_they_are_stopped() {
     }
     let (ns, mut env, conf) = cni_node("cri");
     let mut agent = start(&mut env, &ns, &cni_flags(&conf));
-    let request = sandbox_request(
+    let mut request = sandbox_request(
         "crisb",
         vec![cri::PortMapping {
             protocol: cri::Protocol::Tcp as i32,
@@ -517,6 +517,16 @@ fn cri_sandboxes_get_an_address_until_they_are_stopped() {
             host_ip: String::new(),
         }],
     );
+    // A pause that is not root: the agent sets the network up through it all the same.
+    if let Some(config) = request.config.as_mut() {
+        config.linux = Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                run_as_user: Some(cri::Int64Value { value: 65534 }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
     rt().block_on(async {
         let mut c = connect(&env.socket).await;
         let id = c
@@ -550,6 +560,16 @@ fn cri_sandboxes_get_an_address_until_they_are_stopped() {
         assert_eq!(ns.veths().len(), 1);
         let hosts = std::fs::read_to_string(env.root.join("sandboxes").join(&id).join("etc/hosts")).unwrap();
         assert!(hosts.contains(&format!("{ip}\tcrisb\n")), "{hosts}");
+        let state: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(env.root.join("sandboxes").join(&id).join("sandbox.json")).expect("sandbox.json"),
+        )
+        .expect("JSON");
+        let pause = state["pause"]["pid"].as_i64().expect("pause pid");
+        let pause_status = std::fs::read_to_string(format!("/proc/{pause}/status")).expect("pause status");
+        assert!(
+            pause_status.lines().any(|l| l.starts_with("Uid:\t65534\t")),
+            "{pause_status}"
+        );
         // Its port mapping went to portmap: the node's NAT table forwards the host port.
         let nat = ns.ok(&["iptables-save", "-t", "nat"]);
         assert!(

@@ -18,8 +18,8 @@ use crate::quantity::Quantity;
 use crate::runtime::capabilities;
 use crate::runtime::container::ContainerConfig;
 use crate::runtime::network::{Bandwidth, Dns, PodNetwork, PortMapping};
-use crate::runtime::sandbox::{EtcFiles, NO_POD_IP, SandboxConfig};
-use crate::runtime::seccomp::SeccompArgs;
+use crate::runtime::sandbox::{EtcFiles, NO_POD_IP, PauseSecurity, SandboxConfig};
+use crate::runtime::seccomp::{self, SeccompArgs};
 use crate::runtime::spec::{BindMount, ProcessSpec, SandboxNamespaces, StdioSpec, UserSpec};
 use crate::runtime::state::Layout;
 
@@ -129,7 +129,58 @@ pub fn sandbox_config(
             ..pod_network(pod, uid)
         },
         sysctls,
+        pause: pause_security(spec),
     })
+}
+
+/// The pause as the kubelet's sandbox security context asks containerd to run it: as the
+/// pod's runAsUser/runAsGroup with its supplemental groups and fsGroup, under the runtime's
+/// default seccomp profile (the kubelet always asks for it for the sandbox), which a pod
+/// with a privileged container does not get.
+fn pause_security(spec: &PodSpec) -> PauseSecurity {
+    let psc = spec.security_context.as_ref();
+    let (supplemental_groups, strict_groups) = pod_groups(spec);
+    PauseSecurity {
+        user: UserSpec {
+            uid: psc.and_then(|p| p.run_as_user).map(|u| u as u32),
+            gid: psc.and_then(|p| p.run_as_group).map(|g| g as u32),
+            image_user: String::new(),
+            supplemental_groups,
+            strict_groups,
+        },
+        seccomp: if has_privileged_container(spec) {
+            seccomp::Request::Unconfined
+        } else {
+            seccomp::Request::RuntimeDefault
+        },
+    }
+}
+
+/// Whether any container of the pod is privileged (the kubelet's HasPrivilegedContainer).
+pub(super) fn has_privileged_container(spec: &PodSpec) -> bool {
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .any(|c| c.security_context.as_ref().and_then(|s| s.privileged) == Some(true))
+}
+
+/// The pod's supplemental groups with its fsGroup, and whether its policy is Strict: what
+/// its pause and every container are given.
+fn pod_groups(spec: &PodSpec) -> (Vec<u32>, bool) {
+    let psc = spec.security_context.as_ref();
+    let groups = psc
+        .map(|p| {
+            p.supplemental_groups
+                .iter()
+                .flatten()
+                .copied()
+                .chain(p.fs_group)
+                .map(|g| g as u32)
+                .collect()
+        })
+        .unwrap_or_default();
+    let strict = psc.and_then(|p| p.supplemental_groups_policy.as_deref()) == Some("Strict");
+    (groups, strict)
 }
 
 /// Who the pod is for its CNI plugins, the hostPorts of its containers (portMappings) and
@@ -307,28 +358,13 @@ pub fn container_config(
     }
     let args = command::expand_args(&argv, &pod_env);
 
+    let (supplemental_groups, strict_groups) = pod_groups(pod_spec);
     let user = UserSpec {
         uid: sc.run_as_user.map(|u| u as u32),
         gid: sc.run_as_group.map(|g| g as u32),
         image_user: i.image.config.user.clone(),
-        supplemental_groups: pod_spec
-            .security_context
-            .as_ref()
-            .map(|p| {
-                p.supplemental_groups
-                    .iter()
-                    .flatten()
-                    .copied()
-                    .chain(p.fs_group)
-                    .map(|g| g as u32)
-                    .collect()
-            })
-            .unwrap_or_default(),
-        strict_groups: pod_spec
-            .security_context
-            .as_ref()
-            .and_then(|p| p.supplemental_groups_policy.as_deref())
-            == Some("Strict"),
+        supplemental_groups,
+        strict_groups,
     };
     if sc.run_as_non_root == Some(true) {
         check_non_root(&user)?;
@@ -738,15 +774,15 @@ fn create_file(path: &Path, mode: u32) -> Result<(), String> {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn pod(yaml: &str) -> Pod {
         serde_yaml::from_str(yaml).unwrap()
     }
 
-    /// A node for configuration tests (cri_config's too).
-    pub(in crate::pod) fn node() -> NodeInfo {
+    /// A node for configuration tests (cri_config's and the CRI translator's too).
+    pub(crate) fn node() -> NodeInfo {
         NodeInfo {
             name: "node1".into(),
             host_ip: Some("10.0.0.5".into()),

@@ -171,18 +171,16 @@ fn supplemental_groups_policy(spec: &PodSpec) -> i32 {
 /// The pod's security context as the sandbox's.
 fn sandbox_security_context(spec: &PodSpec) -> cri::LinuxSandboxSecurityContext {
     let psc = spec.security_context.clone().unwrap_or_default();
-    let privileged = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .any(|c| c.security_context.as_ref().and_then(|s| s.privileged) == Some(true));
     cri::LinuxSandboxSecurityContext {
         namespace_options: Some(namespace_options(spec)),
         run_as_user: psc.run_as_user.map(|value| cri::Int64Value { value }),
         run_as_group: psc.run_as_group.map(|value| cri::Int64Value { value }),
         supplemental_groups: supplemental_groups(spec),
         supplemental_groups_policy: supplemental_groups_policy(spec),
-        privileged,
+        privileged: super::config::has_privileged_container(spec),
+        // The kubelet always asks for the runtime's default profile for the sandbox, so the
+        // pod's own profile may be as strict as it likes without breaking the pause.
+        seccomp: Some(security_profile(&seccomp::Request::RuntimeDefault)),
         ..Default::default()
     }
 }
@@ -432,6 +430,7 @@ mod tests {
             v
         };
         assert_eq!(sorted(read.sysctls.clone()), sorted(today.sysctls.clone()), "sysctls");
+        assert_eq!(read.pause, today.pause, "the pause's user, groups and seccomp");
         let mut diffs = Vec::new();
         let read_ports: Vec<PortMapping> = read.host_ports.iter().map(PortMapping::from).collect();
         if read_ports != today.network.port_mappings {
@@ -545,6 +544,44 @@ spec:
   dnsConfig: {nameservers: [10.0.0.2, 9.9.9.9], options: [{name: ndots, value: '1'}]}
   containers: [{name: a, image: busybox}]";
         assert_eq!(compare(merged), []);
+    }
+
+    #[test]
+    fn the_runtime_runs_the_pause_as_the_static_path_does() {
+        let user = "metadata: {name: u}
+spec:
+  securityContext: {runAsUser: 1000, runAsGroup: 3000, supplementalGroups: [4000], fsGroup: 2000, supplementalGroupsPolicy: Strict}
+  containers: [{name: a, image: busybox}]";
+        assert_eq!(compare(user), []);
+        let p = pod(user);
+        let plan = PodPlan::new(&p, "u1");
+        let layout = Layout::new(std::path::Path::new("/nonexistent/minilet-root"));
+        let pause = super::super::config::sandbox_config(&layout, &p, "u1", &plan, &node())
+            .expect("config")
+            .pause;
+        assert_eq!((pause.user.uid, pause.user.gid), (Some(1000), Some(3000)));
+        let mut groups = pause.user.supplemental_groups.clone();
+        groups.sort();
+        assert_eq!(groups, [2000, 4000], "supplemental groups and fsGroup");
+        assert!(pause.user.strict_groups);
+        assert_eq!(
+            pause.seccomp,
+            seccomp::Request::RuntimeDefault,
+            "the kubelet's sandbox profile"
+        );
+        // A privileged container makes the sandbox privileged: an unconfined pause.
+        let privileged = "metadata: {name: p}
+spec:
+  initContainers: [{name: i, image: busybox, securityContext: {privileged: true}}]
+  containers: [{name: a, image: busybox}]";
+        assert_eq!(compare(privileged), []);
+        let p = pod(privileged);
+        let plan = PodPlan::new(&p, "u1");
+        let pause = super::super::config::sandbox_config(&layout, &p, "u1", &plan, &node())
+            .expect("config")
+            .pause;
+        assert_eq!(pause.seccomp, seccomp::Request::Unconfined);
+        assert_eq!(pause.user.uid, None, "root without runAsUser");
     }
 
     #[test]

@@ -74,6 +74,7 @@ impl CriPods {
                 dns: crate::runtime::network::Dns::from_resolv_conf(&plan.resolv_conf),
             },
             sysctls: plan.sysctls.clone(),
+            pause: plan.pause.clone(),
         };
         let rt = self.rt.clone();
         let prepared = {

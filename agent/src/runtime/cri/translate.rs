@@ -13,6 +13,7 @@ use crate::pod::command;
 use crate::runtime::RuntimeError;
 use crate::runtime::container::ContainerConfig;
 use crate::runtime::host_ports::{HostPort, Protocol};
+use crate::runtime::sandbox::PauseSecurity;
 use crate::runtime::spec::{
     BindMount, HostTree, KernelPaths, ProcessSpec, Propagation, SandboxNamespaces, StdioSpec, UserSpec,
 };
@@ -33,6 +34,7 @@ pub struct SandboxPlan {
     /// `--network=none`.
     pub host_ports: Vec<HostPort>,
     pub sysctls: Vec<crate::runtime::sysctl::Sysctl>,
+    pub pause: PauseSecurity,
 }
 
 fn invalid(msg: impl Into<String>) -> RuntimeError {
@@ -172,6 +174,7 @@ pub fn sandbox(config: &cri::PodSandboxConfig, node: &crate::pod::node::NodeInfo
         Some(r) => resources(r, "linux.resources")?.0,
         None => Resources::default(),
     };
+    let pause = pause_security(&sc)?;
     Ok(SandboxPlan {
         cgroup: pod_cgroup(&linux.cgroup_parent, uid)?,
         namespaces,
@@ -182,6 +185,61 @@ pub fn sandbox(config: &cri::PodSandboxConfig, node: &crate::pod::node::NodeInfo
         resources,
         host_ports,
         sysctls,
+        pause,
+    })
+}
+
+/// What the sandbox's security context asks of its pause, containerd's way: it runs as
+/// `run_as_user`:`run_as_group` with the supplemental groups, confined by `seccomp` unless
+/// the sandbox is privileged. The pause has no root filesystem of its own (it runs from the
+/// node's), so a read-only one cannot be given and is refused.
+fn pause_security(sc: &cri::LinuxSandboxSecurityContext) -> Result<PauseSecurity, RuntimeError> {
+    const FIELD: &str = "linux.security_context";
+    let id = |v: i64, field: &str| {
+        u32::try_from(v)
+            .ok()
+            .filter(|id| *id != u32::MAX)
+            .ok_or_else(|| invalid(format!("{FIELD}.{field}: {v} is not a valid ID (0-4294967294)")))
+    };
+    if sc.readonly_rootfs {
+        return Err(invalid(format!(
+            "{FIELD}.readonly_rootfs: the pause runs from the node's filesystem, not an image, and cannot be given a read-only root"
+        )));
+    }
+    if sc.run_as_group.is_some() && sc.run_as_user.is_none() {
+        return Err(invalid(format!(
+            "{FIELD}.run_as_group is only allowed with run_as_user"
+        )));
+    }
+    check_apparmor(sc.apparmor.as_ref(), "")?;
+    let supplemental_groups = sc
+        .supplemental_groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| id(*g, &format!("supplemental_groups[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let seccomp = seccomp_request(sc.seccomp.as_ref(), &sc.seccomp_profile_path)?;
+    Ok(PauseSecurity {
+        user: UserSpec {
+            uid: sc
+                .run_as_user
+                .as_ref()
+                .map(|u| id(u.value, "run_as_user"))
+                .transpose()?,
+            gid: sc
+                .run_as_group
+                .as_ref()
+                .map(|g| id(g.value, "run_as_group"))
+                .transpose()?,
+            image_user: String::new(),
+            supplemental_groups,
+            strict_groups: sc.supplemental_groups_policy == cri::SupplementalGroupsPolicy::Strict as i32,
+        },
+        seccomp: if sc.privileged {
+            seccomp::Request::Unconfined
+        } else {
+            seccomp
+        },
     })
 }
 
@@ -649,6 +707,108 @@ mod tests {
             container_port,
             host_port,
             host_ip: String::new(),
+        }
+    }
+
+    fn sandbox_with(sc: cri::LinuxSandboxSecurityContext) -> Result<SandboxPlan, RuntimeError> {
+        let config = cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: "p".into(),
+                uid: "u".into(),
+                namespace: "n".into(),
+                attempt: 0,
+            }),
+            linux: Some(cri::LinuxPodSandboxConfig {
+                security_context: Some(sc),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        sandbox(&config, &crate::pod::config::tests::node())
+    }
+
+    #[test]
+    fn the_pause_gets_the_sandboxs_user_groups_and_seccomp() {
+        use cri::security_profile::ProfileType;
+        let runtime_default = Some(cri::SecurityProfile {
+            profile_type: ProfileType::RuntimeDefault as i32,
+            localhost_ref: String::new(),
+        });
+        let plan = sandbox_with(cri::LinuxSandboxSecurityContext {
+            run_as_user: Some(cri::Int64Value { value: 1000 }),
+            run_as_group: Some(cri::Int64Value { value: 3000 }),
+            supplemental_groups: vec![4000, 5000],
+            seccomp: runtime_default.clone(),
+            ..Default::default()
+        })
+        .expect("plan");
+        assert_eq!(
+            (
+                plan.pause.user.uid,
+                plan.pause.user.gid,
+                plan.pause.user.supplemental_groups.as_slice()
+            ),
+            (Some(1000), Some(3000), [4000, 5000].as_slice())
+        );
+        assert_eq!(plan.pause.user.image_user, "", "the pause has no image user");
+        assert_eq!(plan.pause.seccomp, seccomp::Request::RuntimeDefault);
+        let privileged = sandbox_with(cri::LinuxSandboxSecurityContext {
+            privileged: true,
+            seccomp: runtime_default,
+            ..Default::default()
+        })
+        .expect("plan");
+        assert_eq!(privileged.pause.seccomp, seccomp::Request::Unconfined, "privileged");
+        assert_eq!(
+            sandbox_with(Default::default()).expect("plan").pause,
+            PauseSecurity::default(),
+            "nothing asked: root, unconfined"
+        );
+    }
+
+    #[test]
+    fn sandbox_security_fields_the_pause_cannot_take_are_refused_by_name() {
+        for (sc, field) in [
+            (
+                cri::LinuxSandboxSecurityContext {
+                    readonly_rootfs: true,
+                    ..Default::default()
+                },
+                "linux.security_context.readonly_rootfs",
+            ),
+            (
+                cri::LinuxSandboxSecurityContext {
+                    run_as_group: Some(cri::Int64Value { value: 5 }),
+                    ..Default::default()
+                },
+                "linux.security_context.run_as_group",
+            ),
+            (
+                cri::LinuxSandboxSecurityContext {
+                    run_as_user: Some(cri::Int64Value { value: -1 }),
+                    ..Default::default()
+                },
+                "linux.security_context.run_as_user: -1",
+            ),
+            (
+                cri::LinuxSandboxSecurityContext {
+                    supplemental_groups: vec![1, 1 << 40],
+                    ..Default::default()
+                },
+                "linux.security_context.supplemental_groups[1]",
+            ),
+            (
+                cri::LinuxSandboxSecurityContext {
+                    seccomp_profile_path: "relative.json".into(),
+                    ..Default::default()
+                },
+                "seccomp_profile_path",
+            ),
+        ] {
+            match sandbox_with(sc) {
+                Err(RuntimeError::InvalidArgument(msg)) => assert!(msg.contains(field), "{msg}"),
+                other => panic!("{field}: {other:?}"),
+            }
         }
     }
 
