@@ -1,6 +1,6 @@
 //! CRI behaviour cri-tools' critest checks, driven over the socket with the generated client
 //! and checked against the kernel's view: pod sysctls, and a container's masked and
-//! read-only paths, the user identity in ContainerStatus, the sandbox's user for its pause.
+//! read-only paths, the user identity in ContainerStatus, the sandbox's user for its pause, HOSTNAME.
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -734,5 +734,51 @@ fn sandbox_security_fields_the_pause_cannot_take_are_refused_and_leave_nothing()
             .map(|d| d.count())
             .unwrap_or(0);
         assert_eq!(left, 0, "nothing is made for a refused sandbox");
+    });
+}
+
+/// The environment of `pid`, as the kernel holds it.
+fn environ(pid: i32) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).expect("read environ");
+    raw.split(|b| *b == 0)
+        .filter(|v| !v.is_empty())
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+#[test]
+fn containers_get_the_sandboxs_hostname_in_their_environment() {
+    if !is_root() {
+        return skip("needs root: runs the agent and real pods");
+    }
+    let env = Env::new("cri-hostname-env");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, &[]);
+    rt().block_on(async {
+        let mut c = connect(&env.socket).await;
+        let mut config = sandbox_config("named", cri::LinuxPodSandboxConfig::default());
+        config.hostname = "envhost".into();
+        let sb = run_sandbox(&mut c, config).await.expect("RunPodSandbox");
+        let (_, pid) = start(&mut c, &sb, sleeper("plain", Default::default())).await;
+        let vars = environ(pid);
+        assert_eq!(
+            vars.iter().filter(|v| v.starts_with("HOSTNAME=")).collect::<Vec<_>>(),
+            ["HOSTNAME=envhost"],
+            "{vars:?}"
+        );
+        // A HOSTNAME the client sets wins, as with containerd.
+        let mut own = sleeper("own", Default::default());
+        own.envs = vec![cri::KeyValue {
+            key: "HOSTNAME".into(),
+            value: "mine".into(),
+        }];
+        let (_, pid) = start(&mut c, &sb, own).await;
+        let vars = environ(pid);
+        assert_eq!(
+            vars.iter().filter(|v| v.starts_with("HOSTNAME=")).collect::<Vec<_>>(),
+            ["HOSTNAME=mine"],
+            "{vars:?}"
+        );
+        remove_sandbox(&mut c, sb).await;
     });
 }

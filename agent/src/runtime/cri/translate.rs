@@ -132,13 +132,7 @@ pub fn sandbox(config: &cri::PodSandboxConfig, node: &crate::pod::node::NodeInfo
         ipc: ipc != cri::NamespaceMode::Node,
         uts: !host_net,
     };
-    let hostname = if host_net {
-        node.name.clone()
-    } else if config.hostname.is_empty() {
-        meta.name.chars().take(63).collect()
-    } else {
-        config.hostname.clone()
-    };
+    let hostname = hostname(config, node);
     let hosts = if host_net {
         node.hosts.clone()
     } else {
@@ -241,6 +235,44 @@ fn pause_security(sc: &cri::LinuxSandboxSecurityContext) -> Result<PauseSecurity
             seccomp
         },
     })
+}
+
+/// The sandbox's hostname: the node's for a host-network sandbox (containerd's rule; the
+/// node's name here, as the static pods'), else the client's, else the pod's name cut to a
+/// DNS label.
+pub fn hostname(config: &cri::PodSandboxConfig, node: &crate::pod::node::NodeInfo) -> String {
+    let host_net = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|sc| sc.namespace_options.as_ref())
+        .is_some_and(|ns| ns.network == cri::NamespaceMode::Node as i32);
+    if host_net {
+        node.name.clone()
+    } else if config.hostname.is_empty() {
+        config
+            .metadata
+            .as_ref()
+            .map(|m| m.name.chars().take(63).collect())
+            .unwrap_or_default()
+    } else {
+        config.hostname.clone()
+    }
+}
+
+/// `KEY=value` variables with `overrides` applied as containerd applies them: a variable
+/// already there is replaced where it stands, a new one is appended.
+fn override_env(env: &mut Vec<String>, overrides: impl IntoIterator<Item = String>) {
+    for kv in overrides {
+        let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k).to_string();
+        match env
+            .iter_mut()
+            .find(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == key)
+        {
+            Some(e) => *e = kv,
+            None => env.push(kv),
+        }
+    }
 }
 
 /// The sandbox's `port_mappings` with a host port (a mapping without one only documents the
@@ -381,6 +413,8 @@ pub struct ContainerInputs<'a> {
     pub sandbox: &'a super::Sandbox,
     pub image: &'a Image,
     pub log_path: PathBuf,
+    /// For a host-network sandbox's hostname.
+    pub node: &'a crate::pod::node::NodeInfo,
 }
 
 pub fn container(i: &ContainerInputs) -> Result<ContainerConfig, RuntimeError> {
@@ -447,14 +481,14 @@ pub fn container(i: &ContainerInputs) -> Result<ContainerConfig, RuntimeError> {
             i.image.summary.name
         )));
     }
-    let mut env: Vec<String> = image_cfg.env.clone();
-    for kv in &c.envs {
-        if kv.key.is_empty() || kv.key.contains('=') {
-            return Err(invalid(format!("envs: invalid variable name {:?}", kv.key)));
-        }
-        env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != kv.key);
-        env.push(format!("{}={}", kv.key, kv.value));
+    if let Some(kv) = c.envs.iter().find(|kv| kv.key.is_empty() || kv.key.contains('=')) {
+        return Err(invalid(format!("envs: invalid variable name {:?}", kv.key)));
     }
+    // containerd's order: HOSTNAME (the sandbox's), then the image's variables, then the
+    // client's, each replacing a variable of the same name where it stands.
+    let mut env = vec![format!("HOSTNAME={}", hostname(&i.sandbox.config, i.node))];
+    override_env(&mut env, image_cfg.env.iter().cloned());
+    override_env(&mut env, c.envs.iter().map(|kv| format!("{}={}", kv.key, kv.value)));
     let cwd = if !c.working_dir.is_empty() {
         c.working_dir.clone()
     } else if !image_cfg.working_dir.is_empty() {
