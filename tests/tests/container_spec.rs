@@ -219,3 +219,47 @@ fn a_static_pods_pause_runs_as_the_pods_user() {
     // The container joined the pod's PID namespace owned by that pause.
     assert_eq!(ns(pod.pid("c"), "pid"), ns(pod.pause(), "pid"));
 }
+
+#[test]
+fn dollar_references_in_the_images_cmd_stay_literal() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("literal");
+    env.import_image("busybox");
+    // busybox with `Cmd: [echo, image-cmd=$(X)]`: the kubelet expands the pod's command and
+    // args only, never what the image says.
+    let mut layout = minilet_e2e::oci::Layout::from(&workspace().join("hack/.images/busybox"), &env.dir.join("layout"));
+    let base = layout.base_manifest();
+    let desc = layout.image_with_cmd(&base, minilet_e2e::oci::host_arch(), &["echo", "image-cmd=$(X)"]);
+    layout.tag(&desc, "literal");
+    let out = std::process::Command::new(minilet())
+        .args(["image", "import"])
+        .arg(&layout.dir)
+        .args(["--name", "localhost/literal:latest", "--root"])
+        .arg(&env.root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let _agent = Agent::start(&env, &[]);
+    env.write_manifest(
+        "lit.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: lit}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: image\n    image: localhost/literal:latest\n    imagePullPolicy: IfNotPresent\n    env: [{name: X, value: expanded}]\n  - name: pod\n    image: localhost/literal:latest\n    imagePullPolicy: IfNotPresent\n    args: [echo, 'pod-args=$(X)']\n    env: [{name: X, value: expanded}]\n",
+    );
+    let pod = wait_for("both containers to finish", Duration::from_secs(30), || {
+        env.pod(&static_pod_name("lit")).filter(|p| {
+            ["image", "pod"]
+                .iter()
+                .all(|c| p.containers.get(*c).is_some_and(|c| c.exit.is_some()))
+        })
+    });
+    let output = |name: &str| -> String {
+        let log = std::fs::read_to_string(&pod.containers[name].log_path).unwrap();
+        log.lines()
+            .filter_map(|l| l.splitn(4, ' ').nth(3))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(output("image"), "image-cmd=$(X)", "the image's Cmd as it is");
+    assert_eq!(output("pod"), "pod-args=expanded", "the pod's args expanded");
+}

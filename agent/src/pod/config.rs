@@ -344,19 +344,19 @@ pub fn container_config(
     let sc = merged_security_context(pod_spec, c);
 
     let (env, pod_env) = environment(i.pod, c, node, i.pod_ips, &i.image.config.env, &i.plan.hostname)?;
-    let argv = command::resolve(
+    let args = command::resolve_expanded(
         c.command.as_deref().unwrap_or_default(),
         c.args.as_deref().unwrap_or_default(),
         &i.image.config.entrypoint,
         &i.image.config.cmd,
+        &pod_env,
     );
-    if argv.is_empty() {
+    if args.is_empty() {
         return Err(format!(
             "no command specified: the image {} has no Entrypoint or Cmd and the container sets no command",
             i.image.summary.name
         ));
     }
-    let args = command::expand_args(&argv, &pod_env);
 
     let (supplemental_groups, strict_groups) = pod_groups(pod_spec);
     let user = UserSpec {

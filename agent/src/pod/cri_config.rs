@@ -646,6 +646,11 @@ spec:
     /// runtime as a CRI client's, against today's static configuration, field by field: no
     /// difference is known.
     fn compare_container(yaml: &str) {
+        compare_container_with(yaml, image());
+    }
+
+    /// [`compare_container`] with the container's image.
+    fn compare_container_with(yaml: &str, image: crate::images::Image) {
         let root = tempfile::tempdir().expect("temp dir");
         let yaml = yaml.replace("@TMP@", &root.path().display().to_string());
         let p = pod(&yaml);
@@ -665,7 +670,6 @@ spec:
         let seccomp_args = SeccompArgs::default();
         let spec = spec(&p);
         let c = &spec.containers[0];
-        let image = image();
         let pod_log_dir = crate::runtime::logs::pod_log_dir(&log_root, &namespace(&p), &name(&p), uid);
         let inputs = ContainerInputs {
             pod: &p,
@@ -797,6 +801,23 @@ spec:
     - {name: data, mountPath: /scratch/sub, subPath: sub}
     - {name: info, mountPath: /etc/podinfo}";
         compare_container(yaml);
+    }
+
+    #[test]
+    fn dollar_references_in_the_images_cmd_stay_literal_on_both_paths() {
+        let mut img = image();
+        img.config.entrypoint = vec!["/bin/echo".into(), "$(X)".into()];
+        img.config.cmd = vec!["$(X)".into()];
+        // Only the image's: argv is Entrypoint + Cmd, unexpanded (container difference 5).
+        compare_container_with(
+            "metadata: {name: lit}\nspec: {containers: [{name: a, image: busybox, env: [{name: X, value: y}]}]}",
+            img.clone(),
+        );
+        // The pod's args are expanded; the image's Entrypoint still is not.
+        compare_container_with(
+            "metadata: {name: lit}\nspec: {containers: [{name: a, image: busybox, args: ['$(X)'], env: [{name: X, value: y}]}]}",
+            img,
+        );
     }
 
     #[test]
