@@ -820,3 +820,80 @@ fn a_broken_cri_sandbox_network_is_logged_at_re_adoption() {
     assert_eq!(ipam_files(&env), Vec::<String>::new());
     assert_eq!(pinned_netns(&env), Vec::<String>::new());
 }
+
+#[test]
+fn a_cri_sandboxs_bandwidth_annotations_reach_the_bandwidth_plugin() {
+    if !is_root() || !netns::cni_plugins_present() {
+        return;
+    }
+    if !Path::new(netns::CNI_PLUGINS).join("bandwidth").is_file() {
+        return skip("the CNI bandwidth plugin is missing (hack/setup installs containernetworking-plugins)");
+    }
+    let (ns, mut env, conf) = cni_node("bw");
+    let ipam = env.root.join("network/host-local");
+    std::fs::write(
+        conf.join("10-bw.conflist"),
+        serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": "minilet",
+            "plugins": [
+                {"type": "bridge", "bridge": "testbw0", "isGateway": true,
+                 "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.79.0.0/24"}]], "dataDir": ipam}},
+                {"type": "bandwidth", "capabilities": {"bandwidth": true}}
+            ]
+        })
+        .to_string(),
+    )
+    .expect("write the conflist");
+    let mut agent = start(&mut env, &ns, &cni_flags(&conf));
+    rt().block_on(async {
+        let mut c = connect(&env.socket).await;
+        let request = |ingress: &str| {
+            let mut r = sandbox_request("limited", Vec::new());
+            if let Some(config) = r.config.as_mut() {
+                config
+                    .annotations
+                    .insert("kubernetes.io/ingress-bandwidth".into(), ingress.into());
+                config
+                    .annotations
+                    .insert("kubernetes.io/egress-bandwidth".into(), "2M".into());
+            }
+            r
+        };
+        // A value the kubelet would not pass is refused by name, before anything is made.
+        let e = c.runtime.run_pod_sandbox(request("fast")).await.expect_err("refused");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("kubernetes.io/ingress-bandwidth"), "{e:?}");
+        assert_nothing_left(&env, &ns);
+
+        let id = c
+            .runtime
+            .run_pod_sandbox(request("1M"))
+            .await
+            .expect("RunPodSandbox")
+            .into_inner()
+            .pod_sandbox_id;
+        // The plugin shapes the pod's traffic on the node's side: a token bucket on the
+        // pod's veth (ingress) and on an ifb device its egress is redirected to.
+        let qdiscs = ns.ok(&["tc", "qdisc", "show"]);
+        let tbf: Vec<&str> = qdiscs.lines().filter(|l| l.contains("tbf")).collect();
+        assert!(tbf.iter().any(|l| l.contains("rate 1Mbit")), "ingress limit: {qdiscs}");
+        assert!(tbf.iter().any(|l| l.contains("rate 2Mbit")), "egress limit: {qdiscs}");
+
+        c.runtime
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: id.clone(),
+            })
+            .await
+            .expect("StopPodSandbox");
+        let qdiscs = ns.ok(&["tc", "qdisc", "show"]);
+        assert!(!qdiscs.contains("tbf"), "the limits go with the network: {qdiscs}");
+        assert_nothing_left(&env, &ns);
+        c.runtime
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
+            .await
+            .expect("RemovePodSandbox");
+    });
+    agent.stop();
+    assert_nothing_left(&env, &ns);
+}

@@ -17,7 +17,7 @@ use crate::images::Image;
 use crate::quantity::Quantity;
 use crate::runtime::capabilities;
 use crate::runtime::container::ContainerConfig;
-use crate::runtime::network::{Bandwidth, Dns, PodNetwork, PortMapping};
+use crate::runtime::network::{Dns, PodNetwork, PortMapping, bandwidth};
 use crate::runtime::sandbox::{EtcFiles, NO_POD_IP, PauseSecurity, SandboxConfig};
 use crate::runtime::seccomp::{self, SeccompArgs};
 use crate::runtime::spec::{BindMount, ProcessSpec, SandboxNamespaces, StdioSpec, UserSpec};
@@ -126,7 +126,7 @@ pub fn sandbox_config(
         },
         network: PodNetwork {
             dns: Dns::from_resolv_conf(&resolv),
-            ..pod_network(pod, uid)
+            ..pod_network(pod, uid)?
         },
         sysctls,
         pause: pause_security(spec),
@@ -185,7 +185,7 @@ fn pod_groups(spec: &PodSpec) -> (Vec<u32>, bool) {
 
 /// Who the pod is for its CNI plugins, the hostPorts of its containers (portMappings) and
 /// its bandwidth annotations.
-fn pod_network(pod: &Pod, uid: &str) -> PodNetwork {
+fn pod_network(pod: &Pod, uid: &str) -> Result<PodNetwork, String> {
     let spec = spec(pod);
     // The same ports the `--network=none` forwarder would open: app containers' and
     // sidecars', none for a hostNetwork pod.
@@ -193,30 +193,16 @@ fn pod_network(pod: &Pod, uid: &str) -> PodNetwork {
         .iter()
         .map(PortMapping::from)
         .collect();
-    let rate = |key: &str| -> Option<u64> {
-        let v = pod.metadata.annotations.as_ref()?.get(key)?;
-        let q = Quantity::parse(v).ok()?.value();
-        u64::try_from(q).ok().filter(|r| *r > 0)
-    };
-    let (ingress, egress) = (
-        rate("kubernetes.io/ingress-bandwidth"),
-        rate("kubernetes.io/egress-bandwidth"),
-    );
-    // No burst limit asked for: the largest the plugin takes, as the kubelet sets it.
-    let burst = |r: Option<u64>| r.map(|_| i32::MAX as u64);
-    PodNetwork {
+    let annotations = pod.metadata.annotations.as_ref();
+    let bandwidth = bandwidth::from_annotations(|k| annotations?.get(k).map(String::as_str))?;
+    Ok(PodNetwork {
         namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
         name: pod.metadata.name.clone().unwrap_or_default(),
         uid: uid.to_string(),
         port_mappings,
-        bandwidth: (ingress.is_some() || egress.is_some()).then(|| Bandwidth {
-            ingress_rate: ingress,
-            ingress_burst: burst(ingress),
-            egress_rate: egress,
-            egress_burst: burst(egress),
-        }),
+        bandwidth,
         dns: None,
-    }
+    })
 }
 
 /// /etc/hosts as the kubelet writes it. Until the pod has an address the hostname maps to
@@ -810,7 +796,7 @@ spec:
     - {containerPort: 53, hostPort: 5353, protocol: UDP, hostIP: 127.0.0.1}
     - {containerPort: 9090}
 "#);
-        let n = pod_network(&p, "u1");
+        let n = pod_network(&p, "u1").expect("network");
         assert_eq!(
             (n.namespace.as_str(), n.name.as_str(), n.uid.as_str()),
             ("shop", "web", "u1")
@@ -834,9 +820,9 @@ spec:
         );
         let b = n.bandwidth.expect("bandwidth");
         assert_eq!((b.ingress_rate, b.egress_rate), (Some(10_000_000), Some(1 << 20)));
-        assert_eq!(b.ingress_burst, Some(i32::MAX as u64));
+        assert_eq!(b.ingress_burst, Some(u32::MAX as u64));
         let plain = pod("apiVersion: v1\nkind: Pod\nmetadata: {name: w}\nspec: {containers: []}");
-        assert_eq!(pod_network(&plain, "u").bandwidth, None);
+        assert_eq!(pod_network(&plain, "u").expect("network").bandwidth, None);
     }
 
     #[test]

@@ -431,6 +431,7 @@ mod tests {
         };
         assert_eq!(sorted(read.sysctls.clone()), sorted(today.sysctls.clone()), "sysctls");
         assert_eq!(read.pause, today.pause, "the pause's user, groups and seccomp");
+        assert_eq!(read.bandwidth, today.network.bandwidth, "bandwidth");
         let mut diffs = Vec::new();
         let read_ports: Vec<PortMapping> = read.host_ports.iter().map(PortMapping::from).collect();
         if read_ports != today.network.port_mappings {
@@ -582,6 +583,18 @@ spec:
             .pause;
         assert_eq!(pause.seccomp, seccomp::Request::Unconfined);
         assert_eq!(pause.user.uid, None, "root without runAsUser");
+    }
+
+    #[test]
+    fn the_runtime_reads_bandwidth_annotations_as_the_static_path_does() {
+        let yaml = "metadata: {name: bw, annotations: {kubernetes.io/ingress-bandwidth: 10M, kubernetes.io/egress-bandwidth: 1Mi}}
+spec: {containers: [{name: a, image: busybox}]}";
+        assert_eq!(compare(yaml), []);
+        let p = pod(yaml);
+        let plan = PodPlan::new(&p, "u1");
+        let layout = Layout::new(std::path::Path::new("/nonexistent/minilet-root"));
+        let today = super::super::config::sandbox_config(&layout, &p, "u1", &plan, &node()).expect("config");
+        assert!(today.network.bandwidth.is_some(), "the fixture asks for limits");
     }
 
     #[test]

@@ -70,7 +70,7 @@ impl CriPods {
                 } else {
                     Vec::new()
                 },
-                bandwidth: None,
+                bandwidth: plan.bandwidth.clone(),
                 dns: crate::runtime::network::Dns::from_resolv_conf(&plan.resolv_conf),
             },
             sysctls: plan.sysctls.clone(),

@@ -13,6 +13,7 @@ use crate::pod::command;
 use crate::runtime::RuntimeError;
 use crate::runtime::container::ContainerConfig;
 use crate::runtime::host_ports::{HostPort, Protocol};
+use crate::runtime::network::{Bandwidth, bandwidth};
 use crate::runtime::sandbox::PauseSecurity;
 use crate::runtime::spec::{
     BindMount, HostTree, KernelPaths, ProcessSpec, Propagation, SandboxNamespaces, StdioSpec, UserSpec,
@@ -35,6 +36,9 @@ pub struct SandboxPlan {
     pub host_ports: Vec<HostPort>,
     pub sysctls: Vec<crate::runtime::sysctl::Sysctl>,
     pub pause: PauseSecurity,
+    /// CNI's `bandwidth` capability, from the sandbox's bandwidth annotations (containerd
+    /// reads them there; the kubelet copies the pod's).
+    pub bandwidth: Option<Bandwidth>,
 }
 
 fn invalid(msg: impl Into<String>) -> RuntimeError {
@@ -169,6 +173,7 @@ pub fn sandbox(config: &cri::PodSandboxConfig, node: &crate::pod::node::NodeInfo
         None => Resources::default(),
     };
     let pause = pause_security(&sc)?;
+    let bandwidth = bandwidth::from_annotations(|k| config.annotations.get(k).map(String::as_str)).map_err(invalid)?;
     Ok(SandboxPlan {
         cgroup: pod_cgroup(&linux.cgroup_parent, uid)?,
         namespaces,
@@ -180,6 +185,7 @@ pub fn sandbox(config: &cri::PodSandboxConfig, node: &crate::pod::node::NodeInfo
         host_ports,
         sysctls,
         pause,
+        bandwidth,
     })
 }
 
@@ -843,6 +849,35 @@ mod tests {
                 Err(RuntimeError::InvalidArgument(msg)) => assert!(msg.contains(field), "{msg}"),
                 other => panic!("{field}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn bandwidth_annotations_become_cnis_bandwidth_or_are_refused_by_name() {
+        let with = |value: &str| {
+            let mut config = cri::PodSandboxConfig {
+                metadata: Some(cri::PodSandboxMetadata {
+                    name: "p".into(),
+                    uid: "u".into(),
+                    namespace: "n".into(),
+                    attempt: 0,
+                }),
+                ..Default::default()
+            };
+            config.annotations.insert(bandwidth::INGRESS.into(), value.into());
+            sandbox(&config, &crate::pod::config::tests::node())
+        };
+        let b = with("5M").expect("plan").bandwidth.expect("bandwidth");
+        assert_eq!((b.ingress_rate, b.egress_rate), (Some(5_000_000), None));
+        assert_eq!(sandbox_with(Default::default()).expect("plan").bandwidth, None);
+        match with("10") {
+            Err(RuntimeError::InvalidArgument(msg)) => {
+                assert!(
+                    msg.contains(bandwidth::INGRESS) && msg.contains("unreasonably small"),
+                    "{msg}"
+                )
+            }
+            other => panic!("{other:?}"),
         }
     }
 
