@@ -35,7 +35,7 @@ pub struct Containerd {
 pub type Unavailable = String;
 
 fn on_path(cmd: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
+    crate::which(cmd).is_some()
 }
 
 fn run(cmd: &mut Command) -> Result<String, Unavailable> {

@@ -18,6 +18,7 @@ pub mod containerd;
 pub mod grpc;
 pub mod netns;
 pub mod oci;
+pub mod pty;
 pub mod registry;
 
 /// The workspace root (images built by hack/build-images live under it).
@@ -80,6 +81,11 @@ pub fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
 /// `hack/setup`, that is a failure, never a silent pass.
 pub fn skip(reason: &str) {
     minilet::test_skip::skip(reason);
+}
+
+/// The program `name` as PATH finds it.
+pub fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|p| p.is_file()))
 }
 
 /// End-to-end tests need root. Without it they say so and return; under CI (`CI=true`),
@@ -583,6 +589,22 @@ pub fn proc_cgroups(pid: i32) -> Vec<(String, String)> {
 /// process's own path in it). v1: cpu, cpuacct, memory, pids, devices; v2: the unified mount.
 pub fn cgroup_hierarchies() -> Vec<(PathBuf, String)> {
     let own = proc_cgroups(std::process::id() as i32);
+    managed_hierarchies()
+        .into_iter()
+        .map(|(mount, ctrls)| {
+            let path = own
+                .iter()
+                .find(|(c, _)| in_hierarchy(c, &ctrls))
+                .map(|(_, p)| p.clone())
+                .unwrap_or_default();
+            (mount, path)
+        })
+        .collect()
+}
+
+/// The hierarchies of [`cgroup_hierarchies`] as (mount point, the managed controllers it
+/// holds; none for the unified v2 mount).
+fn managed_hierarchies() -> Vec<(PathBuf, Vec<String>)> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut out = Vec::new();
     let pure_v2 = mountinfo
@@ -599,29 +621,94 @@ pub fn cgroup_hierarchies() -> Vec<(PathBuf, String)> {
         );
         let mount = PathBuf::from(fields.get(4).copied().unwrap_or(""));
         if pure_v2 && fstype == "cgroup2" {
-            let path = own
-                .iter()
-                .find(|(c, _)| c.is_empty())
-                .map(|(_, p)| p.clone())
-                .unwrap_or_default();
-            out.push((mount, path));
+            out.push((mount, Vec::new()));
         } else if !pure_v2 && fstype == "cgroup" {
-            let ctrls: Vec<&str> = opts
+            let ctrls: Vec<String> = opts
                 .split(',')
                 .filter(|o| ["cpu", "cpuacct", "memory", "pids", "devices"].contains(o))
+                .map(str::to_string)
                 .collect();
-            if ctrls.is_empty() {
-                continue;
+            if !ctrls.is_empty() {
+                out.push((mount, ctrls));
             }
-            let path = own
-                .iter()
-                .find(|(c, _)| c.split(',').any(|x| ctrls.contains(&x)))
-                .map(|(_, p)| p.clone())
-                .unwrap_or_default();
-            out.push((mount, path));
         }
     }
     out
+}
+
+/// Whether a `/proc/<pid>/cgroup` line's controller field `line_ctrls` is the hierarchy
+/// holding `ctrls` (none: the unified v2 line, whose field is empty).
+fn in_hierarchy(line_ctrls: &str, ctrls: &[String]) -> bool {
+    if ctrls.is_empty() {
+        line_ctrls.is_empty()
+    } else {
+        line_ctrls.split(',').any(|x| ctrls.iter().any(|c| c == x))
+    }
+}
+
+/// The cgroup directories `pid` is in, in each hierarchy of [`cgroup_hierarchies`] (the
+/// kernel's view from `/proc/<pid>/cgroup`, whoever made them); empty once it has exited.
+pub fn process_cgroup_dirs(pid: i32) -> Vec<PathBuf> {
+    let lines = proc_cgroups(pid);
+    managed_hierarchies()
+        .into_iter()
+        .filter_map(|(mount, ctrls)| {
+            let (_, path) = lines.iter().find(|(c, _)| in_hierarchy(c, &ctrls))?;
+            Some(mount.join(path.trim_start_matches('/')))
+        })
+        .filter(|d| d.is_dir())
+        .collect()
+}
+
+/// A file of a cgroup `pid` is in (`memory.max`, `memory.limit_in_bytes`, ...), from the
+/// hierarchy that has it.
+pub fn process_cgroup_file(pid: i32, file: &str) -> Option<String> {
+    process_cgroup_dirs(pid)
+        .into_iter()
+        .find_map(|d| std::fs::read_to_string(d.join(file)).ok())
+        .map(|s| s.trim().to_string())
+}
+
+/// ESTABLISHED TCP connections to or from `port` in `pid`'s network namespace (IPv4).
+pub fn established_tcp(pid: i32, port: u16) -> usize {
+    let port = format!(":{port:04X}");
+    std::fs::read_to_string(format!("/proc/{pid}/net/tcp"))
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[3] == "01" && (f[1].ends_with(&port) || f[2].ends_with(&port))
+        })
+        .count()
+}
+
+/// The local port a port-forwarder (`minilet port-forward`, `crictl port-forward`) chose for
+/// `remote`, from its first line of output: kubectl's `Forwarding from 127.0.0.1:PORT ->
+/// REMOTE`. The caller keeps `out` open while the forwarder runs (it writes more lines).
+pub fn forwarded_port(out: &mut impl std::io::BufRead, remote: u16) -> u16 {
+    let mut first = String::new();
+    out.read_line(&mut first).expect("the port-forwarder's first line");
+    first
+        .trim_end()
+        .strip_prefix("Forwarding from 127.0.0.1:")
+        .and_then(|r| r.strip_suffix(&format!(" -> {remote}")))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line from the port-forwarder: {first:?}"))
+}
+
+/// `GET /index.html` over HTTP/1.0 from 127.0.0.1:`port` (a forwarded port): the whole
+/// response, or what came before the server closed.
+pub fn loopback_http_get(port: u16) -> String {
+    use std::io::Read;
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the forwarded port");
+    c.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("set a read timeout");
+    c.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")
+        .expect("send the request");
+    let mut resp = String::new();
+    let _ = c.read_to_string(&mut resp);
+    resp
 }
 
 /// Read a cgroup file of cgroup `rel` under this test's parent, in the hierarchy that has it.

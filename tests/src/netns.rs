@@ -21,10 +21,7 @@ pub fn cni_plugins_present() -> bool {
         ));
         return false;
     }
-    let on_path = |name: &str| {
-        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).any(|d| d.join(name).is_file())
-    };
-    if !on_path("iptables-save") {
+    if crate::which("iptables-save").is_none() {
         crate::skip("iptables missing (hack/setup installs it)");
         return false;
     }

@@ -127,6 +127,13 @@ impl Layout {
         self.build(None, layers, arch, true, Some(entrypoint))
     }
 
+    /// A variant of `base` (a manifest) whose config's Cmd is `cmd`: same layers.
+    pub fn image_with_cmd(&mut self, base: &Value, arch: &str, cmd: &[&str]) -> Value {
+        self.build_config(Some(base), Vec::new(), arch, true, |config| {
+            config["config"]["Cmd"] = json!(cmd)
+        })
+    }
+
     fn build(
         &mut self,
         base: Option<&Value>,
@@ -134,6 +141,22 @@ impl Layout {
         arch: &str,
         gzip: bool,
         entrypoint: Option<&[&str]>,
+    ) -> Value {
+        self.build_config(base, layers, arch, gzip, |config| {
+            if let Some(entrypoint) = entrypoint {
+                config["config"]["Entrypoint"] = json!(entrypoint);
+            }
+        })
+    }
+
+    /// `base` plus `layers`, its config changed by `edit`.
+    fn build_config(
+        &mut self,
+        base: Option<&Value>,
+        layers: Vec<Vec<u8>>,
+        arch: &str,
+        gzip: bool,
+        edit: impl FnOnce(&mut Value),
     ) -> Value {
         let (mut config, mut descs) = match base {
             Some(m) => (
@@ -146,9 +169,7 @@ impl Layout {
             ),
         };
         config["architecture"] = json!(arch);
-        if let Some(entrypoint) = entrypoint {
-            config["config"]["Entrypoint"] = json!(entrypoint);
-        }
+        edit(&mut config);
         for tar in layers {
             config["rootfs"]["diff_ids"]
                 .as_array_mut()

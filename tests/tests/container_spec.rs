@@ -181,3 +181,85 @@ fn a_container_that_cannot_start_reports_why() {
         "{exit}"
     );
 }
+
+#[test]
+fn a_static_pods_pause_runs_as_the_pods_user() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("pauseuser");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, &[]);
+    env.write_manifest(
+        "u.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: u}\nspec:\n  shareProcessNamespace: true\n  securityContext: {runAsUser: 1000, runAsGroup: 3000, supplementalGroups: [4000], fsGroup: 2000}\n  containers:\n  - name: c\n    image: localhost/busybox:latest\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '1000']\n",
+    );
+    let pod = env.wait_running(&static_pod_name("u"), &["c"]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pod.pause())).unwrap();
+    let field = |name: &str| -> Vec<u32> {
+        let mut ids: Vec<u32> = status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} in {status}"))
+            .split_whitespace()
+            .map(|v| v.parse().unwrap())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(field("Uid:"), [1000; 4], "{status}");
+    assert_eq!(field("Gid:"), [3000; 4], "{status}");
+    assert_eq!(
+        field("Groups:"),
+        [2000, 4000],
+        "supplemental groups and fsGroup: {status}"
+    );
+    // The kubelet asks for the runtime's default seccomp profile for every sandbox.
+    assert!(status.lines().any(|l| l == "Seccomp:\t2"), "{status}");
+    // The container joined the pod's PID namespace owned by that pause.
+    assert_eq!(ns(pod.pid("c"), "pid"), ns(pod.pause(), "pid"));
+}
+
+#[test]
+fn dollar_references_in_the_images_cmd_stay_literal() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("literal");
+    env.import_image("busybox");
+    // busybox with `Cmd: [echo, image-cmd=$(X)]`: the kubelet expands the pod's command and
+    // args only, never what the image says.
+    let mut layout = minilet_e2e::oci::Layout::from(&workspace().join("hack/.images/busybox"), &env.dir.join("layout"));
+    let base = layout.base_manifest();
+    let desc = layout.image_with_cmd(&base, minilet_e2e::oci::host_arch(), &["echo", "image-cmd=$(X)"]);
+    layout.tag(&desc, "literal");
+    let out = std::process::Command::new(minilet())
+        .args(["image", "import"])
+        .arg(&layout.dir)
+        .args(["--name", "localhost/literal:latest", "--root"])
+        .arg(&env.root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let _agent = Agent::start(&env, &[]);
+    env.write_manifest(
+        "lit.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: lit}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: image\n    image: localhost/literal:latest\n    imagePullPolicy: IfNotPresent\n    env: [{name: X, value: expanded}]\n  - name: pod\n    image: localhost/literal:latest\n    imagePullPolicy: IfNotPresent\n    args: [echo, 'pod-args=$(X)']\n    env: [{name: X, value: expanded}]\n",
+    );
+    let pod = wait_for("both containers to finish", Duration::from_secs(30), || {
+        env.pod(&static_pod_name("lit")).filter(|p| {
+            ["image", "pod"]
+                .iter()
+                .all(|c| p.containers.get(*c).is_some_and(|c| c.exit.is_some()))
+        })
+    });
+    let output = |name: &str| -> String {
+        let log = std::fs::read_to_string(&pod.containers[name].log_path).unwrap();
+        log.lines()
+            .filter_map(|l| l.splitn(4, ' ').nth(3))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(output("image"), "image-cmd=$(X)", "the image's Cmd as it is");
+    assert_eq!(output("pod"), "pod-args=expanded", "the pod's args expanded");
+}

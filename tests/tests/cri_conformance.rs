@@ -1,6 +1,6 @@
 //! CRI behaviour cri-tools' critest checks, driven over the socket with the generated client
 //! and checked against the kernel's view: pod sysctls, and a container's masked and
-//! read-only paths, the user identity in ContainerStatus.
+//! read-only paths, the user identity in ContainerStatus, the sandbox's user for its pause, HOSTNAME.
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -561,6 +561,224 @@ fn container_status_reports_the_users_identity_as_the_kernel_has_it() {
             .await
             .expect("StopContainer");
         assert_eq!(container_user(&mut c, &id).await, None);
+        remove_sandbox(&mut c, sb).await;
+    });
+}
+
+/// `Seccomp:` of `/proc/<pid>/status`: 0 none, 2 a filter.
+fn seccomp_mode(pid: i32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Seccomp:"))
+        .expect("Seccomp line")
+        .trim()
+        .to_string()
+}
+
+/// The processes whose parent is `pid`, from /proc.
+fn children_of(pid: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .expect("read /proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.to_string()))
+                .and_then(|rest| rest.split_whitespace().nth(1)?.parse::<i32>().ok())
+                == Some(pid)
+        })
+        .collect()
+}
+
+#[test]
+fn the_pause_runs_as_the_sandboxs_user_and_still_does_its_job() {
+    if !is_root() {
+        return skip("needs root: runs the agent and real pods");
+    }
+    let env = Env::new("cri-pause-user");
+    env.import_image("busybox");
+    let mut agent = Agent::start(&env, &[]);
+    let rmid = "/proc/sys/kernel/shm_rmid_forced";
+    let (sb, pause) = rt().block_on(async {
+        let mut c = connect(&env.socket).await;
+        let linux = cri::LinuxPodSandboxConfig {
+            sysctls: HashMap::from([("kernel.shm_rmid_forced".to_string(), "1".to_string())]),
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    pid: cri::NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                run_as_user: Some(cri::Int64Value { value: 1000 }),
+                run_as_group: Some(cri::Int64Value { value: 3000 }),
+                supplemental_groups: vec![5000, 4000],
+                seccomp: Some(cri::SecurityProfile {
+                    profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+                    localhost_ref: String::new(),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let sb = run_sandbox(&mut c, sandbox_config("nonroot", linux))
+            .await
+            .expect("RunPodSandbox as a user");
+        let pause = pause_pid(&mut c, &sb).await;
+        let (uid, gid, mut groups) = kernel_identity(pause);
+        groups.sort();
+        assert_eq!(
+            (uid, gid, groups),
+            (1000, 3000, vec![4000, 5000]),
+            "the pause's identity"
+        );
+        assert_eq!(seccomp_mode(pause), "2", "the pause is filtered (RuntimeDefault)");
+        // Set as root in the pod's namespaces before the pause took its user.
+        assert_eq!(sysctl_in(pause, rmid), "1");
+
+        // A root container in the pod's PID namespace: its orphan goes to the pause, which
+        // reaps it although it runs as another user.
+        let mut config = sleeper("parent", Default::default());
+        config.command = vec!["sh".into(), "-c".into(), "(sleep 2 &); exec sleep 1000".into()];
+        if let Some(sc) = config.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+            sc.namespace_options = Some(cri::NamespaceOption {
+                pid: cri::NamespaceMode::Pod as i32,
+                ..Default::default()
+            });
+        }
+        let (id, pid) = start(&mut c, &sb, config).await;
+        let orphan = wait_for(
+            "an orphan adopted by the pause",
+            std::time::Duration::from_secs(10),
+            || children_of(pause).into_iter().find(|p| *p != pid),
+        );
+        wait_for(
+            "the orphan reaped by the pause",
+            std::time::Duration::from_secs(15),
+            || (!std::path::Path::new(&format!("/proc/{orphan}")).exists()).then_some(()),
+        );
+        let (code, out, err) = exec(
+            &mut c,
+            &id,
+            "echo kept > /dev/shm/f && cat /dev/shm/f && grep ' /dev/shm ' /proc/mounts",
+        )
+        .await;
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            out.starts_with("kept\n") && out.contains("tmpfs"),
+            "the pod's /dev/shm: {out}"
+        );
+        (sb, pause)
+    });
+
+    agent.kill9();
+    assert!(alive(pause), "the pause outlives the agent");
+    let _agent = Agent::start(&env, &[]);
+    rt().block_on(async {
+        let mut c = connect(&env.socket).await;
+        let st = c
+            .runtime
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: sb.clone(),
+                verbose: false,
+            })
+            .await
+            .expect("PodSandboxStatus")
+            .into_inner()
+            .status
+            .expect("status");
+        assert_eq!(st.state, cri::PodSandboxState::SandboxReady as i32);
+        assert_eq!(pause_pid(&mut c, &sb).await, pause, "the same pause, re-adopted");
+        assert_eq!(kernel_identity(pause).0, 1000);
+        remove_sandbox(&mut c, sb).await;
+        assert!(!alive(pause), "the pause is stopped with its sandbox");
+    });
+}
+
+#[test]
+fn sandbox_security_fields_the_pause_cannot_take_are_refused_and_leave_nothing() {
+    if !is_root() {
+        return skip("needs root: runs the agent and real pods");
+    }
+    let env = Env::new("cri-pause-refused");
+    let _agent = Agent::start(&env, &[]);
+    rt().block_on(async {
+        let mut c = connect(&env.socket).await;
+        for (sc, field) in [
+            (
+                cri::LinuxSandboxSecurityContext {
+                    readonly_rootfs: true,
+                    ..Default::default()
+                },
+                "linux.security_context.readonly_rootfs",
+            ),
+            (
+                cri::LinuxSandboxSecurityContext {
+                    run_as_group: Some(cri::Int64Value { value: 3000 }),
+                    ..Default::default()
+                },
+                "linux.security_context.run_as_group",
+            ),
+        ] {
+            let linux = cri::LinuxPodSandboxConfig {
+                security_context: Some(sc),
+                ..Default::default()
+            };
+            let e = run_sandbox(&mut c, sandbox_config("refused", linux))
+                .await
+                .expect_err("refused");
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+            assert!(e.message().contains(field), "{e:?}");
+        }
+        let left = std::fs::read_dir(env.root.join("sandboxes"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(left, 0, "nothing is made for a refused sandbox");
+    });
+}
+
+/// The environment of `pid`, as the kernel holds it.
+fn environ(pid: i32) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).expect("read environ");
+    raw.split(|b| *b == 0)
+        .filter(|v| !v.is_empty())
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+#[test]
+fn containers_get_the_sandboxs_hostname_in_their_environment() {
+    if !is_root() {
+        return skip("needs root: runs the agent and real pods");
+    }
+    let env = Env::new("cri-hostname-env");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, &[]);
+    rt().block_on(async {
+        let mut c = connect(&env.socket).await;
+        let mut config = sandbox_config("named", cri::LinuxPodSandboxConfig::default());
+        config.hostname = "envhost".into();
+        let sb = run_sandbox(&mut c, config).await.expect("RunPodSandbox");
+        let (_, pid) = start(&mut c, &sb, sleeper("plain", Default::default())).await;
+        let vars = environ(pid);
+        assert_eq!(
+            vars.iter().filter(|v| v.starts_with("HOSTNAME=")).collect::<Vec<_>>(),
+            ["HOSTNAME=envhost"],
+            "{vars:?}"
+        );
+        // A HOSTNAME the client sets wins, as with containerd.
+        let mut own = sleeper("own", Default::default());
+        own.envs = vec![cri::KeyValue {
+            key: "HOSTNAME".into(),
+            value: "mine".into(),
+        }];
+        let (_, pid) = start(&mut c, &sb, own).await;
+        let vars = environ(pid);
+        assert_eq!(
+            vars.iter().filter(|v| v.starts_with("HOSTNAME=")).collect::<Vec<_>>(),
+            ["HOSTNAME=mine"],
+            "{vars:?}"
+        );
         remove_sandbox(&mut c, sb).await;
     });
 }

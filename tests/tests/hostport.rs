@@ -463,6 +463,14 @@ fn cri_port_mappings_are_forwarded_until_the_sandbox_stops() {
             hostname: name.into(),
             log_directory: env.dir.join("cri-logs").display().to_string(),
             port_mappings: mappings,
+            // A pause that is not root: the forwarder joins its network all the same.
+            linux: Some(cri::LinuxPodSandboxConfig {
+                security_context: Some(cri::LinuxSandboxSecurityContext {
+                    run_as_user: Some(cri::Int64Value { value: 65534 }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let run = |c: &mut minilet_e2e::grpc::Clients, cfg: cri::PodSandboxConfig| {
@@ -492,6 +500,8 @@ fn cri_port_mappings_are_forwarded_until_the_sandbox_stops() {
         let state: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join("sandbox.json")).expect("sandbox.json")).expect("JSON");
         let pause = state["pause"]["pid"].as_i64().expect("pause pid") as i32;
+        let status = std::fs::read_to_string(format!("/proc/{pause}/status")).expect("pause status");
+        assert!(status.lines().any(|l| l.starts_with("Uid:\t65534\t")), "{status}");
         // A server on the pod's loopback, made from the pod's namespace.
         let server = in_netns(Path::new(&format!("/proc/{pause}/ns/net")), || {
             TcpListener::bind("127.0.0.1:7000").expect("bind in the pod")

@@ -508,7 +508,7 @@ fn cri_sandboxes_get_an_address_until_they_are_stopped() {
     }
     let (ns, mut env, conf) = cni_node("cri");
     let mut agent = start(&mut env, &ns, &cni_flags(&conf));
-    let request = sandbox_request(
+    let mut request = sandbox_request(
         "crisb",
         vec![cri::PortMapping {
             protocol: cri::Protocol::Tcp as i32,
@@ -517,6 +517,16 @@ fn cri_sandboxes_get_an_address_until_they_are_stopped() {
             host_ip: String::new(),
         }],
     );
+    // A pause that is not root: the agent sets the network up through it all the same.
+    if let Some(config) = request.config.as_mut() {
+        config.linux = Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                run_as_user: Some(cri::Int64Value { value: 65534 }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
     rt().block_on(async {
         let mut c = connect(&env.socket).await;
         let id = c
@@ -550,6 +560,16 @@ fn cri_sandboxes_get_an_address_until_they_are_stopped() {
         assert_eq!(ns.veths().len(), 1);
         let hosts = std::fs::read_to_string(env.root.join("sandboxes").join(&id).join("etc/hosts")).unwrap();
         assert!(hosts.contains(&format!("{ip}\tcrisb\n")), "{hosts}");
+        let state: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(env.root.join("sandboxes").join(&id).join("sandbox.json")).expect("sandbox.json"),
+        )
+        .expect("JSON");
+        let pause = state["pause"]["pid"].as_i64().expect("pause pid");
+        let pause_status = std::fs::read_to_string(format!("/proc/{pause}/status")).expect("pause status");
+        assert!(
+            pause_status.lines().any(|l| l.starts_with("Uid:\t65534\t")),
+            "{pause_status}"
+        );
         // Its port mapping went to portmap: the node's NAT table forwards the host port.
         let nat = ns.ok(&["iptables-save", "-t", "nat"]);
         assert!(
@@ -799,4 +819,81 @@ fn a_broken_cri_sandbox_network_is_logged_at_re_adoption() {
     // As with a static pod: the bridge plugin cannot unmasquerade without the interface.
     assert_eq!(ipam_files(&env), Vec::<String>::new());
     assert_eq!(pinned_netns(&env), Vec::<String>::new());
+}
+
+#[test]
+fn a_cri_sandboxs_bandwidth_annotations_reach_the_bandwidth_plugin() {
+    if !is_root() || !netns::cni_plugins_present() {
+        return;
+    }
+    if !Path::new(netns::CNI_PLUGINS).join("bandwidth").is_file() {
+        return skip("the CNI bandwidth plugin is missing (hack/setup installs containernetworking-plugins)");
+    }
+    let (ns, mut env, conf) = cni_node("bw");
+    let ipam = env.root.join("network/host-local");
+    std::fs::write(
+        conf.join("10-bw.conflist"),
+        serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": "minilet",
+            "plugins": [
+                {"type": "bridge", "bridge": "testbw0", "isGateway": true,
+                 "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.79.0.0/24"}]], "dataDir": ipam}},
+                {"type": "bandwidth", "capabilities": {"bandwidth": true}}
+            ]
+        })
+        .to_string(),
+    )
+    .expect("write the conflist");
+    let mut agent = start(&mut env, &ns, &cni_flags(&conf));
+    rt().block_on(async {
+        let mut c = connect(&env.socket).await;
+        let request = |ingress: &str| {
+            let mut r = sandbox_request("limited", Vec::new());
+            if let Some(config) = r.config.as_mut() {
+                config
+                    .annotations
+                    .insert("kubernetes.io/ingress-bandwidth".into(), ingress.into());
+                config
+                    .annotations
+                    .insert("kubernetes.io/egress-bandwidth".into(), "2M".into());
+            }
+            r
+        };
+        // A value the kubelet would not pass is refused by name, before anything is made.
+        let e = c.runtime.run_pod_sandbox(request("fast")).await.expect_err("refused");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("kubernetes.io/ingress-bandwidth"), "{e:?}");
+        assert_nothing_left(&env, &ns);
+
+        let id = c
+            .runtime
+            .run_pod_sandbox(request("1M"))
+            .await
+            .expect("RunPodSandbox")
+            .into_inner()
+            .pod_sandbox_id;
+        // The plugin shapes the pod's traffic on the node's side: a token bucket on the
+        // pod's veth (ingress) and on an ifb device its egress is redirected to.
+        let qdiscs = ns.ok(&["tc", "qdisc", "show"]);
+        let tbf: Vec<&str> = qdiscs.lines().filter(|l| l.contains("tbf")).collect();
+        assert!(tbf.iter().any(|l| l.contains("rate 1Mbit")), "ingress limit: {qdiscs}");
+        assert!(tbf.iter().any(|l| l.contains("rate 2Mbit")), "egress limit: {qdiscs}");
+
+        c.runtime
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: id.clone(),
+            })
+            .await
+            .expect("StopPodSandbox");
+        let qdiscs = ns.ok(&["tc", "qdisc", "show"]);
+        assert!(!qdiscs.contains("tbf"), "the limits go with the network: {qdiscs}");
+        assert_nothing_left(&env, &ns);
+        c.runtime
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
+            .await
+            .expect("RemovePodSandbox");
+    });
+    agent.stop();
+    assert_nothing_left(&env, &ns);
 }

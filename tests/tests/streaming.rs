@@ -4,7 +4,7 @@
 //! WebSocket is spoken by a stock client (tokio-tungstenite); SPDY by minilet's client side
 //! (`minilet port-forward` as a user runs it, and its session module for exec).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::BufReader;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -382,28 +382,6 @@ fn exec_over_spdy() {
     });
 }
 
-/// ESTABLISHED TCP connections to or from port 8080 in `pid`'s network namespace.
-fn established_8080(pid: i32) -> usize {
-    std::fs::read_to_string(format!("/proc/{pid}/net/tcp"))
-        .unwrap_or_default()
-        .lines()
-        .skip(1)
-        .filter(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 3 && f[3] == "01" && (f[1].ends_with(":1F90") || f[2].ends_with(":1F90"))
-        })
-        .count()
-}
-
-fn http_get(port: u16) -> String {
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the forwarded port");
-    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    c.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").unwrap();
-    let mut resp = String::new();
-    let _ = c.read_to_string(&mut resp);
-    resp
-}
-
 #[test]
 fn port_forward_through_the_cli_and_websocket() {
     if !is_root() {
@@ -435,15 +413,9 @@ fn port_forward_through_the_cli_and_websocket() {
         .spawn()
         .expect("spawn minilet port-forward");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut first = String::new();
-    lines.read_line(&mut first).expect("first line");
-    let port: u16 = first
-        .strip_prefix("Forwarding from 127.0.0.1:")
-        .and_then(|r| r.strip_suffix(" -> 8080\n"))
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+    let port = forwarded_port(&mut lines, 8080);
     for _ in 0..3 {
-        let resp = http_get(port);
+        let resp = loopback_http_get(port);
         assert!(
             resp.starts_with("HTTP/1.") && resp.contains("hello-from-pod"),
             "{resp:?}"
@@ -453,14 +425,14 @@ fn port_forward_through_the_cli_and_websocket() {
     let main_pid = s.env.pod(&static_pod_name("stream")).expect("pod").pid("main");
     let _idle = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     wait_for("the forwarded connection in the pod", Duration::from_secs(10), || {
-        (established_8080(main_pid) > 0).then_some(())
+        (established_tcp(main_pid, 8080) > 0).then_some(())
     });
     let _ = child.kill();
     let _ = child.wait();
     wait_for(
         "no forwarded connection left in the pod",
         Duration::from_secs(10),
-        || (established_8080(main_pid) == 0).then_some(()),
+        || (established_tcp(main_pid, 8080) == 0).then_some(()),
     );
 
     // Raw WebSocket: channel 0 data, 1 errors, each opened with the port.

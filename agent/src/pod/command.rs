@@ -1,5 +1,6 @@
 //! What a container runs: `command`/`args` against the image's Entrypoint/Cmd, exactly as
-//! Kubernetes defines it, then `$(VAR)` references expanded.
+//! Kubernetes defines it, with `$(VAR)` references in the pod's command and args expanded
+//! (never in the image's, which the kubelet leaves to the runtime as they are).
 //!
 //! | command | args | runs                              |
 //! |---------|------|-----------------------------------|
@@ -18,6 +19,18 @@ pub fn resolve(command: &[String], args: &[String], entrypoint: &[String], cmd: 
         (true, false) => entrypoint.iter().chain(args).cloned().collect(),
         (false, false) => command.iter().chain(args).cloned().collect(),
     }
+}
+
+/// The argv of a container: the pod's command and args with `$(VAR)` expanded from `env`,
+/// then merged with the image's Entrypoint and Cmd, which stay as they are.
+pub fn resolve_expanded(
+    command: &[String],
+    args: &[String],
+    entrypoint: &[String],
+    cmd: &[String],
+    env: &[(String, String)],
+) -> Vec<String> {
+    resolve(&expand_args(command, env), &expand_args(args, env), entrypoint, cmd)
 }
 
 /// Expand `$(VAR)` in command and args, using the container's env (from the pod spec).
@@ -50,6 +63,27 @@ mod tests {
         );
         assert_eq!(resolve(&v(&["sh"]), &v(&["-c", "x"]), &ep, &cmd), v(&["sh", "-c", "x"]));
         assert!(resolve(&[], &[], &[], &[]).is_empty());
+    }
+
+    #[test]
+    fn only_the_pods_command_and_args_are_expanded() {
+        let env = vec![("X".to_string(), "x".to_string())];
+        let ep = v(&["/entry", "$(X)"]);
+        let cmd = v(&["echo", "$(X)"]);
+        assert_eq!(
+            resolve_expanded(&[], &[], &ep, &cmd, &env),
+            v(&["/entry", "$(X)", "echo", "$(X)"]),
+            "the image's Entrypoint and Cmd stay literal"
+        );
+        assert_eq!(
+            resolve_expanded(&[], &v(&["$(X)"]), &ep, &cmd, &env),
+            v(&["/entry", "$(X)", "x"]),
+            "the pod's args are expanded, the image's Entrypoint is not"
+        );
+        assert_eq!(
+            resolve_expanded(&v(&["sh", "$(X)"]), &v(&["$(X)"]), &ep, &cmd, &env),
+            v(&["sh", "x", "x"])
+        );
     }
 
     #[test]

@@ -17,9 +17,9 @@ use crate::images::Image;
 use crate::quantity::Quantity;
 use crate::runtime::capabilities;
 use crate::runtime::container::ContainerConfig;
-use crate::runtime::network::{Bandwidth, Dns, PodNetwork, PortMapping};
-use crate::runtime::sandbox::{EtcFiles, NO_POD_IP, SandboxConfig};
-use crate::runtime::seccomp::SeccompArgs;
+use crate::runtime::network::{Dns, PodNetwork, PortMapping, bandwidth};
+use crate::runtime::sandbox::{EtcFiles, NO_POD_IP, PauseSecurity, SandboxConfig};
+use crate::runtime::seccomp::{self, SeccompArgs};
 use crate::runtime::spec::{BindMount, ProcessSpec, SandboxNamespaces, StdioSpec, UserSpec};
 use crate::runtime::state::Layout;
 
@@ -126,15 +126,66 @@ pub fn sandbox_config(
         },
         network: PodNetwork {
             dns: Dns::from_resolv_conf(&resolv),
-            ..pod_network(pod, uid)
+            ..pod_network(pod, uid)?
         },
         sysctls,
+        pause: pause_security(spec),
     })
+}
+
+/// The pause as the kubelet's sandbox security context asks containerd to run it: as the
+/// pod's runAsUser/runAsGroup with its supplemental groups and fsGroup, under the runtime's
+/// default seccomp profile (the kubelet always asks for it for the sandbox), which a pod
+/// with a privileged container does not get.
+fn pause_security(spec: &PodSpec) -> PauseSecurity {
+    let psc = spec.security_context.as_ref();
+    let (supplemental_groups, strict_groups) = pod_groups(spec);
+    PauseSecurity {
+        user: UserSpec {
+            uid: psc.and_then(|p| p.run_as_user).map(|u| u as u32),
+            gid: psc.and_then(|p| p.run_as_group).map(|g| g as u32),
+            image_user: String::new(),
+            supplemental_groups,
+            strict_groups,
+        },
+        seccomp: if has_privileged_container(spec) {
+            seccomp::Request::Unconfined
+        } else {
+            seccomp::Request::RuntimeDefault
+        },
+    }
+}
+
+/// Whether any container of the pod is privileged (the kubelet's HasPrivilegedContainer).
+pub(super) fn has_privileged_container(spec: &PodSpec) -> bool {
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .any(|c| c.security_context.as_ref().and_then(|s| s.privileged) == Some(true))
+}
+
+/// The pod's supplemental groups with its fsGroup, and whether its policy is Strict: what
+/// its pause and every container are given.
+fn pod_groups(spec: &PodSpec) -> (Vec<u32>, bool) {
+    let psc = spec.security_context.as_ref();
+    let groups = psc
+        .map(|p| {
+            p.supplemental_groups
+                .iter()
+                .flatten()
+                .copied()
+                .chain(p.fs_group)
+                .map(|g| g as u32)
+                .collect()
+        })
+        .unwrap_or_default();
+    let strict = psc.and_then(|p| p.supplemental_groups_policy.as_deref()) == Some("Strict");
+    (groups, strict)
 }
 
 /// Who the pod is for its CNI plugins, the hostPorts of its containers (portMappings) and
 /// its bandwidth annotations.
-fn pod_network(pod: &Pod, uid: &str) -> PodNetwork {
+fn pod_network(pod: &Pod, uid: &str) -> Result<PodNetwork, String> {
     let spec = spec(pod);
     // The same ports the `--network=none` forwarder would open: app containers' and
     // sidecars', none for a hostNetwork pod.
@@ -142,30 +193,16 @@ fn pod_network(pod: &Pod, uid: &str) -> PodNetwork {
         .iter()
         .map(PortMapping::from)
         .collect();
-    let rate = |key: &str| -> Option<u64> {
-        let v = pod.metadata.annotations.as_ref()?.get(key)?;
-        let q = Quantity::parse(v).ok()?.value();
-        u64::try_from(q).ok().filter(|r| *r > 0)
-    };
-    let (ingress, egress) = (
-        rate("kubernetes.io/ingress-bandwidth"),
-        rate("kubernetes.io/egress-bandwidth"),
-    );
-    // No burst limit asked for: the largest the plugin takes, as the kubelet sets it.
-    let burst = |r: Option<u64>| r.map(|_| i32::MAX as u64);
-    PodNetwork {
+    let annotations = pod.metadata.annotations.as_ref();
+    let bandwidth = bandwidth::from_annotations(|k| annotations?.get(k).map(String::as_str))?;
+    Ok(PodNetwork {
         namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
         name: pod.metadata.name.clone().unwrap_or_default(),
         uid: uid.to_string(),
         port_mappings,
-        bandwidth: (ingress.is_some() || egress.is_some()).then(|| Bandwidth {
-            ingress_rate: ingress,
-            ingress_burst: burst(ingress),
-            egress_rate: egress,
-            egress_burst: burst(egress),
-        }),
+        bandwidth,
         dns: None,
-    }
+    })
 }
 
 /// /etc/hosts as the kubelet writes it. Until the pod has an address the hostname maps to
@@ -293,42 +330,27 @@ pub fn container_config(
     let sc = merged_security_context(pod_spec, c);
 
     let (env, pod_env) = environment(i.pod, c, node, i.pod_ips, &i.image.config.env, &i.plan.hostname)?;
-    let argv = command::resolve(
+    let args = command::resolve_expanded(
         c.command.as_deref().unwrap_or_default(),
         c.args.as_deref().unwrap_or_default(),
         &i.image.config.entrypoint,
         &i.image.config.cmd,
+        &pod_env,
     );
-    if argv.is_empty() {
+    if args.is_empty() {
         return Err(format!(
             "no command specified: the image {} has no Entrypoint or Cmd and the container sets no command",
             i.image.summary.name
         ));
     }
-    let args = command::expand_args(&argv, &pod_env);
 
+    let (supplemental_groups, strict_groups) = pod_groups(pod_spec);
     let user = UserSpec {
         uid: sc.run_as_user.map(|u| u as u32),
         gid: sc.run_as_group.map(|g| g as u32),
         image_user: i.image.config.user.clone(),
-        supplemental_groups: pod_spec
-            .security_context
-            .as_ref()
-            .map(|p| {
-                p.supplemental_groups
-                    .iter()
-                    .flatten()
-                    .copied()
-                    .chain(p.fs_group)
-                    .map(|g| g as u32)
-                    .collect()
-            })
-            .unwrap_or_default(),
-        strict_groups: pod_spec
-            .security_context
-            .as_ref()
-            .and_then(|p| p.supplemental_groups_policy.as_deref())
-            == Some("Strict"),
+        supplemental_groups,
+        strict_groups,
     };
     if sc.run_as_non_root == Some(true) {
         check_non_root(&user)?;
@@ -738,15 +760,15 @@ fn create_file(path: &Path, mode: u32) -> Result<(), String> {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn pod(yaml: &str) -> Pod {
         serde_yaml::from_str(yaml).unwrap()
     }
 
-    /// A node for configuration tests (cri_config's too).
-    pub(in crate::pod) fn node() -> NodeInfo {
+    /// A node for configuration tests (cri_config's and the CRI translator's too).
+    pub(crate) fn node() -> NodeInfo {
         NodeInfo {
             name: "node1".into(),
             host_ip: Some("10.0.0.5".into()),
@@ -774,7 +796,7 @@ spec:
     - {containerPort: 53, hostPort: 5353, protocol: UDP, hostIP: 127.0.0.1}
     - {containerPort: 9090}
 "#);
-        let n = pod_network(&p, "u1");
+        let n = pod_network(&p, "u1").expect("network");
         assert_eq!(
             (n.namespace.as_str(), n.name.as_str(), n.uid.as_str()),
             ("shop", "web", "u1")
@@ -798,9 +820,9 @@ spec:
         );
         let b = n.bandwidth.expect("bandwidth");
         assert_eq!((b.ingress_rate, b.egress_rate), (Some(10_000_000), Some(1 << 20)));
-        assert_eq!(b.ingress_burst, Some(i32::MAX as u64));
+        assert_eq!(b.ingress_burst, Some(u32::MAX as u64));
         let plain = pod("apiVersion: v1\nkind: Pod\nmetadata: {name: w}\nspec: {containers: []}");
-        assert_eq!(pod_network(&plain, "u").bandwidth, None);
+        assert_eq!(pod_network(&plain, "u").expect("network").bandwidth, None);
     }
 
     #[test]

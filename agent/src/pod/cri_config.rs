@@ -171,18 +171,16 @@ fn supplemental_groups_policy(spec: &PodSpec) -> i32 {
 /// The pod's security context as the sandbox's.
 fn sandbox_security_context(spec: &PodSpec) -> cri::LinuxSandboxSecurityContext {
     let psc = spec.security_context.clone().unwrap_or_default();
-    let privileged = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .any(|c| c.security_context.as_ref().and_then(|s| s.privileged) == Some(true));
     cri::LinuxSandboxSecurityContext {
         namespace_options: Some(namespace_options(spec)),
         run_as_user: psc.run_as_user.map(|value| cri::Int64Value { value }),
         run_as_group: psc.run_as_group.map(|value| cri::Int64Value { value }),
         supplemental_groups: supplemental_groups(spec),
         supplemental_groups_policy: supplemental_groups_policy(spec),
-        privileged,
+        privileged: super::config::has_privileged_container(spec),
+        // The kubelet always asks for the runtime's default profile for the sandbox, so the
+        // pod's own profile may be as strict as it likes without breaking the pause.
+        seccomp: Some(security_profile(&seccomp::Request::RuntimeDefault)),
         ..Default::default()
     }
 }
@@ -432,6 +430,8 @@ mod tests {
             v
         };
         assert_eq!(sorted(read.sysctls.clone()), sorted(today.sysctls.clone()), "sysctls");
+        assert_eq!(read.pause, today.pause, "the pause's user, groups and seccomp");
+        assert_eq!(read.bandwidth, today.network.bandwidth, "bandwidth");
         let mut diffs = Vec::new();
         let read_ports: Vec<PortMapping> = read.host_ports.iter().map(PortMapping::from).collect();
         if read_ports != today.network.port_mappings {
@@ -548,6 +548,56 @@ spec:
     }
 
     #[test]
+    fn the_runtime_runs_the_pause_as_the_static_path_does() {
+        let user = "metadata: {name: u}
+spec:
+  securityContext: {runAsUser: 1000, runAsGroup: 3000, supplementalGroups: [4000], fsGroup: 2000, supplementalGroupsPolicy: Strict}
+  containers: [{name: a, image: busybox}]";
+        assert_eq!(compare(user), []);
+        let p = pod(user);
+        let plan = PodPlan::new(&p, "u1");
+        let layout = Layout::new(std::path::Path::new("/nonexistent/minilet-root"));
+        let pause = super::super::config::sandbox_config(&layout, &p, "u1", &plan, &node())
+            .expect("config")
+            .pause;
+        assert_eq!((pause.user.uid, pause.user.gid), (Some(1000), Some(3000)));
+        let mut groups = pause.user.supplemental_groups.clone();
+        groups.sort();
+        assert_eq!(groups, [2000, 4000], "supplemental groups and fsGroup");
+        assert!(pause.user.strict_groups);
+        assert_eq!(
+            pause.seccomp,
+            seccomp::Request::RuntimeDefault,
+            "the kubelet's sandbox profile"
+        );
+        // A privileged container makes the sandbox privileged: an unconfined pause.
+        let privileged = "metadata: {name: p}
+spec:
+  initContainers: [{name: i, image: busybox, securityContext: {privileged: true}}]
+  containers: [{name: a, image: busybox}]";
+        assert_eq!(compare(privileged), []);
+        let p = pod(privileged);
+        let plan = PodPlan::new(&p, "u1");
+        let pause = super::super::config::sandbox_config(&layout, &p, "u1", &plan, &node())
+            .expect("config")
+            .pause;
+        assert_eq!(pause.seccomp, seccomp::Request::Unconfined);
+        assert_eq!(pause.user.uid, None, "root without runAsUser");
+    }
+
+    #[test]
+    fn the_runtime_reads_bandwidth_annotations_as_the_static_path_does() {
+        let yaml = "metadata: {name: bw, annotations: {kubernetes.io/ingress-bandwidth: 10M, kubernetes.io/egress-bandwidth: 1Mi}}
+spec: {containers: [{name: a, image: busybox}]}";
+        assert_eq!(compare(yaml), []);
+        let p = pod(yaml);
+        let plan = PodPlan::new(&p, "u1");
+        let layout = Layout::new(std::path::Path::new("/nonexistent/minilet-root"));
+        let today = super::super::config::sandbox_config(&layout, &p, "u1", &plan, &node()).expect("config");
+        assert!(today.network.bandwidth.is_some(), "the fixture asks for limits");
+    }
+
+    #[test]
     fn sidecar_host_ports_are_the_known_difference() {
         let sidecar = "metadata: {name: sc}
 spec:
@@ -605,18 +655,15 @@ spec:
         }
     }
 
-    /// Where the runtime's reading of a generated ContainerConfig and today's static
-    /// container differ.
-    #[derive(Debug, PartialEq, Eq)]
-    enum ContainerDifference {
-        /// The static path puts HOSTNAME in the environment; the CRI path does not
-        /// (containerd sets it from the sandbox's hostname).
-        HostnameEnv,
+    /// One app container of `yaml` (the first), generated as the kubelet would, read by the
+    /// runtime as a CRI client's, against today's static configuration, field by field: no
+    /// difference is known.
+    fn compare_container(yaml: &str) {
+        compare_container_with(yaml, image());
     }
 
-    /// One app container of `yaml` (the first), generated as the kubelet would, read by the
-    /// runtime as a CRI client's, against today's static configuration, field by field.
-    fn compare_container(yaml: &str) -> Vec<ContainerDifference> {
+    /// [`compare_container`] with the container's image.
+    fn compare_container_with(yaml: &str, image: crate::images::Image) {
         let root = tempfile::tempdir().expect("temp dir");
         let yaml = yaml.replace("@TMP@", &root.path().display().to_string());
         let p = pod(&yaml);
@@ -636,7 +683,6 @@ spec:
         let seccomp_args = SeccompArgs::default();
         let spec = spec(&p);
         let c = &spec.containers[0];
-        let image = image();
         let pod_log_dir = crate::runtime::logs::pod_log_dir(&log_root, &namespace(&p), &name(&p), uid);
         let inputs = ContainerInputs {
             pod: &p,
@@ -682,6 +728,7 @@ spec:
             sandbox: &sandbox,
             image: &image,
             log_path,
+            node: &node,
         })
         .expect("the runtime accepts the generated config");
 
@@ -722,32 +769,13 @@ spec:
             m
         };
         assert_eq!(sorted(&read.mounts), sorted(&today.mounts), "mounts");
-
-        let mut diffs = Vec::new();
-        let without_hostname = |env: &[String]| {
-            let mut e: Vec<String> = env.iter().filter(|e| !e.starts_with("HOSTNAME=")).cloned().collect();
-            e.sort();
-            e
-        };
-        assert_eq!(
-            without_hostname(&read.process.env),
-            without_hostname(&today.process.env),
-            "environment"
-        );
-        if today.process.env.iter().any(|e| e.starts_with("HOSTNAME="))
-            && !read.process.env.iter().any(|e| e.starts_with("HOSTNAME="))
-        {
-            diffs.push(ContainerDifference::HostnameEnv);
-        }
-        diffs
+        // HOSTNAME first, then the image's and the pod's variables, an override in place.
+        assert_eq!(read.process.env, today.process.env, "environment");
     }
 
     #[test]
     fn the_runtime_reads_a_plain_container_as_the_static_path_makes_it() {
-        assert_eq!(
-            compare_container("metadata: {name: plain}\nspec: {containers: [{name: a, image: busybox}]}"),
-            [ContainerDifference::HostnameEnv]
-        );
+        compare_container("metadata: {name: plain}\nspec: {containers: [{name: a, image: busybox}]}");
     }
 
     #[test]
@@ -785,7 +813,24 @@ spec:
     - {name: data, mountPath: /data, readOnly: true}
     - {name: data, mountPath: /scratch/sub, subPath: sub}
     - {name: info, mountPath: /etc/podinfo}";
-        assert_eq!(compare_container(yaml), [ContainerDifference::HostnameEnv]);
+        compare_container(yaml);
+    }
+
+    #[test]
+    fn dollar_references_in_the_images_cmd_stay_literal_on_both_paths() {
+        let mut img = image();
+        img.config.entrypoint = vec!["/bin/echo".into(), "$(X)".into()];
+        img.config.cmd = vec!["$(X)".into()];
+        // Only the image's: argv is Entrypoint + Cmd, unexpanded (container difference 5).
+        compare_container_with(
+            "metadata: {name: lit}\nspec: {containers: [{name: a, image: busybox, env: [{name: X, value: y}]}]}",
+            img.clone(),
+        );
+        // The pod's args are expanded; the image's Entrypoint still is not.
+        compare_container_with(
+            "metadata: {name: lit}\nspec: {containers: [{name: a, image: busybox, args: ['$(X)'], env: [{name: X, value: y}]}]}",
+            img,
+        );
     }
 
     #[test]
@@ -800,7 +845,7 @@ spec:
     image: busybox
     securityContext: {privileged: true}
     terminationMessagePath: /tmp/done";
-        assert_eq!(compare_container(yaml), [ContainerDifference::HostnameEnv]);
+        compare_container(yaml);
     }
 
     #[test]

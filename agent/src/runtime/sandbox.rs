@@ -8,9 +8,9 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use super::network::PodNetwork;
-use super::spec::{SandboxNamespaces, SandboxSpec, SandboxState, TmpfsSpec};
+use super::spec::{ProcessSpec, SandboxNamespaces, SandboxSpec, SandboxState, StdioSpec, TmpfsSpec, UserSpec};
 use super::volumes::{self, EMPTY_DIR_PLUGIN, EmptyDir, FileVolume, FsGroup};
-use super::{IoContext, Result, Runtime, blocking, helper, process};
+use super::{IoContext, Result, Runtime, blocking, capabilities, helper, process};
 use crate::atomic_file;
 use crate::cgroups::{DevicePolicy, Resources};
 use crate::file_modes;
@@ -40,6 +40,28 @@ pub struct SandboxConfig {
     pub network: PodNetwork,
     /// Namespaced sysctls (checked by [`super::sysctl::check`]).
     pub sysctls: Vec<super::sysctl::Sysctl>,
+    pub pause: PauseSecurity,
+}
+
+/// What the sandbox's security context makes of its pause, as containerd applies it to the
+/// sandbox container: the user and groups it runs as, and its seccomp profile (unconfined
+/// for a privileged sandbox). Its capabilities are the runtime's default set either way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PauseSecurity {
+    /// `uid`, `gid` and `supplemental_groups`; no image user (the pause has no image), so
+    /// without a uid it runs as root.
+    pub user: UserSpec,
+    pub seccomp: super::seccomp::Request,
+}
+
+impl Default for PauseSecurity {
+    /// Root, unconfined: the pause of a sandbox whose client asks for nothing.
+    fn default() -> Self {
+        PauseSecurity {
+            user: UserSpec::default(),
+            seccomp: super::seccomp::Request::Unconfined,
+        }
+    }
 }
 
 /// The generated files every container of the pod sees at /etc.
@@ -193,6 +215,7 @@ impl Runtime {
             oom_score_adj: Some(self.oom_score_adj(cfg.oom_score_adj)),
             tmpfs,
             sysctls: cfg.sysctls.clone(),
+            process: pause_process(&cfg.pause)?,
             state_path: pod_dir.join(SANDBOX_STATE),
         };
         let spec_path = pod_dir.join("sandbox-spec.json");
@@ -207,6 +230,23 @@ impl Runtime {
             .await
             .context(|| format!("stop pause {}", state.pause))
     }
+}
+
+/// The pause's process: no arguments, no environment, `/` as its working directory, the
+/// sandbox's user, the default capabilities and the seccomp filter resolved for them.
+fn pause_process(pause: &PauseSecurity) -> Result<ProcessSpec> {
+    let capabilities = capabilities::effective_set(&[], &[]);
+    let seccomp = super::seccomp::for_container(&pause.seccomp, Some(&capabilities))?;
+    Ok(ProcessSpec {
+        args: vec!["minilet-pause".into()],
+        env: Vec::new(),
+        cwd: "/".into(),
+        user: pause.user.clone(),
+        capabilities: Some(capabilities),
+        no_new_privileges: false,
+        seccomp,
+        stdio: StdioSpec::default(),
+    })
 }
 
 impl Runtime {

@@ -48,6 +48,10 @@ pub struct SandboxSpec {
     /// Set inside the pod's new namespaces before the pause starts.
     #[serde(default)]
     pub sysctls: Vec<super::sysctl::Sysctl>,
+    /// The pause's argv, user (the sandbox's run_as_user/group and supplemental groups),
+    /// capabilities and seccomp filter, applied as a container's are, after everything above
+    /// is done as root. The user is resolved without a passwd file: the pause has no image.
+    pub process: ProcessSpec,
     /// Where the launcher records the pause's identity before it reports back, so that a
     /// pause is never running without the state directory knowing it.
     pub state_path: PathBuf,

@@ -280,8 +280,32 @@ struct Tracked {
     conflict: bool,
 }
 
-/// One file read and parsed (off the async workers).
-type Loaded = (PathBuf, Option<Stamp>, Result<ManifestPod, InvalidManifest>);
+/// One path looked at off the async workers: gone (or no manifest any more), or read and parsed.
+enum Read {
+    Gone,
+    Loaded(Option<Stamp>, Result<ManifestPod, InvalidManifest>),
+}
+
+/// The manifest candidates of a directory with their stamps, sorted by path.
+type Listing = Vec<(PathBuf, Option<Stamp>)>;
+
+/// List `dir` and stat its candidates: blocking, so the run loop does it on a blocking thread.
+fn list(dir: &Path) -> Listing {
+    let mut present: Listing = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .flatten()
+            .filter(|e| is_manifest_name(&e.file_name()))
+            .map(|e| {
+                let path = e.path();
+                let st = stamp(&path);
+                (path, st)
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    present.sort_by(|a, b| a.0.cmp(&b.0));
+    present
+}
 
 struct Files {
     dir: PathBuf,
@@ -306,29 +330,25 @@ impl Files {
         }
     }
 
-    /// Candidates whose stamp changed, and tracked files that vanished, sorted.
-    fn changed(&self) -> Vec<PathBuf> {
-        let mut present = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(&self.dir) {
-            for e in entries.flatten() {
-                if is_manifest_name(&e.file_name()) {
-                    present.push(e.path());
-                }
-            }
-        }
-        present.sort();
-        let mut out: Vec<PathBuf> = present
+    /// Candidates of `listing` whose stamp changed, and tracked files that vanished, sorted.
+    fn changed(&self, listing: &Listing) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = listing
             .iter()
-            .filter(|p| self.files.get(*p).is_none_or(|t| t.stamp != stamp(p)))
-            .cloned()
+            .filter(|(p, st)| self.files.get(p).is_none_or(|t| t.stamp != *st))
+            .map(|(p, _)| p.clone())
             .collect();
-        out.extend(self.files.keys().filter(|p| present.binary_search(p).is_err()).cloned());
+        out.extend(
+            self.files
+                .keys()
+                .filter(|p| listing.binary_search_by(|(q, _)| q.cmp(p)).is_err())
+                .cloned(),
+        );
         out
     }
 
     /// Re-read, here and now, every candidate whose stamp changed; notice files that vanished.
     fn relist(&mut self) {
-        for path in self.changed() {
+        for path in self.changed(&list(&self.dir)) {
             self.refresh(&path);
         }
     }
@@ -451,18 +471,14 @@ struct Loader {
     /// Paths being read → whether another change came meanwhile (read again when done).
     inflight: HashMap<PathBuf, bool>,
     permits: Arc<tokio::sync::Semaphore>,
-    done: mpsc::UnboundedSender<Loaded>,
+    done: mpsc::UnboundedSender<(PathBuf, Read)>,
 }
 
 impl Loader {
-    /// Read `path` again soon (or forget it now if it is no manifest any more).
-    fn schedule(&mut self, files: &mut Files, path: PathBuf) {
+    /// Read `path` again soon (or forget it if it is no manifest any more).
+    fn schedule(&mut self, path: PathBuf) {
         if let Some(again) = self.inflight.get_mut(&path) {
             *again = true;
-            return;
-        }
-        if !is_candidate(&path) {
-            files.forget(&path);
             return;
         }
         self.inflight.insert(path.clone(), false);
@@ -471,41 +487,52 @@ impl Loader {
         tokio::spawn(async move {
             let _permit = permits.acquire_owned().await;
             let p = path.clone();
-            let loaded = tokio::task::spawn_blocking(move || {
+            let read = tokio::task::spawn_blocking(move || {
+                if !is_candidate(&p) {
+                    return Read::Gone;
+                }
                 let st = stamp(&p);
-                let loaded = load_file(&p, &node);
-                (p, st, loaded)
+                Read::Loaded(st, load_file(&p, &node))
             })
             .await
             .unwrap_or_else(|e| {
                 let message = format!("{}: read: {e}", path.display());
-                (path.clone(), None, Err(InvalidManifest { path, message }))
+                Read::Loaded(
+                    None,
+                    Err(InvalidManifest {
+                        path: path.clone(),
+                        message,
+                    }),
+                )
             });
-            let _ = done.send(loaded);
+            let _ = done.send((path, read));
         });
     }
 
-    /// A load finished: apply it, unless the file changed meanwhile (then read it again).
-    fn finished(&mut self, files: &mut Files, (path, st, loaded): Loaded) {
+    /// A read finished: apply it, unless the file changed meanwhile (then read it again).
+    fn finished(&mut self, files: &mut Files, (path, read): (PathBuf, Read)) {
         if self.inflight.remove(&path).unwrap_or(false) {
-            self.schedule(files, path);
-        } else {
-            files.apply(&path, st, loaded);
+            self.schedule(path);
+            return;
+        }
+        match read {
+            Read::Gone => files.forget(&path),
+            Read::Loaded(st, loaded) => files.apply(&path, st, loaded),
         }
     }
 
-    /// Re-list: everything whose stamp changed, except what is being read already.
-    fn relist(&mut self, files: &mut Files) {
-        for path in files.changed() {
+    /// Re-list: everything whose stamp changed in `listing`, except what is being read already.
+    fn relist(&mut self, files: &Files, listing: &Listing) {
+        for path in files.changed(listing) {
             if !self.inflight.contains_key(&path) {
-                self.schedule(files, path);
+                self.schedule(path);
             }
         }
     }
 
     fn retry(&mut self, files: &mut Files) {
         for path in std::mem::take(&mut files.retry) {
-            self.schedule(files, path);
+            self.schedule(path);
         }
     }
 }
@@ -560,6 +587,14 @@ impl DirWatch {
         tracing::info!(dir = %self.dir.display(), "the manifests directory is back: watching it again");
         true
     }
+}
+
+/// [`list`] on a blocking thread: the run loop's workers only wait for it.
+async fn listed(dir: &Path) -> Listing {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || list(&dir))
+        .await
+        .unwrap_or_default()
 }
 
 async fn run(
@@ -637,10 +672,10 @@ async fn run(
                     }
                 }
                 for path in now {
-                    loader.schedule(&mut files, path);
+                    loader.schedule(path);
                 }
                 if relist_now {
-                    loader.relist(&mut files);
+                    loader.relist(&files, &listed(&files.dir).await);
                 }
             }
             Some(loaded) = done_rx.recv() => loader.finished(&mut files, loaded),
@@ -649,14 +684,14 @@ async fn run(
                 let due: Vec<PathBuf> = settling.iter().filter(|(_, t)| **t <= now).map(|(p, _)| p.clone()).collect();
                 for p in due {
                     settling.remove(&p);
-                    loader.schedule(&mut files, p);
+                    loader.schedule(p);
                 }
             }
             _ = relist_timer.tick() => {
                 if watch.missing && !watch.restore() {
                     watch.lost(); // the parent may be back where the directory is not
                 }
-                loader.relist(&mut files);
+                loader.relist(&files, &listed(&files.dir).await);
             }
             _ = tx.closed() => return,
         }

@@ -56,6 +56,7 @@ impl CriPods {
             sandbox: &sb,
             image: &image,
             log_path,
+            node: &self.node,
         })?;
         let files = self.rt.create_container(&cfg, state.pause).await?;
         // The client's config goes last: without it a restarted agent treats the directory

@@ -70,10 +70,11 @@ impl CriPods {
                 } else {
                     Vec::new()
                 },
-                bandwidth: None,
+                bandwidth: plan.bandwidth.clone(),
                 dns: crate::runtime::network::Dns::from_resolv_conf(&plan.resolv_conf),
             },
             sysctls: plan.sysctls.clone(),
+            pause: plan.pause.clone(),
         };
         let rt = self.rt.clone();
         let prepared = {

@@ -13,6 +13,8 @@ use crate::pod::command;
 use crate::runtime::RuntimeError;
 use crate::runtime::container::ContainerConfig;
 use crate::runtime::host_ports::{HostPort, Protocol};
+use crate::runtime::network::{Bandwidth, bandwidth};
+use crate::runtime::sandbox::PauseSecurity;
 use crate::runtime::spec::{
     BindMount, HostTree, KernelPaths, ProcessSpec, Propagation, SandboxNamespaces, StdioSpec, UserSpec,
 };
@@ -33,6 +35,10 @@ pub struct SandboxPlan {
     /// `--network=none`.
     pub host_ports: Vec<HostPort>,
     pub sysctls: Vec<crate::runtime::sysctl::Sysctl>,
+    pub pause: PauseSecurity,
+    /// CNI's `bandwidth` capability, from the sandbox's bandwidth annotations (containerd
+    /// reads them there; the kubelet copies the pod's).
+    pub bandwidth: Option<Bandwidth>,
 }
 
 fn invalid(msg: impl Into<String>) -> RuntimeError {
@@ -130,13 +136,7 @@ pub fn sandbox(config: &cri::PodSandboxConfig, node: &crate::pod::node::NodeInfo
         ipc: ipc != cri::NamespaceMode::Node,
         uts: !host_net,
     };
-    let hostname = if host_net {
-        node.name.clone()
-    } else if config.hostname.is_empty() {
-        meta.name.chars().take(63).collect()
-    } else {
-        config.hostname.clone()
-    };
+    let hostname = hostname(config, node);
     let hosts = if host_net {
         node.hosts.clone()
     } else {
@@ -172,6 +172,8 @@ pub fn sandbox(config: &cri::PodSandboxConfig, node: &crate::pod::node::NodeInfo
         Some(r) => resources(r, "linux.resources")?.0,
         None => Resources::default(),
     };
+    let pause = pause_security(&sc)?;
+    let bandwidth = bandwidth::from_annotations(|k| config.annotations.get(k).map(String::as_str)).map_err(invalid)?;
     Ok(SandboxPlan {
         cgroup: pod_cgroup(&linux.cgroup_parent, uid)?,
         namespaces,
@@ -182,7 +184,101 @@ pub fn sandbox(config: &cri::PodSandboxConfig, node: &crate::pod::node::NodeInfo
         resources,
         host_ports,
         sysctls,
+        pause,
+        bandwidth,
     })
+}
+
+/// What the sandbox's security context asks of its pause, containerd's way: it runs as
+/// `run_as_user`:`run_as_group` with the supplemental groups, confined by `seccomp` unless
+/// the sandbox is privileged. The pause has no root filesystem of its own (it runs from the
+/// node's), so a read-only one cannot be given and is refused.
+fn pause_security(sc: &cri::LinuxSandboxSecurityContext) -> Result<PauseSecurity, RuntimeError> {
+    const FIELD: &str = "linux.security_context";
+    let id = |v: i64, field: &str| {
+        u32::try_from(v)
+            .ok()
+            .filter(|id| *id != u32::MAX)
+            .ok_or_else(|| invalid(format!("{FIELD}.{field}: {v} is not a valid ID (0-4294967294)")))
+    };
+    if sc.readonly_rootfs {
+        return Err(invalid(format!(
+            "{FIELD}.readonly_rootfs: the pause runs from the node's filesystem, not an image, and cannot be given a read-only root"
+        )));
+    }
+    if sc.run_as_group.is_some() && sc.run_as_user.is_none() {
+        return Err(invalid(format!(
+            "{FIELD}.run_as_group is only allowed with run_as_user"
+        )));
+    }
+    check_apparmor(sc.apparmor.as_ref(), "")?;
+    let supplemental_groups = sc
+        .supplemental_groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| id(*g, &format!("supplemental_groups[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let seccomp = seccomp_request(sc.seccomp.as_ref(), &sc.seccomp_profile_path)?;
+    Ok(PauseSecurity {
+        user: UserSpec {
+            uid: sc
+                .run_as_user
+                .as_ref()
+                .map(|u| id(u.value, "run_as_user"))
+                .transpose()?,
+            gid: sc
+                .run_as_group
+                .as_ref()
+                .map(|g| id(g.value, "run_as_group"))
+                .transpose()?,
+            image_user: String::new(),
+            supplemental_groups,
+            strict_groups: sc.supplemental_groups_policy == cri::SupplementalGroupsPolicy::Strict as i32,
+        },
+        seccomp: if sc.privileged {
+            seccomp::Request::Unconfined
+        } else {
+            seccomp
+        },
+    })
+}
+
+/// The sandbox's hostname: the node's for a host-network sandbox (containerd's rule; the
+/// node's name here, as the static pods'), else the client's, else the pod's name cut to a
+/// DNS label.
+pub fn hostname(config: &cri::PodSandboxConfig, node: &crate::pod::node::NodeInfo) -> String {
+    let host_net = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|sc| sc.namespace_options.as_ref())
+        .is_some_and(|ns| ns.network == cri::NamespaceMode::Node as i32);
+    if host_net {
+        node.name.clone()
+    } else if config.hostname.is_empty() {
+        config
+            .metadata
+            .as_ref()
+            .map(|m| m.name.chars().take(63).collect())
+            .unwrap_or_default()
+    } else {
+        config.hostname.clone()
+    }
+}
+
+/// `KEY=value` variables with `overrides` applied as containerd applies them: a variable
+/// already there is replaced where it stands, a new one is appended.
+fn override_env(env: &mut Vec<String>, overrides: impl IntoIterator<Item = String>) {
+    for kv in overrides {
+        let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k).to_string();
+        match env
+            .iter_mut()
+            .find(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == key)
+        {
+            Some(e) => *e = kv,
+            None => env.push(kv),
+        }
+    }
 }
 
 /// The sandbox's `port_mappings` with a host port (a mapping without one only documents the
@@ -323,6 +419,8 @@ pub struct ContainerInputs<'a> {
     pub sandbox: &'a super::Sandbox,
     pub image: &'a Image,
     pub log_path: PathBuf,
+    /// For a host-network sandbox's hostname.
+    pub node: &'a crate::pod::node::NodeInfo,
 }
 
 pub fn container(i: &ContainerInputs) -> Result<ContainerConfig, RuntimeError> {
@@ -389,14 +487,14 @@ pub fn container(i: &ContainerInputs) -> Result<ContainerConfig, RuntimeError> {
             i.image.summary.name
         )));
     }
-    let mut env: Vec<String> = image_cfg.env.clone();
-    for kv in &c.envs {
-        if kv.key.is_empty() || kv.key.contains('=') {
-            return Err(invalid(format!("envs: invalid variable name {:?}", kv.key)));
-        }
-        env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != kv.key);
-        env.push(format!("{}={}", kv.key, kv.value));
+    if let Some(kv) = c.envs.iter().find(|kv| kv.key.is_empty() || kv.key.contains('=')) {
+        return Err(invalid(format!("envs: invalid variable name {:?}", kv.key)));
     }
+    // containerd's order: HOSTNAME (the sandbox's), then the image's variables, then the
+    // client's, each replacing a variable of the same name where it stands.
+    let mut env = vec![format!("HOSTNAME={}", hostname(&i.sandbox.config, i.node))];
+    override_env(&mut env, image_cfg.env.iter().cloned());
+    override_env(&mut env, c.envs.iter().map(|kv| format!("{}={}", kv.key, kv.value)));
     let cwd = if !c.working_dir.is_empty() {
         c.working_dir.clone()
     } else if !image_cfg.working_dir.is_empty() {
@@ -649,6 +747,137 @@ mod tests {
             container_port,
             host_port,
             host_ip: String::new(),
+        }
+    }
+
+    fn sandbox_with(sc: cri::LinuxSandboxSecurityContext) -> Result<SandboxPlan, RuntimeError> {
+        let config = cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: "p".into(),
+                uid: "u".into(),
+                namespace: "n".into(),
+                attempt: 0,
+            }),
+            linux: Some(cri::LinuxPodSandboxConfig {
+                security_context: Some(sc),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        sandbox(&config, &crate::pod::config::tests::node())
+    }
+
+    #[test]
+    fn the_pause_gets_the_sandboxs_user_groups_and_seccomp() {
+        use cri::security_profile::ProfileType;
+        let runtime_default = Some(cri::SecurityProfile {
+            profile_type: ProfileType::RuntimeDefault as i32,
+            localhost_ref: String::new(),
+        });
+        let plan = sandbox_with(cri::LinuxSandboxSecurityContext {
+            run_as_user: Some(cri::Int64Value { value: 1000 }),
+            run_as_group: Some(cri::Int64Value { value: 3000 }),
+            supplemental_groups: vec![4000, 5000],
+            seccomp: runtime_default.clone(),
+            ..Default::default()
+        })
+        .expect("plan");
+        assert_eq!(
+            (
+                plan.pause.user.uid,
+                plan.pause.user.gid,
+                plan.pause.user.supplemental_groups.as_slice()
+            ),
+            (Some(1000), Some(3000), [4000, 5000].as_slice())
+        );
+        assert_eq!(plan.pause.user.image_user, "", "the pause has no image user");
+        assert_eq!(plan.pause.seccomp, seccomp::Request::RuntimeDefault);
+        let privileged = sandbox_with(cri::LinuxSandboxSecurityContext {
+            privileged: true,
+            seccomp: runtime_default,
+            ..Default::default()
+        })
+        .expect("plan");
+        assert_eq!(privileged.pause.seccomp, seccomp::Request::Unconfined, "privileged");
+        assert_eq!(
+            sandbox_with(Default::default()).expect("plan").pause,
+            PauseSecurity::default(),
+            "nothing asked: root, unconfined"
+        );
+    }
+
+    #[test]
+    fn sandbox_security_fields_the_pause_cannot_take_are_refused_by_name() {
+        for (sc, field) in [
+            (
+                cri::LinuxSandboxSecurityContext {
+                    readonly_rootfs: true,
+                    ..Default::default()
+                },
+                "linux.security_context.readonly_rootfs",
+            ),
+            (
+                cri::LinuxSandboxSecurityContext {
+                    run_as_group: Some(cri::Int64Value { value: 5 }),
+                    ..Default::default()
+                },
+                "linux.security_context.run_as_group",
+            ),
+            (
+                cri::LinuxSandboxSecurityContext {
+                    run_as_user: Some(cri::Int64Value { value: -1 }),
+                    ..Default::default()
+                },
+                "linux.security_context.run_as_user: -1",
+            ),
+            (
+                cri::LinuxSandboxSecurityContext {
+                    supplemental_groups: vec![1, 1 << 40],
+                    ..Default::default()
+                },
+                "linux.security_context.supplemental_groups[1]",
+            ),
+            (
+                cri::LinuxSandboxSecurityContext {
+                    seccomp_profile_path: "relative.json".into(),
+                    ..Default::default()
+                },
+                "seccomp_profile_path",
+            ),
+        ] {
+            match sandbox_with(sc) {
+                Err(RuntimeError::InvalidArgument(msg)) => assert!(msg.contains(field), "{msg}"),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn bandwidth_annotations_become_cnis_bandwidth_or_are_refused_by_name() {
+        let with = |value: &str| {
+            let mut config = cri::PodSandboxConfig {
+                metadata: Some(cri::PodSandboxMetadata {
+                    name: "p".into(),
+                    uid: "u".into(),
+                    namespace: "n".into(),
+                    attempt: 0,
+                }),
+                ..Default::default()
+            };
+            config.annotations.insert(bandwidth::INGRESS.into(), value.into());
+            sandbox(&config, &crate::pod::config::tests::node())
+        };
+        let b = with("5M").expect("plan").bandwidth.expect("bandwidth");
+        assert_eq!((b.ingress_rate, b.egress_rate), (Some(5_000_000), None));
+        assert_eq!(sandbox_with(Default::default()).expect("plan").bandwidth, None);
+        match with("10") {
+            Err(RuntimeError::InvalidArgument(msg)) => {
+                assert!(
+                    msg.contains(bandwidth::INGRESS) && msg.contains("unreasonably small"),
+                    "{msg}"
+                )
+            }
+            other => panic!("{other:?}"),
         }
     }
 

@@ -8,7 +8,8 @@
 //!    `medium: Memory` emptyDirs): containers start from a copy of it, and when the pause
 //!    exits the namespace and its tmpfs mounts go with it.
 //! 3. Set the hostname, bring loopback up, write the pod's sysctls (now the pod's own).
-//! 4. fork: the child (PID 1 of the new PID namespace) execs the pause; this process records
+//! 4. fork: the child (PID 1 of the new PID namespace) takes the sandbox's user, groups,
+//!    capabilities and seccomp filter, and execs the pause; this process records
 //!    the pause's identity in the state directory, reports it and exits. The agent, a child
 //!    subreaper, inherits the pause.
 
@@ -21,10 +22,13 @@ use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 use nix::unistd::ForkResult;
 
+use super::init::drop_privileges;
 use super::{ErrorPipe, child_fail, read_spec, report, reset_signals, set_oom_score_adj};
 use crate::atomic_file;
 use crate::runtime::process::ProcessId;
 use crate::runtime::spec::{SandboxSpec, SandboxState, now_nanos};
+use crate::runtime::syscalls::Linux;
+use crate::runtime::user;
 
 pub fn main(spec_path: &OsStr) -> ExitCode {
     let result = read_spec::<SandboxSpec>(Path::new(spec_path)).and_then(|spec| run(&spec));
@@ -93,8 +97,17 @@ fn run(spec: &SandboxSpec) -> Result<SandboxState, String> {
         s.apply()?;
     }
 
-    let pause = CString::new(spec.pause_path.as_os_str().as_encoded_bytes())
-        .map_err(|_| format!("pause path {} contains a NUL byte", spec.pause_path.display()))?;
+    // Opened here, as root: a pause that runs as another user execs it through this
+    // descriptor, so that user needs execute permission on the file alone, not on the
+    // directories above it (the agent's own, possibly private).
+    let pause =
+        std::fs::File::open(&spec.pause_path).map_err(|e| format!("open {}: {e}", spec.pause_path.display()))?;
+    let argv = spec
+        .process
+        .args
+        .iter()
+        .map(|a| CString::new(a.as_str()).map_err(|_| format!("pause argument {a:?} contains a NUL byte")))
+        .collect::<Result<Vec<_>, _>>()?;
     let devnull = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -116,10 +129,21 @@ fn run(spec: &SandboxSpec) -> Result<SandboxState, String> {
                     fail("dup2 /dev/null", e);
                 }
             }
-            reset_signals();
-            let argv = [c"minilet-pause"];
+            // The sandbox's user and confinement, with the code a container's process uses
+            // (no passwd file: the pause has no image of its own).
+            let became = user::resolve(&spec.process.user, None, None)
+                .map_err(|e| e.to_string())
+                .and_then(|who| {
+                    drop_privileges(&Linux, &spec.process, &who, &spec.process.cwd, || {
+                        reset_signals();
+                        Ok(())
+                    })
+                });
+            if let Err(msg) = became {
+                child_fail(&errors.write, &format!("pause user {:?}: {msg}", spec.process.user));
+            }
             let env: [&std::ffi::CStr; 0] = [];
-            let Err(e) = nix::unistd::execve(&pause, &argv, &env);
+            let Err(e) = nix::unistd::fexecve(pause.as_fd(), &argv, &env);
             fail(&format!("exec {}", spec.pause_path.display()), e)
         }
         ForkResult::Parent { child } => {

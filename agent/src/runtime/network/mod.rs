@@ -6,6 +6,7 @@
 //! exactly that, with the namespace still pinned under the state directory.
 
 pub mod args;
+pub mod bandwidth;
 pub mod conf;
 mod netns;
 mod plugin;
