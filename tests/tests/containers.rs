@@ -1,5 +1,7 @@
-//! Container processes: CRI-format logs, restart policy and back-off, exit codes, OOM kills.
+//! Container processes: CRI-format logs, restart policy and back-off, exit codes, OOM kills,
+//! the monitor as the kernel maps it.
 
+use std::path::Path;
 use std::time::Duration;
 
 use minilet_e2e::*;
@@ -270,4 +272,48 @@ spec:
     let exit = pod.containers["hog"].exit.clone().unwrap();
     assert_eq!(exit["reason"], "OOMKilled", "{exit}");
     assert_eq!(exit["exit_code"], 137);
+}
+
+/// The monitor is the `minilet` binary, linked statically (hack/rustc-wrapper): as the
+/// kernel maps it, it has no dynamic loader and no shared library, only the binary itself
+/// (what keeps its private memory small: docs/performance.md).
+#[test]
+fn the_monitor_maps_no_shared_library() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("monitor-static");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, &[]);
+    env.write_manifest(
+        "idle.yaml",
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: idle}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+"#,
+    );
+    let pod = env.wait_running(&static_pod_name("idle"), &["c"]);
+    let monitor = pod.containers["c"].monitor_pid.expect("the monitor's pid in state");
+    let exe = std::fs::read_link(format!("/proc/{monitor}/exe")).expect("the monitor's exe");
+    assert_eq!(exe, std::fs::canonicalize(minilet()).expect("minilet binary"));
+    let maps = std::fs::read_to_string(format!("/proc/{monitor}/maps")).expect("the monitor's maps");
+    let files: Vec<&str> = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter(|path| path.starts_with('/'))
+        .collect();
+    assert!(!files.is_empty(), "{maps}");
+    let others: Vec<&&str> = files.iter().filter(|path| Path::new(path) != exe).collect();
+    assert!(
+        others.is_empty(),
+        "the monitor maps files besides its binary: {others:?}\n{maps}"
+    );
 }

@@ -407,6 +407,41 @@ fn base64_encode(bytes: &[u8]) -> String {
     out
 }
 
+/// A registry named by host name, `localhost:PORT`: the agent resolves it through the C
+/// library's resolver (`/etc/hosts`), which the statically linked `minilet` does without
+/// loading any NSS module.
+#[test]
+fn a_registry_named_by_host_name_is_resolved() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("pull-by-name");
+    let reg = Registry::start(&env.dir.join("registry"), None);
+    let host = reg.host().replacen("127.0.0.1", "localhost", 1);
+    let resolves = std::net::ToSocketAddrs::to_socket_addrs(host.as_str())
+        .is_ok_and(|mut addrs| addrs.any(|a| a.ip() == std::net::Ipv4Addr::LOCALHOST));
+    if !resolves {
+        skip("this host does not resolve localhost to 127.0.0.1");
+        return;
+    }
+    reg.push_demo("busybox", "test/busybox:1.0", Compression::AsIs);
+    let _agent = Agent::start(&env, &[]);
+    let image = format!("{host}/test/busybox:1.0");
+    env.write_manifest(
+        "named.yaml",
+        &pod("named", &image, None, "echo pulled by name; sleep 3600"),
+    );
+    env.wait_running(&static_pod_name("named"), &["c"]);
+    let e = events(&env);
+    assert!(e.contains(&format!("Successfully pulled image \"{image}\" in ")), "{e}");
+    assert!(reg.gets("/v2/test/busybox/manifests/1.0") >= 1, "{}", reg.log());
+    wait_for("the container's output", Duration::from_secs(10), || {
+        log_of(&env, &static_pod_name("named"))
+            .contains("pulled by name")
+            .then_some(())
+    });
+}
+
 #[test]
 fn concurrent_pods_pull_an_image_once() {
     if !is_root() {

@@ -63,7 +63,7 @@ impl Runtime {
     }
 
     /// Prepare one container attempt (CRI CreateContainer): its directory, record, cgroup and
-    /// the monitor's spec, with the seccomp profile resolved. Nothing runs yet. `Err` means
+    /// the monitor's spec, with the seccomp filter compiled. Nothing runs yet. `Err` means
     /// nothing was left behind.
     pub async fn create_container(
         self: &Arc<Self>,
@@ -138,7 +138,7 @@ impl Runtime {
     fn prepare_container(
         &self,
         cfg: &ContainerConfig,
-        seccomp: Option<super::seccomp::Profile>,
+        seccomp: Option<super::seccomp::BpfFilter>,
         id: &str,
         dir: &std::path::Path,
         cgroup: &str,
@@ -197,7 +197,7 @@ impl Runtime {
             mounts: cfg.mounts.clone(),
             cgroup_view: Some(self.cgroup_view(cgroup, cfg.process.capabilities.is_some())),
             process: ProcessSpec {
-                seccomp,
+                seccomp: seccomp.map(super::seccomp::Seccomp::Filter),
                 ..cfg.process.clone()
             },
             log_path: cfg.log_path.clone(),

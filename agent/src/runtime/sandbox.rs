@@ -244,7 +244,7 @@ fn pause_process(pause: &PauseSecurity) -> Result<ProcessSpec> {
         user: pause.user.clone(),
         capabilities: Some(capabilities),
         no_new_privileges: false,
-        seccomp,
+        seccomp: seccomp.map(super::seccomp::Seccomp::Filter),
         stdio: StdioSpec::default(),
     })
 }

@@ -201,10 +201,10 @@ pub struct ProcessSpec {
     /// Capabilities the process keeps (names like `CAP_CHOWN`); `None` keeps all (privileged).
     pub capabilities: Option<Vec<String>>,
     pub no_new_privileges: bool,
-    /// The seccomp profile to load just before exec, resolved for this container (plain OCI);
-    /// `None` runs unconfined. Also applies to processes exec'd into the container.
+    /// The seccomp filter to load just before exec, compiled for this container; `None` runs
+    /// unconfined. Also applies to processes exec'd into the container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seccomp: Option<super::seccomp::Profile>,
+    pub seccomp: Option<super::seccomp::Seccomp>,
     /// The container's own stdin and terminal (`stdin`, `stdinOnce`, `tty` of the pod spec or
     /// the CRI ContainerConfig). Not used for processes exec'd into the container.
     #[serde(default)]

@@ -12,7 +12,7 @@ use nix::mount::{MntFlags, MsFlags};
 use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::{Gid, Uid};
 
-use super::seccomp::Profile;
+use super::seccomp::BpfFilter;
 
 /// A failed syscall: which one, on what, and why.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +74,7 @@ pub trait Syscall {
     fn drop_bounding_cap(&self, cap: u32) -> SysResult;
     fn set_no_new_privs(&self) -> SysResult;
     /// Load a seccomp filter into this (single-threaded) process.
-    fn seccomp(&self, profile: &Profile) -> SysResult;
+    fn seccomp(&self, filter: &BpfFilter) -> SysResult;
     fn setgroups(&self, gids: &[u32]) -> SysResult;
     fn setgid(&self, gid: u32) -> SysResult;
     fn setuid(&self, uid: u32) -> SysResult;
@@ -179,8 +179,8 @@ impl Syscall for Linux {
         nix::sys::prctl::set_no_new_privs().map_err(|e| no_path("prctl(PR_SET_NO_NEW_PRIVS)", "", e))
     }
 
-    fn seccomp(&self, profile: &Profile) -> SysResult {
-        super::seccomp::load(profile).map_err(|e| no_path("seccomp", "", std::io::Error::other(e)))
+    fn seccomp(&self, filter: &BpfFilter) -> SysResult {
+        filter.load().map_err(|e| no_path("seccomp", "", e))
     }
 
     fn setgroups(&self, gids: &[u32]) -> SysResult {
@@ -265,11 +265,11 @@ impl Syscall for Recorder {
     fn set_no_new_privs(&self) -> SysResult {
         self.push("no_new_privs".into())
     }
-    fn seccomp(&self, profile: &Profile) -> SysResult {
+    fn seccomp(&self, filter: &BpfFilter) -> SysResult {
         self.push(format!(
-            "seccomp {:?} ({} rules)",
-            profile.default_action,
-            profile.syscalls.len()
+            "seccomp {} instructions, flags {:#x}",
+            filter.instructions(),
+            filter.flags()
         ))
     }
     fn setgroups(&self, gids: &[u32]) -> SysResult {

@@ -213,9 +213,9 @@ pub(super) fn drop_privileges<S: Syscall, R>(
     if process.no_new_privileges {
         sys.set_no_new_privs().map_err(err)?;
     }
-    let seccomp = process.seccomp.as_ref();
-    if let Some(profile) = seccomp.filter(|_| !process.no_new_privileges) {
-        sys.seccomp(profile).map_err(err)?;
+    let seccomp = process.seccomp.as_ref().map(|s| s.filter()).transpose()?;
+    if let Some(filter) = seccomp.as_deref().filter(|_| !process.no_new_privileges) {
+        sys.seccomp(filter).map_err(err)?;
     }
     sys.setgroups(&who.additional_gids).map_err(err)?;
     sys.setgid(who.gid).map_err(err)?;
@@ -223,8 +223,8 @@ pub(super) fn drop_privileges<S: Syscall, R>(
     sys.chdir(Path::new(cwd))
         .map_err(|e| format!("chdir to working directory {cwd}: {}", e.source))?;
     let out = last()?;
-    if let Some(profile) = seccomp.filter(|_| process.no_new_privileges) {
-        sys.seccomp(profile).map_err(err)?;
+    if let Some(filter) = seccomp.as_deref().filter(|_| process.no_new_privileges) {
+        sys.seccomp(filter).map_err(err)?;
     }
     Ok(out)
 }
@@ -271,7 +271,7 @@ fn find_executable(program: &str, path_var: &str) -> Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::seccomp::{Action, Profile};
+    use crate::runtime::seccomp::{BpfFilter, Seccomp};
     use crate::runtime::spec::UserSpec;
     use crate::runtime::syscalls::Recorder;
 
@@ -283,16 +283,10 @@ mod tests {
             user: UserSpec::default(),
             capabilities: Some(capabilities::effective_set(&[], &[])),
             no_new_privileges,
-            seccomp: Some(Profile {
-                default_action: Action::Errno,
-                default_errno_ret: None,
-                architectures: Vec::new(),
-                arch_map: Vec::new(),
-                flags: Vec::new(),
-                listener_path: None,
-                listener_metadata: None,
-                syscalls: Vec::new(),
-            }),
+            // BPF_RET | BPF_K, SECCOMP_RET_ALLOW: one instruction.
+            seccomp: BpfFilter::new(0, [0x06, 0, 0, 0, 0, 0, 0xff, 0x7f].to_vec())
+                .ok()
+                .map(Seccomp::Filter),
             stdio: Default::default(),
         }
     }
@@ -325,7 +319,7 @@ mod tests {
             sequence(&process(false)),
             [
                 "capbset_drop…",
-                "seccomp Errno (0 rules)",
+                "seccomp 1 instructions, flags 0x0",
                 "setgroups [3000]",
                 "setgid 2000",
                 "setuid 1000",
@@ -347,7 +341,7 @@ mod tests {
                 "setuid 1000",
                 "chdir /work",
                 "last (exe, signals, fds)",
-                "seccomp Errno (0 rules)",
+                "seccomp 1 instructions, flags 0x0",
             ]
         );
     }

@@ -7,10 +7,14 @@
 //! architecture and kernel version). The default profile is one such file, embedded, so the
 //! same code loads it and a node's own profiles. A profile is first *resolved* for one
 //! container (its capabilities, this host's architecture and kernel): the result is plain
-//! OCI and is what the container's spec carries; the helper compiles it with libseccomp, as
-//! runc does, and loads it.
+//! OCI. The agent compiles it with libseccomp, as runc does, once per distinct profile (a
+//! compile costs milliseconds, and every pod's pause has the default profile), and the
+//! container's spec carries the BPF program the helper loads with seccomp(2).
 
+use std::collections::BTreeMap;
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
 use serde::{Deserialize, Serialize};
@@ -229,26 +233,55 @@ fn parse_kernel(s: &str) -> Option<(u32, u32)> {
 }
 
 /// The filter for a container that keeps `capabilities` (`None`: privileged, all of them),
-/// resolved and checked; `None` when it runs without one. A privileged container is never
-/// filtered, whatever it asks for (containerd's rule).
-pub fn for_container(request: &Request, capabilities: Option<&[String]>) -> Result<Option<Profile>, SeccompError> {
+/// resolved, checked and compiled; `None` when it runs without one. A privileged container is
+/// never filtered, whatever it asks for (containerd's rule).
+pub fn for_container(request: &Request, capabilities: Option<&[String]>) -> Result<Option<BpfFilter>, SeccompError> {
     let Some(caps) = capabilities else {
         return Ok(None);
     };
-    let (profile, origin) = match request {
+    let (text, origin) = match request {
         Request::Unconfined => return Ok(None),
-        Request::RuntimeDefault => (default_profile()?, "RuntimeDefault".to_string()),
-        Request::Localhost(path) => (read_profile(path)?, format!("{:?}", path.display().to_string())),
+        Request::RuntimeDefault => (None, "RuntimeDefault".to_string()),
+        // Read on every start: the node's file may have changed.
+        Request::Localhost(path) => (
+            Some(std::fs::read_to_string(path).map_err(|source| SeccompError::Read {
+                path: path.clone(),
+                source,
+            })?),
+            format!("{:?}", path.display().to_string()),
+        ),
     };
-    let resolved = resolve(&profile, &Host::detect(), caps).map_err(|problem| SeccompError::Invalid {
+    let key = format!("{caps:?}\n{}", text.as_deref().unwrap_or("RuntimeDefault"));
+    if let Some(f) = compiled_filters().get(&key) {
+        return Ok(Some(f.clone()));
+    }
+    let profile = parse(text.as_deref().unwrap_or(DEFAULT_PROFILE), &origin)?;
+    let invalid = |problem| SeccompError::Invalid {
         origin: origin.clone(),
         problem,
-    })?;
-    let compiled = compile(&resolved).map_err(|problem| SeccompError::Invalid { origin, problem })?;
+    };
+    let resolved = resolve(&profile, &Host::detect(), caps).map_err(invalid)?;
+    let compiled = compile(&resolved).map_err(invalid)?;
     if !compiled.skipped.is_empty() {
         tracing::debug!(skipped = ?compiled.skipped, "seccomp: syscalls unknown to libseccomp on this architecture are left to the default action");
     }
-    Ok(Some(resolved))
+    let filter = compiled.to_filter(&resolved).map_err(invalid)?;
+    let mut cache = compiled_filters();
+    if cache.len() >= FILTER_CACHE_SIZE {
+        cache.clear();
+    }
+    cache.insert(key, filter.clone());
+    Ok(Some(filter))
+}
+
+/// Distinct filters kept compiled: one per profile and capability set in use, so a handful.
+const FILTER_CACHE_SIZE: usize = 32;
+
+/// Compiled filters by capability set and profile text.
+fn compiled_filters() -> std::sync::MutexGuard<'static, BTreeMap<String, BpfFilter>> {
+    static CACHE: Mutex<BTreeMap<String, BpfFilter>> = Mutex::new(BTreeMap::new());
+    // Entries are whole values: a panic elsewhere cannot leave one half-written.
+    CACHE.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The runtime's default profile, unresolved.
@@ -351,6 +384,142 @@ pub struct Compiled {
     pub skipped: Vec<String>,
 }
 
+impl Compiled {
+    /// The program as the kernel takes it, with the flags `profile` asks seccomp(2) for.
+    pub fn to_filter(&self, profile: &Profile) -> Result<BpfFilter, String> {
+        let mut out = tempfile::tempfile().map_err(|e| format!("a file for the BPF program: {e}"))?;
+        self.filter
+            .export_bpf(&out)
+            .map_err(|e| format!("export the BPF program: {e}"))?;
+        let mut bpf = Vec::new();
+        out.rewind()
+            .and_then(|()| out.read_to_end(&mut bpf))
+            .map_err(|e| format!("read the BPF program back: {e}"))?;
+        let mut flags = 0;
+        for (i, flag) in profile.flags.iter().enumerate() {
+            flags |= match flag.as_str() {
+                "SECCOMP_FILTER_FLAG_TSYNC" => libc::SECCOMP_FILTER_FLAG_TSYNC,
+                "SECCOMP_FILTER_FLAG_LOG" => libc::SECCOMP_FILTER_FLAG_LOG,
+                "SECCOMP_FILTER_FLAG_SPEC_ALLOW" => libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW,
+                "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV" => WAIT_KILLABLE_RECV,
+                other => return Err(format!("flags[{i}]: unknown flag {other:?}")),
+            };
+        }
+        BpfFilter::new(flags, bpf)
+    }
+}
+
+/// `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` (Linux 5.19), which the libc crate lacks.
+const WAIT_KILLABLE_RECV: libc::c_ulong = 1 << 5;
+
+/// A compiled filter as seccomp(2) takes it: classic BPF instructions (`struct sock_filter`,
+/// this machine's byte order) and `SECCOMP_FILTER_FLAG_*` bits. The spec carries it, so the
+/// helper that loads it does no compiling.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BpfFilter {
+    flags: libc::c_ulong,
+    #[serde(with = "bpf_base64")]
+    bpf: Vec<u8>,
+}
+
+/// One `struct sock_filter`: code (2 bytes), jt, jf, k (4 bytes).
+const INSTRUCTION: usize = 8;
+
+impl BpfFilter {
+    /// A program of whole instructions, as many as `struct sock_fprog` can count.
+    pub fn new(flags: libc::c_ulong, bpf: Vec<u8>) -> Result<BpfFilter, String> {
+        let n = bpf.len() / INSTRUCTION;
+        if bpf.len() % INSTRUCTION != 0 || n == 0 || n > usize::from(u16::MAX) {
+            return Err(format!(
+                "a BPF program of {} bytes is not 1-65535 instructions",
+                bpf.len()
+            ));
+        }
+        Ok(BpfFilter { flags, bpf })
+    }
+
+    pub fn instructions(&self) -> usize {
+        self.bpf.len() / INSTRUCTION
+    }
+
+    pub fn flags(&self) -> libc::c_ulong {
+        self.flags
+    }
+
+    /// Load into the calling thread (the container's process, single-threaded, just before it
+    /// execs). Without no_new_privs the caller must still hold CAP_SYS_ADMIN.
+    pub fn load(&self) -> std::io::Result<()> {
+        let mut program: Vec<libc::sock_filter> = self
+            .bpf
+            .chunks_exact(INSTRUCTION)
+            .map(|c| libc::sock_filter {
+                code: u16::from_ne_bytes([c[0], c[1]]),
+                jt: c[2],
+                jf: c[3],
+                k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+            })
+            .collect();
+        // A spec's program is checked here too: it was read from a file, not made by new().
+        let len = u16::try_from(program.len())
+            .ok()
+            .filter(|&n| n > 0 && self.bpf.len() % INSTRUCTION == 0)
+            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        let fprog = libc::sock_fprog {
+            len,
+            filter: program.as_mut_ptr(),
+        };
+        // SAFETY: `fprog` points at `program`, `len` instructions that outlive the call; the
+        // kernel copies the program and keeps no pointer into our memory.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                self.flags,
+                &fprog as *const libc::sock_fprog,
+            )
+        };
+        if ret < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// The program as base64 in the spec's JSON (a number array would be 4x the size).
+mod bpf_base64 {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bpf: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bpf))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What a process spec says to load: the compiled filter, or, in specs written by agents
+/// before filters were compiled in the agent, the resolved profile (compiled when loaded).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Seccomp {
+    Filter(BpfFilter),
+    Profile(Profile),
+}
+
+impl Seccomp {
+    /// The filter to load, compiling an older spec's profile here.
+    pub fn filter(&self) -> Result<std::borrow::Cow<'_, BpfFilter>, String> {
+        match self {
+            Seccomp::Filter(f) => Ok(std::borrow::Cow::Borrowed(f)),
+            Seccomp::Profile(p) => compile(p)?.to_filter(p).map(std::borrow::Cow::Owned),
+        }
+    }
+}
+
 /// libseccomp action of a rule (`errno` applies to ERRNO and TRACE; EPERM without one).
 fn scmp_action(action: Action, errno: Option<u32>) -> Result<ScmpAction, String> {
     let ret = errno.unwrap_or(libc::EPERM as u32);
@@ -446,16 +615,6 @@ pub fn compile(p: &Profile) -> Result<Compiled, String> {
         }
     }
     Ok(Compiled { filter, skipped })
-}
-
-/// Compile and load into the calling thread (the container's process, single-threaded, just
-/// before it execs). Without no_new_privs the caller must still hold CAP_SYS_ADMIN.
-pub fn load(p: &Profile) -> Result<(), String> {
-    let compiled = compile(p)?;
-    compiled
-        .filter
-        .load()
-        .map_err(|e| format!("load the seccomp filter: {e}"))
 }
 
 #[cfg(test)]
@@ -651,6 +810,44 @@ mod tests {
         );
         let e = for_container(&Request::Localhost("/nonexistent/p.json".into()), Some(&defaults)).unwrap_err();
         assert!(matches!(e, SeccompError::Read { .. }));
+    }
+
+    #[test]
+    fn filters_are_compiled_once_and_older_specs_still_load() {
+        let defaults = crate::runtime::capabilities::effective_set(&[], &[]);
+        let first = for_container(&Request::RuntimeDefault, Some(&defaults))
+            .unwrap()
+            .unwrap();
+        assert!(first.instructions() > 100, "{} instructions", first.instructions());
+        assert_eq!(
+            for_container(&Request::RuntimeDefault, Some(&defaults))
+                .unwrap()
+                .unwrap(),
+            first
+        );
+        // Fewer capabilities, fewer allowed calls: another program.
+        let fewer = for_container(&Request::RuntimeDefault, Some(&[])).unwrap().unwrap();
+        assert_ne!(fewer, first);
+
+        // What a spec carries reads back as the same program.
+        let json = serde_json::to_string(&Seccomp::Filter(first.clone())).unwrap();
+        let back: Seccomp = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.filter().unwrap().into_owned(), first);
+        // A spec written before filters were compiled in the agent holds the resolved
+        // profile: it compiles to the same program when loaded.
+        let resolved = resolve(&default_profile().unwrap(), &Host::detect(), &defaults).unwrap();
+        let old: Seccomp = serde_json::from_str(&serde_json::to_string(&resolved).unwrap()).unwrap();
+        assert!(matches!(old, Seccomp::Profile(_)));
+        assert_eq!(old.filter().unwrap().into_owned(), first);
+    }
+
+    #[test]
+    fn a_program_of_partial_instructions_is_refused() {
+        assert!(BpfFilter::new(0, vec![0; 12]).is_err());
+        assert!(BpfFilter::new(0, Vec::new()).is_err());
+        // One read from a damaged spec is refused by the load, not handed to the kernel.
+        let damaged: BpfFilter = serde_json::from_str(r#"{"flags":0,"bpf":"AAAA"}"#).unwrap();
+        assert_eq!(damaged.load().unwrap_err().raw_os_error(), Some(libc::EINVAL));
     }
 
     #[test]
