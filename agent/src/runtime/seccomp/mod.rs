@@ -429,7 +429,7 @@ impl BpfFilter {
     /// A program of whole instructions, as many as `struct sock_fprog` can count.
     pub fn new(flags: libc::c_ulong, bpf: Vec<u8>) -> Result<BpfFilter, String> {
         let n = bpf.len() / INSTRUCTION;
-        if bpf.len() % INSTRUCTION != 0 || n == 0 || n > usize::from(u16::MAX) {
+        if !bpf.len().is_multiple_of(INSTRUCTION) || n == 0 || n > usize::from(u16::MAX) {
             return Err(format!(
                 "a BPF program of {} bytes is not 1-65535 instructions",
                 bpf.len()
@@ -462,7 +462,7 @@ impl BpfFilter {
         // A spec's program is checked here too: it was read from a file, not made by new().
         let len = u16::try_from(program.len())
             .ok()
-            .filter(|&n| n > 0 && self.bpf.len() % INSTRUCTION == 0)
+            .filter(|&n| n > 0 && self.bpf.len().is_multiple_of(INSTRUCTION))
             .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
         let fprog = libc::sock_fprog {
             len,
