@@ -476,9 +476,14 @@ struct Loader {
 
 impl Loader {
     /// Read `path` again soon (or forget it if it is no manifest any more).
-    fn schedule(&mut self, path: PathBuf) {
+    fn schedule(&mut self, files: &mut Files, path: PathBuf) {
         if let Some(again) = self.inflight.get_mut(&path) {
             *again = true;
+            return;
+        }
+        // The name alone (no file system access) rules out temporaries, backups and swaps.
+        if !path.file_name().is_some_and(is_manifest_name) {
+            files.forget(&path);
             return;
         }
         self.inflight.insert(path.clone(), false);
@@ -512,7 +517,7 @@ impl Loader {
     /// A read finished: apply it, unless the file changed meanwhile (then read it again).
     fn finished(&mut self, files: &mut Files, (path, read): (PathBuf, Read)) {
         if self.inflight.remove(&path).unwrap_or(false) {
-            self.schedule(path);
+            self.schedule(files, path);
             return;
         }
         match read {
@@ -522,17 +527,17 @@ impl Loader {
     }
 
     /// Re-list: everything whose stamp changed in `listing`, except what is being read already.
-    fn relist(&mut self, files: &Files, listing: &Listing) {
+    fn relist(&mut self, files: &mut Files, listing: &Listing) {
         for path in files.changed(listing) {
             if !self.inflight.contains_key(&path) {
-                self.schedule(path);
+                self.schedule(files, path);
             }
         }
     }
 
     fn retry(&mut self, files: &mut Files) {
         for path in std::mem::take(&mut files.retry) {
-            self.schedule(path);
+            self.schedule(files, path);
         }
     }
 }
@@ -672,10 +677,11 @@ async fn run(
                     }
                 }
                 for path in now {
-                    loader.schedule(path);
+                    loader.schedule(&mut files, path);
                 }
                 if relist_now {
-                    loader.relist(&files, &listed(&files.dir).await);
+                    let listing = listed(&files.dir).await;
+                    loader.relist(&mut files, &listing);
                 }
             }
             Some(loaded) = done_rx.recv() => loader.finished(&mut files, loaded),
@@ -684,14 +690,15 @@ async fn run(
                 let due: Vec<PathBuf> = settling.iter().filter(|(_, t)| **t <= now).map(|(p, _)| p.clone()).collect();
                 for p in due {
                     settling.remove(&p);
-                    loader.schedule(p);
+                    loader.schedule(&mut files, p);
                 }
             }
             _ = relist_timer.tick() => {
                 if watch.missing && !watch.restore() {
                     watch.lost(); // the parent may be back where the directory is not
                 }
-                loader.relist(&files, &listed(&files.dir).await);
+                let listing = listed(&files.dir).await;
+                    loader.relist(&mut files, &listing);
             }
             _ = tx.closed() => return,
         }
