@@ -452,13 +452,18 @@ fn is_candidate(path: &Path) -> bool {
 }
 
 fn stamp(path: &Path) -> Option<Stamp> {
-    let m = std::fs::metadata(path).ok()?;
-    Some(Stamp {
-        ino: m.ino(),
-        size: m.size(),
-        mtime: m.mtime(),
-        mtime_nsec: m.mtime_nsec(),
-    })
+    std::fs::metadata(path).ok().map(|m| Stamp::of(&m))
+}
+
+impl Stamp {
+    fn of(m: &std::fs::Metadata) -> Stamp {
+        Stamp {
+            ino: m.ino(),
+            size: m.size(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+        }
+    }
 }
 
 /// Files read and parsed at once, each on a blocking thread: a slow or huge file holds one
@@ -492,12 +497,11 @@ impl Loader {
         tokio::spawn(async move {
             let _permit = permits.acquire_owned().await;
             let p = path.clone();
-            let read = tokio::task::spawn_blocking(move || {
-                if !is_candidate(&p) {
-                    return Read::Gone;
-                }
-                let st = stamp(&p);
-                Read::Loaded(st, load_file(&p, &node))
+            // The name was checked when scheduled; one stat tells a file (and its stamp) from
+            // a directory or nothing.
+            let read = tokio::task::spawn_blocking(move || match std::fs::metadata(&p) {
+                Ok(m) if m.is_file() => Read::Loaded(Some(Stamp::of(&m)), load_file(&p, &node)),
+                _ => Read::Gone,
             })
             .await
             .unwrap_or_else(|e| {
@@ -698,7 +702,7 @@ async fn run(
                     watch.lost(); // the parent may be back where the directory is not
                 }
                 let listing = listed(&files.dir).await;
-                    loader.relist(&mut files, &listing);
+                loader.relist(&mut files, &listing);
             }
             _ = tx.closed() => return,
         }

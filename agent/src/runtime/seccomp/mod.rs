@@ -265,7 +265,7 @@ pub fn for_container(request: &Request, capabilities: Option<&[String]>) -> Resu
     if !compiled.skipped.is_empty() {
         tracing::debug!(skipped = ?compiled.skipped, "seccomp: syscalls unknown to libseccomp on this architecture are left to the default action");
     }
-    let filter = compiled.to_filter(&resolved).map_err(invalid)?;
+    let filter = compiled.to_filter().map_err(invalid)?;
     let mut cache = compiled_filters();
     if cache.len() >= FILTER_CACHE_SIZE {
         cache.clear();
@@ -377,16 +377,18 @@ pub fn resolve(p: &Profile, host: &Host, caps: &[String]) -> Result<Profile, Str
     })
 }
 
-/// A filter ready to load, and the syscall names libseccomp does not know on this
-/// architecture (left to the default action, as runc leaves them).
+/// A filter ready to export, the `SECCOMP_FILTER_FLAG_*` bits of the profile's flags, and the
+/// syscall names libseccomp does not know on this architecture (left to the default action,
+/// as runc leaves them).
 pub struct Compiled {
     pub filter: ScmpFilterContext,
+    pub flags: libc::c_ulong,
     pub skipped: Vec<String>,
 }
 
 impl Compiled {
-    /// The program as the kernel takes it, with the flags `profile` asks seccomp(2) for.
-    pub fn to_filter(&self, profile: &Profile) -> Result<BpfFilter, String> {
+    /// The program as the kernel takes it, with its flags for seccomp(2).
+    pub fn to_filter(&self) -> Result<BpfFilter, String> {
         let mut out = tempfile::tempfile().map_err(|e| format!("a file for the BPF program: {e}"))?;
         self.filter
             .export_bpf(&out)
@@ -395,17 +397,7 @@ impl Compiled {
         out.rewind()
             .and_then(|()| out.read_to_end(&mut bpf))
             .map_err(|e| format!("read the BPF program back: {e}"))?;
-        let mut flags = 0;
-        for (i, flag) in profile.flags.iter().enumerate() {
-            flags |= match flag.as_str() {
-                "SECCOMP_FILTER_FLAG_TSYNC" => libc::SECCOMP_FILTER_FLAG_TSYNC,
-                "SECCOMP_FILTER_FLAG_LOG" => libc::SECCOMP_FILTER_FLAG_LOG,
-                "SECCOMP_FILTER_FLAG_SPEC_ALLOW" => libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW,
-                "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV" => WAIT_KILLABLE_RECV,
-                other => return Err(format!("flags[{i}]: unknown flag {other:?}")),
-            };
-        }
-        BpfFilter::new(flags, bpf)
+        BpfFilter::new(self.flags, bpf)
     }
 }
 
@@ -515,7 +507,7 @@ impl Seccomp {
     pub fn filter(&self) -> Result<std::borrow::Cow<'_, BpfFilter>, String> {
         match self {
             Seccomp::Filter(f) => Ok(std::borrow::Cow::Borrowed(f)),
-            Seccomp::Profile(p) => compile(p)?.to_filter(p).map(std::borrow::Cow::Owned),
+            Seccomp::Profile(p) => compile(p)?.to_filter().map(std::borrow::Cow::Owned),
         }
     }
 }
@@ -567,15 +559,17 @@ pub fn compile(p: &Profile) -> Result<Compiled, String> {
             filter.add_arch(a).map_err(err(format!("architectures[{i}] {arch}")))?;
         }
     }
+    // The flags go to seccomp(2) with the exported program (BpfFilter::load), not through
+    // libseccomp's own load.
+    let mut flags = 0;
     for (i, flag) in p.flags.iter().enumerate() {
-        let set = match flag.as_str() {
-            "SECCOMP_FILTER_FLAG_TSYNC" => filter.set_ctl_tsync(true),
-            "SECCOMP_FILTER_FLAG_LOG" => filter.set_ctl_log(true),
-            "SECCOMP_FILTER_FLAG_SPEC_ALLOW" => filter.set_ctl_ssb(true),
-            "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV" => filter.set_ctl_waitkill(true),
+        flags |= match flag.as_str() {
+            "SECCOMP_FILTER_FLAG_TSYNC" => libc::SECCOMP_FILTER_FLAG_TSYNC,
+            "SECCOMP_FILTER_FLAG_LOG" => libc::SECCOMP_FILTER_FLAG_LOG,
+            "SECCOMP_FILTER_FLAG_SPEC_ALLOW" => libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW,
+            "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV" => WAIT_KILLABLE_RECV,
             other => return Err(format!("flags[{i}]: unknown flag {other:?}")),
         };
-        set.map_err(err(format!("flags[{i}] {flag}")))?;
     }
     let mut skipped = Vec::new();
     for (i, s) in p.syscalls.iter().enumerate() {
@@ -614,7 +608,7 @@ pub fn compile(p: &Profile) -> Result<Compiled, String> {
             }
         }
     }
-    Ok(Compiled { filter, skipped })
+    Ok(Compiled { filter, flags, skipped })
 }
 
 #[cfg(test)]
