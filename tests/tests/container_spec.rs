@@ -263,3 +263,70 @@ fn dollar_references_in_the_images_cmd_stay_literal() {
     assert_eq!(output("image"), "image-cmd=$(X)", "the image's Cmd as it is");
     assert_eq!(output("pod"), "pod-args=expanded", "the pod's args expanded");
 }
+
+/// runAsGroup without runAsUser, as the kubelet and containerd treat it: on a container, the
+/// image's user (busybox has none: root) with that group; on the pod, no sandbox at all
+/// (the kubelet sends the group alone for the sandbox, which the runtime refuses), retried.
+#[test]
+fn run_as_group_without_run_as_user() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("runasgroup");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, &[]);
+    let manifest = |name: &str, pod_sc: &str, container_sc: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  securityContext: {pod_sc}\n  containers:\n  - name: c\n    image: localhost/busybox:latest\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '1000']\n    securityContext: {container_sc}\n"
+        )
+    };
+    env.write_manifest("gc.yaml", &manifest("gc", "{}", "{runAsGroup: 3000}"));
+    env.write_manifest("gp.yaml", &manifest("gp", "{runAsGroup: 3000}", "{}"));
+
+    let pod = env.wait_running(&static_pod_name("gc"), &["c"]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pod.pid("c"))).expect("container status");
+    let ids = |name: &str| -> Vec<String> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} in {status}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(ids("Uid:"), ["0"; 4], "the image's user (none: root): {status}");
+    assert_eq!(ids("Gid:"), ["3000"; 4], "runAsGroup: {status}");
+
+    let gp = static_pod_name("gp");
+    let message = wait_pod_event(
+        &env,
+        &gp,
+        "FailedCreatePodSandBox",
+        "spec.securityContext.runAsGroup (3000)",
+    );
+    assert!(
+        message.starts_with("Failed to create pod sandbox: ")
+            && message.contains("without spec.securityContext.runAsUser"),
+        "{message}"
+    );
+    // Retried with back-off, as the kubelet retries, and never half made.
+    wait_for("a second failed attempt", Duration::from_secs(30), || {
+        pod_events(&env, &gp)
+            .into_iter()
+            .find(|(_, reason, _, count)| reason == "FailedCreatePodSandBox" && *count >= 2)
+    });
+    let view = env.pod(&gp).expect("gp's state");
+    assert!(
+        view.pause_pid.is_none() && view.containers.is_empty(),
+        "no pause, no container: {:?}",
+        view.containers.keys()
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&env, &["get", "pod", &gp, "-o", "json"])).expect("pod JSON");
+    assert_eq!(json["status"]["phase"], "Pending", "{json}");
+
+    env.remove_manifest("gp.yaml");
+    env.remove_manifest("gc.yaml");
+    wait_pod_removed(&env, &gp);
+    wait_pod_removed(&env, &static_pod_name("gc"));
+}

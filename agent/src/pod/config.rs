@@ -187,8 +187,8 @@ fn pod_groups(spec: &PodSpec) -> (Vec<u32>, bool) {
 /// its bandwidth annotations.
 fn pod_network(pod: &Pod, uid: &str) -> Result<PodNetwork, String> {
     let spec = spec(pod);
-    // The same ports the `--network=none` forwarder would open: app containers' and
-    // sidecars', none for a hostNetwork pod.
+    // The same ports the `--network=none` forwarder would open: app containers' (as the
+    // kubelet's portMappings; not sidecars'), none for a hostNetwork pod.
     let port_mappings = super::host_ports::forwarded(spec)
         .iter()
         .map(PortMapping::from)
@@ -309,7 +309,6 @@ pub struct ContainerInputs<'a> {
     pub uid: &'a str,
     pub plan: &'a PodPlan,
     pub container: &'a Container,
-    pub init: bool,
     pub attempt: u32,
     pub image: &'a Image,
     pub log_path: PathBuf,
@@ -344,17 +343,23 @@ pub fn container_config(
         ));
     }
 
+    if sc.run_as_non_root == Some(true) {
+        check_non_root(sc.run_as_user, &i.image.config.user)?;
+    }
     let (supplemental_groups, strict_groups) = pod_groups(pod_spec);
+    // As the runtime reads the kubelet's ContainerConfig: its user, else the image's.
+    let run_as = run_as(&sc, &i.image.config.user);
     let user = UserSpec {
-        uid: sc.run_as_user.map(|u| u as u32),
+        uid: run_as.uid.map(|u| u as u32),
         gid: sc.run_as_group.map(|g| g as u32),
-        image_user: i.image.config.user.clone(),
+        image_user: if run_as.username.is_empty() {
+            i.image.config.user.clone()
+        } else {
+            run_as.username
+        },
         supplemental_groups,
         strict_groups,
     };
-    if sc.run_as_non_root == Some(true) {
-        check_non_root(&user)?;
-    }
 
     let privileged = sc.privileged == Some(true);
     let caps = sc.capabilities.as_ref();
@@ -378,7 +383,6 @@ pub fn container_config(
         pod_dir: layout.pod_dir(i.uid),
         name: c.name.clone(),
         attempt: i.attempt,
-        init: i.init,
         image_ref: c.image.clone().unwrap_or_default(),
         image: i.image.clone(),
         pod_cgroup: i.plan.cgroup.clone(),
@@ -428,13 +432,38 @@ pub(super) fn merged_security_context(pod: &PodSpec, c: &Container) -> SecurityC
     sc
 }
 
+/// The user the kubelet puts in a container's ContainerConfig (its getImageUser and
+/// determineEffectiveSecurityContext).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct RunAs {
+    /// `run_as_user`.
+    pub uid: Option<i64>,
+    /// `run_as_username`, when the image names its user.
+    pub username: String,
+}
+
+/// runAsUser; else the image's user as containerd's ImageStatus reports it, a uid or a
+/// name, without the image's group (so the kubelet never passes that group on:
+/// kubernetes#61967); else uid 0 for an image without a user. runAsGroup, sent beside it,
+/// is then always given with a user.
+pub(super) fn run_as(sc: &SecurityContext, image_user: &str) -> RunAs {
+    let from_image = image_user.split(':').next().unwrap_or("");
+    let (uid, username) = match (sc.run_as_user, from_image.parse::<u32>()) {
+        (Some(uid), _) => (Some(uid), String::new()),
+        (None, Ok(uid)) => (Some(i64::from(uid)), String::new()),
+        (None, Err(_)) if from_image.is_empty() => (Some(0), String::new()),
+        (None, Err(_)) => (None, from_image.to_string()),
+    };
+    RunAs { uid, username }
+}
+
 /// runAsNonRoot, checked as the kubelet does before the container exists.
-fn check_non_root(user: &UserSpec) -> Result<(), String> {
-    match user.uid {
+fn check_non_root(run_as_user: Option<i64>, image_user: &str) -> Result<(), String> {
+    match run_as_user {
         Some(0) => Err("container's runAsUser breaks non-root policy".into()),
         Some(_) => Ok(()),
         None => {
-            let name = user.image_user.split(':').next().unwrap_or("");
+            let name = image_user.split(':').next().unwrap_or("");
             match name.parse::<u32>() {
                 Ok(0) => Err("container has runAsNonRoot and image will run as root".into()),
                 Ok(_) => Ok(()),
@@ -934,18 +963,35 @@ spec:
 
     #[test]
     fn non_root_policy() {
-        let u = |uid: Option<u32>, image: &str| UserSpec {
-            uid,
-            gid: None,
-            image_user: image.into(),
-            supplemental_groups: vec![],
-            strict_groups: false,
+        assert!(check_non_root(Some(1000), "").is_ok());
+        assert!(check_non_root(Some(0), "").is_err());
+        assert!(check_non_root(None, "").is_err());
+        assert!(check_non_root(None, "101:101").is_ok());
+        assert!(check_non_root(None, "nginx").unwrap_err().contains("non-numeric"));
+    }
+
+    #[test]
+    fn the_kubelets_user_for_a_container() {
+        let sc = |uid: Option<i64>, gid: Option<i64>| SecurityContext {
+            run_as_user: uid,
+            run_as_group: gid,
+            ..Default::default()
         };
-        assert!(check_non_root(&u(Some(1000), "")).is_ok());
-        assert!(check_non_root(&u(Some(0), "")).is_err());
-        assert!(check_non_root(&u(None, "")).is_err());
-        assert!(check_non_root(&u(None, "101:101")).is_ok());
-        assert!(check_non_root(&u(None, "nginx")).unwrap_err().contains("non-numeric"));
+        let uid = |u: i64| RunAs {
+            uid: Some(u),
+            username: String::new(),
+        };
+        assert_eq!(run_as(&sc(Some(7), None), "nginx:www"), uid(7), "runAsUser wins");
+        // The image's user, its group left out; root for an image without one.
+        assert_eq!(run_as(&sc(None, Some(3000)), ""), uid(0));
+        assert_eq!(run_as(&sc(None, Some(3000)), "101:33"), uid(101));
+        assert_eq!(
+            run_as(&sc(None, None), "nginx:www"),
+            RunAs {
+                uid: None,
+                username: "nginx".into()
+            }
+        );
     }
 
     #[test]

@@ -15,7 +15,9 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use minilet_proto::runtime::v1 as cri;
 
 use super::command;
-use super::config::{ContainerInputs, PodPlan, environment, merged_security_context, pod_hostname, resolv_conf, spec};
+use super::config::{
+    ContainerInputs, PodPlan, environment, merged_security_context, pod_hostname, resolv_conf, run_as, spec,
+};
 use super::node::NodeInfo;
 use super::qos;
 use crate::cgroups::Resources;
@@ -291,6 +293,8 @@ fn relative_log_path(container: &str, attempt: u32) -> String {
 /// termination-log file), the environment expanded, `$(VAR)` in command and args expanded;
 /// the image's entrypoint and cmd are left to the runtime, as the kubelet leaves them to
 /// containerd. The sandbox's /etc/hostname, /etc/resolv.conf and /dev/shm are the runtime's.
+/// Without runAsUser the image's user is sent as `run_as_user`/`run_as_username`, as the
+/// kubelet sends what the runtime's ImageStatus reports ([`run_as`]).
 pub fn container_config(
     layout: &Layout,
     seccomp_args: &SeccompArgs,
@@ -320,6 +324,7 @@ pub fn container_config(
         })
         .collect();
     let privileged = sc.privileged == Some(true);
+    let run_as = run_as(&sc, &i.image.config.user);
     let caps = sc.capabilities.clone().unwrap_or_default();
     let seccomp = super::security::seccomp_request(spec, c, seccomp_args)?;
     let mut resources = linux_resources(&qos::container_resources(c));
@@ -364,7 +369,8 @@ pub fn container_config(
                 }),
                 privileged,
                 namespace_options: Some(namespace_options(spec)),
-                run_as_user: sc.run_as_user.map(|value| cri::Int64Value { value }),
+                run_as_user: run_as.uid.map(|value| cri::Int64Value { value }),
+                run_as_username: run_as.username,
                 run_as_group: sc.run_as_group.map(|value| cri::Int64Value { value }),
                 readonly_rootfs: sc.read_only_root_filesystem == Some(true),
                 supplemental_groups: supplemental_groups(spec),
@@ -393,17 +399,9 @@ mod tests {
 
     use super::super::config::tests::node;
 
-    /// Where the runtime's reading of the generated config and today's static sandbox differ.
-    #[derive(Debug, PartialEq, Eq)]
-    enum Difference {
-        /// The generated config lists only app containers' ports, as the kubelet does; the
-        /// static path also forwards sidecars' host ports.
-        SidecarHostPorts,
-    }
-
     /// The generated config, read by the runtime as a CRI client's would be, against what
-    /// the static path decides today, field by field: the differences found.
-    fn compare(yaml: &str) -> Vec<Difference> {
+    /// the static path decides today, field by field: no difference is known.
+    fn compare(yaml: &str) {
         let p = pod(yaml);
         let uid = "u1";
         let plan = PodPlan::new(&p, uid);
@@ -432,18 +430,8 @@ mod tests {
         assert_eq!(sorted(read.sysctls.clone()), sorted(today.sysctls.clone()), "sysctls");
         assert_eq!(read.pause, today.pause, "the pause's user, groups and seccomp");
         assert_eq!(read.bandwidth, today.network.bandwidth, "bandwidth");
-        let mut diffs = Vec::new();
         let read_ports: Vec<PortMapping> = read.host_ports.iter().map(PortMapping::from).collect();
-        if read_ports != today.network.port_mappings {
-            let sidecars = super::super::host_ports::forwarded(spec(&p)).len();
-            assert!(
-                sidecars > read_ports.len(),
-                "host ports differ other than by sidecars: {read_ports:?} vs {:?}",
-                today.network.port_mappings
-            );
-            diffs.push(Difference::SidecarHostPorts);
-        }
-        diffs
+        assert_eq!(read_ports, today.network.port_mappings, "host ports");
     }
 
     #[test]
@@ -496,10 +484,7 @@ mod tests {
 
     #[test]
     fn the_runtime_reads_a_plain_pod_as_the_static_path_makes_it() {
-        assert_eq!(
-            compare("metadata: {name: plain}\nspec: {containers: [{name: a, image: busybox}]}"),
-            []
-        );
+        compare("metadata: {name: plain}\nspec: {containers: [{name: a, image: busybox}]}");
     }
 
     #[test]
@@ -510,7 +495,7 @@ spec:
   hostPID: true
   hostIPC: true
   containers: [{name: a, image: busybox, ports: [{containerPort: 8080, hostPort: 8080}]}]";
-        assert_eq!(compare(host), []);
+        compare(host);
         let shared = "metadata: {name: s}
 spec:
   shareProcessNamespace: true
@@ -522,7 +507,7 @@ spec:
     - {containerPort: 80, hostPort: 8080}
     - {containerPort: 53, hostPort: 5353, protocol: UDP, hostIP: 127.0.0.1}
     - {containerPort: 9090}";
-        assert_eq!(compare(shared), []);
+        compare(shared);
     }
 
     #[test]
@@ -532,19 +517,19 @@ spec:
   containers:
   - {name: a, image: busybox, resources: {limits: {cpu: 500m, memory: 64Mi}}}
   - {name: b, image: busybox, resources: {limits: {cpu: '1', memory: 32Mi}}}";
-        assert_eq!(compare(guaranteed), []);
+        compare(guaranteed);
         let burstable = "metadata: {name: b}
 spec:
   dnsPolicy: None
   dnsConfig: {nameservers: [1.1.1.1], searches: [a.example, b.example], options: [{name: ndots, value: '5'}, {name: rotate}]}
   containers:
   - {name: a, image: busybox, resources: {requests: {cpu: 100m, memory: 16Mi}, limits: {memory: 32Mi}}}";
-        assert_eq!(compare(burstable), []);
+        compare(burstable);
         let merged = "metadata: {name: m}
 spec:
   dnsConfig: {nameservers: [10.0.0.2, 9.9.9.9], options: [{name: ndots, value: '1'}]}
   containers: [{name: a, image: busybox}]";
-        assert_eq!(compare(merged), []);
+        compare(merged);
     }
 
     #[test]
@@ -553,7 +538,7 @@ spec:
 spec:
   securityContext: {runAsUser: 1000, runAsGroup: 3000, supplementalGroups: [4000], fsGroup: 2000, supplementalGroupsPolicy: Strict}
   containers: [{name: a, image: busybox}]";
-        assert_eq!(compare(user), []);
+        compare(user);
         let p = pod(user);
         let plan = PodPlan::new(&p, "u1");
         let layout = Layout::new(std::path::Path::new("/nonexistent/minilet-root"));
@@ -575,7 +560,7 @@ spec:
 spec:
   initContainers: [{name: i, image: busybox, securityContext: {privileged: true}}]
   containers: [{name: a, image: busybox}]";
-        assert_eq!(compare(privileged), []);
+        compare(privileged);
         let p = pod(privileged);
         let plan = PodPlan::new(&p, "u1");
         let pause = super::super::config::sandbox_config(&layout, &p, "u1", &plan, &node())
@@ -586,10 +571,49 @@ spec:
     }
 
     #[test]
+    fn a_pod_run_as_group_without_a_user_gets_no_sandbox_on_either_path() {
+        let yaml = "metadata: {name: g}
+spec:
+  securityContext: {runAsGroup: 3000}
+  containers: [{name: a, image: busybox}]";
+        let p = pod(yaml);
+        let plan = PodPlan::new(&p, "u1");
+        let node = node();
+        let generated = pod_sandbox_config(&SandboxInputs {
+            pod: &p,
+            uid: "u1",
+            plan: &plan,
+            node: &node,
+            attempt: 0,
+            log_root: std::path::Path::new("/logs"),
+        });
+        let sc = generated.linux.as_ref().and_then(|l| l.security_context.clone());
+        let sc = sc.expect("security context");
+        assert_eq!(
+            (sc.run_as_user, sc.run_as_group.map(|g| g.value)),
+            (None, Some(3000)),
+            "the kubelet sends the group alone"
+        );
+        let refused = translate::sandbox(&generated, &node).expect_err("the runtime refuses it");
+        assert!(refused.to_string().contains("run_as_group"), "{refused}");
+        let problem = super::super::security::sandbox_user_problem(&p).expect("the static path refuses it");
+        assert!(problem.contains("spec.securityContext.runAsGroup (3000)"), "{problem}");
+        // With runAsUser, or runAsGroup on a container only, the sandbox is made.
+        let with_user = pod("metadata: {name: g}
+spec:
+  securityContext: {runAsUser: 1000, runAsGroup: 3000}
+  containers: [{name: a, image: busybox}]");
+        assert_eq!(super::super::security::sandbox_user_problem(&with_user), None);
+        let container_only = pod("metadata: {name: g}
+spec: {containers: [{name: a, image: busybox, securityContext: {runAsGroup: 3000}}]}");
+        assert_eq!(super::super::security::sandbox_user_problem(&container_only), None);
+    }
+
+    #[test]
     fn the_runtime_reads_bandwidth_annotations_as_the_static_path_does() {
         let yaml = "metadata: {name: bw, annotations: {kubernetes.io/ingress-bandwidth: 10M, kubernetes.io/egress-bandwidth: 1Mi}}
 spec: {containers: [{name: a, image: busybox}]}";
-        assert_eq!(compare(yaml), []);
+        compare(yaml);
         let p = pod(yaml);
         let plan = PodPlan::new(&p, "u1");
         let layout = Layout::new(std::path::Path::new("/nonexistent/minilet-root"));
@@ -598,14 +622,24 @@ spec: {containers: [{name: a, image: busybox}]}";
     }
 
     #[test]
-    fn sidecar_host_ports_are_the_known_difference() {
+    fn sidecar_host_ports_are_left_out_on_both_paths() {
         let sidecar = "metadata: {name: sc}
 spec:
   initContainers:
   - {name: proxy, image: busybox, restartPolicy: Always, ports: [{containerPort: 90, hostPort: 9090}]}
   containers:
   - {name: a, image: busybox, ports: [{containerPort: 80, hostPort: 8080}]}";
-        assert_eq!(compare(sidecar), [Difference::SidecarHostPorts]);
+        compare(sidecar);
+        let p = pod(sidecar);
+        let plan = PodPlan::new(&p, "u1");
+        let layout = Layout::new(std::path::Path::new("/nonexistent/minilet-root"));
+        let today = super::super::config::sandbox_config(&layout, &p, "u1", &plan, &node()).expect("config");
+        let ports: Vec<u16> = today.network.port_mappings.iter().map(|m| m.host_port).collect();
+        assert_eq!(
+            ports,
+            [8080],
+            "the app container's port only, as the kubelet's portMappings"
+        );
     }
 
     #[test]
@@ -634,7 +668,7 @@ spec:
             Some("0")
         );
         // Read back by the runtime, the same sysctls as the static path applies.
-        assert_eq!(compare(yaml), []);
+        compare(yaml);
     }
 
     fn image() -> crate::images::Image {
@@ -664,6 +698,11 @@ spec:
 
     /// [`compare_container`] with the container's image.
     fn compare_container_with(yaml: &str, image: crate::images::Image) {
+        compare_one(yaml, image, false);
+    }
+
+    /// [`compare_container_with`] for the first init container (`init`) or app container.
+    fn compare_one(yaml: &str, image: crate::images::Image, init: bool) {
         let root = tempfile::tempdir().expect("temp dir");
         let yaml = yaml.replace("@TMP@", &root.path().display().to_string());
         let p = pod(&yaml);
@@ -682,14 +721,17 @@ spec:
         let log_root = root.path().join("logs");
         let seccomp_args = SeccompArgs::default();
         let spec = spec(&p);
-        let c = &spec.containers[0];
+        let c = if init {
+            &spec.init_containers.as_deref().unwrap_or_default()[0]
+        } else {
+            &spec.containers[0]
+        };
         let pod_log_dir = crate::runtime::logs::pod_log_dir(&log_root, &namespace(&p), &name(&p), uid);
         let inputs = ContainerInputs {
             pod: &p,
             uid,
             plan: &plan,
             container: c,
-            init: false,
             attempt: 1,
             image: &image,
             log_path: crate::runtime::logs::container_log_path(&pod_log_dir, &c.name, 1),
@@ -739,7 +781,6 @@ spec:
             (&today.name, today.attempt),
             "name, attempt"
         );
-        assert_eq!(read.init, today.init, "init");
         assert_eq!(read.image_ref, today.image_ref, "image");
         assert_eq!(read.pod_cgroup, today.pod_cgroup, "pod cgroup");
         assert_eq!(read.resources, today.resources, "resources");
@@ -817,6 +858,19 @@ spec:
     }
 
     #[test]
+    fn the_runtime_reads_an_init_container_as_the_static_path_makes_it() {
+        // Nothing in the runtime depends on a container being an init container (container
+        // difference 6): the pod side knows its init containers by name.
+        let yaml = "metadata: {name: init}
+spec:
+  volumes: [{name: scratch, emptyDir: {}}]
+  initContainers:
+  - {name: prepare, image: busybox, command: [sh, -c, 'echo ok > /scratch/x'], volumeMounts: [{name: scratch, mountPath: /scratch}], securityContext: {runAsGroup: 3000}}
+  containers: [{name: a, image: busybox, volumeMounts: [{name: scratch, mountPath: /scratch}]}]";
+        compare_one(yaml, image(), true);
+    }
+
+    #[test]
     fn dollar_references_in_the_images_cmd_stay_literal_on_both_paths() {
         let mut img = image();
         img.config.entrypoint = vec!["/bin/echo".into(), "$(X)".into()];
@@ -831,6 +885,53 @@ spec:
             "metadata: {name: lit}\nspec: {containers: [{name: a, image: busybox, args: ['$(X)'], env: [{name: X, value: y}]}]}",
             img,
         );
+    }
+
+    #[test]
+    fn a_containers_run_as_group_alone_goes_with_the_images_user_on_both_paths() {
+        let yaml = "metadata: {name: g}
+spec: {containers: [{name: a, image: busybox, securityContext: {runAsGroup: 3000}}]}";
+        let p = pod(yaml);
+        let plan = PodPlan::new(&p, "u1");
+        let spec = spec(&p);
+        let root = tempfile::tempdir().expect("temp dir");
+        let layout = Layout::new(root.path());
+        for (image_user, uid, username, user) in [
+            ("", Some(0), "", (Some(0), "")),
+            ("101:33", Some(101), "", (Some(101), "101:33")),
+            ("nginx:www", None, "nginx", (None, "nginx")),
+        ] {
+            let mut img = image();
+            img.config.user = image_user.into();
+            // Both paths read the same user: runtime and static compared field by field.
+            compare_container_with(yaml, img.clone());
+            let inputs = ContainerInputs {
+                pod: &p,
+                uid: "u1",
+                plan: &plan,
+                container: &spec.containers[0],
+                attempt: 0,
+                image: &img,
+                log_path: root.path().join("unused.log"),
+                pod_ips: &[],
+            };
+            let c = container_config(&layout, &SeccompArgs::default(), &node(), &inputs).expect("config");
+            let sc = c.linux.and_then(|l| l.security_context).expect("security context");
+            assert_eq!(
+                (sc.run_as_user.map(|u| u.value), sc.run_as_username.as_str()),
+                (uid, username),
+                "the kubelet's user for image user {image_user:?}"
+            );
+            assert_eq!(sc.run_as_group.map(|g| g.value), Some(3000));
+            let today = super::super::config::container_config(&layout, &SeccompArgs::default(), &node(), &inputs)
+                .expect("today");
+            let u = &today.process.user;
+            assert_eq!(
+                (u.uid.map(i64::from), u.image_user.as_str(), u.gid),
+                (user.0, user.1, Some(3000)),
+                "the static path's user for image user {image_user:?}"
+            );
+        }
     }
 
     #[test]
@@ -863,7 +964,6 @@ spec:
             uid: "u1",
             plan: &plan,
             container: &spec.containers[0],
-            init: false,
             attempt: 3,
             image: &image,
             log_path: root.path().join("unused.log"),

@@ -1,5 +1,5 @@
 //! A pod's hostPorts as the node sees them: what admission counts against other pods, and
-//! what the forwarder opens (see [`crate::runtime::host_ports`]).
+//! what the forwarder (see [`crate::runtime::host_ports`]) or CNI's portmap opens.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -21,9 +21,13 @@ fn long_running(spec: &PodSpec) -> impl Iterator<Item = &Container> {
 /// themselves (the API server defaults `hostPort` to `containerPort` for them). An empty
 /// `hostIP` is all addresses; one that is not an address is skipped (validation refuses it).
 pub fn of_pod(spec: &PodSpec) -> Vec<HostPort> {
-    let host_network = spec.host_network == Some(true);
+    ports_of(long_running(spec), spec.host_network == Some(true))
+}
+
+/// The host ports `containers` ask for, each once.
+fn ports_of<'a>(containers: impl Iterator<Item = &'a Container>, host_network: bool) -> Vec<HostPort> {
     let mut out: Vec<HostPort> = Vec::new();
-    for p in long_running(spec).flat_map(|c| c.ports.iter().flatten()) {
+    for p in containers.flat_map(|c| c.ports.iter().flatten()) {
         let host_port = match p.host_port {
             Some(h) if h > 0 => h,
             _ if host_network => p.container_port,
@@ -52,13 +56,14 @@ pub fn of_pod(spec: &PodSpec) -> Vec<HostPort> {
     out
 }
 
-/// The ports a forwarder must open for the pod: none for a hostNetwork pod, whose
-/// containers listen on the node's ports themselves.
+/// The ports opened for the pod: its app containers' only, as the kubelet's `port_mappings`
+/// list them (`spec.containers`, not sidecars, though admission counts theirs); none for a
+/// hostNetwork pod, whose containers listen on the node's ports themselves.
 pub fn forwarded(spec: &PodSpec) -> Vec<HostPort> {
     if spec.host_network == Some(true) {
         return Vec::new();
     }
-    of_pod(spec)
+    ports_of(spec.containers.iter(), false)
 }
 
 #[cfg(test)]
@@ -82,7 +87,9 @@ mod tests {
             got,
             ["0.0.0.0:9090/TCP->90", "0.0.0.0:8080/TCP->80", "127.0.0.1:5353/UDP->53"]
         );
-        assert_eq!(forwarded(&s).len(), 3);
+        // Opened: the app container's only, as the kubelet's portMappings.
+        let opened: Vec<u16> = forwarded(&s).iter().map(|p| p.host_port).collect();
+        assert_eq!(opened, [8080, 5353]);
     }
 
     #[test]

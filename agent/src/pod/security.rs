@@ -206,6 +206,22 @@ pub fn user_namespace_problem(pod: &Pod) -> Option<String> {
     })
 }
 
+/// Why the pod's sandbox cannot be made as the kubelet asks for it: runAsGroup without
+/// runAsUser. The kubelet sends the group alone for the sandbox and the CRI requires a user
+/// with it (containerd fails RunPodSandbox: "user group is specified without user"), so such
+/// a pod never gets a sandbox; a container's runAsGroup alone is fine (the kubelet sends the
+/// image's user with it).
+pub fn sandbox_user_problem(pod: &Pod) -> Option<String> {
+    let psc = pod.spec.as_ref()?.security_context.as_ref()?;
+    match (psc.run_as_user, psc.run_as_group) {
+        (None, Some(gid)) => Some(format!(
+            "spec.securityContext.runAsGroup ({gid}) is set without spec.securityContext.runAsUser: \
+             the runtime cannot run the sandbox as a group without a user"
+        )),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

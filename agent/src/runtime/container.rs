@@ -26,7 +26,6 @@ pub struct ContainerConfig {
     pub pod_dir: PathBuf,
     pub name: String,
     pub attempt: u32,
-    pub init: bool,
     /// The image as the pod spec names it.
     pub image_ref: String,
     pub image: Image,
@@ -159,7 +158,6 @@ impl Runtime {
             id: id.to_string(),
             name: cfg.name.clone(),
             attempt: cfg.attempt,
-            init: cfg.init,
             image: cfg.image_ref.clone(),
             image_id: cfg.image.summary.id.clone(),
             log_path: cfg.log_path.clone(),

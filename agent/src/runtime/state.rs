@@ -82,7 +82,6 @@ pub struct ContainerRecord {
     pub name: String,
     /// Restart count: 0 for the first run.
     pub attempt: u32,
-    pub init: bool,
     pub image: String,
     pub image_id: String,
     pub log_path: PathBuf,

@@ -64,15 +64,19 @@ fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
 
 /// Resolve `spec` given the contents of the container's passwd and group files (if any).
 ///
-/// runAsUser/runAsGroup win over the image's `User`. A numeric user missing from passwd is
+/// runAsUser/runAsGroup win over the image's `User` (runAsGroup also over the group of a
+/// named user without runAsUser). A numeric user missing from passwd is
 /// fine (gid 0, home /); a user name must exist. The user's groups from /etc/group are added
 /// (unless `strict_groups`), then the pod's supplemental groups.
 pub fn resolve(spec: &UserSpec, passwd: Option<&str>, group: Option<&str>) -> Result<ResolvedUser, UserError> {
     let passwd = passwd.unwrap_or("");
     let group = group.unwrap_or("");
 
-    let (user_part, group_part) = match spec.uid {
-        Some(uid) => (uid.to_string(), spec.gid.map(|g| g.to_string())),
+    // The user: runAsUser, else the named user (the image's `User`, or a CRI client's
+    // run_as_username). The group: runAsGroup with either (containerd's "user:gid"), else
+    // the group the named user string carries, else the user's own.
+    let (user_part, named_group) = match spec.uid {
+        Some(uid) => (uid.to_string(), None),
         None => match spec.image_user.split_once(':') {
             Some((u, g)) => (u.to_string(), Some(g.to_string())),
             None => (spec.image_user.clone(), None),
@@ -94,11 +98,7 @@ pub fn resolve(spec: &UserSpec, passwd: Option<&str>, group: Option<&str>) -> Re
         (None, Err(_)) => return Err(UserError::NoUser(user_part)),
     };
 
-    let group_override = match (spec.uid, spec.gid) {
-        (Some(_), Some(g)) => Some(g.to_string()),
-        (Some(_), None) => None,
-        (None, _) => group_part,
-    };
+    let group_override = spec.gid.map(|g| g.to_string()).or(named_group);
     if let Some(g) = group_override.filter(|g| !g.is_empty()) {
         gid = match g.parse::<u32>() {
             Ok(n) => n,
@@ -205,6 +205,12 @@ mod tests {
         let mut s = spec("", None, None);
         s.supplemental_groups = vec![5000, 0];
         assert_eq!(r(&s).unwrap().additional_gids, vec![5000, 0]);
+        // runAsGroup with a named user (a CRI client's run_as_username, or the image's user
+        // the kubelet passes that way): that user with that group, the user's own groups kept.
+        let u = r(&spec("nginx", None, Some(2000))).unwrap();
+        assert_eq!((u.uid, u.gid, u.additional_gids.clone()), (101, 2000, vec![33]));
+        let u = r(&spec("nginx:www", None, Some(2000))).unwrap();
+        assert_eq!((u.uid, u.gid), (101, 2000), "runAsGroup wins over the named group");
         // No passwd file at all (a scratch image): numeric ids still work.
         assert_eq!(resolve(&spec("", Some(7), None), None, None).unwrap().uid, 7);
     }

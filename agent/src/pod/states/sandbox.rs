@@ -39,7 +39,9 @@ pub async fn run(w: &mut Worker) -> State {
                     .warning(&w.obj, "FailedMount", format!("MountVolume.SetUp failed: {e}"));
                 Err(e)
             }
-            Ok(cfg) => match crate::pod::security::user_namespace_problem(&w.pod) {
+            Ok(cfg) => match crate::pod::security::user_namespace_problem(&w.pod)
+                .or_else(|| crate::pod::security::sandbox_user_problem(&w.pod))
+            {
                 Some(problem) => Err(problem),
                 None => (w.ctx.runtime.run_sandbox(&cfg, &w.record.sandbox_id).await).map_err(|e| e.to_string()),
             },

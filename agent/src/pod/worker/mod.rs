@@ -343,13 +343,20 @@ impl Worker {
         });
     }
 
+    /// Whether `name` is one of the pod's init containers: the pod's own knowledge (names
+    /// are unique across both lists), which the runtime does not keep (a CRI client cannot
+    /// create "init" containers).
+    pub(super) fn is_init(&self, name: &str) -> bool {
+        self.slots.iter().any(|s| s.init && s.spec.name == name)
+    }
+
     /// Watch a running attempt until it exits (and its monitor's reports on writing the log).
     pub(super) fn watch_container(&self, files: &ContainerFiles) {
         tokio::spawn(logs::report_notices(
             files.dir.clone(),
             files.record.name.clone(),
             files.record.log_path.clone(),
-            self.obj.container(&files.record.name, files.record.init),
+            self.obj.container(&files.record.name, self.is_init(&files.record.name)),
             self.ctx.events.clone(),
         ));
         let rt = self.ctx.runtime.clone();

@@ -33,7 +33,6 @@ impl Worker {
             uid: &self.uid,
             plan: &self.plan,
             container: &self.slots[i].spec,
-            init,
             attempt,
             image: &image,
             log_path,

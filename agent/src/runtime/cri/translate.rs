@@ -571,7 +571,6 @@ pub fn container(i: &ContainerInputs) -> Result<ContainerConfig, RuntimeError> {
         pod_dir: i.sandbox.dir.clone(),
         name: meta.name.clone(),
         attempt: meta.attempt,
-        init: false,
         image_ref: c.image.as_ref().map(|i| i.image.clone()).unwrap_or_default(),
         image: i.image.clone(),
         pod_cgroup: i.sandbox.record.cgroup.clone(),
