@@ -1,7 +1,8 @@
 //! hostPort without CNI: the per-pod forwarder opens the node's port before the pod runs,
 //! carries TCP connections and UDP datagrams to the pod's loopback, honours hostIP, closes
 //! the port when the pod goes, refuses a taken port (event, nothing started) and a second
-//! pod on the same port (admission), and keeps forwarding across an agent SIGKILL. Also
+//! pod on the same port (admission), and keeps forwarding across an agent SIGKILL; a
+//! sidecar's hostPort is not opened (as the kubelet's portMappings). Also
 //! `minilet port-forward` with several ports, `LOCAL:REMOTE` and `--address`.
 //!
 //! The whole node runs inside a network namespace each test creates (`minilet_e2e::netns`):
@@ -620,4 +621,49 @@ fn a_cri_sandboxs_lost_forwarder_is_reopened_by_the_next_agent() {
     });
     assert_eq!(got, "back-again", "forwarder {second} serves the port");
     let _ = serving.join();
+}
+
+/// A sidecar's hostPort is not opened: the kubelet's port mappings list only the app
+/// containers' (`spec.containers`), so neither portmap nor the forwarder gets it.
+#[test]
+fn a_sidecars_host_port_is_not_opened() {
+    if !is_root() {
+        return;
+    }
+    let (net, mut env) = node("hostport-sidecar");
+    env.import_image("busybox");
+    let agent = start_agent(&net, &mut env);
+    let serve = |name: &str, port: u16| {
+        format!(
+            "[sh, -c, \"trap 'exit 0' TERM; mkdir -p /www && echo hello-from-{name} > /www/index.html && httpd -f -p 127.0.0.1:{port} -h /www & wait\"]"
+        )
+    };
+    env.write_manifest(
+        "sc.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: sc}}\nspec:\n  terminationGracePeriodSeconds: 0\n  initContainers:\n  - name: proxy\n    image: localhost/busybox:latest\n    imagePullPolicy: IfNotPresent\n    restartPolicy: Always\n    command: {}\n    ports: [{{containerPort: 9090, hostPort: 18095}}]\n  containers:\n  - name: web\n    image: localhost/busybox:latest\n    imagePullPolicy: IfNotPresent\n    command: {}\n    ports: [{{containerPort: 8080, hostPort: 18094}}]\n",
+            serve("proxy", 9090),
+            serve("web", 8080)
+        ),
+    );
+    let p = env.wait_running(&static_pod_name("sc"), &["proxy", "web"]);
+    net.within(|| {
+        wait_for("the app container answers on 18094", Duration::from_secs(20), || {
+            http_get("127.0.0.1:18094").filter(|r| r.contains("hello-from-web"))
+        });
+    });
+    // The sidecar listens in the pod, and nothing listens for it on the node.
+    let in_pod = listening_tcp(p.pause());
+    assert!(in_pod.contains(&9090), "the sidecar serves in the pod: {in_pod:?}");
+    let on_node = listening_tcp(agent.pid());
+    assert!(
+        on_node.contains(&18094) && !on_node.contains(&18095),
+        "the app's host port only: {on_node:?}"
+    );
+    net.within(|| assert!(refused("127.0.0.1:18095")));
+
+    env.remove_manifest("sc.yaml");
+    wait_for("sc removed", Duration::from_secs(30), || {
+        env.pod(&static_pod_name("sc")).is_none().then_some(())
+    });
 }
