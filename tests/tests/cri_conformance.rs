@@ -1,6 +1,7 @@
 //! CRI behaviour cri-tools' critest checks, driven over the socket with the generated client
 //! and checked against the kernel's view: pod sysctls, and a container's masked and
-//! read-only paths, the user identity in ContainerStatus, the sandbox's user for its pause, HOSTNAME.
+//! read-only paths, the user identity in ContainerStatus (a user name with run_as_group too),
+//! the sandbox's user for its pause, HOSTNAME.
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -551,6 +552,17 @@ fn container_status_reports_the_users_identity_as_the_kernel_has_it() {
         let mut shown: Vec<i64> = out.split_whitespace().map(|g| g.parse().expect("a gid")).collect();
         shown.sort();
         assert_eq!(shown, reported);
+
+        // A user name with a group (containerd's "name:gid"): that user with that group, as
+        // the kubelet asks for an image's named user with runAsGroup.
+        let named = cri::LinuxContainerSecurityContext {
+            run_as_username: "nobody".into(),
+            run_as_group: Some(cri::Int64Value { value: 3000 }),
+            ..Default::default()
+        };
+        let (_, named_pid) = start(&mut c, &sb, sleeper("named", named)).await;
+        let (uid, gid, _) = kernel_identity(named_pid);
+        assert_eq!((uid, gid), (65534, 3000), "busybox's nobody with run_as_group");
 
         // Stopped: no process, no identity to report.
         c.runtime
