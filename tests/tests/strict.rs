@@ -100,3 +100,60 @@ fn an_invalid_pull_policy_is_refused_with_the_kubernetes_message() {
         "no pod state for a refused manifest"
     );
 }
+
+/// `dnsPolicy: None` takes the resolver from `dnsConfig` alone, so Kubernetes validation
+/// (which the kubelet applies to static pods) wants a nameserver there: without one the
+/// manifest is refused with its words. With one, the container's /etc/resolv.conf, as the
+/// kernel shows it through the process's root, holds exactly that config.
+#[test]
+fn dns_policy_none_needs_a_nameserver_and_gives_exactly_the_config() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("strict-dns");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, &[]);
+    let manifest = |name: &str, dns_config: &str| {
+        format!(
+            "apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  terminationGracePeriodSeconds: 1
+  dnsPolicy: None
+  dnsConfig: {dns_config}
+  containers:
+  - name: main
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [sleep, '3600']
+"
+        )
+    };
+    env.write_manifest("nodns.yaml", &manifest("nodns", "{searches: [], options: []}"));
+    env.write_manifest(
+        "dns.yaml",
+        &manifest(
+            "dns",
+            "{nameservers: [192.0.2.53], searches: [pods.example], options: [{name: ndots, value: '2'}]}",
+        ),
+    );
+    let want =
+        "spec.dnsConfig.nameservers: Required value: must provide at least one DNS nameserver when `dnsPolicy` is None";
+    let message = wait_for("InvalidManifest event for nodns.yaml", Duration::from_secs(30), || {
+        events(&env).into_iter().find_map(|e| {
+            let m = e["message"].as_str().unwrap_or_default();
+            (e["reason"] == "InvalidManifest" && m.contains("nodns.yaml")).then(|| m.to_string())
+        })
+    });
+    assert!(message.contains(want), "{message}");
+    let pod = env.wait_running(&static_pod_name("dns"), &["main"]);
+    assert!(
+        env.pod(&static_pod_name("nodns")).is_none(),
+        "a refused manifest must not become a pod"
+    );
+    let resolv = std::fs::read_to_string(format!("/proc/{}/root/etc/resolv.conf", pod.pid("main")))
+        .expect("the container's resolv.conf");
+    assert_eq!(resolv, "nameserver 192.0.2.53\nsearch pods.example\noptions ndots:2\n");
+}

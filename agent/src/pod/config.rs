@@ -239,6 +239,8 @@ fn hosts_file(pod: &Pod, plan: &PodPlan, node: &NodeInfo) -> String {
 
 /// /etc/resolv.conf by dnsPolicy. Without cluster DNS, ClusterFirst falls back to the node's
 /// resolver (the kubelet does the same, with a warning); None uses only spec.dnsConfig.
+/// Settings that name nothing give the node's file as it is: the kubelet sends them as an
+/// empty DNS config, and containerd copies the host's file for that.
 pub fn resolv_conf(pod: &Pod, node_resolv: &str) -> String {
     let spec = spec(pod);
     let (mut servers, mut searches, mut options) = (Vec::new(), Vec::new(), Vec::<(String, Option<String>)>::new());
@@ -283,6 +285,9 @@ pub fn resolv_conf(pod: &Pod, node_resolv: &str) -> String {
             .map(|(n, v)| v.as_ref().map_or(n.clone(), |v| format!("{n}:{v}")))
             .collect();
         out.push_str(&format!("options {}\n", opts.join(" ")));
+    }
+    if out.is_empty() {
+        return node_resolv.to_string();
     }
     out
 }
@@ -904,6 +909,11 @@ spec:
             resolv_conf(&p, &node().resolv_conf),
             "nameserver 1.1.1.1\nsearch a.b\noptions ndots:5\n"
         );
+        // Nothing named: the node's file as it is, as containerd copies it for an empty config.
+        let quiet = "# no resolver configured\nsortlist 10.0.0.0/8\n";
+        let p = pod("apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec: {dnsConfig: {}, containers: []}");
+        assert_eq!(resolv_conf(&p, quiet), quiet);
+        assert_eq!(resolv_conf(&p, ""), "");
     }
 
     #[test]

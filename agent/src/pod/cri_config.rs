@@ -402,26 +402,31 @@ mod tests {
     /// The generated config, read by the runtime as a CRI client's would be, against what
     /// the static path decides today, field by field: no difference is known.
     fn compare(yaml: &str) {
+        compare_on(yaml, &node());
+    }
+
+    fn compare_on(yaml: &str, node: &NodeInfo) {
         let p = pod(yaml);
         let uid = "u1";
         let plan = PodPlan::new(&p, uid);
-        let node = node();
         let layout = Layout::new(std::path::Path::new("/nonexistent/minilet-root"));
-        let today = super::super::config::sandbox_config(&layout, &p, uid, &plan, &node).expect("today's config");
+        let today = super::super::config::sandbox_config(&layout, &p, uid, &plan, node).expect("today's config");
         let generated = pod_sandbox_config(&SandboxInputs {
             pod: &p,
             uid,
             plan: &plan,
-            node: &node,
+            node,
             attempt: 0,
             log_root: std::path::Path::new("/nonexistent/minilet-logs"),
         });
-        let read = translate::sandbox(&generated, &node).expect("the runtime accepts the generated config");
+        let read = translate::sandbox(&generated, node).expect("the runtime accepts the generated config");
         assert_eq!(read.cgroup, today.cgroup, "cgroup");
         assert_eq!(read.namespaces, today.namespaces, "namespaces");
         assert_eq!(read.share_pid, plan.share_pid, "shared PID namespace");
         assert_eq!(read.hostname, today.hostname, "hostname");
         assert_eq!(read.resolv_conf, today.etc.resolv_conf, "resolv.conf");
+        let read_dns = crate::runtime::network::Dns::from_resolv_conf(&read.resolv_conf);
+        assert_eq!(read_dns, today.network.dns, "the CNI dns capability");
         assert_eq!(read.resources, today.resources, "pod cgroup resources");
         let sorted = |mut v: Vec<crate::runtime::sysctl::Sysctl>| {
             v.sort_by(|a, b| a.name.cmp(&b.name));
@@ -530,6 +535,37 @@ spec:
   dnsConfig: {nameservers: [10.0.0.2, 9.9.9.9], options: [{name: ndots, value: '1'}]}
   containers: [{name: a, image: busybox}]";
         compare(merged);
+    }
+
+    /// A resolver naming nothing is sent as an empty DnsConfig; the runtime then gives the
+    /// node's file as it is (containerd's rule), and so does the static path. (`dnsPolicy:
+    /// None` with no nameserver does not get here: validation refuses it, as the kubelet's.)
+    #[test]
+    fn an_empty_dns_config_gives_the_nodes_file_on_both_paths() {
+        let mut quiet = node();
+        quiet.resolv_conf = "# no resolver configured\nsortlist 10.0.0.0/8\n".into();
+        for yaml in [
+            "metadata: {name: d}\nspec: {dnsPolicy: Default, containers: [{name: a, image: busybox}]}",
+            "metadata: {name: e}\nspec: {dnsConfig: {searches: [], options: []}, containers: [{name: a, image: busybox}]}",
+            "metadata: {name: n}\nspec: {dnsPolicy: None, dnsConfig: {searches: []}, containers: [{name: a, image: busybox}]}",
+        ] {
+            compare_on(yaml, &quiet);
+            let p = pod(yaml);
+            let plan = PodPlan::new(&p, "u1");
+            let c = pod_sandbox_config(&SandboxInputs {
+                pod: &p,
+                uid: "u1",
+                plan: &plan,
+                node: &quiet,
+                attempt: 0,
+                log_root: std::path::Path::new("/logs"),
+            });
+            let dns = c.dns_config.expect("dns");
+            assert!(
+                dns.servers.is_empty() && dns.searches.is_empty() && dns.options.is_empty(),
+                "{yaml}: {dns:?}"
+            );
+        }
     }
 
     #[test]

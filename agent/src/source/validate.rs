@@ -92,11 +92,21 @@ fn validate_spec(spec: &PodSpec, v: &mut Errors) {
         let ok = ["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"];
         if !ok.contains(&p) {
             v.unsupported("spec.dnsPolicy", p, &ok);
-        } else if p == "None" && spec.dns_config.is_none() {
-            v.push(
-                "spec.dnsConfig",
-                "Required value: must provide `dnsConfig` when `dnsPolicy` is None".into(),
-            );
+        } else if p == "None" {
+            // The kubelet validates static pods as the API server does, so a pod with no
+            // resolver never reaches the runtime (whose rule for an empty DNS config is the
+            // node's file).
+            match &spec.dns_config {
+                None => v.push(
+                    "spec.dnsConfig",
+                    "Required value: must provide `dnsConfig` when `dnsPolicy` is None".into(),
+                ),
+                Some(c) if c.nameservers.as_ref().is_none_or(Vec::is_empty) => v.push(
+                    "spec.dnsConfig.nameservers",
+                    "Required value: must provide at least one DNS nameserver when `dnsPolicy` is None".into(),
+                ),
+                Some(_) => {}
+            }
         }
     }
     if let Some(h) = spec.hostname.as_deref()
@@ -1102,6 +1112,35 @@ mod tests {
             ),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn dns_policy_none_needs_a_config_with_a_nameserver() {
+        let c = "  containers: [{name: a, image: i}]\n";
+        let none = errors(&format!("  dnsPolicy: None\n{c}"));
+        assert!(
+            has(
+                &none,
+                "spec.dnsConfig: Required value: must provide `dnsConfig` when `dnsPolicy` is None"
+            ),
+            "{none:?}"
+        );
+        let no_server = "spec.dnsConfig.nameservers: Required value: must provide at least one DNS nameserver when `dnsPolicy` is None";
+        for empty in [
+            "{}",
+            "{nameservers: []}",
+            "{searches: [a.example], options: [{name: ndots, value: '1'}]}",
+        ] {
+            let e = errors(&format!("  dnsPolicy: None\n  dnsConfig: {empty}\n{c}"));
+            assert!(has(&e, no_server), "{empty}: {e:?}");
+        }
+        let e = errors(&format!(
+            "  dnsPolicy: None\n  dnsConfig: {{nameservers: [10.0.0.2]}}\n{c}"
+        ));
+        assert!(e.is_empty(), "{e:?}");
+        // Other policies add to the node's resolver: an empty config is fine.
+        let e = errors(&format!("  dnsPolicy: Default\n  dnsConfig: {{}}\n{c}"));
+        assert!(e.is_empty(), "{e:?}");
     }
 
     #[test]
