@@ -34,7 +34,6 @@ spec:
 #[test]
 fn unknown_fields_warn_on_file_and_pod_and_the_pod_runs() {
     if !is_root() {
-        println!("skipped: needs root");
         return;
     }
     let env = Env::new("strict");
@@ -73,7 +72,6 @@ fn unknown_fields_warn_on_file_and_pod_and_the_pod_runs() {
 #[test]
 fn an_invalid_pull_policy_is_refused_with_the_kubernetes_message() {
     if !is_root() {
-        println!("skipped: needs root");
         return;
     }
     let env = Env::new("strict-pull");
