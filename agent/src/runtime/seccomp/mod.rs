@@ -906,6 +906,69 @@ mod tests {
     }
 
     #[test]
+    fn a_tree_past_the_kernels_limit_is_laid_out_as_a_list() {
+        // `rules` conditional rules (all six arguments compared with 64-bit values) spread
+        // over the default profile's calls: the program grows with them, the tree a little
+        // faster.
+        let defaults = crate::runtime::capabilities::effective_set(&[], &[]);
+        let r = resolve(&default_profile().unwrap(), &host(), &defaults).unwrap();
+        let names = names_with(&r, Action::Allow);
+        let profile = |rules: usize| {
+            let syscalls: Vec<String> = (0..rules)
+                .map(|i| {
+                    let args: Vec<String> = (0..6)
+                        .map(|a| {
+                            let value = ((i as u64) << 32) | a;
+                            format!(r#"{{"index":{a},"value":{value},"op":"SCMP_CMP_EQ"}}"#)
+                        })
+                        .collect();
+                    format!(
+                        r#"{{"names":["{}"],"action":"SCMP_ACT_ALLOW","args":[{}]}}"#,
+                        names[i % names.len()],
+                        args.join(",")
+                    )
+                })
+                .collect();
+            let text = format!(
+                r#"{{"defaultAction":"SCMP_ACT_ERRNO","architectures":["SCMP_ARCH_X86_64"],"syscalls":[{}]}}"#,
+                syscalls.join(",")
+            );
+            compile(&resolve(&parse(&text, "test").unwrap(), &host(), &[]).unwrap()).unwrap()
+        };
+        let tree_len = |rules: usize| {
+            let mut c = profile(rules);
+            c.filter.set_ctl_optimize(2).unwrap();
+            c.export().unwrap().len() / INSTRUCTION
+        };
+        // The fewest rules whose tree passes the limit (doubling, then halving: compiles of
+        // many rules are slow, so none much past the limit).
+        let (mut fits, mut over) = (0, 16);
+        while tree_len(over) <= MAX_INSTRUCTIONS {
+            (fits, over) = (over, over * 2);
+            assert!(over <= 1 << 16, "no tree past the limit");
+        }
+        while over - fits > 1 {
+            let mid = (fits + over) / 2;
+            if tree_len(mid) > MAX_INSTRUCTIONS {
+                over = mid;
+            } else {
+                fits = mid;
+            }
+        }
+        let mut c = profile(over);
+        let filter = c.to_filter().unwrap();
+        c.filter.set_ctl_optimize(1).unwrap();
+        let list = c.export().unwrap();
+        assert!(list.len() / INSTRUCTION <= MAX_INSTRUCTIONS, "no list fits either");
+        assert_eq!(filter.bpf, list, "{over} rules: not the list");
+        // One rule fewer: the tree, within the limit.
+        let mut c = profile(fits);
+        let filter = c.to_filter().unwrap();
+        c.filter.set_ctl_optimize(2).unwrap();
+        assert_eq!(filter.bpf, c.export().unwrap(), "{fits} rules: not the tree");
+    }
+
+    #[test]
     fn a_program_of_partial_instructions_is_refused() {
         assert!(BpfFilter::new(0, vec![0; 12]).is_err());
         assert!(BpfFilter::new(0, Vec::new()).is_err());
