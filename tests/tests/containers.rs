@@ -317,3 +317,41 @@ spec:
         "the monitor maps files besides its binary: {others:?}\n{maps}"
     );
 }
+
+/// Helpers are spawned without a working directory of their own (so that std spawns them with
+/// posix_spawn rather than a fork of the agent) and go to `/` themselves: the monitor, which
+/// outlives the agent, keeps none of the agent's directories busy. This test's agent runs in
+/// the test's working directory (cargo's: the package's).
+#[test]
+fn the_monitor_runs_in_the_root_directory() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("monitor-cwd");
+    env.import_image("busybox");
+    let agent = Agent::start(&env, &[]);
+    let agent_cwd = std::fs::read_link(format!("/proc/{}/cwd", agent.pid())).expect("the agent's cwd");
+    if agent_cwd == Path::new("/") {
+        skip("the agent runs in / (the test's working directory): the monitor's cannot tell");
+        return;
+    }
+    env.write_manifest(
+        "idle.yaml",
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: idle}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+"#,
+    );
+    let pod = env.wait_running(&static_pod_name("idle"), &["c"]);
+    let monitor = pod.containers["c"].monitor_pid.expect("the monitor's pid in state");
+    let cwd = std::fs::read_link(format!("/proc/{monitor}/cwd")).expect("the monitor's cwd");
+    assert_eq!(cwd, Path::new("/"));
+}

@@ -280,8 +280,8 @@ impl Runtime {
             .arg(json)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .current_dir("/");
+            .stderr(Stdio::inherit());
+        // No current_dir: see run_helper (the helper goes to / itself).
         let (mut child, helper) = tokio::task::spawn_blocking(move || reaper::spawn(&mut cmd))
             .await
             .map_err(|e| RuntimeError::Helper(format!("spawn exec helper: {e}")))?

@@ -233,8 +233,9 @@ impl Runtime {
             .arg(spec_path)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .current_dir("/");
+            .stderr(Stdio::piped());
+        // No current_dir: the helper goes to / itself (helper::dispatch), and without one
+        // std spawns with posix_spawn (a vfork) instead of forking the agent.
         let (mut child, pidfd) = tokio::task::spawn_blocking(move || reaper::spawn(&mut cmd))
             .await
             .map_err(|e| RuntimeError::Helper(format!("spawn {subcommand}: {e}")))?

@@ -43,8 +43,19 @@ pub const PORTFWD: &str = "__portfwd";
 
 /// Run a helper if `args` name one; `None` means "not a helper invocation".
 pub fn dispatch(args: &[OsString]) -> Option<ExitCode> {
+    let name = args
+        .get(1)
+        .and_then(|a| a.to_str())
+        .filter(|n| [SANDBOX, MONITOR, EXEC, PORTFWD].contains(n))?;
+    // The agent spawns helpers without choosing their working directory (std falls back from
+    // posix_spawn to forking the whole agent when asked for one, in a static build): leave
+    // the agent's at once, so no helper keeps a directory of the agent's busy.
+    if let Err(e) = std::env::set_current_dir("/") {
+        eprintln!("minilet: helper {name}: chdir /: {e}");
+        return Some(ExitCode::FAILURE);
+    }
     let spec = args.get(2);
-    match (args.get(1).and_then(|a| a.to_str()), spec) {
+    match (Some(name), spec) {
         (Some(SANDBOX), Some(spec)) => Some(sandbox::main(spec.as_ref())),
         (Some(MONITOR), Some(spec)) => Some(monitor::main(spec.as_ref())),
         (Some(EXEC), Some(spec)) => Some(exec::main(spec.as_ref())),

@@ -261,7 +261,7 @@ pub fn for_container(request: &Request, capabilities: Option<&[String]>) -> Resu
         problem,
     };
     let resolved = resolve(&profile, &Host::detect(), caps).map_err(invalid)?;
-    let compiled = compile(&resolved).map_err(invalid)?;
+    let mut compiled = compile(&resolved).map_err(invalid)?;
     if !compiled.skipped.is_empty() {
         tracing::debug!(skipped = ?compiled.skipped, "seccomp: syscalls unknown to libseccomp on this architecture are left to the default action");
     }
@@ -386,9 +386,32 @@ pub struct Compiled {
     pub skipped: Vec<String>,
 }
 
+/// The kernel's limit on a classic BPF program (`BPF_MAXINSNS`).
+const MAX_INSTRUCTIONS: usize = 4096;
+
 impl Compiled {
     /// The program as the kernel takes it, with its flags for seccomp(2).
-    pub fn to_filter(&self) -> Result<BpfFilter, String> {
+    ///
+    /// Syscall numbers are laid out as a binary tree (libseccomp's optimize level 2) rather
+    /// than a list: the program decides the same, but the kernel's work on every load (checking,
+    /// converting and JIT-compiling it, then running it for each syscall number of each
+    /// architecture to build its cache of always-allowed calls) is about a third, and that
+    /// load is on every pod start (the pause has RuntimeDefault). The tree is ~25% longer, so
+    /// a profile that would pass the kernel's limit only as a list stays one.
+    pub fn to_filter(&mut self) -> Result<BpfFilter, String> {
+        let tree = self.filter.set_ctl_optimize(2).is_ok();
+        let mut bpf = self.export()?;
+        if tree && bpf.len() / INSTRUCTION > MAX_INSTRUCTIONS {
+            self.filter
+                .set_ctl_optimize(1)
+                .map_err(|e| format!("lay the program out as a list: {e}"))?;
+            bpf = self.export()?;
+        }
+        BpfFilter::new(self.flags, bpf)
+    }
+
+    /// The program as libseccomp generates it with the filter's current attributes.
+    fn export(&self) -> Result<Vec<u8>, String> {
         let mut out = tempfile::tempfile().map_err(|e| format!("a file for the BPF program: {e}"))?;
         self.filter
             .export_bpf(&out)
@@ -397,7 +420,7 @@ impl Compiled {
         out.rewind()
             .and_then(|()| out.read_to_end(&mut bpf))
             .map_err(|e| format!("read the BPF program back: {e}"))?;
-        BpfFilter::new(self.flags, bpf)
+        Ok(bpf)
     }
 }
 
@@ -610,6 +633,9 @@ pub fn compile(p: &Profile) -> Result<Compiled, String> {
     }
     Ok(Compiled { filter, flags, skipped })
 }
+
+#[cfg(test)]
+mod bpf_eval;
 
 #[cfg(test)]
 mod tests {
@@ -833,6 +859,113 @@ mod tests {
         let old: Seccomp = serde_json::from_str(&serde_json::to_string(&resolved).unwrap()).unwrap();
         assert!(matches!(old, Seccomp::Profile(_)));
         assert_eq!(old.filter().unwrap().into_owned(), first);
+    }
+
+    #[test]
+    fn the_tree_program_decides_every_call_as_the_list_does() {
+        use super::bpf_eval::{Program, SeccompData};
+        let defaults = crate::runtime::capabilities::effective_set(&[], &[]);
+        let r = resolve(&default_profile().unwrap(), &host(), &defaults).unwrap();
+        let mut compiled = compile(&r).unwrap();
+        let tree = compiled.to_filter().unwrap();
+        compiled.filter.set_ctl_optimize(1).unwrap();
+        let list = compiled.export().unwrap();
+        assert_ne!(tree.bpf, list, "libseccomp laid both out the same");
+        let (tree_program, list) = (Program::new(&tree.bpf), Program::new(&list));
+        assert!(tree.instructions() <= MAX_INSTRUCTIONS);
+        // x86_64, i386, aarch64, arm (audit values) and one no filter names; x32 numbers
+        // have bit 30 set. Arguments: the values the default profile's rules compare with
+        // (clone's namespace flags, personality's, socket's AF_VSOCK) and their neighbours.
+        let arches = [0xc000_003e, 0x4000_0003, 0xc000_00b7, 0x4000_0028, 0];
+        let values = [
+            0,
+            1,
+            8,
+            40,
+            0x7e02_0000,
+            0x2000_0000,
+            0x20008,
+            0xffff_ffff,
+            0x1_0000_0000,
+            u64::MAX,
+        ];
+        let numbers = (0..1100).chain(0x4000_0000..0x4000_0000 + 600);
+        for nr in numbers {
+            for arch in arches {
+                for v in values {
+                    for args in [[v; 6], [0, v, v, 0, 0, 0]] {
+                        let data = SeccompData::new(nr, arch, args);
+                        let what = format!("syscall {nr:#x}, arch {arch:#x}, args {args:x?}");
+                        let expected = list.run(&data).unwrap_or_else(|e| panic!("{what}: list: {e}"));
+                        let got = tree_program.run(&data).unwrap_or_else(|e| panic!("{what}: tree: {e}"));
+                        assert_eq!(got, expected, "{what}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_tree_past_the_kernels_limit_is_laid_out_as_a_list() {
+        // `rules` conditional rules (all six arguments compared with 64-bit values) spread
+        // over the default profile's calls: the program grows with them, the tree a little
+        // faster.
+        let defaults = crate::runtime::capabilities::effective_set(&[], &[]);
+        let r = resolve(&default_profile().unwrap(), &host(), &defaults).unwrap();
+        let names = names_with(&r, Action::Allow);
+        let profile = |rules: usize| {
+            let syscalls: Vec<String> = (0..rules)
+                .map(|i| {
+                    let args: Vec<String> = (0..6)
+                        .map(|a| {
+                            let value = ((i as u64) << 32) | a;
+                            format!(r#"{{"index":{a},"value":{value},"op":"SCMP_CMP_EQ"}}"#)
+                        })
+                        .collect();
+                    format!(
+                        r#"{{"names":["{}"],"action":"SCMP_ACT_ALLOW","args":[{}]}}"#,
+                        names[i % names.len()],
+                        args.join(",")
+                    )
+                })
+                .collect();
+            let text = format!(
+                r#"{{"defaultAction":"SCMP_ACT_ERRNO","architectures":["SCMP_ARCH_X86_64"],"syscalls":[{}]}}"#,
+                syscalls.join(",")
+            );
+            compile(&resolve(&parse(&text, "test").unwrap(), &host(), &[]).unwrap()).unwrap()
+        };
+        let tree_len = |rules: usize| {
+            let mut c = profile(rules);
+            c.filter.set_ctl_optimize(2).unwrap();
+            c.export().unwrap().len() / INSTRUCTION
+        };
+        // The fewest rules whose tree passes the limit (doubling, then halving: compiles of
+        // many rules are slow, so none much past the limit).
+        let (mut fits, mut over) = (0, 16);
+        while tree_len(over) <= MAX_INSTRUCTIONS {
+            (fits, over) = (over, over * 2);
+            assert!(over <= 1 << 16, "no tree past the limit");
+        }
+        while over - fits > 1 {
+            let mid = (fits + over) / 2;
+            if tree_len(mid) > MAX_INSTRUCTIONS {
+                over = mid;
+            } else {
+                fits = mid;
+            }
+        }
+        let mut c = profile(over);
+        let filter = c.to_filter().unwrap();
+        c.filter.set_ctl_optimize(1).unwrap();
+        let list = c.export().unwrap();
+        assert!(list.len() / INSTRUCTION <= MAX_INSTRUCTIONS, "no list fits either");
+        assert_eq!(filter.bpf, list, "{over} rules: not the list");
+        // One rule fewer: the tree, within the limit.
+        let mut c = profile(fits);
+        let filter = c.to_filter().unwrap();
+        c.filter.set_ctl_optimize(2).unwrap();
+        assert_eq!(filter.bpf, c.export().unwrap(), "{fits} rules: not the tree");
     }
 
     #[test]
