@@ -79,8 +79,9 @@ pub async fn run(kind: &str, call: &Call<'_>, config: &Value) -> Result<String, 
         .env("CNI_PATH", path)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .current_dir("/");
+        .stderr(Stdio::piped());
+    // No current_dir, as libcni sets none: with one, std forks the whole agent instead of
+    // spawning with posix_spawn (a vfork); plugins take every path absolute.
     let (mut child, pidfd) = tokio::task::spawn_blocking(move || reaper::spawn(&mut cmd))
         .await
         .map_err(|e| failed(format!("spawn: {e}")))?
