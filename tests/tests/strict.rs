@@ -137,20 +137,47 @@ spec:
             "{nameservers: [192.0.2.53], searches: [pods.example], options: [{name: ndots, value: '2'}]}",
         ),
     );
-    let want =
-        "spec.dnsConfig.nameservers: Required value: must provide at least one DNS nameserver when `dnsPolicy` is None";
-    let message = wait_for("InvalidManifest event for nodns.yaml", Duration::from_secs(30), || {
-        events(&env).into_iter().find_map(|e| {
-            let m = e["message"].as_str().unwrap_or_default();
-            (e["reason"] == "InvalidManifest" && m.contains("nodns.yaml")).then(|| m.to_string())
-        })
-    });
-    assert!(message.contains(want), "{message}");
-    let pod = env.wait_running(&static_pod_name("dns"), &["main"]);
-    assert!(
-        env.pod(&static_pod_name("nodns")).is_none(),
-        "a refused manifest must not become a pod"
+    env.write_manifest(
+        "badns.yaml",
+        &manifest(
+            "badns",
+            "{nameservers: [192.0.2.53, dns.example], searches: [Pods.example], options: [{value: '2'}]}",
+        ),
     );
+    let refusal = |file: &str| {
+        wait_for(
+            &format!("InvalidManifest event for {file}"),
+            Duration::from_secs(30),
+            || {
+                events(&env).into_iter().find_map(|e| {
+                    let m = e["message"].as_str().unwrap_or_default();
+                    (e["reason"] == "InvalidManifest" && m.contains(file)).then(|| m.to_string())
+                })
+            },
+        )
+    };
+    let message = refusal("nodns.yaml");
+    assert!(
+        message.contains(
+            "spec.dnsConfig.nameservers: Required value: must provide at least one DNS nameserver when `dnsPolicy` is None"
+        ),
+        "{message}"
+    );
+    let message = refusal("badns.yaml");
+    for want in [
+        "spec.dnsConfig.nameservers[1]: Invalid value: \"dns.example\": must be a valid IP address",
+        "spec.dnsConfig.searches[0]: Invalid value: \"Pods.example\": a lowercase RFC 1123 subdomain",
+        "spec.dnsConfig.options[0]: Required value: must not be empty",
+    ] {
+        assert!(message.contains(want), "{want}\nin {message}");
+    }
+    let pod = env.wait_running(&static_pod_name("dns"), &["main"]);
+    for refused in ["nodns", "badns"] {
+        assert!(
+            env.pod(&static_pod_name(refused)).is_none(),
+            "a refused manifest must not become a pod"
+        );
+    }
     let resolv = std::fs::read_to_string(format!("/proc/{}/root/etc/resolv.conf", pod.pid("main")))
         .expect("the container's resolv.conf");
     assert_eq!(resolv, "nameserver 192.0.2.53\nsearch pods.example\noptions ndots:2\n");

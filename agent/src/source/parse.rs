@@ -169,7 +169,10 @@ pub fn apply_defaults(pod: &mut Pod, node_name: &str) {
     spec.restart_policy
         .get_or_insert_with(|| crate::pod::restart_policy::RestartPolicy::Always.as_str().into());
     spec.termination_grace_period_seconds.get_or_insert(30);
-    spec.dns_policy.get_or_insert_with(|| "ClusterFirst".into());
+    // Go reads `dnsPolicy: ""` as no value, and defaulting fills it in.
+    if spec.dns_policy.as_deref().is_none_or(str::is_empty) {
+        spec.dns_policy = Some("ClusterFirst".into());
+    }
     spec.scheduler_name.get_or_insert_with(|| "default-scheduler".into());
     spec.enable_service_links.get_or_insert(true);
     spec.security_context.get_or_insert_with(Default::default);
@@ -324,6 +327,9 @@ mod tests {
         assert_eq!(spec.restart_policy.as_deref(), Some("Always"));
         assert_eq!(spec.termination_grace_period_seconds, Some(30));
         assert_eq!(spec.dns_policy.as_deref(), Some("ClusterFirst"));
+        let mut pod = p("apiVersion: v1\nkind: Pod\nmetadata: {name: w}\nspec: {dnsPolicy: '', containers: [{name: a, image: i}]}\n").unwrap();
+        apply_defaults(&mut pod, "node1");
+        assert_eq!(pod.spec.and_then(|s| s.dns_policy).as_deref(), Some("ClusterFirst"));
         assert_eq!(spec.node_name.as_deref(), Some("node1"));
         let c = &spec.containers[0];
         assert_eq!(c.image_pull_policy.as_deref(), Some("Always"));

@@ -17,6 +17,13 @@ const QUALIFIED_NAME_MSG: &str = "name part must consist of alphanumeric charact
 const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
 const ID_MSG: &str = "must be between 0 and 2147483647, inclusive";
 
+const IP_MSG: &str = "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)";
+/// Kubernetes' `MaxDNSNameservers`, `MaxDNSSearchPaths`, `MaxDNSSearchListChars`: what libc's
+/// resolver reads of resolv.conf.
+const MAX_DNS_NAMESERVERS: usize = 3;
+const MAX_DNS_SEARCHES: usize = 32;
+const MAX_DNS_SEARCH_CHARS: usize = 2048;
+
 /// Kubernetes' `TotalAnnotationSizeLimitB`: keys and values of all annotations together.
 pub const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
 /// Kubernetes' `MaxUserID` / `MaxGroupID` (`math.MaxInt32`): IDs must be in 0..=this.
@@ -88,27 +95,7 @@ fn validate_spec(spec: &PodSpec, v: &mut Errors) {
     {
         v.unsupported("spec.restartPolicy", p, &RestartPolicy::NAMES);
     }
-    if let Some(p) = spec.dns_policy.as_deref() {
-        let ok = ["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"];
-        if !ok.contains(&p) {
-            v.unsupported("spec.dnsPolicy", p, &ok);
-        } else if p == "None" {
-            // The kubelet validates static pods as the API server does, so a pod with no
-            // resolver never reaches the runtime (whose rule for an empty DNS config is the
-            // node's file).
-            match &spec.dns_config {
-                None => v.push(
-                    "spec.dnsConfig",
-                    "Required value: must provide `dnsConfig` when `dnsPolicy` is None".into(),
-                ),
-                Some(c) if c.nameservers.as_ref().is_none_or(Vec::is_empty) => v.push(
-                    "spec.dnsConfig.nameservers",
-                    "Required value: must provide at least one DNS nameserver when `dnsPolicy` is None".into(),
-                ),
-                Some(_) => {}
-            }
-        }
-    }
+    validate_dns(spec, v);
     if let Some(h) = spec.hostname.as_deref()
         && !h.is_empty()
         && !is_label(h)
@@ -225,6 +212,102 @@ fn validate_spec(spec: &PodSpec, v: &mut Errors) {
                 }
             }
         }
+    }
+}
+
+/// `spec.dnsPolicy` and `spec.dnsConfig` as Kubernetes' `validateDNSPolicy` and
+/// `validatePodDNSConfig` check them; the kubelet refuses a static pod they refuse.
+fn validate_dns(spec: &PodSpec, v: &mut Errors) {
+    let policy = spec.dns_policy.as_deref();
+    let policies = ["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"];
+    if let Some(p) = policy
+        && !policies.contains(&p)
+    {
+        v.unsupported("spec.dnsPolicy", p, &policies);
+    }
+    let none = policy == Some("None");
+    let Some(c) = &spec.dns_config else {
+        if none {
+            v.push(
+                "spec.dnsConfig",
+                "Required value: must provide `dnsConfig` when `dnsPolicy` is None".into(),
+            );
+        }
+        return;
+    };
+    let servers = c.nameservers.as_deref().unwrap_or_default();
+    if none && servers.is_empty() {
+        // Kubernetes says only this of such a config: the rest is not looked at.
+        v.push(
+            "spec.dnsConfig.nameservers",
+            "Required value: must provide at least one DNS nameserver when `dnsPolicy` is None".into(),
+        );
+        return;
+    }
+    if servers.len() > MAX_DNS_NAMESERVERS {
+        v.invalid(
+            "spec.dnsConfig.nameservers",
+            GoStrings(servers),
+            &format!("must not have more than {MAX_DNS_NAMESERVERS} nameservers"),
+        );
+    }
+    for (i, s) in servers.iter().enumerate() {
+        if !is_ip(s) {
+            v.invalid(&format!("spec.dnsConfig.nameservers[{i}]"), s, IP_MSG);
+        }
+    }
+    let searches = c.searches.as_deref().unwrap_or_default();
+    if searches.len() > MAX_DNS_SEARCHES {
+        v.invalid(
+            "spec.dnsConfig.searches",
+            GoStrings(searches),
+            &format!("must not have more than {MAX_DNS_SEARCHES} search paths"),
+        );
+    }
+    // Counted as the `search` line holds them: one space between two.
+    let chars = searches.iter().map(String::len).sum::<usize>() + searches.len().saturating_sub(1);
+    if chars > MAX_DNS_SEARCH_CHARS {
+        v.invalid(
+            "spec.dnsConfig.searches",
+            GoStrings(searches),
+            &format!("must not have more than {MAX_DNS_SEARCH_CHARS} characters (including spaces) in the search list"),
+        );
+    }
+    for (i, s) in searches.iter().enumerate() {
+        // A trailing dot (an absolute name) is allowed; the rest is a DNS subdomain.
+        let name = s.strip_suffix('.').unwrap_or(s);
+        let path = format!("spec.dnsConfig.searches[{i}]");
+        if name.len() > 253 {
+            v.invalid(&path, name, "must be no more than 253 characters");
+        }
+        // Kubernetes' subdomain pattern: no length limit on a part (unlike `is_subdomain`).
+        if !name.split('.').all(is_label_chars) {
+            v.invalid(&path, name, SUBDOMAIN_MSG);
+        }
+    }
+    for (i, o) in c.options.iter().flatten().enumerate() {
+        if o.name.as_deref().is_none_or(str::is_empty) {
+            v.push(
+                &format!("spec.dnsConfig.options[{i}]"),
+                "Required value: must not be empty".into(),
+            );
+        }
+    }
+}
+
+/// A string list as Go prints one in a validation message: `[]string{"a", "b"}`.
+struct GoStrings<'a>(&'a [String]);
+
+impl std::fmt::Debug for GoStrings<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[]string{")?;
+        for (i, s) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{s:?}")?;
+        }
+        f.write_str("}")
     }
 }
 
@@ -825,8 +908,12 @@ pub fn is_label_value(s: &str) -> bool {
 }
 
 fn is_label(s: &str) -> bool {
+    s.len() <= 63 && is_label_chars(s)
+}
+
+/// RFC 1123 label characters: lowercase alphanumerics and '-', alphanumeric at both ends.
+fn is_label_chars(s: &str) -> bool {
     !s.is_empty()
-        && s.len() <= 63
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
@@ -835,6 +922,22 @@ fn is_label(s: &str) -> bool {
 
 pub fn is_subdomain(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(is_label)
+}
+
+/// An IP address as Kubernetes reads one (`ParseIPSloppy`, Go 1.16's parser): leading zeros
+/// in IPv4 parts and IPv6 groups are allowed (and read as decimal and hex).
+fn is_ip(s: &str) -> bool {
+    let strip = |part: &str| match part.trim_start_matches('0') {
+        "" if !part.is_empty() => "0".to_string(),
+        t => t.to_string(),
+    };
+    s.parse::<std::net::IpAddr>().is_ok()
+        || s.split(':')
+            .map(|group| group.split('.').map(strip).collect::<Vec<_>>().join("."))
+            .collect::<Vec<_>>()
+            .join(":")
+            .parse::<std::net::IpAddr>()
+            .is_ok()
 }
 
 fn is_env_name(s: &str) -> bool {
@@ -1141,6 +1244,108 @@ mod tests {
         // Other policies add to the node's resolver: an empty config is fine.
         let e = errors(&format!("  dnsPolicy: Default\n  dnsConfig: {{}}\n{c}"));
         assert!(e.is_empty(), "{e:?}");
+    }
+
+    #[test]
+    fn dns_policy_must_be_known() {
+        let e = errors("  dnsPolicy: Cluster\n  containers: [{name: a, image: i}]\n");
+        assert_eq!(
+            e,
+            [
+                "spec.dnsPolicy: Unsupported value: \"Cluster\": supported values: \"ClusterFirstWithHostNet\", \"ClusterFirst\", \"Default\", \"None\""
+            ]
+        );
+        for ok in ["ClusterFirstWithHostNet", "ClusterFirst", "Default"] {
+            assert!(errors(&format!("  dnsPolicy: {ok}\n  containers: [{{name: a, image: i}}]\n")).is_empty());
+        }
+    }
+
+    /// Each rule of Kubernetes' `validatePodDNSConfig`, at its limit and one past it.
+    #[test]
+    fn dns_config_is_bounded_as_kubernetes_does() {
+        let dns = |config: &str| {
+            errors(&format!(
+                "  dnsConfig: {config}\n  containers: [{{name: a, image: i}}]\n"
+            ))
+        };
+        assert!(
+            dns("{nameservers: [10.0.0.2, '2001:db8::1', 192.0.2.1], options: [{name: ndots, value: '2'}, {name: rotate}]}")
+                .is_empty()
+        );
+        assert_eq!(
+            dns("{nameservers: [10.0.0.1, 10.0.0.2, 10.0.0.3, 10.0.0.4]}"),
+            [
+                "spec.dnsConfig.nameservers: Invalid value: []string{\"10.0.0.1\", \"10.0.0.2\", \"10.0.0.3\", \"10.0.0.4\"}: must not have more than 3 nameservers"
+            ]
+        );
+        let e = dns("{nameservers: [dns.example, '', 10.0.0.256, '10.0.0.0/8', 'fe80::1%eth0']}");
+        for (i, bad) in ["dns.example", "", "10.0.0.256", "10.0.0.0/8", "fe80::1%eth0"]
+            .iter()
+            .enumerate()
+        {
+            let want = format!(
+                "spec.dnsConfig.nameservers[{i}]: Invalid value: {bad:?}: must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"
+            );
+            assert!(has(&e, &want), "{want}\nin {e:#?}");
+        }
+        // Kubernetes' parser takes leading zeros (and the mapped and embedded forms).
+        assert!(dns("{nameservers: [010.000.0.1, '::ffff:10.0.0.1', '2001:0db8:00000::1']}").is_empty());
+
+        let searches = |list: &[String]| dns(&format!("{{searches: [{}]}}", list.join(", ")));
+        let short: Vec<String> = (0..33).map(|i| format!("s{i}.example.")).collect();
+        assert!(searches(&short[..32]).is_empty());
+        let e = searches(&short);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("spec.dnsConfig.searches: Invalid value: []string{\"s0.example.\", \"s1.example.\", ")
+                && e[0].ends_with(": must not have more than 32 search paths"),
+            "{e:?}"
+        );
+        // Eight names of 253 characters and one of 16, with the spaces: 2048.
+        let long = format!("{0}.{0}.{0}.{1}", "a".repeat(63), "b".repeat(61));
+        let mut list = vec![long; 8];
+        list.push("c".repeat(16));
+        assert!(searches(&list).is_empty(), "{:?}", searches(&list));
+        list[8].push('c');
+        let e = searches(&list);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("spec.dnsConfig.searches: Invalid value: []string{\"aaa")
+                && e[0].ends_with(": must not have more than 2048 characters (including spaces) in the search list")
+                && e[0].len() < 1024,
+            "{e:?}"
+        );
+
+        let e = dns(&format!(
+            "{{searches: [ok.example., Bad.example, 'a..b', '.', a_b, -a, '', {}, {}]}}",
+            "x".repeat(254),
+            "y".repeat(64)
+        ));
+        for (i, bad) in [(1, "Bad.example"), (2, "a..b"), (3, ""), (4, "a_b"), (5, "-a"), (6, "")] {
+            let want = format!("spec.dnsConfig.searches[{i}]: Invalid value: {bad:?}: {SUBDOMAIN_MSG}");
+            assert!(has(&e, &want), "{want}\nin {e:#?}");
+        }
+        assert!(has(&e, "spec.dnsConfig.searches[7]: Invalid value: \"xxx"), "{e:?}");
+        assert!(has(&e, ": must be no more than 253 characters"), "{e:?}");
+        assert!(!has(&e, "searches[0]") && !has(&e, "searches[8]"), "{e:?}");
+        assert_eq!(e.len(), 7, "{e:#?}");
+
+        let e = dns("{options: [{name: ndots, value: '1'}, {value: '2'}, {name: ''}]}");
+        assert_eq!(
+            e,
+            [
+                "spec.dnsConfig.options[1]: Required value: must not be empty",
+                "spec.dnsConfig.options[2]: Required value: must not be empty"
+            ]
+        );
+        // None without a nameserver: that is all Kubernetes reports.
+        let e = errors(
+            "  dnsPolicy: None\n  dnsConfig: {searches: [Bad], options: [{}]}\n  containers: [{name: a, image: i}]\n",
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+        // Other policies: every rule still applies to what is there.
+        let e = errors("  dnsPolicy: Default\n  dnsConfig: {nameservers: [x]}\n  containers: [{name: a, image: i}]\n");
+        assert!(has(&e, "spec.dnsConfig.nameservers[0]: Invalid value: \"x\""), "{e:?}");
     }
 
     #[test]
