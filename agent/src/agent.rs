@@ -18,9 +18,20 @@ use crate::pod::{self, Context};
 use crate::runtime::{self, Runtime, RuntimeConfig, reaper};
 use crate::source::ManifestSource;
 
+/// tokio's blocking pool, for the agent's file, cgroup and process work (tokio's default is
+/// 512). A burst of pod starts otherwise runs on dozens of threads, which the 2 CPUs it was
+/// measured on do not run faster and whose stacks and malloc caches stay resident
+/// (docs/performance.md, "The agent at 100 pods"). Every blocking task either finishes on its
+/// own or waits on another process, except an image sweep waiting for the store's lock while
+/// a pull in this agent holds it: sweeps take turns (`ImageGc::sweep_turn`), so at most one
+/// thread waits so and pulls always have the others.
+const BLOCKING_THREADS: usize = 8;
+
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
+    crate::malloc::limit_arenas();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
         .build()
         .context("start the async runtime")?;
     rt.block_on(run_async(args))
@@ -250,8 +261,10 @@ async fn image_gc_loop(ctx: Arc<Context>, period: std::time::Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let turn = ctx.image_gc.sweep_turn().await;
         let ctx = ctx.clone();
         let done = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
             ctx.image_gc
                 .run_once(|| crate::runtime::state::images_in_use(&ctx.runtime.layout))
         })

@@ -13,6 +13,7 @@ pub mod cri;
 pub mod events;
 pub mod file_modes;
 pub mod images;
+pub mod malloc;
 pub mod pod;
 pub mod quantity;
 pub mod runtime;

@@ -148,9 +148,11 @@ impl ImageService for Cri {
             ));
         }
         let layout = self.ctx.runtime.layout.clone();
+        let turn = self.ctx.image_gc.sweep_turn().await;
         // By ID: the image with all its names; by name: that name, and the content once no
         // name is left. Removing an image that is not there is not an error (CRI).
         self.blocking_images(move |store| {
+            let _turn = turn;
             let in_use = crate::runtime::state::images_in_use(&layout);
             store.remove(&reference, &in_use)?;
             let keep = in_use.into_keys().collect();

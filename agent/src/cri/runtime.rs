@@ -566,7 +566,9 @@ impl RuntimeService for Cri {
         use tokio_stream::StreamExt;
         let rx = self.pods().events().subscribe();
         // A subscriber that fell behind skips what it missed (a kubelet relists then).
-        let stream = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(Result::ok);
+        let stream = tokio_stream::wrappers::BroadcastStream::new(rx)
+            .filter_map(Result::ok)
+            .map(std::sync::Arc::unwrap_or_clone);
         Ok(Box::pin(stream))
     }
 

@@ -79,6 +79,7 @@ pub struct ImageGc {
     store: ImageStore,
     policy: GcPolicy,
     last_used: Mutex<HashMap<String, Instant>>,
+    sweep_turn: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl ImageGc {
@@ -87,7 +88,17 @@ impl ImageGc {
             store,
             policy,
             last_used: Mutex::new(HashMap::new()),
+            sweep_turn: Default::default(),
         }
+    }
+
+    /// Wait, without holding a thread, for the agent's turn to sweep the store; the turn lasts
+    /// while the guard lives, to be moved into the blocking work (a cancelled caller must not
+    /// end it early). A sweep waits on a blocking thread for the store's lock, which a pull
+    /// holds (shared) until it has its layers, and that pull needs blocking threads to finish:
+    /// one sweep waiting at a time leaves the rest of the (bounded) pool to the pulls.
+    pub async fn sweep_turn(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.sweep_turn.clone().lock_owned().await
     }
 
     /// A container is being created from image `id`.

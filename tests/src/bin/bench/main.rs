@@ -12,7 +12,7 @@
 //! Options: `-n N` (pods per back-to-back series, default 40), `--idle-n N` (default = n),
 //! `--gap-ms MS` (idle gap, default 1000), `--pods P` (default 500; the agent runs with `--max-pods` to fit), `--idle-secs S` (idle CPU
 //! window, default 60), `--quick` (n 10, pods 100, idle window 5 s), `--only LIST`,
-//! `--no-peers`.
+//! `--no-peers`. `BENCH_SMAPS_DIR=DIR` saves the agent's `smaps` at each scale step there.
 
 mod bare;
 mod crun;

@@ -154,6 +154,7 @@ fn measure_idle(env: &Env, agent: i32, pods: usize, window: Duration) -> Result<
     std::thread::sleep(window);
     let a1 = procfs::cpu_time(agent).context("agent gone")?;
     let h1 = helper_cpu(&helpers);
+    save_smaps(agent, pods);
     Ok(Step {
         pods,
         agent: procfs::mem(agent).context("agent gone")?,
@@ -161,6 +162,18 @@ fn measure_idle(env: &Env, agent: i32, pods: usize, window: Duration) -> Result<
         pods_idle_cpu: h1.saturating_sub(h0),
         ..Step::default()
     })
+}
+
+/// With `BENCH_SMAPS_DIR` set, the agent's `/proc/PID/smaps` at each step is copied there
+/// (`agent-<pods>.smaps`), to see its memory by mapping.
+fn save_smaps(agent: i32, pods: usize) {
+    let Some(dir) = std::env::var_os("BENCH_SMAPS_DIR") else {
+        return;
+    };
+    let to = std::path::Path::new(&dir).join(format!("agent-{pods}.smaps"));
+    if let Err(e) = std::fs::copy(format!("/proc/{agent}/smaps"), &to) {
+        eprintln!("bench: copy the agent's smaps to {}: {e}", to.display());
+    }
 }
 
 fn get_pods(env: &Env, n: usize, pods: usize) -> Result<Vec<Duration>> {
