@@ -252,11 +252,9 @@ fn header(o: &Opts) {
     let load = read("/proc/loadavg");
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mode = cgroup_mode();
-    let profile = if std::env::current_exe().is_ok_and(|p| p.components().any(|c| c.as_os_str() == "release")) {
-        "release"
-    } else {
-        "debug"
-    };
+    // How this bench was built, which hack/bench builds as it builds minilet; not its path,
+    // which says nothing once the binaries are copied elsewhere for an A/B run.
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
     println!("# minilet benchmark, {profile} build");
     println!("# kernel {kernel}, cgroups {mode}, {cpus} CPUs, load average {load}");
     println!(
