@@ -175,7 +175,7 @@ pub fn apply_defaults(pod: &mut Pod, node_name: &str) {
     spec.enable_service_links.get_or_insert(true);
     spec.security_context.get_or_insert_with(Default::default);
     spec.node_name = Some(node_name.to_string());
-    default_volume_field_refs(spec);
+    default_volumes(spec);
     for c in spec
         .init_containers
         .iter_mut()
@@ -187,9 +187,18 @@ pub fn apply_defaults(pod: &mut Pod, node_name: &str) {
     default_pod_requests(spec);
 }
 
-/// A downward API file's `fieldRef.apiVersion` is `v1` when absent or empty.
-fn default_volume_field_refs(spec: &mut k8s_openapi::api::core::v1::PodSpec) {
+/// A volume that names no source is an emptyDir; a downward API file's `fieldRef.apiVersion`
+/// is `v1` when absent or empty.
+fn default_volumes(spec: &mut k8s_openapi::api::core::v1::PodSpec) {
     for vol in spec.volumes.iter_mut().flatten() {
+        // The sources are the fields other than `name`.
+        let no_source = serde_json::to_value(&*vol)
+            .ok()
+            .and_then(|j| j.as_object().map(|o| o.keys().all(|k| k == "name")))
+            .unwrap_or(false);
+        if no_source {
+            vol.empty_dir = Some(Default::default());
+        }
         let projected = vol
             .projected
             .iter_mut()
@@ -450,6 +459,12 @@ spec:
         for item in [direct, projected] {
             assert_eq!(item.field_ref.as_ref().unwrap().api_version.as_deref(), Some("v1"));
         }
+        // A volume with only a name is an emptyDir (and valid).
+        let mut pod = p("apiVersion: v1\nkind: Pod\nmetadata: {name: w}\nspec: {volumes: [{name: scratch}], containers: [{name: a, image: i, volumeMounts: [{name: scratch, mountPath: /s}]}]}\n").unwrap();
+        apply_defaults(&mut pod, "node1");
+        assert_eq!(crate::source::validate::validate(&pod), Vec::<String>::new());
+        let vol = &pod.spec.as_ref().unwrap().volumes.as_ref().unwrap()[0];
+        assert_eq!(vol.empty_dir, Some(Default::default()));
         // A value given stays as given.
         let mut pod = p("apiVersion: v1\nkind: Pod\nmetadata: {name: w}\nspec: {restartPolicy: Never, schedulerName: mine, containers: [{name: a, image: i, imagePullPolicy: Never, terminationMessagePolicy: FallbackToLogsOnError}]}\n").unwrap();
         apply_defaults(&mut pod, "node1");
