@@ -182,3 +182,61 @@ spec:
         .expect("the container's resolv.conf");
     assert_eq!(resolv, "nameserver 192.0.2.53\nsearch pods.example\noptions ndots:2\n");
 }
+
+/// `hostAliases` lines are checked as Kubernetes checks them (an IP address, DNS subdomains):
+/// a bad one refuses the manifest, naming the field; a good one, with Go's empty strings for
+/// `restartPolicy` and a port's `protocol` (defaulted, not refused) and a name part longer
+/// than a label (a subdomain allows it), runs and its container's /etc/hosts, read through
+/// the process's root, ends with the alias line.
+#[test]
+fn host_aliases_are_validated_and_empty_defaults_are_filled() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("strict-alias");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, &[]);
+    let long = "a".repeat(70);
+    let manifest = |name: &str, ip: &str| {
+        format!(
+            "apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  terminationGracePeriodSeconds: 1
+  restartPolicy: ''
+  hostAliases: [{{ip: '{ip}', hostnames: [db.example, {long}.example]}}]
+  containers:
+  - name: main
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    ports: [{{containerPort: 8080, protocol: ''}}]
+    command: [sleep, '3600']
+"
+        )
+    };
+    env.write_manifest("alias.yaml", &manifest("alias", "192.0.2.7"));
+    env.write_manifest("badalias.yaml", &manifest("badalias", "10.0.0.0/8"));
+    let message = wait_for(
+        "InvalidManifest event for badalias.yaml",
+        Duration::from_secs(30),
+        || {
+            events(&env).into_iter().find_map(|e| {
+                let m = e["message"].as_str().unwrap_or_default();
+                (e["reason"] == "InvalidManifest" && m.contains("badalias.yaml")).then(|| m.to_string())
+            })
+        },
+    );
+    let want = "spec.hostAliases[0].ip: Invalid value: \"10.0.0.0/8\": must be a valid IP address";
+    assert!(message.contains(want), "{want}\nin {message}");
+    let pod = env.wait_running(&static_pod_name("alias"), &["main"]);
+    assert!(
+        env.pod(&static_pod_name("badalias")).is_none(),
+        "a refused manifest must not become a pod"
+    );
+    let hosts = std::fs::read_to_string(format!("/proc/{}/root/etc/hosts", pod.pid("main")))
+        .expect("the container's /etc/hosts");
+    let line = format!("192.0.2.7\tdb.example\t{long}.example\n");
+    assert!(hosts.ends_with(&line), "{line:?} at the end of\n{hosts}");
+}

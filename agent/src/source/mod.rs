@@ -794,6 +794,34 @@ mod tests {
         );
     }
 
+    #[test]
+    fn load_file_defaults_empty_strings_and_refuses_bad_host_aliases() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.yaml");
+        let manifest = |aliases: &str| {
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: w}}\nspec:\n  restartPolicy: ''\n  schedulerName: ''\n  hostAliases: [{aliases}]\n  containers: [{{name: a, image: i, imagePullPolicy: '', ports: [{{containerPort: 80, protocol: ''}}]}}]\n"
+            )
+        };
+        std::fs::write(&p, manifest("{ip: 10.1.1.1, hostnames: [db.example]}")).unwrap();
+        let m = load_file(&p, "node1").unwrap();
+        let spec = m.pod.spec.as_ref().unwrap();
+        assert_eq!(spec.restart_policy.as_deref(), Some("Always"));
+        assert_eq!(spec.containers[0].image_pull_policy.as_deref(), Some("Always"));
+        std::fs::write(&p, manifest("{ip: 10.1.1.300, hostnames: [ok, Not_A_Name]}")).unwrap();
+        let err = load_file(&p, "node1").unwrap_err();
+        assert!(
+            err.message.starts_with(&format!(
+                "{}: spec.hostAliases[0].ip: Invalid value: \"10.1.1.300\"",
+                p.display()
+            )) && err
+                .message
+                .contains("; spec.hostAliases[0].hostnames[1]: Invalid value: \"Not_A_Name\""),
+            "{}",
+            err.message
+        );
+    }
+
     #[tokio::test]
     async fn watch_lifecycle() {
         let dir = tempfile::tempdir().unwrap();

@@ -166,17 +166,16 @@ pub fn apply_defaults(pod: &mut Pod, node_name: &str) {
         meta.namespace = Some("default".into());
     }
     let Some(spec) = pod.spec.as_mut() else { return };
-    spec.restart_policy
-        .get_or_insert_with(|| crate::pod::restart_policy::RestartPolicy::Always.as_str().into());
+    or_default(&mut spec.restart_policy, || {
+        crate::pod::restart_policy::RestartPolicy::Always.as_str().into()
+    });
     spec.termination_grace_period_seconds.get_or_insert(30);
-    // Go reads `dnsPolicy: ""` as no value, and defaulting fills it in.
-    if spec.dns_policy.as_deref().is_none_or(str::is_empty) {
-        spec.dns_policy = Some("ClusterFirst".into());
-    }
-    spec.scheduler_name.get_or_insert_with(|| "default-scheduler".into());
+    or_default(&mut spec.dns_policy, || "ClusterFirst".into());
+    or_default(&mut spec.scheduler_name, || "default-scheduler".into());
     spec.enable_service_links.get_or_insert(true);
     spec.security_context.get_or_insert_with(Default::default);
     spec.node_name = Some(node_name.to_string());
+    default_volumes(spec);
     for c in spec
         .init_containers
         .iter_mut()
@@ -186,6 +185,31 @@ pub fn apply_defaults(pod: &mut Pod, node_name: &str) {
         default_container(c);
     }
     default_pod_requests(spec);
+}
+
+/// A volume that names no source is an emptyDir; a downward API file's `fieldRef.apiVersion`
+/// is `v1` when absent or empty.
+fn default_volumes(spec: &mut k8s_openapi::api::core::v1::PodSpec) {
+    for vol in spec.volumes.iter_mut().flatten() {
+        // The sources are the fields other than `name`.
+        let no_source = serde_json::to_value(&*vol)
+            .ok()
+            .and_then(|j| j.as_object().map(|o| o.keys().all(|k| k == "name")))
+            .unwrap_or(false);
+        if no_source {
+            vol.empty_dir = Some(Default::default());
+        }
+        let projected = vol
+            .projected
+            .iter_mut()
+            .flat_map(|p| p.sources.iter_mut().flatten())
+            .filter_map(|s| s.downward_api.as_mut())
+            .flat_map(|d| d.items.iter_mut().flatten());
+        let direct = vol.downward_api.iter_mut().flat_map(|d| d.items.iter_mut().flatten());
+        for f in direct.chain(projected).filter_map(|i| i.field_ref.as_mut()) {
+            or_default(&mut f.api_version, || "v1".into());
+        }
+    }
 }
 
 /// Pod-level limits without a pod-level request: the request is the limit, unless a
@@ -218,16 +242,41 @@ fn default_pod_requests(spec: &mut k8s_openapi::api::core::v1::PodSpec) {
     }
 }
 
-fn default_container(c: &mut Container) {
-    if c.image_pull_policy.is_none() {
-        let image = c.image.as_deref().unwrap_or("");
-        c.image_pull_policy = Some(default_pull_policy(image).into());
+/// Kubernetes' defaulting tests a string field against "", and Go decodes an absent one and
+/// `""` alike: both get the default.
+fn or_default(field: &mut Option<String>, default: impl FnOnce() -> String) {
+    if field.as_deref().is_none_or(str::is_empty) {
+        *field = Some(default());
     }
-    c.termination_message_path
-        .get_or_insert_with(|| "/dev/termination-log".into());
-    c.termination_message_policy.get_or_insert_with(|| "File".into());
+}
+
+fn default_container(c: &mut Container) {
+    let image = c.image.as_deref().unwrap_or("");
+    or_default(&mut c.image_pull_policy, || default_pull_policy(image).into());
+    or_default(&mut c.termination_message_path, || "/dev/termination-log".into());
+    or_default(&mut c.termination_message_policy, || "File".into());
     for p in c.ports.iter_mut().flatten() {
-        p.protocol.get_or_insert_with(|| "TCP".into());
+        or_default(&mut p.protocol, || "TCP".into());
+    }
+    let probes = [&mut c.liveness_probe, &mut c.readiness_probe, &mut c.startup_probe];
+    let hooks = c.lifecycle.as_mut().map(|l| [&mut l.post_start, &mut l.pre_stop]);
+    let probe_gets = probes.into_iter().flatten().filter_map(|p| p.http_get.as_mut());
+    let hook_gets = hooks
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|h| h.http_get.as_mut());
+    for h in probe_gets.chain(hook_gets) {
+        or_default(&mut h.path, || "/".into());
+        or_default(&mut h.scheme, || "HTTP".into());
+    }
+    let env_refs = c
+        .env
+        .iter_mut()
+        .flatten()
+        .filter_map(|e| e.value_from.as_mut()?.field_ref.as_mut());
+    for f in env_refs {
+        or_default(&mut f.api_version, || "v1".into());
     }
     // A limit without a request: the request is the limit.
     if let Some(res) = c.resources.as_mut()
@@ -338,6 +387,94 @@ mod tests {
         assert_eq!(
             c.resources.as_ref().unwrap().requests.as_ref().unwrap()["cpu"].0,
             "500m"
+        );
+    }
+
+    #[test]
+    fn empty_strings_get_the_defaults_as_absent_ones_do() {
+        let yaml = r#"apiVersion: v1
+kind: Pod
+metadata: {name: w}
+spec:
+  restartPolicy: ""
+  dnsPolicy: ""
+  schedulerName: ""
+  volumes:
+  - name: d
+    downwardAPI: {items: [{path: n, fieldRef: {apiVersion: "", fieldPath: metadata.name}}]}
+  - name: p
+    projected: {sources: [{downwardAPI: {items: [{path: n, fieldRef: {fieldPath: metadata.name}}]}}]}
+  containers:
+  - name: a
+    image: nginx:1.25
+    imagePullPolicy: ""
+    terminationMessagePath: ""
+    terminationMessagePolicy: ""
+    ports: [{containerPort: 80, protocol: ""}]
+    env: [{name: N, valueFrom: {fieldRef: {apiVersion: "", fieldPath: metadata.name}}}]
+    livenessProbe: {httpGet: {port: 80, path: "", scheme: ""}}
+    readinessProbe: {httpGet: {port: 80}}
+    lifecycle: {preStop: {httpGet: {port: 80, path: "", scheme: ""}}}
+"#;
+        let mut pod = p(yaml).unwrap();
+        apply_defaults(&mut pod, "node1");
+        // Refused as "Unsupported value: \"\"" before: defaulting comes first.
+        assert_eq!(crate::source::validate::validate(&pod), Vec::<String>::new());
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.restart_policy.as_deref(), Some("Always"));
+        assert_eq!(spec.dns_policy.as_deref(), Some("ClusterFirst"));
+        assert_eq!(spec.scheduler_name.as_deref(), Some("default-scheduler"));
+        let c = &spec.containers[0];
+        assert_eq!(c.image_pull_policy.as_deref(), Some("IfNotPresent"));
+        assert_eq!(c.termination_message_path.as_deref(), Some("/dev/termination-log"));
+        assert_eq!(c.termination_message_policy.as_deref(), Some("File"));
+        assert_eq!(c.ports.as_ref().unwrap()[0].protocol.as_deref(), Some("TCP"));
+        let env_ref = c.env.as_ref().unwrap()[0]
+            .value_from
+            .as_ref()
+            .unwrap()
+            .field_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(env_ref.api_version.as_deref(), Some("v1"));
+        let gets = [
+            c.liveness_probe.as_ref().unwrap().http_get.as_ref(),
+            c.readiness_probe.as_ref().unwrap().http_get.as_ref(),
+            c.lifecycle
+                .as_ref()
+                .unwrap()
+                .pre_stop
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref(),
+        ];
+        for h in gets.map(Option::unwrap) {
+            assert_eq!((h.path.as_deref(), h.scheme.as_deref()), (Some("/"), Some("HTTP")));
+        }
+        let vols = spec.volumes.as_ref().unwrap();
+        let direct = &vols[0].downward_api.as_ref().unwrap().items.as_ref().unwrap()[0];
+        let sources = vols[1].projected.as_ref().unwrap().sources.as_ref().unwrap();
+        let projected = &sources[0].downward_api.as_ref().unwrap().items.as_ref().unwrap()[0];
+        for item in [direct, projected] {
+            assert_eq!(item.field_ref.as_ref().unwrap().api_version.as_deref(), Some("v1"));
+        }
+        // A volume with only a name is an emptyDir (and valid).
+        let mut pod = p("apiVersion: v1\nkind: Pod\nmetadata: {name: w}\nspec: {volumes: [{name: scratch}], containers: [{name: a, image: i, volumeMounts: [{name: scratch, mountPath: /s}]}]}\n").unwrap();
+        apply_defaults(&mut pod, "node1");
+        assert_eq!(crate::source::validate::validate(&pod), Vec::<String>::new());
+        let vol = &pod.spec.as_ref().unwrap().volumes.as_ref().unwrap()[0];
+        assert_eq!(vol.empty_dir, Some(Default::default()));
+        // A value given stays as given.
+        let mut pod = p("apiVersion: v1\nkind: Pod\nmetadata: {name: w}\nspec: {restartPolicy: Never, schedulerName: mine, containers: [{name: a, image: i, imagePullPolicy: Never, terminationMessagePolicy: FallbackToLogsOnError}]}\n").unwrap();
+        apply_defaults(&mut pod, "node1");
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(spec.scheduler_name.as_deref(), Some("mine"));
+        assert_eq!(spec.containers[0].image_pull_policy.as_deref(), Some("Never"));
+        assert_eq!(
+            spec.containers[0].termination_message_policy.as_deref(),
+            Some("FallbackToLogsOnError")
         );
     }
 

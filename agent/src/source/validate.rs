@@ -96,6 +96,13 @@ fn validate_spec(spec: &PodSpec, v: &mut Errors) {
         v.unsupported("spec.restartPolicy", p, &RestartPolicy::NAMES);
     }
     validate_dns(spec, v);
+    validate_host_aliases(spec, v);
+    // Not acted on (no scheduler picks a static pod), but Kubernetes refuses a bad one.
+    if let Some(s) = spec.scheduler_name.as_deref()
+        && !s.is_empty()
+    {
+        subdomain("spec.schedulerName", s, v);
+    }
     if let Some(h) = spec.hostname.as_deref()
         && !h.is_empty()
         && !is_label(h)
@@ -276,14 +283,7 @@ fn validate_dns(spec: &PodSpec, v: &mut Errors) {
     for (i, s) in searches.iter().enumerate() {
         // A trailing dot (an absolute name) is allowed; the rest is a DNS subdomain.
         let name = s.strip_suffix('.').unwrap_or(s);
-        let path = format!("spec.dnsConfig.searches[{i}]");
-        if name.len() > 253 {
-            v.invalid(&path, name, "must be no more than 253 characters");
-        }
-        // Kubernetes' subdomain pattern: no length limit on a part (unlike `is_subdomain`).
-        if !name.split('.').all(is_label_chars) {
-            v.invalid(&path, name, SUBDOMAIN_MSG);
-        }
+        subdomain(&format!("spec.dnsConfig.searches[{i}]"), name, v);
     }
     for (i, o) in c.options.iter().flatten().enumerate() {
         if o.name.as_deref().is_none_or(str::is_empty) {
@@ -292,6 +292,31 @@ fn validate_dns(spec: &PodSpec, v: &mut Errors) {
                 "Required value: must not be empty".into(),
             );
         }
+    }
+}
+
+/// `spec.hostAliases` as Kubernetes' `ValidateHostAliases`: each line of /etc/hosts they add
+/// must be an address and names.
+fn validate_host_aliases(spec: &PodSpec, v: &mut Errors) {
+    for (i, alias) in spec.host_aliases.iter().flatten().enumerate() {
+        let path = format!("spec.hostAliases[{i}]");
+        if !is_ip(&alias.ip) {
+            v.invalid(&format!("{path}.ip"), &alias.ip, IP_MSG);
+        }
+        for (j, name) in alias.hostnames.iter().flatten().enumerate() {
+            subdomain(&format!("{path}.hostnames[{j}]"), name, v);
+        }
+    }
+}
+
+/// What Kubernetes' `ValidateDNS1123Subdomain` says of `name`: length and pattern are two
+/// messages.
+fn subdomain(path: &str, name: &str, v: &mut Errors) {
+    if name.len() > 253 {
+        v.invalid(path, name, "must be no more than 253 characters");
+    }
+    if !name.split('.').all(is_label_chars) {
+        v.invalid(path, name, SUBDOMAIN_MSG);
     }
 }
 
@@ -920,8 +945,10 @@ fn is_label_chars(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// Kubernetes' IsDNS1123Subdomain: at most 253 characters in all, '.'-separated parts of
+/// label characters; a part may be longer than a label's 63 (the pattern does not bound it).
 pub fn is_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(is_label)
+    s.len() <= 253 && s.split('.').all(is_label_chars)
 }
 
 /// An IP address as Kubernetes reads one (`ParseIPSloppy`, Go 1.16's parser): leading zeros
@@ -1450,6 +1477,80 @@ mod tests {
             has(&e, "spec.ephemeralContainers: Forbidden: cannot be set on create"),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn host_aliases_are_addresses_and_subdomains() {
+        let c = "  containers: [{name: a, image: i}]";
+        let ok = format!(
+            "  hostAliases:\n  - {{ip: 10.1.1.1, hostnames: [db, db.example.com]}}\n  - {{ip: '2001:db8::1', hostnames: []}}\n  - {{ip: 010.001.0.1}}\n  - {{ip: 10.0.0.2, hostnames: ['{}']}}\n{c}",
+            ["a".repeat(64), "b".repeat(100)].join(".")
+        );
+        assert_eq!(errors(&ok), Vec::<String>::new());
+        let e = errors(&format!(
+            "  hostAliases:\n  - {{ip: db.example, hostnames: [ok]}}\n  - {{ip: '', hostnames: [ok, Bad_Name, 'a..b', '{}']}}\n  - {{ip: '10.0.0.0/8'}}\n{c}",
+            "a".repeat(254)
+        ));
+        let long = format!("{:?}", "a".repeat(254));
+        let want = [
+            format!("spec.hostAliases[0].ip: Invalid value: \"db.example\": {IP_MSG}"),
+            format!("spec.hostAliases[1].ip: Invalid value: \"\": {IP_MSG}"),
+            format!("spec.hostAliases[1].hostnames[1]: Invalid value: \"Bad_Name\": {SUBDOMAIN_MSG}"),
+            format!("spec.hostAliases[1].hostnames[2]: Invalid value: \"a..b\": {SUBDOMAIN_MSG}"),
+            format!("spec.hostAliases[1].hostnames[3]: Invalid value: {}", &long[..20]),
+            format!("spec.hostAliases[2].ip: Invalid value: \"10.0.0.0/8\": {IP_MSG}"),
+        ];
+        for w in &want {
+            assert!(has(&e, w), "{w}\n{e:?}");
+        }
+        assert!(
+            has(&e, "hostnames[3]: Invalid value") && has(&e, "must be no more than 253 characters"),
+            "{e:?}"
+        );
+        assert_eq!(e.len(), want.len(), "{e:?}");
+    }
+
+    #[test]
+    fn scheduler_name_is_a_subdomain() {
+        let c = "  containers: [{name: a, image: i}]";
+        assert!(errors(&format!("  schedulerName: my-scheduler.example\n{c}")).is_empty());
+        let e = errors(&format!("  schedulerName: My_Scheduler\n{c}"));
+        assert_eq!(
+            e,
+            [format!(
+                "spec.schedulerName: Invalid value: \"My_Scheduler\": {SUBDOMAIN_MSG}"
+            )]
+        );
+    }
+
+    #[test]
+    fn subdomains_bound_the_whole_name_not_its_parts() {
+        // Kubernetes' pattern bounds no part: a 64-character part is fine, a label is not.
+        let part64 = "a".repeat(64);
+        assert!(is_subdomain(&part64) && !is_label(&part64));
+        assert!(is_subdomain(&format!("x.{}", "y".repeat(251))));
+        assert!(!is_subdomain(&format!("x.{}", "y".repeat(252))), "254 characters");
+        assert!(is_subdomain(&"a".repeat(253)) && !is_subdomain(&"a".repeat(254)));
+        for bad in [
+            "", ".", "a.", ".a", "a..b", "-a", "a-", "a.-b", "a.b-", "A", "a_b", "a b",
+        ] {
+            assert!(!is_subdomain(bad), "{bad:?}");
+        }
+        // metadata.name follows: one long part is a valid name; the namespace stays a label.
+        let pod = |meta: &str| -> Pod {
+            serde_yaml::from_str(&format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{{meta}}}\nspec: {{containers: [{{name: a, image: i}}]}}\n"
+            ))
+            .unwrap()
+        };
+        assert_eq!(
+            validate(&pod(&format!("name: {part64}, namespace: default"))),
+            Vec::<String>::new()
+        );
+        let e = validate(&pod(&format!("name: w, namespace: {part64}")));
+        assert!(has(&e, "metadata.namespace: Invalid value"), "{e:?}");
+        let e = validate(&pod(&format!("name: {}", "a".repeat(254))));
+        assert!(has(&e, "metadata.name: Invalid value"), "{e:?}");
     }
 
     #[test]
