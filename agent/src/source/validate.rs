@@ -521,6 +521,36 @@ const DOWNWARD_FIELDS: [&str; 5] = [
     "metadata.namespace",
     "metadata.uid",
 ];
+/// What an environment variable's fieldRef may name (besides a label or annotation by key).
+const ENV_DOWNWARD_FIELDS: [&str; 9] = [
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.uid",
+    "spec.nodeName",
+    "spec.serviceAccountName",
+    "status.hostIP",
+    "status.hostIPs",
+    "status.podIP",
+    "status.podIPs",
+];
+/// The pod fields a `v1` fieldRef can name at all (Kubernetes' conversion of a downward API
+/// field label); which of them a volume or a variable may use is narrower.
+const POD_FIELD_LABELS: [&str; 14] = [
+    "metadata.annotations",
+    "metadata.labels",
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.uid",
+    "spec.nodeName",
+    "spec.restartPolicy",
+    "spec.schedulerName",
+    "spec.serviceAccountName",
+    "status.hostIP",
+    "status.hostIPs",
+    "status.phase",
+    "status.podIP",
+    "status.podIPs",
+];
 const DOWNWARD_RESOURCES: [&str; 6] = [
     "limits.cpu",
     "limits.ephemeral-storage",
@@ -570,15 +600,7 @@ fn validate_downward_items(
                 &ip,
                 "Required value: one of fieldRef and resourceFieldRef is required".into(),
             ),
-            (Some(f), None) => {
-                let fp = &f.field_path;
-                let keyed = ["metadata.labels['", "metadata.annotations['"]
-                    .iter()
-                    .any(|p| fp.starts_with(p) && fp.ends_with("']"));
-                if !keyed && !DOWNWARD_FIELDS.contains(&fp.as_str()) {
-                    v.unsupported(&format!("{ip}.fieldRef.fieldPath"), fp, &DOWNWARD_FIELDS);
-                }
-            }
+            (Some(f), None) => validate_field_ref(&format!("{ip}.fieldRef"), f, &DOWNWARD_FIELDS, v),
             (None, Some(r)) => {
                 let rp = format!("{ip}.resourceFieldRef");
                 match r.container_name.as_deref().filter(|n| !n.is_empty()) {
@@ -764,6 +786,9 @@ fn validate_container(
             v.invalid(&format!("{ep}.name"), &e.name, ENV_NAME_MSG);
         }
         if let Some(from) = &e.value_from {
+            if let Some(f) = &from.field_ref {
+                validate_field_ref(&format!("{ep}.valueFrom.fieldRef"), f, &ENV_DOWNWARD_FIELDS, v);
+            }
             if e.value.as_deref().is_some_and(|s| !s.is_empty()) {
                 v.push(
                     &format!("{ep}.valueFrom"),
@@ -830,6 +855,46 @@ fn validate_container(
         ("startupProbe", &c.startup_probe),
     ] {
         validate_probe(&format!("{path}.{probe}"), p.as_ref(), v);
+    }
+}
+
+/// A fieldRef as Kubernetes validates one (validateObjectFieldSelector): `v1` only, a field
+/// label the pod has, a label or annotation by a valid key, else one of `allowed`.
+fn validate_field_ref(
+    path: &str,
+    f: &k8s_openapi::api::core::v1::ObjectFieldSelector,
+    allowed: &[&str],
+    v: &mut Errors,
+) {
+    // Defaulting made an absent or empty apiVersion `v1` before this runs.
+    let version = f.api_version.as_deref().filter(|a| !a.is_empty()).unwrap_or("v1");
+    let fp = f.field_path.as_str();
+    if fp.is_empty() {
+        return v.push(&format!("{path}.fieldPath"), "Required value".into());
+    }
+    let subscripted = fp.strip_suffix("']").and_then(|rest| rest.split_once("['"));
+    let converted = match subscripted {
+        _ if version != "v1" => Err(format!("unsupported pod version: {version}")),
+        Some(("metadata.labels" | "metadata.annotations", _)) => Ok(()),
+        Some(_) => Err(format!("field label not supported: {fp}")),
+        None if POD_FIELD_LABELS.contains(&fp) => Ok(()),
+        None => Err(format!("field label not supported: {fp}")),
+    };
+    if let Err(why) = converted {
+        return v.invalid(
+            &format!("{path}.fieldPath"),
+            fp,
+            &format!("error converting fieldPath: {why}"),
+        );
+    }
+    match subscripted {
+        Some(("metadata.annotations", key)) if !is_qualified_name(&key.to_ascii_lowercase()) => {
+            v.invalid(path, key, QUALIFIED_NAME_MSG)
+        }
+        Some(("metadata.labels", key)) if !is_qualified_name(key) => v.invalid(path, key, QUALIFIED_NAME_MSG),
+        Some(_) => {}
+        None if !allowed.contains(&fp) => v.unsupported(&format!("{path}.fieldPath"), fp, allowed),
+        None => {}
     }
 }
 
@@ -1508,6 +1573,70 @@ mod tests {
             "{e:?}"
         );
         assert_eq!(e.len(), want.len(), "{e:?}");
+    }
+
+    #[test]
+    fn field_refs_are_checked_as_kubernetes_does() {
+        let env = |fp: &str, api: &str| {
+            errors(&format!(
+                "  containers:\n  - name: a\n    image: i\n    env: [{{name: X, valueFrom: {{fieldRef: {{apiVersion: {api}, fieldPath: \"{fp}\"}}}}}}]\n"
+            ))
+        };
+        let at = "spec.containers[0].env[0].valueFrom.fieldRef";
+        for fp in [
+            "metadata.name",
+            "status.podIPs",
+            "spec.serviceAccountName",
+            "metadata.labels['app']",
+        ] {
+            assert!(env(fp, "v1").is_empty(), "{fp}: {:?}", env(fp, "v1"));
+        }
+        assert_eq!(
+            env("metadata.name", "v2"),
+            [format!(
+                "{at}.fieldPath: Invalid value: \"metadata.name\": error converting fieldPath: unsupported pod version: v2"
+            )]
+        );
+        assert_eq!(
+            env("spec.bogus", "v1"),
+            [format!(
+                "{at}.fieldPath: Invalid value: \"spec.bogus\": error converting fieldPath: field label not supported: spec.bogus"
+            )]
+        );
+        // A whole map is a volume's, not a variable's; status.phase converts but is not offered.
+        let e = env("metadata.labels", "v1");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with(&format!(
+                "{at}.fieldPath: Unsupported value: \"metadata.labels\": supported values: \"metadata.name\""
+            )),
+            "{e:?}"
+        );
+        assert!(has(&env("status.phase", "v1"), "Unsupported value: \"status.phase\""));
+        assert_eq!(
+            env("metadata.labels['-bad-']", "v1"),
+            [format!("{at}: Invalid value: \"-bad-\": {QUALIFIED_NAME_MSG}")]
+        );
+        assert!(has(
+            &env("metadata.name['x']", "v1"),
+            "error converting fieldPath: field label not supported: metadata.name['x']"
+        ));
+        // A volume item: the same conversion, the volume's own list.
+        let e = errors(
+            "  volumes:\n  - name: d\n    downwardAPI:\n      items:\n      - {path: a, fieldRef: {apiVersion: v2, fieldPath: metadata.name}}\n      - {path: b, fieldRef: {fieldPath: status.podIP}}\n  containers: [{name: a, image: i}]\n",
+        );
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(
+            has(
+                &e,
+                "items[0].fieldRef.fieldPath: Invalid value: \"metadata.name\": error converting fieldPath: unsupported pod version: v2"
+            ),
+            "{e:?}"
+        );
+        assert!(
+            has(&e, "items[1].fieldRef.fieldPath: Unsupported value: \"status.podIP\""),
+            "{e:?}"
+        );
     }
 
     #[test]
