@@ -121,8 +121,10 @@ fn main() -> Result<()> {
     let tag = std::env::var("BENCH_TAG").unwrap_or_else(|_| std::process::id().to_string());
     header(&o);
 
+    // Quiet by default (logging is part of what is measured); BENCH_AGENT_LOG to trace a run.
+    let log = std::env::var("BENCH_AGENT_LOG").unwrap_or_else(|_| "warn,minilet::agent=info".into());
     // SAFETY: set before this program starts any thread.
-    unsafe { std::env::set_var("MINILET_LOG", "warn,minilet::agent=info") };
+    unsafe { std::env::set_var("MINILET_LOG", log) };
     let env = Env::new("bench");
     env.import_image("busybox");
     // Room for every pod the run makes at once (the kubelet's default --max-pods is 110).
