@@ -399,6 +399,26 @@ mod tests {
 
     use super::super::config::tests::node;
 
+    /// The generated sandbox config of `p` (uid u1, attempt 0) on `node`.
+    fn generated_sandbox(p: &Pod, node: &NodeInfo) -> cri::PodSandboxConfig {
+        let plan = PodPlan::new(p, "u1");
+        pod_sandbox_config(&SandboxInputs {
+            pod: p,
+            uid: "u1",
+            plan: &plan,
+            node,
+            attempt: 0,
+            log_root: std::path::Path::new("/logs"),
+        })
+    }
+
+    /// What the static path makes of `p`'s sandbox (uid u1) today.
+    fn static_sandbox(p: &Pod) -> crate::runtime::sandbox::SandboxConfig {
+        let plan = PodPlan::new(p, "u1");
+        let layout = Layout::new(std::path::Path::new("/nonexistent/minilet-root"));
+        super::super::config::sandbox_config(&layout, p, "u1", &plan, &node()).expect("config")
+    }
+
     /// The generated config, read by the runtime as a CRI client's would be, against what
     /// the static path decides today, field by field: no difference is known.
     fn compare(yaml: &str) {
@@ -550,16 +570,7 @@ spec:
             "metadata: {name: n}\nspec: {dnsPolicy: None, dnsConfig: {searches: []}, containers: [{name: a, image: busybox}]}",
         ] {
             compare_on(yaml, &quiet);
-            let p = pod(yaml);
-            let plan = PodPlan::new(&p, "u1");
-            let c = pod_sandbox_config(&SandboxInputs {
-                pod: &p,
-                uid: "u1",
-                plan: &plan,
-                node: &quiet,
-                attempt: 0,
-                log_root: std::path::Path::new("/logs"),
-            });
+            let c = generated_sandbox(&pod(yaml), &quiet);
             let dns = c.dns_config.expect("dns");
             assert!(
                 dns.servers.is_empty() && dns.searches.is_empty() && dns.options.is_empty(),
@@ -575,12 +586,7 @@ spec:
   securityContext: {runAsUser: 1000, runAsGroup: 3000, supplementalGroups: [4000], fsGroup: 2000, supplementalGroupsPolicy: Strict}
   containers: [{name: a, image: busybox}]";
         compare(user);
-        let p = pod(user);
-        let plan = PodPlan::new(&p, "u1");
-        let layout = Layout::new(std::path::Path::new("/nonexistent/minilet-root"));
-        let pause = super::super::config::sandbox_config(&layout, &p, "u1", &plan, &node())
-            .expect("config")
-            .pause;
+        let pause = static_sandbox(&pod(user)).pause;
         assert_eq!((pause.user.uid, pause.user.gid), (Some(1000), Some(3000)));
         let mut groups = pause.user.supplemental_groups.clone();
         groups.sort();
@@ -597,11 +603,7 @@ spec:
   initContainers: [{name: i, image: busybox, securityContext: {privileged: true}}]
   containers: [{name: a, image: busybox}]";
         compare(privileged);
-        let p = pod(privileged);
-        let plan = PodPlan::new(&p, "u1");
-        let pause = super::super::config::sandbox_config(&layout, &p, "u1", &plan, &node())
-            .expect("config")
-            .pause;
+        let pause = static_sandbox(&pod(privileged)).pause;
         assert_eq!(pause.seccomp, seccomp::Request::Unconfined);
         assert_eq!(pause.user.uid, None, "root without runAsUser");
     }
@@ -613,16 +615,8 @@ spec:
   securityContext: {runAsGroup: 3000}
   containers: [{name: a, image: busybox}]";
         let p = pod(yaml);
-        let plan = PodPlan::new(&p, "u1");
         let node = node();
-        let generated = pod_sandbox_config(&SandboxInputs {
-            pod: &p,
-            uid: "u1",
-            plan: &plan,
-            node: &node,
-            attempt: 0,
-            log_root: std::path::Path::new("/logs"),
-        });
+        let generated = generated_sandbox(&p, &node);
         let sc = generated.linux.as_ref().and_then(|l| l.security_context.clone());
         let sc = sc.expect("security context");
         assert_eq!(
@@ -650,10 +644,7 @@ spec: {containers: [{name: a, image: busybox, securityContext: {runAsGroup: 3000
         let yaml = "metadata: {name: bw, annotations: {kubernetes.io/ingress-bandwidth: 10M, kubernetes.io/egress-bandwidth: 1Mi}}
 spec: {containers: [{name: a, image: busybox}]}";
         compare(yaml);
-        let p = pod(yaml);
-        let plan = PodPlan::new(&p, "u1");
-        let layout = Layout::new(std::path::Path::new("/nonexistent/minilet-root"));
-        let today = super::super::config::sandbox_config(&layout, &p, "u1", &plan, &node()).expect("config");
+        let today = static_sandbox(&pod(yaml));
         assert!(today.network.bandwidth.is_some(), "the fixture asks for limits");
     }
 
@@ -666,10 +657,7 @@ spec:
   containers:
   - {name: a, image: busybox, ports: [{containerPort: 80, hostPort: 8080}]}";
         compare(sidecar);
-        let p = pod(sidecar);
-        let plan = PodPlan::new(&p, "u1");
-        let layout = Layout::new(std::path::Path::new("/nonexistent/minilet-root"));
-        let today = super::super::config::sandbox_config(&layout, &p, "u1", &plan, &node()).expect("config");
+        let today = static_sandbox(&pod(sidecar));
         let ports: Vec<u16> = today.network.port_mappings.iter().map(|m| m.host_port).collect();
         assert_eq!(
             ports,
@@ -685,16 +673,8 @@ spec:
   securityContext: {sysctls: [{name: net.ipv4.ip_unprivileged_port_start, value: '0'}, {name: kernel/shm_rmid_forced, value: '1'}]}
   containers: [{name: a, image: busybox}]";
         let p = pod(yaml);
-        let plan = PodPlan::new(&p, "u1");
         let node = node();
-        let c = pod_sandbox_config(&SandboxInputs {
-            pod: &p,
-            uid: "u1",
-            plan: &plan,
-            node: &node,
-            attempt: 0,
-            log_root: std::path::Path::new("/logs"),
-        });
+        let c = generated_sandbox(&p, &node);
         let linux = c.linux.clone().expect("linux");
         assert_eq!(
             linux
