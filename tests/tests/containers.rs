@@ -274,17 +274,8 @@ spec:
     assert_eq!(exit["exit_code"], 137);
 }
 
-/// The monitor is the `minilet` binary, linked statically (hack/rustc-wrapper): as the
-/// kernel maps it, it has no dynamic loader and no shared library, only the binary itself
-/// (what keeps its private memory small: docs/performance.md).
-#[test]
-fn the_monitor_maps_no_shared_library() {
-    if !is_root() {
-        return;
-    }
-    let env = Env::new("monitor-static");
-    env.import_image("busybox");
-    let _agent = Agent::start(&env, &[]);
+/// Run a pod with one idle container on `env`'s agent; its monitor's pid.
+fn idle_monitor(env: &Env) -> i32 {
     env.write_manifest(
         "idle.yaml",
         r#"
@@ -301,7 +292,21 @@ spec:
 "#,
     );
     let pod = env.wait_running(&static_pod_name("idle"), &["c"]);
-    let monitor = pod.containers["c"].monitor_pid.expect("the monitor's pid in state");
+    pod.containers["c"].monitor_pid.expect("the monitor's pid in state")
+}
+
+/// The monitor is the `minilet` binary, linked statically (hack/rustc-wrapper): as the
+/// kernel maps it, it has no dynamic loader and no shared library, only the binary itself
+/// (what keeps its private memory small: docs/performance.md).
+#[test]
+fn the_monitor_maps_no_shared_library() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("monitor-static");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, &[]);
+    let monitor = idle_monitor(&env);
     let exe = std::fs::read_link(format!("/proc/{monitor}/exe")).expect("the monitor's exe");
     assert_eq!(exe, std::fs::canonicalize(minilet()).expect("minilet binary"));
     let maps = std::fs::read_to_string(format!("/proc/{monitor}/maps")).expect("the monitor's maps");
@@ -335,23 +340,7 @@ fn the_monitor_runs_in_the_root_directory() {
         skip("the agent runs in / (the test's working directory): the monitor's cannot tell");
         return;
     }
-    env.write_manifest(
-        "idle.yaml",
-        r#"
-apiVersion: v1
-kind: Pod
-metadata: {name: idle}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: c
-    image: localhost/busybox:latest
-    imagePullPolicy: IfNotPresent
-    command: ["sleep", "3600"]
-"#,
-    );
-    let pod = env.wait_running(&static_pod_name("idle"), &["c"]);
-    let monitor = pod.containers["c"].monitor_pid.expect("the monitor's pid in state");
+    let monitor = idle_monitor(&env);
     let cwd = std::fs::read_link(format!("/proc/{monitor}/cwd")).expect("the monitor's cwd");
     assert_eq!(cwd, Path::new("/"));
 }
