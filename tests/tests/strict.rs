@@ -14,6 +14,20 @@ fn events(env: &Env) -> Vec<Value> {
     list["items"].as_array().cloned().unwrap_or_default()
 }
 
+/// The message of the InvalidManifest event that refuses `file`, once there is one.
+fn refusal(env: &Env, file: &str) -> String {
+    wait_for(
+        &format!("InvalidManifest event for {file}"),
+        Duration::from_secs(30),
+        || {
+            events(env).into_iter().find_map(|e| {
+                let m = e["message"].as_str().unwrap_or_default();
+                (e["reason"] == "InvalidManifest" && m.contains(file)).then(|| m.to_string())
+            })
+        },
+    )
+}
+
 const MISSPELT: &str = r#"apiVersion: v1
 kind: Pod
 metadata:
@@ -83,11 +97,7 @@ fn an_invalid_pull_policy_is_refused_with_the_kubernetes_message() {
             .replace("imagePullPolicy: IfNotPresent", "imagePullPolicy: Sometimes"),
     );
     let want = r#"spec.containers[0].imagePullPolicy: Unsupported value: "Sometimes": supported values: "Always", "IfNotPresent", "Never""#;
-    let message = wait_for("InvalidManifest event for bad.yaml", Duration::from_secs(30), || {
-        events(&env).into_iter().find_map(|e| {
-            (e["reason"] == "InvalidManifest").then(|| e["message"].as_str().unwrap_or_default().to_string())
-        })
-    });
+    let message = refusal(&env, "bad.yaml");
     assert!(message.contains("bad.yaml: ") && message.contains(want), "{message}");
     assert!(
         env.pod(&static_pod_name("bad")).is_none(),
@@ -144,26 +154,14 @@ spec:
             "{nameservers: [192.0.2.53, dns.example], searches: [Pods.example], options: [{value: '2'}]}",
         ),
     );
-    let refusal = |file: &str| {
-        wait_for(
-            &format!("InvalidManifest event for {file}"),
-            Duration::from_secs(30),
-            || {
-                events(&env).into_iter().find_map(|e| {
-                    let m = e["message"].as_str().unwrap_or_default();
-                    (e["reason"] == "InvalidManifest" && m.contains(file)).then(|| m.to_string())
-                })
-            },
-        )
-    };
-    let message = refusal("nodns.yaml");
+    let message = refusal(&env, "nodns.yaml");
     assert!(
         message.contains(
             "spec.dnsConfig.nameservers: Required value: must provide at least one DNS nameserver when `dnsPolicy` is None"
         ),
         "{message}"
     );
-    let message = refusal("badns.yaml");
+    let message = refusal(&env, "badns.yaml");
     for want in [
         "spec.dnsConfig.nameservers[1]: Invalid value: \"dns.example\": must be a valid IP address",
         "spec.dnsConfig.searches[0]: Invalid value: \"Pods.example\": a lowercase RFC 1123 subdomain",
@@ -218,16 +216,7 @@ spec:
     };
     env.write_manifest("alias.yaml", &manifest("alias", "192.0.2.7"));
     env.write_manifest("badalias.yaml", &manifest("badalias", "10.0.0.0/8"));
-    let message = wait_for(
-        "InvalidManifest event for badalias.yaml",
-        Duration::from_secs(30),
-        || {
-            events(&env).into_iter().find_map(|e| {
-                let m = e["message"].as_str().unwrap_or_default();
-                (e["reason"] == "InvalidManifest" && m.contains("badalias.yaml")).then(|| m.to_string())
-            })
-        },
-    );
+    let message = refusal(&env, "badalias.yaml");
     let want = "spec.hostAliases[0].ip: Invalid value: \"10.0.0.0/8\": must be a valid IP address";
     assert!(message.contains(want), "{want}\nin {message}");
     let pod = env.wait_running(&static_pod_name("alias"), &["main"]);
