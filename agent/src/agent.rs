@@ -196,7 +196,7 @@ fn watch_images(runtime: &Runtime) -> anyhow::Result<watch::Receiver<u64>> {
     let (tx, rx) = watch::channel(0u64);
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res
-            && ev.paths.iter().any(|p| p == &index)
+            && index_changed(&ev, &index)
         {
             tx.send_modify(|n| *n += 1);
         }
@@ -208,6 +208,13 @@ fn watch_images(runtime: &Runtime) -> anyhow::Result<watch::Receiver<u64>> {
     // The watcher lives as long as the agent.
     std::mem::forget(watcher);
     Ok(rx)
+}
+
+/// Whether an event of the image store's directory is a change of its index. Reads are not:
+/// notify also reports opens, and every pod start reads the index; counting those woke every
+/// pod's worker at each start (O(pods) per start).
+fn index_changed(ev: &notify::Event, index: &std::path::Path) -> bool {
+    !matches!(ev.kind, notify::EventKind::Access(_)) && ev.paths.iter().any(|p| p == index)
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -324,4 +331,32 @@ pub fn reset(args: &ResetArgs) -> anyhow::Result<()> {
         );
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind, RenameMode};
+
+    use super::index_changed;
+
+    fn event(kind: EventKind, path: &str) -> notify::Event {
+        notify::Event::new(kind).add_path(path.into())
+    }
+
+    #[test]
+    fn only_changes_of_the_index_count_not_reads() {
+        let index = std::path::Path::new("/s/images/index.json");
+        let renamed = EventKind::Modify(ModifyKind::Name(RenameMode::To));
+        assert!(index_changed(&event(renamed, "/s/images/index.json"), index));
+        assert!(index_changed(
+            &event(EventKind::Create(CreateKind::File), "/s/images/index.json"),
+            index
+        ));
+        // A pod start reads the index: no worker may wake for that.
+        let opened = EventKind::Access(AccessKind::Open(AccessMode::Any));
+        assert!(!index_changed(&event(opened, "/s/images/index.json"), index));
+        let read = EventKind::Access(AccessKind::Close(AccessMode::Read));
+        assert!(!index_changed(&event(read, "/s/images/index.json"), index));
+        assert!(!index_changed(&event(renamed, "/s/images/gc.lock"), index));
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::{CgroupError, Resources, keyed_value, read_optional, write_file, write_if_exists};
+use super::{CgroupError, Resources, keyed_value, read_optional, write_file};
 
 const MIN_SHARES: u64 = 2;
 const MAX_SHARES: u64 = 262_144;
@@ -23,6 +23,15 @@ fn limited_quota(res: &Resources) -> Option<i64> {
     res.cpu_quota.filter(|q| *q >= 0)
 }
 
+/// Whether the unlimited quota is already what `file` says (or the file is absent), judged by
+/// `unlimited` on its content. Writing the quota, even the same value, makes the kernel check
+/// the bandwidth of every cgroup on the node (`__cfs_schedulable` walks the whole tree), so
+/// an unlimited quota is only written where it changes something: with hundreds of pods,
+/// that write was a large part of creating a pod's cgroups.
+fn already_unlimited(dir: &Path, file: &str, unlimited: impl Fn(&str) -> bool) -> Result<bool, CgroupError> {
+    Ok(read_optional(dir, file)?.is_none_or(|content| unlimited(content.trim())))
+}
+
 /// v1: `cpu.shares`, `cpu.cfs_period_us`, `cpu.cfs_quota_us` (-1 = unlimited).
 pub(crate) fn apply_v1(dir: &Path, res: &Resources) -> Result<(), CgroupError> {
     if let Some(shares) = res.cpu_shares {
@@ -31,7 +40,8 @@ pub(crate) fn apply_v1(dir: &Path, res: &Resources) -> Result<(), CgroupError> {
     let quota = limited_quota(res);
     let write_quota = || match quota {
         Some(q) => write_file(dir, "cpu.cfs_quota_us", &q.to_string()),
-        None => write_if_exists(dir, "cpu.cfs_quota_us", "-1"),
+        None if already_unlimited(dir, "cpu.cfs_quota_us", |c| c == "-1")? => Ok(()),
+        None => write_file(dir, "cpu.cfs_quota_us", "-1"),
     };
     let Some(period) = res.cpu_period else {
         return write_quota();
@@ -65,9 +75,14 @@ pub(crate) fn apply_v2(dir: &Path, res: &Resources) -> Result<(), CgroupError> {
         value.push(' ');
         value.push_str(&period.to_string());
     }
+    let unlimited = |content: &str| {
+        let mut fields = content.split_whitespace();
+        fields.next() == Some("max") && res.cpu_period.is_none_or(|p| fields.next() == Some(&p.to_string()))
+    };
     match quota {
         Some(_) => write_file(dir, "cpu.max", &value),
-        None => write_if_exists(dir, "cpu.max", &value),
+        None if already_unlimited(dir, "cpu.max", unlimited)? => Ok(()),
+        None => write_file(dir, "cpu.max", &value),
     }
 }
 
@@ -153,6 +168,32 @@ mod tests {
     }
 
     #[test]
+    fn an_unlimited_quota_already_there_is_not_written_again() {
+        // The kernel's files end in a newline; a write here would leave the value without it.
+        let d = fixture(&["cpu.shares"]);
+        fs::write(d.path().join("cpu.cfs_quota_us"), "-1\n").unwrap();
+        apply_v1(d.path(), &Resources::default()).unwrap();
+        assert_eq!(read(d.path(), "cpu.cfs_quota_us"), "-1\n");
+        fs::write(d.path().join("cpu.cfs_quota_us"), "20000\n").unwrap();
+        apply_v1(d.path(), &Resources::default()).unwrap();
+        assert_eq!(read(d.path(), "cpu.cfs_quota_us"), "-1", "a limit is lifted");
+
+        let d = fixture(&["cpu.weight"]);
+        fs::write(d.path().join("cpu.max"), "max 100000\n").unwrap();
+        apply_v2(d.path(), &Resources::default()).unwrap();
+        assert_eq!(read(d.path(), "cpu.max"), "max 100000\n");
+        let period = Resources {
+            cpu_period: Some(50_000),
+            ..Default::default()
+        };
+        apply_v2(d.path(), &period).unwrap();
+        assert_eq!(read(d.path(), "cpu.max"), "max 50000", "a new period is written");
+        fs::write(d.path().join("cpu.max"), "20000 100000\n").unwrap();
+        apply_v2(d.path(), &Resources::default()).unwrap();
+        assert_eq!(read(d.path(), "cpu.max"), "max", "a limit is lifted");
+    }
+
+    #[test]
     fn v1_unlimited_without_bandwidth_files_is_noop_but_limit_fails() {
         let d = fixture(&["cpu.shares"]);
         apply_v1(d.path(), &Resources::default()).unwrap();
@@ -193,7 +234,7 @@ mod tests {
         .unwrap();
         assert_eq!(read(d.path(), "cpu.max"), "max 100000");
         apply_v2(d.path(), &Resources::default()).unwrap();
-        assert_eq!(read(d.path(), "cpu.max"), "max");
+        assert_eq!(read(d.path(), "cpu.max"), "max 100000", "already unlimited: left alone");
         assert_eq!(read(d.path(), "cpu.weight"), "39", "None shares: left alone");
     }
 

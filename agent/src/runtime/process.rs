@@ -7,7 +7,7 @@
 //! it re-adopts after a restart (which are not its children).
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
@@ -156,7 +156,6 @@ impl PidFd {
     }
 
     pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        use std::os::fd::AsFd;
         self.fd.as_fd()
     }
 
@@ -181,11 +180,13 @@ impl PidFd {
     }
 
     /// Wait until the process exits. A pidfd becomes readable when its process terminates;
-    /// tokio's reactor watches it like any other fd.
+    /// tokio's reactor watches it like any other fd. The reactor watches this descriptor
+    /// itself, not a duplicate: the agent waits on two processes per pod, and every
+    /// descriptor it holds is copied and closed again at each helper it spawns.
     pub async fn exited(&self) -> io::Result<()> {
-        // SAFETY: an OwnedFd keeps its descriptor open and unchanged for as long as the
-        // AsyncFd owns it.
-        let afd = unsafe { AsyncFd::register_with_interest(self.fd.try_clone()?, tokio::io::Interest::READABLE) }
+        // SAFETY: the descriptor is borrowed from `self.fd` for the whole life of the AsyncFd
+        // (dropped, and so deregistered, before this returns), so it stays open and the same.
+        let afd = unsafe { AsyncFd::register_with_interest(self.fd.as_fd(), tokio::io::Interest::READABLE) }
             .map_err(|e| e.into_parts().1)?;
         let _guard = afd.readable().await?;
         Ok(())

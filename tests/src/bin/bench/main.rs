@@ -36,7 +36,7 @@ use crate::series::Series;
 /// Pods kept running at once, per runtime, for the memory sample.
 const HOLD: usize = 5;
 /// Starts of one more pod timed at the first and the last scale step.
-const SCALE_K: usize = 5;
+const SCALE_K: usize = 20;
 
 struct Opts {
     n: usize,

@@ -80,6 +80,9 @@ pub fn run(env: &Env, agent: i32, plan: &Plan) -> Result<Report> {
             running = target;
         }
         if si == 0 || si == plan.steps.len() - 1 {
+            // Both series start from a quiet agent: right after a fill it is still writing
+            // the new pods' statuses, which would be timed as the cost of the pods running.
+            wait_quiet(agent)?;
             let mut m = Minilet {
                 env,
                 prefix: if si == 0 { "first" } else { "last" },
@@ -127,9 +130,8 @@ fn count_lines(fifo: &mut std::fs::File, n: usize, limit: Duration) -> Result<()
     Ok(())
 }
 
-/// The agent's memory now, and the CPU it and the pods' helpers use over `window` once the
-/// agent has gone quiet (its CPU time unchanged for half a second, at most 20 s of waiting).
-fn measure_idle(env: &Env, agent: i32, pods: usize, window: Duration) -> Result<Step> {
+/// Wait until the agent's CPU time stays unchanged for half a second (at most 20 s).
+fn wait_quiet(agent: i32) -> Result<()> {
     let t0 = Instant::now();
     let mut last = procfs::cpu_time(agent).context("agent gone")?;
     while t0.elapsed() < Duration::from_secs(20) {
@@ -140,6 +142,13 @@ fn measure_idle(env: &Env, agent: i32, pods: usize, window: Duration) -> Result<
         }
         last = now;
     }
+    Ok(())
+}
+
+/// The agent's memory now, and the CPU it and the pods' helpers use over `window` once the
+/// agent has gone quiet (its CPU time unchanged for half a second, at most 20 s of waiting).
+fn measure_idle(env: &Env, agent: i32, pods: usize, window: Duration) -> Result<Step> {
+    wait_quiet(agent)?;
     let helpers: Vec<i32> = (0..pods)
         .filter_map(|i| env.pod(&static_pod_name(&format!("fill-{i}"))))
         .flat_map(|p| {
