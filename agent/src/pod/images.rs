@@ -44,7 +44,7 @@ impl PullBackoff {
 impl Worker {
     /// The image for slot `i` when it can start now. Otherwise the slot is left waiting
     /// (a pull in flight, back-off, a missing image under `Never`) and `None` is returned.
-    pub(super) fn ensure_image(&mut self, i: usize) -> Option<Image> {
+    pub(super) async fn ensure_image(&mut self, i: usize) -> Option<Image> {
         let image_ref = self.slots[i].spec.image.clone().unwrap_or_default();
         let policy = self.slots[i]
             .spec
@@ -52,7 +52,20 @@ impl Worker {
             .clone()
             .unwrap_or_else(|| crate::source::default_pull_policy(&image_ref).to_owned());
         let cobj = self.obj.container(&self.slots[i].spec.name, self.slots[i].init);
-        let present = match self.ctx.runtime.images.get(&image_ref) {
+        // The store reads its index from disk: not on an async worker thread.
+        let inspected = {
+            let (rt, reference) = (self.ctx.runtime.clone(), image_ref.clone());
+            crate::runtime::blocking("inspect an image", move || Ok(rt.images.get(&reference))).await
+        };
+        let inspected = match inspected {
+            Ok(r) => r,
+            Err(e) => {
+                let msg = format!("Failed to inspect image \"{image_ref}\": {e}");
+                self.wait_error(i, WaitingReason::ErrImageInspect, msg);
+                return None;
+            }
+        };
+        let present = match inspected {
             Ok(p) => p,
             Err(e @ ImageError::InvalidReference { .. }) => {
                 let msg = format!("Failed to apply default image tag \"{image_ref}\": {e}");

@@ -21,7 +21,7 @@ impl Worker {
         let name = self.slots[i].spec.name.clone();
         let init = self.slots[i].init;
         let cobj = self.obj.container(&name, init);
-        let Some(image) = self.ensure_image(i) else {
+        let Some(image) = self.ensure_image(i).await else {
             return;
         };
         self.ctx.image_gc.mark_used(&image.summary.id);
