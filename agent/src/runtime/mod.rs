@@ -26,8 +26,8 @@ pub mod syscalls;
 pub mod sysctl;
 pub mod user;
 pub mod volumes;
+pub mod warm;
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -155,6 +155,8 @@ pub struct Runtime {
     pub network: network::Network,
     pub cgroups: Arc<dyn Cgroups>,
     pub images: ImageStore,
+    /// Helpers started ahead of the pod starts that need them.
+    warm: Arc<warm::WarmHelpers>,
 }
 
 impl Runtime {
@@ -192,6 +194,7 @@ impl Runtime {
             layout,
             cgroups,
             images,
+            warm: Default::default(),
         })
     }
 
@@ -225,21 +228,20 @@ impl Runtime {
 
     /// Run a helper subcommand on a spec file and parse its one-line report.
     async fn run_helper<T: DeserializeOwned>(&self, subcommand: &'static str, spec_path: &Path) -> Result<T> {
-        let mut cmd = std::process::Command::new("/proc/self/exe");
-        // /proc/self/exe rather than our path: the helper is exactly this build even if the
-        // binary on disk was replaced since the agent started.
-        cmd.arg0("minilet")
-            .arg(subcommand)
-            .arg(spec_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        // No current_dir: the helper goes to / itself (helper::dispatch), and without one
-        // std spawns with posix_spawn (a vfork) instead of forking the agent.
-        let (mut child, pidfd) = tokio::task::spawn_blocking(move || reaper::spawn(&mut cmd))
-            .await
-            .map_err(|e| RuntimeError::Helper(format!("spawn {subcommand}: {e}")))?
-            .context(|| format!("spawn helper {subcommand}"))?;
+        let warm = self.warm.take(subcommand, spec_path);
+        // The next start of this kind finds one waiting.
+        self.warm.refill(subcommand);
+        let warm::Spawned { mut child, pidfd } = match warm {
+            Some(spawned) => spawned,
+            None => {
+                let mut cmd = warm::command(subcommand, spec_path.as_os_str(), Stdio::null());
+                let (child, pidfd) = tokio::task::spawn_blocking(move || reaper::spawn(&mut cmd))
+                    .await
+                    .map_err(|e| RuntimeError::Helper(format!("spawn {subcommand}: {e}")))?
+                    .context(|| format!("spawn helper {subcommand}"))?;
+                warm::Spawned { child, pidfd }
+            }
+        };
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let read = async {

@@ -54,7 +54,23 @@ pub fn dispatch(args: &[OsString]) -> Option<ExitCode> {
         eprintln!("minilet: helper {name}: chdir /: {e}");
         return Some(ExitCode::FAILURE);
     }
-    let spec = args.get(2);
+    let from_stdin;
+    let spec = match args.get(2) {
+        // Started ahead of need (see `runtime::warm`): the spec's path comes on stdin.
+        Some(arg) if arg == WAIT_FOR_SPEC => match spec_from_stdin() {
+            Ok(Some(path)) => {
+                from_stdin = path;
+                Some(&from_stdin)
+            }
+            // The agent let it go (or is gone) before it had work: nothing to do.
+            Ok(None) => return Some(ExitCode::SUCCESS),
+            Err(e) => {
+                eprintln!("minilet: helper {name}: {e}");
+                return Some(ExitCode::FAILURE);
+            }
+        },
+        other => other,
+    };
     match (Some(name), spec) {
         (Some(SANDBOX), Some(spec)) => Some(sandbox::main(spec.as_ref())),
         (Some(MONITOR), Some(spec)) => Some(monitor::main(spec.as_ref())),
@@ -66,6 +82,28 @@ pub fn dispatch(args: &[OsString]) -> Option<ExitCode> {
         }
         _ => None,
     }
+}
+
+/// The spec argument of a helper started ahead of need: its spec's path follows on stdin.
+pub const WAIT_FOR_SPEC: &str = "-";
+
+/// Read the spec's path (one line) from stdin, then let stdin be /dev/null, as it is for a
+/// helper started with its spec: a monitor outlives the agent and must hold no pipe of it.
+/// `None`: end of input without a path.
+fn spec_from_stdin() -> Result<Option<OsString>, String> {
+    use std::io::BufRead;
+    use std::os::unix::ffi::OsStringExt;
+    let mut line = Vec::new();
+    std::io::stdin()
+        .lock()
+        .read_until(b'\n', &mut line)
+        .map_err(|e| format!("read the spec path from stdin: {e}"))?;
+    if line.pop() != Some(b'\n') || line.is_empty() {
+        return Ok(None);
+    }
+    let null = std::fs::File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
+    nix::unistd::dup2_stdin(&null).map_err(|e| format!("dup2 /dev/null to stdin: {e}"))?;
+    Ok(Some(OsString::from_vec(line)))
 }
 
 /// Write the helper's one-line answer to stdout.

@@ -130,23 +130,32 @@ fn count_lines(fifo: &mut std::fs::File, n: usize, limit: Duration) -> Result<()
     Ok(())
 }
 
-/// Wait until the agent's CPU time stays unchanged for half a second (at most 20 s).
+/// Wait until the agent's CPU time stays unchanged for half a second and the machine is 90%
+/// idle over it (at most 20 s): after a fill, the kernel goes on with the new pods' work
+/// (cgroups, memory accounting) for a while after the agent is done.
 fn wait_quiet(agent: i32) -> Result<()> {
     let t0 = Instant::now();
     let mut last = procfs::cpu_time(agent).context("agent gone")?;
+    let mut machine = procfs::machine_ticks();
     while t0.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(500));
         let now = procfs::cpu_time(agent).context("agent gone")?;
-        if now == last {
+        let ticks = procfs::machine_ticks();
+        let idle = match (machine, ticks) {
+            (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => (b1 - b0) * 10 <= t1 - t0,
+            _ => true,
+        };
+        if now == last && idle {
             break;
         }
         last = now;
+        machine = ticks;
     }
     Ok(())
 }
 
 /// The agent's memory now, and the CPU it and the pods' helpers use over `window` once the
-/// agent has gone quiet (its CPU time unchanged for half a second, at most 20 s of waiting).
+/// agent and the machine have gone quiet ([`wait_quiet`]).
 fn measure_idle(env: &Env, agent: i32, pods: usize, window: Duration) -> Result<Step> {
     wait_quiet(agent)?;
     let helpers: Vec<i32> = (0..pods)
