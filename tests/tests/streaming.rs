@@ -238,6 +238,52 @@ fn exec_over_websocket() {
     });
 }
 
+/// The agent's `__exec` helpers still running.
+fn exec_helpers(agent: i32) -> usize {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|pid| {
+                    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                    status
+                        .lines()
+                        .any(|l| l.strip_prefix("PPid:").map(str::trim) == Some(&agent.to_string()))
+                        && cmdline.split(|&b| b == 0).nth(1) == Some(b"__exec")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Clients that leave at once: nothing they asked for may outlive the session, whether the
+/// helper had not forked yet, had forked, or the command ran but the agent had not yet read
+/// which process group it leads. That last window is narrow: a loaded machine hits it (with
+/// two busy loops beside it, this test failed 2 runs of 4 when the agent killed the helper
+/// alone, which left the command running: its parent-death signal is cleared when it drops
+/// its privileges).
+#[test]
+fn an_exec_whose_client_leaves_at_once_leaves_nothing() {
+    if !is_root() {
+        return;
+    }
+    let s = setup("stream-leave", &[]);
+    let baseline = cgroup_procs(&s);
+    rt().block_on(async {
+        for _ in 0..20 {
+            let url = exec_url(&s, exec_req(&s.container_id, &["sleep", "1000"], false, false)).await;
+            let ws = ws_connect(&url, "v4.channel.k8s.io").await.expect("upgrade");
+            drop(ws);
+        }
+    });
+    let agent = s._agent.pid();
+    wait_for("the exec helpers to be gone", Duration::from_secs(20), || {
+        (exec_helpers(agent) == 0).then_some(())
+    });
+    assert_eq!(cgroup_procs(&s), baseline, "an exec'd sleep outlived its session");
+}
+
 #[test]
 fn exec_requests_are_validated() {
     if !is_root() {

@@ -200,18 +200,65 @@ pub struct ExecGuard {
 
 impl Drop for ExecGuard {
     fn drop(&mut self) {
-        if let Some(helper) = &self.helper
-            && !helper.has_exited()
-        {
-            // While the helper lives it has not reaped the command, so the group's number
-            // cannot have been reused.
-            let group = self.group.load(Ordering::SeqCst);
-            if group > 0 {
-                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group), nix::sys::signal::Signal::SIGKILL);
-            }
-            let _ = helper.signal(nix::sys::signal::Signal::SIGKILL);
+        let Some(helper) = self.helper.take().filter(|h| !h.has_exited()) else {
+            return;
+        };
+        let group = self.group.load(Ordering::SeqCst);
+        // Off the async threads when there are some: the helper may take a moment to stop.
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(move || end_exec(&helper, group))),
+            Err(_) => end_exec(&helper, group),
         }
     }
+}
+
+/// Kill an exec helper that is still running and the command it started (the process group
+/// `group` leads, 0 if the helper's report of it was not read yet).
+fn end_exec(helper: &PidFd, group: i32) {
+    use nix::sys::signal::{Signal, kill, killpg};
+    use nix::unistd::Pid;
+    if group > 0 {
+        // While the helper lives it has not reaped the command, so the group's number cannot
+        // have been reused.
+        let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
+    } else {
+        // A client that left at once. Killing the helper alone is not enough: the command's
+        // parent-death signal is cleared when it drops its privileges. So the helper is
+        // stopped first, and once it is (a fork in progress has then completed), each child
+        // it has is killed with the group it leads.
+        let pid = helper.id().pid;
+        let _ = helper.signal(Signal::SIGSTOP);
+        for _ in 0..1000 {
+            if helper.has_exited() || stopped(pid) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        for child in children(pid) {
+            let _ = killpg(Pid::from_raw(child), Signal::SIGKILL);
+            let _ = kill(Pid::from_raw(child), Signal::SIGKILL);
+        }
+    }
+    let _ = helper.signal(Signal::SIGKILL);
+}
+
+/// Whether process `pid` is stopped (`T` in /proc/PID/stat).
+fn stopped(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(|st| st == "T"))
+        })
+        .unwrap_or(false)
+}
+
+/// The children of process `pid` (single-threaded: its main thread's), as the kernel lists
+/// them.
+fn children(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .map(|s| s.split_whitespace().filter_map(|c| c.parse().ok()).collect())
+        .unwrap_or_default()
 }
 
 /// A process running inside a container.
