@@ -88,6 +88,29 @@ pub fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|p| p.is_file()))
 }
 
+/// The children of process `agent` running `minilet` with arguments that start with `args`
+/// (its helpers, by subcommand), as /proc shows them.
+pub fn helper_children(agent: i32, args: &[&str]) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let parent = agent.to_string();
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let mut argv = cmdline.split(|&b| b == 0);
+            status
+                .lines()
+                .any(|l| l.strip_prefix("PPid:").map(str::trim) == Some(parent.as_str()))
+                && argv.next() == Some(b"minilet")
+                && args.iter().all(|a| argv.next() == Some(a.as_bytes()))
+        })
+        .collect()
+}
+
 /// End-to-end tests need root. Without it they say so and return; under CI (`CI=true`),
 /// where they must run, a missing capability is a failure rather than a silent pass.
 pub fn is_root() -> bool {

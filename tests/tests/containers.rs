@@ -274,14 +274,15 @@ spec:
     assert_eq!(exit["exit_code"], 137);
 }
 
-/// Run a pod with one idle container on `env`'s agent; its monitor's pid.
-fn idle_monitor(env: &Env) -> i32 {
+/// Run pod `name` with one idle container on `env`'s agent; its monitor's pid.
+fn idle_monitor(env: &Env, name: &str) -> i32 {
     env.write_manifest(
-        "idle.yaml",
-        r#"
+        &format!("{name}.yaml"),
+        &format!(
+            r#"
 apiVersion: v1
 kind: Pod
-metadata: {name: idle}
+metadata: {{name: {name}}}
 spec:
   terminationGracePeriodSeconds: 1
   containers:
@@ -289,9 +290,10 @@ spec:
     image: localhost/busybox:latest
     imagePullPolicy: IfNotPresent
     command: ["sleep", "3600"]
-"#,
+"#
+        ),
     );
-    let pod = env.wait_running(&static_pod_name("idle"), &["c"]);
+    let pod = env.wait_running(&static_pod_name(name), &["c"]);
     pod.containers["c"].monitor_pid.expect("the monitor's pid in state")
 }
 
@@ -306,7 +308,7 @@ fn the_monitor_maps_no_shared_library() {
     let env = Env::new("monitor-static");
     env.import_image("busybox");
     let _agent = Agent::start(&env, &[]);
-    let monitor = idle_monitor(&env);
+    let monitor = idle_monitor(&env, "idle");
     let exe = std::fs::read_link(format!("/proc/{monitor}/exe")).expect("the monitor's exe");
     assert_eq!(exe, std::fs::canonicalize(minilet()).expect("minilet binary"));
     let maps = std::fs::read_to_string(format!("/proc/{monitor}/maps")).expect("the monitor's maps");
@@ -340,27 +342,9 @@ fn the_monitor_runs_in_the_root_directory() {
         skip("the agent runs in / (the test's working directory): the monitor's cannot tell");
         return;
     }
-    let monitor = idle_monitor(&env);
+    let monitor = idle_monitor(&env, "idle");
     let cwd = std::fs::read_link(format!("/proc/{monitor}/cwd")).expect("the monitor's cwd");
     assert_eq!(cwd, Path::new("/"));
-}
-
-/// The agent's children that wait, as `minilet KIND -`, for a spec (runtime::warm).
-fn waiting_helpers(agent: i32, kind: &str) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            let parent = status.lines().find_map(|l| l.strip_prefix("PPid:")).map(str::trim);
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).filter(|a| !a.is_empty()).collect();
-            parent == Some(&agent.to_string()) && args == [&b"minilet"[..], kind.as_bytes(), b"-"]
-        })
-        .collect()
 }
 
 /// A `__sandbox` and a `__monitor` helper are started ahead of the pod start that needs them
@@ -374,39 +358,23 @@ fn the_next_pod_starts_with_helpers_started_ahead_of_it() {
     let env = Env::new("warm-helpers");
     env.import_image("busybox");
     let mut agent = Agent::start(&env, &[]);
-    let first = idle_monitor(&env);
+    let first = idle_monitor(&env, "idle");
     let pid = agent.pid();
     let one = |kind: &str| {
         let kind = kind.to_string();
         wait_for(&format!("a waiting {kind} helper"), Duration::from_secs(20), || {
-            waiting_helpers(pid, &kind).first().copied()
+            helper_children(pid, &[&kind, "-"]).first().copied()
         })
     };
     let (sandbox, monitor) = (one("__sandbox"), one("__monitor"));
     assert_ne!(monitor, first);
-    env.write_manifest(
-        "second.yaml",
-        r#"
-apiVersion: v1
-kind: Pod
-metadata: {name: second}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: c
-    image: localhost/busybox:latest
-    imagePullPolicy: IfNotPresent
-    command: ["sleep", "3600"]
-"#,
-    );
-    let pod = env.wait_running(&static_pod_name("second"), &["c"]);
     assert_eq!(
-        pod.containers["c"].monitor_pid,
-        Some(monitor),
+        idle_monitor(&env, "second"),
+        monitor,
         "the second pod's monitor is the helper that waited"
     );
     assert!(
-        !waiting_helpers(pid, "__sandbox").contains(&sandbox),
+        !helper_children(pid, &["__sandbox", "-"]).contains(&sandbox),
         "the waiting sandbox helper was used for the second pod"
     );
     // The next ones wait already; their stdin ends with the agent, and so do they.

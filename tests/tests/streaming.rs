@@ -238,25 +238,6 @@ fn exec_over_websocket() {
     });
 }
 
-/// The agent's `__exec` helpers still running.
-fn exec_helpers(agent: i32) -> usize {
-    std::fs::read_dir("/proc")
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-                .filter(|pid| {
-                    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-                    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                    status
-                        .lines()
-                        .any(|l| l.strip_prefix("PPid:").map(str::trim) == Some(&agent.to_string()))
-                        && cmdline.split(|&b| b == 0).nth(1) == Some(b"__exec")
-                })
-                .count()
-        })
-        .unwrap_or(0)
-}
-
 /// Clients that leave at once: nothing they asked for may outlive the session, whether the
 /// helper had not forked yet, had forked, or the command ran but the agent had not yet read
 /// which process group it leads. That last window is narrow: a loaded machine hits it (with
@@ -279,7 +260,7 @@ fn an_exec_whose_client_leaves_at_once_leaves_nothing() {
     });
     let agent = s._agent.pid();
     wait_for("the exec helpers to be gone", Duration::from_secs(20), || {
-        (exec_helpers(agent) == 0).then_some(())
+        helper_children(agent, &["__exec"]).is_empty().then_some(())
     });
     assert_eq!(cgroup_procs(&s), baseline, "an exec'd sleep outlived its session");
 }
