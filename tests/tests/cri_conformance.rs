@@ -270,7 +270,7 @@ fn masked_and_readonly_paths_are_the_clients_when_it_gives_them() {
             sleeper(
                 "chosen",
                 cri::LinuxContainerSecurityContext {
-                    masked_paths: vec!["/root".into(), "/etc/hostname".into()],
+                    masked_paths: vec!["/root".into(), "/sys/firmware".into(), "/etc/hostname".into()],
                     readonly_paths: vec!["/tmp".into()],
                     ..Default::default()
                 },
@@ -286,12 +286,31 @@ fn masked_and_readonly_paths_are_the_clients_when_it_gives_them() {
         let (code, _, err) = exec(&mut c, &chosen, "touch /tmp/x").await;
         assert_ne!(code, 0);
         assert!(err.contains("Read-only file system"), "{err}");
-        let (code, out, _) = exec(&mut c, &chosen, "ls -A /root; wc -c < /etc/hostname").await;
+        let (code, out, _) = exec(&mut c, &chosen, "ls -A /root /sys/firmware; wc -c < /etc/hostname").await;
         assert_eq!(
-            (code, out.trim()),
-            (0, "0"),
-            "masked: an empty directory, an empty file"
+            (code, out.split_whitespace().collect::<Vec<_>>()),
+            (0, vec!["/root:", "/sys/firmware:", "0"]),
+            "masked: empty directories, an empty file"
         );
+        let (code, _, err) = exec(&mut c, &chosen, "touch /sys/firmware/x").await;
+        assert_ne!(code, 0);
+        assert!(err.contains("Read-only file system"), "{err}");
+        // The masked directories share one empty tmpfs (one superblock: the same device).
+        let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("mountinfo");
+        let device = |point: &str| {
+            info.lines()
+                .map(|l| l.split(' ').collect::<Vec<_>>())
+                .find(|f| f.get(4) == Some(&point))
+                .map(|f| {
+                    (
+                        f[2].to_string(),
+                        f.iter().skip_while(|x| **x != "-").nth(1).map(|t| t.to_string()),
+                    )
+                })
+        };
+        let root = device("/root").expect("/root is a mount");
+        assert_eq!(root.1.as_deref(), Some("tmpfs"), "{info}");
+        assert_eq!(device("/sys/firmware"), Some(root), "{info}");
 
         // No lists: the runtime's defaults.
         let (_, pid) = start(&mut c, &sb, sleeper("defaults", Default::default())).await;

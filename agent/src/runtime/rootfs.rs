@@ -358,16 +358,26 @@ fn bind(sys: &dyn Syscall, target: &Path, m: &BindMount, tree: Option<BorrowedFd
 
 fn mask_kernel_paths(sys: &dyn Syscall, target: &Path, paths: &KernelPaths) -> SysResult {
     let dev_null = target.join("dev/null");
+    // One empty read-only tmpfs masks every directory: a bind of it is as empty and as
+    // read-only (the superblock is), and each new superblock costs more the more pods the
+    // node runs (the kernel sizes every memory cgroup's shrinker maps by their number).
+    let mut empty: Option<std::path::PathBuf> = None;
     for path in &paths.masked {
         let p = secure_join(target, path);
         match std::fs::symlink_metadata(&p) {
-            Ok(md) if md.is_dir() => sys.mount(
-                Some(Path::new("tmpfs")),
-                &p,
-                Some("tmpfs"),
-                MsFlags::MS_RDONLY,
-                Some("size=0"),
-            )?,
+            Ok(md) if md.is_dir() => match &empty {
+                Some(first) => sys.mount(Some(first), &p, None, MsFlags::MS_BIND, None)?,
+                None => {
+                    sys.mount(
+                        Some(Path::new("tmpfs")),
+                        &p,
+                        Some("tmpfs"),
+                        MsFlags::MS_RDONLY,
+                        Some("size=0"),
+                    )?;
+                    empty = Some(p);
+                }
+            },
             Ok(_) => sys.mount(Some(&dev_null), &p, None, MsFlags::MS_BIND, None)?,
             Err(_) => {}
         }
