@@ -140,6 +140,23 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
 /// own.
 pub const NODE: &str = "e2e-node";
 
+/// A pod `name` with one busybox container, `main`, that sleeps for an hour.
+pub fn sleeper_pod(name: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [sleep, "3600"]
+"#
+    )
+}
+
 /// The name of the static pod that manifest name `name` gives on the harness's agents:
 /// `<name>-<node name>`, as the kubelet names static pods. Every harness function and CLI
 /// command that takes a pod name takes this one, not the manifest's `metadata.name`.

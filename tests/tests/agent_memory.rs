@@ -6,22 +6,6 @@ use minilet_e2e::*;
 
 const PODS: usize = 6;
 
-fn pod(name: &str) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata: {{name: {name}}}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: main
-    image: localhost/busybox:latest
-    imagePullPolicy: IfNotPresent
-    command: [sleep, '3600']
-"#
-    )
-}
-
 /// glibc's malloc heaps besides the main one, in `/proc/PID/maps`: each is an anonymous
 /// reservation of 64 MiB at a 64 MiB-aligned address, its used part read-write and the rest
 /// `PROT_NONE`. Thread stacks and other mappings are neither aligned nor laid out so.
@@ -71,7 +55,7 @@ fn pod_starts_at_once_share_two_malloc_arenas() {
     let agent = Agent::start(&env, &[]);
     // Dropped together: their starts run on several blocking threads at once.
     for i in 0..PODS {
-        env.write_manifest(&format!("arena-{i}.yaml"), &pod(&format!("arena-{i}")));
+        env.write_manifest(&format!("arena-{i}.yaml"), &sleeper_pod(&format!("arena-{i}")));
     }
     for i in 0..PODS {
         env.wait_running(&static_pod_name(&format!("arena-{i}")), &["main"]);

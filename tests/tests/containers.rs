@@ -276,25 +276,9 @@ spec:
 
 /// Run pod `name` with one idle container on `env`'s agent; its monitor's pid.
 fn idle_monitor(env: &Env, name: &str) -> i32 {
-    env.write_manifest(
-        &format!("{name}.yaml"),
-        &format!(
-            r#"
-apiVersion: v1
-kind: Pod
-metadata: {{name: {name}}}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: c
-    image: localhost/busybox:latest
-    imagePullPolicy: IfNotPresent
-    command: ["sleep", "3600"]
-"#
-        ),
-    );
-    let pod = env.wait_running(&static_pod_name(name), &["c"]);
-    pod.containers["c"].monitor_pid.expect("the monitor's pid in state")
+    env.write_manifest(&format!("{name}.yaml"), &sleeper_pod(name));
+    let pod = env.wait_running(&static_pod_name(name), &["main"]);
+    pod.containers["main"].monitor_pid.expect("the monitor's pid in state")
 }
 
 /// The monitor is the `minilet` binary, linked statically (hack/rustc-wrapper): as the

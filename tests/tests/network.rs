@@ -38,22 +38,6 @@ fn start(env: &mut Env, ns: &NetNs, flags: &[String]) -> Agent {
     Agent::start_in(env, ns.path(), &args)
 }
 
-fn sleeper(name: &str) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata: {{name: {name}}}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: main
-    image: localhost/busybox:latest
-    imagePullPolicy: IfNotPresent
-    command: [sleep, "3600"]
-"#
-    )
-}
-
 /// A web server answering "hello from web" on 8080, with a hostPort and its IP in its env.
 const WEB: &str = r#"apiVersion: v1
 kind: Pod
@@ -191,7 +175,7 @@ fn pods_get_ips_see_them_and_reach_each_other_and_the_node() {
     let (ns, mut env, conf) = cni_node("ips");
     let mut agent = start(&mut env, &ns, &cni_flags(&conf));
     env.write_manifest("web.yaml", WEB);
-    env.write_manifest("client.yaml", &sleeper("client"));
+    env.write_manifest("client.yaml", &sleeper_pod("client"));
     let web = env.wait_running(&static_pod_name("web"), &["main"]);
     let client = env.wait_running(&static_pod_name("client"), &["main"]);
     wait_agent_ready(&env, &static_pod_name("web"));
@@ -282,8 +266,8 @@ fn a_pod_removed_while_the_agent_was_down_gets_its_del() {
     let (ns, mut env, conf) = cni_node("restart");
     let flags = cni_flags(&conf);
     let mut agent = start(&mut env, &ns, &flags);
-    env.write_manifest("a.yaml", &sleeper("a"));
-    env.write_manifest("b.yaml", &sleeper("b"));
+    env.write_manifest("a.yaml", &sleeper_pod("a"));
+    env.write_manifest("b.yaml", &sleeper_pod("b"));
     env.wait_running(&static_pod_name("a"), &["main"]);
     let b = env.wait_running(&static_pod_name("b"), &["main"]);
     let (a_ip, b_ip) = (
@@ -366,7 +350,7 @@ fn a_failing_plugin_is_an_event_and_leaves_nothing() {
         "--backoff-initial=300s".into(),
     ];
     let mut agent = start(&mut env, &ns, &flags);
-    env.write_manifest("p.yaml", &sleeper("p"));
+    env.write_manifest("p.yaml", &sleeper_pod("p"));
     let (_, _, message, _) = wait_for("FailedCreatePodSandBox event", Duration::from_secs(30), || {
         pod_events(&env, &static_pod_name("p"))
             .into_iter()
@@ -443,7 +427,7 @@ fn without_cni_pods_keep_loopback_only() {
     env.import_image("busybox");
     // The harness's default: --network=none, in the machine's own namespace.
     let _agent = Agent::start(&env, &[]);
-    env.write_manifest("p.yaml", &sleeper("p"));
+    env.write_manifest("p.yaml", &sleeper_pod("p"));
     let p = env.wait_running(&static_pod_name("p"), &["main"]);
     wait_agent_ready(&env, &static_pod_name("p"));
     let links = run_in(p.pid("main"), &["ip", "-o", "link"]);
@@ -470,7 +454,7 @@ fn a_replaced_sandbox_frees_the_old_address() {
     }
     let (ns, mut env, conf) = cni_node("replace");
     let mut agent = start(&mut env, &ns, &cni_flags(&conf));
-    env.write_manifest("p.yaml", &sleeper("p"));
+    env.write_manifest("p.yaml", &sleeper_pod("p"));
     let first = env.wait_running(&static_pod_name("p"), &["main"]);
     let old_ip = wide_ip(&env, &static_pod_name("p"));
     nix::sys::signal::kill(
@@ -690,7 +674,7 @@ fn an_add_interrupted_by_an_agent_crash_is_undone_and_the_sandbox_replaced() {
     let (ns, mut env, conf) = cni_node("interrupted");
     let hanging = Hanging::new(&env, &conf);
     let mut agent = start(&mut env, &ns, &hanging.flags);
-    env.write_manifest("p.yaml", &sleeper("p"));
+    env.write_manifest("p.yaml", &sleeper_pod("p"));
     hanging.crash(&mut agent);
     let mut agent = start(&mut env, &ns, &hanging.flags);
     env.wait_running(&static_pod_name("p"), &["main"]);
@@ -746,7 +730,7 @@ fn a_broken_network_found_at_re_adoption_is_reported() {
     let (ns, mut env, conf) = cni_node("check");
     let flags = cni_flags(&conf);
     let mut agent = start(&mut env, &ns, &flags);
-    env.write_manifest("p.yaml", &sleeper("p"));
+    env.write_manifest("p.yaml", &sleeper_pod("p"));
     let p = env.wait_running(&static_pod_name("p"), &["main"]);
     wide_ip(&env, &static_pod_name("p"));
     agent.kill9();
