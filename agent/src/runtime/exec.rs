@@ -321,14 +321,9 @@ impl Runtime {
             size,
         };
         let json = serde_json::to_string(&spec).map_err(|e| RuntimeError::Helper(format!("encode exec spec: {e}")))?;
-        let mut cmd = std::process::Command::new("/proc/self/exe");
-        std::os::unix::process::CommandExt::arg0(&mut cmd, "minilet");
-        cmd.arg(super::helper::EXEC)
-            .arg(json)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        // No current_dir: see run_helper (the helper goes to / itself).
+        let mut cmd = super::helper_command(super::helper::EXEC, json.as_ref(), Stdio::piped());
+        // As before, the exec helper's stderr is the agent's (its command's travels in frames).
+        cmd.stderr(Stdio::inherit());
         let (mut child, helper) = tokio::task::spawn_blocking(move || reaper::spawn(&mut cmd))
             .await
             .map_err(|e| RuntimeError::Helper(format!("spawn exec helper: {e}")))?

@@ -234,7 +234,7 @@ impl Runtime {
         let warm::Spawned { mut child, pidfd } = match warm {
             Some(spawned) => spawned,
             None => {
-                let mut cmd = warm::command(subcommand, spec_path.as_os_str(), Stdio::null());
+                let mut cmd = helper_command(subcommand, spec_path.as_os_str(), Stdio::null());
                 let (child, pidfd) = tokio::task::spawn_blocking(move || reaper::spawn(&mut cmd))
                     .await
                     .map_err(|e| RuntimeError::Helper(format!("spawn {subcommand}: {e}")))?
@@ -273,6 +273,22 @@ impl Runtime {
             ))),
         }
     }
+}
+
+/// How a helper of `subcommand` is started: this very binary (`/proc/self/exe`, so a helper
+/// is the agent's build even if the file on disk was replaced), stdout and stderr piped.
+pub(crate) fn helper_command(subcommand: &'static str, arg: &std::ffi::OsStr, stdin: Stdio) -> std::process::Command {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new("/proc/self/exe");
+    cmd.arg0("minilet")
+        .arg(subcommand)
+        .arg(arg)
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // No current_dir: the helper goes to / itself (helper::dispatch), and without one std
+    // spawns with posix_spawn (a vfork) instead of forking the agent.
+    cmd
 }
 
 async fn read_pipe(pipe: Option<impl Into<std::os::fd::OwnedFd>>) -> String {

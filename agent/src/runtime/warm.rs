@@ -9,9 +9,8 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 
 use super::helper;
@@ -31,21 +30,6 @@ pub struct Spawned {
 #[derive(Default)]
 pub struct WarmHelpers {
     waiting: Mutex<HashMap<&'static str, Spawned>>,
-}
-
-/// How a helper of `subcommand` is started: this very binary (`/proc/self/exe`, so a helper
-/// is the agent's build even if the file on disk was replaced), stdout and stderr piped.
-pub fn command(subcommand: &'static str, spec: &std::ffi::OsStr, stdin: Stdio) -> Command {
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg0("minilet")
-        .arg(subcommand)
-        .arg(spec)
-        .stdin(stdin)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // No current_dir: the helper goes to / itself (helper::dispatch), and without one std
-    // spawns with posix_spawn (a vfork) instead of forking the agent.
-    cmd
 }
 
 impl WarmHelpers {
@@ -76,7 +60,7 @@ impl WarmHelpers {
         }
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
-            let mut cmd = command(subcommand, helper::WAIT_FOR_SPEC.as_ref(), Stdio::piped());
+            let mut cmd = super::helper_command(subcommand, helper::WAIT_FOR_SPEC.as_ref(), Stdio::piped());
             match reaper::spawn(&mut cmd) {
                 // Another refill may have won meanwhile: the one dropped here sees its stdin
                 // end and exits.
