@@ -116,9 +116,7 @@ pub fn sandbox_config(
         resources: qos::pod_resources(spec, plan.qos),
         oom_score_adj: qos::PAUSE_OOM_SCORE_ADJ,
         shm_size: SHM_SIZE,
-        empty_dirs: volumes::empty_dirs(spec),
-        file_volumes: volumes::file_volumes(pod, node)?,
-        fs_group: volumes::fs_group(spec),
+        tmpfs_volumes: volumes::memory_tmpfs(&rt_layout.pod_dir(uid), spec),
         etc: EtcFiles {
             hosts: hosts_file(pod, plan, node),
             hostname: format!("{}\n", if host_net { &node.name } else { &plan.hostname }),
@@ -711,7 +709,7 @@ pub(super) fn mounts(layout: &Layout, i: &ContainerInputs) -> Result<Vec<BindMou
             .ok_or(format!("volumeMounts[{idx}]: no volume named {:?}", vm.name))?;
         let written = volumes::written_volume_source(&layout.pod_dir(i.uid), vol);
         let mut source = if vol.empty_dir.is_some() {
-            layout.empty_dir(i.uid, &vol.name)
+            volumes::disk::volume_dir(&layout.pod_dir(i.uid), volumes::disk::EMPTY_DIR_PLUGIN, &vol.name)
         } else if let Some(hp) = &vol.host_path {
             prepare_host_path(&hp.path, hp.type_.as_deref().unwrap_or(""))?
         } else if let Some(dir) = &written {

@@ -25,7 +25,6 @@ pub mod state;
 pub mod syscalls;
 pub mod sysctl;
 pub mod user;
-pub mod volumes;
 pub mod warm;
 
 use std::path::{Path, PathBuf};

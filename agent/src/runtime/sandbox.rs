@@ -9,7 +9,6 @@ use nix::sys::signal::Signal;
 
 use super::network::PodNetwork;
 use super::spec::{ProcessSpec, SandboxNamespaces, SandboxSpec, SandboxState, StdioSpec, TmpfsSpec, UserSpec};
-use super::volumes::{self, EMPTY_DIR_PLUGIN, EmptyDir, FileVolume, FsGroup};
 use super::{IoContext, Result, Runtime, blocking, capabilities, helper, process};
 use crate::atomic_file;
 use crate::cgroups::{DevicePolicy, Resources};
@@ -30,11 +29,10 @@ pub struct SandboxConfig {
     /// The kubelet's value for the pause (clamped by the runtime if not permitted).
     pub oom_score_adj: i32,
     pub shm_size: u64,
-    pub empty_dirs: Vec<EmptyDir>,
-    /// downwardAPI and projected volumes, written before the pause starts.
-    pub file_volumes: Vec<FileVolume>,
-    /// Given to the pod's emptyDir and file volumes.
-    pub fs_group: Option<FsGroup>,
+    /// Memory-backed volumes of the pod side (a static pod's `medium: Memory` emptyDirs):
+    /// a tmpfs each, mounted in the pod's mount namespace on a mount point the pod side
+    /// made. The pod side sets up every other volume itself, as the kubelet does.
+    pub tmpfs_volumes: Vec<TmpfsSpec>,
     pub etc: EtcFiles,
     /// Who the pod is for CNI and what it asks of the network (used with a pod network).
     pub network: PodNetwork,
@@ -164,39 +162,7 @@ impl Runtime {
             mode: 0o1777,
             gid: None,
         }];
-        for e in &cfg.empty_dirs {
-            let dir = volumes::volume_dir(&pod_dir, EMPTY_DIR_PLUGIN, &e.name);
-            if let Some(parent) = dir.parent() {
-                file_modes::create_dir_all(parent, file_modes::STATE_DIR)
-                    .context(|| format!("create {}", parent.display()))?;
-            }
-            if !dir.exists() {
-                file_modes::create_dir_all(&dir, file_modes::EMPTY_DIR)
-                    .context(|| format!("create emptyDir {}", dir.display()))?;
-            }
-            if e.memory {
-                // A fresh tmpfs each time the pause starts: its root gets the group and
-                // setgid at mount time.
-                tmpfs.push(TmpfsSpec {
-                    path: dir,
-                    size_bytes: e.size_limit,
-                    mode: if cfg.fs_group.is_some() { 0o2777 } else { 0o777 },
-                    gid: cfg.fs_group.map(|g| g.gid),
-                });
-            } else if let Some(group) = cfg.fs_group {
-                volumes::set_ownership(&dir, group, false)
-                    .context(|| format!("set fsGroup {} on emptyDir {}", group.gid, dir.display()))?;
-            }
-        }
-        for v in &cfg.file_volumes {
-            let dir = volumes::volume_dir(&pod_dir, v.plugin, &v.name);
-            if let Some(parent) = dir.parent() {
-                file_modes::create_dir_all(parent, file_modes::STATE_DIR)
-                    .context(|| format!("create {}", parent.display()))?;
-            }
-            volumes::write_files(&dir, &v.files, cfg.fs_group)
-                .context(|| format!("write volume {:?} at {}", v.name, dir.display()))?;
-        }
+        tmpfs.extend(cfg.tmpfs_volumes.iter().cloned());
 
         self.cgroups.create(&cfg.cgroup)?;
         self.cgroups.apply(&cfg.cgroup, &cfg.resources)?;

@@ -125,11 +125,6 @@ impl Layout {
         self.pod_dir(uid).join("shm")
     }
 
-    /// Where an emptyDir volume lives (the kubelet's layout, under our pod directory).
-    pub fn empty_dir(&self, uid: &str, volume: &str) -> PathBuf {
-        super::volumes::volume_dir(&self.pod_dir(uid), super::volumes::EMPTY_DIR_PLUGIN, volume)
-    }
-
     pub fn pod_record(&self, uid: &str) -> PathBuf {
         self.pod_dir(uid).join("pod.json")
     }

@@ -32,7 +32,19 @@ pub async fn run(w: &mut Worker) -> State {
         w.record.sandbox_id = new_id();
         w.save_record();
         w.publish();
-        let created = match config::sandbox_config(&w.ctx.runtime.layout, &w.pod, &w.uid, &w.plan, &w.ctx.node) {
+        // The pod side's volumes first, as the kubelet's volume manager sets them up before
+        // it asks for a sandbox.
+        let volumes = if w.pod_spec().volumes.as_ref().is_none_or(|v| v.is_empty()) {
+            Ok(())
+        } else {
+            let (dir, pod, node) = (w.ctx.runtime.layout.pod_dir(&w.uid), w.pod.clone(), w.ctx.node.clone());
+            tokio::task::spawn_blocking(move || crate::pod::volumes::set_up(&dir, &pod, &node))
+                .await
+                .unwrap_or_else(|e| Err(format!("set up the pod's volumes: {e}")))
+        };
+        let config =
+            volumes.and_then(|()| config::sandbox_config(&w.ctx.runtime.layout, &w.pod, &w.uid, &w.plan, &w.ctx.node));
+        let created = match config {
             Err(e) => {
                 w.ctx
                     .events

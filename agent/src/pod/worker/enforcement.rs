@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::Worker;
+use crate::pod::volumes::disk::{self as volumes, EMPTY_DIR_PLUGIN};
 use crate::runtime::spec::now_nanos;
 use crate::runtime::state::PodFailure;
-use crate::runtime::volumes::{self, EMPTY_DIR_PLUGIN};
 
 const DEADLINE_REASON: &str = "DeadlineExceeded";
 const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";

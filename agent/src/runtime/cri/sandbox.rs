@@ -49,9 +49,7 @@ impl CriPods {
             resources: plan.resources.clone(),
             oom_score_adj: crate::pod::qos::PAUSE_OOM_SCORE_ADJ,
             shm_size: SHM_SIZE,
-            empty_dirs: Vec::new(),
-            file_volumes: Vec::new(),
-            fs_group: None,
+            tmpfs_volumes: Vec::new(),
             etc: EtcFiles {
                 hosts: plan.hosts.clone(),
                 hostname: format!("{}\n", plan.hostname),

@@ -1,16 +1,25 @@
 //! A pod's volumes as the kubelet sets them up for a static pod: emptyDirs, the files of
 //! downwardAPI (and projected downwardAPI) volumes, and the pod's fsGroup over both. hostPath
 //! volumes are the node's own directories and keep their ownership, as with the kubelet.
+//!
+//! As the kubelet's volume manager, the pod side sets them up under the pod's directory
+//! before it asks for a sandbox ([`set_up`]) and hands them to containers as mounts; the
+//! runtime only mounts the tmpfs of memory-backed emptyDirs inside the pod ([`memory_tmpfs`]).
 
-use std::path::PathBuf;
+pub mod disk;
+
+use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{DownwardAPIVolumeFile, Pod, PodSpec, Volume};
 
 use super::config::{field_value, resource_value};
 use super::node::NodeInfo;
+use crate::file_modes;
 use crate::quantity::Quantity;
-use crate::runtime::volumes::{
-    DOWNWARD_API_PLUGIN, EmptyDir, FileVolume, FsGroup, FsGroupChangePolicy, PROJECTED_PLUGIN, VolumeFile, volume_dir,
+use crate::runtime::spec::TmpfsSpec;
+use disk::{
+    DOWNWARD_API_PLUGIN, EMPTY_DIR_PLUGIN, EmptyDir, FileVolume, FsGroup, FsGroupChangePolicy, PROJECTED_PLUGIN,
+    VolumeFile, volume_dir,
 };
 
 /// The kubelet's default mode for files of downwardAPI and projected volumes.
@@ -32,6 +41,60 @@ pub fn empty_dirs(spec: &PodSpec) -> Vec<EmptyDir> {
                     .and_then(|q| Quantity::parse(&q.0).ok())
                     .map(|q| q.value().max(0) as u64),
             })
+        })
+        .collect()
+}
+
+/// Set up the pod's own volumes in `pod_dir` (blocking): each emptyDir's directory (for a
+/// memory-backed one, the mount point of its tmpfs), the files of downwardAPI and projected
+/// volumes, and the pod's fsGroup over both. Done before each sandbox of the pod: an
+/// emptyDir on disk keeps its content for the pod's lifetime, a file volume is rewritten.
+pub fn set_up(pod_dir: &Path, pod: &Pod, node: &NodeInfo) -> Result<(), String> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Ok(());
+    };
+    let group = fs_group(spec);
+    for e in empty_dirs(spec) {
+        let dir = volume_dir(pod_dir, EMPTY_DIR_PLUGIN, &e.name);
+        if let Some(parent) = dir.parent() {
+            file_modes::create_dir_all(parent, file_modes::STATE_DIR)
+                .map_err(|err| format!("create {}: {err}", parent.display()))?;
+        }
+        if !dir.exists() {
+            file_modes::create_dir_all(&dir, file_modes::EMPTY_DIR)
+                .map_err(|err| format!("create emptyDir {}: {err}", dir.display()))?;
+        }
+        // A memory-backed one gets its group when its tmpfs is mounted.
+        if let Some(group) = group.filter(|_| !e.memory) {
+            disk::set_ownership(&dir, group, false)
+                .map_err(|err| format!("set fsGroup {} on emptyDir {}: {err}", group.gid, dir.display()))?;
+        }
+    }
+    for v in file_volumes(pod, node)? {
+        let dir = volume_dir(pod_dir, v.plugin, &v.name);
+        if let Some(parent) = dir.parent() {
+            file_modes::create_dir_all(parent, file_modes::STATE_DIR)
+                .map_err(|err| format!("create {}: {err}", parent.display()))?;
+        }
+        disk::write_files(&dir, &v.files, group)
+            .map_err(|err| format!("write volume {:?} at {}: {err}", v.name, dir.display()))?;
+    }
+    Ok(())
+}
+
+/// The tmpfs of the pod's memory-backed emptyDirs, at their mount points in `pod_dir`: a
+/// fresh one each time the pause starts, whose root gets the pod's fsGroup and setgid when
+/// it has one.
+pub fn memory_tmpfs(pod_dir: &Path, spec: &PodSpec) -> Vec<TmpfsSpec> {
+    let group = fs_group(spec);
+    empty_dirs(spec)
+        .into_iter()
+        .filter(|e| e.memory)
+        .map(|e| TmpfsSpec {
+            path: volume_dir(pod_dir, EMPTY_DIR_PLUGIN, &e.name),
+            size_bytes: e.size_limit,
+            mode: if group.is_some() { 0o2777 } else { 0o777 },
+            gid: group.map(|g| g.gid),
         })
         .collect()
 }
