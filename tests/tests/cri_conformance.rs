@@ -813,3 +813,98 @@ fn containers_get_the_sandboxs_hostname_in_their_environment() {
         remove_sandbox(&mut c, sb).await;
     });
 }
+
+/// minilet's `minilet.dev/memory-volumes` sandbox annotation (a static pod's memory-backed
+/// emptyDirs as its generated config names them): a tmpfs inside the pod only, with the
+/// size and group asked for, shared by the pod's containers, never on the host.
+#[test]
+fn memory_volumes_are_a_tmpfs_inside_the_pod_only() {
+    if !is_root() {
+        return skip("needs root: runs the agent and real pods");
+    }
+    let env = Env::new("cri-memory-volume");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, &[]);
+    let vol = env.root.join("pods/uid-mem/volumes/kubernetes.io~empty-dir/cache");
+    std::fs::create_dir_all(&vol).unwrap();
+    let annotation = |path: &std::path::Path| {
+        HashMap::from([(
+            "minilet.dev/memory-volumes".to_string(),
+            format!(
+                r#"[{{"path": "{}", "sizeBytes": 1048576, "gid": 2000}}]"#,
+                path.display()
+            ),
+        )])
+    };
+    rt().block_on(async {
+        let mut c = connect(&env.socket).await;
+        // Only under the agent's pod directories: elsewhere is refused, and nothing is made.
+        let outside = env.dir.join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        let e = run_sandbox(
+            &mut c,
+            cri::PodSandboxConfig {
+                annotations: annotation(&outside),
+                ..sandbox_config("mem-outside", Default::default())
+            },
+        )
+        .await
+        .expect_err("refused");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(
+            e.message().contains("minilet.dev/memory-volumes") && e.message().contains("pod directories"),
+            "{e:?}"
+        );
+        let left = std::fs::read_dir(env.root.join("sandboxes"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(left, 0, "nothing is made for a refused sandbox");
+
+        let sb = run_sandbox(
+            &mut c,
+            cri::PodSandboxConfig {
+                annotations: annotation(&vol),
+                ..sandbox_config("mem", Default::default())
+            },
+        )
+        .await
+        .expect("RunPodSandbox");
+        let with_volume = |name: &str| {
+            let mut config = sleeper(name, Default::default());
+            config.mounts = vec![cri::Mount {
+                container_path: "/cache".into(),
+                host_path: vol.display().to_string(),
+                ..Default::default()
+            }];
+            config
+        };
+        let (writer, pid) = start(&mut c, &sb, with_volume("writer")).await;
+        let m = mounts_of(pid);
+        let opts = m.iter().find(|(p, _)| p == "/cache").map(|(_, o)| o.clone());
+        assert!(opts.is_some_and(|o| o.starts_with("rw")), "{m:?}");
+        let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+        let line = info
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some("/cache"))
+            .expect("/cache is a mount point");
+        assert!(line.contains(" - tmpfs ") && line.contains("size=1024k"), "{line}");
+        let (code, out, err) = exec(&mut c, &writer, "stat -c '%g %a' /cache && echo hi > /cache/x").await;
+        assert_eq!((code, out.trim()), (0, "2000 2777"), "{err}");
+
+        // The pod's other containers share it; the host never sees it.
+        let (reader, _) = start(&mut c, &sb, with_volume("reader")).await;
+        let (code, out, _) = exec(&mut c, &reader, "cat /cache/x").await;
+        assert_eq!((code, out.trim()), (0, "hi"));
+        assert_eq!(
+            std::fs::read_dir(&vol).unwrap().count(),
+            0,
+            "nothing written on the host's disk"
+        );
+        let host = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            !host.contains(&*vol.to_string_lossy()),
+            "the tmpfs is not in the host's mount namespace"
+        );
+        remove_sandbox(&mut c, sb).await;
+    });
+}

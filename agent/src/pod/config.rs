@@ -116,7 +116,7 @@ pub fn sandbox_config(
         resources: qos::pod_resources(spec, plan.qos),
         oom_score_adj: qos::PAUSE_OOM_SCORE_ADJ,
         shm_size: SHM_SIZE,
-        tmpfs_volumes: volumes::memory_tmpfs(&rt_layout.pod_dir(uid), spec),
+        memory_volumes: volumes::memory_volumes(&rt_layout.pod_dir(uid), spec),
         etc: EtcFiles {
             hosts: hosts_file(pod, plan, node),
             hostname: format!("{}\n", if host_net { &node.name } else { &plan.hostname }),

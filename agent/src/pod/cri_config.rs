@@ -38,6 +38,8 @@ pub struct SandboxInputs<'a> {
     pub attempt: u32,
     /// The node's pod log root (`--log-dir`); the pod's directory is made under it.
     pub log_root: &'a std::path::Path,
+    /// The pod's own directory (its volumes are there).
+    pub pod_dir: &'a std::path::Path,
 }
 
 fn name(pod: &Pod) -> String {
@@ -218,7 +220,7 @@ pub fn pod_sandbox_config(i: &SandboxInputs) -> cri::PodSandboxConfig {
         dns_config: Some(dns_config(&resolv_conf(i.pod, &i.node.resolv_conf))),
         port_mappings: port_mappings(spec),
         labels: pod_labels(i.pod, i.uid),
-        annotations: pod_annotations(i.pod, i.uid),
+        annotations: sandbox_annotations(i),
         linux: Some(cri::LinuxPodSandboxConfig {
             // Absolute, as the kubelet's cgroupfs parent is; the runtime places it under its own.
             cgroup_parent: format!("/{}", i.plan.cgroup),
@@ -229,6 +231,21 @@ pub fn pod_sandbox_config(i: &SandboxInputs) -> cri::PodSandboxConfig {
         }),
         windows: None,
     }
+}
+
+/// The kubelet's annotations, and the pod's memory-backed emptyDirs as minilet's runtime
+/// takes them (the CRI has no field for them; docs/architecture.md, sandbox difference 7).
+fn sandbox_annotations(i: &SandboxInputs) -> HashMap<String, String> {
+    let mut a = pod_annotations(i.pod, i.uid);
+    let memory = super::volumes::memory_volumes(i.pod_dir, spec(i.pod));
+    if !memory.is_empty() {
+        // A list of plain structs: serializing it cannot fail.
+        a.insert(
+            crate::runtime::cri::translate::MEMORY_VOLUMES.into(),
+            serde_json::to_string(&memory).unwrap_or_default(),
+        );
+    }
+    a
 }
 
 /// The container's labels as the kubelet's newContainerLabels: who the pod is, and the
@@ -409,6 +426,7 @@ mod tests {
             node,
             attempt: 0,
             log_root: std::path::Path::new("/logs"),
+            pod_dir: std::path::Path::new("/nonexistent/minilet-root/pods/u1"),
         })
     }
 
@@ -438,8 +456,10 @@ mod tests {
             node,
             attempt: 0,
             log_root: std::path::Path::new("/nonexistent/minilet-logs"),
+            pod_dir: &layout.pod_dir(uid),
         });
-        let read = translate::sandbox(&generated, node).expect("the runtime accepts the generated config");
+        let read =
+            translate::sandbox(&generated, node, &layout.pods_dir()).expect("the runtime accepts the generated config");
         assert_eq!(read.cgroup, today.cgroup, "cgroup");
         assert_eq!(read.namespaces, today.namespaces, "namespaces");
         assert_eq!(read.share_pid, plan.share_pid, "shared PID namespace");
@@ -473,6 +493,7 @@ mod tests {
             node: &node,
             attempt: 2,
             log_root: std::path::Path::new("/logs"),
+            pod_dir: std::path::Path::new("/nonexistent/minilet-root/pods/u1"),
         });
         let m = c.metadata.expect("metadata");
         assert_eq!(
@@ -624,7 +645,8 @@ spec:
             (None, Some(3000)),
             "the kubelet sends the group alone"
         );
-        let refused = translate::sandbox(&generated, &node).expect_err("the runtime refuses it");
+        let refused = translate::sandbox(&generated, &node, std::path::Path::new("/nonexistent"))
+            .expect_err("the runtime refuses it");
         assert!(refused.to_string().contains("run_as_group"), "{refused}");
         let problem = super::super::security::sandbox_user_problem(&p).expect("the static path refuses it");
         assert!(problem.contains("spec.securityContext.runAsGroup (3000)"), "{problem}");
@@ -763,8 +785,17 @@ spec:
             node: &node,
             attempt: 0,
             log_root: &log_root,
+            pod_dir: &layout.pod_dir(uid),
         });
-        let read_plan = translate::sandbox(&sandbox_config, &node).expect("sandbox");
+        // The pod side's volumes, as before RunPodSandbox.
+        crate::pod::volumes::set_up(&layout.pod_dir(uid), &p, &node).expect("volumes");
+        let today_sandbox =
+            super::super::config::sandbox_config(&layout, &p, uid, &plan, &node).expect("today's sandbox");
+        let read_plan = translate::sandbox(&sandbox_config, &node, &layout.pods_dir()).expect("sandbox");
+        assert_eq!(
+            read_plan.memory_volumes, today_sandbox.memory_volumes,
+            "memory-backed volumes"
+        );
         let sandbox = crate::runtime::cri::Sandbox {
             dir: layout.pod_dir(uid),
             record: crate::runtime::cri::SandboxRecord {
@@ -774,6 +805,7 @@ spec:
                 namespaces: read_plan.namespaces,
                 share_pid: read_plan.share_pid,
                 runtime_handler: String::new(),
+                memory_volumes: read_plan.memory_volumes.iter().map(|v| v.path.clone()).collect(),
             },
             config: sandbox_config,
             state: None,
@@ -818,10 +850,14 @@ spec:
         // Mount order differs (the runtime puts the client's after the sandbox's own files);
         // what is mounted where does not. Where the source is opened does: the CRI path takes
         // a client's mounts from the host's mount namespace at start (difference C9 in
-        // docs/architecture.md), the static path from the pod's copy of it.
+        // docs/architecture.md), the static path from the pod's copy of it; both bind a
+        // memory-backed volume from the pod's namespace, where its tmpfs is.
+        let memory: Vec<_> = today_sandbox.memory_volumes.iter().map(|v| v.path.clone()).collect();
         let sorted = |m: &[crate::runtime::spec::BindMount]| {
             let mut m = m.to_vec();
-            m.iter_mut().for_each(|b| b.from_host = None);
+            m.iter_mut()
+                .filter(|b| !memory.contains(&b.source))
+                .for_each(|b| b.from_host = None);
             m.sort_by(|a, b| a.destination.cmp(&b.destination));
             m
         };
@@ -843,6 +879,7 @@ spec:
   securityContext: {runAsUser: 1000, runAsGroup: 3000, supplementalGroups: [4000], fsGroup: 2000}
   volumes:
   - {name: scratch, emptyDir: {}}
+  - {name: mem, emptyDir: {medium: Memory, sizeLimit: 1Mi}}
   - {name: data, hostPath: {path: '@TMP@/data', type: DirectoryOrCreate}}
   - name: info
     downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]}
@@ -867,6 +904,7 @@ spec:
       seccompProfile: {type: RuntimeDefault}
     volumeMounts:
     - {name: scratch, mountPath: /scratch}
+    - {name: mem, mountPath: /mem}
     - {name: data, mountPath: /data, readOnly: true}
     - {name: data, mountPath: /scratch/sub, subPath: sub}
     - {name: info, mountPath: /etc/podinfo}";

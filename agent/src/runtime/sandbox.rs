@@ -29,16 +29,43 @@ pub struct SandboxConfig {
     /// The kubelet's value for the pause (clamped by the runtime if not permitted).
     pub oom_score_adj: i32,
     pub shm_size: u64,
-    /// Memory-backed volumes of the pod side (a static pod's `medium: Memory` emptyDirs):
-    /// a tmpfs each, mounted in the pod's mount namespace on a mount point the pod side
-    /// made. The pod side sets up every other volume itself, as the kubelet does.
-    pub tmpfs_volumes: Vec<TmpfsSpec>,
+    /// Memory-backed volumes of the pod side (a static pod's `medium: Memory` emptyDirs).
+    /// The pod side sets up every other volume itself, as the kubelet does.
+    pub memory_volumes: Vec<MemoryVolume>,
     pub etc: EtcFiles,
     /// Who the pod is for CNI and what it asks of the network (used with a pod network).
     pub network: PodNetwork,
     /// Namespaced sysctls (checked by [`super::sysctl::check`]).
     pub sysctls: Vec<super::sysctl::Sysctl>,
     pub pause: PauseSecurity,
+}
+
+/// A memory-backed volume: a tmpfs the sandbox helper mounts in the pod's mount namespace
+/// on a mount point the pod side made, fresh each time the pause starts, so it never
+/// appears in the host's or the agent's mount namespace and goes with the pause.
+/// Containers get it bound from there. A CRI client names these in the sandbox annotation
+/// [`super::cri::translate::MEMORY_VOLUMES`] (the CRI has no field for them).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MemoryVolume {
+    pub path: PathBuf,
+    /// The tmpfs size (`sizeLimit`); the kernel's default (half the memory) without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    /// The pod's fsGroup: the tmpfs root gets it, and setgid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+}
+
+impl MemoryVolume {
+    fn tmpfs(&self) -> TmpfsSpec {
+        TmpfsSpec {
+            path: self.path.clone(),
+            size_bytes: self.size_bytes,
+            mode: if self.gid.is_some() { 0o2777 } else { 0o777 },
+            gid: self.gid,
+        }
+    }
 }
 
 /// What the sandbox's security context makes of its pause, as containerd applies it to the
@@ -162,7 +189,7 @@ impl Runtime {
             mode: 0o1777,
             gid: None,
         }];
-        tmpfs.extend(cfg.tmpfs_volumes.iter().cloned());
+        tmpfs.extend(cfg.memory_volumes.iter().map(MemoryVolume::tmpfs));
 
         self.cgroups.create(&cfg.cgroup)?;
         self.cgroups.apply(&cfg.cgroup, &cfg.resources)?;

@@ -4,7 +4,7 @@
 //!
 //! As the kubelet's volume manager, the pod side sets them up under the pod's directory
 //! before it asks for a sandbox ([`set_up`]) and hands them to containers as mounts; the
-//! runtime only mounts the tmpfs of memory-backed emptyDirs inside the pod ([`memory_tmpfs`]).
+//! runtime only mounts the tmpfs of memory-backed emptyDirs inside the pod ([`memory_volumes`]).
 
 pub mod disk;
 
@@ -16,7 +16,7 @@ use super::config::{field_value, resource_value};
 use super::node::NodeInfo;
 use crate::file_modes;
 use crate::quantity::Quantity;
-use crate::runtime::spec::TmpfsSpec;
+use crate::runtime::sandbox::MemoryVolume;
 use disk::{
     DOWNWARD_API_PLUGIN, EMPTY_DIR_PLUGIN, EmptyDir, FileVolume, FsGroup, FsGroupChangePolicy, PROJECTED_PLUGIN,
     VolumeFile, volume_dir,
@@ -82,19 +82,16 @@ pub fn set_up(pod_dir: &Path, pod: &Pod, node: &NodeInfo) -> Result<(), String> 
     Ok(())
 }
 
-/// The tmpfs of the pod's memory-backed emptyDirs, at their mount points in `pod_dir`: a
-/// fresh one each time the pause starts, whose root gets the pod's fsGroup and setgid when
-/// it has one.
-pub fn memory_tmpfs(pod_dir: &Path, spec: &PodSpec) -> Vec<TmpfsSpec> {
-    let group = fs_group(spec);
+/// The pod's memory-backed emptyDirs, at their mount points in `pod_dir`.
+pub fn memory_volumes(pod_dir: &Path, spec: &PodSpec) -> Vec<MemoryVolume> {
+    let gid = fs_group(spec).map(|g| g.gid);
     empty_dirs(spec)
         .into_iter()
         .filter(|e| e.memory)
-        .map(|e| TmpfsSpec {
+        .map(|e| MemoryVolume {
             path: volume_dir(pod_dir, EMPTY_DIR_PLUGIN, &e.name),
             size_bytes: e.size_limit,
-            mode: if group.is_some() { 0o2777 } else { 0o777 },
-            gid: group.map(|g| g.gid),
+            gid,
         })
         .collect()
 }

@@ -50,6 +50,9 @@ pub struct SandboxRecord {
     /// Containers share the pause's PID namespace (pid mode POD or NODE).
     pub share_pid: bool,
     pub runtime_handler: String,
+    /// Mount points of the sandbox's memory-backed volumes (`translate::MEMORY_VOLUMES`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub memory_volumes: Vec<PathBuf>,
 }
 
 /// One CRI sandbox and its containers.

@@ -29,7 +29,7 @@ impl CriPods {
         let config = req
             .config
             .ok_or_else(|| RuntimeError::InvalidArgument("config is required".into()))?;
-        let plan = translate::sandbox(&config, &self.node)?;
+        let plan = translate::sandbox(&config, &self.node, &self.rt.layout.pods_dir())?;
         let id = new_id();
         let dir = self.rt.layout.cri_sandbox_dir(&id);
         let record = SandboxRecord {
@@ -39,6 +39,7 @@ impl CriPods {
             namespaces: plan.namespaces,
             share_pid: plan.share_pid,
             runtime_handler: String::new(),
+            memory_volumes: plan.memory_volumes.iter().map(|v| v.path.clone()).collect(),
         };
         let cfg = SandboxConfig {
             pod_uid: config.metadata.as_ref().map(|m| m.uid.clone()).unwrap_or_default(),
@@ -49,7 +50,7 @@ impl CriPods {
             resources: plan.resources.clone(),
             oom_score_adj: crate::pod::qos::PAUSE_OOM_SCORE_ADJ,
             shm_size: SHM_SIZE,
-            tmpfs_volumes: Vec::new(),
+            memory_volumes: plan.memory_volumes.clone(),
             etc: EtcFiles {
                 hosts: plan.hosts.clone(),
                 hostname: format!("{}\n", plan.hostname),

@@ -14,7 +14,7 @@ use crate::runtime::RuntimeError;
 use crate::runtime::container::ContainerConfig;
 use crate::runtime::host_ports::{HostPort, Protocol};
 use crate::runtime::network::{Bandwidth, bandwidth};
-use crate::runtime::sandbox::PauseSecurity;
+use crate::runtime::sandbox::{MemoryVolume, PauseSecurity};
 use crate::runtime::spec::{
     BindMount, HostTree, KernelPaths, ProcessSpec, Propagation, SandboxNamespaces, StdioSpec, UserSpec,
 };
@@ -39,6 +39,50 @@ pub struct SandboxPlan {
     /// CNI's `bandwidth` capability, from the sandbox's bandwidth annotations (containerd
     /// reads them there; the kubelet copies the pod's).
     pub bandwidth: Option<Bandwidth>,
+    /// From the [`MEMORY_VOLUMES`] annotation.
+    pub memory_volumes: Vec<MemoryVolume>,
+}
+
+/// minilet's sandbox annotation for memory-backed volumes, which the CRI has no field for:
+/// a JSON list of [`MemoryVolume`]s (`[{"path": ..., "sizeBytes": ..., "gid": ...}]`). Its
+/// paths must be directories under the agent's pod directories (`<root>/pods/`), where the
+/// static pods' side makes them; a container mount of one of these paths is bound from the
+/// pod's mount namespace. Static pods' generated configs carry it.
+pub const MEMORY_VOLUMES: &str = "minilet.dev/memory-volumes";
+
+/// The sandbox's memory-backed volumes, from its [`MEMORY_VOLUMES`] annotation.
+pub fn memory_volumes(config: &cri::PodSandboxConfig, pods_dir: &Path) -> Result<Vec<MemoryVolume>, RuntimeError> {
+    let Some(text) = config.annotations.get(MEMORY_VOLUMES) else {
+        return Ok(Vec::new());
+    };
+    let field = format!("annotations[{MEMORY_VOLUMES:?}]");
+    let volumes: Vec<MemoryVolume> = serde_json::from_str(text)
+        .map_err(|e| invalid(format!("{field}: not a JSON list of {{path, sizeBytes, gid}}: {e}")))?;
+    for v in &volumes {
+        let inside = v
+            .path
+            .strip_prefix(pods_dir)
+            .ok()
+            .filter(|rest| {
+                rest.components().next().is_some()
+                    && rest.components().all(|c| matches!(c, std::path::Component::Normal(_)))
+            })
+            .is_some();
+        if !inside {
+            return Err(invalid(format!(
+                "{field}: path {} is not under the agent's pod directories ({})",
+                v.path.display(),
+                pods_dir.display()
+            )));
+        }
+        if !v.path.is_dir() {
+            return Err(invalid(format!(
+                "{field}: path {} is not a directory (its owner makes the mount point first)",
+                v.path.display()
+            )));
+        }
+    }
+    Ok(volumes)
 }
 
 fn invalid(msg: impl Into<String>) -> RuntimeError {
@@ -85,7 +129,12 @@ fn safe_uid(uid: &str) -> Result<&str, RuntimeError> {
     Ok(uid)
 }
 
-pub fn sandbox(config: &cri::PodSandboxConfig, node: &crate::pod::node::NodeInfo) -> Result<SandboxPlan, RuntimeError> {
+/// `pods_dir`: the agent's pod directories, the only place a memory-backed volume may be.
+pub fn sandbox(
+    config: &cri::PodSandboxConfig,
+    node: &crate::pod::node::NodeInfo,
+    pods_dir: &Path,
+) -> Result<SandboxPlan, RuntimeError> {
     let meta = config
         .metadata
         .as_ref()
@@ -174,6 +223,7 @@ pub fn sandbox(config: &cri::PodSandboxConfig, node: &crate::pod::node::NodeInfo
     };
     let pause = pause_security(&sc)?;
     let bandwidth = bandwidth::from_annotations(|k| config.annotations.get(k).map(String::as_str)).map_err(invalid)?;
+    let memory_volumes = memory_volumes(config, pods_dir)?;
     Ok(SandboxPlan {
         cgroup: pod_cgroup(&linux.cgroup_parent, uid)?,
         namespaces,
@@ -186,6 +236,7 @@ pub fn sandbox(config: &cri::PodSandboxConfig, node: &crate::pod::node::NodeInfo
         sysctls,
         pause,
         bandwidth,
+        memory_volumes,
     })
 }
 
@@ -557,7 +608,7 @@ pub fn container(i: &ContainerInputs) -> Result<ContainerConfig, RuntimeError> {
         });
     }
     for (n, m) in c.mounts.iter().enumerate() {
-        mounts.push(mount(m, n)?);
+        mounts.push(mount(m, n, &i.sandbox.record.memory_volumes)?);
     }
 
     Ok(ContainerConfig {
@@ -635,7 +686,9 @@ fn kernel_paths(sc: &cri::LinuxContainerSecurityContext) -> Result<KernelPaths, 
     })
 }
 
-fn mount(m: &cri::Mount, n: usize) -> Result<BindMount, RuntimeError> {
+/// One client mount. A host path that is one of the sandbox's `memory_volumes` is bound from
+/// the pod's mount namespace, where its tmpfs is.
+fn mount(m: &cri::Mount, n: usize, memory_volumes: &[PathBuf]) -> Result<BindMount, RuntimeError> {
     let field = format!("mounts[{n}]");
     if !m.container_path.starts_with('/') {
         return Err(invalid(format!(
@@ -681,6 +734,21 @@ fn mount(m: &cri::Mount, n: usize) -> Result<BindMount, RuntimeError> {
         )));
     }
     let source = PathBuf::from(&m.host_path);
+    if memory_volumes.contains(&source) {
+        if propagation != Propagation::Private {
+            return Err(invalid(format!(
+                "{field}: {} is a memory-backed volume that lives inside the pod: mount propagation cannot reach it (use PROPAGATION_PRIVATE)",
+                m.host_path
+            )));
+        }
+        return Ok(BindMount {
+            source,
+            destination: m.container_path.clone(),
+            readonly: m.readonly,
+            file: false,
+            from_host: None,
+        });
+    }
     // containerd (like Docker) creates a missing host path as a directory.
     let file = match std::fs::metadata(&source) {
         Ok(md) => !md.is_dir(),
@@ -763,7 +831,11 @@ mod tests {
             }),
             ..Default::default()
         };
-        sandbox(&config, &crate::pod::config::tests::node())
+        sandbox(
+            &config,
+            &crate::pod::config::tests::node(),
+            Path::new("/nonexistent/pods"),
+        )
     }
 
     #[test]
@@ -864,7 +936,11 @@ mod tests {
                 ..Default::default()
             };
             config.annotations.insert(bandwidth::INGRESS.into(), value.into());
-            sandbox(&config, &crate::pod::config::tests::node())
+            sandbox(
+                &config,
+                &crate::pod::config::tests::node(),
+                Path::new("/nonexistent/pods"),
+            )
         };
         let b = with("5M").expect("plan").bandwidth.expect("bandwidth");
         assert_eq!((b.ingress_rate, b.egress_rate), (Some(5_000_000), None));
@@ -900,5 +976,109 @@ mod tests {
         assert!(err.contains("port_mappings[0].container_port"), "{err}");
         let err = host_ports(&[mapping(9, 80, 8080)]).unwrap_err().to_string();
         assert!(err.contains("port_mappings[0].protocol"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod memory_volume_tests {
+    use super::*;
+
+    fn config_with(annotation: &str) -> cri::PodSandboxConfig {
+        cri::PodSandboxConfig {
+            annotations: [(MEMORY_VOLUMES.to_string(), annotation.to_string())].into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn memory_volumes_are_taken_only_as_directories_under_the_pod_directories() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let pods = root.path().join("pods");
+        let vol = pods.join("u1/volumes/kubernetes.io~empty-dir/mem");
+        std::fs::create_dir_all(&vol).expect("mount point");
+        std::fs::create_dir_all(root.path().join("elsewhere")).expect("dir");
+
+        let ok = format!(
+            r#"[{{"path": "{}", "sizeBytes": 1048576, "gid": 2000}}]"#,
+            vol.display()
+        );
+        let read = memory_volumes(&config_with(&ok), &pods).expect("accepted");
+        assert_eq!(
+            read,
+            vec![MemoryVolume {
+                path: vol.clone(),
+                size_bytes: Some(1 << 20),
+                gid: Some(2000)
+            }]
+        );
+        assert!(
+            memory_volumes(&cri::PodSandboxConfig::default(), &pods)
+                .expect("none")
+                .is_empty()
+        );
+
+        for (annotation, says) in [
+            (
+                format!(r#"[{{"path": "{}/elsewhere"}}]"#, root.path().display()),
+                "is not under the agent's pod directories",
+            ),
+            (
+                format!(r#"[{{"path": "{}/u1/../../elsewhere"}}]"#, pods.display()),
+                "is not under the agent's pod directories",
+            ),
+            (
+                format!(r#"[{{"path": "{}"}}]"#, pods.display()),
+                "is not under the agent's pod directories",
+            ),
+            (
+                format!(r#"[{{"path": "{}/u2/missing"}}]"#, pods.display()),
+                "is not a directory",
+            ),
+            (r#"{"path": "/x"}"#.to_string(), "not a JSON list"),
+            (
+                format!(r#"[{{"path": "{}", "medium": "x"}}]"#, vol.display()),
+                "not a JSON list",
+            ),
+        ] {
+            let err = memory_volumes(&config_with(&annotation), &pods).expect_err(&annotation);
+            assert!(matches!(err, RuntimeError::InvalidArgument(_)), "{err:?}");
+            let text = err.to_string();
+            assert!(
+                text.contains(MEMORY_VOLUMES) && text.contains(says),
+                "{annotation}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_mount_of_a_memory_volume_is_bound_from_the_pod_and_only_privately() {
+        let vol = PathBuf::from("/state/pods/u1/volumes/kubernetes.io~empty-dir/mem");
+        let m = cri::Mount {
+            container_path: "/mem".into(),
+            host_path: vol.display().to_string(),
+            readonly: true,
+            ..Default::default()
+        };
+        let bound = mount(&m, 0, std::slice::from_ref(&vol)).expect("private mount");
+        assert_eq!(
+            bound,
+            BindMount {
+                source: vol.clone(),
+                destination: "/mem".into(),
+                readonly: true,
+                file: false,
+                from_host: None,
+            }
+        );
+        let shared = cri::Mount {
+            propagation: cri::MountPropagation::PropagationBidirectional as i32,
+            ..m
+        };
+        let err = mount(&shared, 3, std::slice::from_ref(&vol)).expect_err("propagation");
+        let text = err.to_string();
+        assert!(
+            text.contains("mounts[3]") && text.contains("memory-backed volume"),
+            "{text}"
+        );
     }
 }
