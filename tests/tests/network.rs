@@ -209,6 +209,9 @@ fn pods_get_ips_see_them_and_reach_each_other_and_the_node() {
         "{hosts}"
     );
     assert!(!hosts.contains("127.0.1.1"), "{hosts}");
+    // The kubelet's own file from the pod's directory, not the sandbox's.
+    assert!(hosts.starts_with("# Kubernetes-managed hosts file.\n"), "{hosts}");
+    assert_eq!(std::fs::read_to_string(web.dir.join("etc-hosts")).unwrap(), hosts);
     let environ = std::fs::read(format!("/proc/{}/environ", web.pid("main"))).unwrap();
     let environ = String::from_utf8_lossy(&environ);
     assert!(environ.split('\0').any(|v| v == format!("MY_IP={web_ip}")), "{environ}");

@@ -118,7 +118,7 @@ pub fn sandbox_config(
         shm_size: SHM_SIZE,
         memory_volumes: volumes::memory_volumes(&rt_layout.pod_dir(uid), spec),
         etc: EtcFiles {
-            hosts: hosts_file(pod, plan, node),
+            hosts: EtcFiles::sandbox_hosts(&plan.hostname, host_net, node),
             hostname: format!("{}\n", if host_net { &node.name } else { &plan.hostname }),
             resolv_conf: resolv.clone(),
         },
@@ -203,9 +203,10 @@ fn pod_network(pod: &Pod, uid: &str) -> Result<PodNetwork, String> {
     })
 }
 
-/// /etc/hosts as the kubelet writes it. Until the pod has an address the hostname maps to
-/// [`NO_POD_IP`]; the runtime puts the pod's IP there once its network is set up.
-fn hosts_file(pod: &Pod, plan: &PodPlan, node: &NodeInfo) -> String {
+/// /etc/hosts as the kubelet writes it (`etc-hosts` in the pod's directory): the node's for
+/// a host-network pod, else the standard entries and the hostname at the pod's first IP
+/// ([`NO_POD_IP`] for a pod without an address of its own); then the pod's hostAliases.
+pub fn hosts_file(pod: &Pod, plan: &PodPlan, node: &NodeInfo, pod_ips: &[IpAddr]) -> String {
     let mut out = String::new();
     if host_network(pod) {
         out.push_str("# Kubernetes-managed hosts file (host network).\n");
@@ -215,11 +216,11 @@ fn hosts_file(pod: &Pod, plan: &PodPlan, node: &NodeInfo) -> String {
         }
     } else {
         out.push_str("# Kubernetes-managed hosts file.\n");
-        out.push_str("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
-        out.push_str(
-            "fe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
-        );
-        out.push_str(&format!("{NO_POD_IP}\t{}\n", plan.hostname));
+        out.push_str(crate::runtime::sandbox::LOCAL_HOSTS);
+        match pod_ips.first() {
+            Some(ip) => out.push_str(&format!("{ip}\t{}\n", plan.hostname)),
+            None => out.push_str(&format!("{NO_POD_IP}\t{}\n", plan.hostname)),
+        }
     }
     let aliases = spec(pod).host_aliases.iter().flatten().collect::<Vec<_>>();
     if !aliases.is_empty() {
@@ -416,7 +417,7 @@ pub fn container_config(
                 tty: c.tty == Some(true),
             },
         },
-        mounts: mounts(layout, i)?,
+        mounts: mounts(layout, node, i)?,
         readonly_rootfs: sc.read_only_root_filesystem == Some(true),
         kernel_paths: None,
         log_path: i.log_path.clone(),
@@ -649,7 +650,7 @@ pub(super) fn resource_value(
 
 /// Bind mounts: the generated /etc files (unless the pod mounts its own there), /dev/shm,
 /// the termination log, then the volumes, parents before children.
-pub(super) fn mounts(layout: &Layout, i: &ContainerInputs) -> Result<Vec<BindMount>, String> {
+pub(super) fn mounts(layout: &Layout, node: &NodeInfo, i: &ContainerInputs) -> Result<Vec<BindMount>, String> {
     let c = i.container;
     let spec = spec(i.pod);
     let user_dests: Vec<&str> = c
@@ -659,7 +660,20 @@ pub(super) fn mounts(layout: &Layout, i: &ContainerInputs) -> Result<Vec<BindMou
         .map(|m| m.mount_path.as_str())
         .collect();
     let mut out = Vec::new();
-    for name in ["hosts", "hostname", "resolv.conf"] {
+    // The kubelet's own /etc/hosts (made by the pod side, the pod's IP in it), then the
+    // sandbox's hostname and resolv.conf.
+    if !user_dests.contains(&"/etc/hosts") {
+        let hosts = layout.etc_hosts(i.uid);
+        write_if_changed(&hosts, &hosts_file(i.pod, i.plan, node, i.pod_ips))?;
+        out.push(BindMount {
+            source: hosts,
+            destination: "/etc/hosts".into(),
+            readonly: false,
+            file: true,
+            from_host: None,
+        });
+    }
+    for name in ["hostname", "resolv.conf"] {
         let dest = format!("/etc/{name}");
         if !user_dests.contains(&dest.as_str()) {
             out.push(BindMount {
@@ -774,6 +788,20 @@ fn prepare_host_path(path: &str, kind: &str) -> Result<PathBuf, String> {
     Ok(p)
 }
 
+/// Write `content` to `path` (atomically, readable by every container user) unless it
+/// already holds it: running containers keep the file they have bound.
+fn write_if_changed(path: &Path, content: &str) -> Result<(), String> {
+    if std::fs::read(path).is_ok_and(|old| old == content.as_bytes()) {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent() {
+        crate::file_modes::create_dir_all(parent, crate::file_modes::STATE_DIR)
+            .map_err(|e| format!("create {}: {e}", parent.display()))?;
+    }
+    crate::atomic_file::write_mode(path, content.as_bytes(), crate::file_modes::SHARED_FILE)
+        .map_err(|e| format!("write {}: {e}", path.display()))
+}
+
 fn create_file(path: &Path, mode: u32) -> Result<(), String> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     if let Some(parent) = path.parent() {
@@ -858,21 +886,22 @@ spec:
     }
 
     #[test]
-    fn pod_ip_replaces_the_placeholder_in_etc_hosts() {
+    fn the_kubelets_hosts_file_has_the_pod_ip_and_host_aliases() {
         let p = pod(
             "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec: {containers: [], hostAliases: [{ip: 10.1.1.1, hostnames: [db]}]}",
         );
-        let etc = EtcFiles {
-            hosts: hosts_file(&p, &PodPlan::new(&p, "u"), &node()),
-            ..Default::default()
-        };
-        let hosts = etc.hosts_with_ip("10.244.0.7".parse().unwrap());
+        let plan = PodPlan::new(&p, "u");
+        let hosts = hosts_file(&p, &plan, &node(), &["10.244.0.7".parse().unwrap()]);
+        assert!(hosts.starts_with("# Kubernetes-managed hosts file.\n"), "{hosts}");
         assert!(hosts.contains("10.244.0.7\tweb\n"), "{hosts}");
         assert!(!hosts.contains(NO_POD_IP), "{hosts}");
         assert!(
             hosts.contains("10.1.1.1\tdb\n") && hosts.contains("127.0.0.1\tlocalhost\n"),
             "{hosts}"
         );
+        // Without an address of its own, the hostname maps to the placeholder.
+        let none = hosts_file(&p, &plan, &node(), &[]);
+        assert!(none.contains(&format!("{NO_POD_IP}\tweb\n")), "{none}");
     }
 
     #[test]

@@ -327,7 +327,7 @@ pub fn container_config(
         layout.etc_file(i.uid, "resolv.conf"),
         layout.shm_dir(i.uid),
     ];
-    let mounts = super::config::mounts(layout, i)?
+    let mounts = super::config::mounts(layout, node, i)?
         .into_iter()
         .filter(|m| {
             !(runtime_supplied.contains(&m.source)
@@ -465,6 +465,7 @@ mod tests {
         assert_eq!(read.share_pid, plan.share_pid, "shared PID namespace");
         assert_eq!(read.hostname, today.hostname, "hostname");
         assert_eq!(read.resolv_conf, today.etc.resolv_conf, "resolv.conf");
+        assert_eq!(read.hosts, today.etc.hosts, "the sandbox's own /etc/hosts");
         let read_dns = crate::runtime::network::Dns::from_resolv_conf(&read.resolv_conf);
         assert_eq!(read_dns, today.network.dns, "the CNI dns capability");
         assert_eq!(read.resources, today.resources, "pod cgroup resources");
@@ -753,7 +754,7 @@ spec:
         // exist first.
         std::fs::create_dir_all(layout.shm_dir(uid)).expect("shm dir");
         std::fs::create_dir_all(layout.pod_dir(uid).join("etc")).expect("etc dir");
-        for f in ["hosts", "hostname", "resolv.conf"] {
+        for f in ["hostname", "resolv.conf"] {
             std::fs::write(layout.etc_file(uid, f), "").expect("etc file");
         }
         let log_root = root.path().join("logs");
@@ -1050,7 +1051,7 @@ spec:
             .iter()
             .find(|m| m.container_path == "/etc/hosts")
             .expect("/etc/hosts");
-        assert_eq!(hosts.host_path, layout.etc_file("u1", "hosts").display().to_string());
+        assert_eq!(hosts.host_path, layout.etc_hosts("u1").display().to_string());
         assert!(
             !c.mounts
                 .iter()

@@ -103,6 +103,21 @@ pub struct EtcFiles {
 /// convention for a host without a fixed address).
 pub const NO_POD_IP: &str = "127.0.1.1";
 
+/// The standard entries every pod's /etc/hosts starts with (the kubelet's and containerd's).
+pub const LOCAL_HOSTS: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n";
+
+impl EtcFiles {
+    /// The sandbox's own /etc/hosts: the node's for a host-network sandbox; otherwise the
+    /// standard entries and the hostname at [`NO_POD_IP`] until the pod has an address.
+    pub fn sandbox_hosts(hostname: &str, host_network: bool, node: &crate::pod::node::NodeInfo) -> String {
+        if host_network {
+            node.hosts.clone()
+        } else {
+            format!("{LOCAL_HOSTS}{NO_POD_IP}\t{hostname}\n")
+        }
+    }
+}
+
 impl EtcFiles {
     /// /etc/hosts once the pod has `ip`: its own entry maps the hostname to it, as the
     /// kubelet writes it.

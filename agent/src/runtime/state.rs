@@ -3,9 +3,10 @@
 //! ```text
 //! <root>/pods/<uid>/pod.json                  PodRecord: the manifest the pod was made from
 //! <root>/pods/<uid>/sandbox.json              SandboxState: the pause (written by the launcher)
-//! <root>/pods/<uid>/etc/{hosts,hostname,resolv.conf}
+//! <root>/pods/<uid>/etc/{hosts,hostname,resolv.conf}   the sandbox's
+//! <root>/pods/<uid>/etc-hosts                 the kubelet's /etc/hosts, mounted in containers
 //! <root>/pods/<uid>/shm/                      mount point of the pod's /dev/shm (pause's mount ns only)
-//! <root>/pods/<uid>/volumes/<plugin>/<name>/  emptyDir volumes
+//! <root>/pods/<uid>/volumes/<plugin>/<name>/  emptyDir, downwardAPI and projected volumes
 //! <root>/pods/<uid>/containers/<id>/          one directory per container attempt:
 //!     container.json   ContainerRecord (written by the agent before the monitor starts)
 //!     spec.json        ContainerSpec (the monitor's input)
@@ -119,6 +120,12 @@ impl Layout {
     /// A generated /etc file of a static pod (hosts, hostname, resolv.conf).
     pub fn etc_file(&self, uid: &str, name: &str) -> PathBuf {
         self.pod_dir(uid).join("etc").join(name)
+    }
+
+    /// The kubelet-managed /etc/hosts of a static pod (the kubelet's `etc-hosts`): the pod
+    /// side's, mounted into each container; the sandbox's own `etc/hosts` is the runtime's.
+    pub fn etc_hosts(&self, uid: &str) -> PathBuf {
+        self.pod_dir(uid).join("etc-hosts")
     }
 
     pub fn shm_dir(&self, uid: &str) -> PathBuf {

@@ -186,13 +186,7 @@ pub fn sandbox(
         uts: !host_net,
     };
     let hostname = hostname(config, node);
-    let hosts = if host_net {
-        node.hosts.clone()
-    } else {
-        format!(
-            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
-        )
-    };
+    let hosts = crate::runtime::sandbox::EtcFiles::sandbox_hosts(&hostname, host_net, node);
     // containerd's rule: the client's DNS config when it gives one, else the node's file.
     let resolv_conf = match &config.dns_config {
         Some(d) if !(d.servers.is_empty() && d.searches.is_empty() && d.options.is_empty()) => {
