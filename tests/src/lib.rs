@@ -273,7 +273,12 @@ impl Env {
             if record["name"] != name {
                 continue;
             }
-            let sandbox = read_json(&entry.path().join("sandbox.json"));
+            // The pause of the sandbox the pod's record names (the runtime's directory).
+            let sandbox_dir = record["sandbox_id"]
+                .as_str()
+                .filter(|id| !id.is_empty())
+                .map(|id| self.root.join("sandboxes").join(id));
+            let sandbox = sandbox_dir.as_ref().and_then(|d| read_json(&d.join("sandbox.json")));
             let mut containers: BTreeMap<String, ContainerView> = BTreeMap::new();
             let mut attempts: BTreeMap<String, Vec<ContainerView>> = BTreeMap::new();
             for c in std::fs::read_dir(entry.path().join("containers"))
@@ -312,6 +317,7 @@ impl Env {
                     .and_then(|s: Value| s["pause"]["pid"].as_i64())
                     .map(|p| p as i32),
                 dir: entry.path(),
+                sandbox_dir,
                 containers,
                 attempts: attempts
                     .into_iter()
@@ -545,7 +551,10 @@ pub struct PodView {
     pub uid: String,
     pub cgroup: String,
     pub pause_pid: Option<i32>,
+    /// The pod's own directory (`pods/<uid>`: record, volumes, containers).
     pub dir: PathBuf,
+    /// Its current sandbox's directory (`sandboxes/<id>`: the pause, /etc files, hostPorts).
+    pub sandbox_dir: Option<PathBuf>,
     /// The latest attempt of each container.
     pub containers: BTreeMap<String, ContainerView>,
     /// Every attempt still on disk (the latest and the one before), oldest first.

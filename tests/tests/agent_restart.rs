@@ -224,3 +224,78 @@ fn a_pod_named_by_an_older_agent_is_replaced_under_its_static_name() {
     assert!(agent2.log_text().contains("replacing it under its static pod name"));
     assert!(!agent2.log_text().contains("panicked"));
 }
+
+/// The static pod's sandbox is the runtime's (`sandboxes/<id>/`, named by the pod's record).
+/// Agents before that kept it in the pod's own directory: such a sandbox is replaced (its
+/// pause and containers stop, a new sandbox starts), and nothing of the old one stays.
+#[test]
+fn a_sandbox_kept_by_an_older_agent_is_replaced() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("restart-legacy-sandbox");
+    env.import_image("busybox");
+    let mut agent = Agent::start(&env, &[]);
+    env.write_manifest("old.yaml", &simple("old"));
+    let name = static_pod_name("old");
+    let old = env.wait_running(&name, &["main"]);
+    let sandbox_dir = old.sandbox_dir.clone().expect("the pod's record names its sandbox");
+    assert!(sandbox_dir.join("cri-sandbox.pb").is_file(), "a runtime sandbox");
+    agent.kill9();
+
+    // What an older agent left: the pause recorded in the pod's directory, no runtime record.
+    std::fs::rename(sandbox_dir.join("sandbox.json"), old.dir.join("sandbox.json")).unwrap();
+    std::fs::remove_dir_all(&sandbox_dir).unwrap();
+
+    let agent2 = Agent::start(&env, &[]);
+    wait_for("the old sandbox's processes end", Duration::from_secs(30), || {
+        (!alive(old.pause()) && !alive(old.pid("main"))).then_some(())
+    });
+    let new = env.wait_running(&name, &["main"]);
+    assert_eq!(new.uid, old.uid);
+    assert_ne!(new.pause(), old.pause());
+    assert!(!old.dir.join("sandbox.json").exists(), "the old record is gone");
+    let sandboxes: Vec<_> = std::fs::read_dir(env.root.join("sandboxes"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(sandboxes.len(), 1, "only the new sandbox");
+    assert_eq!(Some(sandboxes[0].path()), new.sandbox_dir);
+    assert!(agent2.log_text().contains("sandbox of an older agent"));
+    assert!(!agent2.log_text().contains("panicked"));
+}
+
+/// A static pod's sandbox that no pod record names (the agent died between RunPodSandbox
+/// and saving the pod's record) is removed when the agent comes back; the pod, whose record
+/// names a sandbox that does not exist, gets a new one.
+#[test]
+fn a_static_sandbox_no_pod_records_is_removed_at_start() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("restart-unrecorded-sandbox");
+    env.import_image("busybox");
+    let mut agent = Agent::start(&env, &[]);
+    env.write_manifest("p.yaml", &simple("p"));
+    let name = static_pod_name("p");
+    let old = env.wait_running(&name, &["main"]);
+    agent.kill9();
+    let record_path = old.dir.join("pod.json");
+    let mut record: serde_json::Value = serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();
+    record["sandbox_id"] = "0000000000000000000000000000000000000000000000000000000000000000".into();
+    std::fs::write(&record_path, serde_json::to_vec(&record).unwrap()).unwrap();
+
+    let agent2 = Agent::start(&env, &[]);
+    wait_for("the unrecorded sandbox's pause ends", Duration::from_secs(30), || {
+        (!alive(old.pause())).then_some(())
+    });
+    let new = env.wait_running(&name, &["main"]);
+    assert_ne!(new.pause(), old.pause());
+    let sandboxes: Vec<_> = std::fs::read_dir(env.root.join("sandboxes"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(sandboxes.len(), 1, "only the new sandbox");
+    assert!(!old.sandbox_dir.expect("old sandbox dir").exists());
+    assert!(agent2.log_text().contains("no pod records"));
+}

@@ -103,6 +103,10 @@ fn runtime_service_over_real_pods() {
             .items;
         assert_eq!(all.len(), 1);
         let sb = &all[0];
+        // The runtime's sandbox, made from the pod's generated config and listed once.
+        let dir = env.root.join("sandboxes").join(&sb.id);
+        assert_eq!(pod.sandbox_dir.as_ref(), Some(&dir));
+        assert!(dir.join("cri-sandbox.pb").is_file(), "{}", dir.display());
         assert_eq!(sb.labels["io.kubernetes.pod.name"], static_pod_name("web"));
         assert_eq!(
             sb.metadata.as_ref().map(|m| m.name.clone()),

@@ -480,7 +480,17 @@ fn bad_requests_are_refused_with_their_reason_and_leave_nothing() {
             cgroup_parent: "/kubepods/../../escape".into(),
             ..Default::default()
         });
+        // A client's sandbox cannot pass for a static pod's.
+        let mut manifest = sandbox_config("bad", "uid-bad", &logs);
+        manifest
+            .annotations
+            .insert("minilet.dev/manifest".into(), "/etc/minilet/x.yaml".into());
         for (config, want, words) in [
+            (
+                manifest,
+                tonic::Code::InvalidArgument,
+                "reserved for the agent's static pods",
+            ),
             (no_meta, tonic::Code::InvalidArgument, "metadata"),
             (bad_uid, tonic::Code::InvalidArgument, "metadata.uid"),
             (sysctls, tonic::Code::InvalidArgument, "linux.sysctls"),

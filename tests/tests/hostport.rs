@@ -71,9 +71,10 @@ fn listening_tcp(pid: i32) -> Vec<u16> {
     out
 }
 
-/// The forwarder recorded in a pod's state directory.
+/// The forwarder recorded in a pod's sandbox directory.
 fn forwarder_pid(p: &PodView) -> Option<i32> {
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p.dir.join("portfwd.json")).ok()?).ok()?;
+    let dir = p.sandbox_dir.as_ref()?;
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("portfwd.json")).ok()?).ok()?;
     v["pid"].as_i64().map(|p| p as i32)
 }
 

@@ -368,6 +368,10 @@ fn a_failing_plugin_is_an_event_and_leaves_nothing() {
     assert!(pod.pause_pid.is_none_or(|p| !alive(p)), "pause still running");
     assert!(pod.containers.is_empty());
     assert!(!pod.dir.join("network.json").exists());
+    let sandboxes = std::fs::read_dir(env.root.join("sandboxes"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(sandboxes, 0, "the failed sandbox's directory is gone");
     assert_nothing_left(&env, &ns);
 
     agent.stop();

@@ -240,7 +240,7 @@ fn other_users_reach_no_setuid_binary_secret_or_log() {
     assert_eq!(mode(log_dir), 0o755);
     assert_eq!(mode(log_dir.parent().unwrap()), 0o755);
     assert_eq!(
-        mode(&pod.dir.join("etc/hosts")),
+        mode(&pod.dir.join("etc-hosts")),
         0o644,
         "bind-mounted into the container"
     );

@@ -13,6 +13,22 @@ use crate::runtime::RuntimeError;
 
 type R<T> = Result<Response<T>, Status>;
 
+/// A client's sandbox may not pass for a static pod's: the annotation that says so is the
+/// agent's own pod side's.
+fn reserved_for_manifests(req: &cri::RunPodSandboxRequest) -> Result<(), Status> {
+    let marked = req
+        .config
+        .as_ref()
+        .is_some_and(|c| c.annotations.contains_key(crate::runtime::cri::MANIFEST));
+    if marked {
+        return Err(Status::from(RuntimeError::InvalidArgument(format!(
+            "annotations[{:?}] is reserved for the agent's static pods",
+            crate::runtime::cri::MANIFEST
+        ))));
+    }
+    Ok(())
+}
+
 fn answer<T>(r: Result<T, RuntimeError>) -> R<T> {
     r.map(Response::new).map_err(Status::from)
 }
@@ -30,7 +46,9 @@ impl<S: RuntimeService + Owners + 'static> cri::runtime_service_server::RuntimeS
     }
 
     async fn run_pod_sandbox(&self, r: Request<cri::RunPodSandboxRequest>) -> R<cri::RunPodSandboxResponse> {
-        answer(self.0.run_pod_sandbox(r.into_inner()).await)
+        let req = r.into_inner();
+        reserved_for_manifests(&req)?;
+        answer(self.0.run_pod_sandbox(req).await)
     }
 
     async fn stop_pod_sandbox(&self, r: Request<cri::StopPodSandboxRequest>) -> R<cri::StopPodSandboxResponse> {

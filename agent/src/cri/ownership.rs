@@ -33,7 +33,7 @@ pub trait Owners: Send + Sync {
 #[tonic::async_trait]
 impl Owners for Cri {
     async fn sandbox_owner(&self, id: &str) -> Owner {
-        if !self.pods().has_sandbox(id) && filter::sandbox(&self.ctx.registry, id).is_ok() {
+        if !self.pods().has_client_sandbox(id) && filter::sandbox(&self.ctx.registry, id).is_ok() {
             Owner::Manifest
         } else {
             Owner::Client

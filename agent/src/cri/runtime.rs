@@ -115,7 +115,7 @@ impl RuntimeService for Cri {
         req: cri::StopPodSandboxRequest,
     ) -> Result<cri::StopPodSandboxResponse, RuntimeError> {
         let id = req.pod_sandbox_id;
-        if self.pods().has_sandbox(&id) {
+        if self.pods().has_client_sandbox(&id) {
             self.pods().stop_pod_sandbox(&id).await?;
         } else {
             self.stop_static_sandbox(&id).await?;
@@ -128,7 +128,7 @@ impl RuntimeService for Cri {
         req: cri::RemovePodSandboxRequest,
     ) -> Result<cri::RemovePodSandboxResponse, RuntimeError> {
         let id = req.pod_sandbox_id;
-        if self.pods().has_sandbox(&id) {
+        if self.pods().has_client_sandbox(&id) {
             self.pods().remove_pod_sandbox(&id).await?;
         } else {
             // A static pod's sandbox comes back while its manifest is there: removing it is
@@ -142,7 +142,7 @@ impl RuntimeService for Cri {
         &self,
         req: cri::PodSandboxStatusRequest,
     ) -> Result<cri::PodSandboxStatusResponse, RuntimeError> {
-        if self.pods().has_sandbox(&req.pod_sandbox_id) {
+        if self.pods().has_client_sandbox(&req.pod_sandbox_id) {
             let (status, verbose) = self.pods().pod_sandbox_status(&req.pod_sandbox_id).await?;
             let containers_statuses = Vec::new();
             let mut info = std::collections::HashMap::new();
@@ -462,7 +462,7 @@ impl RuntimeService for Cri {
         req: cri::PodSandboxStatsRequest,
     ) -> Result<cri::PodSandboxStatsResponse, RuntimeError> {
         let id = req.pod_sandbox_id;
-        let input = if self.pods().has_sandbox(&id) {
+        let input = if self.pods().has_client_sandbox(&id) {
             let sb = self.pods().find_sandbox(&id)?;
             let sb = sb.lock().await.clone();
             cri_sandbox_input(&sb)

@@ -17,14 +17,10 @@ use crate::images::Image;
 use crate::quantity::Quantity;
 use crate::runtime::capabilities;
 use crate::runtime::container::ContainerConfig;
-use crate::runtime::network::{Dns, PodNetwork, PortMapping, bandwidth};
-use crate::runtime::sandbox::{EtcFiles, NO_POD_IP, PauseSecurity, SandboxConfig};
-use crate::runtime::seccomp::{self, SeccompArgs};
+use crate::runtime::sandbox::NO_POD_IP;
+use crate::runtime::seccomp::SeccompArgs;
 use crate::runtime::spec::{BindMount, ProcessSpec, SandboxNamespaces, StdioSpec, UserSpec};
 use crate::runtime::state::Layout;
-
-/// Default size of a pod's /dev/shm (containerd's).
-pub const SHM_SIZE: u64 = 64 * 1024 * 1024;
 
 /// What is decided once per pod.
 #[derive(Debug, Clone)]
@@ -65,7 +61,7 @@ pub fn pod_hostname(pod: &Pod) -> String {
     cut.trim_end_matches(['-', '.']).to_string()
 }
 
-fn host_network(pod: &Pod) -> bool {
+pub(super) fn host_network(pod: &Pod) -> bool {
     spec(pod).host_network == Some(true)
 }
 
@@ -80,80 +76,6 @@ pub fn sandbox_namespaces(spec: &k8s_openapi::api::core::v1::PodSpec) -> Sandbox
     }
 }
 
-/// The sandbox of a pod.
-pub fn sandbox_config(
-    rt_layout: &crate::runtime::state::Layout,
-    pod: &Pod,
-    uid: &str,
-    plan: &PodPlan,
-    node: &NodeInfo,
-) -> Result<SandboxConfig, String> {
-    let spec = spec(pod);
-    let host_net = host_network(pod);
-    let resolv = resolv_conf(pod, &node.resolv_conf);
-    let namespaces = sandbox_namespaces(spec);
-    // Validated when the manifest was read; checked again, as the runtime takes only these.
-    let sysctls = spec
-        .security_context
-        .iter()
-        .flat_map(|sc| sc.sysctls.iter().flatten())
-        .enumerate()
-        .map(|(i, s)| {
-            crate::runtime::sysctl::check(&s.name, &s.value, &namespaces)
-                .map_err(|e| format!("spec.securityContext.sysctls[{i}]: {e}"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(SandboxConfig {
-        pod_uid: uid.to_string(),
-        dir: rt_layout.pod_dir(uid),
-        hostname: if host_net {
-            node.name.clone()
-        } else {
-            plan.hostname.clone()
-        },
-        namespaces,
-        cgroup: plan.cgroup.clone(),
-        resources: qos::pod_resources(spec, plan.qos),
-        oom_score_adj: qos::PAUSE_OOM_SCORE_ADJ,
-        shm_size: SHM_SIZE,
-        memory_volumes: volumes::memory_volumes(&rt_layout.pod_dir(uid), spec),
-        etc: EtcFiles {
-            hosts: EtcFiles::sandbox_hosts(&plan.hostname, host_net, node),
-            hostname: format!("{}\n", if host_net { &node.name } else { &plan.hostname }),
-            resolv_conf: resolv.clone(),
-        },
-        network: PodNetwork {
-            dns: Dns::from_resolv_conf(&resolv),
-            ..pod_network(pod, uid)?
-        },
-        sysctls,
-        pause: pause_security(spec),
-    })
-}
-
-/// The pause as the kubelet's sandbox security context asks containerd to run it: as the
-/// pod's runAsUser/runAsGroup with its supplemental groups and fsGroup, under the runtime's
-/// default seccomp profile (the kubelet always asks for it for the sandbox), which a pod
-/// with a privileged container does not get.
-fn pause_security(spec: &PodSpec) -> PauseSecurity {
-    let psc = spec.security_context.as_ref();
-    let (supplemental_groups, strict_groups) = pod_groups(spec);
-    PauseSecurity {
-        user: UserSpec {
-            uid: psc.and_then(|p| p.run_as_user).map(|u| u as u32),
-            gid: psc.and_then(|p| p.run_as_group).map(|g| g as u32),
-            image_user: String::new(),
-            supplemental_groups,
-            strict_groups,
-        },
-        seccomp: if has_privileged_container(spec) {
-            seccomp::Request::Unconfined
-        } else {
-            seccomp::Request::RuntimeDefault
-        },
-    }
-}
-
 /// Whether any container of the pod is privileged (the kubelet's HasPrivilegedContainer).
 pub(super) fn has_privileged_container(spec: &PodSpec) -> bool {
     spec.containers
@@ -164,7 +86,7 @@ pub(super) fn has_privileged_container(spec: &PodSpec) -> bool {
 
 /// The pod's supplemental groups with its fsGroup, and whether its policy is Strict: what
 /// its pause and every container are given.
-fn pod_groups(spec: &PodSpec) -> (Vec<u32>, bool) {
+pub(super) fn pod_groups(spec: &PodSpec) -> (Vec<u32>, bool) {
     let psc = spec.security_context.as_ref();
     let groups = psc
         .map(|p| {
@@ -179,28 +101,6 @@ fn pod_groups(spec: &PodSpec) -> (Vec<u32>, bool) {
         .unwrap_or_default();
     let strict = psc.and_then(|p| p.supplemental_groups_policy.as_deref()) == Some("Strict");
     (groups, strict)
-}
-
-/// Who the pod is for its CNI plugins, the hostPorts of its containers (portMappings) and
-/// its bandwidth annotations.
-fn pod_network(pod: &Pod, uid: &str) -> Result<PodNetwork, String> {
-    let spec = spec(pod);
-    // The same ports the `--network=none` forwarder would open: app containers' (as the
-    // kubelet's portMappings; not sidecars'), none for a hostNetwork pod.
-    let port_mappings = super::host_ports::forwarded(spec)
-        .iter()
-        .map(PortMapping::from)
-        .collect();
-    let annotations = pod.metadata.annotations.as_ref();
-    let bandwidth = bandwidth::from_annotations(|k| annotations?.get(k).map(String::as_str))?;
-    Ok(PodNetwork {
-        namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
-        name: pod.metadata.name.clone().unwrap_or_default(),
-        uid: uid.to_string(),
-        port_mappings,
-        bandwidth,
-        dns: None,
-    })
 }
 
 /// /etc/hosts as the kubelet writes it (`etc-hosts` in the pod's directory): the node's for
@@ -311,6 +211,8 @@ pub fn termination_log_path(layout: &Layout, uid: &str, container: &str, attempt
 pub struct ContainerInputs<'a> {
     pub pod: &'a Pod,
     pub uid: &'a str,
+    /// The pod's current sandbox's directory (its /etc/hostname, /etc/resolv.conf, /dev/shm).
+    pub sandbox_dir: &'a Path,
     pub plan: &'a PodPlan,
     pub container: &'a Container,
     pub attempt: u32,
@@ -677,7 +579,7 @@ pub(super) fn mounts(layout: &Layout, node: &NodeInfo, i: &ContainerInputs) -> R
         let dest = format!("/etc/{name}");
         if !user_dests.contains(&dest.as_str()) {
             out.push(BindMount {
-                source: layout.etc_file(i.uid, name),
+                source: i.sandbox_dir.join("etc").join(name),
                 destination: dest,
                 readonly: false,
                 file: true,
@@ -688,7 +590,7 @@ pub(super) fn mounts(layout: &Layout, node: &NodeInfo, i: &ContainerInputs) -> R
     let shm = if spec.host_ipc == Some(true) {
         PathBuf::from("/dev/shm")
     } else {
-        layout.shm_dir(i.uid)
+        i.sandbox_dir.join("shm")
     };
     out.push(BindMount {
         source: shm,
@@ -837,52 +739,6 @@ pub(crate) mod tests {
             resolv_conf: "nameserver 10.0.0.2\nsearch corp.example\noptions ndots:2 edns0\n".into(),
             hosts: "127.0.0.1 localhost\n".into(),
         }
-    }
-
-    #[test]
-    fn pod_network_has_host_ports_and_bandwidth() {
-        let p = pod(r#"
-apiVersion: v1
-kind: Pod
-metadata:
-  name: web
-  namespace: shop
-  annotations: {kubernetes.io/ingress-bandwidth: 10M, kubernetes.io/egress-bandwidth: 1Mi}
-spec:
-  containers:
-  - name: a
-    ports:
-    - {containerPort: 80, hostPort: 8080}
-    - {containerPort: 53, hostPort: 5353, protocol: UDP, hostIP: 127.0.0.1}
-    - {containerPort: 9090}
-"#);
-        let n = pod_network(&p, "u1").expect("network");
-        assert_eq!(
-            (n.namespace.as_str(), n.name.as_str(), n.uid.as_str()),
-            ("shop", "web", "u1")
-        );
-        assert_eq!(
-            n.port_mappings,
-            vec![
-                PortMapping {
-                    host_port: 8080,
-                    container_port: 80,
-                    protocol: "tcp".into(),
-                    host_ip: String::new(),
-                },
-                PortMapping {
-                    host_port: 5353,
-                    container_port: 53,
-                    protocol: "udp".into(),
-                    host_ip: "127.0.0.1".into(),
-                },
-            ]
-        );
-        let b = n.bandwidth.expect("bandwidth");
-        assert_eq!((b.ingress_rate, b.egress_rate), (Some(10_000_000), Some(1 << 20)));
-        assert_eq!(b.ingress_burst, Some(u32::MAX as u64));
-        let plain = pod("apiVersion: v1\nkind: Pod\nmetadata: {name: w}\nspec: {containers: []}");
-        assert_eq!(pod_network(&plain, "u").expect("network").bandwidth, None);
     }
 
     #[test]

@@ -323,9 +323,9 @@ pub fn container_config(
     let sc = merged_security_context(spec, c);
     let (_, pod_env) = environment(i.pod, c, node, i.pod_ips, &i.image.config.env, &i.plan.hostname)?;
     let runtime_supplied = [
-        layout.etc_file(i.uid, "hostname"),
-        layout.etc_file(i.uid, "resolv.conf"),
-        layout.shm_dir(i.uid),
+        i.sandbox_dir.join("etc").join("hostname"),
+        i.sandbox_dir.join("etc").join("resolv.conf"),
+        i.sandbox_dir.join("shm"),
     ];
     let mounts = super::config::mounts(layout, node, i)?
         .into_iter()
@@ -434,7 +434,7 @@ mod tests {
     fn static_sandbox(p: &Pod) -> crate::runtime::sandbox::SandboxConfig {
         let plan = PodPlan::new(p, "u1");
         let layout = Layout::new(std::path::Path::new("/nonexistent/minilet-root"));
-        super::super::config::sandbox_config(&layout, p, "u1", &plan, &node()).expect("config")
+        super::super::static_sandbox::sandbox_config(&layout, p, "u1", &plan, &node()).expect("config")
     }
 
     /// The generated config, read by the runtime as a CRI client's would be, against what
@@ -448,7 +448,8 @@ mod tests {
         let uid = "u1";
         let plan = PodPlan::new(&p, uid);
         let layout = Layout::new(std::path::Path::new("/nonexistent/minilet-root"));
-        let today = super::super::config::sandbox_config(&layout, &p, uid, &plan, node).expect("today's config");
+        let today =
+            super::super::static_sandbox::sandbox_config(&layout, &p, uid, &plan, node).expect("today's config");
         let generated = pod_sandbox_config(&SandboxInputs {
             pod: &p,
             uid,
@@ -752,10 +753,10 @@ spec:
         // What RunPodSandbox has made by the time containers are created: the runtime makes
         // a missing host path a directory (as containerd), so the kubelet's /etc/hosts must
         // exist first.
-        std::fs::create_dir_all(layout.shm_dir(uid)).expect("shm dir");
+        std::fs::create_dir_all(layout.pod_dir(uid).join("shm")).expect("shm dir");
         std::fs::create_dir_all(layout.pod_dir(uid).join("etc")).expect("etc dir");
         for f in ["hostname", "resolv.conf"] {
-            std::fs::write(layout.etc_file(uid, f), "").expect("etc file");
+            std::fs::write(layout.pod_dir(uid).join("etc").join(f), "").expect("etc file");
         }
         let log_root = root.path().join("logs");
         let seccomp_args = SeccompArgs::default();
@@ -769,6 +770,7 @@ spec:
         let inputs = ContainerInputs {
             pod: &p,
             uid,
+            sandbox_dir: &layout.pod_dir(uid),
             plan: &plan,
             container: c,
             attempt: 1,
@@ -791,7 +793,7 @@ spec:
         // The pod side's volumes, as before RunPodSandbox.
         crate::pod::volumes::set_up(&layout.pod_dir(uid), &p, &node).expect("volumes");
         let today_sandbox =
-            super::super::config::sandbox_config(&layout, &p, uid, &plan, &node).expect("today's sandbox");
+            super::super::static_sandbox::sandbox_config(&layout, &p, uid, &plan, &node).expect("today's sandbox");
         let read_plan = translate::sandbox(&sandbox_config, &node, &layout.pods_dir()).expect("sandbox");
         assert_eq!(
             read_plan.memory_volumes, today_sandbox.memory_volumes,
@@ -963,6 +965,7 @@ spec: {containers: [{name: a, image: busybox, securityContext: {runAsGroup: 3000
             let inputs = ContainerInputs {
                 pod: &p,
                 uid: "u1",
+                sandbox_dir: std::path::Path::new("/sandbox"),
                 plan: &plan,
                 container: &spec.containers[0],
                 attempt: 0,
@@ -1017,6 +1020,7 @@ spec:
         let inputs = ContainerInputs {
             pod: &p,
             uid: "u1",
+            sandbox_dir: std::path::Path::new("/sandbox"),
             plan: &plan,
             container: &spec.containers[0],
             attempt: 3,

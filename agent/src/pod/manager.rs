@@ -55,6 +55,7 @@ impl Manager {
         let wanted_files: HashSet<PathBuf> = desired.iter().map(|p| p.path.clone()).collect();
 
         let mut known = HashSet::new();
+        let mut referenced = HashSet::new();
         for found in state::load_pods(&m.ctx.runtime.layout) {
             let (record, sandbox) = match found {
                 Ok(v) => v,
@@ -69,6 +70,7 @@ impl Manager {
                 }
             };
             known.insert(record.uid.clone());
+            referenced.insert(record.sandbox_id.clone());
             // Agents before static pods were named <name>-<node> ran them under the bare
             // name, with the same UID: their hostname, environment and log directory carry
             // the old name, so the pod is replaced rather than re-adopted under a new one.
@@ -84,6 +86,18 @@ impl Manager {
             m.adopt(record, sandbox, !keep).await;
             if keep {
                 m.by_file.insert(manifest, uid);
+            }
+        }
+
+        // Sandboxes made for static pods that no pod records (the agent stopped between
+        // RunPodSandbox and saving the pod's record, or the pod's state was lost).
+        for (id, uid) in m.ctx.cri_pods.manifest_sandboxes().await {
+            if referenced.contains(&id) {
+                continue;
+            }
+            tracing::warn!(sandbox = %id, %uid, "removing a static pod's sandbox no pod records");
+            if let Err(e) = m.ctx.cri_pods.remove_pod_sandbox(&id).await {
+                tracing::warn!(sandbox = %id, error = %e, "remove an unrecorded sandbox");
             }
         }
 

@@ -17,6 +17,8 @@ pub mod qos;
 pub mod restart_policy;
 pub mod security;
 pub mod states;
+#[cfg(test)]
+mod static_sandbox;
 pub mod status;
 pub mod sysctls;
 pub mod volumes;

@@ -1,12 +1,14 @@
 //! The state directory: what exists, kept on disk so a restarted agent can re-adopt it.
 //!
 //! ```text
-//! <root>/pods/<uid>/pod.json                  PodRecord: the manifest the pod was made from
-//! <root>/pods/<uid>/sandbox.json              SandboxState: the pause (written by the launcher)
-//! <root>/pods/<uid>/etc/{hosts,hostname,resolv.conf}   the sandbox's
+//! <root>/pods/<uid>/pod.json                  PodRecord: the manifest the pod was made from,
+//!                                             and the ID of its current sandbox
 //! <root>/pods/<uid>/etc-hosts                 the kubelet's /etc/hosts, mounted in containers
-//! <root>/pods/<uid>/shm/                      mount point of the pod's /dev/shm (pause's mount ns only)
 //! <root>/pods/<uid>/volumes/<plugin>/<name>/  emptyDir, downwardAPI and projected volumes
+//! <root>/pods/<uid>/termination/<name>/<n>    containers' termination-log files
+//! <root>/sandboxes/<id>/                      the sandbox, the runtime's (see runtime::cri):
+//!     cri-sandbox.json, cri-sandbox.pb, sandbox.json (the pause), etc/{hosts,hostname,
+//!     resolv.conf}, shm/ (mount point of the pod's /dev/shm, pause's mount ns only)
 //! <root>/pods/<uid>/containers/<id>/          one directory per container attempt:
 //!     container.json   ContainerRecord (written by the agent before the monitor starts)
 //!     spec.json        ContainerSpec (the monitor's input)
@@ -117,25 +119,18 @@ impl Layout {
         self.pods_dir().join(&*path_component(uid))
     }
 
-    /// A generated /etc file of a static pod (hosts, hostname, resolv.conf).
-    pub fn etc_file(&self, uid: &str, name: &str) -> PathBuf {
-        self.pod_dir(uid).join("etc").join(name)
-    }
-
     /// The kubelet-managed /etc/hosts of a static pod (the kubelet's `etc-hosts`): the pod
     /// side's, mounted into each container; the sandbox's own `etc/hosts` is the runtime's.
     pub fn etc_hosts(&self, uid: &str) -> PathBuf {
         self.pod_dir(uid).join("etc-hosts")
     }
 
-    pub fn shm_dir(&self, uid: &str) -> PathBuf {
-        self.pod_dir(uid).join("shm")
-    }
-
     pub fn pod_record(&self, uid: &str) -> PathBuf {
         self.pod_dir(uid).join("pod.json")
     }
 
+    /// Where agents before step C kept a static pod's pause (its sandbox lived in the pod's
+    /// own directory); such a sandbox is replaced when found.
     pub fn sandbox_state(&self, uid: &str) -> PathBuf {
         self.pod_dir(uid).join(super::sandbox::SANDBOX_STATE)
     }

@@ -11,14 +11,8 @@ pub async fn run(w: &mut Worker) -> State {
     w.ctx.admission.release(&w.uid);
     // What still runs is the sidecars: they stop now, the last first, preStop hooks included.
     w.stop_all(w.grace_period(), true).await;
-    w.close_host_ports().await;
-    if let Some(sandbox) = w.sandbox.take()
-        && let Err(e) = w.ctx.runtime.stop_sandbox(&sandbox).await
-    {
-        tracing::warn!(pod = %w.obj.name, error = %e, "stop sandbox of completed pod");
-    }
-    // Its address is free again, as the kubelet's StopPodSandbox frees it.
-    super::release_network(w).await;
+    // StopPodSandbox: the pause goes, its hostPorts and address are free again.
+    w.stop_sandbox().await;
     if let Err(e) = w.ctx.runtime.remove_cgroup(&w.plan.cgroup).await {
         tracing::warn!(pod = %w.obj.name, error = %e, "remove cgroups of completed pod");
     }

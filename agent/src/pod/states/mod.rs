@@ -86,16 +86,9 @@ pub(super) async fn sandbox_died(w: &mut Worker) -> State {
     let grace = w.grace_period();
     // No preStop hooks: the namespaces they would run in went with the pause.
     w.stop_all(grace, false).await;
-    // The forwarder ends with the pause; waiting for it frees the ports for the new sandbox.
-    w.close_host_ports().await;
-    w.sandbox = None;
-    w.pod_ips.clear();
-    // The old sandbox's address goes with it (the namespace is still pinned for DEL).
-    release_network(w).await;
-    let cgroup = crate::runtime::Runtime::sandbox_cgroup(&w.plan.cgroup, &w.record.sandbox_id);
-    if let Err(e) = w.ctx.runtime.remove_cgroup(&cgroup).await {
-        tracing::warn!(pod = %w.obj.name, error = %e, "remove the old sandbox cgroup");
-    }
+    // StopPodSandbox + RemovePodSandbox: the hostPorts are free and the old address
+    // released (the namespace is still pinned for DEL) before the new sandbox.
+    w.remove_sandbox().await;
     if let Some(phase) = w.terminal_phase() {
         w.phase = phase;
         return State::Completed;
@@ -106,15 +99,4 @@ pub(super) async fn sandbox_died(w: &mut Worker) -> State {
     }
     w.record.sandbox_attempt += 1;
     State::CreatingSandbox
-}
-
-/// CNI DEL for the pod's network, if it has one; a failure is an event (the cache stays, so
-/// removing the pod tries again).
-pub(super) async fn release_network(w: &mut Worker) {
-    let dir = w.ctx.runtime.layout.pod_dir(&w.uid);
-    if let Err(e) = w.ctx.runtime.network.remove(&dir).await {
-        w.ctx
-            .events
-            .warning(&w.obj, "FailedKillPod", format!("error removing the pod network: {e}"));
-    }
 }

@@ -1,9 +1,8 @@
-//! CreatingSandbox: the pod's directory, cgroup, generated files, pause and hostPorts.
+//! CreatingSandbox: admission, the pod's volumes, then its sandbox (RunPodSandbox: cgroup,
+//! generated files, pause, network, hostPorts).
 
 use super::State;
-use crate::pod::config;
 use crate::pod::worker::Worker;
-use crate::runtime::state::new_id;
 
 pub async fn run(w: &mut Worker) -> State {
     // The previous pod of the same manifest must be gone first (the kubelet orders static
@@ -29,7 +28,8 @@ pub async fn run(w: &mut Worker) -> State {
         if w.commands.terminate_requested() {
             return State::Terminating;
         }
-        w.record.sandbox_id = new_id();
+        // The pod is on disk before anything of it is made: a restarted agent finds what a
+        // crash left (its cgroup, its volumes, a sandbox made for it).
         w.save_record();
         w.publish();
         // The pod side's volumes first, as the kubelet's volume manager sets them up before
@@ -42,39 +42,25 @@ pub async fn run(w: &mut Worker) -> State {
                 .await
                 .unwrap_or_else(|e| Err(format!("set up the pod's volumes: {e}")))
         };
-        let config =
-            volumes.and_then(|()| config::sandbox_config(&w.ctx.runtime.layout, &w.pod, &w.uid, &w.plan, &w.ctx.node));
-        let created = match config {
+        let created = match volumes {
             Err(e) => {
                 w.ctx
                     .events
                     .warning(&w.obj, "FailedMount", format!("MountVolume.SetUp failed: {e}"));
                 Err(e)
             }
-            Ok(cfg) => match crate::pod::security::user_namespace_problem(&w.pod)
+            Ok(()) => match crate::pod::security::user_namespace_problem(&w.pod)
                 .or_else(|| crate::pod::security::sandbox_user_problem(&w.pod))
             {
                 Some(problem) => Err(problem),
-                None => (w.ctx.runtime.run_sandbox(&cfg, &w.record.sandbox_id).await).map_err(|e| e.to_string()),
+                None => w.run_sandbox().await,
             },
-        };
-        // The host ports are part of the sandbox: open before any container starts, and a
-        // port already taken undoes the sandbox (nothing of the pod runs half-made).
-        let created = match created {
-            Ok((state, ips)) => match w.open_host_ports(&state).await {
-                Ok(()) => Ok((state, ips)),
-                Err(e) => {
-                    if let Err(stop) = w.ctx.runtime.stop_sandbox(&state).await {
-                        tracing::warn!(pod = %w.obj.name, error = %stop, "stop the sandbox whose host ports failed");
-                    }
-                    Err(e)
-                }
-            },
-            Err(e) => Err(e),
         };
         match created {
-            Ok((state, ips)) => {
-                tracing::info!(pod = %w.obj.name, uid = %w.uid, pause = state.pause.pid, ?ips, "sandbox running");
+            Ok((id, state, ips)) => {
+                tracing::info!(pod = %w.obj.name, uid = %w.uid, sandbox = %id, pause = state.pause.pid, ?ips, "sandbox running");
+                w.record.sandbox_id = id;
+                w.save_record();
                 w.sandbox = Some(state);
                 w.pod_ips = ips;
                 w.watch_sandbox();
@@ -86,8 +72,6 @@ pub async fn run(w: &mut Worker) -> State {
                     "FailedCreatePodSandBox",
                     format!("Failed to create pod sandbox: {e}"),
                 );
-                let cgroup = crate::runtime::Runtime::sandbox_cgroup(&w.plan.cgroup, &w.record.sandbox_id);
-                let _ = w.ctx.runtime.remove_cgroup(&cgroup).await;
             }
         }
         tokio::select! {

@@ -1,5 +1,6 @@
 //! Terminating: containers get their stop signal and the grace period, then SIGKILL; then the
-//! hostPorts and the pause; then every trace of the pod goes: cgroups, state directory, logs.
+//! sandbox (pause, hostPorts, network); then every trace of the pod goes: cgroups, state
+//! directory, logs.
 
 use super::State;
 use crate::pod::worker::Worker;
@@ -9,12 +10,7 @@ pub async fn run(w: &mut Worker) -> State {
     w.publish();
     let grace = w.grace_period();
     w.stop_all(grace, true).await;
-    w.close_host_ports().await;
-    if let Some(sandbox) = w.sandbox.take()
-        && let Err(e) = w.ctx.runtime.stop_sandbox(&sandbox).await
-    {
-        tracing::warn!(pod = %w.obj.name, error = %e, "stop sandbox");
-    }
+    w.remove_sandbox().await;
     if let Err(e) = w.ctx.runtime.remove_pod(&w.uid, &w.plan.cgroup, &w.pod_log_dir()).await {
         w.ctx
             .events

@@ -13,12 +13,14 @@ use crate::runtime::state::{ContainerFiles, PodRecord};
 impl Worker {
     /// Take over a pod found in the state directory (after an agent restart): running
     /// containers keep running and are watched again; exited ones are handled by the restart
-    /// policy; an attempt whose creation was interrupted is discarded. Returns the state to
-    /// continue in.
+    /// policy; an attempt whose creation was interrupted is discarded; the sandbox is the
+    /// runtime's, found by the ID in the pod's record. `legacy` is the pause of an agent
+    /// from before sandboxes went through the runtime's CRI side (kept in the pod's own
+    /// directory): it is replaced, as a sandbox that died. Returns the state to continue in.
     pub(in crate::pod) async fn adopt(
         ctx: Arc<Context>,
         record: PodRecord,
-        sandbox: Option<SandboxState>,
+        legacy: Option<SandboxState>,
         commands: mpsc::UnboundedReceiver<Command>,
     ) -> (Self, State) {
         let mut w = Worker::new(ctx, record, commands, None);
@@ -60,29 +62,17 @@ impl Worker {
             }
         }
 
-        w.sandbox = sandbox.filter(|s| s.pause.is_alive());
-        if w.sandbox.is_some() {
-            let dir = rt.layout.pod_dir(&w.uid);
-            let (ips, interrupted) = tokio::task::spawn_blocking(move || {
-                (
-                    crate::runtime::network::cached_ips(&dir),
-                    crate::runtime::network::interrupted(&dir),
-                )
-            })
-            .await
-            .unwrap_or_default();
-            w.pod_ips = ips;
-            if interrupted {
-                // The agent stopped in the middle of ADD: no container may run in that
-                // network. Treated as a dead sandbox: DEL, the pause goes, a new sandbox.
-                tracing::warn!(pod = %w.obj.name, "the pod network's ADD was interrupted: replacing the sandbox");
-                w.sandbox = None;
-            }
+        if let Some(old) = legacy {
+            w.retire_legacy_sandbox(old).await;
         }
-        if w.sandbox.is_some() {
+        // The sandbox the runtime re-adopted (an interrupted RunPodSandbox left none).
+        if let Some((state, ips, dir)) = w.ctx.cri_pods.sandbox_runtime(&w.record.sandbox_id).await {
+            w.sandbox = state.filter(|s| s.pause.is_alive());
+            w.pod_ips = ips;
             // The network the pod had is checked, not remade: a failure is reported.
-            if !w.commands.terminate_requested()
-                && let Err(e) = rt.network.check(&rt.layout.pod_dir(&w.uid)).await
+            if w.sandbox.is_some()
+                && !w.commands.terminate_requested()
+                && let Err(e) = rt.network.check(&dir).await
             {
                 w.ctx.events.warning(
                     &w.obj,
@@ -105,14 +95,49 @@ impl Worker {
             w.phase = phase;
             return (w, State::Completed);
         }
-        let state = if let Some(sandbox) = w.sandbox {
+        let state = if w.sandbox.is_some() {
             w.watch_sandbox();
-            w.readopt_host_ports(&sandbox).await;
             State::Initializing
         } else {
             // The pause is gone (killed while no agent ran): same as dying under our eyes.
             crate::pod::states::sandbox_died(&mut w).await
         };
         (w, state)
+    }
+}
+
+impl Worker {
+    /// Stop and clear away a sandbox an older agent kept in the pod's own directory (its
+    /// pause, hostPorts, network, files and cgroup); the pod then gets a new sandbox from
+    /// the runtime, as after a sandbox died.
+    async fn retire_legacy_sandbox(&mut self, old: SandboxState) {
+        let rt = self.ctx.runtime.clone();
+        let dir = rt.layout.pod_dir(&self.uid);
+        tracing::info!(pod = %self.obj.name, pause = old.pause.pid, "sandbox of an older agent: replacing it");
+        if let Err(e) = rt.stop_host_ports(&dir).await {
+            tracing::warn!(pod = %self.obj.name, error = %e, "close the old sandbox's host ports");
+        }
+        if let Err(e) = rt.stop_sandbox(&old).await {
+            tracing::warn!(pod = %self.obj.name, error = %e, "stop the old sandbox");
+        }
+        if let Err(e) = rt.network.remove(&dir).await {
+            tracing::warn!(pod = %self.obj.name, error = %e, "release the old sandbox's network");
+        }
+        let cgroup = crate::runtime::Runtime::sandbox_cgroup(&self.plan.cgroup, &self.record.sandbox_id);
+        if let Err(e) = rt.remove_cgroup(&cgroup).await {
+            tracing::warn!(pod = %self.obj.name, error = %e, "remove the old sandbox's cgroup");
+        }
+        let removed = tokio::task::spawn_blocking(move || {
+            for name in ["etc", "shm"] {
+                let _ = std::fs::remove_dir_all(dir.join(name));
+            }
+            let _ = std::fs::remove_file(dir.join("sandbox-spec.json"));
+            // Last: while it exists, a restarted agent still knows of the old pause.
+            std::fs::remove_file(dir.join(crate::runtime::sandbox::SANDBOX_STATE))
+        })
+        .await;
+        if let Ok(Err(e)) = removed {
+            tracing::warn!(pod = %self.obj.name, error = %e, "remove the old sandbox's record");
+        }
     }
 }

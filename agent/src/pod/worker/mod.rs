@@ -10,10 +10,10 @@
 
 mod adopt;
 mod enforcement;
-mod host_ports;
 mod probing;
 mod projection;
 mod restart;
+mod sandbox;
 mod start;
 mod stopping;
 

@@ -28,9 +28,11 @@ impl Worker {
 
         let attempt = self.slots[i].attempts();
         let log_path = logs::container_log_path(&self.pod_log_dir(), &name, attempt);
+        let sandbox_dir = self.sandbox_dir();
         let inputs = ContainerInputs {
             pod: &self.pod,
             uid: &self.uid,
+            sandbox_dir: &sandbox_dir,
             plan: &self.plan,
             container: &self.slots[i].spec,
             attempt,

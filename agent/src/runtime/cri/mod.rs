@@ -34,6 +34,11 @@ use super::state::ContainerFiles;
 use super::{Runtime, RuntimeError};
 use crate::atomic_file;
 
+/// The annotation that makes a sandbox a static pod's: the manifest file it comes from. Only
+/// the agent's own pod side sets it (the gRPC adapter refuses it from clients); such a
+/// sandbox is its pod worker's, and CRI clients see the pod through the pods' registry.
+pub const MANIFEST: &str = "minilet.dev/manifest";
+
 const SANDBOX_RECORD: &str = "cri-sandbox.json";
 const SANDBOX_CONFIG: &str = "cri-sandbox.pb";
 const CONTAINER_CONFIG: &str = "cri-container.pb";
@@ -77,6 +82,11 @@ impl Sandbox {
         self.state.is_some_and(|s| s.pause.is_alive())
     }
 
+    /// The manifest of a static pod's sandbox ([`MANIFEST`]).
+    pub fn manifest(&self) -> Option<&str> {
+        self.config.annotations.get(MANIFEST).map(String::as_str)
+    }
+
     pub fn cri_state(&self) -> cri::PodSandboxState {
         if self.ready() {
             cri::PodSandboxState::SandboxReady
@@ -115,6 +125,8 @@ pub struct CriPods {
     /// The node's name and /etc files, for sandboxes that share the host's network or DNS.
     node: crate::pod::node::NodeInfo,
     sandboxes: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Sandbox>>>>,
+    /// IDs of the static pods' sandboxes among them ([`MANIFEST`]).
+    manifest_owned: std::sync::Mutex<std::collections::HashSet<String>>,
     events: ContainerEvents,
 }
 
@@ -126,6 +138,7 @@ impl CriPods {
             rt,
             node,
             sandboxes: Default::default(),
+            manifest_owned: Default::default(),
             events: ContainerEvents::default(),
         };
         let dir = pods.rt.layout.cri_sandboxes_dir();
@@ -141,8 +154,10 @@ impl CriPods {
                             pods.watch(sb.id(), c);
                         }
                     }
-                    // Its network is checked, not remade (CRI has no events: the log says it).
+                    // Its network is checked, not remade (CRI has no events: the log says it;
+                    // a static pod's worker checks its own and reports an event).
                     if sb.ready()
+                        && sb.manifest().is_none()
                         && let Some(Err(e)) = block_on(pods.rt.network.check(&sb.dir))
                     {
                         tracing::warn!(sandbox = %sb.record.id, error = %e, "pod network check failed");
@@ -192,7 +207,19 @@ impl CriPods {
 
     fn insert(&self, sb: Sandbox) {
         let id = sb.record.id.clone();
+        if sb.manifest().is_some() {
+            self.manifest_ids().insert(id.clone());
+        }
         self.map().insert(id, Arc::new(tokio::sync::Mutex::new(sb)));
+    }
+
+    fn forget(&self, id: &str) {
+        self.map().remove(id);
+        self.manifest_ids().remove(id);
+    }
+
+    fn manifest_ids(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.manifest_owned.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<Sandbox>>>> {
@@ -205,10 +232,18 @@ impl CriPods {
         self.map().values().cloned().collect()
     }
 
-    /// Snapshots of every sandbox (with fresh container states).
+    /// Snapshots of every CRI client's sandbox (with fresh container states); the static
+    /// pods' are seen through the registry.
     pub async fn list(&self) -> Vec<Sandbox> {
+        let manifest = self.manifest_ids().clone();
+        let clients: Vec<_> = self
+            .map()
+            .iter()
+            .filter(|(id, _)| !manifest.contains(*id))
+            .map(|(_, sb)| sb.clone())
+            .collect();
         let mut out = Vec::new();
-        for sb in self.all() {
+        for sb in clients {
             let mut sb = sb.lock().await;
             refresh(&mut sb);
             out.push(sb.clone());
@@ -233,9 +268,39 @@ impl CriPods {
         unique(found, "sandbox", id)
     }
 
-    /// Whether `id` names (or is the prefix of) a CRI sandbox.
-    pub fn has_sandbox(&self, id: &str) -> bool {
-        !id.is_empty() && self.map().keys().any(|k| k.starts_with(id))
+    /// Whether `id` names (or is the prefix of) a CRI client's sandbox (not a static pod's).
+    pub fn has_client_sandbox(&self, id: &str) -> bool {
+        let manifest = self.manifest_ids().clone();
+        !id.is_empty() && self.map().keys().any(|k| k.starts_with(id) && !manifest.contains(k))
+    }
+
+    /// A static pod's sandbox: its pause (while recorded), addresses and directory; `None`
+    /// for an unknown ID.
+    pub async fn sandbox_runtime(&self, id: &str) -> Option<(Option<SandboxState>, Vec<std::net::IpAddr>, PathBuf)> {
+        let sb = self.map().get(id).cloned()?;
+        let sb = sb.lock().await;
+        Some((sb.state, sb.ips.clone(), sb.dir.clone()))
+    }
+
+    /// The static pods' sandboxes: (ID, pod UID).
+    pub async fn manifest_sandboxes(&self) -> Vec<(String, String)> {
+        let ids: Vec<String> = self.manifest_ids().iter().cloned().collect();
+        let mut out = Vec::new();
+        for id in ids {
+            let Some(sb) = self.map().get(&id).cloned() else {
+                continue;
+            };
+            let uid = sb
+                .lock()
+                .await
+                .config
+                .metadata
+                .as_ref()
+                .map(|m| m.uid.clone())
+                .unwrap_or_default();
+            out.push((id, uid));
+        }
+        out
     }
 
     /// The sandbox holding the container whose ID is `id` or starts with it, and the
@@ -323,9 +388,16 @@ impl CriPods {
         out
     }
 
-    /// Remove every CRI pod (`--cleanup-on-exit`, `minilet reset`).
+    /// Remove every CRI client's pod (`--cleanup-on-exit`, `minilet reset`); the static
+    /// pods' workers remove their own.
     pub async fn remove_all(&self) {
-        let ids: Vec<String> = self.map().keys().cloned().collect();
+        let manifest = self.manifest_ids().clone();
+        let ids: Vec<String> = self
+            .map()
+            .keys()
+            .filter(|id| !manifest.contains(*id))
+            .cloned()
+            .collect();
         for id in ids {
             if let Err(e) = self.remove_pod_sandbox(&id).await {
                 tracing::warn!(sandbox = %id, error = %e, "remove CRI sandbox");

@@ -1,0 +1,81 @@
+//! The pod's sandbox through the runtime's CRI side, as the kubelet asks containerd for it:
+//! RunPodSandbox with the pod's generated `PodSandboxConfig` (marked as this manifest's), and
+//! StopPodSandbox + RemovePodSandbox when the pod or its sandbox goes. The runtime opens and
+//! closes the hostPorts (without CNI) and the pod network with the sandbox.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use minilet_proto::runtime::v1 as cri;
+
+use super::Worker;
+use crate::pod::cri_config::{self, SandboxInputs};
+use crate::runtime::spec::SandboxState;
+
+impl Worker {
+    /// The current sandbox's directory (its /etc/hostname, /etc/resolv.conf, /dev/shm).
+    pub(in crate::pod) fn sandbox_dir(&self) -> PathBuf {
+        self.ctx.runtime.layout.cri_sandbox_dir(&self.record.sandbox_id)
+    }
+
+    /// A new sandbox for the pod: its ID, pause and addresses. Nothing of it is left when
+    /// this fails.
+    pub(in crate::pod) async fn run_sandbox(&self) -> Result<(String, SandboxState, Vec<IpAddr>), String> {
+        let rt = &self.ctx.runtime;
+        let mut config = cri_config::pod_sandbox_config(&SandboxInputs {
+            pod: &self.pod,
+            uid: &self.uid,
+            plan: &self.plan,
+            node: &self.ctx.node,
+            attempt: self.record.sandbox_attempt,
+            log_root: &rt.config.log_dir,
+            pod_dir: &rt.layout.pod_dir(&self.uid),
+        });
+        config.annotations.insert(
+            crate::runtime::cri::MANIFEST.into(),
+            self.record.manifest.display().to_string(),
+        );
+        let id = self
+            .ctx
+            .cri_pods
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config),
+                runtime_handler: String::new(),
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        match self.ctx.cri_pods.sandbox_runtime(&id).await {
+            Some((Some(state), ips, _)) => Ok((id, state, ips)),
+            _ => Err(format!("sandbox {id} has no pause after RunPodSandbox")),
+        }
+    }
+
+    /// StopPodSandbox: the pause, the hostPorts and the pod network go; the sandbox stays
+    /// listed (a completed pod's, as the kubelet leaves it).
+    pub(in crate::pod) async fn stop_sandbox(&mut self) {
+        self.sandbox = None;
+        self.pod_ips.clear();
+        if self.record.sandbox_id.is_empty() {
+            return;
+        }
+        if let Err(e) = self.ctx.cri_pods.stop_pod_sandbox(&self.record.sandbox_id).await {
+            self.ctx.events.warning(
+                &self.obj,
+                "FailedKillPod",
+                format!("error stopping the pod sandbox: {e}"),
+            );
+        }
+    }
+
+    /// StopPodSandbox, then RemovePodSandbox: nothing of the sandbox stays (the pod's own
+    /// directory, volumes and cgroup are the pod side's).
+    pub(in crate::pod) async fn remove_sandbox(&mut self) {
+        self.stop_sandbox().await;
+        if self.record.sandbox_id.is_empty() {
+            return;
+        }
+        if let Err(e) = self.ctx.cri_pods.remove_pod_sandbox(&self.record.sandbox_id).await {
+            tracing::warn!(pod = %self.obj.name, sandbox = %self.record.sandbox_id, error = %e, "remove the pod sandbox");
+        }
+    }
+}
