@@ -196,7 +196,7 @@ impl Slot {
         self.next == Next::Idle && self.exit().is_some()
     }
 
-    fn attempts(&self) -> u32 {
+    pub(in crate::pod) fn attempts(&self) -> u32 {
         self.current.as_ref().map_or(0, |c| c.record.attempt + 1)
     }
 }
