@@ -20,9 +20,14 @@ pub async fn run(w: &mut Worker) -> State {
             if w.commands.terminate_requested() {
                 return State::Terminating;
             }
+            let before = w.slots[i].attempts();
             // Boxed: a waiting pod's future need not hold room for a start.
             Box::pin(w.start(i)).await;
-            continue;
+            // Look again at once, unless no attempt was made (a dead pause: only waiting
+            // lets its SandboxDied in).
+            if w.slots[i].attempts() != before {
+                continue;
+            }
         }
         w.phase = Phase::Pending;
         w.publish();
