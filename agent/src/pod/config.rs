@@ -363,8 +363,10 @@ pub(super) fn run_as(sc: &SecurityContext, image_user: &str) -> RunAs {
     RunAs { uid, username }
 }
 
-/// runAsNonRoot, checked as the kubelet does before the container exists.
-fn check_non_root(run_as_user: Option<i64>, image_user: &str) -> Result<(), String> {
+/// runAsNonRoot, checked as the kubelet does before the container exists (its
+/// generateContainerConfig's verifyRunAsNonRoot): both this path and the generated CRI
+/// config refuse the container with this message.
+pub(super) fn check_non_root(run_as_user: Option<i64>, image_user: &str) -> Result<(), String> {
     match run_as_user {
         Some(0) => Err("container's runAsUser breaks non-root policy".into()),
         Some(_) => Ok(()),

@@ -321,6 +321,10 @@ pub fn container_config(
     let c = i.container;
     let spec = spec(i.pod);
     let sc = merged_security_context(spec, c);
+    // The kubelet's verifyRunAsNonRoot, before anything is asked of the runtime.
+    if sc.run_as_non_root == Some(true) {
+        super::config::check_non_root(sc.run_as_user, &i.image.config.user)?;
+    }
     let (_, pod_env) = environment(i.pod, c, node, i.pod_ips, &i.image.config.env, &i.plan.hostname)?;
     let runtime_supplied = [
         i.sandbox_dir.join("etc").join("hostname"),
@@ -1005,6 +1009,63 @@ spec:
     securityContext: {privileged: true}
     terminationMessagePath: /tmp/done";
         compare_container(yaml);
+    }
+
+    #[test]
+    fn both_paths_refuse_run_as_non_root_with_a_root_image_user_alike() {
+        // Container difference 7: the kubelet checks it in generateContainerConfig.
+        let root = tempfile::tempdir().expect("temp dir");
+        let layout = Layout::new(root.path());
+        for (yaml, user, refused) in [
+            (
+                "securityContext: {runAsNonRoot: true}",
+                "",
+                Some("image will run as root"),
+            ),
+            (
+                "securityContext: {runAsNonRoot: true}",
+                "nginx",
+                Some("non-numeric user (nginx)"),
+            ),
+            (
+                "securityContext: {runAsNonRoot: true, runAsUser: 0}",
+                "1000",
+                Some("runAsUser breaks non-root"),
+            ),
+            ("securityContext: {runAsNonRoot: true}", "101:101", None),
+            ("securityContext: {runAsNonRoot: true, runAsUser: 1000}", "", None),
+        ] {
+            let p = pod(&format!(
+                "metadata: {{name: nr}}\nspec:\n  {yaml}\n  containers: [{{name: a, image: busybox}}]"
+            ));
+            let plan = PodPlan::new(&p, "u1");
+            let mut img = image();
+            img.config.user = user.into();
+            let spec = spec(&p);
+            let inputs = ContainerInputs {
+                pod: &p,
+                uid: "u1",
+                sandbox_dir: std::path::Path::new("/sandbox"),
+                plan: &plan,
+                container: &spec.containers[0],
+                attempt: 0,
+                image: &img,
+                log_path: root.path().join("unused.log"),
+                pod_ips: &[],
+            };
+            let generated = container_config(&layout, &SeccompArgs::default(), &node(), &inputs);
+            let today = super::super::config::container_config(&layout, &SeccompArgs::default(), &node(), &inputs);
+            match refused {
+                Some(words) => {
+                    let (g, t) = (generated.expect_err(yaml), today.expect_err(yaml));
+                    assert_eq!(g, t, "{yaml} / {user:?}");
+                    assert!(g.contains(words), "{yaml} / {user:?}: {g}");
+                }
+                None => {
+                    assert!(generated.is_ok() && today.is_ok(), "{yaml} / {user:?}");
+                }
+            }
+        }
     }
 
     #[test]
