@@ -91,11 +91,11 @@ impl Manager {
 
         // Sandboxes made for static pods that no pod records (the agent stopped between
         // RunPodSandbox and saving the pod's record, or the pod's state was lost).
-        for (id, uid) in m.ctx.cri_pods.manifest_sandboxes().await {
+        for id in m.ctx.cri_pods.manifest_sandboxes() {
             if referenced.contains(&id) {
                 continue;
             }
-            tracing::warn!(sandbox = %id, %uid, "removing a static pod's sandbox no pod records");
+            tracing::warn!(sandbox = %id, "removing a static pod's sandbox no pod records");
             if let Err(e) = m.ctx.cri_pods.remove_pod_sandbox(&id).await {
                 tracing::warn!(sandbox = %id, error = %e, "remove an unrecorded sandbox");
             }

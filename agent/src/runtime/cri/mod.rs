@@ -124,10 +124,15 @@ pub struct CriPods {
     rt: Arc<Runtime>,
     /// The node's name and /etc files, for sandboxes that share the host's network or DNS.
     node: crate::pod::node::NodeInfo,
-    sandboxes: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Sandbox>>>>,
-    /// IDs of the static pods' sandboxes among them ([`MANIFEST`]).
-    manifest_owned: std::sync::Mutex<std::collections::HashSet<String>>,
+    sandboxes: std::sync::Mutex<HashMap<String, Entry>>,
     events: ContainerEvents,
+}
+
+/// One sandbox of the store, and whether it is a static pod's ([`MANIFEST`]): known without
+/// taking the sandbox's own lock.
+struct Entry {
+    manifest: bool,
+    sandbox: Arc<tokio::sync::Mutex<Sandbox>>,
 }
 
 impl CriPods {
@@ -138,7 +143,6 @@ impl CriPods {
             rt,
             node,
             sandboxes: Default::default(),
-            manifest_owned: Default::default(),
             events: ContainerEvents::default(),
         };
         let dir = pods.rt.layout.cri_sandboxes_dir();
@@ -207,40 +211,31 @@ impl CriPods {
 
     fn insert(&self, sb: Sandbox) {
         let id = sb.record.id.clone();
-        if sb.manifest().is_some() {
-            self.manifest_ids().insert(id.clone());
-        }
-        self.map().insert(id, Arc::new(tokio::sync::Mutex::new(sb)));
+        let entry = Entry {
+            manifest: sb.manifest().is_some(),
+            sandbox: Arc::new(tokio::sync::Mutex::new(sb)),
+        };
+        self.map().insert(id, entry);
     }
 
-    fn forget(&self, id: &str) {
-        self.map().remove(id);
-        self.manifest_ids().remove(id);
-    }
-
-    fn manifest_ids(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
-        self.manifest_owned.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<Sandbox>>>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         // A panic while holding this lock leaves a map that is still consistent (inserts and
         // removals are single operations).
         self.sandboxes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn all(&self) -> Vec<Arc<tokio::sync::Mutex<Sandbox>>> {
-        self.map().values().cloned().collect()
+        self.map().values().map(|e| e.sandbox.clone()).collect()
     }
 
     /// Snapshots of every CRI client's sandbox (with fresh container states); the static
     /// pods' are seen through the registry.
     pub async fn list(&self) -> Vec<Sandbox> {
-        let manifest = self.manifest_ids().clone();
         let clients: Vec<_> = self
             .map()
-            .iter()
-            .filter(|(id, _)| !manifest.contains(*id))
-            .map(|(_, sb)| sb.clone())
+            .values()
+            .filter(|e| !e.manifest)
+            .map(|e| e.sandbox.clone())
             .collect();
         let mut out = Vec::new();
         for sb in clients {
@@ -257,50 +252,37 @@ impl CriPods {
             return Err(RuntimeError::InvalidArgument("sandbox ID must not be empty".into()));
         }
         let map = self.map();
-        if let Some(sb) = map.get(id) {
-            return Ok(sb.clone());
+        if let Some(e) = map.get(id) {
+            return Ok(e.sandbox.clone());
         }
         let found: Vec<_> = map
             .iter()
             .filter(|(k, _)| k.starts_with(id))
-            .map(|(_, v)| v.clone())
+            .map(|(_, e)| e.sandbox.clone())
             .collect();
         unique(found, "sandbox", id)
     }
 
     /// Whether `id` names (or is the prefix of) a CRI client's sandbox (not a static pod's).
     pub fn has_client_sandbox(&self, id: &str) -> bool {
-        let manifest = self.manifest_ids().clone();
-        !id.is_empty() && self.map().keys().any(|k| k.starts_with(id) && !manifest.contains(k))
+        !id.is_empty() && self.map().iter().any(|(k, e)| k.starts_with(id) && !e.manifest)
     }
 
     /// A static pod's sandbox: its pause (while recorded), addresses and directory; `None`
     /// for an unknown ID.
     pub async fn sandbox_runtime(&self, id: &str) -> Option<(Option<SandboxState>, Vec<std::net::IpAddr>, PathBuf)> {
-        let sb = self.map().get(id).cloned()?;
+        let sb = self.map().get(id)?.sandbox.clone();
         let sb = sb.lock().await;
         Some((sb.state, sb.ips.clone(), sb.dir.clone()))
     }
 
-    /// The static pods' sandboxes: (ID, pod UID).
-    pub async fn manifest_sandboxes(&self) -> Vec<(String, String)> {
-        let ids: Vec<String> = self.manifest_ids().iter().cloned().collect();
-        let mut out = Vec::new();
-        for id in ids {
-            let Some(sb) = self.map().get(&id).cloned() else {
-                continue;
-            };
-            let uid = sb
-                .lock()
-                .await
-                .config
-                .metadata
-                .as_ref()
-                .map(|m| m.uid.clone())
-                .unwrap_or_default();
-            out.push((id, uid));
-        }
-        out
+    /// The IDs of the static pods' sandboxes.
+    pub fn manifest_sandboxes(&self) -> Vec<String> {
+        self.map()
+            .iter()
+            .filter(|(_, e)| e.manifest)
+            .map(|(k, _)| k.clone())
+            .collect()
     }
 
     /// The sandbox holding the container whose ID is `id` or starts with it, and the
@@ -391,12 +373,11 @@ impl CriPods {
     /// Remove every CRI client's pod (`--cleanup-on-exit`, `minilet reset`); the static
     /// pods' workers remove their own.
     pub async fn remove_all(&self) {
-        let manifest = self.manifest_ids().clone();
         let ids: Vec<String> = self
             .map()
-            .keys()
-            .filter(|id| !manifest.contains(*id))
-            .cloned()
+            .iter()
+            .filter(|(_, e)| !e.manifest)
+            .map(|(k, _)| k.clone())
             .collect();
         for id in ids {
             if let Err(e) = self.remove_pod_sandbox(&id).await {

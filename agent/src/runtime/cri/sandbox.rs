@@ -216,7 +216,7 @@ impl CriPods {
         })
         .await?;
         drop(guard);
-        self.forget(&full_id);
+        self.map().remove(&full_id);
         // The pod cgroup is shared by the pod's sandboxes: it goes with the last of them.
         let pod_cgroup = sb.lock().await.record.cgroup.clone();
         if !self.cgroups().contains(&pod_cgroup) {
