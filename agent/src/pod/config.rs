@@ -106,7 +106,7 @@ pub(super) fn pod_groups(spec: &PodSpec) -> (Vec<u32>, bool) {
 /// /etc/hosts as the kubelet writes it (`etc-hosts` in the pod's directory): the node's for
 /// a host-network pod, else the standard entries and the hostname at the pod's first IP
 /// ([`NO_POD_IP`] for a pod without an address of its own); then the pod's hostAliases.
-pub fn hosts_file(pod: &Pod, plan: &PodPlan, node: &NodeInfo, pod_ips: &[IpAddr]) -> String {
+fn hosts_file(pod: &Pod, plan: &PodPlan, node: &NodeInfo, pod_ips: &[IpAddr]) -> String {
     let mut out = String::new();
     if host_network(pod) {
         out.push_str("# Kubernetes-managed hosts file (host network).\n");
@@ -319,7 +319,7 @@ pub fn container_config(
                 tty: c.tty == Some(true),
             },
         },
-        mounts: mounts(layout, node, i)?,
+        mounts: mounts(layout, i)?,
         readonly_rootfs: sc.read_only_root_filesystem == Some(true),
         kernel_paths: None,
         log_path: i.log_path.clone(),
@@ -554,7 +554,7 @@ pub(super) fn resource_value(
 
 /// Bind mounts: the generated /etc files (unless the pod mounts its own there), /dev/shm,
 /// the termination log, then the volumes, parents before children.
-pub(super) fn mounts(layout: &Layout, node: &NodeInfo, i: &ContainerInputs) -> Result<Vec<BindMount>, String> {
+pub(super) fn mounts(layout: &Layout, i: &ContainerInputs) -> Result<Vec<BindMount>, String> {
     let c = i.container;
     let spec = spec(i.pod);
     let user_dests: Vec<&str> = c
@@ -564,13 +564,11 @@ pub(super) fn mounts(layout: &Layout, node: &NodeInfo, i: &ContainerInputs) -> R
         .map(|m| m.mount_path.as_str())
         .collect();
     let mut out = Vec::new();
-    // The kubelet's own /etc/hosts (made by the pod side, the pod's IP in it), then the
-    // sandbox's hostname and resolv.conf.
+    // The kubelet's own /etc/hosts (written with each sandbox, [`write_hosts_file`]), then
+    // the sandbox's hostname and resolv.conf.
     if !user_dests.contains(&"/etc/hosts") {
-        let hosts = layout.etc_hosts(i.uid);
-        write_if_changed(&hosts, &hosts_file(i.pod, i.plan, node, i.pod_ips))?;
         out.push(BindMount {
-            source: hosts,
+            source: layout.etc_hosts(i.uid),
             destination: "/etc/hosts".into(),
             readonly: false,
             file: true,
@@ -692,17 +690,24 @@ fn prepare_host_path(path: &str, kind: &str) -> Result<PathBuf, String> {
     Ok(p)
 }
 
-/// Write `content` to `path` (atomically, readable by every container user) unless it
-/// already holds it: running containers keep the file they have bound.
-fn write_if_changed(path: &Path, content: &str) -> Result<(), String> {
-    if std::fs::read(path).is_ok_and(|old| old == content.as_bytes()) {
-        return Ok(());
-    }
+/// Write the kubelet's /etc/hosts of pod `uid` (blocking), once its sandbox has `pod_ips`:
+/// what the file holds changes only with a new sandbox, and every container of this one
+/// mounts it. Atomically, so a container of an older sandbox keeps the file it bound.
+pub fn write_hosts_file(
+    layout: &Layout,
+    uid: &str,
+    pod: &Pod,
+    plan: &PodPlan,
+    node: &NodeInfo,
+    pod_ips: &[IpAddr],
+) -> Result<(), String> {
+    let path = layout.etc_hosts(uid);
+    let content = hosts_file(pod, plan, node, pod_ips);
     if let Some(parent) = path.parent() {
         crate::file_modes::create_dir_all(parent, crate::file_modes::STATE_DIR)
             .map_err(|e| format!("create {}: {e}", parent.display()))?;
     }
-    crate::atomic_file::write_mode(path, content.as_bytes(), crate::file_modes::SHARED_FILE)
+    crate::atomic_file::write_mode(&path, content.as_bytes(), crate::file_modes::SHARED_FILE)
         .map_err(|e| format!("write {}: {e}", path.display()))
 }
 

@@ -331,7 +331,7 @@ pub fn container_config(
         i.sandbox_dir.join("etc").join("resolv.conf"),
         i.sandbox_dir.join("shm"),
     ];
-    let mounts = super::config::mounts(layout, node, i)?
+    let mounts = super::config::mounts(layout, i)?
         .into_iter()
         .filter(|m| {
             !(runtime_supplied.contains(&m.source)
@@ -762,6 +762,8 @@ spec:
         for f in ["hostname", "resolv.conf"] {
             std::fs::write(layout.pod_dir(uid).join("etc").join(f), "").expect("etc file");
         }
+        // And the pod side's own /etc/hosts, written with the sandbox.
+        super::super::config::write_hosts_file(&layout, uid, &p, &plan, &node, &[]).expect("etc-hosts");
         let log_root = root.path().join("logs");
         let seccomp_args = SeccompArgs::default();
         let spec = spec(&p);

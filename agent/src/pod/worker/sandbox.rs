@@ -44,10 +44,29 @@ impl Worker {
             })
             .await
             .map_err(|e| e.to_string())?;
-        match self.ctx.cri_pods.sandbox_runtime(&id).await {
-            Some((Some(state), ips, _)) => Ok((id, state, ips)),
-            _ => Err(format!("sandbox {id} has no pause after RunPodSandbox")),
+        let (state, ips) = match self.ctx.cri_pods.sandbox_runtime(&id).await {
+            Some((Some(state), ips, _)) => (state, ips),
+            _ => return Err(format!("sandbox {id} has no pause after RunPodSandbox")),
+        };
+        // The kubelet's /etc/hosts, with the pod's address: once per sandbox, before any
+        // container of it is created.
+        let written = {
+            let (layout, uid, pod) = (rt.layout.clone(), self.uid.clone(), self.pod.clone());
+            let (plan, node, ips) = (self.plan.clone(), self.ctx.node.clone(), ips.clone());
+            tokio::task::spawn_blocking(move || {
+                crate::pod::config::write_hosts_file(&layout, &uid, &pod, &plan, &node, &ips)
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("write the pod's /etc/hosts: {e}")))
+        };
+        if let Err(e) = written {
+            // RemovePodSandbox stops it first: nothing of the sandbox is left.
+            if let Err(undo) = self.ctx.cri_pods.remove_pod_sandbox(&id).await {
+                tracing::warn!(pod = %self.obj.name, sandbox = %id, error = %undo, "remove the sandbox whose /etc/hosts failed");
+            }
+            return Err(e);
         }
+        Ok((id, state, ips))
     }
 
     /// StopPodSandbox: the pause, the hostPorts and the pod network go; the sandbox stays
