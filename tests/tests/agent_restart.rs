@@ -17,12 +17,6 @@ spec:
     command: ["sh", "-c", "i=0; while true; do i=$((i+1)); echo line $i; sleep 0.05; done"]
 "#;
 
-fn simple(name: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: localhost/busybox:latest\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '3600']\n"
-    )
-}
-
 #[test]
 fn sigkill_and_restart_readopts_everything() {
     if !is_root() {
@@ -32,9 +26,9 @@ fn sigkill_and_restart_readopts_everything() {
     env.import_image("busybox");
     let mut agent = Agent::start(&env, &[]);
     env.write_manifest("counter.yaml", COUNTER);
-    env.write_manifest("stay.yaml", &simple("stay"));
-    env.write_manifest("gone.yaml", &simple("gone"));
-    env.write_manifest("edited.yaml", &simple("edited"));
+    env.write_manifest("stay.yaml", &sleeper_pod("stay"));
+    env.write_manifest("gone.yaml", &sleeper_pod("gone"));
+    env.write_manifest("edited.yaml", &sleeper_pod("edited"));
     let counter = env.wait_running(&static_pod_name("counter"), &["count"]);
     let stay = env.wait_running(&static_pod_name("stay"), &["main"]);
     let gone = env.wait_running(&static_pod_name("gone"), &["main"]);
@@ -52,7 +46,7 @@ fn sigkill_and_restart_readopts_everything() {
     );
     assert!(alive(counter.pause()) && alive(counter.pid("count")));
     env.remove_manifest("gone.yaml");
-    env.write_manifest("edited.yaml", &simple("edited").replace("3600", "3601"));
+    env.write_manifest("edited.yaml", &sleeper_pod("edited").replace("3600", "3601"));
 
     let agent2 = Agent::start(&env, &[]);
     // Same processes, not new ones.
@@ -179,7 +173,7 @@ fn a_pod_named_by_an_older_agent_is_replaced_under_its_static_name() {
     let env = Env::new("restart-rename");
     env.import_image("busybox");
     let mut agent = Agent::start(&env, &[]);
-    env.write_manifest("legacy.yaml", &simple("legacy"));
+    env.write_manifest("legacy.yaml", &sleeper_pod("legacy"));
     let full = static_pod_name("legacy");
     let old = env.wait_running(&full, &["main"]);
     agent.kill9();
@@ -236,7 +230,7 @@ fn a_sandbox_kept_by_an_older_agent_is_replaced() {
     let env = Env::new("restart-legacy-sandbox");
     env.import_image("busybox");
     let mut agent = Agent::start(&env, &[]);
-    env.write_manifest("old.yaml", &simple("old"));
+    env.write_manifest("old.yaml", &sleeper_pod("old"));
     let name = static_pod_name("old");
     let old = env.wait_running(&name, &["main"]);
     let sandbox_dir = old.sandbox_dir.clone().expect("the pod's record names its sandbox");
@@ -276,7 +270,7 @@ fn a_static_sandbox_no_pod_records_is_removed_at_start() {
     let env = Env::new("restart-unrecorded-sandbox");
     env.import_image("busybox");
     let mut agent = Agent::start(&env, &[]);
-    env.write_manifest("p.yaml", &simple("p"));
+    env.write_manifest("p.yaml", &sleeper_pod("p"));
     let name = static_pod_name("p");
     let old = env.wait_running(&name, &["main"]);
     agent.kill9();
