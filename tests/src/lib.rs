@@ -281,11 +281,20 @@ impl Env {
             let sandbox = sandbox_dir.as_ref().and_then(|d| read_json(&d.join("sandbox.json")));
             let mut containers: BTreeMap<String, ContainerView> = BTreeMap::new();
             let mut attempts: BTreeMap<String, Vec<ContainerView>> = BTreeMap::new();
-            for c in std::fs::read_dir(entry.path().join("containers"))
+            // Attempts live in the pod's sandboxes, current and earlier (an older agent kept
+            // them in the pod's own directory).
+            let sandboxes = record["old_sandboxes"]
+                .as_array()
                 .into_iter()
                 .flatten()
-                .flatten()
-            {
+                .chain(Some(&record["sandbox_id"]))
+                .filter_map(|id| id.as_str().filter(|id| !id.is_empty()))
+                .map(|id| self.root.join("sandboxes").join(id).join("containers"));
+            let dirs: Vec<PathBuf> = Some(entry.path().join("containers"))
+                .into_iter()
+                .chain(sandboxes)
+                .collect();
+            for c in dirs.iter().flat_map(std::fs::read_dir).flatten().flatten() {
                 let Some(rec) = read_json(&c.path().join("container.json")) else {
                     continue;
                 };
@@ -551,7 +560,7 @@ pub struct PodView {
     pub uid: String,
     pub cgroup: String,
     pub pause_pid: Option<i32>,
-    /// The pod's own directory (`pods/<uid>`: record, volumes, containers).
+    /// The pod's own directory (`pods/<uid>`: record, volumes, termination logs).
     pub dir: PathBuf,
     /// Its current sandbox's directory (`sandboxes/<id>`: the pause, /etc files, hostPorts).
     pub sandbox_dir: Option<PathBuf>,

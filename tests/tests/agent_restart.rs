@@ -237,8 +237,13 @@ fn a_sandbox_kept_by_an_older_agent_is_replaced() {
     assert!(sandbox_dir.join("cri-sandbox.pb").is_file(), "a runtime sandbox");
     agent.kill9();
 
-    // What an older agent left: the pause recorded in the pod's directory, no runtime record.
+    // What an older agent left: the pause recorded in the pod's directory, no runtime record,
+    // the containers in the pod's directory too.
     std::fs::rename(sandbox_dir.join("sandbox.json"), old.dir.join("sandbox.json")).unwrap();
+    std::fs::create_dir_all(old.dir.join("containers")).unwrap();
+    for c in std::fs::read_dir(sandbox_dir.join("containers")).unwrap().flatten() {
+        std::fs::rename(c.path(), old.dir.join("containers").join(c.file_name())).unwrap();
+    }
     std::fs::remove_dir_all(&sandbox_dir).unwrap();
 
     let agent2 = Agent::start(&env, &[]);
@@ -256,6 +261,127 @@ fn a_sandbox_kept_by_an_older_agent_is_replaced() {
     assert_eq!(sandboxes.len(), 1, "only the new sandbox");
     assert_eq!(Some(sandboxes[0].path()), new.sandbox_dir);
     assert!(agent2.log_text().contains("sandbox of an older agent"));
+    assert!(!agent2.log_text().contains("panicked"));
+}
+
+/// Containers an older agent kept in the pod's own directory (beside a runtime sandbox) are
+/// taken over as they run; their next attempts are the sandbox's, and the old directory goes
+/// when that attempt is retired, as any dead attempt does.
+#[test]
+fn containers_kept_in_the_pods_directory_by_an_older_agent_run_on() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("restart-legacy-containers");
+    env.import_image("busybox");
+    let fast = ["--backoff-initial", "200ms", "--backoff-max", "400ms"];
+    let mut agent = Agent::start(&env, &fast);
+    env.write_manifest("p.yaml", &sleeper_pod("p"));
+    let name = static_pod_name("p");
+    let old = env.wait_running(&name, &["main"]);
+    let sandbox_dir = old.sandbox_dir.clone().expect("the pod's record names its sandbox");
+    let first = old.containers["main"].clone();
+    assert_eq!(
+        first.dir.parent(),
+        Some(sandbox_dir.join("containers").as_path()),
+        "the sandbox's"
+    );
+    agent.kill9();
+
+    // What the older agent left: the attempt in the pod's directory, not the runtime's store.
+    let legacy = old.dir.join("containers").join(&first.id);
+    std::fs::create_dir_all(old.dir.join("containers")).unwrap();
+    std::fs::rename(&first.dir, &legacy).unwrap();
+    std::fs::remove_file(legacy.join("cri-container.pb")).unwrap();
+
+    let agent2 = Agent::start(&env, &fast);
+    let again = env.wait_running(&name, &["main"]);
+    assert_eq!(
+        again.pid("main"),
+        first.pid.unwrap(),
+        "the running process is taken over"
+    );
+    assert_eq!(again.containers["main"].dir, legacy);
+
+    // It ends: its next attempt is the sandbox's (the monitor, whose directory moved, left no
+    // exit record; the agent records the death itself).
+    kill9(first.pid.unwrap());
+    let second = wait_attempt(&env, &name, 1);
+    assert_eq!(second.dir.parent(), Some(sandbox_dir.join("containers").as_path()));
+    assert!(legacy.exists(), "kept as the previous attempt");
+
+    kill9(second.pid.unwrap());
+    wait_attempt(&env, &name, 2);
+    assert!(!legacy.exists(), "the older agent's attempt is retired");
+    assert!(second.dir.exists(), "attempt 1 is now the previous one");
+    assert!(!agent2.log_text().contains("panicked"));
+}
+
+/// Attempt `n` of pod `name`'s container `main`, once it runs.
+fn wait_attempt(env: &Env, name: &str, n: u32) -> ContainerView {
+    wait_for(&format!("attempt {n} of main runs"), Duration::from_secs(30), || {
+        let c = env.pod(name)?.containers.get("main")?.clone();
+        (c.attempt == n && c.exit.is_none() && alive(c.pid?)).then_some(c)
+    })
+}
+
+fn kill9(pid: i32) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).expect("kill");
+}
+
+/// A sandbox replaced after its pause died stays, stopped, while it holds the containers'
+/// last attempts (their last state and `logs --previous`), also across an agent restart;
+/// it goes once no attempt the pod shows lives in it, as the kubelet's garbage collection
+/// removes dead sandboxes.
+#[test]
+fn a_replaced_sandbox_stays_while_it_holds_the_last_attempts() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("restart-old-sandbox");
+    env.import_image("busybox");
+    let fast = ["--backoff-initial", "200ms", "--backoff-max", "400ms"];
+    let mut agent = Agent::start(&env, &fast);
+    env.write_manifest("p.yaml", &sleeper_pod("p"));
+    let name = static_pod_name("p");
+    let first = env.wait_running(&name, &["main"]);
+    let old_sandbox = first.sandbox_dir.clone().expect("sandbox");
+    kill9(first.pause());
+    let second = wait_for("a new sandbox runs main", Duration::from_secs(30), || {
+        let p = env.pod(&name)?;
+        (p.pause_pid? != first.pause()).then_some(())?;
+        let c = p.containers.get("main")?;
+        (c.attempt == 1 && c.exit.is_none() && alive(c.pid?)).then_some(p)
+    });
+    assert_ne!(second.sandbox_dir.as_ref(), Some(&old_sandbox));
+    assert!(old_sandbox.is_dir(), "the old sandbox holds the last attempt");
+    assert!(first.containers["main"].dir.starts_with(&old_sandbox));
+    assert!(first.containers["main"].dir.is_dir());
+
+    // Across an agent restart, the last state is still there, read from the old sandbox.
+    agent.kill9();
+    let agent2 = Agent::start(&env, &fast);
+    let last_exit = || {
+        let out = ok(&env, &["get", "pod", &name, "-o", "json"]);
+        let pod: serde_json::Value = serde_json::from_str(&out).expect("json");
+        pod["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"].as_i64()
+    };
+    wait_for("the agent serves the pod again", Duration::from_secs(30), || {
+        cli(&env, &["get", "pod", &name]).status.success().then_some(())
+    });
+    assert_eq!(last_exit(), Some(137), "the attempt killed with the sandbox");
+    assert!(old_sandbox.is_dir(), "kept by the restarted agent");
+
+    // The next attempt retires the one in the old sandbox, and the sandbox goes with it.
+    kill9(second.pid("main"));
+    wait_attempt(&env, &name, 2);
+    wait_for("the old sandbox is removed", Duration::from_secs(10), || {
+        (!old_sandbox.exists()).then_some(())
+    });
+    assert!(
+        second.containers["main"].dir.is_dir(),
+        "attempt 1 is the previous one now"
+    );
     assert!(!agent2.log_text().contains("panicked"));
 }
 

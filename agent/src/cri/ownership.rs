@@ -40,12 +40,14 @@ impl Owners for Cri {
         }
     }
 
+    /// From the annotation of the container's sandbox ([`crate::runtime::cri::MANIFEST`]);
+    /// an attempt an older agent kept outside the runtime's store is known to the registry.
     async fn container_owner(&self, id: &str) -> Owner {
-        if self.pods().find_container(id).await.is_err() && filter::container(&self.ctx.registry, id).is_ok() {
-            Owner::Manifest
-        } else {
-            Owner::Client
-        }
+        let manifest = match self.pods().container_is_manifest(id).await {
+            Some(manifest) => manifest,
+            None => filter::container(&self.ctx.registry, id).is_ok(),
+        };
+        if manifest { Owner::Manifest } else { Owner::Client }
     }
 
     fn manifests(&self) -> &Path {

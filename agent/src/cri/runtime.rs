@@ -230,11 +230,12 @@ impl RuntimeService for Cri {
         req: cri::RemoveContainerRequest,
     ) -> Result<cri::RemoveContainerResponse, RuntimeError> {
         let id = req.container_id;
-        match self.pods().find_container(&id).await {
-            Ok(_) => self.pods().remove_container(&id).await?,
+        match self.pods().container_is_manifest(&id).await {
+            Some(false) => self.pods().remove_container(&id).await?,
             // A static pod's attempt is its worker's to remove: stopping it is what a client
             // can do (the worker then restarts it per policy, and retires old attempts).
-            Err(_) => self.stop_static_container(&id, 0).await,
+            Some(true) => self.pods().stop_container(&id, 0).await?,
+            None => self.stop_static_container(&id, 0).await,
         }
         Ok(cri::RemoveContainerResponse {})
     }

@@ -22,7 +22,9 @@ pub fn resolve(command: &[String], args: &[String], entrypoint: &[String], cmd: 
 }
 
 /// The argv of a container: the pod's command and args with `$(VAR)` expanded from `env`,
-/// then merged with the image's Entrypoint and Cmd, which stay as they are.
+/// then merged with the image's Entrypoint and Cmd, which stay as they are (the static
+/// path's, kept for the equivalence tests; the runtime merges them itself).
+#[cfg(test)]
 pub fn resolve_expanded(
     command: &[String],
     args: &[String],

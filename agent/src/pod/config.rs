@@ -7,19 +7,14 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Container, EnvVarSource, Pod, PodSpec, SecurityContext};
 
-use super::command;
 use super::expansion::expand;
 use super::node::NodeInfo;
 use super::qos::{self, QosClass};
 use super::volumes;
-use crate::cgroups::DevicePolicy;
 use crate::images::Image;
 use crate::quantity::Quantity;
-use crate::runtime::capabilities;
-use crate::runtime::container::ContainerConfig;
 use crate::runtime::sandbox::NO_POD_IP;
-use crate::runtime::seccomp::SeccompArgs;
-use crate::runtime::spec::{BindMount, ProcessSpec, SandboxNamespaces, StdioSpec, UserSpec};
+use crate::runtime::spec::{BindMount, SandboxNamespaces};
 use crate::runtime::state::Layout;
 
 /// What is decided once per pod.
@@ -82,25 +77,6 @@ pub(super) fn has_privileged_container(spec: &PodSpec) -> bool {
         .iter()
         .chain(spec.init_containers.iter().flatten())
         .any(|c| c.security_context.as_ref().and_then(|s| s.privileged) == Some(true))
-}
-
-/// The pod's supplemental groups with its fsGroup, and whether its policy is Strict: what
-/// its pause and every container are given.
-pub(super) fn pod_groups(spec: &PodSpec) -> (Vec<u32>, bool) {
-    let psc = spec.security_context.as_ref();
-    let groups = psc
-        .map(|p| {
-            p.supplemental_groups
-                .iter()
-                .flatten()
-                .copied()
-                .chain(p.fs_group)
-                .map(|g| g as u32)
-                .collect()
-        })
-        .unwrap_or_default();
-    let strict = psc.and_then(|p| p.supplemental_groups_policy.as_deref()) == Some("Strict");
-    (groups, strict)
 }
 
 /// /etc/hosts as the kubelet writes it (`etc-hosts` in the pod's directory): the node's for
@@ -220,111 +196,6 @@ pub struct ContainerInputs<'a> {
     pub log_path: PathBuf,
     /// The pod's addresses (for `fieldRef: status.podIP`); none without a pod network.
     pub pod_ips: &'a [IpAddr],
-}
-
-/// The runtime configuration of one container attempt, or why it cannot be made
-/// (`CreateContainerConfigError`, in the kubelet's words).
-pub fn container_config(
-    layout: &Layout,
-    seccomp_args: &SeccompArgs,
-    node: &NodeInfo,
-    i: &ContainerInputs,
-) -> Result<ContainerConfig, String> {
-    let c = i.container;
-    let pod_spec = spec(i.pod);
-    let sc = merged_security_context(pod_spec, c);
-
-    let (env, pod_env) = environment(i.pod, c, node, i.pod_ips, &i.image.config.env, &i.plan.hostname)?;
-    let args = command::resolve_expanded(
-        c.command.as_deref().unwrap_or_default(),
-        c.args.as_deref().unwrap_or_default(),
-        &i.image.config.entrypoint,
-        &i.image.config.cmd,
-        &pod_env,
-    );
-    if args.is_empty() {
-        return Err(format!(
-            "no command specified: the image {} has no Entrypoint or Cmd and the container sets no command",
-            i.image.summary.name
-        ));
-    }
-
-    if sc.run_as_non_root == Some(true) {
-        check_non_root(sc.run_as_user, &i.image.config.user)?;
-    }
-    let (supplemental_groups, strict_groups) = pod_groups(pod_spec);
-    // As the runtime reads the kubelet's ContainerConfig: its user, else the image's.
-    let run_as = run_as(&sc, &i.image.config.user);
-    let user = UserSpec {
-        uid: run_as.uid.map(|u| u as u32),
-        gid: sc.run_as_group.map(|g| g as u32),
-        image_user: if run_as.username.is_empty() {
-            i.image.config.user.clone()
-        } else {
-            run_as.username
-        },
-        supplemental_groups,
-        strict_groups,
-    };
-
-    let privileged = sc.privileged == Some(true);
-    let caps = sc.capabilities.as_ref();
-    let capabilities = (!privileged).then(|| {
-        capabilities::effective_set(
-            caps.and_then(|c| c.add.as_deref()).unwrap_or_default(),
-            caps.and_then(|c| c.drop.as_deref()).unwrap_or_default(),
-        )
-    });
-
-    let seccomp = super::security::seccomp_request(pod_spec, c, seccomp_args)?;
-
-    let working_dir = c
-        .working_dir
-        .clone()
-        .filter(|w| !w.is_empty())
-        .unwrap_or_else(|| i.image.config.working_dir.clone());
-
-    Ok(ContainerConfig {
-        pod_uid: i.uid.to_string(),
-        pod_dir: layout.pod_dir(i.uid),
-        name: c.name.clone(),
-        attempt: i.attempt,
-        image_ref: c.image.clone().unwrap_or_default(),
-        image: i.image.clone(),
-        pod_cgroup: i.plan.cgroup.clone(),
-        resources: qos::container_resources(c),
-        // Kubernetes gives a privileged container every device; others the runtimes' default.
-        devices: if privileged {
-            DevicePolicy::AllowAll
-        } else {
-            DevicePolicy::Default
-        },
-        oom_score_adj: qos::oom_score_adj(pod_spec, i.plan.qos, c, node.memory_bytes),
-        share_pid: i.plan.share_pid,
-        process: ProcessSpec {
-            args,
-            env,
-            cwd: if working_dir.is_empty() {
-                "/".into()
-            } else {
-                working_dir
-            },
-            user,
-            capabilities,
-            no_new_privileges: sc.allow_privilege_escalation == Some(false),
-            seccomp: None,
-            stdio: StdioSpec {
-                stdin: c.stdin == Some(true),
-                stdin_once: c.stdin_once == Some(true),
-                tty: c.tty == Some(true),
-            },
-        },
-        mounts: mounts(layout, i)?,
-        readonly_rootfs: sc.read_only_root_filesystem == Some(true),
-        kernel_paths: None,
-        log_path: i.log_path.clone(),
-        seccomp,
-    })
 }
 
 /// Container-level securityContext fields override the pod's.

@@ -784,7 +784,8 @@ spec:
             log_path: crate::runtime::logs::container_log_path(&pod_log_dir, &c.name, 1),
             pod_ips: &[],
         };
-        let today = super::super::config::container_config(&layout, &seccomp_args, &node, &inputs).expect("today");
+        let today =
+            super::super::static_container::container_config(&layout, &seccomp_args, &node, &inputs).expect("today");
         let generated = container_config(&layout, &seccomp_args, &node, &inputs).expect("generated");
 
         let sandbox_config = pod_sandbox_config(&SandboxInputs {
@@ -987,8 +988,9 @@ spec: {containers: [{name: a, image: busybox, securityContext: {runAsGroup: 3000
                 "the kubelet's user for image user {image_user:?}"
             );
             assert_eq!(sc.run_as_group.map(|g| g.value), Some(3000));
-            let today = super::super::config::container_config(&layout, &SeccompArgs::default(), &node(), &inputs)
-                .expect("today");
+            let today =
+                super::super::static_container::container_config(&layout, &SeccompArgs::default(), &node(), &inputs)
+                    .expect("today");
             let u = &today.process.user;
             assert_eq!(
                 (u.uid.map(i64::from), u.image_user.as_str(), u.gid),
@@ -1056,7 +1058,8 @@ spec:
                 pod_ips: &[],
             };
             let generated = container_config(&layout, &SeccompArgs::default(), &node(), &inputs);
-            let today = super::super::config::container_config(&layout, &SeccompArgs::default(), &node(), &inputs);
+            let today =
+                super::super::static_container::container_config(&layout, &SeccompArgs::default(), &node(), &inputs);
             match refused {
                 Some(words) => {
                     let (g, t) = (generated.expect_err(yaml), today.expect_err(yaml));

@@ -71,6 +71,7 @@ impl Manager {
             };
             known.insert(record.uid.clone());
             referenced.insert(record.sandbox_id.clone());
+            referenced.extend(record.old_sandboxes.iter().cloned());
             // Agents before static pods were named <name>-<node> ran them under the bare
             // name, with the same UID: their hostname, environment and log directory carry
             // the old name, so the pod is replaced rather than re-adopted under a new one.
@@ -199,6 +200,7 @@ impl Manager {
             cgroup: plan.cgroup,
             sandbox_id: new_id(),
             sandbox_attempt: 0,
+            old_sandboxes: Vec::new(),
             created_at: now_nanos(),
             failure: None,
         };

@@ -18,6 +18,8 @@ pub mod restart_policy;
 pub mod security;
 pub mod states;
 #[cfg(test)]
+mod static_container;
+#[cfg(test)]
 mod static_sandbox;
 pub mod status;
 pub mod sysctls;

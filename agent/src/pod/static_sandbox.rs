@@ -6,10 +6,9 @@
 
 use k8s_openapi::api::core::v1::{Pod, PodSpec};
 
-use super::config::{
-    PodPlan, has_privileged_container, host_network, pod_groups, resolv_conf, sandbox_namespaces, spec,
-};
+use super::config::{PodPlan, has_privileged_container, host_network, resolv_conf, sandbox_namespaces, spec};
 use super::node::NodeInfo;
+use super::static_container::pod_groups;
 use super::{qos, volumes};
 use crate::runtime::network::{Dns, PodNetwork, PortMapping, bandwidth};
 use crate::runtime::sandbox::{EtcFiles, PauseSecurity, SandboxConfig};

@@ -47,20 +47,6 @@ pub struct ContainerConfig {
 }
 
 impl Runtime {
-    /// Create and start one container attempt in the sandbox whose pause is `sandbox`.
-    ///
-    /// Returns the attempt's files: with `state` once the process runs, or with `exit` when
-    /// it could not start (a `StartError`, as the kubelet would report it). `Err` means
-    /// nothing was left behind.
-    pub async fn start_container(
-        self: &Arc<Self>,
-        cfg: &ContainerConfig,
-        sandbox: ProcessId,
-    ) -> Result<ContainerFiles> {
-        let created = self.create_container(cfg, sandbox).await?;
-        self.start_created(&created).await
-    }
-
     /// Prepare one container attempt (CRI CreateContainer): its directory, record, cgroup and
     /// the monitor's spec, with the seccomp filter compiled. Nothing runs yet. `Err` means
     /// nothing was left behind.
@@ -345,13 +331,18 @@ impl Runtime {
     /// ask for any more). The log goes even when the rest could not.
     pub async fn remove_container_with_log(&self, files: &ContainerFiles) -> Result<()> {
         let removed = self.remove_container(files).await;
+        self.remove_container_log(files).await;
+        removed
+    }
+
+    /// Remove an attempt's log file and its rotated files.
+    pub async fn remove_container_log(&self, files: &ContainerFiles) {
         let log = files.record.log_path.clone();
-        blocking("remove a container's log", move || {
+        let _ = blocking("remove a container's log", move || {
             super::log_rotation::remove_all(&log);
             Ok(())
         })
-        .await?;
-        removed
+        .await;
     }
 
     /// Undo a creation that failed part way (blocking: callers are on the blocking pool).

@@ -9,7 +9,9 @@
 //! <root>/sandboxes/<id>/                      the sandbox, the runtime's (see runtime::cri):
 //!     cri-sandbox.json, cri-sandbox.pb, sandbox.json (the pause), etc/{hosts,hostname,
 //!     resolv.conf}, shm/ (mount point of the pod's /dev/shm, pause's mount ns only)
-//! <root>/pods/<uid>/containers/<id>/          one directory per container attempt:
+//! <root>/sandboxes/<id>/containers/<cid>/     one directory per container attempt (older
+//!                                             agents kept a static pod's in
+//!                                             <root>/pods/<uid>/containers/<cid>/):
 //!     container.json   ContainerRecord (written by the agent before the monitor starts)
 //!     spec.json        ContainerSpec (the monitor's input)
 //!     state.json       ContainerState (written by the monitor once the process exec'd)
@@ -47,6 +49,11 @@ pub struct PodRecord {
     pub sandbox_id: String,
     /// Sandbox attempt, bumped when the pause died and had to be recreated.
     pub sandbox_attempt: u32,
+    /// Earlier sandboxes of the pod, stopped, kept while they hold an attempt the pod still
+    /// shows (a container's last state, `logs --previous`), as the kubelet keeps dead
+    /// sandboxes until its garbage collection.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub old_sandboxes: Vec<String>,
     /// Unix nanoseconds.
     pub created_at: i64,
     /// Set when the pod failed as a whole (active deadline, eviction): it stays Failed.
@@ -143,6 +150,15 @@ impl Layout {
 
     pub fn cri_sandbox_dir(&self, id: &str) -> PathBuf {
         self.cri_sandboxes_dir().join(&*path_component(id))
+    }
+
+    /// The sandbox whose container directory `dir` is (`<root>/sandboxes/<id>/containers/<cid>`);
+    /// `None` for an attempt an older agent kept in its pod's own directory.
+    pub fn sandbox_of_container(&self, dir: &Path) -> Option<String> {
+        let sandbox = dir.parent()?.parent()?;
+        (sandbox.parent()? == self.cri_sandboxes_dir())
+            .then(|| sandbox.file_name()?.to_str().map(str::to_string))
+            .flatten()
     }
 
     pub fn containers_dir(&self, uid: &str) -> PathBuf {
@@ -261,10 +277,15 @@ pub fn load_pods(layout: &Layout) -> Vec<FoundPod> {
     out
 }
 
-/// All container attempts of a pod, oldest first.
+/// The container attempts an older agent kept in a static pod's own directory, oldest first.
 pub fn load_containers(layout: &Layout, uid: &str) -> Vec<ContainerFiles> {
+    load_container_dirs(&layout.containers_dir(uid))
+}
+
+/// Every container attempt under `dir` (one directory each), oldest first.
+fn load_container_dirs(dir: &Path) -> Vec<ContainerFiles> {
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(layout.containers_dir(uid)) else {
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return out;
     };
     for entry in entries.flatten() {
@@ -278,12 +299,17 @@ pub fn load_containers(layout: &Layout, uid: &str) -> Vec<ContainerFiles> {
     out
 }
 
-/// Image ids used by the containers recorded in the state directory (any attempt, running
-/// or not: a pod may restart them), each with one `pod/container` that uses it.
+/// Image ids used by the static pods' containers recorded in the state directory (any
+/// attempt, running or not: a pod may restart them), each with one `pod/container` that uses
+/// it.
 pub fn images_in_use(layout: &Layout) -> std::collections::HashMap<String, String> {
     let mut out = std::collections::HashMap::new();
     for (pod, _) in load_pods(layout).into_iter().flatten() {
-        for c in load_containers(layout, &pod.uid) {
+        let sandboxes = pod.old_sandboxes.iter().chain(Some(&pod.sandbox_id));
+        let in_sandboxes = sandboxes
+            .filter(|id| !id.is_empty())
+            .flat_map(|id| load_container_dirs(&layout.cri_sandbox_dir(id).join("containers")));
+        for c in load_containers(layout, &pod.uid).into_iter().chain(in_sandboxes) {
             out.entry(c.record.image_id.clone())
                 .or_insert_with(|| format!("{}/{} (pod {}/{})", c.record.name, c.record.id, pod.namespace, pod.name));
         }

@@ -86,13 +86,14 @@ pub(super) async fn sandbox_died(w: &mut Worker) -> State {
     let grace = w.grace_period();
     // No preStop hooks: the namespaces they would run in went with the pause.
     w.stop_all(grace, false).await;
-    // StopPodSandbox + RemovePodSandbox: the hostPorts are free and the old address
-    // released (the namespace is still pinned for DEL) before the new sandbox.
-    w.remove_sandbox().await;
+    // StopPodSandbox: the hostPorts are free and the old address released before the new
+    // sandbox. The old one stays while it holds the containers' last attempts.
+    w.stop_sandbox().await;
     if let Some(phase) = w.terminal_phase() {
         w.phase = phase;
         return State::Completed;
     }
+    w.retire_sandbox().await;
     // A new sandbox runs the init containers again.
     for s in w.slots.iter_mut().filter(|s| s.init) {
         s.next = super::worker::Next::Start;

@@ -25,14 +25,26 @@ impl Worker {
     ) -> (Self, State) {
         let mut w = Worker::new(ctx, record, commands, None);
         let rt = w.ctx.runtime.clone();
+        // The attempts are in the pod's sandboxes, current and earlier; an older agent kept
+        // them in the pod's own directory instead (they keep running and are removed from
+        // there when they are retired).
+        let mut found = crate::runtime::state::load_containers(&rt.layout, &w.uid);
+        let sandboxes: Vec<String> = w
+            .record
+            .old_sandboxes
+            .iter()
+            .chain(Some(&w.record.sandbox_id))
+            .cloned()
+            .collect();
+        for id in &sandboxes {
+            found.extend(w.ctx.cri_pods.sandbox_containers(id).await);
+        }
         let (attempts, interrupted): (Vec<ContainerFiles>, Vec<ContainerFiles>) =
-            crate::runtime::state::load_containers(&rt.layout, &w.uid)
-                .into_iter()
-                .partition(|f| f.state.is_some() || f.exit.is_some());
+            found.into_iter().partition(|f| f.state.is_some() || f.exit.is_some());
         // Interrupted creations: no process was ever recorded; nothing of them may stay.
         for f in &interrupted {
             let _ = rt.kill_cgroup(&f.record.cgroup).await;
-            let _ = rt.remove_container(f).await;
+            w.remove_attempt(f).await;
         }
         for i in 0..w.slots.len() {
             let name = w.slots[i].spec.name.clone();
@@ -41,7 +53,7 @@ impl Worker {
             let current = mine.pop();
             let previous = mine.pop();
             for old in mine {
-                let _ = rt.remove_container_with_log(&old).await;
+                w.remove_attempt(&old).await;
             }
             w.slots[i].previous = previous;
             match current {
@@ -62,6 +74,7 @@ impl Worker {
             }
         }
 
+        w.remove_old_sandboxes().await;
         if let Some(old) = legacy {
             w.retire_legacy_sandbox(old).await;
         }

@@ -4,15 +4,17 @@
 //! pod's state has exactly one writer.
 //!
 //! This file holds the worker, its slots and its run loop; the rest is split by job:
-//! starting an attempt ([`start`]), the pod's hostPorts ([`host_ports`]), deciding on restarts when one ends ([`restart`]), probes
-//! ([`probing`]), the status the worker publishes ([`projection`]) and taking over a pod after
-//! an agent restart ([`adopt`]).
+//! the pod's sandbox ([`sandbox`]), starting an attempt ([`start`]), deciding on restarts when
+//! one ends ([`restart`]), removing what the pod no longer needs ([`retire`]), stopping
+//! ([`stopping`]), probes ([`probing`]), the status the worker publishes ([`projection`]) and
+//! taking over a pod after an agent restart ([`adopt`]).
 
 mod adopt;
 mod enforcement;
 mod probing;
 mod projection;
 mod restart;
+mod retire;
 mod sandbox;
 mod start;
 mod stopping;

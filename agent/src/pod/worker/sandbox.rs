@@ -86,15 +86,29 @@ impl Worker {
         }
     }
 
-    /// StopPodSandbox, then RemovePodSandbox: nothing of the sandbox stays (the pod's own
-    /// directory, volumes and cgroup are the pod side's).
+    /// The stopped current sandbox becomes an earlier one, to be replaced: it stays while it
+    /// holds an attempt the pod still shows ([`Worker::remove_old_sandboxes`]).
+    pub(in crate::pod) async fn retire_sandbox(&mut self) {
+        if !self.record.sandbox_id.is_empty() {
+            let id = std::mem::take(&mut self.record.sandbox_id);
+            self.record.old_sandboxes.push(id);
+        }
+        self.remove_old_sandboxes().await;
+        self.save_record();
+    }
+
+    /// StopPodSandbox, then RemovePodSandbox, for the current sandbox and every earlier one:
+    /// nothing of them stays (the pod's own directory, volumes and cgroup are the pod
+    /// side's).
     pub(in crate::pod) async fn remove_sandbox(&mut self) {
         self.stop_sandbox().await;
-        if self.record.sandbox_id.is_empty() {
-            return;
-        }
-        if let Err(e) = self.ctx.cri_pods.remove_pod_sandbox(&self.record.sandbox_id).await {
-            tracing::warn!(pod = %self.obj.name, sandbox = %self.record.sandbox_id, error = %e, "remove the pod sandbox");
+        let ids = std::mem::take(&mut self.record.old_sandboxes)
+            .into_iter()
+            .chain(Some(self.record.sandbox_id.clone()).filter(|id| !id.is_empty()));
+        for id in ids {
+            if let Err(e) = self.ctx.cri_pods.remove_pod_sandbox(&id).await {
+                tracing::warn!(pod = %self.obj.name, sandbox = %id, error = %e, "remove the pod sandbox");
+            }
         }
     }
 }

@@ -2,7 +2,8 @@
 //! the slot does when any of it fails.
 
 use super::{Next, Worker};
-use crate::pod::config::{self, ContainerInputs};
+use crate::pod::config::ContainerInputs;
+use crate::pod::cri_config;
 use crate::pod::hooks::{Hook, HookKind};
 use crate::pod::status::WaitingReason;
 use crate::runtime::logs;
@@ -40,7 +41,9 @@ impl Worker {
             log_path,
             pod_ips: &self.pod_ips,
         };
-        let cfg = match config::container_config(&rt.layout, &rt.config.seccomp, &self.ctx.node, &inputs) {
+        // The kubelet's generateContainerConfig, then CreateContainer + StartContainer in the
+        // pod's sandbox, as the kubelet asks containerd.
+        let cfg = match cri_config::container_config(&rt.layout, &rt.config.seccomp, &self.ctx.node, &inputs) {
             Ok(c) => c,
             Err(msg) => {
                 self.config_error(i, WaitingReason::CreateContainerConfigError, msg);
@@ -51,7 +54,13 @@ impl Worker {
         // The kubelet keeps one dead attempt per container (for `logs --previous`): the one
         // before it goes now, so there are never more than two.
         self.retire_previous(i).await;
-        match rt.start_container(&cfg, sandbox.pause).await {
+        let sandbox_id = self.record.sandbox_id.clone();
+        let pods = &self.ctx.cri_pods;
+        let started = match pods.create_container(&sandbox_id, cfg).await {
+            Ok(id) => pods.start_static_container(&sandbox_id, &id).await,
+            Err(e) => Err(e),
+        };
+        match started {
             Ok(files) => {
                 let slot = &mut self.slots[i];
                 slot.previous = slot.current.take();
@@ -68,9 +77,7 @@ impl Worker {
                     // The pause died while this container was being set up: not the
                     // container's failure. Drop the attempt; the sandbox will be recreated.
                     tracing::info!(pod = %self.obj.name, container = %name, "sandbox died during container start");
-                    if let Err(e) = rt.remove_container_with_log(&files).await {
-                        tracing::warn!(pod = %self.obj.name, container = %name, error = %e, "remove container attempt");
-                    }
+                    self.remove_attempt(&files).await;
                     return;
                 }
                 if let Some(exit) = start_error {
@@ -153,10 +160,9 @@ impl Worker {
 
     /// Before a new attempt: the one before the current goes (directory, cgroup, log file).
     async fn retire_previous(&mut self, i: usize) {
-        if let Some(old) = self.slots[i].previous.take()
-            && let Err(e) = self.ctx.runtime.remove_container_with_log(&old).await
-        {
-            tracing::warn!(pod = %self.obj.name, container = %old.record.name, error = %e, "remove old container attempt");
+        if let Some(old) = self.slots[i].previous.take() {
+            self.remove_attempt(&old).await;
+            self.remove_old_sandboxes().await;
         }
     }
 }

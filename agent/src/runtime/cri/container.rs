@@ -3,9 +3,12 @@
 
 use minilet_proto::runtime::v1 as cri;
 
+use std::sync::Arc;
+
 use super::translate;
 use super::{CONTAINER_CONFIG, Container, CriPods, refresh, write_pb};
 use crate::runtime::spec::now_nanos;
+use crate::runtime::state::ContainerFiles;
 use crate::runtime::{RuntimeError, blocking};
 
 impl CriPods {
@@ -83,13 +86,40 @@ impl CriPods {
     /// EXITED with its reason (StartError), and the call fails with it.
     pub async fn start_container(&self, id: &str) -> Result<(), RuntimeError> {
         let (sb, cid) = self.find_container(id).await?;
+        let started = self.start_in(&sb, &cid).await?;
+        match started
+            .files
+            .exit
+            .as_ref()
+            .filter(|e| e.reason == crate::runtime::spec::ExitReason::StartError)
+        {
+            Some(exit) => Err(RuntimeError::FailedPrecondition(format!(
+                "container {cid} could not start: {}",
+                exit.message
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// StartContainer for a static pod's worker, which knows the sandbox: the attempt's files,
+    /// running, or with its exit when it could not start (StartError) or already ended.
+    pub async fn start_static_container(&self, sandbox_id: &str, cid: &str) -> Result<ContainerFiles, RuntimeError> {
+        let (sb, cid) = self.locate(sandbox_id, cid).await?;
+        Ok(self.start_in(&sb, &cid).await?.files)
+    }
+
+    async fn start_in(
+        &self,
+        sb: &Arc<tokio::sync::Mutex<super::Sandbox>>,
+        cid: &str,
+    ) -> Result<Container, RuntimeError> {
         let mut sb = sb.lock().await;
         refresh(&mut sb);
         let c = sb
             .containers
-            .get(&cid)
+            .get(cid)
             .cloned()
-            .ok_or_else(|| RuntimeError::not_found("container", id))?;
+            .ok_or_else(|| RuntimeError::not_found("container", cid))?;
         if c.cri_state() != cri::ContainerState::ContainerCreated {
             return Err(RuntimeError::FailedPrecondition(format!(
                 "container {cid} is in state {} and cannot be started",
@@ -102,30 +132,34 @@ impl CriPods {
                 sb.record.id
             )));
         }
-        let files = self.rt.start_created(&c.files).await?;
+        let files = match self.rt.start_created(&c.files).await {
+            Ok(files) => files,
+            Err(e) => {
+                // The runtime discarded the attempt: nothing of it is left to list.
+                sb.containers.remove(cid);
+                self.event_gone(&sb, &c);
+                return Err(e);
+            }
+        };
         let started = Container {
             config: c.config.clone(),
-            files: files.clone(),
+            files,
         };
-        sb.containers.insert(cid.clone(), started.clone());
-        if let Some(exit) = files
+        sb.containers.insert(cid.to_string(), started.clone());
+        let start_error = started
+            .files
             .exit
             .as_ref()
-            .filter(|e| e.reason == crate::runtime::spec::ExitReason::StartError)
-        {
-            self.event(&sb, &cid, cri::ContainerEventType::ContainerStoppedEvent);
-            return Err(RuntimeError::FailedPrecondition(format!(
-                "container {cid} could not start: {}",
-                exit.message
-            )));
+            .is_some_and(|e| e.reason == crate::runtime::spec::ExitReason::StartError);
+        if !start_error {
+            self.event(&sb, cid, cri::ContainerEventType::ContainerStartedEvent);
         }
-        self.event(&sb, &cid, cri::ContainerEventType::ContainerStartedEvent);
         if started.cri_state() == cri::ContainerState::ContainerRunning {
             self.watch(&sb.record.id, &started);
         } else {
-            self.event(&sb, &cid, cri::ContainerEventType::ContainerStoppedEvent);
+            self.event(&sb, cid, cri::ContainerEventType::ContainerStoppedEvent);
         }
-        Ok(())
+        Ok(started)
     }
 
     /// StopContainer: the image's stop signal, SIGKILL after `timeout` seconds (at once for
@@ -159,15 +193,68 @@ impl CriPods {
             Err(RuntimeError::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
-        self.stop_container(&cid, 0).await?;
+        self.remove_in(&sb, &cid).await
+    }
+
+    /// RemoveContainer for a static pod's worker, which knows the sandbox (no search of the
+    /// others). Its log file stays: the pod side removes it, as the kubelet's container GC
+    /// does.
+    pub async fn remove_static_container(&self, sandbox_id: &str, cid: &str) -> Result<(), RuntimeError> {
+        match self.locate(sandbox_id, cid).await {
+            Ok((sb, cid)) => self.remove_in(&sb, &cid).await,
+            Err(RuntimeError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn remove_in(&self, sb: &Arc<tokio::sync::Mutex<super::Sandbox>>, cid: &str) -> Result<(), RuntimeError> {
+        let running = {
+            let mut sb = sb.lock().await;
+            refresh(&mut sb);
+            sb.containers
+                .get(cid)
+                .filter(|c| c.cri_state() == cri::ContainerState::ContainerRunning)
+                .map(|c| c.files.clone())
+        };
+        if let Some(files) = running {
+            self.rt.stop_container_within(&files, 0).await;
+        }
         let mut sb = sb.lock().await;
-        let Some(c) = sb.containers.get(&cid).cloned() else {
+        refresh(&mut sb);
+        let Some(c) = sb.containers.get(cid).cloned() else {
             return Ok(());
         };
         self.rt.remove_container(&c.files).await?;
-        sb.containers.remove(&cid);
+        sb.containers.remove(cid);
         self.event_gone(&sb, &c);
         Ok(())
+    }
+
+    /// The sandbox `sandbox_id` and its container `cid` (full IDs), or where the container
+    /// is if not there.
+    async fn locate(
+        &self,
+        sandbox_id: &str,
+        cid: &str,
+    ) -> Result<(Arc<tokio::sync::Mutex<super::Sandbox>>, String), RuntimeError> {
+        let found = self.map().get(sandbox_id).map(|e| e.sandbox.clone());
+        if let Some(sb) = found
+            && sb.lock().await.containers.contains_key(cid)
+        {
+            return Ok((sb, cid.to_string()));
+        }
+        self.find_container(cid).await
+    }
+
+    /// The containers of sandbox `sandbox_id`, refreshed from disk (a static pod's worker
+    /// taking over its attempts); empty for an unknown sandbox.
+    pub async fn sandbox_containers(&self, sandbox_id: &str) -> Vec<ContainerFiles> {
+        let Some(sb) = self.map().get(sandbox_id).map(|e| e.sandbox.clone()) else {
+            return Vec::new();
+        };
+        let mut sb = sb.lock().await;
+        refresh(&mut sb);
+        sb.containers.values().map(|c| c.files.clone()).collect()
     }
 
     /// ListContainers over the CRI sandboxes: (sandbox ID, container).

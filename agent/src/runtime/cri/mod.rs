@@ -306,11 +306,22 @@ impl CriPods {
         unique(found, "container", id)
     }
 
-    /// A copy of a CRI container, refreshed from disk, with its sandbox's ID: the one lookup
-    /// behind status, exec, logs and stats.
+    /// Whether the container whose ID is `id` (or starts with it) is a static pod's; `None`
+    /// when the store has no such container.
+    pub async fn container_is_manifest(&self, id: &str) -> Option<bool> {
+        let (sb, _) = self.find_container(id).await.ok()?;
+        Some(sb.lock().await.manifest().is_some())
+    }
+
+    /// A copy of a CRI client's container, refreshed from disk, with its sandbox's ID: the one
+    /// lookup behind status, exec, logs and stats. A static pod's containers are seen through
+    /// the registry (not found here).
     pub async fn container(&self, id: &str) -> Result<(String, Container), RuntimeError> {
         let (sb, cid) = self.find_container(id).await?;
         let mut sb = sb.lock().await;
+        if sb.manifest().is_some() {
+            return Err(RuntimeError::not_found("container", id));
+        }
         refresh(&mut sb);
         let c = sb
             .containers
