@@ -58,6 +58,7 @@ async fn run_async(args: AgentArgs) -> anyhow::Result<()> {
     let ctx = context(
         &args.root.root,
         &args.log_dir,
+        &args.manifests,
         &args.cgroup_parent,
         pause,
         args.node_name.as_deref(),
@@ -98,10 +99,11 @@ async fn run_async(args: AgentArgs) -> anyhow::Result<()> {
         );
     }
     let (streaming, streaming_task) =
-        crate::cri::streaming::Streaming::start(ctx.clone(), args.streaming_address, args.streaming_token_ttl)
+        crate::cri::streaming::Streaming::start(&ctx.cri, args.streaming_address, args.streaming_token_ttl)
             .await
             .with_context(|| format!("start the streaming server on {}", args.streaming_address))?;
-    let server = crate::cri::serve(ctx.clone(), streaming, &args.manifests, listener);
+    ctx.cri.set_streaming(streaming);
+    let server = crate::cri::serve(ctx.cri.clone(), listener);
     let gc = tokio::spawn(image_gc_loop(ctx.clone(), args.image_gc_period));
     tracing::info!(socket = %args.socket.display(), "minilet agent ready");
     manager.run(changes, shutdown_signal()).await;
@@ -135,6 +137,7 @@ struct ImageSettings {
 fn context(
     root: &std::path::Path,
     log_dir: &std::path::Path,
+    manifests: &std::path::Path,
     cgroup_parent: &str,
     pause_path: std::path::PathBuf,
     node_name: Option<&str>,
@@ -168,7 +171,19 @@ fn context(
     let puller = Arc::new(crate::images::Puller::new(runtime.images.clone(), images.registry));
     let image_gc = Arc::new(crate::images::gc::ImageGc::new(runtime.images.clone(), images.gc));
     let cri_pods = Arc::new(crate::runtime::cri::CriPods::load(runtime.clone(), node.clone()));
+    let (registry, events) = (Registry::default(), Events::new());
+    let cri = Arc::new(crate::cri::Cri::new(crate::cri::Parts {
+        runtime: runtime.clone(),
+        cri_pods: cri_pods.clone(),
+        node: node.clone(),
+        registry: registry.clone(),
+        events: events.clone(),
+        puller: puller.clone(),
+        image_gc: image_gc.clone(),
+        manifests: manifests.to_path_buf(),
+    }));
     Ok(Arc::new(Context {
+        cri,
         puller,
         image_gc,
         cri_pods,
@@ -180,8 +195,8 @@ fn context(
             allowed_unsafe_sysctls,
         )),
         node,
-        events: Events::new(),
-        registry: Registry::default(),
+        events,
+        registry,
         backoff,
         housekeeping_interval,
         images_changed,
@@ -299,6 +314,8 @@ pub fn reset(args: &ResetArgs) -> anyhow::Result<()> {
         let ctx = context(
             &args.root.root,
             &args.log_dir,
+            // `reset` serves no CRI client: no refusal names the manifests directory.
+            std::path::Path::new(""),
             &args.cgroup_parent,
             pause,
             None,

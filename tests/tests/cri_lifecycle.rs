@@ -669,26 +669,7 @@ fn a_static_pod_stopped_through_the_cri_is_restarted_by_its_worker() {
     let old = pod.pid("main");
     rt().block_on(async {
         let mut c = connect(&env.socket).await;
-        // The container runs (its state file says so) a moment before the worker publishes
-        // it: wait until the CRI lists it.
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let main = loop {
-            let containers = c
-                .runtime
-                .list_containers(cri::ListContainersRequest::default())
-                .await
-                .unwrap()
-                .into_inner()
-                .containers;
-            if let Some(main) = containers.into_iter().find(|x| x.pod_sandbox_id.len() == 64) {
-                break main;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the static pod's container is never listed"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let main = listed_static_container(&mut c).await;
         c.runtime
             .stop_container(cri::StopContainerRequest {
                 container_id: main.id.clone(),
@@ -704,4 +685,83 @@ fn a_static_pod_stopped_through_the_cri_is_restarted_by_its_worker() {
             .map(|_| ())
     });
     assert!(!alive(old));
+}
+
+/// The static pod's container as the CRI lists it. It runs (its state file says so) a moment
+/// before the worker publishes it: this waits until the CRI lists it.
+async fn listed_static_container(c: &mut Clients) -> cri::Container {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let containers = c
+            .runtime
+            .list_containers(cri::ListContainersRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+        if let Some(main) = containers.into_iter().find(|x| x.pod_sandbox_id.len() == 64) {
+            return main;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the static pod's container is never listed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A client's RemoveContainer or RemovePodSandbox of a static pod's is a stop: the worker
+/// restarts the container, or makes a new sandbox, and what it keeps (the last attempt, the
+/// old sandbox that holds it) stays, as the manifest's pod still shows it.
+#[test]
+fn a_clients_removal_of_a_static_pods_container_or_sandbox_stops_it() {
+    if !is_root() {
+        return skip("needs root: runs the agent and real pods");
+    }
+    let env = Env::new("cri-static-remove");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, &["--backoff-initial", "200ms", "--backoff-max", "400ms"]);
+    env.write_manifest("keeper.yaml", STATIC);
+    let name = static_pod_name("keeper");
+    let first = env.wait_running(&name, &["main"]);
+    let main = rt().block_on(async {
+        let mut c = connect(&env.socket).await;
+        let main = listed_static_container(&mut c).await;
+        c.runtime
+            .remove_container(cri::RemoveContainerRequest {
+                container_id: main.id.clone(),
+            })
+            .await
+            .expect("RemoveContainer on a static pod");
+        main
+    });
+    let again = wait_for("the worker restarts it", Duration::from_secs(30), || {
+        let p = env.pod(&name)?;
+        let c = p.containers.get("main")?;
+        (c.attempt >= 1 && c.exit.is_none() && c.pid.is_some_and(alive)).then_some(p)
+    });
+    assert!(!alive(first.pid("main")));
+    assert!(
+        first.containers["main"].dir.is_dir(),
+        "the stopped attempt is the worker's last one"
+    );
+
+    rt().block_on(async {
+        let mut c = connect(&env.socket).await;
+        c.runtime
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: main.pod_sandbox_id.clone(),
+            })
+            .await
+            .expect("RemovePodSandbox on a static pod");
+    });
+    wait_for("a new sandbox runs main", Duration::from_secs(30), || {
+        let p = env.pod(&name)?;
+        (p.pause_pid? != first.pause()).then_some(())?;
+        let c = p.containers.get("main")?;
+        (c.exit.is_none() && c.pid.is_some_and(alive)).then_some(())
+    });
+    assert!(!alive(first.pause()));
+    let old_sandbox = again.sandbox_dir.expect("sandbox");
+    assert!(old_sandbox.is_dir(), "the stopped sandbox holds the last attempt");
 }

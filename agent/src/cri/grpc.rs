@@ -7,7 +7,7 @@ use std::sync::Arc;
 use minilet_proto::runtime::v1 as cri;
 use tonic::{Request, Response, Status};
 
-use super::ownership::{Owners, client_may_change};
+use super::ownership::{Owner, Owners, client_may_change};
 use super::service::{ImageService, RuntimeService};
 use crate::runtime::RuntimeError;
 
@@ -56,7 +56,21 @@ impl<S: RuntimeService + Owners + 'static> cri::runtime_service_server::RuntimeS
     }
 
     async fn remove_pod_sandbox(&self, r: Request<cri::RemovePodSandboxRequest>) -> R<cri::RemovePodSandboxResponse> {
-        answer(self.0.remove_pod_sandbox(r.into_inner()).await)
+        let req = r.into_inner();
+        // A static pod's sandbox comes back while its manifest is there: removing it is
+        // stopping it (its worker makes a new one, as a kubelet would).
+        if self.0.sandbox_owner(&req.pod_sandbox_id).await == Owner::Manifest {
+            let stop = cri::StopPodSandboxRequest {
+                pod_sandbox_id: req.pod_sandbox_id,
+            };
+            return answer(
+                self.0
+                    .stop_pod_sandbox(stop)
+                    .await
+                    .map(|_| cri::RemovePodSandboxResponse {}),
+            );
+        }
+        answer(self.0.remove_pod_sandbox(req).await)
     }
 
     async fn pod_sandbox_status(&self, r: Request<cri::PodSandboxStatusRequest>) -> R<cri::PodSandboxStatusResponse> {
@@ -90,7 +104,22 @@ impl<S: RuntimeService + Owners + 'static> cri::runtime_service_server::RuntimeS
     }
 
     async fn remove_container(&self, r: Request<cri::RemoveContainerRequest>) -> R<cri::RemoveContainerResponse> {
-        answer(self.0.remove_container(r.into_inner()).await)
+        let req = r.into_inner();
+        // A static pod's attempt is its worker's to remove: stopping it is what a client can
+        // do (the worker then restarts it per policy, and retires old attempts).
+        if self.0.container_owner(&req.container_id).await == Owner::Manifest {
+            let stop = cri::StopContainerRequest {
+                container_id: req.container_id,
+                timeout: 0,
+            };
+            return answer(
+                self.0
+                    .stop_container(stop)
+                    .await
+                    .map(|_| cri::RemoveContainerResponse {}),
+            );
+        }
+        answer(self.0.remove_container(req).await)
     }
 
     async fn list_containers(&self, r: Request<cri::ListContainersRequest>) -> R<cri::ListContainersResponse> {

@@ -77,7 +77,7 @@ impl Cri {
         &self,
         f: impl FnOnce(&ImageStore) -> Result<T, ImageError> + Send + 'static,
     ) -> Result<T, RuntimeError> {
-        let store = self.ctx.runtime.images.clone();
+        let store = self.runtime.images.clone();
         crate::runtime::blocking("image store", move || Ok(f(&store)?)).await
     }
 }
@@ -136,7 +136,7 @@ impl ImageService for Cri {
         let image = req.image.map(|i| i.image).unwrap_or_default();
         let creds = req.auth.map(credentials).transpose()?.flatten();
         // The image ref is the image ID, as containerd answers.
-        let summary = self.ctx.puller.pull(&image, creds, None).await?;
+        let summary = self.puller.pull(&image, creds, None).await?;
         Ok(cri::PullImageResponse { image_ref: summary.id })
     }
 
@@ -147,8 +147,8 @@ impl ImageService for Cri {
                 "image.image: an image reference is required".into(),
             ));
         }
-        let layout = self.ctx.runtime.layout.clone();
-        let turn = self.ctx.image_gc.sweep_turn().await;
+        let layout = self.runtime.layout.clone();
+        let turn = self.image_gc.sweep_turn().await;
         // By ID: the image with all its names; by name: that name, and the content once no
         // name is left. Removing an image that is not there is not an error (CRI).
         self.blocking_images(move |store| {
@@ -164,9 +164,9 @@ impl ImageService for Cri {
     }
 
     async fn image_fs_info(&self, _: cri::ImageFsInfoRequest) -> Result<cri::ImageFsInfoResponse, RuntimeError> {
-        let dir = self.ctx.runtime.images.layers_dir();
+        let dir = self.runtime.images.layers_dir();
         let images = dir.parent().map(std::path::Path::to_path_buf).unwrap_or(dir);
-        let pods = self.ctx.runtime.layout.pods_dir();
+        let pods = self.runtime.layout.pods_dir();
         Ok(cri::ImageFsInfoResponse {
             image_filesystems: vec![super::stats::writable_layer(&images)],
             container_filesystems: vec![super::stats::writable_layer(&pods)],

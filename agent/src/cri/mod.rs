@@ -20,17 +20,72 @@ pub mod streaming;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::pod::Context;
+use crate::events::Events;
+use crate::pod::node::NodeInfo;
+use crate::pod::status::Registry;
+use crate::runtime::cri::CriPods;
+use crate::runtime::{Runtime, RuntimeError};
 
 /// What the three services share, and the one implementation of the CRI traits
-/// ([`service::RuntimeService`], [`service::ImageService`]) over this node's pods and images.
+/// ([`service::RuntimeService`], [`service::ImageService`]) over this node's pods and images:
+/// for CRI clients through the socket, and for the static pods' side in process.
 pub struct Cri {
-    pub ctx: Arc<Context>,
+    pub runtime: Arc<Runtime>,
+    /// The runtime's store of sandboxes and containers.
+    pub cri_pods: Arc<CriPods>,
+    pub node: NodeInfo,
+    /// The static pods as their workers publish them (the read model CRI clients see them
+    /// through).
+    pub registry: Registry,
+    pub events: Events,
+    pub puller: Arc<crate::images::Puller>,
+    pub image_gc: Arc<crate::images::gc::ImageGc>,
     pub stats: stats::StatsCache,
     /// The manifests directory, named in refusals of lifecycle calls.
     pub manifests: PathBuf,
-    /// Hands out the URLs of Exec and PortForward.
-    pub streaming: Arc<streaming::Streaming>,
+    /// Hands out the URLs of Exec, Attach and PortForward, once started.
+    streaming: std::sync::OnceLock<Arc<streaming::Streaming>>,
+}
+
+/// What a [`Cri`] is made of.
+pub struct Parts {
+    pub runtime: Arc<Runtime>,
+    pub cri_pods: Arc<CriPods>,
+    pub node: NodeInfo,
+    pub registry: Registry,
+    pub events: Events,
+    pub puller: Arc<crate::images::Puller>,
+    pub image_gc: Arc<crate::images::gc::ImageGc>,
+    pub manifests: PathBuf,
+}
+
+impl Cri {
+    pub fn new(p: Parts) -> Self {
+        Cri {
+            runtime: p.runtime,
+            cri_pods: p.cri_pods,
+            node: p.node,
+            registry: p.registry,
+            events: p.events,
+            puller: p.puller,
+            image_gc: p.image_gc,
+            stats: stats::StatsCache::default(),
+            manifests: p.manifests,
+            streaming: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The streaming server the URLs of Exec, Attach and PortForward point to (set once).
+    pub fn set_streaming(&self, server: Arc<streaming::Streaming>) {
+        let _ = self.streaming.set(server);
+    }
+
+    fn streaming(&self) -> Result<&streaming::Streaming, RuntimeError> {
+        self.streaming
+            .get()
+            .map(|s| &**s)
+            .ok_or_else(|| RuntimeError::FailedPrecondition("the streaming server is not running".into()))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,19 +153,8 @@ pub fn bind(path: &Path) -> Result<(tokio::net::UnixListener, SocketFile), Socke
 pub const MAX_GRPC_MESSAGE_BYTES: usize = 64 << 20;
 
 /// Serve the three services on `listener` until the task is dropped or aborted.
-pub fn serve(
-    ctx: Arc<Context>,
-    streaming: Arc<streaming::Streaming>,
-    manifests: &Path,
-    listener: tokio::net::UnixListener,
-) -> tokio::task::JoinHandle<()> {
+pub fn serve(cri: Arc<Cri>, listener: tokio::net::UnixListener) -> tokio::task::JoinHandle<()> {
     use minilet_proto::{ImageServiceServer, NodeServer, RuntimeServiceServer};
-    let cri = Arc::new(Cri {
-        ctx,
-        stats: stats::StatsCache::default(),
-        manifests: manifests.to_path_buf(),
-        streaming,
-    });
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     let server = tonic::transport::Server::builder()
         .add_service(

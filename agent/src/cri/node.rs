@@ -60,7 +60,7 @@ impl node::node_server::Node for NodeSvc {
         // Limits and pressure mean reading a dozen files per cgroup per hierarchy: only for
         // callers that show them (describe), not for every listing.
         let details = req.cgroup_details;
-        let ctx = &self.0.ctx;
+        let ctx = &*self.0;
         let mut pods = Vec::new();
         for e in ctx.registry.list() {
             let meta = &e.pod.metadata;
@@ -170,7 +170,7 @@ impl node::node_server::Node for NodeSvc {
 
     async fn list_events(&self, req: Request<node::ListEventsRequest>) -> R<node::ListEventsResponse> {
         let req = req.into_inner();
-        let ctx = &self.0.ctx;
+        let ctx = &*self.0;
         let mut event_json = Vec::new();
         for (i, ev) in ctx.events.list().iter().enumerate() {
             let o = &ev.object;
@@ -201,11 +201,10 @@ impl node::node_server::Node for NodeSvc {
                 RuntimeError::InvalidArgument("the first message of an exec stream must be `start`".into()).into(),
             );
         };
-        let (_, attempt) = filter::container(&self.0.ctx.registry, &start.container_id)?;
+        let (_, attempt) = filter::container(&self.0.registry, &start.container_id)?;
         let size = start.size.map(|s| (s.width as u16, s.height as u16));
         let session = self
             .0
-            .ctx
             .runtime
             .exec(&attempt.files, start.cmd, start.tty, start.stdin, size)
             .await?;

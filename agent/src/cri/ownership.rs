@@ -1,9 +1,9 @@
 //! Who owns a sandbox or container, and what an external CRI client may therefore not do.
 //!
 //! A static pod is owned by its manifest: a client may stop its containers or sandbox (the
-//! pod's worker then restarts them, so the manifest still wins), but creating containers in
-//! it, starting its containers or changing their resources is refused with where to make
-//! the change instead. The refusal is the gRPC adapter's: an in-process caller (the static
+//! pod's worker then restarts them, so the manifest still wins), and removing them is
+//! stopping them; creating containers in it, starting its containers or changing their
+//! resources is refused with where to make the change instead. The refusal is the gRPC adapter's: an in-process caller (the static
 //! pods' own side) calls [`super::service::RuntimeService`] directly and is not refused.
 
 use std::path::Path;
@@ -32,20 +32,22 @@ pub trait Owners: Send + Sync {
 
 #[tonic::async_trait]
 impl Owners for Cri {
+    /// From the sandbox's annotation ([`crate::runtime::cri::MANIFEST`]); an older agent's
+    /// static sandbox, outside the runtime's store, is known to the registry.
     async fn sandbox_owner(&self, id: &str) -> Owner {
-        if !self.pods().has_client_sandbox(id) && filter::sandbox(&self.ctx.registry, id).is_ok() {
-            Owner::Manifest
-        } else {
-            Owner::Client
-        }
+        let manifest = match self.pods().sandbox_is_manifest(id) {
+            Some(manifest) => manifest,
+            None => filter::sandbox(&self.registry, id).is_ok(),
+        };
+        if manifest { Owner::Manifest } else { Owner::Client }
     }
 
-    /// From the annotation of the container's sandbox ([`crate::runtime::cri::MANIFEST`]);
-    /// an attempt an older agent kept outside the runtime's store is known to the registry.
+    /// From the annotation of the container's sandbox; an attempt an older agent kept
+    /// outside the runtime's store is known to the registry.
     async fn container_owner(&self, id: &str) -> Owner {
         let manifest = match self.pods().container_is_manifest(id).await {
             Some(manifest) => manifest,
-            None => filter::container(&self.ctx.registry, id).is_ok(),
+            None => filter::container(&self.registry, id).is_ok(),
         };
         if manifest { Owner::Manifest } else { Owner::Client }
     }

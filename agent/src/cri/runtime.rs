@@ -1,12 +1,12 @@
 //! CRI `runtime.v1.RuntimeService` over the node's two kinds of pods: the one implementation
-//! of [`RuntimeService`], for in-process callers and (through [`super::grpc`]) CRI clients.
+//! of [`RuntimeService`], for in-process callers (the static pods' side) and, through
+//! [`super::grpc`], CRI clients.
 //!
-//! Pods a CRI client made (RunPodSandbox) live in [`crate::runtime::cri::CriPods`]: every call
-//! works on them as the CRI defines it. Static pods are still run by their workers, and this
-//! sees them through the pods' registry (a read model): stopping their containers or sandbox
-//! works (the pod's worker then does what the kubelet does: restart per policy, recreate the
-//! sandbox, so the manifest still wins); removing them is stopping them, since the worker
-//! owns their files. What an external client may not do to them is [`super::ownership`]'s.
+//! Every sandbox and container lives in [`crate::runtime::cri::CriPods`], and the lifecycle
+//! calls work on them as the CRI defines it, whoever owns them. Static pods are listed and
+//! reported through the pods' registry (a read model) still. What an external client may not
+//! do to a static pod (remove it: that is stopping it; create, start or update its
+//! containers) is [`super::ownership`]'s, in the gRPC adapter.
 
 use std::time::Duration;
 
@@ -27,14 +27,14 @@ const CRI_VERSION: &str = "0.1.0";
 
 impl Cri {
     pub(super) fn pods(&self) -> &crate::runtime::cri::CriPods {
-        &self.ctx.cri_pods
+        &self.cri_pods
     }
 
     /// The files of a container of either kind of pod (for exec and logs).
     async fn container_files(&self, id: &str) -> Result<crate::runtime::state::ContainerFiles, RuntimeError> {
         match self.pods().container_files(id).await {
             Ok(f) => Ok(f),
-            Err(RuntimeError::NotFound { .. }) => Ok(filter::container(&self.ctx.registry, id)?.1.files),
+            Err(RuntimeError::NotFound { .. }) => Ok(filter::container(&self.registry, id)?.1.files),
             Err(e) => Err(e),
         }
     }
@@ -42,18 +42,18 @@ impl Cri {
     /// Stop a static pod's running attempt; its worker then restarts it per policy. An
     /// unknown container is already stopped.
     async fn stop_static_container(&self, id: &str, timeout: i64) {
-        let Ok((_, a)) = filter::container(&self.ctx.registry, id) else {
+        let Ok((_, a)) = filter::container(&self.registry, id) else {
             return;
         };
         if a.files.state.is_none() || a.files.exit.is_some() {
             return;
         }
-        self.ctx.runtime.stop_container_within(&a.files, timeout).await;
+        self.runtime.stop_container_within(&a.files, timeout).await;
     }
 
     /// Stop a static pod's pause; its worker recreates the sandbox. Unknown: already gone.
     async fn stop_static_sandbox(&self, id: &str) -> Result<(), RuntimeError> {
-        let Ok(e) = filter::sandbox(&self.ctx.registry, id) else {
+        let Ok(e) = filter::sandbox(&self.registry, id) else {
             return Ok(());
         };
         if let Some(pause) = e.sandbox.pause {
@@ -61,7 +61,7 @@ impl Cri {
                 pause,
                 created_at: e.sandbox.created_at,
             };
-            self.ctx.runtime.stop_sandbox(&state).await?;
+            self.runtime.stop_sandbox(&state).await?;
         }
         Ok(())
     }
@@ -87,7 +87,7 @@ impl Cri {
             )));
         }
         p.container_id = files.record.id.clone();
-        self.streaming.url_for(streaming::Request::Exec(p))
+        self.streaming()?.url_for(streaming::Request::Exec(p))
     }
 }
 
@@ -115,10 +115,11 @@ impl RuntimeService for Cri {
         req: cri::StopPodSandboxRequest,
     ) -> Result<cri::StopPodSandboxResponse, RuntimeError> {
         let id = req.pod_sandbox_id;
-        if self.pods().has_client_sandbox(&id) {
-            self.pods().stop_pod_sandbox(&id).await?;
-        } else {
-            self.stop_static_sandbox(&id).await?;
+        match self.pods().sandbox_is_manifest(&id) {
+            Some(_) => self.pods().stop_pod_sandbox(&id).await?,
+            // An older agent's static sandbox, not the runtime's (until its worker replaces
+            // it), or none.
+            None => self.stop_static_sandbox(&id).await?,
         }
         Ok(cri::StopPodSandboxResponse {})
     }
@@ -128,12 +129,9 @@ impl RuntimeService for Cri {
         req: cri::RemovePodSandboxRequest,
     ) -> Result<cri::RemovePodSandboxResponse, RuntimeError> {
         let id = req.pod_sandbox_id;
-        if self.pods().has_client_sandbox(&id) {
-            self.pods().remove_pod_sandbox(&id).await?;
-        } else {
-            // A static pod's sandbox comes back while its manifest is there: removing it is
-            // stopping it (the worker recreates it, as a kubelet would).
-            self.stop_static_sandbox(&id).await?;
+        match self.pods().sandbox_is_manifest(&id) {
+            Some(_) => self.pods().remove_pod_sandbox(&id).await?,
+            None => self.stop_static_sandbox(&id).await?,
         }
         Ok(cri::RemovePodSandboxResponse {})
     }
@@ -156,21 +154,21 @@ impl RuntimeService for Cri {
                 timestamp: now_nanos(),
             });
         }
-        let e = filter::sandbox(&self.ctx.registry, &req.pod_sandbox_id)?;
+        let e = filter::sandbox(&self.registry, &req.pod_sandbox_id)?;
         let mut info = std::collections::HashMap::new();
         if req.verbose {
             let v = serde_json::json!({
                 "pid": e.sandbox.pause.map(|p| p.pid),
                 "uid": e.uid,
                 "manifest": e.manifest,
-                "cgroupDirs": self.ctx.runtime.cgroups.dirs(&e.sandbox.cgroup),
+                "cgroupDirs": self.runtime.cgroups.dirs(&e.sandbox.cgroup),
                 "namespaces": {"network": e.sandbox.namespaces.network, "pid": e.sandbox.namespaces.pid, "ipc": e.sandbox.namespaces.ipc, "uts": e.sandbox.namespaces.uts, "sharedPid": e.sandbox.share_pid},
-                "pod": convert::v1_pod(&e, &self.ctx.node),
+                "pod": convert::v1_pod(&e, &self.node),
             });
             info.insert("info".to_string(), v.to_string());
         }
         Ok(cri::PodSandboxStatusResponse {
-            status: Some(convert::pod_sandbox_status(&e, &self.ctx.node)),
+            status: Some(convert::pod_sandbox_status(&e, &self.node)),
             info,
             containers_statuses: Vec::new(),
             timestamp: now_nanos(),
@@ -183,7 +181,6 @@ impl RuntimeService for Cri {
     ) -> Result<cri::ListPodSandboxResponse, RuntimeError> {
         let f = req.filter.unwrap_or_default();
         let items = self
-            .ctx
             .registry
             .list()
             .iter()
@@ -231,10 +228,8 @@ impl RuntimeService for Cri {
     ) -> Result<cri::RemoveContainerResponse, RuntimeError> {
         let id = req.container_id;
         match self.pods().container_is_manifest(&id).await {
-            Some(false) => self.pods().remove_container(&id).await?,
-            // A static pod's attempt is its worker's to remove: stopping it is what a client
-            // can do (the worker then restarts it per policy, and retires old attempts).
-            Some(true) => self.pods().stop_container(&id, 0).await?,
+            Some(_) => self.pods().remove_container(&id).await?,
+            // An attempt an older agent kept outside the store: its worker removes it.
             None => self.stop_static_container(&id, 0).await,
         }
         Ok(cri::RemoveContainerResponse {})
@@ -246,7 +241,7 @@ impl RuntimeService for Cri {
     ) -> Result<cri::ListContainersResponse, RuntimeError> {
         let f = req.filter.unwrap_or_default();
         let mut containers = Vec::new();
-        for e in self.ctx.registry.list() {
+        for e in self.registry.list() {
             if !filter::id_matches(&f.pod_sandbox_id, &e.sandbox.id) {
                 continue;
             }
@@ -283,7 +278,7 @@ impl RuntimeService for Cri {
                     "pid": files.state.map(|s| s.process.pid),
                     "monitorPid": files.state.map(|s| s.monitor.pid),
                     "sandboxId": sandbox_id,
-                    "cgroupDirs": self.ctx.runtime.cgroups.dirs(&files.record.cgroup),
+                    "cgroupDirs": self.runtime.cgroups.dirs(&files.record.cgroup),
                     "dir": files.dir,
                     "exit": files.exit,
                 });
@@ -294,7 +289,7 @@ impl RuntimeService for Cri {
                 info,
             });
         }
-        let (e, a) = filter::container(&self.ctx.registry, &req.container_id)?;
+        let (e, a) = filter::container(&self.registry, &req.container_id)?;
         let spec = convert::read_spec(&a.files);
         let mut info = std::collections::HashMap::new();
         if req.verbose {
@@ -302,7 +297,7 @@ impl RuntimeService for Cri {
                 "pid": a.files.state.map(|s| s.process.pid),
                 "monitorPid": a.files.state.map(|s| s.monitor.pid),
                 "sandboxId": e.sandbox.id,
-                "cgroupDirs": self.ctx.runtime.cgroups.dirs(&a.files.record.cgroup),
+                "cgroupDirs": self.runtime.cgroups.dirs(&a.files.record.cgroup),
                 "dir": a.files.dir,
                 "exit": a.files.exit,
                 "spec": spec,
@@ -332,7 +327,7 @@ impl RuntimeService for Cri {
         req: cri::ReopenContainerLogRequest,
     ) -> Result<cri::ReopenContainerLogResponse, RuntimeError> {
         let files = self.container_files(&req.container_id).await?;
-        self.ctx.runtime.reopen_log(&files).await?;
+        self.runtime.reopen_log(&files).await?;
         Ok(cri::ReopenContainerLogResponse {})
     }
 
@@ -340,7 +335,7 @@ impl RuntimeService for Cri {
         let files = self.container_files(&req.container_id).await?;
         let timeout = (req.timeout > 0).then(|| Duration::from_secs(req.timeout as u64));
         let cmd = req.cmd.clone();
-        match self.ctx.runtime.exec_sync(&files, req.cmd, timeout).await? {
+        match self.runtime.exec_sync(&files, req.cmd, timeout).await? {
             Some(r) => Ok(cri::ExecSyncResponse {
                 stdout: r.stdout,
                 stderr: r.stderr,
@@ -387,7 +382,7 @@ impl RuntimeService for Cri {
     }
 
     async fn port_forward(&self, req: cri::PortForwardRequest) -> Result<cri::PortForwardResponse, RuntimeError> {
-        let (sandbox_id, pause, _) = self.streaming.sandbox_network(&req.pod_sandbox_id).await?;
+        let (sandbox_id, pause, _) = self.streaming()?.sandbox_network(&req.pod_sandbox_id).await?;
         if pause.is_none() {
             return Err(RuntimeError::FailedPrecondition(format!(
                 "pod sandbox {sandbox_id} is not ready"
@@ -398,7 +393,9 @@ impl RuntimeService for Cri {
                 "port: {p} is not a valid port number"
             )));
         }
-        let url = self.streaming.url_for(streaming::Request::PortForward { sandbox_id })?;
+        let url = self
+            .streaming()?
+            .url_for(streaming::Request::PortForward { sandbox_id })?;
         Ok(cri::PortForwardResponse { url })
     }
 
@@ -410,7 +407,7 @@ impl RuntimeService for Cri {
         let (attributes, files) = match self.pods().container_attributes(&id).await {
             Ok(v) => v,
             Err(RuntimeError::NotFound { .. }) => {
-                let (e, a) = filter::container(&self.ctx.registry, &id)?;
+                let (e, a) = filter::container(&self.registry, &id)?;
                 (static_attributes(&e, &a), a.files)
             }
             Err(e) => return Err(e),
@@ -418,7 +415,7 @@ impl RuntimeService for Cri {
         let cgroup = files.record.cgroup.clone();
         let samples = self
             .stats
-            .sample(&self.ctx.runtime.cgroups, std::slice::from_ref(&cgroup))
+            .sample(&self.runtime.cgroups, std::slice::from_ref(&cgroup))
             .await;
         Ok(cri::ContainerStatsResponse {
             stats: Some(container_stats(attributes, &files, samples.get(&cgroup))),
@@ -431,7 +428,7 @@ impl RuntimeService for Cri {
     ) -> Result<cri::ListContainerStatsResponse, RuntimeError> {
         let f = req.filter.unwrap_or_default();
         let mut picked: Vec<(String, cri::ContainerAttributes, crate::runtime::state::ContainerFiles)> = Vec::new();
-        for e in self.ctx.registry.list() {
+        for e in self.registry.list() {
             for a in e
                 .attempts
                 .iter()
@@ -447,7 +444,7 @@ impl RuntimeService for Cri {
                 && filter::labels_match(&attrs.labels, &f.label_selector)
         });
         let paths: Vec<String> = picked.iter().map(|(_, _, files)| files.record.cgroup.clone()).collect();
-        let samples = self.stats.sample(&self.ctx.runtime.cgroups, &paths).await;
+        let samples = self.stats.sample(&self.runtime.cgroups, &paths).await;
         let stats = picked
             .into_iter()
             .map(|(_, attrs, files)| {
@@ -468,7 +465,7 @@ impl RuntimeService for Cri {
             let sb = sb.lock().await.clone();
             cri_sandbox_input(&sb)
         } else {
-            static_sandbox_input(&filter::sandbox(&self.ctx.registry, &id)?)
+            static_sandbox_input(&filter::sandbox(&self.registry, &id)?)
         };
         let mut all = self.sandbox_stats(vec![input]).await;
         Ok(cri::PodSandboxStatsResponse { stats: all.pop() })
@@ -500,7 +497,7 @@ impl RuntimeService for Cri {
     async fn status(&self, req: cri::StatusRequest) -> Result<cri::StatusResponse, RuntimeError> {
         let mut info = std::collections::HashMap::new();
         if req.verbose {
-            let rt = &self.ctx.runtime;
+            let rt = &self.runtime;
             let v = serde_json::json!({
                 "root": rt.config.root,
                 "logDir": rt.config.log_dir,
@@ -508,12 +505,12 @@ impl RuntimeService for Cri {
                 "cgroupVersion": rt.cgroups.version().to_string(),
                 "cgroupParent": rt.cgroups.dirs(""),
                 "manifests": self.manifests,
-                "node": self.ctx.node.name,
+                "node": self.node.name,
             });
             info.insert("config".to_string(), v.to_string());
         }
         let network = {
-            let rt = self.ctx.runtime.clone();
+            let rt = self.runtime.clone();
             tokio::task::spawn_blocking(move || rt.network.readiness())
                 .await
                 .unwrap_or_else(|e| Err(format!("checking the network: {e}")))
@@ -587,7 +584,7 @@ impl RuntimeService for Cri {
         _: cri::ListPodSandboxMetricsRequest,
     ) -> Result<cri::ListPodSandboxMetricsResponse, RuntimeError> {
         let inputs = self.ready_sandbox_inputs().await;
-        let cgroups = std::sync::Arc::clone(&self.ctx.runtime.cgroups);
+        let cgroups = std::sync::Arc::clone(&self.runtime.cgroups);
         let pod_metrics = crate::runtime::blocking("reading metrics", move || {
             Ok(inputs
                 .into_iter()
@@ -660,7 +657,6 @@ impl Cri {
     /// Every ready sandbox of either kind, with its running containers.
     async fn ready_sandbox_inputs(&self) -> Vec<SandboxStatsInput> {
         let mut inputs: Vec<SandboxStatsInput> = self
-            .ctx
             .registry
             .list()
             .iter()
@@ -684,7 +680,7 @@ impl Cri {
             paths.push(i.cgroup.clone());
             paths.extend(i.containers.iter().map(|(_, f)| f.record.cgroup.clone()));
         }
-        let samples = self.stats.sample(&self.ctx.runtime.cgroups, &paths).await;
+        let samples = self.stats.sample(&self.runtime.cgroups, &paths).await;
         inputs
             .into_iter()
             .map(|i| {

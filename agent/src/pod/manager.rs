@@ -97,7 +97,10 @@ impl Manager {
                 continue;
             }
             tracing::warn!(sandbox = %id, "removing a static pod's sandbox no pod records");
-            if let Err(e) = m.ctx.cri_pods.remove_pod_sandbox(&id).await {
+            let req = minilet_proto::runtime::v1::RemovePodSandboxRequest {
+                pod_sandbox_id: id.clone(),
+            };
+            if let Err(e) = m.ctx.runtime_service().remove_pod_sandbox(req).await {
                 tracing::warn!(sandbox = %id, error = %e, "remove an unrecorded sandbox");
             }
         }

@@ -54,4 +54,14 @@ pub struct Context {
     pub image_gc: Arc<crate::images::gc::ImageGc>,
     /// Bumped whenever the set of images changes (a pod waiting for one tries again).
     pub images_changed: watch::Receiver<u64>,
+    /// The runtime's CRI side, which the gRPC server serves too.
+    pub cri: Arc<crate::cri::Cri>,
+}
+
+impl Context {
+    /// The runtime as the pod side drives it: CRI `RuntimeService`, in process, as the kubelet
+    /// drives containerd.
+    pub fn runtime_service(&self) -> &dyn crate::cri::service::RuntimeService {
+        &*self.cri
+    }
 }

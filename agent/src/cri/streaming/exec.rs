@@ -30,7 +30,7 @@ pub struct ExecParams {
 /// Start the command, or attach; the error is the message for the client's error stream.
 pub async fn start(server: &Arc<Streaming>, p: &ExecParams) -> Result<ExecSession, String> {
     let files = server.container_files(&p.container_id).await?;
-    let runtime = &server.ctx.runtime;
+    let runtime = &server.runtime;
     match &p.target {
         Target::Command(cmd) => runtime.exec(&files, cmd.clone(), p.tty, p.stdin, None).await,
         Target::Attach => runtime.attach(&files, p.stdin).await,

@@ -26,11 +26,15 @@ pub use portforward::PROTOCOL as PORT_FORWARD_PROTOCOL;
 pub use remotecommand::V4 as EXEC_PROTOCOL;
 pub use requests::Request;
 
-use crate::pod::Context;
+use crate::pod::status::Registry;
+use crate::runtime::Runtime;
+use crate::runtime::cri::CriPods;
 use crate::runtime::state::ContainerFiles;
 
 pub struct Streaming {
-    ctx: Arc<Context>,
+    runtime: Arc<Runtime>,
+    cri_pods: Arc<CriPods>,
+    registry: Registry,
     requests: requests::Requests,
     addr: SocketAddr,
 }
@@ -40,14 +44,16 @@ type Body = Full<Bytes>;
 impl Streaming {
     /// Bind `addr` (loopback; port 0 picks one) and serve until the task is aborted.
     pub async fn start(
-        ctx: Arc<Context>,
+        cri: &super::Cri,
         addr: SocketAddr,
         ttl: Duration,
     ) -> std::io::Result<(Arc<Streaming>, tokio::task::JoinHandle<()>)> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let server = Arc::new(Streaming {
-            ctx,
+            runtime: cri.runtime.clone(),
+            cri_pods: cri.cri_pods.clone(),
+            registry: cri.registry.clone(),
             requests: requests::Requests::new(ttl),
             addr,
         });
@@ -94,10 +100,10 @@ impl Streaming {
     /// The one place a CRI container ID becomes the files of a running container.
     /// A container of a CRI-owned pod or of a static pod.
     pub(super) async fn container_files(&self, id: &str) -> Result<ContainerFiles, String> {
-        let files = match self.ctx.cri_pods.container_files(id).await {
+        let files = match self.cri_pods.container_files(id).await {
             Ok(f) => f,
             Err(crate::runtime::RuntimeError::NotFound { .. }) => {
-                super::filter::container(&self.ctx.registry, id)
+                super::filter::container(&self.registry, id)
                     .map_err(|e| e.to_string())?
                     .1
                     .files
@@ -116,9 +122,9 @@ impl Streaming {
         &self,
         sandbox_id: &str,
     ) -> Result<(String, Option<crate::runtime::process::ProcessId>, bool), crate::runtime::RuntimeError> {
-        match self.ctx.cri_pods.sandbox_network(sandbox_id).await {
+        match self.cri_pods.sandbox_network(sandbox_id).await {
             Err(crate::runtime::RuntimeError::NotFound { .. }) => {
-                let e = super::filter::sandbox(&self.ctx.registry, sandbox_id)?;
+                let e = super::filter::sandbox(&self.registry, sandbox_id)?;
                 let host = e.pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
                 Ok((e.sandbox.id.clone(), e.sandbox.pause, host))
             }

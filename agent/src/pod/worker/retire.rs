@@ -4,6 +4,8 @@
 
 use std::collections::HashSet;
 
+use minilet_proto::runtime::v1 as cri;
+
 use super::Worker;
 use crate::runtime::state::ContainerFiles;
 
@@ -12,12 +14,11 @@ impl Worker {
     pub(in crate::pod) async fn remove_attempt(&self, files: &ContainerFiles) {
         let rt = &self.ctx.runtime;
         let removed = match rt.layout.sandbox_of_container(&files.dir) {
-            Some(sandbox) => {
-                let removed = self
-                    .ctx
-                    .cri_pods
-                    .remove_static_container(&sandbox, &files.record.id)
-                    .await;
+            Some(_) => {
+                let req = cri::RemoveContainerRequest {
+                    container_id: files.record.id.clone(),
+                };
+                let removed = self.ctx.runtime_service().remove_container(req).await.map(|_| ());
                 rt.remove_container_log(files).await;
                 removed
             }
@@ -50,7 +51,7 @@ impl Worker {
             return;
         }
         for id in &gone {
-            if let Err(e) = self.ctx.cri_pods.remove_pod_sandbox(id).await {
+            if let Err(e) = self.remove_pod_sandbox(id).await {
                 tracing::warn!(pod = %self.obj.name, sandbox = %id, error = %e, "remove an earlier pod sandbox");
             }
         }

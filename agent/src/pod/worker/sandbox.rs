@@ -1,4 +1,5 @@
-//! The pod's sandbox through the runtime's CRI side, as the kubelet asks containerd for it:
+//! The pod's sandbox through the runtime's `RuntimeService`, as the kubelet asks containerd
+//! for it:
 //! RunPodSandbox with the pod's generated `PodSandboxConfig` (marked as this manifest's), and
 //! StopPodSandbox + RemovePodSandbox when the pod or its sandbox goes. The runtime opens and
 //! closes the hostPorts (without CNI) and the pod network with the sandbox.
@@ -37,13 +38,14 @@ impl Worker {
         );
         let id = self
             .ctx
-            .cri_pods
+            .runtime_service()
             .run_pod_sandbox(cri::RunPodSandboxRequest {
                 config: Some(config),
                 runtime_handler: String::new(),
             })
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?
+            .pod_sandbox_id;
         let (state, ips) = match self.ctx.cri_pods.sandbox_runtime(&id).await {
             Some((Some(state), ips, _)) => (state, ips),
             _ => return Err(format!("sandbox {id} has no pause after RunPodSandbox")),
@@ -61,7 +63,7 @@ impl Worker {
         };
         if let Err(e) = written {
             // RemovePodSandbox stops it first: nothing of the sandbox is left.
-            if let Err(undo) = self.ctx.cri_pods.remove_pod_sandbox(&id).await {
+            if let Err(undo) = self.remove_pod_sandbox(&id).await {
                 tracing::warn!(pod = %self.obj.name, sandbox = %id, error = %undo, "remove the sandbox whose /etc/hosts failed");
             }
             return Err(e);
@@ -77,7 +79,10 @@ impl Worker {
         if self.record.sandbox_id.is_empty() {
             return;
         }
-        if let Err(e) = self.ctx.cri_pods.stop_pod_sandbox(&self.record.sandbox_id).await {
+        let req = cri::StopPodSandboxRequest {
+            pod_sandbox_id: self.record.sandbox_id.clone(),
+        };
+        if let Err(e) = self.ctx.runtime_service().stop_pod_sandbox(req).await {
             self.ctx.events.warning(
                 &self.obj,
                 "FailedKillPod",
@@ -106,9 +111,17 @@ impl Worker {
             .into_iter()
             .chain(Some(self.record.sandbox_id.clone()).filter(|id| !id.is_empty()));
         for id in ids {
-            if let Err(e) = self.ctx.cri_pods.remove_pod_sandbox(&id).await {
+            if let Err(e) = self.remove_pod_sandbox(&id).await {
                 tracing::warn!(pod = %self.obj.name, sandbox = %id, error = %e, "remove the pod sandbox");
             }
         }
+    }
+
+    /// RemovePodSandbox `id`: it is stopped first, its containers go with it.
+    pub(in crate::pod) async fn remove_pod_sandbox(&self, id: &str) -> Result<(), crate::runtime::RuntimeError> {
+        let req = cri::RemovePodSandboxRequest {
+            pod_sandbox_id: id.to_string(),
+        };
+        self.ctx.runtime_service().remove_pod_sandbox(req).await.map(|_| ())
     }
 }

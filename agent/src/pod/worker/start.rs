@@ -1,13 +1,17 @@
 //! Starting one container attempt: its image, its configuration, the runtime call, and what
 //! the slot does when any of it fails.
 
+use minilet_proto::runtime::v1 as cri;
+
 use super::{Next, Worker};
 use crate::pod::config::ContainerInputs;
 use crate::pod::cri_config;
 use crate::pod::hooks::{Hook, HookKind};
 use crate::pod::status::WaitingReason;
+use crate::runtime::RuntimeError;
 use crate::runtime::logs;
 use crate::runtime::spec::{ExitReason, now_nanos};
+use crate::runtime::state::ContainerFiles;
 
 impl Worker {
     /// Start the container in slot `i` now. Afterwards the slot is running, or knows when to
@@ -54,13 +58,7 @@ impl Worker {
         // The kubelet keeps one dead attempt per container (for `logs --previous`): the one
         // before it goes now, so there are never more than two.
         self.retire_previous(i).await;
-        let sandbox_id = self.record.sandbox_id.clone();
-        let pods = &self.ctx.cri_pods;
-        let started = match pods.create_container(&sandbox_id, cfg).await {
-            Ok(id) => pods.start_static_container(&sandbox_id, &id).await,
-            Err(e) => Err(e),
-        };
-        match started {
+        match self.create_and_start(cfg).await {
             Ok(files) => {
                 let slot = &mut self.slots[i];
                 slot.previous = slot.current.take();
@@ -111,6 +109,39 @@ impl Worker {
                 self.slots[i].waiting = Some((WaitingReason::CreateContainerError, e.to_string()));
                 self.slots[i].next = Next::StartAt(now_nanos() + self.ctx.backoff.initial.as_nanos() as i64);
             }
+        }
+    }
+
+    /// CreateContainer + StartContainer in the pod's sandbox; then the attempt as the runtime
+    /// recorded it: running, or ended (it could not start: StartError; or it already ran).
+    /// `Err` when nothing of it exists (CreateContainerError).
+    async fn create_and_start(&self, config: cri::ContainerConfig) -> Result<ContainerFiles, RuntimeError> {
+        let rs = self.ctx.runtime_service();
+        let sandbox_id = self.record.sandbox_id.clone();
+        let created = rs
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: sandbox_id.clone(),
+                config: Some(config),
+                sandbox_config: None,
+            })
+            .await?;
+        let id = created.container_id;
+        let started = rs
+            .start_container(cri::StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await;
+        match (self.ctx.cri_pods.static_container(&sandbox_id, &id).await, started) {
+            (Some(files), Ok(_)) => Ok(files),
+            // It could not start, and the runtime recorded why (StartError).
+            (Some(files), Err(_)) if files.exit.is_some() => Ok(files),
+            // Refused before anything ran (the sandbox was not ready): nothing of it stays.
+            (Some(files), Err(e)) => {
+                self.remove_attempt(&files).await;
+                Err(e)
+            }
+            (None, Err(e)) => Err(e),
+            (None, Ok(_)) => Err(RuntimeError::not_found("container", &id)),
         }
     }
 

@@ -101,13 +101,6 @@ impl CriPods {
         }
     }
 
-    /// StartContainer for a static pod's worker, which knows the sandbox: the attempt's files,
-    /// running, or with its exit when it could not start (StartError) or already ended.
-    pub async fn start_static_container(&self, sandbox_id: &str, cid: &str) -> Result<ContainerFiles, RuntimeError> {
-        let (sb, cid) = self.locate(sandbox_id, cid).await?;
-        Ok(self.start_in(&sb, &cid).await?.files)
-    }
-
     async fn start_in(
         &self,
         sb: &Arc<tokio::sync::Mutex<super::Sandbox>>,
@@ -196,17 +189,6 @@ impl CriPods {
         self.remove_in(&sb, &cid).await
     }
 
-    /// RemoveContainer for a static pod's worker, which knows the sandbox (no search of the
-    /// others). Its log file stays: the pod side removes it, as the kubelet's container GC
-    /// does.
-    pub async fn remove_static_container(&self, sandbox_id: &str, cid: &str) -> Result<(), RuntimeError> {
-        match self.locate(sandbox_id, cid).await {
-            Ok((sb, cid)) => self.remove_in(&sb, &cid).await,
-            Err(RuntimeError::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
     async fn remove_in(&self, sb: &Arc<tokio::sync::Mutex<super::Sandbox>>, cid: &str) -> Result<(), RuntimeError> {
         let running = {
             let mut sb = sb.lock().await;
@@ -230,20 +212,16 @@ impl CriPods {
         Ok(())
     }
 
-    /// The sandbox `sandbox_id` and its container `cid` (full IDs), or where the container
-    /// is if not there.
-    async fn locate(
-        &self,
-        sandbox_id: &str,
-        cid: &str,
-    ) -> Result<(Arc<tokio::sync::Mutex<super::Sandbox>>, String), RuntimeError> {
-        let found = self.map().get(sandbox_id).map(|e| e.sandbox.clone());
-        if let Some(sb) = found
-            && sb.lock().await.containers.contains_key(cid)
-        {
-            return Ok((sb, cid.to_string()));
+    /// Container `cid` of sandbox `sandbox_id` (full IDs), refreshed from disk: the
+    /// attempt's files, which a static pod's worker watches and stops.
+    pub async fn static_container(&self, sandbox_id: &str, cid: &str) -> Option<ContainerFiles> {
+        let sb = self.map().get(sandbox_id).map(|e| e.sandbox.clone())?;
+        let mut sb = sb.lock().await;
+        let c = sb.containers.get_mut(cid)?;
+        if let Err(e) = c.files.refresh() {
+            tracing::warn!(container = %cid, error = %e, "re-read container state");
         }
-        self.find_container(cid).await
+        Some(c.files.clone())
     }
 
     /// The containers of sandbox `sandbox_id`, refreshed from disk (a static pod's worker

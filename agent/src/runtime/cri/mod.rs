@@ -263,6 +263,23 @@ impl CriPods {
         unique(found, "sandbox", id)
     }
 
+    /// Whether the sandbox whose ID is `id` (or starts with it) is a static pod's; `None` when
+    /// the store has no such sandbox.
+    pub fn sandbox_is_manifest(&self, id: &str) -> Option<bool> {
+        if id.is_empty() {
+            return None;
+        }
+        let map = self.map();
+        if let Some(e) = map.get(id) {
+            return Some(e.manifest);
+        }
+        let mut found = map.iter().filter(|(k, _)| k.starts_with(id)).map(|(_, e)| e.manifest);
+        match (found.next(), found.next()) {
+            (Some(manifest), None) => Some(manifest),
+            _ => None,
+        }
+    }
+
     /// Whether `id` names (or is the prefix of) a CRI client's sandbox (not a static pod's).
     pub fn has_client_sandbox(&self, id: &str) -> bool {
         !id.is_empty() && self.map().iter().any(|(k, e)| k.starts_with(id) && !e.manifest)
