@@ -361,11 +361,11 @@ impl Worker {
             self.obj.container(&files.record.name, self.is_init(&files.record.name)),
             self.ctx.events.clone(),
         ));
-        let rt = self.ctx.runtime.clone();
+        let pods = self.ctx.cri_pods.clone();
         let tx = self.events_tx.clone();
         let files = files.clone();
         tokio::spawn(async move {
-            let exit = rt.wait_container(&files).await;
+            let exit = pods.wait_exit(&files).await;
             let _ = tx.send(Event::Exited {
                 id: files.record.id.clone(),
                 exit,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::translate;
 use super::{CONTAINER_CONFIG, Container, CriPods, refresh, write_pb};
-use crate::runtime::spec::now_nanos;
+use crate::runtime::spec::{ContainerExit, now_nanos};
 use crate::runtime::state::ContainerFiles;
 use crate::runtime::{RuntimeError, blocking};
 
@@ -212,6 +212,19 @@ impl CriPods {
         Ok(())
     }
 
+    /// How the running attempt `files` ended, once it has: from the store's own watcher when
+    /// it watches the container (no second watcher per container), else from the attempt's
+    /// files (an attempt an older agent kept outside the store).
+    pub async fn wait_exit(&self, files: &ContainerFiles) -> ContainerExit {
+        if let Some(mut reported) = self.exits.of(&files.record.id)
+            && let Ok(exit) = reported.wait_for(Option::is_some).await
+            && let Some(exit) = exit.clone()
+        {
+            return exit;
+        }
+        self.rt.wait_container(files).await
+    }
+
     /// Container `cid` of sandbox `sandbox_id` (full IDs), refreshed from disk: the
     /// attempt's files, which a static pod's worker watches and stops.
     pub async fn static_container(&self, sandbox_id: &str, cid: &str) -> Option<ContainerFiles> {
@@ -290,12 +303,15 @@ impl CriPods {
     /// Watch a running container until it exits: the exit becomes a CONTAINER_STOPPED event.
     pub(super) fn watch(&self, sandbox_id: &str, c: &Container) {
         let rt = self.rt.clone();
-        let events = self.events.clone();
+        let (events, exits) = (self.events.clone(), self.exits.clone());
+        let report = exits.watched(c.id());
         let files = c.files.clone();
         let config = c.config.clone();
         let sandbox_id = sandbox_id.to_string();
         tokio::spawn(async move {
             let exit = rt.wait_container(&files).await;
+            report.send_replace(Some(exit.clone()));
+            exits.forget(&files.record.id);
             let mut files = files;
             files.exit = Some(exit);
             let c = Container { config, files };

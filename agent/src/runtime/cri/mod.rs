@@ -27,7 +27,7 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 
 pub use container::status;
-pub use events::ContainerEvents;
+pub use events::{ContainerEvents, Exits};
 
 use super::spec::{SandboxNamespaces, SandboxState};
 use super::state::ContainerFiles;
@@ -126,6 +126,7 @@ pub struct CriPods {
     node: crate::pod::node::NodeInfo,
     sandboxes: std::sync::Mutex<HashMap<String, Entry>>,
     events: ContainerEvents,
+    exits: Exits,
 }
 
 /// One sandbox of the store, and whether it is a static pod's ([`MANIFEST`]): known without
@@ -144,6 +145,7 @@ impl CriPods {
             node,
             sandboxes: Default::default(),
             events: ContainerEvents::default(),
+            exits: Exits::default(),
         };
         let dir = pods.rt.layout.cri_sandboxes_dir();
         let Ok(entries) = std::fs::read_dir(&dir) else {
