@@ -361,16 +361,14 @@ impl Worker {
             self.obj.container(&files.record.name, self.is_init(&files.record.name)),
             self.ctx.events.clone(),
         ));
-        let pods = self.ctx.cri_pods.clone();
         let tx = self.events_tx.clone();
-        let files = files.clone();
-        tokio::spawn(async move {
-            let exit = pods.wait_exit(&files).await;
-            let _ = tx.send(Event::Exited {
-                id: files.record.id.clone(),
-                exit,
-            });
-        });
+        let id = files.record.id.clone();
+        self.ctx.cri_pods.on_exit(
+            files,
+            Box::new(move |exit| {
+                let _ = tx.send(Event::Exited { id, exit });
+            }),
+        );
     }
 
     /// Handle a message from a watcher. Returns true if the sandbox died.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::translate;
 use super::{CONTAINER_CONFIG, Container, CriPods, refresh, write_pb};
-use crate::runtime::spec::{ContainerExit, now_nanos};
+use crate::runtime::spec::now_nanos;
 use crate::runtime::state::ContainerFiles;
 use crate::runtime::{RuntimeError, blocking};
 
@@ -77,7 +77,13 @@ impl CriPods {
             return Err(e);
         }
         let id = files.record.id.clone();
-        sb.containers.insert(id.clone(), Container { config, files });
+        sb.containers.insert(
+            id.clone(),
+            Container {
+                config: super::kept(config),
+                files,
+            },
+        );
         self.event(&sb, &id, cri::ContainerEventType::ContainerCreatedEvent);
         Ok(id)
     }
@@ -212,17 +218,15 @@ impl CriPods {
         Ok(())
     }
 
-    /// How the running attempt `files` ended, once it has: from the store's own watcher when
-    /// it watches the container (no second watcher per container), else from the attempt's
-    /// files (an attempt an older agent kept outside the store).
-    pub async fn wait_exit(&self, files: &ContainerFiles) -> ContainerExit {
-        if let Some(mut reported) = self.exits.of(&files.record.id)
-            && let Ok(exit) = reported.wait_for(Option::is_some).await
-            && let Some(exit) = exit.clone()
-        {
-            return exit;
+    /// Tell `waiter` how the running attempt `files` ended, once it has: from the store's
+    /// own watcher when it watches the container (no second watcher, no task per waiter),
+    /// else from a watcher of the attempt's files (it ended already, or an older agent kept
+    /// it outside the store).
+    pub fn on_exit(&self, files: &ContainerFiles, waiter: super::ExitWaiter) {
+        if let Err(waiter) = self.exits.on_exit(&files.record.id, waiter) {
+            let (rt, files) = (self.rt.clone(), files.clone());
+            tokio::spawn(async move { waiter(rt.wait_container(&files).await) });
         }
-        self.rt.wait_container(files).await
     }
 
     /// Container `cid` of sandbox `sandbox_id` (full IDs), refreshed from disk: the
@@ -288,15 +292,18 @@ impl CriPods {
             ));
         }
         self.rt.apply_resources(&c.files.record.cgroup, res).await?;
-        let mut config = c.config.clone();
-        config.linux.get_or_insert_with(Default::default).resources = Some(linux);
+        // The whole config is on disk; the store keeps only what it reads (`kept`).
         let path = c.files.dir.join(CONTAINER_CONFIG);
-        let written = config.clone();
+        let resources = linux.clone();
         blocking("record the container's config", move || {
-            write_pb(&path, &written).map_err(|e| RuntimeError::io(format!("write {}", path.display()), e))
+            let mut config = super::read_pb::<cri::ContainerConfig>(&path)
+                .map_err(|e| RuntimeError::io(format!("read {}", path.display()), e))?
+                .unwrap_or_default();
+            config.linux.get_or_insert_with(Default::default).resources = Some(resources);
+            write_pb(&path, &config).map_err(|e| RuntimeError::io(format!("write {}", path.display()), e))
         })
         .await?;
-        c.config = config;
+        c.config.linux.get_or_insert_with(Default::default).resources = Some(linux);
         Ok(())
     }
 
@@ -304,14 +311,13 @@ impl CriPods {
     pub(super) fn watch(&self, sandbox_id: &str, c: &Container) {
         let rt = self.rt.clone();
         let (events, exits) = (self.events.clone(), self.exits.clone());
-        let report = exits.watched(c.id());
+        exits.watched(c.id());
         let files = c.files.clone();
         let config = c.config.clone();
         let sandbox_id = sandbox_id.to_string();
         tokio::spawn(async move {
             let exit = rt.wait_container(&files).await;
-            report.send_replace(Some(exit.clone()));
-            exits.forget(&files.record.id);
+            exits.report(&files.record.id, &exit);
             let mut files = files;
             files.exit = Some(exit);
             let c = Container { config, files };

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use minilet_proto::runtime::v1 as cri;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 
 use crate::runtime::spec::ContainerExit;
 
@@ -33,32 +33,43 @@ impl ContainerEvents {
     }
 }
 
+/// Who is told of a watched container's exit.
+pub type ExitWaiter = Box<dyn FnOnce(ContainerExit) + Send>;
+
 /// The exits of the running containers the store watches, for in-process waiters (a static
-/// pod's worker): one watcher per container, whoever waits. Unlike the event stream, nothing
-/// is lost to a slow reader: a waiter sees the one exit whenever it looks.
-#[derive(Debug, Clone, Default)]
-pub struct Exits(Arc<std::sync::Mutex<HashMap<String, watch::Receiver<Option<ContainerExit>>>>>);
+/// pod's worker): one watcher per container, whoever waits, and no task per waiter. Unlike
+/// the event stream, nothing is lost to a slow reader.
+#[derive(Clone, Default)]
+pub struct Exits(Arc<std::sync::Mutex<HashMap<String, Vec<ExitWaiter>>>>);
 
 impl Exits {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Receiver<Option<ContainerExit>>>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<ExitWaiter>>> {
         // Inserts and removals are single operations: a poisoned map is still consistent.
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Container `id` is watched from now on; its watcher reports through the sender.
-    pub fn watched(&self, id: &str) -> watch::Sender<Option<ContainerExit>> {
-        let (tx, rx) = watch::channel(None);
-        self.map().insert(id.to_string(), rx);
-        tx
+    /// Container `id` is watched from now on.
+    pub fn watched(&self, id: &str) {
+        self.map().insert(id.to_string(), Vec::new());
     }
 
-    /// The watcher of `id` reported: later waiters read the exit from the container's files.
-    pub fn forget(&self, id: &str) {
-        self.map().remove(id);
+    /// The watcher of `id` saw it exit: every waiter is told, and the container forgotten.
+    pub fn report(&self, id: &str, exit: &ContainerExit) {
+        let waiters = self.map().remove(id).unwrap_or_default();
+        for waiter in waiters {
+            waiter(exit.clone());
+        }
     }
 
-    /// Where the exit of watched container `id` will be reported; `None` if it is not watched.
-    pub fn of(&self, id: &str) -> Option<watch::Receiver<Option<ContainerExit>>> {
-        self.map().get(id).cloned()
+    /// Tell `waiter` of watched container `id`'s exit; the waiter back when `id` is not
+    /// watched (it has exited already, or is no container of the store).
+    pub fn on_exit(&self, id: &str, waiter: ExitWaiter) -> Result<(), ExitWaiter> {
+        match self.map().get_mut(id) {
+            Some(waiters) => {
+                waiters.push(waiter);
+                Ok(())
+            }
+            None => Err(waiter),
+        }
     }
 }

@@ -27,7 +27,7 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 
 pub use container::status;
-pub use events::{ContainerEvents, Exits};
+pub use events::{ContainerEvents, ExitWaiter, Exits};
 
 use super::spec::{SandboxNamespaces, SandboxState};
 use super::state::ContainerFiles;
@@ -96,7 +96,8 @@ impl Sandbox {
     }
 }
 
-/// One CRI container: the client's configuration and the attempt's files.
+/// One CRI container: what the store keeps of its configuration ([`kept`]) and the attempt's
+/// files.
 #[derive(Debug, Clone)]
 pub struct Container {
     pub config: cri::ContainerConfig,
@@ -445,6 +446,27 @@ fn block_on<F: std::future::Future>(work: F) -> Option<F::Output> {
         .then(|| tokio::task::block_in_place(|| handle.block_on(work)))
 }
 
+/// What the store keeps in memory of a container's configuration: what statuses, lists,
+/// stats and events report (metadata, image, labels, annotations, mounts, log path,
+/// resources). The whole of it is on disk (`cri-container.pb`); the rest (command, env,
+/// security context, masked paths: most of its size) was used once, to create the
+/// container, and is not kept for every container the node runs.
+fn kept(config: cri::ContainerConfig) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: config.metadata,
+        image: config.image,
+        labels: config.labels,
+        annotations: config.annotations,
+        mounts: config.mounts,
+        log_path: config.log_path,
+        linux: config.linux.map(|l| cri::LinuxContainerConfig {
+            resources: l.resources,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// A CRI container as CRI stats name it.
 pub fn attributes(c: &Container) -> cri::ContainerAttributes {
     cri::ContainerAttributes {
@@ -492,7 +514,13 @@ fn load_sandbox(dir: &Path) -> std::io::Result<Option<Sandbox>> {
                 continue;
             };
             if let Some(files) = ContainerFiles::load(&cdir)? {
-                containers.insert(files.record.id.clone(), Container { config, files });
+                containers.insert(
+                    files.record.id.clone(),
+                    Container {
+                        config: kept(config),
+                        files,
+                    },
+                );
             }
         }
     }
