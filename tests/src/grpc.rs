@@ -39,3 +39,31 @@ pub fn rt() -> tokio::runtime::Runtime {
         .build()
         .expect("tokio runtime")
 }
+
+/// The first container ListContainers lists that `wanted` picks. The CRI's view of a static
+/// pod follows its worker's a moment after the state directory shows it: this waits (30 s
+/// at most) until it is listed.
+pub async fn listed_container(
+    c: &mut Clients,
+    what: &str,
+    wanted: impl Fn(&minilet_proto::runtime::v1::Container) -> bool,
+) -> minilet_proto::runtime::v1::Container {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let containers = c
+            .runtime
+            .list_containers(minilet_proto::runtime::v1::ListContainersRequest::default())
+            .await
+            .expect("ListContainers")
+            .into_inner()
+            .containers;
+        if let Some(found) = containers.iter().find(|x| wanted(x)) {
+            return found.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} is never listed: {containers:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use minilet_e2e::grpc::{Clients, connect, rt};
+use minilet_e2e::grpc::{Clients, connect, listed_container, rt};
 use minilet_e2e::*;
 use minilet_proto::runtime::v1 as cri;
 
@@ -669,7 +669,7 @@ fn a_static_pod_stopped_through_the_cri_is_restarted_by_its_worker() {
     let old = pod.pid("main");
     rt().block_on(async {
         let mut c = connect(&env.socket).await;
-        let main = listed_static_container(&mut c).await;
+        let main = listed_container(&mut c, "the static pod's container", |x| x.pod_sandbox_id.len() == 64).await;
         c.runtime
             .stop_container(cri::StopContainerRequest {
                 container_id: main.id.clone(),
@@ -685,29 +685,6 @@ fn a_static_pod_stopped_through_the_cri_is_restarted_by_its_worker() {
             .map(|_| ())
     });
     assert!(!alive(old));
-}
-
-/// The static pod's container as the CRI lists it. It runs (its state file says so) a moment
-/// before the worker publishes it: this waits until the CRI lists it.
-async fn listed_static_container(c: &mut Clients) -> cri::Container {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let containers = c
-            .runtime
-            .list_containers(cri::ListContainersRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .containers;
-        if let Some(main) = containers.into_iter().find(|x| x.pod_sandbox_id.len() == 64) {
-            return main;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the static pod's container is never listed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A client's RemoveContainer or RemovePodSandbox of a static pod's is a stop: the worker
@@ -726,7 +703,7 @@ fn a_clients_removal_of_a_static_pods_container_or_sandbox_stops_it() {
     let first = env.wait_running(&name, &["main"]);
     let main = rt().block_on(async {
         let mut c = connect(&env.socket).await;
-        let main = listed_static_container(&mut c).await;
+        let main = listed_container(&mut c, "the static pod's container", |x| x.pod_sandbox_id.len() == 64).await;
         c.runtime
             .remove_container(cri::RemoveContainerRequest {
                 container_id: main.id.clone(),

@@ -8,7 +8,7 @@ use std::io::BufReader;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use minilet_e2e::grpc::{connect, rt};
+use minilet_e2e::grpc::{connect, listed_container, rt};
 use minilet_e2e::*;
 use minilet_proto::runtime::v1 as cri;
 use tokio_tungstenite::tungstenite::Message;
@@ -43,27 +43,11 @@ fn setup(name: &str, extra: &[&str]) -> Setup {
     // The CRI view follows the state directory within moments: wait for it.
     let (container_id, sandbox_id) = rt().block_on(async {
         let mut c = connect(&env.socket).await;
-        let begin = std::time::Instant::now();
-        loop {
-            let cs = c
-                .runtime
-                .list_containers(cri::ListContainersRequest::default())
-                .await
-                .unwrap()
-                .into_inner()
-                .containers;
-            if let Some(main) = cs
-                .iter()
-                .find(|x| x.id == pod.containers["main"].id && x.state == cri::ContainerState::ContainerRunning as i32)
-            {
-                break (main.id.clone(), main.pod_sandbox_id.clone());
-            }
-            assert!(
-                begin.elapsed() < Duration::from_secs(10),
-                "main never listed running: {cs:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let main = listed_container(&mut c, "main, running,", |x| {
+            x.id == pod.containers["main"].id && x.state == cri::ContainerState::ContainerRunning as i32
+        })
+        .await;
+        (main.id, main.pod_sandbox_id)
     });
     Setup {
         env,
