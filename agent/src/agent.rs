@@ -172,7 +172,7 @@ fn context(
     let image_gc = Arc::new(crate::images::gc::ImageGc::new(runtime.images.clone(), images.gc));
     let cri_pods = Arc::new(crate::runtime::cri::CriPods::load(runtime.clone(), node.clone()));
     let (registry, events) = (Registry::default(), Events::new());
-    let cri = Arc::new(crate::cri::Cri::new(crate::cri::Parts {
+    let cri = Arc::new(crate::cri::Cri {
         runtime: runtime.clone(),
         cri_pods: cri_pods.clone(),
         node: node.clone(),
@@ -180,8 +180,10 @@ fn context(
         events: events.clone(),
         puller: puller.clone(),
         image_gc: image_gc.clone(),
+        stats: Default::default(),
         manifests: manifests.to_path_buf(),
-    }));
+        streaming: Default::default(),
+    });
     Ok(Arc::new(Context {
         cri,
         puller,

@@ -43,38 +43,11 @@ pub struct Cri {
     pub stats: stats::StatsCache,
     /// The manifests directory, named in refusals of lifecycle calls.
     pub manifests: PathBuf,
-    /// Hands out the URLs of Exec, Attach and PortForward, once started.
-    streaming: std::sync::OnceLock<Arc<streaming::Streaming>>,
-}
-
-/// What a [`Cri`] is made of.
-pub struct Parts {
-    pub runtime: Arc<Runtime>,
-    pub cri_pods: Arc<CriPods>,
-    pub node: NodeInfo,
-    pub registry: Registry,
-    pub events: Events,
-    pub puller: Arc<crate::images::Puller>,
-    pub image_gc: Arc<crate::images::gc::ImageGc>,
-    pub manifests: PathBuf,
+    /// Hands out the URLs of Exec, Attach and PortForward, once started ([`Cri::set_streaming`]).
+    pub(crate) streaming: std::sync::OnceLock<Arc<streaming::Streaming>>,
 }
 
 impl Cri {
-    pub fn new(p: Parts) -> Self {
-        Cri {
-            runtime: p.runtime,
-            cri_pods: p.cri_pods,
-            node: p.node,
-            registry: p.registry,
-            events: p.events,
-            puller: p.puller,
-            image_gc: p.image_gc,
-            stats: stats::StatsCache::default(),
-            manifests: p.manifests,
-            streaming: std::sync::OnceLock::new(),
-        }
-    }
-
     /// The streaming server the URLs of Exec, Attach and PortForward point to (set once).
     pub fn set_streaming(&self, server: Arc<streaming::Streaming>) {
         let _ = self.streaming.set(server);

@@ -140,7 +140,7 @@ impl RuntimeService for Cri {
         &self,
         req: cri::PodSandboxStatusRequest,
     ) -> Result<cri::PodSandboxStatusResponse, RuntimeError> {
-        if self.pods().has_client_sandbox(&req.pod_sandbox_id) {
+        if self.pods().sandbox_is_manifest(&req.pod_sandbox_id) == Some(false) {
             let (status, verbose) = self.pods().pod_sandbox_status(&req.pod_sandbox_id).await?;
             let containers_statuses = Vec::new();
             let mut info = std::collections::HashMap::new();
@@ -460,7 +460,7 @@ impl RuntimeService for Cri {
         req: cri::PodSandboxStatsRequest,
     ) -> Result<cri::PodSandboxStatsResponse, RuntimeError> {
         let id = req.pod_sandbox_id;
-        let input = if self.pods().has_client_sandbox(&id) {
+        let input = if self.pods().sandbox_is_manifest(&id) == Some(false) {
             let sb = self.pods().find_sandbox(&id)?;
             let sb = sb.lock().await.clone();
             cri_sandbox_input(&sb)

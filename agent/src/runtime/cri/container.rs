@@ -3,8 +3,6 @@
 
 use minilet_proto::runtime::v1 as cri;
 
-use std::sync::Arc;
-
 use super::translate;
 use super::{CONTAINER_CONFIG, Container, CriPods, refresh, write_pb};
 use crate::runtime::spec::now_nanos;
@@ -92,33 +90,13 @@ impl CriPods {
     /// EXITED with its reason (StartError), and the call fails with it.
     pub async fn start_container(&self, id: &str) -> Result<(), RuntimeError> {
         let (sb, cid) = self.find_container(id).await?;
-        let started = self.start_in(&sb, &cid).await?;
-        match started
-            .files
-            .exit
-            .as_ref()
-            .filter(|e| e.reason == crate::runtime::spec::ExitReason::StartError)
-        {
-            Some(exit) => Err(RuntimeError::FailedPrecondition(format!(
-                "container {cid} could not start: {}",
-                exit.message
-            ))),
-            None => Ok(()),
-        }
-    }
-
-    async fn start_in(
-        &self,
-        sb: &Arc<tokio::sync::Mutex<super::Sandbox>>,
-        cid: &str,
-    ) -> Result<Container, RuntimeError> {
         let mut sb = sb.lock().await;
         refresh(&mut sb);
         let c = sb
             .containers
-            .get(cid)
+            .get(&cid)
             .cloned()
-            .ok_or_else(|| RuntimeError::not_found("container", cid))?;
+            .ok_or_else(|| RuntimeError::not_found("container", id))?;
         if c.cri_state() != cri::ContainerState::ContainerCreated {
             return Err(RuntimeError::FailedPrecondition(format!(
                 "container {cid} is in state {} and cannot be started",
@@ -135,30 +113,34 @@ impl CriPods {
             Ok(files) => files,
             Err(e) => {
                 // The runtime discarded the attempt: nothing of it is left to list.
-                sb.containers.remove(cid);
+                sb.containers.remove(&cid);
                 self.event_gone(&sb, &c);
                 return Err(e);
             }
         };
         let started = Container {
             config: c.config.clone(),
-            files,
+            files: files.clone(),
         };
-        sb.containers.insert(cid.to_string(), started.clone());
-        let start_error = started
-            .files
+        sb.containers.insert(cid.clone(), started.clone());
+        if let Some(exit) = files
             .exit
             .as_ref()
-            .is_some_and(|e| e.reason == crate::runtime::spec::ExitReason::StartError);
-        if !start_error {
-            self.event(&sb, cid, cri::ContainerEventType::ContainerStartedEvent);
+            .filter(|e| e.reason == crate::runtime::spec::ExitReason::StartError)
+        {
+            self.event(&sb, &cid, cri::ContainerEventType::ContainerStoppedEvent);
+            return Err(RuntimeError::FailedPrecondition(format!(
+                "container {cid} could not start: {}",
+                exit.message
+            )));
         }
+        self.event(&sb, &cid, cri::ContainerEventType::ContainerStartedEvent);
         if started.cri_state() == cri::ContainerState::ContainerRunning {
             self.watch(&sb.record.id, &started);
         } else {
-            self.event(&sb, cid, cri::ContainerEventType::ContainerStoppedEvent);
+            self.event(&sb, &cid, cri::ContainerEventType::ContainerStoppedEvent);
         }
-        Ok(started)
+        Ok(())
     }
 
     /// StopContainer: the image's stop signal, SIGKILL after `timeout` seconds (at once for
@@ -192,28 +174,14 @@ impl CriPods {
             Err(RuntimeError::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
-        self.remove_in(&sb, &cid).await
-    }
-
-    async fn remove_in(&self, sb: &Arc<tokio::sync::Mutex<super::Sandbox>>, cid: &str) -> Result<(), RuntimeError> {
-        let running = {
-            let mut sb = sb.lock().await;
-            refresh(&mut sb);
-            sb.containers
-                .get(cid)
-                .filter(|c| c.cri_state() == cri::ContainerState::ContainerRunning)
-                .map(|c| c.files.clone())
-        };
-        if let Some(files) = running {
-            self.rt.stop_container_within(&files, 0).await;
-        }
+        self.stop_container(&cid, 0).await?;
         let mut sb = sb.lock().await;
         refresh(&mut sb);
-        let Some(c) = sb.containers.get(cid).cloned() else {
+        let Some(c) = sb.containers.get(&cid).cloned() else {
             return Ok(());
         };
         self.rt.remove_container(&c.files).await?;
-        sb.containers.remove(cid);
+        sb.containers.remove(&cid);
         self.event_gone(&sb, &c);
         Ok(())
     }

@@ -283,11 +283,6 @@ impl CriPods {
         }
     }
 
-    /// Whether `id` names (or is the prefix of) a CRI client's sandbox (not a static pod's).
-    pub fn has_client_sandbox(&self, id: &str) -> bool {
-        !id.is_empty() && self.map().iter().any(|(k, e)| k.starts_with(id) && !e.manifest)
-    }
-
     /// A static pod's sandbox: its pause (while recorded), addresses and directory; `None`
     /// for an unknown ID.
     pub async fn sandbox_runtime(&self, id: &str) -> Option<(Option<SandboxState>, Vec<std::net::IpAddr>, PathBuf)> {
