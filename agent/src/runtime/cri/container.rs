@@ -77,10 +77,10 @@ impl CriPods {
         let id = files.record.id.clone();
         sb.containers.insert(
             id.clone(),
-            Container {
+            Box::new(Container {
                 config: super::kept(config),
                 files,
-            },
+            }),
         );
         self.event(&sb, &id, cri::ContainerEventType::ContainerCreatedEvent);
         Ok(id)
@@ -122,7 +122,7 @@ impl CriPods {
             config: c.config.clone(),
             files: files.clone(),
         };
-        sb.containers.insert(cid.clone(), started.clone());
+        sb.containers.insert(cid.clone(), Box::new(started.clone()));
         if let Some(exit) = files
             .exit
             .as_ref()
@@ -301,7 +301,7 @@ impl CriPods {
     }
 
     fn event(&self, sb: &super::Sandbox, cid: &str, kind: cri::ContainerEventType) {
-        let statuses = sb.containers.values().map(status).collect();
+        let statuses = sb.containers.values().map(|c| status(c)).collect();
         self.events.send(cri::ContainerEventResponse {
             container_id: cid.to_string(),
             container_event_type: kind as i32,
@@ -317,7 +317,7 @@ impl CriPods {
             container_event_type: cri::ContainerEventType::ContainerDeletedEvent as i32,
             created_at: now_nanos(),
             pod_sandbox_status: Some(super::sandbox::status(sb)),
-            containers_statuses: sb.containers.values().map(status).collect(),
+            containers_statuses: sb.containers.values().map(|c| status(c)).collect(),
         });
     }
 }
