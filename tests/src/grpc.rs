@@ -67,3 +67,12 @@ pub async fn listed_container(
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// A GetContainerEvents stream: events from now on, as a kubelet's evented PLEG reads them.
+pub async fn container_events(c: &mut Clients) -> tonic::Streaming<minilet_proto::runtime::v1::ContainerEventResponse> {
+    c.runtime
+        .get_container_events(minilet_proto::runtime::v1::GetEventsRequest {})
+        .await
+        .expect("GetContainerEvents")
+        .into_inner()
+}

@@ -202,7 +202,12 @@ fn runtime_service_over_real_pods() {
                 .unwrap()
                 .starts_with("minilet-pause")
         );
-        assert_eq!(info["pod"]["metadata"]["name"], static_pod_name("web").as_str());
+        // The runtime's own sandbox, whose owner is the manifest.
+        assert_eq!(info["owner"], "manifest");
+        assert!(
+            info["manifest"].as_str().is_some_and(|m| m.ends_with("web.yaml")),
+            "{info}"
+        );
         let missing = c
             .runtime
             .pod_sandbox_status(cri::PodSandboxStatusRequest {

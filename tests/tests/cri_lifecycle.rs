@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use minilet_e2e::grpc::{Clients, connect, listed_container, rt};
+use minilet_e2e::grpc::{Clients, connect, container_events, listed_container, rt};
 use minilet_e2e::*;
 use minilet_proto::runtime::v1 as cri;
 
@@ -133,12 +133,7 @@ fn sandbox_and_container_lifecycle_as_a_cri_client_drives_it() {
     let pod_logs = env.dir.join("cri-logs");
     rt().block_on(async {
         let mut c = connect(&env.socket).await;
-        let mut events = c
-            .runtime
-            .get_container_events(cri::GetEventsRequest {})
-            .await
-            .expect("GetContainerEvents")
-            .into_inner();
+        let mut events = container_events(&mut c).await;
 
         // RunPodSandbox: a pause in its own namespaces, with the client's hostname and DNS.
         let sb = run_sandbox(&mut c, sandbox_config("alpha", "uid-alpha-1", &pod_logs)).await;
@@ -656,16 +651,22 @@ spec:
     command: ["sleep", "1000"]
 "#;
 
+/// An agent with short restart back-offs running the static pod `keeper` (main running).
+fn keeper(tag: &str) -> (Env, Agent, PodView) {
+    let env = Env::new(tag);
+    env.import_image("busybox");
+    let agent = Agent::start(&env, &["--backoff-initial", "200ms", "--backoff-max", "400ms"]);
+    env.write_manifest("keeper.yaml", STATIC);
+    let pod = env.wait_running(&static_pod_name("keeper"), &["main"]);
+    (env, agent, pod)
+}
+
 #[test]
 fn a_static_pod_stopped_through_the_cri_is_restarted_by_its_worker() {
     if !is_root() {
         return skip("needs root: runs the agent and real pods");
     }
-    let env = Env::new("cri-static");
-    env.import_image("busybox");
-    let _agent = Agent::start(&env, &["--backoff-initial", "200ms", "--backoff-max", "400ms"]);
-    env.write_manifest("keeper.yaml", STATIC);
-    let pod = env.wait_running(&static_pod_name("keeper"), &["main"]);
+    let (env, _agent, pod) = keeper("cri-static");
     let old = pod.pid("main");
     rt().block_on(async {
         let mut c = connect(&env.socket).await;
@@ -695,12 +696,8 @@ fn a_clients_removal_of_a_static_pods_container_or_sandbox_stops_it() {
     if !is_root() {
         return skip("needs root: runs the agent and real pods");
     }
-    let env = Env::new("cri-static-remove");
-    env.import_image("busybox");
-    let _agent = Agent::start(&env, &["--backoff-initial", "200ms", "--backoff-max", "400ms"]);
-    env.write_manifest("keeper.yaml", STATIC);
+    let (env, _agent, first) = keeper("cri-static-remove");
     let name = static_pod_name("keeper");
-    let first = env.wait_running(&name, &["main"]);
     let main = rt().block_on(async {
         let mut c = connect(&env.socket).await;
         let main = listed_container(&mut c, "the static pod's container", |x| x.pod_sandbox_id.len() == 64).await;
@@ -741,4 +738,67 @@ fn a_clients_removal_of_a_static_pods_container_or_sandbox_stops_it() {
     assert!(!alive(first.pause()));
     let old_sandbox = again.sandbox_dir.expect("sandbox");
     assert!(old_sandbox.is_dir(), "the stopped sandbox holds the last attempt");
+}
+
+/// The runtime's store is the one CRI view of a static pod too, and it is not read from disk
+/// on a list: its watcher records a container's exit before the CONTAINER_STOPPED event goes
+/// out, so a client that lists on the event sees the container EXITED with its code.
+#[test]
+fn a_static_pods_exit_is_listed_by_the_time_its_event_arrives() {
+    if !is_root() {
+        return skip("needs root: runs the agent and real pods");
+    }
+    let (env, _agent, pod) = keeper("cri-static-exit");
+    rt().block_on(async {
+        let mut c = connect(&env.socket).await;
+        let main = listed_container(&mut c, "the static pod's container", |x| x.pod_sandbox_id.len() == 64).await;
+        let mut events = container_events(&mut c).await;
+        // Killed as the kernel would kill it: nothing of the agent's is in the path.
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pod.pid("main")), nix::sys::signal::SIGKILL)
+            .expect("kill the container's process");
+        loop {
+            let ev = tokio::time::timeout(Duration::from_secs(10), events.message())
+                .await
+                .expect("an event within 10s")
+                .expect("event stream")
+                .expect("event");
+            if ev.container_id == main.id
+                && ev.container_event_type == cri::ContainerEventType::ContainerStoppedEvent as i32
+            {
+                break;
+            }
+        }
+        let listed = c
+            .runtime
+            .list_containers(cri::ListContainersRequest {
+                filter: Some(cri::ContainerFilter {
+                    id: main.id.clone(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("ListContainers")
+            .into_inner()
+            .containers;
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0].state, cri::ContainerState::ContainerExited as i32);
+        let status = c
+            .runtime
+            .container_status(cri::ContainerStatusRequest {
+                container_id: main.id.clone(),
+                verbose: false,
+            })
+            .await
+            .expect("ContainerStatus")
+            .into_inner()
+            .status
+            .expect("status");
+        assert_eq!(
+            (status.state, status.exit_code),
+            (cri::ContainerState::ContainerExited as i32, 137)
+        );
+        // The kubelet's labels, as its worker gave them.
+        assert_eq!(status.labels["io.kubernetes.container.name"], "main");
+        assert_eq!(status.labels["io.kubernetes.pod.uid"], pod.uid);
+    });
 }

@@ -1,9 +1,11 @@
-//! From the node's pods (the registry) to CRI messages and to Kubernetes objects.
+//! From the node's pods (the registry) and the store's sandboxes to Kubernetes objects, for
+//! minilet's own Node service; the kubelet's label and annotation names.
 //!
-//! Labels and annotations follow the kubelet's conventions, so CRI clients find pods and
-//! containers the way they do on any node (`io.kubernetes.pod.name`, ...).
+//! CRI messages are the store's ([`crate::runtime::cri`]): a static pod's sandbox and
+//! containers carry the labels and annotations the kubelet gives them
+//! ([`crate::pod::cri_config`]), so CRI clients find them as on any node.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1 as k8s;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -11,9 +13,7 @@ use minilet_proto::runtime::v1 as cri;
 
 use crate::events::Event;
 use crate::pod::node::NodeInfo;
-use crate::pod::status::{Attempt, ContainerState, ContainerStatus, Phase, PodEntry, Terminated, WaitingReason};
-use crate::runtime::spec::ContainerSpec;
-use crate::runtime::state::ContainerFiles;
+use crate::pod::status::{ContainerState, ContainerStatus, Phase, PodEntry, Terminated, WaitingReason};
 
 pub const POD_NAME: &str = "io.kubernetes.pod.name";
 pub const POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
@@ -27,33 +27,6 @@ pub const GRACE_PERIOD: &str = "io.kubernetes.pod.terminationGracePeriod";
 /// The ID in `v1.ContainerStatus.containerID`: `<runtime>://<id>`.
 pub fn container_id_uri(id: &str) -> String {
     format!("minilet://{id}")
-}
-
-fn name(e: &PodEntry) -> &str {
-    e.pod.metadata.name.as_deref().unwrap_or("")
-}
-
-fn namespace(e: &PodEntry) -> &str {
-    e.pod.metadata.namespace.as_deref().unwrap_or("default")
-}
-
-fn to_hash(map: Option<&BTreeMap<String, String>>) -> HashMap<String, String> {
-    map.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default()
-}
-
-pub fn sandbox_metadata(e: &PodEntry) -> cri::PodSandboxMetadata {
-    cri::PodSandboxMetadata {
-        name: name(e).into(),
-        uid: e.uid.clone(),
-        namespace: namespace(e).into(),
-        attempt: e.sandbox.attempt,
-    }
-}
-
-/// The pod's labels plus the kubelet's identifying ones.
-pub fn sandbox_labels(e: &PodEntry) -> HashMap<String, String> {
-    crate::pod::cri_config::pod_labels(&e.pod, &e.uid)
 }
 
 /// The kubelet's annotations on a pod from a file: where it came from, the hash its UID is
@@ -72,26 +45,10 @@ fn kubelet_annotations(e: &PodEntry) -> BTreeMap<String, String> {
     a
 }
 
-pub fn sandbox_annotations(e: &PodEntry) -> HashMap<String, String> {
-    to_hash(Some(&kubelet_annotations(e)))
-}
-
 pub fn sandbox_state(e: &PodEntry) -> cri::PodSandboxState {
     match e.sandbox.pause {
         Some(p) if p.is_alive() => cri::PodSandboxState::SandboxReady,
         _ => cri::PodSandboxState::SandboxNotready,
-    }
-}
-
-pub fn pod_sandbox(e: &PodEntry) -> cri::PodSandbox {
-    cri::PodSandbox {
-        id: e.sandbox.id.clone(),
-        metadata: Some(sandbox_metadata(e)),
-        state: sandbox_state(e) as i32,
-        created_at: e.sandbox.created_at,
-        labels: sandbox_labels(e),
-        annotations: sandbox_annotations(e),
-        runtime_handler: String::new(),
     }
 }
 
@@ -106,176 +63,6 @@ pub fn pod_ips(e: &PodEntry, node: &NodeInfo) -> Vec<String> {
 
 pub fn pod_ip(e: &PodEntry, node: &NodeInfo) -> String {
     pod_ips(e, node).into_iter().next().unwrap_or_default()
-}
-
-pub fn pod_sandbox_status(e: &PodEntry, node: &NodeInfo) -> cri::PodSandboxStatus {
-    let mode = |own: bool, shared: bool| {
-        if !own {
-            cri::NamespaceMode::Node
-        } else if shared {
-            cri::NamespaceMode::Pod
-        } else {
-            cri::NamespaceMode::Container
-        }
-    };
-    let ns = &e.sandbox.namespaces;
-    cri::PodSandboxStatus {
-        id: e.sandbox.id.clone(),
-        metadata: Some(sandbox_metadata(e)),
-        state: sandbox_state(e) as i32,
-        created_at: e.sandbox.created_at,
-        network: Some(cri::PodSandboxNetworkStatus {
-            ip: pod_ip(e, node),
-            additional_ips: pod_ips(e, node)
-                .into_iter()
-                .skip(1)
-                .map(|ip| cri::PodIp { ip })
-                .collect(),
-        }),
-        linux: Some(cri::LinuxPodSandboxStatus {
-            namespaces: Some(cri::Namespace {
-                options: Some(cri::NamespaceOption {
-                    network: mode(ns.network, true) as i32,
-                    pid: mode(ns.pid, e.sandbox.share_pid) as i32,
-                    ipc: mode(ns.ipc, true) as i32,
-                    target_id: String::new(),
-                    userns_options: None,
-                }),
-            }),
-        }),
-        labels: sandbox_labels(e),
-        annotations: sandbox_annotations(e),
-        runtime_handler: String::new(),
-    }
-}
-
-fn container_spec(e: &PodEntry, a: &Attempt) -> Option<k8s::Container> {
-    let spec = e.pod.spec.as_ref()?;
-    let list = if a.init {
-        spec.init_containers.as_deref().unwrap_or_default()
-    } else {
-        &spec.containers[..]
-    };
-    list.iter().find(|c| c.name == a.files.record.name).cloned()
-}
-
-pub fn container_labels(e: &PodEntry, a: &Attempt) -> HashMap<String, String> {
-    crate::pod::cri_config::container_labels(&e.pod, &e.uid, &a.files.record.name)
-}
-
-pub fn container_annotations(e: &PodEntry, a: &Attempt) -> HashMap<String, String> {
-    crate::pod::cri_config::container_annotations(
-        e.pod.spec.as_ref(),
-        container_spec(e, a).as_ref(),
-        a.files.record.attempt,
-    )
-}
-
-pub fn container_state(f: &ContainerFiles) -> cri::ContainerState {
-    match (&f.state, &f.exit) {
-        (_, Some(_)) => cri::ContainerState::ContainerExited,
-        (Some(_), None) => cri::ContainerState::ContainerRunning,
-        (None, None) => cri::ContainerState::ContainerCreated,
-    }
-}
-
-fn image_spec(image: &str) -> cri::ImageSpec {
-    cri::ImageSpec {
-        image: image.into(),
-        user_specified_image: image.into(),
-        ..Default::default()
-    }
-}
-
-pub fn container(e: &PodEntry, a: &Attempt) -> cri::Container {
-    let r = &a.files.record;
-    cri::Container {
-        id: r.id.clone(),
-        pod_sandbox_id: e.sandbox.id.clone(),
-        metadata: Some(cri::ContainerMetadata {
-            name: r.name.clone(),
-            attempt: r.attempt,
-        }),
-        image: Some(image_spec(&r.image)),
-        image_ref: r.image_id.clone(),
-        state: container_state(&a.files) as i32,
-        created_at: r.created_at,
-        labels: container_labels(e, a),
-        annotations: container_annotations(e, a),
-        image_id: r.image_id.clone(),
-    }
-}
-
-/// The container's own spec file (the monitor's input), for mounts and verbose info.
-pub fn read_spec(f: &ContainerFiles) -> Option<ContainerSpec> {
-    crate::atomic_file::read_json(&ContainerFiles::spec_path(&f.dir))
-        .ok()
-        .flatten()
-}
-
-pub fn container_status(e: &PodEntry, a: &Attempt, spec: Option<&ContainerSpec>) -> cri::ContainerStatus {
-    let f = &a.files;
-    let r = &f.record;
-    let mounts = spec
-        .map(|s| {
-            s.mounts
-                .iter()
-                .map(|m| cri::Mount {
-                    container_path: m.destination.clone(),
-                    host_path: m.source.display().to_string(),
-                    readonly: m.readonly,
-                    ..Default::default()
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let user = spec.and_then(|s| {
-        let u = &s.process.user;
-        u.uid.map(|uid| cri::ContainerUser {
-            linux: Some(cri::LinuxContainerUser {
-                uid: uid.into(),
-                gid: u.gid.map_or(0, i64::from),
-                supplemental_groups: u.supplemental_groups.iter().map(|&g| g.into()).collect(),
-            }),
-        })
-    });
-    cri::ContainerStatus {
-        id: r.id.clone(),
-        metadata: Some(cri::ContainerMetadata {
-            name: r.name.clone(),
-            attempt: r.attempt,
-        }),
-        state: container_state(f) as i32,
-        created_at: r.created_at,
-        started_at: f.state.map_or(0, |s| s.started_at),
-        finished_at: f.exit.as_ref().map_or(0, |x| x.finished_at),
-        exit_code: f.exit.as_ref().map_or(0, |x| x.exit_code),
-        image: Some(image_spec(&r.image)),
-        image_ref: r.image_id.clone(),
-        reason: f
-            .exit
-            .as_ref()
-            .map(|x| x.reason.as_str().to_string())
-            .unwrap_or_default(),
-        message: f
-            .exit
-            .as_ref()
-            .map(|x| {
-                if x.message.is_empty() {
-                    a.message.clone()
-                } else {
-                    x.message.clone()
-                }
-            })
-            .unwrap_or_default(),
-        labels: container_labels(e, a),
-        annotations: container_annotations(e, a),
-        mounts,
-        log_path: r.log_path.display().to_string(),
-        resources: None,
-        image_id: r.image_id.clone(),
-        user,
-    }
 }
 
 // ---- Kubernetes objects -----------------------------------------------------------------

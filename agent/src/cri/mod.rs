@@ -34,8 +34,8 @@ pub struct Cri {
     /// The runtime's store of sandboxes and containers.
     pub cri_pods: Arc<CriPods>,
     pub node: NodeInfo,
-    /// The static pods as their workers publish them (the read model CRI clients see them
-    /// through).
+    /// The static pods as their workers publish them, for minilet's own Node service
+    /// (`get pods`); CRI clients see every pod from the store.
     pub registry: Registry,
     pub events: Events,
     pub puller: Arc<crate::images::Puller>,

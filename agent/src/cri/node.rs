@@ -5,7 +5,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{Cri, convert, filter};
+use super::{Cri, convert};
 use crate::runtime::RuntimeError;
 use crate::runtime::exec::{ExecInput, ExecOutput};
 
@@ -105,9 +105,10 @@ impl node::node_server::Node for NodeSvc {
                 },
             });
         }
-        // Pods a CRI client made: listed too, marked (no manifest, a created-by annotation).
-        for sb in ctx.cri_pods.list().await {
-            let pod = convert::v1_pod_of_cri_sandbox(&sb, &ctx.node);
+        // Pods a CRI client made: listed too, marked (no manifest, a created-by annotation). The
+        // static pods' sandboxes are in the store too, and listed above from their pods.
+        for sb in ctx.cri_pods.list().await.iter().filter(|sb| sb.manifest().is_none()) {
+            let pod = convert::v1_pod_of_cri_sandbox(sb, &ctx.node);
             let meta = &pod.metadata;
             if (!req.namespace.is_empty() && meta.namespace.as_deref() != Some(req.namespace.as_str()))
                 || (!req.name.is_empty() && meta.name.as_deref() != Some(req.name.as_str()))
@@ -201,12 +202,12 @@ impl node::node_server::Node for NodeSvc {
                 RuntimeError::InvalidArgument("the first message of an exec stream must be `start`".into()).into(),
             );
         };
-        let (_, attempt) = filter::container(&self.0.registry, &start.container_id)?;
+        let files = self.0.cri_pods.container_files(&start.container_id).await?;
         let size = start.size.map(|s| (s.width as u16, s.height as u16));
         let session = self
             .0
             .runtime
-            .exec(&attempt.files, start.cmd, start.tty, start.stdin, size)
+            .exec(&files, start.cmd, start.tty, start.stdin, size)
             .await?;
         let crate::runtime::exec::ExecSession {
             mut stdin,

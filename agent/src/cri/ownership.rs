@@ -9,7 +9,6 @@
 use std::path::Path;
 
 use super::Cri;
-use super::filter;
 use crate::runtime::RuntimeError;
 
 /// Whose a sandbox or container is.
@@ -32,24 +31,23 @@ pub trait Owners: Send + Sync {
 
 #[tonic::async_trait]
 impl Owners for Cri {
-    /// From the sandbox's annotation ([`crate::runtime::cri::MANIFEST`]); an older agent's
-    /// static sandbox, outside the runtime's store, is known to the registry.
+    /// From the sandbox's annotation ([`crate::runtime::cri::MANIFEST`]). An unknown one is
+    /// the client's to stop or remove (both succeed).
     async fn sandbox_owner(&self, id: &str) -> Owner {
-        let manifest = match self.pods().sandbox_is_manifest(id) {
-            Some(manifest) => manifest,
-            None => filter::sandbox(&self.registry, id).is_ok(),
-        };
-        if manifest { Owner::Manifest } else { Owner::Client }
+        if self.pods().sandbox_is_manifest(id) == Some(true) {
+            Owner::Manifest
+        } else {
+            Owner::Client
+        }
     }
 
-    /// From the annotation of the container's sandbox; an attempt an older agent kept
-    /// outside the runtime's store is known to the registry.
+    /// From the annotation of the container's sandbox.
     async fn container_owner(&self, id: &str) -> Owner {
-        let manifest = match self.pods().container_is_manifest(id).await {
-            Some(manifest) => manifest,
-            None => filter::container(&self.registry, id).is_ok(),
-        };
-        if manifest { Owner::Manifest } else { Owner::Client }
+        if self.pods().container_is_manifest(id).await == Some(true) {
+            Owner::Manifest
+        } else {
+            Owner::Client
+        }
     }
 
     fn manifests(&self) -> &Path {

@@ -2,9 +2,9 @@
 //! of [`RuntimeService`], for in-process callers (the static pods' side) and, through
 //! [`super::grpc`], CRI clients.
 //!
-//! Every sandbox and container lives in [`crate::runtime::cri::CriPods`], and the lifecycle
-//! calls work on them as the CRI defines it, whoever owns them. Static pods are listed and
-//! reported through the pods' registry (a read model) still. What an external client may not
+//! Every sandbox and container lives in [`crate::runtime::cri::CriPods`], the one store: the
+//! lifecycle calls work on them as the CRI defines it, and lists, statuses and stats read them,
+//! whoever owns them. What an external client may not
 //! do to a static pod (remove it: that is stopping it; create, start or update its
 //! containers) is [`super::ownership`]'s, in the gRPC adapter.
 
@@ -13,7 +13,6 @@ use std::time::Duration;
 use minilet_proto::runtime::v1 as cri;
 
 use super::Cri;
-use super::convert;
 use super::filter;
 use super::metrics;
 use super::service::{ContainerEventStream, RuntimeService};
@@ -32,38 +31,7 @@ impl Cri {
 
     /// The files of a container of either kind of pod (for exec and logs).
     async fn container_files(&self, id: &str) -> Result<crate::runtime::state::ContainerFiles, RuntimeError> {
-        match self.pods().container_files(id).await {
-            Ok(f) => Ok(f),
-            Err(RuntimeError::NotFound { .. }) => Ok(filter::container(&self.registry, id)?.1.files),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Stop a static pod's running attempt; its worker then restarts it per policy. An
-    /// unknown container is already stopped.
-    async fn stop_static_container(&self, id: &str, timeout: i64) {
-        let Ok((_, a)) = filter::container(&self.registry, id) else {
-            return;
-        };
-        if a.files.state.is_none() || a.files.exit.is_some() {
-            return;
-        }
-        self.runtime.stop_container_within(&a.files, timeout).await;
-    }
-
-    /// Stop a static pod's pause; its worker recreates the sandbox. Unknown: already gone.
-    async fn stop_static_sandbox(&self, id: &str) -> Result<(), RuntimeError> {
-        let Ok(e) = filter::sandbox(&self.registry, id) else {
-            return Ok(());
-        };
-        if let Some(pause) = e.sandbox.pause {
-            let state = crate::runtime::spec::SandboxState {
-                pause,
-                created_at: e.sandbox.created_at,
-            };
-            self.runtime.stop_sandbox(&state).await?;
-        }
-        Ok(())
+        self.pods().container_files(id).await
     }
 
     /// Check an exec or attach request as the kubelet does (one of stdin/stdout/stderr, not
@@ -114,13 +82,7 @@ impl RuntimeService for Cri {
         &self,
         req: cri::StopPodSandboxRequest,
     ) -> Result<cri::StopPodSandboxResponse, RuntimeError> {
-        let id = req.pod_sandbox_id;
-        match self.pods().sandbox_is_manifest(&id) {
-            Some(_) => self.pods().stop_pod_sandbox(&id).await?,
-            // An older agent's static sandbox, not the runtime's (until its worker replaces
-            // it), or none.
-            None => self.stop_static_sandbox(&id).await?,
-        }
+        self.pods().stop_pod_sandbox(&req.pod_sandbox_id).await?;
         Ok(cri::StopPodSandboxResponse {})
     }
 
@@ -128,11 +90,7 @@ impl RuntimeService for Cri {
         &self,
         req: cri::RemovePodSandboxRequest,
     ) -> Result<cri::RemovePodSandboxResponse, RuntimeError> {
-        let id = req.pod_sandbox_id;
-        match self.pods().sandbox_is_manifest(&id) {
-            Some(_) => self.pods().remove_pod_sandbox(&id).await?,
-            None => self.stop_static_sandbox(&id).await?,
-        }
+        self.pods().remove_pod_sandbox(&req.pod_sandbox_id).await?;
         Ok(cri::RemovePodSandboxResponse {})
     }
 
@@ -140,35 +98,13 @@ impl RuntimeService for Cri {
         &self,
         req: cri::PodSandboxStatusRequest,
     ) -> Result<cri::PodSandboxStatusResponse, RuntimeError> {
-        if self.pods().sandbox_is_manifest(&req.pod_sandbox_id) == Some(false) {
-            let (status, verbose) = self.pods().pod_sandbox_status(&req.pod_sandbox_id).await?;
-            let containers_statuses = Vec::new();
-            let mut info = std::collections::HashMap::new();
-            if req.verbose {
-                info.insert("info".to_string(), verbose.to_string());
-            }
-            return Ok(cri::PodSandboxStatusResponse {
-                status: Some(status),
-                info,
-                containers_statuses,
-                timestamp: now_nanos(),
-            });
-        }
-        let e = filter::sandbox(&self.registry, &req.pod_sandbox_id)?;
+        let (status, verbose) = self.pods().pod_sandbox_status(&req.pod_sandbox_id).await?;
         let mut info = std::collections::HashMap::new();
         if req.verbose {
-            let v = serde_json::json!({
-                "pid": e.sandbox.pause.map(|p| p.pid),
-                "uid": e.uid,
-                "manifest": e.manifest,
-                "cgroupDirs": self.runtime.cgroups.dirs(&e.sandbox.cgroup),
-                "namespaces": {"network": e.sandbox.namespaces.network, "pid": e.sandbox.namespaces.pid, "ipc": e.sandbox.namespaces.ipc, "uts": e.sandbox.namespaces.uts, "sharedPid": e.sandbox.share_pid},
-                "pod": convert::v1_pod(&e, &self.node),
-            });
-            info.insert("info".to_string(), v.to_string());
+            info.insert("info".to_string(), verbose.to_string());
         }
         Ok(cri::PodSandboxStatusResponse {
-            status: Some(convert::pod_sandbox_status(&e, &self.node)),
+            status: Some(status),
             info,
             containers_statuses: Vec::new(),
             timestamp: now_nanos(),
@@ -181,13 +117,10 @@ impl RuntimeService for Cri {
     ) -> Result<cri::ListPodSandboxResponse, RuntimeError> {
         let f = req.filter.unwrap_or_default();
         let items = self
-            .registry
-            .list()
-            .iter()
-            // A pod refused at admission never reached the runtime: it has no sandbox.
-            .filter(|e| e.status.rejection.is_none())
-            .map(convert::pod_sandbox)
-            .chain(self.pods().list_pod_sandboxes().await)
+            .pods()
+            .list_pod_sandboxes()
+            .await
+            .into_iter()
             .filter(|s| filter::id_matches(&f.id, &s.id))
             .filter(|s| f.state.as_ref().is_none_or(|st| st.state == s.state))
             .filter(|s| filter::labels_match(&s.labels, &f.label_selector))
@@ -215,10 +148,7 @@ impl RuntimeService for Cri {
     }
 
     async fn stop_container(&self, req: cri::StopContainerRequest) -> Result<cri::StopContainerResponse, RuntimeError> {
-        match self.pods().find_container(&req.container_id).await {
-            Ok(_) => self.pods().stop_container(&req.container_id, req.timeout).await?,
-            Err(_) => self.stop_static_container(&req.container_id, req.timeout).await,
-        }
+        self.pods().stop_container(&req.container_id, req.timeout).await?;
         Ok(cri::StopContainerResponse {})
     }
 
@@ -226,12 +156,7 @@ impl RuntimeService for Cri {
         &self,
         req: cri::RemoveContainerRequest,
     ) -> Result<cri::RemoveContainerResponse, RuntimeError> {
-        let id = req.container_id;
-        match self.pods().container_is_manifest(&id).await {
-            Some(_) => self.pods().remove_container(&id).await?,
-            // An attempt an older agent kept outside the store: its worker removes it.
-            None => self.stop_static_container(&id, 0).await,
-        }
+        self.pods().remove_container(&req.container_id).await?;
         Ok(cri::RemoveContainerResponse {})
     }
 
@@ -240,24 +165,10 @@ impl RuntimeService for Cri {
         req: cri::ListContainersRequest,
     ) -> Result<cri::ListContainersResponse, RuntimeError> {
         let f = req.filter.unwrap_or_default();
-        let mut containers = Vec::new();
-        for e in self.registry.list() {
-            if !filter::id_matches(&f.pod_sandbox_id, &e.sandbox.id) {
-                continue;
-            }
-            for a in &e.attempts {
-                containers.push(convert::container(&e, a));
-            }
-        }
-        containers.extend(
-            self.pods()
-                .list_containers()
-                .await
-                .into_iter()
-                .filter(|c| filter::id_matches(&f.pod_sandbox_id, &c.pod_sandbox_id)),
-        );
+        let mut containers = self.pods().list_containers().await;
         containers.retain(|c| {
-            filter::id_matches(&f.id, &c.id)
+            filter::id_matches(&f.pod_sandbox_id, &c.pod_sandbox_id)
+                && filter::id_matches(&f.id, &c.id)
                 && f.state.as_ref().is_none_or(|s| s.state == c.state)
                 && filter::labels_match(&c.labels, &f.label_selector)
         });
@@ -268,44 +179,22 @@ impl RuntimeService for Cri {
         &self,
         req: cri::ContainerStatusRequest,
     ) -> Result<cri::ContainerStatusResponse, RuntimeError> {
-        if let Ok((sandbox_id, c)) = self.pods().container(&req.container_id).await {
-            let mut status = crate::runtime::cri::status(&c);
-            status.user = user_of(&c.files).await;
-            let mut info = std::collections::HashMap::new();
-            if req.verbose {
-                let files = &c.files;
-                let v = serde_json::json!({
-                    "pid": files.state.map(|s| s.process.pid),
-                    "monitorPid": files.state.map(|s| s.monitor.pid),
-                    "sandboxId": sandbox_id,
-                    "cgroupDirs": self.runtime.cgroups.dirs(&files.record.cgroup),
-                    "dir": files.dir,
-                    "exit": files.exit,
-                });
-                info.insert("info".to_string(), v.to_string());
-            }
-            return Ok(cri::ContainerStatusResponse {
-                status: Some(status),
-                info,
-            });
-        }
-        let (e, a) = filter::container(&self.registry, &req.container_id)?;
-        let spec = convert::read_spec(&a.files);
+        let (sandbox_id, c) = self.pods().container(&req.container_id).await?;
+        let mut status = crate::runtime::cri::status(&c);
+        status.user = user_of(&c.files).await;
         let mut info = std::collections::HashMap::new();
         if req.verbose {
+            let files = &c.files;
             let v = serde_json::json!({
-                "pid": a.files.state.map(|s| s.process.pid),
-                "monitorPid": a.files.state.map(|s| s.monitor.pid),
-                "sandboxId": e.sandbox.id,
-                "cgroupDirs": self.runtime.cgroups.dirs(&a.files.record.cgroup),
-                "dir": a.files.dir,
-                "exit": a.files.exit,
-                "spec": spec,
+                "pid": files.state.map(|s| s.process.pid),
+                "monitorPid": files.state.map(|s| s.monitor.pid),
+                "sandboxId": sandbox_id,
+                "cgroupDirs": self.runtime.cgroups.dirs(&files.record.cgroup),
+                "dir": files.dir,
+                "exit": files.exit,
             });
             info.insert("info".to_string(), v.to_string());
         }
-        let mut status = convert::container_status(&e, &a, spec.as_ref());
-        status.user = user_of(&a.files).await;
         Ok(cri::ContainerStatusResponse {
             status: Some(status),
             info,
@@ -404,14 +293,7 @@ impl RuntimeService for Cri {
         req: cri::ContainerStatsRequest,
     ) -> Result<cri::ContainerStatsResponse, RuntimeError> {
         let id = req.container_id;
-        let (attributes, files) = match self.pods().container_attributes(&id).await {
-            Ok(v) => v,
-            Err(RuntimeError::NotFound { .. }) => {
-                let (e, a) = filter::container(&self.registry, &id)?;
-                (static_attributes(&e, &a), a.files)
-            }
-            Err(e) => return Err(e),
-        };
+        let (attributes, files) = self.pods().container_attributes(&id).await?;
         let cgroup = files.record.cgroup.clone();
         let samples = self
             .stats
@@ -427,17 +309,7 @@ impl RuntimeService for Cri {
         req: cri::ListContainerStatsRequest,
     ) -> Result<cri::ListContainerStatsResponse, RuntimeError> {
         let f = req.filter.unwrap_or_default();
-        let mut picked: Vec<(String, cri::ContainerAttributes, crate::runtime::state::ContainerFiles)> = Vec::new();
-        for e in self.registry.list() {
-            for a in e
-                .attempts
-                .iter()
-                .filter(|a| a.files.state.is_some() && a.files.exit.is_none())
-            {
-                picked.push((e.sandbox.id.clone(), static_attributes(&e, a), a.files.clone()));
-            }
-        }
-        picked.extend(self.pods().running_container_attributes().await);
+        let mut picked = self.pods().running_container_attributes().await;
         picked.retain(|(sandbox, attrs, _)| {
             filter::id_matches(&f.pod_sandbox_id, sandbox)
                 && filter::id_matches(&f.id, &attrs.id)
@@ -460,13 +332,8 @@ impl RuntimeService for Cri {
         req: cri::PodSandboxStatsRequest,
     ) -> Result<cri::PodSandboxStatsResponse, RuntimeError> {
         let id = req.pod_sandbox_id;
-        let input = if self.pods().sandbox_is_manifest(&id) == Some(false) {
-            let sb = self.pods().find_sandbox(&id)?;
-            let sb = sb.lock().await.clone();
-            cri_sandbox_input(&sb)
-        } else {
-            static_sandbox_input(&filter::sandbox(&self.registry, &id)?)
-        };
+        let sb = self.pods().find_sandbox(&id)?;
+        let input = sandbox_input(&sb.lock().await.clone());
         let mut all = self.sandbox_stats(vec![input]).await;
         Ok(cri::PodSandboxStatsResponse { stats: all.pop() })
     }
@@ -626,19 +493,6 @@ impl RuntimeService for Cri {
     }
 }
 
-/// A static pod's container as CRI stats name it.
-fn static_attributes(e: &crate::pod::status::PodEntry, a: &crate::pod::status::Attempt) -> cri::ContainerAttributes {
-    cri::ContainerAttributes {
-        id: a.files.record.id.clone(),
-        metadata: Some(cri::ContainerMetadata {
-            name: a.files.record.name.clone(),
-            attempt: a.files.record.attempt,
-        }),
-        labels: convert::container_labels(e, a),
-        annotations: convert::container_annotations(e, a),
-    }
-}
-
 fn container_stats(
     attributes: cri::ContainerAttributes,
     files: &crate::runtime::state::ContainerFiles,
@@ -656,22 +510,13 @@ fn container_stats(
 impl Cri {
     /// Every ready sandbox of either kind, with its running containers.
     async fn ready_sandbox_inputs(&self) -> Vec<SandboxStatsInput> {
-        let mut inputs: Vec<SandboxStatsInput> = self
-            .registry
+        self.pods()
             .list()
+            .await
             .iter()
-            .filter(|e| convert::sandbox_state(e) == cri::PodSandboxState::SandboxReady)
-            .map(static_sandbox_input)
-            .collect();
-        inputs.extend(
-            self.pods()
-                .list()
-                .await
-                .iter()
-                .filter(|sb| sb.ready())
-                .map(cri_sandbox_input),
-        );
-        inputs
+            .filter(|sb| sb.ready())
+            .map(sandbox_input)
+            .collect()
     }
 
     async fn sandbox_stats(&self, inputs: Vec<SandboxStatsInput>) -> Vec<cri::PodSandboxStats> {
@@ -722,25 +567,7 @@ struct SandboxStatsInput {
     containers: Vec<(cri::ContainerAttributes, crate::runtime::state::ContainerFiles)>,
 }
 
-fn static_sandbox_input(e: &crate::pod::status::PodEntry) -> SandboxStatsInput {
-    SandboxStatsInput {
-        attributes: cri::PodSandboxAttributes {
-            id: e.sandbox.id.clone(),
-            metadata: Some(convert::sandbox_metadata(e)),
-            labels: convert::sandbox_labels(e),
-            annotations: convert::sandbox_annotations(e),
-        },
-        cgroup: e.sandbox.cgroup.clone(),
-        containers: e
-            .attempts
-            .iter()
-            .filter(|a| a.files.state.is_some() && a.files.exit.is_none())
-            .map(|a| (static_attributes(e, a), a.files.clone()))
-            .collect(),
-    }
-}
-
-fn cri_sandbox_input(sb: &crate::runtime::cri::Sandbox) -> SandboxStatsInput {
+fn sandbox_input(sb: &crate::runtime::cri::Sandbox) -> SandboxStatsInput {
     SandboxStatsInput {
         attributes: cri::PodSandboxAttributes {
             id: sb.record.id.clone(),

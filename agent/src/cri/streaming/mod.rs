@@ -26,7 +26,6 @@ pub use portforward::PROTOCOL as PORT_FORWARD_PROTOCOL;
 pub use remotecommand::V4 as EXEC_PROTOCOL;
 pub use requests::Request;
 
-use crate::pod::status::Registry;
 use crate::runtime::Runtime;
 use crate::runtime::cri::CriPods;
 use crate::runtime::state::ContainerFiles;
@@ -34,7 +33,6 @@ use crate::runtime::state::ContainerFiles;
 pub struct Streaming {
     runtime: Arc<Runtime>,
     cri_pods: Arc<CriPods>,
-    registry: Registry,
     requests: requests::Requests,
     addr: SocketAddr,
 }
@@ -53,7 +51,6 @@ impl Streaming {
         let server = Arc::new(Streaming {
             runtime: cri.runtime.clone(),
             cri_pods: cri.cri_pods.clone(),
-            registry: cri.registry.clone(),
             requests: requests::Requests::new(ttl),
             addr,
         });
@@ -100,16 +97,7 @@ impl Streaming {
     /// The one place a CRI container ID becomes the files of a running container.
     /// A container of a CRI-owned pod or of a static pod.
     pub(super) async fn container_files(&self, id: &str) -> Result<ContainerFiles, String> {
-        let files = match self.cri_pods.container_files(id).await {
-            Ok(f) => f,
-            Err(crate::runtime::RuntimeError::NotFound { .. }) => {
-                super::filter::container(&self.registry, id)
-                    .map_err(|e| e.to_string())?
-                    .1
-                    .files
-            }
-            Err(e) => return Err(e.to_string()),
-        };
+        let files = self.cri_pods.container_files(id).await.map_err(|e| e.to_string())?;
         if files.state.is_none() || files.exit.is_some() {
             return Err(format!("container {id} is not running"));
         }
@@ -122,14 +110,7 @@ impl Streaming {
         &self,
         sandbox_id: &str,
     ) -> Result<(String, Option<crate::runtime::process::ProcessId>, bool), crate::runtime::RuntimeError> {
-        match self.cri_pods.sandbox_network(sandbox_id).await {
-            Err(crate::runtime::RuntimeError::NotFound { .. }) => {
-                let e = super::filter::sandbox(&self.registry, sandbox_id)?;
-                let host = e.pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
-                Ok((e.sandbox.id.clone(), e.sandbox.pause, host))
-            }
-            other => other,
-        }
+        self.cri_pods.sandbox_network(sandbox_id).await
     }
 
     /// A TCP connection to `port` on the pod's loopback, made in its network namespace.

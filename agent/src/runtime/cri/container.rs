@@ -1,6 +1,8 @@
 //! CreateContainer, StartContainer, StopContainer, RemoveContainer, UpdateContainerResources
 //! and the container's status, for containers of CRI sandboxes.
 
+use std::sync::Arc;
+
 use minilet_proto::runtime::v1 as cri;
 
 use super::translate;
@@ -89,8 +91,8 @@ impl CriPods {
     /// StartContainer: only a created container starts; one that could not start is left
     /// EXITED with its reason (StartError), and the call fails with it.
     pub async fn start_container(&self, id: &str) -> Result<(), RuntimeError> {
-        let (sb, cid) = self.find_container(id).await?;
-        let mut sb = sb.lock().await;
+        let (handle, cid) = self.find_container(id).await?;
+        let mut sb = handle.lock().await;
         refresh(&mut sb);
         let c = sb
             .containers
@@ -136,7 +138,7 @@ impl CriPods {
         }
         self.event(&sb, &cid, cri::ContainerEventType::ContainerStartedEvent);
         if started.cri_state() == cri::ContainerState::ContainerRunning {
-            self.watch(&sb.record.id, &started);
+            self.watch(&handle, &cid);
         } else {
             self.event(&sb, &cid, cri::ContainerEventType::ContainerStoppedEvent);
         }
@@ -275,28 +277,40 @@ impl CriPods {
         Ok(())
     }
 
-    /// Watch a running container until it exits: the exit becomes a CONTAINER_STOPPED event.
-    pub(super) fn watch(&self, sandbox_id: &str, c: &Container) {
-        let rt = self.rt.clone();
+    /// Watch running container `id` of sandbox `sb` until it exits. The exit is recorded in
+    /// the store first, then waiters are told and a CONTAINER_STOPPED event goes out: whoever
+    /// hears of it finds the store saying so already.
+    pub(super) fn watch(&self, sb: &Arc<tokio::sync::Mutex<super::Sandbox>>, id: &str) {
+        let (rt, sb) = (self.rt.clone(), sb.clone());
         let (events, exits) = (self.events.clone(), self.exits.clone());
-        exits.watched(c.id());
-        let files = c.files.clone();
-        let config = c.config.clone();
-        let sandbox_id = sandbox_id.to_string();
+        exits.watched(id);
+        let id = id.to_string();
         tokio::spawn(async move {
+            let files = match sb.lock().await.containers.get(&id) {
+                Some(c) => c.files.clone(),
+                None => return,
+            };
             let exit = rt.wait_container(&files).await;
-            exits.report(&files.record.id, &exit);
-            let mut files = files;
-            files.exit = Some(exit);
-            let c = Container { config, files };
-            events.send(cri::ContainerEventResponse {
-                container_id: c.id().to_string(),
-                container_event_type: cri::ContainerEventType::ContainerStoppedEvent as i32,
-                created_at: now_nanos(),
-                pod_sandbox_status: None,
-                containers_statuses: vec![status(&c)],
-            });
-            tracing::debug!(sandbox = %sandbox_id, container = %c.id(), "CRI container exited");
+            let stopped = {
+                let mut sb = sb.lock().await;
+                let sandbox_id = sb.record.id.clone();
+                sb.containers.get_mut(&id).map(|c| {
+                    c.files.exit = Some(exit.clone());
+                    tracing::debug!(sandbox = %sandbox_id, container = %id, "CRI container exited");
+                    status(c)
+                })
+            };
+            exits.report(&id, &exit);
+            // Removed meanwhile: its CONTAINER_DELETED event has gone out already.
+            if let Some(status) = stopped {
+                events.send(cri::ContainerEventResponse {
+                    container_id: id,
+                    container_event_type: cri::ContainerEventType::ContainerStoppedEvent as i32,
+                    created_at: now_nanos(),
+                    pod_sandbox_status: None,
+                    containers_statuses: vec![status],
+                });
+            }
         });
     }
 

@@ -36,7 +36,7 @@ use crate::atomic_file;
 
 /// The annotation that makes a sandbox a static pod's: the manifest file it comes from. Only
 /// the agent's own pod side sets it (the gRPC adapter refuses it from clients); such a
-/// sandbox is its pod worker's, and CRI clients see the pod through the pods' registry.
+/// sandbox is its pod worker's (CRI clients may stop it, not change it: `cri::ownership`).
 pub const MANIFEST: &str = "minilet.dev/manifest";
 
 const SANDBOX_RECORD: &str = "cri-sandbox.json";
@@ -158,11 +158,6 @@ impl CriPods {
             match load_sandbox(&entry.path()) {
                 Ok(Some(sb)) => {
                     tracing::info!(sandbox = %sb.record.id, name = ?sb.config.metadata.as_ref().map(|m| &m.name), containers = sb.containers.len(), "re-adopted CRI sandbox");
-                    for c in sb.containers.values() {
-                        if c.cri_state() == cri::ContainerState::ContainerRunning {
-                            pods.watch(sb.id(), c);
-                        }
-                    }
                     // Its network is checked, not remade (CRI has no events: the log says it;
                     // a static pod's worker checks its own and reports an event).
                     if sb.ready()
@@ -172,7 +167,16 @@ impl CriPods {
                         tracing::warn!(sandbox = %sb.record.id, error = %e, "pod network check failed");
                     }
                     pods.reopen_host_ports(&sb);
-                    pods.insert(sb);
+                    let running: Vec<String> = sb
+                        .containers
+                        .values()
+                        .filter(|c| c.cri_state() == cri::ContainerState::ContainerRunning)
+                        .map(|c| c.id().to_string())
+                        .collect();
+                    let handle = pods.insert(sb);
+                    for id in running {
+                        pods.watch(&handle, &id);
+                    }
                 }
                 // An interrupted RunPodSandbox: the record is written last, so nothing of it
                 // was ever reported to a client; it is cleaned up.
@@ -214,13 +218,16 @@ impl CriPods {
         &self.events
     }
 
-    fn insert(&self, sb: Sandbox) {
+    fn insert(&self, sb: Sandbox) -> Arc<tokio::sync::Mutex<Sandbox>> {
         let id = sb.record.id.clone();
+        let manifest = sb.manifest().is_some();
+        let sandbox = Arc::new(tokio::sync::Mutex::new(sb));
         let entry = Entry {
-            manifest: sb.manifest().is_some(),
-            sandbox: Arc::new(tokio::sync::Mutex::new(sb)),
+            manifest,
+            sandbox: sandbox.clone(),
         };
         self.map().insert(id, entry);
+        sandbox
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
@@ -233,20 +240,14 @@ impl CriPods {
         self.map().values().map(|e| e.sandbox.clone()).collect()
     }
 
-    /// Snapshots of every CRI client's sandbox (with fresh container states); the static
-    /// pods' are seen through the registry.
+    /// Snapshots of every sandbox, static pods' and CRI clients'. Nothing is read from disk:
+    /// the store's watcher records each exit before it is reported (so a list after a
+    /// CONTAINER_STOPPED event shows it), and a list of 500 pods costs no file reads.
     pub async fn list(&self) -> Vec<Sandbox> {
-        let clients: Vec<_> = self
-            .map()
-            .values()
-            .filter(|e| !e.manifest)
-            .map(|e| e.sandbox.clone())
-            .collect();
-        let mut out = Vec::new();
-        for sb in clients {
-            let mut sb = sb.lock().await;
-            refresh(&mut sb);
-            out.push(sb.clone());
+        let all = self.all();
+        let mut out = Vec::with_capacity(all.len());
+        for sb in all {
+            out.push(sb.lock().await.clone());
         }
         out
     }
@@ -330,15 +331,11 @@ impl CriPods {
         Some(sb.lock().await.manifest().is_some())
     }
 
-    /// A copy of a CRI client's container, refreshed from disk, with its sandbox's ID: the one
-    /// lookup behind status, exec, logs and stats. A static pod's containers are seen through
-    /// the registry (not found here).
+    /// A copy of a container (of either kind of pod), refreshed from disk, with its
+    /// sandbox's ID: the one lookup behind status, exec, logs and stats.
     pub async fn container(&self, id: &str) -> Result<(String, Container), RuntimeError> {
         let (sb, cid) = self.find_container(id).await?;
         let mut sb = sb.lock().await;
-        if sb.manifest().is_some() {
-            return Err(RuntimeError::not_found("container", id));
-        }
         refresh(&mut sb);
         let c = sb
             .containers

@@ -244,7 +244,8 @@ impl CriPods {
             "cgroup": sb.record.cgroup,
             "cgroupDirs": self.rt.cgroups.dirs(&crate::runtime::Runtime::sandbox_cgroup(&sb.record.cgroup, &sb.record.id)),
             "dir": sb.dir,
-            "owner": "cri",
+            "owner": if sb.manifest().is_some() { "manifest" } else { "cri" },
+            "manifest": sb.manifest(),
         });
         Ok((status(&sb), info))
     }
