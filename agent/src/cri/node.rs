@@ -107,7 +107,11 @@ impl node::node_server::Node for NodeSvc {
         }
         // Pods a CRI client made: listed too, marked (no manifest, a created-by annotation). The
         // static pods' sandboxes are in the store too, and listed above from their pods.
-        for sb in ctx.cri_pods.list().await.iter().filter(|sb| sb.manifest().is_none()) {
+        let clients = ctx
+            .cri_pods
+            .list(|sb| sb.manifest().is_none().then(|| sb.clone()))
+            .await;
+        for sb in &clients {
             let pod = convert::v1_pod_of_cri_sandbox(sb, &ctx.node);
             let meta = &pod.metadata;
             if (!req.namespace.is_empty() && meta.namespace.as_deref() != Some(req.namespace.as_str()))

@@ -510,13 +510,7 @@ fn container_stats(
 impl Cri {
     /// Every ready sandbox of either kind, with its running containers.
     async fn ready_sandbox_inputs(&self) -> Vec<SandboxStatsInput> {
-        self.pods()
-            .list()
-            .await
-            .iter()
-            .filter(|sb| sb.ready())
-            .map(sandbox_input)
-            .collect()
+        self.pods().list(|sb| sb.ready().then(|| sandbox_input(sb))).await
     }
 
     async fn sandbox_stats(&self, inputs: Vec<SandboxStatsInput>) -> Vec<cri::PodSandboxStats> {

@@ -224,13 +224,13 @@ impl CriPods {
 
     /// ListContainers over the CRI sandboxes: (sandbox ID, container).
     pub async fn list_containers(&self) -> Vec<cri::Container> {
-        let mut out = Vec::new();
-        for sb in self.list().await {
-            for c in sb.containers.values() {
-                out.push(summary(&sb.record.id, c));
-            }
-        }
-        out
+        self.list(|sb| {
+            sb.containers
+                .values()
+                .map(|c| summary(&sb.record.id, c))
+                .collect::<Vec<_>>()
+        })
+        .await
     }
 
     /// UpdateContainerResources: the new limits go to the container's cgroup now and are

@@ -327,6 +327,6 @@ pub(super) fn summary(sb: &Sandbox) -> cri::PodSandbox {
 impl CriPods {
     /// ListPodSandbox over the CRI sandboxes.
     pub async fn list_pod_sandboxes(&self) -> Vec<cri::PodSandbox> {
-        self.list().await.iter().map(summary).collect()
+        self.list(|sb| Some(summary(sb))).await
     }
 }
