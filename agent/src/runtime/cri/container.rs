@@ -146,26 +146,42 @@ impl CriPods {
     }
 
     /// StopContainer: the image's stop signal, SIGKILL after `timeout` seconds (at once for
-    /// 0). Stopping a container that is not running, or is unknown, succeeds.
+    /// 0). Stopping a container that is not running, or is unknown, succeeds. It returns
+    /// once the store's watcher has recorded the exit and sent CONTAINER_STOPPED, so that
+    /// event always comes before a removal's CONTAINER_DELETED.
     pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<(), RuntimeError> {
         let (sb, cid) = match self.find_container(id).await {
             Ok(v) => v,
             Err(RuntimeError::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
-        let files = {
+        let running = {
             let mut sb = sb.lock().await;
             refresh(&mut sb);
-            match sb.containers.get(&cid) {
-                Some(c) if c.cri_state() == cri::ContainerState::ContainerRunning => c.files.clone(),
-                _ => return Ok(()),
-            }
+            sb.containers
+                .get(&cid)
+                .filter(|c| c.cri_state() == cri::ContainerState::ContainerRunning)
+                .map(|c| c.files.clone())
         };
-        // Not under the sandbox's lock: a grace period may be long.
-        self.rt.stop_container_within(&files, timeout).await;
-        let mut sb = sb.lock().await;
-        refresh(&mut sb);
+        // Not under the sandbox's lock: a grace period may be long, and the watcher takes it.
+        if let Some(files) = running {
+            self.rt.stop_container_within(&files, timeout).await;
+        }
+        self.exit_recorded(&cid).await;
         Ok(())
+    }
+
+    /// Once the store's watcher has recorded container `id`'s exit and sent its event; at
+    /// once when it does not watch `id` (never started, or its exit is recorded already).
+    async fn exit_recorded(&self, id: &str) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let waiter: super::ExitWaiter = Box::new(move |_| {
+            let _ = tx.send(());
+        });
+        if self.exits.on_exit(id, waiter).is_ok() {
+            // A watcher gone without a report (the runtime shutting down) drops the sender.
+            let _ = rx.await;
+        }
     }
 
     /// RemoveContainer: a running container is killed first. Removing an unknown container
@@ -278,7 +294,7 @@ impl CriPods {
     }
 
     /// Watch running container `id` of sandbox `sb` until it exits. The exit is recorded in
-    /// the store first, then waiters are told and a CONTAINER_STOPPED event goes out: whoever
+    /// the store first, then a CONTAINER_STOPPED event goes out and waiters are told: whoever
     /// hears of it finds the store saying so already.
     pub(super) fn watch(&self, sb: &Arc<tokio::sync::Mutex<super::Sandbox>>, id: &str) {
         let (rt, sb) = (self.rt.clone(), sb.clone());
@@ -300,17 +316,18 @@ impl CriPods {
                     status(c)
                 })
             };
-            exits.report(&id, &exit);
-            // Removed meanwhile: its CONTAINER_DELETED event has gone out already.
+            // Removed meanwhile (only a removal that did not stop it first, as StopContainer
+            // waits for this): its CONTAINER_DELETED event has gone out already.
             if let Some(status) = stopped {
                 events.send(cri::ContainerEventResponse {
-                    container_id: id,
+                    container_id: id.clone(),
                     container_event_type: cri::ContainerEventType::ContainerStoppedEvent as i32,
                     created_at: now_nanos(),
                     pod_sandbox_status: None,
                     containers_statuses: vec![status],
                 });
             }
+            exits.report(&id, &exit);
         });
     }
 
