@@ -40,9 +40,8 @@ pub fn rt() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-/// The first container ListContainers lists that `wanted` picks. The CRI's view of a static
-/// pod follows its worker's a moment after the state directory shows it: this waits (30 s
-/// at most) until it is listed.
+/// The first container ListContainers lists that `wanted` picks, waited for (30 s at most):
+/// a test that saw a pod start through the state directory may ask before it is listed.
 pub async fn listed_container(
     c: &mut Clients,
     what: &str,

@@ -29,11 +29,6 @@ impl Cri {
         &self.cri_pods
     }
 
-    /// The files of a container of either kind of pod (for exec and logs).
-    async fn container_files(&self, id: &str) -> Result<crate::runtime::state::ContainerFiles, RuntimeError> {
-        self.pods().container_files(id).await
-    }
-
     /// Check an exec or attach request as the kubelet does (one of stdin/stdout/stderr, not
     /// tty with stderr, a running container) and keep it under a streaming URL.
     async fn streaming_url(&self, mut p: streaming::ExecParams) -> Result<String, RuntimeError> {
@@ -47,7 +42,7 @@ impl Cri {
                 "tty and stderr cannot both be true".into(),
             ));
         }
-        let files = self.container_files(&p.container_id).await?;
+        let files = self.pods().container_files(&p.container_id).await?;
         if files.state.is_none() || files.exit.is_some() {
             return Err(RuntimeError::FailedPrecondition(format!(
                 "container {} is not running",
@@ -215,13 +210,13 @@ impl RuntimeService for Cri {
         &self,
         req: cri::ReopenContainerLogRequest,
     ) -> Result<cri::ReopenContainerLogResponse, RuntimeError> {
-        let files = self.container_files(&req.container_id).await?;
+        let files = self.pods().container_files(&req.container_id).await?;
         self.runtime.reopen_log(&files).await?;
         Ok(cri::ReopenContainerLogResponse {})
     }
 
     async fn exec_sync(&self, req: cri::ExecSyncRequest) -> Result<cri::ExecSyncResponse, RuntimeError> {
-        let files = self.container_files(&req.container_id).await?;
+        let files = self.pods().container_files(&req.container_id).await?;
         let timeout = (req.timeout > 0).then(|| Duration::from_secs(req.timeout as u64));
         let cmd = req.cmd.clone();
         match self.runtime.exec_sync(&files, req.cmd, timeout).await? {
@@ -333,7 +328,7 @@ impl RuntimeService for Cri {
     ) -> Result<cri::PodSandboxStatsResponse, RuntimeError> {
         let id = req.pod_sandbox_id;
         let sb = self.pods().find_sandbox(&id)?;
-        let input = sandbox_input(&sb.lock().await.clone());
+        let input = sandbox_input(&*sb.lock().await);
         let mut all = self.sandbox_stats(vec![input]).await;
         Ok(cri::PodSandboxStatsResponse { stats: all.pop() })
     }

@@ -120,27 +120,29 @@ impl CriPods {
                 return Err(e);
             }
         };
-        let started = Container {
-            config: c.config.clone(),
-            files: files.clone(),
-        };
-        sb.containers.insert(cid.clone(), Box::new(started.clone()));
-        if let Some(exit) = files
+        let started = Box::new(Container {
+            config: c.config,
+            files,
+        });
+        let running = started.cri_state() == cri::ContainerState::ContainerRunning;
+        let watched = running.then(|| started.files.clone());
+        let start_error = started
+            .files
             .exit
             .as_ref()
             .filter(|e| e.reason == crate::runtime::spec::ExitReason::StartError)
-        {
+            .map(|e| e.message.clone());
+        sb.containers.insert(cid.clone(), started);
+        if let Some(message) = start_error {
             self.event(&sb, &cid, cri::ContainerEventType::ContainerStoppedEvent);
             return Err(RuntimeError::FailedPrecondition(format!(
-                "container {cid} could not start: {}",
-                exit.message
+                "container {cid} could not start: {message}"
             )));
         }
         self.event(&sb, &cid, cri::ContainerEventType::ContainerStartedEvent);
-        if started.cri_state() == cri::ContainerState::ContainerRunning {
-            self.watch(&handle, &cid);
-        } else {
-            self.event(&sb, &cid, cri::ContainerEventType::ContainerStoppedEvent);
+        match watched {
+            Some(files) => self.watch(&handle, files),
+            None => self.event(&sb, &cid, cri::ContainerEventType::ContainerStoppedEvent),
         }
         Ok(())
     }
@@ -293,19 +295,15 @@ impl CriPods {
         Ok(())
     }
 
-    /// Watch running container `id` of sandbox `sb` until it exits. The exit is recorded in
-    /// the store first, then a CONTAINER_STOPPED event goes out and waiters are told: whoever
-    /// hears of it finds the store saying so already.
-    pub(super) fn watch(&self, sb: &Arc<tokio::sync::Mutex<super::Sandbox>>, id: &str) {
+    /// Watch the running container of sandbox `sb` whose attempt is `files` until it exits.
+    /// The exit is recorded in the store first, then a CONTAINER_STOPPED event goes out and
+    /// waiters are told: whoever hears of it finds the store saying so already.
+    pub(super) fn watch(&self, sb: &Arc<tokio::sync::Mutex<super::Sandbox>>, files: ContainerFiles) {
         let (rt, sb) = (self.rt.clone(), sb.clone());
         let (events, exits) = (self.events.clone(), self.exits.clone());
-        exits.watched(id);
-        let id = id.to_string();
+        let id = files.record.id.clone();
+        exits.watched(&id);
         tokio::spawn(async move {
-            let files = match sb.lock().await.containers.get(&id) {
-                Some(c) => c.files.clone(),
-                None => return,
-            };
             let exit = rt.wait_container(&files).await;
             let stopped = {
                 let mut sb = sb.lock().await;

@@ -167,15 +167,15 @@ impl CriPods {
                         tracing::warn!(sandbox = %sb.record.id, error = %e, "pod network check failed");
                     }
                     pods.reopen_host_ports(&sb);
-                    let running: Vec<String> = sb
+                    let running: Vec<ContainerFiles> = sb
                         .containers
                         .values()
                         .filter(|c| c.cri_state() == cri::ContainerState::ContainerRunning)
-                        .map(|c| c.id().to_string())
+                        .map(|c| c.files.clone())
                         .collect();
                     let handle = pods.insert(sb);
-                    for id in running {
-                        pods.watch(&handle, &id);
+                    for files in running {
+                        pods.watch(&handle, files);
                     }
                 }
                 // An interrupted RunPodSandbox: the record is written last, so nothing of it
