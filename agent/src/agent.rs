@@ -202,6 +202,7 @@ fn context(
         backoff,
         housekeeping_interval,
         images_changed,
+        pleg: Default::default(),
     }))
 }
 

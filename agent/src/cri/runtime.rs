@@ -425,9 +425,10 @@ impl RuntimeService for Cri {
     async fn get_container_events(&self, _: cri::GetEventsRequest) -> Result<ContainerEventStream, RuntimeError> {
         use tokio_stream::StreamExt;
         let rx = self.pods().events().subscribe();
-        // A subscriber that fell behind skips what it missed (a kubelet relists then).
+        // A subscriber that fell behind has lost events: its stream ends there, so that it
+        // knows and relists (as a kubelet falls back to relisting when its stream breaks).
         let stream = tokio_stream::wrappers::BroadcastStream::new(rx)
-            .filter_map(Result::ok)
+            .map_while(Result::ok)
             .map(std::sync::Arc::unwrap_or_clone);
         Ok(Box::pin(stream))
     }

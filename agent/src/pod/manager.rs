@@ -43,6 +43,8 @@ impl Manager {
     /// removed, new manifests get new pods. A manifest that no longer parses keeps the pod
     /// of its last good content.
     pub async fn start(ctx: Arc<Context>, desired: Vec<Arc<ManifestPod>>, invalid: Vec<InvalidManifest>) -> Self {
+        // Before any worker reads the runtime's containers: no exit falls between the two.
+        ctx.pleg.start(ctx.cri.clone()).await;
         let mut m = Manager {
             ctx,
             by_file: HashMap::new(),

@@ -12,6 +12,7 @@ pub mod host_ports;
 pub mod images;
 pub mod manager;
 pub mod node;
+pub mod pleg;
 pub mod probes;
 pub mod qos;
 pub mod restart_policy;
@@ -56,6 +57,8 @@ pub struct Context {
     pub images_changed: watch::Receiver<u64>,
     /// The runtime's CRI side, which the gRPC server serves too.
     pub cri: Arc<crate::cri::Cri>,
+    /// The runtime's container exits, routed to the pods' workers.
+    pub pleg: pleg::Pleg,
 }
 
 impl Context {

@@ -308,18 +308,23 @@ impl std::fmt::Display for ExitReason {
     }
 }
 
-/// Any string: a word this agent does not know (written by a newer one) still leaves the
-/// record readable, as an `Error`, rather than the exit lost.
-impl<'de> Deserialize<'de> for ExitReason {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let word = String::deserialize(d)?;
-        Ok(match word.as_str() {
+impl ExitReason {
+    /// The reason a record or a CRI status names. Any other word (written by a newer agent,
+    /// or another runtime's) is an `Error`: the exit stays known rather than lost.
+    pub fn from_word(word: &str) -> Self {
+        match word {
             "Completed" => ExitReason::Completed,
             "OOMKilled" => ExitReason::OOMKilled,
             "StartError" => ExitReason::StartError,
             "ContainerCannotRun" => ExitReason::ContainerCannotRun,
             _ => ExitReason::Error,
-        })
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ExitReason {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(ExitReason::from_word(&String::deserialize(d)?))
     }
 }
 

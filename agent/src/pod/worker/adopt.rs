@@ -58,12 +58,14 @@ impl Worker {
             w.slots[i].previous = previous;
             match current {
                 None => w.slots[i].next = Next::Start,
-                Some(f) => {
-                    let exit = f.exit.clone();
+                Some(mut f) => {
+                    let exit = f.exit.take();
                     let id = f.record.id.clone();
-                    let running = exit.is_none();
-                    if running {
-                        w.watch_container(&f);
+                    if exit.is_none() {
+                        w.watch_log_notices(&f);
+                        if rt.layout.sandbox_of_container(&f.dir).is_none() {
+                            w.watch_legacy_attempt(&f);
+                        }
                     }
                     w.slots[i].current = Some(f);
                     w.slots[i].next = Next::Idle;
@@ -120,6 +122,19 @@ impl Worker {
 }
 
 impl Worker {
+    /// The exit of a running attempt an older agent kept in the pod's own directory: the
+    /// runtime's store does not hold it, so no container event will tell; its files do.
+    fn watch_legacy_attempt(&self, files: &ContainerFiles) {
+        let (rt, files, tx) = (self.ctx.runtime.clone(), files.clone(), self.events_tx.clone());
+        tokio::spawn(async move {
+            let exit = rt.wait_container(&files).await;
+            let _ = tx.send(super::Event::Exited {
+                id: files.record.id.clone(),
+                exit,
+            });
+        });
+    }
+
     /// Stop and clear away a sandbox an older agent kept in the pod's own directory (its
     /// pause, hostPorts, network, files and cgroup); the pod then gets a new sandbox from
     /// the runtime, as after a sandbox died.

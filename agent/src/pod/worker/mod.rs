@@ -231,6 +231,8 @@ pub struct Worker {
     /// When emptyDir usage was last measured (once per `--housekeeping-interval`, however
     /// often the worker wakes).
     pub(super) usage_checked_at: Option<tokio::time::Instant>,
+    /// The pod's container exits come to `events` while this is kept.
+    _exits: super::pleg::Registration,
 }
 
 impl Worker {
@@ -252,6 +254,7 @@ impl Worker {
             .chain(spec.containers.iter().map(|c| Slot::new(c.clone(), false)))
             .collect();
         let (events_tx, events) = mpsc::unbounded_channel();
+        let exits = ctx.pleg.register(&uid, events_tx.clone());
         let images_changed = ctx.images_changed.clone();
         Worker {
             obj: ObjectRef::pod(&record.namespace, &record.name, &uid),
@@ -276,6 +279,7 @@ impl Worker {
             after,
             rejection: None,
             usage_checked_at: None,
+            _exits: exits,
         }
     }
 
@@ -352,8 +356,9 @@ impl Worker {
         self.slots.iter().any(|s| s.init && s.spec.name == name)
     }
 
-    /// Watch a running attempt until it exits (and its monitor's reports on writing the log).
-    pub(super) fn watch_container(&self, files: &ContainerFiles) {
+    /// Report a running attempt's monitor's notices on writing the log, as events. Its exit
+    /// comes from the runtime's container events ([`super::pleg`]).
+    pub(super) fn watch_log_notices(&self, files: &ContainerFiles) {
         tokio::spawn(logs::report_notices(
             files.dir.clone(),
             files.record.name.clone(),
@@ -361,14 +366,6 @@ impl Worker {
             self.obj.container(&files.record.name, self.is_init(&files.record.name)),
             self.ctx.events.clone(),
         ));
-        let tx = self.events_tx.clone();
-        let id = files.record.id.clone();
-        self.ctx.cri_pods.on_exit(
-            files,
-            Box::new(move |exit| {
-                let _ = tx.send(Event::Exited { id, exit });
-            }),
-        );
     }
 
     /// Handle a message from a watcher. Returns true if the sandbox died.

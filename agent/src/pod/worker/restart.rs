@@ -12,13 +12,15 @@ use crate::runtime::spec::{ContainerExit, now_nanos};
 
 impl Worker {
     /// A container attempt exited: record it, clean its cgroup, decide whether it restarts.
+    /// Each attempt's exit is handled once: the runtime's event, a stop's result and a relist
+    /// may all tell of it.
     pub(in crate::pod) async fn on_exit(&mut self, id: &str, exit: ContainerExit) {
-        let Some(i) = self
-            .slots
-            .iter()
-            .position(|s| s.current.as_ref().is_some_and(|c| c.record.id == id))
-        else {
-            return; // an attempt we already replaced
+        let Some(i) = self.slots.iter().position(|s| {
+            s.current
+                .as_ref()
+                .is_some_and(|c| c.record.id == id && c.exit.is_none())
+        }) else {
+            return; // an attempt we already replaced, or whose exit is handled
         };
         let rt = self.ctx.runtime.clone();
         let term_path = config::termination_log_path(

@@ -90,12 +90,13 @@ impl Worker {
                         .events
                         .normal(&cobj, "Started", format!("Started container {name}"));
                 }
-                if let Some(exit) = files.exit.clone() {
+                let mut files = files;
+                if let Some(exit) = files.exit.take() {
                     let id = files.record.id.clone();
                     self.slots[i].current = Some(files);
                     self.on_exit(&id, exit).await;
                 } else {
-                    self.watch_container(&files);
+                    self.watch_log_notices(&files);
                     self.slots[i].current = Some(files);
                     if self.post_start(i).await {
                         self.start_probes(i);

@@ -1,11 +1,13 @@
 //! Stopping containers as the kubelet kills them: the preStop hook first, within the grace
-//! period; then the stop signal with what is left of the grace (never less than the kubelet's
-//! 2 s minimum once a hook took its share); then SIGKILL. When the whole pod stops, regular
-//! containers go first and sidecars after them, the last one first.
+//! period; then StopContainer with what is left of the grace in whole seconds (never less
+//! than the kubelet's 2 s minimum once a hook took its share): the stop signal, then SIGKILL.
+//! When the whole pod stops, regular containers go first and sidecars after them, the last
+//! one first.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use minilet_proto::runtime::v1 as cri;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -13,7 +15,6 @@ use super::Worker;
 use crate::events::{Events, ObjectRef};
 use crate::pod::hooks::{Hook, HookKind};
 use crate::pod::probes;
-use crate::runtime::Runtime;
 use crate::runtime::spec::ContainerExit;
 use crate::runtime::state::ContainerFiles;
 
@@ -23,7 +24,7 @@ const MIN_GRACE_AFTER_HOOK: Duration = Duration::from_secs(2);
 
 /// One container's stop, ready to run on its own task.
 pub(in crate::pod) struct StopJob {
-    rt: Arc<Runtime>,
+    cri: Arc<crate::cri::Cri>,
     files: ContainerFiles,
     pre_stop: Option<(Hook, probes::Context)>,
     /// The pod as the kubelet's messages name it.
@@ -37,8 +38,9 @@ pub(in crate::pod) struct StopJob {
 }
 
 impl StopJob {
-    /// Run the stop; the attempt's id and exit.
-    pub async fn run(mut self) -> (String, ContainerExit) {
+    /// Run the stop; the attempt's id and exit (`None` when the runtime no longer knows the
+    /// container: a client removed it meanwhile).
+    pub async fn run(mut self) -> (String, Option<ContainerExit>) {
         let deadline = Instant::now() + self.grace;
         if let Some((hook, ctx)) = &self.pre_stop
             && !self.grace.is_zero()
@@ -66,10 +68,38 @@ impl StopJob {
         } else {
             left
         };
-        let signal = self.rt.stop_signal(&self.files).await;
-        let exit = self.rt.stop_container(&self.files, signal, grace).await;
+        let id = self.files.record.id.clone();
+        let exit = if self.cri.runtime.layout.sandbox_of_container(&self.files.dir).is_some() {
+            self.stop_container(&id, grace).await
+        } else {
+            // An older agent's attempt, outside the runtime's store: stopped through its files.
+            let rt = &self.cri.runtime;
+            let signal = rt.stop_signal(&self.files).await;
+            Some(rt.stop_container(&self.files, signal, grace).await)
+        };
         self.done.send_replace(true);
-        (self.files.record.id.clone(), exit)
+        (id, exit)
+    }
+
+    /// StopContainer, then the exit as ContainerStatus reports it. The CRI's timeout is in
+    /// whole seconds: what is left of the grace is rounded up, as the kubelet subtracts only
+    /// the whole seconds that went by.
+    async fn stop_container(&self, id: &str, grace: Duration) -> Option<ContainerExit> {
+        use crate::cri::service::RuntimeService;
+        let timeout = grace.as_secs() as i64 + i64::from(grace.subsec_nanos() > 0);
+        let req = cri::StopContainerRequest {
+            container_id: id.to_string(),
+            timeout,
+        };
+        if let Err(e) = self.cri.stop_container(req).await {
+            tracing::warn!(pod = %self.pod, container = %self.files.record.name, error = %e, "stop container");
+        }
+        let req = cri::ContainerStatusRequest {
+            container_id: id.to_string(),
+            verbose: false,
+        };
+        let status = self.cri.container_status(req).await.ok()?.status?;
+        crate::pod::pleg::exit_of(&status)
     }
 }
 
@@ -107,7 +137,7 @@ impl Worker {
             None
         };
         Some(StopJob {
-            rt: self.ctx.runtime.clone(),
+            cri: self.ctx.cri.clone(),
             files,
             pre_stop,
             pod: self.kubelet_pod(),
@@ -145,7 +175,7 @@ impl Worker {
             set.spawn(job.run());
         }
         while let Some(done) = set.join_next().await {
-            if let Ok((id, exit)) = done {
+            if let Ok((id, Some(exit))) = done {
                 self.on_exit(&id, exit).await;
             }
         }

@@ -206,17 +206,6 @@ impl CriPods {
         Ok(())
     }
 
-    /// Tell `waiter` how the running attempt `files` ended, once it has: from the store's
-    /// own watcher when it watches the container (no second watcher, no task per waiter),
-    /// else from a watcher of the attempt's files (it ended already, or an older agent kept
-    /// it outside the store).
-    pub fn on_exit(&self, files: &ContainerFiles, waiter: super::ExitWaiter) {
-        if let Err(waiter) = self.exits.on_exit(&files.record.id, waiter) {
-            let (rt, files) = (self.rt.clone(), files.clone());
-            tokio::spawn(async move { waiter(rt.wait_container(&files).await) });
-        }
-    }
-
     /// Container `cid` of sandbox `sandbox_id` (full IDs), refreshed from disk: the
     /// attempt's files, which a static pod's worker watches and stops.
     pub async fn static_container(&self, sandbox_id: &str, cid: &str) -> Option<ContainerFiles> {

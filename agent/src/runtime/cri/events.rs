@@ -1,5 +1,5 @@
-//! CRI `GetContainerEvents`: created/started/stopped/deleted, for the kubelet's evented PLEG;
-//! and the same exits for in-process waiters.
+//! CRI `GetContainerEvents`: created/started/stopped/deleted, for the kubelet's evented PLEG
+//! (and minilet's own, `pod::pleg`); and the watched exits StopContainer waits for.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,9 +36,9 @@ impl ContainerEvents {
 /// Who is told of a watched container's exit.
 pub type ExitWaiter = Box<dyn FnOnce(ContainerExit) + Send>;
 
-/// The exits of the running containers the store watches, for in-process waiters (a static
-/// pod's worker): one watcher per container, whoever waits, and no task per waiter. Unlike
-/// the event stream, nothing is lost to a slow reader.
+/// The exits of the running containers the store watches, for whoever must wait until one is
+/// recorded (StopContainer): no task per waiter, and, unlike the event stream, nothing is
+/// lost to a slow reader.
 #[derive(Clone, Default)]
 pub struct Exits(Arc<std::sync::Mutex<HashMap<String, Vec<ExitWaiter>>>>);
 

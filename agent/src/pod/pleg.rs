@@ -1,0 +1,247 @@
+//! The kubelet's evented PLEG (pod lifecycle event generator), for exits: one subscription
+//! to the runtime's `GetContainerEvents` for the whole node, each CONTAINER_STOPPED handed to
+//! the worker of the pod its labels name. So a worker learns of its containers' exits from
+//! the CRI alone, as the kubelet does, and 500 pods cost one stream, not 500.
+//!
+//! The stream ends when this subscriber fell behind and events were lost; then, as the
+//! kubelet relists, every exited container the runtime lists goes to its pod's worker again.
+//! A worker handles each attempt's exit once, so a repeat is harmless.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use minilet_proto::runtime::v1 as cri;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+
+use super::worker::Event;
+use crate::cri::convert::POD_UID;
+use crate::cri::service::{ContainerEventStream, RuntimeService};
+use crate::runtime::spec::{ContainerExit, ExitReason};
+
+type Senders = HashMap<String, Vec<(u64, mpsc::UnboundedSender<Event>)>>;
+
+/// Which worker hears of which pod's exits: pod UID to the workers' event channels. Two
+/// workers may share a UID for a while (a pod replaced under the same UID): both hear, and
+/// each ignores attempts that are not its own.
+#[derive(Default)]
+pub struct Pleg {
+    workers: Arc<Mutex<Senders>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+/// A worker's place in the table; dropping it takes the worker out.
+#[must_use = "the worker hears of exits only while this is kept"]
+pub struct Registration {
+    workers: Arc<Mutex<Senders>>,
+    uid: String,
+    token: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut map = lock(&self.workers);
+        if let Some(list) = map.get_mut(&self.uid) {
+            list.retain(|(t, _)| *t != self.token);
+            if list.is_empty() {
+                map.remove(&self.uid);
+            }
+        }
+    }
+}
+
+fn lock(m: &Mutex<Senders>) -> MutexGuard<'_, Senders> {
+    // Every change is one insert or retain: a poisoned table is still consistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Pleg {
+    /// Hand pod `uid`'s exits to `tx` from now on.
+    pub(super) fn register(&self, uid: &str, tx: mpsc::UnboundedSender<Event>) -> Registration {
+        let token = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        lock(&self.workers)
+            .entry(uid.to_string())
+            .or_default()
+            .push((token, tx));
+        Registration {
+            workers: self.workers.clone(),
+            uid: uid.to_string(),
+            token,
+        }
+    }
+
+    /// Subscribe to `rs`'s container events, then route them on a task of their own. Call
+    /// before any worker reads the runtime's containers: the runtime records an exit before
+    /// it sends the event, so a worker misses none (it reads the exit, or hears of it).
+    pub async fn start(&self, rs: Arc<dyn RuntimeService>) {
+        let stream = match subscribe(&*rs).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "subscribe to the runtime's container events: workers learn of no exits");
+                return;
+            }
+        };
+        let workers = self.workers.clone();
+        tokio::spawn(async move {
+            let mut stream = stream;
+            loop {
+                while let Some(event) = stream.next().await {
+                    route(&workers, &event);
+                }
+                // Events were lost: subscribe again first, then relist, so that none falls
+                // between the two.
+                tracing::warn!("container event stream ended (events lost): relisting");
+                stream = match subscribe(&*rs).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "subscribe to the runtime's container events again");
+                        return;
+                    }
+                };
+                relist(&*rs, &workers).await;
+            }
+        });
+    }
+}
+
+async fn subscribe(rs: &dyn RuntimeService) -> Result<ContainerEventStream, crate::runtime::RuntimeError> {
+    rs.get_container_events(cri::GetEventsRequest {}).await
+}
+
+/// Every exited container the runtime lists, to its pod's worker.
+async fn relist(rs: &dyn RuntimeService, workers: &Mutex<Senders>) {
+    let filter = cri::ContainerFilter {
+        state: Some(cri::ContainerStateValue {
+            state: cri::ContainerState::ContainerExited as i32,
+        }),
+        ..Default::default()
+    };
+    let listed = match rs
+        .list_containers(cri::ListContainersRequest { filter: Some(filter) })
+        .await
+    {
+        Ok(r) => r.containers,
+        Err(e) => {
+            tracing::error!(error = %e, "relist containers");
+            return;
+        }
+    };
+    for c in listed {
+        let req = cri::ContainerStatusRequest {
+            container_id: c.id.clone(),
+            verbose: false,
+        };
+        if let Ok(resp) = rs.container_status(req).await
+            && let Some(status) = resp.status
+        {
+            deliver(workers, &status);
+        }
+    }
+}
+
+fn route(workers: &Mutex<Senders>, event: &cri::ContainerEventResponse) {
+    if event.container_event_type != cri::ContainerEventType::ContainerStoppedEvent as i32 {
+        return;
+    }
+    if let Some(status) = event.containers_statuses.iter().find(|s| s.id == event.container_id) {
+        deliver(workers, status);
+    }
+}
+
+fn deliver(workers: &Mutex<Senders>, status: &cri::ContainerStatus) {
+    // A client's pod has no worker; its containers carry no pod UID or no worker has it.
+    let Some(uid) = status.labels.get(POD_UID) else { return };
+    let Some(exit) = exit_of(status) else { return };
+    if let Some(list) = lock(workers).get(uid) {
+        for (_, tx) in list {
+            let _ = tx.send(Event::Exited {
+                id: status.id.clone(),
+                exit: exit.clone(),
+            });
+        }
+    }
+}
+
+/// How a container ended, as its CRI status says; `None` while it has not. The CRI has no
+/// signal: the kubelet reports none either, only the exit code (128 + signal).
+pub fn exit_of(status: &cri::ContainerStatus) -> Option<ContainerExit> {
+    (status.state == cri::ContainerState::ContainerExited as i32).then(|| ContainerExit {
+        exit_code: status.exit_code,
+        signal: None,
+        reason: ExitReason::from_word(&status.reason),
+        message: status.message.clone(),
+        finished_at: status.finished_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stopped(uid: &str, id: &str, code: i32, reason: &str) -> cri::ContainerEventResponse {
+        let status = cri::ContainerStatus {
+            id: id.into(),
+            state: cri::ContainerState::ContainerExited as i32,
+            exit_code: code,
+            reason: reason.into(),
+            finished_at: 42,
+            labels: [(POD_UID.to_string(), uid.to_string())].into(),
+            ..Default::default()
+        };
+        cri::ContainerEventResponse {
+            container_id: id.into(),
+            container_event_type: cri::ContainerEventType::ContainerStoppedEvent as i32,
+            containers_statuses: vec![status],
+            ..Default::default()
+        }
+    }
+
+    fn exits(rx: &mut mpsc::UnboundedReceiver<Event>) -> Vec<(String, i32, ExitReason)> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .filter_map(|e| match e {
+                Event::Exited { id, exit } => Some((id, exit.exit_code, exit.reason)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_stop_reaches_the_workers_of_its_pod_only_while_they_are_registered() {
+        let pleg = Pleg::default();
+        let (a_tx, mut a) = mpsc::unbounded_channel();
+        let (b_tx, mut b) = mpsc::unbounded_channel();
+        let (c_tx, mut c) = mpsc::unbounded_channel();
+        let reg_a = pleg.register("uid-1", a_tx);
+        let _reg_b = pleg.register("uid-1", b_tx);
+        let _reg_c = pleg.register("uid-2", c_tx);
+
+        route(&pleg.workers, &stopped("uid-1", "c1", 137, "Error"));
+        assert_eq!(exits(&mut a), [("c1".to_string(), 137, ExitReason::Error)]);
+        assert_eq!(exits(&mut b), [("c1".to_string(), 137, ExitReason::Error)]);
+        assert!(exits(&mut c).is_empty());
+
+        // Other events, and pods without a worker (a CRI client's), go nowhere.
+        let mut started = stopped("uid-2", "c2", 0, "Completed");
+        started.container_event_type = cri::ContainerEventType::ContainerStartedEvent as i32;
+        route(&pleg.workers, &started);
+        route(&pleg.workers, &stopped("client-pod", "c3", 0, "Completed"));
+        assert!(exits(&mut c).is_empty());
+
+        drop(reg_a);
+        route(&pleg.workers, &stopped("uid-1", "c4", 0, "Completed"));
+        assert!(exits(&mut a).is_empty());
+        assert_eq!(exits(&mut b), [("c4".to_string(), 0, ExitReason::Completed)]);
+    }
+
+    #[test]
+    fn only_an_exited_status_is_an_exit() {
+        let mut status = stopped("u", "c", 1, "SomethingNew").containers_statuses.remove(0);
+        let exit = exit_of(&status).expect("exited");
+        assert_eq!(
+            (exit.exit_code, exit.reason, exit.finished_at),
+            (1, ExitReason::Error, 42)
+        );
+        status.state = cri::ContainerState::ContainerRunning as i32;
+        assert!(exit_of(&status).is_none());
+    }
+}
