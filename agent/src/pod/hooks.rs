@@ -103,7 +103,7 @@ impl Hook {
                         String::from_utf8_lossy(output)
                     )
                 };
-                match ctx.runtime.exec_sync(&ctx.files, cmd.clone(), None).await {
+                match ctx.exec_sync(cmd.clone(), None).await {
                     Err(e) => Err(failed(e.to_string(), b"")),
                     Ok(None) => Err(failed("timed out".into(), b"")),
                     Ok(Some(r)) if r.exit_code == 0 => Ok(()),

@@ -7,8 +7,8 @@
 //! do the rest), a startup success releases the other two probes. The tasks are aborted with
 //! their attempt ([`Running`] aborts them when dropped), so a new attempt starts fresh.
 //!
-//! Handlers: exec through the runtime's exec helper (timeout enforced, the helper and the
-//! command killed on expiry), httpGet, tcpSocket and grpc from inside the pod's network
+//! Handlers: exec through the runtime's ExecSync, as the kubelet runs it (timeout enforced,
+//! the helper and the command killed on expiry), httpGet, tcpSocket and grpc from inside the pod's network
 //! namespace (see [`connect`]).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -22,7 +22,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::worker::Event;
 use crate::events::{Events, ObjectRef};
-use crate::runtime::Runtime;
+use crate::runtime::RuntimeError;
+use crate::runtime::exec::ExecResult;
 use crate::runtime::process::ProcessId;
 use crate::runtime::state::ContainerFiles;
 
@@ -387,13 +388,45 @@ pub enum Network {
     Pod(ProcessId),
 }
 
-/// What a probe task needs to reach its container.
+/// What a probe task (or a lifecycle hook) needs to reach its container.
 pub struct Context {
-    pub runtime: Arc<Runtime>,
+    pub cri: Arc<crate::cri::Cri>,
     pub files: ContainerFiles,
     pub network: Network,
     pub events: Events,
     pub object: ObjectRef,
+}
+
+impl Context {
+    /// Run `cmd` in the container to its end, as the kubelet runs exec probes and hooks:
+    /// CRI ExecSync, with `timeout` in whole seconds (none for a hook). `None` when it did
+    /// not end in time (it is killed).
+    pub async fn exec_sync(
+        &self,
+        cmd: Vec<String>,
+        timeout: Option<Duration>,
+    ) -> Result<Option<ExecResult>, RuntimeError> {
+        use crate::cri::service::RuntimeService;
+        let runtime = &self.cri.runtime;
+        if runtime.layout.sandbox_of_container(&self.files.dir).is_none() {
+            // An older agent's attempt, outside the runtime's store: reached through its files.
+            return runtime.exec_sync(&self.files, cmd, timeout).await;
+        }
+        let req = minilet_proto::runtime::v1::ExecSyncRequest {
+            container_id: self.files.record.id.clone(),
+            cmd,
+            timeout: timeout.map_or(0, |t| t.as_secs().max(1) as i64),
+        };
+        match self.cri.exec_sync(req).await {
+            Ok(r) => Ok(Some(ExecResult {
+                stdout: r.stdout,
+                stderr: r.stderr,
+                exit_code: r.exit_code,
+            })),
+            Err(RuntimeError::DeadlineExceeded(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// The probe tasks of one running container attempt; dropping it stops them.
@@ -524,7 +557,7 @@ pub async fn run_once(probe: &Probe, ctx: &Context) -> Outcome {
 
 async fn exec(ctx: &Context, cmd: &[String], timeout: Duration) -> Outcome {
     // A timed-out command is killed with its helper (the session's guard, when dropped).
-    match ctx.runtime.exec_sync(&ctx.files, cmd.to_vec(), Some(timeout)).await {
+    match ctx.exec_sync(cmd.to_vec(), Some(timeout)).await {
         Err(e) => Outcome::Failure(e.to_string()),
         Ok(None) => Outcome::Failure(format!("command {:?} timed out", cmd.join(" "))),
         Ok(Some(r)) => {

@@ -118,7 +118,7 @@ impl Worker {
             _ => probes::Network::Host,
         };
         Some(probes::Context {
-            runtime: self.ctx.runtime.clone(),
+            cri: self.ctx.cri.clone(),
             files,
             network,
             events: self.ctx.events.clone(),
