@@ -81,13 +81,13 @@ impl Worker {
             w.retire_legacy_sandbox(old).await;
         }
         // The sandbox the runtime re-adopted (an interrupted RunPodSandbox left none).
-        if let Some((state, ips, dir)) = w.ctx.cri_pods.sandbox_runtime(&w.record.sandbox_id).await {
+        if let Some((state, ips)) = w.sandbox_status(&w.record.sandbox_id.clone()).await {
             w.sandbox = state.filter(|s| s.pause.is_alive());
             w.pod_ips = ips;
             // The network the pod had is checked, not remade: a failure is reported.
             if w.sandbox.is_some()
                 && !w.commands.terminate_requested()
-                && let Err(e) = rt.network.check(&dir).await
+                && let Err(e) = rt.network.check(&w.sandbox_dir()).await
             {
                 w.ctx.events.warning(
                     &w.obj,

@@ -11,6 +11,7 @@ use minilet_proto::runtime::v1 as cri;
 
 use super::Worker;
 use crate::pod::cri_config::{self, SandboxInputs};
+use crate::runtime::process::ProcessId;
 use crate::runtime::spec::SandboxState;
 
 impl Worker {
@@ -46,8 +47,8 @@ impl Worker {
             .await
             .map_err(|e| e.to_string())?
             .pod_sandbox_id;
-        let (state, ips) = match self.ctx.cri_pods.sandbox_runtime(&id).await {
-            Some((Some(state), ips, _)) => (state, ips),
+        let (state, ips) = match self.sandbox_status(&id).await {
+            Some((Some(state), ips)) => (state, ips),
             _ => return Err(format!("sandbox {id} has no pause after RunPodSandbox")),
         };
         // The kubelet's /etc/hosts, with the pod's address: once per sandbox, before any
@@ -69,6 +70,49 @@ impl Worker {
             return Err(e);
         }
         Ok((id, state, ips))
+    }
+
+    /// PodSandboxStatus of `id`: its pause while the sandbox is ready (the verbose info's
+    /// `pid`, as containerd reports it), and the pod's addresses. `None` for a sandbox the
+    /// runtime does not know.
+    pub(in crate::pod) async fn sandbox_status(&self, id: &str) -> Option<(Option<SandboxState>, Vec<IpAddr>)> {
+        if id.is_empty() {
+            return None; // a RunPodSandbox that was interrupted
+        }
+        let req = cri::PodSandboxStatusRequest {
+            pod_sandbox_id: id.to_string(),
+            verbose: true,
+        };
+        let resp = match self.ctx.runtime_service().pod_sandbox_status(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                if !matches!(e, crate::runtime::RuntimeError::NotFound { .. }) {
+                    tracing::warn!(pod = %self.obj.name, sandbox = %id, error = %e, "PodSandboxStatus");
+                }
+                return None;
+            }
+        };
+        let status = resp.status?;
+        let ready = status.state == cri::PodSandboxState::SandboxReady as i32;
+        let pid = resp
+            .info
+            .get("info")
+            .and_then(|info| serde_json::from_str::<serde_json::Value>(info).ok())
+            .and_then(|info| info["pid"].as_i64())
+            .and_then(|pid| i32::try_from(pid).ok());
+        // Named by PID only: read its start time now, while it is the pause just reported.
+        let pause = pid.filter(|_| ready).and_then(|pid| ProcessId::of(pid).ok());
+        let state = pause.map(|pause| SandboxState {
+            pause,
+            created_at: status.created_at,
+        });
+        let ips = status.network.map_or_else(Vec::new, |n| {
+            std::iter::once(n.ip)
+                .chain(n.additional_ips.into_iter().map(|p| p.ip))
+                .filter_map(|ip| ip.parse().ok())
+                .collect()
+        });
+        Some((state, ips))
     }
 
     /// StopPodSandbox: the pause, the hostPorts and the pod network go; the sandbox stays

@@ -286,14 +286,6 @@ impl CriPods {
         }
     }
 
-    /// A static pod's sandbox: its pause (while recorded), addresses and directory; `None`
-    /// for an unknown ID.
-    pub async fn sandbox_runtime(&self, id: &str) -> Option<(Option<SandboxState>, Vec<std::net::IpAddr>, PathBuf)> {
-        let sb = self.map().get(id)?.sandbox.clone();
-        let sb = sb.lock().await;
-        Some((sb.state, sb.ips.clone(), sb.dir.clone()))
-    }
-
     /// The IDs of the static pods' sandboxes.
     pub fn manifest_sandboxes(&self) -> Vec<String> {
         self.map()
