@@ -105,8 +105,9 @@ async fn run_async(args: AgentArgs) -> anyhow::Result<()> {
     ctx.cri.set_streaming(streaming);
     let server = crate::cri::serve(ctx.cri.clone(), listener);
     let gc = tokio::spawn(image_gc_loop(ctx.clone(), args.image_gc_period));
+    let shutdown = shutdown_signal();
     tracing::info!(socket = %args.socket.display(), "minilet agent ready");
-    manager.run(changes, shutdown_signal()).await;
+    manager.run(changes, shutdown).await;
     gc.abort();
     drop(source);
     server.abort();
@@ -235,16 +236,21 @@ fn index_changed(ev: &notify::Event, index: &std::path::Path) -> bool {
     !matches!(ev.kind, notify::EventKind::Access(_)) && ev.paths.iter().any(|p| p == index)
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT, caught from this call on. It is made before the agent says
+/// it is ready: a handler installed only when the future is first polled would leave a
+/// moment after "ready" when SIGTERM still kills the agent outright, with no cleanup.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        tracing::error!("cannot install SIGTERM/SIGINT handlers");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM"),
-        _ = int.recv() => tracing::info!("SIGINT"),
+    let handlers = signal(SignalKind::terminate()).and_then(|term| Ok((term, signal(SignalKind::interrupt())?)));
+    async move {
+        let Ok((mut term, mut int)) = handlers else {
+            tracing::error!("cannot install SIGTERM/SIGINT handlers");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM"),
+            _ = int.recv() => tracing::info!("SIGINT"),
+        }
     }
 }
 
