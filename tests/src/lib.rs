@@ -413,7 +413,7 @@ impl Drop for Env {
         for d in self.cgroup_dirs("") {
             remove_cgroup_tree(&d);
         }
-        if !std::thread::panicking() {
+        if !std::thread::panicking() && std::env::var_os("MINILET_E2E_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         } else {
             eprintln!("test files kept in {}", self.dir.display());
@@ -540,6 +540,8 @@ impl Agent {
             }
             let _ = c.kill();
             let _ = c.wait();
+            // Its log says where it hung (a panic in drop prints no log of its own).
+            eprintln!("---- agent log {} ----\n{}", self.log.display(), self.log_text());
             panic!("agent did not exit within 90s of SIGTERM");
         }
     }

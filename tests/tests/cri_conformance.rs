@@ -908,3 +908,128 @@ fn memory_volumes_are_a_tmpfs_inside_the_pod_only() {
         remove_sandbox(&mut c, sb).await;
     });
 }
+
+/// When a container's process exits, what it left in its cgroup (a child in the pod's PID
+/// namespace, which the pause adopted) dies and the container's cgroup goes, as runc's delete
+/// does once containerd sees the exit: by the time its CONTAINER_STOPPED event arrives.
+#[test]
+fn an_exited_containers_leftovers_and_cgroup_are_gone_by_its_stopped_event() {
+    if !is_root() {
+        return skip("needs root: runs the agent and real pods");
+    }
+    let env = Env::new("cri-exit-leftovers");
+    env.import_image("busybox");
+    let _agent = Agent::start(&env, &[]);
+    rt().block_on(async {
+        let mut c = connect(&env.socket).await;
+        let shared = cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    pid: cri::NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let sb = run_sandbox(&mut c, sandbox_config("leftovers", shared))
+            .await
+            .expect("RunPodSandbox");
+        let pause = pause_pid(&mut c, &sb).await;
+        let mut events = minilet_e2e::grpc::container_events(&mut c).await;
+        // The parent leaves a child to the pause, and exits when the test says so.
+        let mut config = sleeper("parent", Default::default());
+        config.command = vec![
+            "sh".into(),
+            "-c".into(),
+            "(sleep 1000 &); while [ ! -e /tmp/go ]; do sleep 0.05; done".into(),
+        ];
+        let (id, _) = start(&mut c, &sb, config).await;
+        let status = c
+            .runtime
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: true,
+            })
+            .await
+            .expect("ContainerStatus")
+            .into_inner();
+        let info: serde_json::Value = serde_json::from_str(&status.info["info"]).expect("JSON");
+        let dirs: Vec<String> = serde_json::from_value(info["cgroupDirs"].clone()).expect("cgroupDirs");
+        assert!(
+            !dirs.is_empty() && dirs.iter().all(|d| std::path::Path::new(d).is_dir()),
+            "{dirs:?}"
+        );
+        let orphan = wait_for(
+            "the child adopted by the pause",
+            std::time::Duration::from_secs(10),
+            || children_of(pause).into_iter().next(),
+        );
+        let (code, _, err) = exec(&mut c, &id, "touch /tmp/go").await;
+        assert_eq!(code, 0, "{err}");
+        loop {
+            let e = tokio::time::timeout(std::time::Duration::from_secs(20), events.message())
+                .await
+                .expect("CONTAINER_STOPPED within 20 s")
+                .expect("event stream")
+                .expect("stream open");
+            if e.container_id == id && e.container_event_type == cri::ContainerEventType::ContainerStoppedEvent as i32 {
+                break;
+            }
+        }
+        // By now: the orphan is killed (a zombie until the pause reaps it, or gone) and the
+        // container's cgroup removed, in every hierarchy.
+        let state = std::fs::read_to_string(format!("/proc/{orphan}/stat")).unwrap_or_default();
+        let state = state
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().next().map(str::to_string));
+        assert!(
+            matches!(state.as_deref(), None | Some("Z")),
+            "the orphan {orphan} still runs: {state:?}"
+        );
+        for d in &dirs {
+            assert!(!std::path::Path::new(d).exists(), "{d} is still there");
+        }
+        remove_sandbox(&mut c, sb).await;
+    });
+}
+
+/// A sandbox whose pause dies is reported as containerd reports it: a CONTAINER_STOPPED
+/// event that names the sandbox, with its status NOTREADY by then.
+#[test]
+fn a_dead_pause_is_a_stopped_event_naming_the_sandbox() {
+    if !is_root() {
+        return skip("needs root: runs the agent and real pods");
+    }
+    let env = Env::new("cri-pause-event");
+    let _agent = Agent::start(&env, &[]);
+    rt().block_on(async {
+        let mut c = connect(&env.socket).await;
+        let sb = run_sandbox(&mut c, sandbox_config("dies", Default::default()))
+            .await
+            .expect("RunPodSandbox");
+        let pause = pause_pid(&mut c, &sb).await;
+        let mut events = minilet_e2e::grpc::container_events(&mut c).await;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pause), nix::sys::signal::Signal::SIGKILL)
+            .expect("kill the pause");
+        let event = loop {
+            let e = tokio::time::timeout(std::time::Duration::from_secs(20), events.message())
+                .await
+                .expect("an event within 20 s")
+                .expect("event stream")
+                .expect("stream open");
+            if e.container_id == sb {
+                break e;
+            }
+        };
+        assert_eq!(
+            event.container_event_type,
+            cri::ContainerEventType::ContainerStoppedEvent as i32
+        );
+        let status = event.pod_sandbox_status.expect("the sandbox's status");
+        assert_eq!(status.id, sb);
+        assert_eq!(status.state, cri::PodSandboxState::SandboxNotready as i32);
+        assert_eq!(status.metadata.map(|m| m.uid).as_deref(), Some("uid-dies"));
+        remove_sandbox(&mut c, sb).await;
+    });
+}

@@ -27,9 +27,10 @@ spec:
     command: ["sh", "-c", "trap 'exit 0' TERM; mkdir -p /www && echo hello-from-pod > /www/index.html && httpd -f -p 127.0.0.1:8080 -h /www & wait"]
 "#;
 
+/// Fields drop in order: the agent stops (and cleans up) before its directory goes.
 struct Setup {
-    env: Env,
     _agent: Agent,
+    env: Env,
     container_id: String,
     sandbox_id: String,
 }

@@ -1,11 +1,14 @@
 //! The kubelet's evented PLEG (pod lifecycle event generator), for exits: one subscription
 //! to the runtime's `GetContainerEvents` for the whole node, each CONTAINER_STOPPED handed to
-//! the worker of the pod its labels name. So a worker learns of its containers' exits from
-//! the CRI alone, as the kubelet does, and 500 pods cost one stream, not 500.
+//! the worker of the pod it names: a container's exit (its labels name the pod), or the
+//! sandbox's (the event names the sandbox, as containerd's does when a pause dies). So a
+//! worker learns of both from the CRI alone, as the kubelet does, and 500 pods cost one
+//! stream, not 500.
 //!
 //! The stream ends when this subscriber fell behind and events were lost; then, as the
-//! kubelet relists, every exited container the runtime lists goes to its pod's worker again.
-//! A worker handles each attempt's exit once, so a repeat is harmless.
+//! kubelet relists, every exited container and not-ready sandbox the runtime lists goes to
+//! its pod's worker again. A worker handles each exit once and ignores what is not its
+//! current sandbox's, so a repeat is harmless.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -108,8 +111,27 @@ async fn subscribe(rs: &dyn RuntimeService) -> Result<ContainerEventStream, crat
     rs.get_container_events(cri::GetEventsRequest {}).await
 }
 
-/// Every exited container the runtime lists, to its pod's worker.
+/// Every exited container and not-ready sandbox the runtime lists, to its pod's worker.
 async fn relist(rs: &dyn RuntimeService, workers: &Mutex<Senders>) {
+    let filter = cri::PodSandboxFilter {
+        state: Some(cri::PodSandboxStateValue {
+            state: cri::PodSandboxState::SandboxNotready as i32,
+        }),
+        ..Default::default()
+    };
+    match rs
+        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: Some(filter) })
+        .await
+    {
+        Ok(r) => {
+            for sb in r.items {
+                if let Some(uid) = sb.metadata.map(|m| m.uid) {
+                    send(workers, &uid, || Event::SandboxDied { sandbox: sb.id.clone() });
+                }
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "relist sandboxes"),
+    }
     let filter = cri::ContainerFilter {
         state: Some(cri::ContainerStateValue {
             state: cri::ContainerState::ContainerExited as i32,
@@ -145,6 +167,10 @@ fn route(workers: &Mutex<Senders>, event: &cri::ContainerEventResponse) {
     }
     if let Some(status) = event.containers_statuses.iter().find(|s| s.id == event.container_id) {
         deliver(workers, status);
+    } else if let Some(sb) = event.pod_sandbox_status.as_ref().filter(|s| s.id == event.container_id)
+        && let Some(uid) = sb.metadata.as_ref().map(|m| &m.uid)
+    {
+        send(workers, uid, || Event::SandboxDied { sandbox: sb.id.clone() });
     }
 }
 
@@ -152,12 +178,17 @@ fn deliver(workers: &Mutex<Senders>, status: &cri::ContainerStatus) {
     // A client's pod has no worker; its containers carry no pod UID or no worker has it.
     let Some(uid) = status.labels.get(POD_UID) else { return };
     let Some(exit) = exit_of(status) else { return };
+    send(workers, uid, || Event::Exited {
+        id: status.id.clone(),
+        exit: exit.clone(),
+    });
+}
+
+/// `event()` to every worker of pod `uid`.
+fn send(workers: &Mutex<Senders>, uid: &str, event: impl Fn() -> Event) {
     if let Some(list) = lock(workers).get(uid) {
         for (_, tx) in list {
-            let _ = tx.send(Event::Exited {
-                id: status.id.clone(),
-                exit: exit.clone(),
-            });
+            let _ = tx.send(event());
         }
     }
 }
@@ -231,6 +262,35 @@ mod tests {
         route(&pleg.workers, &stopped("uid-1", "c4", 0, "Completed"));
         assert!(exits(&mut a).is_empty());
         assert_eq!(exits(&mut b), [("c4".to_string(), 0, ExitReason::Completed)]);
+    }
+
+    #[test]
+    fn a_sandboxs_stop_reaches_the_workers_of_its_pod() {
+        let pleg = Pleg::default();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _reg = pleg.register("uid-1", tx);
+        let event = |uid: &str| cri::ContainerEventResponse {
+            container_id: "sb1".into(),
+            container_event_type: cri::ContainerEventType::ContainerStoppedEvent as i32,
+            pod_sandbox_status: Some(cri::PodSandboxStatus {
+                id: "sb1".into(),
+                metadata: Some(cri::PodSandboxMetadata {
+                    uid: uid.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        route(&pleg.workers, &event("uid-2"));
+        route(&pleg.workers, &event("uid-1"));
+        let got: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|e| match e {
+                Event::SandboxDied { sandbox } => sandbox,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(got, ["sb1"]);
     }
 
     #[test]

@@ -63,7 +63,6 @@ pub async fn run(w: &mut Worker) -> State {
                 w.save_record();
                 w.sandbox = Some(state);
                 w.pod_ips = ips;
-                w.watch_sandbox();
                 return State::Initializing;
             }
             Err(e) => {

@@ -111,7 +111,6 @@ impl Worker {
             return (w, State::Completed);
         }
         let state = if w.sandbox.is_some() {
-            w.watch_sandbox();
             State::Initializing
         } else {
             // The pause is gone (killed while no agent ran): same as dying under our eyes.
@@ -128,6 +127,9 @@ impl Worker {
         let (rt, files, tx) = (self.ctx.runtime.clone(), files.clone(), self.events_tx.clone());
         tokio::spawn(async move {
             let exit = rt.wait_container(&files).await;
+            if let Err(e) = rt.remove_cgroup(&files.record.cgroup).await {
+                tracing::warn!(container = %files.record.name, error = %e, "remove the cgroup of an exited container");
+            }
             let _ = tx.send(super::Event::Exited {
                 id: files.record.id.clone(),
                 exit,

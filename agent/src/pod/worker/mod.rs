@@ -1,7 +1,8 @@
 //! One task per pod: it owns the pod's sandbox and containers and drives them through the
 //! lifecycle states in [`super::states`]. Everything else only talks to it through messages
-//! (a terminate command; container exits and sandbox death from its own watcher tasks), so a
-//! pod's state has exactly one writer.
+//! (a terminate command; container exits and sandbox death from the runtime's events, routed
+//! by [`super::pleg`]; probes and image pulls from its own tasks), so a pod's state has
+//! exactly one writer.
 //!
 //! This file holds the worker, its slots and its run loop; the rest is split by job:
 //! the pod's sandbox ([`sandbox`]), starting an attempt ([`start`]), deciding on restarts when
@@ -80,15 +81,16 @@ impl Orders {
     }
 }
 
-/// What the worker's own watcher tasks report.
+/// What the worker hears: the runtime's events ([`super::pleg`]) and its own tasks' reports.
 #[derive(Debug)]
 pub(super) enum Event {
     Exited {
         id: String,
         exit: ContainerExit,
     },
+    /// The runtime says sandbox `sandbox` stopped (its pause died, or it was stopped).
     SandboxDied {
-        pause: crate::runtime::process::ProcessId,
+        sandbox: String,
     },
     /// A background image pull for a container finished (image size, or why not).
     Pulled {
@@ -337,18 +339,6 @@ impl Worker {
         }
     }
 
-    /// Watch the pause: its death means the sandbox must be recreated.
-    pub(super) fn watch_sandbox(&self) {
-        let Some(state) = self.sandbox else { return };
-        let tx = self.events_tx.clone();
-        tokio::spawn(async move {
-            if let Ok(Some(fd)) = state.pause.open() {
-                let _ = fd.exited().await;
-            }
-            let _ = tx.send(Event::SandboxDied { pause: state.pause });
-        });
-    }
-
     /// Whether `name` is one of the pod's init containers: the pod's own knowledge (names
     /// are unique across both lists), which the runtime does not keep (a CRI client cannot
     /// create "init" containers).
@@ -378,7 +368,9 @@ impl Worker {
                 // started into the dead sandbox first.
                 self.sandbox.is_some_and(|s| !s.pause.is_alive())
             }
-            Event::SandboxDied { pause } => self.sandbox.is_some_and(|s| s.pause == pause),
+            // Only the current sandbox while it is the pod's: one the worker stopped itself,
+            // or replaced, is no news.
+            Event::SandboxDied { sandbox } => self.sandbox.is_some() && self.record.sandbox_id == sandbox,
             Event::Pulled {
                 container,
                 image,

@@ -11,7 +11,8 @@ use crate::runtime::logs;
 use crate::runtime::spec::{ContainerExit, now_nanos};
 
 impl Worker {
-    /// A container attempt exited: record it, clean its cgroup, decide whether it restarts.
+    /// A container attempt exited: record it, read its termination message, decide whether it
+    /// restarts. (The runtime has removed its cgroup, and what was left in it.)
     /// Each attempt's exit is handled once: the runtime's event, a stop's result and a relist
     /// may all tell of it.
     pub(in crate::pod) async fn on_exit(&mut self, id: &str, exit: ContainerExit) {
@@ -33,12 +34,8 @@ impl Worker {
         slot.probes = None;
         let Some(files) = slot.current.as_mut() else { return };
         files.exit = Some(exit.clone());
-        let (cgroup, log) = (files.record.cgroup.clone(), files.record.log_path.clone());
+        let log = files.record.log_path.clone();
         let fallback = slot.spec.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
-        // Leftovers of the container (children in a shared PID namespace) die with it.
-        if let Err(e) = rt.remove_cgroup(&cgroup).await {
-            tracing::warn!(container = %self.slots[i].spec.name, error = %e, "remove cgroup of exited container");
-        }
         let exit_code = exit.exit_code;
         let message = crate::runtime::blocking("read the termination message", move || {
             Ok(termination_message(&term_path, fallback, &log, exit_code))

@@ -18,7 +18,7 @@ impl Worker {
     /// try again, or has exited at once (StartError) and been handed to the restart logic.
     pub(in crate::pod) async fn start(&mut self, i: usize) {
         // A dead pause means a new sandbox, not a container start that is bound to fail: the
-        // watcher's SandboxDied is on its way and the state will recreate the sandbox.
+        // runtime's event for it (SandboxDied) is on its way and the state will recreate the sandbox.
         let Some(sandbox) = self.sandbox.filter(|s| s.pause.is_alive()) else {
             return;
         };

@@ -285,8 +285,10 @@ impl CriPods {
     }
 
     /// Watch the running container of sandbox `sb` whose attempt is `files` until it exits.
-    /// The exit is recorded in the store first, then a CONTAINER_STOPPED event goes out and
-    /// waiters are told: whoever hears of it finds the store saying so already.
+    /// What is left in its cgroup (its children, in a shared PID namespace) dies with it and
+    /// the cgroup goes, as runc's delete does once containerd sees a task exit. Then the exit
+    /// is recorded in the store, then a CONTAINER_STOPPED event goes out and waiters are
+    /// told: whoever hears of it finds the store saying so already.
     pub(super) fn watch(&self, sb: &Arc<tokio::sync::Mutex<super::Sandbox>>, files: ContainerFiles) {
         let (rt, sb) = (self.rt.clone(), sb.clone());
         let (events, exits) = (self.events.clone(), self.exits.clone());
@@ -294,6 +296,9 @@ impl CriPods {
         exits.watched(&id);
         tokio::spawn(async move {
             let exit = rt.wait_container(&files).await;
+            if let Err(e) = rt.remove_cgroup(&files.record.cgroup).await {
+                tracing::warn!(container = %id, error = %e, "remove the cgroup of an exited container");
+            }
             let stopped = {
                 let mut sb = sb.lock().await;
                 let sandbox_id = sb.record.id.clone();

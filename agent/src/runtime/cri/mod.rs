@@ -173,7 +173,11 @@ impl CriPods {
                         .filter(|c| c.cri_state() == cri::ContainerState::ContainerRunning)
                         .map(|c| c.files.clone())
                         .collect();
+                    let pause = sb.state.filter(|_| sb.ready());
                     let handle = pods.insert(sb);
+                    if let Some(state) = pause {
+                        pods.watch_pause(&handle, state);
+                    }
                     for files in running {
                         pods.watch(&handle, files);
                     }

@@ -2,6 +2,7 @@
 
 use minilet_proto::runtime::v1 as cri;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::translate;
 use super::{CriPods, SANDBOX_CONFIG, SANDBOX_RECORD, Sandbox, SandboxRecord, write_pb};
@@ -9,7 +10,7 @@ use crate::atomic_file;
 use crate::file_modes;
 use crate::runtime::network::{PodNetwork, PortMapping};
 use crate::runtime::sandbox::{EtcFiles, SandboxConfig};
-use crate::runtime::spec::now_nanos;
+use crate::runtime::spec::{SandboxState, now_nanos};
 use crate::runtime::state::new_id;
 use crate::runtime::{RuntimeError, blocking};
 
@@ -136,7 +137,7 @@ impl CriPods {
             return Err(e);
         }
         tracing::info!(sandbox = %id, name = ?config.metadata.as_ref().map(|m| &m.name), pause = state.pause.pid, "CRI sandbox running");
-        self.insert(Sandbox {
+        let handle = self.insert(Sandbox {
             dir,
             record,
             config,
@@ -144,7 +145,35 @@ impl CriPods {
             ips,
             containers: BTreeMap::new(),
         });
+        self.watch_pause(&handle, state);
         Ok(id)
+    }
+
+    /// Watch a ready sandbox's pause until it dies (killed, or stopped by StopPodSandbox):
+    /// then a CONTAINER_STOPPED event names the sandbox, with its status (NOTREADY from then
+    /// on, as the store reads the pause's life), as containerd reports a sandbox's exit. A
+    /// static pod's worker learns so that its sandbox died.
+    pub(super) fn watch_pause(&self, sb: &Arc<tokio::sync::Mutex<Sandbox>>, state: SandboxState) {
+        let (sb, events) = (sb.clone(), self.events.clone());
+        tokio::spawn(async move {
+            // A pause that is gone already cannot be opened: it died.
+            if let Ok(Some(fd)) = state.pause.open() {
+                let _ = fd.exited().await;
+            }
+            let sb = sb.lock().await;
+            // Replaced meanwhile (a new pause of the same sandbox is not a thing; the check
+            // keeps an event from naming a state that is no longer the sandbox's).
+            if sb.state.is_some_and(|s| s.pause != state.pause) {
+                return;
+            }
+            events.send(cri::ContainerEventResponse {
+                container_id: sb.record.id.clone(),
+                container_event_type: cri::ContainerEventType::ContainerStoppedEvent as i32,
+                created_at: now_nanos(),
+                pod_sandbox_status: Some(status(&sb)),
+                containers_statuses: sb.containers.values().map(|c| super::container::status(c)).collect(),
+            });
+        });
     }
 
     /// Remove what a failed RunPodSandbox made.
