@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use minilet_proto::runtime::v1 as cri;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -94,12 +95,16 @@ impl Manager {
 
         // Sandboxes made for static pods that no pod records (the agent stopped between
         // RunPodSandbox and saving the pod's record, or the pod's state was lost).
-        for id in m.ctx.cri_pods.manifest_sandboxes() {
+        let sandboxes = m.runtime_sandboxes().await;
+        let (statics, clients): (Vec<_>, Vec<_>) = sandboxes
+            .into_iter()
+            .partition(|s| s.annotations.contains_key(crate::runtime::cri::MANIFEST));
+        for id in statics.into_iter().map(|s| s.id) {
             if referenced.contains(&id) {
                 continue;
             }
             tracing::warn!(sandbox = %id, "removing a static pod's sandbox no pod records");
-            let req = minilet_proto::runtime::v1::RemovePodSandboxRequest {
+            let req = cri::RemovePodSandboxRequest {
                 pod_sandbox_id: id.clone(),
             };
             if let Err(e) = m.ctx.runtime_service().remove_pod_sandbox(req).await {
@@ -109,7 +114,7 @@ impl Manager {
 
         // Cgroups of pods nobody knows about any more: kill what is in them, remove them.
         // CRI-owned pods live under the same QoS groups when their client asks so.
-        let cri_cgroups = m.ctx.cri_pods.cgroups();
+        let cri_cgroups = m.sandbox_cgroups(clients).await;
         for cgroup in m.ctx.runtime.orphan_pod_cgroups(&known) {
             if cri_cgroups
                 .iter()
@@ -132,6 +137,39 @@ impl Manager {
             m.invalid(&i);
         }
         m
+    }
+
+    /// Every sandbox the runtime has (ListPodSandbox), as the start-up sweep sees them.
+    async fn runtime_sandboxes(&self) -> Vec<cri::PodSandbox> {
+        match self.ctx.runtime_service().list_pod_sandbox(Default::default()).await {
+            Ok(r) => r.items,
+            Err(e) => {
+                tracing::warn!(error = %e, "ListPodSandbox at start-up");
+                Vec::new()
+            }
+        }
+    }
+
+    /// The pod cgroups of `sandboxes` (PodSandboxStatus's verbose info), which the orphan
+    /// sweep leaves alone.
+    async fn sandbox_cgroups(&self, sandboxes: Vec<cri::PodSandbox>) -> Vec<String> {
+        let mut out = Vec::new();
+        for sb in sandboxes {
+            let req = cri::PodSandboxStatusRequest {
+                pod_sandbox_id: sb.id,
+                verbose: true,
+            };
+            let Ok(resp) = self.ctx.runtime_service().pod_sandbox_status(req).await else {
+                continue;
+            };
+            let cgroup = resp
+                .info
+                .get("info")
+                .and_then(|info| serde_json::from_str::<serde_json::Value>(info).ok())
+                .and_then(|info| info["cgroup"].as_str().map(str::to_string));
+            out.extend(cgroup);
+        }
+        out
     }
 
     async fn adopt(&mut self, record: PodRecord, sandbox: Option<SandboxState>, terminate: bool) {

@@ -290,15 +290,6 @@ impl CriPods {
         }
     }
 
-    /// The IDs of the static pods' sandboxes.
-    pub fn manifest_sandboxes(&self) -> Vec<String> {
-        self.map()
-            .iter()
-            .filter(|(_, e)| e.manifest)
-            .map(|(k, _)| k.clone())
-            .collect()
-    }
-
     /// The sandbox holding the container whose ID is `id` or starts with it, and the
     /// container's full ID.
     pub async fn find_container(&self, id: &str) -> Result<(Arc<tokio::sync::Mutex<Sandbox>>, String), RuntimeError> {
@@ -379,8 +370,8 @@ impl CriPods {
         Ok((sb.record.id.clone(), pause, !sb.record.namespaces.network))
     }
 
-    /// Pod UIDs and cgroups of the CRI sandboxes (so the orphan sweep leaves them alone).
-    pub fn cgroups(&self) -> Vec<String> {
+    /// The pod cgroups of the sandboxes (a pod cgroup goes when no sandbox uses it).
+    pub(super) fn cgroups(&self) -> Vec<String> {
         let mut out = Vec::new();
         for sb in self.all() {
             if let Ok(sb) = sb.try_lock() {
