@@ -244,19 +244,6 @@ impl ContainerFiles {
             exit: atomic_file::read_json(&Self::exit_path(dir))?,
         }))
     }
-
-    /// Re-read what the monitor may have written since. An attempt only moves forward (started,
-    /// then exited): a file gone (its directory removed under a running agent) forgets
-    /// nothing known, or a running container would look never started and go unstopped.
-    pub fn refresh(&mut self) -> io::Result<()> {
-        if let Some(state) = atomic_file::read_json(&Self::state_path(&self.dir))? {
-            self.state = Some(state);
-        }
-        if let Some(exit) = atomic_file::read_json(&Self::exit_path(&self.dir))? {
-            self.exit = Some(exit);
-        }
-        Ok(())
-    }
 }
 
 /// A pod found in the state directory, or the path that could not be read and why.
@@ -350,52 +337,6 @@ mod tests {
         assert_eq!(
             l.container_dir("u", "../../etc"),
             Path::new("/var/lib/minilet/pods/u/containers/..%2F..%2Fetc")
-        );
-    }
-
-    #[test]
-    fn a_refresh_reads_what_is_new_and_forgets_nothing_when_the_files_are_gone() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let dir = tmp.path().join("c1");
-        std::fs::create_dir(&dir).expect("mkdir");
-        let record = ContainerRecord {
-            id: "c1".into(),
-            name: "main".into(),
-            attempt: 0,
-            image: "busybox".into(),
-            image_id: "sha256:1".into(),
-            log_path: dir.join("0.log"),
-            cgroup: "pod/c1".into(),
-            created_at: 1,
-        };
-        let mut files = ContainerFiles {
-            dir: dir.clone(),
-            record,
-            state: None,
-            exit: None,
-        };
-        let me = crate::runtime::process::ProcessId::of(std::process::id() as i32).expect("own identity");
-        let state = ContainerState {
-            monitor: me,
-            process: me,
-            started_at: 2,
-            cgroup_entry: Default::default(),
-        };
-        atomic_file::write_json(&ContainerFiles::state_path(&dir), &state).expect("write state");
-        files.refresh().expect("refresh");
-        assert_eq!(
-            files.state.map(|s| s.started_at),
-            Some(2),
-            "the state written since is read"
-        );
-        assert!(files.exit.is_none());
-
-        std::fs::remove_dir_all(&dir).expect("rm");
-        files.refresh().expect("refresh without the files");
-        assert_eq!(
-            files.state.map(|s| s.started_at),
-            Some(2),
-            "a started attempt stays started"
         );
     }
 }

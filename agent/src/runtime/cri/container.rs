@@ -6,7 +6,7 @@ use std::sync::Arc;
 use minilet_proto::runtime::v1 as cri;
 
 use super::translate;
-use super::{CONTAINER_CONFIG, Container, CriPods, refresh, write_pb};
+use super::{CONTAINER_CONFIG, Container, CriPods, write_pb};
 use crate::runtime::spec::now_nanos;
 use crate::runtime::state::ContainerFiles;
 use crate::runtime::{RuntimeError, blocking};
@@ -93,7 +93,6 @@ impl CriPods {
     pub async fn start_container(&self, id: &str) -> Result<(), RuntimeError> {
         let (handle, cid) = self.find_container(id).await?;
         let mut sb = handle.lock().await;
-        refresh(&mut sb);
         let c = sb
             .containers
             .get(&cid)
@@ -158,8 +157,7 @@ impl CriPods {
             Err(e) => return Err(e),
         };
         let running = {
-            let mut sb = sb.lock().await;
-            refresh(&mut sb);
+            let sb = sb.lock().await;
             sb.containers
                 .get(&cid)
                 .filter(|c| c.cri_state() == cri::ContainerState::ContainerRunning)
@@ -196,7 +194,6 @@ impl CriPods {
         };
         self.stop_container(&cid, 0).await?;
         let mut sb = sb.lock().await;
-        refresh(&mut sb);
         let Some(c) = sb.containers.get(&cid).cloned() else {
             return Ok(());
         };
@@ -206,26 +203,21 @@ impl CriPods {
         Ok(())
     }
 
-    /// Container `cid` of sandbox `sandbox_id` (full IDs), refreshed from disk: the
-    /// attempt's files, which a static pod's worker watches and stops.
+    /// Container `cid` of sandbox `sandbox_id` (full IDs): the attempt's files, which a
+    /// static pod's worker keeps.
     pub async fn static_container(&self, sandbox_id: &str, cid: &str) -> Option<ContainerFiles> {
         let sb = self.map().get(sandbox_id).map(|e| e.sandbox.clone())?;
-        let mut sb = sb.lock().await;
-        let c = sb.containers.get_mut(cid)?;
-        if let Err(e) = c.files.refresh() {
-            tracing::warn!(container = %cid, error = %e, "re-read container state");
-        }
-        Some(c.files.clone())
+        let sb = sb.lock().await;
+        Some(sb.containers.get(cid)?.files.clone())
     }
 
-    /// The containers of sandbox `sandbox_id`, refreshed from disk (a static pod's worker
-    /// taking over its attempts); empty for an unknown sandbox.
+    /// The containers of sandbox `sandbox_id` (a static pod's worker taking over its
+    /// attempts); empty for an unknown sandbox.
     pub async fn sandbox_containers(&self, sandbox_id: &str) -> Vec<ContainerFiles> {
         let Some(sb) = self.map().get(sandbox_id).map(|e| e.sandbox.clone()) else {
             return Vec::new();
         };
-        let mut sb = sb.lock().await;
-        refresh(&mut sb);
+        let sb = sb.lock().await;
         sb.containers.values().map(|c| c.files.clone()).collect()
     }
 
@@ -252,7 +244,6 @@ impl CriPods {
         };
         let (sb, cid) = self.find_container(id).await?;
         let mut sb = sb.lock().await;
-        refresh(&mut sb);
         let c = sb
             .containers
             .get_mut(&cid)

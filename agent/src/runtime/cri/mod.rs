@@ -318,12 +318,12 @@ impl CriPods {
         Some(sb.lock().await.manifest().is_some())
     }
 
-    /// A copy of a container (of either kind of pod), refreshed from disk, with its
-    /// sandbox's ID: the one lookup behind status, exec, logs and stats.
+    /// A copy of a container (of either kind of pod), with its sandbox's ID: the one lookup
+    /// behind status, exec, logs and stats. The store is current without reading the
+    /// container's files: StartContainer records the start, the watcher the exit.
     pub async fn container(&self, id: &str) -> Result<(String, Container), RuntimeError> {
         let (sb, cid) = self.find_container(id).await?;
-        let mut sb = sb.lock().await;
-        refresh(&mut sb);
+        let sb = sb.lock().await;
         let c = sb
             .containers
             .get(&cid)
@@ -332,7 +332,7 @@ impl CriPods {
         Ok((sb.record.id.clone(), c))
     }
 
-    /// The files of a CRI container (for exec, logs, stats), refreshed from disk.
+    /// The files of a CRI container (for exec, logs, stats).
     pub async fn container_files(&self, id: &str) -> Result<ContainerFiles, RuntimeError> {
         Ok(self.container(id).await?.1.files)
     }
@@ -465,15 +465,6 @@ fn unique<T>(mut found: Vec<T>, what: &'static str, id: &str) -> Result<T, Runti
         n => Err(RuntimeError::InvalidArgument(format!(
             "{what} ID prefix \"{id}\" is ambiguous ({n} matches)"
         ))),
-    }
-}
-
-/// Re-read what the monitors may have recorded since.
-fn refresh(sb: &mut Sandbox) {
-    for c in sb.containers.values_mut() {
-        if let Err(e) = c.files.refresh() {
-            tracing::warn!(container = %c.files.record.id, error = %e, "re-read container state");
-        }
     }
 }
 
