@@ -122,7 +122,17 @@ pub fn is_root() -> bool {
 }
 
 /// Poll `f` every 20 ms until it yields a value; panic naming `what` after `timeout`.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
+    wait_for_showing(what, timeout, f, String::new)
+}
+
+/// [`wait_for`], and on a timeout what `show` says of the state it was waiting on.
+pub fn wait_for_showing<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Option<T>,
+    show: impl Fn() -> String,
+) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {
@@ -130,7 +140,11 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         }
         assert!(
             start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
+            "timed out after {timeout:?} waiting for {what}{}",
+            Some(show())
+                .filter(|s| !s.is_empty())
+                .map(|s| format!("; {s}"))
+                .unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(20));
     }

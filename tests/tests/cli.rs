@@ -610,13 +610,14 @@ fn exec_exit_codes_stdin_and_tty() {
         }
     });
     let mut keyboard = std::fs::File::from(master.try_clone().expect("dup master"));
+    // A timeout says what the terminal showed (the session may have ended early).
+    let shows = || format!("the terminal shows {:?}", screen.lock().expect("screen"));
     let seen = |needle: &str| {
-        let screen = screen.clone();
-        let needle = needle.to_string();
-        wait_for(
+        wait_for_showing(
             &format!("{needle:?} on the terminal"),
             Duration::from_secs(10),
-            move || screen.lock().expect("screen").contains(&needle).then_some(()),
+            || screen.lock().expect("screen").contains(needle).then_some(()),
+            shows,
         )
     };
     keyboard.write_all(b"stty size; tty; echo $((6*7))x\n").expect("type");
@@ -630,15 +631,23 @@ fn exec_exit_codes_stdin_and_tty() {
         nix::sys::signal::Signal::SIGWINCH,
     )
     .expect("SIGWINCH");
-    wait_for("resized", Duration::from_secs(10), || {
-        keyboard.write_all(b"stty size\n").expect("type");
-        std::thread::sleep(Duration::from_millis(200));
-        screen.lock().expect("screen").contains("50 120").then_some(())
-    });
+    wait_for_showing(
+        "resized",
+        Duration::from_secs(10),
+        || {
+            keyboard.write_all(b"stty size\n").expect("type");
+            std::thread::sleep(Duration::from_millis(200));
+            screen.lock().expect("screen").contains("50 120").then_some(())
+        },
+        shows,
+    );
     keyboard.write_all(b"exit 5\n").expect("type");
-    let status = wait_for("exec -it to end", Duration::from_secs(10), || {
-        session.try_wait().expect("try_wait")
-    });
+    let status = wait_for_showing(
+        "exec -it to end",
+        Duration::from_secs(10),
+        || session.try_wait().expect("try_wait"),
+        shows,
+    );
     assert_eq!(status.code(), Some(5), "{}", screen.lock().expect("screen"));
     drop(keyboard);
     drop(master);
