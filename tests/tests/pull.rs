@@ -672,10 +672,12 @@ fn cri_pull_remove_and_garbage_collection() {
     assert!(images().contains("test/busybox"), "{}", images());
     assert!(usage() < before, "{before}% → {}%", usage());
     assert!(alive(env.pod(&static_pod_name("user")).expect("user").pid("c")));
-    assert!(
-        agent.log_text().contains("image garbage collection"),
-        "{}",
-        agent.log_text()
+    // The run's report is logged once its sweep is done, after the image left the list.
+    wait_for_showing(
+        "the garbage collection's report in the agent's log",
+        Duration::from_secs(10),
+        || agent.log_text().contains("image garbage collection").then_some(()),
+        || agent.log_text(),
     );
 
     // RemoveImage of an unused image: gone from the store and from ListImages.

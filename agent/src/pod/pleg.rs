@@ -304,4 +304,237 @@ mod tests {
         status.state = cri::ContainerState::ContainerRunning as i32;
         assert!(exit_of(&status).is_none());
     }
+
+    /// A runtime whose first event stream carries one exit and then ends (events lost);
+    /// its lists then show another exited container and a sandbox that died meanwhile.
+    struct Lossy {
+        subscriptions: std::sync::atomic::AtomicUsize,
+    }
+
+    fn no<T>() -> Result<T, crate::runtime::RuntimeError> {
+        Err(crate::runtime::RuntimeError::Unimplemented("not in this fake".into()))
+    }
+
+    #[tonic::async_trait]
+    impl RuntimeService for Lossy {
+        async fn get_container_events(
+            &self,
+            _: cri::GetEventsRequest,
+        ) -> Result<ContainerEventStream, crate::runtime::RuntimeError> {
+            let n = self.subscriptions.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(if n == 0 {
+                Box::pin(tokio_stream::iter([stopped("uid-1", "c1", 1, "Error")]))
+            } else {
+                Box::pin(tokio_stream::pending())
+            })
+        }
+        async fn list_containers(
+            &self,
+            r: cri::ListContainersRequest,
+        ) -> Result<cri::ListContainersResponse, crate::runtime::RuntimeError> {
+            let exited = cri::ContainerState::ContainerExited as i32;
+            assert_eq!(r.filter.and_then(|f| f.state).map(|s| s.state), Some(exited));
+            Ok(cri::ListContainersResponse {
+                containers: vec![cri::Container {
+                    id: "c2".into(),
+                    state: exited,
+                    ..Default::default()
+                }],
+            })
+        }
+        async fn container_status(
+            &self,
+            r: cri::ContainerStatusRequest,
+        ) -> Result<cri::ContainerStatusResponse, crate::runtime::RuntimeError> {
+            let status = stopped("uid-1", &r.container_id, 0, "Completed")
+                .containers_statuses
+                .remove(0);
+            Ok(cri::ContainerStatusResponse {
+                status: Some(status),
+                ..Default::default()
+            })
+        }
+        async fn list_pod_sandbox(
+            &self,
+            r: cri::ListPodSandboxRequest,
+        ) -> Result<cri::ListPodSandboxResponse, crate::runtime::RuntimeError> {
+            let notready = cri::PodSandboxState::SandboxNotready as i32;
+            assert_eq!(r.filter.and_then(|f| f.state).map(|s| s.state), Some(notready));
+            Ok(cri::ListPodSandboxResponse {
+                items: vec![cri::PodSandbox {
+                    id: "sb1".into(),
+                    state: notready,
+                    metadata: Some(cri::PodSandboxMetadata {
+                        uid: "uid-1".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+            })
+        }
+        async fn version(&self, _: cri::VersionRequest) -> Result<cri::VersionResponse, crate::runtime::RuntimeError> {
+            no()
+        }
+        async fn run_pod_sandbox(
+            &self,
+            _: cri::RunPodSandboxRequest,
+        ) -> Result<cri::RunPodSandboxResponse, crate::runtime::RuntimeError> {
+            no()
+        }
+        async fn stop_pod_sandbox(
+            &self,
+            _: cri::StopPodSandboxRequest,
+        ) -> Result<cri::StopPodSandboxResponse, crate::runtime::RuntimeError> {
+            no()
+        }
+        async fn remove_pod_sandbox(
+            &self,
+            _: cri::RemovePodSandboxRequest,
+        ) -> Result<cri::RemovePodSandboxResponse, crate::runtime::RuntimeError> {
+            no()
+        }
+        async fn pod_sandbox_status(
+            &self,
+            _: cri::PodSandboxStatusRequest,
+        ) -> Result<cri::PodSandboxStatusResponse, crate::runtime::RuntimeError> {
+            no()
+        }
+        async fn create_container(
+            &self,
+            _: cri::CreateContainerRequest,
+        ) -> Result<cri::CreateContainerResponse, crate::runtime::RuntimeError> {
+            no()
+        }
+        async fn start_container(
+            &self,
+            _: cri::StartContainerRequest,
+        ) -> Result<cri::StartContainerResponse, crate::runtime::RuntimeError> {
+            no()
+        }
+        async fn stop_container(
+            &self,
+            _: cri::StopContainerRequest,
+        ) -> Result<cri::StopContainerResponse, crate::runtime::RuntimeError> {
+            no()
+        }
+        async fn remove_container(
+            &self,
+            _: cri::RemoveContainerRequest,
+        ) -> Result<cri::RemoveContainerResponse, crate::runtime::RuntimeError> {
+            no()
+        }
+        async fn update_container_resources(
+            &self,
+            _: cri::UpdateContainerResourcesRequest,
+        ) -> Result<cri::UpdateContainerResourcesResponse, crate::runtime::RuntimeError> {
+            no()
+        }
+        async fn reopen_container_log(
+            &self,
+            _: cri::ReopenContainerLogRequest,
+        ) -> Result<cri::ReopenContainerLogResponse, crate::runtime::RuntimeError> {
+            no()
+        }
+        async fn exec_sync(
+            &self,
+            _: cri::ExecSyncRequest,
+        ) -> Result<cri::ExecSyncResponse, crate::runtime::RuntimeError> {
+            no()
+        }
+        async fn exec(&self, _: cri::ExecRequest) -> Result<cri::ExecResponse, crate::runtime::RuntimeError> {
+            no()
+        }
+        async fn attach(&self, _: cri::AttachRequest) -> Result<cri::AttachResponse, crate::runtime::RuntimeError> {
+            no()
+        }
+        async fn port_forward(
+            &self,
+            _: cri::PortForwardRequest,
+        ) -> Result<cri::PortForwardResponse, crate::runtime::RuntimeError> {
+            no()
+        }
+        async fn container_stats(
+            &self,
+            _: cri::ContainerStatsRequest,
+        ) -> Result<cri::ContainerStatsResponse, crate::runtime::RuntimeError> {
+            no()
+        }
+        async fn list_container_stats(
+            &self,
+            _: cri::ListContainerStatsRequest,
+        ) -> Result<cri::ListContainerStatsResponse, crate::runtime::RuntimeError> {
+            no()
+        }
+        async fn pod_sandbox_stats(
+            &self,
+            _: cri::PodSandboxStatsRequest,
+        ) -> Result<cri::PodSandboxStatsResponse, crate::runtime::RuntimeError> {
+            no()
+        }
+        async fn list_pod_sandbox_stats(
+            &self,
+            _: cri::ListPodSandboxStatsRequest,
+        ) -> Result<cri::ListPodSandboxStatsResponse, crate::runtime::RuntimeError> {
+            no()
+        }
+        async fn update_runtime_config(
+            &self,
+            _: cri::UpdateRuntimeConfigRequest,
+        ) -> Result<cri::UpdateRuntimeConfigResponse, crate::runtime::RuntimeError> {
+            no()
+        }
+        async fn status(&self, _: cri::StatusRequest) -> Result<cri::StatusResponse, crate::runtime::RuntimeError> {
+            no()
+        }
+        async fn checkpoint_container(
+            &self,
+            _: cri::CheckpointContainerRequest,
+        ) -> Result<cri::CheckpointContainerResponse, crate::runtime::RuntimeError> {
+            no()
+        }
+        async fn list_metric_descriptors(
+            &self,
+            _: cri::ListMetricDescriptorsRequest,
+        ) -> Result<cri::ListMetricDescriptorsResponse, crate::runtime::RuntimeError> {
+            no()
+        }
+        async fn list_pod_sandbox_metrics(
+            &self,
+            _: cri::ListPodSandboxMetricsRequest,
+        ) -> Result<cri::ListPodSandboxMetricsResponse, crate::runtime::RuntimeError> {
+            no()
+        }
+        async fn runtime_config(
+            &self,
+            _: cri::RuntimeConfigRequest,
+        ) -> Result<cri::RuntimeConfigResponse, crate::runtime::RuntimeError> {
+            no()
+        }
+    }
+
+    #[tokio::test]
+    async fn when_the_stream_ends_it_subscribes_again_and_relists() {
+        let pleg = Pleg::default();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _reg = pleg.register("uid-1", tx);
+        let rs = Arc::new(Lossy {
+            subscriptions: Default::default(),
+        });
+        pleg.start(rs.clone()).await;
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            let event = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+                .await
+                .expect("three events within 10 s")
+                .expect("channel open");
+            got.push(match event {
+                Event::Exited { id, exit } => format!("exited {id} {}", exit.exit_code),
+                Event::SandboxDied { sandbox } => format!("died {sandbox}"),
+                other => format!("{other:?}"),
+            });
+        }
+        // The streamed exit, then what the relist found: sandboxes first, then containers.
+        assert_eq!(got, ["exited c1 1", "died sb1", "exited c2 0"]);
+        assert_eq!(rs.subscriptions.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
 }
