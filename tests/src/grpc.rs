@@ -75,3 +75,39 @@ pub async fn container_events(c: &mut Clients) -> tonic::Streaming<minilet_proto
         .expect("GetContainerEvents")
         .into_inner()
 }
+
+/// The next event on `events` that `wanted` accepts; every event must come within 10 s.
+pub async fn next_event(
+    events: &mut tonic::Streaming<minilet_proto::runtime::v1::ContainerEventResponse>,
+    wanted: impl Fn(&minilet_proto::runtime::v1::ContainerEventResponse) -> bool,
+) -> minilet_proto::runtime::v1::ContainerEventResponse {
+    loop {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(10), events.message())
+            .await
+            .expect("an event within 10 s")
+            .expect("event stream")
+            .expect("the stream stays open");
+        if wanted(&event) {
+            return event;
+        }
+    }
+}
+
+/// ContainerStatus of `id`, verbose: the status and the runtime's info (`pid`, `cgroupDirs`,
+/// ...) as JSON.
+pub async fn container_status(
+    c: &mut Clients,
+    id: &str,
+) -> (minilet_proto::runtime::v1::ContainerStatus, serde_json::Value) {
+    let r = c
+        .runtime
+        .container_status(minilet_proto::runtime::v1::ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: true,
+        })
+        .await
+        .expect("ContainerStatus")
+        .into_inner();
+    let info = serde_json::from_str(&r.info["info"]).expect("verbose info is JSON");
+    (r.status.expect("status"), info)
+}

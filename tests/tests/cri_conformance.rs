@@ -945,16 +945,7 @@ fn an_exited_containers_leftovers_and_cgroup_are_gone_by_its_stopped_event() {
             "(sleep 1000 &); while [ ! -e /tmp/go ]; do sleep 0.05; done".into(),
         ];
         let (id, _) = start(&mut c, &sb, config).await;
-        let status = c
-            .runtime
-            .container_status(cri::ContainerStatusRequest {
-                container_id: id.clone(),
-                verbose: true,
-            })
-            .await
-            .expect("ContainerStatus")
-            .into_inner();
-        let info: serde_json::Value = serde_json::from_str(&status.info["info"]).expect("JSON");
+        let (_, info) = minilet_e2e::grpc::container_status(&mut c, &id).await;
         let dirs: Vec<String> = serde_json::from_value(info["cgroupDirs"].clone()).expect("cgroupDirs");
         assert!(
             !dirs.is_empty() && dirs.iter().all(|d| std::path::Path::new(d).is_dir()),
@@ -967,16 +958,10 @@ fn an_exited_containers_leftovers_and_cgroup_are_gone_by_its_stopped_event() {
         );
         let (code, _, err) = exec(&mut c, &id, "touch /tmp/go").await;
         assert_eq!(code, 0, "{err}");
-        loop {
-            let e = tokio::time::timeout(std::time::Duration::from_secs(20), events.message())
-                .await
-                .expect("CONTAINER_STOPPED within 20 s")
-                .expect("event stream")
-                .expect("stream open");
-            if e.container_id == id && e.container_event_type == cri::ContainerEventType::ContainerStoppedEvent as i32 {
-                break;
-            }
-        }
+        minilet_e2e::grpc::next_event(&mut events, |e| {
+            e.container_id == id && e.container_event_type == cri::ContainerEventType::ContainerStoppedEvent as i32
+        })
+        .await;
         // By now: the orphan is killed (a zombie until the pause reaps it, or gone) and the
         // container's cgroup removed, in every hierarchy.
         let state = std::fs::read_to_string(format!("/proc/{orphan}/stat")).unwrap_or_default();
@@ -1012,16 +997,7 @@ fn a_dead_pause_is_a_stopped_event_naming_the_sandbox() {
         let mut events = minilet_e2e::grpc::container_events(&mut c).await;
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pause), nix::sys::signal::Signal::SIGKILL)
             .expect("kill the pause");
-        let event = loop {
-            let e = tokio::time::timeout(std::time::Duration::from_secs(20), events.message())
-                .await
-                .expect("an event within 20 s")
-                .expect("event stream")
-                .expect("stream open");
-            if e.container_id == sb {
-                break e;
-            }
-        };
+        let event = minilet_e2e::grpc::next_event(&mut events, |e| e.container_id == sb).await;
         assert_eq!(
             event.container_event_type,
             cri::ContainerEventType::ContainerStoppedEvent as i32

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use minilet_e2e::grpc::{Clients, connect, container_events, listed_container, rt};
+use minilet_e2e::grpc::{Clients, connect, container_events, container_status, listed_container, rt};
 use minilet_e2e::*;
 use minilet_proto::runtime::v1 as cri;
 
@@ -73,20 +73,6 @@ async fn create(c: &mut Clients, sandbox: &str, config: cri::ContainerConfig) ->
         })
         .await
         .map(|r| r.into_inner().container_id)
-}
-
-async fn container_status(c: &mut Clients, id: &str) -> (cri::ContainerStatus, serde_json::Value) {
-    let r = c
-        .runtime
-        .container_status(cri::ContainerStatusRequest {
-            container_id: id.into(),
-            verbose: true,
-        })
-        .await
-        .expect("ContainerStatus")
-        .into_inner();
-    let info = serde_json::from_str(&r.info["info"]).expect("verbose info is JSON");
-    (r.status.expect("status"), info)
 }
 
 async fn sandbox_status(c: &mut Clients, id: &str) -> (cri::PodSandboxStatus, serde_json::Value) {
@@ -361,14 +347,8 @@ fn sandbox_and_container_lifecycle_as_a_cri_client_drives_it() {
         // Events, in order, for this container.
         let mut seen = Vec::new();
         while seen.len() < 4 {
-            let ev = tokio::time::timeout(Duration::from_secs(10), events.message())
-                .await
-                .expect("an event within 10s")
-                .expect("event stream")
-                .expect("event");
-            if ev.container_id == id {
-                seen.push(ev.container_event_type);
-            }
+            let ev = minilet_e2e::grpc::next_event(&mut events, |e| e.container_id == id).await;
+            seen.push(ev.container_event_type);
         }
         use cri::ContainerEventType as E;
         assert_eq!(
@@ -756,18 +736,10 @@ fn a_static_pods_exit_is_listed_by_the_time_its_event_arrives() {
         // Killed as the kernel would kill it: nothing of the agent's is in the path.
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pod.pid("main")), nix::sys::signal::SIGKILL)
             .expect("kill the container's process");
-        loop {
-            let ev = tokio::time::timeout(Duration::from_secs(10), events.message())
-                .await
-                .expect("an event within 10s")
-                .expect("event stream")
-                .expect("event");
-            if ev.container_id == main.id
-                && ev.container_event_type == cri::ContainerEventType::ContainerStoppedEvent as i32
-            {
-                break;
-            }
-        }
+        minilet_e2e::grpc::next_event(&mut events, |e| {
+            e.container_id == main.id && e.container_event_type == cri::ContainerEventType::ContainerStoppedEvent as i32
+        })
+        .await;
         let listed = c
             .runtime
             .list_containers(cri::ListContainersRequest {
