@@ -125,7 +125,7 @@ impl ImageService for Cri {
         let mut info = std::collections::HashMap::new();
         let image = found.map(|(image, verbose_info)| {
             if verbose {
-                info.insert("info".to_string(), verbose_info);
+                info.insert(super::service::VERBOSE_INFO.to_string(), verbose_info);
             }
             image
         });

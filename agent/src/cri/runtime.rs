@@ -96,7 +96,7 @@ impl RuntimeService for Cri {
         let (status, verbose) = self.pods().pod_sandbox_status(&req.pod_sandbox_id).await?;
         let mut info = std::collections::HashMap::new();
         if req.verbose {
-            info.insert("info".to_string(), verbose.to_string());
+            info.insert(super::service::VERBOSE_INFO.to_string(), verbose.to_string());
         }
         Ok(cri::PodSandboxStatusResponse {
             status: Some(status),
@@ -188,7 +188,7 @@ impl RuntimeService for Cri {
                 "dir": files.dir,
                 "exit": files.exit,
             });
-            info.insert("info".to_string(), v.to_string());
+            info.insert(super::service::VERBOSE_INFO.to_string(), v.to_string());
         }
         Ok(cri::ContainerStatusResponse {
             status: Some(status),

@@ -18,6 +18,15 @@ pub type ContainerEventStream = Pin<Box<dyn Stream<Item = cri::ContainerEventRes
 
 type Result<T> = std::result::Result<T, RuntimeError>;
 
+/// The key of a verbose status response's `info` under which the runtime puts its details
+/// (`pid`, `cgroup`, ...) as one JSON object, as containerd does.
+pub const VERBOSE_INFO: &str = "info";
+
+/// The details of a verbose status response ([`VERBOSE_INFO`]), for an in-process caller.
+pub fn verbose_info(info: &std::collections::HashMap<String, String>) -> Option<serde_json::Value> {
+    serde_json::from_str(info.get(VERBOSE_INFO)?).ok()
+}
+
 /// CRI `runtime.v1.RuntimeService`.
 #[tonic::async_trait]
 pub trait RuntimeService: Send + Sync {

@@ -162,10 +162,7 @@ impl Manager {
             let Ok(resp) = self.ctx.runtime_service().pod_sandbox_status(req).await else {
                 continue;
             };
-            let cgroup = resp
-                .info
-                .get("info")
-                .and_then(|info| serde_json::from_str::<serde_json::Value>(info).ok())
+            let cgroup = crate::cri::service::verbose_info(&resp.info)
                 .and_then(|info| info["cgroup"].as_str().map(str::to_string));
             out.extend(cgroup);
         }

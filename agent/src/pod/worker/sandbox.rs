@@ -94,10 +94,7 @@ impl Worker {
         };
         let status = resp.status?;
         let ready = status.state == cri::PodSandboxState::SandboxReady as i32;
-        let pid = resp
-            .info
-            .get("info")
-            .and_then(|info| serde_json::from_str::<serde_json::Value>(info).ok())
+        let pid = crate::cri::service::verbose_info(&resp.info)
             .and_then(|info| info["pid"].as_i64())
             .and_then(|pid| i32::try_from(pid).ok());
         // Named by PID only: read its start time now, while it is the pause just reported.

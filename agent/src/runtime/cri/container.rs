@@ -167,21 +167,9 @@ impl CriPods {
         if let Some(files) = running {
             self.rt.stop_container_within(&files, timeout).await;
         }
-        self.exit_recorded(&cid).await;
+        // Once the watcher has recorded the exit and sent its event.
+        self.exits.recorded(&cid).await;
         Ok(())
-    }
-
-    /// Once the store's watcher has recorded container `id`'s exit and sent its event; at
-    /// once when it does not watch `id` (never started, or its exit is recorded already).
-    async fn exit_recorded(&self, id: &str) {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let waiter: super::ExitWaiter = Box::new(move |_| {
-            let _ = tx.send(());
-        });
-        if self.exits.on_exit(id, waiter).is_ok() {
-            // A watcher gone without a report (the runtime shutting down) drops the sender.
-            let _ = rx.await;
-        }
     }
 
     /// RemoveContainer: a running container is killed first. Removing an unknown container
@@ -310,29 +298,32 @@ impl CriPods {
                     containers_statuses: vec![status],
                 });
             }
-            exits.report(&id, &exit);
+            exits.report(&id);
         });
     }
 
     fn event(&self, sb: &super::Sandbox, cid: &str, kind: cri::ContainerEventType) {
-        let statuses = sb.containers.values().map(|c| status(c)).collect();
-        self.events.send(cri::ContainerEventResponse {
-            container_id: cid.to_string(),
-            container_event_type: kind as i32,
-            created_at: now_nanos(),
-            pod_sandbox_status: Some(super::sandbox::status(sb)),
-            containers_statuses: statuses,
-        });
+        self.events.send(sandbox_event(sb, cid, kind));
     }
 
     fn event_gone(&self, sb: &super::Sandbox, c: &Container) {
-        self.events.send(cri::ContainerEventResponse {
-            container_id: c.id().to_string(),
-            container_event_type: cri::ContainerEventType::ContainerDeletedEvent as i32,
-            created_at: now_nanos(),
-            pod_sandbox_status: Some(super::sandbox::status(sb)),
-            containers_statuses: sb.containers.values().map(|c| status(c)).collect(),
-        });
+        self.event(sb, c.id(), cri::ContainerEventType::ContainerDeletedEvent);
+    }
+}
+
+/// An event about `id` (a container of `sb`, or the sandbox itself) carrying the sandbox's
+/// status and its containers' statuses as they are now.
+pub(super) fn sandbox_event(
+    sb: &super::Sandbox,
+    id: &str,
+    kind: cri::ContainerEventType,
+) -> cri::ContainerEventResponse {
+    cri::ContainerEventResponse {
+        container_id: id.to_string(),
+        container_event_type: kind as i32,
+        created_at: now_nanos(),
+        pod_sandbox_status: Some(super::sandbox::status(sb)),
+        containers_statuses: sb.containers.values().map(|c| status(c)).collect(),
     }
 }
 

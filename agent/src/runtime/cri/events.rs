@@ -5,9 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use minilet_proto::runtime::v1 as cri;
-use tokio::sync::broadcast;
-
-use crate::runtime::spec::ContainerExit;
+use tokio::sync::{broadcast, oneshot};
 
 /// Fan-out of container events to every `GetContainerEvents` stream. A subscriber that falls
 /// behind loses the oldest events (and is told so by the channel), as a kubelet then relists.
@@ -33,17 +31,14 @@ impl ContainerEvents {
     }
 }
 
-/// Who is told of a watched container's exit.
-pub type ExitWaiter = Box<dyn FnOnce(ContainerExit) + Send>;
-
-/// The exits of the running containers the store watches, for whoever must wait until one is
-/// recorded (StopContainer): no task per waiter, and, unlike the event stream, nothing is
+/// The running containers the store watches, and whoever waits until a watcher has recorded
+/// one's exit (StopContainer): no task per waiter, and, unlike the event stream, nothing is
 /// lost to a slow reader.
 #[derive(Clone, Default)]
-pub struct Exits(Arc<std::sync::Mutex<HashMap<String, Vec<ExitWaiter>>>>);
+pub struct Exits(Arc<std::sync::Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>>);
 
 impl Exits {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<ExitWaiter>>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<oneshot::Sender<()>>>> {
         // Inserts and removals are single operations: a poisoned map is still consistent.
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -53,23 +48,25 @@ impl Exits {
         self.map().insert(id.to_string(), Vec::new());
     }
 
-    /// The watcher of `id` saw it exit: every waiter is told, and the container forgotten.
-    pub fn report(&self, id: &str, exit: &ContainerExit) {
-        let waiters = self.map().remove(id).unwrap_or_default();
-        for waiter in waiters {
-            waiter(exit.clone());
+    /// The watcher of `id` has recorded its exit: every waiter is released, and the container
+    /// forgotten.
+    pub fn report(&self, id: &str) {
+        for waiter in self.map().remove(id).unwrap_or_default() {
+            let _ = waiter.send(());
         }
     }
 
-    /// Tell `waiter` of watched container `id`'s exit; the waiter back when `id` is not
-    /// watched (it has exited already, or is no container of the store).
-    pub fn on_exit(&self, id: &str, waiter: ExitWaiter) -> Result<(), ExitWaiter> {
-        match self.map().get_mut(id) {
-            Some(waiters) => {
-                waiters.push(waiter);
-                Ok(())
-            }
-            None => Err(waiter),
-        }
+    /// Once the watcher of `id` has recorded its exit; at once when `id` is not watched (never
+    /// started, or its exit is recorded already).
+    pub async fn recorded(&self, id: &str) {
+        let rx = {
+            let mut map = self.map();
+            let Some(waiters) = map.get_mut(id) else { return };
+            let (tx, rx) = oneshot::channel();
+            waiters.push(tx);
+            rx
+        };
+        // A watcher gone without a report (the runtime shutting down) drops the sender.
+        let _ = rx.await;
     }
 }

@@ -27,7 +27,7 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 
 pub use container::status;
-pub use events::{ContainerEvents, ExitWaiter, Exits};
+pub use events::{ContainerEvents, Exits};
 
 use super::spec::{SandboxNamespaces, SandboxState};
 use super::state::ContainerFiles;

@@ -166,13 +166,12 @@ impl CriPods {
             if sb.state.is_some_and(|s| s.pause != state.pause) {
                 return;
             }
-            events.send(cri::ContainerEventResponse {
-                container_id: sb.record.id.clone(),
-                container_event_type: cri::ContainerEventType::ContainerStoppedEvent as i32,
-                created_at: now_nanos(),
-                pod_sandbox_status: Some(status(&sb)),
-                containers_statuses: sb.containers.values().map(|c| super::container::status(c)).collect(),
-            });
+            let id = sb.record.id.clone();
+            events.send(super::container::sandbox_event(
+                &sb,
+                &id,
+                cri::ContainerEventType::ContainerStoppedEvent,
+            ));
         });
     }
 
