@@ -116,7 +116,7 @@ async fn run_async(args: AgentArgs) -> anyhow::Result<()> {
     if args.cleanup_on_exit {
         tracing::info!("removing all pods (--cleanup-on-exit)");
         manager.remove_all().await;
-        ctx.cri_pods.remove_all().await;
+        ctx.cri.cri_pods.remove_all().await;
         remove_cgroup_tree(&ctx.runtime);
     } else {
         tracing::info!("agent exiting; pods keep running and will be re-adopted by the next agent");
@@ -175,7 +175,7 @@ fn context(
     let (registry, events) = (Registry::default(), Events::new());
     let cri = Arc::new(crate::cri::Cri {
         runtime: runtime.clone(),
-        cri_pods: cri_pods.clone(),
+        cri_pods,
         node: node.clone(),
         registry: registry.clone(),
         events: events.clone(),
@@ -189,7 +189,6 @@ fn context(
         cri,
         puller,
         image_gc,
-        cri_pods,
         runtime,
         admission: crate::pod::admission::Ledger::new(crate::pod::admission::NodeResources::new(
             &node,
@@ -343,7 +342,7 @@ pub fn reset(args: &ResetArgs) -> anyhow::Result<()> {
         // Nothing is desired: every pod found is removed.
         let mut manager = Manager::start(ctx.clone(), Vec::new(), Vec::new()).await;
         manager.remove_all().await;
-        ctx.cri_pods.remove_all().await;
+        ctx.cri.cri_pods.remove_all().await;
         remove_cgroup_tree(&ctx.runtime);
         let left = pod::status::Registry::list(&ctx.registry).len();
         println!(

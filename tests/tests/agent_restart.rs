@@ -264,11 +264,14 @@ fn a_sandbox_kept_by_an_older_agent_is_replaced() {
     assert!(!agent2.log_text().contains("panicked"));
 }
 
-/// Containers an older agent kept in the pod's own directory (beside a runtime sandbox) are
-/// taken over as they run; their next attempts are the sandbox's, and the old directory goes
-/// when that attempt is retired, as any dead attempt does.
+/// Containers an older agent kept in the pod's own directory (beside a runtime sandbox),
+/// outside the runtime's store, are replaced once when the agent takes the pod over: the
+/// running process is stopped (its stop signal, the pod's grace), its cgroup goes, and its
+/// container starts again as the sandbox's next attempt, whatever the restart policy; the
+/// old attempt stays as the last state (and for `logs --previous`) until it is retired,
+/// when its directory goes.
 #[test]
-fn containers_kept_in_the_pods_directory_by_an_older_agent_run_on() {
+fn containers_kept_in_the_pods_directory_by_an_older_agent_are_replaced() {
     if !is_root() {
         return;
     }
@@ -276,44 +279,76 @@ fn containers_kept_in_the_pods_directory_by_an_older_agent_run_on() {
     env.import_image("busybox");
     let fast = ["--backoff-initial", "200ms", "--backoff-max", "400ms"];
     let mut agent = Agent::start(&env, &fast);
-    env.write_manifest("p.yaml", &sleeper_pod("p"));
-    let name = static_pod_name("p");
-    let old = env.wait_running(&name, &["main"]);
-    let sandbox_dir = old.sandbox_dir.clone().expect("the pod's record names its sandbox");
-    let first = old.containers["main"].clone();
-    assert_eq!(
-        first.dir.parent(),
-        Some(sandbox_dir.join("containers").as_path()),
-        "the sandbox's"
-    );
+    // `never`: the replacement is not the restart policy's doing. `always`: its next restart
+    // retires the old attempt.
+    let never = sleeper_pod("never").replace("  containers:", "  restartPolicy: Never\n  containers:");
+    env.write_manifest("never.yaml", &never);
+    env.write_manifest("always.yaml", &sleeper_pod("always"));
+    let names = [static_pod_name("never"), static_pod_name("always")];
+    let olds: Vec<PodView> = names.iter().map(|n| env.wait_running(n, &["main"])).collect();
     agent.kill9();
 
-    // What the older agent left: the attempt in the pod's directory, not the runtime's store.
-    let legacy = old.dir.join("containers").join(&first.id);
-    std::fs::create_dir_all(old.dir.join("containers")).unwrap();
-    std::fs::rename(&first.dir, &legacy).unwrap();
-    std::fs::remove_file(legacy.join("cri-container.pb")).unwrap();
+    // What the older agent left: the attempts in the pods' directories, not the runtime's
+    // store.
+    let mut legacies = Vec::new();
+    for old in &olds {
+        let first = &old.containers["main"];
+        let sandbox_dir = old.sandbox_dir.clone().expect("the pod's record names its sandbox");
+        assert_eq!(first.dir.parent(), Some(sandbox_dir.join("containers").as_path()));
+        let legacy = old.dir.join("containers").join(&first.id);
+        std::fs::create_dir_all(old.dir.join("containers")).unwrap();
+        std::fs::rename(&first.dir, &legacy).unwrap();
+        std::fs::remove_file(legacy.join("cri-container.pb")).unwrap();
+        assert!(alive(first.pid.expect("running")));
+        assert!(!env.cgroup_dirs(&first.cgroup).is_empty(), "its cgroup exists");
+        legacies.push(legacy);
+    }
 
-    let agent2 = Agent::start(&env, &fast);
-    let again = env.wait_running(&name, &["main"]);
-    assert_eq!(
-        again.pid("main"),
-        first.pid.unwrap(),
-        "the running process is taken over"
-    );
-    assert_eq!(again.containers["main"].dir, legacy);
+    let mut agent2 = Agent::start(&env, &fast);
+    let mut seconds = Vec::new();
+    for (old, name) in olds.iter().zip(&names) {
+        let first = &old.containers["main"];
+        let second = wait_attempt(&env, name, 1);
+        assert!(
+            !alive(first.pid.unwrap()),
+            "{name}: the older agent's process is stopped"
+        );
+        let sandbox_dir = old.sandbox_dir.clone().unwrap();
+        assert_eq!(
+            second.dir.parent(),
+            Some(sandbox_dir.join("containers").as_path()),
+            "{name}: the next attempt is the sandbox's"
+        );
+        let left = env.cgroup_dirs(&first.cgroup);
+        assert!(left.is_empty(), "{name}: the old attempt's cgroup is gone: {left:?}");
+        // Its end is the last state: stopped by SIGTERM, the stop signal (143), or, since its
+        // monitor's directory was moved here and it could not write its record, 137 as the
+        // agent records a death its monitor did not.
+        let out = ok(&env, &["get", "pod", name, "-o", "json"]);
+        let pod: serde_json::Value = serde_json::from_str(&out).expect("json");
+        let status = &pod["status"]["containerStatuses"][0];
+        assert_eq!(status["restartCount"], 1, "{name}: {status}");
+        let code = status["lastState"]["terminated"]["exitCode"].as_i64();
+        assert!(matches!(code, Some(137 | 143)), "{name}: {status}");
+        assert!(status["state"]["running"].is_object(), "{name}: {status}");
+        seconds.push(second);
+    }
+    assert!(legacies.iter().all(|l| l.exists()), "kept as the previous attempts");
 
-    // It ends: its next attempt is the sandbox's (the monitor, whose directory moved, left no
-    // exit record; the agent records the death itself).
-    kill9(first.pid.unwrap());
-    let second = wait_attempt(&env, &name, 1);
-    assert_eq!(second.dir.parent(), Some(sandbox_dir.join("containers").as_path()));
-    assert!(legacy.exists(), "kept as the previous attempt");
+    // Taken over again by the next agent: the old attempt stays the previous one, the
+    // sandbox's runs on.
+    agent2.kill9();
+    let agent3 = Agent::start(&env, &fast);
+    let again = wait_attempt(&env, &names[0], 1);
+    assert_eq!(again.pid, seconds[0].pid, "the sandbox's attempt runs on");
+    assert!(legacies[0].exists(), "still the previous attempt");
 
-    kill9(second.pid.unwrap());
-    wait_attempt(&env, &name, 2);
-    assert!(!legacy.exists(), "the older agent's attempt is retired");
-    assert!(second.dir.exists(), "attempt 1 is now the previous one");
+    // The next attempt retires the old one, directory and all.
+    kill9(seconds[1].pid.unwrap());
+    wait_attempt(&env, &names[1], 2);
+    assert!(!legacies[1].exists(), "the older agent's attempt is retired");
+    assert!(seconds[1].dir.exists(), "attempt 1 is now the previous one");
+    assert!(!agent3.log_text().contains("panicked"));
     assert!(!agent2.log_text().contains("panicked"));
 }
 

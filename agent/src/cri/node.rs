@@ -74,16 +74,13 @@ impl node::node_server::Node for NodeSvc {
             let containers = e
                 .attempts
                 .iter()
-                .filter(|a| a.files.exit.is_none())
-                .map(|a| {
-                    let dirs = ctx.runtime.cgroups.dirs(&a.files.record.cgroup);
-                    node::ContainerCgroup {
-                        name: a.files.record.name.clone(),
-                        container_id: a.files.record.id.clone(),
-                        cgroup_dirs: dirs.iter().map(|d| d.display().to_string()).collect(),
-                        limits: Default::default(),
-                        pressure: Vec::new(),
-                    }
+                .filter(|a| a.status.running())
+                .map(|a| node::ContainerCgroup {
+                    name: a.status.name.clone(),
+                    container_id: a.status.id.clone(),
+                    cgroup_dirs: a.status.cgroup_dirs.iter().map(|d| d.display().to_string()).collect(),
+                    limits: Default::default(),
+                    pressure: Vec::new(),
                 })
                 .collect();
             pods.push(node::PodInfo {

@@ -93,7 +93,7 @@ impl Hook {
     /// Run the hook to its end. `Err` says why it failed, in the kubelet's words (for the
     /// log); `pod` is the pod as the kubelet formats it (`name_namespace(uid)`).
     pub async fn run(&self, ctx: &probes::Context, pod: &str) -> Result<(), String> {
-        let container = &ctx.files.record.name;
+        let container = &ctx.attempt.name;
         match &self.action {
             Action::Exec(cmd) => {
                 let failed = |error: String, output: &[u8]| {

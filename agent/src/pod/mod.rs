@@ -2,6 +2,7 @@
 //! the runtime do it.
 
 pub mod admission;
+pub mod attempt;
 pub mod backoff;
 pub mod command;
 pub mod config;
@@ -37,9 +38,6 @@ use crate::runtime::Runtime;
 /// What every pod worker shares.
 pub struct Context {
     pub runtime: Arc<Runtime>,
-    /// Pods a CRI client owns (RunPodSandbox): the workers never touch them, but the node
-    /// counts them when it cleans up and lists them beside its static pods.
-    pub cri_pods: Arc<crate::runtime::cri::CriPods>,
     pub node: node::NodeInfo,
     pub events: Events,
     pub registry: status::Registry,

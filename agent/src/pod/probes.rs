@@ -22,10 +22,10 @@ use tokio::sync::{mpsc, watch};
 
 use super::worker::Event;
 use crate::events::{Events, ObjectRef};
+use crate::pod::attempt::AttemptStatus;
 use crate::runtime::RuntimeError;
 use crate::runtime::exec::ExecResult;
 use crate::runtime::process::ProcessId;
-use crate::runtime::state::ContainerFiles;
 
 /// The most of a probe's output (exec) or response body (httpGet) that is kept, as the
 /// kubelet keeps it.
@@ -390,8 +390,8 @@ pub enum Network {
 
 /// What a probe task (or a lifecycle hook) needs to reach its container.
 pub struct Context {
-    pub cri: Arc<crate::cri::Cri>,
-    pub files: ContainerFiles,
+    pub cri: Arc<dyn crate::cri::service::RuntimeService>,
+    pub attempt: AttemptStatus,
     pub network: Network,
     pub events: Events,
     pub object: ObjectRef,
@@ -406,14 +406,8 @@ impl Context {
         cmd: Vec<String>,
         timeout: Option<Duration>,
     ) -> Result<Option<ExecResult>, RuntimeError> {
-        use crate::cri::service::RuntimeService;
-        let runtime = &self.cri.runtime;
-        if runtime.layout.sandbox_of_container(&self.files.dir).is_none() {
-            // An older agent's attempt, outside the runtime's store: reached through its files.
-            return runtime.exec_sync(&self.files, cmd, timeout).await;
-        }
         let req = minilet_proto::runtime::v1::ExecSyncRequest {
-            container_id: self.files.record.id.clone(),
+            container_id: self.attempt.id.clone(),
             cmd,
             timeout: timeout.map_or(0, |t| t.as_secs().max(1) as i64),
         };
@@ -485,7 +479,7 @@ async fn run(probe: Probe, ctx: Arc<Context>, gate: Option<watch::Receiver<bool>
         return;
     }
     // initialDelaySeconds counts from the container's start, as in the kubelet.
-    let started_at = ctx.files.state.map_or(0, |s| s.started_at);
+    let started_at = ctx.attempt.started_at.unwrap_or(0);
     let since_start = Duration::from_nanos((crate::runtime::spec::now_nanos() - started_at).max(0) as u64);
     tokio::time::sleep(probe.initial_delay.saturating_sub(since_start)).await;
 
@@ -493,11 +487,11 @@ async fn run(probe: Probe, ctx: Arc<Context>, gate: Option<watch::Receiver<bool>
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut thresholds = Thresholds::default();
     let mut reported: Option<bool> = None;
-    let id = ctx.files.record.id.clone();
+    let id = ctx.attempt.id.clone();
     loop {
         ticker.tick().await;
         let outcome = run_once(&probe, &ctx).await;
-        tracing::debug!(container = %ctx.files.record.name, kind = ?probe.kind, ?outcome, "probe");
+        tracing::debug!(container = %ctx.attempt.name, kind = ?probe.kind, ?outcome, "probe");
         match &outcome {
             Outcome::Failure(msg) => ctx.events.warning(
                 &ctx.object,

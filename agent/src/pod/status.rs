@@ -7,9 +7,9 @@ use std::sync::{Arc, RwLock};
 
 use k8s_openapi::api::core::v1::Pod;
 
+use super::attempt::AttemptStatus;
 use crate::runtime::process::ProcessId;
 use crate::runtime::spec::{ExitReason, SandboxNamespaces};
-use crate::runtime::state::ContainerFiles;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Terminated {
@@ -149,10 +149,10 @@ pub struct SandboxInfo {
     pub ips: Vec<std::net::IpAddr>,
 }
 
-/// One container attempt still on disk (the current one and the one before it).
+/// One container attempt the pod shows (the current one and the one before it).
 #[derive(Debug, Clone)]
 pub struct Attempt {
-    pub files: ContainerFiles,
+    pub status: AttemptStatus,
     pub init: bool,
     /// Termination message, when it has exited.
     pub message: String,

@@ -1,6 +1,6 @@
 //! Containers: one directory, cgroup and monitor per attempt.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -316,28 +316,30 @@ impl Runtime {
         )))
     }
 
-    /// Remove an exited attempt: its cgroup and its directory (the writable layer with it).
-    /// Its log file stays: `logs --previous` reads it; it goes with the pod.
+    /// Remove an exited (or never started) attempt: its cgroup, with anything left in it (a
+    /// start interrupted by an agent's death may have left a process), and its directory (the
+    /// writable layer with it). Its log file stays: `logs --previous` reads it; it goes with
+    /// the pod.
     pub async fn remove_container(&self, files: &ContainerFiles) -> Result<()> {
         let (cgroups, cgroup, dir) = (self.cgroups.clone(), files.record.cgroup.clone(), files.dir.clone());
         blocking("remove a container", move || {
+            let _ = cgroups.kill(&cgroup);
             cgroups.remove(&cgroup)?;
             remove_dir_all(&dir)
         })
         .await
     }
 
-    /// Remove an exited attempt and its log files too (an attempt no `logs --previous` can
-    /// ask for any more). The log goes even when the rest could not.
-    pub async fn remove_container_with_log(&self, files: &ContainerFiles) -> Result<()> {
-        let removed = self.remove_container(files).await;
-        self.remove_container_log(files).await;
-        removed
+    /// Remove the directory of an attempt an agent from before step C2a kept in a pod's own
+    /// directory (its cgroup went when the worker took it over).
+    pub async fn remove_legacy_attempt(&self, dir: &Path) -> Result<()> {
+        let dir = dir.to_path_buf();
+        blocking("remove an older agent's container", move || remove_dir_all(&dir)).await
     }
 
     /// Remove an attempt's log file and its rotated files.
-    pub async fn remove_container_log(&self, files: &ContainerFiles) {
-        let log = files.record.log_path.clone();
+    pub async fn remove_container_log(&self, log: &Path) {
+        let log = log.to_path_buf();
         let _ = blocking("remove a container's log", move || {
             super::log_rotation::remove_all(&log);
             Ok(())

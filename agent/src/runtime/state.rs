@@ -152,15 +152,6 @@ impl Layout {
         self.cri_sandboxes_dir().join(&*path_component(id))
     }
 
-    /// The sandbox whose container directory `dir` is (`<root>/sandboxes/<id>/containers/<cid>`);
-    /// `None` for an attempt an older agent kept in its pod's own directory.
-    pub fn sandbox_of_container(&self, dir: &Path) -> Option<String> {
-        let sandbox = dir.parent()?.parent()?;
-        (sandbox.parent()? == self.cri_sandboxes_dir())
-            .then(|| sandbox.file_name()?.to_str().map(str::to_string))
-            .flatten()
-    }
-
     pub fn containers_dir(&self, uid: &str) -> PathBuf {
         self.pod_dir(uid).join("containers")
     }

@@ -2,21 +2,28 @@
 
 use std::sync::Arc;
 
+use minilet_proto::runtime::v1 as cri;
+
 use tokio::sync::mpsc;
 
 use super::{Command, Next, Worker};
+use crate::cri::convert::POD_UID;
 use crate::pod::Context;
+use crate::pod::attempt::AttemptStatus;
 use crate::pod::states::State;
 use crate::runtime::spec::SandboxState;
-use crate::runtime::state::{ContainerFiles, PodRecord};
+use crate::runtime::state::PodRecord;
 
 impl Worker {
-    /// Take over a pod found in the state directory (after an agent restart): running
-    /// containers keep running and are watched again; exited ones are handled by the restart
-    /// policy; an attempt whose creation was interrupted is discarded; the sandbox is the
-    /// runtime's, found by the ID in the pod's record. `legacy` is the pause of an agent
-    /// from before sandboxes went through the runtime's CRI side (kept in the pod's own
-    /// directory): it is replaced, as a sandbox that died. Returns the state to continue in.
+    /// Take over a pod found in the state directory (after an agent restart): its attempts
+    /// are what the runtime lists for it (ListContainers by the pod's UID label, in the
+    /// pod's sandboxes, then ContainerStatus). Running containers keep running; exited ones
+    /// are handled by the restart policy; an attempt whose creation was interrupted is
+    /// removed. The sandbox is the runtime's, found by the ID in the pod's record. `legacy`
+    /// is the pause of an agent from before sandboxes went through the runtime's CRI side
+    /// (kept in the pod's own directory): it is replaced, as a sandbox that died; so are
+    /// containers such an agent kept there ([`Worker::replace_legacy_attempts`]). Returns the
+    /// state to continue in.
     pub(in crate::pod) async fn adopt(
         ctx: Arc<Context>,
         record: PodRecord,
@@ -25,31 +32,21 @@ impl Worker {
     ) -> (Self, State) {
         let mut w = Worker::new(ctx, record, commands, None);
         let rt = w.ctx.runtime.clone();
-        // The attempts are in the pod's sandboxes, current and earlier; an older agent kept
-        // them in the pod's own directory instead (they keep running and are removed from
-        // there when they are retired).
-        let mut found = crate::runtime::state::load_containers(&rt.layout, &w.uid);
-        let sandboxes: Vec<String> = w
-            .record
-            .old_sandboxes
-            .iter()
-            .chain(Some(&w.record.sandbox_id))
-            .cloned()
-            .collect();
-        for id in &sandboxes {
-            found.extend(w.ctx.cri_pods.sandbox_containers(id).await);
+        let (interrupted, mut attempts): (Vec<AttemptStatus>, Vec<AttemptStatus>) = w
+            .listed_attempts()
+            .await
+            .into_iter()
+            .partition(|a| a.started_at.is_none() && a.exit.is_none());
+        // Interrupted creations: created, never started; nothing of them may stay.
+        for a in &interrupted {
+            w.remove_attempt(a).await;
         }
-        let (attempts, interrupted): (Vec<ContainerFiles>, Vec<ContainerFiles>) =
-            found.into_iter().partition(|f| f.state.is_some() || f.exit.is_some());
-        // Interrupted creations: no process was ever recorded; nothing of them may stay.
-        for f in &interrupted {
-            let _ = rt.kill_cgroup(&f.record.cgroup).await;
-            w.remove_attempt(f).await;
-        }
+        let replaced = w.replace_legacy_attempts().await;
+        attempts.extend(replaced.iter().map(|(a, _)| a.clone()));
         for i in 0..w.slots.len() {
             let name = w.slots[i].spec.name.clone();
-            let mut mine: Vec<ContainerFiles> = attempts.iter().filter(|f| f.record.name == name).cloned().collect();
-            mine.sort_by_key(|f| f.record.attempt);
+            let mut mine: Vec<AttemptStatus> = attempts.iter().filter(|a| a.name == name).cloned().collect();
+            mine.sort_by_key(|a| (a.attempt, a.created_at));
             let current = mine.pop();
             let previous = mine.pop();
             for old in mine {
@@ -58,16 +55,18 @@ impl Worker {
             w.slots[i].previous = previous;
             match current {
                 None => w.slots[i].next = Next::Start,
-                Some(mut f) => {
-                    let exit = f.exit.take();
-                    let id = f.record.id.clone();
+                // Stopped just now to be replaced: it runs again, whatever the policy.
+                Some(a) if replaced.iter().any(|(r, stopped)| *stopped && r.id == a.id) => {
+                    w.slots[i].current = Some(a);
+                    w.slots[i].next = Next::Start;
+                }
+                Some(mut a) => {
+                    let exit = a.exit.take();
+                    let id = a.id.clone();
                     if exit.is_none() {
-                        w.watch_log_notices(&f);
-                        if rt.layout.sandbox_of_container(&f.dir).is_none() {
-                            w.watch_legacy_attempt(&f);
-                        }
+                        w.watch_log_notices(&a);
                     }
-                    w.slots[i].current = Some(f);
+                    w.slots[i].current = Some(a);
                     w.slots[i].next = Next::Idle;
                     if let Some(exit) = exit {
                         w.on_exit(&id, exit).await;
@@ -121,20 +120,70 @@ impl Worker {
 }
 
 impl Worker {
-    /// The exit of a running attempt an older agent kept in the pod's own directory: the
-    /// runtime's store does not hold it, so no container event will tell; its files do.
-    fn watch_legacy_attempt(&self, files: &ContainerFiles) {
-        let (rt, files, tx) = (self.ctx.runtime.clone(), files.clone(), self.events_tx.clone());
-        tokio::spawn(async move {
-            let exit = rt.wait_container(&files).await;
-            if let Err(e) = rt.remove_cgroup(&files.record.cgroup).await {
-                tracing::warn!(container = %files.record.name, error = %e, "remove the cgroup of an exited container");
+    /// The pod's attempts as the runtime lists them: ListContainers by the pod's UID label,
+    /// kept to the pod's own sandboxes (a CRI client may label its containers as it likes),
+    /// each as its ContainerStatus reports it.
+    async fn listed_attempts(&self) -> Vec<AttemptStatus> {
+        let req = cri::ListContainersRequest {
+            filter: Some(cri::ContainerFilter {
+                label_selector: [(POD_UID.to_string(), self.uid.clone())].into(),
+                ..Default::default()
+            }),
+        };
+        let listed = match self.ctx.runtime_service().list_containers(req).await {
+            Ok(r) => r.containers,
+            Err(e) => {
+                tracing::error!(pod = %self.obj.name, error = %e, "ListContainers");
+                Vec::new()
             }
-            let _ = tx.send(super::Event::Exited {
-                id: files.record.id.clone(),
-                exit,
-            });
-        });
+        };
+        let mine =
+            |sandbox: &str| sandbox == self.record.sandbox_id || self.record.old_sandboxes.iter().any(|s| s == sandbox);
+        let mut out = Vec::new();
+        for c in listed.into_iter().filter(|c| mine(&c.pod_sandbox_id)) {
+            if let Some(a) = self.attempt_status(&c.id).await {
+                out.push(a);
+            }
+        }
+        out
+    }
+
+    /// Take over the attempts an agent from before step C2a kept in the pod's own directory
+    /// (outside the runtime's store, so no event, StopContainer or ExecSync knows them):
+    /// they are replaced once, as step C1 replaced that agent's sandboxes. A running one is
+    /// stopped now (its stop signal, then SIGKILL after the pod's grace period) and its
+    /// cgroup goes, as does every other one's; they stay as exited attempts (for their last
+    /// state and `logs --previous`) until retired, when their directory goes. Returns them,
+    /// each with whether it was stopped here (its container then starts again in the
+    /// runtime's sandbox, whatever the restart policy: the stop was the agent's, not the
+    /// container's end).
+    async fn replace_legacy_attempts(&self) -> Vec<(AttemptStatus, bool)> {
+        let rt = self.ctx.runtime.clone();
+        let (layout, uid) = (rt.layout.clone(), self.uid.clone());
+        let found = crate::runtime::blocking("read an older agent's containers", move || {
+            Ok(crate::runtime::state::load_containers(&layout, &uid))
+        })
+        .await
+        .unwrap_or_default();
+        let mut out = Vec::new();
+        for mut f in found {
+            let running = f.state.is_some() && f.exit.is_none();
+            if running {
+                tracing::info!(pod = %self.obj.name, container = %f.record.name, "container of an older agent: replacing it");
+                let signal = rt.stop_signal(&f).await;
+                f.exit = Some(rt.stop_container(&f, signal, self.grace_period()).await);
+            }
+            if let Err(e) = rt.remove_cgroup(&f.record.cgroup).await {
+                tracing::warn!(pod = %self.obj.name, container = %f.record.name, error = %e, "remove the cgroup of an older agent's container");
+            }
+            let attempt = AttemptStatus::legacy(&f);
+            if f.state.is_none() && f.exit.is_none() {
+                self.remove_attempt(&attempt).await; // an interrupted creation
+            } else {
+                out.push((attempt, running));
+            }
+        }
+        out
     }
 
     /// Stop and clear away a sandbox an older agent kept in the pod's own directory (its

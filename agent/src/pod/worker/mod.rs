@@ -35,9 +35,10 @@ use super::restart_policy::RestartPolicy;
 use super::states::State;
 use super::status::{Phase, WaitingReason};
 use crate::events::ObjectRef;
+use crate::pod::attempt::AttemptStatus;
 use crate::runtime::logs;
 use crate::runtime::spec::{ContainerExit, SandboxState};
-use crate::runtime::state::{ContainerFiles, PodRecord};
+use crate::runtime::state::PodRecord;
 
 /// Orders from the pod manager.
 #[derive(Debug)]
@@ -128,9 +129,9 @@ pub(super) struct Slot {
     pub spec: Container,
     pub init: bool,
     /// The latest attempt.
-    pub current: Option<ContainerFiles>,
+    pub current: Option<AttemptStatus>,
     /// The one before: kept for `logs --previous`, as the kubelet keeps one dead container.
-    pub previous: Option<ContainerFiles>,
+    pub previous: Option<AttemptStatus>,
     pub next: Next,
     /// Why the container is not running, when it is waiting.
     pub waiting: Option<(WaitingReason, String)>,
@@ -181,9 +182,7 @@ impl Slot {
     }
 
     pub fn running(&self) -> bool {
-        self.current
-            .as_ref()
-            .is_some_and(|c| c.state.is_some() && c.exit.is_none())
+        self.current.as_ref().is_some_and(AttemptStatus::running)
     }
 
     pub fn exit(&self) -> Option<&ContainerExit> {
@@ -201,7 +200,7 @@ impl Slot {
     }
 
     pub(in crate::pod) fn attempts(&self) -> u32 {
-        self.current.as_ref().map_or(0, |c| c.record.attempt + 1)
+        self.current.as_ref().map_or(0, |c| c.attempt + 1)
     }
 }
 
@@ -348,12 +347,12 @@ impl Worker {
 
     /// Report a running attempt's monitor's notices on writing the log, as events. Its exit
     /// comes from the runtime's container events ([`super::pleg`]).
-    pub(super) fn watch_log_notices(&self, files: &ContainerFiles) {
+    pub(super) fn watch_log_notices(&self, attempt: &AttemptStatus) {
         tokio::spawn(logs::report_notices(
-            files.dir.clone(),
-            files.record.name.clone(),
-            files.record.log_path.clone(),
-            self.obj.container(&files.record.name, self.is_init(&files.record.name)),
+            attempt.dir.clone(),
+            attempt.name.clone(),
+            attempt.log_path.clone(),
+            self.obj.container(&attempt.name, self.is_init(&attempt.name)),
             self.ctx.events.clone(),
         ));
     }

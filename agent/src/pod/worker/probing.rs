@@ -30,7 +30,7 @@ impl Worker {
         let Some(i) = self
             .slots
             .iter()
-            .position(|s| s.running() && s.current.as_ref().is_some_and(|c| c.record.id == id))
+            .position(|s| s.running() && s.current.as_ref().is_some_and(|c| c.id == id))
         else {
             return; // a probe of an attempt that is gone
         };

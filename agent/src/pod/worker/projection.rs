@@ -2,10 +2,10 @@
 //! from its slots as the kubelet projects them from the runtime's.
 
 use super::{Next, Slot, Worker};
+use crate::pod::attempt::AttemptStatus;
 use crate::pod::status::{
     Attempt, ContainerState, ContainerStatus, Phase, PodEntry, PodStatus, SandboxInfo, Terminated, WaitingReason,
 };
-use crate::runtime::state::ContainerFiles;
 
 impl Worker {
     /// Publish the current status to the registry.
@@ -17,20 +17,20 @@ impl Worker {
         for s in &self.slots {
             if let Some(f) = &s.previous {
                 attempts.push(Attempt {
-                    files: f.clone(),
+                    status: f.clone(),
                     init: s.init,
                     message: String::new(),
                 });
             }
             if let Some(f) = &s.current {
                 attempts.push(Attempt {
-                    files: f.clone(),
+                    status: f.clone(),
                     init: s.init,
                     message: s.message.clone(),
                 });
             }
         }
-        attempts.sort_by_key(|a| a.files.record.created_at);
+        attempts.sort_by_key(|a| a.status.created_at);
         self.ctx.registry.publish(PodEntry {
             uid: self.uid.clone(),
             manifest: self.manifest.clone(),
@@ -78,7 +78,7 @@ impl Worker {
     }
 
     fn container_status(&self, s: &Slot) -> ContainerStatus {
-        let terminated = |f: &ContainerFiles, message: &str| {
+        let terminated = |f: &AttemptStatus, message: &str| {
             f.exit.as_ref().map(|e| Terminated {
                 exit_code: e.exit_code,
                 signal: e.signal,
@@ -88,9 +88,9 @@ impl Worker {
                 } else {
                     e.message.clone()
                 },
-                started_at: f.state.map_or(0, |st| st.started_at),
+                started_at: f.started_at.unwrap_or(0),
                 finished_at: e.finished_at,
-                container_id: f.record.id.clone(),
+                container_id: f.id.clone(),
             })
         };
         let current_term = s.current.as_ref().and_then(|f| terminated(f, &s.message));
@@ -104,7 +104,7 @@ impl Worker {
             ),
             (_, true, _) => (
                 ContainerState::Running {
-                    started_at: s.current.as_ref().and_then(|f| f.state).map_or(0, |st| st.started_at),
+                    started_at: s.current.as_ref().and_then(|f| f.started_at).unwrap_or(0),
                 },
                 s.previous.as_ref().and_then(|f| terminated(f, "")),
             ),
@@ -132,15 +132,11 @@ impl Worker {
             name: s.spec.name.clone(),
             init: s.init,
             image: s.spec.image.clone().unwrap_or_default(),
-            image_id: s
-                .current
-                .as_ref()
-                .map(|f| f.record.image_id.clone())
-                .unwrap_or_default(),
-            container_id: s.current.as_ref().map(|f| f.record.id.clone()),
+            image_id: s.current.as_ref().map(|f| f.image_id.clone()).unwrap_or_default(),
+            container_id: s.current.as_ref().map(|f| f.id.clone()),
             state,
             last_state,
-            restart_count: s.current.as_ref().map_or(0, |f| f.record.attempt),
+            restart_count: s.current.as_ref().map_or(0, |f| f.attempt),
             started: running && s.started,
             ready: running && (!s.init || s.sidecar()) && s.started && s.probe_ready,
             sidecar: s.sidecar(),

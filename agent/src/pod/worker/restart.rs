@@ -16,11 +16,11 @@ impl Worker {
     /// Each attempt's exit is handled once: the runtime's event, a stop's result and a relist
     /// may all tell of it.
     pub(in crate::pod) async fn on_exit(&mut self, id: &str, exit: ContainerExit) {
-        let Some(i) = self.slots.iter().position(|s| {
-            s.current
-                .as_ref()
-                .is_some_and(|c| c.record.id == id && c.exit.is_none())
-        }) else {
+        let Some(i) = self
+            .slots
+            .iter()
+            .position(|s| s.current.as_ref().is_some_and(|c| c.id == id && c.exit.is_none()))
+        else {
             return; // an attempt we already replaced, or whose exit is handled
         };
         let rt = self.ctx.runtime.clone();
@@ -32,9 +32,9 @@ impl Worker {
         );
         let slot = &mut self.slots[i];
         slot.probes = None;
-        let Some(files) = slot.current.as_mut() else { return };
-        files.exit = Some(exit.clone());
-        let log = files.record.log_path.clone();
+        let Some(attempt) = slot.current.as_mut() else { return };
+        attempt.exit = Some(exit.clone());
+        let log = attempt.log_path.clone();
         let fallback = slot.spec.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
         let exit_code = exit.exit_code;
         let message = crate::runtime::blocking("read the termination message", move || {

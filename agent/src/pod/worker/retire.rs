@@ -7,26 +7,24 @@ use std::collections::HashSet;
 use minilet_proto::runtime::v1 as cri;
 
 use super::Worker;
-use crate::runtime::state::ContainerFiles;
+use crate::pod::attempt::AttemptStatus;
 
 impl Worker {
-    /// Remove a dead attempt: its directory, cgroup and log file.
-    pub(in crate::pod) async fn remove_attempt(&self, files: &ContainerFiles) {
+    /// Remove a dead attempt: RemoveContainer (its directory and cgroup), then its log file.
+    pub(in crate::pod) async fn remove_attempt(&self, attempt: &AttemptStatus) {
         let rt = &self.ctx.runtime;
-        let removed = match rt.layout.sandbox_of_container(&files.dir) {
-            Some(_) => {
-                let req = cri::RemoveContainerRequest {
-                    container_id: files.record.id.clone(),
-                };
-                let removed = self.ctx.runtime_service().remove_container(req).await.map(|_| ());
-                rt.remove_container_log(files).await;
-                removed
-            }
+        let removed = if attempt.is_legacy() {
             // An older agent's attempt, kept in the pod's own directory.
-            None => rt.remove_container_with_log(files).await,
+            rt.remove_legacy_attempt(&attempt.dir).await
+        } else {
+            let req = cri::RemoveContainerRequest {
+                container_id: attempt.id.clone(),
+            };
+            self.ctx.runtime_service().remove_container(req).await.map(|_| ())
         };
+        rt.remove_container_log(&attempt.log_path).await;
         if let Err(e) = removed {
-            tracing::warn!(pod = %self.obj.name, container = %files.record.name, error = %e, "remove container attempt");
+            tracing::warn!(pod = %self.obj.name, container = %attempt.name, error = %e, "remove container attempt");
         }
     }
 
@@ -36,16 +34,15 @@ impl Worker {
         if self.record.old_sandboxes.is_empty() {
             return;
         }
-        let layout = &self.ctx.runtime.layout;
-        let in_use: HashSet<String> = self
+        let in_use: HashSet<&str> = self
             .slots
             .iter()
             .flat_map(|s| s.current.iter().chain(s.previous.iter()))
-            .filter_map(|f| layout.sandbox_of_container(&f.dir))
+            .map(|a| a.sandbox_id.as_str())
             .collect();
         let (keep, gone): (Vec<String>, Vec<String>) = std::mem::take(&mut self.record.old_sandboxes)
             .into_iter()
-            .partition(|id| in_use.contains(id));
+            .partition(|id| in_use.contains(id.as_str()));
         self.record.old_sandboxes = keep;
         if gone.is_empty() {
             return;

@@ -4,6 +4,7 @@
 use minilet_proto::runtime::v1 as cri;
 
 use super::{Next, Worker};
+use crate::pod::attempt::AttemptStatus;
 use crate::pod::config::ContainerInputs;
 use crate::pod::cri_config;
 use crate::pod::hooks::{Hook, HookKind};
@@ -11,7 +12,6 @@ use crate::pod::status::WaitingReason;
 use crate::runtime::RuntimeError;
 use crate::runtime::logs;
 use crate::runtime::spec::{ExitReason, now_nanos};
-use crate::runtime::state::ContainerFiles;
 
 impl Worker {
     /// Start the container in slot `i` now. Afterwards the slot is running, or knows when to
@@ -59,7 +59,7 @@ impl Worker {
         // before it goes now, so there are never more than two.
         self.retire_previous(i).await;
         match self.create_and_start(cfg).await {
-            Ok(files) => {
+            Ok(attempt) => {
                 let slot = &mut self.slots[i];
                 slot.previous = slot.current.take();
                 slot.waiting = None;
@@ -70,12 +70,12 @@ impl Worker {
                 slot.started = false;
                 slot.probe_ready = false;
                 // It could not start (StartError); or it runs, or ran and already ended.
-                let start_error = files.exit.as_ref().filter(|e| e.reason == ExitReason::StartError);
+                let start_error = attempt.exit.as_ref().filter(|e| e.reason == ExitReason::StartError);
                 if start_error.is_some() && !sandbox.pause.is_alive() {
                     // The pause died while this container was being set up: not the
                     // container's failure. Drop the attempt; the sandbox will be recreated.
                     tracing::info!(pod = %self.obj.name, container = %name, "sandbox died during container start");
-                    self.remove_attempt(&files).await;
+                    self.remove_attempt(&attempt).await;
                     return;
                 }
                 if let Some(exit) = start_error {
@@ -90,14 +90,14 @@ impl Worker {
                         .events
                         .normal(&cobj, "Started", format!("Started container {name}"));
                 }
-                let mut files = files;
-                if let Some(exit) = files.exit.take() {
-                    let id = files.record.id.clone();
-                    self.slots[i].current = Some(files);
+                let mut attempt = attempt;
+                if let Some(exit) = attempt.exit.take() {
+                    let id = attempt.id.clone();
+                    self.slots[i].current = Some(attempt);
                     self.on_exit(&id, exit).await;
                 } else {
-                    self.watch_log_notices(&files);
-                    self.slots[i].current = Some(files);
+                    self.watch_log_notices(&attempt);
+                    self.slots[i].current = Some(attempt);
                     if self.post_start(i).await {
                         self.start_probes(i);
                     }
@@ -113,15 +113,14 @@ impl Worker {
         }
     }
 
-    /// CreateContainer + StartContainer in the pod's sandbox; then the attempt as the runtime
-    /// recorded it: running, or ended (it could not start: StartError; or it already ran).
-    /// `Err` when nothing of it exists (CreateContainerError).
-    async fn create_and_start(&self, config: cri::ContainerConfig) -> Result<ContainerFiles, RuntimeError> {
+    /// CreateContainer + StartContainer in the pod's sandbox; then the attempt as
+    /// ContainerStatus reports it: running, or ended (it could not start: StartError; or it
+    /// already ran). `Err` when nothing of it exists (CreateContainerError).
+    async fn create_and_start(&self, config: cri::ContainerConfig) -> Result<AttemptStatus, RuntimeError> {
         let rs = self.ctx.runtime_service();
-        let sandbox_id = self.record.sandbox_id.clone();
         let created = rs
             .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: sandbox_id.clone(),
+                pod_sandbox_id: self.record.sandbox_id.clone(),
                 config: Some(config),
                 sandbox_config: None,
             })
@@ -132,17 +131,34 @@ impl Worker {
                 container_id: id.clone(),
             })
             .await;
-        match (self.ctx.cri_pods.static_container(&sandbox_id, &id).await, started) {
-            (Some(files), Ok(_)) => Ok(files),
+        match (self.attempt_status(&id).await, started) {
+            (Some(attempt), Ok(_)) => Ok(attempt),
             // It could not start, and the runtime recorded why (StartError).
-            (Some(files), Err(_)) if files.exit.is_some() => Ok(files),
+            (Some(attempt), Err(_)) if attempt.exit.is_some() => Ok(attempt),
             // Refused before anything ran (the sandbox was not ready): nothing of it stays.
-            (Some(files), Err(e)) => {
-                self.remove_attempt(&files).await;
+            (Some(attempt), Err(e)) => {
+                self.remove_attempt(&attempt).await;
                 Err(e)
             }
             (None, Err(e)) => Err(e),
             (None, Ok(_)) => Err(RuntimeError::not_found("container", &id)),
+        }
+    }
+
+    /// ContainerStatus (verbose) of container `id`; `None` when the runtime does not know it.
+    pub(in crate::pod) async fn attempt_status(&self, id: &str) -> Option<AttemptStatus> {
+        let req = cri::ContainerStatusRequest {
+            container_id: id.to_string(),
+            verbose: true,
+        };
+        match self.ctx.runtime_service().container_status(req).await {
+            Ok(resp) => Some(AttemptStatus::of(&resp.status?, &resp.info)),
+            Err(e) => {
+                if !matches!(e, RuntimeError::NotFound { .. }) {
+                    tracing::warn!(pod = %self.obj.name, container = %id, error = %e, "ContainerStatus");
+                }
+                None
+            }
         }
     }
 

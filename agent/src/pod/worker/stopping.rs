@@ -13,10 +13,10 @@ use tokio::time::Instant;
 
 use super::Worker;
 use crate::events::{Events, ObjectRef};
+use crate::pod::attempt::AttemptStatus;
 use crate::pod::hooks::{Hook, HookKind};
 use crate::pod::probes;
 use crate::runtime::spec::ContainerExit;
-use crate::runtime::state::ContainerFiles;
 
 /// The kubelet's `minimumGracePeriodInSeconds`: what a container still gets after its preStop
 /// hook used up the grace period.
@@ -24,8 +24,8 @@ const MIN_GRACE_AFTER_HOOK: Duration = Duration::from_secs(2);
 
 /// One container's stop, ready to run on its own task.
 pub(in crate::pod) struct StopJob {
-    cri: Arc<crate::cri::Cri>,
-    files: ContainerFiles,
+    cri: Arc<dyn crate::cri::service::RuntimeService>,
+    attempt: AttemptStatus,
     pre_stop: Option<(Hook, probes::Context)>,
     /// The pod as the kubelet's messages name it.
     pod: String,
@@ -48,13 +48,13 @@ impl StopJob {
             match tokio::time::timeout(self.grace, hook.run(ctx, &self.pod)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(msg)) => {
-                    tracing::warn!(pod = %self.pod, container = %self.files.record.name, "PreStop hook failed: {msg}");
+                    tracing::warn!(pod = %self.pod, container = %self.attempt.name, "PreStop hook failed: {msg}");
                     let kind = HookKind::PreStop;
                     self.events
                         .warning(&self.object, kind.failure_reason(), kind.failure_message());
                 }
                 Err(_) => {
-                    tracing::info!(pod = %self.pod, container = %self.files.record.name, grace = ?self.grace, "PreStop hook not completed in grace period")
+                    tracing::info!(pod = %self.pod, container = %self.attempt.name, grace = ?self.grace, "PreStop hook not completed in grace period")
                 }
             }
         }
@@ -68,15 +68,8 @@ impl StopJob {
         } else {
             left
         };
-        let id = self.files.record.id.clone();
-        let exit = if self.cri.runtime.layout.sandbox_of_container(&self.files.dir).is_some() {
-            self.stop_container(&id, grace).await
-        } else {
-            // An older agent's attempt, outside the runtime's store: stopped through its files.
-            let rt = &self.cri.runtime;
-            let signal = rt.stop_signal(&self.files).await;
-            Some(rt.stop_container(&self.files, signal, grace).await)
-        };
+        let id = self.attempt.id.clone();
+        let exit = self.stop_container(&id, grace).await;
         self.done.send_replace(true);
         (id, exit)
     }
@@ -85,14 +78,13 @@ impl StopJob {
     /// whole seconds: what is left of the grace is rounded up, as the kubelet subtracts only
     /// the whole seconds that went by.
     async fn stop_container(&self, id: &str, grace: Duration) -> Option<ContainerExit> {
-        use crate::cri::service::RuntimeService;
         let timeout = grace.as_secs() as i64 + i64::from(grace.subsec_nanos() > 0);
         let req = cri::StopContainerRequest {
             container_id: id.to_string(),
             timeout,
         };
         if let Err(e) = self.cri.stop_container(req).await {
-            tracing::warn!(pod = %self.pod, container = %self.files.record.name, error = %e, "stop container");
+            tracing::warn!(pod = %self.pod, container = %self.attempt.name, error = %e, "stop container");
         }
         let req = cri::ContainerStatusRequest {
             container_id: id.to_string(),
@@ -112,14 +104,14 @@ impl Worker {
     /// What probes and hooks of slot `i`'s current attempt need to reach it.
     pub(in crate::pod) fn handler_context(&self, i: usize) -> Option<probes::Context> {
         let slot = &self.slots[i];
-        let files = slot.current.clone()?;
+        let attempt = slot.current.clone()?;
         let network = match self.sandbox {
             Some(s) if self.pod_spec().host_network != Some(true) => probes::Network::Pod(s.pause),
             _ => probes::Network::Host,
         };
         Some(probes::Context {
             cri: self.ctx.cri.clone(),
-            files,
+            attempt,
             network,
             events: self.ctx.events.clone(),
             object: self.obj.container(&slot.spec.name, slot.init),
@@ -130,7 +122,7 @@ impl Worker {
     /// `hooks` (not when the sandbox is gone: there is nothing left to run it in).
     pub(in crate::pod) fn stop_job(&self, i: usize, grace: Duration, hooks: bool) -> Option<StopJob> {
         let slot = &self.slots[i];
-        let files = slot.current.clone().filter(|_| slot.running())?;
+        let attempt = slot.current.clone().filter(|_| slot.running())?;
         let pre_stop = if hooks {
             Hook::of(HookKind::PreStop, &slot.spec).zip(self.handler_context(i))
         } else {
@@ -138,7 +130,7 @@ impl Worker {
         };
         Some(StopJob {
             cri: self.ctx.cri.clone(),
-            files,
+            attempt,
             pre_stop,
             pod: self.kubelet_pod(),
             events: self.ctx.events.clone(),

@@ -191,24 +191,6 @@ impl CriPods {
         Ok(())
     }
 
-    /// Container `cid` of sandbox `sandbox_id` (full IDs): the attempt's files, which a
-    /// static pod's worker keeps.
-    pub async fn static_container(&self, sandbox_id: &str, cid: &str) -> Option<ContainerFiles> {
-        let sb = self.map().get(sandbox_id).map(|e| e.sandbox.clone())?;
-        let sb = sb.lock().await;
-        Some(sb.containers.get(cid)?.files.clone())
-    }
-
-    /// The containers of sandbox `sandbox_id` (a static pod's worker taking over its
-    /// attempts); empty for an unknown sandbox.
-    pub async fn sandbox_containers(&self, sandbox_id: &str) -> Vec<ContainerFiles> {
-        let Some(sb) = self.map().get(sandbox_id).map(|e| e.sandbox.clone()) else {
-            return Vec::new();
-        };
-        let sb = sb.lock().await;
-        sb.containers.values().map(|c| c.files.clone()).collect()
-    }
-
     /// ListContainers over the CRI sandboxes: (sandbox ID, container).
     pub async fn list_containers(&self) -> Vec<cri::Container> {
         self.list(|sb| {
