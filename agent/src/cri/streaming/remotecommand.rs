@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
+
 use super::exec::{self, ExecParams, ResizeDecoder};
 use super::spdy_session::{Session, Stream};
 use super::{Streaming, spdy, status};
@@ -76,33 +78,11 @@ pub async fn exec(server: Arc<Streaming>, mut session: Session, p: ExecParams) {
         mut outputs,
         guard,
     } = exec_session;
-    let stdin = Arc::new(tokio::sync::Mutex::new(stdin));
-    let mut inputs = Vec::new();
-    if let Some(mut st) = s.stdin.take() {
-        let stdin = stdin.clone();
-        inputs.push(tokio::spawn(async move {
-            while let Some(data) = st.data.recv().await {
-                if stdin.lock().await.send(ExecInput::Stdin(data)).await.is_err() {
-                    return;
-                }
-            }
-            // The client's FIN: stdin reaches its end.
-            let _ = stdin.lock().await.send(ExecInput::CloseStdin).await;
-        }));
-    }
-    if let Some(mut rs) = s.resize.take() {
-        let stdin = stdin.clone();
-        inputs.push(tokio::spawn(async move {
-            let mut dec = ResizeDecoder::default();
-            while let Some(data) = rs.data.recv().await {
-                for r in dec.feed(&data) {
-                    if stdin.lock().await.send(r).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }));
-    }
+    let input = tokio::spawn(forward_input(
+        s.stdin.take().map(|st| st.data),
+        s.resize.take().map(|rs| rs.data),
+        stdin,
+    ));
     // Dropped on every way out: a client that goes away ends the command and what it started.
     let _guard = guard;
     let mut code = None;
@@ -112,9 +92,7 @@ pub async fn exec(server: Arc<Streaming>, mut session: Session, p: ExecParams) {
             // The connection ended (the client opens no more streams, so only its end
             // comes here): nobody is left to serve.
             None = session.incoming.recv() => {
-                for i in inputs {
-                    i.abort();
-                }
+                input.abort();
                 return;
             }
         };
@@ -138,8 +116,51 @@ pub async fn exec(server: Arc<Streaming>, mut session: Session, p: ExecParams) {
     }
     error.writer.write(&status::exit(code.unwrap_or(137))).await;
     error.writer.close().await;
-    for i in inputs {
-        i.abort();
-    }
+    input.abort();
     session.handle.go_away().await;
+}
+
+/// Hand the client's stdin and terminal sizes to the command, in the order they came on the
+/// connection. The session hands each stream its frames in that order; taking a waiting
+/// size before waiting stdin keeps it, so the first size (sent before any keystroke) reaches
+/// the terminal before the command reads a line that asks for it (`stty size`).
+async fn forward_input(
+    mut stdin: Option<mpsc::Receiver<Vec<u8>>>,
+    mut resize: Option<mpsc::Receiver<Vec<u8>>>,
+    mut to: crate::runtime::exec::ExecStdin,
+) {
+    let mut sizes = ResizeDecoder::default();
+    loop {
+        let input = tokio::select! {
+            biased;
+            data = recv(&mut resize), if resize.is_some() => match data {
+                Some(data) => sizes.feed(&data),
+                None => {
+                    resize = None;
+                    continue;
+                }
+            },
+            data = recv(&mut stdin), if stdin.is_some() => match data {
+                Some(data) => vec![ExecInput::Stdin(data)],
+                // The client's FIN: stdin reaches its end.
+                None => {
+                    stdin = None;
+                    vec![ExecInput::CloseStdin]
+                }
+            },
+            else => return,
+        };
+        for i in input {
+            if to.send(i).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn recv(rx: &mut Option<mpsc::Receiver<Vec<u8>>>) -> Option<Vec<u8>> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
