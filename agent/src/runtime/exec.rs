@@ -119,6 +119,11 @@ pub struct ExecStdin {
 }
 
 impl ExecStdin {
+    /// Input written as frames to `tx` (what the exec helper or a monitor reads).
+    pub fn over(tx: impl AsyncWrite + Send + Unpin + 'static) -> Self {
+        ExecStdin { tx: Some(Box::new(tx)) }
+    }
+
     pub async fn send(&mut self, input: ExecInput) -> std::io::Result<()> {
         let Some(tx) = self.tx.as_mut() else { return Ok(()) };
         let bytes = match input {
@@ -275,7 +280,7 @@ impl ExecSession {
     pub(super) fn over(tx: FrameSink, rx: FrameSource, helper: Option<PidFd>, lost: i32) -> ExecSession {
         let group = Arc::new(AtomicI32::new(0));
         ExecSession {
-            stdin: ExecStdin { tx: Some(tx) },
+            stdin: ExecStdin::over(tx),
             outputs: ExecOutputs {
                 rx,
                 decoder: frame::Decoder::default(),

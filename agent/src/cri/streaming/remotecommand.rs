@@ -164,3 +164,37 @@ async fn recv(rx: &mut Option<mpsc::Receiver<Vec<u8>>>) -> Option<Vec<u8>> {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+    use crate::runtime::exec::frame;
+
+    /// A terminal's first size and the first keystrokes, both waiting when the task looks:
+    /// the size reaches the command first, as it came first.
+    #[tokio::test]
+    async fn a_waiting_size_goes_before_waiting_stdin() {
+        for _ in 0..20 {
+            let (stdin_tx, stdin_rx) = mpsc::channel(4);
+            let (resize_tx, resize_rx) = mpsc::channel(4);
+            resize_tx.send(br#"{"Width":91,"Height":37}"#.to_vec()).await.unwrap();
+            stdin_tx.send(b"stty size\n".to_vec()).await.unwrap();
+            drop((stdin_tx, resize_tx));
+            let (sink, mut helper) = tokio::io::duplex(4096);
+            forward_input(
+                Some(stdin_rx),
+                Some(resize_rx),
+                crate::runtime::exec::ExecStdin::over(sink),
+            )
+            .await;
+            let mut got = Vec::new();
+            helper.read_to_end(&mut got).await.unwrap();
+            let mut want = frame::encode(frame::RESIZE, &[91u16.to_be_bytes(), 37u16.to_be_bytes()].concat());
+            want.extend(frame::encode(frame::STDIN, b"stty size\n"));
+            want.extend(frame::encode(frame::CLOSE_STDIN, &[]));
+            assert_eq!(got, want);
+        }
+    }
+}
