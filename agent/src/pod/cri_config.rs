@@ -821,6 +821,7 @@ spec:
             state: None,
             ips: Vec::new(),
             containers: Default::default(),
+            network_error: None,
         };
         let log_path = translate::log_path(&sandbox, &generated).expect("log path");
         let read = translate::container(&translate::ContainerInputs {

@@ -123,7 +123,10 @@ pub async fn exec(server: Arc<Streaming>, mut session: Session, p: ExecParams) {
 /// Hand the client's stdin and terminal sizes to the command, in the order they came on the
 /// connection. The session hands each stream its frames in that order; taking a waiting
 /// size before waiting stdin keeps it, so the first size (sent before any keystroke) reaches
-/// the terminal before the command reads a line that asks for it (`stty size`).
+/// the terminal before the command reads a line that asks for it (`stty size`). Once both
+/// have ended it holds `to` open until it is aborted with the session: closing it would end
+/// an attach session before the container's answer to the last input came back (the monitor
+/// takes it for the client going away).
 async fn forward_input(
     mut stdin: Option<mpsc::Receiver<Vec<u8>>>,
     mut resize: Option<mpsc::Receiver<Vec<u8>>>,
@@ -148,7 +151,7 @@ async fn forward_input(
                     vec![ExecInput::CloseStdin]
                 }
             },
-            else => return,
+            else => break,
         };
         for i in input {
             if to.send(i).await.is_err() {
@@ -156,6 +159,8 @@ async fn forward_input(
             }
         }
     }
+    std::future::pending::<()>().await;
+    drop(to);
 }
 
 async fn recv(rx: &mut Option<mpsc::Receiver<Vec<u8>>>) -> Option<Vec<u8>> {
@@ -183,18 +188,24 @@ mod tests {
             stdin_tx.send(b"stty size\n".to_vec()).await.unwrap();
             drop((stdin_tx, resize_tx));
             let (sink, mut helper) = tokio::io::duplex(4096);
-            forward_input(
+            let task = tokio::spawn(forward_input(
                 Some(stdin_rx),
                 Some(resize_rx),
                 crate::runtime::exec::ExecStdin::over(sink),
-            )
-            .await;
-            let mut got = Vec::new();
-            helper.read_to_end(&mut got).await.unwrap();
+            ));
             let mut want = frame::encode(frame::RESIZE, &[91u16.to_be_bytes(), 37u16.to_be_bytes()].concat());
             want.extend(frame::encode(frame::STDIN, b"stty size\n"));
             want.extend(frame::encode(frame::CLOSE_STDIN, &[]));
+            let mut got = vec![0; want.len()];
+            helper.read_exact(&mut got).await.unwrap();
             assert_eq!(got, want);
+            // The sink stays open (an attach session would end with it) until the session
+            // aborts the task.
+            let mut more = [0u8; 1];
+            let open = tokio::time::timeout(std::time::Duration::from_millis(50), helper.read(&mut more)).await;
+            assert!(open.is_err(), "the sink is still open: {open:?}");
+            task.abort();
+            assert_eq!(helper.read(&mut more).await.unwrap(), 0, "closed once aborted");
         }
     }
 }

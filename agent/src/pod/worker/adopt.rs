@@ -31,7 +31,6 @@ impl Worker {
         commands: mpsc::UnboundedReceiver<Command>,
     ) -> (Self, State) {
         let mut w = Worker::new(ctx, record, commands, None);
-        let rt = w.ctx.runtime.clone();
         let (interrupted, mut attempts): (Vec<AttemptStatus>, Vec<AttemptStatus>) = w
             .listed_attempts()
             .await
@@ -80,13 +79,14 @@ impl Worker {
             w.retire_legacy_sandbox(old).await;
         }
         // The sandbox the runtime re-adopted (an interrupted RunPodSandbox left none).
-        if let Some((state, ips)) = w.sandbox_status(&w.record.sandbox_id.clone()).await {
-            w.sandbox = state.filter(|s| s.pause.is_alive());
-            w.pod_ips = ips;
-            // The network the pod had is checked, not remade: a failure is reported.
+        if let Some(view) = w.sandbox_status(&w.record.sandbox_id.clone()).await {
+            w.sandbox = view.state.filter(|s| s.pause.is_alive());
+            w.pod_ips = view.ips;
+            // The runtime checked the network the pod had, not remade it: a failure is
+            // reported.
             if w.sandbox.is_some()
                 && !w.commands.terminate_requested()
-                && let Err(e) = rt.network.check(&w.sandbox_dir()).await
+                && let Some(e) = view.network_error
             {
                 w.ctx.events.warning(
                     &w.obj,

@@ -14,6 +14,16 @@ use crate::pod::cri_config::{self, SandboxInputs};
 use crate::runtime::process::ProcessId;
 use crate::runtime::spec::SandboxState;
 
+/// A sandbox as PodSandboxStatus (verbose) reports it to the pod's worker.
+pub(in crate::pod) struct SandboxView {
+    /// The pause, while the sandbox is ready.
+    pub state: Option<SandboxState>,
+    /// The pod's addresses from its network.
+    pub ips: Vec<IpAddr>,
+    /// Why its network failed the runtime's check when it re-adopted the sandbox.
+    pub network_error: Option<String>,
+}
+
 impl Worker {
     /// The current sandbox's directory (its /etc/hostname, /etc/resolv.conf, /dev/shm).
     pub(in crate::pod) fn sandbox_dir(&self) -> PathBuf {
@@ -48,7 +58,11 @@ impl Worker {
             .map_err(|e| e.to_string())?
             .pod_sandbox_id;
         let (state, ips) = match self.sandbox_status(&id).await {
-            Some((Some(state), ips)) => (state, ips),
+            Some(SandboxView {
+                state: Some(state),
+                ips,
+                ..
+            }) => (state, ips),
             _ => return Err(format!("sandbox {id} has no pause after RunPodSandbox")),
         };
         // The kubelet's /etc/hosts, with the pod's address: once per sandbox, before any
@@ -75,7 +89,7 @@ impl Worker {
     /// PodSandboxStatus of `id`: its pause while the sandbox is ready (the verbose info's
     /// `pid`, as containerd reports it), and the pod's addresses. `None` for a sandbox the
     /// runtime does not know.
-    pub(in crate::pod) async fn sandbox_status(&self, id: &str) -> Option<(Option<SandboxState>, Vec<IpAddr>)> {
+    pub(in crate::pod) async fn sandbox_status(&self, id: &str) -> Option<SandboxView> {
         if id.is_empty() {
             return None; // a RunPodSandbox that was interrupted
         }
@@ -94,9 +108,8 @@ impl Worker {
         };
         let status = resp.status?;
         let ready = status.state == cri::PodSandboxState::SandboxReady as i32;
-        let pid = crate::cri::service::verbose_info(&resp.info)
-            .and_then(|info| info["pid"].as_i64())
-            .and_then(|pid| i32::try_from(pid).ok());
+        let info = crate::cri::service::verbose_info(&resp.info).unwrap_or_default();
+        let pid = info["pid"].as_i64().and_then(|pid| i32::try_from(pid).ok());
         // Named by PID only: read its start time now, while it is the pause just reported.
         let pause = pid.filter(|_| ready).and_then(|pid| ProcessId::of(pid).ok());
         let state = pause.map(|pause| SandboxState {
@@ -109,7 +122,11 @@ impl Worker {
                 .filter_map(|ip| ip.parse().ok())
                 .collect()
         });
-        Some((state, ips))
+        Some(SandboxView {
+            state,
+            ips,
+            network_error: info["networkError"].as_str().map(str::to_string),
+        })
     }
 
     /// StopPodSandbox: the pause, the hostPorts and the pod network go; the sandbox stays

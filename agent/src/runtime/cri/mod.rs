@@ -73,6 +73,9 @@ pub struct Sandbox {
     /// Boxed: a B-tree node has room for 11 entries inline, and a container (its config
     /// mostly) is 1.5 KB, so one container inline cost a pod 17 KB.
     pub containers: BTreeMap<String, Box<Container>>,
+    /// Why its network failed the check when an agent re-adopted it (PodSandboxStatus's
+    /// verbose `networkError`), if it did.
+    pub network_error: Option<String>,
 }
 
 impl Sandbox {
@@ -156,15 +159,16 @@ impl CriPods {
         };
         for entry in entries.flatten() {
             match load_sandbox(&entry.path()) {
-                Ok(Some(sb)) => {
+                Ok(Some(mut sb)) => {
                     tracing::info!(sandbox = %sb.record.id, name = ?sb.config.metadata.as_ref().map(|m| &m.name), containers = sb.containers.len(), "re-adopted CRI sandbox");
-                    // Its network is checked, not remade (CRI has no events: the log says it;
-                    // a static pod's worker checks its own and reports an event).
+                    // Its network is checked, not remade. The CRI has no event for it: the log
+                    // says it, and PodSandboxStatus's verbose info (a static pod's worker
+                    // reports it as an event).
                     if sb.ready()
-                        && sb.manifest().is_none()
                         && let Some(Err(e)) = block_on(pods.rt.network.check(&sb.dir))
                     {
                         tracing::warn!(sandbox = %sb.record.id, error = %e, "pod network check failed");
+                        sb.network_error = Some(e.to_string());
                     }
                     pods.reopen_host_ports(&sb);
                     let running: Vec<ContainerFiles> = sb
@@ -502,6 +506,7 @@ fn load_sandbox(dir: &Path) -> std::io::Result<Option<Sandbox>> {
         state,
         ips: crate::runtime::network::cached_ips(dir),
         containers,
+        network_error: None,
     }))
 }
 

@@ -144,6 +144,7 @@ impl CriPods {
             state: Some(state),
             ips,
             containers: BTreeMap::new(),
+            network_error: None,
         });
         self.watch_pause(&handle, state);
         Ok(id)
@@ -274,6 +275,7 @@ impl CriPods {
             "dir": sb.dir,
             "owner": if sb.manifest().is_some() { "manifest" } else { "cri" },
             "manifest": sb.manifest(),
+            "networkError": sb.network_error,
         });
         Ok((status(&sb), info))
     }
