@@ -179,7 +179,7 @@ fn context(
         node: node.clone(),
         registry: registry.clone(),
         events: events.clone(),
-        puller: puller.clone(),
+        puller,
         image_gc: image_gc.clone(),
         stats: Default::default(),
         manifests: manifests.to_path_buf(),
@@ -187,7 +187,6 @@ fn context(
     });
     Ok(Arc::new(Context {
         cri,
-        puller,
         image_gc,
         runtime,
         admission: crate::pod::admission::Ledger::new(crate::pod::admission::NodeResources::new(

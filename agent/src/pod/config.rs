@@ -11,7 +11,6 @@ use super::expansion::expand;
 use super::node::NodeInfo;
 use super::qos::{self, QosClass};
 use super::volumes;
-use crate::images::Image;
 use crate::quantity::Quantity;
 use crate::runtime::sandbox::NO_POD_IP;
 use crate::runtime::spec::{BindMount, SandboxNamespaces};
@@ -192,7 +191,8 @@ pub struct ContainerInputs<'a> {
     pub plan: &'a PodPlan,
     pub container: &'a Container,
     pub attempt: u32,
-    pub image: &'a Image,
+    /// The image as ImageStatus reports it.
+    pub image: &'a super::images::ImageFacts,
     pub log_path: PathBuf,
     /// The pod's addresses (for `fieldRef: status.podIP`); none without a pod network.
     pub pod_ips: &'a [IpAddr],

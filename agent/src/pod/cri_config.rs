@@ -323,9 +323,9 @@ pub fn container_config(
     let sc = merged_security_context(spec, c);
     // The kubelet's verifyRunAsNonRoot, before anything is asked of the runtime.
     if sc.run_as_non_root == Some(true) {
-        super::config::check_non_root(sc.run_as_user, &i.image.config.user)?;
+        super::config::check_non_root(sc.run_as_user, &i.image.user)?;
     }
-    let (_, pod_env) = environment(i.pod, c, node, i.pod_ips, &i.image.config.env, &i.plan.hostname)?;
+    let (_, pod_env) = environment(i.pod, c, node, i.pod_ips, &[], &i.plan.hostname)?;
     let runtime_supplied = [
         i.sandbox_dir.join("etc").join("hostname"),
         i.sandbox_dir.join("etc").join("resolv.conf"),
@@ -345,7 +345,7 @@ pub fn container_config(
         })
         .collect();
     let privileged = sc.privileged == Some(true);
-    let run_as = run_as(&sc, &i.image.config.user);
+    let run_as = run_as(&sc, &i.image.user);
     let caps = sc.capabilities.clone().unwrap_or_default();
     let seccomp = super::security::seccomp_request(spec, c, seccomp_args)?;
     let mut resources = linux_resources(&qos::container_resources(c));
@@ -780,12 +780,12 @@ spec:
             plan: &plan,
             container: c,
             attempt: 1,
-            image: &image,
+            image: &crate::pod::images::ImageFacts::of_store_image(&image),
             log_path: crate::runtime::logs::container_log_path(&pod_log_dir, &c.name, 1),
             pod_ips: &[],
         };
-        let today =
-            super::super::static_container::container_config(&layout, &seccomp_args, &node, &inputs).expect("today");
+        let today = super::super::static_container::container_config(&layout, &seccomp_args, &node, &inputs, &image)
+            .expect("today");
         let generated = container_config(&layout, &seccomp_args, &node, &inputs).expect("generated");
 
         let sandbox_config = pod_sandbox_config(&SandboxInputs {
@@ -977,7 +977,7 @@ spec: {containers: [{name: a, image: busybox, securityContext: {runAsGroup: 3000
                 plan: &plan,
                 container: &spec.containers[0],
                 attempt: 0,
-                image: &img,
+                image: &crate::pod::images::ImageFacts::of_store_image(&img),
                 log_path: root.path().join("unused.log"),
                 pod_ips: &[],
             };
@@ -989,9 +989,14 @@ spec: {containers: [{name: a, image: busybox, securityContext: {runAsGroup: 3000
                 "the kubelet's user for image user {image_user:?}"
             );
             assert_eq!(sc.run_as_group.map(|g| g.value), Some(3000));
-            let today =
-                super::super::static_container::container_config(&layout, &SeccompArgs::default(), &node(), &inputs)
-                    .expect("today");
+            let today = super::super::static_container::container_config(
+                &layout,
+                &SeccompArgs::default(),
+                &node(),
+                &inputs,
+                &img,
+            )
+            .expect("today");
             let u = &today.process.user;
             assert_eq!(
                 (u.uid.map(i64::from), u.image_user.as_str(), u.gid),
@@ -1054,13 +1059,18 @@ spec:
                 plan: &plan,
                 container: &spec.containers[0],
                 attempt: 0,
-                image: &img,
+                image: &crate::pod::images::ImageFacts::of_store_image(&img),
                 log_path: root.path().join("unused.log"),
                 pod_ips: &[],
             };
             let generated = container_config(&layout, &SeccompArgs::default(), &node(), &inputs);
-            let today =
-                super::super::static_container::container_config(&layout, &SeccompArgs::default(), &node(), &inputs);
+            let today = super::super::static_container::container_config(
+                &layout,
+                &SeccompArgs::default(),
+                &node(),
+                &inputs,
+                &img,
+            );
             match refused {
                 Some(words) => {
                     let (g, t) = (generated.expect_err(yaml), today.expect_err(yaml));
@@ -1091,7 +1101,7 @@ spec:
             plan: &plan,
             container: &spec.containers[0],
             attempt: 3,
-            image: &image,
+            image: &crate::pod::images::ImageFacts::of_store_image(&image),
             log_path: root.path().join("unused.log"),
             pod_ips: &[],
         };

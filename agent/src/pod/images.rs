@@ -7,11 +7,74 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use minilet_proto::runtime::v1 as cri;
+
 use super::backoff::BackoffConfig;
 use super::status::WaitingReason;
 use super::worker::{Event, Next, Worker};
-use crate::images::{Image, ImageError};
+use crate::cri::service::ImageService;
+use crate::images::ImageError;
+use crate::runtime::RuntimeError;
 use crate::runtime::spec::now_nanos;
+
+/// An image as ImageStatus reports it to the worker: what a container's configuration
+/// takes from it (the kubelet's getImageUser).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageFacts {
+    pub id: String,
+    /// The user its config runs as: a uid (ImageStatus's `uid`) or a name (`username`);
+    /// empty for none.
+    pub user: String,
+}
+
+impl ImageFacts {
+    pub fn of(image: &cri::Image) -> Self {
+        ImageFacts {
+            id: image.id.clone(),
+            user: image
+                .uid
+                .as_ref()
+                .map_or_else(|| image.username.clone(), |uid| uid.value.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+impl ImageFacts {
+    /// What ImageStatus reports of an image of the store (its user without the group).
+    pub fn of_store_image(image: &crate::images::Image) -> Self {
+        ImageFacts {
+            id: image.summary.id.clone(),
+            user: image.config.user.split(':').next().unwrap_or("").to_string(),
+        }
+    }
+}
+
+/// ImageStatus of `reference` (`None`: not present).
+async fn image_status(images: &dyn ImageService, reference: &str) -> Result<Option<cri::Image>, RuntimeError> {
+    let req = cri::ImageStatusRequest {
+        image: Some(cri::ImageSpec {
+            image: reference.to_string(),
+            ..Default::default()
+        }),
+        verbose: false,
+    };
+    Ok(images.image_status(req).await?.image)
+}
+
+/// PullImage, as the kubelet asks its runtime; then the pulled image's size (ImageStatus).
+async fn pull(images: &dyn ImageService, reference: &str) -> Result<u64, RuntimeError> {
+    let req = cri::PullImageRequest {
+        image: Some(cri::ImageSpec {
+            image: reference.to_string(),
+            ..Default::default()
+        }),
+        auth: None,
+        sandbox_config: None,
+    };
+    let pulled = images.pull_image(req).await?.image_ref;
+    Ok(image_status(images, &pulled).await?.map_or(0, |i| i.size))
+}
 
 /// Back-off per image after failed pulls: initial, doubling, capped (kubelet: 10s to 300s).
 #[derive(Debug, Default)]
@@ -44,7 +107,7 @@ impl PullBackoff {
 impl Worker {
     /// The image for slot `i` when it can start now. Otherwise the slot is left waiting
     /// (a pull in flight, back-off, a missing image under `Never`) and `None` is returned.
-    pub(super) async fn ensure_image(&mut self, i: usize) -> Option<Image> {
+    pub(super) async fn ensure_image(&mut self, i: usize) -> Option<ImageFacts> {
         let image_ref = self.slots[i].spec.image.clone().unwrap_or_default();
         let policy = self.slots[i]
             .spec
@@ -52,22 +115,9 @@ impl Worker {
             .clone()
             .unwrap_or_else(|| crate::source::default_pull_policy(&image_ref).to_owned());
         let cobj = self.obj.container(&self.slots[i].spec.name, self.slots[i].init);
-        // The store reads its index from disk: not on an async worker thread.
-        let inspected = {
-            let (rt, reference) = (self.ctx.runtime.clone(), image_ref.clone());
-            crate::runtime::blocking("inspect an image", move || Ok(rt.images.get(&reference))).await
-        };
-        let inspected = match inspected {
-            Ok(r) => r,
-            Err(e) => {
-                let msg = format!("Failed to inspect image \"{image_ref}\": {e}");
-                self.wait_error(i, WaitingReason::ErrImageInspect, msg);
-                return None;
-            }
-        };
-        let present = match inspected {
-            Ok(p) => p,
-            Err(e @ ImageError::InvalidReference { .. }) => {
+        let present = match image_status(&*self.ctx.cri, &image_ref).await {
+            Ok(found) => found.as_ref().map(ImageFacts::of),
+            Err(RuntimeError::Image(e @ ImageError::InvalidReference { .. })) => {
                 let msg = format!("Failed to apply default image tag \"{image_ref}\": {e}");
                 self.ctx.events.warning(&cobj, "InspectFailed", msg.clone());
                 self.wait_error(i, WaitingReason::InvalidImageName, msg);
@@ -139,7 +189,7 @@ impl Worker {
             self.slots[i].waiting = Some((self.default_waiting(), String::new()));
         }
         self.slots[i].next = Next::Pulling;
-        let puller = self.ctx.puller.clone();
+        let cri = self.ctx.cri.clone();
         let tx = self.events_tx.clone();
         let name = self.slots[i].spec.name.clone();
         tokio::spawn(async move {
@@ -147,7 +197,7 @@ impl Worker {
             // When the worker is gone (the pod removed), so is this wait: the pull stops
             // unless something else still waits for it.
             let result = tokio::select! {
-                r = puller.pull(&image_ref, None, None) => r.map(|s| s.size).map_err(|e| e.to_string()),
+                r = pull(&*cri, &image_ref) => r.map_err(|e| e.to_string()),
                 () = tx.closed() => return,
             };
             let _ = tx.send(Event::Pulled {

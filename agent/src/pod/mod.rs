@@ -47,8 +47,6 @@ pub struct Context {
     /// How often pod-level usage limits (emptyDir `sizeLimit`) are checked (the kubelet's
     /// `--housekeeping-interval`).
     pub housekeeping_interval: std::time::Duration,
-    /// Pulls images for pods (coalesced: pods pulling the same image share one pull).
-    pub puller: Arc<crate::images::Puller>,
     /// Removes unused images when the image filesystem fills up.
     pub image_gc: Arc<crate::images::gc::ImageGc>,
     /// Bumped whenever the set of images changes (a pod waiting for one tries again).

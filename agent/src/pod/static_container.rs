@@ -11,6 +11,7 @@ use super::config::{ContainerInputs, check_non_root, environment, merged_securit
 use super::node::NodeInfo;
 use super::qos;
 use crate::cgroups::DevicePolicy;
+use crate::images::Image;
 use crate::runtime::capabilities;
 use crate::runtime::container::ContainerConfig;
 use crate::runtime::seccomp::SeccompArgs;
@@ -24,37 +25,38 @@ pub fn container_config(
     seccomp_args: &SeccompArgs,
     node: &NodeInfo,
     i: &ContainerInputs,
+    image: &Image,
 ) -> Result<ContainerConfig, String> {
     let c = i.container;
     let pod_spec = spec(i.pod);
     let sc = merged_security_context(pod_spec, c);
 
-    let (env, pod_env) = environment(i.pod, c, node, i.pod_ips, &i.image.config.env, &i.plan.hostname)?;
+    let (env, pod_env) = environment(i.pod, c, node, i.pod_ips, &image.config.env, &i.plan.hostname)?;
     let args = command::resolve_expanded(
         c.command.as_deref().unwrap_or_default(),
         c.args.as_deref().unwrap_or_default(),
-        &i.image.config.entrypoint,
-        &i.image.config.cmd,
+        &image.config.entrypoint,
+        &image.config.cmd,
         &pod_env,
     );
     if args.is_empty() {
         return Err(format!(
             "no command specified: the image {} has no Entrypoint or Cmd and the container sets no command",
-            i.image.summary.name
+            image.summary.name
         ));
     }
 
     if sc.run_as_non_root == Some(true) {
-        check_non_root(sc.run_as_user, &i.image.config.user)?;
+        check_non_root(sc.run_as_user, &image.config.user)?;
     }
     let (supplemental_groups, strict_groups) = pod_groups(pod_spec);
     // As the runtime reads the kubelet's ContainerConfig: its user, else the image's.
-    let run_as = run_as(&sc, &i.image.config.user);
+    let run_as = run_as(&sc, &image.config.user);
     let user = UserSpec {
         uid: run_as.uid.map(|u| u as u32),
         gid: sc.run_as_group.map(|g| g as u32),
         image_user: if run_as.username.is_empty() {
-            i.image.config.user.clone()
+            image.config.user.clone()
         } else {
             run_as.username
         },
@@ -77,7 +79,7 @@ pub fn container_config(
         .working_dir
         .clone()
         .filter(|w| !w.is_empty())
-        .unwrap_or_else(|| i.image.config.working_dir.clone());
+        .unwrap_or_else(|| image.config.working_dir.clone());
 
     Ok(ContainerConfig {
         pod_uid: i.uid.to_string(),
@@ -85,7 +87,7 @@ pub fn container_config(
         name: c.name.clone(),
         attempt: i.attempt,
         image_ref: c.image.clone().unwrap_or_default(),
-        image: i.image.clone(),
+        image: image.clone(),
         pod_cgroup: i.plan.cgroup.clone(),
         resources: qos::container_resources(c),
         // Kubernetes gives a privileged container every device; others the runtimes' default.

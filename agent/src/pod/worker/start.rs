@@ -29,7 +29,7 @@ impl Worker {
         let Some(image) = self.ensure_image(i).await else {
             return;
         };
-        self.ctx.image_gc.mark_used(&image.summary.id);
+        self.ctx.image_gc.mark_used(&image.id);
 
         let attempt = self.slots[i].attempts();
         let log_path = logs::container_log_path(&self.pod_log_dir(), &name, attempt);
