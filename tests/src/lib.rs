@@ -646,6 +646,17 @@ pub fn ns(pid: i32, kind: &str) -> String {
         .unwrap_or_else(|e| panic!("read /proc/{pid}/ns/{kind}: {e}"))
 }
 
+/// A process's PIDs from the host's PID namespace inward (`NSpid` of `/proc/<pid>/status`):
+/// the last is its PID in its own namespace. Empty if the process is gone.
+pub fn ns_pids(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .map(|l| l.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
 /// `/proc/<pid>/cgroup` as (controllers, path) pairs.
 pub fn proc_cgroups(pid: i32) -> Vec<(String, String)> {
     std::fs::read_to_string(format!("/proc/{pid}/cgroup"))

@@ -387,7 +387,7 @@ fn exec_without_and_with_a_terminal() {
         .iter()
         .flat_map(|d| file_lines(&d.join("cgroup.procs")))
         .filter_map(|p| p.parse::<i32>().ok())
-        .find(|p| ns_pid(*p) == Some(shell_pid))
+        .find(|p| ns_pids(*p).last() == Some(&shell_pid))
         .unwrap_or_else(|| panic!("crictl exec -it: no process with PID {shell_pid} in the container's cgroup"));
     for kind in ["pid", "mnt", "net", "uts"] {
         assert_eq!(
@@ -412,18 +412,6 @@ fn exec_without_and_with_a_terminal() {
     wait_for("the exec'd shell to be gone", Duration::from_secs(10), || {
         (!alive(host_pid)).then_some(())
     });
-}
-
-/// A process's PID in its innermost PID namespace (the last `NSpid` field).
-fn ns_pid(pid: i32) -> Option<i32> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("NSpid:"))?
-        .split_whitespace()
-        .last()?
-        .parse()
-        .ok()
 }
 
 #[test]

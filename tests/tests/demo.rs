@@ -156,12 +156,7 @@ fn start_time(pid: i32) -> Option<u64> {
 /// `pid` as the innermost PID namespace sees it (the last NSpid entry): the PID the lb
 /// pod's containers use for it.
 fn pid_in_pod(pid: i32) -> i32 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("NSpid:"))
-        .and_then(|l| l.split_whitespace().last()?.parse().ok())
-        .expect("NSpid")
+    *ns_pids(pid).last().expect("NSpid")
 }
 
 fn log_of(env: &Env, pod: &str, container: &str) -> String {

@@ -189,3 +189,71 @@ fn host_network_pods_share_the_hosts_network_and_uts_namespaces() {
     let hosts = in_container(pod.pid("c"), &["cat", "/etc/hosts"]);
     assert!(String::from_utf8_lossy(&hosts.stdout).starts_with("# Kubernetes-managed hosts file (host network)."));
 }
+
+/// A sandbox helper started ahead of need makes the pod's network, IPC, UTS and PID
+/// namespaces while it waits (off the start's path): the next pod's pause is in exactly
+/// those. A pod that shares the host's namespaces, started from such a helper too, is in
+/// the host's (the helper went back to them), not in the ones made for nobody.
+#[test]
+fn a_waiting_sandbox_helper_makes_the_next_pods_namespaces() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("premade-ns");
+    env.import_image("busybox");
+    let agent = Agent::start(&env, &[]);
+    let waiting = || {
+        wait_for("a waiting sandbox helper", Duration::from_secs(20), || {
+            helper_children(agent.pid(), &["__sandbox", "-"]).first().copied()
+        })
+    };
+    // The namespaces a waiting helper holds. (Its children's PID namespace has no name in
+    // /proc until its first process exists.)
+    let held = |helper: i32| {
+        wait_for("the waiting helper's namespaces", Duration::from_secs(20), || {
+            let net = ns(helper, "net");
+            (net != ns(agent.pid(), "net")).then(|| [net, ns(helper, "ipc"), ns(helper, "uts")])
+        })
+    };
+    let pod_yaml = |name: &str, host: bool| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  hostNetwork: {host}\n  hostIPC: {host}\n  hostPID: {host}\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: c, image: localhost/busybox:latest, imagePullPolicy: IfNotPresent, command: [sleep, '3600']}}\n"
+        )
+    };
+    // The first start leaves the next helper waiting.
+    env.write_manifest("first.yaml", &pod_yaml("first", false));
+    env.wait_running(&static_pod_name("first"), &["c"]);
+    let helper = waiting();
+    let premade = held(helper);
+    env.write_manifest("own.yaml", &pod_yaml("own", false));
+    let own = env.wait_running(&static_pod_name("own"), &["c"]);
+    assert!(
+        !helper_children(agent.pid(), &["__sandbox", "-"]).contains(&helper),
+        "the waiting helper was taken"
+    );
+    let pause = own.pause();
+    assert_eq!(
+        [ns(pause, "net"), ns(pause, "ipc"), ns(pause, "uts")],
+        premade,
+        "the pod's pause is in the namespaces the helper made while it waited"
+    );
+    assert_ne!(ns(pause, "pid"), ns(agent.pid(), "pid"));
+    assert_eq!(
+        ns_pids(pause).last(),
+        Some(&1),
+        "the pause is PID 1 of the pod's PID namespace"
+    );
+
+    let helper = waiting();
+    let made_for_nobody = held(helper);
+    env.write_manifest("host.yaml", &pod_yaml("host", true));
+    let host = env.wait_running(&static_pod_name("host"), &["c"]);
+    let (pause, me) = (host.pause(), std::process::id() as i32);
+    for (i, kind) in ["net", "ipc", "uts"].into_iter().enumerate() {
+        assert_eq!(ns(pause, kind), ns(me, kind), "a host-namespace pod's pause: {kind}");
+        assert_ne!(ns(pause, kind), made_for_nobody[i]);
+    }
+    assert_eq!(ns(pause, "pid"), ns(me, "pid"), "a host-namespace pod's pause: pid");
+    assert_eq!(ns_pids(pause).len(), 1, "the pause is in the host's PID namespace only");
+    assert_eq!(ns(host.pid("c"), "net"), ns(me, "net"));
+}

@@ -4,8 +4,9 @@
 //! again one descriptor at a time: ~1 ms each with no pods, more with hundreds (the agent
 //! holds descriptors per pod). So one of each kind is started beforehand and waits for its
 //! spec's path on stdin ([`super::helper::WAIT_FOR_SPEC`]); a start hands it its spec and
-//! starts the next one, off the start's path. A waiting helper exits when its stdin ends,
-//! so none outlives the agent or a discarded slot.
+//! starts the next one, off the start's path. A waiting sandbox helper also makes the next
+//! pod's namespaces meanwhile ([`super::helper::sandbox::Premade`]). A waiting helper exits
+//! when its stdin ends, so none outlives the agent or a discarded slot.
 
 use std::collections::HashMap;
 use std::io::Write;

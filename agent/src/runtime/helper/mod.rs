@@ -55,24 +55,31 @@ pub fn dispatch(args: &[OsString]) -> Option<ExitCode> {
         return Some(ExitCode::FAILURE);
     }
     let from_stdin;
+    let mut premade = None;
     let spec = match args.get(2) {
-        // Started ahead of need (see `runtime::warm`): the spec's path comes on stdin.
-        Some(arg) if arg == WAIT_FOR_SPEC => match spec_from_stdin() {
-            Ok(Some(path)) => {
-                from_stdin = path;
-                Some(&from_stdin)
+        // Started ahead of need (see `runtime::warm`): the spec's path comes on stdin. A
+        // sandbox helper makes the pod's namespaces while it waits.
+        Some(arg) if arg == WAIT_FOR_SPEC => {
+            if name == SANDBOX {
+                premade = sandbox::Premade::make();
             }
-            // The agent let it go (or is gone) before it had work: nothing to do.
-            Ok(None) => return Some(ExitCode::SUCCESS),
-            Err(e) => {
-                eprintln!("minilet: helper {name}: {e}");
-                return Some(ExitCode::FAILURE);
+            match spec_from_stdin() {
+                Ok(Some(path)) => {
+                    from_stdin = path;
+                    Some(&from_stdin)
+                }
+                // The agent let it go (or is gone) before it had work: nothing to do.
+                Ok(None) => return Some(ExitCode::SUCCESS),
+                Err(e) => {
+                    eprintln!("minilet: helper {name}: {e}");
+                    return Some(ExitCode::FAILURE);
+                }
             }
-        },
+        }
         other => other,
     };
     match (Some(name), spec) {
-        (Some(SANDBOX), Some(spec)) => Some(sandbox::main(spec.as_ref())),
+        (Some(SANDBOX), Some(spec)) => Some(sandbox::main(spec.as_ref(), premade)),
         (Some(MONITOR), Some(spec)) => Some(monitor::main(spec.as_ref())),
         (Some(EXEC), Some(spec)) => Some(exec::main(spec.as_ref())),
         (Some(PORTFWD), Some(spec)) => Some(portfwd::main(spec.as_ref())),

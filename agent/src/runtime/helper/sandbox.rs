@@ -2,7 +2,8 @@
 //!
 //! 1. New session (terminal signals aimed at the agent never reach pods); join the pod's
 //!    sandbox cgroup; set oom_score_adj. The pause inherits all three.
-//! 2. unshare the mount namespace and the pod's network, IPC, UTS and PID namespaces. The
+//! 2. unshare the mount namespace and the pod's network, IPC, UTS and PID namespaces (a
+//!    helper started ahead of need has made the last four while it waited: [`Premade`]). The
 //!    new mount namespace is a slave of the host's (host mounts still propagate in, nothing
 //!    propagates out) and holds the pod's memory-backed filesystems (its /dev/shm and
 //!    `medium: Memory` emptyDirs): containers start from a copy of it, and when the pause
@@ -30,8 +31,50 @@ use crate::runtime::spec::{SandboxSpec, SandboxState, now_nanos};
 use crate::runtime::syscalls::Linux;
 use crate::runtime::user;
 
-pub fn main(spec_path: &OsStr) -> ExitCode {
-    let result = read_spec::<SandboxSpec>(Path::new(spec_path)).and_then(|spec| run(&spec));
+/// The namespaces a pod of its own gets (network, IPC, UTS, PID), in the order `run` takes
+/// them, with their names under `/proc/self/ns`.
+const POD_NAMESPACES: [(CloneFlags, &str); 4] = [
+    (CloneFlags::CLONE_NEWNET, "net"),
+    (CloneFlags::CLONE_NEWIPC, "ipc"),
+    (CloneFlags::CLONE_NEWUTS, "uts"),
+    (CloneFlags::CLONE_NEWPID, "pid"),
+];
+
+/// A pod's namespaces, made by a helper started ahead of need while it waits for its spec
+/// (`runtime::warm`): a new network namespace is the dearest step of a sandbox start (about
+/// a millisecond of the kernel's work, more with many pods), and nothing in these four
+/// depends on the pod until its spec says which it shares with the host. For those the
+/// helper goes back to the namespaces it came from, kept open here.
+pub struct Premade {
+    made: CloneFlags,
+    /// In the order of [`POD_NAMESPACES`].
+    came_from: Vec<std::fs::File>,
+    loopback_up: bool,
+}
+
+impl Premade {
+    /// Unshare the four namespaces and bring loopback up; `None` if that cannot be done (the
+    /// helper then makes them once it has its spec, and reports what fails there).
+    pub fn make() -> Option<Premade> {
+        let mut came_from = Vec::with_capacity(POD_NAMESPACES.len());
+        for (_, name) in POD_NAMESPACES {
+            came_from.push(std::fs::File::open(format!("/proc/self/ns/{name}")).ok()?);
+        }
+        let made = POD_NAMESPACES
+            .iter()
+            .fold(CloneFlags::empty(), |all, (flag, _)| all | *flag);
+        nix::sched::unshare(made).ok()?;
+        let loopback_up = loopback_up().is_ok();
+        Some(Premade {
+            made,
+            came_from,
+            loopback_up,
+        })
+    }
+}
+
+pub fn main(spec_path: &OsStr, premade: Option<Premade>) -> ExitCode {
+    let result = read_spec::<SandboxSpec>(Path::new(spec_path)).and_then(|spec| run(&spec, premade));
     report(&result);
     if result.is_ok() {
         ExitCode::SUCCESS
@@ -40,22 +83,34 @@ pub fn main(spec_path: &OsStr) -> ExitCode {
     }
 }
 
-fn run(spec: &SandboxSpec) -> Result<SandboxState, String> {
+fn run(spec: &SandboxSpec, premade: Option<Premade>) -> Result<SandboxState, String> {
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     crate::cgroups::join_single_threaded(&spec.cgroup_dirs, 0).map_err(|e| format!("join sandbox cgroup: {e}"))?;
     if let Some(adj) = spec.oom_score_adj {
         set_oom_score_adj(adj)?;
     }
 
+    let made = premade.as_ref().map_or(CloneFlags::empty(), |p| p.made);
     let mut flags = CloneFlags::CLONE_NEWNS;
-    for (wanted, flag) in [
-        (spec.namespaces.network, CloneFlags::CLONE_NEWNET),
-        (spec.namespaces.ipc, CloneFlags::CLONE_NEWIPC),
-        (spec.namespaces.uts, CloneFlags::CLONE_NEWUTS),
-        (spec.namespaces.pid, CloneFlags::CLONE_NEWPID),
-    ] {
-        if wanted {
+    for (i, (wanted, (flag, name))) in [
+        spec.namespaces.network,
+        spec.namespaces.ipc,
+        spec.namespaces.uts,
+        spec.namespaces.pid,
+    ]
+    .into_iter()
+    .zip(POD_NAMESPACES)
+    .enumerate()
+    {
+        if wanted && !made.contains(flag) {
             flags |= flag;
+        } else if !wanted && made.contains(flag) {
+            // Shared with the host: back to the helper's (the agent's) namespace.
+            let host = premade
+                .as_ref()
+                .and_then(|p| p.came_from.get(i))
+                .ok_or_else(|| format!("the {name} namespace the helper came from is not at hand"))?;
+            nix::sched::setns(host, flag).map_err(|e| format!("setns back to the host's {name} namespace: {e}"))?;
         }
     }
     nix::sched::unshare(flags).map_err(|e| format!("unshare({flags:?}): {e}"))?;
@@ -90,7 +145,8 @@ fn run(spec: &SandboxSpec) -> Result<SandboxState, String> {
     if spec.namespaces.uts {
         nix::unistd::sethostname(&spec.hostname).map_err(|e| format!("sethostname {:?}: {e}", spec.hostname))?;
     }
-    if spec.namespaces.network {
+    let loopback_is_up = made.contains(CloneFlags::CLONE_NEWNET) && premade.as_ref().is_some_and(|p| p.loopback_up);
+    if spec.namespaces.network && !loopback_is_up {
         loopback_up().map_err(|e| format!("bring up lo in the pod network namespace: {e}"))?;
     }
     for s in &spec.sysctls {
