@@ -46,15 +46,13 @@ const POD_NAMESPACES: [(CloneFlags, &str); 4] = [
 /// depends on the pod until its spec says which it shares with the host. For those the
 /// helper goes back to the namespaces it came from, kept open here.
 pub struct Premade {
-    made: CloneFlags,
     /// In the order of [`POD_NAMESPACES`].
     came_from: Vec<std::fs::File>,
-    loopback_up: bool,
 }
 
 impl Premade {
     /// Unshare the four namespaces and bring loopback up; `None` if that cannot be done (the
-    /// helper then makes them once it has its spec, and reports what fails there).
+    /// helper then makes them again once it has its spec, and reports what fails there).
     pub fn make() -> Option<Premade> {
         let mut came_from = Vec::with_capacity(POD_NAMESPACES.len());
         for (_, name) in POD_NAMESPACES {
@@ -64,12 +62,8 @@ impl Premade {
             .iter()
             .fold(CloneFlags::empty(), |all, (flag, _)| all | *flag);
         nix::sched::unshare(made).ok()?;
-        let loopback_up = loopback_up().is_ok();
-        Some(Premade {
-            made,
-            came_from,
-            loopback_up,
-        })
+        loopback_up().ok()?;
+        Some(Premade { came_from })
     }
 }
 
@@ -90,7 +84,6 @@ fn run(spec: &SandboxSpec, premade: Option<Premade>) -> Result<SandboxState, Str
         set_oom_score_adj(adj)?;
     }
 
-    let made = premade.as_ref().map_or(CloneFlags::empty(), |p| p.made);
     let mut flags = CloneFlags::CLONE_NEWNS;
     for (i, (wanted, (flag, name))) in [
         spec.namespaces.network,
@@ -102,15 +95,17 @@ fn run(spec: &SandboxSpec, premade: Option<Premade>) -> Result<SandboxState, Str
     .zip(POD_NAMESPACES)
     .enumerate()
     {
-        if wanted && !made.contains(flag) {
-            flags |= flag;
-        } else if !wanted && made.contains(flag) {
+        match &premade {
+            None if wanted => flags |= flag,
             // Shared with the host: back to the helper's (the agent's) namespace.
-            let host = premade
-                .as_ref()
-                .and_then(|p| p.came_from.get(i))
-                .ok_or_else(|| format!("the {name} namespace the helper came from is not at hand"))?;
-            nix::sched::setns(host, flag).map_err(|e| format!("setns back to the host's {name} namespace: {e}"))?;
+            Some(p) if !wanted => {
+                let host = p
+                    .came_from
+                    .get(i)
+                    .ok_or_else(|| format!("the {name} namespace the helper came from is not at hand"))?;
+                nix::sched::setns(host, flag).map_err(|e| format!("setns back to the host's {name} namespace: {e}"))?;
+            }
+            _ => {}
         }
     }
     nix::sched::unshare(flags).map_err(|e| format!("unshare({flags:?}): {e}"))?;
@@ -145,8 +140,7 @@ fn run(spec: &SandboxSpec, premade: Option<Premade>) -> Result<SandboxState, Str
     if spec.namespaces.uts {
         nix::unistd::sethostname(&spec.hostname).map_err(|e| format!("sethostname {:?}: {e}", spec.hostname))?;
     }
-    let loopback_is_up = made.contains(CloneFlags::CLONE_NEWNET) && premade.as_ref().is_some_and(|p| p.loopback_up);
-    if spec.namespaces.network && !loopback_is_up {
+    if spec.namespaces.network && premade.is_none() {
         loopback_up().map_err(|e| format!("bring up lo in the pod network namespace: {e}"))?;
     }
     for s in &spec.sysctls {
