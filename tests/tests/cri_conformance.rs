@@ -522,6 +522,16 @@ async fn container_user(c: &mut Clients, id: &str) -> Option<cri::ContainerUser>
         .user
 }
 
+async fn container_count(c: &mut Clients) -> usize {
+    c.runtime
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .expect("ListContainers")
+        .into_inner()
+        .containers
+        .len()
+}
+
 #[test]
 fn container_status_reports_the_users_identity_as_the_kernel_has_it() {
     if !is_root() {
@@ -582,6 +592,65 @@ fn container_status_reports_the_users_identity_as_the_kernel_has_it() {
         let (_, named_pid) = start(&mut c, &sb, sleeper("named", named)).await;
         let (uid, gid, _) = kernel_identity(named_pid);
         assert_eq!((uid, gid), (65534, 3000), "busybox's nobody with run_as_group");
+
+        // IDs past Linux's range are refused naming the field, never wrapped (2^32 would be
+        // root), and nothing is created for them.
+        let before = container_count(&mut c).await;
+        for (sc, field) in [
+            (
+                cri::LinuxContainerSecurityContext {
+                    run_as_user: Some(cri::Int64Value { value: 1 << 32 }),
+                    ..Default::default()
+                },
+                "run_as_user: 4294967296",
+            ),
+            (
+                cri::LinuxContainerSecurityContext {
+                    run_as_user: Some(cri::Int64Value { value: 0 }),
+                    supplemental_groups: vec![-1],
+                    ..Default::default()
+                },
+                "supplemental_groups[0]: -1",
+            ),
+        ] {
+            let e = c
+                .runtime
+                .create_container(cri::CreateContainerRequest {
+                    pod_sandbox_id: sb.clone(),
+                    config: Some(sleeper("wrapped", sc)),
+                    sandbox_config: None,
+                })
+                .await
+                .expect_err(field);
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+            assert!(e.message().contains(field), "{e:?}");
+        }
+        assert_eq!(container_count(&mut c).await, before, "no container for a refused user");
+        // A user name of digits is an ID: one past the range fails the start, saying so.
+        let digits = cri::LinuxContainerSecurityContext {
+            run_as_username: "4294967296".into(),
+            ..Default::default()
+        };
+        let created = c
+            .runtime
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: sb.clone(),
+                config: Some(sleeper("digits", digits)),
+                sandbox_config: None,
+            })
+            .await
+            .expect("CreateContainer")
+            .into_inner()
+            .container_id;
+        let e = c
+            .runtime
+            .start_container(cri::StartContainerRequest { container_id: created })
+            .await
+            .expect_err("a user no ID can be");
+        assert!(
+            e.message().contains("4294967296 is not a valid user or group ID"),
+            "{e:?}"
+        );
 
         // Stopped: no process, no identity to report.
         c.runtime

@@ -225,9 +225,11 @@ pub(super) struct RunAs {
 /// is then always given with a user.
 pub(super) fn run_as(sc: &SecurityContext, image_user: &str) -> RunAs {
     let from_image = image_user.split(':').next().unwrap_or("");
-    let (uid, username) = match (sc.run_as_user, from_image.parse::<u32>()) {
+    // Read as the CRI's ImageStatus reads it (an int64), so that a number no Linux ID can be
+    // is refused by CreateContainer naming run_as_user, not looked up as a name.
+    let (uid, username) = match (sc.run_as_user, from_image.parse::<i64>()) {
         (Some(uid), _) => (Some(uid), String::new()),
-        (None, Ok(uid)) => (Some(i64::from(uid)), String::new()),
+        (None, Ok(uid)) => (Some(uid), String::new()),
         (None, Err(_)) if from_image.is_empty() => (Some(0), String::new()),
         (None, Err(_)) => (None, from_image.to_string()),
     };
@@ -243,7 +245,7 @@ pub(super) fn check_non_root(run_as_user: Option<i64>, image_user: &str) -> Resu
         Some(_) => Ok(()),
         None => {
             let name = image_user.split(':').next().unwrap_or("");
-            match name.parse::<u32>() {
+            match name.parse::<i64>() {
                 Ok(0) => Err("container has runAsNonRoot and image will run as root".into()),
                 Ok(_) => Ok(()),
                 Err(_) if name.is_empty() => Err("container has runAsNonRoot and image will run as root".into()),
@@ -739,6 +741,10 @@ spec:
         assert!(check_non_root(None, "").is_err());
         assert!(check_non_root(None, "101:101").is_ok());
         assert!(check_non_root(None, "nginx").unwrap_err().contains("non-numeric"));
+        assert!(
+            check_non_root(None, "4294967296").is_ok(),
+            "numeric, not root (refused later)"
+        );
     }
 
     #[test]
@@ -756,6 +762,9 @@ spec:
         // The image's user, its group left out; root for an image without one.
         assert_eq!(run_as(&sc(None, Some(3000)), ""), uid(0));
         assert_eq!(run_as(&sc(None, Some(3000)), "101:33"), uid(101));
+        // A number past u32 stays a number, as ImageStatus reports it: CreateContainer
+        // refuses it naming run_as_user.
+        assert_eq!(run_as(&sc(None, None), "4294967296"), uid(1 << 32));
         assert_eq!(
             run_as(&sc(None, None), "nginx:www"),
             RunAs {

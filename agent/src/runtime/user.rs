@@ -17,6 +17,22 @@ pub enum UserError {
     NoUser(String),
     #[error("unable to find group {0}: no matching entries in group file")]
     NoGroup(String),
+    /// A numeric user or group that no Linux ID can be (0-4294967294): refused, not looked
+    /// up as a name.
+    #[error("{0} is not a valid user or group ID (0-4294967294)")]
+    IdOutOfRange(String),
+}
+
+/// A user or group as written: a number (a Linux ID) or a name. Digits that no ID can be are
+/// an error, not a name.
+fn numeric_id(s: &str) -> Result<Option<u32>, UserError> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(None);
+    }
+    match s.parse::<u32>() {
+        Ok(id) if id != u32::MAX => Ok(Some(id)),
+        _ => Err(UserError::IdOutOfRange(s.to_string())),
+    }
 }
 
 struct PasswdEntry<'a> {
@@ -88,21 +104,22 @@ pub fn resolve(spec: &UserSpec, passwd: Option<&str>, group: Option<&str>) -> Re
         user_part
     };
 
-    let entry = passwd_entries(passwd).find(|e| match user_part.parse::<u32>() {
-        Ok(uid) => e.uid == uid,
-        Err(_) => e.name == user_part,
+    let numeric = numeric_id(&user_part)?;
+    let entry = passwd_entries(passwd).find(|e| match numeric {
+        Some(uid) => e.uid == uid,
+        None => e.name == user_part,
     });
-    let (uid, mut gid, home, name) = match (&entry, user_part.parse::<u32>()) {
+    let (uid, mut gid, home, name) = match (&entry, numeric) {
         (Some(e), _) => (e.uid, e.gid, e.home.to_string(), Some(e.name)),
-        (None, Ok(uid)) => (uid, 0, "/".to_string(), None),
-        (None, Err(_)) => return Err(UserError::NoUser(user_part)),
+        (None, Some(uid)) => (uid, 0, "/".to_string(), None),
+        (None, None) => return Err(UserError::NoUser(user_part)),
     };
 
     let group_override = spec.gid.map(|g| g.to_string()).or(named_group);
     if let Some(g) = group_override.filter(|g| !g.is_empty()) {
-        gid = match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => group_entries(group)
+        gid = match numeric_id(&g)? {
+            Some(n) => n,
+            None => group_entries(group)
                 .find(|e| e.name == g)
                 .map(|e| e.gid)
                 .ok_or(UserError::NoGroup(g))?,
@@ -189,6 +206,11 @@ mod tests {
             }
         );
         assert_eq!(r(&spec("ghost", None, None)), Err(UserError::NoUser("ghost".into())));
+        // Digits are an ID, never a name: one no Linux ID can be is refused as such.
+        for user in ["4294967296", "4294967295", "0:4294967296", "99999999999999999999999"] {
+            let bad = user.rsplit(':').next().unwrap_or(user).to_string();
+            assert_eq!(r(&spec(user, None, None)), Err(UserError::IdOutOfRange(bad)), "{user}");
+        }
         assert_eq!(
             r(&spec("nginx:ghosts", None, None)),
             Err(UserError::NoGroup("ghosts".into()))

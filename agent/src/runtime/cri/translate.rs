@@ -234,18 +234,22 @@ pub fn sandbox(
     })
 }
 
+/// A user or group ID from the CRI's int64. Linux IDs are u32, and u32::MAX is the kernel's
+/// "no ID" (-1). Anything else is refused, naming the field: cast, 4294967296 would be root.
+fn linux_id(v: i64, field: &str) -> Result<u32, RuntimeError> {
+    u32::try_from(v)
+        .ok()
+        .filter(|id| *id != u32::MAX)
+        .ok_or_else(|| invalid(format!("{field}: {v} is not a valid ID (0-4294967294)")))
+}
+
 /// What the sandbox's security context asks of its pause, containerd's way: it runs as
 /// `run_as_user`:`run_as_group` with the supplemental groups, confined by `seccomp` unless
 /// the sandbox is privileged. The pause has no root filesystem of its own (it runs from the
 /// node's), so a read-only one cannot be given and is refused.
 fn pause_security(sc: &cri::LinuxSandboxSecurityContext) -> Result<PauseSecurity, RuntimeError> {
     const FIELD: &str = "linux.security_context";
-    let id = |v: i64, field: &str| {
-        u32::try_from(v)
-            .ok()
-            .filter(|id| *id != u32::MAX)
-            .ok_or_else(|| invalid(format!("{FIELD}.{field}: {v} is not a valid ID (0-4294967294)")))
-    };
+    let id = |v: i64, field: &str| linux_id(v, &format!("{FIELD}.{field}"));
     if sc.readonly_rootfs {
         return Err(invalid(format!(
             "{FIELD}.readonly_rootfs: the pause runs from the node's filesystem, not an image, and cannot be given a read-only root"
@@ -550,22 +554,7 @@ pub fn container(i: &ContainerInputs) -> Result<ContainerConfig, RuntimeError> {
     if !cwd.starts_with('/') {
         return Err(invalid(format!("working_dir {cwd:?} must be an absolute path")));
     }
-    let user = UserSpec {
-        uid: sc.run_as_user.as_ref().map(|u| u.value as u32),
-        gid: sc.run_as_group.as_ref().map(|g| g.value as u32),
-        image_user: if sc.run_as_username.is_empty() {
-            image_cfg.user.clone()
-        } else {
-            sc.run_as_username.clone()
-        },
-        supplemental_groups: sc.supplemental_groups.iter().map(|g| *g as u32).collect(),
-        strict_groups: sc.supplemental_groups_policy == cri::SupplementalGroupsPolicy::Strict as i32,
-    };
-    if sc.run_as_group.is_some() && sc.run_as_user.is_none() && sc.run_as_username.is_empty() {
-        return Err(invalid(
-            "run_as_group is only allowed with run_as_user or run_as_username",
-        ));
-    }
+    let user = container_user(&sc, &image_cfg.user)?;
     let capabilities = (!sc.privileged).then(|| {
         let add: Vec<String> = caps.add_capabilities.iter().map(|c| strip_cap(c)).collect();
         let drop: Vec<String> = caps.drop_capabilities.iter().map(|c| strip_cap(c)).collect();
@@ -650,6 +639,34 @@ pub fn container(i: &ContainerInputs) -> Result<ContainerConfig, RuntimeError> {
         } else {
             seccomp_request(sc.seccomp.as_ref(), &sc.seccomp_profile_path)?
         },
+    })
+}
+
+/// Who the container runs as: run_as_user / run_as_username, else the image's user; the
+/// IDs range-checked (see [`linux_id`]).
+fn container_user(sc: &cri::LinuxContainerSecurityContext, image_user: &str) -> Result<UserSpec, RuntimeError> {
+    const FIELD: &str = "linux.security_context";
+    if sc.run_as_group.is_some() && sc.run_as_user.is_none() && sc.run_as_username.is_empty() {
+        return Err(invalid(format!(
+            "{FIELD}.run_as_group is only allowed with run_as_user or run_as_username"
+        )));
+    }
+    let id = |v: &cri::Int64Value, field: &str| linux_id(v.value, &format!("{FIELD}.{field}"));
+    Ok(UserSpec {
+        uid: sc.run_as_user.as_ref().map(|u| id(u, "run_as_user")).transpose()?,
+        gid: sc.run_as_group.as_ref().map(|g| id(g, "run_as_group")).transpose()?,
+        image_user: if sc.run_as_username.is_empty() {
+            image_user.to_string()
+        } else {
+            sc.run_as_username.clone()
+        },
+        supplemental_groups: sc
+            .supplemental_groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| linux_id(*g, &format!("{FIELD}.supplemental_groups[{i}]")))
+            .collect::<Result<_, _>>()?,
+        strict_groups: sc.supplemental_groups_policy == cri::SupplementalGroupsPolicy::Strict as i32,
     })
 }
 
@@ -869,6 +886,48 @@ mod tests {
             PauseSecurity::default(),
             "nothing asked: root, unconfined"
         );
+    }
+
+    #[test]
+    fn a_container_id_outside_linuxs_range_is_refused_not_wrapped() {
+        let with = |uid: Option<i64>, gid: Option<i64>, groups: Vec<i64>| {
+            container_user(
+                &cri::LinuxContainerSecurityContext {
+                    run_as_user: uid.map(|value| cri::Int64Value { value }),
+                    run_as_group: gid.map(|value| cri::Int64Value { value }),
+                    supplemental_groups: groups,
+                    ..Default::default()
+                },
+                "",
+            )
+        };
+        let ok = with(Some(0), Some(4_294_967_294), vec![1, 2]).expect("in range");
+        assert_eq!(
+            (ok.uid, ok.gid, ok.supplemental_groups),
+            (Some(0), Some(4_294_967_294), vec![1, 2])
+        );
+        for (user, field) in [
+            (
+                with(Some(1 << 32), None, vec![]),
+                "linux.security_context.run_as_user: 4294967296",
+            ),
+            (with(Some(-1), None, vec![]), "linux.security_context.run_as_user: -1"),
+            (
+                with(Some(0), Some(4_294_967_295), vec![]),
+                "linux.security_context.run_as_group: 4294967295",
+            ),
+            (
+                with(Some(0), None, vec![5, 1 << 40]),
+                "linux.security_context.supplemental_groups[1]: 1099511627776",
+            ),
+            (
+                with(None, Some(5), vec![]),
+                "linux.security_context.run_as_group is only allowed",
+            ),
+        ] {
+            let e = user.expect_err(field);
+            assert!(e.to_string().contains(field), "{e} should name {field}");
+        }
     }
 
     #[test]
