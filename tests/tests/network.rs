@@ -261,6 +261,72 @@ fn pods_get_ips_see_them_and_reach_each_other_and_the_node() {
     assert_nothing_left(&env, &ns);
 }
 
+/// Two servers in one pod: one on every address, one on the pod's loopback only. Both
+/// probed without a host.
+const PROBED: &str = r#"apiVersion: v1
+kind: Pod
+metadata: {name: probed}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: everywhere
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, "mkdir -p /tmp/www && echo ok > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"]
+    readinessProbe:
+      httpGet: {path: /, port: 8080}
+      periodSeconds: 1
+  - name: loopback
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, "mkdir -p /tmp/www && exec httpd -f -p 127.0.0.1:8081 -h /tmp/www"]
+    readinessProbe:
+      tcpSocket: {port: 8081}
+      periodSeconds: 1
+"#;
+
+#[test]
+fn probes_without_a_host_connect_to_the_pod_ip_as_the_kubelets_do() {
+    if !is_root() || !netns::cni_plugins_present() {
+        return skip("needs root and the CNI plugins (containernetworking-plugins)");
+    }
+    let (ns, mut env, conf) = cni_node("probe-ip");
+    let mut agent = start(&mut env, &ns, &cni_flags(&conf));
+    env.write_manifest("probed.yaml", PROBED);
+    let pod = static_pod_name("probed");
+    let ip = wide_ip(&env, &pod);
+    let ready = |container: &str| -> Option<bool> {
+        let json: serde_json::Value = serde_json::from_str(&ok(&env, &["get", "pod", &pod, "-o", "json"])).ok()?;
+        json["status"]["containerStatuses"]
+            .as_array()?
+            .iter()
+            .find(|c| c["name"] == container)?["ready"]
+            .as_bool()
+    };
+    wait_for("the server on every address is ready", Duration::from_secs(30), || {
+        ready("everywhere")?.then_some(())
+    });
+    // The kubelet probes status.podIP: a server on the pod's loopback only is not reached.
+    let refused = format!("Readiness probe failed: dial tcp {ip}:8081: connect: connection refused");
+    wait_for(
+        "the loopback-only server's probe fails at the pod IP",
+        Duration::from_secs(30),
+        || {
+            pod_events(&env, &pod)
+                .into_iter()
+                .find(|(_, r, m, _)| r == "Unhealthy" && *m == refused)
+        },
+    );
+    assert_eq!(ready("loopback"), Some(false));
+
+    env.remove_manifest("probed.yaml");
+    wait_for("probed removed", Duration::from_secs(30), || {
+        env.pod(&pod).is_none().then_some(())
+    });
+    agent.stop();
+    assert_nothing_left(&env, &ns);
+}
+
 #[test]
 fn a_pod_removed_while_the_agent_was_down_gets_its_del() {
     if !is_root() || !netns::cni_plugins_present() {

@@ -684,15 +684,19 @@ fn wait_for_result<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Opti
 #[test]
 fn host_network_pods_probe_the_host_and_others_their_own_namespace() {
     if !is_root() {
-        return;
+        return skip("needs root: runs the agent and real pods");
     }
     let env = Env::new("probe-hostnet");
     env.import_image("busybox");
-    let _agent = Agent::start(&env, FAST_BACKOFF);
-    // A port open on the host's loopback only.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind on the host");
+    // A host-network pod's IP is the node's: its probes go there, as the kubelet's do. The
+    // node's address is one of loopback's here, so nothing leaves the machine.
+    let _agent = Agent::start(&env, &[FAST_BACKOFF, &["--node-ip", "127.0.0.2"]].concat());
+    // A port open on the node's address, and one on another loopback address only.
+    let listener = std::net::TcpListener::bind("127.0.0.2:0").expect("bind on the host");
     let port = listener.local_addr().expect("local addr").port();
-    let pod = |name: &str, host_network: bool| {
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").expect("bind on the host");
+    let elsewhere_port = elsewhere.local_addr().expect("local addr").port();
+    let pod = |name: &str, host_network: bool, port: u16| {
         format!(
             r#"apiVersion: v1
 kind: Pod
@@ -711,8 +715,9 @@ spec:
 "#
         )
     };
-    env.write_manifest("host.yaml", &pod("host", true));
-    env.write_manifest("own.yaml", &pod("own", false));
+    env.write_manifest("host.yaml", &pod("host", true, port));
+    env.write_manifest("own.yaml", &pod("own", false, port));
+    env.write_manifest("host-lo.yaml", &pod("host-lo", true, elsewhere_port));
     env.wait_running(&static_pod_name("own"), &["app"]);
     wait_for("host-network pod ready", Duration::from_secs(20), || {
         let p = pod_json(&env, &static_pod_name("host"));
@@ -728,5 +733,12 @@ spec:
         container_status(&pod_json(&env, &static_pod_name("own")), "app")["ready"],
         false
     );
+    // Not the node's address: a host-network pod's probe does not reach it.
+    let msg = wait_event(&env, &static_pod_name("host-lo"), "Unhealthy", "connection refused");
+    assert_eq!(
+        msg,
+        format!("Readiness probe failed: dial tcp 127.0.0.2:{elsewhere_port}: connect: connection refused")
+    );
     drop(listener);
+    drop(elsewhere);
 }

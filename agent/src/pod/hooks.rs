@@ -118,7 +118,7 @@ impl Hook {
                     }
                 }
             }
-            Action::Http(get) => probes::http_response(ctx.network, get).await.map(|_| ()).map_err(|e| {
+            Action::Http(get) => probes::http_response(ctx, get).await.map(|_| ()).map_err(|e| {
                 format!(
                     "HTTP lifecycle hook ({}) for Container {container:?} in Pod {pod:?} failed - error: {e}",
                     get.path

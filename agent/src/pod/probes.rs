@@ -99,8 +99,8 @@ pub enum Scheme {
 /// port the container does not declare fails every run, as in the kubelet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
-    /// Empty: the pod's address (127.0.0.1 inside the pod's network namespace: pods have
-    /// only loopback; for host-network pods, the host's loopback).
+    /// Empty: the pod's IP, as the kubelet takes `status.podIP` (the node's for a
+    /// host-network pod); loopback where the pod has none (`--network=none`).
     pub host: String,
     pub port: Result<u16, String>,
 }
@@ -393,6 +393,8 @@ pub struct Context {
     pub cri: Arc<dyn crate::cri::service::RuntimeService>,
     pub attempt: AttemptStatus,
     pub network: Network,
+    /// `status.podIP`: where a probe or hook that names no host connects.
+    pub pod_ip: Option<IpAddr>,
     pub events: Events,
     pub object: ObjectRef,
 }
@@ -529,14 +531,17 @@ pub async fn run_once(probe: &Probe, ctx: &Context) -> Outcome {
         Handler::Exec(cmd) => exec(ctx, cmd, probe.timeout).await,
         Handler::Http(get) => {
             let url_for_error = || {
+                let host = match (get.target.host.as_str(), &get.target.port) {
+                    ("", Ok(port)) => SocketAddr::new(default_ip(ctx.pod_ip), *port).to_string(),
+                    (host, _) => host.to_string(),
+                };
                 format!(
-                    "{}://{}{}",
+                    "{}://{host}{}",
                     if get.scheme == Scheme::Https { "https" } else { "http" },
-                    get.target.host,
                     get.path
                 )
             };
-            match tokio::time::timeout(probe.timeout, http_get(ctx.network, get)).await {
+            match tokio::time::timeout(probe.timeout, http_get(ctx, get)).await {
                 Ok(o) => o,
                 Err(_) => Outcome::Failure(format!(
                     "Get {:?}: context deadline exceeded (Client.Timeout exceeded while awaiting headers)",
@@ -544,8 +549,8 @@ pub async fn run_once(probe: &Probe, ctx: &Context) -> Outcome {
                 )),
             }
         }
-        Handler::Tcp(target) => tcp(ctx.network, target, probe.timeout).await,
-        Handler::Grpc { target, service } => grpc(ctx.network, target, service, probe.timeout).await,
+        Handler::Tcp(target) => tcp(ctx, target, probe.timeout).await,
+        Handler::Grpc { target, service } => grpc(ctx, target, service, probe.timeout).await,
     }
 }
 
@@ -567,10 +572,19 @@ async fn exec(ctx: &Context, cmd: &[String], timeout: Duration) -> Outcome {
     }
 }
 
+/// Where a probe naming no host goes: the pod's IP (the kubelet's `status.podIP`), else
+/// loopback (a pod without a network has nothing else).
+fn default_ip(pod_ip: Option<IpAddr>) -> IpAddr {
+    pod_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
 /// The address a network probe connects to.
-async fn address(target: &Target) -> Result<SocketAddr, String> {
+async fn address(target: &Target, pod_ip: Option<IpAddr>) -> Result<SocketAddr, String> {
     let port = target.port.clone()?;
-    if target.host.is_empty() || target.host == "localhost" {
+    if target.host.is_empty() {
+        return Ok(SocketAddr::new(default_ip(pod_ip), port));
+    }
+    if target.host == "localhost" {
         return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
     }
     let host = target.host.trim_start_matches('[').trim_end_matches(']');
@@ -634,12 +648,12 @@ fn socket_in(pause: ProcessId, v6: bool) -> std::io::Result<std::net::TcpStream>
     Ok(std::net::TcpStream::from(fd))
 }
 
-async fn tcp(network: Network, target: &Target, timeout: Duration) -> Outcome {
-    let addr = match address(target).await {
+async fn tcp(ctx: &Context, target: &Target, timeout: Duration) -> Outcome {
+    let addr = match address(target, ctx.pod_ip).await {
         Ok(a) => a,
         Err(e) => return Outcome::Failure(e),
     };
-    match tokio::time::timeout(timeout, connect(network, addr)).await {
+    match tokio::time::timeout(timeout, connect(ctx.network, addr)).await {
         Ok(Ok(_)) => Outcome::Success,
         Ok(Err(e)) => Outcome::Failure(format!("dial tcp {addr}: connect: {}", go_error(&e))),
         Err(_) => Outcome::Failure(format!("dial tcp {addr}: i/o timeout")),
@@ -677,8 +691,8 @@ pub fn http_outcome(status: u16, body: &[u8]) -> Outcome {
     }
 }
 
-async fn http_get(network: Network, get: &HttpGet) -> Outcome {
-    match http_response(network, get).await {
+async fn http_get(ctx: &Context, get: &HttpGet) -> Outcome {
+    match http_response(ctx, get).await {
         Ok((status, body)) => http_outcome(status, &body),
         Err(e) => Outcome::Failure(e),
     }
@@ -687,14 +701,15 @@ async fn http_get(network: Network, get: &HttpGet) -> Outcome {
 /// A GET as the kubelet's probes (and lifecycle hooks) make it, following redirects to the
 /// same host: the final status and up to [`MAX_OUTPUT`] bytes of its body, or why there is
 /// no answer.
-pub(crate) async fn http_response(network: Network, get: &HttpGet) -> Result<(u16, Vec<u8>), String> {
+pub(crate) async fn http_response(ctx: &Context, get: &HttpGet) -> Result<(u16, Vec<u8>), String> {
     let HttpGet {
         target,
         scheme,
         path,
         headers,
     } = get;
-    let addr = address(target).await?;
+    let network = ctx.network;
+    let addr = address(target, ctx.pod_ip).await?;
     let host = if target.host.is_empty() {
         addr.ip().to_string()
     } else {
@@ -889,10 +904,11 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
     }
 }
 
-async fn grpc(network: Network, target: &Target, service: &str, timeout: Duration) -> Outcome {
+async fn grpc(ctx: &Context, target: &Target, service: &str, timeout: Duration) -> Outcome {
     use minilet_proto::grpc::health::v1::health_check_response::ServingStatus;
     use minilet_proto::grpc::health::v1::{HealthCheckRequest, health_client::HealthClient};
-    let addr = match address(target).await {
+    let network = ctx.network;
+    let addr = match address(target, ctx.pod_ip).await {
         Ok(a) => a,
         Err(e) => return Outcome::Failure(e),
     };

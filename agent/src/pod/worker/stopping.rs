@@ -105,14 +105,22 @@ impl Worker {
     pub(in crate::pod) fn handler_context(&self, i: usize) -> Option<probes::Context> {
         let slot = &self.slots[i];
         let attempt = slot.current.clone()?;
+        let host_network = self.pod_spec().host_network == Some(true);
         let network = match self.sandbox {
-            Some(s) if self.pod_spec().host_network != Some(true) => probes::Network::Pod(s.pause),
+            Some(s) if !host_network => probes::Network::Pod(s.pause),
             _ => probes::Network::Host,
+        };
+        // status.podIP, as the kubelet's probes and hooks default to it.
+        let pod_ip = if host_network {
+            self.ctx.node.host_ip.as_deref().and_then(|ip| ip.parse().ok())
+        } else {
+            self.pod_ips.first().copied()
         };
         Some(probes::Context {
             cri: self.ctx.cri.clone(),
             attempt,
             network,
+            pod_ip,
             events: self.ctx.events.clone(),
             object: self.obj.container(&slot.spec.name, slot.init),
         })
