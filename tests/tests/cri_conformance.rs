@@ -85,19 +85,21 @@ async fn pause_pid(c: &mut Clients, sb: &str) -> i32 {
     pid_of(&r.info["info"])
 }
 
-/// Create and start a container, and return its ID and PID.
-async fn start(c: &mut Clients, sb: &str, config: cri::ContainerConfig) -> (String, i32) {
-    let id = c
-        .runtime
+/// CreateContainer in sandbox `sb`: the new container's ID.
+async fn create(c: &mut Clients, sb: &str, config: cri::ContainerConfig) -> Result<String, tonic::Status> {
+    c.runtime
         .create_container(cri::CreateContainerRequest {
             pod_sandbox_id: sb.into(),
             config: Some(config),
             sandbox_config: None,
         })
         .await
-        .expect("CreateContainer")
-        .into_inner()
-        .container_id;
+        .map(|r| r.into_inner().container_id)
+}
+
+/// Create and start a container, and return its ID and PID.
+async fn start(c: &mut Clients, sb: &str, config: cri::ContainerConfig) -> (String, i32) {
+    let id = create(c, sb, config).await.expect("CreateContainer");
     c.runtime
         .start_container(cri::StartContainerRequest {
             container_id: id.clone(),
@@ -320,21 +322,19 @@ fn masked_and_readonly_paths_are_the_clients_when_it_gives_them() {
         assert!(!m.iter().any(|(p, _)| p == "/root"), "{m:?}");
 
         // A relative path is refused naming the field.
-        let e = c
-            .runtime
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: sb.clone(),
-                config: Some(sleeper(
-                    "relative",
-                    cri::LinuxContainerSecurityContext {
-                        masked_paths: vec!["proc/kcore".into()],
-                        ..Default::default()
-                    },
-                )),
-                sandbox_config: None,
-            })
-            .await
-            .unwrap_err();
+        let e = create(
+            &mut c,
+            &sb,
+            sleeper(
+                "relative",
+                cri::LinuxContainerSecurityContext {
+                    masked_paths: vec!["proc/kcore".into()],
+                    ..Default::default()
+                },
+            ),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
         assert!(e.message().contains("masked_paths"), "{e:?}");
     });
@@ -476,15 +476,7 @@ fn host_paths_come_from_the_host_with_their_propagation() {
         ] {
             let mut config = with_mount("bad-rro", propagation, readonly);
             config.mounts[0].recursive_read_only = true;
-            let e = c
-                .runtime
-                .create_container(cri::CreateContainerRequest {
-                    pod_sandbox_id: sb.clone(),
-                    config: Some(config),
-                    sandbox_config: None,
-                })
-                .await
-                .unwrap_err();
+            let e = create(&mut c, &sb, config).await.unwrap_err();
             assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
             assert!(e.message().contains("mounts[0].recursive_read_only"), "{e:?}");
         }
@@ -613,15 +605,7 @@ fn container_status_reports_the_users_identity_as_the_kernel_has_it() {
                 "supplemental_groups[0]: -1",
             ),
         ] {
-            let e = c
-                .runtime
-                .create_container(cri::CreateContainerRequest {
-                    pod_sandbox_id: sb.clone(),
-                    config: Some(sleeper("wrapped", sc)),
-                    sandbox_config: None,
-                })
-                .await
-                .expect_err(field);
+            let e = create(&mut c, &sb, sleeper("wrapped", sc)).await.expect_err(field);
             assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
             assert!(e.message().contains(field), "{e:?}");
         }
@@ -631,17 +615,9 @@ fn container_status_reports_the_users_identity_as_the_kernel_has_it() {
             run_as_username: "4294967296".into(),
             ..Default::default()
         };
-        let created = c
-            .runtime
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: sb.clone(),
-                config: Some(sleeper("digits", digits)),
-                sandbox_config: None,
-            })
+        let created = create(&mut c, &sb, sleeper("digits", digits))
             .await
-            .expect("CreateContainer")
-            .into_inner()
-            .container_id;
+            .expect("CreateContainer");
         let e = c
             .runtime
             .start_container(cri::StartContainerRequest { container_id: created })
