@@ -204,6 +204,18 @@ pub(crate) fn collect_procs(dir: &Path, out: &mut BTreeSet<u32>) -> Result<(), C
     Ok(())
 }
 
+/// How long [`remove_tree`] waits for killed processes to leave a cgroup.
+const DYING_WAIT: Duration = Duration::from_secs(10);
+
+/// Every process in `dir` (and below) is leaving: removing it only needs time.
+fn all_dying(dir: &Path) -> bool {
+    let mut pids = BTreeSet::new();
+    collect_procs(dir, &mut pids).is_ok()
+        && pids
+            .into_iter()
+            .all(|p| i32::try_from(p).is_ok_and(crate::runtime::process::is_dying))
+}
+
 /// SIGKILL the processes in these directories (and below) until none are listed or a few
 /// rounds have passed (processes may fork while we read). Processes already dying are
 /// listed until they are gone; [`remove_tree`] waits for those.
@@ -245,11 +257,14 @@ pub(crate) fn kill_tree(dirs: &[PathBuf]) -> Result<(), CgroupError> {
 }
 
 /// rmdir `dir` and everything below it, leaves first; absent is fine. EBUSY (a process still
-/// inside, typically one that was just killed) is retried with short sleeps.
+/// inside, typically one that was just killed) is retried with short sleeps: for about half a
+/// second, and for up to [`DYING_WAIT`] while every process inside is on its way out (on a
+/// loaded machine a killed process may not run for a while).
 pub(crate) fn remove_tree(dir: &Path) -> Result<(), CgroupError> {
     const ATTEMPTS: u32 = 10;
     for d in tree_postorder(dir)? {
         let mut attempt = 0;
+        let started = std::time::Instant::now();
         loop {
             match std::fs::remove_dir(&d) {
                 Ok(()) => {
@@ -257,9 +272,12 @@ pub(crate) fn remove_tree(dir: &Path) -> Result<(), CgroupError> {
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt + 1 < ATTEMPTS => {
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EBUSY)
+                        && (attempt + 1 < ATTEMPTS || (started.elapsed() < DYING_WAIT && all_dying(&d))) =>
+                {
                     attempt += 1;
-                    std::thread::sleep(Duration::from_millis(10 * u64::from(attempt)));
+                    std::thread::sleep(Duration::from_millis(10 * u64::from(attempt.min(9))));
                 }
                 Err(source) => {
                     let mut pids = BTreeSet::new();

@@ -53,6 +53,32 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
     })
 }
 
+/// Whether `pid` is on its way out: gone, a zombie, in `do_exit`, or with a SIGKILL sent and
+/// not yet acted on (a process that has not run since, as on a loaded machine). Such a
+/// process leaves its cgroup by itself; a live one never will.
+pub fn is_dying(pid: i32) -> bool {
+    let Some(st) = stat(pid) else { return true };
+    if matches!(st.state, 'Z' | 'X') || st.flags & PF_EXITING != 0 {
+        return true;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return true;
+    };
+    sigkill_pending(&status)
+}
+
+/// SIGKILL in the thread's or the process's pending set of a `/proc/<pid>/status`.
+fn sigkill_pending(status: &str) -> bool {
+    const SIGKILL_BIT: u64 = 1 << (libc::SIGKILL - 1);
+    status.lines().any(|l| {
+        ["SigPnd:", "ShdPnd:"].iter().any(|k| {
+            l.strip_prefix(k)
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                .is_some_and(|m| m & SIGKILL_BIT != 0)
+        })
+    })
+}
+
 /// A process's effective user and group and its supplementary groups.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -252,6 +278,28 @@ pub fn parse_signal(name: &str) -> Option<Signal> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_killed_process_is_dying_before_it_is_reaped() {
+        assert!(super::sigkill_pending(
+            "Name:\tx\nSigPnd:\t0000000000000100\nShdPnd:\t0000000000000000\n"
+        ));
+        assert!(super::sigkill_pending("ShdPnd:\t0000000000000100\n"));
+        assert!(!super::sigkill_pending(
+            "SigPnd:\t0000000000004000\nShdPnd:\t0000000000000000\n"
+        ));
+        let mut child = std::process::Command::new("sleep")
+            .arg("100")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id() as i32;
+        assert!(!super::is_dying(pid), "a sleeping process is alive");
+        child.kill().expect("SIGKILL");
+        // Not reaped yet: SIGKILL pending, exiting, or a zombie.
+        assert!(super::is_dying(pid));
+        child.wait().expect("reap");
+        assert!(super::is_dying(pid), "gone");
+    }
+
     #[test]
     fn signal_names() {
         assert_eq!(super::parse_signal("SIGQUIT"), Some(nix::sys::signal::Signal::SIGQUIT));
