@@ -175,8 +175,9 @@ pub trait Cgroups: Send + Sync + fmt::Debug {
     /// iterate). Only PIDs found in our cgroups are signalled; it does not wait for them.
     fn kill(&self, path: &str) -> Result<(), CgroupError>;
     /// rmdir `path` and everything below it, leaves first, in every hierarchy; absent is OK.
-    /// On EBUSY it retries for about half a second (a just-killed process may still be
-    /// leaving), then fails with the PIDs still inside.
+    /// On EBUSY it retries for about half a second, and for up to 10 s while every process
+    /// still inside is dying (a just-killed process may not have run yet), then fails with
+    /// the PIDs still inside.
     fn remove(&self, path: &str) -> Result<(), CgroupError>;
     fn stats(&self, path: &str) -> Result<CgroupStats, CgroupError>;
 }
